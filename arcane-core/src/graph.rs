@@ -1,0 +1,477 @@
+//! [`StreamGraph`]: *source → grouped batches → sink*, its builder traits and its running form.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::context::StreamContext;
+use crate::error::{Error, Result};
+use crate::grouped_within::{GroupLimits, GroupedWithinExt};
+use crate::kill_switch::KillSwitch;
+use crate::metrics::{self as m, MetricLabels};
+use crate::position::{Checkpoint, PositionedBatch};
+use crate::sink::{Commit, Sink, SinkContext};
+use crate::source::{Source, SourceStart};
+
+/// A transformation of batches.
+pub type MapFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static>;
+
+/// Builds the graph of one stream kind from its typed spec.
+///
+/// ```
+/// use arcane_core::{StreamContext, StreamGraph, StreamGraphBuilder, Result};
+/// use arcane_core::testing::{GeneratorSource, MemorySink};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(rename_all = "camelCase")]
+/// struct Spec { rows: u64 }
+///
+/// struct Synthetic;
+///
+/// #[async_trait::async_trait]
+/// impl StreamGraphBuilder for Synthetic {
+///     type Spec = Spec;
+///     async fn build(&self, _ctx: &StreamContext, spec: Spec) -> Result<StreamGraph> {
+///         Ok(StreamGraph::from_source(GeneratorSource::new(spec.rows, 100))
+///             .to_sink(MemorySink::new()))
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait StreamGraphBuilder: Send + Sync + 'static {
+    /// The typed spec (the stream resource's `.spec`, camelCase JSON).
+    type Spec: serde::de::DeserializeOwned + Send;
+
+    /// Build the graph.
+    async fn build(&self, ctx: &StreamContext, spec: Self::Spec) -> Result<StreamGraph>;
+
+    /// A one-line description of the kind, for listings.
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// The JSON Schema of [`Self::Spec`], when the builder can generate it.
+    fn spec_schema(&self) -> Option<Value> {
+        None
+    }
+}
+
+/// The object-safe form of [`StreamGraphBuilder`], for binaries hosting several stream kinds.
+#[async_trait::async_trait]
+pub trait DynStreamGraphBuilder: Send + Sync + 'static {
+    /// Parse the context's spec and build the graph.
+    async fn build_dyn(&self, ctx: &StreamContext) -> Result<StreamGraph>;
+    /// See [`StreamGraphBuilder::description`].
+    fn description(&self) -> &str;
+    /// See [`StreamGraphBuilder::spec_schema`].
+    fn spec_schema(&self) -> Option<Value>;
+}
+
+#[async_trait::async_trait]
+impl<B: StreamGraphBuilder> DynStreamGraphBuilder for B {
+    async fn build_dyn(&self, ctx: &StreamContext) -> Result<StreamGraph> {
+        let spec = ctx.spec::<B::Spec>()?;
+        self.build(ctx, spec).await
+    }
+    fn description(&self) -> &str {
+        StreamGraphBuilder::description(self)
+    }
+    fn spec_schema(&self) -> Option<Value> {
+        StreamGraphBuilder::spec_schema(self)
+    }
+}
+
+/// The first half of a graph: a source and its stages, waiting for a sink.
+#[must_use = "a flow does nothing until it is connected to a sink and run"]
+pub struct Flow {
+    source: Box<dyn Source>,
+    before_group: Vec<MapFn>,
+    after_group: Vec<MapFn>,
+    limits: Option<GroupLimits>,
+}
+
+impl fmt::Debug for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow")
+            .field("source", &self.source)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flow {
+    /// Group the source's batches; see [`GroupedWithin`](crate::GroupedWithin).
+    /// Without it, each source batch is one group.
+    pub fn grouped_within(mut self, limits: GroupLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Transform batches. Before `grouped_within` it runs per source batch and must keep the
+    /// row count (positions count rows); after it, it runs per group and may filter.
+    pub fn map<F>(mut self, f: F) -> Self
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    {
+        let f: MapFn = Arc::new(f);
+        if self.limits.is_some() {
+            self.after_group.push(f);
+        } else {
+            self.before_group.push(f);
+        }
+        self
+    }
+
+    /// Connect the sink, completing the graph.
+    pub fn to_sink(self, sink: impl Sink) -> StreamGraph {
+        StreamGraph {
+            flow: self,
+            sink: Box::new(sink),
+            commit_tick: DEFAULT_COMMIT_TICK,
+        }
+    }
+}
+
+/// How often the sink is asked for due commits (age-based file rolls) when no data arrives.
+pub const DEFAULT_COMMIT_TICK: Duration = Duration::from_secs(1);
+
+/// A complete stream graph: *source → grouped batches → sink*.
+#[must_use = "a graph does nothing until it is run"]
+pub struct StreamGraph {
+    flow: Flow,
+    sink: Box<dyn Sink>,
+    commit_tick: Duration,
+}
+
+impl fmt::Debug for StreamGraph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamGraph")
+            .field("flow", &self.flow)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Checkpoint the run resumed from (recovered by the sink).
+    pub resumed_from: Option<Checkpoint>,
+    /// Rows received from the source.
+    pub rows_incoming: u64,
+    /// Rows received but not (yet) committed; always 0 after a clean stop.
+    pub rows_uncommitted: u64,
+    /// Rows committed by the sink (after maps).
+    pub rows_committed: u64,
+    /// Encoded bytes committed.
+    pub bytes_committed: u64,
+    /// Files committed.
+    pub files_committed: u64,
+    /// Commits made.
+    pub commits: u64,
+    /// The last committed checkpoint, acked to the source.
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+/// How a run ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The source ended (backfill done) and everything was committed.
+    Finished,
+    /// Graceful shutdown: the tail was flushed and everything was committed.
+    ShutDown,
+}
+
+/// The result of a run: what it did and how it ended.
+#[derive(Debug)]
+pub struct RunReport {
+    /// What the run did (also filled when it failed).
+    pub summary: RunSummary,
+    /// How it ended.
+    pub outcome: Result<Completion>,
+}
+
+/// A materialized graph: the Rust form of Arcane's `(UniqueKillSwitch, Task)`.
+#[derive(Debug)]
+pub struct RunningStream {
+    /// Stops the stream.
+    pub kill_switch: KillSwitch,
+    /// Resolves to the run's report.
+    pub handle: JoinHandle<RunReport>,
+}
+
+impl RunningStream {
+    /// Wait for the run to end. A panic in the stream's task is reported as [`Error::Fatal`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the handle is consumed; use `&mut self.handle` in `select!`.
+    pub async fn join(self) -> RunReport {
+        match self.handle.await {
+            Ok(report) => report,
+            Err(e) => RunReport {
+                summary: RunSummary::default(),
+                outcome: Err(Error::fatal(format!("stream task failed: {e}"))),
+            },
+        }
+    }
+}
+
+impl StreamGraph {
+    /// Start a graph from a source.
+    pub fn from_source(source: impl Source) -> Flow {
+        Flow {
+            source: Box::new(source),
+            before_group: Vec::new(),
+            after_group: Vec::new(),
+            limits: None,
+        }
+    }
+
+    /// How often the sink's [`Sink::tick`] hook is called.
+    pub fn with_commit_tick(mut self, every: Duration) -> Self {
+        self.commit_tick = every;
+        self
+    }
+
+    /// Spawn the graph on the current Tokio runtime.
+    pub fn run(self, ctx: &StreamContext) -> RunningStream {
+        let kill_switch = KillSwitch::new();
+        let handle = tokio::spawn(self.run_with(ctx.clone(), kill_switch.clone()));
+        RunningStream {
+            kill_switch,
+            handle,
+        }
+    }
+
+    /// Run the graph to completion on the current task, controlled by `kill_switch`.
+    pub async fn run_with(self, ctx: StreamContext, kill_switch: KillSwitch) -> RunReport {
+        let state = Arc::new(Mutex::new(RunSummary::default()));
+        let drive = Driver {
+            ctx: &ctx,
+            state: state.clone(),
+            kill_switch: kill_switch.clone(),
+            labels: MetricLabels::for_stream(&ctx),
+        }
+        .drive(self);
+        let outcome = tokio::select! {
+            biased;
+            () = kill_switch.abort_requested() => Err(()),
+            r = drive => Ok(r),
+        };
+        let mut summary = state.lock().map(|s| s.clone()).unwrap_or_default();
+        let outcome = match outcome {
+            Ok(r) => r,
+            Err(()) => {
+                if summary.rows_uncommitted == 0 {
+                    Ok(Completion::ShutDown)
+                } else {
+                    Err(Error::Aborted {
+                        uncommitted_rows: summary.rows_uncommitted,
+                    })
+                }
+            }
+        };
+        if outcome.is_ok() {
+            summary.rows_uncommitted = 0;
+        }
+        RunReport { summary, outcome }
+    }
+}
+
+struct Driver<'a> {
+    ctx: &'a StreamContext,
+    state: Arc<Mutex<RunSummary>>,
+    kill_switch: KillSwitch,
+    labels: MetricLabels,
+}
+
+impl Driver<'_> {
+    fn update(&self, f: impl FnOnce(&mut RunSummary)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s)
+        }
+    }
+
+    async fn drive(self, graph: StreamGraph) -> Result<Completion> {
+        let StreamGraph {
+            flow,
+            mut sink,
+            commit_tick,
+        } = graph;
+        let Flow {
+            mut source,
+            before_group,
+            after_group,
+            limits,
+        } = flow;
+        let sink_ctx = SinkContext {
+            stream_id: self.ctx.stream_id.clone(),
+            mode: self.ctx.mode(),
+            backfill_id: self.ctx.backfill_id.clone(),
+            labels: self.labels.clone(),
+        };
+        let resume_from = sink.open(&sink_ctx).await?;
+        tracing::info!(
+            source = %source.name(),
+            sink = %sink.name(),
+            resume_from = ?resume_from,
+            mode = self.ctx.mode().as_str(),
+            "stream starting"
+        );
+        self.update(|s| s.resumed_from = resume_from.clone());
+        let stream = source
+            .open(SourceStart {
+                resume_from,
+                mode: self.ctx.mode(),
+                labels: self.labels.clone(),
+            })
+            .await?;
+
+        let incoming = metrics::counter!(m::ROWS_INCOMING, self.labels.to_vec());
+        let state = self.state.clone();
+        let stream = stream.map(move |item| {
+            let item = item?;
+            let rows = item.batch.num_rows() as u64;
+            incoming.increment(rows);
+            if let Ok(mut s) = state.lock() {
+                s.rows_incoming += rows;
+                s.rows_uncommitted += rows;
+            }
+            apply_before_group(&before_group, item)
+        });
+        let kill = self.kill_switch.clone();
+        let stream = stream.take_until(Box::pin(async move { kill.shutdown_requested().await }));
+        let limits = limits.unwrap_or(GroupLimits {
+            max_rows: std::num::NonZeroUsize::MAX,
+            max_bytes: None,
+            max_interval: Duration::ZERO,
+        });
+        let mut groups = std::pin::pin!(stream.grouped_within(limits));
+
+        let batch_rows = metrics::histogram!(m::BATCH_ROWS, self.labels.to_vec());
+        // Groups handed to the sink and not yet committed: (checkpoint, rows received).
+        let mut in_flight: VecDeque<(Checkpoint, u64)> = VecDeque::new();
+        let mut ticker = tokio::time::interval(commit_tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.reset();
+
+        let result: Result<()> = async {
+            loop {
+                tokio::select! {
+                    group = groups.next() => match group {
+                        None => return Ok(()),
+                        Some(group) => {
+                            let mut group = group?;
+                            let received = group.batch.num_rows() as u64;
+                            for f in &after_group {
+                                group.batch = f(group.batch)?;
+                            }
+                            batch_rows.record(group.batch.num_rows() as f64);
+                            in_flight.push_back((group.checkpoint.clone(), received));
+                            if let Some(commit) = sink.write(group).await? {
+                                self.on_commit(&mut source, &mut in_flight, commit).await?;
+                            }
+                        }
+                    },
+                    _ = ticker.tick() => {
+                        if let Some(commit) = sink.tick().await? {
+                            self.on_commit(&mut source, &mut in_flight, commit).await?;
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+
+        match result {
+            Ok(()) => {
+                if let Some(commit) = sink.flush().await? {
+                    self.on_commit(&mut source, &mut in_flight, commit).await?;
+                }
+                if self.kill_switch.is_shutdown_requested() {
+                    tracing::info!(
+                        "stream shut down gracefully; everything received was committed"
+                    );
+                    Ok(Completion::ShutDown)
+                } else {
+                    sink.finish().await?;
+                    tracing::info!("source completed; everything received was committed");
+                    Ok(Completion::Finished)
+                }
+            }
+            Err(e) if !matches!(e, Error::Sink { .. } | Error::SchemaMismatch { .. }) => {
+                // The source or a map failed: commit what the sink already holds, so that
+                // nothing accepted is lost, then report the error.
+                match sink.flush().await {
+                    Ok(Some(commit)) => {
+                        self.on_commit(&mut source, &mut in_flight, commit).await?;
+                    }
+                    Ok(None) => {}
+                    Err(flush_err) => {
+                        tracing::warn!(error = %flush_err, "flush after source error failed; uncommitted rows will be re-read");
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn on_commit(
+        &self,
+        source: &mut Box<dyn Source>,
+        in_flight: &mut VecDeque<(Checkpoint, u64)>,
+        commit: Commit,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut received = 0;
+        if in_flight.iter().any(|(c, _)| *c == commit.checkpoint) {
+            while let Some((checkpoint, rows)) = in_flight.pop_front() {
+                received += rows;
+                if checkpoint == commit.checkpoint {
+                    break;
+                }
+            }
+        }
+        let labels = self.labels.to_vec();
+        metrics::counter!(m::ROWS_WRITTEN, labels.clone()).increment(commit.rows);
+        metrics::counter!(m::BYTES_WRITTEN, labels.clone()).increment(commit.bytes);
+        metrics::counter!(m::FILES_COMMITTED, labels).increment(commit.files.len() as u64);
+        self.update(|s| {
+            s.rows_committed += commit.rows;
+            s.bytes_committed += commit.bytes;
+            s.files_committed += commit.files.len() as u64;
+            s.commits += 1;
+            s.rows_uncommitted = s.rows_uncommitted.saturating_sub(received);
+            s.last_checkpoint = Some(commit.checkpoint.clone());
+        });
+        tracing::debug!(rows = commit.rows, files = ?commit.files, checkpoint = ?commit.checkpoint, "committed");
+        source.commit(&commit.checkpoint).await?;
+        tracing::trace!(elapsed = ?started.elapsed(), "source acked");
+        Ok(())
+    }
+}
+
+fn apply_before_group(maps: &[MapFn], mut item: PositionedBatch) -> Result<PositionedBatch> {
+    for f in maps {
+        let rows = item.batch.num_rows();
+        item.batch = f(item.batch)?;
+        if item.batch.num_rows() != rows {
+            return Err(Error::config(
+                "graph.map",
+                format!(
+                    "a map before grouped_within changed the row count from {rows} to {}; source positions count rows, so place row-count-changing maps after grouped_within",
+                    item.batch.num_rows()
+                ),
+            ));
+        }
+    }
+    Ok(item)
+}

@@ -1,0 +1,279 @@
+//! [`GroupedWithin`]: cut a stream of positioned batches into groups of exactly N rows,
+//! at most N bytes, or whatever arrived within an interval.
+
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::stream::{Fuse, FusedStream};
+use futures::{Stream, StreamExt};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::Result;
+use crate::position::{Checkpoint, Group, Position, PositionedBatch};
+
+/// Default rows per group (the platform's `rowsPerGroup`).
+pub const DEFAULT_ROWS_PER_GROUP: usize = 10_000;
+/// Default grouping interval (the platform's `groupingIntervalSeconds`).
+pub const DEFAULT_GROUPING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Limits of a group: whichever is reached first closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Exact number of rows in a full group.
+    pub max_rows: NonZeroUsize,
+    /// Upper bound on the in-memory size of a group (Arrow buffers, estimated per row from the
+    /// source batch); a group is closed at the first row that reaches it.
+    pub max_bytes: Option<NonZeroUsize>,
+    /// A group is emitted at most this long after its first row arrived.
+    pub max_interval: Duration,
+}
+
+impl GroupLimits {
+    /// Groups of `max_rows` rows or whatever arrived within `max_interval`.
+    pub fn new(max_rows: NonZeroUsize, max_interval: Duration) -> Self {
+        Self {
+            max_rows,
+            max_bytes: None,
+            max_interval,
+        }
+    }
+
+    /// Also bound a group's in-memory size.
+    pub fn with_max_bytes(mut self, max_bytes: NonZeroUsize) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self::new(
+            NonZeroUsize::new(DEFAULT_ROWS_PER_GROUP).unwrap_or(NonZeroUsize::MIN),
+            DEFAULT_GROUPING_INTERVAL,
+        )
+    }
+}
+
+/// Extension trait adding [`grouped_within`](GroupedWithinExt::grouped_within) to streams of
+/// positioned batches.
+pub trait GroupedWithinExt: Stream<Item = Result<PositionedBatch>> + Sized {
+    /// Group this stream; see [`GroupedWithin`].
+    fn grouped_within(self, limits: GroupLimits) -> GroupedWithin<Self> {
+        GroupedWithin::new(self, limits)
+    }
+}
+
+impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithinExt for S {}
+
+#[derive(Debug)]
+struct Pending {
+    batch: PositionedBatch,
+    offset: usize,
+    bytes_per_row: usize,
+}
+
+pin_project! {
+    /// Groups a stream of positioned batches into [`Group`]s.
+    ///
+    /// * A group holds exactly `max_rows` rows unless it was closed by `max_bytes`, by
+    ///   `max_interval` (armed when the group's first row arrives), by a schema change, or by the
+    ///   end of the input — batches are sliced and concatenated as needed.
+    /// * Rows are never lost, duplicated or reordered. Each group carries the [`Checkpoint`] its
+    ///   last row ends at, which may fall inside a source batch.
+    /// * On end of input the buffered tail is emitted. Graceful shutdown ends the input
+    ///   (`take_until`), so the tail is flushed then too.
+    /// * Errors from the input are passed through at once; buffered rows were not committed, so
+    ///   they are not acked and will be re-read.
+    ///
+    /// # Cancel safety
+    ///
+    /// `next()` on this stream is cancel safe: buffered rows stay in the stream's state.
+    #[must_use = "streams do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct GroupedWithin<S: Stream> {
+        #[pin]
+        input: Fuse<S>,
+        #[pin]
+        deadline: Option<Sleep>,
+        limits: GroupLimits,
+        buffer: Vec<RecordBatch>,
+        schema: Option<SchemaRef>,
+        buffered_rows: usize,
+        buffered_bytes: usize,
+        pending: Option<Pending>,
+        // Checkpoint after the last buffered row.
+        checkpoint: Checkpoint,
+        // Position of the last fully consumed source batch.
+        last_full: Option<Position>,
+        // Whether `checkpoint` moved since the last emitted group.
+        checkpoint_moved: bool,
+    }
+}
+
+impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
+    /// Group `input` within `limits`.
+    pub fn new(input: S, limits: GroupLimits) -> Self {
+        Self {
+            input: input.fuse(),
+            deadline: None,
+            limits,
+            buffer: Vec::new(),
+            schema: None,
+            buffered_rows: 0,
+            buffered_bytes: 0,
+            pending: None,
+            checkpoint: Checkpoint::default(),
+            last_full: None,
+            checkpoint_moved: false,
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
+    fn take_group(self: Pin<&mut Self>) -> Result<Group> {
+        let mut this = self.project();
+        let batches = std::mem::take(this.buffer);
+        let batch = match (batches.len(), this.schema.take()) {
+            (1, _) => batches.into_iter().next().unwrap_or_else(|| unreachable!()),
+            (_, Some(schema)) => arrow_select::concat::concat_batches(&schema, &batches)?,
+            (_, None) => RecordBatch::new_empty(std::sync::Arc::new(arrow_schema::Schema::empty())),
+        };
+        *this.buffered_rows = 0;
+        *this.buffered_bytes = 0;
+        this.deadline.set(None);
+        *this.checkpoint_moved = false;
+        Ok(Group {
+            batch,
+            checkpoint: this.checkpoint.clone(),
+        })
+    }
+
+    fn is_full(&self) -> bool {
+        self.buffered_rows >= self.limits.max_rows.get()
+            || self
+                .limits
+                .max_bytes
+                .is_some_and(|max| self.buffered_bytes >= max.get())
+    }
+
+    /// Move rows from the pending batch into the buffer, up to the limits.
+    fn fill_from_pending(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        let Some(pending) = this.pending.as_mut() else {
+            return;
+        };
+        let total = pending.batch.batch.num_rows();
+        let mut take =
+            (total - pending.offset).min(this.limits.max_rows.get() - *this.buffered_rows);
+        if let Some(max_bytes) = this.limits.max_bytes {
+            let room = max_bytes.get().saturating_sub(*this.buffered_bytes);
+            let rows_in_room = room.div_ceil(pending.bytes_per_row).max(1);
+            take = take.min(rows_in_room);
+        }
+        if take > 0 {
+            if this.deadline.is_none() {
+                this.deadline.set(Some(tokio::time::sleep_until(
+                    Instant::now() + this.limits.max_interval,
+                )));
+            }
+            let slice = if pending.offset == 0 && take == total {
+                pending.batch.batch.clone()
+            } else {
+                pending.batch.batch.slice(pending.offset, take)
+            };
+            if this.schema.is_none() {
+                *this.schema = Some(slice.schema());
+            }
+            this.buffer.push(slice);
+            *this.buffered_rows += take;
+            *this.buffered_bytes += take * pending.bytes_per_row;
+            pending.offset += take;
+        }
+        if pending.offset == total {
+            let done = this.pending.take().map(|p| p.batch.position);
+            *this.last_full = done.clone();
+            *this.checkpoint = Checkpoint {
+                position: done,
+                rows: 0,
+            };
+        } else {
+            *this.checkpoint = Checkpoint {
+                position: this.last_full.clone(),
+                rows: pending.offset as u64,
+            };
+        }
+        *this.checkpoint_moved = true;
+    }
+}
+
+impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
+    type Item = Result<Group>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.is_full() {
+                return Poll::Ready(Some(self.as_mut().take_group()));
+            }
+            if let Some(pending) = &self.pending {
+                // A schema change closes the current group before the new rows join it.
+                let same_schema = self
+                    .schema
+                    .as_ref()
+                    .is_none_or(|s| *s == pending.batch.batch.schema());
+                if !same_schema && self.buffered_rows > 0 {
+                    return Poll::Ready(Some(self.as_mut().take_group()));
+                }
+                self.as_mut().fill_from_pending();
+                continue;
+            }
+            if self.buffered_rows > 0 {
+                let this = self.as_mut().project();
+                if let Some(deadline) = this.deadline.as_pin_mut() {
+                    if deadline.poll(cx).is_ready() {
+                        return Poll::Ready(Some(self.as_mut().take_group()));
+                    }
+                }
+            }
+            let this = self.as_mut().project();
+            match ready!(this.input.poll_next(cx)) {
+                Some(Ok(batch)) => {
+                    let rows = batch.batch.num_rows();
+                    if rows == 0 {
+                        // An empty batch still moves the position (e.g. a watermark advanced).
+                        *this.last_full = Some(batch.position.clone());
+                        *this.checkpoint = Checkpoint::at(batch.position);
+                        *this.checkpoint_moved = true;
+                        continue;
+                    }
+                    let bytes_per_row = batch.batch.get_array_memory_size().div_ceil(rows).max(1);
+                    *this.pending = Some(Pending {
+                        batch,
+                        offset: 0,
+                        bytes_per_row,
+                    });
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    if self.buffered_rows > 0 || self.checkpoint_moved {
+                        return Poll::Ready(Some(self.as_mut().take_group()));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<PositionedBatch>>> FusedStream for GroupedWithin<S> {
+    fn is_terminated(&self) -> bool {
+        self.input.is_terminated()
+            && self.pending.is_none()
+            && self.buffered_rows == 0
+            && !self.checkpoint_moved
+    }
+}

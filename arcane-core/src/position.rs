@@ -1,0 +1,100 @@
+//! Source positions, checkpoints and positioned batches.
+
+use arrow_array::RecordBatch;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Where a source is: an offset, LSN, cursor, sequence, or file + line, as JSON.
+///
+/// The source both produces and interprets it; the framework only stores it (in the sink's
+/// commit manifest) and hands it back on restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Position(pub Value);
+
+impl Position {
+    /// Encode a source's own position type.
+    pub fn encode<T: Serialize>(value: &T) -> Result<Self> {
+        serde_json::to_value(value)
+            .map(Position)
+            .map_err(|e| Error::fatal(format!("cannot encode source position: {e}")))
+    }
+
+    /// Decode into a source's own position type; `source_name` is used in the error.
+    pub fn decode<T: DeserializeOwned>(&self, source_name: &str) -> Result<T> {
+        serde_json::from_value(self.0.clone()).map_err(|e| {
+            Error::source_permanent(
+                source_name,
+                format!(
+                    "stored position {} cannot be read ({e}); the sink's manifest was written by a different source; use a new sink location or backfill",
+                    self.0
+                ),
+            )
+        })
+    }
+}
+
+/// A durable point in a source: everything up to and including the batch that ended at
+/// `position`, plus the first `rows` rows of the batch after it.
+///
+/// Groups are cut at exact row counts, so a group may end inside a source batch; `rows`
+/// says how far. A source resuming from a checkpoint restarts after `position` and skips
+/// `rows` rows; a source acking upstream acks through `position` and the first `rows`
+/// records after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The end of the last source batch fully included; `None` before the first one.
+    pub position: Option<Position>,
+    /// Rows of the following source batch also included.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Checkpoint {
+    /// A checkpoint exactly at `position`.
+    pub fn at(position: Position) -> Self {
+        Self {
+            position: Some(position),
+            rows: 0,
+        }
+    }
+
+    /// Decode the position into the source's own type (`None` for the start of the source).
+    pub fn decode<T: DeserializeOwned>(&self, source_name: &str) -> Result<Option<T>> {
+        self.position
+            .as_ref()
+            .map(|p| p.decode(source_name))
+            .transpose()
+    }
+}
+
+/// A batch from a source, tagged with the source position it ends at.
+#[derive(Debug, Clone)]
+pub struct PositionedBatch {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// The source position after the last row of `batch`.
+    pub position: Position,
+}
+
+impl PositionedBatch {
+    /// Tag `batch` with `position`.
+    pub fn new(batch: RecordBatch, position: Position) -> Self {
+        Self { batch, position }
+    }
+}
+
+/// A group of rows ready for a sink, and the checkpoint its last row ends at.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The rows (one concatenated batch).
+    pub batch: RecordBatch,
+    /// The checkpoint after the last row of `batch`.
+    pub checkpoint: Checkpoint,
+}

@@ -1,0 +1,1 @@
+//! Reusable sources for Arcane streams.

@@ -1,0 +1,1 @@
+//! Runnable examples of Arcane streams; see the `examples/` directory.

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Run the whole Arcane test suite on a fresh machine: installs and starts what the tests need
+# (S3 emulator `moto`, Azure Blob emulator `azurite`; PostgreSQL/brokers are the machine's own),
+# then runs formatting, lints, every workspace test with cargo-nextest, and the doc tests.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p arcane-core   # extra args go to `cargo nextest run`
+#
+# Emulators bind to 127.0.0.1 on ports picked at run time and are stopped (by PID) on exit.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+tools="${ARCANE_TOOLS_DIR:-$root/.tools}"
+mkdir -p "$tools"
+log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url, name
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null "$1"; then return 0; fi
+    sleep 0.2
+  done
+  log "$2 did not start at $1"; return 1
+}
+
+# --- Rust tooling -------------------------------------------------------------------------
+command -v cargo >/dev/null || { log "cargo is required (rustup)"; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# --- S3: moto server ----------------------------------------------------------------------
+if [ ! -x "$tools/venv/bin/moto_server" ]; then
+  log "installing moto[server] into $tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]"
+fi
+s3_port="$(free_port)"
+"$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$tools/moto.log" 2>&1 &
+pids+=("$!")
+export ARCANE_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+
+# --- Azure Blob: azurite ------------------------------------------------------------------
+if [ ! -x "$tools/node/node_modules/.bin/azurite-blob" ]; then
+  log "installing azurite into $tools/node"
+  mkdir -p "$tools/node"
+  (cd "$tools/node" && npm install --silent --no-audit --no-fund azurite@3.35 >/dev/null)
+fi
+az_port="$(free_port)"
+"$tools/node/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$az_port" \
+  --inMemoryPersistence --disableTelemetry --skipApiVersionCheck >"$tools/azurite.log" 2>&1 &
+pids+=("$!")
+export ARCANE_TEST_AZURITE_ENDPOINT="http://127.0.0.1:$az_port/devstoreaccount1"
+
+wait_http "$ARCANE_TEST_S3_ENDPOINT/" moto
+wait_http "http://127.0.0.1:$az_port/" azurite
+log "moto on $ARCANE_TEST_S3_ENDPOINT, azurite on $ARCANE_TEST_AZURITE_ENDPOINT"
+
+# --- Checks -------------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+log "cargo nextest run --workspace"
+cargo nextest run --workspace --all-features --no-fail-fast "$@"
+log "doc tests"
+cargo test --workspace --all-features --doc
+log "cargo doc"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps --quiet
+log "all checks passed"
