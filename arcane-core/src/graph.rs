@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::context::StreamContext;
+use crate::dead_letter::{DeadLetterQueue, DeadLetterSink, LogDeadLetterSink};
 use crate::error::{Error, Result};
 use crate::grouped_within::{GroupLimits, GroupedWithinExt};
 use crate::kill_switch::KillSwitch;
@@ -133,6 +134,7 @@ impl Flow {
         StreamGraph {
             flow: self,
             sink: Box::new(sink),
+            dead_letter_sink: Box::new(LogDeadLetterSink),
             commit_tick: DEFAULT_COMMIT_TICK,
         }
     }
@@ -146,6 +148,7 @@ pub const DEFAULT_COMMIT_TICK: Duration = Duration::from_secs(1);
 pub struct StreamGraph {
     flow: Flow,
     sink: Box<dyn Sink>,
+    dead_letter_sink: Box<dyn DeadLetterSink>,
     commit_tick: Duration,
 }
 
@@ -234,6 +237,12 @@ impl StreamGraph {
         }
     }
 
+    /// Where dead letters go (default: [`LogDeadLetterSink`], a `warn` log line each).
+    pub fn dead_letter_to(mut self, sink: impl DeadLetterSink) -> Self {
+        self.dead_letter_sink = Box::new(sink);
+        self
+    }
+
     /// How often the sink's [`Sink::tick`] hook is called.
     pub fn with_commit_tick(mut self, every: Duration) -> Self {
         self.commit_tick = every;
@@ -303,8 +312,10 @@ impl Driver<'_> {
         let StreamGraph {
             flow,
             mut sink,
+            mut dead_letter_sink,
             commit_tick,
         } = graph;
+        let dead_letters = DeadLetterQueue::new(self.labels.clone());
         let Flow {
             mut source,
             before_group,
@@ -316,6 +327,7 @@ impl Driver<'_> {
             mode: self.ctx.mode(),
             backfill_id: self.ctx.backfill_id.clone(),
             labels: self.labels.clone(),
+            dead_letters: dead_letters.clone(),
         };
         let resume_from = sink.open(&sink_ctx).await?;
         tracing::info!(
@@ -331,8 +343,15 @@ impl Driver<'_> {
                 resume_from,
                 mode: self.ctx.mode(),
                 labels: self.labels.clone(),
+                dead_letters: dead_letters.clone(),
             })
             .await?;
+        let mut acker = Acker {
+            source: &mut source,
+            dead_letters: &dead_letters,
+            dead_letter_sink: dead_letter_sink.as_mut(),
+            in_flight: VecDeque::new(),
+        };
 
         let incoming = metrics::counter!(m::ROWS_INCOMING, self.labels.to_vec());
         let state = self.state.clone();
@@ -356,8 +375,6 @@ impl Driver<'_> {
         let mut groups = std::pin::pin!(stream.grouped_within(limits));
 
         let batch_rows = metrics::histogram!(m::BATCH_ROWS, self.labels.to_vec());
-        // Groups handed to the sink and not yet committed: (checkpoint, rows received).
-        let mut in_flight: VecDeque<(Checkpoint, u64)> = VecDeque::new();
         let mut ticker = tokio::time::interval(commit_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.reset();
@@ -374,15 +391,15 @@ impl Driver<'_> {
                                 group.batch = f(group.batch)?;
                             }
                             batch_rows.record(group.batch.num_rows() as f64);
-                            in_flight.push_back((group.checkpoint.clone(), received));
+                            acker.in_flight.push_back((group.checkpoint.clone(), received));
                             if let Some(commit) = sink.write(group).await? {
-                                self.on_commit(&mut source, &mut in_flight, commit).await?;
+                                self.on_commit(&mut acker, commit).await?;
                             }
                         }
                     },
                     _ = ticker.tick() => {
                         if let Some(commit) = sink.tick().await? {
-                            self.on_commit(&mut source, &mut in_flight, commit).await?;
+                            self.on_commit(&mut acker, commit).await?;
                         }
                     }
                 }
@@ -393,7 +410,7 @@ impl Driver<'_> {
         match result {
             Ok(()) => {
                 if let Some(commit) = sink.flush().await? {
-                    self.on_commit(&mut source, &mut in_flight, commit).await?;
+                    self.on_commit(&mut acker, commit).await?;
                 }
                 if self.kill_switch.is_shutdown_requested() {
                     tracing::info!(
@@ -411,7 +428,7 @@ impl Driver<'_> {
                 // nothing accepted is lost, then report the error.
                 match sink.flush().await {
                     Ok(Some(commit)) => {
-                        self.on_commit(&mut source, &mut in_flight, commit).await?;
+                        self.on_commit(&mut acker, commit).await?;
                     }
                     Ok(None) => {}
                     Err(flush_err) => {
@@ -424,13 +441,9 @@ impl Driver<'_> {
         }
     }
 
-    async fn on_commit(
-        &self,
-        source: &mut Box<dyn Source>,
-        in_flight: &mut VecDeque<(Checkpoint, u64)>,
-        commit: Commit,
-    ) -> Result<()> {
+    async fn on_commit(&self, acker: &mut Acker<'_>, commit: Commit) -> Result<()> {
         let started = Instant::now();
+        let in_flight = &mut acker.in_flight;
         let mut received = 0;
         if in_flight.iter().any(|(c, _)| *c == commit.checkpoint) {
             while let Some((checkpoint, rows)) = in_flight.pop_front() {
@@ -453,10 +466,27 @@ impl Driver<'_> {
             s.last_checkpoint = Some(commit.checkpoint.clone());
         });
         tracing::debug!(rows = commit.rows, files = ?commit.files, checkpoint = ?commit.checkpoint, "committed");
-        source.commit(&commit.checkpoint).await?;
+        // Dead letters covered by this checkpoint are made durable before the source acks.
+        let letters = acker.dead_letters.drain();
+        if !letters.is_empty() {
+            acker
+                .dead_letter_sink
+                .write(&self.ctx.stream_id, letters)
+                .await?;
+        }
+        acker.source.commit(&commit.checkpoint).await?;
         tracing::trace!(elapsed = ?started.elapsed(), "source acked");
         Ok(())
     }
+}
+
+/// What acking a commit needs: the source, the dead letters to write first, and the groups
+/// handed to the sink and not yet committed (checkpoint, rows received).
+struct Acker<'a> {
+    source: &'a mut Box<dyn Source>,
+    dead_letters: &'a DeadLetterQueue,
+    dead_letter_sink: &'a mut dyn DeadLetterSink,
+    in_flight: VecDeque<(Checkpoint, u64)>,
 }
 
 fn apply_before_group(maps: &[MapFn], mut item: PositionedBatch) -> Result<PositionedBatch> {

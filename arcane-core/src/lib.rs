@@ -40,6 +40,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod context;
+pub mod dead_letter;
 pub mod error;
 pub mod graph;
 pub mod grouped_within;
@@ -52,6 +53,7 @@ pub mod source;
 pub mod testing;
 
 pub use context::{Mode, StreamContext};
+pub use dead_letter::{DeadLetter, DeadLetterQueue, DeadLetterSink, LogDeadLetterSink};
 pub use error::{BoxError, Error, ExitCode, Result, Retry};
 pub use graph::{
     Completion, DynStreamGraphBuilder, Flow, RunReport, RunSummary, RunningStream, StreamGraph,

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 
 use crate::context::Mode;
+use crate::dead_letter::DeadLetterQueue;
 use crate::error::Result;
 use crate::metrics::MetricLabels;
 use crate::position::{Checkpoint, Group};
@@ -18,6 +19,8 @@ pub struct SinkContext {
     pub backfill_id: Option<String>,
     /// Tags for the sink's own metrics.
     pub labels: MetricLabels,
+    /// Where to put rows that cannot be converted to the sink's schema.
+    pub dead_letters: DeadLetterQueue,
 }
 
 /// What a sink made durable in one commit.

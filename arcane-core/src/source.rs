@@ -7,6 +7,7 @@ use arrow_schema::SchemaRef;
 use futures::Stream;
 
 use crate::context::Mode;
+use crate::dead_letter::DeadLetterQueue;
 use crate::error::Result;
 use crate::metrics::MetricLabels;
 use crate::position::{Checkpoint, PositionedBatch};
@@ -24,6 +25,9 @@ pub struct SourceStart {
     pub mode: Mode,
     /// Tags for the source's own metrics.
     pub labels: MetricLabels,
+    /// Where to put records that cannot be decoded (with the reason); they are written before
+    /// the checkpoint covering them is acked.
+    pub dead_letters: DeadLetterQueue,
 }
 
 /// A source of Arrow batches.
