@@ -209,3 +209,87 @@ async fn memory_sink_conforms() {
     )
     .await;
 }
+
+/// A source that dead-letters every 10th row of the generator.
+#[derive(Debug)]
+struct PickySource {
+    inner: GeneratorSource,
+    order: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[arcane_core::async_trait]
+impl arcane_core::Source for PickySource {
+    fn name(&self) -> String {
+        "picky".into()
+    }
+    async fn open(
+        &mut self,
+        start: arcane_core::SourceStart,
+    ) -> arcane_core::Result<arcane_core::PositionedStream> {
+        use futures::StreamExt;
+        let dead_letters = start.dead_letters.clone();
+        let stream = self.inner.open(start).await?;
+        Ok(stream
+            .map(move |item| {
+                let item = item?;
+                let end = item.batch.num_rows();
+                dead_letters.push(
+                    arcane_core::DeadLetter::new("picky", format!("batch of {end}"), "too picky")
+                        .with_payload("{}"),
+                );
+                Ok(item)
+            })
+            .boxed())
+    }
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
+        self.order
+            .lock()
+            .unwrap()
+            .push(format!("ack {:?}", checkpoint.position));
+        self.inner.commit(checkpoint).await
+    }
+}
+
+#[derive(Debug)]
+struct RecordingDeadLetters(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+#[arcane_core::async_trait]
+impl arcane_core::DeadLetterSink for RecordingDeadLetters {
+    async fn write(
+        &mut self,
+        stream_id: &str,
+        letters: Vec<arcane_core::DeadLetter>,
+    ) -> arcane_core::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{stream_id}: {} letters", letters.len()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_written_before_the_checkpoint_covering_them_is_acked() {
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let report = StreamGraph::from_source(PickySource {
+        inner: GeneratorSource::new(300, 100),
+        order: order.clone(),
+    })
+    .grouped_within(limits(200, Duration::from_secs(60)))
+    .to_sink(MemorySink::new())
+    .dead_letter_to(RecordingDeadLetters(order.clone()))
+    .run(&ctx())
+    .join()
+    .await;
+    report.outcome.unwrap();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        vec![
+            "s1: 2 letters".to_string(),
+            format!("ack {:?}", at(200).position),
+            "s1: 1 letters".to_string(),
+            format!("ack {:?}", at(300).position),
+        ]
+    );
+}
