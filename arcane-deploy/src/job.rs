@@ -1,0 +1,622 @@
+//! The operator's Job templates (`StreamingJobTemplate`), Jobs for running a stream without the
+//! operator, and the `podFailurePolicy` generated from the runner's exit codes.
+//!
+//! # What the templates match in the Arcane operator
+//! - `StreamingJobTemplate` (`streaming.sneaksanddata.com/v1`) whose `spec` is a `batch/v1`
+//!   `JobSpec`; streams pick one with `jobTemplateRef` / `backfillJobTemplateRef`.
+//! - The operator adds `STREAMCONTEXT__STREAM_ID`, `STREAMCONTEXT__STREAM_KIND`,
+//!   `STREAMCONTEXT__SPEC` and `STREAMCONTEXT__BACKFILL_ID` to the container and *refuses* a
+//!   template that already sets `STREAMCONTEXT__STREAM_ID`/`STREAM_KIND`, so templates leave
+//!   them out. It overwrites `STREAMCONTEXT__BACKFILL`, which the templates set (`false` for
+//!   streaming, `true` for backfill) so the mode is right even before the operator touches it.
+//! - The operator labels the Job `arcane/stream-id`, `arcane/stream-kind` and
+//!   `arcane/backfilling`; templates put `arcane/stream-kind` and `arcane/backfilling` on the
+//!   pods (their values are known per template).
+//! - Secrets named by the `StreamClass`'s `secretRefs` are added by the operator as `envFrom`.
+//!   Templates can add fixed secrets ([`JobTemplateOptions::secret_env_from`],
+//!   [`JobTemplateOptions::secret_volumes`]); [`stream_job`] resolves `secretRefs` itself.
+//! - Container `arcane-stream`, `restartPolicy: Never`, `backoffLimit` (3) and a
+//!   `podFailurePolicy` that ignores exit code 2 and `DisruptionTarget`, as the platform's
+//!   charts do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arcane_core::ExitCode;
+use arcane_core::context::{
+    ENV_APPLICATION_VERSION, ENV_BACKFILL, ENV_BACKFILL_ID, ENV_SPEC, ENV_STREAM_ID,
+    ENV_STREAM_KIND,
+};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::crd::common_labels;
+use crate::error::{Error, Result};
+use crate::kind::{KindManifest, OPERATOR_API_VERSION};
+use crate::rbac::DEFAULT_SERVICE_ACCOUNT;
+
+/// Name of the stream container (as in the platform's charts).
+pub const CONTAINER_NAME: &str = "arcane-stream";
+/// Label with the stream's id (set by the operator on the Job).
+pub const LABEL_STREAM_ID: &str = "arcane/stream-id";
+/// Label with the stream's kind (the CRD kind).
+pub const LABEL_STREAM_KIND: &str = "arcane/stream-kind";
+/// Label `true`/`false`: whether the Job backfills.
+pub const LABEL_BACKFILLING: &str = "arcane/backfilling";
+/// The Job-name label Kubernetes (1.27+) puts on a Job's pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// `POD_NAMESPACE`: the runner reads its namespace from it (downward API `metadata.namespace`).
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// `ARCANE_JOB_NAME`: the runner's own Job, which it annotates on a schema mismatch.
+pub const ENV_JOB_NAME: &str = "ARCANE_JOB_NAME";
+/// `ARCANE_DRAIN_TIMEOUT`: how long a graceful shutdown may take (humantime).
+pub const ENV_DRAIN_TIMEOUT: &str = "ARCANE_DRAIN_TIMEOUT";
+/// `ARCANE_METRICS_ADDR`: address of the health/metrics HTTP endpoint.
+pub const ENV_METRICS_ADDR: &str = "ARCANE_METRICS_ADDR";
+/// Default drain deadline of the runner.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time Kubernetes waits past the drain deadline before SIGKILL.
+pub const DEFAULT_GRACE_MARGIN: Duration = Duration::from_secs(15);
+/// Default `backoffLimit`.
+pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
+/// Default metrics address.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
+/// Default image.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/sneaksanddata/arcane:latest";
+/// The UID of the `nonroot` user of the distroless runtime image.
+pub const NONROOT_UID: i64 = 65532;
+
+/// A secret mounted into the stream container as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVolume {
+    /// The Secret's name.
+    pub secret_name: String,
+    /// Where its keys appear as files.
+    pub mount_path: String,
+}
+
+/// Settings of the generated Jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobTemplateOptions {
+    /// Container image of the stream binary.
+    pub image: String,
+    /// `imagePullPolicy` (default `IfNotPresent`).
+    pub image_pull_policy: String,
+    /// Names of `imagePullSecrets`.
+    pub image_pull_secrets: Vec<String>,
+    /// ServiceAccount of the pods (see [`crate::rbac`]).
+    pub service_account: String,
+    /// Backfill template (`STREAMCONTEXT__BACKFILL=true`, label `arcane/backfilling=true`).
+    pub backfill: bool,
+    /// The runner's drain deadline (`ARCANE_DRAIN_TIMEOUT`).
+    pub drain_timeout: Duration,
+    /// Added to the drain deadline for `terminationGracePeriodSeconds` (must be > 0).
+    pub grace_margin: Duration,
+    /// `backoffLimit` of the Job (failures with exit code 1 count; exit code 2 does not).
+    pub backoff_limit: i32,
+    /// CPU/memory requests and limits.
+    pub resources: Option<ResourceRequirements>,
+    /// `APPLICATION_VERSION` (default: the image tag).
+    pub application_version: Option<String>,
+    /// `ARCANE_METRICS_ADDR`, also exposed as container port `metrics`; `None` leaves the
+    /// runner's default and exposes no port.
+    pub metrics_addr: Option<String>,
+    /// Arguments of the binary.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<EnvVar>,
+    /// Secrets passed whole as environment (`envFrom.secretRef`).
+    pub secret_env_from: Vec<String>,
+    /// Secrets mounted as files.
+    pub secret_volumes: Vec<SecretVolume>,
+    /// `ttlSecondsAfterFinished` (the platform's charts use 1: the operator reads the Job's
+    /// outcome from its events and recreates it).
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Extra labels on the pods.
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the pods.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for JobTemplateOptions {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_IMAGE.into(),
+            image_pull_policy: "IfNotPresent".into(),
+            image_pull_secrets: Vec::new(),
+            service_account: DEFAULT_SERVICE_ACCOUNT.into(),
+            backfill: false,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            grace_margin: DEFAULT_GRACE_MARGIN,
+            backoff_limit: DEFAULT_BACKOFF_LIMIT,
+            resources: None,
+            application_version: None,
+            metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),
+            args: Vec::new(),
+            env: Vec::new(),
+            secret_env_from: Vec::new(),
+            secret_volumes: Vec::new(),
+            ttl_seconds_after_finished: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl JobTemplateOptions {
+    /// Options for the given image.
+    pub fn new(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The same options for backfill Jobs.
+    pub fn backfill(mut self) -> Self {
+        self.backfill = true;
+        self
+    }
+
+    /// `terminationGracePeriodSeconds`: the drain deadline plus the margin, rounded up.
+    pub fn termination_grace_period_seconds(&self) -> Result<i64> {
+        if self.grace_margin.is_zero() {
+            return Err(Error::Options {
+                field: "grace_margin",
+                message: "must be greater than zero so Kubernetes waits longer than the drain deadline before SIGKILL".into(),
+            });
+        }
+        let total = self.drain_timeout + self.grace_margin;
+        let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
+        i64::try_from(secs).map_err(|_| Error::Options {
+            field: "drain_timeout",
+            message: format!("{:?} is too long", self.drain_timeout),
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.image.trim().is_empty() {
+            return Err(Error::Options {
+                field: "image",
+                message: "must name the stream binary's image".into(),
+            });
+        }
+        if self.backoff_limit < 0 {
+            return Err(Error::Options {
+                field: "backoff_limit",
+                message: format!("{} is negative", self.backoff_limit),
+            });
+        }
+        self.termination_grace_period_seconds()?;
+        Ok(())
+    }
+}
+
+/// The operator's Job template resource: a `batch/v1` `JobSpec` under
+/// `streaming.sneaksanddata.com/v1` `StreamingJobTemplate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamingJobTemplate {
+    /// `streaming.sneaksanddata.com/v1`.
+    pub api_version: String,
+    /// `StreamingJobTemplate`.
+    pub kind: String,
+    /// Name (what `jobTemplateRef.name` points at) and labels.
+    pub metadata: ObjectMeta,
+    /// The Job the operator creates per stream, before it adds the stream's values.
+    pub spec: JobSpec,
+}
+
+/// What the runner does with each exit code, as a `podFailurePolicy` action; `None` for codes
+/// that are not failures. Exhaustive over [`ExitCode`], so a new code forces a decision here.
+///
+/// | code | action | why |
+/// |---|---|---|
+/// | 0 SUCCESS | – | not a failure |
+/// | 1 FATAL | `Count` | retrying cannot help, but a failure that is really transient (a secret created a moment later) gets `backoffLimit` tries before the Job fails; `FailJob` would fail on the first |
+/// | 2 RESTART | `Ignore` | transient; re-run without counting against `backoffLimit` |
+pub fn exit_code_action(code: ExitCode) -> Option<&'static str> {
+    match code {
+        ExitCode::Success => None,
+        ExitCode::Fatal => Some("Count"),
+        ExitCode::Restart => Some("Ignore"),
+    }
+}
+
+/// The `podFailurePolicy` of every stream Job, generated from [`exit_code_action`]: pods that
+/// exit with RESTART (2) or are disrupted (node drain, preemption: `DisruptionTarget`) are
+/// re-run without counting against `backoffLimit`; FATAL (1) counts.
+pub fn pod_failure_policy() -> PodFailurePolicy {
+    let mut rules = Vec::new();
+    for action in ["Ignore", "Count", "FailJob"] {
+        let codes: Vec<i32> = [ExitCode::Success, ExitCode::Fatal, ExitCode::Restart]
+            .into_iter()
+            .filter(|code| exit_code_action(*code) == Some(action))
+            .map(ExitCode::code)
+            .collect();
+        if !codes.is_empty() {
+            rules.push(PodFailurePolicyRule {
+                action: action.into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER_NAME.into()),
+                    operator: "In".into(),
+                    values: codes,
+                }),
+                on_pod_conditions: None,
+            });
+        }
+        if action == "Ignore" {
+            rules.push(PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            });
+        }
+    }
+    PodFailurePolicy { rules }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: field_path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Humantime form of a duration (`30s`, `1m 30s`).
+fn humantime(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    let millis = d.subsec_millis();
+    let mut parts = Vec::new();
+    for (unit, size) in [("h", 3600), ("m", 60)] {
+        if secs >= size {
+            parts.push(format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if secs > 0 {
+        parts.push(format!("{secs}s"));
+    }
+    if millis > 0 {
+        parts.push(format!("{millis}ms"));
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn image_tag(image: &str) -> Option<&str> {
+    let last = image.rsplit('/').next()?;
+    let last = last.split('@').next()?;
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+/// The pod-level labels of a kind's Jobs.
+fn pod_labels(kind: &KindManifest, opts: &JobTemplateOptions) -> BTreeMap<String, String> {
+    let mut labels = common_labels(kind);
+    labels.insert(LABEL_STREAM_KIND.into(), kind.crd_kind.clone());
+    labels.insert(LABEL_BACKFILLING.into(), opts.backfill.to_string());
+    labels.extend(opts.labels.clone());
+    labels
+}
+
+/// The `JobSpec` shared by templates and concrete Jobs; `stream_env` and `stream_env_from` are
+/// the stream-specific values (empty for operator templates).
+fn job_spec(
+    kind: &KindManifest,
+    opts: &JobTemplateOptions,
+    extra_labels: BTreeMap<String, String>,
+    stream_env: Vec<EnvVar>,
+    stream_env_from: Vec<EnvFromSource>,
+) -> Result<JobSpec> {
+    opts.validate()?;
+    let mut env_vars = stream_env;
+    env_vars.push(env(ENV_BACKFILL, opts.backfill.to_string()));
+    let version = opts
+        .application_version
+        .clone()
+        .or_else(|| image_tag(&opts.image).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    env_vars.push(env(ENV_APPLICATION_VERSION, version));
+    env_vars.push(env_field(ENV_POD_NAMESPACE, "metadata.namespace"));
+    env_vars.push(env_field(
+        ENV_JOB_NAME,
+        &format!("metadata.labels['{JOB_NAME_LABEL}']"),
+    ));
+    env_vars.push(env(ENV_DRAIN_TIMEOUT, humantime(opts.drain_timeout)));
+    let mut ports = None;
+    if let Some(addr) = &opts.metrics_addr {
+        env_vars.push(env(ENV_METRICS_ADDR, addr.clone()));
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+            .ok_or_else(|| Error::Options {
+                field: "metrics_addr",
+                message: format!(
+                    "{addr:?} has no port; expected host:port like {DEFAULT_METRICS_ADDR}"
+                ),
+            })?;
+        ports = Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]);
+    }
+    env_vars.extend(opts.env.iter().cloned());
+
+    let mut env_from = stream_env_from;
+    env_from.extend(opts.secret_env_from.iter().map(|name| EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: name.clone(),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }));
+
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    for (i, secret) in opts.secret_volumes.iter().enumerate() {
+        let name = format!("secret-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: secret.mount_path.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let mut labels = pod_labels(kind, opts);
+    labels.extend(extra_labels);
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(opts.image.clone()),
+        image_pull_policy: Some(opts.image_pull_policy.clone()),
+        args: (!opts.args.is_empty()).then(|| opts.args.clone()),
+        env: Some(env_vars),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        ports,
+        resources: opts.resources.clone(),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(JobSpec {
+        backoff_limit: Some(opts.backoff_limit),
+        ttl_seconds_after_finished: opts.ttl_seconds_after_finished,
+        pod_failure_policy: Some(pod_failure_policy()),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels),
+                annotations: (!opts.annotations.is_empty()).then(|| opts.annotations.clone()),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                restart_policy: Some("Never".into()),
+                service_account_name: Some(opts.service_account.clone()),
+                termination_grace_period_seconds: Some(opts.termination_grace_period_seconds()?),
+                image_pull_secrets: (!opts.image_pull_secrets.is_empty()).then(|| {
+                    opts.image_pull_secrets
+                        .iter()
+                        .map(|name| LocalObjectReference { name: name.clone() })
+                        .collect()
+                }),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(NONROOT_UID),
+                    run_as_group: Some(NONROOT_UID),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..Default::default()
+                }),
+                containers: vec![container],
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    })
+}
+
+/// The `StreamingJobTemplate` the operator uses for a kind: named
+/// [`KindManifest::job_template_name`] (or the backfill name when `opts.backfill`), without the
+/// values the operator adds per stream (see the module docs).
+pub fn job_template(
+    kind: &KindManifest,
+    opts: &JobTemplateOptions,
+) -> Result<StreamingJobTemplate> {
+    kind.validate()?;
+    let name = if opts.backfill {
+        &kind.backfill_job_template_name
+    } else {
+        &kind.job_template_name
+    };
+    let mut labels = common_labels(kind);
+    labels.insert(LABEL_STREAM_KIND.into(), kind.crd_kind.clone());
+    labels.insert(LABEL_BACKFILLING.into(), opts.backfill.to_string());
+    Ok(StreamingJobTemplate {
+        api_version: OPERATOR_API_VERSION.into(),
+        kind: "StreamingJobTemplate".into(),
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: job_spec(kind, opts, BTreeMap::new(), Vec::new(), Vec::new())?,
+    })
+}
+
+/// One stream, for running it as a plain Job without the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInstance {
+    /// The stream's id (the custom resource's name); also the Job's name.
+    pub stream_id: String,
+    /// Namespace of the Job.
+    pub namespace: String,
+    /// The stream's `spec`.
+    pub spec: Value,
+    /// `STREAMCONTEXT__BACKFILL_ID` for backfill Jobs.
+    pub backfill_id: Option<String>,
+}
+
+/// A complete `batch/v1` Job for one stream, with everything the operator would add: the
+/// `STREAMCONTEXT__*` environment, the `arcane/*` labels and the secrets named by the kind's
+/// `secretRefs` spec fields (`{"name": "secret"}`) as `envFrom`.
+pub fn stream_job(
+    kind: &KindManifest,
+    stream: &StreamInstance,
+    opts: &JobTemplateOptions,
+) -> Result<Job> {
+    kind.validate()?;
+    let spec_json = serde_json::to_string(&stream.spec).map_err(|source| Error::Json {
+        what: "serialize the stream spec".into(),
+        source,
+    })?;
+    let mut stream_env = vec![
+        env(ENV_SPEC, spec_json),
+        env(ENV_STREAM_ID, stream.stream_id.clone()),
+        env(ENV_STREAM_KIND, kind.crd_kind.clone()),
+    ];
+    if opts.backfill {
+        let id = stream.backfill_id.clone().ok_or_else(|| Error::Options {
+            field: "backfill_id",
+            message:
+                "a backfill Job needs STREAMCONTEXT__BACKFILL_ID; set StreamInstance::backfill_id"
+                    .into(),
+        })?;
+        stream_env.push(env(ENV_BACKFILL_ID, id));
+    }
+    let mut env_from = Vec::new();
+    for field in &kind.secret_refs {
+        match stream.spec.get(field) {
+            None | Some(Value::Null) => {}
+            Some(reference) => {
+                let name = reference
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::Options {
+                        field: "spec",
+                        message: format!("secret reference spec.{field} must be an object {{\"name\": \"<secret>\"}}, found {reference}"),
+                    })?;
+                env_from.push(EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: name.to_string(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let id_labels = BTreeMap::from([(LABEL_STREAM_ID.to_string(), stream.stream_id.clone())]);
+    let mut labels = pod_labels(kind, opts);
+    labels.extend(id_labels.clone());
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(if opts.backfill {
+                format!("{}-backfill", stream.stream_id)
+            } else {
+                stream.stream_id.clone()
+            }),
+            namespace: Some(stream.namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(job_spec(kind, opts, id_labels, stream_env, env_from)?),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humantime_matches_the_runner_format() {
+        assert_eq!(humantime(Duration::from_secs(30)), "30s");
+        assert_eq!(humantime(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(humantime(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn grace_period_exceeds_the_drain_deadline() {
+        let opts = JobTemplateOptions {
+            drain_timeout: Duration::from_millis(30_500),
+            ..Default::default()
+        };
+        assert_eq!(opts.termination_grace_period_seconds().unwrap(), 46);
+        let zero = JobTemplateOptions {
+            grace_margin: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(zero.termination_grace_period_seconds().is_err());
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("ghcr.io/a/b:1.2.3"), Some("1.2.3"));
+        assert_eq!(image_tag("localhost:5000/a/b"), None);
+        assert_eq!(image_tag("b@sha256:abc"), None);
+    }
+}
