@@ -1,1 +1,10 @@
-//! Reusable sources for Arcane streams.
+//! Reusable sources for Arcane streams, one module and cargo feature per service.
+//!
+//! | feature | module | source |
+//! |---|---|---|
+//! | `blob-landing` (default) | [`blob_landing`] | files landing under an object-store prefix: NDJSON, CSV, Parquet, gzip/zstd |
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(feature = "blob-landing")]
+pub mod blob_landing;

@@ -1,0 +1,328 @@
+//! [`BlobLandingSourceConfig`]: the serde/JSON Schema form of the source's settings.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arcane_core::{Error, Result};
+use arrow_schema::{Field, Schema, SchemaRef};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema::parse_type;
+
+/// Default rows per decoded batch (`batchRows`).
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
+/// Default interval between listings of the prefix in streaming mode (`pollInterval`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Default number of records read from the first file to infer a schema (`inferSchemaRecords`).
+pub const DEFAULT_INFER_SCHEMA_RECORDS: usize = 1000;
+/// Default CSV delimiter.
+pub const DEFAULT_CSV_DELIMITER: char = ',';
+/// Default CSV quote character.
+pub const DEFAULT_CSV_QUOTE: char = '"';
+
+/// Settings of the blob-landing source: files landing under an object-store prefix.
+///
+/// ```json
+/// {
+///   "url": "s3://landing/orders/",
+///   "storageOptions": { "aws_region": "eu-west-1" },
+///   "format": "ndjson",
+///   "compression": "auto",
+///   "suffix": ".ndjson.gz",
+///   "schema": [
+///     { "name": "order_id", "type": "utf8", "nullable": false },
+///     { "name": "amount", "type": "float64" },
+///     { "name": "event_time", "type": "timestamp[ms, UTC]" }
+///   ],
+///   "batchRows": 8192,
+///   "pollInterval": "10s"
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlobLandingSourceConfig {
+    /// The prefix files land under, as an `object_store` URL: `file:///data/landing/`,
+    /// `s3://bucket/prefix/`, `az://container/prefix/` (also `abfss://`), `gs://bucket/prefix/`.
+    /// Every file under it (recursively) that passes `glob`/`suffix` is read, in lexicographic
+    /// path order.
+    pub url: String,
+    /// Options for the object store (`object_store` keys such as `aws_region`,
+    /// `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`); credentials are
+    /// usually better taken from the environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_options: BTreeMap<String, String>,
+    /// The file format: `ndjson` (one JSON object per line), `csv`, `parquet`, or `auto`
+    /// (default) to tell by the extension (`.ndjson`, `.jsonl`, `.json`, `.csv`, `.parquet`,
+    /// before any `.gz`/`.zst`).
+    #[serde(default)]
+    pub format: FileFormat,
+    /// Compression of NDJSON and CSV files: `auto` (default; `.gz` is gzip, `.zst` is zstd,
+    /// anything else is uncompressed), `none`, `gzip` or `zstd`. Parquet files carry their
+    /// own compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Only read files whose path relative to `url` matches this glob: `*` matches within a
+    /// path segment, `**` across segments, `?` one character (e.g. `2026-*/**/*.ndjson`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glob: Option<String>,
+    /// Only read files whose name ends with this suffix (e.g. `.ndjson.gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    /// The schema of the rows. When omitted it is inferred from the first file read (see
+    /// `inferSchemaRecords`), which is convenient but can change when that file changes; set
+    /// it for production streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<FieldConfig>>,
+    /// Records of the first file read to infer the schema from when `schema` is omitted.
+    #[serde(default = "default_infer_schema_records")]
+    pub infer_schema_records: usize,
+    /// CSV settings (used when the format is `csv`).
+    #[serde(default)]
+    pub csv: CsvConfig,
+    /// Rows per decoded batch.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// How often the prefix is listed for new files in streaming mode (humantime: `10s`,
+    /// `1m`).
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+    /// At most this many new files are taken from one listing (the rest wait for the next
+    /// one); unlimited when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files_per_poll: Option<NonZeroUsize>,
+}
+
+fn default_infer_schema_records() -> usize {
+    DEFAULT_INFER_SCHEMA_RECORDS
+}
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_ROWS
+}
+fn default_poll_interval() -> Duration {
+    DEFAULT_POLL_INTERVAL
+}
+
+impl BlobLandingSourceConfig {
+    /// Settings for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            storage_options: BTreeMap::new(),
+            format: FileFormat::default(),
+            compression: Compression::default(),
+            glob: None,
+            suffix: None,
+            schema: None,
+            infer_schema_records: DEFAULT_INFER_SCHEMA_RECORDS,
+            csv: CsvConfig::default(),
+            batch_rows: DEFAULT_BATCH_ROWS,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            max_files_per_poll: None,
+        }
+    }
+
+    /// The explicit schema as Arrow, or `None` when it is to be inferred. `field` is the
+    /// config's path for errors (e.g. `spec.source`).
+    pub fn arrow_schema(&self, field: &str) -> Result<Option<SchemaRef>> {
+        let Some(fields) = &self.schema else {
+            return Ok(None);
+        };
+        if fields.is_empty() {
+            return Err(Error::config(
+                format!("{field}.schema"),
+                "the schema has no fields; list the columns or omit `schema` to infer it",
+            ));
+        }
+        let mut out = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            if f.name.is_empty() {
+                return Err(Error::config(
+                    format!("{field}.schema[{i}].name"),
+                    "the column name is empty",
+                ));
+            }
+            if fields[..i].iter().any(|other| other.name == f.name) {
+                return Err(Error::config(
+                    format!("{field}.schema[{i}].name"),
+                    format!("column \"{}\" is listed twice", f.name),
+                ));
+            }
+            let data_type = parse_type(&f.data_type)
+                .map_err(|message| Error::config(format!("{field}.schema[{i}].type"), message))?;
+            out.push(Field::new(&f.name, data_type, f.nullable));
+        }
+        Ok(Some(Arc::new(Schema::new(out))))
+    }
+
+    /// Check every setting; `field` is the config's path for errors (e.g. `spec.source`).
+    pub fn validate(&self, field: &str) -> Result<()> {
+        if self.url.trim().is_empty() {
+            return Err(Error::config(
+                format!("{field}.url"),
+                "the URL is empty; set the prefix files land under, e.g. s3://bucket/landing/",
+            ));
+        }
+        if self.batch_rows == 0 {
+            return Err(Error::config(
+                format!("{field}.batchRows"),
+                format!("must be at least 1 (default {DEFAULT_BATCH_ROWS})"),
+            ));
+        }
+        if self.infer_schema_records == 0 && self.schema.is_none() {
+            return Err(Error::config(
+                format!("{field}.inferSchemaRecords"),
+                "must be at least 1 when no schema is given",
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::config(
+                format!("{field}.pollInterval"),
+                "must be longer than zero, e.g. \"10s\"",
+            ));
+        }
+        self.csv.bytes(&format!("{field}.csv"))?;
+        if let Some(glob) = &self.glob {
+            if glob.is_empty() {
+                return Err(Error::config(
+                    format!("{field}.glob"),
+                    "the glob is empty; omit it to read every file",
+                ));
+            }
+        }
+        self.arrow_schema(field)?;
+        Ok(())
+    }
+}
+
+/// One column of an explicit schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldConfig {
+    /// The column name (the JSON key, the CSV column in header order, or the Parquet column).
+    pub name: String,
+    /// The column type: `bool`, `int8`, `int16`, `int32`, `int64`, `uint8`, `uint16`,
+    /// `uint32`, `uint64`, `float32`, `float64`, `utf8` (or `string`), `large_utf8`,
+    /// `date32`, `date64`, `timestamp[s|ms|us|ns]` or with a time zone
+    /// `timestamp[ms, UTC]` (UTC or an offset such as `+01:00`), `decimal128(precision, scale)`; any other Arrow type in Arrow's
+    /// own syntax (e.g. `List(Int64)`).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether the column may be null or missing (default true). A record without a value
+    /// for a non-nullable column is dead-lettered.
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+}
+
+impl FieldConfig {
+    /// A nullable column.
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: true,
+        }
+    }
+
+    /// Make the column non-nullable.
+    pub fn required(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The format of the landed files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FileFormat {
+    /// Tell by the file extension.
+    #[default]
+    Auto,
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+    /// Comma- (or `csv.delimiter`-) separated values.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// The compression of NDJSON/CSV files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Compression {
+    /// Tell by the file extension (`.gz`/`.gzip` gzip, `.zst`/`.zstd` zstd, else none).
+    #[default]
+    Auto,
+    /// Not compressed.
+    None,
+    /// gzip (concatenated members are read as one stream).
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// CSV settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsvConfig {
+    /// Whether the first record of each file is a header (default true). Columns are matched
+    /// by position; the header names the columns when the schema is inferred.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// The field delimiter, one ASCII character (default `,`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// The quote character, one ASCII character (default `"`); a quote inside a quoted field
+    /// is written twice.
+    #[serde(default = "default_quote")]
+    pub quote: char,
+}
+
+fn default_delimiter() -> char {
+    DEFAULT_CSV_DELIMITER
+}
+fn default_quote() -> char {
+    DEFAULT_CSV_QUOTE
+}
+
+impl Default for CsvConfig {
+    fn default() -> Self {
+        Self {
+            header: true,
+            delimiter: DEFAULT_CSV_DELIMITER,
+            quote: DEFAULT_CSV_QUOTE,
+        }
+    }
+}
+
+impl CsvConfig {
+    /// Delimiter and quote as bytes; `field` is the config's path for errors.
+    pub(crate) fn bytes(&self, field: &str) -> Result<(u8, u8)> {
+        let ascii = |c: char, name: &str| {
+            if c.is_ascii() && c != '\n' && c != '\r' {
+                Ok(c as u8)
+            } else {
+                Err(Error::config(
+                    format!("{field}.{name}"),
+                    format!("{c:?} is not a single ASCII character other than a line break"),
+                ))
+            }
+        };
+        let delimiter = ascii(self.delimiter, "delimiter")?;
+        let quote = ascii(self.quote, "quote")?;
+        if delimiter == quote {
+            return Err(Error::config(
+                format!("{field}.quote"),
+                "the quote character must differ from the delimiter",
+            ));
+        }
+        Ok((delimiter, quote))
+    }
+}

@@ -1,0 +1,140 @@
+//! Listing the landing prefix: filtering by glob/suffix and lexicographic order.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+
+/// Which files under the prefix are read.
+#[derive(Debug, Clone)]
+pub(crate) struct FileFilter {
+    pub(crate) prefix: Path,
+    pub(crate) glob: Option<String>,
+    pub(crate) suffix: Option<String>,
+}
+
+impl FileFilter {
+    /// Whether `location` is a landed file to read.
+    pub(crate) fn accepts(&self, location: &Path) -> bool {
+        let full = location.as_ref();
+        if full.ends_with('/') {
+            return false;
+        }
+        let relative = match self.prefix.as_ref() {
+            "" => full,
+            prefix => full
+                .strip_prefix(prefix)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(full),
+        };
+        if let Some(suffix) = &self.suffix {
+            if !full.ends_with(suffix.as_str()) {
+                return false;
+            }
+        }
+        if let Some(glob) = &self.glob {
+            return glob_matches(glob.as_bytes(), relative.as_bytes());
+        }
+        true
+    }
+}
+
+/// List the files after `after` (exclusive), sorted by path, at most `limit`.
+pub(crate) async fn list_files(
+    store: &Arc<dyn ObjectStore>,
+    filter: &FileFilter,
+    after: Option<&Path>,
+    limit: Option<usize>,
+) -> object_store::Result<Vec<ObjectMeta>> {
+    let prefix = (!filter.prefix.as_ref().is_empty()).then_some(&filter.prefix);
+    let listing = match after {
+        Some(offset) => store.list_with_offset(prefix, offset),
+        None => store.list(prefix),
+    };
+    let mut files: Vec<ObjectMeta> = listing
+        .try_filter(|meta| {
+            let keep = filter.accepts(&meta.location) && after.is_none_or(|a| meta.location > *a);
+            futures::future::ready(keep)
+        })
+        .try_collect()
+        .await?;
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    if let Some(limit) = limit {
+        files.truncate(limit);
+    }
+    Ok(files)
+}
+
+/// Match `path` against `glob`: `*` within a segment, `**` across segments, `?` one
+/// character, everything else literally.
+pub(crate) fn glob_matches(glob: &[u8], path: &[u8]) -> bool {
+    match glob.first() {
+        None => path.is_empty(),
+        Some(b'*') if glob.get(1) == Some(&b'*') => {
+            // `**/` also matches no directory at all.
+            let rest = &glob[2..];
+            if let Some(after_slash) = rest.strip_prefix(b"/") {
+                if glob_matches(after_slash, path) {
+                    return true;
+                }
+            }
+            (0..=path.len()).any(|i| glob_matches(rest, &path[i..]))
+        }
+        Some(b'*') => {
+            let rest = &glob[1..];
+            for i in 0..=path.len() {
+                if glob_matches(rest, &path[i..]) {
+                    return true;
+                }
+                if path.get(i) == Some(&b'/') {
+                    break;
+                }
+            }
+            false
+        }
+        Some(b'?') => {
+            path.first().is_some_and(|&c| c != b'/') && glob_matches(&glob[1..], &path[1..])
+        }
+        Some(&c) => path.first() == Some(&c) && glob_matches(&glob[1..], &path[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(glob: &str, path: &str) -> bool {
+        glob_matches(glob.as_bytes(), path.as_bytes())
+    }
+
+    #[test]
+    fn globs() {
+        assert!(m("*.ndjson", "a.ndjson"));
+        assert!(!m("*.ndjson", "x/a.ndjson"));
+        assert!(m("**/*.ndjson", "x/y/a.ndjson"));
+        assert!(m("**/*.ndjson", "a.ndjson"));
+        assert!(m("2026-*/*.csv", "2026-11/a.csv"));
+        assert!(!m("2026-*/*.csv", "2025-11/a.csv"));
+        assert!(m("a?.csv", "ab.csv"));
+        assert!(!m("a?.csv", "a/.csv"));
+    }
+
+    #[test]
+    fn filter_is_relative_to_the_prefix() {
+        let f = FileFilter {
+            prefix: Path::from("landing/orders"),
+            glob: Some("*.ndjson".into()),
+            suffix: None,
+        };
+        assert!(f.accepts(&Path::from("landing/orders/a.ndjson")));
+        assert!(!f.accepts(&Path::from("landing/orders/sub/a.ndjson")));
+        let f = FileFilter {
+            prefix: Path::from("landing"),
+            glob: None,
+            suffix: Some(".csv.gz".into()),
+        };
+        assert!(f.accepts(&Path::from("landing/x/a.csv.gz")));
+        assert!(!f.accepts(&Path::from("landing/x/a.csv")));
+    }
+}

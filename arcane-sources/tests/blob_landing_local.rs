@@ -1,0 +1,627 @@
+//! The blob-landing source on the local file system: formats, compression, schemas, dead
+//! letters, exact resume and streaming.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arcane_core::testing::{MemorySink, MemoryStoreHandle, conformance};
+use arcane_core::{
+    Checkpoint, Completion, GroupLimits, Source, StreamContext, StreamGraph, assert_batches_eq,
+};
+use arcane_sources::blob_landing::{
+    BlobLandingPosition, BlobLandingSource, BlobLandingSourceConfig, FieldConfig, FileFormat,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use support::*;
+
+fn config(dir: &std::path::Path) -> BlobLandingSourceConfig {
+    BlobLandingSourceConfig::new(file_url(dir))
+}
+
+fn id_schema() -> Vec<FieldConfig> {
+    vec![
+        FieldConfig::new("id", "int64").required(),
+        FieldConfig::new("name", "utf8"),
+        FieldConfig::new("amount", "float64"),
+    ]
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resumes_exactly_on_local_ndjson_with_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ndjson(0..120);
+    // Bad lines inside the batch the suite cuts in half.
+    a.insert_str(0, "{broken\n\n");
+    std::fs::write(dir.path().join("a.ndjson"), a).unwrap();
+    std::fs::write(
+        dir.path().join("b.ndjson.gz"),
+        gzip(ndjson(120..300).as_bytes()),
+    )
+    .unwrap();
+    let mut cfg = config(dir.path());
+    cfg.batch_rows = 50;
+    cfg.schema = Some(id_schema());
+    conformance::source_resumes_exactly(|| {
+        Box::new(BlobLandingSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resumes_exactly_on_csv_and_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv: String = std::iter::once("id,name,amount\n".to_string())
+        .chain((0..90).map(|i| format!("{i},\"n,{i}\",{}\n", i as f64 / 2.0)))
+        .collect();
+    std::fs::write(dir.path().join("a.csv.zst"), zstd(csv.as_bytes())).unwrap();
+    write_parquet(&dir.path().join("b.parquet"), 90..200);
+    let mut cfg = config(dir.path());
+    cfg.batch_rows = 40;
+    cfg.schema = Some(id_schema());
+    conformance::source_resumes_exactly(|| {
+        Box::new(BlobLandingSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
+}
+
+fn id_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let v: Vec<i64> = ids.collect();
+    RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(v.clone())) as _),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                v.iter().map(|i| format!("n-{i}")),
+            )) as _,
+        ),
+        (
+            "amount",
+            Arc::new(Float64Array::from_iter_values(
+                v.iter().map(|&i| i as f64 * 1.5),
+            )) as _,
+        ),
+    ])
+    .unwrap()
+}
+
+fn write_parquet(path: &std::path::Path, ids: std::ops::Range<i64>) {
+    let batch = id_batch(ids);
+    let file = std::fs::File::create(path).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(30))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_orders_land_with_every_row_and_value() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/orders");
+    let data = data.canonicalize().unwrap();
+    let mut input_ids = Vec::new();
+    let mut input_amount = 0.0;
+    let mut files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            input_ids.push(v["order_id"].as_str().unwrap().to_string());
+            input_amount += v["amount"].as_f64().unwrap();
+        }
+    }
+    let store = MemoryStoreHandle::default();
+    let letters = Letters::default();
+    let report = land(
+        BlobLandingSource::new(config(&data)).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
+    assert_finished(&report);
+    let batches = store.batches();
+    assert_eq!(store.rows(), 24_000);
+    assert_eq!(
+        strings(&batches, "order_id"),
+        input_ids,
+        "every order, in file order"
+    );
+    let amount: f64 = batches
+        .iter()
+        .map(|b| {
+            arrow_arith_sum(
+                b.column_by_name("amount")
+                    .unwrap()
+                    .as_primitive::<Float64Type>(),
+            )
+        })
+        .sum();
+    assert!(
+        (amount - input_amount).abs() < 1e-6,
+        "{amount} != {input_amount}"
+    );
+    assert!(letters.all().is_empty(), "{:?}", letters.all());
+    // Inferred from the first file: JSON numbers and strings.
+    let schema = batches[0].schema();
+    assert_eq!(
+        schema.field_with_name("customer_id").unwrap().data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    assert_eq!(
+        schema.field_with_name("event_time").unwrap().data_type(),
+        &arrow_schema::DataType::Utf8
+    );
+}
+
+fn arrow_arith_sum(a: &arrow_array::PrimitiveArray<Float64Type>) -> f64 {
+    a.iter().flatten().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_schema_decodes_timestamps_and_missing_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.jsonl"),
+        "{\"id\":1,\"at\":\"2026-11-20T10:00:00.250Z\",\"day\":\"2026-11-20\",\"ok\":true,\"extra\":5}\n{\"id\":2,\"at\":\"2026-11-21T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(vec![
+        FieldConfig::new("id", "int64").required(),
+        FieldConfig::new("at", "timestamp[ms, UTC]"),
+        FieldConfig::new("day", "date32"),
+        FieldConfig::new("ok", "bool"),
+    ]);
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    assert_eq!(source.schema().unwrap().fields().len(), 4);
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    let rows = rows_of(&batches);
+    let at = rows[0].column_by_name("at").unwrap();
+    assert_eq!(
+        at.data_type(),
+        &arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()))
+    );
+    assert_eq!(
+        at.as_primitive::<arrow_array::types::TimestampMillisecondType>()
+            .values()
+            .to_vec(),
+        vec![1_795_168_800_250, 1_795_219_200_000]
+    );
+    // (Arrow formats named time zones only with chrono-tz, so print the other columns.)
+    let printable = rows[0].project(&[0, 2, 3]).unwrap();
+    assert_batches_eq!(
+        [
+            "+----+------------+------+",
+            "| id | day        | ok   |",
+            "+----+------------+------+",
+            "| 1  | 2026-11-20 | true |",
+            "| 2  |            |      |",
+            "+----+------------+------+",
+        ],
+        &[printable]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_dead_lettered_with_line_numbers_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = [
+        r#"{"id":1,"name":"a","amount":1.0}"#, // 1
+        r#"{"id":2,"name":"b""#,               // 2 incomplete
+        r#"{"id":3,"name":"c","amount":3.0}"#, // 3
+        "",                                    // 4 blank
+        r#"{"id":"x","name":"d"}"#,            // 5 wrong type
+        r#"{"id":6}{"id":7}"#,                 // 6 two objects
+        r#"[1,2]"#,                            // 7 not an object
+        r#"{"name":"no id"}"#,                 // 8 required field missing
+        r#"{"id":9,"name":"i","amount":9.0}"#, // 9
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("a.ndjson"), content).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    cfg.batch_rows = 4;
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert_eq!(ids(&rows_of(&batches)), vec![1, 3, 9]);
+    let got: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| (l.locator.clone(), l.payload.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("line 2".to_string(), r#"{"id":2,"name":"b""#.to_string()),
+            ("line 5".to_string(), r#"{"id":"x","name":"d"}"#.to_string()),
+            ("line 6".to_string(), r#"{"id":6}{"id":7}"#.to_string()),
+            ("line 7".to_string(), "[1,2]".to_string()),
+            ("line 8".to_string(), r#"{"name":"no id"}"#.to_string()),
+        ]
+    );
+    for l in &letters {
+        assert!(l.origin.ends_with("a.ndjson"), "{l:?}");
+        assert!(!l.reason.is_empty(), "{l:?}");
+    }
+    assert!(letters[1].reason.contains("id"), "{:?}", letters[1]);
+    assert!(
+        letters[2].reason.contains("2 JSON values") || letters[2].reason.contains("more than one"),
+        "{:?}",
+        letters[2]
+    );
+    // Every record, good or bad, is consumed; the file is done.
+    let last: BlobLandingPosition = batches.last().unwrap().position.decode("t").unwrap();
+    assert_eq!((last.records, last.lines, last.done), (8, 9, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_with_header_quotes_and_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = "id,name,amount\r\n1,\"multi\nline, quoted\",1.5\r\n2,b\r\nx,c,3\r\n4,\"say \"\"hi\"\"\",4.5\r\n";
+    std::fs::write(dir.path().join("a.csv.gz"), gzip(content.as_bytes())).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert_batches_eq!(
+        [
+            "+----+--------------+--------+",
+            "| id | name         | amount |",
+            "+----+--------------+--------+",
+            "| 1  | multi        | 1.5    |",
+            "|    | line, quoted |        |",
+            "| 4  | say \"hi\"     | 4.5    |",
+            "+----+--------------+--------+",
+        ],
+        &rows_of(&batches)
+    );
+    let got: Vec<&str> = letters.iter().map(|l| l.locator.as_str()).collect();
+    assert_eq!(got, vec!["line 4", "line 5"], "{letters:?}");
+    assert!(
+        letters[0].reason.contains("number of fields"),
+        "{letters:?}"
+    );
+    assert!(letters[1].reason.contains("'x'"), "{letters:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inferred_csv_schema_uses_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.csv"),
+        "city,pop,ok\nOslo,700000,true\nBergen,290000,false\n",
+    )
+    .unwrap();
+    let mut source = BlobLandingSource::new(config(dir.path())).unwrap();
+    let (batches, _) = read_backfill(&mut source, None).await;
+    assert_batches_eq!(
+        [
+            "+--------+--------+-------+",
+            "| city   | pop    | ok    |",
+            "+--------+--------+-------+",
+            "| Oslo   | 700000 | true  |",
+            "| Bergen | 290000 | false |",
+            "+--------+--------+-------+",
+        ],
+        &rows_of(&batches)
+    );
+    assert_eq!(
+        rows_of(&batches)[0].schema().field(1).data_type(),
+        &arrow_schema::DataType::Int64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_and_compression_lands_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = |ids: std::ops::Range<i64>| -> String {
+        std::iter::once("id,name,amount\n".to_string())
+            .chain(ids.map(|i| format!("{i},n-{i},{}\n", i as f64 * 1.5)))
+            .collect()
+    };
+    std::fs::write(dir.path().join("01.ndjson"), ndjson(0..10)).unwrap();
+    std::fs::write(
+        dir.path().join("02.ndjson.gz"),
+        gzip(ndjson(10..20).as_bytes()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("03.ndjson.zst"),
+        zstd(ndjson(20..30).as_bytes()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("04.csv"), csv(30..40)).unwrap();
+    std::fs::write(dir.path().join("05.csv.gz"), gzip(csv(40..50).as_bytes())).unwrap();
+    std::fs::write(dir.path().join("06.csv.zst"), zstd(csv(50..60).as_bytes())).unwrap();
+    write_parquet(&dir.path().join("07.parquet"), 60..70);
+    std::fs::write(dir.path().join("README.txt"), "not data").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    cfg.glob = Some("0*".into());
+    let store = MemoryStoreHandle::default();
+    let letters = Letters::default();
+    let report = land(
+        BlobLandingSource::new(cfg).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
+    assert_finished(&report);
+    let batches = store.batches();
+    assert_eq!(ids(&batches), (0..70).collect::<Vec<_>>());
+    assert_eq!(
+        strings(&batches, "name"),
+        (0..70).map(|i| format!("n-{i}")).collect::<Vec<_>>()
+    );
+    assert!(letters.all().is_empty(), "{:?}", letters.all());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_files_are_one_dead_letter_each_and_the_rest_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("1.ndjson"), ndjson(0..5)).unwrap();
+    std::fs::write(dir.path().join("2.ndjson.gz"), b"this is not gzip at all").unwrap();
+    let mut truncated = gzip(ndjson(100..20_000).as_bytes());
+    truncated.truncate(truncated.len() / 2);
+    std::fs::write(dir.path().join("3.ndjson.gz"), truncated).unwrap();
+    std::fs::write(
+        dir.path().join("4.parquet"),
+        b"PAR1 garbage without a footer",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("5.data"), b"{}").unwrap();
+    std::fs::write(dir.path().join("6.ndjson"), ndjson(5..10)).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    let store = MemoryStoreHandle::default();
+    let letters = Letters::default();
+    let report = land(
+        BlobLandingSource::new(cfg).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
+    assert_finished(&report);
+    let landed = ids(&store.batches());
+    let letters = letters.all();
+    let by_file: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.origin.rsplit('/').next().unwrap().to_string(),
+                l.locator.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(by_file.len(), 4, "{letters:?}");
+    assert_eq!(by_file[0], ("2.ndjson.gz".into(), "file".into()));
+    assert_eq!(by_file[1].0, "3.ndjson.gz");
+    assert!(by_file[1].1.starts_with("from line "), "{letters:?}");
+    assert_eq!(by_file[2], ("4.parquet".into(), "file".into()));
+    assert_eq!(by_file[3], ("5.data".into(), "file".into()));
+    assert!(letters[3].reason.contains("format"), "{letters:?}");
+    // The truncated file's complete lines before the break landed, in order, then file 6.
+    let from_truncated: Vec<i64> = landed.iter().copied().filter(|&i| i >= 100).collect();
+    assert!(!from_truncated.is_empty());
+    assert_eq!(
+        from_truncated,
+        (100..100 + from_truncated.len() as i64).collect::<Vec<_>>()
+    );
+    let expected_line = from_truncated.len() + 1;
+    assert_eq!(by_file[1].1, format!("from line {expected_line}"));
+    assert_eq!(&landed[..5], &[0, 1, 2, 3, 4]);
+    assert_eq!(&landed[landed.len() - 5..], &[5, 6, 7, 8, 9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_failed_run_lands_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ndjson(0..2_500);
+    a.push_str("not json\n");
+    a.push_str(&ndjson(2_500..3_000));
+    std::fs::write(dir.path().join("a.ndjson.zst"), zstd(a.as_bytes())).unwrap();
+    std::fs::write(dir.path().join("b.ndjson"), ndjson(3_000..7_000)).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    cfg.batch_rows = 700;
+    let store = MemoryStoreHandle::default();
+    let letters = Letters::default();
+    let ctx = StreamContext::new("test", "blob_landing", serde_json::json!({})).with_backfill("b1");
+    let limits = GroupLimits::new(NonZeroUsize::new(1_000).unwrap(), Duration::from_secs(5));
+
+    // First run: the sink fails after 4 groups, i.e. in the middle of a file and of a batch.
+    let report = StreamGraph::from_source(BlobLandingSource::new(cfg.clone()).unwrap())
+        .grouped_within(limits)
+        .to_sink(MemorySink::with_store(store.clone()).fail_after_writes(4))
+        .dead_letter_to(letters.clone())
+        .run(&ctx)
+        .join()
+        .await;
+    assert!(report.outcome.is_err());
+    let checkpoint = store.checkpoint().expect("something was committed");
+    assert!(
+        checkpoint.rows > 0 || store.rows() % 700 != 0,
+        "{checkpoint:?}"
+    );
+    assert_eq!(store.rows(), 4_000);
+
+    // Second run resumes from the sink's checkpoint.
+    let report = StreamGraph::from_source(BlobLandingSource::new(cfg).unwrap())
+        .grouped_within(limits)
+        .to_sink(MemorySink::with_store(store.clone()))
+        .dead_letter_to(letters.clone())
+        .run(&ctx)
+        .join()
+        .await;
+    assert_finished(&report);
+    assert_eq!(report.summary.resumed_from, Some(checkpoint));
+    assert_eq!(ids(&store.batches()), (0..7_000).collect::<Vec<_>>());
+    let letters = letters.all();
+    assert_eq!(
+        letters.len(),
+        1,
+        "the bad line is dead-lettered once: {letters:?}"
+    );
+    assert_eq!(letters[0].locator, "line 2501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_inside_a_file_skips_rows_and_bad_lines_already_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ndjson(0..10);
+    a.insert_str(0, "bad line\n");
+    std::fs::write(dir.path().join("a.ndjson.gz"), gzip(a.as_bytes())).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    // Checkpoint: the file's start, plus 4 rows of the batch after it.
+    let start = arcane_core::Position::encode(&BlobLandingPosition::start(
+        dir.path()
+            .join("a.ndjson.gz")
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/'),
+    ))
+    .unwrap();
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, letters) = read_backfill(
+        &mut source,
+        Some(Checkpoint {
+            position: Some(start),
+            rows: 4,
+        }),
+    )
+    .await;
+    assert_eq!(ids(&rows_of(&batches)), (4..10).collect::<Vec<_>>());
+    assert!(
+        letters.is_empty(),
+        "already written before the checkpoint: {letters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_mode_picks_up_a_file_that_lands_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    std::fs::write(landing.join("2026-11-20.ndjson"), ndjson(0..100)).unwrap();
+    let mut cfg = config(&landing);
+    cfg.schema = Some(id_schema());
+    cfg.format = FileFormat::Ndjson;
+    cfg.poll_interval = Duration::from_millis(50);
+    let store = MemoryStoreHandle::default();
+    let ctx = StreamContext::new("test", "blob_landing", serde_json::json!({}));
+    let running = StreamGraph::from_source(BlobLandingSource::new(cfg).unwrap())
+        .grouped_within(GroupLimits::new(
+            NonZeroUsize::new(1_000).unwrap(),
+            Duration::from_millis(100),
+        ))
+        .to_sink(MemorySink::with_store(store.clone()))
+        .run(&ctx);
+    eventually("the first file", || store.rows() == 100).await;
+
+    // Land a second file atomically (write elsewhere, rename into the prefix).
+    let staged = dir.path().join("staged");
+    std::fs::write(&staged, ndjson(100..150)).unwrap();
+    std::fs::rename(&staged, landing.join("2026-11-21.ndjson")).unwrap();
+    eventually("the file landed while running", || store.rows() == 150).await;
+
+    running.kill_switch.shutdown();
+    let report = running.join().await;
+    assert_eq!(report.outcome.unwrap(), Completion::ShutDown);
+    assert_eq!(ids(&store.batches()), (0..150).collect::<Vec<_>>());
+    let position: BlobLandingPosition = store.checkpoint().unwrap().decode("t").unwrap().unwrap();
+    assert!(
+        position.file.ends_with("2026-11-21.ndjson") && position.done,
+        "{position:?}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let mut cfg = BlobLandingSourceConfig::new("file:///tmp/x/");
+    cfg.schema = Some(vec![FieldConfig::new("a", "integer")]);
+    let err = BlobLandingSource::new(cfg).unwrap_err().to_string();
+    assert!(
+        err.starts_with("source.schema[0].type: unknown type \"integer\""),
+        "{err}"
+    );
+    let err = BlobLandingSource::new(BlobLandingSourceConfig::new("not a url"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("source.url:"), "{err}");
+    let parsed: Result<BlobLandingSourceConfig, _> =
+        serde_json::from_value(serde_json::json!({"url": "file:///x/", "pollIntervall": "1s"}));
+    assert!(parsed.unwrap_err().to_string().contains("pollIntervall"));
+    let parsed: BlobLandingSourceConfig = serde_json::from_value(serde_json::json!({
+        "url": "s3://bucket/landing/",
+        "format": "csv",
+        "compression": "gzip",
+        "csv": {"delimiter": ";"},
+        "schema": [{"name": "id", "type": "int64", "nullable": false}],
+        "pollInterval": "1m",
+        "maxFilesPerPoll": 10
+    }))
+    .unwrap();
+    assert_eq!(parsed.poll_interval, Duration::from_secs(60));
+    assert_eq!(parsed.csv.delimiter, ';');
+    assert!(parsed.csv.header);
+    assert_eq!(
+        parsed.batch_rows,
+        arcane_sources::blob_landing::DEFAULT_BATCH_ROWS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_read_in_path_order_and_new_ones_after_the_position_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    std::fs::write(dir.path().join("b/2.ndjson"), ndjson(2..3)).unwrap();
+    std::fs::write(dir.path().join("a.ndjson"), ndjson(1..2)).unwrap();
+    std::fs::write(dir.path().join("c.ndjson"), ndjson(3..4)).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(id_schema());
+    let mut source = BlobLandingSource::new(cfg.clone()).unwrap();
+    let (batches, _) = read_backfill(&mut source, None).await;
+    assert_eq!(ids(&rows_of(&batches)), vec![1, 2, 3]);
+    let files: BTreeSet<String> = batches
+        .iter()
+        .map(|b| b.position.decode::<BlobLandingPosition>("t").unwrap().file)
+        .collect();
+    assert_eq!(files.len(), 3);
+    // Resuming after b/2 reads only c, even though "a0" lands later.
+    let after_b = batches
+        .iter()
+        .find(|b| {
+            let p: BlobLandingPosition = b.position.decode("t").unwrap();
+            p.file.ends_with("b/2.ndjson") && p.done
+        })
+        .unwrap()
+        .position
+        .clone();
+    std::fs::write(dir.path().join("a0.ndjson"), ndjson(0..1)).unwrap();
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, _) = read_backfill(&mut source, Some(Checkpoint::at(after_b))).await;
+    assert_eq!(ids(&rows_of(&batches)), vec![3]);
+}
