@@ -95,7 +95,7 @@ pub struct JobTemplateOptions {
     pub image_pull_policy: String,
     /// Names of `imagePullSecrets`.
     pub image_pull_secrets: Vec<String>,
-    /// ServiceAccount of the pods (see [`crate::rbac`]).
+    /// ServiceAccount of the pods (see [`mod@crate::rbac`]).
     pub service_account: String,
     /// Backfill template (`STREAMCONTEXT__BACKFILL=true`, label `arcane/backfilling=true`).
     pub backfill: bool,

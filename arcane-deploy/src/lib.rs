@@ -4,11 +4,11 @@
 //! stream custom resource. For each stream kind this crate generates, from plain data (no
 //! dependency on the sources, sinks or runner):
 //!
-//! - the namespaced **CRD** ([`crd`]) whose `spec` schema comes from the kind's Rust spec type
+//! - the namespaced **CRD** ([`crd()`]) whose `spec` schema comes from the kind's Rust spec type
 //!   (a `schemars` JSON Schema made structural, see [`schema`]) and whose `status` is the
 //!   operator's ([`schema::status_schema`]);
-//! - the operator's **`StreamClass`** ([`stream_class`]);
-//! - **RBAC** for the Jobs: `get` and `patch` on `batch/v1` `jobs`, nothing else ([`rbac`]);
+//! - the operator's **`StreamClass`** ([`stream_class()`]);
+//! - **RBAC** for the Jobs: `get` and `patch` on `batch/v1` `jobs`, nothing else ([`rbac()`]);
 //! - the streaming and backfill **`StreamingJobTemplate`s** ([`job_template`]) with the
 //!   `podFailurePolicy` generated from the runner's exit codes ([`pod_failure_policy`]), and a
 //!   plain Job for running one stream without the operator ([`stream_job`]);
