@@ -6,6 +6,36 @@
 //!   resume and dead letters.
 //! * [`BlobLandingSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
 //! * [`BlobLandingPosition`] — the position stored in the sink's manifest.
+//!
+//! ```no_run
+//! use std::num::NonZeroUsize;
+//! use std::time::Duration;
+//! use arcane_core::{GroupLimits, StreamContext, StreamGraph};
+//! use arcane_core::testing::MemorySink;
+//! use arcane_sources::blob_landing::{BlobLandingSource, BlobLandingSourceConfig, FieldConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> arcane_core::Result<()> {
+//! let mut config = BlobLandingSourceConfig::new("file:///data/landing/");
+//! config.schema = Some(vec![
+//!     FieldConfig::new("order_id", "utf8").required(),
+//!     FieldConfig::new("amount", "float64"),
+//!     FieldConfig::new("event_time", "timestamp[ms, UTC]"),
+//! ]);
+//! let graph = StreamGraph::from_source(BlobLandingSource::new(config)?)
+//!     .grouped_within(GroupLimits::new(NonZeroUsize::new(10_000).unwrap(), Duration::from_secs(15)))
+//!     .to_sink(MemorySink::new());
+//! let ctx = StreamContext::new("orders", "blob_landing", serde_json::json!({})).with_backfill("b1");
+//! let report = graph.run(&ctx).join().await;
+//! report.outcome?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Decoding: NDJSON and CSV are decoded with `arrow_json`/`arrow_csv` decoders directly on
+//! blocks of `batchRows` records of the decompressed bytes, on a blocking thread that runs
+//! ahead of the sink by a bounded number of batches (so decoding overlaps with encoding);
+//! Parquet is read with the async Arrow reader on its own task.
 
 mod config;
 mod event;
