@@ -1,0 +1,642 @@
+//! [`ParquetSinkConfig`]: the spec of the Parquet sink, with documented defaults.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arcane_core::{Error, Result};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default `rolling.targetFileSize`: 128 MiB of encoded Parquet.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+/// Default `rolling.maxRowsPerFile`: 50 million rows.
+pub const DEFAULT_MAX_ROWS_PER_FILE: u64 = 50_000_000;
+/// Default `rolling.maxFileAge`: 5 minutes.
+pub const DEFAULT_MAX_FILE_AGE: Duration = Duration::from_secs(300);
+/// Default `writer.compression`: `zstd(1)`.
+pub const DEFAULT_COMPRESSION: &str = "zstd(1)";
+/// Default `writer.rowGroupSize`: 1 Mi rows (parquet's own default).
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 1024 * 1024;
+/// Default `writer.rowGroupBytes`: 64 MiB; a row group is flushed (and uploaded) when its
+/// encoded size reaches it, which bounds the writer's memory.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Default `writer.dataPageSize`: 1 MiB.
+pub const DEFAULT_DATA_PAGE_SIZE: usize = 1024 * 1024;
+/// Default `writer.dictionary`: enabled.
+pub const DEFAULT_DICTIONARY: bool = true;
+/// Default `writer.statistics`: `page`.
+pub const DEFAULT_STATISTICS: StatisticsLevel = StatisticsLevel::Page;
+/// Default `writer.pageIndex`: enabled.
+pub const DEFAULT_PAGE_INDEX: bool = true;
+/// Default `writer.createdBy`.
+pub const DEFAULT_CREATED_BY: &str = concat!("arcane-sinks version ", env!("CARGO_PKG_VERSION"));
+/// Default `writer.uploadPartSize`: 10 MiB (S3 requires at least 5 MiB).
+pub const DEFAULT_UPLOAD_PART_SIZE: usize = 10 * 1024 * 1024;
+/// Default `writer.uploadConcurrency`: 4 parts in flight per file.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
+/// Default bloom filter false-positive probability.
+pub const DEFAULT_BLOOM_FILTER_FPP: f64 = 0.05;
+/// Default `maxOpenFiles`: 64 files open at once.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 64;
+/// Default `backfillBehavior`: `overwrite`.
+pub const DEFAULT_BACKFILL_BEHAVIOR: BackfillBehavior = BackfillBehavior::Overwrite;
+/// Default `generationRetention`: 24 hours.
+pub const DEFAULT_GENERATION_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Default `deadLetter.enabled`: rows that cannot be converted are dead-lettered.
+pub const DEFAULT_DEAD_LETTER_ENABLED: bool = true;
+/// Default dead-letter location relative to `url`.
+pub const DEFAULT_DEAD_LETTER_DIR: &str = "_dead_letters";
+
+/// The URL schemes the sink supports.
+pub const SUPPORTED_SCHEMES: &[&str] = &[
+    "s3", "s3a", "az", "adl", "azure", "abfs", "abfss", "gs", "file", "memory",
+];
+
+/// Configuration of the Parquet sink (the `sink` part of a stream spec).
+///
+/// ```json
+/// { "url": "s3://bucket/orders", "rolling": { "targetFileSize": 134217728, "maxFileAge": "5m" } }
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Where the dataset lives: `s3://bucket/prefix`, `az://container/prefix`,
+    /// `abfss://container@account.dfs.core.windows.net/prefix`, `gs://bucket/prefix`,
+    /// `file:///absolute/path` or `memory:///prefix`.
+    pub url: String,
+    /// Options of the object store, with `object_store` config keys (e.g. `aws_endpoint`,
+    /// `aws_allow_http`, `aws_region`, `azure_storage_account_key`). The usual environment
+    /// variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`) apply too; these take precedence.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// When a file is closed and committed: whichever limit is reached first.
+    #[serde(default)]
+    pub rolling: RollingConfig,
+    /// Parquet writer properties.
+    #[serde(default)]
+    pub writer: WriterConfig,
+    /// Hive-style partitioning of files by column values and/or event time.
+    #[serde(default)]
+    pub partition_by: PartitionConfig,
+    /// Maximum number of files open at once (one per partition). When a new partition would
+    /// exceed it, the open files are committed first; a single group spanning more partitions
+    /// than this is an error. Default 64.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    /// What a backfill does to the dataset: `merge` appends the history into the live dataset;
+    /// `overwrite` (default) writes a new generation that replaces the current one atomically
+    /// when the backfill completes.
+    #[serde(default = "default_backfill_behavior")]
+    pub backfill_behavior: BackfillBehavior,
+    /// How long the files of a replaced generation are kept after an `overwrite` backfill
+    /// switched to a new one (humantime, e.g. `"24h"`, `"0s"`). Default 24h.
+    #[serde(default = "default_generation_retention", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub generation_retention: Duration,
+    /// The target Arrow schema. When absent the sink learns it from the first batch (and keeps
+    /// it in its manifest).
+    #[serde(default)]
+    pub schema: Option<Vec<SchemaField>>,
+    /// Where rows that cannot be converted to the target schema go.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+}
+
+/// When files roll.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollingConfig {
+    /// Target encoded (compressed Parquet) size of a file in bytes; a file is committed once
+    /// it reaches it. Default 128 MiB.
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: u64,
+    /// Maximum rows per file. Default 50 000 000.
+    #[serde(default = "default_max_rows_per_file")]
+    pub max_rows_per_file: u64,
+    /// Maximum age of an open file (humantime, e.g. `"5m"`); an older file is committed even
+    /// when no new data arrives. Default 5m.
+    #[serde(default = "default_max_file_age", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_file_age: Duration,
+}
+
+impl Default for RollingConfig {
+    fn default() -> Self {
+        Self {
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            max_rows_per_file: DEFAULT_MAX_ROWS_PER_FILE,
+            max_file_age: DEFAULT_MAX_FILE_AGE,
+        }
+    }
+}
+
+/// Statistics written into Parquet files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum StatisticsLevel {
+    /// No statistics.
+    None,
+    /// Column-chunk statistics.
+    Chunk,
+    /// Column-chunk and page statistics (needed by the page index).
+    Page,
+}
+
+/// Parquet writer properties.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Codec and level: `uncompressed`, `snappy`, `lz4_raw`, `gzip(6)`, `zstd(1)` … `zstd(22)`.
+    /// Default `zstd(1)`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Maximum rows per row group. Default 1 048 576.
+    #[serde(default = "default_row_group_size")]
+    pub row_group_size: usize,
+    /// Maximum encoded bytes per row group; the row group is flushed and uploaded when it
+    /// reaches it. Default 64 MiB.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: usize,
+    /// Target data page size in bytes. Default 1 MiB.
+    #[serde(default = "default_data_page_size")]
+    pub data_page_size: usize,
+    /// Dictionary encoding. Default true.
+    #[serde(default = "default_dictionary")]
+    pub dictionary: bool,
+    /// Statistics level: `none`, `chunk` or `page`. Default `page`.
+    #[serde(default = "default_statistics")]
+    pub statistics: StatisticsLevel,
+    /// Write the page index (column and offset indexes). Default true.
+    #[serde(default = "default_page_index")]
+    pub page_index: bool,
+    /// Bloom filters, per column. Default none.
+    #[serde(default)]
+    pub bloom_filters: Vec<BloomFilterConfig>,
+    /// Sorting columns declared in the file metadata (the sink does not sort rows; declare
+    /// only what the source guarantees). Default none.
+    #[serde(default)]
+    pub sorting_columns: Vec<SortingColumnConfig>,
+    /// The `created_by` of the file metadata. Default `arcane-sinks version X`.
+    #[serde(default = "default_created_by")]
+    pub created_by: String,
+    /// Key-value metadata added to every file. Default none.
+    #[serde(default)]
+    pub key_value_metadata: BTreeMap<String, String>,
+    /// Size of a multipart upload part in bytes (at least 5 MiB for S3). Default 10 MiB.
+    #[serde(default = "default_upload_part_size")]
+    pub upload_part_size: usize,
+    /// Parts uploaded concurrently per file. Default 4.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            compression: DEFAULT_COMPRESSION.into(),
+            row_group_size: DEFAULT_ROW_GROUP_SIZE,
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            data_page_size: DEFAULT_DATA_PAGE_SIZE,
+            dictionary: DEFAULT_DICTIONARY,
+            statistics: DEFAULT_STATISTICS,
+            page_index: DEFAULT_PAGE_INDEX,
+            bloom_filters: Vec::new(),
+            sorting_columns: Vec::new(),
+            created_by: DEFAULT_CREATED_BY.into(),
+            key_value_metadata: BTreeMap::new(),
+            upload_part_size: DEFAULT_UPLOAD_PART_SIZE,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+        }
+    }
+}
+
+/// A bloom filter on one column.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BloomFilterConfig {
+    /// The column (top-level name or dotted path of a nested leaf).
+    pub column: String,
+    /// False-positive probability, in (0, 1). Default 0.05.
+    #[serde(default = "default_bloom_fpp")]
+    pub fpp: f64,
+    /// Expected distinct values per row group. Default: the row group's row count.
+    #[serde(default)]
+    pub ndv: Option<u64>,
+}
+
+/// A sorting column declared in the file metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SortingColumnConfig {
+    /// The column (top-level name or dotted path of a nested leaf).
+    pub column: String,
+    /// Descending order. Default false.
+    #[serde(default)]
+    pub descending: bool,
+    /// Nulls first. Default false.
+    #[serde(default)]
+    pub nulls_first: bool,
+}
+
+/// Hive-style partitioning.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Columns whose values name partitions (`col=value/…`, values percent-encoded).
+    /// The columns stay in the files. Default none.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Partitions from an event-time column, after the column partitions.
+    #[serde(default)]
+    pub event_time: Option<EventTimePartition>,
+}
+
+/// Partitions from an event-time column.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTimePartition {
+    /// A timestamp or date column.
+    pub column: String,
+    /// A chrono `strftime` format in UTC producing the partition path,
+    /// e.g. `date=%Y-%m-%d/hour=%H`.
+    pub format: String,
+}
+
+/// What a backfill does to the dataset.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum BackfillBehavior {
+    /// Append the history into the live dataset.
+    Merge,
+    /// Write a new generation; it becomes current when the backfill completes.
+    Overwrite,
+}
+
+/// One field of the target schema.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchemaField {
+    /// Column name.
+    pub name: String,
+    /// Arrow data type as Arrow prints it: `Int64`, `Utf8`, `Float64`, `Boolean`, `Date32`,
+    /// `Timestamp(Microsecond, Some("UTC"))`, `Decimal128(18, 2)`, `List(Int64)`…
+    pub data_type: String,
+    /// Whether nulls are allowed. Default true.
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+}
+
+/// Where rows that cannot be converted go.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// When false, a row that cannot be converted fails the stream instead. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where `ParquetDeadLetterSink::from_config` writes; default `{url}/_dead_letters`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: DEFAULT_DEAD_LETTER_ENABLED,
+            url: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_open_files() -> usize {
+    DEFAULT_MAX_OPEN_FILES
+}
+fn default_backfill_behavior() -> BackfillBehavior {
+    DEFAULT_BACKFILL_BEHAVIOR
+}
+fn default_generation_retention() -> Duration {
+    DEFAULT_GENERATION_RETENTION
+}
+fn default_target_file_size() -> u64 {
+    DEFAULT_TARGET_FILE_SIZE
+}
+fn default_max_rows_per_file() -> u64 {
+    DEFAULT_MAX_ROWS_PER_FILE
+}
+fn default_max_file_age() -> Duration {
+    DEFAULT_MAX_FILE_AGE
+}
+fn default_compression() -> String {
+    DEFAULT_COMPRESSION.into()
+}
+fn default_row_group_size() -> usize {
+    DEFAULT_ROW_GROUP_SIZE
+}
+fn default_row_group_bytes() -> usize {
+    DEFAULT_ROW_GROUP_BYTES
+}
+fn default_data_page_size() -> usize {
+    DEFAULT_DATA_PAGE_SIZE
+}
+fn default_dictionary() -> bool {
+    DEFAULT_DICTIONARY
+}
+fn default_statistics() -> StatisticsLevel {
+    DEFAULT_STATISTICS
+}
+fn default_page_index() -> bool {
+    DEFAULT_PAGE_INDEX
+}
+fn default_created_by() -> String {
+    DEFAULT_CREATED_BY.into()
+}
+fn default_upload_part_size() -> usize {
+    DEFAULT_UPLOAD_PART_SIZE
+}
+fn default_upload_concurrency() -> usize {
+    DEFAULT_UPLOAD_CONCURRENCY
+}
+fn default_bloom_fpp() -> f64 {
+    DEFAULT_BLOOM_FILTER_FPP
+}
+
+impl ParquetSinkConfig {
+    /// A configuration with every default and the given URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            storage_options: BTreeMap::new(),
+            rolling: RollingConfig::default(),
+            writer: WriterConfig::default(),
+            partition_by: PartitionConfig::default(),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            backfill_behavior: DEFAULT_BACKFILL_BEHAVIOR,
+            generation_retention: DEFAULT_GENERATION_RETENTION,
+            schema: None,
+            dead_letter: DeadLetterConfig::default(),
+        }
+    }
+
+    /// Add an object-store option (e.g. `aws_endpoint`).
+    pub fn with_storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.storage_options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Check every setting; errors name the field (`sink.url`, `sink.writer.compression`…).
+    pub fn validate(&self) -> Result<()> {
+        parse_url(&self.url, "sink.url")?;
+        if self.rolling.target_file_size == 0 {
+            return Err(Error::config(
+                "sink.rolling.targetFileSize",
+                "must be greater than 0; use e.g. 134217728 (128 MiB)",
+            ));
+        }
+        if self.rolling.max_rows_per_file == 0 {
+            return Err(Error::config(
+                "sink.rolling.maxRowsPerFile",
+                "must be greater than 0",
+            ));
+        }
+        if self.rolling.max_file_age.is_zero() {
+            return Err(Error::config(
+                "sink.rolling.maxFileAge",
+                "must be greater than 0; use e.g. \"5m\"",
+            ));
+        }
+        if self.max_open_files == 0 {
+            return Err(Error::config("sink.maxOpenFiles", "must be greater than 0"));
+        }
+        let w = &self.writer;
+        parse_compression(&w.compression)?;
+        for (v, field) in [
+            (w.row_group_size, "sink.writer.rowGroupSize"),
+            (w.row_group_bytes, "sink.writer.rowGroupBytes"),
+            (w.data_page_size, "sink.writer.dataPageSize"),
+            (w.upload_concurrency, "sink.writer.uploadConcurrency"),
+        ] {
+            if v == 0 {
+                return Err(Error::config(field, "must be greater than 0"));
+            }
+        }
+        if w.upload_part_size < 5 * 1024 * 1024 {
+            return Err(Error::config(
+                "sink.writer.uploadPartSize",
+                format!(
+                    "{} is below 5 MiB, the smallest multipart part S3 accepts; use at least 5242880",
+                    w.upload_part_size
+                ),
+            ));
+        }
+        for (i, b) in w.bloom_filters.iter().enumerate() {
+            if !(b.fpp > 0.0 && b.fpp < 1.0) {
+                return Err(Error::config(
+                    format!("sink.writer.bloomFilters[{i}].fpp"),
+                    format!("{} is not a probability in (0, 1); use e.g. 0.05", b.fpp),
+                ));
+            }
+        }
+        if let Some(et) = &self.partition_by.event_time {
+            validate_time_format(&et.format)?;
+        }
+        if let Some(schema) = self.target_schema()? {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            for (i, c) in self.partition_by.columns.iter().enumerate() {
+                if !names.contains(&c.as_str()) {
+                    return Err(Error::config(
+                        format!("sink.partitionBy.columns[{i}]"),
+                        format!("column \"{c}\" is not in sink.schema; expected one of {names:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &self.dead_letter.url {
+            parse_url(url, "sink.deadLetter.url")?;
+        }
+        Ok(())
+    }
+
+    /// The explicit target schema, if configured.
+    pub fn target_schema(&self) -> Result<Option<SchemaRef>> {
+        let Some(fields) = &self.schema else {
+            return Ok(None);
+        };
+        if fields.is_empty() {
+            return Err(Error::config(
+                "sink.schema",
+                "is empty; list the columns or remove it to learn the schema from the first batch",
+            ));
+        }
+        let mut out = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let dt = DataType::from_str(&f.data_type).map_err(|e| {
+                Error::config(
+                    format!("sink.schema[{i}].dataType"),
+                    format!("\"{}\" is not an Arrow data type ({e}); use e.g. Int64, Utf8, Timestamp(Microsecond, Some(\"UTC\"))", f.data_type),
+                )
+            })?;
+            out.push(Field::new(&f.name, dt, f.nullable));
+        }
+        Ok(Some(Arc::new(Schema::new(out))))
+    }
+
+    /// The Parquet writer properties for files of `schema`.
+    pub fn writer_properties(&self, schema: &Schema) -> Result<WriterProperties> {
+        let w = &self.writer;
+        let statistics = match (w.statistics, w.page_index) {
+            (StatisticsLevel::None, _) => EnabledStatistics::None,
+            (StatisticsLevel::Chunk, _) | (StatisticsLevel::Page, false) => {
+                EnabledStatistics::Chunk
+            }
+            (StatisticsLevel::Page, true) => EnabledStatistics::Page,
+        };
+        let mut b = WriterProperties::builder()
+            .set_compression(parse_compression(&w.compression)?)
+            .set_max_row_group_row_count(Some(w.row_group_size))
+            .set_max_row_group_bytes(Some(w.row_group_bytes))
+            .set_data_page_size_limit(w.data_page_size)
+            .set_dictionary_enabled(w.dictionary)
+            .set_statistics_enabled(statistics)
+            .set_offset_index_disabled(!w.page_index)
+            .set_created_by(w.created_by.clone());
+        if !w.key_value_metadata.is_empty() {
+            b = b.set_key_value_metadata(Some(
+                w.key_value_metadata
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .collect(),
+            ));
+        }
+        let leaves = leaf_paths(schema)?;
+        for (i, bf) in w.bloom_filters.iter().enumerate() {
+            if !leaves.contains(&bf.column) {
+                return Err(Error::config(
+                    format!("sink.writer.bloomFilters[{i}].column"),
+                    format!(
+                        "column \"{}\" is not in the schema; expected one of {leaves:?}",
+                        bf.column
+                    ),
+                ));
+            }
+            let path = ColumnPath::new(bf.column.split('.').map(str::to_string).collect());
+            b = b
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_fpp(path.clone(), bf.fpp);
+            if let Some(ndv) = bf.ndv {
+                b = b.set_column_bloom_filter_max_ndv(path, ndv);
+            }
+        }
+        if !w.sorting_columns.is_empty() {
+            let mut cols = Vec::new();
+            for (i, s) in w.sorting_columns.iter().enumerate() {
+                let idx = leaves.iter().position(|l| *l == s.column).ok_or_else(|| {
+                    Error::config(
+                        format!("sink.writer.sortingColumns[{i}].column"),
+                        format!(
+                            "column \"{}\" is not in the schema; expected one of {leaves:?}",
+                            s.column
+                        ),
+                    )
+                })?;
+                cols.push(parquet::file::metadata::SortingColumn {
+                    column_idx: idx as i32,
+                    descending: s.descending,
+                    nulls_first: s.nulls_first,
+                });
+            }
+            b = b.set_sorting_columns(Some(cols));
+        }
+        Ok(b.build())
+    }
+}
+
+fn leaf_paths(schema: &Schema) -> Result<Vec<String>> {
+    let descr = parquet::arrow::ArrowSchemaConverter::new()
+        .convert(schema)
+        .map_err(|e| Error::config("sink.schema", format!("cannot be written as Parquet: {e}")))?;
+    Ok(descr.columns().iter().map(|c| c.path().string()).collect())
+}
+
+/// Parse `compression` (`zstd(1)`, `snappy`…), naming the field in errors.
+pub(crate) fn parse_compression(s: &str) -> Result<Compression> {
+    let lower = s.trim().to_ascii_lowercase();
+    let supported = "uncompressed, snappy, lz4_raw, lz4, gzip(0..=9) or zstd(1..=22)";
+    if lower.starts_with("brotli") || lower.starts_with("lzo") {
+        return Err(Error::config(
+            "sink.writer.compression",
+            format!("\"{s}\" is not built into this binary; use {supported}"),
+        ));
+    }
+    // `zstd` and `gzip` without a level mean the default level.
+    let with_level = match lower.as_str() {
+        "zstd" => "zstd(1)".to_string(),
+        "gzip" => "gzip(6)".to_string(),
+        "none" => "uncompressed".to_string(),
+        other => other.to_string(),
+    };
+    // Guard the shape before parquet's parser, which slices the level without checking.
+    if let Some((_, level)) = with_level.split_once('(') {
+        if level.len() < 2 || !level.ends_with(')') {
+            return Err(Error::config(
+                "sink.writer.compression",
+                format!(
+                    "\"{s}\" is invalid; write the level in parentheses, e.g. zstd(3); use {supported}"
+                ),
+            ));
+        }
+    }
+    Compression::from_str(&with_level).map_err(|e| {
+        Error::config(
+            "sink.writer.compression",
+            format!("\"{s}\" is invalid ({e}); use {supported}"),
+        )
+    })
+}
+
+fn validate_time_format(format: &str) -> Result<()> {
+    use chrono::format::{Item, StrftimeItems};
+    if format.is_empty() {
+        return Err(Error::config(
+            "sink.partitionBy.eventTime.format",
+            "is empty; use e.g. \"date=%Y-%m-%d/hour=%H\"",
+        ));
+    }
+    if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
+        return Err(Error::config(
+            "sink.partitionBy.eventTime.format",
+            format!(
+                "\"{format}\" is not a valid strftime format; use e.g. \"date=%Y-%m-%d/hour=%H\""
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse and check the scheme of a sink URL.
+pub(crate) fn parse_url(raw: &str, field: &str) -> Result<url::Url> {
+    let url = url::Url::parse(raw).map_err(|e| {
+        Error::config(
+            field,
+            format!("\"{raw}\" is not a URL ({e}); expected e.g. s3://bucket/prefix or file:///data/stream"),
+        )
+    })?;
+    if !SUPPORTED_SCHEMES.contains(&url.scheme()) {
+        return Err(Error::config(
+            field,
+            format!(
+                "unsupported scheme \"{}\"; expected s3, az, abfss, gs, file or memory",
+                url.scheme()
+            ),
+        ));
+    }
+    Ok(url)
+}

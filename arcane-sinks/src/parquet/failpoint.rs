@@ -1,0 +1,57 @@
+//! Named pause points for crash tests.
+//!
+//! When `ARCANE_SINK_PAUSE_AT=<point>[:<n>]` is set, the sink stops forever the `n`-th time
+//! (default first) it reaches `<point>`, after creating the file named by
+//! `ARCANE_SINK_PAUSE_MARKER` (if set), so that a test can kill the process exactly there.
+//! Points: `mid-part` (a file has uploaded at least one multipart part and is not complete),
+//! `after-upload-before-manifest` (files complete, manifest not written), `after-manifest`.
+//! Unset (production), it costs one comparison per commit.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Environment variable naming the pause point.
+pub const ENV_PAUSE_AT: &str = "ARCANE_SINK_PAUSE_AT";
+/// Environment variable naming the marker file created when pausing.
+pub const ENV_PAUSE_MARKER: &str = "ARCANE_SINK_PAUSE_MARKER";
+
+#[derive(Debug, Default)]
+pub(crate) struct Failpoints {
+    point: Option<(String, u32)>,
+    marker: Option<String>,
+    hits: AtomicU32,
+}
+
+impl Failpoints {
+    pub(crate) fn from_env() -> Self {
+        let point = std::env::var(ENV_PAUSE_AT)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once(':') {
+                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
+                None => (p, 1),
+            });
+        Self {
+            point,
+            marker: std::env::var(ENV_PAUSE_MARKER).ok(),
+            hits: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) async fn reach(&self, name: &str) {
+        let Some((point, nth)) = &self.point else {
+            return;
+        };
+        if point != name {
+            return;
+        }
+        let hit = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        if hit != *nth {
+            return;
+        }
+        tracing::warn!(point = name, "pausing at failpoint ({ENV_PAUSE_AT})");
+        if let Some(marker) = &self.marker {
+            let _ = std::fs::write(marker, name);
+        }
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,15 @@
+//! The Parquet sink: see the [crate documentation](crate).
+
+pub mod config;
+mod dead_letter;
+pub mod failpoint;
+pub mod manifest;
+pub mod partition;
+mod read;
+mod schema;
+mod sink;
+mod store;
+
+pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
+pub use read::{committed_files, read_committed};
+pub use sink::ParquetSink;

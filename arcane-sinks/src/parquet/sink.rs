@@ -1,0 +1,802 @@
+//! [`ParquetSink`]: the [`Sink`] writing Parquet files to an object store with a commit manifest.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arcane_core::metrics as m;
+use arcane_core::{
+    Checkpoint, Commit, DeadLetter, DeadLetterQueue, Error, Group, Mode, Result, Retry, Sink,
+    SinkContext,
+};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use metrics::Label;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+
+use super::config::{BackfillBehavior, ParquetSinkConfig};
+use super::failpoint::Failpoints;
+use super::manifest::{
+    self, Action, BackfillState, FileEntry, GENERATIONS_DIR, MANIFEST_VERSION, Manifest,
+    RetiredGeneration, State,
+};
+use super::partition;
+use super::schema;
+use super::store::{Location, open_location, store_error};
+
+/// Streams Arrow groups into Parquet files on an object store, exactly once.
+///
+/// See the [crate documentation](crate) for the layout and the commit protocol.
+pub struct ParquetSink {
+    config: ParquetSinkConfig,
+    loc: Location,
+    failpoints: Failpoints,
+    // Set by `open`.
+    stream_id: String,
+    file_stem: String,
+    labels: Vec<Label>,
+    dead_letters: DeadLetterQueue,
+    state: State,
+    /// The sequence the next commit gets (and the files open now carry).
+    next_seq: u64,
+    /// The generation files are written to in this run.
+    generation: String,
+    /// True when this run is a backfill (checkpoints go to `state.backfill`).
+    backfilling: bool,
+    opened: bool,
+    target: Option<SchemaRef>,
+    props: Option<WriterProperties>,
+    open_files: BTreeMap<String, SyncCell<OpenFile>>,
+    /// Files closed (uploaded) in this sequence but not yet in a manifest.
+    closed: Vec<FileEntry>,
+    files_in_seq: u32,
+    last_checkpoint: Option<Checkpoint>,
+    /// Groups written since the last commit.
+    dirty: bool,
+}
+
+impl fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("location", &self.loc.display)
+            .field("generation", &self.generation)
+            .field("next_seq", &self.next_seq)
+            .field("open_files", &self.open_files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a `Send` value `Sync` by exclusive access (the Parquet writer is not `Sync`, the
+/// [`Sink`] trait requires it; the sink only touches files through `&mut self`).
+struct SyncCell<T>(std::sync::Mutex<T>);
+
+impl<T> SyncCell<T> {
+    fn new(v: T) -> Self {
+        Self(std::sync::Mutex::new(v))
+    }
+    fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+    fn into_inner(self) -> T {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct OpenFile {
+    rel: String,
+    partition: String,
+    writer: AsyncArrowWriter<Upload>,
+    rows: u64,
+    opened_at: tokio::time::Instant,
+}
+
+/// Streams encoded bytes into a multipart upload without copying.
+struct Upload(BufWriter);
+
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .put(bs)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            tokio::io::AsyncWriteExt::shutdown(&mut self.0)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+impl ParquetSink {
+    /// Validate `config` and open its store (no I/O happens until [`Sink::open`]).
+    pub fn new(config: ParquetSinkConfig) -> Result<Self> {
+        config.validate()?;
+        let loc = open_location(&config.url, &config.storage_options, "sink.url")?;
+        let target = config.target_schema()?;
+        Ok(Self {
+            config,
+            loc,
+            failpoints: Failpoints::from_env(),
+            stream_id: String::new(),
+            file_stem: String::new(),
+            labels: Vec::new(),
+            dead_letters: DeadLetterQueue::default(),
+            state: State::default(),
+            next_seq: 0,
+            generation: String::new(),
+            backfilling: false,
+            opened: false,
+            target,
+            props: None,
+            open_files: BTreeMap::new(),
+            closed: Vec::new(),
+            files_in_seq: 0,
+            last_checkpoint: None,
+            dirty: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ParquetSinkConfig {
+        &self.config
+    }
+
+    fn sink_name(&self) -> String {
+        format!("parquet {}", self.loc.display)
+    }
+
+    fn err(&self, message: impl Into<String>, retry: Retry) -> Error {
+        Error::sink(self.sink_name(), message, retry, None)
+    }
+
+    fn parquet_err(&self, what: String, e: ParquetError) -> Error {
+        // Store failures surface through the writer as `External` errors.
+        match e {
+            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+                Ok(store) => store_error(&self.sink_name(), what, *store),
+                Err(other) => Error::sink(
+                    self.sink_name(),
+                    format!("{what}: {other}"),
+                    Retry::Transient,
+                    Some(other),
+                ),
+            },
+            other => Error::sink(
+                self.sink_name(),
+                format!("{what}: {other}"),
+                Retry::Permanent,
+                Some(Box::new(other)),
+            ),
+        }
+    }
+
+    fn set_files_open_gauge(&self) {
+        metrics::gauge!(m::FILES_OPEN, self.labels.clone()).set(self.open_files.len() as f64);
+    }
+
+    /// Delete data files of sequences that never got a manifest (left by a crash after the
+    /// upload and before the manifest), and on a local file system the staging files of
+    /// uploads that never completed.
+    async fn remove_uncommitted(&self) -> Result<usize> {
+        let name = self.sink_name();
+        let metas: Vec<_> = self
+            .loc
+            .store
+            .list(Some(&self.loc.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&name, format!("cannot list {}", self.loc.display), e))?;
+        let stem = format!("part-{}-", self.file_stem);
+        let mut removed = 0;
+        for meta in metas {
+            let rel = self.loc.relative(&meta.location);
+            if rel.starts_with(manifest::META_DIR) {
+                continue;
+            }
+            let Some(file) = meta.location.filename() else {
+                continue;
+            };
+            let Some(seq) = file
+                .strip_prefix(&stem)
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if seq >= self.next_seq {
+                tracing::info!(file = %meta.location, "deleting uncommitted file left by an interrupted run");
+                self.loc.store.delete(&meta.location).await.map_err(|e| {
+                    store_error(
+                        &name,
+                        format!("cannot delete uncommitted {}", meta.location),
+                        e,
+                    )
+                })?;
+                removed += 1;
+            }
+        }
+        if let Some(root) = &self.loc.local_root {
+            removed += remove_local_staging(root, &stem);
+        }
+        Ok(removed)
+    }
+
+    fn file_path(&mut self, partition: &str) -> (String, Path) {
+        let name = format!(
+            "part-{}-{:08}-{:04}.parquet",
+            self.file_stem, self.next_seq, self.files_in_seq
+        );
+        self.files_in_seq += 1;
+        let mut rel = String::new();
+        for part in [self.generation.as_str(), partition] {
+            if !part.is_empty() {
+                rel.push_str(part);
+                rel.push('/');
+            }
+        }
+        rel.push_str(&name);
+        let path = self.loc.child(&rel);
+        (rel, path)
+    }
+
+    fn open_file(&mut self, partition: &str, schema: &SchemaRef) -> Result<OpenFile> {
+        let props = match &self.props {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.config.writer_properties(schema)?;
+                self.props = Some(p.clone());
+                p
+            }
+        };
+        let (rel, path) = self.file_path(partition);
+        let upload = BufWriter::with_capacity(
+            self.loc.store.clone(),
+            path,
+            self.config.writer.upload_part_size,
+        )
+        .with_max_concurrency(self.config.writer.upload_concurrency);
+        let writer = AsyncArrowWriter::try_new(Upload(upload), schema.clone(), Some(props))
+            .map_err(|e| self.parquet_err(format!("cannot create {rel}"), e))?;
+        Ok(OpenFile {
+            rel,
+            partition: partition.to_string(),
+            writer,
+            rows: 0,
+            opened_at: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn close_file(&mut self, mut file: OpenFile) -> Result<()> {
+        file.writer
+            .finish()
+            .await
+            .map_err(|e| self.parquet_err(format!("cannot complete upload of {}", file.rel), e))?;
+        let bytes = file.writer.bytes_written() as u64;
+        self.closed.push(FileEntry {
+            path: file.rel,
+            partition: file.partition,
+            rows: file.rows,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Close every open file and commit them with the last checkpoint in one manifest entry.
+    async fn commit_all(&mut self) -> Result<Option<Commit>> {
+        if !self.dirty && self.open_files.is_empty() && self.closed.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let files = std::mem::take(&mut self.open_files);
+        for (_, file) in files {
+            self.close_file(file.into_inner()).await?;
+        }
+        self.set_files_open_gauge();
+        self.failpoints.reach("after-upload-before-manifest").await;
+        let checkpoint = self.last_checkpoint.clone();
+        let mut state = self.state.clone();
+        match (&mut state.backfill, self.backfilling) {
+            (Some(b), true) => b.checkpoint = checkpoint.clone(),
+            _ => state.stream_checkpoint = checkpoint.clone(),
+        }
+        let files = std::mem::take(&mut self.closed);
+        let rows = files.iter().map(|f| f.rows).sum();
+        let bytes = files.iter().map(|f| f.bytes).sum();
+        let entry = Manifest {
+            version: MANIFEST_VERSION,
+            sequence: self.next_seq,
+            stream_id: self.stream_id.clone(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            action: Action::Commit,
+            generation: self.generation.clone(),
+            files,
+            rows,
+            bytes,
+            checkpoint: checkpoint.clone(),
+            state,
+        };
+        manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        self.failpoints.reach("after-manifest").await;
+        self.state = entry.state;
+        self.next_seq += 1;
+        self.files_in_seq = 0;
+        self.dirty = false;
+        metrics::histogram!(m::BATCH_COMMIT_DURATION, self.labels.clone())
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            sequence = entry.sequence,
+            files = entry.files.len(),
+            rows,
+            "committed"
+        );
+        Ok(Some(Commit {
+            checkpoint: checkpoint.unwrap_or_default(),
+            rows,
+            bytes,
+            files: entry
+                .files
+                .iter()
+                .map(|f| format!("{}/{}", self.loc.display.trim_end_matches('/'), f.path))
+                .collect(),
+        }))
+    }
+
+    /// Write a manifest entry that only changes the state.
+    async fn write_state(&mut self, action: Action, state: State) -> Result<()> {
+        let entry = Manifest {
+            version: MANIFEST_VERSION,
+            sequence: self.next_seq,
+            stream_id: self.stream_id.clone(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            action,
+            generation: self.generation.clone(),
+            files: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            checkpoint: self.last_checkpoint.clone(),
+            state,
+        };
+        manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        self.state = entry.state;
+        self.next_seq += 1;
+        self.files_in_seq = 0;
+        Ok(())
+    }
+
+    /// Delete generations whose retention expired, then record it.
+    async fn remove_expired_generations(&mut self) -> Result<()> {
+        let now = unix_now();
+        let retention = self.config.generation_retention.as_secs();
+        let (expired, kept): (Vec<_>, Vec<_>) = self
+            .state
+            .retired
+            .iter()
+            .cloned()
+            .partition(|r| r.retired_at.saturating_add(retention) <= now);
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let name = self.sink_name();
+        let manifests = manifest::all(&self.loc, &name).await?;
+        for r in &expired {
+            let mut paths: Vec<Path> = manifest::files_of(&manifests, &r.generation)
+                .map(|f| self.loc.child(&f.path))
+                .collect();
+            if r.generation.starts_with(GENERATIONS_DIR) {
+                let dir = self.loc.child(&r.generation);
+                let listed: Vec<_> = self
+                    .loc
+                    .store
+                    .list(Some(&dir))
+                    .try_collect()
+                    .await
+                    .map_err(|e| store_error(&name, format!("cannot list {dir}"), e))?;
+                paths.extend(listed.into_iter().map(|m| m.location));
+            }
+            paths.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+            paths.dedup();
+            tracing::info!(generation = %r.generation, files = paths.len(), "deleting expired generation");
+            for p in paths {
+                match self.loc.store.delete(&p).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store_error(&name, format!("cannot delete {p}"), e)),
+                }
+            }
+        }
+        let mut state = self.state.clone();
+        state.retired = kept;
+        self.write_state(Action::Cleanup, state).await
+    }
+
+    fn target_for(&mut self, batch: &RecordBatch) -> SchemaRef {
+        if let Some(t) = &self.target {
+            return t.clone();
+        }
+        let learned = schema::learn(&batch.schema());
+        self.state.schema = Some(learned.as_ref().clone());
+        self.target = Some(learned.clone());
+        learned
+    }
+
+    fn dead_letter(&self, batch: &RecordBatch, rows: &[(usize, String)], checkpoint: &Checkpoint) {
+        for (row, reason) in rows {
+            let mut letter = DeadLetter::new(
+                self.sink_name(),
+                format!(
+                    "row {row} of the group ending at {}",
+                    checkpoint_text(checkpoint)
+                ),
+                reason.clone(),
+            );
+            if let Some(json) = row_json(batch, *row) {
+                letter = letter.with_payload(json);
+            }
+            self.dead_letters.push(letter);
+        }
+    }
+
+    async fn write_part(&mut self, key: String, part: RecordBatch) -> Result<()> {
+        let max_rows = self.config.rolling.max_rows_per_file;
+        let mut offset = 0;
+        while offset < part.num_rows() {
+            let file = match self.open_files.remove(&key) {
+                Some(f) => f.into_inner(),
+                None => self.open_file(&key, &part.schema())?,
+            };
+            let mut file = file;
+            let room = (max_rows - file.rows).min((part.num_rows() - offset) as u64) as usize;
+            let slice = part.slice(offset, room);
+            let write = file.writer.write(&slice).await;
+            if let Err(e) = write {
+                let err = self.parquet_err(format!("cannot write {}", file.rel), e);
+                return Err(err);
+            }
+            file.rows += room as u64;
+            offset += room;
+            if file.writer.bytes_written() > self.config.writer.upload_part_size {
+                self.failpoints.reach("mid-part").await;
+            }
+            if file.rows >= max_rows {
+                self.close_file(file).await?;
+            } else {
+                self.open_files.insert(key.clone(), SyncCell::new(file));
+            }
+        }
+        Ok(())
+    }
+
+    fn size_of(file: &OpenFile) -> u64 {
+        (file.writer.bytes_written() + file.writer.in_progress_size()) as u64
+    }
+
+    fn roll_due(&self) -> bool {
+        let r = &self.config.rolling;
+        !self.closed.is_empty()
+            || self.open_files.values().any(|f| {
+                f.with(|f| Self::size_of(f) >= r.target_file_size || f.rows >= r.max_rows_per_file)
+            })
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.opened {
+            Ok(())
+        } else {
+            Err(self.err(
+                "the sink was used before Sink::open; open it first",
+                Retry::Permanent,
+            ))
+        }
+    }
+}
+
+fn merge(a: Option<Commit>, b: Option<Commit>) -> Option<Commit> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.checkpoint = b.checkpoint;
+            a.rows += b.rows;
+            a.bytes += b.bytes;
+            a.files.extend(b.files);
+            Some(a)
+        }
+        (a, b) => b.or(a),
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for ParquetSink {
+    fn name(&self) -> String {
+        self.sink_name()
+    }
+
+    /// Recover: read the newest manifest, delete files of commits that never completed,
+    /// delete expired generations, and return the checkpoint to resume from.
+    async fn open(&mut self, ctx: &SinkContext) -> Result<Option<Checkpoint>> {
+        let name = self.sink_name();
+        self.stream_id = ctx.stream_id.clone();
+        self.file_stem = sanitize(&ctx.stream_id);
+        self.labels = ctx.labels.to_vec();
+        self.dead_letters = ctx.dead_letters.clone();
+        self.open_files.clear();
+        self.closed.clear();
+        self.files_in_seq = 0;
+        self.dirty = false;
+        let latest = manifest::latest(&self.loc, &name).await?;
+        let (state, next_seq) = match latest {
+            Some(m) => (m.state, m.sequence + 1),
+            None => (State::default(), 0),
+        };
+        self.state = state;
+        self.next_seq = next_seq;
+        let removed = self.remove_uncommitted().await?;
+        if self.config.schema.is_none() {
+            self.target = self.state.schema.clone().map(std::sync::Arc::new);
+        }
+        let resume = match ctx.mode {
+            Mode::Stream => {
+                self.backfilling = false;
+                self.generation = self.state.current_generation.clone();
+                self.state.stream_checkpoint.clone()
+            }
+            Mode::Backfill => {
+                self.backfilling = true;
+                let id = ctx.backfill_id.clone().unwrap_or_else(|| "unnamed".into());
+                match self.state.backfill.clone() {
+                    Some(b) if b.id == id && !b.completed => {
+                        tracing::info!(backfill_id = %id, generation = %b.generation, "resuming backfill");
+                        self.generation = b.generation.clone();
+                        b.checkpoint
+                    }
+                    previous => {
+                        if let Some(p) = previous.filter(|p| {
+                            !p.completed && p.generation != self.state.current_generation
+                        }) {
+                            // An abandoned overwrite generation: never became current, delete it.
+                            self.state.retired.push(RetiredGeneration {
+                                generation: p.generation,
+                                retired_at: 0,
+                            });
+                        }
+                        let generation = match self.config.backfill_behavior {
+                            BackfillBehavior::Merge => self.state.current_generation.clone(),
+                            BackfillBehavior::Overwrite => {
+                                format!("{GENERATIONS_DIR}/{}-{:08}", sanitize(&id), self.next_seq)
+                            }
+                        };
+                        tracing::info!(backfill_id = %id, generation = %generation, "starting backfill");
+                        self.generation = generation.clone();
+                        self.state.backfill = Some(BackfillState {
+                            id,
+                            behavior: self.config.backfill_behavior,
+                            generation,
+                            checkpoint: None,
+                            completed: false,
+                        });
+                        None
+                    }
+                }
+            }
+        };
+        self.last_checkpoint = resume.clone();
+        self.opened = true;
+        self.remove_expired_generations().await?;
+        self.set_files_open_gauge();
+        tracing::info!(sink = %name, next_sequence = self.next_seq, removed_uncommitted = removed, resume_from = ?resume, "parquet sink opened");
+        Ok(resume)
+    }
+
+    async fn write(&mut self, group: Group) -> Result<Option<Commit>> {
+        self.ensure_open()?;
+        let Group { batch, checkpoint } = group;
+        let target = self.target_for(&batch);
+        let conformed = match schema::conform(&batch, &target) {
+            Ok(c) => c,
+            Err(message) => {
+                // Commit what came before, then refuse the group.
+                self.commit_all().await?;
+                return Err(Error::SchemaMismatch {
+                    location: self.loc.display.clone(),
+                    message,
+                });
+            }
+        };
+        let mut rejected = conformed.rejected;
+        let split = partition::split(&conformed.batch, &self.config.partition_by).map_err(|m| {
+            Error::config(
+                "sink.partitionBy",
+                format!("{m}; partition by columns of the sink schema"),
+            )
+        })?;
+        if !split.rejected.is_empty() {
+            // Indices of `split` refer to the conformed batch; map them back.
+            let kept: Vec<usize> = (0..batch.num_rows())
+                .filter(|i| !rejected.iter().any(|(r, _)| r == i))
+                .collect();
+            rejected.extend(split.rejected.into_iter().map(|(i, r)| (kept[i], r)));
+        }
+        if !rejected.is_empty() {
+            if !self.config.dead_letter.enabled {
+                self.commit_all().await?;
+                let (row, reason) = &rejected[0];
+                return Err(self.err(
+                    format!("{} rows cannot be converted (row {row}: {reason}); enable sink.deadLetter to keep them aside, or fix the source", rejected.len()),
+                    Retry::Permanent,
+                ));
+            }
+            self.dead_letter(&batch, &rejected, &checkpoint);
+        }
+
+        let mut commit = None;
+        // Roll before writing when this group would push a file past a limit.
+        let r = &self.config.rolling;
+        let pre_roll = split.parts.iter().any(|(key, part)| {
+            self.open_files.get(key).is_some_and(|f| {
+                f.with(|f| {
+                    let size = Self::size_of(f);
+                    let per_row = size as f64 / f.rows.max(1) as f64;
+                    let projected = size + (per_row * part.num_rows() as f64) as u64;
+                    f.rows > 0
+                        && projected > r.target_file_size
+                        && projected - r.target_file_size
+                            > r.target_file_size - size.min(r.target_file_size)
+                })
+            })
+        });
+        let new_keys = split
+            .parts
+            .iter()
+            .filter(|(k, _)| !self.open_files.contains_key(k))
+            .count();
+        if split.parts.len() > self.config.max_open_files {
+            self.commit_all().await?;
+            return Err(self.err(
+                format!(
+                    "a group spans {} partitions, more than sink.maxOpenFiles = {}; raise sink.maxOpenFiles or use coarser partitions",
+                    split.parts.len(),
+                    self.config.max_open_files
+                ),
+                Retry::Permanent,
+            ));
+        }
+        if pre_roll || self.open_files.len() + new_keys > self.config.max_open_files {
+            commit = self.commit_all().await?;
+        }
+        for (key, part) in split.parts {
+            self.write_part(key, part).await?;
+        }
+        self.last_checkpoint = Some(checkpoint);
+        self.dirty = true;
+        self.set_files_open_gauge();
+        if self.roll_due() {
+            commit = merge(commit, self.commit_all().await?);
+        }
+        Ok(commit)
+    }
+
+    async fn flush(&mut self) -> Result<Option<Commit>> {
+        self.ensure_open()?;
+        self.commit_all().await
+    }
+
+    async fn tick(&mut self) -> Result<Option<Commit>> {
+        if !self.opened {
+            return Ok(None);
+        }
+        let max_age = self.config.rolling.max_file_age;
+        if self
+            .open_files
+            .values()
+            .any(|f| f.with(|f| f.opened_at.elapsed() >= max_age))
+        {
+            return self.commit_all().await;
+        }
+        Ok(None)
+    }
+
+    /// At the end of a backfill: record it complete; for `overwrite`, make its generation
+    /// current (atomically, in one manifest entry) and retire the previous one.
+    async fn finish(&mut self) -> Result<()> {
+        self.ensure_open()?;
+        self.commit_all().await?;
+        if self.backfilling {
+            let mut state = self.state.clone();
+            if let Some(b) = state.backfill.as_mut().filter(|b| !b.completed) {
+                b.completed = true;
+                state.stream_checkpoint = b.checkpoint.clone();
+                if b.behavior == BackfillBehavior::Overwrite
+                    && b.generation != state.current_generation
+                {
+                    let old =
+                        std::mem::replace(&mut state.current_generation, b.generation.clone());
+                    state.retired.push(RetiredGeneration {
+                        generation: old,
+                        retired_at: unix_now(),
+                    });
+                }
+                tracing::info!(backfill_id = %b.id, generation = %state.current_generation, "backfill complete");
+                self.write_state(Action::CompleteBackfill, state).await?;
+                self.backfilling = false;
+            }
+        }
+        self.remove_expired_generations().await
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Characters allowed in file names; others become `_`.
+pub(crate) fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() { "stream".into() } else { out }
+}
+
+fn checkpoint_text(c: &Checkpoint) -> String {
+    serde_json::to_string(c).unwrap_or_else(|_| format!("{c:?}"))
+}
+
+fn row_json(batch: &RecordBatch, row: usize) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut w = arrow_json::LineDelimitedWriter::new(&mut buf);
+    w.write(&batch.slice(row, 1)).ok()?;
+    w.finish().ok()?;
+    String::from_utf8(buf)
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// Remove `part-{stem}*.parquet#N` staging files of local uploads that never completed.
+fn remove_local_staging(root: &std::path::Path, stem: &str) -> usize {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((file, suffix)) = name.split_once('#') {
+                if file.starts_with(stem)
+                    && suffix.bytes().all(|b| b.is_ascii_digit())
+                    && std::fs::remove_file(&path).is_ok()
+                {
+                    tracing::info!(file = %path.display(), "deleted staging file of an upload that never completed");
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}

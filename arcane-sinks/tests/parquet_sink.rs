@@ -1,0 +1,715 @@
+//! The Parquet sink against real stores: memory, local FS, S3 (moto) and Azure Blob (azurite).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arcane_core::testing::{GeneratorSource, conformance, pretty_lines};
+use arcane_core::{DeadLetterQueue, DeadLetterSink, Error, Group, Mode, Retry, Sink, SinkContext};
+use arcane_sinks::{
+    ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig, committed_files, read_committed,
+};
+use common::{Store, checkpoint, ids};
+
+fn ctx() -> SinkContext {
+    SinkContext {
+        stream_id: "orders-eu".into(),
+        ..SinkContext::default()
+    }
+}
+
+fn group(from: u64, to: u64) -> Group {
+    Group {
+        batch: GeneratorSource::batch(from, to),
+        checkpoint: checkpoint(to),
+    }
+}
+
+async fn conformance_on(store: &Store) {
+    let config = store.config();
+    conformance::sink_commits_exactly(
+        || Box::new(ParquetSink::new(config.clone()).expect("sink")),
+        || store.read(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_memory() {
+    conformance_on(&Store::memory()).await;
+}
+
+#[tokio::test]
+async fn conformance_local_fs() {
+    conformance_on(&Store::local()).await;
+}
+
+#[tokio::test]
+async fn conformance_s3_moto() {
+    let store = Store::s3().await;
+    conformance_on(&store).await;
+    store.cleanup().await;
+}
+
+#[tokio::test]
+async fn conformance_azure_azurite() {
+    let store = Store::azure().await;
+    conformance_on(&store).await;
+    store.cleanup().await;
+}
+
+async fn round_trip(store: &Store) {
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    assert_eq!(sink.open(&ctx()).await.expect("open"), None);
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let g = group(i * 1000, (i + 1) * 1000);
+        expected.push(g.batch.clone());
+        assert!(
+            sink.write(g).await.expect("write").is_none(),
+            "nothing rolls before the target size"
+        );
+    }
+    let commit = sink.flush().await.expect("flush").expect("a commit");
+    assert_eq!(commit.rows, 5000);
+    assert_eq!(commit.checkpoint, checkpoint(5000));
+    assert_eq!(commit.files.len(), 1);
+    assert!(
+        commit.files[0].ends_with("stream/part-orders-eu-00000000-0000.parquet"),
+        "{:?}",
+        commit.files
+    );
+    let mut got = pretty_lines(&store.read().await);
+    let mut want = pretty_lines(&expected);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let files = committed_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].rows, 5000);
+    assert_eq!(files[0].bytes, commit.bytes);
+}
+
+#[tokio::test]
+async fn round_trip_local_fs() {
+    let store = Store::local();
+    round_trip(&store).await;
+    // The local layout is a plain directory of Parquet files plus the manifest.
+    let Store::Local(dir) = &store else {
+        unreachable!()
+    };
+    assert!(
+        dir.path()
+            .join("stream/part-orders-eu-00000000-0000.parquet")
+            .is_file()
+    );
+    assert!(
+        dir.path()
+            .join("stream/_arcane/manifests/00000000000000000000.json")
+            .is_file()
+    );
+}
+
+#[tokio::test]
+async fn round_trip_memory() {
+    round_trip(&Store::memory()).await;
+}
+
+#[tokio::test]
+async fn round_trip_s3_moto() {
+    let store = Store::s3().await;
+    round_trip(&store).await;
+    store.cleanup().await;
+}
+
+#[tokio::test]
+async fn round_trip_azure_azurite() {
+    let store = Store::azure().await;
+    round_trip(&store).await;
+    store.cleanup().await;
+}
+
+#[tokio::test]
+async fn rolling_by_encoded_size_lands_within_ten_percent_of_the_target() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.rolling.target_file_size = 256 * 1024;
+    config.writer.compression = "uncompressed".into();
+    config.writer.dictionary = false;
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    let mut commits = 0;
+    for i in 0..100 {
+        if sink
+            .write(group(i * 500, (i + 1) * 500))
+            .await
+            .expect("write")
+            .is_some()
+        {
+            commits += 1;
+        }
+    }
+    sink.flush().await.expect("flush");
+    let files = committed_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    assert!(commits >= 3, "expected several rolls, got {commits}");
+    let target = 256.0 * 1024.0;
+    // Every file but the last (flushed early) is within 10% of the target.
+    for f in &files[..files.len() - 1] {
+        let ratio = f.bytes as f64 / target;
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "file {} has {} bytes ({ratio:.3} of target)",
+            f.path,
+            f.bytes
+        );
+    }
+    assert_eq!(ids(&store.read().await), (0..50_000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn max_rows_per_file_is_exact_and_commits_cover_the_last_group() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.rolling.max_rows_per_file = 700;
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    let first = sink.write(group(0, 500)).await.expect("write");
+    assert!(first.is_none());
+    let commit = sink
+        .write(group(500, 1000))
+        .await
+        .expect("write")
+        .expect("roll at 700 rows");
+    assert_eq!(
+        commit.checkpoint,
+        checkpoint(1000),
+        "a commit covers every group written so far"
+    );
+    assert_eq!(commit.rows, 1000);
+    let files = committed_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    let rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
+    assert_eq!(rows, vec![700, 300]);
+    assert_eq!(ids(&store.read().await), (0..1000).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn files_roll_on_max_age_without_new_data() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.rolling.max_file_age = Duration::from_secs(60);
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 10)).await.expect("write");
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(
+        sink.tick().await.expect("tick").is_none(),
+        "not due before the max age"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let commit = sink
+        .tick()
+        .await
+        .expect("tick")
+        .expect("due at the max age");
+    assert_eq!((commit.rows, commit.checkpoint), (10, checkpoint(10)));
+    assert!(sink.tick().await.expect("tick").is_none());
+}
+
+#[tokio::test]
+async fn hive_partitions_by_column_and_event_time() {
+    let store = Store::local();
+    let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": store.url(),
+        "partitionBy": { "columns": ["key"], "eventTime": { "column": "event_time", "format": "date=%Y-%m-%d/hour=%H" } },
+        "maxOpenFiles": 200,
+    }))
+    .expect("config");
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    // ids 0..4000 are 1s apart from 2026-01-01T00:00:00Z: hours 00 and 01; keys key-0..key-96.
+    sink.write(group(0, 4000)).await.expect("write");
+    let commit = sink.flush().await.expect("flush").expect("commit");
+    let files = committed_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 97 * 2);
+    assert_eq!(commit.files.len(), files.len());
+    assert!(
+        files.iter().any(|f| f
+            .path
+            .starts_with("key=key-5/date=2026-01-01/hour=01/part-orders-eu-00000000-")),
+        "{:?}",
+        files.iter().take(3).collect::<Vec<_>>()
+    );
+    for f in &files {
+        assert_eq!(f.path.split('/').count(), 4, "{}", f.path);
+    }
+    assert_eq!(ids(&store.read().await), (0..4000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn too_many_partitions_in_one_group_is_a_clear_error_after_committing() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.partition_by.columns = vec!["key".into()];
+    config.max_open_files = 10;
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    // 5 ids → 5 keys: fits.
+    sink.write(group(0, 5)).await.expect("write");
+    let err = sink
+        .write(group(5, 105))
+        .await
+        .expect_err("97 partitions > 10");
+    match &err {
+        Error::Sink {
+            retry: Retry::Permanent,
+            message,
+            ..
+        } => {
+            assert!(message.contains("sink.maxOpenFiles = 10"), "{message}")
+        }
+        other => panic!("expected a permanent sink error, got {other:?}"),
+    }
+    assert_eq!(
+        ids(&store.read().await),
+        (0..5).collect::<Vec<_>>(),
+        "rows before the error are committed"
+    );
+}
+
+#[tokio::test]
+async fn writer_properties_reach_the_files() {
+    let store = Store::local();
+    let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": store.url(),
+        "writer": {
+            "compression": "zstd(3)",
+            "rowGroupSize": 1000,
+            "bloomFilters": [{ "column": "key", "fpp": 0.01 }],
+            "sortingColumns": [{ "column": "id" }],
+            "createdBy": "orders-test",
+            "keyValueMetadata": { "owner": "team-a" },
+        },
+    }))
+    .expect("config");
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 2500)).await.expect("write");
+    sink.flush().await.expect("flush");
+    let Store::Local(dir) = &store else {
+        unreachable!()
+    };
+    let file = std::fs::File::open(
+        dir.path()
+            .join("stream/part-orders-eu-00000000-0000.parquet"),
+    )
+    .expect("file");
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(file).expect("parquet");
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    assert_eq!(
+        meta.num_row_groups(),
+        3,
+        "rowGroupSize 1000 → 3 row groups for 2500 rows"
+    );
+    assert_eq!(meta.file_metadata().created_by(), Some("orders-test"));
+    let kv = meta.file_metadata().key_value_metadata().expect("kv");
+    assert!(
+        kv.iter()
+            .any(|k| k.key == "owner" && k.value.as_deref() == Some("team-a"))
+    );
+    let rg = meta.row_group(0);
+    // Parquet records the codec, not its level.
+    assert!(matches!(
+        rg.column(0).compression(),
+        parquet::basic::Compression::ZSTD(_)
+    ));
+    assert!(
+        rg.column(1).bloom_filter_offset().is_some(),
+        "bloom filter on key"
+    );
+    assert!(rg.column(0).bloom_filter_offset().is_none());
+    assert_eq!(rg.sorting_columns().map(|s| s[0].column_idx), Some(0));
+}
+
+#[test]
+fn config_defaults_validation_and_errors_name_the_field() {
+    let c: ParquetSinkConfig =
+        serde_json::from_value(serde_json::json!({ "url": "s3://b/p" })).expect("defaults");
+    assert_eq!(
+        c.rolling.target_file_size,
+        arcane_sinks::DEFAULT_TARGET_FILE_SIZE
+    );
+    assert_eq!(c.rolling.max_file_age, arcane_sinks::DEFAULT_MAX_FILE_AGE);
+    assert_eq!(c.writer.compression, "zstd(1)");
+    c.validate().expect("valid");
+    let unknown = serde_json::from_value::<ParquetSinkConfig>(
+        serde_json::json!({ "url": "s3://b/p", "rollin": {} }),
+    );
+    assert!(
+        unknown
+            .expect_err("unknown field")
+            .to_string()
+            .contains("rollin")
+    );
+    let cases = [
+        (
+            serde_json::json!({ "url": "s4://b/p" }),
+            "sink.url",
+            "unsupported scheme \"s4\"; expected s3, az, abfss, gs, file or memory",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "writer": { "compression": "zstd(99)" } }),
+            "sink.writer.compression",
+            "zstd",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "writer": { "compression": "brotli(3)" } }),
+            "sink.writer.compression",
+            "not built",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "writer": { "compression": "zstd(" } }),
+            "sink.writer.compression",
+            "parentheses",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "rolling": { "targetFileSize": 0 } }),
+            "sink.rolling.targetFileSize",
+            "greater than 0",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "writer": { "uploadPartSize": 1024 } }),
+            "sink.writer.uploadPartSize",
+            "5 MiB",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "schema": [{ "name": "a", "dataType": "Int65" }] }),
+            "sink.schema[0].dataType",
+            "Int65",
+        ),
+        (
+            serde_json::json!({ "url": "s3://b/p", "partitionBy": { "eventTime": { "column": "t", "format": "%Q" } } }),
+            "sink.partitionBy.eventTime.format",
+            "strftime",
+        ),
+    ];
+    for (json, field, text) in cases {
+        let c: ParquetSinkConfig = serde_json::from_value(json.clone()).expect("parses");
+        match c.validate() {
+            Err(Error::Config { field: f, message }) => {
+                assert_eq!(f, field, "{json}");
+                assert!(message.contains(text), "{json}: {message}");
+            }
+            other => panic!("{json}: expected a config error, got {other:?}"),
+        }
+    }
+    let schema = schemars::schema_for!(ParquetSinkConfig);
+    let text = serde_json::to_string(&schema).expect("schema json");
+    assert!(
+        text.contains("targetFileSize") && text.contains("Target encoded"),
+        "field docs become descriptions"
+    );
+}
+
+#[tokio::test]
+async fn incompatible_schemas_are_schema_mismatch_after_committing() {
+    let store = Store::memory();
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 100)).await.expect("write");
+    // Missing non-nullable column `value`.
+    let b = GeneratorSource::batch(100, 200);
+    let missing = b.project(&[0, 1, 3]).expect("project");
+    let err = sink
+        .write(Group {
+            batch: missing,
+            checkpoint: checkpoint(200),
+        })
+        .await
+        .expect_err("mismatch");
+    match err {
+        Error::SchemaMismatch { message, .. } => {
+            assert!(message.contains("\"value\""), "{message}")
+        }
+        other => panic!("expected SchemaMismatch, got {other:?}"),
+    }
+    assert_eq!(ids(&store.read().await), (0..100).collect::<Vec<_>>());
+    // The learned schema survives a restart.
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    assert_eq!(
+        sink.open(&ctx()).await.expect("open"),
+        Some(checkpoint(100))
+    );
+    let changed = arrow_array::RecordBatch::try_from_iter([(
+        "id",
+        std::sync::Arc::new(arrow_array::Int32Array::from(vec![1])) as _,
+    )])
+    .expect("batch");
+    assert!(
+        sink.write(Group {
+            batch: changed,
+            checkpoint: checkpoint(201)
+        })
+        .await
+        .expect_err("changed type")
+        .is_schema_mismatch()
+    );
+}
+
+#[tokio::test]
+async fn unconvertible_rows_are_dead_lettered_with_the_reason() {
+    use std::sync::Arc;
+    let store = Store::local();
+    let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": store.url(),
+        "schema": [
+            { "name": "id", "dataType": "Int64", "nullable": false },
+            { "name": "name", "dataType": "Utf8", "nullable": false },
+        ],
+    }))
+    .expect("config");
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    let queue = DeadLetterQueue::default();
+    let ctx = SinkContext {
+        dead_letters: queue.clone(),
+        ..ctx()
+    };
+    sink.open(&ctx).await.expect("open");
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3])) as _,
+        ),
+        (
+            "name",
+            Arc::new(arrow_array::StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+            ])) as _,
+        ),
+    ])
+    .expect("batch");
+    let commit = sink
+        .write(Group {
+            batch,
+            checkpoint: checkpoint(3),
+        })
+        .await
+        .expect("write");
+    assert!(commit.is_none());
+    let commit = sink.flush().await.expect("flush").expect("commit");
+    assert_eq!(commit.rows, 2);
+    assert_eq!(ids(&store.read().await), vec![1, 3]);
+    let letters = queue.drain();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("column \"name\" is null"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].payload.as_deref(), Some(r#"{"id":2}"#));
+    // The graph writes them with the dead-letter sink: Parquet under `_dead_letters`.
+    let mut dl = ParquetDeadLetterSink::from_config(&config).expect("dead-letter sink");
+    dl.write("orders-eu", letters)
+        .await
+        .expect("write dead letters");
+    let Store::Local(dir) = &store else {
+        unreachable!()
+    };
+    let dl_dir = dir.path().join("stream/_dead_letters");
+    let file = std::fs::read_dir(&dl_dir)
+        .expect("dir")
+        .flatten()
+        .next()
+        .expect("one file")
+        .path();
+    let bytes = bytes::Bytes::from(std::fs::read(file).expect("read"));
+    let batches: Vec<_> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .expect("parquet")
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("batches");
+    let lines = pretty_lines(&[batches[0].project(&[0, 2, 3]).expect("project")]);
+    assert!(
+        lines.iter().any(|l| l.contains("orders-eu")
+            && l.contains("row 1 of the group")
+            && l.contains("is null")),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn overwrite_backfill_is_resumable_and_switches_generations_atomically() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.generation_retention = Duration::ZERO;
+    // The live generation: 0..300.
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 300)).await.expect("write");
+    sink.flush().await.expect("flush");
+    let backfill = SinkContext {
+        mode: Mode::Backfill,
+        backfill_id: Some("bf-1".into()),
+        ..ctx()
+    };
+    // A backfill of 1000 rows, interrupted after committing 400.
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(
+        sink.open(&backfill).await.expect("open"),
+        None,
+        "a new backfill reads the whole history"
+    );
+    sink.write(group(0, 200)).await.expect("write");
+    sink.flush().await.expect("flush");
+    sink.write(group(200, 400)).await.expect("write");
+    sink.flush().await.expect("flush");
+    sink.write(group(400, 500)).await.expect("write"); // never committed
+    drop(sink);
+    assert_eq!(
+        ids(&store.read().await),
+        (0..300).collect::<Vec<_>>(),
+        "readers see the old generation"
+    );
+    // Resume with the same id: continue after 400, do not rewrite finished parts.
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(
+        sink.open(&backfill).await.expect("open"),
+        Some(checkpoint(400))
+    );
+    sink.write(group(400, 1000)).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert_eq!(
+        ids(&store.read().await),
+        (0..300).collect::<Vec<_>>(),
+        "still the old generation before finish"
+    );
+    sink.finish().await.expect("finish");
+    let files = committed_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    assert_eq!(
+        files.len(),
+        3,
+        "two parts before the interruption and one after: {files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| f.path.starts_with("_generations/bf-1-"))
+    );
+    assert_eq!(ids(&store.read().await), (0..1000).collect::<Vec<_>>());
+    // The stream continues from the backfill's end in the new generation.
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(
+        sink.open(&ctx()).await.expect("open"),
+        Some(checkpoint(1000))
+    );
+    sink.write(group(1000, 1100)).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert_eq!(ids(&store.read().await), (0..1100).collect::<Vec<_>>());
+    // The old generation's files were deleted (retention 0).
+    let url = url::Url::parse(&store.url()).expect("url");
+    let _ = url;
+    let all = read_committed(&store.url(), &BTreeMap::new())
+        .await
+        .expect("read");
+    assert_eq!(ids(&all).len(), 1100);
+}
+
+#[tokio::test]
+async fn merge_backfill_appends_to_the_live_dataset() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.backfill_behavior = arcane_sinks::BackfillBehavior::Merge;
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(1000, 1100)).await.expect("write");
+    sink.flush().await.expect("flush");
+    let backfill = SinkContext {
+        mode: Mode::Backfill,
+        backfill_id: Some("m".into()),
+        ..ctx()
+    };
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(sink.open(&backfill).await.expect("open"), None);
+    sink.write(group(0, 1000)).await.expect("write");
+    sink.flush().await.expect("flush");
+    sink.finish().await.expect("finish");
+    let mut want: Vec<i64> = (0..1100).collect();
+    want.sort_unstable();
+    assert_eq!(ids(&store.read().await), want);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_transient_error_and_loses_nothing_committed() {
+    let store = Store::s3().await;
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 100)).await.expect("write");
+    sink.flush().await.expect("flush");
+    // The same bucket behind an endpoint nobody listens on.
+    let mut config = store.config();
+    config
+        .storage_options
+        .insert("aws_endpoint".into(), "http://127.0.0.1:9".into());
+    config
+        .storage_options
+        .insert("aws_retry_timeout".into(), "1s".into());
+    config
+        .storage_options
+        .insert("aws_max_retries".into(), "1".into());
+    let mut broken = ParquetSink::new(config).expect("sink");
+    match broken.open(&ctx()).await {
+        Err(Error::Sink {
+            retry: Retry::Transient,
+            message,
+            ..
+        }) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a transient sink error, got {other:?}"),
+    }
+    assert_eq!(ids(&store.read().await), (0..100).collect::<Vec<_>>());
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    assert_eq!(
+        sink.open(&ctx()).await.expect("open"),
+        Some(checkpoint(100))
+    );
+    store.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_a_permanent_error() {
+    let endpoint = std::env::var("ARCANE_TEST_S3_ENDPOINT")
+        .expect("ARCANE_TEST_S3_ENDPOINT is not set; run scripts/test.sh");
+    let mut config = ParquetSinkConfig::new("s3://arcane-sinks-no-such-bucket/stream");
+    for (k, v) in [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", "testing"),
+        ("aws_secret_access_key", "testing"),
+        ("aws_region", "us-east-1"),
+    ] {
+        config.storage_options.insert(k.into(), v.into());
+    }
+    let mut sink = ParquetSink::new(config).expect("sink");
+    match sink.open(&ctx()).await {
+        Err(Error::Sink {
+            retry: Retry::Permanent,
+            ..
+        }) => {}
+        other => panic!("expected a permanent sink error, got {other:?}"),
+    }
+}
