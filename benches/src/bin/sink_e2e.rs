@@ -1,0 +1,137 @@
+//! End-to-end benchmark of the Parquet sink.
+//!
+//! * `compare`: writes the same batches with `ParquetSink` (file://) and with plain
+//!   `parquet::arrow::ArrowWriter` to a local file, in the same run, and prints both
+//!   throughputs and their ratio.
+//! * `rss`: writes one Parquet file of `--gib` GiB through the sink and prints the peak RSS.
+//!
+//! ```text
+//! cargo run --release -p arcane-benches --bin sink_e2e -- compare --rows 4000000
+//! cargo run --release -p arcane-benches --bin sink_e2e -- rss --gib 2
+//! ```
+#![allow(clippy::print_stdout)]
+
+use std::time::Instant;
+
+use arcane_core::testing::GeneratorSource;
+use arcane_core::{Checkpoint, Group, Position, Sink, SinkContext};
+use arcane_sinks::{ParquetSink, ParquetSinkConfig};
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+const BATCH: u64 = 65_536;
+
+fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn group(batch: RecordBatch, rows: u64) -> Group {
+    Group {
+        batch,
+        checkpoint: Checkpoint::at(Position(serde_json::json!({ "rows": rows }))),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> arcane_core::Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "compare".into());
+    let dir = tempfile::tempdir().map_err(|e| arcane_core::Error::fatal(e.to_string()))?;
+    let ctx = SinkContext {
+        stream_id: "bench".into(),
+        ..SinkContext::default()
+    };
+    match mode.as_str() {
+        "rss" => {
+            let target = (arg("--gib", 2.0) * 1024.0 * 1024.0 * 1024.0) as u64;
+            let mut config = ParquetSinkConfig::new(format!("file://{}/rss", dir.path().display()));
+            config.rolling.target_file_size = target;
+            config.rolling.max_rows_per_file = u64::MAX / 2;
+            config.writer.compression = "uncompressed".into();
+            config.writer.dictionary = false;
+            let mut sink = ParquetSink::new(config)?;
+            sink.open(&ctx).await?;
+            let started = Instant::now();
+            let mut rows = 0;
+            // Distinct batches so that the file is not a repetition of one block.
+            loop {
+                let batch = GeneratorSource::batch(rows, rows + BATCH);
+                rows += BATCH;
+                if let Some(c) = sink.write(group(batch, rows)).await? {
+                    println!(
+                        "mode=rss file_bytes={} rows={} files={} secs={:.1} peak_rss_mib={:.1}",
+                        c.bytes,
+                        c.rows,
+                        c.files.len(),
+                        started.elapsed().as_secs_f64(),
+                        peak_rss_mib()
+                    );
+                    break;
+                }
+            }
+        }
+        _ => {
+            let total = arg("--rows", 4_000_000.0) as u64;
+            let batches: Vec<RecordBatch> = (0..total / BATCH)
+                .map(|i| GeneratorSource::batch(i * BATCH, (i + 1) * BATCH))
+                .collect();
+            let input: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            let mut config =
+                ParquetSinkConfig::new(format!("file://{}/sink", dir.path().display()));
+            config.rolling.target_file_size = u64::MAX / 2;
+            config.rolling.max_rows_per_file = u64::MAX / 2;
+            let props = config.writer_properties(&batches[0].schema())?;
+            for round in 0..3 {
+                // Plain ArrowWriter to a local file.
+                let started = Instant::now();
+                let file = std::fs::File::create(dir.path().join(format!("plain-{round}.parquet")))
+                    .map_err(|e| arcane_core::Error::fatal(e.to_string()))?;
+                let mut w = ArrowWriter::try_new(file, batches[0].schema(), Some(props.clone()))
+                    .map_err(|e| arcane_core::Error::fatal(e.to_string()))?;
+                for b in &batches {
+                    w.write(b)
+                        .map_err(|e| arcane_core::Error::fatal(e.to_string()))?;
+                }
+                w.close()
+                    .map_err(|e| arcane_core::Error::fatal(e.to_string()))?;
+                let plain = started.elapsed().as_secs_f64();
+                // The sink.
+                let mut sink = ParquetSink::new(config.clone())?;
+                sink.open(&ctx).await?;
+                let started = Instant::now();
+                let mut rows = 0;
+                for b in &batches {
+                    rows += b.num_rows() as u64;
+                    sink.write(group(b.clone(), rows)).await?;
+                }
+                sink.flush().await?;
+                let ours = started.elapsed().as_secs_f64();
+                let mb = input as f64 / 1e6;
+                println!(
+                    "mode=compare round={round} rows={total} input_mb={mb:.0} arrow_writer_mb_s={:.1} sink_mb_s={:.1} ratio={:.3}",
+                    mb / plain,
+                    mb / ours,
+                    plain / ours
+                );
+                config.url = format!("file://{}/sink{round}", dir.path().display());
+            }
+        }
+    }
+    Ok(())
+}
