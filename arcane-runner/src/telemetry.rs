@@ -51,16 +51,7 @@ pub fn install_metrics(
         any = true;
     }
     if let Some(addr) = dogstatsd_addr {
-        let recorder = metrics_exporter_dogstatsd::DogStatsDBuilder::default()
-            .with_remote_address(addr)
-            .and_then(|b| b.build())
-            .map_err(|e| {
-                arcane_core::Error::config(
-                    format!("{ENV_DOGSTATSD_ADDR} (--dogstatsd-addr)"),
-                    format!("cannot start the DogStatsD exporter for {addr:?}: {e}"),
-                )
-            })?;
-        fanout = fanout.add_recorder(PrefixTags::new(recorder, DOGSTATSD_TAG_PREFIX));
+        fanout = fanout.add_recorder(dogstatsd_recorder(addr)?);
         exporters.dogstatsd = true;
         any = true;
     }
@@ -81,6 +72,23 @@ pub fn install_metrics(
         });
     }
     Ok(exporters)
+}
+
+/// A DogStatsD recorder forwarding to `addr` (see [`crate::config::ENV_DOGSTATSD_ADDR`]), its
+/// tags prefixed [`DOGSTATSD_TAG_PREFIX`].
+pub fn dogstatsd_recorder(
+    addr: &str,
+) -> Result<PrefixTags<metrics_exporter_dogstatsd::DogStatsDRecorder>, arcane_core::Error> {
+    let recorder = metrics_exporter_dogstatsd::DogStatsDBuilder::default()
+        .with_remote_address(addr)
+        .and_then(|b| b.build())
+        .map_err(|e| {
+            arcane_core::Error::config(
+                format!("{ENV_DOGSTATSD_ADDR} (--dogstatsd-addr)"),
+                format!("cannot start the DogStatsD exporter for {addr:?}: {e}"),
+            )
+        })?;
+    Ok(PrefixTags::new(recorder, DOGSTATSD_TAG_PREFIX))
 }
 
 /// A recorder that prefixes every label key (DogStatsD tags `arcane.sneaksanddata.com/kind:...`).
@@ -313,6 +321,41 @@ mod tests {
             err.to_string()
                 .starts_with("ARCANE_METRICS_ADDR (--metrics-addr): cannot listen"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn dogstatsd_receives_metrics_with_prefixed_tags_over_udp() {
+        let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        agent
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let recorder = dogstatsd_recorder(&agent.local_addr().unwrap().to_string()).unwrap();
+        let key = Key::from_parts(
+            arcane_core::metrics::ROWS_WRITTEN,
+            vec![Label::new("kind", "nats"), Label::new("stream_id", "s1")],
+        );
+        recorder
+            .register_counter(&key, &Metadata::new("t", metrics::Level::INFO, None))
+            .increment(5);
+        let mut buf = [0u8; 8192];
+        let n = agent.recv(&mut buf).unwrap();
+        let payload = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let line = payload
+            .lines()
+            .find(|l| l.starts_with("arcane.stream.rows.written:"))
+            .unwrap_or_else(|| panic!("no rows.written in {payload:?}"));
+        assert!(
+            line.starts_with("arcane.stream.rows.written:5|c|#"),
+            "{line}"
+        );
+        assert!(
+            line.contains("arcane.sneaksanddata.com/kind:nats"),
+            "{line}"
+        );
+        assert!(
+            line.contains("arcane.sneaksanddata.com/stream_id:s1"),
+            "{line}"
         );
     }
 
