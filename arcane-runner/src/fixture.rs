@@ -26,8 +26,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FixtureSpec {
-    /// Directory of the sink.
-    pub dir: PathBuf,
+    /// Directory of the NDJSON sink ([`DirSink`]); one of `dir` and `parquet` is required.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Write with `arcane_sinks::ParquetSink` instead (e.g. `{"url": "file:///tmp/out"}`).
+    #[serde(default)]
+    pub parquet: Option<arcane_sinks::ParquetSinkConfig>,
     /// Rows in total; unbounded when absent.
     #[serde(default)]
     pub total_rows: Option<u64>,
@@ -104,13 +108,20 @@ impl StreamGraphBuilder for FixtureBuilder {
         };
         let group_rows = NonZeroUsize::new(spec.group_rows)
             .ok_or_else(|| Error::config("spec.groupRows", "must be at least 1"))?;
-        tracing::info!(mode = ctx.mode().as_str(), dir = %spec.dir.display(), "fixture graph built");
-        Ok(StreamGraph::from_source(source)
-            .grouped_within(GroupLimits::new(
-                group_rows,
-                Duration::from_millis(spec.group_interval_ms.max(1)),
-            ))
-            .to_sink(DirSink::new(&spec)))
+        let flow = StreamGraph::from_source(source).grouped_within(GroupLimits::new(
+            group_rows,
+            Duration::from_millis(spec.group_interval_ms.max(1)),
+        ));
+        tracing::info!(mode = ctx.mode().as_str(), "fixture graph built");
+        match (&spec.dir, &spec.parquet) {
+            (_, Some(config)) => {
+                let sink = arcane_sinks::ParquetSink::new(config.clone())
+                    .map_err(|e| Error::config("spec.parquet", e.to_string()))?;
+                Ok(flow.to_sink(sink))
+            }
+            (Some(dir), None) => Ok(flow.to_sink(DirSink::new(dir, &spec))),
+            (None, None) => Err(Error::config("spec", "set dir or parquet")),
+        }
     }
 
     fn description(&self) -> &str {
@@ -140,9 +151,9 @@ pub struct DirSink {
 }
 
 impl DirSink {
-    fn new(spec: &FixtureSpec) -> Self {
+    fn new(dir: &Path, spec: &FixtureSpec) -> Self {
         Self {
-            dir: spec.dir.clone(),
+            dir: dir.to_path_buf(),
             commit_every: spec.commit_every.max(1),
             flush_delay: Duration::from_millis(spec.flush_delay_ms),
             fail_after_rows: spec.fail_after_rows,
@@ -326,6 +337,22 @@ pub fn committed_ids(dir: &Path) -> std::io::Result<Vec<i64>> {
             })?;
             ids.push(id);
         }
+    }
+    Ok(ids)
+}
+
+/// The `id`s of every row committed by a `ParquetSink` at `url`, in commit order.
+pub async fn committed_parquet_ids(url: &str) -> Result<Vec<i64>> {
+    let batches = arcane_sinks::read_committed(url, &Default::default())
+        .await
+        .map_err(|e| Error::fatal(format!("cannot read {url}: {e}")))?;
+    let mut ids = Vec::new();
+    for b in batches {
+        let col = b
+            .column_by_name("id")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int64Array>())
+            .ok_or_else(|| Error::fatal("committed Parquet files have no Int64 id column"))?;
+        ids.extend(col.values().iter().copied());
     }
     Ok(ids)
 }

@@ -87,10 +87,18 @@ pub async fn annotate_job(settings: &KubeSettings, value: &str) -> Result<(), Er
                 ),
             ))
         }
-        Ok(Err(e)) => Err(fail(
-            None,
-            format!("request to the Kubernetes API failed: {e}"),
-        )),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            let hint = if text.contains("bearer token") {
+                format!("; {ENV_KUBE_TOKEN_FILE} must hold only the token (no trailing newline)")
+            } else {
+                String::new()
+            };
+            Err(fail(
+                None,
+                format!("request to the Kubernetes API failed: {text}{hint}"),
+            ))
+        }
         Err(_) => Err(fail(
             None,
             format!("the Kubernetes API did not answer within {ANNOTATE_TIMEOUT:?}"),
