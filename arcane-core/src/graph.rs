@@ -1,6 +1,6 @@
 //! [`StreamGraph`]: *source → grouped batches → sink*, its builder traits and its running form.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,6 +136,7 @@ impl Flow {
             sink: Box::new(sink),
             dead_letter_sink: Box::new(LogDeadLetterSink),
             commit_tick: DEFAULT_COMMIT_TICK,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -150,6 +151,7 @@ pub struct StreamGraph {
     sink: Box<dyn Sink>,
     dead_letter_sink: Box<dyn DeadLetterSink>,
     commit_tick: Duration,
+    tags: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for StreamGraph {
@@ -207,6 +209,19 @@ pub struct RunningStream {
     pub kill_switch: KillSwitch,
     /// Resolves to the run's report.
     pub handle: JoinHandle<RunReport>,
+    /// What the run has done so far (for progress displays).
+    pub progress: Progress,
+}
+
+/// A live view of a running stream's [`RunSummary`]; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<RunSummary>>);
+
+impl Progress {
+    /// The summary as of now.
+    pub fn snapshot(&self) -> RunSummary {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 impl RunningStream {
@@ -249,24 +264,53 @@ impl StreamGraph {
         self
     }
 
+    /// Add metric tags (e.g. a spec's `tags`) to every metric of the stream, after the
+    /// context's own (`kind`, `mode`, `stream_id`, `backfill_id`), which they cannot replace.
+    pub fn with_tags<K: Into<String>, V: Into<String>>(
+        mut self,
+        tags: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.tags
+            .extend(tags.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
     /// Spawn the graph on the current Tokio runtime.
     pub fn run(self, ctx: &StreamContext) -> RunningStream {
         let kill_switch = KillSwitch::new();
-        let handle = tokio::spawn(self.run_with(ctx.clone(), kill_switch.clone()));
+        let progress = Progress::default();
+        let handle =
+            tokio::spawn(self.run_inner(ctx.clone(), kill_switch.clone(), progress.clone()));
         RunningStream {
             kill_switch,
             handle,
+            progress,
         }
     }
 
     /// Run the graph to completion on the current task, controlled by `kill_switch`.
     pub async fn run_with(self, ctx: StreamContext, kill_switch: KillSwitch) -> RunReport {
-        let state = Arc::new(Mutex::new(RunSummary::default()));
+        self.run_inner(ctx, kill_switch, Progress::default()).await
+    }
+
+    async fn run_inner(
+        mut self,
+        ctx: StreamContext,
+        kill_switch: KillSwitch,
+        progress: Progress,
+    ) -> RunReport {
+        let state = progress.0;
+        let mut labels = MetricLabels::for_stream(&ctx);
+        for (k, v) in std::mem::take(&mut self.tags) {
+            if !labels.0.iter().any(|l| l.key() == k) {
+                labels.0.push(metrics::Label::new(k, v));
+            }
+        }
         let drive = Driver {
             ctx: &ctx,
             state: state.clone(),
             kill_switch: kill_switch.clone(),
-            labels: MetricLabels::for_stream(&ctx),
+            labels,
         }
         .drive(self);
         let outcome = tokio::select! {
@@ -314,6 +358,7 @@ impl Driver<'_> {
             mut sink,
             mut dead_letter_sink,
             commit_tick,
+            tags: _,
         } = graph;
         let dead_letters = DeadLetterQueue::new(self.labels.clone());
         let Flow {

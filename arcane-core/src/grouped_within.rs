@@ -103,6 +103,8 @@ pin_project! {
         limits: GroupLimits,
         buffer: Vec<RecordBatch>,
         schema: Option<SchemaRef>,
+        // Schema of the last rows seen, for position-only (empty) groups.
+        last_schema: Option<SchemaRef>,
         buffered_rows: usize,
         buffered_bytes: usize,
         pending: Option<Pending>,
@@ -124,6 +126,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
             limits,
             buffer: Vec::new(),
             schema: None,
+            last_schema: None,
             buffered_rows: 0,
             buffered_bytes: 0,
             pending: None,
@@ -141,7 +144,11 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
         let batch = match (batches.len(), this.schema.take()) {
             (1, _) => batches.into_iter().next().unwrap_or_else(|| unreachable!()),
             (_, Some(schema)) => arrow_select::concat::concat_batches(&schema, &batches)?,
-            (_, None) => RecordBatch::new_empty(std::sync::Arc::new(arrow_schema::Schema::empty())),
+            (_, None) => RecordBatch::new_empty(
+                this.last_schema
+                    .clone()
+                    .unwrap_or_else(|| std::sync::Arc::new(arrow_schema::Schema::empty())),
+            ),
         };
         *this.buffered_rows = 0;
         *this.buffered_bytes = 0;
@@ -188,6 +195,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
             };
             if this.schema.is_none() {
                 *this.schema = Some(slice.schema());
+                *this.last_schema = Some(slice.schema());
             }
             this.buffer.push(slice);
             *this.buffered_rows += take;
@@ -244,6 +252,9 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                 Some(Ok(batch)) => {
                     let rows = batch.batch.num_rows();
                     if rows == 0 {
+                        if this.last_schema.is_none() {
+                            *this.last_schema = Some(batch.batch.schema());
+                        }
                         // An empty batch still moves the position (e.g. a watermark advanced).
                         *this.last_full = Some(batch.position.clone());
                         *this.checkpoint = Checkpoint::at(batch.position);

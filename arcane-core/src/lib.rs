@@ -45,6 +45,7 @@ pub mod error;
 pub mod graph;
 pub mod grouped_within;
 pub mod kill_switch;
+pub mod location;
 pub mod metrics;
 pub mod position;
 pub mod sink;
@@ -56,8 +57,8 @@ pub use context::{Mode, StreamContext};
 pub use dead_letter::{DeadLetter, DeadLetterQueue, DeadLetterSink, LogDeadLetterSink};
 pub use error::{BoxError, Error, ExitCode, Result, Retry};
 pub use graph::{
-    Completion, DynStreamGraphBuilder, Flow, RunReport, RunSummary, RunningStream, StreamGraph,
-    StreamGraphBuilder,
+    Completion, DynStreamGraphBuilder, Flow, Progress, RunReport, RunSummary, RunningStream,
+    StreamGraph, StreamGraphBuilder,
 };
 pub use grouped_within::{GroupLimits, GroupedWithin, GroupedWithinExt};
 pub use kill_switch::KillSwitch;

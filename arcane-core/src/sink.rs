@@ -77,3 +77,31 @@ pub trait Sink: Send + Sync + Debug + 'static {
         Ok(())
     }
 }
+
+/// A boxed sink is a sink, so builders can choose one at run time.
+#[async_trait::async_trait]
+impl Sink for Box<dyn Sink> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    async fn open(&mut self, ctx: &SinkContext) -> Result<Option<Checkpoint>> {
+        (**self).open(ctx).await
+    }
+
+    async fn write(&mut self, group: Group) -> Result<Option<Commit>> {
+        (**self).write(group).await
+    }
+
+    async fn flush(&mut self) -> Result<Option<Commit>> {
+        (**self).flush().await
+    }
+
+    async fn tick(&mut self) -> Result<Option<Commit>> {
+        (**self).tick().await
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        (**self).finish().await
+    }
+}

@@ -76,3 +76,23 @@ pub trait Source: Send + Sync + Debug + 'static {
         Ok(())
     }
 }
+
+/// A boxed source is a source, so builders can choose one at run time.
+#[async_trait::async_trait]
+impl Source for Box<dyn Source> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        (**self).schema()
+    }
+
+    async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
+        (**self).open(start).await
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        (**self).commit(checkpoint).await
+    }
+}

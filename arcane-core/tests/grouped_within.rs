@@ -212,3 +212,31 @@ async fn a_schema_change_closes_the_group() {
     assert_eq!(out[1].batch.schema().field(0).name(), "name");
     assert!(out[1].batch.column(0).len() == 2);
 }
+
+#[tokio::test]
+async fn a_position_only_tail_keeps_the_schema_of_the_rows_before_it() {
+    let (mut tx, rx) = futures::channel::mpsc::channel(16);
+    tx.send(positioned(0, 10)).await.unwrap();
+    // An empty batch that only moves the position (a file finished).
+    tx.send(Ok(PositionedBatch::new(
+        GeneratorSource::batch(10, 10),
+        Position::encode(&GeneratorPosition { rows: 11 }).unwrap(),
+    )))
+    .await
+    .unwrap();
+    drop(tx);
+    let groups: Vec<_> = rx
+        .grouped_within(limits(10, 60))
+        .map(|g| g.unwrap())
+        .collect()
+        .await;
+    assert_eq!(groups.len(), 2);
+    assert_eq!(ids(&groups[0].batch), (0..10).collect::<Vec<_>>());
+    let tail = &groups[1];
+    assert_eq!(tail.batch.num_rows(), 0);
+    assert_eq!(tail.batch.schema(), groups[0].batch.schema());
+    assert_eq!(
+        tail.checkpoint,
+        Checkpoint::at(Position::encode(&GeneratorPosition { rows: 11 }).unwrap())
+    );
+}
