@@ -115,5 +115,6 @@ pub use crate::parquet::config::{
     WriterConfig,
 };
 pub use crate::parquet::{
-    ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, read_committed,
+    ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, latest_manifest,
+    read_committed, read_committed_head,
 };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use arcane_core::testing::GeneratorSource;
 use arcane_core::{Completion, GroupLimits, StreamContext, StreamGraph};
 use arcane_sinks::{ParquetSink, ParquetSinkConfig, committed_files};
-use common::{Store, ids};
+use common::{SinkStore, Store, ids};
 
 const TOTAL: u64 = 400_000;
 const ENV_URL: &str = "ARCANE_CRASH_CHILD_URL";

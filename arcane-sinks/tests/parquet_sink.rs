@@ -10,7 +10,7 @@ use arcane_core::{DeadLetterQueue, DeadLetterSink, Error, Group, Mode, Retry, Si
 use arcane_sinks::{
     ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig, committed_files, read_committed,
 };
-use common::{Store, checkpoint, ids};
+use common::{SinkStore, Store, checkpoint, ids};
 
 fn ctx() -> SinkContext {
     SinkContext {
@@ -712,4 +712,25 @@ async fn a_missing_bucket_is_a_permanent_error() {
         }) => {}
         other => panic!("expected a permanent sink error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_group_without_rows_moves_the_checkpoint_whatever_its_schema() {
+    let store = Store::memory();
+    let mut sink = ParquetSink::new(store.config()).unwrap();
+    sink.open(&ctx()).await.unwrap();
+    sink.write(group(0, 10)).await.unwrap();
+    // A position-only group, e.g. flushed at shutdown after the source finished a file.
+    let empty = Group {
+        batch: arrow_array::RecordBatch::new_empty(std::sync::Arc::new(
+            arrow_schema::Schema::empty(),
+        )),
+        checkpoint: checkpoint(11),
+    };
+    assert_eq!(sink.write(empty).await.unwrap(), None);
+    let commit = sink.flush().await.unwrap().unwrap();
+    assert_eq!((commit.rows, commit.checkpoint), (10, checkpoint(11)));
+    assert_eq!(ids(&store.read().await), (0..10).collect::<Vec<_>>());
+    let mut reopened = ParquetSink::new(store.config()).unwrap();
+    assert_eq!(reopened.open(&ctx()).await.unwrap(), Some(checkpoint(11)));
 }

@@ -69,7 +69,8 @@ pub const SUPPORTED_SCHEMES: &[&str] = &[
 pub struct ParquetSinkConfig {
     /// Where the dataset lives: `s3://bucket/prefix`, `az://container/prefix`,
     /// `abfss://container@account.dfs.core.windows.net/prefix`, `gs://bucket/prefix`,
-    /// `file:///absolute/path` or `memory:///prefix`.
+    /// `file:///absolute/path`, `memory:///prefix`, or a local directory path (relative paths
+    /// are resolved against the working directory).
     pub url: String,
     /// Options of the object store, with `object_store` config keys (e.g. `aws_endpoint`,
     /// `aws_allow_http`, `aws_region`, `azure_storage_account_key`). The usual environment
@@ -623,6 +624,7 @@ fn validate_time_format(format: &str) -> Result<()> {
 
 /// Parse and check the scheme of a sink URL.
 pub(crate) fn parse_url(raw: &str, field: &str) -> Result<url::Url> {
+    let raw = &arcane_core::location::location_url(raw, field)?;
     let url = url::Url::parse(raw).map_err(|e| {
         Error::config(
             field,

@@ -11,5 +11,5 @@ mod sink;
 mod store;
 
 pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
-pub use read::{committed_files, read_committed};
+pub use read::{committed_files, latest_manifest, read_committed, read_committed_head};
 pub use sink::ParquetSink;

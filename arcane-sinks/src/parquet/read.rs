@@ -26,6 +26,17 @@ pub async fn committed_files(
     Ok(manifest::files_of(&manifests, &current).cloned().collect())
 }
 
+/// The newest manifest of the dataset at `url` (its state: current generation, checkpoints,
+/// backfill progress), or `None` when nothing was committed there.
+pub async fn latest_manifest(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Option<manifest::Manifest>> {
+    let loc = open_location(url, options, "url")?;
+    let name = format!("parquet {}", loc.display);
+    manifest::latest(&loc, &name).await
+}
+
 /// Every row of the current committed files, read with the Parquet reader (one or more
 /// batches per file, in commit order). Each file is fetched whole: this is a helper for tests
 /// and small datasets. A dataset without manifests has no rows.
@@ -33,10 +44,22 @@ pub async fn read_committed(
     url: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Vec<RecordBatch>> {
+    read_rows(url, options, usize::MAX).await
+}
+
+async fn read_rows(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<Vec<RecordBatch>> {
     let loc = open_location(url, options, "url")?;
     let name = format!("parquet {}", loc.display);
     let mut out = Vec::new();
+    let mut left = limit;
     for file in committed_files(url, options).await? {
+        if left == 0 {
+            break;
+        }
         let path = loc.child(&file.path);
         let bytes = loc
             .store
@@ -48,13 +71,26 @@ pub async fn read_committed(
             .map_err(|e| store_error(&name, format!("cannot read committed file {path}"), e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .map_err(|e| read_error(&name, &path, e))?
+            .with_limit(left)
             .build()
             .map_err(|e| read_error(&name, &path, e))?;
         for batch in reader {
-            out.push(batch.map_err(|e| read_error(&name, &path, e.into()))?);
+            let batch = batch.map_err(|e| read_error(&name, &path, e.into()))?;
+            left = left.saturating_sub(batch.num_rows());
+            out.push(batch);
         }
     }
     Ok(out)
+}
+
+/// The first `limit` committed rows (files in commit order); like [`read_committed`], each
+/// file read is fetched whole, but reading stops at the first file that completes `limit`.
+pub async fn read_committed_head(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<Vec<RecordBatch>> {
+    read_rows(url, options, limit).await
 }
 
 fn read_error(

@@ -602,6 +602,18 @@ impl Sink for ParquetSink {
     async fn write(&mut self, group: Group) -> Result<Option<Commit>> {
         self.ensure_open()?;
         let Group { batch, checkpoint } = group;
+        if batch.num_rows() == 0 {
+            // Only the position moved (a file finished, a watermark advanced): nothing to
+            // write or check against the schema; the checkpoint is committed with the next
+            // commit (or the flush).
+            self.last_checkpoint = Some(checkpoint);
+            self.dirty = true;
+            return Ok(if self.roll_due() {
+                self.commit_all().await?
+            } else {
+                None
+            });
+        }
         let target = self.target_for(&batch);
         let conformed = match schema::conform(&batch, &target) {
             Ok(c) => c,
