@@ -47,6 +47,13 @@ fn ids(batches: &[RecordBatch]) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_resumes_exactly_on_local_ndjson_with_bad_lines() {
+    // On the reading thread, and on several decode threads (results taken back in order).
+    for threads in [1, 3] {
+        conformance_on_ndjson_with_bad_lines(threads).await;
+    }
+}
+
+async fn conformance_on_ndjson_with_bad_lines(threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = ndjson(0..120);
     // Bad lines inside the batch the suite cuts in half.
@@ -60,6 +67,7 @@ async fn conformance_resumes_exactly_on_local_ndjson_with_bad_lines() {
     let mut cfg = config(dir.path());
     cfg.batch_rows = 50;
     cfg.schema = Some(id_schema());
+    cfg.decode_threads = std::num::NonZeroUsize::new(threads);
     conformance::source_resumes_exactly(|| {
         Box::new(BlobLandingSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
     })
@@ -567,10 +575,19 @@ fn config_errors_name_the_field() {
         err.starts_with("source.schema[0].type: unknown type \"integer\""),
         "{err}"
     );
-    let err = BlobLandingSource::new(BlobLandingSourceConfig::new("not a url"))
+    let err = BlobLandingSource::new(BlobLandingSourceConfig::new("s4://bucket/landing/"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("source.url: cannot open"), "{err}");
+    let err = BlobLandingSource::new(BlobLandingSourceConfig::new(" "))
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("source.url:"), "{err}");
+    // A plain path is a local directory, relative to the working directory.
+    let dir = tempfile::tempdir().unwrap();
+    let source =
+        BlobLandingSource::new(BlobLandingSourceConfig::new(dir.path().to_str().unwrap())).unwrap();
+    assert!(source.name().contains("file://"), "{}", source.name());
     let parsed: Result<BlobLandingSourceConfig, _> =
         serde_json::from_value(serde_json::json!({"url": "file:///x/", "pollIntervall": "1s"}));
     assert!(parsed.unwrap_err().to_string().contains("pollIntervall"));

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use arcane_core::{Error, Result};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema::parse_type;
+pub use crate::decode::FieldConfig;
+use crate::decode::schema_from_fields;
 
 /// Default rows per decoded batch (`batchRows`).
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
@@ -45,7 +46,8 @@ pub const DEFAULT_CSV_QUOTE: char = '"';
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlobLandingSourceConfig {
     /// The prefix files land under, as an `object_store` URL: `file:///data/landing/`,
-    /// `s3://bucket/prefix/`, `az://container/prefix/` (also `abfss://`), `gs://bucket/prefix/`.
+    /// `s3://bucket/prefix/`, `az://container/prefix/` (also `abfss://`), `gs://bucket/prefix/`,
+    /// or a local directory path (relative paths are resolved against the working directory).
     /// Every file under it (recursively) that passes `glob`/`suffix` is read, in lexicographic
     /// path order.
     pub url: String,
@@ -94,6 +96,11 @@ pub struct BlobLandingSourceConfig {
     /// one); unlimited when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_files_per_poll: Option<NonZeroUsize>,
+    /// Threads decoding NDJSON/CSV blocks of `batchRows` records in parallel while the file is
+    /// read (results are taken back in file order). Default: the number of CPUs available
+    /// (`1` decodes on the reading thread). Memory grows by about two blocks per thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_threads: Option<NonZeroUsize>,
 }
 
 fn default_infer_schema_records() -> usize {
@@ -122,40 +129,33 @@ impl BlobLandingSourceConfig {
             batch_rows: DEFAULT_BATCH_ROWS,
             poll_interval: DEFAULT_POLL_INTERVAL,
             max_files_per_poll: None,
+            decode_threads: None,
         }
+    }
+
+    /// The decode threads to use: `decodeThreads`, else the CPUs available (at most 8).
+    pub fn decode_threads(&self) -> usize {
+        self.decode_threads
+            .map(NonZeroUsize::get)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(NonZeroUsize::get)
+                    .unwrap_or(1)
+                    .min(8)
+            })
     }
 
     /// The explicit schema as Arrow, or `None` when it is to be inferred. `field` is the
     /// config's path for errors (e.g. `spec.source`).
     pub fn arrow_schema(&self, field: &str) -> Result<Option<SchemaRef>> {
-        let Some(fields) = &self.schema else {
-            return Ok(None);
-        };
-        if fields.is_empty() {
-            return Err(Error::config(
+        match &self.schema {
+            None => Ok(None),
+            Some(fields) if fields.is_empty() => Err(Error::config(
                 format!("{field}.schema"),
                 "the schema has no fields; list the columns or omit `schema` to infer it",
-            ));
+            )),
+            Some(fields) => schema_from_fields(fields, &format!("{field}.schema")).map(Some),
         }
-        let mut out = Vec::with_capacity(fields.len());
-        for (i, f) in fields.iter().enumerate() {
-            if f.name.is_empty() {
-                return Err(Error::config(
-                    format!("{field}.schema[{i}].name"),
-                    "the column name is empty",
-                ));
-            }
-            if fields[..i].iter().any(|other| other.name == f.name) {
-                return Err(Error::config(
-                    format!("{field}.schema[{i}].name"),
-                    format!("column \"{}\" is listed twice", f.name),
-                ));
-            }
-            let data_type = parse_type(&f.data_type)
-                .map_err(|message| Error::config(format!("{field}.schema[{i}].type"), message))?;
-            out.push(Field::new(&f.name, data_type, f.nullable));
-        }
-        Ok(Some(Arc::new(Schema::new(out))))
     }
 
     /// Check every setting; `field` is the config's path for errors (e.g. `spec.source`).
@@ -196,46 +196,6 @@ impl BlobLandingSourceConfig {
         self.arrow_schema(field)?;
         Ok(())
     }
-}
-
-/// One column of an explicit schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FieldConfig {
-    /// The column name (the JSON key, the CSV column in header order, or the Parquet column).
-    pub name: String,
-    /// The column type: `bool`, `int8`, `int16`, `int32`, `int64`, `uint8`, `uint16`,
-    /// `uint32`, `uint64`, `float32`, `float64`, `utf8` (or `string`), `large_utf8`,
-    /// `date32`, `date64`, `timestamp[s|ms|us|ns]` or with a time zone
-    /// `timestamp[ms, UTC]` (UTC or an offset such as `+01:00`), `decimal128(precision, scale)`; any other Arrow type in Arrow's
-    /// own syntax (e.g. `List(Int64)`).
-    #[serde(rename = "type")]
-    pub data_type: String,
-    /// Whether the column may be null or missing (default true). A record without a value
-    /// for a non-nullable column is dead-lettered.
-    #[serde(default = "default_true")]
-    pub nullable: bool,
-}
-
-impl FieldConfig {
-    /// A nullable column.
-    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            data_type: data_type.into(),
-            nullable: true,
-        }
-    }
-
-    /// Make the column non-nullable.
-    pub fn required(mut self) -> Self {
-        self.nullable = false;
-        self
-    }
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// The format of the landed files.
@@ -325,4 +285,8 @@ impl CsvConfig {
         }
         Ok((delimiter, quote))
     }
+}
+
+fn default_true() -> bool {
+    true
 }

@@ -5,16 +5,18 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::config::Compression;
 
+/// Bytes fetched per request: large enough that one request per chunk costs nothing (one
+/// message, one wake-up), small enough to bound memory.
+const FETCH_CHUNK_BYTES: u64 = 4 << 20;
 /// Chunks fetched ahead of the decoder.
-const FETCH_AHEAD_CHUNKS: usize = 16;
+const FETCH_AHEAD_CHUNKS: usize = 2;
 
 /// An error from the object store while reading (transient), as opposed to bad content.
 #[derive(Debug, thiserror::Error)]
@@ -38,62 +40,122 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The bytes of an object from `offset`, fetched by a Tokio task and read with blocking calls.
+/// The bytes of an object from `offset`, read with blocking calls: fetched by a Tokio task in
+/// large ranged requests, or, for a file on the local file system, read from it directly
+/// (no intermediate copies, no message per chunk).
 ///
 /// Must be created inside a Tokio runtime and read outside of async code (a blocking thread).
 #[derive(Debug)]
-pub(crate) struct ChunkReader {
-    rx: mpsc::Receiver<Result<Bytes, object_store::Error>>,
-    current: Bytes,
-    _fetch: AbortOnDrop<()>,
+pub(crate) struct ChunkReader(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Remote {
+        rx: mpsc::Receiver<Result<Bytes, object_store::Error>>,
+        current: Bytes,
+        _fetch: AbortOnDrop<()>,
+    },
+    Local {
+        path: std::path::PathBuf,
+        offset: u64,
+        file: Option<std::fs::File>,
+    },
 }
 
 impl ChunkReader {
-    pub(crate) fn open(store: Arc<dyn ObjectStore>, path: Path, offset: u64, size: u64) -> Self {
+    /// Read `path` of `store` from `offset`; `local` is the object's path on the local file
+    /// system when the store is one.
+    pub(crate) fn open(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        offset: u64,
+        size: u64,
+        local: Option<std::path::PathBuf>,
+    ) -> Self {
+        if let Some(path) = local {
+            return Self(Inner::Local {
+                path,
+                offset,
+                file: None,
+            });
+        }
         let (tx, rx) = mpsc::channel(FETCH_AHEAD_CHUNKS);
+        // Ranged requests of FETCH_CHUNK_BYTES, one message each (a streamed GET yields chunks
+        // of a few KiB, one wake-up of the decoder each).
         let fetch = tokio::spawn(async move {
-            if offset >= size {
-                return;
-            }
-            let options = GetOptions {
-                range: (offset > 0).then_some(GetRange::Offset(offset)),
-                ..GetOptions::default()
-            };
-            let mut stream = match store.get_opts(&path, options).await {
-                Ok(result) => result.into_stream(),
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            while let Some(chunk) = stream.next().await {
+            let mut at = offset;
+            while at < size {
+                let end = (at + FETCH_CHUNK_BYTES).min(size);
+                let chunk = store.get_range(&path, at..end).await;
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
                     return;
                 }
+                at = end;
             }
         });
-        Self {
+        Self(Inner::Remote {
             rx,
             current: Bytes::new(),
             _fetch: AbortOnDrop(fetch),
-        }
+        })
     }
+}
+
+/// A local I/O failure as a store failure (transient), not as bad content.
+fn local_error(path: &std::path::Path, e: io::Error) -> io::Error {
+    let path = path.display().to_string();
+    let store_error = if e.kind() == io::ErrorKind::NotFound {
+        object_store::Error::NotFound {
+            path,
+            source: Box::new(e),
+        }
+    } else {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: format!("{path}: {e}").into(),
+        }
+    };
+    io::Error::other(StoreReadError(store_error))
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(io::Error::other(StoreReadError(e))),
+        match &mut self.0 {
+            Inner::Remote { rx, current, .. } => {
+                while current.is_empty() {
+                    match rx.blocking_recv() {
+                        None => return Ok(0),
+                        Some(Ok(chunk)) => *current = chunk,
+                        Some(Err(e)) => return Err(io::Error::other(StoreReadError(e))),
+                    }
+                }
+                let n = out.len().min(current.len());
+                out[..n].copy_from_slice(&current[..n]);
+                current.advance(n);
+                Ok(n)
+            }
+            Inner::Local { path, offset, file } => {
+                if file.is_none() {
+                    use std::io::Seek;
+                    let mut f = std::fs::File::open(&*path).map_err(|e| local_error(path, e))?;
+                    if *offset > 0 {
+                        f.seek(io::SeekFrom::Start(*offset))
+                            .map_err(|e| local_error(path, e))?;
+                    }
+                    *file = Some(f);
+                }
+                match file.as_mut() {
+                    Some(f) => loop {
+                        match f.read(out) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            other => return other.map_err(|e| local_error(path, e)),
+                        }
+                    },
+                    None => Ok(0),
+                }
             }
         }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
-        Ok(n)
     }
 }
 

@@ -43,7 +43,6 @@ mod fetch;
 mod listing;
 mod parquet_file;
 mod position;
-mod schema;
 mod source;
 mod text;
 

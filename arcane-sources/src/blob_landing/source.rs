@@ -55,6 +55,9 @@ pub struct BlobLandingSource {
     config: BlobLandingSourceConfig,
     schema: Option<SchemaRef>,
     csv: (u8, u8),
+    /// The local directory the store's paths are relative to, for `file://` URLs (files are
+    /// then read directly).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl BlobLandingSource {
@@ -67,7 +70,8 @@ impl BlobLandingSource {
     /// `spec.source`).
     pub fn new_at(config: BlobLandingSourceConfig, field: &str) -> Result<Self> {
         config.validate(field)?;
-        let url = url::Url::parse(&config.url).map_err(|e| {
+        let resolved = arcane_core::location::location_url(&config.url, &format!("{field}.url"))?;
+        let url = url::Url::parse(&resolved).map_err(|e| {
             Error::config(
                 format!("{field}.url"),
                 format!(
@@ -87,7 +91,12 @@ impl BlobLandingSource {
                 )
             })?;
         let name = format!("blob-landing {}", display_url(&url));
-        Self::build(name, Arc::from(store), prefix, config, field)
+        let mut source = Self::build(name, Arc::from(store), prefix, config, field)?;
+        // `parse_url_opts` opens `file://` URLs as a local file system rooted at `/`.
+        if url.scheme() == "file" {
+            source.local_root = Some(std::path::PathBuf::from("/"));
+        }
+        Ok(source)
     }
 
     /// A source over `prefix` in an existing `store` (`config.url` is only used in names).
@@ -121,6 +130,7 @@ impl BlobLandingSource {
             config,
             schema,
             csv,
+            local_root: None,
         })
     }
 
@@ -170,6 +180,7 @@ impl Source for BlobLandingSource {
             mode: start.mode,
             dead_letters: start.dead_letters,
             out: tx,
+            local_root: self.local_root.clone(),
         };
         let task = tokio::spawn(async move {
             if let Err(e) = run.drive(resume, skip).await {
@@ -201,6 +212,7 @@ struct Run {
     mode: Mode,
     dead_letters: DeadLetterQueue,
     out: mpsc::Sender<Result<PositionedBatch>>,
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Whether to go on (with the rows still to skip) or stop because the consumer is gone.
@@ -261,6 +273,13 @@ impl Run {
                 Mode::Stream => tokio::time::sleep(self.config.poll_interval).await,
             }
         }
+    }
+
+    /// The object's path on the local file system, when the store is one.
+    fn local_path(&self, location: &Path) -> Option<std::path::PathBuf> {
+        self.local_root
+            .as_ref()
+            .map(|root| root.join(location.as_ref()))
     }
 
     fn store_error(&self, what: &str, e: object_store::Error) -> Error {
@@ -363,6 +382,7 @@ impl Run {
                     meta.location.clone(),
                     raw_offset(compression, position.offset),
                     meta.size,
+                    self.local_path(&meta.location),
                 );
                 let job = TextJob {
                     path: path.clone(),
@@ -370,6 +390,7 @@ impl Run {
                     schema: schema.clone(),
                     batch_rows: self.config.batch_rows,
                     dead_letters: self.dead_letters.clone(),
+                    decode_threads: self.config.decode_threads(),
                 };
                 let offset = position.offset;
                 tokio::task::spawn_blocking(move || {
@@ -466,8 +487,13 @@ impl Run {
         match format {
             Format::Parquet => parquet_schema(&self.store, meta).await,
             Format::Text(text) => {
-                let raw =
-                    ChunkReader::open(self.store.clone(), meta.location.clone(), 0, meta.size);
+                let raw = ChunkReader::open(
+                    self.store.clone(),
+                    meta.location.clone(),
+                    0,
+                    meta.size,
+                    self.local_path(&meta.location),
+                );
                 let max = self.config.infer_schema_records;
                 tokio::task::spawn_blocking(move || {
                     infer_text_schema(open_decompressed(raw, compression, 0), text, max)

@@ -1,19 +1,17 @@
-//! NDJSON and CSV: splitting decompressed bytes into records, decoding blocks of records
-//! straight into Arrow, and isolating bad records.
-//!
-//! The good case costs one `arrow_json`/`arrow_csv` decode per block of `batchRows` records,
-//! directly on the input bytes (no per-row values, no copies). When a block fails, it is split
-//! in halves and each half decoded again, down to the single bad records, which are
-//! dead-lettered with their exact line numbers; the good rows of the block are kept in order.
-//! One bad line in a block of `n` costs about `2·log2(n)` extra decodes of shrinking ranges.
+//! NDJSON and CSV: splitting decompressed bytes into records and decoding blocks of them
+//! with [`BlockDecoder`](crate::decode::block::BlockDecoder), which isolates bad records; they
+//! are dead-lettered with their exact line numbers.
 
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
 use arcane_core::{DeadLetter, DeadLetterQueue};
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{Schema, SchemaRef};
 use tokio::sync::mpsc;
+
+pub(crate) use crate::decode::block::TextFormat;
+use crate::decode::block::{BlockDecoder, Piece, Rec};
 
 use super::event::{FileError, FileEvent, Progress};
 use super::fetch::store_error;
@@ -22,19 +20,6 @@ use super::fetch::store_error;
 const READ_CHUNK: usize = 1 << 20;
 /// A record (line) longer than this fails the rest of its file.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
-
-/// A line-oriented format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TextFormat {
-    /// One JSON object per line.
-    Ndjson,
-    /// CSV; records may span lines inside quoted fields.
-    Csv {
-        header: bool,
-        delimiter: u8,
-        quote: u8,
-    },
-}
 
 /// What reading one text file needs.
 #[derive(Debug, Clone)]
@@ -45,227 +30,27 @@ pub(crate) struct TextJob {
     pub(crate) schema: SchemaRef,
     pub(crate) batch_rows: usize,
     pub(crate) dead_letters: DeadLetterQueue,
+    /// Threads decoding blocks in parallel (1: decode on the reading thread).
+    pub(crate) decode_threads: usize,
 }
 
-/// A complete record in the buffer: bytes `start..end` (without the line break), starting on
-/// line `line` (1-based).
-#[derive(Debug, Clone, Copy)]
-struct Rec {
-    start: usize,
-    end: usize,
-    line: u64,
+/// A block of records handed to a decode thread: its bytes (copied out of the read buffer),
+/// the records in it, and the file's progress after it.
+struct Block {
+    data: Vec<u8>,
+    recs: Vec<Rec>,
+    lines: u64,
+    offset: u64,
 }
 
-enum Piece {
-    Good(RecordBatch),
-    Bad(usize, String),
+/// A decoded block, handed back in order.
+struct Decoded {
+    block: Block,
+    pieces: Vec<Piece>,
 }
 
-/// Decodes contiguous ranges of records.
-struct BlockDecoder {
-    format: TextFormat,
-    /// The stream's schema.
-    target: SchemaRef,
-    /// The schema handed to the Arrow decoders: `target` with `UTC` time zones written as
-    /// `+00:00` (Arrow parses named zones only with its `chrono-tz` feature).
-    schema: SchemaRef,
-    batch_rows: usize,
-    json: Option<arrow_json::reader::Decoder>,
-}
-
-/// `schema` with top-level `UTC` time zones written as the offset `+00:00`.
-fn decode_schema(schema: &SchemaRef) -> SchemaRef {
-    let mut changed = false;
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(unit, Some(tz)) if is_utc(tz) => {
-                changed = true;
-                f.as_ref()
-                    .clone()
-                    .with_data_type(DataType::Timestamp(*unit, Some("+00:00".into())))
-            }
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    if changed {
-        Arc::new(Schema::new(fields))
-    } else {
-        schema.clone()
-    }
-}
-
-/// Whether a time zone name means UTC.
-pub(crate) fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "utc" | "Z" | "Etc/UTC" | "+00:00")
-}
-
-impl BlockDecoder {
-    fn new(format: TextFormat, target: SchemaRef, batch_rows: usize) -> Self {
-        Self {
-            format,
-            schema: decode_schema(&target),
-            target,
-            batch_rows,
-            json: None,
-        }
-    }
-
-    /// Decode `bytes`, which must hold exactly `expected` records.
-    fn decode(&mut self, bytes: &[u8], expected: usize) -> Result<RecordBatch, String> {
-        let batch = self.decode_raw(bytes, expected)?;
-        if Arc::ptr_eq(&self.schema, &self.target) {
-            return Ok(batch);
-        }
-        // Relabel `+00:00` columns as the stream's `UTC` (same values).
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.target.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    arrow_cast::cast(c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        RecordBatch::try_new(self.target.clone(), columns).map_err(|e| e.to_string())
-    }
-
-    fn decode_raw(&mut self, bytes: &[u8], expected: usize) -> Result<RecordBatch, String> {
-        let result = match self.format {
-            TextFormat::Ndjson => self.decode_json(bytes),
-            TextFormat::Csv {
-                delimiter, quote, ..
-            } => self.decode_csv(bytes, expected, delimiter, quote),
-        };
-        match result {
-            Ok(batch) if batch.num_rows() == expected => Ok(batch),
-            Ok(batch) => {
-                self.json = None;
-                Err(match self.format {
-                    TextFormat::Ndjson => format!(
-                        "the line holds {} JSON values; expected exactly one object per line",
-                        batch.num_rows()
-                    ),
-                    TextFormat::Csv { .. } => format!(
-                        "the record holds {} CSV records; expected one",
-                        batch.num_rows()
-                    ),
-                })
-            }
-            Err(e) => {
-                self.json = None;
-                Err(e)
-            }
-        }
-    }
-
-    fn decode_json(&mut self, bytes: &[u8]) -> Result<RecordBatch, String> {
-        let decoder = match &mut self.json {
-            Some(d) => d,
-            None => {
-                let d = arrow_json::ReaderBuilder::new(self.schema.clone())
-                    // Never stop early on a valid block; a line with extra values overflows.
-                    .with_batch_size(self.batch_rows + 1)
-                    .build_decoder()
-                    .map_err(|e| e.to_string())?;
-                self.json.insert(d)
-            }
-        };
-        let consumed = decoder.decode(bytes).map_err(|e| json_reason(&e))?;
-        if consumed < bytes.len() {
-            return Err(
-                "the line holds more than one JSON value; expected exactly one object per line"
-                    .into(),
-            );
-        }
-        if decoder.has_partial_record() {
-            return Err("incomplete JSON: the line ends inside a value".into());
-        }
-        let batch = decoder.flush().map_err(|e| json_reason(&e))?;
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
-    }
-
-    fn decode_csv(
-        &mut self,
-        bytes: &[u8],
-        expected: usize,
-        delimiter: u8,
-        quote: u8,
-    ) -> Result<RecordBatch, String> {
-        let mut decoder = arrow_csv::ReaderBuilder::new(self.schema.clone())
-            .with_header(false)
-            .with_delimiter(delimiter)
-            .with_quote(quote)
-            .with_batch_size(expected + 1)
-            .build_decoder();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let n = decoder.decode(rest).map_err(|e| csv_reason(&e))?;
-            if n == 0 {
-                break;
-            }
-            rest = &rest[n..];
-        }
-        if !rest.is_empty() {
-            return Err("the record holds more than one CSV record".into());
-        }
-        // The last record's line break was cut off by the splitter.
-        decoder.decode(b"\n").map_err(|e| csv_reason(&e))?;
-        let batch = decoder.flush().map_err(|e| csv_reason(&e))?;
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
-    }
-
-    /// Decode records `lo..hi` of `recs`, splitting ranges that fail.
-    fn decode_range(
-        &mut self,
-        buf: &[u8],
-        recs: &[Rec],
-        lo: usize,
-        hi: usize,
-        out: &mut Vec<Piece>,
-    ) {
-        let bytes = &buf[recs[lo].start..recs[hi - 1].end];
-        match self.decode(bytes, hi - lo) {
-            Ok(batch) => out.push(Piece::Good(batch)),
-            Err(reason) if hi - lo == 1 => out.push(Piece::Bad(lo, reason)),
-            Err(_) => {
-                let mid = lo + (hi - lo) / 2;
-                self.decode_range(buf, recs, lo, mid, out);
-                self.decode_range(buf, recs, mid, hi, out);
-            }
-        }
-    }
-}
-
-fn json_reason(e: &arrow_schema::ArrowError) -> String {
-    let s = e.to_string();
-    s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
-}
-
-/// arrow-csv numbers lines within the decoded range; the dead letter's locator has the real
-/// line, so drop them from the message.
-fn csv_reason(e: &arrow_schema::ArrowError) -> String {
-    let s = e.to_string();
-    let mut s = s
-        .strip_prefix("Csv error: ")
-        .or_else(|| s.strip_prefix("Parser error: "))
-        .unwrap_or(&s)
-        .to_string();
-    for marker in [" at line ", " for line "] {
-        if let Some(i) = s.find(marker) {
-            let tail = &s[i + marker.len()..];
-            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
-            let rest = &tail[digits..];
-            s = format!("{}{}", &s[..i], rest);
-        }
-    }
-    s
-}
+/// Work for the decode threads: a block and where to send it back.
+type DecodeJob = (Block, std::sync::mpsc::SyncSender<Decoded>);
 
 fn is_blank(bytes: &[u8]) -> bool {
     bytes.iter().all(u8::is_ascii_whitespace)
@@ -282,12 +67,59 @@ pub(crate) fn read_text_file(
     skip: u64,
     out: &mpsc::Sender<FileEvent>,
 ) {
+    let threads = job.decode_threads.max(1);
+    if threads == 1 {
+        read_with(job, reader, start, skip, out, None);
+        return;
+    }
+    // Blocks are decoded by `threads` threads while this one splits the input into records;
+    // results are taken back in order, so positions and dead letters stay in file order.
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(threads);
+    let jobs_rx = std::sync::Mutex::new(jobs_rx);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let jobs_rx = &jobs_rx;
+            scope.spawn(move || {
+                let mut decoder = BlockDecoder::new(job.format, job.schema.clone(), job.batch_rows);
+                loop {
+                    let next = match jobs_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((block, reply)) = next else { return };
+                    let mut pieces = Vec::with_capacity(1);
+                    decoder.decode_range(
+                        &block.data,
+                        &block.recs,
+                        0,
+                        block.recs.len(),
+                        &mut pieces,
+                    );
+                    let _ = reply.send(Decoded { block, pieces });
+                }
+            });
+        }
+        read_with(job, reader, start, skip, out, Some((jobs_tx, threads + 1)));
+    });
+}
+
+fn read_with(
+    job: &TextJob,
+    reader: io::Result<Box<dyn Read + Send>>,
+    start: Progress,
+    skip: u64,
+    out: &mpsc::Sender<FileEvent>,
+    pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
+) {
     let mut state = TextState {
         job,
         decoder: BlockDecoder::new(job.format, job.schema.clone(), job.batch_rows),
         progress: start,
         skip,
         out,
+        pool,
+        in_flight: std::collections::VecDeque::new(),
+        spare: Vec::new(),
     };
     let mut reader = match reader {
         Ok(r) => r,
@@ -409,6 +241,9 @@ pub(crate) fn read_text_file(
             if !block.is_empty() && !state.emit(&buf, &block, line, end_offset) {
                 return;
             }
+            if !state.drain() {
+                return;
+            }
             state.progress.lines = line;
             state.progress.offset = end_offset;
             let _ = out.blocking_send(FileEvent::Done {
@@ -456,15 +291,97 @@ struct TextState<'a> {
     progress: Progress,
     skip: u64,
     out: &'a mpsc::Sender<FileEvent>,
+    /// Decode threads and how many blocks may be in flight.
+    pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
+    /// Blocks handed to the decode threads, oldest first.
+    in_flight: std::collections::VecDeque<std::sync::mpsc::Receiver<Decoded>>,
+    /// Buffers of reported blocks, reused for the next ones (no allocation per block).
+    spare: Vec<Vec<u8>>,
 }
 
 impl TextState<'_> {
-    /// Decode `block`, dead-letter its bad records and send its rows; `lines` and `offset`
-    /// are the file's progress after the block. False when the receiver is gone.
+    /// Decode `block` (here or on a decode thread), dead-letter its bad records and send its
+    /// rows; `lines` and `offset` are the file's progress after the block. False when the
+    /// receiver is gone.
     fn emit(&mut self, buf: &[u8], block: &[Rec], lines: u64, offset: u64) -> bool {
-        let mut pieces = Vec::with_capacity(1);
-        self.decoder
-            .decode_range(buf, block, 0, block.len(), &mut pieces);
+        let Some((jobs, max_in_flight)) = &self.pool else {
+            let mut pieces = Vec::with_capacity(1);
+            self.decoder
+                .decode_range(buf, block, 0, block.len(), &mut pieces);
+            return self.report(buf, block, pieces, lines, offset);
+        };
+        let base = block[0].start;
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&buf[base..block[block.len() - 1].end]);
+        let recs = block
+            .iter()
+            .map(|r| Rec {
+                start: r.start - base,
+                end: r.end - base,
+                line: r.line,
+            })
+            .collect();
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        let block = Block {
+            data,
+            recs,
+            lines,
+            offset,
+        };
+        if jobs.send((block, reply)).is_err() {
+            return false;
+        }
+        self.in_flight.push_back(result);
+        let max_in_flight = *max_in_flight;
+        while self.in_flight.len() > max_in_flight {
+            if !self.take_oldest() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Report the oldest block in flight. False when the receiver is gone.
+    fn take_oldest(&mut self) -> bool {
+        let Some(result) = self.in_flight.pop_front() else {
+            return true;
+        };
+        match result.recv() {
+            Ok(Decoded { block, pieces }) => {
+                let sent = self.report(&block.data, &block.recs, pieces, block.lines, block.offset);
+                self.spare.push(block.data);
+                sent
+            }
+            Err(_) => {
+                let _ = self.out.blocking_send(FileEvent::Failed(format!(
+                    "a decode thread of {} stopped unexpectedly",
+                    self.job.path
+                )));
+                false
+            }
+        }
+    }
+
+    /// Report every block in flight, in order. False when the receiver is gone.
+    fn drain(&mut self) -> bool {
+        while !self.in_flight.is_empty() {
+            if !self.take_oldest() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Dead-letter the bad records of a decoded block and send its rows.
+    fn report(
+        &mut self,
+        buf: &[u8],
+        block: &[Rec],
+        pieces: Vec<Piece>,
+        lines: u64,
+        offset: u64,
+    ) -> bool {
         let mut good = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {
@@ -522,6 +439,10 @@ impl TextState<'_> {
     /// The content cannot be read from line `from_line` on: dead-letter the rest of the file
     /// (or report a store failure).
     fn fail(&mut self, e: io::Error, from_line: u64) {
+        // What was read before the failure is reported first, in order.
+        if !self.drain() {
+            return;
+        }
         if store_error(&e).is_some() {
             let inner = e
                 .into_inner()

@@ -1,11 +1,85 @@
-//! Column type names of an explicit schema.
+//! [`FieldConfig`]: the columns of an explicit schema in a spec, and their type names.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
-use arrow_schema::{DataType, TimeUnit};
+use arcane_core::{Error, Result};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-/// Parse a type name of [`FieldConfig::data_type`](super::FieldConfig::data_type).
-pub(crate) fn parse_type(name: &str) -> Result<DataType, String> {
+/// One column of an explicit schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldConfig {
+    /// The column name (the JSON key, the CSV column in header order, or the Parquet column).
+    pub name: String,
+    /// The column type: `bool`, `int8`, `int16`, `int32`, `int64`, `uint8`, `uint16`,
+    /// `uint32`, `uint64`, `float32`, `float64`, `utf8` (or `string`), `large_utf8`,
+    /// `date32`, `date64`, `timestamp[s|ms|us|ns]` or with a time zone
+    /// `timestamp[ms, UTC]` (UTC or an offset such as `+01:00`), `decimal128(precision, scale)`;
+    /// any other Arrow type in Arrow's own syntax (e.g. `List(Int64)`).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether the column may be null or missing (default true). A record without a value
+    /// for a non-nullable column is dead-lettered.
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+}
+
+impl FieldConfig {
+    /// A nullable column.
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: true,
+        }
+    }
+
+    /// Make the column non-nullable.
+    pub fn required(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The Arrow schema of `fields`; `field` is the list's path in the spec for errors
+/// (`spec.source.schema`), so an error names the column: `spec.source.schema[2].type`.
+pub fn schema_from_fields(fields: &[FieldConfig], field: &str) -> Result<SchemaRef> {
+    if fields.is_empty() {
+        return Err(Error::config(
+            field,
+            "the schema has no fields; list the columns (name, type, nullable)",
+        ));
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        if f.name.is_empty() {
+            return Err(Error::config(
+                format!("{field}[{i}].name"),
+                "the column name is empty",
+            ));
+        }
+        if fields[..i].iter().any(|other| other.name == f.name) {
+            return Err(Error::config(
+                format!("{field}[{i}].name"),
+                format!("column \"{}\" is listed twice", f.name),
+            ));
+        }
+        let data_type = parse_type(&f.data_type)
+            .map_err(|message| Error::config(format!("{field}[{i}].type"), message))?;
+        out.push(Field::new(&f.name, data_type, f.nullable));
+    }
+    Ok(Arc::new(Schema::new(out)))
+}
+
+/// Parse a type name of [`FieldConfig::data_type`].
+pub fn parse_type(name: &str) -> Result<DataType, String> {
     let trimmed = name.trim();
     let lower = trimmed.to_ascii_lowercase();
     let simple = match lower.as_str() {
@@ -60,7 +134,7 @@ pub(crate) fn parse_type(name: &str) -> Result<DataType, String> {
             let offset = tz.len() == 6
                 && (tz.starts_with('+') || tz.starts_with('-'))
                 && tz.as_bytes()[3] == b':';
-            if !(super::text::is_utc(tz) || offset) {
+            if !(super::block::is_utc(tz) || offset) {
                 return Err(format!(
                     "time zone \"{tz}\" in \"{name}\" is not supported; use UTC or an offset such as +01:00, e.g. timestamp[ms, UTC]"
                 ));
