@@ -21,6 +21,8 @@ pub const ENV_DOGSTATSD_ADDR: &str = "ARCANE_DOGSTATSD_ADDR";
 pub const ENV_TERMINATION_LOG: &str = "ARCANE_TERMINATION_LOG";
 /// `ARCANE_LOG_FORMAT`: `json`, `text` or `auto`.
 pub const ENV_LOG_FORMAT: &str = "ARCANE_LOG_FORMAT";
+/// `ARCANE_PROGRESS_INTERVAL`: how often progress is logged when not on a terminal.
+pub const ENV_PROGRESS_INTERVAL: &str = "ARCANE_PROGRESS_INTERVAL";
 /// `RUST_LOG`: log filter directives.
 pub const ENV_LOG_FILTER: &str = "RUST_LOG";
 /// `ARCANE_JOB_ANNOTATION_KEY`: annotation set on the Job after a schema mismatch.
@@ -117,6 +119,12 @@ pub struct RunArgs {
     #[arg(long, env = ENV_LOG_FORMAT, value_name = "FORMAT", default_value = "auto", help_heading = "Process")]
     pub log_format: String,
 
+    /// How often progress (rows read and committed, files, bytes) is logged when stderr is not
+    /// a terminal (humantime); on a terminal with text logs a live line is drawn instead.
+    /// `off` disables the log lines.
+    #[arg(long, env = ENV_PROGRESS_INTERVAL, value_name = "DURATION", default_value = "60s", help_heading = "Process")]
+    pub progress_interval: String,
+
     /// Log filter directives (`info`, `arcane_core=debug,info`).
     #[arg(long = "log", env = ENV_LOG_FILTER, value_name = "FILTER", default_value = DEFAULT_LOG_FILTER, help_heading = "Process")]
     pub log_filter: String,
@@ -173,6 +181,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter directives.
     pub log_filter: String,
+    /// How often progress is logged (not on a terminal); `Duration::MAX` when disabled.
+    pub progress_interval: Duration,
     /// Kubernetes settings for the schema-mismatch annotation.
     pub kube: KubeSettings,
 }
@@ -222,12 +232,7 @@ impl RunArgs {
         let drain_timeout = if drain.is_empty() {
             DEFAULT_DRAIN_TIMEOUT
         } else {
-            humantime::parse_duration(drain).map_err(|e| {
-                StreamError::config(
-                    format!("{ENV_DRAIN_TIMEOUT} (--drain-timeout)"),
-                    format!("invalid duration {drain:?} ({e}); use a humantime duration such as 30s or 2m"),
-                )
-            })?
+            parse_duration(drain, &format!("{ENV_DRAIN_TIMEOUT} (--drain-timeout)"))?
         };
         let metrics_addr =
             (!disabled(&self.metrics_addr)).then(|| self.metrics_addr.trim().to_string());
@@ -268,6 +273,20 @@ impl RunArgs {
         } else {
             self.log_filter.trim().to_string()
         };
+        let progress_interval = if disabled(&self.progress_interval) {
+            Duration::MAX
+        } else {
+            parse_duration(
+                &self.progress_interval,
+                &format!("{ENV_PROGRESS_INTERVAL} (--progress-interval)"),
+            )?
+        };
+        if progress_interval.is_zero() {
+            return Err(StreamError::config(
+                format!("{ENV_PROGRESS_INTERVAL} (--progress-interval)"),
+                "must be greater than zero; use off to disable progress lines",
+            ));
+        }
         let annotation_key = self.job_annotation_key.trim();
         if annotation_key.is_empty() || annotation_key.contains(char::is_whitespace) {
             return Err(StreamError::config(
@@ -284,6 +303,7 @@ impl RunArgs {
             termination_log,
             log_format,
             log_filter,
+            progress_interval,
             kube: KubeSettings {
                 annotation_key: annotation_key.to_string(),
                 namespace: given(&self.namespace).map(str::to_string),
@@ -298,40 +318,78 @@ impl RunArgs {
     /// The stream context: the flags/environment through [`StreamContext::from_lookup`], with
     /// `--spec` read from a file when it is not JSON, the kind defaulting to `default_kind`
     /// and the stream id to the spec file's name (else the kind).
+    ///
+    /// The spec (file or text) may also be a whole stream resource, as applied to the cluster
+    /// (`apiVersion`, `kind`, `metadata.name`, `spec`; JSON, or YAML in a `.yaml`/`.yml`
+    /// file): then its `.spec` is the spec, and its `kind` and `metadata.name` are the stream
+    /// kind and id unless those are set.
     pub fn context(&self, default_kind: Option<&str>) -> Result<ResolvedContext, StreamError> {
         let mut notes = Vec::new();
-        let (spec_text, spec_file) = match given(&self.spec) {
+        let spec_var = || format!("{ENV_SPEC} (--spec)");
+        let (spec_value, spec_file) = match given(&self.spec) {
             None => (None, None),
-            Some(text) if text.starts_with('{') => (Some(text.to_string()), None),
+            Some(text) if text.starts_with('{') => {
+                let value = serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                    StreamError::config(
+                        spec_var(),
+                        format!("not valid JSON ({e}); it must hold a JSON object"),
+                    )
+                })?;
+                (Some(value), None)
+            }
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     StreamError::config(
-                        format!("{ENV_SPEC} (--spec)"),
+                        spec_var(),
                         format!("cannot read spec file {path:?} ({e}); pass the spec's JSON or the path of a file holding it"),
                     )
                 })?;
-                if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
-                    return Err(StreamError::config(
-                        format!("{ENV_SPEC} (--spec)"),
-                        format!("spec file {path:?} is not valid JSON ({e})"),
-                    ));
-                }
-                (Some(text), Some(PathBuf::from(path)))
+                let yaml = Path::new(path)
+                    .extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml");
+                let value = if yaml {
+                    serde_norway::from_str::<serde_json::Value>(&text).map_err(|e| {
+                        StreamError::config(
+                            spec_var(),
+                            format!("spec file {path:?} is not valid YAML ({e})"),
+                        )
+                    })?
+                } else {
+                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                        StreamError::config(
+                            spec_var(),
+                            format!("spec file {path:?} is not valid JSON ({e})"),
+                        )
+                    })?
+                };
+                (Some(value), Some(PathBuf::from(path)))
             }
         };
-        let kind = match (given(&self.kind), default_kind) {
-            (Some(k), _) => Some(k.to_string()),
-            (None, Some(k)) => {
+        let (spec_value, resource) = match spec_value {
+            Some(v) => match StreamResource::detect(v) {
+                Ok(r) => (Some(r.spec.clone()), Some(r)),
+                Err(v) => (Some(v), None),
+            },
+            None => (None, None),
+        };
+        let spec_text = spec_value.map(|v| v.to_string());
+        let resource_kind = resource.as_ref().and_then(|r| r.kind.clone());
+        let resource_name = resource.as_ref().and_then(|r| r.name.clone());
+        let kind = match (given(&self.kind), resource_kind, default_kind) {
+            (Some(k), _, _) => Some(k.to_string()),
+            (None, Some(k), _) => Some(k),
+            (None, None, Some(k)) => {
                 notes.push(format!(
                     "stream kind not set ({ENV_STREAM_KIND} / --kind); using {k:?}"
                 ));
                 Some(k.to_string())
             }
-            (None, None) => None,
+            (None, None, None) => None,
         };
-        let stream_id = match given(&self.stream_id) {
-            Some(id) => Some(id.to_string()),
-            None => {
+        let stream_id = match (given(&self.stream_id), resource_name) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(name)) => Some(name),
+            (None, None) => {
                 let derived = spec_file
                     .as_deref()
                     .and_then(Path::file_stem)
@@ -349,7 +407,7 @@ impl RunArgs {
         if spec_text.is_some() && kind.is_none() {
             return Err(StreamError::MissingEnv {
                 name: ENV_STREAM_KIND,
-                hint: "set it (or --kind) to the stream's kind",
+                hint: "set it (or --kind) to the stream's kind, or pass a whole stream resource (with `kind`) as the spec",
             });
         }
         let lookup = |name: &str| -> Option<String> {
@@ -373,6 +431,51 @@ impl RunArgs {
         }
         Ok(ResolvedContext { context, notes })
     }
+}
+
+/// A stream custom resource passed where a spec was expected.
+struct StreamResource {
+    kind: Option<String>,
+    name: Option<String>,
+    spec: serde_json::Value,
+}
+
+impl StreamResource {
+    /// `Ok` when `value` looks like a whole resource (`spec` plus `apiVersion` or `kind`),
+    /// else the value back.
+    fn detect(value: serde_json::Value) -> Result<Self, serde_json::Value> {
+        let is_resource = value.get("spec").is_some_and(serde_json::Value::is_object)
+            && (value
+                .get("apiVersion")
+                .is_some_and(serde_json::Value::is_string)
+                || value.get("kind").is_some_and(serde_json::Value::is_string));
+        if !is_resource {
+            return Err(value);
+        }
+        let text = |v: Option<&serde_json::Value>| {
+            v.and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .filter(|s| !s.is_empty())
+        };
+        Ok(Self {
+            kind: text(value.get("kind")),
+            name: text(value.pointer("/metadata/name")),
+            spec: value.get("spec").cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// Parse a humantime duration (`30s`, `2m`); errors are [`StreamError::Config`] naming `field`.
+pub fn parse_duration(text: &str, field: &str) -> Result<Duration, StreamError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        StreamError::config(
+            field,
+            format!(
+                "invalid duration {:?} ({e}); use a humantime duration such as 30s or 2m",
+                text.trim()
+            ),
+        )
+    })
 }
 
 fn validate_host_port(addr: &str) -> Result<(), String> {
@@ -539,6 +642,40 @@ mod tests {
                 .starts_with("STREAMCONTEXT__SPEC (--spec): cannot read spec file"),
             "{err}"
         );
+        let resource = dir.path().join("orders-stream.yaml");
+        std::fs::write(
+            &resource,
+            "apiVersion: streaming.sneaksanddata.com/v1\nkind: BlobLandingStream\nmetadata:\n  name: orders\nspec:\n  rows: 3\n",
+        )
+        .unwrap();
+        let r = args(&["--spec", resource.to_str().unwrap()])
+            .context(None)
+            .unwrap();
+        assert_eq!(r.context.stream_kind, "BlobLandingStream");
+        assert_eq!(r.context.stream_id, "orders");
+        assert_eq!(r.context.spec, serde_json::json!({"rows": 3}));
+        let r = args(&[
+            "--kind",
+            "other",
+            "--stream-id",
+            "x",
+            "--spec",
+            r#"{"kind": "BlobLandingStream", "spec": {"rows": 4}}"#,
+        ])
+        .context(None)
+        .unwrap();
+        assert_eq!(
+            (r.context.stream_kind.as_str(), r.context.stream_id.as_str()),
+            ("other", "x")
+        );
+        assert_eq!(r.context.spec, serde_json::json!({"rows": 4}));
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "spec: [unclosed").unwrap();
+        let err = args(&["--kind", "k", "--spec", bad.to_str().unwrap()])
+            .context(None)
+            .unwrap_err();
+        assert!(err.to_string().contains("is not valid YAML"), "{err}");
+
         let err = args(&["--kind", "k", "--spec", "{}", "--backfill", "maybe"])
             .context(None)
             .unwrap_err();

@@ -108,6 +108,7 @@ pub mod fixture;
 pub mod kube_job;
 pub mod logging;
 pub mod outcome;
+mod progress;
 pub mod registry;
 pub mod runner;
 pub mod telemetry;

@@ -65,7 +65,7 @@ pub fn install(
             .is_ok(),
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(crate::progress::ClearingStdout)
             .with_target(false)
             .try_init()
             .is_ok(),

@@ -21,8 +21,9 @@ pub struct KindInfo {
 
 /// Stream kinds (name → builder) of a binary that hosts several.
 ///
-/// Kinds match exactly, or else by their snake_case form, so the operator's CRD kind
-/// `BlobLanding` finds a builder registered as `blob-landing`.
+/// Kinds match exactly, or else by their snake_case form without a trailing `Stream`, so the
+/// operator's CRD kind `BlobLandingStream` (which it passes as `STREAMCONTEXT__STREAM_KIND`)
+/// finds a builder registered as `blob-landing`.
 #[derive(Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Box<dyn DynStreamGraphBuilder>>,
@@ -71,17 +72,28 @@ impl Registry {
             .collect()
     }
 
-    /// The builder for `kind`: an exact match, else a snake_case match, else the default.
+    /// The builder for `kind`: an exact match, else a match of the snake_case forms without a
+    /// trailing `Stream` (`BlobLandingStream` = `blob-landing`), else the default.
     pub fn get(&self, kind: &str) -> Option<&dyn DynStreamGraphBuilder> {
-        if let Some(b) = self.kinds.get(kind) {
-            return Some(b.as_ref());
+        self.named(kind).or(self.default.as_deref())
+    }
+
+    /// The registered name `kind` resolves to, if any (see [`Registry::get`]).
+    pub fn canonical_name(&self, kind: &str) -> Option<&str> {
+        if let Some((name, _)) = self.kinds.get_key_value(kind) {
+            return Some(name.as_str());
         }
-        let wanted = snake_case(kind);
+        let wanted = normalized(kind);
         self.kinds
-            .iter()
-            .find(|(name, _)| snake_case(name) == wanted)
-            .map(|(_, b)| b.as_ref())
-            .or(self.default.as_deref())
+            .keys()
+            .find(|name| normalized(name) == wanted)
+            .map(String::as_str)
+    }
+
+    fn named(&self, kind: &str) -> Option<&dyn DynStreamGraphBuilder> {
+        self.canonical_name(kind)
+            .and_then(|name| self.kinds.get(name))
+            .map(Box::as_ref)
     }
 
     /// Like [`Registry::get`], with an error naming `STREAMCONTEXT__STREAM_KIND` and the hosted
@@ -101,35 +113,33 @@ impl Registry {
     /// The JSON Schema of `kind`'s spec: `Ok(None)` when the builder provides none, an error
     /// when the kind is unknown.
     pub fn spec_schema(&self, kind: &str) -> Result<Option<Value>, StreamError> {
-        let builder = self
-            .kinds
-            .get(kind)
-            .map(Box::as_ref)
-            .or_else(|| {
-                let wanted = snake_case(kind);
-                self.kinds
-                    .iter()
-                    .find(|(name, _)| snake_case(name) == wanted)
-                    .map(|(_, b)| b.as_ref())
-            })
-            .ok_or_else(|| {
-                StreamError::config(
-                    "KIND",
-                    format!(
-                        "unknown stream kind {kind:?}; this binary hosts: {}",
-                        self.known()
-                    ),
-                )
-            })?;
+        let builder = self.named(kind).ok_or_else(|| {
+            StreamError::config(
+                "KIND",
+                format!(
+                    "unknown stream kind {kind:?}; this binary hosts: {}",
+                    self.known()
+                ),
+            )
+        })?;
         Ok(builder.spec_schema())
     }
 
-    fn known(&self) -> String {
+    pub(crate) fn known(&self) -> String {
         if self.kinds.is_empty() {
             "no named kinds".into()
         } else {
             self.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
         }
+    }
+}
+
+/// snake_case without a trailing `_stream`: `BlobLandingStream`, `blob-landing` → `blob_landing`.
+fn normalized(kind: &str) -> String {
+    let snake = snake_case(kind);
+    match snake.strip_suffix("_stream") {
+        Some(stem) if !stem.is_empty() => stem.to_string(),
+        _ => snake,
     }
 }
 
@@ -185,6 +195,11 @@ mod tests {
             "lands files"
         );
         assert_eq!(r.resolve("generator").unwrap().description(), "with schema");
+        assert_eq!(
+            r.resolve("BlobLandingStream").unwrap().description(),
+            "lands files"
+        );
+        assert_eq!(r.canonical_name("BlobLandingStream"), Some("blob-landing"));
         let err = r.resolve("nats").err().unwrap();
         assert_eq!(
             err.to_string(),

@@ -19,7 +19,7 @@ use crate::config::{
 use crate::outcome::{Classifier, Escalation, Outcome, Stop, classify};
 use crate::registry::Registry;
 use crate::telemetry::{self, Health};
-use crate::{kube_job, logging};
+use crate::{kube_job, logging, progress};
 
 /// After an abort, how long to wait for the stream's task before giving up on its report.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
@@ -137,6 +137,7 @@ impl Runner {
     /// Like [`Runner::execute`], on the current Tokio runtime (which must have I/O and time
     /// enabled). Installs the global logger and metrics recorder unless already installed.
     pub async fn execute_async(self, args: RunArgs) -> Outcome {
+        let started = std::time::Instant::now();
         let default_kind = self.registry.has_default().then(binary_name);
         let settings = args.settings();
         let resolved = args.context(default_kind.as_deref());
@@ -161,7 +162,7 @@ impl Runner {
             (Ok(ok), None) => ok,
             (Err(e), _) | (Ok(_), Some(e)) => {
                 let outcome = Outcome::from_setup_error(&e, self.classifier.as_ref());
-                return finish(outcome, termination_log.as_deref());
+                return finish(outcome, termination_log.as_deref(), started, false);
             }
         };
         for note in &resolved.notes {
@@ -175,11 +176,15 @@ impl Runner {
             dogstatsd_addr = settings.dogstatsd_addr.as_deref().unwrap_or("off"),
             "arcane runner starting"
         );
-        let outcome = self.run_stream(&settings, &ctx).await.with_context(&ctx);
-        finish(outcome, settings.termination_log.as_deref())
+        let live = progress::live_line(settings.log_format == crate::config::LogFormat::Text);
+        let outcome = self
+            .run_stream(&settings, &ctx, live)
+            .await
+            .with_context(&ctx);
+        finish(outcome, settings.termination_log.as_deref(), started, live)
     }
 
-    async fn run_stream(&self, settings: &Settings, ctx: &StreamContext) -> Outcome {
+    async fn run_stream(&self, settings: &Settings, ctx: &StreamContext, live: bool) -> Outcome {
         let setup_error = |e: StreamError| {
             classify(
                 ctx.mode(),
@@ -247,6 +252,8 @@ impl Runner {
         // Run and drain.
         let running = graph.run(ctx);
         health.set_ready(true);
+        let reporter =
+            progress::Reporter::start(running.progress.clone(), live, settings.progress_interval);
         let kill_switch = running.kill_switch;
         let mut handle = running.handle;
         let mut stop = Stop::default();
@@ -299,6 +306,7 @@ impl Runner {
                 }
             }
         };
+        drop(reporter);
         health.set_ready(false);
         let RunReport { summary, outcome } = report;
         if let Err(e) = &outcome {
@@ -402,8 +410,15 @@ fn binary_name() -> String {
         .unwrap_or_else(|| "stream".into())
 }
 
-/// Log the outcome and what was (not) committed, write the termination message, return it.
-fn finish(outcome: Outcome, termination_log: Option<&std::path::Path>) -> Outcome {
+/// Log the outcome and what was (not) committed, write the termination message, print the
+/// summary line on a terminal, return the outcome.
+fn finish(
+    outcome: Outcome,
+    termination_log: Option<&std::path::Path>,
+    started: std::time::Instant,
+    live: bool,
+) -> Outcome {
+    let elapsed = started.elapsed();
     let s = &outcome.summary;
     let checkpoint = s
         .last_checkpoint
@@ -417,7 +432,9 @@ fn finish(outcome: Outcome, termination_log: Option<&std::path::Path>) -> Outcom
             reason = outcome.reason.as_str(),
             rows_committed = s.rows_committed,
             files_committed = s.files_committed,
+            bytes_committed = s.bytes_committed,
             commits = s.commits,
+            elapsed_secs = elapsed.as_secs_f64(),
             last_checkpoint = %checkpoint,
             "{}", outcome.message
         );
@@ -430,7 +447,9 @@ fn finish(outcome: Outcome, termination_log: Option<&std::path::Path>) -> Outcom
             rows_committed = s.rows_committed,
             rows_uncommitted = s.rows_uncommitted,
             files_committed = s.files_committed,
+            bytes_committed = s.bytes_committed,
             commits = s.commits,
+            elapsed_secs = elapsed.as_secs_f64(),
             last_checkpoint = %checkpoint,
             "{}", outcome.message
         );
@@ -446,6 +465,7 @@ fn finish(outcome: Outcome, termination_log: Option<&std::path::Path>) -> Outcom
             tracing::warn!(error = %e, "termination message not written");
         }
     }
+    progress::print_summary(&outcome, elapsed, live);
     outcome
 }
 
