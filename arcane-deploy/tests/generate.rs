@@ -154,7 +154,7 @@ fn spec_schema_keeps_docs_defaults_enums_and_required_fields() {
         spec["description"]
             .as_str()
             .unwrap()
-            .starts_with("SAMPLE spec standing in for the blob-landing spec"),
+            .starts_with("A sample spec shaped like a file-landing kind."),
         "the type's doc comment is the spec description"
     );
     assert_eq!(

@@ -1,9 +1,9 @@
 //! Shared fixtures and checks of the integration tests.
 //!
-//! The sample spec types stand in for the built-in kinds' real spec types (in
-//! `arcane-sources`/the `arcane` binary) until `arcane spec-schema KIND` can produce their
-//! schemas; they use the same serde/schemars conventions (camelCase, doc comments, defaults,
-//! enums, Options, maps, secret references).
+//! The sample spec types exercise the generators with the serde/schemars shapes real kinds
+//! use (camelCase, doc comments, defaults, enums, Options, maps, secret references). The
+//! chart's own kinds are tested against the `arcane` binary in `arcane-cli/tests/chart.rs`,
+//! which also uses the assertions here.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -56,8 +56,7 @@ fn default_rows_per_group() -> u32 {
     10_000
 }
 
-/// SAMPLE spec standing in for the blob-landing spec (files from object storage to Parquet)
-/// until `arcane spec-schema blob-landing` exists.
+/// A sample spec shaped like a file-landing kind.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SampleBlobLandingSpec {
@@ -87,8 +86,7 @@ pub struct SampleBlobLandingSpec {
     pub client_options: Option<serde_json::Value>,
 }
 
-/// SAMPLE spec standing in for the generator spec (synthetic rows to Parquet) until
-/// `arcane spec-schema generator` exists.
+/// A sample spec shaped like a synthetic-rows kind.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SampleGeneratorSpec {
@@ -102,7 +100,7 @@ pub struct SampleGeneratorSpec {
     pub max_rows: Option<u64>,
 }
 
-/// The two sample kinds, configured like the built-in ones.
+/// The two sample kinds.
 pub fn sample_kinds() -> Vec<KindManifest> {
     vec![
         KindManifest::new(

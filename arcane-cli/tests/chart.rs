@@ -1,21 +1,93 @@
-//! The Helm chart under `deploy/chart`, rendered and linted offline with the PyPI package
-//! `helm-python-sdk` (Helm embedded as a library; `deploy/tests/render_chart.py`), and the
-//! non-template YAML checked with `yamllint`. The rendered objects are checked like the
-//! generated ones: they parse into `k8s-openapi` types, RBAC grants only jobs get/patch, the
-//! Job templates carry the generated podFailurePolicy.
+//! The Helm chart under `deploy/chart` packages the `arcane` binary's kinds:
+//!
+//! * its `crds/` files are the output of `arcane crd KIND`, byte for byte, one per hosted kind
+//!   (regenerate with `scripts/generate-crds.sh`);
+//! * it renders and lints offline with the PyPI package `helm-python-sdk` (Helm embedded as a
+//!   library; `deploy/tests/render_chart.py`), and the rendered objects are checked like the
+//!   generated ones: they parse into `k8s-openapi` types, RBAC grants only jobs get/patch, the
+//!   Job templates carry the generated podFailurePolicy, a StreamClass per kind;
+//! * the example resources in `deploy/examples/` pass the CRD schemas (JSON Schema validator)
+//!   and the invalid ones fail where their `test.arcane/expected-error` annotation says;
+//! * `yamllint` passes on the non-template YAML.
 //!
 //! Needs `ARCANE_TEST_PYTHON`: a Python with `helm-python-sdk` and `yamllint` installed
 //! (`scripts/test.sh` sets it up).
 
-mod common;
+#[path = "../../arcane-deploy/tests/common/mod.rs"]
+mod deploy_common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use arcane_deploy::{
-    JobTemplateOptions, StreamClass, StreamingJobTemplate, crd, job_template, pod_failure_policy,
-    stream_class,
+    JobTemplateOptions, KindManifest, StreamClass, StreamingJobTemplate, crd,
+    crd_validation_schema, from_yaml_documents, job_template, pod_failure_policy, stream_class,
 };
-use common::{assert_job_spec, assert_rbac_minimal, repo_root, sample_kinds};
+use deploy_common::{assert_job_spec, assert_rbac_minimal, repo_root};
+
+/// The hosted kinds as Kubernetes sees them.
+fn kinds() -> Vec<KindManifest> {
+    let runner = arcane_cli::kinds::runner();
+    runner
+        .registry()
+        .kinds()
+        .into_iter()
+        .map(|k| arcane_cli::kinds::kind_manifest(&runner, &k.name).unwrap())
+        .collect()
+}
+
+#[test]
+fn chart_crds_are_the_output_of_arcane_crd_for_every_kind() {
+    let dir = repo_root().join("deploy/chart/crds");
+    let mut expected_files = Vec::new();
+    let mut stale = Vec::new();
+    for kind in kinds() {
+        let out = Command::new(env!("CARGO_BIN_EXE_arcane"))
+            .args(["crd", &kind.kind])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "arcane crd {}: {out:?}", kind.kind);
+        let file = format!("{}.yaml", kind.plural);
+        match std::fs::read(dir.join(&file)) {
+            Ok(actual) if actual == out.stdout => {}
+            _ => stale.push(file.clone()),
+        }
+        expected_files.push(file);
+    }
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    expected_files.sort();
+    assert!(
+        stale.is_empty() && present == expected_files,
+        "deploy/chart/crds is out of date (stale: {stale:?}, present: {present:?}, expected: {expected_files:?}); run scripts/generate-crds.sh"
+    );
+}
+
+#[test]
+fn chart_values_list_every_kind_with_its_names_and_secret_refs() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/chart/values.yaml")).unwrap();
+    let values: Vec<Value> = from_yaml_documents(&text).unwrap();
+    let listed: Vec<Value> = values[0]["kinds"].as_array().unwrap().clone();
+    let expected: Vec<Value> = kinds()
+        .iter()
+        .map(|k| {
+            json!({
+                "kind": k.kind,
+                "crdKind": k.crd_kind,
+                "plural": k.plural,
+                "secretRefs": k.secret_refs,
+            })
+        })
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "deploy/chart/values.yaml `kinds` must list the hosted kinds (scripts/generate-crds.sh prints the list)"
+    );
+}
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -99,20 +171,13 @@ fn chart_renders_lints_and_matches_the_generated_objects() {
         .collect();
     let mut sorted = kinds.clone();
     sorted.sort();
+    let n = self::kinds().len();
+    let mut expected = vec!["Role", "RoleBinding", "ServiceAccount"];
+    expected.extend(std::iter::repeat_n("StreamClass", n));
+    expected.extend(std::iter::repeat_n("StreamingJobTemplate", 2 * n));
     assert_eq!(
-        sorted,
-        [
-            "Role",
-            "RoleBinding",
-            "ServiceAccount",
-            "StreamClass",
-            "StreamClass",
-            "StreamingJobTemplate",
-            "StreamingJobTemplate",
-            "StreamingJobTemplate",
-            "StreamingJobTemplate",
-        ],
-        "no other objects (no ClusterRole, no extra permissions)"
+        sorted, expected,
+        "a StreamClass and two Job templates per kind, no other objects (no ClusterRole, no extra permissions)"
     );
 
     let sa: Vec<ServiceAccount> = of_kind(&rendered.objects, "ServiceAccount");
@@ -131,9 +196,9 @@ fn chart_renders_lints_and_matches_the_generated_objects() {
                 .expect("crds/ file parses into CustomResourceDefinition")
         })
         .collect();
-    assert_eq!(crds.len(), sample_kinds().len());
+    assert_eq!(crds.len(), self::kinds().len());
 
-    for kind in sample_kinds() {
+    for kind in self::kinds() {
         let generated = stream_class(&kind).unwrap();
         let class = classes
             .iter()
@@ -219,7 +284,7 @@ fn chart_values_change_the_job_templates() {
     }))
     .unwrap_or_else(|e| panic!("helm template failed: {e}"));
     let templates: Vec<StreamingJobTemplate> = of_kind(&rendered.objects, "StreamingJobTemplate");
-    assert_eq!(templates.len(), 4);
+    assert_eq!(templates.len(), 2 * kinds().len());
     for template in &templates {
         let backfill = template
             .metadata
@@ -278,4 +343,130 @@ fn yamllint_passes_on_the_non_template_yaml() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Validators of the chart's CRDs, by `apiVersion` and `kind`.
+fn validators() -> BTreeMap<(String, String), jsonschema::Validator> {
+    let mut out = BTreeMap::new();
+    for path in yaml_files(&repo_root().join("deploy/chart/crds")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let crds: Vec<CustomResourceDefinition> =
+            from_yaml_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for crd in crds {
+            let schema = crd_validation_schema(&crd).unwrap();
+            let validator = jsonschema::draft4::new(&schema)
+                .unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", path.display()));
+            let version = crd.spec.versions.iter().find(|v| v.storage).unwrap();
+            let api_version = format!("{}/{}", crd.spec.group, version.name);
+            out.insert((api_version, crd.spec.names.kind.clone()), validator);
+        }
+    }
+    assert_eq!(
+        out.len(),
+        kinds().len(),
+        "the chart has a CRD per hosted kind"
+    );
+    out
+}
+
+fn examples() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for path in yaml_files(&repo_root().join("deploy/examples")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<Value> = from_yaml_documents(&text).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for doc in docs {
+            out.push((name.clone(), doc));
+        }
+    }
+    out
+}
+
+fn errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<(String, String)> {
+    validator
+        .iter_errors(doc)
+        .map(|e| (e.instance_path().to_string(), e.to_string()))
+        .collect()
+}
+
+#[test]
+fn valid_examples_pass_the_crd_schema() {
+    let validators = validators();
+    let mut checked = 0;
+    for (file, doc) in examples()
+        .into_iter()
+        .filter(|(f, _)| !f.starts_with("invalid-"))
+    {
+        let key = (
+            doc["apiVersion"].as_str().unwrap().to_string(),
+            doc["kind"].as_str().unwrap().to_string(),
+        );
+        let validator = validators
+            .get(&key)
+            .unwrap_or_else(|| panic!("{file}: no CRD for {key:?}"));
+        let errs = errors(validator, &doc);
+        assert!(errs.is_empty(), "{file} is rejected: {errs:?}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "every kind has a valid example");
+}
+
+#[test]
+fn invalid_examples_fail_where_they_say() {
+    let validators = validators();
+    let mut checked = 0;
+    for (file, doc) in examples()
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("invalid-"))
+    {
+        let key = (
+            doc["apiVersion"].as_str().unwrap().to_string(),
+            doc["kind"].as_str().unwrap().to_string(),
+        );
+        let validator = validators
+            .get(&key)
+            .unwrap_or_else(|| panic!("{file}: no CRD for {key:?}"));
+        let expected = doc["metadata"]["annotations"]["test.arcane/expected-error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file} has no test.arcane/expected-error annotation"));
+        let errs = errors(validator, &doc);
+        assert!(
+            !errs.is_empty() && errs.iter().all(|(path, _)| path.starts_with(expected)),
+            "{file}: expected errors only at or under {expected}, got {errs:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
+
+#[test]
+fn the_validator_rejects_a_wrong_phase_even_when_the_rest_is_valid() {
+    let validators = validators();
+    let (_, mut doc) = examples()
+        .into_iter()
+        .find(|(f, _)| f == "blob-landing-stream-csv.yaml")
+        .unwrap();
+    let key = (
+        doc["apiVersion"].as_str().unwrap().to_string(),
+        doc["kind"].as_str().unwrap().to_string(),
+    );
+    let validator = &validators[&key];
+    assert!(errors(validator, &doc).is_empty());
+    doc["status"]["phase"] = Value::String("Running".into());
+    assert_eq!(errors(validator, &doc).len(), 1, "phases are upper-case");
+    doc["status"]["phase"] = Value::String("RUNNING".into());
+    doc["spec"].as_object_mut().unwrap().remove("source");
+    let errs = errors(validator, &doc);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].1.contains("source"), "{errs:?}");
 }

@@ -1,0 +1,185 @@
+//! The `arcane` command line.
+
+use std::io::Write;
+
+use arcane_deploy::{JobTemplateOptions, crd_yaml, manifests};
+use arcane_runner::{RunArgs, Runner};
+use clap::{Parser, Subcommand};
+
+use crate::Error;
+use crate::kinds::kind_manifest;
+
+/// Run Arcane's built-in stream kinds, and print what Kubernetes needs to run them.
+///
+/// Without a subcommand, `arcane` runs the stream described by the `STREAMCONTEXT__*`
+/// environment (what the Arcane operator's Jobs set), like `arcane run`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "arcane",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = arcane_runner::EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `run` flags, when no subcommand is given.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stream: `arcane run --spec stream.yaml` (a stream resource, or a bare spec with
+    /// --kind), or the `STREAMCONTEXT__*` environment.
+    #[command(after_help = arcane_runner::EXIT_CODES_HELP)]
+    Run(Box<RunArgs>),
+    /// Show what a Parquet sink committed at a location: generation, files, rows, the
+    /// checkpoint its source resumes from, the schema and the first rows.
+    Show {
+        /// The sink's `url` (`arcane-out/orders`, `s3://bucket/prefix`, ...).
+        url: String,
+        /// Rows to print.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Object-store option `KEY=VALUE` (as in the sink's `storageOptions`); repeatable.
+        /// `AWS_*`, `AZURE_*` and `GOOGLE_*` environment variables apply too.
+        #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+        storage_options: Vec<String>,
+    },
+    /// List the stream kinds this binary hosts, one per line with a description.
+    Kinds {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of a kind's spec (generated from its Rust types).
+    SpecSchema {
+        /// The kind (`arcane kinds` lists them).
+        kind: String,
+    },
+    /// Print the kind's CustomResourceDefinition as YAML (what `deploy/chart/crds/` holds).
+    Crd {
+        /// The kind (`arcane kinds` lists them).
+        kind: String,
+    },
+    /// Print everything else the kind needs in a namespace as YAML: ServiceAccount, Role and
+    /// RoleBinding (get/patch jobs), the operator's StreamClass, and the streaming and
+    /// backfill StreamingJobTemplates.
+    Manifests {
+        /// The kind (`arcane kinds` lists them).
+        kind: String,
+        /// Namespace of the streams.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Container image of this binary.
+        #[arg(long, default_value = arcane_deploy::job::DEFAULT_IMAGE)]
+        image: String,
+        /// ServiceAccount of the stream Jobs.
+        #[arg(long, default_value = arcane_deploy::rbac::DEFAULT_SERVICE_ACCOUNT)]
+        service_account: String,
+        /// The runner's drain deadline (humantime); terminationGracePeriodSeconds is longer.
+        #[arg(long, default_value = "30s")]
+        drain_timeout: String,
+        /// `backoffLimit` of the Jobs (exit code 1 counts, exit code 2 does not).
+        #[arg(long, default_value_t = arcane_deploy::job::DEFAULT_BACKOFF_LIMIT)]
+        backoff_limit: i32,
+    },
+}
+
+/// Parse the process's arguments and run; the process's exit code.
+pub fn main_with(runner: Runner) -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return arcane_runner::exit_on_cli_error(e),
+    };
+    let result = match cli.command {
+        None => return runner.run_with_args(cli.run),
+        Some(Command::Run(args)) => return runner.run_with_args(*args),
+        Some(Command::Kinds { json }) => kinds(&runner, json),
+        Some(Command::Show {
+            url,
+            limit,
+            storage_options,
+        }) => show(&url, &storage_options, limit),
+        Some(Command::SpecSchema { kind }) => spec_schema(&runner, &kind),
+        Some(Command::Crd { kind }) => {
+            kind_manifest(&runner, &kind).and_then(|k| Ok(crd_yaml(&k)?))
+        }
+        Some(Command::Manifests {
+            kind,
+            namespace,
+            image,
+            service_account,
+            drain_timeout,
+            backoff_limit,
+        }) => {
+            let drain_timeout =
+                arcane_runner::config::parse_duration(&drain_timeout, "--drain-timeout")
+                    .map_err(|e| Error::Stream(Box::new(e)));
+            drain_timeout.and_then(|drain_timeout| {
+                let opts = JobTemplateOptions {
+                    service_account,
+                    drain_timeout,
+                    backoff_limit,
+                    ..JobTemplateOptions::new(image)
+                };
+                let kind = kind_manifest(&runner, &kind)?;
+                Ok(manifests(&kind, &namespace, &opts)?.to_yaml()?)
+            })
+        }
+    };
+    match result.and_then(|out| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        if !out.ends_with('\n') {
+            stdout.write_all(b"\n")?;
+        }
+        Ok(())
+    }) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e}");
+            }
+            std::process::ExitCode::from(arcane_core::ExitCode::Fatal as u8)
+        }
+    }
+}
+
+fn kinds(runner: &Runner, json: bool) -> Result<String, Error> {
+    let kinds = runner.registry().kinds();
+    if json {
+        return Ok(serde_json::to_string_pretty(&kinds)?);
+    }
+    let width = kinds.iter().map(|k| k.name.len()).max().unwrap_or(0);
+    Ok(kinds
+        .iter()
+        .map(|k| format!("{:width$}  {}\n", k.name, k.description))
+        .collect())
+}
+
+fn show(url: &str, options: &[String], limit: usize) -> Result<String, Error> {
+    let mut map = std::collections::BTreeMap::new();
+    for option in options {
+        let (k, v) = option.split_once('=').ok_or_else(|| {
+            Error::Stream(Box::new(arcane_core::Error::config(
+                "--storage-option",
+                format!("{option:?} is not KEY=VALUE, e.g. aws_region=eu-west-1"),
+            )))
+        })?;
+        map.insert(k.trim().to_string(), v.to_string());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::show::show(url, &map, limit))
+}
+
+fn spec_schema(runner: &Runner, kind: &str) -> Result<String, Error> {
+    let manifest = kind_manifest(runner, kind)?;
+    Ok(serde_json::to_string_pretty(&manifest.spec_schema)?)
+}

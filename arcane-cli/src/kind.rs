@@ -1,0 +1,258 @@
+//! [`SourceKind`], [`KindSpec`] and [`BuiltinKind`]: a built-in stream kind is one source, grouped
+//! into batches, landed by the Parquet sink.
+//!
+//! Every built-in kind has the same spec around its source's settings, so that operators learn
+//! one shape:
+//!
+//! ```json
+//! {
+//!   "source": { "...": "the kind's own settings" },
+//!   "sink": { "url": "s3://lake/orders", "partitionBy": { "columns": ["country"] } },
+//!   "rowsPerGroup": 10000,
+//!   "groupingIntervalSeconds": 15,
+//!   "tags": { "team": "commerce" },
+//!   "storageSecretRef": { "name": "lake-credentials" },
+//!   "sourceSecretRef": { "name": "orders-api-token" }
+//! }
+//! ```
+//!
+//! The secret references name Kubernetes Secrets that the Arcane operator passes to the Job as
+//! environment (the kinds' `StreamClass` lists them); the runner itself never reads them. The
+//! operator's own fields (`jobTemplateRef`, `backfillJobTemplateRef`, `suspended`) are accepted
+//! and ignored.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use arcane_core::grouped_within::{DEFAULT_GROUPING_INTERVAL, DEFAULT_ROWS_PER_GROUP};
+use arcane_core::{Error, GroupLimits, Result, Source, StreamContext, StreamGraph};
+use arcane_sinks::{ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The source part of a built-in kind.
+///
+/// Implement it for a new source and register `BuiltinKind(MySource)` to get a kind whose spec
+/// is [`KindSpec<MySource::Config>`](KindSpec), whose graph ends in the Parquet sink, and whose
+/// CRD and manifests `arcane crd`/`arcane manifests` print.
+#[async_trait::async_trait]
+pub trait SourceKind: Send + Sync + 'static {
+    /// The source's settings: the spec's `source` field (camelCase, `deny_unknown_fields`, doc
+    /// comments on every field: they become the CRD's descriptions).
+    type Config: DeserializeOwned + JsonSchema + Send + 'static;
+
+    /// The kind's name, a DNS label (`blob-landing`); the CRD kind is its PascalCase form plus
+    /// `Stream` (`BlobLandingStream`).
+    fn name(&self) -> &'static str;
+
+    /// One line describing the kind (`arcane kinds`, the CRD's description).
+    fn description(&self) -> &'static str;
+
+    /// Build the source from its settings; errors name fields under `spec.source`.
+    async fn source(&self, ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>>;
+}
+
+/// A reference to a Kubernetes Secret in the stream's namespace, passed to the Job as
+/// environment by the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// Default `groupingIntervalSeconds`.
+pub const DEFAULT_GROUPING_INTERVAL_SECONDS: u64 = DEFAULT_GROUPING_INTERVAL.as_secs();
+
+/// The spec of a built-in kind around its source's settings `C`; see the [module docs](self).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KindSpec<C> {
+    /// Where the rows come from: the settings of the kind's source.
+    pub source: C,
+    /// Where the rows land: Parquet files on blob storage, committed exactly once.
+    pub sink: ParquetSinkConfig,
+    /// Rows per group handed to the sink (groups are exactly this size unless the grouping
+    /// interval or `groupMaxBytes` closes them first). Default 10000.
+    #[serde(default = "default_rows_per_group")]
+    #[schemars(range(min = 1))]
+    pub rows_per_group: usize,
+    /// Seconds a group waits for `rowsPerGroup` rows after its first row arrived. Default 15.
+    #[serde(default = "default_grouping_interval_seconds")]
+    #[schemars(range(min = 1))]
+    pub grouping_interval_seconds: u64,
+    /// Upper bound on a group's in-memory (Arrow) size in bytes. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub group_max_bytes: Option<usize>,
+    /// Extra tags on every metric of the stream (after `kind`, `mode`, `stream_id`,
+    /// `backfill_id`, which they cannot replace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Secret with the object-store credentials (`AWS_*`, `AZURE_*`, `GOOGLE_*` keys), passed
+    /// to the Job as environment by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_secret_ref: Option<SecretRef>,
+    /// Secret with the source's credentials (the variables its settings name), passed to the
+    /// Job as environment by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_secret_ref: Option<SecretRef>,
+    /// The operator's Job template reference (used by the operator, ignored here).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub job_template_ref: Option<Value>,
+    /// The operator's backfill Job template reference (used by the operator, ignored here).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub backfill_job_template_ref: Option<Value>,
+    /// Whether the operator suspends the stream (used by the operator, ignored here).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub suspended: Option<bool>,
+}
+
+fn default_rows_per_group() -> usize {
+    DEFAULT_ROWS_PER_GROUP
+}
+
+fn default_grouping_interval_seconds() -> u64 {
+    DEFAULT_GROUPING_INTERVAL_SECONDS
+}
+
+/// The spec fields of every built-in kind that name Secrets (the `StreamClass`'s `secretRefs`).
+pub const SECRET_REF_FIELDS: [&str; 2] = ["storageSecretRef", "sourceSecretRef"];
+
+impl<C> KindSpec<C> {
+    /// The grouping limits, validated.
+    pub fn group_limits(&self) -> Result<GroupLimits> {
+        let rows = NonZeroUsize::new(self.rows_per_group).ok_or_else(|| {
+            Error::config(
+                "spec.rowsPerGroup",
+                "must be at least 1; it is the number of rows per group (default 10000)",
+            )
+        })?;
+        if self.grouping_interval_seconds == 0 {
+            return Err(Error::config(
+                "spec.groupingIntervalSeconds",
+                "must be at least 1 second (default 15)",
+            ));
+        }
+        let mut limits =
+            GroupLimits::new(rows, Duration::from_secs(self.grouping_interval_seconds));
+        if let Some(bytes) = self.group_max_bytes {
+            let bytes = NonZeroUsize::new(bytes).ok_or_else(|| {
+                Error::config(
+                    "spec.groupMaxBytes",
+                    "must be at least 1 byte; omit it for no byte limit",
+                )
+            })?;
+            limits = limits.with_max_bytes(bytes);
+        }
+        Ok(limits)
+    }
+}
+
+/// A [`SourceKind`] as a [`StreamGraphBuilder`](arcane_core::StreamGraphBuilder):
+/// *source → `grouped_within` → [`ParquetSink`]*, dead letters to a
+/// [`ParquetDeadLetterSink`] (by default `{sink.url}/_dead_letters`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinKind<K>(pub K);
+
+#[async_trait::async_trait]
+impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
+    type Spec = KindSpec<K::Config>;
+
+    async fn build(&self, ctx: &StreamContext, spec: Self::Spec) -> Result<StreamGraph> {
+        let limits = spec.group_limits()?;
+        let sink = ParquetSink::new(spec.sink.clone())?;
+        let dead_letters = ParquetDeadLetterSink::from_config(&spec.sink)?;
+        let source = self.0.source(ctx, spec.source).await?;
+        tracing::info!(
+            kind = self.0.name(),
+            source = %source.name(),
+            sink = %spec.sink.url,
+            rows_per_group = spec.rows_per_group,
+            grouping_interval_seconds = spec.grouping_interval_seconds,
+            "stream graph built"
+        );
+        Ok(StreamGraph::from_source(source)
+            .grouped_within(limits)
+            .to_sink(sink)
+            .dead_letter_to(dead_letters)
+            .with_tags(spec.tags))
+    }
+
+    fn description(&self) -> &str {
+        self.0.description()
+    }
+
+    fn spec_schema(&self) -> Option<Value> {
+        let mut schema = serde_json::to_value(schemars::schema_for!(KindSpec<K::Config>)).ok()?;
+        if let Value::Object(map) = &mut schema {
+            map.insert(
+                "title".into(),
+                Value::String(format!("{}StreamSpec", pascal_case(self.0.name()))),
+            );
+            map.insert(
+                "description".into(),
+                Value::String(format!(
+                    "Spec of a {} stream: {}",
+                    self.0.name(),
+                    self.0.description()
+                )),
+            );
+        }
+        Some(schema)
+    }
+}
+
+/// `blob-landing` → `BlobLanding`.
+pub(crate) fn pascal_case(kind: &str) -> String {
+    kind.split(['-', '_'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_limits_are_validated_with_the_field_named() {
+        let spec: KindSpec<Value> = serde_json::from_value(serde_json::json!({
+            "source": {}, "sink": {"url": "memory:///x"}, "rowsPerGroup": 0
+        }))
+        .unwrap();
+        let err = spec.group_limits().unwrap_err();
+        assert!(err.to_string().starts_with("spec.rowsPerGroup: "), "{err}");
+
+        let spec: KindSpec<Value> = serde_json::from_value(serde_json::json!({
+            "source": {}, "sink": {"url": "memory:///x"},
+            "groupingIntervalSeconds": 2, "groupMaxBytes": 1024,
+            "jobTemplateRef": {"name": "t"}, "suspended": false
+        }))
+        .unwrap();
+        let limits = spec.group_limits().unwrap();
+        assert_eq!(limits.max_rows.get(), DEFAULT_ROWS_PER_GROUP);
+        assert_eq!(limits.max_interval, Duration::from_secs(2));
+        assert_eq!(limits.max_bytes.map(NonZeroUsize::get), Some(1024));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_value::<KindSpec<Value>>(serde_json::json!({
+            "source": {}, "sink": {"url": "memory:///x"}, "rowPerGroup": 5
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("rowPerGroup"), "{err}");
+    }
+}

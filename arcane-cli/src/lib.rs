@@ -1,0 +1,53 @@
+//! # arcane-cli
+//!
+//! The `arcane` binary: Arcane's built-in stream kinds in one process, so that a platform can
+//! run any of them without writing Rust, plus the commands that print what Kubernetes needs
+//! to run them.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `arcane run --spec FILE [--backfill]` | run a stream (see `arcane_runner` for flags, environment and exit codes); `arcane` alone runs from the `STREAMCONTEXT__*` environment |
+//! | `arcane kinds` | list the hosted kinds with a one-line description |
+//! | `arcane show URL` | what a sink committed there: generation, files, rows, checkpoint, schema, first rows |
+//! | `arcane spec-schema KIND` | JSON Schema of the kind's spec, generated from its Rust types |
+//! | `arcane crd KIND` | the kind's CustomResourceDefinition (YAML) |
+//! | `arcane manifests KIND` | ServiceAccount, Role, RoleBinding, StreamClass and Job templates (YAML) |
+//!
+//! Every built-in kind is a [`SourceKind`] wrapped in a [`BuiltinKind`]: its spec is a
+//! [`KindSpec`] (`source`, `sink`, `rowsPerGroup`, `groupingIntervalSeconds`, `tags`, secret
+//! references) and its graph is *source → `grouped_within` → Parquet sink*. A team can host
+//! the built-in kinds next to its own in one binary:
+//!
+//! ```no_run
+//! # use arcane_core::{StreamContext, StreamGraph, StreamGraphBuilder, Result};
+//! # struct MyKind;
+//! # #[async_trait::async_trait]
+//! # impl StreamGraphBuilder for MyKind {
+//! #     type Spec = serde_json::Value;
+//! #     async fn build(&self, _: &StreamContext, _: Self::Spec) -> Result<StreamGraph> { todo!() }
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     let runner = arcane_cli::kinds::runner().register("my-kind", MyKind);
+//!     arcane_cli::main_with(runner)
+//! }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `blob-landing` | yes | the `blob-landing` kind |
+//! | `generator` | yes | the `generator` kind (synthetic rows) |
+//! | `s3`, `azure`, `gcs` | yes | object stores of the sink |
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod cli;
+mod error;
+pub mod kind;
+pub mod kinds;
+mod show;
+
+pub use cli::{Cli, Command, main_with};
+pub use error::Error;
+pub use kind::{BuiltinKind, KindSpec, SecretRef, SourceKind};

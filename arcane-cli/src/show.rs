@@ -1,0 +1,123 @@
+//! `arcane show URL`: what a Parquet sink committed at a location.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use arcane_sinks::{committed_files, latest_manifest, read_committed_head};
+
+use crate::Error;
+
+/// Describe the dataset at `url`: current generation, committed files with rows and bytes,
+/// the checkpoint its source resumes from, the schema and the first `limit` rows.
+pub(crate) async fn show(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<String, Error> {
+    let stream = |e: arcane_core::Error| Error::Stream(Box::new(e));
+    let url = arcane_core::location::location_url(url, "URL").map_err(stream)?;
+    let mut out = String::new();
+    let Some(manifest) = latest_manifest(&url, options).await.map_err(stream)? else {
+        let _ = writeln!(
+            out,
+            "{url}: nothing committed (no manifests under _arcane/manifests)"
+        );
+        return Ok(out);
+    };
+    let state = &manifest.state;
+    let files = committed_files(&url, options).await.map_err(stream)?;
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let generation = if state.current_generation.is_empty() {
+        "(root)"
+    } else {
+        state.current_generation.as_str()
+    };
+    let _ = writeln!(out, "dataset     {url}");
+    let _ = writeln!(
+        out,
+        "generation  {generation}; last commit #{} at {} by stream {}",
+        manifest.sequence, manifest.committed_at, manifest.stream_id
+    );
+    let _ = writeln!(
+        out,
+        "files       {} ({rows} rows, {bytes} bytes)",
+        files.len()
+    );
+    for f in &files {
+        let _ = writeln!(out, "  {}  {} rows  {} bytes", f.path, f.rows, f.bytes);
+    }
+    if let Some(cp) = &state.stream_checkpoint {
+        let _ = writeln!(out, "resumes at  {}", serde_json::to_string(cp)?);
+    }
+    if let Some(b) = &state.backfill {
+        let _ = writeln!(
+            out,
+            "backfill    {} ({:?}, {})",
+            b.id,
+            b.behavior,
+            if b.completed {
+                "completed"
+            } else {
+                "in progress"
+            }
+        );
+    }
+    if limit > 0 && !files.is_empty() {
+        let batches = read_committed_head(&url, options, limit)
+            .await
+            .map_err(stream)?;
+        if let Some(first) = batches.first() {
+            let _ = writeln!(out, "schema");
+            for field in first.schema().fields() {
+                let _ = writeln!(
+                    out,
+                    "  {}: {}{}",
+                    field.name(),
+                    field.data_type(),
+                    if field.is_nullable() { "" } else { " not null" }
+                );
+            }
+            let printable = batches
+                .iter()
+                .map(utc_as_offset)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| stream(e.into()))?;
+            let table = arrow_cast::pretty::pretty_format_batches(&printable)
+                .map_err(|e| stream(e.into()))?;
+            let _ = writeln!(out, "first {limit} rows\n{table}");
+        }
+    }
+    Ok(out)
+}
+
+/// Arrow formats named time zones only with `chrono-tz`; `UTC` columns are printed with the
+/// equivalent offset `+00:00` (same instants).
+fn utc_as_offset(
+    batch: &arrow_array::RecordBatch,
+) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+    use arrow_schema::DataType;
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(tz))
+                if matches!(tz.as_ref(), "UTC" | "utc" | "Z" | "Etc/UTC") =>
+            {
+                let data_type = DataType::Timestamp(*unit, Some("+00:00".into()));
+                let data = column.to_data().into_builder().data_type(data_type.clone());
+                columns.push(arrow_array::make_array(data.build()?));
+                fields.push(field.as_ref().clone().with_data_type(data_type));
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    arrow_array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        columns,
+    )
+}

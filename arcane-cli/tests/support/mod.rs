@@ -1,0 +1,247 @@
+//! Running the `arcane` binary in tests: spawn it with a spec, stop it with a signal, read its
+//! exit code, JSON logs and termination message, and read back what it committed.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// How long a test waits for anything.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The repository root (the quickstart's paths are relative to it).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A running `arcane` process; killed on drop if still running.
+pub struct Arcane {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    termination_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// How a process ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// The exit code (`-1` when killed by a signal).
+    pub code: i32,
+    /// Its stdout lines (JSON logs).
+    pub lines: Vec<String>,
+    /// The termination message (`Value::Null` when none was written).
+    pub termination: Value,
+}
+
+impl Exit {
+    /// The log lines as JSON objects.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lines
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// `summary.<field>` of the termination message as a number.
+    pub fn summary(&self, field: &str) -> u64 {
+        self.termination["summary"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no summary.{field} in {}", self.termination))
+    }
+}
+
+impl Arcane {
+    /// `arcane ARGS` with JSON logs, no metrics endpoint and a termination message file, in
+    /// `cwd`, with only `PATH` and `env` in its environment.
+    pub fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let termination_log = dir.path().join("termination-log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arcane"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ARCANE_METRICS_ADDR", "off")
+            .env("ARCANE_LOG_FORMAT", "json")
+            .env("ARCANE_TERMINATION_LOG", &termination_log)
+            .current_dir(cwd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn arcane");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+            termination_log,
+            _dir: dir,
+        }
+    }
+
+    /// `arcane run --spec SPEC ARGS`, with `spec` written to a file.
+    pub fn run(cwd: &Path, spec: &Value, args: &[&str]) -> Self {
+        let file = cwd.join(format!("spec-{}.json", uuid_like()));
+        std::fs::write(&file, spec.to_string()).expect("write spec");
+        let mut all = vec!["run", "--spec", file.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        Self::spawn(cwd, &all, &[])
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal`.
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// Lines logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.lines().iter().any(|l| l.contains(needle)) {
+            assert!(
+                start.elapsed() < WAIT,
+                "no log line with {needle:?} within {WAIT:?}: {:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit (killing it after [`WAIT`]).
+    pub fn wait(mut self) -> Exit {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > WAIT {
+                let _ = self.child.kill();
+                panic!("arcane did not exit within {WAIT:?}: {:#?}", self.lines());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let termination = std::fs::read_to_string(&self.termination_log)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        Exit {
+            code: status.code().unwrap_or(-1),
+            lines: self.lines(),
+            termination,
+        }
+    }
+}
+
+impl Drop for Arcane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// The rows committed under `url` (through the sink's manifests).
+pub fn read_committed(url: &str, options: &BTreeMap<String, String>) -> Vec<RecordBatch> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(arcane_sinks::read_committed(url, options))
+        .expect("read committed")
+}
+
+/// Poll `cond` every 50 ms until it holds (panics after [`WAIT`]).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every row of `batches` as a JSON object (column → value), via arrow-json; timestamps are
+/// written as their integer value (e.g. epoch milliseconds).
+pub fn rows_as_json(batches: &[RecordBatch]) -> Vec<serde_json::Map<String, Value>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let columns: Vec<arrow_array::ArrayRef> = b
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                arrow_schema::DataType::Timestamp(..) => {
+                    arrow_cast::cast(c, &arrow_schema::DataType::Int64).expect("cast timestamp")
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let fields: Vec<arrow_schema::Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        let b = &RecordBatch::try_new(
+            std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+            columns,
+        )
+        .expect("batch");
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow_json::ArrayWriter::new(&mut buf);
+            w.write(b).expect("write json");
+            w.finish().expect("finish json");
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        let rows: Vec<serde_json::Map<String, Value>> =
+            serde_json::from_slice(&buf).expect("json rows");
+        out.extend(rows);
+    }
+    out
+}

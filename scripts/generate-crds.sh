@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerate deploy/chart/crds/ from the `arcane` binary's kinds (`arcane crd KIND`) and print
+# the `kinds:` list for deploy/chart/values.yaml. `cargo nextest run -p arcane-cli chart` fails
+# while either is out of date.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --quiet -p arcane-cli --bin arcane
+bin="${CARGO_TARGET_DIR:-target}/debug/arcane"
+rm -f deploy/chart/crds/*.yaml
+echo "kinds:"
+for kind in $("$bin" kinds --json | python3 -c 'import json,sys; print(" ".join(k["name"] for k in json.load(sys.stdin)))'); do
+  crd="$("$bin" crd "$kind")"
+  plural="$(printf '%s\n' "$crd" | sed -n 's/^    plural: //p' | head -1)"
+  crd_kind="$(printf '%s\n' "$crd" | sed -n 's/^    kind: //p' | head -1)"
+  printf '%s\n' "$crd" > "deploy/chart/crds/$plural.yaml"
+  printf '  - kind: %s\n    crdKind: %s\n    plural: %s\n    secretRefs:\n      - storageSecretRef\n      - sourceSecretRef\n' \
+    "$kind" "$crd_kind" "$plural"
+done
