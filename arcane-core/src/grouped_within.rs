@@ -239,7 +239,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                 self.as_mut().fill_from_pending();
                 continue;
             }
-            if self.buffered_rows > 0 {
+            if self.buffered_rows > 0 || self.checkpoint_moved {
                 let this = self.as_mut().project();
                 if let Some(deadline) = this.deadline.as_pin_mut() {
                     if deadline.poll(cx).is_ready() {
@@ -255,7 +255,14 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                         if this.last_schema.is_none() {
                             *this.last_schema = Some(batch.batch.schema());
                         }
-                        // An empty batch still moves the position (e.g. a watermark advanced).
+                        // An empty batch still moves the position (e.g. a watermark advanced,
+                        // or every record was dead-lettered): it reaches the sink within the
+                        // interval, so the source can ack upstream even when no rows follow.
+                        if this.deadline.is_none() {
+                            this.deadline.set(Some(tokio::time::sleep_until(
+                                Instant::now() + this.limits.max_interval,
+                            )));
+                        }
                         *this.last_full = Some(batch.position.clone());
                         *this.checkpoint = Checkpoint::at(batch.position);
                         *this.checkpoint_moved = true;

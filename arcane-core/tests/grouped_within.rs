@@ -240,3 +240,37 @@ async fn a_position_only_tail_keeps_the_schema_of_the_rows_before_it() {
         Checkpoint::at(Position::encode(&GeneratorPosition { rows: 11 }).unwrap())
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_position_only_batch_reaches_the_sink_within_the_interval_without_more_rows() {
+    // A streaming source whose records were all dead-lettered yields an empty batch that only
+    // moves the position; the position must be committed (and so acked upstream) within the
+    // interval even though no rows follow.
+    let (mut tx, rx) = futures::channel::mpsc::channel(16);
+    let t0 = tokio::time::Instant::now();
+    let consumer = tokio::spawn(async move {
+        let mut groups = Box::pin(rx.grouped_within(limits(100, 10)));
+        let mut out = Vec::new();
+        while let Some(group) = groups.next().await {
+            out.push((t0.elapsed().as_secs(), group.unwrap()));
+        }
+        out
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tx.send(Ok(PositionedBatch::new(
+        GeneratorSource::batch(0, 0),
+        Position::encode(&GeneratorPosition { rows: 7 }).unwrap(),
+    )))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    drop(tx);
+    let out = consumer.await.unwrap();
+    assert_eq!(out.len(), 1, "one position-only group, none at end of stream");
+    assert_eq!(out[0].0, 15, "emitted when the interval armed by the empty batch elapsed");
+    assert_eq!(out[0].1.batch.num_rows(), 0);
+    assert_eq!(
+        out[0].1.checkpoint,
+        Checkpoint::at(Position::encode(&GeneratorPosition { rows: 7 }).unwrap())
+    );
+}
