@@ -216,8 +216,8 @@ async fn azure_request(method: &str, endpoint: &str, container: &str) -> reqwest
     let key = base64::engine::general_purpose::STANDARD
         .decode(AZURITE_KEY)
         .expect("key");
-    let tag = ring::hmac::sign(
-        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
         string_to_sign.as_bytes(),
     );
     let signature = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
