@@ -66,6 +66,12 @@
 //! non-nullable column or a null event time go to the stream's dead-letter queue (write them
 //! with [`ParquetDeadLetterSink`]), counted in `arcane.stream.rows.dead_lettered`.
 //!
+//! With `schemaEvolution: addNullableColumns` ([`SchemaEvolution`]) a batch that only adds
+//! nullable columns widens the schema in place instead: the open files are committed with the
+//! old schema, later files carry the new columns, and the widened schema is kept in the
+//! manifest. Readers merging the files by column name see nulls for the new columns in older
+//! files. Dropped, retyped or new non-nullable columns stay a `SchemaMismatch`.
+//!
 //! ## Metrics
 //!
 //! `arcane.stream.batch.commit_duration` (histogram), `arcane.stream.files.open` (gauge);
@@ -111,8 +117,8 @@ pub mod parquet;
 pub use crate::parquet::config::*;
 pub use crate::parquet::config::{
     BackfillBehavior, BloomFilterConfig, DeadLetterConfig, EventTimePartition, ParquetSinkConfig,
-    PartitionConfig, RollingConfig, SchemaField, SortingColumnConfig, StatisticsLevel,
-    WriterConfig,
+    PartitionConfig, RollingConfig, SchemaEvolution, SchemaField, SortingColumnConfig,
+    StatisticsLevel, WriterConfig,
 };
 pub use crate::parquet::{
     ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, latest_manifest,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use arcane_core::testing::{GeneratorSource, conformance, pretty_lines};
 use arcane_core::{DeadLetterQueue, DeadLetterSink, Error, Group, Mode, Retry, Sink, SinkContext};
 use arcane_sinks::{
-    ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig, committed_files, read_committed,
+    ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig, SchemaEvolution, committed_files,
+    read_committed,
 };
 use common::{SinkStore, Store, checkpoint, ids};
 
@@ -464,6 +465,134 @@ async fn incompatible_schemas_are_schema_mismatch_after_committing() {
         .expect_err("changed type")
         .is_schema_mismatch()
     );
+}
+
+/// The generator rows `from..to` with an extra column `note` (`n-{id}`), nullable or not.
+fn with_note(from: u64, to: u64, nullable: bool) -> arrow_array::RecordBatch {
+    use std::sync::Arc;
+    let b = GeneratorSource::batch(from, to);
+    let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow_schema::Field::new(
+        "note",
+        arrow_schema::DataType::Utf8,
+        nullable,
+    )));
+    let mut columns = b.columns().to_vec();
+    columns.push(Arc::new(arrow_array::StringArray::from_iter_values(
+        (from..to).map(|i| format!("n-{i}")),
+    )));
+    arrow_array::RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+        .expect("batch")
+}
+
+#[tokio::test]
+async fn added_nullable_columns_widen_the_schema_when_configured() {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let store = Store::local();
+    // By default a new column is a schema mismatch.
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 100)).await.expect("write");
+    let err = sink
+        .write(Group {
+            batch: with_note(100, 150, true),
+            checkpoint: checkpoint(150),
+        })
+        .await
+        .expect_err("new column");
+    assert!(err.is_schema_mismatch(), "{err}");
+    assert!(err.to_string().contains("\"note\""), "{err}");
+
+    // With addNullableColumns the same batch widens the schema in place.
+    let mut config = store.config();
+    config.schema_evolution = SchemaEvolution::AddNullableColumns;
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(
+        sink.open(&ctx()).await.expect("open"),
+        Some(checkpoint(100))
+    );
+    sink.write(Group {
+        batch: with_note(100, 150, true),
+        checkpoint: checkpoint(150),
+    })
+    .await
+    .expect("widened");
+    // Older-shaped rows still fit (the new column is null for them).
+    sink.write(group(150, 160)).await.expect("old shape");
+    // A new non-nullable column is still a mismatch, after committing what came before.
+    let err = sink
+        .write(Group {
+            batch: with_note(160, 170, false)
+                .project(&[0, 1, 2, 3, 4])
+                .and_then(|b| {
+                    let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+                    fields[4] = std::sync::Arc::new(arrow_schema::Field::new(
+                        "strict",
+                        arrow_schema::DataType::Utf8,
+                        false,
+                    ));
+                    arrow_array::RecordBatch::try_new(
+                        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+                        b.columns().to_vec(),
+                    )
+                })
+                .expect("batch"),
+            checkpoint: checkpoint(170),
+        })
+        .await
+        .expect_err("non-nullable new column");
+    assert!(err.is_schema_mismatch(), "{err}");
+    assert!(err.to_string().contains("\"strict\""), "{err}");
+
+    let batches = store.read().await;
+    assert_eq!(ids(&batches), (0..160).collect::<Vec<_>>());
+    let mut notes = std::collections::BTreeMap::new();
+    for b in &batches {
+        let id = b
+            .column_by_name("id")
+            .expect("id")
+            .as_primitive::<arrow_array::types::Int64Type>();
+        match b.column_by_name("note") {
+            None => assert!(
+                id.values().iter().all(|i| *i < 100),
+                "only the first file lacks note"
+            ),
+            Some(note) => {
+                let note = note.as_string::<i32>();
+                for r in 0..b.num_rows() {
+                    notes.insert(
+                        id.value(r),
+                        note.is_valid(r).then(|| note.value(r).to_string()),
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        notes.len(),
+        60,
+        "rows 100..160 are in files with the note column"
+    );
+    for (id, note) in notes {
+        let expected = (id < 150).then(|| format!("n-{id}"));
+        assert_eq!(note, expected, "note of row {id}");
+    }
+    // The widened schema is kept in the manifest: a restarted sink accepts `note` at once.
+    let mut sink = ParquetSink::new(config).expect("sink");
+    assert_eq!(
+        sink.open(&ctx()).await.expect("open"),
+        Some(checkpoint(160))
+    );
+    sink.write(Group {
+        batch: with_note(160, 170, true),
+        checkpoint: checkpoint(170),
+    })
+    .await
+    .expect("write after restart");
+    sink.flush().await.expect("flush");
+    assert_eq!(ids(&store.read().await), (0..170).collect::<Vec<_>>());
+    store.cleanup().await;
 }
 
 #[tokio::test]

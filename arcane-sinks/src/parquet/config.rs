@@ -105,6 +105,14 @@ pub struct ParquetSinkConfig {
     /// it in its manifest).
     #[serde(default)]
     pub schema: Option<Vec<SchemaField>>,
+    /// What a batch with columns the sink schema does not have does: `none` (default) raises
+    /// `SchemaMismatch` (the runner annotates the Job so the operator can backfill);
+    /// `addNullableColumns` widens the sink schema in place when every new column is nullable
+    /// and every existing column keeps its type: open files are committed with the old schema
+    /// and later files carry the new columns (readers see nulls for them in older files).
+    /// Dropped or retyped columns are a `SchemaMismatch` either way.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
     /// Where rows that cannot be converted to the target schema go.
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
@@ -280,6 +288,17 @@ pub enum BackfillBehavior {
     Overwrite,
 }
 
+/// How the sink schema may change while a stream runs; see `ParquetSinkConfig::schema_evolution`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum SchemaEvolution {
+    /// Any difference from the sink schema is a `SchemaMismatch`.
+    #[default]
+    None,
+    /// New nullable columns are added to the sink schema; anything else is a `SchemaMismatch`.
+    AddNullableColumns,
+}
+
 /// One field of the target schema.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -383,6 +402,7 @@ impl ParquetSinkConfig {
             backfill_behavior: DEFAULT_BACKFILL_BEHAVIOR,
             generation_retention: DEFAULT_GENERATION_RETENTION,
             schema: None,
+            schema_evolution: SchemaEvolution::None,
             dead_letter: DeadLetterConfig::default(),
         }
     }

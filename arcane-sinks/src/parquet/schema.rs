@@ -118,6 +118,30 @@ fn describe(schema: &Schema) -> String {
         .join(", ")
 }
 
+/// `target` widened by the columns of `incoming` it does not have, when all of them are
+/// nullable: `Some((widened, added column names))`; `None` when there is nothing to add or a new
+/// column is non-nullable (then the batch is a plain mismatch).
+pub(crate) fn widen(target: &Schema, incoming: &Schema) -> Option<(SchemaRef, Vec<String>)> {
+    let added: Vec<_> = incoming
+        .fields()
+        .iter()
+        .filter(|f| target.field_with_name(f.name()).is_err())
+        .collect();
+    if added.is_empty() || added.iter().any(|f| !f.is_nullable()) {
+        return None;
+    }
+    let mut fields: Vec<arrow_schema::FieldRef> = target.fields().iter().cloned().collect();
+    fields.extend(added.iter().map(|f| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_metadata(std::collections::HashMap::new()),
+        )
+    }));
+    let names = added.iter().map(|f| f.name().clone()).collect();
+    Some((Arc::new(Schema::new(fields)), names))
+}
+
 /// A schema learned from a batch: its fields without metadata.
 pub(crate) fn learn(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(

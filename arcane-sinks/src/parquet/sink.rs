@@ -23,7 +23,7 @@ use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
-use super::config::{BackfillBehavior, ParquetSinkConfig};
+use super::config::{BackfillBehavior, ParquetSinkConfig, SchemaEvolution};
 use super::failpoint::Failpoints;
 use super::manifest::{
     self, Action, BackfillState, FileEntry, GENERATIONS_DIR, MANIFEST_VERSION, Manifest,
@@ -614,7 +614,19 @@ impl Sink for ParquetSink {
                 None
             });
         }
-        let target = self.target_for(&batch);
+        let mut target = self.target_for(&batch);
+        let mut commit = None;
+        if self.config.schema_evolution == SchemaEvolution::AddNullableColumns {
+            if let Some((widened, added)) = schema::widen(&target, &batch.schema()) {
+                // Files keep one schema: commit the open ones, later files carry the new columns.
+                commit = self.commit_all().await?;
+                tracing::info!(sink = %self.loc.display, added = ?added, "sink schema widened with new nullable columns");
+                self.state.schema = Some(widened.as_ref().clone());
+                self.target = Some(widened.clone());
+                self.dirty = true;
+                target = widened;
+            }
+        }
         let conformed = match schema::conform(&batch, &target) {
             Ok(c) => c,
             Err(message) => {
@@ -652,7 +664,6 @@ impl Sink for ParquetSink {
             self.dead_letter(&batch, &rejected, &checkpoint);
         }
 
-        let mut commit = None;
         // Roll before writing when this group would push a file past a limit.
         let r = &self.config.rolling;
         let pre_roll = split.parts.iter().any(|(key, part)| {
@@ -685,7 +696,7 @@ impl Sink for ParquetSink {
             ));
         }
         if pre_roll || self.open_files.len() + new_keys > self.config.max_open_files {
-            commit = self.commit_all().await?;
+            commit = merge(commit, self.commit_all().await?);
         }
         for (key, part) in split.parts {
             self.write_part(key, part).await?;
