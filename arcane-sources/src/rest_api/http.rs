@@ -374,15 +374,18 @@ impl Http {
             }
         }
         let shown = display_url(&o.token_url);
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
-        if let Some(scope) = &o.scope {
-            form.append_pair("scope", scope);
-        }
-        if o.in_body {
-            form.append_pair("client_id", &o.client_id);
-            form.append_pair("client_secret", &o.client_secret);
-        }
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &o.scope {
+                form.append_pair("scope", scope);
+            }
+            if o.in_body {
+                form.append_pair("client_id", &o.client_id);
+                form.append_pair("client_secret", &o.client_secret);
+            }
+            form.finish()
+        };
         let mut attempt = 0u32;
         let (token, expires_in) = loop {
             let mut req = self
@@ -393,7 +396,7 @@ impl Http {
                     "application/x-www-form-urlencoded",
                 )
                 .header(reqwest::header::ACCEPT, "application/json")
-                .body(form.finish());
+                .body(form.clone());
             if !o.in_body {
                 req = req.basic_auth(&o.client_id, Some(&o.client_secret));
             }

@@ -37,9 +37,8 @@ impl RestApiSource {
     /// A source for `config`, whose errors name fields under `at` (e.g. `spec.source`).
     /// Secrets are read here: a missing one is an error naming the variable or file.
     pub fn new_at(config: RestApiSourceConfig, at: &str) -> Result<Self> {
-        let url = config.validate(at)?;
+        config.validate(at)?;
         let schema = schema_from_fields(&config.schema, &format!("{at}.schema"))?;
-        drop(url);
         // The spec's URL has no credentials (validated) and no query: safe to show.
         let name = format!(
             "rest-api {}",
