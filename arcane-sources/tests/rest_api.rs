@@ -4,7 +4,6 @@
 //! bodies, schema violations, the response size limit and the request-rate limit.
 #![cfg(feature = "rest-api")]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arcane_core::testing::conformance;
@@ -511,7 +510,6 @@ fn bad_settings_are_errors_naming_the_field() {
     }))
     .unwrap_err();
     assert!(err.to_string().contains("pageSize"), "{err}");
-    let _ = BTreeMap::<String, String>::new();
 }
 
 #[tokio::test]

@@ -275,9 +275,9 @@ impl Http {
                         return Err(Error::source_permanent(
                             &self.name,
                             format!(
-                                "GET {shown} answered HTTP {status}{snippet}; check the URL, query and credentials"
-                            )
-                            .replacen("GET", self.method.as_str(), 1),
+                                "{} {shown} answered HTTP {status}{snippet}; check the URL, query and credentials",
+                                self.method
+                            ),
                         ));
                     }
                 }

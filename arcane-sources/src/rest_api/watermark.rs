@@ -67,7 +67,7 @@ impl Key {
         }
     }
 
-    pub(crate) fn cmp(&self, other: &Self) -> Ordering {
+    pub(crate) fn compare(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::Time(a), Self::Time(b)) | (Self::Int(a), Self::Int(b)) => a.cmp(b),
             (Self::Float(a), Self::Float(b)) => a.total_cmp(b),
@@ -186,7 +186,7 @@ impl Tracker {
             );
         };
         if let Some(start) = &self.start {
-            match key.cmp(start) {
+            match key.compare(start) {
                 Ordering::Less => return (Verdict::Seen, Some(key)),
                 Ordering::Equal if self.start_seen => {
                     let seen = match &self.id_field {
@@ -201,7 +201,7 @@ impl Tracker {
             }
         }
         if let Some((current, value)) = &self.current {
-            if key.cmp(current) == Ordering::Less {
+            if key.compare(current) == Ordering::Less {
                 return (
                     Verdict::Reject(format!(
                         "the watermark {raw} is before the preceding record's {value}; the API must return records in ascending \"{}\" order",
@@ -221,7 +221,7 @@ impl Tracker {
             .id_field
             .as_ref()
             .and_then(|f| field(record, f).cloned());
-        match self.current.as_ref().map(|(k, _)| key.cmp(k)) {
+        match self.current.as_ref().map(|(k, _)| key.compare(k)) {
             None | Some(Ordering::Greater) => {
                 self.current = Some((key, raw));
                 self.ids.clear();
@@ -259,10 +259,10 @@ mod tests {
     fn timestamps_compare_as_instants_and_numbers_as_numbers() {
         let a = Key::of(&json!("2026-11-25T10:00:00+01:00"), WatermarkKind::Timestamp).unwrap();
         let b = Key::of(&json!("2026-11-25T09:30:00Z"), WatermarkKind::Timestamp).unwrap();
-        assert_eq!(a.cmp(&b), Ordering::Less);
+        assert_eq!(a.compare(&b), Ordering::Less);
         let c = Key::of(&json!(10), WatermarkKind::Number).unwrap();
         let d = Key::of(&json!(9.5), WatermarkKind::Number).unwrap();
-        assert_eq!(c.cmp(&d), Ordering::Greater);
+        assert_eq!(c.compare(&d), Ordering::Greater);
         assert!(Key::of(&json!("x"), WatermarkKind::Number).is_none());
         assert!(Key::of(&json!("not a time"), WatermarkKind::Timestamp).is_none());
     }
