@@ -109,7 +109,10 @@ fn restarts_after_sigkill_and_sigterm_land_every_record_exactly_once() {
     api.set_auth(ApiAuth::Bearer("e2e-token".into()));
     // Every 7th request fails with a 500 (retried), and the first ones are throttled.
     api.fail_every(Some(7));
-    api.push_faults([Fault::TooManyRequests(1), Fault::Slow(Duration::from_millis(300))]);
+    api.push_faults([
+        Fault::TooManyRequests(1),
+        Fault::Slow(Duration::from_millis(300)),
+    ]);
     let work = tempfile::tempdir().unwrap();
     let sink_url = format!("file://{}/out", work.path().display());
     // 40 records per page at 25 requests/s: a full read takes about 3 s, so the stops land
@@ -138,7 +141,11 @@ fn restarts_after_sigkill_and_sigterm_land_every_record_exactly_once() {
         }
         let all_in = committed_rows(&sink_url).len() == total as usize;
         std::thread::sleep(delay);
-        proc.signal(if kill { Signal::SIGKILL } else { Signal::SIGTERM });
+        proc.signal(if kill {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        });
         let exit = proc.wait();
         if kill {
             assert_eq!(exit.code, -1);
@@ -154,7 +161,10 @@ fn restarts_after_sigkill_and_sigterm_land_every_record_exactly_once() {
             break;
         }
     }
-    assert!(resumed > 0, "no run resumed from a watermark in {runs} runs");
+    assert!(
+        resumed > 0,
+        "no run resumed from a watermark in {runs} runs"
+    );
     assert_same_rows(
         committed_rows(&sink_url),
         (1..=total).map(expected_row).collect(),
@@ -184,7 +194,13 @@ fn a_backfill_lands_everything_dead_letters_bad_records_and_exits() {
     let sink_dir = work.path().join("out");
     let sink_url = format!("file://{}", sink_dir.display());
     let spec = spec(&api, &sink_url, 100, 1000.0);
-    let exit = run_with_token(work.path(), &spec, &["--backfill", "--backfill-id", "b1"], "bf-token").wait();
+    let exit = run_with_token(
+        work.path(),
+        &spec,
+        &["--backfill", "--backfill-id", "b1"],
+        "bf-token",
+    )
+    .wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
     assert_eq!(exit.summary("rowsCommitted"), 498);
     assert_same_rows(
@@ -211,10 +227,19 @@ fn a_backfill_lands_everything_dead_letters_bad_records_and_exits() {
     assert!(found[0].1.contains("amount"), "{found:#?}");
 
     // A wrong token: FATAL (exit 1) with the URL and status, never the token.
-    let exit = run_with_token(work.path(), &spec, &["--backfill", "--backfill-id", "b2"], "wr0ng-t0ken").wait();
+    let exit = run_with_token(
+        work.path(),
+        &spec,
+        &["--backfill", "--backfill-id", "b2"],
+        "wr0ng-t0ken",
+    )
+    .wait();
     assert_eq!(exit.code, 1, "{:#?}", exit.lines);
     let message = exit.termination.to_string();
-    assert!(message.contains("401") && message.contains("/items/cursor"), "{message}");
+    assert!(
+        message.contains("401") && message.contains("/items/cursor"),
+        "{message}"
+    );
     assert!(!exit.lines.iter().any(|l| l.contains("wr0ng-t0ken")));
     assert!(!message.contains("wr0ng-t0ken"));
 }

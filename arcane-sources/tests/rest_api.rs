@@ -88,7 +88,10 @@ fn backfill() -> SourceStart {
 }
 
 /// Read until the stream ends; the error, if it ended with one.
-async fn read(source: &mut RestApiSource, start: SourceStart) -> (Vec<PositionedBatch>, Option<Error>) {
+async fn read(
+    source: &mut RestApiSource,
+    start: SourceStart,
+) -> (Vec<PositionedBatch>, Option<Error>) {
     let mut stream = source.open(start).await.expect("open");
     let mut out = Vec::new();
     while let Some(item) = stream.next().await {
@@ -136,15 +139,25 @@ async fn every_pagination_style_lands_every_record_once_with_types_and_flattenin
             .unwrap()
             .as_primitive::<TimestampMillisecondType>();
         assert_eq!(at.value(3), 1_767_225_601_000, "{style}");
-        let country = first.column_by_name("customer_country").unwrap().as_string::<i32>();
+        let country = first
+            .column_by_name("customer_country")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(country.value(0), "SE");
         assert_eq!(
-            first.column_by_name("customer_id").unwrap().as_primitive::<Int64Type>().value(2),
+            first
+                .column_by_name("customer_id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(2),
             3
         );
         // The last position is the last watermark with the ids landed at it.
         let last: RestApiPosition = batches.last().unwrap().position.decode("t").unwrap();
-        assert_eq!(last.watermark, Some(serde_json::json!("2026-01-01T00:01:23Z")));
+        assert_eq!(
+            last.watermark,
+            Some(serde_json::json!("2026-01-01T00:01:23Z"))
+        );
         assert_eq!(last.ids, vec![serde_json::json!(250)]);
     }
 }
@@ -192,7 +205,10 @@ async fn a_restart_from_a_checkpoint_asks_from_its_watermark_and_skips_landed_id
     let (batches, _) = read(&mut source, backfill()).await;
     // The first page ends at id 40, the first of three records at 00:00:13.
     let pos: RestApiPosition = batches[0].position.decode("t").unwrap();
-    assert_eq!(pos.watermark, Some(serde_json::json!("2026-01-01T00:00:13Z")));
+    assert_eq!(
+        pos.watermark,
+        Some(serde_json::json!("2026-01-01T00:00:13Z"))
+    );
     assert_eq!(pos.ids, vec![serde_json::json!(40)]);
     let before = api.stats().requests;
     let mut resumed = RestApiSource::new(cfg).unwrap();
@@ -292,9 +308,21 @@ async fn static_bearer_api_key_and_basic_auth_read_secrets_from_files() {
     let (_, err) = read(&mut source, backfill()).await;
     let err = err.expect("401 fails the source");
     let text = err.to_string();
-    assert!(text.contains("401") && text.contains("/items/page"), "{text}");
+    assert!(
+        text.contains("401") && text.contains("/items/page"),
+        "{text}"
+    );
     assert!(!text.contains("wrong-token-value"), "{text}");
-    assert!(matches!(err, Error::Source { retry: Retry::Permanent, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Source {
+                retry: Retry::Permanent,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // A missing secret is named, before any request.
     let mut cfg = config(&api, "page", 10);
@@ -303,7 +331,11 @@ async fn static_bearer_api_key_and_basic_auth_read_secrets_from_files() {
     }));
     let err = RestApiSource::new(cfg).unwrap_err();
     assert!(matches!(err, Error::MissingSecret { .. }), "{err:?}");
-    assert!(err.to_string().contains("ARCANE_TEST_REST_NO_SUCH_VARIABLE"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("ARCANE_TEST_REST_NO_SUCH_VARIABLE"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +403,10 @@ async fn oauth2_tokens_are_refreshed_before_expiry_and_after_a_401() {
     let mut source = RestApiSource::new(cfg).unwrap();
     let (_, err) = read(&mut source, backfill()).await;
     let text = err.expect("bad client secret").to_string();
-    assert!(text.contains("token endpoint") && text.contains("401"), "{text}");
+    assert!(
+        text.contains("token endpoint") && text.contains("401"),
+        "{text}"
+    );
     assert!(!text.contains("not-the-secret"), "{text}");
 }
 
@@ -395,7 +430,11 @@ async fn throttling_server_errors_and_slow_responses_are_retried() {
     // Retry-After: 1 was honoured.
     let (at_429, _) = stats.log.iter().find(|(_, s)| *s == 429).copied().unwrap();
     let next = stats.log.iter().find(|(t, _)| *t > at_429).unwrap().0;
-    assert!(next - at_429 >= Duration::from_millis(950), "{:?}", next - at_429);
+    assert!(
+        next - at_429 >= Duration::from_millis(950),
+        "{:?}",
+        next - at_429
+    );
 
     // Retries run out: a transient error (the process is restarted) naming the URL.
     api.push_faults(std::iter::repeat_n(Fault::ServerError, 5));
@@ -405,8 +444,20 @@ async fn throttling_server_errors_and_slow_responses_are_retried() {
     let (batches, err) = read(&mut source, backfill()).await;
     assert!(batches.is_empty());
     let err = err.expect("retries exhausted");
-    assert!(matches!(err, Error::Source { retry: Retry::Transient, .. }), "{err:?}");
-    assert!(err.to_string().contains("3 attempts") && err.to_string().contains("500"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Source {
+                retry: Retry::Transient,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("3 attempts") && err.to_string().contains("500"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,9 +469,21 @@ async fn a_body_that_is_not_json_is_an_error_naming_the_url_and_status() {
     assert!(batches.is_empty());
     let err = err.expect("malformed body");
     let text = err.to_string();
-    assert!(text.contains("not JSON") && text.contains("HTTP 200 OK"), "{text}");
-    assert!(text.contains("/items/page?") && text.contains("<html>"), "{text}");
-    assert!(matches!(err, Error::Source { retry: Retry::Permanent, .. }));
+    assert!(
+        text.contains("not JSON") && text.contains("HTTP 200 OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/items/page?") && text.contains("<html>"),
+        "{text}"
+    );
+    assert!(matches!(
+        err,
+        Error::Source {
+            retry: Retry::Permanent,
+            ..
+        }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +509,13 @@ async fn records_that_do_not_fit_the_schema_are_dead_lettered_and_the_rest_lands
     assert_eq!(letters[1].locator, "page 2 record 19");
     assert!(letters[0].reason.contains("amount"), "{letters:#?}");
     assert!(letters[0].origin.contains("/items/offset"));
-    assert!(letters[0].payload.as_deref().unwrap().contains("not a number"));
+    assert!(
+        letters[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("not a number")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +539,11 @@ async fn responses_over_the_size_limit_fail_and_requests_respect_the_rate_limit(
     let times: Vec<_> = log[before..].iter().map(|(t, _)| *t).collect();
     assert_eq!(times.len(), 9);
     for w in times.windows(2) {
-        assert!(w[1] - w[0] >= Duration::from_millis(45), "{:?}", w[1] - w[0]);
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(45),
+            "{:?}",
+            w[1] - w[0]
+        );
     }
 }
 
@@ -479,7 +552,11 @@ fn bad_settings_are_errors_naming_the_field() {
     let base = || RestApiSourceConfig::new("http://127.0.0.1:1/x", schema());
     let check = |c: RestApiSourceConfig, field: &str| {
         let err = RestApiSource::new_at(c, "spec.source").unwrap_err();
-        assert!(err.to_string().starts_with(&format!("spec.source.{field}: ")), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("spec.source.{field}: ")),
+            "{err}"
+        );
     };
     let mut c = base();
     c.url = "ftp://x/y".into();
@@ -519,5 +596,8 @@ async fn streaming_without_a_watermark_is_a_config_error() {
     cfg.watermark = None;
     let mut source = RestApiSource::new_at(cfg, "spec.source").unwrap();
     let err = source.open(SourceStart::default()).await.err().unwrap();
-    assert!(err.to_string().starts_with("spec.source.watermark: "), "{err}");
+    assert!(
+        err.to_string().starts_with("spec.source.watermark: "),
+        "{err}"
+    );
 }

@@ -332,7 +332,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     let limit: usize = param(&q, "limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let since = param(&q, "updated_since").and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let since =
+        param(&q, "updated_since").and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
     let Ok(s) = state.lock() else {
         return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "poisoned"));
     };
@@ -359,9 +360,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         })
         .collect();
     drop(s);
-    let window = |start: usize| -> Vec<Value> {
-        selected.iter().skip(start).take(limit).cloned().collect()
-    };
+    let window =
+        |start: usize| -> Vec<Value> { selected.iter().skip(start).take(limit).cloned().collect() };
     // Keep every parameter but the paging one in the next links.
     let keep = |skip: &str| -> String {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
@@ -376,7 +376,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             json_reply(&json!({"data": window(page.saturating_sub(1) * limit)}))
         }
         "offset" => {
-            let offset: usize = param(&q, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let offset: usize = param(&q, "offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             json_reply(&json!({"data": window(offset)}))
         }
         "cursor" => {
@@ -385,7 +387,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let items = window(start);
-            let next = (start + items.len() < selected.len()).then(|| format!("c-{}", start + items.len()));
+            let next = (start + items.len() < selected.len())
+                .then(|| format!("c-{}", start + items.len()));
             json_reply(&json!({"data": items, "next_cursor": next}))
         }
         "link" => {
@@ -430,7 +433,8 @@ fn authorized(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> bool {
         ApiAuth::Bearer(token) => auth == format!("Bearer {token}"),
         ApiAuth::ApiKey(name, key) => header(req, name) == Some(key.as_str()),
         ApiAuth::Basic(user, pass) => {
-            let expected = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let expected =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             auth == format!("Basic {expected}")
         }
         ApiAuth::OAuth2 { .. } => auth.strip_prefix("Bearer ").is_some_and(|t| {

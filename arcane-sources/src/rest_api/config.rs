@@ -233,7 +233,8 @@ impl RestApiSourceConfig {
                 "must be more than 0 (default 30s)",
             ));
         }
-        if self.retry_initial_backoff.is_zero() || self.retry_max_backoff < self.retry_initial_backoff
+        if self.retry_initial_backoff.is_zero()
+            || self.retry_max_backoff < self.retry_initial_backoff
         {
             return Err(Error::config(
                 format!("{at}.retryInitialBackoff"),
@@ -321,10 +322,9 @@ impl PaginationConfig {
             }
         };
         match self {
-            Self::Offset(o) if o.limit == 0 => Err(Error::config(
-                format!("{at}.limit"),
-                "must be at least 1",
-            )),
+            Self::Offset(o) if o.limit == 0 => {
+                Err(Error::config(format!("{at}.limit"), "must be at least 1"))
+            }
             Self::Cursor(c) => pointer("cursorPointer", &c.cursor_pointer),
             Self::NextUrl(n) => pointer("pointer", &n.pointer),
             _ => Ok(()),

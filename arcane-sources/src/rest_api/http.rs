@@ -96,12 +96,13 @@ impl Http {
             None => Auth::None,
             Some(AuthConfig::Bearer(b)) => {
                 let token = b.token.read()?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    Error::config(
-                        auth_field(at, "token"),
-                        "the token contains characters not allowed in a header",
-                    )
-                })?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        Error::config(
+                            auth_field(at, "token"),
+                            "the token contains characters not allowed in a header",
+                        )
+                    })?;
                 value.set_sensitive(true);
                 secrets.push(token);
                 Auth::Header(reqwest::header::AUTHORIZATION, value)
@@ -220,7 +221,9 @@ impl Http {
         let mut reauthenticated = false;
         loop {
             self.pace().await;
-            let builder = self.authorize(self.client.request(self.method.clone(), req.url.clone())).await?;
+            let builder = self
+                .authorize(self.client.request(self.method.clone(), req.url.clone()))
+                .await?;
             let mut builder = builder;
             for (k, v) in &req.headers {
                 builder = builder.header(k, v);
@@ -351,7 +354,10 @@ impl Http {
     }
 
     /// Add the credentials to a request, fetching an OAuth2 token first when needed.
-    async fn authorize(&mut self, builder: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+    async fn authorize(
+        &mut self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder> {
         Ok(match &self.auth {
             Auth::None => builder,
             Auth::Header(name, value) => builder.header(name.clone(), value.clone()),
@@ -403,9 +409,8 @@ impl Http {
             let why = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let body = resp.bytes().await.unwrap_or_default();
-                    let parsed: Option<(String, Option<u64>)> = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|v| {
+                    let parsed: Option<(String, Option<u64>)> =
+                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
                             let token = v.get("access_token")?.as_str()?.to_string();
                             Some((token, v.get("expires_in").and_then(Value::as_u64)))
                         });
@@ -414,12 +419,17 @@ impl Http {
                         None => {
                             return Err(Error::source_permanent(
                                 &self.name,
-                                format!("the OAuth2 token endpoint {shown} answered without an access_token"),
+                                format!(
+                                    "the OAuth2 token endpoint {shown} answered without an access_token"
+                                ),
                             ));
                         }
                     }
                 }
-                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
                     format!("HTTP {}", resp.status())
                 }
                 Ok(resp) => {
@@ -436,7 +446,10 @@ impl Http {
             if attempt >= self.max_retries {
                 return Err(Error::Source {
                     source_name: self.name.clone(),
-                    message: format!("the OAuth2 token endpoint {shown} failed after {} attempts; last: {why}", attempt + 1),
+                    message: format!(
+                        "the OAuth2 token endpoint {shown} failed after {} attempts; last: {why}",
+                        attempt + 1
+                    ),
                     retry: arcane_core::Retry::Transient,
                     source: None,
                 });
@@ -444,9 +457,8 @@ impl Http {
             tokio::time::sleep(self.backoff(attempt)).await;
             attempt += 1;
         };
-        let refresh_at = expires_in.map(|s| {
-            Instant::now() + Duration::from_secs(s).saturating_sub(o.refresh_before)
-        });
+        let refresh_at = expires_in
+            .map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(o.refresh_before));
         tracing::debug!(source = %self.name, expires_in, "OAuth2 token obtained");
         if let Auth::OAuth2(o) = &mut self.auth {
             o.token = Some((token.clone(), refresh_at));
@@ -470,7 +482,11 @@ pub(crate) fn display_url(url: &Url) -> String {
 
 /// The `Retry-After` delay: seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let d = if let Ok(secs) = v.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
@@ -524,7 +540,9 @@ mod tests {
     #[test]
     fn link_headers_yield_the_next_target() {
         assert_eq!(
-            parse_link_next(r#"<https://a/x?page=1>; rel="prev", <https://a/x?page=3>; rel="next""#),
+            parse_link_next(
+                r#"<https://a/x?page=1>; rel="prev", <https://a/x?page=3>; rel="next""#
+            ),
             Some("https://a/x?page=3".into())
         );
         assert_eq!(
@@ -545,7 +563,10 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("soon"),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

@@ -65,9 +65,9 @@ pub use config::{
     ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, CursorPagination, DEFAULT_FLATTEN_SEPARATOR,
     DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_POLL_INTERVAL,
     DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
-    FieldConfig, HttpMethod, NextUrlPagination, OAuth2Auth, OffsetPagination,
-    PageNumberPagination, PaginationConfig, RestApiSourceConfig, SecretSource, WATERMARK_VARIABLE,
-    WatermarkConfig, WatermarkKind,
+    FieldConfig, HttpMethod, NextUrlPagination, OAuth2Auth, OffsetPagination, PageNumberPagination,
+    PaginationConfig, RestApiSourceConfig, SecretSource, WATERMARK_VARIABLE, WatermarkConfig,
+    WatermarkKind,
 };
 pub use source::RestApiSource;
 pub use watermark::RestApiPosition;

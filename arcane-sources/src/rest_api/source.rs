@@ -254,7 +254,10 @@ impl Run {
             let shown = display_url(&req.url);
             let resp = self.http.send(&req).await?;
             let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
-                let snippet: String = String::from_utf8_lossy(&resp.body).chars().take(200).collect();
+                let snippet: String = String::from_utf8_lossy(&resp.body)
+                    .chars()
+                    .take(200)
+                    .collect();
                 Error::source_permanent(
                     &self.name,
                     format!(
@@ -295,15 +298,19 @@ impl Run {
             }
             let next = match &self.config.pagination {
                 PaginationConfig::None => None,
-                PaginationConfig::PageNumber(p) => {
-                    Some(with_param(&req.url, &p.param, &(p.start + page).to_string()))
-                }
+                PaginationConfig::PageNumber(p) => Some(with_param(
+                    &req.url,
+                    &p.param,
+                    &(p.start + page).to_string(),
+                )),
                 PaginationConfig::Offset(o) => {
                     offset += n;
                     Some(with_param(&req.url, &o.offset_param, &offset.to_string()))
                 }
                 PaginationConfig::Cursor(c) => match body.pointer(&c.cursor_pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(with_param(&req.url, &c.param, s)),
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Some(with_param(&req.url, &c.param, s))
+                    }
                     Some(Value::Number(n)) => Some(with_param(&req.url, &c.param, &n.to_string())),
                     _ => None,
                 },
@@ -329,7 +336,10 @@ impl Run {
         base.join(next).map_err(|e| {
             Error::source_permanent(
                 &self.name,
-                format!("the next-page URL \"{next}\" from {} is not valid: {e}", display_url(base)),
+                format!(
+                    "the next-page URL \"{next}\" from {} is not valid: {e}",
+                    display_url(base)
+                ),
             )
         })
     }
@@ -339,7 +349,8 @@ impl Run {
         let mut taken: Vec<Vec<u8>> = Vec::with_capacity(records.len());
         let mut index: Vec<usize> = Vec::with_capacity(records.len());
         let letter = |i: usize, reason: String, r: &Value| {
-            DeadLetter::new(shown, format!("page {page} record {i}"), reason).with_payload(r.to_string())
+            DeadLetter::new(shown, format!("page {page} record {i}"), reason)
+                .with_payload(r.to_string())
         };
         for (i, r) in records.iter().enumerate() {
             if let Some(t) = &mut self.tracker {
@@ -452,7 +463,8 @@ mod tests {
 
     #[test]
     fn nested_objects_flatten_and_arrays_stay() {
-        let r = json!({"id": 1, "customer": {"id": 7, "address": {"city": "Oslo"}}, "tags": [1, 2]});
+        let r =
+            json!({"id": 1, "customer": {"id": 7, "address": {"city": "Oslo"}}, "tags": [1, 2]});
         assert_eq!(
             flatten(&r, "_"),
             json!({"id": 1, "customer_id": 7, "customer_address_city": "Oslo", "tags": [1, 2]})
@@ -462,7 +474,13 @@ mod tests {
     #[test]
     fn query_parameters_are_replaced() {
         let u = Url::parse("http://h/x?a=1&page=1").unwrap();
-        assert_eq!(with_param(&u, "page", "2").as_str(), "http://h/x?a=1&page=2");
-        assert_eq!(with_param(&u, "c", "x y").as_str(), "http://h/x?a=1&page=1&c=x+y");
+        assert_eq!(
+            with_param(&u, "page", "2").as_str(),
+            "http://h/x?a=1&page=2"
+        );
+        assert_eq!(
+            with_param(&u, "c", "x y").as_str(),
+            "http://h/x?a=1&page=1&c=x+y"
+        );
     }
 }

@@ -56,7 +56,9 @@ impl Key {
             }
             // Epoch numbers: seconds, milliseconds, microseconds or nanoseconds all compare
             // correctly among themselves as long as one API uses one unit.
-            (WatermarkKind::Timestamp, Value::Number(n)) => n.as_i64().map(|v| Self::Time(v.into())),
+            (WatermarkKind::Timestamp, Value::Number(n)) => {
+                n.as_i64().map(|v| Self::Time(v.into()))
+            }
             (WatermarkKind::Number, Value::Number(n)) => n
                 .as_i64()
                 .map(|v| Self::Int(v.into()))
@@ -134,14 +136,15 @@ impl Tracker {
         position: Option<&RestApiPosition>,
         lower_bound: Option<&Value>,
     ) -> Self {
-        let (current, ids, seen) = match position.and_then(|p| p.watermark.clone().map(|w| (w, p.ids.clone()))) {
-            Some((w, ids)) => (Key::of(&w, kind).map(|k| (k, w)), ids, true),
-            None => (
-                lower_bound.and_then(|w| Key::of(w, kind).map(|k| (k, w.clone()))),
-                Vec::new(),
-                false,
-            ),
-        };
+        let (current, ids, seen) =
+            match position.and_then(|p| p.watermark.clone().map(|w| (w, p.ids.clone()))) {
+                Some((w, ids)) => (Key::of(&w, kind).map(|k| (k, w)), ids, true),
+                None => (
+                    lower_bound.and_then(|w| Key::of(w, kind).map(|k| (k, w.clone()))),
+                    Vec::new(),
+                    false,
+                ),
+            };
         let mut t = Self {
             kind,
             field,
@@ -257,7 +260,11 @@ mod tests {
 
     #[test]
     fn timestamps_compare_as_instants_and_numbers_as_numbers() {
-        let a = Key::of(&json!("2026-11-25T10:00:00+01:00"), WatermarkKind::Timestamp).unwrap();
+        let a = Key::of(
+            &json!("2026-11-25T10:00:00+01:00"),
+            WatermarkKind::Timestamp,
+        )
+        .unwrap();
         let b = Key::of(&json!("2026-11-25T09:30:00Z"), WatermarkKind::Timestamp).unwrap();
         assert_eq!(a.compare(&b), Ordering::Less);
         let c = Key::of(&json!(10), WatermarkKind::Number).unwrap();
@@ -291,7 +298,13 @@ mod tests {
         let t = Tracker::new(WatermarkKind::Number, "w".into(), None, Some(&pos), None);
         assert_eq!(t.judge(&json!({"w": 5})).0, Verdict::Seen);
         // ...but a configured lower bound is inclusive.
-        let t = Tracker::new(WatermarkKind::Number, "w".into(), None, None, Some(&json!(5)));
+        let t = Tracker::new(
+            WatermarkKind::Number,
+            "w".into(),
+            None,
+            None,
+            Some(&json!(5)),
+        );
         assert_eq!(t.judge(&json!({"w": 5})).0, Verdict::Take);
         assert_eq!(t.judge(&json!({"w": 4})).0, Verdict::Seen);
     }
@@ -312,7 +325,10 @@ mod tests {
             t.advance(&r, k.unwrap());
         }
         // Out of order within a poll: dead-lettered, not silently lost on a restart.
-        assert!(matches!(t.judge(&json!({"w": 1, "id": "x"})).0, Verdict::Reject(_)));
+        assert!(matches!(
+            t.judge(&json!({"w": 1, "id": "x"})).0,
+            Verdict::Reject(_)
+        ));
         assert_eq!(
             t.position(),
             RestApiPosition {

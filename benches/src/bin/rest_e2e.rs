@@ -47,7 +47,14 @@ fn main() {
                 if let Some(c) = &cursor {
                     url.push_str(&format!("&cursor={c}"));
                 }
-                let body = client.get(&url).send().await.unwrap().bytes().await.unwrap();
+                let body = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 n += v["data"].as_array().map_or(0, Vec::len) as u64;
                 match v["next_cursor"].as_str() {
@@ -95,7 +102,11 @@ fn main() {
             .output()
             .expect("run arcane (build it with cargo build --release --bin arcane)");
         let secs = start.elapsed().as_secs_f64();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let summary = std::fs::read_to_string(dir.path().join("termination")).unwrap();
         assert!(
             summary.contains(&format!("\"rowsCommitted\":{records}")),
