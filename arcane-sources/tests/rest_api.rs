@@ -293,6 +293,10 @@ async fn static_bearer_api_key_and_basic_auth_read_secrets_from_files() {
         let mut cfg = config(&api, "page", 10);
         cfg.auth = Some(client);
         let mut source = RestApiSource::new(cfg.clone()).unwrap();
+        let shown = format!("{source:?} {}", source.name());
+        for secret in ["s3cr3t-token", "k3y", "pa55word"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
         let (batches, err) = read(&mut source, backfill()).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(ids(&batches).len(), 30);

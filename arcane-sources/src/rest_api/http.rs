@@ -33,8 +33,7 @@ pub(crate) struct Response {
     pub(crate) body: Bytes,
 }
 
-/// The authentication state.
-#[derive(Debug)]
+/// The authentication state (no `Debug`: it holds secrets).
 enum Auth {
     None,
     /// A fixed header (bearer token or API key).
@@ -46,7 +45,6 @@ enum Auth {
     OAuth2(Box<OAuth2>),
 }
 
-#[derive(Debug)]
 struct OAuth2 {
     token_url: Url,
     client_id: String,
@@ -59,7 +57,6 @@ struct OAuth2 {
 }
 
 /// The HTTP side of the source.
-#[derive(Debug)]
 pub(crate) struct Http {
     client: reqwest::Client,
     method: reqwest::Method,
@@ -75,6 +72,24 @@ pub(crate) struct Http {
     name: String,
     /// Requests sent (retries included), for tests and logs.
     pub(crate) requests: u64,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::None => "none",
+            Auth::Header(..) => "header",
+            Auth::Basic { .. } => "basic",
+            Auth::OAuth2(_) => "oauth2",
+        };
+        // Never the secrets.
+        f.debug_struct("Http")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("auth", &auth)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
 }
 
 fn auth_field(at: &str, field: &str) -> String {
@@ -221,10 +236,9 @@ impl Http {
         let mut reauthenticated = false;
         loop {
             self.pace().await;
-            let builder = self
+            let mut builder = self
                 .authorize(self.client.request(self.method.clone(), req.url.clone()))
                 .await?;
-            let mut builder = builder;
             for (k, v) in &req.headers {
                 builder = builder.header(k, v);
             }
