@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod rest_api;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -4,16 +4,21 @@
 //! |---|---|---|
 //! | `blob-landing` | `blob-landing` | files landing under an object-store prefix ([`arcane_sources::blob_landing`]) |
 //! | `generator` | `generator` | deterministic synthetic rows ([`GeneratorConfig`]) |
+//! | `rest-api` | `rest-api` | records polled from an HTTP API ([`arcane_sources::rest_api`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
 #[cfg(feature = "generator")]
 mod generator;
+#[cfg(feature = "rest-api")]
+mod rest_api;
 
 #[cfg(feature = "blob-landing")]
 pub use blob_landing::BlobLanding;
 #[cfg(feature = "generator")]
 pub use generator::{DEFAULT_GENERATOR_BATCH_ROWS, Generator, GeneratorConfig};
+#[cfg(feature = "rest-api")]
+pub use rest_api::RestApi;
 
 use arcane_deploy::{KindManifest, PrinterColumn};
 use arcane_runner::Runner;
@@ -33,6 +38,8 @@ pub fn runner() -> Runner {
     let runner = register(runner, BlobLanding);
     #[cfg(feature = "generator")]
     let runner = register(runner, Generator);
+    #[cfg(feature = "rest-api")]
+    let runner = register(runner, RestApi);
     runner
 }
 

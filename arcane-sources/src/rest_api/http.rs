@@ -1,0 +1,586 @@
+//! [`Http`]: one request with authentication, a rate limit, retries with backoff and jitter
+//! (honouring `Retry-After`), a timeout and a response size limit.
+
+use std::time::Duration;
+
+use arcane_core::{Error, Result};
+use bytes::{Bytes, BytesMut};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio::time::Instant;
+use url::Url;
+
+use super::config::{AuthConfig, HttpMethod, RestApiSourceConfig};
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) url: Url,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Option<String>,
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    /// The `rel="next"` target of the `Link` header, if any.
+    pub(crate) link_next: Option<String>,
+    pub(crate) body: Bytes,
+}
+
+/// The authentication state (no `Debug`: it holds secrets).
+enum Auth {
+    None,
+    /// A fixed header (bearer token or API key).
+    Header(HeaderName, HeaderValue),
+    Basic {
+        username: String,
+        password: String,
+    },
+    OAuth2(Box<OAuth2>),
+}
+
+struct OAuth2 {
+    token_url: Url,
+    client_id: String,
+    client_secret: String,
+    scope: Option<String>,
+    in_body: bool,
+    refresh_before: Duration,
+    /// The current token and when it must be refreshed.
+    token: Option<(String, Option<Instant>)>,
+}
+
+/// The HTTP side of the source.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    method: reqwest::Method,
+    auth: Auth,
+    /// Secret values, replaced by `***` in anything logged or returned.
+    secrets: Vec<String>,
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    min_interval: Option<Duration>,
+    next_request_at: Option<Instant>,
+    max_bytes: u64,
+    name: String,
+    /// Requests sent (retries included), for tests and logs.
+    pub(crate) requests: u64,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::None => "none",
+            Auth::Header(..) => "header",
+            Auth::Basic { .. } => "basic",
+            Auth::OAuth2(_) => "oauth2",
+        };
+        // Never the secrets.
+        f.debug_struct("Http")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("auth", &auth)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+fn auth_field(at: &str, field: &str) -> String {
+    format!("{at}.auth.{field}")
+}
+
+impl Http {
+    /// The client for `config`, reading the secrets it names; `at` is the settings' path.
+    pub(crate) fn new(config: &RestApiSourceConfig, at: &str, name: String) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout)
+            .build()
+            .map_err(|e| {
+                Error::source_transient(&name, "cannot create the HTTP client", e.without_url())
+            })?;
+        let mut secrets = Vec::new();
+        let auth = match &config.auth {
+            None => Auth::None,
+            Some(AuthConfig::Bearer(b)) => {
+                let token = b.token.read()?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        Error::config(
+                            auth_field(at, "token"),
+                            "the token contains characters not allowed in a header",
+                        )
+                    })?;
+                value.set_sensitive(true);
+                secrets.push(token);
+                Auth::Header(reqwest::header::AUTHORIZATION, value)
+            }
+            Some(AuthConfig::ApiKey(k)) => {
+                let key = k.key.read()?;
+                let header = HeaderName::from_bytes(k.header.as_bytes()).map_err(|_| {
+                    Error::config(
+                        auth_field(at, "header"),
+                        format!("\"{}\" is not a valid header name", k.header),
+                    )
+                })?;
+                let mut value = HeaderValue::from_str(&key).map_err(|_| {
+                    Error::config(
+                        auth_field(at, "key"),
+                        "the key contains characters not allowed in a header",
+                    )
+                })?;
+                value.set_sensitive(true);
+                secrets.push(key);
+                Auth::Header(header, value)
+            }
+            Some(AuthConfig::Basic(b)) => {
+                let password = b.password.read()?;
+                secrets.push(password.clone());
+                Auth::Basic {
+                    username: b.username.clone(),
+                    password,
+                }
+            }
+            Some(AuthConfig::OAuth2ClientCredentials(o)) => {
+                let token_url = Url::parse(&o.token_url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        Error::config(
+                            auth_field(at, "tokenUrl"),
+                            "is not an http(s) URL; expected e.g. https://login.example.com/oauth2/token",
+                        )
+                    })?;
+                let client_secret = o.client_secret.read()?;
+                secrets.push(client_secret.clone());
+                Auth::OAuth2(Box::new(OAuth2 {
+                    token_url,
+                    client_id: o.client_id.clone(),
+                    client_secret,
+                    scope: o.scope.clone(),
+                    in_body: o.credentials_in_body,
+                    refresh_before: o.refresh_before_expiry,
+                    token: None,
+                }))
+            }
+        };
+        Ok(Self {
+            client,
+            method: match config.method {
+                HttpMethod::Get => reqwest::Method::GET,
+                HttpMethod::Post => reqwest::Method::POST,
+            },
+            auth,
+            secrets,
+            max_retries: config.max_retries,
+            initial_backoff: config.retry_initial_backoff,
+            max_backoff: config.retry_max_backoff,
+            min_interval: config
+                .max_requests_per_second
+                .map(|r| Duration::from_secs_f64(1.0 / r)),
+            next_request_at: None,
+            max_bytes: config.max_response_bytes,
+            name,
+            requests: 0,
+        })
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if !s.is_empty() {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        if let Auth::OAuth2(o) = &self.auth {
+            if let Some((token, _)) = &o.token {
+                out = out.replace(token.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// Wait for the rate limit.
+    async fn pace(&mut self) {
+        if let Some(interval) = self.min_interval {
+            let now = Instant::now();
+            let at = self.next_request_at.unwrap_or(now).max(now);
+            tokio::time::sleep_until(at).await;
+            self.next_request_at = Some(at + interval);
+        }
+    }
+
+    /// The backoff before retry number `attempt` (0-based): exponential with "equal jitter"
+    /// (half fixed, half random), capped at the maximum.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max_backoff);
+        exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    /// Send `req`, retrying 429, 5xx, timeouts and connection errors; a 401 with OAuth2 gets
+    /// a new token once.
+    pub(crate) async fn send(&mut self, req: &Request) -> Result<Response> {
+        let shown = display_url(&req.url);
+        let mut attempt = 0u32;
+        let mut reauthenticated = false;
+        loop {
+            self.pace().await;
+            let mut builder = self
+                .authorize(self.client.request(self.method.clone(), req.url.clone()))
+                .await?;
+            for (k, v) in &req.headers {
+                builder = builder.header(k, v);
+            }
+            if let Some(body) = &req.body {
+                builder = builder
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            self.requests += 1;
+            let why: String;
+            let mut wait = None;
+            match builder.send().await {
+                Err(e) => {
+                    why = self.redact(&e.without_url().to_string());
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status.is_success() {
+                        let link_next = link_next(resp.headers());
+                        match self.read_body(resp, &shown, status).await {
+                            Ok(body) => {
+                                return Ok(Response {
+                                    status,
+                                    link_next,
+                                    body,
+                                });
+                            }
+                            Err(BodyError::Fatal(e)) => return Err(e),
+                            Err(BodyError::Transient(e)) => why = e,
+                        }
+                    } else if status == StatusCode::UNAUTHORIZED
+                        && matches!(self.auth, Auth::OAuth2(_))
+                        && !reauthenticated
+                    {
+                        // The token may have been revoked or expired early: get a new one.
+                        tracing::info!(source = %self.name, url = %shown, "HTTP 401; refreshing the OAuth2 token");
+                        if let Auth::OAuth2(o) = &mut self.auth {
+                            o.token = None;
+                        }
+                        reauthenticated = true;
+                        continue;
+                    } else if status == StatusCode::TOO_MANY_REQUESTS
+                        || status.is_server_error()
+                        || status == StatusCode::REQUEST_TIMEOUT
+                    {
+                        wait = retry_after(resp.headers());
+                        let snippet = self.snippet(resp).await;
+                        why = format!("HTTP {status}{snippet}");
+                    } else {
+                        let snippet = self.snippet(resp).await;
+                        return Err(Error::source_permanent(
+                            &self.name,
+                            format!(
+                                "{} {shown} answered HTTP {status}{snippet}; check the URL, query and credentials",
+                                self.method
+                            ),
+                        ));
+                    }
+                }
+            }
+            if attempt >= self.max_retries {
+                return Err(Error::Source {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "{} {shown} failed after {} attempts; last: {why}",
+                        self.method,
+                        attempt + 1
+                    ),
+                    retry: arcane_core::Retry::Transient,
+                    source: None,
+                });
+            }
+            let delay = wait.unwrap_or_else(|| self.backoff(attempt));
+            tracing::warn!(source = %self.name, url = %shown, attempt = attempt + 1, delay = ?delay, reason = %why, "request failed; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        shown: &str,
+        status: StatusCode,
+    ) -> Result<Bytes, BodyError> {
+        let too_large = || {
+            BodyError::Fatal(Error::source_permanent(
+                &self.name,
+                format!(
+                    "the response of {shown} (HTTP {status}) is larger than maxResponseBytes ({} bytes); ask for smaller pages or raise the limit",
+                    self.max_bytes
+                ),
+            ))
+        };
+        if resp.content_length().is_some_and(|l| l > self.max_bytes) {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > self.max_bytes {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(BodyError::Transient(format!(
+                        "reading the body failed: {}",
+                        self.redact(&e.without_url().to_string())
+                    )));
+                }
+            }
+        }
+    }
+
+    /// `: <first 200 characters of the body>` of an error response, secrets redacted.
+    async fn snippet(&self, resp: reqwest::Response) -> String {
+        let text = resp.text().await.unwrap_or_default();
+        let text = text.trim();
+        if text.is_empty() {
+            return String::new();
+        }
+        let cut: String = text.chars().take(200).collect();
+        format!(": {}", self.redact(&cut))
+    }
+
+    /// Add the credentials to a request, fetching an OAuth2 token first when needed.
+    async fn authorize(
+        &mut self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder> {
+        Ok(match &self.auth {
+            Auth::None => builder,
+            Auth::Header(name, value) => builder.header(name.clone(), value.clone()),
+            Auth::Basic { username, password } => builder.basic_auth(username, Some(password)),
+            Auth::OAuth2(_) => {
+                let token = self.oauth2_token().await?;
+                builder.bearer_auth(token)
+            }
+        })
+    }
+
+    /// The current OAuth2 token, fetched again when it is missing or about to expire.
+    async fn oauth2_token(&mut self) -> Result<String> {
+        let Auth::OAuth2(o) = &self.auth else {
+            return Ok(String::new());
+        };
+        if let Some((token, refresh_at)) = &o.token {
+            if refresh_at.is_none_or(|at| Instant::now() < at) {
+                return Ok(token.clone());
+            }
+        }
+        let shown = display_url(&o.token_url);
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &o.scope {
+                form.append_pair("scope", scope);
+            }
+            if o.in_body {
+                form.append_pair("client_id", &o.client_id);
+                form.append_pair("client_secret", &o.client_secret);
+            }
+            form.finish()
+        };
+        let mut attempt = 0u32;
+        let (token, expires_in) = loop {
+            let mut req = self
+                .client
+                .post(o.token_url.clone())
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(form.clone());
+            if !o.in_body {
+                req = req.basic_auth(&o.client_id, Some(&o.client_secret));
+            }
+            let why = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let parsed: Option<(String, Option<u64>)> =
+                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                            let token = v.get("access_token")?.as_str()?.to_string();
+                            Some((token, v.get("expires_in").and_then(Value::as_u64)))
+                        });
+                    match parsed {
+                        Some(t) => break t,
+                        None => {
+                            return Err(Error::source_permanent(
+                                &self.name,
+                                format!(
+                                    "the OAuth2 token endpoint {shown} answered without an access_token"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    format!("HTTP {}", resp.status())
+                }
+                Ok(resp) => {
+                    return Err(Error::source_permanent(
+                        &self.name,
+                        format!(
+                            "the OAuth2 token endpoint {shown} answered HTTP {}; check clientId and the client secret",
+                            resp.status()
+                        ),
+                    ));
+                }
+                Err(e) => self.redact(&e.without_url().to_string()),
+            };
+            if attempt >= self.max_retries {
+                return Err(Error::Source {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "the OAuth2 token endpoint {shown} failed after {} attempts; last: {why}",
+                        attempt + 1
+                    ),
+                    retry: arcane_core::Retry::Transient,
+                    source: None,
+                });
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        };
+        let refresh_at = expires_in
+            .map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(o.refresh_before));
+        tracing::debug!(source = %self.name, expires_in, "OAuth2 token obtained");
+        if let Auth::OAuth2(o) = &mut self.auth {
+            o.token = Some((token.clone(), refresh_at));
+        }
+        Ok(token)
+    }
+}
+
+enum BodyError {
+    Fatal(Error),
+    Transient(String),
+}
+
+/// `url` without credentials, for logs and errors.
+pub(crate) fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// The `Retry-After` delay: seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+/// The `rel="next"` target of `Link` headers (RFC 8288).
+fn link_next(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_link_next)
+}
+
+pub(crate) fn parse_link_next(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        let params_end = rest[close..].find('<').map_or(rest.len(), |i| close + i);
+        let params = &rest[close + 1..params_end];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().trim_end_matches(',').trim();
+            let Some((k, v)) = p.split_once('=') else {
+                return false;
+            };
+            k.trim().eq_ignore_ascii_case("rel")
+                && v.trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.to_string());
+        }
+        rest = &rest[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers_yield_the_next_target() {
+        assert_eq!(
+            parse_link_next(
+                r#"<https://a/x?page=1>; rel="prev", <https://a/x?page=3>; rel="next""#
+            ),
+            Some("https://a/x?page=3".into())
+        );
+        assert_eq!(
+            parse_link_next(r#"</items?c=2>; rel="next last"; title="n""#),
+            Some("/items?c=2".into())
+        );
+        assert_eq!(parse_link_next(r#"<https://a/x>; rel="prev""#), None);
+        assert_eq!(parse_link_next("garbage"), None);
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("soon"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}
