@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use amqprs::callbacks::{DefaultChannelCallback, DefaultConnectionCallback};
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
     ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
@@ -36,9 +36,28 @@ pub struct AmqpPosition {
     pub batch: u64,
 }
 
-/// The channel acks go to, and its generation (bumped by every reconnect; delivery tags of an
-/// older generation cannot be acked any more).
-type SharedChannel = Arc<Mutex<Option<(u64, Channel)>>>;
+/// The connection and channel acks go to, and its generation (bumped by every reconnect;
+/// delivery tags of an older generation cannot be acked any more). It outlives the stream, so
+/// the commits of a graceful stop are still acked, and is closed when the source is dropped or
+/// opened again (the broker then requeues whatever was not acked).
+type SharedChannel = Arc<Mutex<Option<Session>>>;
+
+struct Session {
+    generation: u64,
+    connection: Connection,
+    channel: Channel,
+}
+
+fn close_session(slot: &SharedChannel) {
+    let session = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(session) = session {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = session.connection.close().await;
+            });
+        }
+    }
+}
 
 /// Consumes a RabbitMQ queue; see the [module docs](super).
 pub struct AmqpSource {
@@ -123,6 +142,10 @@ impl Source for AmqpSource {
         };
         tracing::info!(source = %self.name, ?resume, skip, mode = start.mode.as_str(), "rabbitmq source opening");
         self.ledger.clear();
+        let previous = self.channel.lock().ok().and_then(|mut s| s.take());
+        if let Some(previous) = previous {
+            let _ = previous.connection.close().await;
+        }
         let decoder = PayloadDecoder::new(
             &self.config.payload,
             &format!("{}.payload", self.field),
@@ -162,7 +185,11 @@ impl Source for AmqpSource {
             .channel
             .lock()
             .ok()
-            .and_then(|c| c.as_ref().filter(|(g, _)| *g == generation).map(|(_, c)| c.clone()));
+            .and_then(|c| {
+                c.as_ref()
+                    .filter(|s| s.generation == generation)
+                    .map(|s| s.channel.clone())
+            });
         match channel {
             Some(channel) => {
                 if let Err(e) = channel.basic_ack(BasicAckArguments::new(tag, true)).await {
@@ -175,19 +202,9 @@ impl Source for AmqpSource {
     }
 }
 
-/// Closes the connection when the consuming task ends or is aborted, so the broker requeues
-/// its unacknowledged deliveries right away.
-struct CloseOnDrop(Option<Connection>);
-
-impl Drop for CloseOnDrop {
+impl Drop for AmqpSource {
     fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = c.close().await;
-                });
-            }
-        }
+        close_session(&self.channel);
     }
 }
 
@@ -223,7 +240,7 @@ impl Run {
 
     async fn connect(
         &self,
-    ) -> Result<(Connection, Channel, mpsc::UnboundedReceiver<ConsumerMessage>)> {
+    ) -> Result<(Connection, Channel, String, mpsc::UnboundedReceiver<ConsumerMessage>)> {
         let c = &self.config;
         let field = &self.field;
         let password = match &c.password {
@@ -292,7 +309,7 @@ impl Run {
                 }
             }
         }
-        let (_tag, rx) = channel
+        let (tag, rx) = channel
             .basic_consume_rx(
                 BasicConsumeArguments::new(&c.queue, "")
                     .manual_ack(true)
@@ -303,7 +320,7 @@ impl Run {
             )
             .await
             .map_err(transient("cannot consume the queue (does it exist?)"))?;
-        Ok((connection, channel, rx))
+        Ok((connection, channel, tag, rx))
     }
 
     async fn consume(&mut self, output: &mut Output) -> Result<()> {
@@ -314,7 +331,7 @@ impl Run {
         let mut pending = Pending::default();
         let mut last_activity = tokio::time::Instant::now();
         loop {
-            let (connection, channel, mut rx) = match self.connect().await {
+            let (connection, channel, consumer_tag, mut rx) = match self.connect().await {
                 Ok(ok) => ok,
                 Err(e @ Error::Config { .. }) => return Err(e),
                 Err(e) => {
@@ -322,10 +339,14 @@ impl Run {
                     continue;
                 }
             };
-            let _close = CloseOnDrop(Some(connection.clone()));
             generation += 1;
+            close_session(&self.channel);
             if let Ok(mut shared) = self.channel.lock() {
-                *shared = Some((generation, channel.clone()));
+                *shared = Some(Session {
+                    generation,
+                    connection: connection.clone(),
+                    channel: channel.clone(),
+                });
             }
             tracing::info!(source = %self.name, generation, "consuming");
             let io_failure = connection.listen_network_io_failure();
@@ -349,22 +370,19 @@ impl Run {
                     () = sleep_until(idle_at) => {
                         self.flush(output, &mut pending).await?;
                         tracing::info!(source = %self.name, ?idle, "backfill: the queue stayed idle; done");
-                        let _ = channel.close().await;
-                        let _ = connection.clone().close().await;
+                        // Stop deliveries but keep the channel: the last commits still ack.
+                        let _ = channel.basic_cancel(BasicCancelArguments::new(&consumer_tag)).await;
                         return Ok(());
                     }
                 }
                 if output.is_closed() {
-                    let _ = connection.clone().close().await;
                     return Ok(());
                 }
             };
             // Deliveries of the lost channel are requeued by the broker; what was yielded is
             // still committed by the sink, and their redeliveries are recognised by sequence.
             self.flush(output, &mut pending).await?;
-            if let Ok(mut shared) = self.channel.lock() {
-                *shared = None;
-            }
+            close_session(&self.channel);
             backoff.failed(&self.name, "consuming", lost).await?;
         }
     }

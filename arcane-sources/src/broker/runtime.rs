@@ -19,9 +19,19 @@ pub(crate) const OUTPUT_BATCHES: usize = 2;
 
 /// What must be acked upstream once a batch is committed: one token per yielded batch, keyed
 /// by the batch's key (stream sequence, batch number), in order.
-#[derive(Debug)]
 pub(crate) struct Ledger<T> {
     inner: Arc<Mutex<VecDeque<(u64, T)>>>,
+}
+
+impl<T> std::fmt::Debug for Ledger<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<u64> = self
+            .inner
+            .lock()
+            .map(|q| q.iter().map(|(k, _)| *k).collect())
+            .unwrap_or_default();
+        f.debug_struct("Ledger").field("keys", &keys).finish()
+    }
 }
 
 impl<T> Clone for Ledger<T> {
@@ -179,7 +189,7 @@ impl Output {
     }
 
     /// Send an error (the stream ends after it).
-    pub(crate) async fn fail(&self, error: Error) {
+    pub(crate) async fn fail(&mut self, error: Error) {
         let _ = self.tx.send(Err(error)).await;
     }
 

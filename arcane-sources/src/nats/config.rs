@@ -62,9 +62,6 @@ pub struct NatsSourceConfig {
     /// Authentication token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretValue>,
-    /// A NATS `.creds` file (JWT + NKey seed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_file: Option<String>,
     /// TLS to the server (required when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -127,7 +124,6 @@ impl NatsSourceConfig {
             username: None,
             password: None,
             token: None,
-            credentials_file: None,
             tls: None,
             batch_rows: default_batch_rows(),
             batch_timeout: default_batch_timeout(),

@@ -146,11 +146,6 @@ impl Run {
         if let Some(token) = &c.token {
             opts = opts.token(token.resolve(&format!("{field}.token"))?);
         }
-        if let Some(path) = &c.credentials_file {
-            opts = opts.credentials_file(path).await.map_err(|e| {
-                Error::config(format!("{field}.credentialsFile"), format!("cannot read {path}: {e}"))
-            })?;
-        }
         if let Some(tls) = &c.tls {
             opts = opts.require_tls(true);
             if let Some(ca) = &tls.ca_file {
