@@ -136,7 +136,12 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
         .filter(|i| !bad.contains(i) && !first.contains(i))
         .collect();
     assert_eq!(again, expected);
-    assert_eq!(letters.len(), 1, "the uncommitted malformed message is dead-lettered again");
+    // Malformed messages after the committed batch are dead-lettered (again, for id 5 when it
+    // was read but not committed before the crash).
+    let five_committed = first.iter().any(|&i| i > 5);
+    let expected_letters = if five_committed { 1 } else { 2 };
+    assert_eq!(letters.len(), expected_letters, "{letters:#?}");
+    assert!(letters.iter().any(|l| l.payload.as_deref().unwrap().contains("not a number 150")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

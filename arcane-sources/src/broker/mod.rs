@@ -36,5 +36,5 @@ pub(crate) use config::{
 };
 #[allow(unused_imports)]
 pub(crate) use runtime::{
-    Backoff, Ledger, OUTPUT_BATCHES, Output, now_ms, sleep_until, spawn_stream,
+    AbortOnDrop, Backoff, Ledger, OUTPUT_BATCHES, Output, now_ms, sleep_until, spawn_stream,
 };

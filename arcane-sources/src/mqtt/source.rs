@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::config::MqttSourceConfig;
 use crate::broker::{
-    Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, now_ms, sleep_until,
+    AbortOnDrop, Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, now_ms, sleep_until,
     spawn_stream,
 };
 
@@ -40,6 +40,15 @@ pub struct MqttSource {
     run: u64,
     ledger: Ledger<Vec<Publish>>,
     client: Option<AsyncClient>,
+    /// The client's event loop. It outlives the stream (so the acks of the commits after a
+    /// graceful stop are still sent) and stops when the source is dropped or opened again.
+    poller: Option<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for AbortOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AbortOnDrop")
+    }
 }
 
 impl MqttSource {
@@ -65,6 +74,7 @@ impl MqttSource {
             run,
             ledger: Ledger::default(),
             client: None,
+            poller: None,
         })
     }
 
@@ -128,6 +138,7 @@ impl Source for MqttSource {
     async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
         tracing::info!(source = %self.name, resume = ?start.resume_from, mode = start.mode.as_str(), "mqtt source opening (the broker's session says where to continue)");
         self.ledger.clear();
+        self.poller = None;
         let decoder = PayloadDecoder::new(
             &self.config.payload,
             &format!("{}.payload", self.field),
@@ -153,11 +164,8 @@ impl Source for MqttSource {
             eventloop,
             events_tx,
         );
-        Ok(spawn_stream(rx, async move {
-            let poller = tokio::spawn(poller);
-            run.drive(output, events_rx).await;
-            poller.abort();
-        }))
+        self.poller = Some(AbortOnDrop(tokio::spawn(poller)));
+        Ok(spawn_stream(rx, run.drive(output, events_rx)))
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -178,6 +186,8 @@ impl Source for MqttSource {
                 }
             }
         }
+        // The event loop writes the PUBACKs; give it a moment before a stopping process exits.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         Ok(())
     }
 }
