@@ -196,7 +196,7 @@ fn nats_jetstream_kills_and_restarts_land_every_message_exactly_once() {
         "batchRows": 100,
         "batchTimeout": "50ms"
     });
-    let spec = spec("NatsJetStreamStream", source, &sink_url);
+    let spec = spec("NatsJetstreamStream", source, &sink_url);
     let expected_rows = N as usize - bad.len();
     run_with_restarts(work.path(), &spec, "nats-jetstream source opening", &sink_url, |ids| {
         ids.len() >= expected_rows
