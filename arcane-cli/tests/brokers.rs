@@ -125,7 +125,11 @@ fn run_with_restarts(
         proc.wait_for_log(opening);
         let all_in = done(&committed_ids(sink_url));
         std::thread::sleep(delay);
-        proc.signal(if kill { Signal::SIGKILL } else { Signal::SIGTERM });
+        proc.signal(if kill {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        });
         let exit = proc.wait();
         if kill {
             kills += 1;
@@ -154,7 +158,9 @@ fn assert_dead_lettered(sink_dir: &Path, bad: &BTreeSet<i64>) {
     let payloads = dead_letter_payloads(sink_dir);
     for i in bad {
         assert!(
-            payloads.iter().any(|p| p.contains(&format!("malformed {i}\""))),
+            payloads
+                .iter()
+                .any(|p| p.contains(&format!("malformed {i}\""))),
             "malformed message {i} not dead-lettered: {payloads:#?}"
         );
     }
@@ -178,7 +184,11 @@ fn nats_jetstream_kills_and_restarts_land_every_message_exactly_once() {
         .unwrap();
         let mut acks = Vec::new();
         for i in 0..N {
-            acks.push(js.publish(format!("{subject}.x"), payload(i, &bad).into()).await.unwrap());
+            acks.push(
+                js.publish(format!("{subject}.x"), payload(i, &bad).into())
+                    .await
+                    .unwrap(),
+            );
         }
         for a in acks {
             a.await.unwrap();
@@ -198,9 +208,13 @@ fn nats_jetstream_kills_and_restarts_land_every_message_exactly_once() {
     });
     let spec = spec("NatsJetstreamStream", source, &sink_url);
     let expected_rows = N as usize - bad.len();
-    run_with_restarts(work.path(), &spec, "nats-jetstream source opening", &sink_url, |ids| {
-        ids.len() >= expected_rows
-    });
+    run_with_restarts(
+        work.path(),
+        &spec,
+        "nats-jetstream source opening",
+        &sink_url,
+        |ids| ids.len() >= expected_rows,
+    );
     assert_exactly_once(committed_ids(&sink_url), &bad);
     assert_dead_lettered(&sink_dir, &bad);
     rt.block_on(async {
@@ -219,7 +233,10 @@ fn rabbitmq_kills_and_restarts_land_every_message_exactly_once() {
     let bad = bad_ids();
     let (connection, channel) = rt.block_on(async {
         let connection = Connection::open(&OpenConnectionArguments::new(
-            "127.0.0.1", 5672, "guest", "guest",
+            "127.0.0.1",
+            5672,
+            "guest",
+            "guest",
         ))
         .await
         .unwrap();
@@ -263,13 +280,19 @@ fn rabbitmq_kills_and_restarts_land_every_message_exactly_once() {
     source["password"] = json!({"file": password_file.display().to_string()});
     let spec = spec("RabbitmqStream", source, &sink_url);
     let expected_rows = N as usize - bad.len();
-    run_with_restarts(work.path(), &spec, "rabbitmq source opening", &sink_url, |ids| {
-        ids.len() >= expected_rows
-    });
+    run_with_restarts(
+        work.path(),
+        &spec,
+        "rabbitmq source opening",
+        &sink_url,
+        |ids| ids.len() >= expected_rows,
+    );
     assert_exactly_once(committed_ids(&sink_url), &bad);
     assert_dead_lettered(&sink_dir, &bad);
     rt.block_on(async {
-        let _ = channel.queue_delete(QueueDeleteArguments::new(&queue)).await;
+        let _ = channel
+            .queue_delete(QueueDeleteArguments::new(&queue))
+            .await;
         let _ = connection.close().await;
     });
 }
@@ -330,10 +353,16 @@ fn mqtt_kills_and_restarts_land_every_message_at_least_once() {
     first.signal(Signal::SIGTERM);
     assert_eq!(first.wait().code, 0);
     let expected: BTreeSet<i64> = (0..N_MQTT).filter(|i| !bad.contains(i)).collect();
-    let kills = run_with_restarts(work.path(), &spec, "mqtt source opening", &sink_url, |ids| {
-        let got: BTreeSet<i64> = ids.iter().copied().collect();
-        got == expected
-    });
+    let kills = run_with_restarts(
+        work.path(),
+        &spec,
+        "mqtt source opening",
+        &sink_url,
+        |ids| {
+            let got: BTreeSet<i64> = ids.iter().copied().collect();
+            got == expected
+        },
+    );
     let ids = committed_ids(&sink_url);
     let distinct: BTreeSet<i64> = ids.iter().copied().collect();
     assert_eq!(distinct, expected, "a well-formed message is missing");

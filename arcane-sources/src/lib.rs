@@ -17,9 +17,9 @@ pub mod amqp;
 pub mod blob_landing;
 #[cfg(feature = "broker")]
 pub mod broker;
+#[cfg(feature = "decode")]
+pub mod decode;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(feature = "decode")]
-pub mod decode;

@@ -58,20 +58,38 @@ impl TestQueue {
 
     async fn declare(&self) {
         self.channel
-            .queue_declare(QueueDeclareArguments::new(&self.name).durable(true).finish())
+            .queue_declare(
+                QueueDeclareArguments::new(&self.name)
+                    .durable(true)
+                    .finish(),
+            )
             .await
             .unwrap();
     }
 
     /// Publish `{"id": i}` for `ids` with the sequence `i + 1` in the `x-seq` header; ids in
     /// `bad` get a malformed payload.
-    async fn publish(&self, exchange: &str, routing_key: &str, ids: std::ops::Range<i64>, bad: &BTreeSet<i64>) {
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        ids: std::ops::Range<i64>,
+        bad: &BTreeSet<i64>,
+    ) {
         for i in ids {
-            self.publish_one(exchange, routing_key, i, Some(i + 1), bad.contains(&i)).await;
+            self.publish_one(exchange, routing_key, i, Some(i + 1), bad.contains(&i))
+                .await;
         }
     }
 
-    async fn publish_one(&self, exchange: &str, routing_key: &str, id: i64, seq: Option<i64>, bad: bool) {
+    async fn publish_one(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        id: i64,
+        seq: Option<i64>,
+        bad: bool,
+    ) {
         let payload = if bad {
             format!("{{\"id\": \"not a number {id}\"")
         } else {
@@ -99,7 +117,11 @@ impl TestQueue {
     async fn ready(&self) -> u32 {
         let (_, ready, _) = self
             .channel
-            .queue_declare(QueueDeclareArguments::new(&self.name).passive(true).finish())
+            .queue_declare(
+                QueueDeclareArguments::new(&self.name)
+                    .passive(true)
+                    .finish(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -136,7 +158,13 @@ impl TestQueue {
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()
-        .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
         .collect()
 }
 
@@ -159,7 +187,10 @@ async fn resumes_exactly_at_and_inside_a_batch_with_a_publisher_sequence() {
     assert_eq!(ids(&rows_of(&all)), expected);
     let cut = all[1].batch.num_rows() / 2;
     for (checkpoint, before) in [
-        (Checkpoint::at(all[0].position.clone()), ids(&[all[0].batch.clone()])),
+        (
+            Checkpoint::at(all[0].position.clone()),
+            ids(&[all[0].batch.clone()]),
+        ),
         (
             Checkpoint {
                 position: Some(all[0].position.clone()),
@@ -171,7 +202,10 @@ async fn resumes_exactly_at_and_inside_a_batch_with_a_publisher_sequence() {
         // Everything is back in the queue once the previous consumer is gone.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while q.ready().await != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "deliveries not requeued");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries not requeued"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut resumed = AmqpSource::new(config.clone()).unwrap();
@@ -179,7 +213,10 @@ async fn resumes_exactly_at_and_inside_a_batch_with_a_publisher_sequence() {
         drop(resumed);
         let mut got = before;
         got.extend(ids(&rows_of(&rest)));
-        assert_eq!(got, expected, "resuming from {checkpoint:?} lost or repeated rows");
+        assert_eq!(
+            got, expected,
+            "resuming from {checkpoint:?} lost or repeated rows"
+        );
     }
     q.delete().await;
 }
@@ -201,10 +238,13 @@ async fn declared_topology_metadata_and_dead_letters() {
     let mut source = AmqpSource::new(config.clone()).unwrap();
     let (batches, _) = read_backfill(&mut source, None).await;
     assert!(rows_of(&batches).is_empty());
-    q.publish(&exchange, "orders.eu", 0..30, &BTreeSet::from([7])).await;
-    q.publish(&exchange, "ignored.eu", 30..40, &BTreeSet::new()).await;
+    q.publish(&exchange, "orders.eu", 0..30, &BTreeSet::from([7]))
+        .await;
+    q.publish(&exchange, "ignored.eu", 30..40, &BTreeSet::new())
+        .await;
     q.publish_one(&exchange, "orders.us", 40, None, false).await;
-    q.publish(&exchange, "orders.us", 41..50, &BTreeSet::new()).await;
+    q.publish(&exchange, "orders.us", 41..50, &BTreeSet::new())
+        .await;
     let mut source = AmqpSource::new(config).unwrap();
     let (batches, letters) = read_backfill(&mut source, None).await;
     let rows = rows_of(&batches);
@@ -218,11 +258,24 @@ async fn declared_topology_metadata_and_dead_letters() {
     let ts = ts.as_primitive::<arrow_array::types::TimestampMillisecondType>();
     assert_eq!(ts.value(0), 1_700_000_000_000);
     assert_eq!(letters.len(), 2, "{letters:#?}");
-    let malformed = letters.iter().find(|l| l.payload.as_deref().unwrap().contains("not a number 7")).unwrap();
+    let malformed = letters
+        .iter()
+        .find(|l| l.payload.as_deref().unwrap().contains("not a number 7"))
+        .unwrap();
     assert!(!malformed.reason.contains("sequence"), "{letters:#?}");
-    let unsequenced = letters.iter().find(|l| l.payload.as_deref().unwrap().contains("\"id\": 40")).unwrap();
-    assert!(unsequenced.reason.contains("header x-seq is missing"), "{letters:#?}");
-    assert!(letters.iter().all(|l| l.origin.contains(&q.name) && l.locator.starts_with("delivery ")));
+    let unsequenced = letters
+        .iter()
+        .find(|l| l.payload.as_deref().unwrap().contains("\"id\": 40"))
+        .unwrap();
+    assert!(
+        unsequenced.reason.contains("header x-seq is missing"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.origin.contains(&q.name) && l.locator.starts_with("delivery "))
+    );
     q.delete().await;
 }
 
@@ -243,14 +296,23 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
         .await
         .unwrap();
     let mut read = Vec::new();
-    while ids(&read.iter().map(|b: &arcane_core::PositionedBatch| b.batch.clone()).collect::<Vec<_>>()).len() < 100 {
+    while ids(&read
+        .iter()
+        .map(|b: &arcane_core::PositionedBatch| b.batch.clone())
+        .collect::<Vec<_>>())
+    .len()
+        < 100
+    {
         read.push(stream.next().await.unwrap().unwrap());
     }
     let next = tokio::time::timeout(Duration::from_millis(700), stream.next()).await;
     assert!(next.is_err(), "read past the prefetch without a commit");
     assert_eq!(q.ready().await, 200);
     // Commit the first batch (ids 0..40): acked with multiple=true, 40 more are delivered.
-    source.commit(&Checkpoint::at(read[0].position.clone())).await.unwrap();
+    source
+        .commit(&Checkpoint::at(read[0].position.clone()))
+        .await
+        .unwrap();
     let more = stream.next().await.unwrap().unwrap();
     assert_eq!(ids(&[more.batch.clone()])[0], 100);
     // A crash now: the sink committed through the second batch (ids 40..80), the ack was lost.
@@ -262,7 +324,10 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
     // The broker requeues the 100 unacked deliveries once the connection is gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while q.ready().await != 260 {
-        assert!(tokio::time::Instant::now() < deadline, "deliveries not requeued");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries not requeued"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     config.prefetch = None;
@@ -270,7 +335,11 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
     let (batches, letters) = read_backfill(&mut resumed, Some(committed)).await;
     assert!(letters.is_empty());
     let got = ids(&rows_of(&batches));
-    assert_eq!(got, (80..300).collect::<Vec<_>>(), "redelivered 40..80 must be recognised");
+    assert_eq!(
+        got,
+        (80..300).collect::<Vec<_>>(),
+        "redelivered 40..80 must be recognised"
+    );
     q.delete().await;
 }
 
@@ -282,7 +351,12 @@ async fn a_graph_lands_every_good_message_once_and_acks_them() {
     q.publish("", &q.name, 0..1000, &bad).await;
     let store = MemorySink::new().store();
     let letters = Letters::default();
-    let report = land(AmqpSource::new(q.config()).unwrap(), store.clone(), letters.clone()).await;
+    let report = land(
+        AmqpSource::new(q.config()).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
     assert_finished(&report);
     let mut got = ids(&store.batches());
     got.sort();
@@ -298,9 +372,13 @@ async fn a_graph_lands_every_good_message_once_and_acks_them() {
 fn bad_settings_name_their_field() {
     let mut c = AmqpSourceConfig::new("127.0.0.1", "q", PayloadConfig::raw());
     c.prefetch = Some(0);
-    let err = AmqpSource::new_at(c, "spec.source").unwrap_err().to_string();
+    let err = AmqpSource::new_at(c, "spec.source")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("spec.source.prefetch"), "{err}");
     let c = AmqpSourceConfig::new("127.0.0.1", "", PayloadConfig::raw());
-    let err = AmqpSource::new_at(c, "spec.source").unwrap_err().to_string();
+    let err = AmqpSource::new_at(c, "spec.source")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("spec.source.queue"), "{err}");
 }

@@ -40,7 +40,9 @@ async fn publish(topic: &str, ids: std::ops::Range<i64>, bad: &BTreeSet<i64>) {
     let poller = tokio::spawn(async move {
         let mut acked = 0;
         while acked < n {
-            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.expect("publisher connection") {
+            if let Event::Incoming(Packet::PubAck(_)) =
+                eventloop.poll().await.expect("publisher connection")
+            {
                 acked += 1;
             }
         }
@@ -51,9 +53,15 @@ async fn publish(topic: &str, ids: std::ops::Range<i64>, bad: &BTreeSet<i64>) {
         } else {
             format!("{{\"id\": {i}}}")
         };
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
     }
-    tokio::time::timeout(Duration::from_secs(60), poller).await.expect("all published").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), poller)
+        .await
+        .expect("all published")
+        .unwrap();
     let _ = client.disconnect().await;
 }
 
@@ -74,7 +82,13 @@ fn config(client_id: &str, topic: &str) -> MqttSourceConfig {
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()
-        .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
         .collect()
 }
 
@@ -116,10 +130,19 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
     assert_eq!(strings(&rows, "_subject")[0], topic);
     let dead = letters.drain();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].payload.as_deref().unwrap().contains("not a number 5"));
+    assert!(
+        dead[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("not a number 5")
+    );
     // Commit the first batch only, then crash.
     let first = batch_ids(&read[..1]);
-    source.commit(&Checkpoint::at(read[0].position.clone())).await.unwrap();
+    source
+        .commit(&Checkpoint::at(read[0].position.clone()))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(stream);
     drop(source);
@@ -130,7 +153,10 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
     let again: BTreeSet<i64> = ids(&rows_of(&batches)).into_iter().collect();
     // Nothing committed comes back; everything else does (at least once: nothing lost).
     for id in &first {
-        assert!(!again.contains(id), "committed and acked id {id} was redelivered");
+        assert!(
+            !again.contains(id),
+            "committed and acked id {id} was redelivered"
+        );
     }
     let expected: BTreeSet<i64> = (0..200)
         .filter(|i| !bad.contains(i) && !first.contains(i))
@@ -141,7 +167,11 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
     let five_committed = first.iter().any(|&i| i > 5);
     let expected_letters = if five_committed { 1 } else { 2 };
     assert_eq!(letters.len(), expected_letters, "{letters:#?}");
-    assert!(letters.iter().any(|l| l.payload.as_deref().unwrap().contains("not a number 150")));
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.payload.as_deref().unwrap().contains("not a number 150"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,8 +197,16 @@ async fn the_receive_maximum_bounds_what_is_read_until_a_commit() {
         read.push(stream.next().await.unwrap().unwrap());
     }
     let next = tokio::time::timeout(Duration::from_millis(1000), stream.next()).await;
-    assert!(next.is_err(), "read past the receive maximum without a commit");
-    source.commit(&Checkpoint::at(read.last().unwrap().position.clone())).await.unwrap();
-    let more = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("more after the commit");
+    assert!(
+        next.is_err(),
+        "read past the receive maximum without a commit"
+    );
+    source
+        .commit(&Checkpoint::at(read.last().unwrap().position.clone()))
+        .await
+        .unwrap();
+    let more = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("more after the commit");
     assert_eq!(batch_ids(&[more.unwrap().unwrap()])[0], 50);
 }

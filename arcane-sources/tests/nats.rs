@@ -11,9 +11,9 @@ use arcane_core::testing::{MemorySink, conformance};
 use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::nats::{NatsPosition, NatsSource, NatsSourceConfig};
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::RecordBatch;
 use async_nats::jetstream;
 use futures::StreamExt;
 use support::*;
@@ -29,7 +29,9 @@ struct TestStream {
 
 impl TestStream {
     async fn new(tag: &str) -> Self {
-        let client = async_nats::connect(URL).await.expect("NATS on 127.0.0.1:4222");
+        let client = async_nats::connect(URL)
+            .await
+            .expect("NATS on 127.0.0.1:4222");
         let js = jetstream::new(client);
         let uniq = format!(
             "{tag}_{}_{}",
@@ -64,7 +66,11 @@ impl TestStream {
             headers.insert("origin", "test");
             acks.push(
                 self.js
-                    .publish_with_headers(format!("{}.{}", self.subject, i % 3), headers, payload.into())
+                    .publish_with_headers(
+                        format!("{}.{}", self.subject, i % 3),
+                        headers,
+                        payload.into(),
+                    )
                     .await
                     .expect("publish"),
             );
@@ -112,14 +118,21 @@ impl Drop for TestStream {
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()
-        .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_resumes_exactly_with_malformed_messages() {
     let s = TestStream::new("conf").await;
-    s.publish(0..300, &BTreeSet::from([0, 5, 41, 42, 199, 299])).await;
+    s.publish(0..300, &BTreeSet::from([0, 5, 41, 42, 199, 299]))
+        .await;
     let config = s.config("conf");
     conformance::source_resumes_exactly(|| {
         Box::new(NatsSource::new(config.clone()).unwrap()) as Box<dyn Source>
@@ -143,12 +156,25 @@ async fn backfill_reads_every_good_message_once_and_dead_letters_the_rest() {
     // Metadata columns.
     let subjects = strings(&rows, "_subject");
     assert_eq!(subjects[0], format!("{}.0", s.subject));
-    assert!(strings(&rows, "_headers").iter().all(|h| h == r#"{"origin":"test"}"#));
-    assert!(rows.iter().all(|b| b.column_by_name("_timestamp").unwrap().null_count() == 0));
+    assert!(
+        strings(&rows, "_headers")
+            .iter()
+            .all(|h| h == r#"{"origin":"test"}"#)
+    );
+    assert!(
+        rows.iter()
+            .all(|b| b.column_by_name("_timestamp").unwrap().null_count() == 0)
+    );
     // Dead letters name the sequence (ids start at sequence 1) and keep the payload.
     let locators: Vec<&str> = letters.iter().map(|l| l.locator.as_str()).collect();
     assert_eq!(locators, ["sequence 4", "sequence 78", "sequence 150"]);
-    assert!(letters[0].payload.as_deref().unwrap().contains("not a number 3"));
+    assert!(
+        letters[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("not a number 3")
+    );
     assert!(letters.iter().all(|l| l.origin.contains(&s.name)));
     // The last position is the stream's last sequence (a dead letter).
     let last: NatsPosition = batches.last().unwrap().position.decode("t").unwrap();
@@ -184,10 +210,16 @@ async fn acks_follow_commits_and_max_ack_pending_bounds_what_is_read() {
     assert!(next.is_err(), "read past maxAckPending without a commit");
     // Commit the first 80 rows (two batches of 40): acked through sequence 80.
     source
-        .commit(&Checkpoint::at(arcane_core::Position::encode(&NatsPosition { stream_sequence: 80 }).unwrap()))
+        .commit(&Checkpoint::at(
+            arcane_core::Position::encode(&NatsPosition {
+                stream_sequence: 80,
+            })
+            .unwrap(),
+        ))
         .await
         .unwrap();
-    eventually_async(|| async { s.consumer_info("ack").await.ack_floor.stream_sequence == 80 }).await;
+    eventually_async(|| async { s.consumer_info("ack").await.ack_floor.stream_sequence == 80 })
+        .await;
     // Now more is delivered.
     let more = stream.next().await.unwrap().unwrap();
     assert_eq!(ids(&[more.batch])[0], 100);
@@ -214,7 +246,12 @@ async fn a_graph_lands_every_good_message_once_and_the_dead_letters() {
     s.publish(0..1000, &bad).await;
     let store = MemorySink::new().store();
     let letters = Letters::default();
-    let report = land(NatsSource::new(s.config("graph")).unwrap(), store.clone(), letters.clone()).await;
+    let report = land(
+        NatsSource::new(s.config("graph")).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
     assert_finished(&report);
     let mut got = ids(&store.batches());
     got.sort();
@@ -222,6 +259,9 @@ async fn a_graph_lands_every_good_message_once_and_the_dead_letters() {
     assert_eq!(got, expected);
     assert_eq!(letters.all().len(), 3);
     let info = s.consumer_info("graph").await;
-    assert_eq!(info.ack_floor.stream_sequence, 1000, "everything acked after the commits");
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1000,
+        "everything acked after the commits"
+    );
     let _ = s.js.delete_stream(&s.name).await;
 }

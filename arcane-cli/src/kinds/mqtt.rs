@@ -22,8 +22,14 @@ impl SourceKind for Mqtt {
         "MQTT 5 topic filters with QoS 1 in a persistent session (acks after commit, at least once), landed as Parquet"
     }
 
-    async fn source(&self, ctx: &StreamContext, mut config: Self::Config) -> Result<Box<dyn Source>> {
-        let receive_maximum = rows_per_group(ctx).saturating_mul(2).min(usize::from(u16::MAX));
+    async fn source(
+        &self,
+        ctx: &StreamContext,
+        mut config: Self::Config,
+    ) -> Result<Box<dyn Source>> {
+        let receive_maximum = rows_per_group(ctx)
+            .saturating_mul(2)
+            .min(usize::from(u16::MAX));
         config.receive_maximum.get_or_insert(receive_maximum as u16);
         Ok(Box::new(MqttSource::new_at(config, "spec.source")?))
     }

@@ -23,7 +23,11 @@ impl SourceKind for NatsJetStream {
         "a NATS JetStream stream read by a durable pull consumer (acks after commit, exactly once), landed as Parquet"
     }
 
-    async fn source(&self, ctx: &StreamContext, mut config: Self::Config) -> Result<Box<dyn Source>> {
+    async fn source(
+        &self,
+        ctx: &StreamContext,
+        mut config: Self::Config,
+    ) -> Result<Box<dyn Source>> {
         // Twice a group, so a group can fill while the previous one is committed and acked.
         config
             .max_ack_pending

@@ -22,10 +22,16 @@ impl SourceKind for RabbitMq {
         "a RabbitMQ queue over AMQP 0-9-1 (acks after commit; exactly once with a publisher sequence), landed as Parquet"
     }
 
-    async fn source(&self, ctx: &StreamContext, mut config: Self::Config) -> Result<Box<dyn Source>> {
+    async fn source(
+        &self,
+        ctx: &StreamContext,
+        mut config: Self::Config,
+    ) -> Result<Box<dyn Source>> {
         // Twice a group (AMQP caps the prefetch at 65535), so a group can fill while the
         // previous one is committed and acked.
-        let prefetch = rows_per_group(ctx).saturating_mul(2).min(usize::from(u16::MAX));
+        let prefetch = rows_per_group(ctx)
+            .saturating_mul(2)
+            .min(usize::from(u16::MAX));
         config.prefetch.get_or_insert(prefetch as u16);
         Ok(Box::new(AmqpSource::new_at(config, "spec.source")?))
     }

@@ -164,7 +164,10 @@ impl AmqpSourceConfig {
     pub fn validate(&self, field: &str) -> Result<()> {
         for (name, value) in [("host", &self.host), ("queue", &self.queue)] {
             if value.trim().is_empty() {
-                return Err(Error::config(format!("{field}.{name}"), "must not be empty"));
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    "must not be empty",
+                ));
             }
         }
         if self.prefetch == Some(0) {
@@ -191,10 +194,16 @@ impl AmqpSourceConfig {
         }
         if let Some(declare) = &self.declare {
             if let Some(ex) = &declare.exchange {
-                if !matches!(ex.exchange_type.as_str(), "direct" | "fanout" | "topic" | "headers") {
+                if !matches!(
+                    ex.exchange_type.as_str(),
+                    "direct" | "fanout" | "topic" | "headers"
+                ) {
                     return Err(Error::config(
                         format!("{field}.declare.exchange.type"),
-                        format!("\"{}\" is not an exchange type; use direct, fanout, topic or headers", ex.exchange_type),
+                        format!(
+                            "\"{}\" is not an exchange type; use direct, fanout, topic or headers",
+                            ex.exchange_type
+                        ),
                     ));
                 }
             } else if !declare.binding_keys.is_empty() {

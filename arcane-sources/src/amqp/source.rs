@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use amqprs::callbacks::{DefaultChannelCallback, DefaultConnectionCallback};
 use amqprs::channel::{
-    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
-    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel,
+    ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::tls::TlsAdaptor;
@@ -92,7 +92,11 @@ impl AmqpSource {
             "rabbitmq {}:{}{}{}",
             config.host,
             config.port,
-            if config.virtual_host == "/" { "/" } else { "/vhost:" },
+            if config.virtual_host == "/" {
+                "/"
+            } else {
+                "/vhost:"
+            },
             config.queue
         );
         let decoder = PayloadDecoder::new(&config.payload, &format!("{field}.payload"), "")?;
@@ -181,22 +185,20 @@ impl Source for AmqpSource {
         let Some((generation, tag)) = self.ledger.take_through(position.batch) else {
             return Ok(());
         };
-        let channel = self
-            .channel
-            .lock()
-            .ok()
-            .and_then(|c| {
-                c.as_ref()
-                    .filter(|s| s.generation == generation)
-                    .map(|s| s.channel.clone())
-            });
+        let channel = self.channel.lock().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|s| s.generation == generation)
+                .map(|s| s.channel.clone())
+        });
         match channel {
             Some(channel) => {
                 if let Err(e) = channel.basic_ack(BasicAckArguments::new(tag, true)).await {
                     tracing::warn!(source = %self.name, tag, error = %e, "ack failed; the messages will be redelivered");
                 }
             }
-            None => tracing::debug!(source = %self.name, tag, "the channel of these deliveries is gone; they are redelivered and recognised"),
+            None => {
+                tracing::debug!(source = %self.name, tag, "the channel of these deliveries is gone; they are redelivered and recognised")
+            }
         }
         Ok(())
     }
@@ -240,7 +242,12 @@ impl Run {
 
     async fn connect(
         &self,
-    ) -> Result<(Connection, Channel, String, mpsc::UnboundedReceiver<ConsumerMessage>)> {
+    ) -> Result<(
+        Connection,
+        Channel,
+        String,
+        mpsc::UnboundedReceiver<ConsumerMessage>,
+    )> {
         let c = &self.config;
         let field = &self.field;
         let password = match &c.password {
@@ -255,7 +262,12 @@ impl Run {
                 tls.ca_file.as_deref().map(std::path::Path::new),
                 c.host.clone(),
             )
-            .map_err(|e| Error::config(format!("{field}.tls.caFile"), format!("cannot read the CA certificates: {e}")))?;
+            .map_err(|e| {
+                Error::config(
+                    format!("{field}.tls.caFile"),
+                    format!("cannot read the CA certificates: {e}"),
+                )
+            })?;
             args.tls_adaptor(adaptor);
         }
         let transient = |what: &str| {
@@ -297,7 +309,11 @@ impl Run {
                     .await
                     .map_err(transient("cannot declare the exchange"))?;
                 let keys = if declare.binding_keys.is_empty() {
-                    vec![if ex.exchange_type == "topic" { "#".to_string() } else { c.queue.clone() }]
+                    vec![if ex.exchange_type == "topic" {
+                        "#".to_string()
+                    } else {
+                        c.queue.clone()
+                    }]
                 } else {
                     declare.binding_keys.clone()
                 };
@@ -411,7 +427,10 @@ impl Run {
         let locator = format!("delivery {tag}");
         if let Some(seq_config) = &self.config.sequence {
             let raw = match &seq_config.header {
-                Some(name) => headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+                Some(name) => headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone()),
                 None => props.as_ref().and_then(|p| p.message_id()).cloned(),
             };
             let what = seq_config
@@ -435,7 +454,8 @@ impl Run {
                             &locator,
                             format!(
                                 "no publisher sequence: {what} is {}; expected an unsigned integer",
-                                raw.map(|r| format!("\"{r}\"")).unwrap_or_else(|| "missing".into())
+                                raw.map(|r| format!("\"{r}\""))
+                                    .unwrap_or_else(|| "missing".into())
                             ),
                         )
                         .with_payload(String::from_utf8_lossy(&content)),
@@ -471,7 +491,10 @@ impl Run {
             batch: self.batch,
         })?;
         if !output.emit(&pending.messages, position).await {
-            return Err(Error::source_permanent(&self.name, "the stream was dropped"));
+            return Err(Error::source_permanent(
+                &self.name,
+                "the stream was dropped",
+            ));
         }
         pending.messages.clear();
         Ok(())

@@ -26,13 +26,13 @@ pub use config::{
     DEFAULT_RECONNECT_INITIAL_DELAY, DEFAULT_RECONNECT_MAX_ATTEMPTS, DEFAULT_RECONNECT_MAX_DELAY,
     FieldConfig, PayloadConfig, PayloadFormat, ReconnectConfig, SecretValue, TlsConfig,
 };
-pub use payload::{
-    BrokerMessage, DecodedMessages, HEADERS_COLUMN, PAYLOAD_COLUMN, PayloadDecoder,
-    SUBJECT_COLUMN, TIMESTAMP_COLUMN,
-};
 #[allow(unused_imports)]
 pub(crate) use config::{
     default_backfill_idle_timeout, default_batch_rows, default_batch_timeout, validate_batching,
+};
+pub use payload::{
+    BrokerMessage, DecodedMessages, HEADERS_COLUMN, PAYLOAD_COLUMN, PayloadDecoder, SUBJECT_COLUMN,
+    TIMESTAMP_COLUMN,
 };
 #[allow(unused_imports)]
 pub(crate) use runtime::{

@@ -62,14 +62,20 @@ impl PayloadDecoder {
         let metadata = config.metadata_columns || config.format == PayloadFormat::Raw;
         let mut fields: Vec<Arc<Field>> = match &payload_schema {
             Some(s) => s.fields().iter().cloned().collect(),
-            None => vec![Arc::new(Field::new(PAYLOAD_COLUMN, DataType::Binary, false))],
+            None => vec![Arc::new(Field::new(
+                PAYLOAD_COLUMN,
+                DataType::Binary,
+                false,
+            ))],
         };
         if metadata {
             for name in [SUBJECT_COLUMN, TIMESTAMP_COLUMN, HEADERS_COLUMN] {
                 if fields.iter().any(|f| f.name() == name) {
                     return Err(arcane_core::Error::config(
                         format!("{field}.schema"),
-                        format!("column \"{name}\" clashes with a metadata column; rename it or set metadataColumns to false"),
+                        format!(
+                            "column \"{name}\" clashes with a metadata column; rename it or set metadataColumns to false"
+                        ),
                     ));
                 }
             }
@@ -187,11 +193,26 @@ mod tests {
         let mut d = PayloadDecoder::new(&config, "spec.source.payload", "stream s").unwrap();
         let out = d.decode(&[msg(r#"{"id":1}"#, 0), msg("nope", 1), msg(r#"{"id":3}"#, 2)]);
         assert_eq!(out.batch.num_rows(), 2);
-        let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = out
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values(), &[1, 3]);
-        let subjects = out.batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let subjects = out
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(subjects.value(1), "orders.2");
-        let headers = out.batch.column(3).as_any().downcast_ref::<StringArray>().unwrap();
+        let headers = out
+            .batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(headers.value(0), r#"{"k":"v"}"#);
         assert!(headers.is_null(1));
         assert_eq!(out.dead_letters.len(), 1);
@@ -204,7 +225,12 @@ mod tests {
         let mut d = PayloadDecoder::new(&PayloadConfig::raw(), "p", "q").unwrap();
         let out = d.decode(&[msg("\u{1}x", 0), msg("", 1)]);
         assert_eq!(out.batch.num_columns(), 4);
-        let p = out.batch.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
+        let p = out
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .unwrap();
         assert_eq!(p.value(0), b"\x01x");
         assert_eq!(p.value(1), b"");
         assert!(out.dead_letters.is_empty());
@@ -218,6 +244,9 @@ mod tests {
             metadata_columns: false,
         };
         let err = PayloadDecoder::new(&config, "spec.source.payload", "q").unwrap_err();
-        assert!(err.to_string().contains("spec.source.payload.schema"), "{err}");
+        assert!(
+            err.to_string().contains("spec.source.payload.schema"),
+            "{err}"
+        );
     }
 }

@@ -125,7 +125,10 @@ impl MqttSourceConfig {
     pub fn validate(&self, field: &str) -> Result<()> {
         for (name, value) in [("host", &self.host), ("clientId", &self.client_id)] {
             if value.trim().is_empty() {
-                return Err(Error::config(format!("{field}.{name}"), "must not be empty"));
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    "must not be empty",
+                ));
             }
         }
         if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::config::MqttSourceConfig;
 use crate::broker::{
-    AbortOnDrop, Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, now_ms, sleep_until,
-    spawn_stream,
+    AbortOnDrop, Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, now_ms,
+    sleep_until, spawn_stream,
 };
 
 /// The position after a batch. MQTT has no position a client can resume from: the broker's
@@ -105,7 +105,10 @@ impl MqttSource {
         if let Some(tls) = &c.tls {
             let read = |name: &str, path: &str| {
                 std::fs::read(path).map_err(|e| {
-                    Error::config(format!("{field}.tls.{name}"), format!("cannot read {path}: {e}"))
+                    Error::config(
+                        format!("{field}.tls.{name}"),
+                        format!("cannot read {path}: {e}"),
+                    )
                 })
             };
             let Some(ca_file) = &tls.ca_file else {
@@ -330,7 +333,10 @@ impl Run {
             batch: self.batch,
         })?;
         if !output.emit(messages, position).await {
-            return Err(Error::source_permanent(&self.name, "the stream was dropped"));
+            return Err(Error::source_permanent(
+                &self.name,
+                "the stream was dropped",
+            ));
         }
         messages.clear();
         Ok(())

@@ -146,7 +146,9 @@ impl NatsSourceConfig {
                 humantime::parse_rfc3339_weak(t).map_err(|e| {
                     Error::config(
                         format!("{field}.startTime"),
-                        format!("\"{t}\" is not an RFC 3339 time ({e}); write e.g. 2026-11-25T00:00:00Z"),
+                        format!(
+                            "\"{t}\" is not an RFC 3339 time ({e}); write e.g. 2026-11-25T00:00:00Z"
+                        ),
                     )
                 })
             })
@@ -161,7 +163,10 @@ impl NatsSourceConfig {
             ("consumer", &self.consumer),
         ] {
             if value.trim().is_empty() {
-                return Err(Error::config(format!("{field}.{name}"), "must not be empty"));
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    "must not be empty",
+                ));
             }
         }
         if self

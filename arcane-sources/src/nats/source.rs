@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use super::config::{NatsSourceConfig, NatsStart};
 use crate::broker::{
-    Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, sleep_until, spawn_stream,
+    Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, sleep_until,
+    spawn_stream,
 };
 
 /// The position after a batch: the stream sequence of its last message (dead-lettered ones
@@ -141,7 +142,10 @@ impl Run {
             .name(format!("arcane {}", self.name))
             .connection_timeout(Duration::from_secs(10));
         if let (Some(user), Some(password)) = (&c.username, &c.password) {
-            opts = opts.user_and_password(user.clone(), password.resolve(&format!("{field}.password"))?);
+            opts = opts.user_and_password(
+                user.clone(),
+                password.resolve(&format!("{field}.password"))?,
+            );
         }
         if let Some(token) = &c.token {
             opts = opts.token(token.resolve(&format!("{field}.token"))?);
@@ -236,11 +240,9 @@ impl Run {
                 }
             };
             if backfill {
-                let pending = consumer
-                    .info()
-                    .await
-                    .map(|i| i.num_pending)
-                    .map_err(|e| Error::source_transient(&self.name, "cannot read consumer info", e))?;
+                let pending = consumer.info().await.map(|i| i.num_pending).map_err(|e| {
+                    Error::source_transient(&self.name, "cannot read consumer info", e)
+                })?;
                 if pending == 0 {
                     tracing::info!(source = %self.name, "backfill: the stream has nothing after the position; done");
                     return Ok(());
@@ -273,9 +275,13 @@ impl Run {
                 match next {
                     Some(Ok(message)) => {
                         backoff.reset();
-                        let info = message
-                            .info()
-                            .map_err(|e| Error::source_transient(&self.name, "message without JetStream metadata", e))?;
+                        let info = message.info().map_err(|e| {
+                            Error::source_transient(
+                                &self.name,
+                                "message without JetStream metadata",
+                                e,
+                            )
+                        })?;
                         let sequence = info.stream_sequence;
                         let pending = info.pending;
                         let published = info.published.unix_timestamp_nanos() / 1_000_000;
@@ -306,7 +312,8 @@ impl Run {
                         self.highest = sequence;
                         last_acker = Some(acker);
                         if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + self.config.batch_timeout);
+                            deadline =
+                                Some(tokio::time::Instant::now() + self.config.batch_timeout);
                         }
                         let caught_up = backfill && pending == 0;
                         if buffer.len() >= self.config.batch_rows || caught_up {
@@ -324,7 +331,9 @@ impl Run {
                         backoff.failed(&self.name, "pulling messages", e).await?;
                     }
                     None => {
-                        backoff.failed(&self.name, "pulling messages", "the message stream ended").await?;
+                        backoff
+                            .failed(&self.name, "pulling messages", "the message stream ended")
+                            .await?;
                         self.flush(output, &mut buffer, &mut last_acker).await?;
                         continue 'session;
                     }
@@ -352,7 +361,10 @@ impl Run {
             stream_sequence: self.highest,
         })?;
         if !output.emit(buffer, position).await {
-            return Err(Error::source_permanent(&self.name, "the stream was dropped"));
+            return Err(Error::source_permanent(
+                &self.name,
+                "the stream was dropped",
+            ));
         }
         buffer.clear();
         Ok(())

@@ -105,7 +105,9 @@ fn print(broker: &str, n: u64, publish: Duration, e2e: Duration, rows: u64) {
 }
 
 async fn nats(n: u64) {
-    let client = async_nats::connect("nats://127.0.0.1:4222").await.expect("NATS");
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("NATS");
     let js = async_nats::jetstream::new(client);
     let name = uniq("BENCH").replace('-', "_");
     js.create_stream(async_nats::jetstream::stream::Config {
@@ -118,7 +120,11 @@ async fn nats(n: u64) {
     let start = Instant::now();
     let mut acks = Vec::with_capacity(4096);
     for i in 0..n {
-        acks.push(js.publish(format!("bench.{name}"), message(i).into()).await.expect("publish"));
+        acks.push(
+            js.publish(format!("bench.{name}"), message(i).into())
+                .await
+                .expect("publish"),
+        );
         if acks.len() == 4096 {
             for a in acks.drain(..) {
                 a.await.expect("ack");
@@ -143,7 +149,10 @@ async fn rabbitmq(n: u64) {
     use amqprs::connection::{Connection, OpenConnectionArguments};
     use amqprs::{BasicProperties, FieldTable, FieldValue};
     let connection = Connection::open(&OpenConnectionArguments::new(
-        "127.0.0.1", 5672, "guest", "guest",
+        "127.0.0.1",
+        5672,
+        "guest",
+        "guest",
     ))
     .await
     .expect("RabbitMQ");
@@ -195,8 +204,16 @@ async fn rabbitmq(n: u64) {
     config.backfill_idle_timeout = IDLE;
     let start = Instant::now();
     let rows = land(AmqpSource::new(config).expect("source")).await;
-    print("rabbitmq", n, publish, start.elapsed().saturating_sub(IDLE), rows);
-    let _ = channel.queue_delete(QueueDeleteArguments::new(&queue)).await;
+    print(
+        "rabbitmq",
+        n,
+        publish,
+        start.elapsed().saturating_sub(IDLE),
+        rows,
+    );
+    let _ = channel
+        .queue_delete(QueueDeleteArguments::new(&queue))
+        .await;
     let _ = connection.close().await;
 }
 
@@ -205,7 +222,12 @@ async fn mqtt(n: u64) {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let topic = format!("arcane/bench/{}", uniq("t"));
-    let mut config = MqttSourceConfig::new("127.0.0.1", uniq("arcane-bench"), vec![topic.clone()], payload());
+    let mut config = MqttSourceConfig::new(
+        "127.0.0.1",
+        uniq("arcane-bench"),
+        vec![topic.clone()],
+        payload(),
+    );
     config.receive_maximum = Some(u16::MAX);
     config.batch_rows = 2000;
     config.backfill_idle_timeout = IDLE;
