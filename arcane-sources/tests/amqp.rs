@@ -314,7 +314,7 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
         .await
         .unwrap();
     let more = stream.next().await.unwrap().unwrap();
-    assert_eq!(ids(&[more.batch.clone()])[0], 100);
+    assert_eq!(ids(std::slice::from_ref(&more.batch))[0], 100);
     // A crash now: the sink committed through the second batch (ids 40..80), the ack was lost.
     let committed = Checkpoint::at(read[1].position.clone());
     let position: AmqpPosition = read[1].position.decode("t").unwrap();

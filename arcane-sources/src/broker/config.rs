@@ -281,6 +281,7 @@ pub(crate) fn default_batch_rows() -> usize {
 pub(crate) fn default_batch_timeout() -> Duration {
     DEFAULT_BATCH_TIMEOUT
 }
+#[cfg_attr(not(any(feature = "amqp", feature = "mqtt")), allow(dead_code))]
 pub(crate) fn default_backfill_idle_timeout() -> Duration {
     DEFAULT_BACKFILL_IDLE_TIMEOUT
 }

@@ -69,6 +69,7 @@ impl<T> Ledger<T> {
     }
 
     /// Remove every entry up to and including `key` and return their tokens, in order.
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
     pub(crate) fn drain_through(&self, key: u64) -> Vec<T> {
         let mut out = Vec::new();
         if let Ok(mut q) = self.inner.lock() {
@@ -237,6 +238,7 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Milliseconds since the Unix epoch, now.
+#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
