@@ -4,13 +4,25 @@
 //! |---|---|---|
 //! | `blob-landing` (default) | [`blob_landing`] | files landing under an object-store prefix: NDJSON, CSV, Parquet, gzip/zstd |
 //! | `rest-api` | [`rest_api`] | records polled from an HTTP (REST) API: pagination, watermark, auth, retries |
+//! | `nats` | [`nats`] | NATS JetStream, durable pull consumer, exactly once |
+//! | `amqp` | [`amqp`] | RabbitMQ (AMQP 0-9-1) queues, acks after commit |
+//! | `mqtt` | [`mqtt`] | MQTT 3.1.1/5 topics, QoS 1 persistent session, at least once |
+//! | `broker` (enabled by the broker sources) | [`broker`] | payload decoding, credentials, TLS, reconnect backoff shared by the broker sources |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(feature = "blob-landing")]
 pub mod blob_landing;
+#[cfg(feature = "broker")]
+pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
 #[cfg(feature = "rest-api")]
 pub mod rest_api;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;

@@ -7,6 +7,7 @@
 #
 #   benches/landing/run.sh            # ~1 GB, 3 rounds
 #   GB=0.2 ROUNDS=1 benches/landing/run.sh
+#   NO_BUILD=1 benches/landing/run.sh   # reuse the release binaries already built
 #
 # Work files go to ARCANE_BENCH_DIR (default /var/tmp/arcane-bench); the input is generated
 # once by examples/data/generate.py (deterministic) and reused.
@@ -28,8 +29,10 @@ if ! "$work/venv/bin/python" -c 'import duckdb, polars, pyarrow' 2>/dev/null; th
   "$work/venv/bin/pip" install --quiet --disable-pip-version-check duckdb polars pyarrow
 fi
 py="$work/venv/bin/python"
-log "building arcane and ndjson_ceiling (release)"
-cargo build --quiet --release -p arcane-cli --bin arcane -p arcane-benches --bin ndjson_ceiling
+if [ -z "${NO_BUILD:-}" ]; then
+  log "building arcane and ndjson_ceiling (release)"
+  cargo build --quiet --release -p arcane-cli --bin arcane -p arcane-benches --bin ndjson_ceiling
+fi
 
 # --- Input ----------------------------------------------------------------------------------
 days=10

@@ -5,6 +5,9 @@
 //! | `blob-landing` | `blob-landing` | files landing under an object-store prefix ([`arcane_sources::blob_landing`]) |
 //! | `generator` | `generator` | deterministic synthetic rows ([`GeneratorConfig`]) |
 //! | `rest-api` | `rest-api` | records polled from an HTTP API ([`arcane_sources::rest_api`]) |
+//! | `nats-jetstream` | `nats-jetstream` | a JetStream stream, durable pull consumer ([`arcane_sources::nats`]) |
+//! | `rabbitmq` | `rabbitmq` | a RabbitMQ queue over AMQP 0-9-1 ([`arcane_sources::amqp`]) |
+//! | `mqtt` | `mqtt` | MQTT 5 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
@@ -12,6 +15,12 @@ mod blob_landing;
 mod generator;
 #[cfg(feature = "rest-api")]
 mod rest_api;
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "nats-jetstream")]
+mod nats_jetstream;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 
 #[cfg(feature = "blob-landing")]
 pub use blob_landing::BlobLanding;
@@ -19,6 +28,12 @@ pub use blob_landing::BlobLanding;
 pub use generator::{DEFAULT_GENERATOR_BATCH_ROWS, Generator, GeneratorConfig};
 #[cfg(feature = "rest-api")]
 pub use rest_api::RestApi;
+#[cfg(feature = "mqtt")]
+pub use mqtt::Mqtt;
+#[cfg(feature = "nats-jetstream")]
+pub use nats_jetstream::NatsJetStream;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::RabbitMq;
 
 use arcane_deploy::{KindManifest, PrinterColumn};
 use arcane_runner::Runner;
@@ -40,7 +55,24 @@ pub fn runner() -> Runner {
     let runner = register(runner, Generator);
     #[cfg(feature = "rest-api")]
     let runner = register(runner, RestApi);
+    #[cfg(feature = "nats-jetstream")]
+    let runner = register(runner, NatsJetStream);
+    #[cfg(feature = "rabbitmq")]
+    let runner = register(runner, RabbitMq);
+    #[cfg(feature = "mqtt")]
+    let runner = register(runner, Mqtt);
     runner
+}
+
+/// The spec's `rowsPerGroup` (or its default), for kinds whose source bounds its reads by it.
+#[allow(dead_code)]
+pub(crate) fn rows_per_group(ctx: &arcane_core::StreamContext) -> usize {
+    ctx.spec
+        .get("rowsPerGroup")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(arcane_core::grouped_within::DEFAULT_ROWS_PER_GROUP)
 }
 
 /// The Kubernetes description of a hosted kind, for `arcane crd` and `arcane manifests`:

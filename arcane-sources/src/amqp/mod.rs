@@ -1,0 +1,51 @@
+//! The RabbitMQ source (feature `amqp`): one queue consumed over AMQP 0-9-1 with manual acks.
+//!
+//! * [`AmqpSource`] — the [`Source`](arcane_core::Source).
+//! * [`AmqpSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
+//! * [`AmqpPosition`] — the position stored in the sink's manifest.
+//!
+//! # Guarantees
+//!
+//! Acks are sent from [`Source::commit`](arcane_core::Source::commit) only, after the sink
+//! committed: one `basic.ack` with `multiple = true` of the last delivery of the committed
+//! batch (duplicates and dead-lettered messages included). At most `prefetch` messages are
+//! unacknowledged, so a slow sink stops consumption; the `rabbitmq` kind sets it to twice
+//! `rowsPerGroup` by default (AMQP caps it at 65535).
+//!
+//! AMQP delivery tags belong to one channel and do not survive a reconnect or a restart, and
+//! RabbitMQ requeues every unacknowledged message when a consumer goes away. A crash between
+//! the sink's commit and the ack therefore brings committed messages back. What the source
+//! guarantees depends on `sequence`:
+//!
+//! * **With `sequence`** (the publisher puts a strictly increasing integer in a header or in
+//!   `message_id`, e.g. an outbox id): **exactly once**. The highest sequence read is part of
+//!   every position; on restart (and after a reconnect) deliveries at or below the committed
+//!   sequence are recognised as duplicates and acked without being read, and the first
+//!   `checkpoint.rows` rows after it are skipped. This relies on the queue's FIFO order for a
+//!   single consumer (requeued messages go back to their original place), so exactly one
+//!   `arcane` process may consume the queue. A message without a valid sequence is
+//!   dead-lettered.
+//! * **Without `sequence`**: **at least once**. Nothing is lost, but after a crash the messages
+//!   of the last batches (committed but not yet acked, or committed as part of a group that
+//!   ended inside a batch) are written again.
+//!
+//! Backfill mode consumes until the queue stays idle for `backfillIdleTimeout` (a queue has no
+//! history beyond what it holds). Connection loss: the source reconnects with the `reconnect`
+//! backoff, and stops with a transient error (exit code 2) when it keeps failing.
+//!
+//! # Type mapping
+//!
+//! `json` payloads: the spec's `schema` (see [`FieldConfig`](crate::broker::FieldConfig)).
+//! `raw`: `payload` (binary). Metadata columns (always for `raw`, with `metadataColumns` for
+//! `json`): `_subject` (the routing key), `_timestamp` (the `timestamp` property, second
+//! precision, null when the publisher did not set it), `_headers` (the headers table as a JSON
+//! object of strings).
+
+mod config;
+mod source;
+
+pub use config::{
+    AmqpSourceConfig, DEFAULT_AMQP_PORT, DEFAULT_PREFETCH, DeclareConfig, ExchangeConfig,
+    SequenceConfig,
+};
+pub use source::{AmqpPosition, AmqpSource};

@@ -1,0 +1,166 @@
+//! [`MqttSourceConfig`]: the serde/JSON Schema form of the MQTT source's settings.
+
+use std::time::Duration;
+
+use arcane_core::{Error, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{
+    PayloadConfig, ReconnectConfig, SecretValue, TlsConfig, default_backfill_idle_timeout,
+    default_batch_rows, default_batch_timeout, validate_batching,
+};
+
+/// Default MQTT port.
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
+/// Default `receiveMaximum` when neither the spec nor the kind sets it.
+pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 20_000;
+/// Default `sessionExpiry`: how long the broker keeps the session (and queues messages) while
+/// the source is not connected.
+pub const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Settings of the MQTT source: topic filters subscribed with QoS 1 in a persistent session
+/// (MQTT 5).
+///
+/// ```json
+/// {
+///   "host": "mqtt.iot",
+///   "clientId": "arcane-sensors",
+///   "topics": ["sensors/+/readings"],
+///   "payload": { "format": "json", "schema": [{ "name": "value", "type": "float64" }], "metadataColumns": true }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Broker host name.
+    pub host: String,
+    /// Broker port (default 1883; usually 8883 with TLS).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The client id, which names the persistent session on the broker: keep it stable across
+    /// restarts and unique per stream.
+    pub client_id: String,
+    /// Topic filters to subscribe to with QoS 1 (`+` and `#` wildcards allowed).
+    pub topics: Vec<String>,
+    /// User name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password (with `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretValue>,
+    /// TLS to the broker (required when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// How message payloads become rows.
+    pub payload: PayloadConfig,
+    /// Messages per decoded batch (default 1000).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// How long a partly filled batch waits for more messages (humantime, default `200ms`).
+    #[serde(default = "default_batch_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub batch_timeout: Duration,
+    /// QoS 1 messages the broker may send before they are acknowledged (the MQTT 5 receive
+    /// maximum, at most 65535). Acks follow sink commits, so this bounds memory and a slow
+    /// sink stops consumption. The `mqtt` kind defaults it to twice `rowsPerGroup` (capped at
+    /// 65535); elsewhere the default is 20000. Brokers may apply a lower limit of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub receive_maximum: Option<u16>,
+    /// How long the broker keeps the session and queues messages while the source is
+    /// disconnected (humantime, default `7days`).
+    #[serde(default = "default_session_expiry", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub session_expiry: Duration,
+    /// In backfill mode, the stream ends after this long without a message (humantime, default
+    /// `5s`).
+    #[serde(default = "default_backfill_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub backfill_idle_timeout: Duration,
+    /// Reconnect backoff.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_MQTT_PORT
+}
+fn default_session_expiry() -> Duration {
+    DEFAULT_SESSION_EXPIRY
+}
+
+impl MqttSourceConfig {
+    /// Settings for `topics` on `host` with every other field at its default.
+    pub fn new(
+        host: impl Into<String>,
+        client_id: impl Into<String>,
+        topics: Vec<String>,
+        payload: PayloadConfig,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port: DEFAULT_MQTT_PORT,
+            client_id: client_id.into(),
+            topics,
+            username: None,
+            password: None,
+            tls: None,
+            payload,
+            batch_rows: default_batch_rows(),
+            batch_timeout: default_batch_timeout(),
+            receive_maximum: None,
+            session_expiry: DEFAULT_SESSION_EXPIRY,
+            backfill_idle_timeout: default_backfill_idle_timeout(),
+            reconnect: ReconnectConfig::default(),
+        }
+    }
+
+    /// `receiveMaximum` or its default.
+    pub fn receive_maximum(&self) -> u16 {
+        self.receive_maximum.unwrap_or(DEFAULT_RECEIVE_MAXIMUM)
+    }
+
+    /// Check every setting; `field` is the config's path (e.g. `spec.source`).
+    pub fn validate(&self, field: &str) -> Result<()> {
+        for (name, value) in [("host", &self.host), ("clientId", &self.client_id)] {
+            if value.trim().is_empty() {
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
+            return Err(Error::config(
+                format!("{field}.topics"),
+                "list at least one non-empty topic filter, e.g. [\"sensors/#\"]",
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(Error::config(
+                format!("{field}.username"),
+                "a password needs a `username`",
+            ));
+        }
+        if self.receive_maximum == Some(0) {
+            return Err(Error::config(
+                format!("{field}.receiveMaximum"),
+                "must be at least 1",
+            ));
+        }
+        validate_batching(self.batch_rows, self.batch_timeout, field)?;
+        if self.backfill_idle_timeout.is_zero() {
+            return Err(Error::config(
+                format!("{field}.backfillIdleTimeout"),
+                "must be longer than zero, e.g. \"5s\"",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&format!("{field}.tls"))?;
+        }
+        self.reconnect.validate(&format!("{field}.reconnect"))?;
+        self.payload.payload_schema(&format!("{field}.payload"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The RabbitMQ source against the broker on 127.0.0.1:5672 (guest/guest): exact resume with a
+//! publisher sequence, duplicates after a lost ack, dead letters, declared topology, acks only
+//! after commit and a prefetch that bounds what is read.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use amqprs::channel::{
+    BasicPublishArguments, Channel, QueueDeclareArguments, QueueDeleteArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{BasicProperties, FieldTable, FieldValue};
+use arcane_core::testing::MemorySink;
+use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
+use arcane_sources::amqp::{
+    AmqpPosition, AmqpSource, AmqpSourceConfig, DeclareConfig, ExchangeConfig, SequenceConfig,
+};
+use arcane_sources::broker::{FieldConfig, PayloadConfig};
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use futures::StreamExt;
+use support::*;
+
+struct TestQueue {
+    connection: Connection,
+    channel: Channel,
+    name: String,
+}
+
+impl TestQueue {
+    async fn new(tag: &str) -> Self {
+        let connection = Connection::open(&OpenConnectionArguments::new(
+            "127.0.0.1",
+            5672,
+            "guest",
+            "guest",
+        ))
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672");
+        let channel = connection.open_channel(None).await.unwrap();
+        let name = format!(
+            "arcane-test-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        Self {
+            connection,
+            channel,
+            name,
+        }
+    }
+
+    async fn declare(&self) {
+        self.channel
+            .queue_declare(
+                QueueDeclareArguments::new(&self.name)
+                    .durable(true)
+                    .finish(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Publish `{"id": i}` for `ids` with the sequence `i + 1` in the `x-seq` header; ids in
+    /// `bad` get a malformed payload.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        ids: std::ops::Range<i64>,
+        bad: &BTreeSet<i64>,
+    ) {
+        for i in ids {
+            self.publish_one(exchange, routing_key, i, Some(i + 1), bad.contains(&i))
+                .await;
+        }
+    }
+
+    async fn publish_one(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        id: i64,
+        seq: Option<i64>,
+        bad: bool,
+    ) {
+        let payload = if bad {
+            format!("{{\"id\": \"not a number {id}\"")
+        } else {
+            format!("{{\"id\": {id}, \"name\": \"n-{id}\"}}")
+        };
+        let mut headers = FieldTable::new();
+        if let Some(seq) = seq {
+            headers.insert("x-seq".try_into().unwrap(), FieldValue::l(seq));
+        }
+        self.channel
+            .basic_publish(
+                BasicProperties::default()
+                    .with_headers(headers)
+                    .with_timestamp(1_700_000_000)
+                    .with_persistence(true)
+                    .finish(),
+                payload.into_bytes(),
+                BasicPublishArguments::new(exchange, routing_key),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Messages ready in the queue (not delivered, or requeued).
+    async fn ready(&self) -> u32 {
+        let (_, ready, _) = self
+            .channel
+            .queue_declare(
+                QueueDeclareArguments::new(&self.name)
+                    .passive(true)
+                    .finish(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        ready
+    }
+
+    fn config(&self) -> AmqpSourceConfig {
+        let mut c = AmqpSourceConfig::new(
+            "127.0.0.1",
+            &self.name,
+            PayloadConfig::json(vec![
+                FieldConfig::new("id", "int64").required(),
+                FieldConfig::new("name", "utf8"),
+            ]),
+        );
+        c.sequence = Some(SequenceConfig {
+            header: Some("x-seq".into()),
+        });
+        c.batch_rows = 40;
+        c.batch_timeout = Duration::from_millis(50);
+        c.backfill_idle_timeout = Duration::from_millis(1500);
+        c
+    }
+
+    async fn delete(self) {
+        let _ = self
+            .channel
+            .queue_delete(QueueDeleteArguments::new(&self.name))
+            .await;
+        let _ = self.connection.close().await;
+    }
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// The conformance suite's resume cases (at a batch end, inside a batch) for a queue: unlike
+/// the suite, the first source is dropped before resuming, as a restarted process's is (a live
+/// consumer holds its unacknowledged deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_exactly_at_and_inside_a_batch_with_a_publisher_sequence() {
+    let q = TestQueue::new("conf").await;
+    q.declare().await;
+    let bad = BTreeSet::from([0, 41, 42, 150]);
+    q.publish("", &q.name, 0..200, &bad).await;
+    let config = q.config();
+    let mut first = AmqpSource::new(config.clone()).unwrap();
+    let (all, letters) = read_backfill(&mut first, None).await;
+    drop(first);
+    assert_eq!(letters.len(), 4);
+    assert!(all.len() >= 3);
+    let expected: Vec<i64> = (0..200).filter(|i| !bad.contains(i)).collect();
+    assert_eq!(ids(&rows_of(&all)), expected);
+    let cut = all[1].batch.num_rows() / 2;
+    for (checkpoint, before) in [
+        (
+            Checkpoint::at(all[0].position.clone()),
+            ids(&[all[0].batch.clone()]),
+        ),
+        (
+            Checkpoint {
+                position: Some(all[0].position.clone()),
+                rows: cut as u64,
+            },
+            ids(&[all[0].batch.clone(), all[1].batch.slice(0, cut)]),
+        ),
+    ] {
+        // Everything is back in the queue once the previous consumer is gone.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while q.ready().await != 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries not requeued"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut resumed = AmqpSource::new(config.clone()).unwrap();
+        let (rest, _) = read_backfill(&mut resumed, Some(checkpoint.clone())).await;
+        drop(resumed);
+        let mut got = before;
+        got.extend(ids(&rows_of(&rest)));
+        assert_eq!(
+            got, expected,
+            "resuming from {checkpoint:?} lost or repeated rows"
+        );
+    }
+    q.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_topology_metadata_and_dead_letters() {
+    let q = TestQueue::new("topo").await;
+    let exchange = format!("{}-x", q.name);
+    let mut config = q.config();
+    config.declare = Some(DeclareConfig {
+        exchange: Some(ExchangeConfig {
+            name: exchange.clone(),
+            exchange_type: "topic".into(),
+        }),
+        binding_keys: vec!["orders.*".into()],
+    });
+    config.payload.metadata_columns = true;
+    // A first run declares the queue, exchange and binding (nothing to read yet).
+    let mut source = AmqpSource::new(config.clone()).unwrap();
+    let (batches, _) = read_backfill(&mut source, None).await;
+    assert!(rows_of(&batches).is_empty());
+    q.publish(&exchange, "orders.eu", 0..30, &BTreeSet::from([7]))
+        .await;
+    q.publish(&exchange, "ignored.eu", 30..40, &BTreeSet::new())
+        .await;
+    q.publish_one(&exchange, "orders.us", 40, None, false).await;
+    q.publish(&exchange, "orders.us", 41..50, &BTreeSet::new())
+        .await;
+    let mut source = AmqpSource::new(config).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    let rows = rows_of(&batches);
+    let expected: Vec<i64> = (0..30).chain(41..50).filter(|i| *i != 7).collect();
+    assert_eq!(ids(&rows), expected);
+    let subjects = strings(&rows, "_subject");
+    assert_eq!(subjects[0], "orders.eu");
+    assert_eq!(subjects.last().unwrap(), "orders.us");
+    assert_eq!(strings(&rows, "_headers")[0], r#"{"x-seq":"1"}"#);
+    let ts = rows[0].column_by_name("_timestamp").unwrap();
+    let ts = ts.as_primitive::<arrow_array::types::TimestampMillisecondType>();
+    assert_eq!(ts.value(0), 1_700_000_000_000);
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let malformed = letters
+        .iter()
+        .find(|l| l.payload.as_deref().unwrap().contains("not a number 7"))
+        .unwrap();
+    assert!(!malformed.reason.contains("sequence"), "{letters:#?}");
+    let unsequenced = letters
+        .iter()
+        .find(|l| l.payload.as_deref().unwrap().contains("\"id\": 40"))
+        .unwrap();
+    assert!(
+        unsequenced.reason.contains("header x-seq is missing"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.origin.contains(&q.name) && l.locator.starts_with("delivery "))
+    );
+    q.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_recognised() {
+    let q = TestQueue::new("ack").await;
+    q.declare().await;
+    q.publish("", &q.name, 0..300, &BTreeSet::new()).await;
+    let mut config = q.config();
+    config.prefetch = Some(100);
+    let mut source = AmqpSource::new(config.clone()).unwrap();
+    let mut stream = source
+        .open(SourceStart {
+            mode: Mode::Stream,
+            dead_letters: DeadLetterQueue::default(),
+            ..SourceStart::default()
+        })
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    while ids(&read
+        .iter()
+        .map(|b: &arcane_core::PositionedBatch| b.batch.clone())
+        .collect::<Vec<_>>())
+    .len()
+        < 100
+    {
+        read.push(stream.next().await.unwrap().unwrap());
+    }
+    let next = tokio::time::timeout(Duration::from_millis(700), stream.next()).await;
+    assert!(next.is_err(), "read past the prefetch without a commit");
+    assert_eq!(q.ready().await, 200);
+    // Commit the first batch (ids 0..40): acked with multiple=true, 40 more are delivered.
+    source
+        .commit(&Checkpoint::at(read[0].position.clone()))
+        .await
+        .unwrap();
+    let more = stream.next().await.unwrap().unwrap();
+    assert_eq!(ids(std::slice::from_ref(&more.batch))[0], 100);
+    // A crash now: the sink committed through the second batch (ids 40..80), the ack was lost.
+    let committed = Checkpoint::at(read[1].position.clone());
+    let position: AmqpPosition = read[1].position.decode("t").unwrap();
+    assert_eq!(position.sequence, Some(80));
+    drop(stream);
+    drop(source);
+    // The broker requeues the 100 unacked deliveries once the connection is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while q.ready().await != 260 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries not requeued"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    config.prefetch = None;
+    let mut resumed = AmqpSource::new(config).unwrap();
+    let (batches, letters) = read_backfill(&mut resumed, Some(committed)).await;
+    assert!(letters.is_empty());
+    let got = ids(&rows_of(&batches));
+    assert_eq!(
+        got,
+        (80..300).collect::<Vec<_>>(),
+        "redelivered 40..80 must be recognised"
+    );
+    q.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_lands_every_good_message_once_and_acks_them() {
+    let q = TestQueue::new("graph").await;
+    q.declare().await;
+    let bad = BTreeSet::from([10, 500, 999]);
+    q.publish("", &q.name, 0..1000, &bad).await;
+    let store = MemorySink::new().store();
+    let letters = Letters::default();
+    let report = land(
+        AmqpSource::new(q.config()).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
+    assert_finished(&report);
+    let mut got = ids(&store.batches());
+    got.sort();
+    let expected: Vec<i64> = (0..1000).filter(|i| !bad.contains(i)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(letters.all().len(), 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(q.ready().await, 0, "everything acked after the commits");
+    q.delete().await;
+}
+
+#[test]
+fn bad_settings_name_their_field() {
+    let mut c = AmqpSourceConfig::new("127.0.0.1", "q", PayloadConfig::raw());
+    c.prefetch = Some(0);
+    let err = AmqpSource::new_at(c, "spec.source")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.source.prefetch"), "{err}");
+    let c = AmqpSourceConfig::new("127.0.0.1", "", PayloadConfig::raw());
+    let err = AmqpSource::new_at(c, "spec.source")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.source.queue"), "{err}");
+}

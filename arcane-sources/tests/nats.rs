@@ -1,0 +1,267 @@
+//! The NATS JetStream source against the NATS server on 127.0.0.1:4222: exact resume, dead
+//! letters and metadata, acks only after commit, backpressure through `maxAckPending`, and a
+//! whole graph landing every well-formed message once.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use arcane_core::testing::{MemorySink, conformance};
+use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
+use arcane_sources::broker::{FieldConfig, PayloadConfig};
+use arcane_sources::nats::{NatsPosition, NatsSource, NatsSourceConfig};
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use async_nats::jetstream;
+use futures::StreamExt;
+use support::*;
+
+const URL: &str = "nats://127.0.0.1:4222";
+
+/// A stream of its own, deleted on drop.
+struct TestStream {
+    js: jetstream::Context,
+    name: String,
+    subject: String,
+}
+
+impl TestStream {
+    async fn new(tag: &str) -> Self {
+        let client = async_nats::connect(URL)
+            .await
+            .expect("NATS on 127.0.0.1:4222");
+        let js = jetstream::new(client);
+        let uniq = format!(
+            "{tag}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let name = format!("T_{uniq}");
+        let subject = format!("t.{uniq}");
+        js.create_stream(jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+        Self { js, name, subject }
+    }
+
+    /// Publish `{"id": i}` for `ids`, and a malformed payload for every id in `bad`.
+    async fn publish(&self, ids: std::ops::Range<i64>, bad: &BTreeSet<i64>) {
+        let mut acks = Vec::new();
+        for i in ids {
+            let payload = if bad.contains(&i) {
+                format!("{{\"id\": \"not a number {i}\"")
+            } else {
+                format!("{{\"id\": {i}, \"name\": \"n-{i}\"}}")
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("origin", "test");
+            acks.push(
+                self.js
+                    .publish_with_headers(
+                        format!("{}.{}", self.subject, i % 3),
+                        headers,
+                        payload.into(),
+                    )
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for a in acks {
+            a.await.expect("publish ack");
+        }
+    }
+
+    fn config(&self, consumer: &str) -> NatsSourceConfig {
+        let mut c = NatsSourceConfig::new(
+            URL,
+            &self.name,
+            consumer,
+            PayloadConfig::json(vec![
+                FieldConfig::new("id", "int64").required(),
+                FieldConfig::new("name", "utf8"),
+            ]),
+        );
+        c.batch_rows = 40;
+        c.batch_timeout = Duration::from_millis(50);
+        c
+    }
+
+    async fn consumer_info(&self, consumer: &str) -> jetstream::consumer::Info {
+        let stream = self.js.get_stream(&self.name).await.unwrap();
+        let mut c: jetstream::consumer::PullConsumer = stream.get_consumer(consumer).await.unwrap();
+        c.info().await.unwrap().clone()
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let js = self.js.clone();
+        let name = self.name.clone();
+        // Best effort: the test runtime may already be gone.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = js.delete_stream(name).await;
+            });
+        }
+    }
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resumes_exactly_with_malformed_messages() {
+    let s = TestStream::new("conf").await;
+    s.publish(0..300, &BTreeSet::from([0, 5, 41, 42, 199, 299]))
+        .await;
+    let config = s.config("conf");
+    conformance::source_resumes_exactly(|| {
+        Box::new(NatsSource::new(config.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
+    let _ = s.js.delete_stream(&s.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_every_good_message_once_and_dead_letters_the_rest() {
+    let s = TestStream::new("dl").await;
+    let bad = BTreeSet::from([3, 77, 149]);
+    s.publish(0..150, &bad).await;
+    let mut config = s.config("dl");
+    config.payload.metadata_columns = true;
+    let mut source = NatsSource::new(config).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    let rows = rows_of(&batches);
+    let expected: Vec<i64> = (0..150).filter(|i| !bad.contains(i)).collect();
+    assert_eq!(ids(&rows), expected);
+    // Metadata columns.
+    let subjects = strings(&rows, "_subject");
+    assert_eq!(subjects[0], format!("{}.0", s.subject));
+    assert!(
+        strings(&rows, "_headers")
+            .iter()
+            .all(|h| h == r#"{"origin":"test"}"#)
+    );
+    assert!(
+        rows.iter()
+            .all(|b| b.column_by_name("_timestamp").unwrap().null_count() == 0)
+    );
+    // Dead letters name the sequence (ids start at sequence 1) and keep the payload.
+    let locators: Vec<&str> = letters.iter().map(|l| l.locator.as_str()).collect();
+    assert_eq!(locators, ["sequence 4", "sequence 78", "sequence 150"]);
+    assert!(
+        letters[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("not a number 3")
+    );
+    assert!(letters.iter().all(|l| l.origin.contains(&s.name)));
+    // The last position is the stream's last sequence (a dead letter).
+    let last: NatsPosition = batches.last().unwrap().position.decode("t").unwrap();
+    assert_eq!(last.stream_sequence, 150);
+    let _ = s.js.delete_stream(&s.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_follow_commits_and_max_ack_pending_bounds_what_is_read() {
+    let s = TestStream::new("ack").await;
+    s.publish(0..500, &BTreeSet::new()).await;
+    let mut config = s.config("ack");
+    config.max_ack_pending = Some(100);
+    let mut source = NatsSource::new(config).unwrap();
+    let mut stream = source
+        .open(SourceStart {
+            mode: Mode::Stream,
+            dead_letters: DeadLetterQueue::default(),
+            ..SourceStart::default()
+        })
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    while ids(&read).len() < 100 {
+        read.push(stream.next().await.unwrap().unwrap().batch);
+    }
+    // Nothing committed: nothing acked, and the server holds back the rest.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = s.consumer_info("ack").await;
+    assert_eq!(info.ack_floor.stream_sequence, 0);
+    assert_eq!(info.num_ack_pending, 100);
+    let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(next.is_err(), "read past maxAckPending without a commit");
+    // Commit the first 80 rows (two batches of 40): acked through sequence 80.
+    source
+        .commit(&Checkpoint::at(
+            arcane_core::Position::encode(&NatsPosition {
+                stream_sequence: 80,
+            })
+            .unwrap(),
+        ))
+        .await
+        .unwrap();
+    eventually_async(|| async { s.consumer_info("ack").await.ack_floor.stream_sequence == 80 })
+        .await;
+    // Now more is delivered.
+    let more = stream.next().await.unwrap().unwrap();
+    assert_eq!(ids(&[more.batch])[0], 100);
+    drop(stream);
+    let _ = s.js.delete_stream(&s.name).await;
+}
+
+async fn eventually_async<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_lands_every_good_message_once_and_the_dead_letters() {
+    let s = TestStream::new("graph").await;
+    let bad = BTreeSet::from([10, 500, 999]);
+    s.publish(0..1000, &bad).await;
+    let store = MemorySink::new().store();
+    let letters = Letters::default();
+    let report = land(
+        NatsSource::new(s.config("graph")).unwrap(),
+        store.clone(),
+        letters.clone(),
+    )
+    .await;
+    assert_finished(&report);
+    let mut got = ids(&store.batches());
+    got.sort();
+    let expected: Vec<i64> = (0..1000).filter(|i| !bad.contains(i)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(letters.all().len(), 3);
+    let info = s.consumer_info("graph").await;
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1000,
+        "everything acked after the commits"
+    );
+    let _ = s.js.delete_stream(&s.name).await;
+}
