@@ -247,7 +247,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                     }
                 }
             }
-            let this = self.as_mut().project();
+            let mut this = self.as_mut().project();
             match ready!(this.input.poll_next(cx)) {
                 Some(Ok(batch)) => {
                     let rows = batch.batch.num_rows();
