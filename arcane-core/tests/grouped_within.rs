@@ -266,8 +266,15 @@ async fn a_position_only_batch_reaches_the_sink_within_the_interval_without_more
     tokio::time::sleep(Duration::from_secs(60)).await;
     drop(tx);
     let out = consumer.await.unwrap();
-    assert_eq!(out.len(), 1, "one position-only group, none at end of stream");
-    assert_eq!(out[0].0, 15, "emitted when the interval armed by the empty batch elapsed");
+    assert_eq!(
+        out.len(),
+        1,
+        "one position-only group, none at end of stream"
+    );
+    assert_eq!(
+        out[0].0, 15,
+        "emitted when the interval armed by the empty batch elapsed"
+    );
     assert_eq!(out[0].1.batch.num_rows(), 0);
     assert_eq!(
         out[0].1.checkpoint,

@@ -139,7 +139,8 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| ProtocolError(format!("message truncated at byte {}", self.pos)))?;
+        let end =
+            end.ok_or_else(|| ProtocolError(format!("message truncated at byte {}", self.pos)))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

@@ -8,7 +8,9 @@ use arcane_core::{
     Checkpoint, DeadLetter, DeadLetterQueue, Error, Mode, Position, PositionedBatch,
     PositionedStream, Result, Source, SourceStart,
 };
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder};
+use arrow_array::builder::{
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::StreamExt;
@@ -88,7 +90,10 @@ impl ParsedSnapshot {
         let xmax = parts.next()?.parse().ok()?;
         let xip = match parts.next() {
             Some("") | None => Vec::new(),
-            Some(list) => list.split(',').map(|x| x.parse().ok()).collect::<Option<_>>()?,
+            Some(list) => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?,
         };
         Some(Self { xmin, xmax, xip })
     }
@@ -200,7 +205,11 @@ async fn connect(settings: &Settings) -> std::result::Result<Client, tokio_postg
 }
 
 fn pg_err(name: &str, what: &str, e: tokio_postgres::Error) -> Error {
-    let message = format!("{what}: {}", e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()));
+    let message = format!(
+        "{what}: {}",
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    );
     if is_transient(&e) {
         Error::source_transient(name, message, e)
     } else {
@@ -229,7 +238,12 @@ struct TableInfo {
     pk: Option<usize>,
 }
 
-async fn table_info(client: &Client, name: &str, schema: &str, table: &str) -> WorkResult<TableInfo> {
+async fn table_info(
+    client: &Client,
+    name: &str,
+    schema: &str,
+    table: &str,
+) -> WorkResult<TableInfo> {
     let qualified = format!("{schema}.{table}");
     let rows = client
         .query(
@@ -263,10 +277,18 @@ async fn table_info(client: &Client, name: &str, schema: &str, table: &str) -> W
                 format!("table {qualified} column {col:?} has a type (oid {type_oid}) this source does not support; supported: {SUPPORTED_TYPES}; cast it in a view-free way or exclude the table"),
             )
         })?;
-        if is_pk && matches!(data_type, DataType::Int16 | DataType::Int32 | DataType::Int64) {
+        if is_pk
+            && matches!(
+                data_type,
+                DataType::Int16 | DataType::Int32 | DataType::Int64
+            )
+        {
             pk = Some(i);
         }
-        columns.push(OutCol { name: col, data_type });
+        columns.push(OutCol {
+            name: col,
+            data_type,
+        });
     }
     Ok(TableInfo { oid, columns, pk })
 }
@@ -302,7 +324,10 @@ impl RowsBuilder {
     fn new(columns: &[OutCol]) -> Self {
         Self {
             schema: output_schema(columns),
-            cols: columns.iter().map(|c| ColumnBuilder::new(&c.data_type)).collect(),
+            cols: columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.data_type))
+                .collect(),
             op: StringBuilder::new(),
             lsn: UInt64Builder::new(),
             ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
@@ -427,10 +452,13 @@ impl Worker {
             .await;
             match result {
                 Ok(Ok(())) | Ok(Err(Closed)) => return,
-                Err(WorkError::Pg(e)) if is_transient(&e) && attempts < self.settings.config.reconnect_attempts => {
+                Err(WorkError::Pg(e))
+                    if is_transient(&e) && attempts < self.settings.config.reconnect_attempts =>
+                {
                     attempts += 1;
                     client = None;
-                    let wait = Duration::from_secs(1 << attempts.min(5)).min(Duration::from_secs(30));
+                    let wait =
+                        Duration::from_secs(1 << attempts.min(5)).min(Duration::from_secs(30));
                     tracing::warn!(source = %self.name, error = %e, attempt = attempts, wait = ?wait, "postgres connection lost; reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -438,7 +466,10 @@ impl Worker {
                     }
                 }
                 Err(WorkError::Pg(e)) => {
-                    let _ = self.tx.send(Err(pg_err(&self.name, "reading changes", e))).await;
+                    let _ = self
+                        .tx
+                        .send(Err(pg_err(&self.name, "reading changes", e)))
+                        .await;
                     return;
                 }
                 Err(WorkError::Typed(e)) => {
@@ -470,24 +501,33 @@ impl Worker {
             )
             .into());
         };
-        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
         let row = client
-            .query_one("SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text", &[])
+            .query_one(
+                "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text",
+                &[],
+            )
             .await?;
         let snap: String = row.get(0);
         let wal_end = Lsn::parse(row.get::<_, &str>(1)).unwrap_or_default();
         let after_pk = self.pos.snapshot.and_then(|s| s.after_pk);
-        self.pos.segments.push(Segment { after_pk, snapshot: snap, wal_end });
+        self.pos.segments.push(Segment {
+            after_pk,
+            snapshot: snap,
+            wal_end,
+        });
         tracing::info!(source = %self.name, table = %self.qualified, after_pk = ?after_pk, "snapshot started");
         let select: Vec<String> = self
             .table
             .columns
             .iter()
-            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .map(|c| format!("_t.{}::text", quote_ident(&c.name)))
             .collect();
         let pk_name = quote_ident(&self.table.columns[pk].name);
         let sql = format!(
-            "SELECT {pk_name}::int8, {} FROM {} WHERE $1::int8 IS NULL OR {pk_name} > $1::int8 ORDER BY {pk_name} LIMIT $2",
+            "SELECT _t.{pk_name}::int8, {} FROM {} AS _t WHERE $1::int8 IS NULL OR _t.{pk_name} > $1::int8 ORDER BY _t.{pk_name} LIMIT $2",
             select.join(", "),
             self.qualified_sql()
         );
@@ -499,14 +539,21 @@ impl Worker {
             let done = rows.len() < self.settings.config.batch_rows;
             for row in &rows {
                 let key: i64 = row.get(0);
-                self.pos.snapshot = Some(SnapshotProgress { after_pk: Some(key) });
+                self.pos.snapshot = Some(SnapshotProgress {
+                    after_pk: Some(key),
+                });
                 if self.skip_rows > 0 {
                     self.skip_rows -= 1;
                     continue;
                 }
-                let values: Vec<Option<&str>> = (0..self.table.columns.len()).map(|i| row.get(i + 1)).collect();
+                let values: Vec<Option<&str>> = (0..self.table.columns.len())
+                    .map(|i| row.get(i + 1))
+                    .collect();
                 let lsn = self.pos.lsn;
-                if let Err(reason) = self.rows.append(|i| values[i], "r", lsn, None, None, &self.table.columns) {
+                if let Err(reason) =
+                    self.rows
+                        .append(|i| values[i], "r", lsn, None, None, &self.table.columns)
+                {
                     self.dead_letter(&format!("snapshot primary key {key}"), reason);
                 }
             }
@@ -526,12 +573,17 @@ impl Worker {
     }
 
     fn qualified_sql(&self) -> String {
-        format!("{}.{}", quote_ident(&self.settings.schema), quote_ident(&self.settings.table))
+        format!(
+            "{}.{}",
+            quote_ident(&self.settings.schema),
+            quote_ident(&self.settings.table)
+        )
     }
 
     fn dead_letter(&self, locator: &str, reason: String) {
         tracing::warn!(source = %self.name, locator, reason = %reason, "row dead-lettered");
-        self.dead_letters.push(DeadLetter::new(self.qualified.clone(), locator, reason));
+        self.dead_letters
+            .push(DeadLetter::new(self.qualified.clone(), locator, reason));
     }
 
     /// Poll the slot with `pg_logical_slot_peek_binary_changes` until the stream is dropped.
@@ -546,7 +598,12 @@ impl Worker {
             .await?;
         loop {
             // Advance the slot to what the sink committed, if commit() could not.
-            let pending = self.shared.pending_advance.lock().map(|mut p| p.take()).unwrap_or(None);
+            let pending = self
+                .shared
+                .pending_advance
+                .lock()
+                .map(|mut p| p.take())
+                .unwrap_or(None);
             if let Some(lsn) = pending {
                 if let Err(e) = advance_slot(client, &slot, lsn).await {
                     if slot_busy(&e) {
@@ -569,12 +626,20 @@ impl Worker {
             let Some(confirmed) = row.get::<_, Option<&str>>(1).and_then(Lsn::parse) else {
                 return Err(Error::source_permanent(&self.name, format!("replication slot {slot} disappeared; the changes it held are lost; backfill the stream")).into());
             };
-            metrics::gauge!(REPLICATION_LAG_BYTES, self.labels.to_vec()).set(upto.0.saturating_sub(confirmed.0) as f64);
+            metrics::gauge!(REPLICATION_LAG_BYTES, self.labels.to_vec())
+                .set(upto.0.saturating_sub(confirmed.0) as f64);
             let before = self.pos.clone();
             let mut emitted = 0usize;
             let mut last_ts: Option<i64> = None;
             let result = client
-                .query_raw(&peek, [&slot as &(dyn tokio_postgres::types::ToSql + Sync), &upto_text, &publication])
+                .query_raw(
+                    &peek,
+                    [
+                        &slot as &(dyn tokio_postgres::types::ToSql + Sync),
+                        &upto_text,
+                        &publication,
+                    ],
+                )
                 .await;
             let rows = match result {
                 Ok(rows) => rows,
@@ -594,15 +659,29 @@ impl Worker {
                 let change_lsn = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
                 let data: &[u8] = row.get(1);
                 let msg = pgoutput::decode(data).map_err(|e| {
-                    Error::source_permanent(&self.name, format!("cannot decode pgoutput message at {change_lsn}: {}", e.0))
+                    Error::source_permanent(
+                        &self.name,
+                        format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
+                    )
                 })?;
                 match msg {
-                    Message::Begin { final_lsn, commit_ts_us, xid } => {
+                    Message::Begin {
+                        final_lsn,
+                        commit_ts_us,
+                        xid,
+                    } => {
                         let already = match self.pos.tx {
                             Some(t) if t.commit_lsn == final_lsn => t.rows,
                             _ => 0,
                         };
-                        cur = Some(CurTx { final_lsn, commit_ts_us, xid, skip: final_lsn < self.pos.lsn, already, count: 0 });
+                        cur = Some(CurTx {
+                            final_lsn,
+                            commit_ts_us,
+                            xid,
+                            skip: final_lsn < self.pos.lsn,
+                            already,
+                            count: 0,
+                        });
                     }
                     Message::Commit { end_lsn, .. } => {
                         if let Some(t) = cur.take() {
@@ -637,7 +716,9 @@ impl Worker {
                     }
                     Message::Update { relid, old, new } if relid == self.table.oid => {
                         if let Some(t) = cur.as_mut() {
-                            if let Err(c) = self.change(t, "u", change_lsn, &new, old.as_deref()).await {
+                            if let Err(c) =
+                                self.change(t, "u", change_lsn, &new, old.as_deref()).await
+                            {
                                 return Ok(Err(c));
                             }
                         }
@@ -672,7 +753,8 @@ impl Worker {
                 None => 0.0,
             });
             emitted += self.rows.len();
-            if self.rows.len() > 0 || (self.pos != before && self.sent.as_ref() != Some(&self.pos)) {
+            if self.rows.len() > 0 || (self.pos != before && self.sent.as_ref() != Some(&self.pos))
+            {
                 if let Err(c) = self.send().await {
                     return Ok(Err(c));
                 }
@@ -705,14 +787,19 @@ impl Worker {
         if t.count <= t.already {
             return Ok(());
         }
-        self.pos.tx = Some(TxProgress { commit_lsn: t.final_lsn, rows: t.count });
+        self.pos.tx = Some(TxProgress {
+            commit_lsn: t.final_lsn,
+            rows: t.count,
+        });
         if self.skip_rows > 0 {
             self.skip_rows -= 1;
             return Ok(());
         }
         let mut texts: Vec<Option<&str>> = vec![None; self.table.columns.len()];
         for (i, v) in values.iter().enumerate() {
-            let Some(Some(out)) = self.mapping.get(i) else { continue };
+            let Some(Some(out)) = self.mapping.get(i) else {
+                continue;
+            };
             texts[*out] = match v {
                 Value::Text(s) => Some(s),
                 Value::Null => None,
@@ -723,7 +810,14 @@ impl Worker {
                 },
             };
         }
-        if let Err(reason) = self.rows.append(|i| texts[i], op, lsn, Some(t.commit_ts_us), Some(t.xid), &self.table.columns) {
+        if let Err(reason) = self.rows.append(
+            |i| texts[i],
+            op,
+            lsn,
+            Some(t.commit_ts_us),
+            Some(t.xid),
+            &self.table.columns,
+        ) {
             self.dead_letter(&format!("change at {lsn} (xid {})", t.xid), reason);
         }
         if self.rows.len() >= self.settings.config.batch_rows {
@@ -757,7 +851,9 @@ impl Worker {
                 (Some(_), None) => false,
             });
         match segment {
-            Some(s) if final_lsn < s.wal_end => ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid)),
+            Some(s) if final_lsn < s.wal_end => {
+                ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
+            }
             _ => false,
         }
     }
@@ -780,27 +876,48 @@ impl Worker {
                 Some(i) if columns[i].data_type != dt => {
                     return Err(Error::SchemaMismatch {
                         location,
-                        message: format!("column {:?} changed type from {} to {dt}; backfill the stream", c.name, columns[i].data_type),
+                        message: format!(
+                            "column {:?} changed type from {} to {dt}; backfill the stream",
+                            c.name, columns[i].data_type
+                        ),
                     }
                     .into());
                 }
                 Some(i) => mapping.push(Some(i)),
                 None => {
                     tracing::info!(source = %self.name, column = %c.name, data_type = %dt, "new column; the output schema widens (nullable)");
-                    columns.push(OutCol { name: c.name.clone(), data_type: dt });
+                    columns.push(OutCol {
+                        name: c.name.clone(),
+                        data_type: dt,
+                    });
                     mapping.push(Some(columns.len() - 1));
                 }
             }
         }
         // An output column the relation lacks: a change from before the column was added
         // (still in the catalog), or a dropped/renamed column (incompatible).
-        let missing: Vec<&OutCol> = columns.iter().filter(|o| !rel.iter().any(|c| c.name == o.name)).collect();
+        let missing: Vec<&OutCol> = columns
+            .iter()
+            .filter(|o| !rel.iter().any(|c| c.name == o.name))
+            .collect();
         if !missing.is_empty() {
-            let now = table_info(client, &self.name, &self.settings.schema, &self.settings.table).await?;
-            if let Some(gone) = missing.iter().find(|m| !now.columns.iter().any(|c| c.name == m.name)) {
+            let now = table_info(
+                client,
+                &self.name,
+                &self.settings.schema,
+                &self.settings.table,
+            )
+            .await?;
+            if let Some(gone) = missing
+                .iter()
+                .find(|m| !now.columns.iter().any(|c| c.name == m.name))
+            {
                 return Err(Error::SchemaMismatch {
                     location,
-                    message: format!("column {:?} was dropped or renamed; backfill the stream", gone.name),
+                    message: format!(
+                        "column {:?} was dropped or renamed; backfill the stream",
+                        gone.name
+                    ),
                 }
                 .into());
             }
@@ -835,14 +952,22 @@ fn quote_ident(s: &str) -> String {
 
 async fn advance_slot(client: &Client, slot: &str, lsn: Lsn) -> WorkResult<()> {
     let row = client
-        .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
         .await?;
-    let confirmed = row.and_then(|r| r.get::<_, Option<String>>(0)).and_then(|s| Lsn::parse(&s));
+    let confirmed = row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|s| Lsn::parse(&s));
     if confirmed.is_some_and(|c| c >= lsn) {
         return Ok(());
     }
     client
-        .execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", &[&slot, &lsn.to_string()])
+        .execute(
+            "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+            &[&slot, &lsn.to_string()],
+        )
         .await?;
     Ok(())
 }
@@ -850,22 +975,33 @@ async fn advance_slot(client: &Client, slot: &str, lsn: Lsn) -> WorkResult<()> {
 #[async_trait::async_trait]
 impl Source for PostgresCdcSource {
     fn name(&self) -> String {
-        format!("postgres-cdc {} (slot {})", self.qualified(), self.settings.config.slot)
+        format!(
+            "postgres-cdc {} (slot {})",
+            self.qualified(),
+            self.settings.config.slot
+        )
     }
 
     async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
         let name = self.name();
         let cfg = self.settings.config.clone();
-        let client = connect(&self.settings).await.map_err(|e| pg_err(&name, "connecting", e))?;
+        let client = connect(&self.settings)
+            .await
+            .map_err(|e| pg_err(&name, "connecting", e))?;
         let qualified = self.qualified();
-        let info = match table_info(&client, &name, &self.settings.schema, &self.settings.table).await {
+        let info = match table_info(&client, &name, &self.settings.schema, &self.settings.table)
+            .await
+        {
             Ok(i) => i,
             Err(WorkError::Pg(e)) => return Err(pg_err(&name, "reading the table's columns", e)),
             Err(WorkError::Typed(e)) => return Err(e),
         };
         // Publication.
         let has_pub = client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&cfg.publication])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&cfg.publication],
+            )
             .await
             .map_err(|e| pg_err(&name, "reading publications", e))?
             .is_some();
@@ -873,11 +1009,22 @@ impl Source for PostgresCdcSource {
             if !cfg.create_publication {
                 return Err(Error::config(
                     format!("{}.publication", self.prefix),
-                    format!("publication {} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {qualified}) or set createPublication: true", cfg.publication, cfg.publication),
+                    format!(
+                        "publication {} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {qualified}) or set createPublication: true",
+                        cfg.publication, cfg.publication
+                    ),
                 ));
             }
             client
-                .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(&cfg.publication), format_args!("{}.{}", quote_ident(&self.settings.schema), quote_ident(&self.settings.table))))
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION {} FOR TABLE {}",
+                    quote_ident(&cfg.publication),
+                    format_args!(
+                        "{}.{}",
+                        quote_ident(&self.settings.schema),
+                        quote_ident(&self.settings.table)
+                    )
+                ))
                 .await
                 .map_err(|e| pg_err(&name, "creating the publication", e))?;
             tracing::info!(source = %name, publication = %cfg.publication, "publication created");
@@ -891,13 +1038,19 @@ impl Source for PostgresCdcSource {
             .query_opt("SELECT confirmed_flush_lsn::text, plugin::text FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()", &[&cfg.slot])
             .await
             .map_err(|e| pg_err(&name, "reading replication slots", e))?;
-        let slot_lsn = slot_row.as_ref().and_then(|r| r.get::<_, Option<String>>(0)).and_then(|s| Lsn::parse(&s));
+        let slot_lsn = slot_row
+            .as_ref()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|s| Lsn::parse(&s));
         let (pos, skip_rows) = match resume {
             Some(pos) => {
                 if slot_lsn.is_none() {
                     return Err(Error::source_permanent(
                         &name,
-                        format!("replication slot {} is missing, so the changes after the committed position {} are lost; backfill the stream (it creates a new slot)", cfg.slot, pos.lsn),
+                        format!(
+                            "replication slot {} is missing, so the changes after the committed position {} are lost; backfill the stream (it creates a new slot)",
+                            cfg.slot, pos.lsn
+                        ),
                     ));
                 }
                 (pos, start.resume_from.as_ref().map_or(0, |c| c.rows))
@@ -907,16 +1060,31 @@ impl Source for PostgresCdcSource {
                 // is recreated so that the snapshot and the slot agree.
                 if slot_lsn.is_some() && (cfg.snapshot || start.mode == Mode::Backfill) {
                     if !cfg.create_slot {
-                        return Err(Error::config(format!("{}.createSlot", self.prefix), format!("slot {} exists but nothing was committed from it; a snapshot needs a new slot: drop it or set createSlot: true", cfg.slot)));
+                        return Err(Error::config(
+                            format!("{}.createSlot", self.prefix),
+                            format!(
+                                "slot {} exists but nothing was committed from it; a snapshot needs a new slot: drop it or set createSlot: true",
+                                cfg.slot
+                            ),
+                        ));
                     }
                     tracing::warn!(source = %name, slot = %cfg.slot, "dropping the slot of an earlier run that committed nothing, to take a consistent snapshot");
-                    client.execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot]).await.map_err(|e| pg_err(&name, "dropping the old slot", e))?;
+                    client
+                        .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+                        .await
+                        .map_err(|e| pg_err(&name, "dropping the old slot", e))?;
                 }
                 let lsn = if slot_lsn.is_some() && !(cfg.snapshot || start.mode == Mode::Backfill) {
                     slot_lsn.unwrap_or_default()
                 } else {
                     if !cfg.create_slot {
-                        return Err(Error::config(format!("{}.slot", self.prefix), format!("replication slot {} does not exist; create it (SELECT pg_create_logical_replication_slot('{}', 'pgoutput')) or set createSlot: true", cfg.slot, cfg.slot)));
+                        return Err(Error::config(
+                            format!("{}.slot", self.prefix),
+                            format!(
+                                "replication slot {} does not exist; create it (SELECT pg_create_logical_replication_slot('{}', 'pgoutput')) or set createSlot: true",
+                                cfg.slot, cfg.slot
+                            ),
+                        ));
                     }
                     let row = client
                         .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&cfg.slot])
@@ -926,8 +1094,17 @@ impl Source for PostgresCdcSource {
                     tracing::info!(source = %name, slot = %cfg.slot, consistent_point = %lsn, "replication slot created");
                     lsn
                 };
-                let snapshot = (cfg.snapshot || start.mode == Mode::Backfill).then_some(SnapshotProgress { after_pk: None });
-                (PgPosition { lsn, tx: None, snapshot, segments: Vec::new() }, 0)
+                let snapshot = (cfg.snapshot || start.mode == Mode::Backfill)
+                    .then_some(SnapshotProgress { after_pk: None });
+                (
+                    PgPosition {
+                        lsn,
+                        tx: None,
+                        snapshot,
+                        segments: Vec::new(),
+                    },
+                    0,
+                )
             }
         };
         drop(client);
@@ -966,9 +1143,15 @@ impl Source for PostgresCdcSource {
             *p = Some(p.map_or(pos.lsn, |old| old.max(pos.lsn)));
         }
         if self.ack_client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.ack_client = Some(connect(&self.settings).await.map_err(|e| pg_err(&name, "connecting to advance the slot", e))?);
+            self.ack_client = Some(
+                connect(&self.settings)
+                    .await
+                    .map_err(|e| pg_err(&name, "connecting to advance the slot", e))?,
+            );
         }
-        let Some(client) = self.ack_client.as_ref() else { return Ok(()) };
+        let Some(client) = self.ack_client.as_ref() else {
+            return Ok(());
+        };
         // The worker's peek holds the slot briefly; retry, then leave it to the worker.
         for _ in 0..50 {
             let target = match self.shared.pending_advance.lock() {
@@ -986,7 +1169,9 @@ impl Source for PostgresCdcSource {
                     return Ok(());
                 }
                 Err(e) if slot_busy(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(WorkError::Pg(e)) => return Err(pg_err(&name, "advancing the replication slot", e)),
+                Err(WorkError::Pg(e)) => {
+                    return Err(pg_err(&name, "advancing the replication slot", e));
+                }
                 Err(WorkError::Typed(e)) => return Err(e),
             }
         }

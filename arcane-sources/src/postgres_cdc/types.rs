@@ -163,7 +163,8 @@ impl ColumnBuilder {
             Self::Timestamp(b, tz) => {
                 // timestamptz prints as `2026-01-02 03:04:05.123456+00` with TimeZone=UTC.
                 let text = if tz.is_some() {
-                    v.strip_suffix("+00").ok_or_else(|| bad("UTC timestamptz"))?
+                    v.strip_suffix("+00")
+                        .ok_or_else(|| bad("UTC timestamptz"))?
                 } else {
                     v
                 };
@@ -240,7 +241,10 @@ mod tests {
         ts.append_text("1970-01-01 00:00:01.5+00").unwrap();
         assert!(ts.append_text("1970-01-01 00:00:01+02").is_err());
         let a = ts.finish();
-        assert_eq!(a.as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
+        assert_eq!(
+            a.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_500_000
+        );
 
         let mut d = ColumnBuilder::new(&arrow_type(1082, -1).unwrap());
         d.append_text("1970-01-11").unwrap();
