@@ -221,7 +221,7 @@ async fn every_type_and_operation_arrives_in_commit_order() {
         .unwrap()
         .to_string();
     // Snapshot row with every type, then the changes in commit order; the NaN row is dead-lettered.
-    let ops = ops(&[all.clone()]);
+    let ops = ops(std::slice::from_ref(&all));
     assert_eq!(
         ops,
         vec![

@@ -702,10 +702,7 @@ impl Worker {
                         if cur.as_ref().is_some_and(|t| t.skip) {
                             continue;
                         }
-                        if self.apply_relation(client, &columns).await? && self.rows.len() > 0 {
-                            // Unreachable in practice: the schema changed while rows of the old
-                            // one were buffered; they were flushed in apply_relation.
-                        }
+                        self.apply_relation(client, &columns).await?;
                     }
                     Message::Insert { relid, new } if relid == self.table.oid => {
                         if let Some(t) = cur.as_mut() {
@@ -730,14 +727,15 @@ impl Worker {
                             }
                         }
                     }
-                    Message::Truncate { relids } if relids.contains(&self.table.oid) => {
-                        if cur.as_ref().is_some_and(|t| !t.skip) {
-                            return Err(Error::SchemaMismatch {
-                                location: format!("postgres table {}", self.qualified),
-                                message: format!("the table was truncated (at {change_lsn}); backfill the stream to take a new snapshot"),
-                            }
-                            .into());
+                    Message::Truncate { relids }
+                        if relids.contains(&self.table.oid)
+                            && cur.as_ref().is_some_and(|t| !t.skip) =>
+                    {
+                        return Err(Error::SchemaMismatch {
+                            location: format!("postgres table {}", self.qualified),
+                            message: format!("the table was truncated (at {change_lsn}); backfill the stream to take a new snapshot"),
                         }
+                        .into());
                     }
                     _ => {}
                 }
@@ -924,10 +922,9 @@ impl Worker {
         }
         self.mapping = mapping;
         if columns != self.table.columns {
-            if self.rows.len() > 0 {
-                if self.send().await.is_err() {
-                    // The stream was dropped; the caller notices on its next send.
-                }
+            // Rows of the old shape go out first; a dropped stream is noticed on the next send.
+            if self.rows.len() > 0 && self.send().await.is_err() {
+                tracing::debug!(source = %self.name, "stream dropped during a schema change");
             }
             self.table.columns = columns;
             self.rows = RowsBuilder::new(&self.table.columns);
