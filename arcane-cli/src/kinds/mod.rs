@@ -4,16 +4,21 @@
 //! |---|---|---|
 //! | `blob-landing` | `blob-landing` | files landing under an object-store prefix ([`arcane_sources::blob_landing`]) |
 //! | `generator` | `generator` | deterministic synthetic rows ([`GeneratorConfig`]) |
+//! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
 #[cfg(feature = "generator")]
 mod generator;
+#[cfg(feature = "postgres-cdc")]
+mod postgres_cdc;
 
 #[cfg(feature = "blob-landing")]
 pub use blob_landing::BlobLanding;
 #[cfg(feature = "generator")]
 pub use generator::{DEFAULT_GENERATOR_BATCH_ROWS, Generator, GeneratorConfig};
+#[cfg(feature = "postgres-cdc")]
+pub use postgres_cdc::PostgresCdc;
 
 use arcane_deploy::{KindManifest, PrinterColumn};
 use arcane_runner::Runner;
@@ -33,6 +38,8 @@ pub fn runner() -> Runner {
     let runner = register(runner, BlobLanding);
     #[cfg(feature = "generator")]
     let runner = register(runner, Generator);
+    #[cfg(feature = "postgres-cdc")]
+    let runner = register(runner, PostgresCdc);
     runner
 }
 
