@@ -266,9 +266,16 @@ fn catch_up(work: &std::path::Path, spec: &Value, t: &str, sink_url: &str, senti
             .unwrap();
     });
     let proc = Arcane::run(work, spec, &[]);
-    eventually("the sentinel committed", || {
-        change_log(sink_url).iter().any(|r| id(r) == sentinel)
-    });
+    let start = std::time::Instant::now();
+    while !change_log(sink_url).iter().any(|r| id(r) == sentinel) {
+        let lines = proc.lines();
+        assert!(
+            start.elapsed() < WAIT,
+            "the sentinel was not committed within {WAIT:?}; last log lines: {:#?}",
+            &lines[lines.len().saturating_sub(30)..]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     proc.signal(Signal::SIGTERM);
     let exit = proc.wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);

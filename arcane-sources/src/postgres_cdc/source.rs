@@ -596,7 +596,7 @@ impl Worker {
                  'proto_version', '1', 'publication_names', $3)",
             )
             .await?;
-        loop {
+        'poll: loop {
             // Advance the slot to what the sink committed, if commit() could not.
             let pending = self
                 .shared
@@ -654,8 +654,22 @@ impl Worker {
             };
             futures::pin_mut!(rows);
             let mut cur: Option<CurTx> = None;
+            let mut first = true;
             while let Some(row) = rows.next().await {
-                let row = row?;
+                // The slot can still be held by the backend of a process that just stopped
+                // (its last peek running on); the error arrives with the first row.
+                let row = match row {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let e = WorkError::Pg(e);
+                        if first && slot_busy(&e) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue 'poll;
+                        }
+                        return Err(e);
+                    }
+                };
+                first = false;
                 let change_lsn = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
                 let data: &[u8] = row.get(1);
                 let msg = pgoutput::decode(data).map_err(|e| {
