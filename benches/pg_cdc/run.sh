@@ -44,9 +44,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building arcane (release)"
-cargo build --quiet --release -p arcane-cli --bin arcane
-bin="$target/release/arcane"
+if [ -n "${ARCANE_BIN:-}" ]; then
+  bin="$ARCANE_BIN"  # e.g. a debug binary, to check the harness itself
+else
+  log "building arcane (release)"
+  cargo build --quiet --release -p arcane-cli --bin arcane
+  bin="$target/release/arcane"
+fi
 
 log "loading $rows rows into $name"
 sql "CREATE TABLE $name (id int8 PRIMARY KEY, customer_id int4 NOT NULL, amount numeric(12,2),
@@ -54,7 +58,8 @@ sql "CREATE TABLE $name (id int8 PRIMARY KEY, customer_id int4 NOT NULL, amount 
      INSERT INTO $name SELECT g, g % 100000, (g % 100000) / 100.0, (ARRAY['new','paid','shipped'])[1 + g % 3],
        'order note ' || md5(g::text), timestamptz '2026-01-01' + g * interval '1 second'
      FROM generate_series(1, $rows) g;
-     VACUUM ANALYZE $name;"
+"
+sql "VACUUM ANALYZE $name"
 
 out="$work/out"
 rm -rf "$out"
