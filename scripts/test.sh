@@ -73,6 +73,31 @@ wait_http "$ARCANE_TEST_S3_ENDPOINT/" moto
 wait_http "http://127.0.0.1:$az_port/" azurite
 log "moto on $ARCANE_TEST_S3_ENDPOINT, azurite on $ARCANE_TEST_AZURITE_ENDPOINT"
 
+# --- PostgreSQL: logical decoding (postgres-cdc tests) ---------------------------------------
+# The postgres-cdc source needs wal_level=logical. Idempotent: changes the settings and restarts
+# the machine's cluster only when the running value differs, and says so.
+pg_psql() { psql -h "${ARCANE_TEST_PG_HOST:-127.0.0.1}" -U postgres -d postgres -Atqc "$1"; }
+if command -v psql >/dev/null && pg_psql 'select 1' >/dev/null 2>&1; then
+  if [ "$(pg_psql 'SHOW wal_level')" != logical ]; then
+    log "PostgreSQL: setting wal_level=logical (max_replication_slots/max_wal_senders=20) and restarting the cluster"
+    pg_psql "ALTER SYSTEM SET wal_level = logical"
+    pg_psql "ALTER SYSTEM SET max_replication_slots = 20"
+    pg_psql "ALTER SYSTEM SET max_wal_senders = 20"
+    if command -v pg_ctlcluster >/dev/null; then
+      ver="$(ls /etc/postgresql | sort -n | tail -1)"
+      pg_ctlcluster --skip-systemctl-redirect "$ver" main restart
+    else
+      log "restart PostgreSQL by hand so wal_level=logical takes effect"; exit 1
+    fi
+    for _ in $(seq 1 100); do pg_psql 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+    log "PostgreSQL restarted: wal_level=$(pg_psql 'SHOW wal_level')"
+  else
+    log "PostgreSQL: wal_level is already logical"
+  fi
+else
+  log "PostgreSQL not reachable on 127.0.0.1:5432; postgres-cdc tests will fail"
+fi
+
 # --- Checks -------------------------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check

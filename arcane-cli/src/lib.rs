@@ -38,6 +38,7 @@
 //! |---|---|---|
 //! | `blob-landing` | yes | the `blob-landing` kind |
 //! | `generator` | yes | the `generator` kind (synthetic rows) |
+//! | `postgres-cdc` | yes | the `postgres-cdc` kind (PostgreSQL change data capture) |
 //! | `s3`, `azure`, `gcs` | yes | object stores of the sink |
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

@@ -8,6 +8,7 @@
 //! | `nats-jetstream` | `nats-jetstream` | a JetStream stream, durable pull consumer ([`arcane_sources::nats`]) |
 //! | `rabbitmq` | `rabbitmq` | a RabbitMQ queue over AMQP 0-9-1 ([`arcane_sources::amqp`]) |
 //! | `mqtt` | `mqtt` | MQTT 5 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
+//! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
@@ -21,6 +22,8 @@ mod mqtt;
 mod nats_jetstream;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+#[cfg(feature = "postgres-cdc")]
+mod postgres_cdc;
 
 #[cfg(feature = "blob-landing")]
 pub use blob_landing::BlobLanding;
@@ -34,6 +37,8 @@ pub use mqtt::Mqtt;
 pub use nats_jetstream::NatsJetStream;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMq;
+#[cfg(feature = "postgres-cdc")]
+pub use postgres_cdc::PostgresCdc;
 
 use arcane_deploy::{KindManifest, PrinterColumn};
 use arcane_runner::Runner;
@@ -61,6 +66,8 @@ pub fn runner() -> Runner {
     let runner = register(runner, RabbitMq);
     #[cfg(feature = "mqtt")]
     let runner = register(runner, Mqtt);
+    #[cfg(feature = "postgres-cdc")]
+    let runner = register(runner, PostgresCdc);
     runner
 }
 

@@ -1,0 +1,29 @@
+//! The `postgres-cdc` kind: a PostgreSQL table's snapshot and changes (logical decoding), as
+//! Parquet.
+
+use arcane_core::{Result, Source, StreamContext};
+use arcane_sources::postgres_cdc::{PostgresCdcSource, PostgresCdcSourceConfig};
+
+use crate::kind::SourceKind;
+
+/// A consistent snapshot of one PostgreSQL table, then its inserts, updates and deletes
+/// through a `pgoutput` replication slot; see [`arcane_sources::postgres_cdc`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostgresCdc;
+
+#[async_trait::async_trait]
+impl SourceKind for PostgresCdc {
+    type Config = PostgresCdcSourceConfig;
+
+    fn name(&self) -> &'static str {
+        "postgres-cdc"
+    }
+
+    fn description(&self) -> &'static str {
+        "a PostgreSQL table's snapshot, then its inserts, updates and deletes (logical decoding with pgoutput), landed as Parquet"
+    }
+
+    async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {
+        Ok(Box::new(PostgresCdcSource::new_at(config, "spec.source")?))
+    }
+}

@@ -1,0 +1,173 @@
+//! [`PostgresCdcSourceConfig`]: the serde/JSON Schema form of the source's settings.
+
+use std::time::Duration;
+
+use arcane_core::{Error, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default rows per snapshot chunk and per change batch (`batchRows`).
+pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+/// Default pause between polls of the slot when no changes were pending (`pollInterval`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default reconnection attempts before giving up (`reconnectAttempts`).
+pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 10;
+
+/// Settings of the postgres-cdc source: one table, snapshot then logical decoding.
+///
+/// ```json
+/// {
+///   "connection": "host=127.0.0.1 port=5432 user=postgres dbname=test",
+///   "table": "public.orders",
+///   "slot": "arcane_orders",
+///   "publication": "arcane_orders"
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresCdcSourceConfig {
+    /// libpq-style connection string, as key/value pairs
+    /// (`host=127.0.0.1 port=5432 user=cdc dbname=app`) or a URL
+    /// (`postgresql://cdc@db:5432/app`). The user needs the `REPLICATION` attribute (or
+    /// superuser) and `SELECT` on the table. Put the password in `passwordEnv`, not here.
+    pub connection: String,
+    /// Name of an environment variable holding the password (e.g. filled from a Kubernetes
+    /// secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The captured table, `schema.table` or `table` (schema `public`). For the snapshot it
+    /// needs a single-column integer primary key (smallint, integer or bigint).
+    pub table: String,
+    /// Replication slot name (letters, digits, `_`). One slot per stream: the slot keeps WAL
+    /// until this stream has committed it, so drop the slot when the stream is deleted.
+    pub slot: String,
+    /// Publication name; the publication must include `table`.
+    pub publication: String,
+    /// Create the slot when it does not exist (default true); else a missing slot is an error.
+    #[serde(default = "default_true")]
+    pub create_slot: bool,
+    /// Create the publication (`FOR TABLE table`) when it does not exist (default true).
+    #[serde(default = "default_true")]
+    pub create_publication: bool,
+    /// Take a consistent snapshot of the table's rows before streaming its changes (default
+    /// true). Without it the stream starts at the slot's position.
+    #[serde(default = "default_true")]
+    pub snapshot: bool,
+    /// Rows per snapshot chunk (keyset pagination on the primary key) and at most this many
+    /// rows per change batch. Default 10000. Making `rowsPerGroup` a multiple of it keeps
+    /// group cuts on chunk boundaries (see the module docs on resuming a snapshot).
+    #[serde(default = "default_batch_rows")]
+    #[schemars(range(min = 1))]
+    pub batch_rows: usize,
+    /// Pause between polls of the slot when it had nothing new, e.g. `"1s"`, `"500ms"`.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+    /// Connection attempts (with exponential backoff from 1 s up to 30 s) after a lost
+    /// connection before the source fails. Default 10.
+    #[serde(default = "default_reconnect_attempts")]
+    pub reconnect_attempts: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_ROWS
+}
+fn default_poll_interval() -> Duration {
+    DEFAULT_POLL_INTERVAL
+}
+fn default_reconnect_attempts() -> u32 {
+    DEFAULT_RECONNECT_ATTEMPTS
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) config: PostgresCdcSourceConfig,
+}
+
+fn identifier_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PostgresCdcSourceConfig {
+    /// A config with defaults for the optional fields.
+    pub fn new(
+        connection: impl Into<String>,
+        table: impl Into<String>,
+        slot: impl Into<String>,
+        publication: impl Into<String>,
+    ) -> Self {
+        Self {
+            connection: connection.into(),
+            password_env: None,
+            table: table.into(),
+            slot: slot.into(),
+            publication: publication.into(),
+            create_slot: true,
+            create_publication: true,
+            snapshot: true,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
+        }
+    }
+
+    /// Check the settings; errors name `{prefix}.<field>`.
+    pub(crate) fn validate(&self, prefix: &str) -> Result<Settings> {
+        let field = |f: &str| format!("{prefix}.{f}");
+        let mut pg: tokio_postgres::Config = self.connection.parse().map_err(|e| {
+            Error::config(
+                field("connection"),
+                format!("cannot be parsed ({e}); use `host=H port=P user=U dbname=D` or `postgresql://U@H:P/D`"),
+            )
+        })?;
+        if let Some(var) = &self.password_env {
+            let pw = std::env::var(var).map_err(|_| {
+                Error::config(
+                    field("passwordEnv"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            pg.password(pw);
+        }
+        let (schema, table) = match self.table.split_once('.') {
+            Some((s, t)) => (s.to_string(), t.to_string()),
+            None => ("public".to_string(), self.table.clone()),
+        };
+        if !identifier_ok(&schema) || !identifier_ok(&table) {
+            return Err(Error::config(
+                field("table"),
+                format!(
+                    "{:?} is not a plain lower-case identifier (`schema.table` of a-z, 0-9, _)",
+                    self.table
+                ),
+            ));
+        }
+        for (name, value) in [("slot", &self.slot), ("publication", &self.publication)] {
+            if !identifier_ok(value) {
+                return Err(Error::config(
+                    field(name),
+                    format!("{value:?} must be 1-63 characters of a-z, 0-9 and _"),
+                ));
+            }
+        }
+        if self.batch_rows == 0 {
+            return Err(Error::config(field("batchRows"), "must be at least 1"));
+        }
+        Ok(Settings {
+            pg,
+            schema,
+            table,
+            config: self.clone(),
+        })
+    }
+}

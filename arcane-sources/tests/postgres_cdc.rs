@@ -1,0 +1,475 @@
+//! The postgres-cdc source against the machine's PostgreSQL (127.0.0.1:5432, trust auth,
+//! database `test`, `wal_level = logical`; `scripts/test.sh` enables it). Override the
+//! connection with `ARCANE_TEST_PG` (a libpq connection string). Every test uses its own
+//! table, slot and publication and drops them, even when it fails.
+#![cfg(feature = "postgres-cdc")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arcane_core::{
+    Checkpoint, Error, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
+};
+use arcane_sources::postgres_cdc::{PgPosition, PostgresCdcSource, PostgresCdcSourceConfig};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use futures::StreamExt;
+use tokio_postgres::{Client, NoTls};
+
+fn conn() -> String {
+    std::env::var("ARCANE_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+/// A unique table/slot/publication name, dropped on drop.
+struct Names {
+    base: String,
+}
+
+impl Names {
+    fn new(test: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000;
+        Self {
+            base: format!(
+                "cdc_{test}_{}_{nanos}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+    fn config(&self) -> PostgresCdcSourceConfig {
+        let mut c = PostgresCdcSourceConfig::new(conn(), &self.base, &self.base, &self.base);
+        c.poll_interval = Duration::from_millis(100);
+        c
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let b = &self.base;
+        let sql = format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{b}'; \
+             DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b};"
+        );
+        // Retry a few times: the slot may be in use by a poll for a moment.
+        for _ in 0..20 {
+            let out = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qc",
+                    &sql,
+                ])
+                .output();
+            if out.map(|o| o.status.success()).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+async fn client() -> Client {
+    let (client, connection) = tokio_postgres::connect(&conn(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn start(mode: Mode, resume: Option<Checkpoint>) -> SourceStart {
+    SourceStart {
+        resume_from: resume,
+        mode,
+        ..Default::default()
+    }
+}
+
+/// Rows as (op, id, val) from batches with columns `id` (int8) and `val` (text).
+fn ops(batches: &[RecordBatch]) -> Vec<(String, i64, Option<String>)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let val = b.column_by_name("val").unwrap().as_string::<i32>();
+        let op = b.column_by_name("_op").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((
+                op.value(i).to_string(),
+                id.value(i),
+                (!val.is_null(i)).then(|| val.value(i).to_string()),
+            ));
+        }
+    }
+    out
+}
+
+/// Apply the change log to an empty table.
+fn replay(ops: &[(String, i64, Option<String>)]) -> BTreeMap<i64, Option<String>> {
+    let mut state = BTreeMap::new();
+    for (op, id, val) in ops {
+        match op.as_str() {
+            "r" | "c" => assert!(
+                state.insert(*id, val.clone()).is_none(),
+                "row {id} arrived twice ({op})"
+            ),
+            "u" => assert!(
+                state.insert(*id, val.clone()).is_some(),
+                "update of unknown row {id}"
+            ),
+            "d" => assert!(state.remove(id).is_some(), "delete of unknown row {id}"),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    state
+}
+
+async fn table_state(c: &Client, table: &str) -> BTreeMap<i64, Option<String>> {
+    c.query(&format!("SELECT id, val FROM {table}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn current_lsn(c: &Client) -> u64 {
+    let s: String = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    arcane_sources::postgres_cdc::Lsn::parse(&s).unwrap().0
+}
+
+/// Read batches until the stream's position reaches `lsn` (everything committed before it).
+async fn read_until(stream: &mut PositionedStream, lsn: u64, out: &mut Vec<PositionedBatch>) {
+    loop {
+        let b = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("no batch within 60 s")
+            .expect("stream ended")
+            .expect("source error");
+        let pos: PgPosition = b.position.decode("test").unwrap();
+        let done = pos.snapshot.is_none() && pos.tx.is_none() && pos.lsn.0 >= lsn;
+        out.push(b);
+        if done {
+            return;
+        }
+    }
+}
+
+fn batches(v: &[PositionedBatch]) -> Vec<RecordBatch> {
+    v.iter().map(|b| b.batch.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_operation_arrives_in_commit_order() {
+    let n = Names::new("types");
+    let c = client().await;
+    let t = &n.base;
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, b bool, i2 int2, i4 int4, f4 real, f8 float8, \
+         num numeric(10,2), big numeric, vc varchar(5), js jsonb, u uuid, by bytea, d date, tm time, \
+         ts timestamp, tz timestamptz);
+         ALTER TABLE {t} REPLICA IDENTITY FULL;
+         INSERT INTO {t} (id, val, b, i2, i4, f4, f8, num, big, vc, js, u, by, d, tm, ts, tz) VALUES
+           (1, 'one', true, 1, 10, 1.5, 2.25, 12.34, 123456789012345678901234567890.5, 'ab', '{{\"k\": 1}}',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff', '2026-01-02', '03:04:05.5', '2026-01-02 03:04:05.123456',
+            '2026-01-02 03:04:05+02');"
+    ))
+    .await
+    .unwrap();
+    let mut source = PostgresCdcSource::new(n.config()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    for sql in [
+        format!("INSERT INTO {t} (id, val) VALUES (2, 'two')"),
+        format!(
+            "BEGIN; UPDATE {t} SET val = 'uno', num = -1.5 WHERE id = 1; DELETE FROM {t} WHERE id = 2; COMMIT;"
+        ),
+        format!("INSERT INTO {t} (id, val, num) VALUES (3, NULL, 'NaN')"),
+    ] {
+        c.batch_execute(&sql).await.unwrap();
+    }
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    let all = arrow_select::concat::concat_batches(&got[0].batch.schema(), &batches(&got)).unwrap();
+    // `tz` and `_commit_ts` are timestamp[us, UTC]: checked as numbers (pretty printing a
+    // named zone needs chrono-tz).
+    let tz = all
+        .column_by_name("tz")
+        .unwrap()
+        .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+    assert_eq!(tz.value(0), 1_767_315_845_000_000); // 2026-01-02T01:04:05Z
+    let keep: Vec<usize> = (0..all.num_columns())
+        .filter(|&i| !matches!(all.schema().field(i).name().as_str(), "tz" | "_commit_ts"))
+        .collect();
+    let printable = all.project(&keep).unwrap();
+    let text = arrow_cast::pretty::pretty_format_batches(&[printable])
+        .unwrap()
+        .to_string();
+    // Snapshot row with every type, then the changes in commit order; the NaN row is dead-lettered.
+    let ops = ops(std::slice::from_ref(&all));
+    assert_eq!(
+        ops,
+        vec![
+            ("r".into(), 1, Some("one".into())),
+            ("c".into(), 2, Some("two".into())),
+            ("u".into(), 1, Some("uno".into())),
+            ("d".into(), 2, Some("two".into())),
+        ],
+        "{text}"
+    );
+    for needle in [
+        "| 1  | one | true | 1  | 10 | 1.5 | 2.25 | 12.34 | 123456789012345678901234567890.5 | ab | {\"k\": 1} | a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 | 00ff | 2026-01-02 | 03:04:05.500 | 2026-01-02T03:04:05.123456 |",
+        "| -1.50 |",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+    // Metadata: LSNs increase, the update and delete share a transaction and commit time.
+    let lsns = all
+        .column_by_name("_lsn")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    assert!(
+        lsns.values()[1..].windows(2).all(|w| w[0] < w[1]) && lsns.value(0) <= lsns.value(1),
+        "{text}"
+    );
+    let xid = all
+        .column_by_name("_xid")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert!(xid.is_null(0) && !xid.is_null(1));
+    assert_eq!(xid.value(2), xid.value(3));
+    assert_ne!(xid.value(1), xid.value(2));
+    // Committing advances the slot; nothing was consumed before.
+    let before = slot_lsn(&c, &n.base).await;
+    assert!(before < lsn);
+    let last = got.last().unwrap().position.clone();
+    source.commit(&Checkpoint::at(last)).await.unwrap();
+    assert!(slot_lsn(&c, &n.base).await >= lsn);
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_concurrent_writes_and_restarts_yields_every_row_once() {
+    let n = Names::new("snap");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 5000) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.batch_rows = 700;
+    // Writer: small transactions touching rows across the key space while the snapshot runs.
+    let writer = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let c = client().await;
+            for i in 0..1500i64 {
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO {t} VALUES ({}, 'new{i}'); UPDATE {t} SET val = 'upd{i}' WHERE id = {};
+                     DELETE FROM {t} WHERE id = {}; COMMIT;",
+                    100_000 + i,
+                    (i * 67) % 5000 + 1,
+                    (i * 131 + 7) % 5000 + 1
+                ))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    // Read in pieces, dropping the stream and resuming from a checkpoint (some mid-batch)
+    // several times, as after a crash: committed rows are kept, the rest is read again.
+    let mut kept: Vec<RecordBatch> = Vec::new();
+    let mut resume: Option<Checkpoint> = None;
+    let mut restarts = 0;
+    let mut partial_cuts = 0;
+    loop {
+        let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+        let mut stream = source
+            .open(start(Mode::Stream, resume.clone()))
+            .await
+            .unwrap();
+        if restarts < 10 && partial_cuts < 2 {
+            // Take a few batches, "commit" all but part of the last one, then crash.
+            let mut taken = Vec::new();
+            for _ in 0..(3 + restarts % 4) {
+                let next = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                    .await
+                    .expect("a batch within 60 s");
+                taken.push(next.unwrap().unwrap());
+            }
+            let last = taken.pop().unwrap();
+            // Cut inside a batch only in the change stream: a cut inside a snapshot chunk is
+            // exact only when that key range did not change (see the module docs).
+            let in_snapshot = last
+                .position
+                .decode::<PgPosition>("test")
+                .unwrap()
+                .snapshot
+                .is_some();
+            let partial = if in_snapshot {
+                0
+            } else {
+                last.batch.num_rows() / 2
+            };
+            kept.extend(taken.iter().map(|b| b.batch.clone()));
+            kept.push(last.batch.slice(0, partial));
+            partial_cuts += usize::from(partial > 0);
+            let cp = Checkpoint {
+                position: taken.last().map(|b| b.position.clone()),
+                rows: partial as u64,
+            };
+            source.commit(&cp).await.unwrap();
+            resume = Some(cp);
+            restarts += 1;
+            drop(stream);
+            continue;
+        }
+        writer.await.unwrap();
+        let lsn = current_lsn(&c).await;
+        let mut rest = Vec::new();
+        read_until(&mut stream, lsn, &mut rest).await;
+        kept.extend(batches(&rest));
+        break;
+    }
+    assert!(partial_cuts > 0, "no restart inside a change batch");
+    let log = ops(&kept);
+    assert!(log.iter().any(|o| o.0 == "r") && log.iter().any(|o| o.0 == "c"));
+    assert_eq!(replay(&log), table_state(&c, &t).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_column_widens_the_schema_and_a_dropped_one_is_a_schema_mismatch() {
+    let n = Names::new("ddl");
+    let c = client().await;
+    let t = &n.base;
+    c.batch_execute(&format!("CREATE TABLE {t} (id int8 PRIMARY KEY, val text, extra int4); INSERT INTO {t} VALUES (1, 'a', 1);"))
+        .await
+        .unwrap();
+    let mut source = PostgresCdcSource::new(n.config()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (2, 'b', 2); ALTER TABLE {t} ADD COLUMN note text; INSERT INTO {t} VALUES (3, 'c', 3, 'hello');"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    let last = got.iter().rev().find(|b| b.batch.num_rows() > 0).unwrap();
+    assert_eq!(last.batch.schema().field(3).name(), "note");
+    assert_eq!(
+        last.batch
+            .column_by_name("note")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "hello"
+    );
+    assert_eq!(
+        ops(&batches(&got)).iter().map(|o| o.1).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // Dropping a column is incompatible.
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} DROP COLUMN extra; INSERT INTO {t} VALUES (4, 'd', 'x');"
+    ))
+    .await
+    .unwrap();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&err, Error::SchemaMismatch { message, .. } if message.contains("\"extra\"")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_slot_or_publication_is_a_clear_error_when_not_created() {
+    let n = Names::new("missing");
+    let c = client().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE {} (id int8 PRIMARY KEY, val text)",
+        n.base
+    ))
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.create_publication = false;
+    let err = PostgresCdcSource::new(cfg.clone())
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "spec.source.publication"),
+        "{err}"
+    );
+    cfg.create_publication = true;
+    cfg.create_slot = false;
+    let err = PostgresCdcSource::new(cfg)
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "spec.source.slot"),
+        "{err}"
+    );
+    // An unsupported column type names the table and column.
+    c.batch_execute(&format!("ALTER TABLE {} ADD COLUMN p point", n.base))
+        .await
+        .unwrap();
+    let err = PostgresCdcSource::new(n.config())
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains(&format!("table public.{} column \"p\"", n.base)),
+        "{err}"
+    );
+}
+
+async fn slot_lsn(c: &Client, slot: &str) -> u64 {
+    let v: String = c
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    arcane_sources::postgres_cdc::Lsn::parse(&v).unwrap().0
+}
