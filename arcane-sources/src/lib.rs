@@ -21,11 +21,11 @@ pub mod blob_landing;
 pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
-#[cfg(feature = "rest-api")]
-pub mod rest_api;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "postgres-cdc")]
 pub mod postgres_cdc;
+#[cfg(feature = "rest-api")]
+pub mod rest_api;

@@ -14,31 +14,31 @@
 mod blob_landing;
 #[cfg(feature = "generator")]
 mod generator;
-#[cfg(feature = "rest-api")]
-mod rest_api;
 #[cfg(feature = "mqtt")]
 mod mqtt;
 #[cfg(feature = "nats-jetstream")]
 mod nats_jetstream;
-#[cfg(feature = "rabbitmq")]
-mod rabbitmq;
 #[cfg(feature = "postgres-cdc")]
 mod postgres_cdc;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
+#[cfg(feature = "rest-api")]
+mod rest_api;
 
 #[cfg(feature = "blob-landing")]
 pub use blob_landing::BlobLanding;
 #[cfg(feature = "generator")]
 pub use generator::{DEFAULT_GENERATOR_BATCH_ROWS, Generator, GeneratorConfig};
-#[cfg(feature = "rest-api")]
-pub use rest_api::RestApi;
 #[cfg(feature = "mqtt")]
 pub use mqtt::Mqtt;
 #[cfg(feature = "nats-jetstream")]
 pub use nats_jetstream::NatsJetStream;
-#[cfg(feature = "rabbitmq")]
-pub use rabbitmq::RabbitMq;
 #[cfg(feature = "postgres-cdc")]
 pub use postgres_cdc::PostgresCdc;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::RabbitMq;
+#[cfg(feature = "rest-api")]
+pub use rest_api::RestApi;
 
 use arcane_deploy::{KindManifest, PrinterColumn};
 use arcane_runner::Runner;
