@@ -71,7 +71,7 @@ cat > "$work/spec.json" <<JSON
   "spec": {
     "source": {"connection": "$conn", "table": "$name", "slot": "$name", "publication": "$name",
                "batchRows": $batch_rows, "pollInterval": "100ms"},
-    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000}},
+    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000, "maxFileAge": "2s"}},
     "rowsPerGroup": $((batch_rows * 4)),
     "groupingIntervalSeconds": 2
   }

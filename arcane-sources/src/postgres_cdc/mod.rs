@@ -75,8 +75,10 @@
 //! # Schema changes
 //!
 //! `pgoutput` sends the table's shape before its changes. A new column (compatible) widens the
-//! output schema in place: the column is appended, nullable, and older rows have it null; the
-//! sink decides whether it accepts the wider schema. A dropped, renamed or retyped column, an
+//! output schema in place: the column is appended, nullable, and older rows have it null. The
+//! Parquet sink accepts the wider schema with `sink.schemaEvolution: addNullableColumns`
+//! (files written from then on carry the column); with the default `none` it is a
+//! `SchemaMismatch` like any other change. A dropped, renamed or retyped column, an
 //! unsupported new type, or a `TRUNCATE` is [`Error::SchemaMismatch`](arcane_core::Error)
 //! naming the table and column, so the runner annotates the Job and the operator backfills.
 //!
