@@ -370,3 +370,66 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
     assert_eq!(replay(change_log(&sink_url)), expected);
 }
+
+#[test]
+fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
+    let n = Names::new("addcol");
+    let t = n.base.clone();
+    let rows = 300;
+    runtime().block_on(async { create_table(&client().await, &t, rows).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec(&t, &sink_url);
+    spec["spec"]["sink"]["schemaEvolution"] = json!("addNullableColumns");
+
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows as usize
+    });
+    runtime().block_on(async {
+        let c = client().await;
+        c.batch_execute(&format!(
+            "INSERT INTO {t} VALUES (1001, 1, 'before');
+             ALTER TABLE {t} ADD COLUMN note text;
+             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
+             UPDATE {t} SET note = 'updated' WHERE id = 1;"
+        ))
+        .await
+        .unwrap();
+    });
+    eventually("changes after the new column committed", || {
+        change_log(&sink_url)
+            .iter()
+            .any(|r| id(r) == 1 && op(r) == "u")
+    });
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+
+    let log = change_log(&sink_url);
+    let note = |id_: i64, op_: &str| {
+        log.iter()
+            .find(|r| id(r) == id_ && op(r) == op_)
+            .unwrap_or_else(|| panic!("no {op_} of {id_} in {log:#?}"))
+            .get("note")
+            .cloned()
+    };
+    assert_eq!(
+        note(1001, "c"),
+        None,
+        "a row from before the column has no note"
+    );
+    assert_eq!(note(1002, "c"), Some(json!("hello")));
+    assert_eq!(note(1, "u"), Some(json!("updated")));
+    // Every change is there once, and the log replays to the table (its id, v, s columns).
+    let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
+    let mut replayed = replay(log);
+    for row in replayed.values_mut() {
+        row.remove("note");
+    }
+    assert_eq!(replayed, expected);
+}

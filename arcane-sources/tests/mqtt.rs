@@ -128,14 +128,16 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
     // Metadata and the dead letter of id 5.
     let rows: Vec<RecordBatch> = read.iter().map(|b| b.batch.clone()).collect();
     assert_eq!(strings(&rows, "_subject")[0], topic);
+    // The source decodes ahead of what it yielded, so id 150 may be dead-lettered already.
     let dead = letters.drain();
-    assert_eq!(dead.len(), 1);
+    assert!((1..=2).contains(&dead.len()), "{dead:#?}");
     assert!(
         dead[0]
             .payload
             .as_deref()
             .unwrap()
-            .contains("not a number 5")
+            .contains("not a number 5"),
+        "{dead:#?}"
     );
     // Commit the first batch only, then crash.
     let first = batch_ids(&read[..1]);
