@@ -53,6 +53,10 @@ pub trait SourceKind: Send + Sync + 'static {
 
     /// Build the source from its settings; errors name fields under `spec.source`.
     async fn source(&self, ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>>;
+
+    /// Adjust the sink's settings before the sink is built (e.g. a source that acks only after
+    /// commits needs files to commit before its broker's unacked window fills). Default: none.
+    fn adjust_sink(&self, _ctx: &StreamContext, _sink: &mut ParquetSinkConfig) {}
 }
 
 /// A reference to a Kubernetes Secret in the stream's namespace, passed to the Job as
@@ -167,8 +171,10 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
 
     async fn build(&self, ctx: &StreamContext, spec: Self::Spec) -> Result<StreamGraph> {
         let limits = spec.group_limits()?;
-        let sink = ParquetSink::new(spec.sink.clone())?;
-        let dead_letters = ParquetDeadLetterSink::from_config(&spec.sink)?;
+        let mut sink_config = spec.sink.clone();
+        self.0.adjust_sink(ctx, &mut sink_config);
+        let sink = ParquetSink::new(sink_config.clone())?;
+        let dead_letters = ParquetDeadLetterSink::from_config(&sink_config)?;
         let source = self.0.source(ctx, spec.source).await?;
         tracing::info!(
             kind = self.0.name(),

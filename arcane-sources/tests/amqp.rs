@@ -382,3 +382,37 @@ fn bad_settings_name_their_field() {
         .to_string();
     assert!(err.contains("spec.source.queue"), "{err}");
 }
+
+/// Deliveries pause while a full prefetch window waits for the sink to commit (here the group
+/// never fills, so each commit waits for the grouping interval, longer than
+/// `backfillIdleTimeout`): the backfill must not take that pause for the queue's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_outlasts_pauses_of_a_full_prefetch_window() {
+    let q = TestQueue::new("window").await;
+    q.declare().await;
+    let n = 400;
+    q.publish("", &q.name, 0..n, &BTreeSet::new()).await;
+    let mut config = q.config();
+    config.prefetch = Some(100);
+    config.backfill_idle_timeout = Duration::from_millis(1000);
+    let store = MemorySink::new().store();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        land_with(
+            AmqpSource::new(config).unwrap(),
+            store.clone(),
+            Letters::default(),
+            1000,
+            Duration::from_secs(3),
+        ),
+    )
+    .await
+    .expect("the backfill hung");
+    assert_finished(&report);
+    let mut got = ids(&store.batches());
+    got.sort();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "every message landed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(q.ready().await, 0, "everything acked after the commits");
+    q.delete().await;
+}

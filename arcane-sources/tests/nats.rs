@@ -74,6 +74,12 @@ impl TestStream {
                     .await
                     .expect("publish"),
             );
+            // The context bounds the acks in flight: await them as they pile up.
+            if acks.len() == 500 {
+                for a in acks.drain(..) {
+                    a.await.expect("publish ack");
+                }
+            }
         }
         for a in acks {
             a.await.expect("publish ack");
@@ -263,5 +269,36 @@ async fn a_graph_lands_every_good_message_once_and_the_dead_letters() {
         info.ack_floor.stream_sequence, 1000,
         "everything acked after the commits"
     );
+    let _ = s.js.delete_stream(&s.name).await;
+}
+
+/// Many more messages than `maxAckPending`, with a group size that divides neither it nor the
+/// batch size: the acks sent on commit must keep freeing the window, so the backfill lands
+/// everything without waiting for `ackWait` redeliveries. The timeout only detects a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_lands_far_more_than_max_ack_pending_without_stalling() {
+    let s = TestStream::new("window").await;
+    let n = 20_000;
+    s.publish(0..n, &BTreeSet::new()).await;
+    let mut config = s.config("window");
+    config.max_ack_pending = Some(1000);
+    config.batch_rows = 300;
+    let store = MemorySink::new().store();
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        land_with(
+            NatsSource::new(config).unwrap(),
+            store.clone(),
+            Letters::default(),
+            700,
+            Duration::from_secs(30),
+        ),
+    )
+    .await
+    .expect("the graph stalled: acks on commit did not free maxAckPending");
+    assert_finished(&report);
+    let mut got = ids(&store.batches());
+    got.sort();
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
     let _ = s.js.delete_stream(&s.name).await;
 }

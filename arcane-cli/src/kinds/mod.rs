@@ -73,6 +73,33 @@ pub fn runner() -> Runner {
 
 /// The spec's `rowsPerGroup` (or its default), for kinds whose source bounds its reads by it.
 #[allow(dead_code)]
+/// The broker kinds ack only after the sink committed, and the broker delivers at most
+/// `window` unacknowledged messages: a Parquet file must commit after at most half the window
+/// (a group, by default), or a full window would wait for `rolling.maxFileAge` (5m by default).
+/// `field` names the window's setting; an explicit value in `spec.source` wins over `default`.
+pub(crate) fn commit_within_window(
+    ctx: &arcane_core::StreamContext,
+    sink: &mut arcane_sinks::ParquetSinkConfig,
+    field: &str,
+    default: usize,
+) {
+    let window = ctx
+        .spec
+        .get("source")
+        .and_then(|s| s.get(field))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(default as u64);
+    let cap = (window / 2).max(1);
+    if sink.rolling.max_rows_per_file > cap {
+        tracing::info!(
+            window,
+            max_rows_per_file = cap,
+            "sink files commit every {cap} rows so that acks free the broker's window (spec.source.{field})"
+        );
+        sink.rolling.max_rows_per_file = cap;
+    }
+}
+
 pub(crate) fn rows_per_group(ctx: &arcane_core::StreamContext) -> usize {
     ctx.spec
         .get("rowsPerGroup")
@@ -109,4 +136,30 @@ pub fn kind_manifest(runner: &Runner, kind: &str) -> Result<KindManifest, crate:
         .with_secret_refs(SECRET_REF_FIELDS)
         .with_printer_column(PrinterColumn::new("Sink", ".spec.sink.url", "string"));
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commit_within_window;
+    use arcane_core::StreamContext;
+    use arcane_sinks::ParquetSinkConfig;
+
+    #[test]
+    fn broker_files_commit_within_half_the_window() {
+        let explicit = StreamContext::new(
+            "s",
+            "nats-jetstream",
+            serde_json::json!({ "source": { "maxAckPending": 1000 }, "rowsPerGroup": 300 }),
+        );
+        let mut sink = ParquetSinkConfig::new("memory:///x");
+        commit_within_window(&explicit, &mut sink, "maxAckPending", 600);
+        assert_eq!(sink.rolling.max_rows_per_file, 500);
+        let default = StreamContext::new("s", "rabbitmq", serde_json::json!({ "source": {} }));
+        let mut sink = ParquetSinkConfig::new("memory:///x");
+        commit_within_window(&default, &mut sink, "prefetch", 600);
+        assert_eq!(sink.rolling.max_rows_per_file, 300);
+        // A smaller setting of the user's is kept.
+        commit_within_window(&default, &mut sink, "prefetch", 60_000);
+        assert_eq!(sink.rolling.max_rows_per_file, 300);
+    }
 }

@@ -33,4 +33,15 @@ impl SourceKind for Mqtt {
         config.receive_maximum.get_or_insert(receive_maximum as u16);
         Ok(Box::new(MqttSource::new_at(config, "spec.source")?))
     }
+
+    fn adjust_sink(&self, ctx: &StreamContext, sink: &mut arcane_sinks::ParquetSinkConfig) {
+        super::commit_within_window(
+            ctx,
+            sink,
+            "receiveMaximum",
+            rows_per_group(ctx)
+                .saturating_mul(2)
+                .min(usize::from(u16::MAX)),
+        );
+    }
 }

@@ -34,4 +34,13 @@ impl SourceKind for NatsJetStream {
             .get_or_insert(rows_per_group(ctx).saturating_mul(2));
         Ok(Box::new(NatsSource::new_at(config, "spec.source")?))
     }
+
+    fn adjust_sink(&self, ctx: &StreamContext, sink: &mut arcane_sinks::ParquetSinkConfig) {
+        super::commit_within_window(
+            ctx,
+            sink,
+            "maxAckPending",
+            rows_per_group(ctx).saturating_mul(2),
+        );
+    }
 }

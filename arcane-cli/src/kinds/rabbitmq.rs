@@ -35,4 +35,15 @@ impl SourceKind for RabbitMq {
         config.prefetch.get_or_insert(prefetch as u16);
         Ok(Box::new(AmqpSource::new_at(config, "spec.source")?))
     }
+
+    fn adjust_sink(&self, ctx: &StreamContext, sink: &mut arcane_sinks::ParquetSinkConfig) {
+        super::commit_within_window(
+            ctx,
+            sink,
+            "prefetch",
+            rows_per_group(ctx)
+                .saturating_mul(2)
+                .min(usize::from(u16::MAX)),
+        );
+    }
 }

@@ -29,8 +29,9 @@
 //!   of the last batches (committed but not yet acked, or committed as part of a group that
 //!   ended inside a batch) are written again.
 //!
-//! Backfill mode consumes until the queue stays idle for `backfillIdleTimeout` (a queue has no
-//! history beyond what it holds). Connection loss: the source reconnects with the `reconnect`
+//! Backfill mode consumes until no delivery came for `backfillIdleTimeout` and a passive declare
+//! reports no ready message left (a full prefetch window waiting for a commit is not the end; a
+//! queue has no history beyond what it holds). Connection loss: the source reconnects with the `reconnect`
 //! backoff, and stops with a transient error (exit code 2) when it keeps failing.
 //!
 //! # Type mapping

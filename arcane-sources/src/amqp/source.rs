@@ -385,10 +385,29 @@ impl Run {
                     () = sleep_until(pending.deadline) => self.flush(output, &mut pending).await?,
                     () = sleep_until(idle_at) => {
                         self.flush(output, &mut pending).await?;
-                        tracing::info!(source = %self.name, ?idle, "backfill: the queue stayed idle; done");
-                        // Stop deliveries but keep the channel: the last commits still ack.
-                        let _ = channel.basic_cancel(BasicCancelArguments::new(&consumer_tag)).await;
-                        return Ok(());
+                        // Deliveries also pause while a full prefetch window waits for the sink
+                        // to commit: the backfill is done only when the queue has no message
+                        // ready left (everything it held was delivered to this consumer).
+                        let declare = QueueDeclareArguments::new(&self.config.queue)
+                            .passive(true)
+                            .finish();
+                        match channel.queue_declare(declare).await {
+                            Ok(Some((_, 0, _))) => {
+                                tracing::info!(source = %self.name, ?idle, "backfill: the queue stayed idle and is empty; done");
+                                // Stop deliveries but keep the channel: the last commits still ack.
+                                let _ = channel.basic_cancel(BasicCancelArguments::new(&consumer_tag)).await;
+                                return Ok(());
+                            }
+                            Ok(ready) => {
+                                let ready = ready.map(|(_, n, _)| n);
+                                tracing::debug!(source = %self.name, ?ready, "backfill: idle but messages wait behind unacked deliveries");
+                                last_activity = tokio::time::Instant::now();
+                            }
+                            Err(e) => {
+                                tracing::warn!(source = %self.name, error = %e, "cannot read the queue's message count");
+                                break "cannot read the queue's message count";
+                            }
+                        }
                     }
                 }
                 if output.is_closed() {

@@ -16,6 +16,11 @@
 //! unacknowledged messages (JetStream `maxAckPending`, AMQP `prefetch`, MQTT receive maximum).
 //! Acks are sent only from [`Source::commit`](arcane_core::Source::commit), after the sink
 //! committed, so a slow sink stops consumption instead of buffering without bound.
+//!
+//! The sink must therefore commit before that bound is reached: a sink that keeps more
+//! unacknowledged rows open than the broker lets through (e.g. the Parquet sink's default
+//! rolling, 128 MiB or `maxFileAge` 5m) stalls consumption until it commits by age. Keep the
+//! window (`maxAckPending`, `prefetch`) above the sink's `rolling.maxRowsPerFile`.
 
 mod config;
 mod payload;

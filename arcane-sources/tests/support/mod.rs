@@ -66,11 +66,22 @@ pub fn rows_of(batches: &[PositionedBatch]) -> Vec<RecordBatch> {
 
 /// Run a graph over `source` into a memory sink in backfill mode.
 pub async fn land(source: impl Source, store: MemoryStoreHandle, letters: Letters) -> RunReport {
+    land_with(source, store, letters, 1000, Duration::from_secs(5)).await
+}
+
+/// [`land`] with groups of `rows_per_group` rows cut at least every `interval`.
+pub async fn land_with(
+    source: impl Source,
+    store: MemoryStoreHandle,
+    letters: Letters,
+    rows_per_group: usize,
+    interval: Duration,
+) -> RunReport {
     let ctx = StreamContext::new("test", "blob_landing", serde_json::json!({})).with_backfill("b1");
     StreamGraph::from_source(source)
         .grouped_within(GroupLimits::new(
-            NonZeroUsize::new(1000).unwrap(),
-            Duration::from_secs(5),
+            NonZeroUsize::new(rows_per_group).unwrap(),
+            interval,
         ))
         .to_sink(MemorySink::with_store(store))
         .dead_letter_to(letters)

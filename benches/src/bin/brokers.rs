@@ -71,11 +71,11 @@ fn payload() -> PayloadConfig {
 /// returns the rows committed.
 async fn land(source: impl Source) -> u64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sink = ParquetSink::new(ParquetSinkConfig::new(format!(
-        "file://{}/out",
-        dir.path().display()
-    )))
-    .expect("sink");
+    let mut config = ParquetSinkConfig::new(format!("file://{}/out", dir.path().display()));
+    // A file must commit (and so ack) before the broker's unacked window (twice a group) fills;
+    // with the default rolling (128 MiB or 5m) consumption would stall until the file ages out.
+    config.rolling.max_rows_per_file = ROWS_PER_GROUP as u64;
+    let sink = ParquetSink::new(config).expect("sink");
     let ctx = StreamContext::new("bench", "broker", serde_json::json!({})).with_backfill("b");
     let report = StreamGraph::from_source(source)
         .grouped_within(GroupLimits::new(
