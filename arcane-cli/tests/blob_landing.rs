@@ -458,21 +458,3 @@ fn bad_lines_and_bad_files_are_dead_lettered_with_reasons_and_the_rest_lands() {
     );
     assert!(letters.iter().all(|r| r["stream_id"] == "orders"));
 }
-
-fn read_parquet_dir(dir: &Path) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let file = std::fs::File::open(&path).unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-            let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
-            rows.extend(rows_as_json(&batches));
-        }
-    }
-    rows
-}

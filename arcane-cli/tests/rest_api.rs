@@ -262,21 +262,3 @@ fn the_bundled_example_spec_runs_against_the_test_api() {
     assert_eq!(exit.summary("rowsCommitted"), 1_000);
     assert_eq!(committed_rows(&sink_url).len(), 1_000);
 }
-
-fn read_parquet_dir(dir: &Path) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let file = std::fs::File::open(&path).unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-            let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
-            rows.extend(rows_as_json(&batches));
-        }
-    }
-    rows
-}

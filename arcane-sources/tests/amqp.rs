@@ -18,9 +18,7 @@ use arcane_sources::amqp::{
     AmqpPosition, AmqpSource, AmqpSourceConfig, DeclareConfig, ExchangeConfig, SequenceConfig,
 };
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
-use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use futures::StreamExt;
 use support::*;
 
@@ -153,19 +151,6 @@ impl TestQueue {
             .await;
         let _ = self.connection.close().await;
     }
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 /// The conformance suite's resume cases (at a batch end, inside a batch) for a queue: unlike

@@ -32,19 +32,6 @@ fn id_schema() -> Vec<FieldConfig> {
     ]
 }
 
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<arrow_array::types::Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_resumes_exactly_on_local_ndjson_with_bad_lines() {
     // On the reading thread, and on several decode threads (results taken back in order).

@@ -11,8 +11,6 @@ use arcane_core::{Checkpoint, DeadLetterQueue, Mode, PositionedBatch, Source, So
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::mqtt::{MqttSource, MqttSourceConfig};
 use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use futures::StreamExt;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -77,19 +75,6 @@ fn config(client_id: &str, topic: &str) -> MqttSourceConfig {
     c.backfill_idle_timeout = Duration::from_millis(1500);
     c.session_expiry = Duration::from_secs(300);
     c
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 fn batch_ids(batches: &[PositionedBatch]) -> Vec<i64> {

@@ -11,9 +11,6 @@ use arcane_core::testing::{MemorySink, conformance};
 use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::nats::{NatsPosition, NatsSource, NatsSourceConfig};
-use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use async_nats::jetstream;
 use futures::StreamExt;
 use support::*;
@@ -119,19 +116,6 @@ impl Drop for TestStream {
             });
         }
     }
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

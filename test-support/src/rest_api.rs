@@ -345,7 +345,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
     };
     let first = since.map_or(0, |since| {
-        s.records.partition_point(|r| at(r).is_none_or(|t| t < since))
+        s.records
+            .partition_point(|r| at(r).is_none_or(|t| t < since))
     });
     let total = s.records.len() - first;
     let window = |start: usize| -> Vec<Value> {
@@ -388,8 +389,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let items = window(start);
-            let next = (start + items.len() < total)
-                .then(|| format!("c-{}", start + items.len()));
+            let next = (start + items.len() < total).then(|| format!("c-{}", start + items.len()));
             json_reply(&json!({"data": items, "next_cursor": next}))
         }
         "link" => {

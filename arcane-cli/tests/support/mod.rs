@@ -245,3 +245,22 @@ pub fn rows_as_json(batches: &[RecordBatch]) -> Vec<serde_json::Map<String, Valu
     }
     out
 }
+
+/// Every row of the `.parquet` files directly in `dir` (e.g. a dead-letter location), as JSON.
+pub fn read_parquet_dir(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+            rows.extend(rows_as_json(&batches));
+        }
+    }
+    rows
+}

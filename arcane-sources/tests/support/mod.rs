@@ -56,6 +56,20 @@ pub async fn read_backfill(
 }
 
 /// The non-empty batches.
+/// The `id` (int64) column of `batches`, in order.
+pub fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .expect("an id column")
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 pub fn rows_of(batches: &[PositionedBatch]) -> Vec<RecordBatch> {
     batches
         .iter()
