@@ -156,8 +156,25 @@ impl PayloadDecoder {
             columns.push(Arc::new(ts.finish()));
             columns.push(Arc::new(headers.finish()));
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)
-            .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+        let batch = match RecordBatch::try_new(self.schema.clone(), columns) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Never drop accepted messages silently: they are acked with this batch, so
+                // each one goes to the dead letters with the reason.
+                for &i in &kept {
+                    let m = &messages[i];
+                    dead_letters.push(
+                        DeadLetter::new(
+                            &self.origin,
+                            &m.locator,
+                            format!("cannot assemble the batch for the payload schema: {e}"),
+                        )
+                        .with_payload(String::from_utf8_lossy(&m.payload)),
+                    );
+                }
+                RecordBatch::new_empty(self.schema.clone())
+            }
+        };
         DecodedMessages {
             batch,
             dead_letters,
