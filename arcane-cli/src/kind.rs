@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use arcane_core::grouped_within::{DEFAULT_GROUPING_INTERVAL, DEFAULT_ROWS_PER_GROUP};
 use arcane_core::{Error, GroupLimits, Result, Source, StreamContext, StreamGraph};
-use arcane_sinks::{ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig};
+use arcane_sinks::{ParquetSink, ParquetSinkConfig};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -160,8 +160,8 @@ impl<C> KindSpec<C> {
 }
 
 /// A [`SourceKind`] as a [`StreamGraphBuilder`](arcane_core::StreamGraphBuilder):
-/// *source → `grouped_within` → [`ParquetSink`]*, dead letters to a
-/// [`ParquetDeadLetterSink`] (by default `{sink.url}/_dead_letters`).
+/// *source → `grouped_within` → [`ParquetSink`]*; dead letters are committed by the sink with
+/// the rows (by default under `{sink.url}/_dead_letters`), within `sink.deadLetter`'s budget.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinKind<K>(pub K);
 
@@ -173,8 +173,7 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
         let limits = spec.group_limits()?;
         let mut sink_config = spec.sink.clone();
         self.0.adjust_sink(ctx, &mut sink_config);
-        let sink = ParquetSink::new(sink_config.clone())?;
-        let dead_letters = ParquetDeadLetterSink::from_config(&sink_config)?;
+        let sink = ParquetSink::new_at(sink_config.clone(), "spec.sink")?;
         let source = self.0.source(ctx, spec.source).await?;
         tracing::info!(
             kind = self.0.name(),
@@ -187,7 +186,7 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
         Ok(StreamGraph::from_source(source)
             .grouped_within(limits)
             .to_sink(sink)
-            .dead_letter_to(dead_letters)
+            .with_dead_letter_budget(sink_config.dead_letter.budget())
             .with_tags(spec.tags))
     }
 

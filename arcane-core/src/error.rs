@@ -124,6 +124,42 @@ pub enum Error {
         uncommitted_rows: u64,
     },
 
+    /// More records were dead-lettered than the run's
+    /// [`DeadLetterBudget`](crate::DeadLetterBudget) allows; the group that crossed it was not
+    /// committed.
+    #[error(
+        "{dead} of {records} records read ({percent:.2}%) were dead-lettered, over the budget ({limit}); the group that crossed it was not committed and will be re-read. First reasons: {reasons}. Fix the schema or the input (or raise sink.deadLetter.maxRatio / maxCount), then rerun",
+        percent = crate::dead_letter::ratio(*dead, *records) * 100.0,
+        limit = budget_text(*max_ratio, *max_count),
+        reasons = if reasons.is_empty() { "none recorded".to_string() } else { reasons.join("; ") }
+    )]
+    DeadLetterBudget {
+        /// Dead letters so far.
+        dead: u64,
+        /// Records read so far (rows plus dead letters).
+        records: u64,
+        /// The budget's ratio.
+        max_ratio: f64,
+        /// The budget's absolute count, if any.
+        max_count: Option<u64>,
+        /// The first reasons.
+        reasons: Vec<String>,
+    },
+
+    /// An `overwrite` backfill read no records: publishing its empty generation would replace
+    /// the live dataset with nothing, so it is refused.
+    #[error(
+        "the overwrite backfill {backfill_id:?} committed no rows from {source_name}, so {sink_name} keeps its current data instead of being replaced by an empty dataset. Check the source location (a typo'd bucket or prefix reads nothing), or set sink.allowEmptyOverwrite: true to publish an empty dataset on purpose"
+    )]
+    EmptyOverwrite {
+        /// The backfill's id.
+        backfill_id: String,
+        /// The source that read nothing.
+        source_name: String,
+        /// The sink whose data was kept.
+        sink_name: String,
+    },
+
     /// An unrecoverable error in user code.
     #[error("{message}")]
     Fatal {
@@ -197,7 +233,7 @@ impl Error {
     /// |---|---|
     /// | `SchemaMismatch` | [`ExitCode::Fatal`] until the runner has annotated its Job, then [`ExitCode::Success`] (decided by the runner) |
     /// | `SchemaInconsistent`, `DrainTimeout`, `Aborted`, transient `Source`/`Sink` | [`ExitCode::Restart`] |
-    /// | `Config`, `MissingEnv`, `MissingSecret`, `Fatal`, `Arrow`, permanent `Source`/`Sink` | [`ExitCode::Fatal`] |
+    /// | `Config`, `MissingEnv`, `MissingSecret`, `Fatal`, `Arrow`, `DeadLetterBudget`, `EmptyOverwrite`, permanent `Source`/`Sink` | [`ExitCode::Fatal`] |
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::SchemaInconsistent { .. }
@@ -212,6 +248,8 @@ impl Error {
             | Error::Config { .. }
             | Error::MissingSecret { .. }
             | Error::Arrow { .. }
+            | Error::DeadLetterBudget { .. }
+            | Error::EmptyOverwrite { .. }
             | Error::Fatal { .. } => ExitCode::Fatal,
         }
     }
@@ -229,6 +267,8 @@ impl Error {
             Error::Arrow { .. } => "Arrow",
             Error::DrainTimeout { .. } => "DrainTimeout",
             Error::Aborted { .. } => "Aborted",
+            Error::DeadLetterBudget { .. } => "DeadLetterBudget",
+            Error::EmptyOverwrite { .. } => "EmptyOverwrite",
             Error::Fatal { .. } => "Fatal",
         }
     }
@@ -236,6 +276,52 @@ impl Error {
     /// True for [`Error::SchemaMismatch`].
     pub fn is_schema_mismatch(&self) -> bool {
         matches!(self, Error::SchemaMismatch { .. })
+    }
+}
+
+fn budget_text(max_ratio: f64, max_count: Option<u64>) -> String {
+    match max_count {
+        Some(n) => format!("at most {:.2}% and {n} records", max_ratio * 100.0),
+        None => format!("at most {:.2}%", max_ratio * 100.0),
+    }
+}
+
+/// An error with its whole cause chain: `what failed: cause: cause of the cause`.
+///
+/// Causes whose text the message already contains are not repeated, so errors that format their
+/// source into their message (as many do) print it once.
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let err = arcane_core::Error::source_transient("rest-api http://x", "GET http://x failed", io);
+/// assert_eq!(
+///     arcane_core::error::Report(&err).to_string(),
+///     "source rest-api http://x: GET http://x failed: connection refused"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            let part = c.to_string();
+            if !part.is_empty() && !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            cause = c.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+impl Error {
+    /// This error with its cause chain ([`Report`]).
+    pub fn report(&self) -> String {
+        Report(self).to_string()
     }
 }
 

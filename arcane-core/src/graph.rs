@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::context::StreamContext;
-use crate::dead_letter::{DeadLetterQueue, DeadLetterSink, LogDeadLetterSink};
+use crate::dead_letter::{DeadLetterBudget, DeadLetterSink, DeadLetterTally, LogDeadLetterSink};
 use crate::error::{Error, Result};
 use crate::grouped_within::{GroupLimits, GroupedWithinExt};
 use crate::kill_switch::KillSwitch;
@@ -135,6 +135,7 @@ impl Flow {
             flow: self,
             sink: Box::new(sink),
             dead_letter_sink: Box::new(LogDeadLetterSink),
+            dead_letter_budget: DeadLetterBudget::default(),
             commit_tick: DEFAULT_COMMIT_TICK,
             tags: BTreeMap::new(),
         }
@@ -150,6 +151,7 @@ pub struct StreamGraph {
     flow: Flow,
     sink: Box<dyn Sink>,
     dead_letter_sink: Box<dyn DeadLetterSink>,
+    dead_letter_budget: DeadLetterBudget,
     commit_tick: Duration,
     tags: BTreeMap<String, String>,
 }
@@ -178,6 +180,10 @@ pub struct RunSummary {
     pub bytes_committed: u64,
     /// Files committed.
     pub files_committed: u64,
+    /// Dead letters committed (records read that are not in the output, kept with a reason).
+    pub rows_dead_lettered: u64,
+    /// The first reasons records were dead-lettered (`origin locator: reason`).
+    pub dead_letter_reasons: Vec<String>,
     /// Commits made.
     pub commits: u64,
     /// The last committed checkpoint, acked to the source.
@@ -252,9 +258,18 @@ impl StreamGraph {
         }
     }
 
-    /// Where dead letters go (default: [`LogDeadLetterSink`], a `warn` log line each).
+    /// Where dead letters go when the sink does not [store them](Sink::stores_dead_letters)
+    /// itself (default: [`LogDeadLetterSink`], a `warn` log line each).
     pub fn dead_letter_to(mut self, sink: impl DeadLetterSink) -> Self {
         self.dead_letter_sink = Box::new(sink);
+        self
+    }
+
+    /// The run's dead-letter budget (default [`DeadLetterBudget::default`]: at most 1 % of the
+    /// records read); exceeding it fails the run with
+    /// [`Error::DeadLetterBudget`] without committing the group that crossed it.
+    pub fn with_dead_letter_budget(mut self, budget: DeadLetterBudget) -> Self {
+        self.dead_letter_budget = budget;
         self
     }
 
@@ -357,10 +372,11 @@ impl Driver<'_> {
             flow,
             mut sink,
             mut dead_letter_sink,
+            dead_letter_budget,
             commit_tick,
             tags: _,
         } = graph;
-        let dead_letters = DeadLetterQueue::new(self.labels.clone());
+        let tally = DeadLetterTally::new(dead_letter_budget, self.labels.clone());
         let Flow {
             mut source,
             before_group,
@@ -372,7 +388,8 @@ impl Driver<'_> {
             mode: self.ctx.mode(),
             backfill_id: self.ctx.backfill_id.clone(),
             labels: self.labels.clone(),
-            dead_letters: dead_letters.clone(),
+            dead_letters: tally.clone(),
+            source_name: source.name(),
         };
         let resume_from = sink.open(&sink_ctx).await?;
         tracing::info!(
@@ -388,13 +405,12 @@ impl Driver<'_> {
                 resume_from,
                 mode: self.ctx.mode(),
                 labels: self.labels.clone(),
-                dead_letters: dead_letters.clone(),
             })
             .await?;
+        let sink_stores_letters = sink.stores_dead_letters();
         let mut acker = Acker {
             source: &mut source,
-            dead_letters: &dead_letters,
-            dead_letter_sink: dead_letter_sink.as_mut(),
+            sink_stores_letters,
             in_flight: VecDeque::new(),
         };
 
@@ -432,11 +448,22 @@ impl Driver<'_> {
                         Some(group) => {
                             let mut group = group?;
                             let received = group.batch.num_rows() as u64;
+                            // Judge the budget before anything of this group is committed.
+                            tally.add_read(received, &group.dead_letters)?;
+                            let letters = group.dead_letters.len() as u64;
+                            if !sink_stores_letters && !group.dead_letters.is_empty() {
+                                let letters = std::mem::take(&mut group.dead_letters);
+                                dead_letter_sink.write(&self.ctx.stream_id, letters).await?;
+                            }
                             for f in &after_group {
                                 group.batch = f(group.batch)?;
                             }
                             batch_rows.record(group.batch.num_rows() as f64);
-                            acker.in_flight.push_back((group.checkpoint.clone(), received));
+                            acker.in_flight.push_back(InFlight {
+                                checkpoint: group.checkpoint.clone(),
+                                rows: received,
+                                letters,
+                            });
                             if let Some(commit) = sink.write(group).await? {
                                 self.on_commit(&mut acker, commit).await?;
                             }
@@ -452,6 +479,7 @@ impl Driver<'_> {
         }
         .await;
 
+        self.update(|s| s.dead_letter_reasons = tally.counts().reasons);
         match result {
             Ok(()) => {
                 if let Some(commit) = sink.flush().await? {
@@ -468,7 +496,14 @@ impl Driver<'_> {
                     Ok(Completion::Finished)
                 }
             }
-            Err(e) if !matches!(e, Error::Sink { .. } | Error::SchemaMismatch { .. }) => {
+            Err(e)
+                if !matches!(
+                    e,
+                    Error::Sink { .. }
+                        | Error::SchemaMismatch { .. }
+                        | Error::EmptyOverwrite { .. }
+                ) =>
+            {
                 // The source or a map failed: commit what the sink already holds, so that
                 // nothing accepted is lost, then report the error.
                 match sink.flush().await {
@@ -490,14 +525,23 @@ impl Driver<'_> {
         let started = Instant::now();
         let in_flight = &mut acker.in_flight;
         let mut received = 0;
-        if in_flight.iter().any(|(c, _)| *c == commit.checkpoint) {
-            while let Some((checkpoint, rows)) = in_flight.pop_front() {
-                received += rows;
-                if checkpoint == commit.checkpoint {
+        let mut letters = 0;
+        if in_flight.iter().any(|g| g.checkpoint == commit.checkpoint) {
+            while let Some(g) = in_flight.pop_front() {
+                received += g.rows;
+                letters += g.letters;
+                if g.checkpoint == commit.checkpoint {
                     break;
                 }
             }
         }
+        // A sink storing dead letters says how many it committed (its own rejects included);
+        // otherwise they were written before their groups.
+        let letters = if acker.sink_stores_letters {
+            commit.dead_letters
+        } else {
+            letters
+        };
         let labels = self.labels.to_vec();
         metrics::counter!(m::ROWS_WRITTEN, labels.clone()).increment(commit.rows);
         metrics::counter!(m::BYTES_WRITTEN, labels.clone()).increment(commit.bytes);
@@ -507,31 +551,32 @@ impl Driver<'_> {
             s.bytes_committed += commit.bytes;
             s.files_committed += commit.files.len() as u64;
             s.commits += 1;
+            s.rows_dead_lettered += letters;
             s.rows_uncommitted = s.rows_uncommitted.saturating_sub(received);
             s.last_checkpoint = Some(commit.checkpoint.clone());
         });
-        tracing::debug!(rows = commit.rows, files = ?commit.files, checkpoint = ?commit.checkpoint, "committed");
-        // Dead letters covered by this checkpoint are made durable before the source acks.
-        let letters = acker.dead_letters.drain();
-        if !letters.is_empty() {
-            acker
-                .dead_letter_sink
-                .write(&self.ctx.stream_id, letters)
-                .await?;
-        }
+        tracing::debug!(rows = commit.rows, dead_letters = letters, files = ?commit.files, checkpoint = ?commit.checkpoint, "committed");
         acker.source.commit(&commit.checkpoint).await?;
         tracing::trace!(elapsed = ?started.elapsed(), "source acked");
         Ok(())
     }
 }
 
-/// What acking a commit needs: the source, the dead letters to write first, and the groups
-/// handed to the sink and not yet committed (checkpoint, rows received).
+/// What acking a commit needs: the source and the groups handed to the sink and not yet
+/// committed.
 struct Acker<'a> {
     source: &'a mut Box<dyn Source>,
-    dead_letters: &'a DeadLetterQueue,
-    dead_letter_sink: &'a mut dyn DeadLetterSink,
-    in_flight: VecDeque<(Checkpoint, u64)>,
+    sink_stores_letters: bool,
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A group handed to the sink and not yet committed.
+struct InFlight {
+    checkpoint: Checkpoint,
+    /// Rows received from the source.
+    rows: u64,
+    /// Dead letters it carried.
+    letters: u64,
 }
 
 fn apply_before_group(maps: &[MapFn], mut item: PositionedBatch) -> Result<PositionedBatch> {

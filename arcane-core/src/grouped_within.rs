@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::dead_letter::DeadLetter;
 use crate::error::Result;
 use crate::position::{Checkpoint, Group, Position, PositionedBatch};
 
@@ -85,6 +86,9 @@ pin_project! {
     ///   end of the input — batches are sliced and concatenated as needed.
     /// * Rows are never lost, duplicated or reordered. Each group carries the [`Checkpoint`] its
     ///   last row ends at, which may fall inside a source batch.
+    /// * Dead letters of a source batch join the group that completes the batch (the one whose
+    ///   checkpoint covers the batch's position); a group is also closed when it holds
+    ///   `max_rows` dead letters.
     /// * On end of input the buffered tail is emitted. Graceful shutdown ends the input
     ///   (`take_until`), so the tail is flushed then too.
     /// * Errors from the input are passed through at once; buffered rows were not committed, so
@@ -107,6 +111,8 @@ pin_project! {
         last_schema: Option<SchemaRef>,
         buffered_rows: usize,
         buffered_bytes: usize,
+        // Dead letters of the source batches completed in this group.
+        letters: Vec<DeadLetter>,
         pending: Option<Pending>,
         // Checkpoint after the last buffered row.
         checkpoint: Checkpoint,
@@ -129,6 +135,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
             last_schema: None,
             buffered_rows: 0,
             buffered_bytes: 0,
+            letters: Vec::new(),
             pending: None,
             checkpoint: Checkpoint::default(),
             last_full: None,
@@ -157,11 +164,14 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
         Ok(Group {
             batch,
             checkpoint: this.checkpoint.clone(),
+            dead_letters: std::mem::take(this.letters),
         })
     }
 
     fn is_full(&self) -> bool {
         self.buffered_rows >= self.limits.max_rows.get()
+            // Dead letters are held in memory until their group commits: bound them too.
+            || self.letters.len() >= self.limits.max_rows.get()
             || self
                 .limits
                 .max_bytes
@@ -203,7 +213,10 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
             pending.offset += take;
         }
         if pending.offset == total {
-            let done = this.pending.take().map(|p| p.batch.position);
+            let done = this.pending.take().map(|p| {
+                this.letters.extend(p.batch.dead_letters);
+                p.batch.position
+            });
             *this.last_full = done.clone();
             *this.checkpoint = Checkpoint {
                 position: done,
@@ -266,6 +279,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                         *this.last_full = Some(batch.position.clone());
                         *this.checkpoint = Checkpoint::at(batch.position);
                         *this.checkpoint_moved = true;
+                        this.letters.extend(batch.dead_letters);
                         continue;
                     }
                     let bytes_per_row = batch.batch.get_array_memory_size().div_ceil(rows).max(1);

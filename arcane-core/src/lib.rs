@@ -54,8 +54,11 @@ pub mod source;
 pub mod testing;
 
 pub use context::{Mode, StreamContext};
-pub use dead_letter::{DeadLetter, DeadLetterQueue, DeadLetterSink, LogDeadLetterSink};
-pub use error::{BoxError, Error, ExitCode, Result, Retry};
+pub use dead_letter::{
+    DeadLetter, DeadLetterBudget, DeadLetterCounts, DeadLetterSink, DeadLetterTally,
+    LogDeadLetterSink,
+};
+pub use error::{BoxError, Error, ExitCode, Report, Result, Retry};
 pub use graph::{
     Completion, DynStreamGraphBuilder, Flow, Progress, RunReport, RunSummary, RunningStream,
     StreamGraph, StreamGraphBuilder,

@@ -4,6 +4,7 @@ use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 
 /// Where a source is: an offset, LSN, cursor, sequence, or file + line, as JSON.
@@ -75,18 +76,35 @@ impl Checkpoint {
 }
 
 /// A batch from a source, tagged with the source position it ends at.
+///
+/// `dead_letters` are the records consumed between the previous position and this one that
+/// could not be decoded: they travel with the position that covers them, so they are committed
+/// (and, after a restart, not repeated) exactly like the rows. A batch may have no rows and
+/// only dead letters (every record of a page was bad) or neither (only the position moved).
 #[derive(Debug, Clone)]
 pub struct PositionedBatch {
     /// The rows.
     pub batch: RecordBatch,
     /// The source position after the last row of `batch`.
     pub position: Position,
+    /// Records consumed up to `position` that could not be decoded.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl PositionedBatch {
     /// Tag `batch` with `position`.
     pub fn new(batch: RecordBatch, position: Position) -> Self {
-        Self { batch, position }
+        Self {
+            batch,
+            position,
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Attach the dead letters of the records this batch's position covers.
+    pub fn with_dead_letters(mut self, letters: Vec<DeadLetter>) -> Self {
+        self.dead_letters = letters;
+        self
     }
 }
 
@@ -97,4 +115,18 @@ pub struct Group {
     pub batch: RecordBatch,
     /// The checkpoint after the last row of `batch`.
     pub checkpoint: Checkpoint,
+    /// Dead letters of the source batches this group completes (a source batch split across
+    /// groups gives its letters to the group holding its last row).
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Group {
+    /// A group without dead letters.
+    pub fn new(batch: RecordBatch, checkpoint: Checkpoint) -> Self {
+        Self {
+            batch,
+            checkpoint,
+            dead_letters: Vec::new(),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use crate::context::Mode;
-use crate::dead_letter::DeadLetterQueue;
+use crate::dead_letter::DeadLetterTally;
 use crate::error::Result;
 use crate::metrics::MetricLabels;
 use crate::position::{Checkpoint, Group};
@@ -19,8 +19,12 @@ pub struct SinkContext {
     pub backfill_id: Option<String>,
     /// Tags for the sink's own metrics.
     pub labels: MetricLabels,
-    /// Where to put rows that cannot be converted to the sink's schema.
-    pub dead_letters: DeadLetterQueue,
+    /// The run's dead-letter tally: a sink that rejects rows it cannot convert counts them
+    /// here ([`DeadLetterTally::add_rejected`]) and fails with its error when the budget is
+    /// exceeded, before committing them.
+    pub dead_letters: DeadLetterTally,
+    /// The source's name, for messages about what it read.
+    pub source_name: String,
 }
 
 /// What a sink made durable in one commit.
@@ -34,6 +38,9 @@ pub struct Commit {
     pub bytes: u64,
     /// Files (or objects) made visible by this commit.
     pub files: Vec<String>,
+    /// Dead letters made durable by this commit (sinks that
+    /// [store dead letters](Sink::stores_dead_letters)).
+    pub dead_letters: u64,
 }
 
 /// A destination of grouped batches.
@@ -51,6 +58,11 @@ pub struct Commit {
 ///   file), so that after a crash every row is either committed with its position or not at all.
 /// * An incompatible schema is [`Error::SchemaMismatch`](crate::Error::SchemaMismatch), raised
 ///   after committing what came before.
+/// * Dead letters: a sink that returns `true` from [`Sink::stores_dead_letters`] commits each
+///   group's [`dead_letters`](Group::dead_letters) atomically with its rows (and counts them in
+///   [`Commit::dead_letters`]); otherwise the graph writes them to its dead-letter sink before
+///   the group is written. Rows the sink itself rejects are counted in
+///   [`SinkContext::dead_letters`] and kept with the same guarantee.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + Debug + 'static {
     /// A short name for logs and errors (kind and location, never secrets).
@@ -75,6 +87,12 @@ pub trait Sink: Send + Sync + Debug + 'static {
     /// current generation at the end of an overwrite backfill).
     async fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether the sink commits groups' dead letters itself, atomically with the rows (exactly
+    /// once). Default `false`: the graph writes them to its dead-letter sink (at least once).
+    fn stores_dead_letters(&self) -> bool {
+        false
     }
 }
 
@@ -103,5 +121,9 @@ impl Sink for Box<dyn Sink> {
 
     async fn finish(&mut self) -> Result<()> {
         (**self).finish().await
+    }
+
+    fn stores_dead_letters(&self) -> bool {
+        (**self).stores_dead_letters()
     }
 }

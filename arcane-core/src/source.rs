@@ -7,7 +7,6 @@ use arrow_schema::SchemaRef;
 use futures::Stream;
 
 use crate::context::Mode;
-use crate::dead_letter::DeadLetterQueue;
 use crate::error::Result;
 use crate::metrics::MetricLabels;
 use crate::position::{Checkpoint, PositionedBatch};
@@ -25,9 +24,6 @@ pub struct SourceStart {
     pub mode: Mode,
     /// Tags for the source's own metrics.
     pub labels: MetricLabels,
-    /// Where to put records that cannot be decoded (with the reason); they are written before
-    /// the checkpoint covering them is acked.
-    pub dead_letters: DeadLetterQueue,
 }
 
 /// A source of Arrow batches.
@@ -50,8 +46,10 @@ pub struct SourceStart {
 ///   runner whether a restart may help.
 /// * **Backfill.** In [`Mode::Backfill`] the stream ends when the history (or configured range) is
 ///   read; in [`Mode::Stream`] it runs until dropped.
-/// * **Bad records.** A record that cannot be decoded is never silently dropped: it goes to a
-///   dead-letter column or sink with the reason, or the source yields an error naming it.
+/// * **Bad records.** A record that cannot be decoded is never silently dropped: it is attached
+///   as a [`DeadLetter`](crate::DeadLetter) to the batch whose position covers it
+///   ([`PositionedBatch::with_dead_letters`]), so it is committed with that position and not
+///   repeated after a resume; or the source yields an error naming it.
 ///
 /// Methods run once per node (open) or once per sink commit (commit), never per row.
 #[async_trait::async_trait]

@@ -7,7 +7,8 @@ use arcane_core::testing::{
     GeneratorPosition, GeneratorSource, MemorySink, MemoryStoreHandle, conformance,
 };
 use arcane_core::{
-    Checkpoint, Completion, Error, ExitCode, GroupLimits, Position, StreamContext, StreamGraph,
+    Checkpoint, Completion, DeadLetterBudget, Error, ExitCode, GroupLimits, Position,
+    StreamContext, StreamGraph,
 };
 use arrow_array::Int64Array;
 
@@ -210,11 +211,23 @@ async fn memory_sink_conforms() {
     .await;
 }
 
-/// A source that dead-letters every 10th row of the generator.
+/// The generator with `per_batch` dead letters attached to each batch (as a source that
+/// rejects records between its positions would).
 #[derive(Debug)]
 struct PickySource {
     inner: GeneratorSource,
+    per_batch: usize,
     order: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PickySource {
+    fn new(inner: GeneratorSource, per_batch: usize) -> Self {
+        Self {
+            inner,
+            per_batch,
+            order: Default::default(),
+        }
+    }
 }
 
 #[arcane_core::async_trait]
@@ -227,17 +240,19 @@ impl arcane_core::Source for PickySource {
         start: arcane_core::SourceStart,
     ) -> arcane_core::Result<arcane_core::PositionedStream> {
         use futures::StreamExt;
-        let dead_letters = start.dead_letters.clone();
+        let per_batch = self.per_batch;
         let stream = self.inner.open(start).await?;
         Ok(stream
             .map(move |item| {
                 let item = item?;
-                let end = item.batch.num_rows();
-                dead_letters.push(
-                    arcane_core::DeadLetter::new("picky", format!("batch of {end}"), "too picky")
-                        .with_payload("{}"),
-                );
-                Ok(item)
+                let pos = item.position.0.to_string();
+                let letters = (0..per_batch)
+                    .map(|i| {
+                        arcane_core::DeadLetter::new("picky", format!("{pos} #{i}"), "too picky")
+                            .with_payload("{}")
+                    })
+                    .collect();
+                Ok(item.with_dead_letters(letters))
             })
             .boxed())
     }
@@ -268,19 +283,48 @@ impl arcane_core::DeadLetterSink for RecordingDeadLetters {
     }
 }
 
+/// A sink that does not store dead letters itself (the graph writes them).
+#[derive(Debug)]
+struct PlainSink(MemorySink);
+
+#[arcane_core::async_trait]
+impl arcane_core::Sink for PlainSink {
+    fn name(&self) -> String {
+        "plain".into()
+    }
+    async fn open(
+        &mut self,
+        ctx: &arcane_core::SinkContext,
+    ) -> arcane_core::Result<Option<Checkpoint>> {
+        self.0.open(ctx).await
+    }
+    async fn write(
+        &mut self,
+        group: arcane_core::Group,
+    ) -> arcane_core::Result<Option<arcane_core::Commit>> {
+        assert!(
+            group.dead_letters.is_empty(),
+            "the graph writes dead letters for sinks that do not store them"
+        );
+        self.0.write(group).await
+    }
+    async fn flush(&mut self) -> arcane_core::Result<Option<arcane_core::Commit>> {
+        self.0.flush().await
+    }
+}
+
 #[tokio::test]
-async fn dead_letters_are_written_before_the_checkpoint_covering_them_is_acked() {
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let report = StreamGraph::from_source(PickySource {
-        inner: GeneratorSource::new(300, 100),
-        order: order.clone(),
-    })
-    .grouped_within(limits(200, Duration::from_secs(60)))
-    .to_sink(MemorySink::new())
-    .dead_letter_to(RecordingDeadLetters(order.clone()))
-    .run(&ctx())
-    .join()
-    .await;
+async fn without_a_storing_sink_dead_letters_are_written_before_their_group() {
+    let source = PickySource::new(GeneratorSource::new(300, 100), 1);
+    let order = source.order.clone();
+    let report = StreamGraph::from_source(source)
+        .grouped_within(limits(200, Duration::from_secs(60)))
+        .to_sink(PlainSink(MemorySink::new()))
+        .dead_letter_to(RecordingDeadLetters(order.clone()))
+        .with_dead_letter_budget(DeadLetterBudget::unlimited())
+        .run(&ctx())
+        .join()
+        .await;
     report.outcome.unwrap();
     let order = order.lock().unwrap().clone();
     assert_eq!(
@@ -292,4 +336,108 @@ async fn dead_letters_are_written_before_the_checkpoint_covering_them_is_acked()
             format!("ack {:?}", at(300).position),
         ]
     );
+    assert_eq!(report.summary.rows_dead_lettered, 3);
+}
+
+#[tokio::test]
+async fn dead_letters_commit_with_their_rows_once_across_a_restart() {
+    // Groups of 250 split the second source batch: its letter goes with the group holding its
+    // last row. The second group's write fails ("crash"); the rerun resumes inside that batch
+    // and must not repeat the letters of the first commit.
+    let store = MemoryStoreHandle::default();
+    let first = StreamGraph::from_source(PickySource::new(GeneratorSource::new(300, 100), 1))
+        .grouped_within(limits(150, Duration::from_secs(60)))
+        .to_sink(MemorySink::with_store(store.clone()).fail_after_writes(1))
+        .with_dead_letter_budget(DeadLetterBudget::unlimited())
+        .run(&ctx())
+        .join()
+        .await;
+    assert!(first.outcome.is_err());
+    // The first group (rows 0..150) completes batch 0 only.
+    assert_eq!(store.rows(), 150);
+    assert_eq!(store.dead_letters().len(), 1);
+    assert_eq!(first.summary.rows_dead_lettered, 1);
+
+    let second = StreamGraph::from_source(PickySource::new(GeneratorSource::new(300, 100), 1))
+        .grouped_within(limits(150, Duration::from_secs(60)))
+        .to_sink(MemorySink::with_store(store.clone()))
+        .with_dead_letter_budget(DeadLetterBudget::unlimited())
+        .run(&ctx())
+        .join()
+        .await;
+    second.outcome.unwrap();
+    assert_eq!(committed_ids(&store), (0..300).collect::<Vec<_>>());
+    let mut locators: Vec<String> = store
+        .dead_letters()
+        .iter()
+        .map(|l| l.locator.clone())
+        .collect();
+    locators.sort();
+    locators.dedup();
+    assert_eq!(store.dead_letters().len(), 3, "{locators:?}");
+    assert_eq!(locators.len(), 3, "a dead letter was committed twice");
+    assert_eq!(second.summary.rows_dead_lettered, 2);
+}
+
+#[tokio::test]
+async fn a_dead_letter_flood_fails_the_run_without_committing_the_group_over_budget() {
+    // 2 letters per 100 rows: about 2 % of the records read, over the default 1 % (of at least
+    // 1000 records). The first group (10 letters in 510 records) is within it, the second
+    // (20 in 1020) crosses it.
+    let sink = MemorySink::new();
+    let store = sink.store();
+    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(5_000, 100), 2))
+        .grouped_within(limits(500, Duration::from_secs(60)))
+        .to_sink(sink)
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await;
+    let err = report.outcome.unwrap_err();
+    assert!(matches!(err, Error::DeadLetterBudget { .. }), "{err}");
+    assert_eq!(err.exit_code(), ExitCode::Fatal);
+    let text = err.to_string();
+    assert!(text.contains("20 of 1020 records"), "{text}");
+    assert!(text.contains("too picky"), "{text}");
+    assert_eq!(
+        store.rows(),
+        500,
+        "only the group within budget is committed"
+    );
+    assert_eq!(report.summary.rows_committed, 500);
+    assert_eq!(report.summary.dead_letter_reasons.len(), 5);
+}
+
+#[tokio::test]
+async fn a_small_run_with_more_bad_records_than_its_floor_fails_and_commits_nothing() {
+    // 212 records, 12 dead letters: more than 1 % of the 1000-record floor.
+    let sink = MemorySink::new();
+    let store = sink.store();
+    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(200, 100), 6))
+        .grouped_within(limits(1_000, Duration::from_secs(60)))
+        .to_sink(sink)
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await;
+    let err = report.outcome.unwrap_err();
+    assert!(matches!(err, Error::DeadLetterBudget { .. }), "{err}");
+    assert_eq!(store.rows(), 0);
+    assert!(store.dead_letters().is_empty());
+
+    // The same run within an explicit budget succeeds and commits the letters with the rows.
+    let sink = MemorySink::new();
+    let store = sink.store();
+    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(200, 100), 6))
+        .grouped_within(limits(1_000, Duration::from_secs(60)))
+        .to_sink(sink)
+        .with_dead_letter_budget(DeadLetterBudget {
+            max_ratio: 0.05,
+            ..DeadLetterBudget::default()
+        })
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await;
+    report.outcome.unwrap();
+    assert_eq!(store.rows(), 200);
+    assert_eq!(store.dead_letters().len(), 12);
+    assert_eq!(report.summary.rows_dead_lettered, 12);
 }

@@ -218,6 +218,7 @@ impl DirSink {
             rows,
             bytes: buf.len() as u64,
             files: vec![name],
+            dead_letters: 0,
         }))
     }
 

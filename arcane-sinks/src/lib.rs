@@ -94,7 +94,7 @@
 //! let ctx = SinkContext { stream_id: "orders".into(), ..SinkContext::default() };
 //! assert_eq!(sink.open(&ctx).await?, None);
 //! let checkpoint = Checkpoint::at(Position(serde_json::json!({ "rows": 100 })));
-//! sink.write(Group { batch: GeneratorSource::batch(0, 100), checkpoint: checkpoint.clone() }).await?;
+//! sink.write(Group::new(GeneratorSource::batch(0, 100), checkpoint.clone())).await?;
 //! let commit = sink.flush().await?.unwrap();
 //! assert_eq!((commit.rows, commit.checkpoint), (100, checkpoint));
 //! # Ok(())

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arcane_core::testing::{GeneratorSource, conformance, pretty_lines};
-use arcane_core::{DeadLetterQueue, DeadLetterSink, Error, Group, Mode, Retry, Sink, SinkContext};
+use arcane_core::{Error, Group, Mode, Retry, Sink, SinkContext};
 use arcane_sinks::{
-    ParquetDeadLetterSink, ParquetSink, ParquetSinkConfig, SchemaEvolution, committed_files,
-    read_committed,
+    ParquetSink, ParquetSinkConfig, SchemaEvolution, committed_files, read_committed,
 };
 use common::{SinkStore, Store, checkpoint, ids};
 
@@ -21,10 +20,7 @@ fn ctx() -> SinkContext {
 }
 
 fn group(from: u64, to: u64) -> Group {
-    Group {
-        batch: GeneratorSource::batch(from, to),
-        checkpoint: checkpoint(to),
-    }
+    Group::new(GeneratorSource::batch(from, to), checkpoint(to))
 }
 
 async fn conformance_on(store: &Store) {
@@ -432,10 +428,7 @@ async fn incompatible_schemas_are_schema_mismatch_after_committing() {
     let b = GeneratorSource::batch(100, 200);
     let missing = b.project(&[0, 1, 3]).expect("project");
     let err = sink
-        .write(Group {
-            batch: missing,
-            checkpoint: checkpoint(200),
-        })
+        .write(Group::new(missing, checkpoint(200)))
         .await
         .expect_err("mismatch");
     match err {
@@ -457,13 +450,10 @@ async fn incompatible_schemas_are_schema_mismatch_after_committing() {
     )])
     .expect("batch");
     assert!(
-        sink.write(Group {
-            batch: changed,
-            checkpoint: checkpoint(201)
-        })
-        .await
-        .expect_err("changed type")
-        .is_schema_mismatch()
+        sink.write(Group::new(changed, checkpoint(201)))
+            .await
+            .expect_err("changed type")
+            .is_schema_mismatch()
     );
 }
 
@@ -495,10 +485,7 @@ async fn added_nullable_columns_widen_the_schema_when_configured() {
     sink.open(&ctx()).await.expect("open");
     sink.write(group(0, 100)).await.expect("write");
     let err = sink
-        .write(Group {
-            batch: with_note(100, 150, true),
-            checkpoint: checkpoint(150),
-        })
+        .write(Group::new(with_note(100, 150, true), checkpoint(150)))
         .await
         .expect_err("new column");
     assert!(err.is_schema_mismatch(), "{err}");
@@ -512,12 +499,9 @@ async fn added_nullable_columns_widen_the_schema_when_configured() {
         sink.open(&ctx()).await.expect("open"),
         Some(checkpoint(100))
     );
-    sink.write(Group {
-        batch: with_note(100, 150, true),
-        checkpoint: checkpoint(150),
-    })
-    .await
-    .expect("widened");
+    sink.write(Group::new(with_note(100, 150, true), checkpoint(150)))
+        .await
+        .expect("widened");
     // Older-shaped rows still fit (the new column is null for them).
     sink.write(group(150, 160)).await.expect("old shape");
     // A new non-nullable column is still a mismatch, after committing what came before.
@@ -539,6 +523,7 @@ async fn added_nullable_columns_widen_the_schema_when_configured() {
                 })
                 .expect("batch"),
             checkpoint: checkpoint(170),
+            dead_letters: Vec::new(),
         })
         .await
         .expect_err("non-nullable new column");
@@ -584,19 +569,35 @@ async fn added_nullable_columns_widen_the_schema_when_configured() {
         sink.open(&ctx()).await.expect("open"),
         Some(checkpoint(160))
     );
-    sink.write(Group {
-        batch: with_note(160, 170, true),
-        checkpoint: checkpoint(170),
-    })
-    .await
-    .expect("write after restart");
+    sink.write(Group::new(with_note(160, 170, true), checkpoint(170)))
+        .await
+        .expect("write after restart");
     sink.flush().await.expect("flush");
     assert_eq!(ids(&store.read().await), (0..170).collect::<Vec<_>>());
     store.cleanup().await;
 }
 
+fn read_parquet_files(dir: &std::path::Path) -> Vec<arrow_array::RecordBatch> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .into_iter()
+        .flat_map(|file| {
+            let bytes = bytes::Bytes::from(std::fs::read(file).expect("read"));
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("batches")
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn unconvertible_rows_are_dead_lettered_with_the_reason() {
+async fn dead_letters_commit_with_the_rows_in_one_manifest_entry() {
     use std::sync::Arc;
     let store = Store::local();
     let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
@@ -605,78 +606,184 @@ async fn unconvertible_rows_are_dead_lettered_with_the_reason() {
             { "name": "id", "dataType": "Int64", "nullable": false },
             { "name": "name", "dataType": "Utf8", "nullable": false },
         ],
+        "deadLetter": { "maxRatio": 0.5 },
     }))
     .expect("config");
-    let mut sink = ParquetSink::new(config.clone()).expect("sink");
-    let queue = DeadLetterQueue::default();
+    let tally = arcane_core::DeadLetterTally::new(config.dead_letter.budget(), Default::default());
     let ctx = SinkContext {
-        dead_letters: queue.clone(),
+        dead_letters: tally.clone(),
         ..ctx()
     };
-    sink.open(&ctx).await.expect("open");
-    let batch = arrow_array::RecordBatch::try_from_iter([
-        (
-            "id",
-            Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3])) as _,
-        ),
-        (
-            "name",
-            Arc::new(arrow_array::StringArray::from(vec![
-                Some("a"),
-                None,
-                Some("c"),
-            ])) as _,
-        ),
-    ])
-    .expect("batch");
-    let commit = sink
-        .write(Group {
-            batch,
-            checkpoint: checkpoint(3),
-        })
-        .await
-        .expect("write");
-    assert!(commit.is_none());
-    let commit = sink.flush().await.expect("flush").expect("commit");
-    assert_eq!(commit.rows, 2);
-    assert_eq!(ids(&store.read().await), vec![1, 3]);
-    let letters = queue.drain();
-    assert_eq!(letters.len(), 1);
-    assert!(
-        letters[0].reason.contains("column \"name\" is null"),
-        "{}",
-        letters[0].reason
-    );
-    assert_eq!(letters[0].payload.as_deref(), Some(r#"{"id":2}"#));
-    // The graph writes them with the dead-letter sink: Parquet under `_dead_letters`.
-    let mut dl = ParquetDeadLetterSink::from_config(&config).expect("dead-letter sink");
-    dl.write("orders-eu", letters)
-        .await
-        .expect("write dead letters");
+    let batch = || {
+        arrow_array::RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3])) as _,
+            ),
+            (
+                "name",
+                Arc::new(arrow_array::StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("c"),
+                ])) as _,
+            ),
+        ])
+        .expect("batch")
+    };
+    // A group with a row the sink cannot convert and a record the source could not decode.
+    let group = || {
+        let mut g = Group::new(batch(), checkpoint(4));
+        g.dead_letters = vec![
+            arcane_core::DeadLetter::new("/landing/a.ndjson", "line 4", "not JSON")
+                .with_payload("{oops"),
+        ];
+        g
+    };
     let Store::Local(dir) = &store else {
         unreachable!()
     };
     let dl_dir = dir.path().join("stream/_dead_letters");
-    let file = std::fs::read_dir(&dl_dir)
-        .expect("dir")
-        .flatten()
-        .next()
-        .expect("one file")
-        .path();
-    let bytes = bytes::Bytes::from(std::fs::read(file).expect("read"));
-    let batches: Vec<_> =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .expect("parquet")
-            .build()
-            .expect("reader")
-            .collect::<Result<_, _>>()
-            .expect("batches");
-    let lines = pretty_lines(&[batches[0].project(&[0, 2, 3]).expect("project")]);
+
+    // Written but not committed ("crash"): no dead-letter file survives the recovery.
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&ctx).await.expect("open");
+    assert!(sink.write(group()).await.expect("write").is_none());
+    drop(sink);
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    assert_eq!(sink.open(&ctx).await.expect("reopen"), None);
+    assert!(
+        read_parquet_files(&dl_dir).is_empty(),
+        "nothing was committed, so no dead letters may be visible"
+    );
+
+    // Committed: the rows and both dead letters, in one manifest entry.
+    sink.write(group()).await.expect("write");
+    let commit = sink.flush().await.expect("flush").expect("commit");
+    assert_eq!((commit.rows, commit.dead_letters), (2, 2));
+    assert_eq!(ids(&store.read().await), vec![1, 3]);
+    let manifest = arcane_sinks::latest_manifest(&store.url(), &BTreeMap::new())
+        .await
+        .expect("manifest")
+        .expect("one");
+    assert_eq!(manifest.dead_letters, 2);
+    assert_eq!(manifest.dead_letter_files.len(), 1);
+    let letters = read_parquet_files(&dl_dir);
+    assert_eq!(letters.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let lines = pretty_lines(&[letters[0].project(&[0, 1, 2, 3, 4]).expect("project")]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/landing/a.ndjson") && l.contains("not JSON")),
+        "{lines:#?}"
+    );
     assert!(
         lines.iter().any(|l| l.contains("orders-eu")
             && l.contains("row 1 of the group")
-            && l.contains("is null")),
+            && l.contains("is null")
+            && l.contains(r#"{"id":2}"#)),
         "{lines:#?}"
+    );
+    assert_eq!(
+        tally.counts().dead,
+        2,
+        "the sink counts its own rejects (one per write, the crashed one included)"
+    );
+}
+
+#[tokio::test]
+async fn rejected_rows_over_the_budget_fail_the_group_and_commit_what_came_before() {
+    use std::sync::Arc;
+    let store = Store::memory();
+    let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": store.url(),
+        "schema": [{ "name": "id", "dataType": "Int64", "nullable": false }],
+    }))
+    .expect("config");
+    let tally = arcane_core::DeadLetterTally::new(config.dead_letter.budget(), Default::default());
+    let ctx = SinkContext {
+        dead_letters: tally.clone(),
+        ..ctx()
+    };
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx).await.expect("open");
+    let good = arrow_array::RecordBatch::try_from_iter([(
+        "id",
+        Arc::new(arrow_array::Int64Array::from_iter_values(0..100)) as _,
+    )])
+    .expect("batch");
+    tally.add_read(100, &[]).expect("within budget");
+    sink.write(Group::new(good, checkpoint(100)))
+        .await
+        .expect("write");
+    // Twenty null ids: 20 dead letters of 120 records read, over 1 % of 1000.
+    let bad = arrow_array::RecordBatch::try_from_iter([(
+        "id",
+        Arc::new(arrow_array::Int64Array::from(vec![None::<i64>; 20])) as _,
+    )])
+    .expect("batch");
+    tally
+        .add_read(20, &[])
+        .expect("counted before the sink judges");
+    let err = sink
+        .write(Group::new(bad, checkpoint(120)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DeadLetterBudget { .. }), "{err}");
+    assert!(err.to_string().contains("20 of 120 records"), "{err}");
+    assert_eq!(
+        ids(&store.read().await),
+        (0..100).collect::<Vec<_>>(),
+        "the group before the budget was crossed is committed, the one that crossed it is not"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_overwrite_backfill_keeps_the_current_data() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.generation_retention = Duration::ZERO;
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 300)).await.expect("write");
+    sink.flush().await.expect("flush");
+    let backfill = SinkContext {
+        mode: Mode::Backfill,
+        backfill_id: Some("typo".into()),
+        source_name: "blob-landing s3://landing/ordrs/".into(),
+        ..ctx()
+    };
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&backfill).await.expect("open");
+    let err = sink.finish().await.unwrap_err();
+    assert!(matches!(err, Error::EmptyOverwrite { .. }), "{err}");
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal);
+    assert!(
+        err.to_string().contains("blob-landing s3://landing/ordrs/"),
+        "{err}"
+    );
+    assert_eq!(ids(&store.read().await), (0..300).collect::<Vec<_>>());
+
+    // Allowed explicitly, it publishes the empty generation.
+    config.allow_empty_overwrite = true;
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&backfill).await.expect("open");
+    sink.finish().await.expect("finish");
+    assert!(ids(&store.read().await).is_empty());
+}
+
+#[test]
+fn config_errors_name_the_path_in_the_spec() {
+    let mut config = ParquetSinkConfig::new("s4://bucket/x");
+    let err = ParquetSink::new_at(config.clone(), "spec.sink").unwrap_err();
+    assert!(err.to_string().starts_with("spec.sink.url: "), "{err}");
+    config.url = "memory:///x".into();
+    config.writer.compression = "zip".into();
+    let err = ParquetSink::new_at(config, "spec.sink").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("spec.sink.writer.compression: "),
+        "{err}"
     );
 }
 
@@ -855,6 +962,7 @@ async fn a_group_without_rows_moves_the_checkpoint_whatever_its_schema() {
             arrow_schema::Schema::empty(),
         )),
         checkpoint: checkpoint(11),
+        dead_letters: Vec::new(),
     };
     assert_eq!(sink.write(empty).await.unwrap(), None);
     let commit = sink.flush().await.unwrap().unwrap();

@@ -13,7 +13,7 @@ use amqprs::channel::{
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{BasicProperties, FieldTable, FieldValue};
 use arcane_core::testing::MemorySink;
-use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
+use arcane_core::{Checkpoint, Mode, Source, SourceStart};
 use arcane_sources::amqp::{
     AmqpPosition, AmqpSource, AmqpSourceConfig, DeclareConfig, ExchangeConfig, SequenceConfig,
 };
@@ -275,7 +275,6 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
     let mut stream = source
         .open(SourceStart {
             mode: Mode::Stream,
-            dead_letters: DeadLetterQueue::default(),
             ..SourceStart::default()
         })
         .await

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arcane_core::testing::{MemorySink, conformance};
-use arcane_core::{Checkpoint, DeadLetterQueue, Mode, Source, SourceStart};
+use arcane_core::{Checkpoint, Mode, Source, SourceStart};
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::nats::{NatsPosition, NatsSource, NatsSourceConfig};
 use async_nats::jetstream;
@@ -182,7 +182,6 @@ async fn acks_follow_commits_and_max_ack_pending_bounds_what_is_read() {
     let mut stream = source
         .open(SourceStart {
             mode: Mode::Stream,
-            dead_letters: DeadLetterQueue::default(),
             ..SourceStart::default()
         })
         .await

@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use arcane_core::testing::conformance;
-use arcane_core::{
-    Checkpoint, DeadLetterQueue, Error, Mode, PositionedBatch, Retry, Source, SourceStart,
-};
+use arcane_core::{Checkpoint, Error, Mode, PositionedBatch, Retry, Source, SourceStart};
 use arcane_sources::rest_api::{
     ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, CursorPagination, FieldConfig,
     NextUrlPagination, OAuth2Auth, OffsetPagination, PageNumberPagination, PaginationConfig,
@@ -494,20 +492,15 @@ async fn a_body_that_is_not_json_is_an_error_naming_the_url_and_status() {
 async fn records_that_do_not_fit_the_schema_are_dead_lettered_and_the_rest_lands() {
     let api = TestApi::start(50);
     api.set_bad_ids(vec![7, 40]);
-    let letters = DeadLetterQueue::default();
     let mut source = RestApiSource::new(config(&api, "offset", 20)).unwrap();
-    let (batches, err) = read(
-        &mut source,
-        SourceStart {
-            dead_letters: letters.clone(),
-            ..backfill()
-        },
-    )
-    .await;
+    let (batches, err) = read(&mut source, backfill()).await;
     assert!(err.is_none(), "{err:?}");
     let expected: Vec<i64> = (1..=50).filter(|i| *i != 7 && *i != 40).collect();
     assert_eq!(ids(&batches), expected);
-    let letters = letters.drain();
+    let letters: Vec<_> = batches
+        .iter()
+        .flat_map(|b| b.dead_letters.clone())
+        .collect();
     assert_eq!(letters.len(), 2, "{letters:#?}");
     assert_eq!(letters[0].locator, "page 1 record 6");
     assert_eq!(letters[1].locator, "page 2 record 19");

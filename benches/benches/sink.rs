@@ -68,10 +68,7 @@ fn parquet_sink(c: &mut Criterion) {
                 };
                 sink.open(&ctx).await.expect("open");
                 for (i, batch) in input.iter().enumerate() {
-                    let group = Group {
-                        batch: batch.clone(),
-                        checkpoint: checkpoint((i as u64 + 1) * BATCH),
-                    };
+                    let group = Group::new(batch.clone(), checkpoint((i as u64 + 1) * BATCH));
                     sink.write(group).await.expect("write");
                 }
                 sink.flush().await.expect("flush")

@@ -129,12 +129,9 @@ where
         "sink {name}: a fresh store must have no checkpoint"
     );
     for (i, batch) in batches[..2].iter().enumerate() {
-        sink.write(Group {
-            batch: batch.clone(),
-            checkpoint: checkpoint(i as u64),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("sink {name} failed to write: {e}"));
+        sink.write(Group::new(batch.clone(), checkpoint(i as u64)))
+            .await
+            .unwrap_or_else(|e| panic!("sink {name} failed to write: {e}"));
     }
     let commit = sink
         .flush()
@@ -166,10 +163,7 @@ where
     );
     let mut committed_early = None;
     let result = sink
-        .write(Group {
-            batch: batches[2].clone(),
-            checkpoint: checkpoint(2),
-        })
+        .write(Group::new(batches[2].clone(), checkpoint(2)))
         .await
         .unwrap_or_else(|e| panic!("sink {name} failed to write: {e}"));
     if let Some(c) = result {
@@ -213,23 +207,15 @@ where
 
     // 4. Schema mismatch: earlier rows are committed, the new group is refused.
     let resume_rows = if committed_early.is_some() { 3 } else { 2 };
-    sink.write(Group {
-        batch: batches[3].clone(),
-        checkpoint: checkpoint(3),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sink {name} failed to write: {e}"));
+    sink.write(Group::new(batches[3].clone(), checkpoint(3)))
+        .await
+        .unwrap_or_else(|e| panic!("sink {name} failed to write: {e}"));
     let other = RecordBatch::try_from_iter([(
         "id",
         std::sync::Arc::new(arrow_array::StringArray::from(vec!["not-an-int"])) as _,
     )])
     .unwrap_or_else(|e| panic!("test batch: {e}"));
-    let err = sink
-        .write(Group {
-            batch: other,
-            checkpoint: checkpoint(4),
-        })
-        .await;
+    let err = sink.write(Group::new(other, checkpoint(4))).await;
     match err {
         Err(Error::SchemaMismatch { .. }) => {}
         other => panic!("sink {name}: an incompatible batch must be SchemaMismatch, got {other:?}"),

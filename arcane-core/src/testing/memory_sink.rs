@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
+use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result, Retry};
 use crate::position::{Checkpoint, Group};
 use crate::sink::{Commit, Sink, SinkContext};
@@ -13,6 +14,7 @@ use crate::sink::{Commit, Sink, SinkContext};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     committed: Vec<RecordBatch>,
+    dead_letters: Vec<DeadLetter>,
     checkpoint: Option<Checkpoint>,
     commits: usize,
 }
@@ -42,6 +44,11 @@ impl MemoryStoreHandle {
             .sum()
     }
 
+    /// Committed dead letters.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.locked().dead_letters.clone()
+    }
+
     /// The last committed checkpoint.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         self.locked().checkpoint.clone()
@@ -54,12 +61,13 @@ impl MemoryStoreHandle {
 }
 
 /// An in-memory [`Sink`]: commits every `commit_every` groups (default 1), checks the schema
-/// of every group against the first one, and keeps committed batches in a [`MemoryStore`].
+/// of every group against the first one, and keeps committed batches and dead letters in a
+/// [`MemoryStore`] (dead letters are committed with their rows, exactly once).
 #[derive(Debug)]
 pub struct MemorySink {
     store: MemoryStoreHandle,
     commit_every: usize,
-    pending: Vec<(RecordBatch, Checkpoint)>,
+    pending: Vec<(RecordBatch, Checkpoint, Vec<DeadLetter>)>,
     schema: Option<SchemaRef>,
     fail_after_writes: Option<usize>,
     writes: usize,
@@ -107,8 +115,16 @@ impl MemorySink {
     }
 
     fn commit_pending(&mut self) -> Option<Commit> {
-        let (_, checkpoint) = self.pending.last()?.clone();
-        let batches: Vec<RecordBatch> = self.pending.drain(..).map(|(b, _)| b).collect();
+        let checkpoint = self.pending.last()?.1.clone();
+        let mut letters = Vec::new();
+        let batches: Vec<RecordBatch> = self
+            .pending
+            .drain(..)
+            .map(|(b, _, l)| {
+                letters.extend(l);
+                b
+            })
+            .collect();
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let bytes = batches
             .iter()
@@ -121,11 +137,14 @@ impl MemorySink {
             .committed
             .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
         store.checkpoint = Some(checkpoint.clone());
+        let dead_letters = letters.len() as u64;
+        store.dead_letters.extend(letters);
         Some(Commit {
             checkpoint,
             rows,
             bytes,
             files: vec![file],
+            dead_letters,
         })
     }
 }
@@ -168,7 +187,8 @@ impl Sink for MemorySink {
                 Some(_) => {}
             }
         }
-        self.pending.push((group.batch, group.checkpoint));
+        self.pending
+            .push((group.batch, group.checkpoint, group.dead_letters));
         if self.pending.len() >= self.commit_every {
             return Ok(self.commit_pending());
         }
@@ -177,5 +197,9 @@ impl Sink for MemorySink {
 
     async fn flush(&mut self) -> Result<Option<Commit>> {
         Ok(self.commit_pending())
+    }
+
+    fn stores_dead_letters(&self) -> bool {
+        true
     }
 }

@@ -113,9 +113,14 @@ pub struct ParquetSinkConfig {
     /// Dropped or retyped columns are a `SchemaMismatch` either way.
     #[serde(default)]
     pub schema_evolution: SchemaEvolution,
-    /// Where rows that cannot be converted to the target schema go.
+    /// Where records that cannot be converted go, and how many the run tolerates.
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
+    /// Whether an `overwrite` backfill that committed no rows may replace the current data with
+    /// an empty dataset. Default false: such a backfill fails (exit 1) and the current data
+    /// stays, because a typo'd source location reads nothing.
+    #[serde(default)]
+    pub allow_empty_overwrite: bool,
 }
 
 /// When files roll.
@@ -313,16 +318,34 @@ pub struct SchemaField {
     pub nullable: bool,
 }
 
-/// Where rows that cannot be converted go.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+/// Where records that cannot be converted go, and the run's dead-letter budget.
+///
+/// Dead letters are Parquet files (columns of [`dead_letter_schema`](crate::dead_letter_schema))
+/// committed in the same manifest entry as the rows read with them, so a resumed run does not
+/// write them again. A run whose dead letters exceed
+/// `maxRatio × max(records read, minRecords)` (or `maxCount`) fails with exit code 1 before
+/// committing the group that crossed the budget.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// When false, a row that cannot be converted fails the stream instead. Default true.
+    /// When false, a row the sink cannot convert fails the stream instead. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Where `ParquetDeadLetterSink::from_config` writes; default `{url}/_dead_letters`.
+    /// Where dead letters are written; default `{url}/_dead_letters`.
     #[serde(default)]
     pub url: Option<String>,
+    /// Largest tolerated share of dead letters among the records a run reads (0 to 1).
+    /// Default 0.01 (1 %).
+    #[serde(default = "default_max_dead_letter_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_ratio: f64,
+    /// Largest tolerated number of dead letters in one run. Default: no absolute limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+    /// The ratio is taken of at least this many records, so a small run may have a few bad
+    /// records (with the defaults up to 10). Default 1000.
+    #[serde(default = "default_dead_letter_min_records")]
+    pub min_records: u64,
 }
 
 impl Default for DeadLetterConfig {
@@ -330,8 +353,30 @@ impl Default for DeadLetterConfig {
         Self {
             enabled: DEFAULT_DEAD_LETTER_ENABLED,
             url: None,
+            max_ratio: arcane_core::dead_letter::DEFAULT_MAX_DEAD_LETTER_RATIO,
+            max_count: None,
+            min_records: arcane_core::dead_letter::DEFAULT_DEAD_LETTER_MIN_RECORDS,
         }
     }
+}
+
+impl DeadLetterConfig {
+    /// The run's budget.
+    pub fn budget(&self) -> arcane_core::DeadLetterBudget {
+        arcane_core::DeadLetterBudget {
+            max_ratio: self.max_ratio,
+            max_count: self.max_count,
+            min_records: self.min_records,
+        }
+    }
+}
+
+fn default_max_dead_letter_ratio() -> f64 {
+    arcane_core::dead_letter::DEFAULT_MAX_DEAD_LETTER_RATIO
+}
+
+fn default_dead_letter_min_records() -> u64 {
+    arcane_core::dead_letter::DEFAULT_DEAD_LETTER_MIN_RECORDS
 }
 
 fn default_true() -> bool {
@@ -404,6 +449,7 @@ impl ParquetSinkConfig {
             schema: None,
             schema_evolution: SchemaEvolution::None,
             dead_letter: DeadLetterConfig::default(),
+            allow_empty_overwrite: false,
         }
     }
 
@@ -436,6 +482,15 @@ impl ParquetSinkConfig {
         }
         if self.max_open_files == 0 {
             return Err(Error::config("sink.maxOpenFiles", "must be greater than 0"));
+        }
+        if !(0.0..=1.0).contains(&self.dead_letter.max_ratio) {
+            return Err(Error::config(
+                "sink.deadLetter.maxRatio",
+                format!(
+                    "{} is not a share between 0 and 1; use e.g. 0.01 for 1 %",
+                    self.dead_letter.max_ratio
+                ),
+            ));
         }
         let w = &self.writer;
         parse_compression(&w.compression)?;

@@ -22,8 +22,8 @@ pub(crate) const META_DIR: &str = "_arcane";
 pub(crate) const MANIFEST_DIR: &str = "_arcane/manifests";
 /// Directory of `overwrite` generations, relative to the prefix.
 pub(crate) const GENERATIONS_DIR: &str = "_generations";
-/// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Manifest format version written by this version (see `MANIFEST.md`): 2 adds dead letters.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// What a manifest entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,8 +120,19 @@ pub struct Manifest {
     pub bytes: u64,
     /// The checkpoint through which this entry's rows go (verbatim from the source).
     pub checkpoint: Option<Checkpoint>,
+    /// Dead letters committed by this entry (records read up to `checkpoint` that are not in
+    /// the rows, kept with their reason).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_letters: u64,
+    /// The dead-letter files of this entry (URLs), holding `deadLetters` records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letter_files: Vec<String>,
     /// The sink state after this entry.
     pub state: State,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 pub(crate) fn manifest_path(loc: &Location, sequence: u64) -> Path {
@@ -160,14 +171,26 @@ pub(crate) async fn read(loc: &Location, sink: &str, sequence: u64) -> Result<Ma
         .bytes()
         .await
         .map_err(|e| store_error(sink, format!("cannot read manifest {path}"), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         arcane_core::Error::sink(
             sink,
             format!("manifest {path} is not valid ({e}); it was not written by this version of arcane-sinks or was edited by hand; restore it or use a new sink location"),
             arcane_core::Retry::Permanent,
             None,
         )
-    })
+    })?;
+    if manifest.version > MANIFEST_VERSION {
+        return Err(arcane_core::Error::sink(
+            sink,
+            format!(
+                "manifest {path} has format version {}, newer than this version of arcane-sinks reads ({MANIFEST_VERSION}); upgrade the binary",
+                manifest.version
+            ),
+            arcane_core::Retry::Permanent,
+            None,
+        ));
+    }
+    Ok(manifest)
 }
 
 /// The newest manifest, if any.

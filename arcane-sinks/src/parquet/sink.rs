@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arcane_core::metrics as m;
 use arcane_core::{
-    Checkpoint, Commit, DeadLetter, DeadLetterQueue, Error, Group, Mode, Result, Retry, Sink,
+    Checkpoint, Commit, DeadLetter, DeadLetterTally, Error, Group, Mode, Result, Retry, Sink,
     SinkContext,
 };
 use arrow_array::RecordBatch;
@@ -24,6 +24,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::config::{BackfillBehavior, ParquetSinkConfig, SchemaEvolution};
+use super::dead_letter::{dead_letter_url, encode_dead_letters};
 use super::failpoint::Failpoints;
 use super::manifest::{
     self, Action, BackfillState, FileEntry, GENERATIONS_DIR, MANIFEST_VERSION, Manifest,
@@ -39,12 +40,17 @@ use super::store::{Location, open_location, store_error};
 pub struct ParquetSink {
     config: ParquetSinkConfig,
     loc: Location,
+    /// Where dead letters are written (by default `{url}/_dead_letters`).
+    dl_loc: Location,
     failpoints: Failpoints,
     // Set by `open`.
     stream_id: String,
     file_stem: String,
     labels: Vec<Label>,
-    dead_letters: DeadLetterQueue,
+    dead_letters: DeadLetterTally,
+    source_name: String,
+    /// Dead letters of the groups written since the last commit (committed with them).
+    pending_letters: Vec<DeadLetter>,
     state: State,
     /// The sequence the next commit gets (and the files open now carry).
     next_seq: u64,
@@ -123,19 +129,38 @@ impl AsyncFileWriter for Upload {
 }
 
 impl ParquetSink {
-    /// Validate `config` and open its store (no I/O happens until [`Sink::open`]).
+    /// Validate `config` and open its store (no I/O happens until [`Sink::open`]); errors
+    /// name fields under `sink`.
     pub fn new(config: ParquetSinkConfig) -> Result<Self> {
+        Self::new_at(config, "sink")
+    }
+
+    /// Like [`new`](Self::new); errors name fields under `at` (e.g. `spec.sink`), where the
+    /// configuration sits in the stream's spec.
+    pub fn new_at(config: ParquetSinkConfig, at: &str) -> Result<Self> {
+        Self::build(config).map_err(|e| rebase_config_error(e, at))
+    }
+
+    fn build(config: ParquetSinkConfig) -> Result<Self> {
         config.validate()?;
         let loc = open_location(&config.url, &config.storage_options, "sink.url")?;
+        let dl_loc = open_location(
+            &dead_letter_url(&config),
+            &config.storage_options,
+            "sink.deadLetter.url",
+        )?;
         let target = config.target_schema()?;
         Ok(Self {
             config,
             loc,
+            dl_loc,
             failpoints: Failpoints::from_env(),
             stream_id: String::new(),
             file_stem: String::new(),
             labels: Vec::new(),
-            dead_letters: DeadLetterQueue::default(),
+            dead_letters: DeadLetterTally::default(),
+            source_name: String::new(),
+            pending_letters: Vec::new(),
             state: State::default(),
             next_seq: 0,
             generation: String::new(),
@@ -189,22 +214,33 @@ impl ParquetSink {
         metrics::gauge!(m::FILES_OPEN, self.labels.clone()).set(self.open_files.len() as f64);
     }
 
-    /// Delete data files of sequences that never got a manifest (left by a crash after the
-    /// upload and before the manifest), and on a local file system the staging files of
-    /// uploads that never completed.
+    /// Delete data and dead-letter files of sequences that never got a manifest (left by a
+    /// crash after the upload and before the manifest), and on a local file system the staging
+    /// files of uploads that never completed.
     async fn remove_uncommitted(&self) -> Result<usize> {
+        let mut removed = self.remove_uncommitted_in(&self.loc).await?;
+        let dl_inside = self
+            .dl_loc
+            .display
+            .starts_with(self.loc.display.trim_end_matches('/'));
+        if !dl_inside {
+            removed += self.remove_uncommitted_in(&self.dl_loc).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn remove_uncommitted_in(&self, loc: &Location) -> Result<usize> {
         let name = self.sink_name();
-        let metas: Vec<_> = self
-            .loc
+        let metas: Vec<_> = loc
             .store
-            .list(Some(&self.loc.prefix))
+            .list(Some(&loc.prefix))
             .try_collect()
             .await
-            .map_err(|e| store_error(&name, format!("cannot list {}", self.loc.display), e))?;
+            .map_err(|e| store_error(&name, format!("cannot list {}", loc.display), e))?;
         let stem = format!("part-{}-", self.file_stem);
         let mut removed = 0;
         for meta in metas {
-            let rel = self.loc.relative(&meta.location);
+            let rel = loc.relative(&meta.location);
             if rel.starts_with(manifest::META_DIR) {
                 continue;
             }
@@ -220,7 +256,7 @@ impl ParquetSink {
             };
             if seq >= self.next_seq {
                 tracing::info!(file = %meta.location, "deleting uncommitted file left by an interrupted run");
-                self.loc.store.delete(&meta.location).await.map_err(|e| {
+                loc.store.delete(&meta.location).await.map_err(|e| {
                     store_error(
                         &name,
                         format!("cannot delete uncommitted {}", meta.location),
@@ -230,7 +266,7 @@ impl ParquetSink {
                 removed += 1;
             }
         }
-        if let Some(root) = &self.loc.local_root {
+        if let Some(root) = &loc.local_root {
             removed += remove_local_staging(root, &stem);
         }
         Ok(removed)
@@ -298,7 +334,11 @@ impl ParquetSink {
 
     /// Close every open file and commit them with the last checkpoint in one manifest entry.
     async fn commit_all(&mut self) -> Result<Option<Commit>> {
-        if !self.dirty && self.open_files.is_empty() && self.closed.is_empty() {
+        if !self.dirty
+            && self.open_files.is_empty()
+            && self.closed.is_empty()
+            && self.pending_letters.is_empty()
+        {
             return Ok(None);
         }
         let started = Instant::now();
@@ -307,6 +347,7 @@ impl ParquetSink {
             self.close_file(file.into_inner()).await?;
         }
         self.set_files_open_gauge();
+        let (dead_letters, dead_letter_files) = self.write_pending_letters().await?;
         self.failpoints.reach("after-upload-before-manifest").await;
         let checkpoint = self.last_checkpoint.clone();
         let mut state = self.state.clone();
@@ -328,9 +369,12 @@ impl ParquetSink {
             rows,
             bytes,
             checkpoint: checkpoint.clone(),
+            dead_letters,
+            dead_letter_files,
             state,
         };
         manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        self.pending_letters.clear();
         self.failpoints.reach("after-manifest").await;
         self.state = entry.state;
         self.next_seq += 1;
@@ -342,6 +386,7 @@ impl ParquetSink {
             sequence = entry.sequence,
             files = entry.files.len(),
             rows,
+            dead_letters,
             "committed"
         );
         Ok(Some(Commit {
@@ -353,7 +398,30 @@ impl ParquetSink {
                 .iter()
                 .map(|f| format!("{}/{}", self.loc.display.trim_end_matches('/'), f.path))
                 .collect(),
+            dead_letters,
         }))
+    }
+
+    /// Write the pending dead letters as one file of this sequence (deterministic name, so a
+    /// retried commit overwrites it and recovery deletes it when no manifest names it).
+    async fn write_pending_letters(&mut self) -> Result<(u64, Vec<String>)> {
+        if self.pending_letters.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let name = self.sink_name();
+        let buf = encode_dead_letters(&self.stream_id, &self.pending_letters, &name)?;
+        let file = format!(
+            "part-{}-{:08}-dead-letters.parquet",
+            self.file_stem, self.next_seq
+        );
+        let path = self.dl_loc.child(&file);
+        self.dl_loc
+            .store
+            .put(&path, object_store::PutPayload::from(buf))
+            .await
+            .map_err(|e| store_error(&name, format!("cannot write dead letters to {path}"), e))?;
+        let url = format!("{}/{file}", self.dl_loc.display.trim_end_matches('/'));
+        Ok((self.pending_letters.len() as u64, vec![url]))
     }
 
     /// Write a manifest entry that only changes the state.
@@ -369,6 +437,8 @@ impl ParquetSink {
             rows: 0,
             bytes: 0,
             checkpoint: self.last_checkpoint.clone(),
+            dead_letters: 0,
+            dead_letter_files: Vec::new(),
             state,
         };
         manifest::write(&self.loc, &self.sink_name(), &entry).await?;
@@ -423,6 +493,33 @@ impl ParquetSink {
         self.write_state(Action::Cleanup, state).await
     }
 
+    /// An `overwrite` backfill whose generation holds no rows must not replace the current
+    /// data (unless `allowEmptyOverwrite`).
+    async fn refuse_empty_overwrite(&self) -> Result<()> {
+        let Some(b) = self.state.backfill.as_ref().filter(|b| !b.completed) else {
+            return Ok(());
+        };
+        if b.behavior != BackfillBehavior::Overwrite || self.config.allow_empty_overwrite {
+            return Ok(());
+        }
+        let manifests = manifest::all(&self.loc, &self.sink_name()).await?;
+        let rows: u64 = manifest::files_of(&manifests, &b.generation)
+            .map(|f| f.rows)
+            .sum();
+        if rows > 0 {
+            return Ok(());
+        }
+        Err(Error::EmptyOverwrite {
+            backfill_id: b.id.clone(),
+            source_name: if self.source_name.is_empty() {
+                "the source".into()
+            } else {
+                self.source_name.clone()
+            },
+            sink_name: self.sink_name(),
+        })
+    }
+
     fn target_for(&mut self, batch: &RecordBatch) -> SchemaRef {
         if let Some(t) = &self.target {
             return t.clone();
@@ -433,7 +530,14 @@ impl ParquetSink {
         learned
     }
 
-    fn dead_letter(&self, batch: &RecordBatch, rows: &[(usize, String)], checkpoint: &Checkpoint) {
+    /// The rows of `batch` that cannot be converted, as dead letters.
+    fn dead_letters_of(
+        &self,
+        batch: &RecordBatch,
+        rows: &[(usize, String)],
+        checkpoint: &Checkpoint,
+    ) -> Vec<DeadLetter> {
+        let mut out = Vec::with_capacity(rows.len());
         for (row, reason) in rows {
             let mut letter = DeadLetter::new(
                 self.sink_name(),
@@ -446,8 +550,9 @@ impl ParquetSink {
             if let Some(json) = row_json(batch, *row) {
                 letter = letter.with_payload(json);
             }
-            self.dead_letters.push(letter);
+            out.push(letter);
         }
+        out
     }
 
     async fn write_part(&mut self, key: String, part: RecordBatch) -> Result<()> {
@@ -511,6 +616,7 @@ fn merge(a: Option<Commit>, b: Option<Commit>) -> Option<Commit> {
             a.rows += b.rows;
             a.bytes += b.bytes;
             a.files.extend(b.files);
+            a.dead_letters += b.dead_letters;
             Some(a)
         }
         (a, b) => b.or(a),
@@ -531,6 +637,8 @@ impl Sink for ParquetSink {
         self.file_stem = sanitize(&ctx.stream_id);
         self.labels = ctx.labels.to_vec();
         self.dead_letters = ctx.dead_letters.clone();
+        self.source_name = ctx.source_name.clone();
+        self.pending_letters.clear();
         self.open_files.clear();
         self.closed.clear();
         self.files_in_seq = 0;
@@ -601,7 +709,16 @@ impl Sink for ParquetSink {
 
     async fn write(&mut self, group: Group) -> Result<Option<Commit>> {
         self.ensure_open()?;
-        let Group { batch, checkpoint } = group;
+        let Group {
+            batch,
+            checkpoint,
+            dead_letters,
+        } = group;
+        if !dead_letters.is_empty() {
+            // Committed with the rows of this group, in the same manifest entry.
+            self.pending_letters.extend(dead_letters);
+            self.dirty = true;
+        }
         if batch.num_rows() == 0 {
             // Only the position moved (a file finished, a watermark advanced): nothing to
             // write or check against the schema; the checkpoint is committed with the next
@@ -661,7 +778,13 @@ impl Sink for ParquetSink {
                     Retry::Permanent,
                 ));
             }
-            self.dead_letter(&batch, &rejected, &checkpoint);
+            let letters = self.dead_letters_of(&batch, &rejected, &checkpoint);
+            if let Err(over_budget) = self.dead_letters.add_rejected(&letters) {
+                // Commit what came before; this group is refused.
+                self.commit_all().await?;
+                return Err(over_budget);
+            }
+            self.pending_letters.extend(letters);
         }
 
         // Roll before writing when this group would push a file past a limit.
@@ -736,6 +859,7 @@ impl Sink for ParquetSink {
         self.ensure_open()?;
         self.commit_all().await?;
         if self.backfilling {
+            self.refuse_empty_overwrite().await?;
             let mut state = self.state.clone();
             if let Some(b) = state.backfill.as_mut().filter(|b| !b.completed) {
                 b.completed = true;
@@ -756,6 +880,24 @@ impl Sink for ParquetSink {
             }
         }
         self.remove_expired_generations().await
+    }
+
+    fn stores_dead_letters(&self) -> bool {
+        true
+    }
+}
+
+/// Config errors of the sink name fields under `sink`; re-root them under `at`.
+fn rebase_config_error(e: Error, at: &str) -> Error {
+    match e {
+        Error::Config { field, message } if at != "sink" => {
+            let field = match field.strip_prefix("sink") {
+                Some(rest) if rest.is_empty() || rest.starts_with('.') => format!("{at}{rest}"),
+                _ => field,
+            };
+            Error::Config { field, message }
+        }
+        other => other,
     }
 }
 

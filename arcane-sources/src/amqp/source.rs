@@ -156,7 +156,7 @@ impl Source for AmqpSource {
             format!("rabbitmq queue {}", self.config.queue),
         )?;
         let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, start.dead_letters.clone(), skip);
+        let output = Output::new(tx, decoder, skip);
         let run = Run {
             name: self.name.clone(),
             config: self.config.clone(),
@@ -168,7 +168,6 @@ impl Source for AmqpSource {
             batch: 0,
             highest: resume.and_then(|p| p.sequence),
             origin: format!("rabbitmq queue {}", self.config.queue),
-            dead_letters: start.dead_letters,
         };
         Ok(spawn_stream(rx, run.drive(output)))
     }
@@ -221,13 +220,14 @@ struct Run {
     batch: u64,
     highest: Option<u64>,
     origin: String,
-    dead_letters: arcane_core::DeadLetterQueue,
 }
 
 /// Deliveries since the last flush.
 #[derive(Default)]
 struct Pending {
     messages: Vec<BrokerMessage>,
+    /// Deliveries refused before decoding (no publisher sequence).
+    rejected: Vec<DeadLetter>,
     /// The last delivery tag received (of any message: read, duplicate or dead-lettered).
     last_tag: Option<(u64, u64)>,
     deadline: Option<tokio::time::Instant>,
@@ -467,7 +467,7 @@ impl Run {
                     self.highest = Some(seq);
                 }
                 Some(Err(_)) | None => {
-                    self.dead_letters.push(
+                    pending.rejected.push(
                         DeadLetter::new(
                             &self.origin,
                             &locator,
@@ -509,7 +509,8 @@ impl Run {
             run: self.run,
             batch: self.batch,
         })?;
-        if !output.emit(&pending.messages, position).await {
+        let rejected = std::mem::take(&mut pending.rejected);
+        if !output.emit(&pending.messages, rejected, position).await {
             return Err(Error::source_permanent(
                 &self.name,
                 "the stream was dropped",

@@ -1,18 +1,25 @@
 //! What a file reader reports to the source, and how failures are classified.
 
+use arcane_core::DeadLetter;
 use arrow_array::RecordBatch;
 
 /// Progress of one file, sent from its reader (a blocking thread or a task) to the source.
 #[derive(Debug)]
 pub(crate) enum FileEvent {
-    /// Decoded rows and the file's progress after them.
+    /// Decoded rows, the records among them that could not be decoded, and the file's
+    /// progress after them.
     Batch {
         batch: RecordBatch,
+        dead_letters: Vec<DeadLetter>,
         progress: Progress,
     },
-    /// The file is finished (read to the end, or dead-lettered from some point on);
-    /// `skip` is what is left of the rows to skip on resume.
-    Done { progress: Progress, skip: u64 },
+    /// The file is finished (read to the end, or dead-lettered from some point on, with that
+    /// dead letter); `skip` is what is left of the rows to skip on resume.
+    Done {
+        progress: Progress,
+        skip: u64,
+        dead_letters: Vec<DeadLetter>,
+    },
     /// The store failed while reading: transient, the stream stops and is restarted.
     Store(object_store::Error),
     /// An unexpected internal failure.

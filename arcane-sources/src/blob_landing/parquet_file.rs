@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arcane_core::{DeadLetter, DeadLetterQueue};
+use arcane_core::DeadLetter;
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use std::ops::Range;
@@ -115,7 +115,8 @@ pub(crate) struct ParquetJob {
     pub(crate) meta: ObjectMeta,
     pub(crate) schema: SchemaRef,
     pub(crate) batch_rows: usize,
-    pub(crate) dead_letters: DeadLetterQueue,
+    /// How the file is named in dead letters.
+    pub(crate) origin: String,
 }
 
 /// Read a Parquet file from row `start.records + skip`, reporting batches on `out`.
@@ -125,7 +126,6 @@ pub(crate) async fn read_parquet_file(
     skip: u64,
     out: mpsc::Sender<FileEvent>,
 ) {
-    let path = job.meta.location.to_string();
     let mut progress = start;
     let dead_letter = |progress: &Progress, reason: String| {
         let locator = if progress.records == 0 {
@@ -133,11 +133,11 @@ pub(crate) async fn read_parquet_file(
         } else {
             format!("from row {}", progress.records + 1)
         };
-        job.dead_letters.push(DeadLetter::new(
-            path.clone(),
+        vec![DeadLetter::new(
+            job.origin.clone(),
             locator,
             format!("{reason}; the rest of the file is skipped"),
-        ));
+        )]
     };
     let builder = match open(&job.store, &job.meta).await {
         Ok(b) => b,
@@ -146,8 +146,15 @@ pub(crate) async fn read_parquet_file(
             return;
         }
         Err(FileError::Content(reason)) => {
-            dead_letter(&progress, format!("not a readable Parquet file: {reason}"));
-            let _ = out.send(FileEvent::Done { progress, skip }).await;
+            let dead_letters =
+                dead_letter(&progress, format!("not a readable Parquet file: {reason}"));
+            let _ = out
+                .send(FileEvent::Done {
+                    progress,
+                    skip,
+                    dead_letters,
+                })
+                .await;
             return;
         }
     };
@@ -164,14 +171,20 @@ pub(crate) async fn read_parquet_file(
             Ok(i) => roots.push(i),
             Err(_) if field.is_nullable() => {}
             Err(_) => {
-                dead_letter(
+                let dead_letters = dead_letter(
                     &progress,
                     format!(
                         "the file has no column \"{}\", which the schema requires",
                         field.name()
                     ),
                 );
-                let _ = out.send(FileEvent::Done { progress, skip }).await;
+                let _ = out
+                    .send(FileEvent::Done {
+                        progress,
+                        skip,
+                        dead_letters,
+                    })
+                    .await;
                 return;
             }
         }
@@ -190,13 +203,20 @@ pub(crate) async fn read_parquet_file(
                     let _ = out.send(FileEvent::Store(e)).await;
                 }
                 FileError::Content(reason) => {
-                    dead_letter(&progress, reason);
-                    let _ = out.send(FileEvent::Done { progress, skip }).await;
+                    let dead_letters = dead_letter(&progress, reason);
+                    let _ = out
+                        .send(FileEvent::Done {
+                            progress,
+                            skip,
+                            dead_letters,
+                        })
+                        .await;
                 }
             }
             return;
         }
     };
+    let mut dead_letters = Vec::new();
     while let Some(item) = stream.next().await {
         let converted = match item {
             Ok(batch) => conform(&batch, &job.schema).map_err(FileError::Content),
@@ -206,7 +226,11 @@ pub(crate) async fn read_parquet_file(
             Ok(batch) => {
                 progress.records += batch.num_rows() as u64;
                 if out
-                    .send(FileEvent::Batch { batch, progress })
+                    .send(FileEvent::Batch {
+                        batch,
+                        dead_letters: Vec::new(),
+                        progress,
+                    })
                     .await
                     .is_err()
                 {
@@ -218,12 +242,18 @@ pub(crate) async fn read_parquet_file(
                 return;
             }
             Err(FileError::Content(reason)) => {
-                dead_letter(&progress, reason);
+                dead_letters = dead_letter(&progress, reason);
                 break;
             }
         }
     }
-    let _ = out.send(FileEvent::Done { progress, skip }).await;
+    let _ = out
+        .send(FileEvent::Done {
+            progress,
+            skip,
+            dead_letters,
+        })
+        .await;
 }
 
 /// Reorder, fill and cast the columns of `batch` to `schema`.

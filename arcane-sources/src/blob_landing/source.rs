@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arcane_core::{
-    Checkpoint, DeadLetter, DeadLetterQueue, Error, Mode, Position, PositionedBatch,
-    PositionedStream, Result, Source, SourceStart,
+    Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
+    Source, SourceStart,
 };
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
@@ -58,6 +58,9 @@ pub struct BlobLandingSource {
     /// The local directory the store's paths are relative to, for `file://` URLs (files are
     /// then read directly).
     local_root: Option<std::path::PathBuf>,
+    /// What an object's path is prefixed with to name it in dead letters and logs:
+    /// `s3://bucket/`, or `/` on the local file system.
+    origin_root: String,
 }
 
 impl BlobLandingSource {
@@ -95,6 +98,10 @@ impl BlobLandingSource {
         // `parse_url_opts` opens `file://` URLs as a local file system rooted at `/`.
         if url.scheme() == "file" {
             source.local_root = Some(std::path::PathBuf::from("/"));
+            source.origin_root = "/".into();
+        } else {
+            source.origin_root =
+                format!("{}://{}/", url.scheme(), url.host_str().unwrap_or_default());
         }
         Ok(source)
     }
@@ -107,7 +114,9 @@ impl BlobLandingSource {
     ) -> Result<Self> {
         config.validate("source")?;
         let name = format!("blob-landing {store}/{prefix}");
-        Self::build(name, store, prefix, config, "source")
+        let mut source = Self::build(name, store.clone(), prefix, config, "source")?;
+        source.origin_root = format!("{store}/");
+        Ok(source)
     }
 
     fn build(
@@ -131,6 +140,7 @@ impl BlobLandingSource {
             schema,
             csv,
             local_root: None,
+            origin_root: String::new(),
         })
     }
 
@@ -178,9 +188,9 @@ impl Source for BlobLandingSource {
             schema: self.schema.clone(),
             csv: self.csv,
             mode: start.mode,
-            dead_letters: start.dead_letters,
             out: tx,
             local_root: self.local_root.clone(),
+            origin_root: self.origin_root.clone(),
         };
         let task = tokio::spawn(async move {
             if let Err(e) = run.drive(resume, skip).await {
@@ -210,9 +220,9 @@ struct Run {
     schema: Option<SchemaRef>,
     csv: (u8, u8),
     mode: Mode,
-    dead_letters: DeadLetterQueue,
     out: mpsc::Sender<Result<PositionedBatch>>,
     local_root: Option<std::path::PathBuf>,
+    origin_root: String,
 }
 
 /// Whether to go on (with the rows still to skip) or stop because the consumer is gone.
@@ -298,12 +308,25 @@ impl Run {
             .unwrap_or_else(|| Arc::new(Schema::empty()))
     }
 
-    /// Send a batch with its position; `None` when the consumer is gone.
-    async fn send(&self, batch: RecordBatch, position: &BlobLandingPosition) -> Result<Next> {
+    /// How `path` is named in dead letters and logs (`s3://bucket/key`, `/abs/path`).
+    fn origin(&self, path: &str) -> String {
+        format!("{}{path}", self.origin_root)
+    }
+
+    /// Send a batch with its position and the dead letters it covers; `None` when the
+    /// consumer is gone.
+    async fn send(
+        &self,
+        batch: RecordBatch,
+        position: &BlobLandingPosition,
+        dead_letters: Vec<DeadLetter>,
+    ) -> Result<Next> {
         let position = Position::encode(position)?;
         Ok(self
             .out
-            .send(Ok(PositionedBatch::new(batch, position)))
+            .send(Ok(
+                PositionedBatch::new(batch, position).with_dead_letters(dead_letters)
+            ))
             .await
             .ok()
             .map(|()| 0))
@@ -311,13 +334,12 @@ impl Run {
 
     /// Dead-letter a whole file and move past it.
     async fn reject_file(&self, path: &str, reason: String, skip: u64) -> Result<Next> {
-        tracing::warn!(source = %self.name, file = path, %reason, "file dead-lettered");
-        self.dead_letters
-            .push(DeadLetter::new(path, "file", reason));
+        tracing::warn!(source = %self.name, file = %self.origin(path), %reason, "file dead-lettered");
+        let letter = DeadLetter::new(self.origin(path), "file", reason);
         let mut done = BlobLandingPosition::start(path);
         done.done = true;
         let empty = RecordBatch::new_empty(self.marker_schema());
-        Ok(self.send(empty, &done).await?.map(|_| skip))
+        Ok(self.send(empty, &done, vec![letter]).await?.map(|_| skip))
     }
 
     /// Read one file from `position`; returns the rows still to skip.
@@ -363,7 +385,11 @@ impl Run {
         // The file's start (or resume point) comes first, so that a checkpoint inside the
         // file's first batch is relative to this file, whatever lands before it later.
         if self
-            .send(RecordBatch::new_empty(schema.clone()), &position)
+            .send(
+                RecordBatch::new_empty(schema.clone()),
+                &position,
+                Vec::new(),
+            )
             .await?
             .is_none()
         {
@@ -389,7 +415,7 @@ impl Run {
                     format: text,
                     schema: schema.clone(),
                     batch_rows: self.config.batch_rows,
-                    dead_letters: self.dead_letters.clone(),
+                    origin: self.origin(&path),
                     decode_threads: self.config.decode_threads(),
                 };
                 let offset = position.offset;
@@ -404,7 +430,7 @@ impl Run {
                     meta: meta.clone(),
                     schema: schema.clone(),
                     batch_rows: self.config.batch_rows,
-                    dead_letters: self.dead_letters.clone(),
+                    origin: self.origin(&path),
                 },
                 start,
                 skip,
@@ -421,16 +447,28 @@ impl Run {
         };
         while let Some(event) = rx.recv().await {
             match event {
-                FileEvent::Batch { batch, progress } => {
-                    if self.send(batch, &at(progress, false)).await?.is_none() {
+                FileEvent::Batch {
+                    batch,
+                    dead_letters,
+                    progress,
+                } => {
+                    if self
+                        .send(batch, &at(progress, false), dead_letters)
+                        .await?
+                        .is_none()
+                    {
                         return Ok(None);
                     }
                 }
-                FileEvent::Done { progress, skip } => {
+                FileEvent::Done {
+                    progress,
+                    skip,
+                    dead_letters,
+                } => {
                     tracing::debug!(source = %self.name, file = %path, records = progress.records, "file done");
                     let done = at(progress, true);
                     return Ok(self
-                        .send(RecordBatch::new_empty(schema), &done)
+                        .send(RecordBatch::new_empty(schema), &done, dead_letters)
                         .await?
                         .map(|_| skip));
                 }

@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
-use arcane_core::{DeadLetter, DeadLetterQueue};
+use arcane_core::DeadLetter;
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use tokio::sync::mpsc;
@@ -24,12 +24,13 @@ pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
 /// What reading one text file needs.
 #[derive(Debug, Clone)]
 pub(crate) struct TextJob {
-    /// The file's path, the origin of its dead letters.
+    /// The file's path.
     pub(crate) path: String,
+    /// How the file is named in dead letters (its URL, or its absolute local path).
+    pub(crate) origin: String,
     pub(crate) format: TextFormat,
     pub(crate) schema: SchemaRef,
     pub(crate) batch_rows: usize,
-    pub(crate) dead_letters: DeadLetterQueue,
     /// Threads decoding blocks in parallel (1: decode on the reading thread).
     pub(crate) decode_threads: usize,
 }
@@ -249,6 +250,7 @@ fn read_with(
             let _ = out.blocking_send(FileEvent::Done {
                 progress: state.progress,
                 skip: state.skip,
+                dead_letters: Vec::new(),
             });
             return;
         }
@@ -383,6 +385,7 @@ impl TextState<'_> {
         offset: u64,
     ) -> bool {
         let mut good = Vec::with_capacity(pieces.len());
+        let mut dead_letters = Vec::new();
         for piece in pieces {
             match piece {
                 Piece::Good(batch) => {
@@ -396,18 +399,17 @@ impl TextState<'_> {
                     }
                 }
                 Piece::Bad(i, reason) => {
-                    // Records before the resume point were dead-lettered by the earlier run.
-                    if self.skip == 0 {
-                        let rec = block[i];
-                        self.job.dead_letters.push(
-                            DeadLetter::new(
-                                self.job.path.clone(),
-                                format!("line {}", rec.line),
-                                reason,
-                            )
-                            .with_payload(String::from_utf8_lossy(&buf[rec.start..rec.end])),
-                        );
-                    }
+                    // Every bad record of the block travels with the block's position, also on
+                    // a resume inside the block: its end was not committed, nor its letters.
+                    let rec = block[i];
+                    dead_letters.push(
+                        DeadLetter::new(
+                            self.job.origin.clone(),
+                            format!("line {}", rec.line),
+                            reason,
+                        )
+                        .with_payload(String::from_utf8_lossy(&buf[rec.start..rec.end])),
+                    );
                 }
             }
         }
@@ -431,6 +433,7 @@ impl TextState<'_> {
         self.out
             .blocking_send(FileEvent::Batch {
                 batch,
+                dead_letters,
                 progress: self.progress,
             })
             .is_ok()
@@ -457,14 +460,15 @@ impl TextState<'_> {
         } else {
             format!("from line {from_line}")
         };
-        self.job.dead_letters.push(DeadLetter::new(
-            self.job.path.clone(),
+        let letter = DeadLetter::new(
+            self.job.origin.clone(),
             locator,
             format!("the file cannot be read: {e}; the rest of the file is skipped"),
-        ));
+        );
         let _ = self.out.blocking_send(FileEvent::Done {
             progress: self.progress,
             skip: self.skip,
+            dead_letters: vec![letter],
         });
     }
 }

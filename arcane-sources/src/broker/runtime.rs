@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arcane_core::{DeadLetterQueue, Error, Position, PositionedBatch, PositionedStream, Result};
+use arcane_core::{DeadLetter, Error, Position, PositionedBatch, PositionedStream, Result};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -143,13 +143,12 @@ impl Backoff {
     }
 }
 
-/// Where decoded batches go: dead letters to the queue first, then the batch (minus rows a
-/// resumed checkpoint already covers) into a bounded channel.
+/// Where decoded batches go: the batch (minus rows a resumed checkpoint already covers) with
+/// the dead letters of its messages, into a bounded channel.
 #[derive(Debug)]
 pub(crate) struct Output {
     tx: mpsc::Sender<Result<PositionedBatch>>,
     decoder: PayloadDecoder,
-    dead_letters: DeadLetterQueue,
     skip_rows: u64,
 }
 
@@ -158,24 +157,29 @@ impl Output {
     pub(crate) fn new(
         tx: mpsc::Sender<Result<PositionedBatch>>,
         decoder: PayloadDecoder,
-        dead_letters: DeadLetterQueue,
         skip_rows: u64,
     ) -> Self {
         Self {
             tx,
             decoder,
-            dead_letters,
             skip_rows,
         }
     }
 
-    /// Decode `messages` and send them as one batch ending at `position`. Returns `false` when
-    /// the stream was dropped.
-    pub(crate) async fn emit(&mut self, messages: &[BrokerMessage], position: Position) -> bool {
+    /// Decode `messages` and send them as one batch ending at `position`, with the dead
+    /// letters of the messages that cannot be decoded and `rejected` (messages refused before
+    /// decoding). Returns `false` when the stream was dropped.
+    ///
+    /// Every dead letter of the batch is sent, also on a resume inside it: they travel with the
+    /// batch's end, which the resumed checkpoint does not cover yet.
+    pub(crate) async fn emit(
+        &mut self,
+        messages: &[BrokerMessage],
+        mut rejected: Vec<DeadLetter>,
+        position: Position,
+    ) -> bool {
         let decoded = self.decoder.decode(messages);
-        for letter in decoded.dead_letters {
-            self.dead_letters.push(letter);
-        }
+        rejected.extend(decoded.dead_letters);
         let mut batch = decoded.batch;
         if self.skip_rows > 0 {
             let skip = (self.skip_rows as usize).min(batch.num_rows());
@@ -184,7 +188,9 @@ impl Output {
         }
         metrics::counter!("arcane.source.broker.messages").increment(messages.len() as u64);
         self.tx
-            .send(Ok(PositionedBatch::new(batch, position)))
+            .send(Ok(
+                PositionedBatch::new(batch, position).with_dead_letters(rejected)
+            ))
             .await
             .is_ok()
     }

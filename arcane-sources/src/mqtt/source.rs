@@ -151,7 +151,7 @@ impl Source for MqttSource {
         self.client = Some(client.clone());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, start.dead_letters.clone(), 0);
+        let output = Output::new(tx, decoder, 0);
         let run = Run {
             name: self.name.clone(),
             config: self.config.clone(),
@@ -332,7 +332,7 @@ impl Run {
             run: self.run,
             batch: self.batch,
         })?;
-        if !output.emit(messages, position).await {
+        if !output.emit(messages, Vec::new(), position).await {
             return Err(Error::source_permanent(
                 &self.name,
                 "the stream was dropped",

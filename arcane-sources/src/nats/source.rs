@@ -86,7 +86,7 @@ impl Source for NatsSource {
             format!("nats stream {}", self.config.stream),
         )?;
         let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, start.dead_letters.clone(), skip);
+        let output = Output::new(tx, decoder, skip);
         let run = Run {
             name: self.name.clone(),
             config: self.config.clone(),
@@ -360,7 +360,7 @@ impl Run {
         let position = Position::encode(&NatsPosition {
             stream_sequence: self.highest,
         })?;
-        if !output.emit(buffer, position).await {
+        if !output.emit(buffer, Vec::new(), position).await {
             return Err(Error::source_permanent(
                 &self.name,
                 "the stream was dropped",

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use arcane_core::metrics::MetricLabels;
 use arcane_core::{
-    Checkpoint, DeadLetter, DeadLetterQueue, Error, Mode, Position, PositionedBatch,
-    PositionedStream, Result, Source, SourceStart,
+    Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
+    Source, SourceStart,
 };
 use arrow_array::builder::{
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
@@ -395,7 +395,8 @@ struct Worker {
     qualified: String,
     mode: Mode,
     labels: MetricLabels,
-    dead_letters: DeadLetterQueue,
+    /// Rows dead-lettered since the last batch was sent (they travel with its position).
+    dead_letters: Vec<DeadLetter>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<Result<PositionedBatch>>,
     /// Position after the last emitted row.
@@ -430,8 +431,11 @@ impl Worker {
             }
         };
         self.sent = Some(self.pos.clone());
+        let letters = std::mem::take(&mut self.dead_letters);
         self.tx
-            .send(Ok(PositionedBatch::new(batch, position)))
+            .send(Ok(
+                PositionedBatch::new(batch, position).with_dead_letters(letters)
+            ))
             .await
             .map_err(|_| Closed)
     }
@@ -580,7 +584,7 @@ impl Worker {
         )
     }
 
-    fn dead_letter(&self, locator: &str, reason: String) {
+    fn dead_letter(&mut self, locator: &str, reason: String) {
         tracing::warn!(source = %self.name, locator, reason = %reason, "row dead-lettered");
         self.dead_letters
             .push(DeadLetter::new(self.qualified.clone(), locator, reason));
@@ -1128,7 +1132,7 @@ impl Source for PostgresCdcSource {
             qualified,
             mode: start.mode,
             labels: start.labels,
-            dead_letters: start.dead_letters,
+            dead_letters: Vec::new(),
             shared: self.shared.clone(),
             tx,
             pos,

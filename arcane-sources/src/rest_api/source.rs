@@ -1,8 +1,8 @@
 //! [`RestApiSource`]: polls the API page by page and yields one batch per page.
 
 use arcane_core::{
-    Checkpoint, DeadLetter, DeadLetterQueue, Error, Mode, Position, PositionedBatch,
-    PositionedStream, Result, Source, SourceStart,
+    Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
+    Source, SourceStart,
 };
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
@@ -109,7 +109,6 @@ impl Source for RestApiSource {
             http,
             decoder: JsonDecoder::new(self.schema.clone()),
             mode: start.mode,
-            dead_letters: start.dead_letters,
             out: tx,
             tracker,
             // Without a watermark a restart re-reads the pass and skips what was landed.
@@ -147,7 +146,6 @@ struct Run {
     http: Http,
     decoder: JsonDecoder,
     mode: Mode,
-    dead_letters: DeadLetterQueue,
     out: mpsc::Sender<Result<PositionedBatch>>,
     tracker: Option<Tracker>,
     /// Good records still to skip (landed before a restart).
@@ -348,6 +346,7 @@ impl Run {
     async fn land(&mut self, records: &[Value], shown: &str, page: u64) -> Result<()> {
         let mut taken: Vec<Vec<u8>> = Vec::with_capacity(records.len());
         let mut index: Vec<usize> = Vec::with_capacity(records.len());
+        let mut letters = Vec::new();
         let letter = |i: usize, reason: String, r: &Value| {
             DeadLetter::new(shown, format!("page {page} record {i}"), reason)
                 .with_payload(r.to_string())
@@ -358,7 +357,7 @@ impl Run {
                 match verdict {
                     Verdict::Seen => continue,
                     Verdict::Reject(reason) => {
-                        self.dead_letters.push(letter(i, reason, r));
+                        letters.push(letter(i, reason, r));
                         if let Some(k) = key {
                             t.advance(r, k);
                         }
@@ -381,13 +380,13 @@ impl Run {
                     taken.push(b);
                     index.push(i);
                 }
-                Err(e) => self.dead_letters.push(letter(i, e.to_string(), r)),
+                Err(e) => letters.push(letter(i, e.to_string(), r)),
             }
         }
         let decoded = self.decoder.decode(&taken);
         for (at, reason) in decoded.rejected {
             let i = index[at];
-            self.dead_letters.push(letter(i, reason, &records[i]));
+            letters.push(letter(i, reason, &records[i]));
         }
         let mut batch = decoded.batch;
         let good = batch.num_rows() as u64;
@@ -404,13 +403,15 @@ impl Run {
                 ..RestApiPosition::default()
             },
         };
-        if batch.num_rows() == 0 && self.last.as_ref() == Some(&position) {
+        if batch.num_rows() == 0 && letters.is_empty() && self.last.as_ref() == Some(&position) {
             return Ok(());
         }
         let encoded = Position::encode(&position)?;
         self.last = Some(position);
         self.out
-            .send(Ok(PositionedBatch::new(batch, encoded)))
+            .send(Ok(
+                PositionedBatch::new(batch, encoded).with_dead_letters(letters)
+            ))
             .await
             .map_err(|_| Error::source_permanent(&self.name, "the stream was dropped"))
     }

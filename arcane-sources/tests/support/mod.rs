@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arcane_core::testing::{MemorySink, MemoryStoreHandle};
 use arcane_core::{
-    Completion, DeadLetter, DeadLetterQueue, DeadLetterSink, GroupLimits, Mode, PositionedBatch,
+    Completion, DeadLetter, DeadLetterBudget, DeadLetterSink, GroupLimits, Mode, PositionedBatch,
     Result, RunReport, Source, SourceStart, StreamContext, StreamGraph,
 };
 use arrow_array::cast::AsArray;
@@ -38,21 +38,22 @@ pub async fn read_backfill(
     source: &mut dyn Source,
     resume_from: Option<arcane_core::Checkpoint>,
 ) -> (Vec<PositionedBatch>, Vec<DeadLetter>) {
-    let queue = DeadLetterQueue::default();
     let mut stream = source
         .open(SourceStart {
             resume_from,
             mode: Mode::Backfill,
-            dead_letters: queue.clone(),
             ..SourceStart::default()
         })
         .await
         .expect("source opens");
     let mut out = Vec::new();
+    let mut letters = Vec::new();
     while let Some(item) = stream.next().await {
-        out.push(item.expect("source yields batches"));
+        let item = item.expect("source yields batches");
+        letters.extend(item.dead_letters.iter().cloned());
+        out.push(item);
     }
-    (out, queue.drain())
+    (out, letters)
 }
 
 /// The non-empty batches.
@@ -83,7 +84,9 @@ pub async fn land(source: impl Source, store: MemoryStoreHandle, letters: Letter
     land_with(source, store, letters, 1000, Duration::from_secs(5)).await
 }
 
-/// [`land`] with groups of `rows_per_group` rows cut at least every `interval`.
+/// [`land`] with groups of `rows_per_group` rows cut at least every `interval`; the dead
+/// letters the sink committed in this run are added to `letters` (no budget: these tests are
+/// about the source).
 pub async fn land_with(
     source: impl Source,
     store: MemoryStoreHandle,
@@ -92,16 +95,23 @@ pub async fn land_with(
     interval: Duration,
 ) -> RunReport {
     let ctx = StreamContext::new("test", "blob_landing", serde_json::json!({})).with_backfill("b1");
-    StreamGraph::from_source(source)
+    let before = store.dead_letters().len();
+    let report = StreamGraph::from_source(source)
         .grouped_within(GroupLimits::new(
             NonZeroUsize::new(rows_per_group).unwrap(),
             interval,
         ))
-        .to_sink(MemorySink::with_store(store))
-        .dead_letter_to(letters)
+        .to_sink(MemorySink::with_store(store.clone()))
+        .with_dead_letter_budget(DeadLetterBudget::unlimited())
         .run(&ctx)
         .join()
-        .await
+        .await;
+    letters
+        .0
+        .lock()
+        .unwrap()
+        .extend(store.dead_letters().into_iter().skip(before));
+    report
 }
 
 pub fn assert_finished(report: &RunReport) {

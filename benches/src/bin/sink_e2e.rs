@@ -43,10 +43,10 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn group(batch: RecordBatch, rows: u64) -> Group {
-    Group {
+    Group::new(
         batch,
-        checkpoint: Checkpoint::at(Position(serde_json::json!({ "rows": rows }))),
-    }
+        Checkpoint::at(Position(serde_json::json!({ "rows": rows }))),
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
