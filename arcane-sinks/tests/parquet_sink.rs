@@ -904,10 +904,7 @@ async fn an_unreachable_store_is_a_transient_error_and_loses_nothing_committed()
         .insert("aws_endpoint".into(), "http://127.0.0.1:9".into());
     config
         .storage_options
-        .insert("aws_retry_timeout".into(), "1s".into());
-    config
-        .storage_options
-        .insert("aws_max_retries".into(), "1".into());
+        .insert("connect_timeout".into(), "1s".into());
     let mut broken = ParquetSink::new(config).expect("sink");
     match broken.open(&ctx()).await {
         Err(Error::Sink {

@@ -55,9 +55,7 @@ pub const DEFAULT_DEAD_LETTER_ENABLED: bool = true;
 pub const DEFAULT_DEAD_LETTER_DIR: &str = "_dead_letters";
 
 /// The URL schemes the sink supports.
-pub const SUPPORTED_SCHEMES: &[&str] = &[
-    "s3", "s3a", "az", "adl", "azure", "abfs", "abfss", "gs", "file", "memory",
-];
+pub use arcane_store::SUPPORTED_SCHEMES;
 
 /// Configuration of the Parquet sink (the `sink` part of a stream spec).
 ///
@@ -698,22 +696,4 @@ fn validate_time_format(format: &str) -> Result<()> {
 }
 
 /// Parse and check the scheme of a sink URL.
-pub(crate) fn parse_url(raw: &str, field: &str) -> Result<url::Url> {
-    let raw = &arcane_core::location::location_url(raw, field)?;
-    let url = url::Url::parse(raw).map_err(|e| {
-        Error::config(
-            field,
-            format!("\"{raw}\" is not a URL ({e}); expected e.g. s3://bucket/prefix or file:///data/stream"),
-        )
-    })?;
-    if !SUPPORTED_SCHEMES.contains(&url.scheme()) {
-        return Err(Error::config(
-            field,
-            format!(
-                "unsupported scheme \"{}\"; expected s3, az, abfss, gs, file or memory",
-                url.scheme()
-            ),
-        ));
-    }
-    Ok(url)
-}
+pub(crate) use arcane_store::parse_url;
