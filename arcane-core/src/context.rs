@@ -197,13 +197,16 @@ fn parse_json(var: &'static str, text: &str) -> Result<Value> {
     })
 }
 
+/// Exactly the values the platform sets: `true` or `false` (any case). Anything else — `yes`,
+/// `1`, a template left unrendered — is refused rather than guessed: taking a typo for `true`
+/// would run an overwrite backfill that replaces the dataset.
 fn parse_bool(var: &'static str, text: &str) -> Result<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        other => Err(Error::config(
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::config(
             var,
-            format!("expected true or false, found {other:?}"),
+            format!("expected true or false, found {:?}", text.trim()),
         )),
     }
 }
@@ -365,6 +368,18 @@ mod tests {
             err.to_string(),
             "STREAMCONTEXT__BACKFILL: expected true or false, found \"maybe\""
         );
+        for loose in ["yes", "1", "TRUE ", "{{ .backfill }}"] {
+            let r = StreamContext::from_lookup(lookup(&[
+                base[0],
+                base[1],
+                (ENV_SPEC, "{}"),
+                (ENV_BACKFILL, loose),
+            ]));
+            match loose.trim() {
+                "TRUE" => assert!(r.unwrap().backfill),
+                _ => assert!(r.is_err(), "{loose:?} must not be taken as a boolean"),
+            }
+        }
     }
 
     #[test]

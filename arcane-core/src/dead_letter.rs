@@ -105,7 +105,7 @@ impl DeadLetterSink for LogDeadLetterSink {
 ///   (with the defaults: up to 10 in a run of up to 1 000 records, then 1 %), or
 /// * more than `max_count` records were dead-lettered (when set).
 ///
-/// Exceeding it is [`Error::DeadLetterBudget`](crate::Error::DeadLetterBudget) (FATAL): the
+/// Exceeding it is [`Error::DeadLetterBudget`] (FATAL): the
 /// group that crossed it is **not committed** (nor acknowledged upstream), so a rerun after
 /// fixing the schema or the input reads those records again.
 #[derive(Debug, Clone, Copy, PartialEq)]

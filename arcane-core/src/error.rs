@@ -24,7 +24,7 @@ pub enum Retry {
 #[non_exhaustive]
 pub enum Error {
     /// A required environment variable is missing or empty.
-    #[error("environment variable {name} is not set; {hint}")]
+    #[error("environment variable {name} is not set or empty; {hint}")]
     MissingEnv {
         /// The variable.
         name: &'static str,

@@ -204,6 +204,25 @@ pub struct KubeSettings {
     pub ca_file: PathBuf,
 }
 
+/// True inside a Kubernetes pod (the kubelet sets `KUBERNETES_SERVICE_HOST` in every
+/// container): the operator's settings are then required as the platform sets them, and local
+/// conveniences (derived stream ids) are off.
+pub fn in_pod() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty())
+}
+
+/// A setting that was given but is empty (an unset template value, `VAR=`): an error naming it,
+/// never a silent default.
+fn set_but_empty(v: &Option<String>, name: &'static str) -> Result<(), StreamError> {
+    match v {
+        Some(text) if text.trim().is_empty() => Err(StreamError::MissingEnv {
+            name,
+            hint: "it was given empty; set it to the stream's value (the Arcane operator sets it on every Job) or leave it out for a local run",
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
@@ -324,6 +343,18 @@ impl RunArgs {
     /// file): then its `.spec` is the spec, and its `kind` and `metadata.name` are the stream
     /// kind and id unless those are set.
     pub fn context(&self, default_kind: Option<&str>) -> Result<ResolvedContext, StreamError> {
+        self.context_in(default_kind, in_pod())
+    }
+
+    /// [`context`](Self::context), with `pod` saying whether this runs in a Kubernetes pod
+    /// (there a missing `STREAMCONTEXT__STREAM_ID` is an error instead of being derived).
+    pub fn context_in(
+        &self,
+        default_kind: Option<&str>,
+        pod: bool,
+    ) -> Result<ResolvedContext, StreamError> {
+        set_but_empty(&self.stream_id, ENV_STREAM_ID)?;
+        set_but_empty(&self.kind, ENV_STREAM_KIND)?;
         let mut notes = Vec::new();
         let spec_var = || format!("{ENV_SPEC} (--spec)");
         let (spec_value, spec_file) = match given(&self.spec) {
@@ -389,6 +420,12 @@ impl RunArgs {
         let stream_id = match (given(&self.stream_id), resource_name) {
             (Some(id), _) => Some(id.to_string()),
             (None, Some(name)) => Some(name),
+            (None, None) if pod => {
+                return Err(StreamError::MissingEnv {
+                    name: ENV_STREAM_ID,
+                    hint: "set it to the stream's id (the Arcane operator sets it on every Job); in a pod the id is not derived, so that two streams never share an output",
+                });
+            }
             (None, None) => {
                 let derived = spec_file
                     .as_deref()
@@ -592,6 +629,47 @@ mod tests {
             err.to_string().starts_with("ARCANE_DOGSTATSD_ADDR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn required_settings_are_never_empty_and_not_derived_in_a_pod() {
+        let err = args(&["--kind", "generator", "--stream-id", " ", "--spec", "{}"])
+            .context_in(None, false)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STREAMCONTEXT__STREAM_ID"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("given empty"), "{err}");
+        assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal);
+        let err = args(&["--kind", "", "--spec", "{}"])
+            .context_in(None, false)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STREAMCONTEXT__STREAM_KIND"),
+            "{err}"
+        );
+
+        // Locally the id is derived (with a note); in a pod it is required.
+        let local = args(&["--kind", "generator", "--spec", "{}"])
+            .context_in(None, false)
+            .unwrap();
+        assert_eq!(local.context.stream_id, "generator");
+        let err = args(&["--kind", "generator", "--spec", "{}"])
+            .context_in(None, true)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("STREAMCONTEXT__STREAM_ID"),
+            "{err}"
+        );
+        // A whole resource names its stream.
+        let r = args(&[
+            "--spec",
+            r#"{"kind": "GeneratorStream", "metadata": {"name": "orders"}, "spec": {}}"#,
+        ])
+        .context_in(None, true)
+        .unwrap();
+        assert_eq!(r.context.stream_id, "orders");
     }
 
     #[test]

@@ -38,6 +38,16 @@
 //! 6. maps the outcome to an exit code, logs it with what was committed (and what was not),
 //!    and writes it as one JSON line to the termination message file.
 //!
+//! ## The rule
+//!
+//! **A run exits 0 only if every record it read is in the committed output, or counted in the
+//! dead letters within the configured budget.** Anything else is a non-zero exit whose message
+//! says what was lost or refused, where, and what to do: rows read but not committed give 2
+//! (they were not acknowledged, the next run reads them again); a dead-letter budget crossed
+//! (`sink.deadLetter.maxRatio`/`maxCount`, [`arcane_core::DeadLetterBudget`]) or an overwrite
+//! backfill that committed nothing gives 1. Errors are logged and written with their whole
+//! cause chain ([`arcane_core::error::Report`]).
+//!
 //! ## Exit codes
 //!
 //! The Arcane platform's codes; the Job templates' `podFailurePolicy` ignores 2.
@@ -45,7 +55,7 @@
 //! | code | name | when |
 //! |---|---|---|
 //! | 0 | SUCCESS | backfill finished; streaming stopped by SIGTERM/SIGINT with everything committed; the source ended with everything committed; `SchemaMismatch` after the Job was annotated `arcane.streaming.sneaksanddata.com/state: schema-mismatch` |
-//! | 1 | FATAL | retrying cannot help: invalid flags, settings or spec (the message names the setting), missing secret, permanent source/sink error, unhandled error or panic, `SchemaMismatch` when the Job could not be annotated (403, API unreachable, not in a cluster) |
+//! | 1 | FATAL | retrying cannot help: invalid flags, settings or spec (the message names the setting; `STREAMCONTEXT__BACKFILL` other than `true`/`false`, an empty required setting, a missing stream id inside a pod), missing secret, permanent source/sink error (not found, access denied, invalid credentials), dead-letter budget exceeded, overwrite backfill that committed no rows, unhandled error or panic, `SchemaMismatch` when the Job could not be annotated (403, API unreachable, not in a cluster) |
 //! | 2 | RESTART | transient: `SchemaInconsistent`, transient source/sink error (retries exhausted), stopped during a backfill (rerun with the same backfill id resumes), drain deadline or second signal with rows read but not committed |
 //!
 //! Rows read but not committed never exit 0 (they were not acknowledged upstream, so a rerun
@@ -57,7 +67,7 @@
 //! line of JSON:
 //!
 //! ```json
-//! {"exitCode":0,"status":"SUCCESS","reason":"shutDown","errorKind":null,"message":"stopped by SIGTERM; everything read was committed","streamId":"orders","streamKind":"rest-api","mode":"stream","backfillId":null,"summary":{"rowsIncoming":5000,"rowsCommitted":5000,"rowsUncommitted":0,"bytesCommitted":81234,"filesCommitted":5,"commits":5,"resumedFrom":null,"lastCheckpoint":{"position":{"cursor":"abc"}}}}
+//! {"exitCode":0,"status":"SUCCESS","reason":"shutDown","errorKind":null,"message":"stopped by SIGTERM; everything read was committed","streamId":"orders","streamKind":"rest-api","mode":"stream","backfillId":null,"summary":{"rowsIncoming":5000,"rowsCommitted":5000,"rowsUncommitted":0,"rowsDeadLettered":0,"deadLetterReasons":[],"bytesCommitted":81234,"filesCommitted":5,"commits":5,"resumedFrom":null,"lastCheckpoint":{"position":{"cursor":"abc"}}}}
 //! ```
 //!
 //! ## Configuration
@@ -68,7 +78,7 @@
 //! |---|---|---|---|
 //! | `STREAMCONTEXT__SPEC` | `--spec` | required | JSON of the stream resource's `.spec` (the flag also takes a file path) |
 //! | `STREAMCONTEXT__STREAM_KIND` | `--kind` | required for multi-kind binaries | the stream kind; single-kind binaries default it to the binary's name |
-//! | `STREAMCONTEXT__STREAM_ID` | `--stream-id` | spec file name, else the kind | the stream's id |
+//! | `STREAMCONTEXT__STREAM_ID` | `--stream-id` | outside a pod: the resource's name, else the spec file's name, else the kind; required inside a pod | the stream's id |
 //! | `STREAMCONTEXT__BACKFILL` | `--backfill` | `false` | backfill mode |
 //! | `STREAMCONTEXT__BACKFILL_ID` | `--backfill-id` | — | backfill id; the same id resumes an interrupted backfill |
 //! | `STREAMCONTEXT__OVERRIDE` | `--override` | — | JSON merge patch over the spec |
@@ -125,6 +135,7 @@ Exit codes:
   0 SUCCESS  backfill finished; stopped by SIGTERM/SIGINT with everything committed;
              schema mismatch after the Job was annotated (the operator backfills)
   1 FATAL    invalid flags/settings/spec, missing secret, permanent or unhandled error,
+             dead-letter budget exceeded, empty overwrite backfill,
              schema mismatch when the Job could not be annotated
   2 RESTART  transient error, schema inconsistent, stopped during a backfill,
              drain deadline or second signal with rows not committed

@@ -53,6 +53,11 @@ pub enum Reason {
     Classified,
     /// A successful ending was downgraded because rows were accepted but not committed.
     Uncommitted,
+    /// More records were dead-lettered than the budget allows; the group that crossed it was
+    /// not committed.
+    DeadLetterBudget,
+    /// An overwrite backfill committed no rows; the current data was kept.
+    EmptyOverwrite,
 }
 
 impl Reason {
@@ -70,6 +75,8 @@ impl Reason {
             Reason::Failed => "failed",
             Reason::Classified => "classified",
             Reason::Uncommitted => "uncommitted",
+            Reason::DeadLetterBudget => "deadLetterBudget",
+            Reason::EmptyOverwrite => "emptyOverwrite",
         }
     }
 }
@@ -176,6 +183,8 @@ impl Outcome {
                 "rowsIncoming": s.rows_incoming,
                 "rowsCommitted": s.rows_committed,
                 "rowsUncommitted": s.rows_uncommitted,
+                "rowsDeadLettered": s.rows_dead_lettered,
+                "deadLetterReasons": s.dead_letter_reasons,
                 "bytesCommitted": s.bytes_committed,
                 "filesCommitted": s.files_committed,
                 "commits": s.commits,
@@ -196,6 +205,7 @@ impl Outcome {
         if let Some(summary) = value.get_mut("summary").and_then(Value::as_object_mut) {
             summary.remove("resumedFrom");
             summary.remove("lastCheckpoint");
+            summary.remove("deadLetterReasons");
         }
         let over = value
             .to_string()
@@ -223,6 +233,12 @@ impl Outcome {
     }
 }
 
+/// True when the run read no records (neither rows nor dead letters) and resumed from
+/// nothing: the source was empty, which a user should be told.
+fn read_nothing(s: &RunSummary) -> bool {
+    s.rows_incoming == 0 && s.rows_dead_lettered == 0 && s.resumed_from.is_none()
+}
+
 /// Map how a run ended to an [`Outcome`] (the exit-code policy of the crate docs).
 ///
 /// * `completion`: the stream's result.
@@ -244,9 +260,13 @@ pub fn classify(
         Ok(Completion::Finished) => Outcome::new(
             ExitCode::Success,
             Reason::Finished,
-            match mode {
-                Mode::Backfill => "backfill finished; everything read was committed",
-                Mode::Stream => "source ended; everything read was committed",
+            match (mode, read_nothing(&summary)) {
+                (Mode::Backfill, false) => "backfill finished; everything read was committed",
+                (Mode::Backfill, true) => {
+                    "backfill finished; the source had no records, so nothing was written"
+                }
+                (Mode::Stream, false) => "source ended; everything read was committed",
+                (Mode::Stream, true) => "source ended; it had no records, so nothing was written",
             },
         ),
         Ok(Completion::ShutDown) => match mode {
@@ -280,6 +300,17 @@ pub fn classify(
         outcome.exit_code = ExitCode::Restart;
         outcome.reason = Reason::Uncommitted;
     }
+    if outcome.exit_code == ExitCode::Success && summary.rows_dead_lettered > 0 {
+        outcome.message = format!(
+            "{} ({} records dead-lettered within the budget; first: {})",
+            outcome.message,
+            summary.rows_dead_lettered,
+            summary
+                .dead_letter_reasons
+                .first()
+                .map_or("-", String::as_str)
+        );
+    }
     outcome.summary = summary;
     outcome.mode = Some(mode);
     outcome
@@ -292,7 +323,7 @@ fn classify_error(
     annotation: Option<&AnnotationResult>,
 ) -> Outcome {
     let mut outcome = if let Some(code) = classifier.and_then(|c| c(err)) {
-        Outcome::new(code, Reason::Classified, err.to_string())
+        Outcome::new(code, Reason::Classified, err.report())
     } else {
         match err {
             StreamError::SchemaMismatch { .. } => match annotation {
@@ -327,15 +358,21 @@ fn classify_error(
                     Reason::Aborted,
                     format!("second signal {sig}: {err}"),
                 ),
-                None => Outcome::new(ExitCode::Restart, Reason::Aborted, err.to_string()),
+                None => Outcome::new(ExitCode::Restart, Reason::Aborted, err.report()),
             },
             StreamError::DrainTimeout { .. } => {
-                Outcome::new(ExitCode::Restart, Reason::DrainTimeout, err.to_string())
+                Outcome::new(ExitCode::Restart, Reason::DrainTimeout, err.report())
             }
             StreamError::Config { .. } | StreamError::MissingEnv { .. } => {
-                Outcome::new(err.exit_code(), Reason::InvalidConfig, err.to_string())
+                Outcome::new(err.exit_code(), Reason::InvalidConfig, err.report())
             }
-            _ => Outcome::new(err.exit_code(), Reason::Failed, err.to_string()),
+            StreamError::DeadLetterBudget { .. } => {
+                Outcome::new(err.exit_code(), Reason::DeadLetterBudget, err.report())
+            }
+            StreamError::EmptyOverwrite { .. } => {
+                Outcome::new(err.exit_code(), Reason::EmptyOverwrite, err.report())
+            }
+            _ => Outcome::new(err.exit_code(), Reason::Failed, err.report()),
         }
     };
     outcome.error_kind = Some(err.kind().to_string());
@@ -566,7 +603,7 @@ mod tests {
                 None,
             );
             assert_eq!((o.exit_code, o.reason), (code, reason), "{err}");
-            assert_eq!(o.message, err.to_string());
+            assert_eq!(o.message, err.report());
         }
     }
 

@@ -113,6 +113,9 @@ pub(crate) fn summary_line(outcome: &Outcome, elapsed: Duration) -> String {
         s.files_committed,
         bytes(s.bytes_committed),
     );
+    if s.rows_dead_lettered > 0 {
+        line.push_str(&format!(", {} dead-lettered", s.rows_dead_lettered));
+    }
     if s.rows_uncommitted > 0 {
         line.push_str(&format!(
             ", {} rows read but not committed (not acknowledged; re-read next run)",

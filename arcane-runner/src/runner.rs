@@ -244,7 +244,7 @@ impl Runner {
         let graph = match graph {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(error = %e, kind = e.kind(), "cannot build the stream graph");
+                tracing::error!(error = %e.report(), kind = e.kind(), "cannot build the stream graph");
                 return setup_error(e);
             }
         };
@@ -311,7 +311,7 @@ impl Runner {
         let RunReport { summary, outcome } = report;
         if let Err(e) = &outcome {
             if e.is_schema_mismatch() && self.classifier.as_ref().and_then(|c| c(e)).is_none() {
-                tracing::error!(error = %e, "schema mismatch: annotating the Job so the operator backfills the stream");
+                tracing::error!(error = %e.report(), "schema mismatch: annotating the Job so the operator backfills the stream");
                 let annotation =
                     kube_job::annotate_job(&settings.kube, SCHEMA_MISMATCH_ANNOTATION_VALUE).await;
                 match &annotation {
@@ -431,6 +431,7 @@ fn finish(
             status = %outcome.exit_code,
             reason = outcome.reason.as_str(),
             rows_committed = s.rows_committed,
+            rows_dead_lettered = s.rows_dead_lettered,
             files_committed = s.files_committed,
             bytes_committed = s.bytes_committed,
             commits = s.commits,
@@ -446,6 +447,7 @@ fn finish(
             error_kind = outcome.error_kind.as_deref().unwrap_or(""),
             rows_committed = s.rows_committed,
             rows_uncommitted = s.rows_uncommitted,
+            rows_dead_lettered = s.rows_dead_lettered,
             files_committed = s.files_committed,
             bytes_committed = s.bytes_committed,
             commits = s.commits,
@@ -459,6 +461,20 @@ fn finish(
             rows_uncommitted = s.rows_uncommitted,
             "rows read but not committed were not acknowledged upstream; the next run re-reads them"
         );
+    }
+    if s.rows_dead_lettered > 0 || !s.dead_letter_reasons.is_empty() {
+        tracing::warn!(
+            rows_dead_lettered = s.rows_dead_lettered,
+            first_reasons = %s.dead_letter_reasons.join("; "),
+            "records were dead-lettered: they are not in the output but kept with their reasons in the dead letters"
+        );
+    }
+    if outcome.exit_code == ExitCode::Success
+        && s.rows_incoming == 0
+        && s.rows_dead_lettered == 0
+        && s.resumed_from.is_none()
+    {
+        tracing::warn!("the source had no records; nothing was written");
     }
     if let Some(path) = termination_log {
         if let Err(e) = outcome.write_termination_message(path) {
