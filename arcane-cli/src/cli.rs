@@ -34,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a stream: `arcane run --spec stream.yaml` (a stream resource, or a bare spec with
     /// --kind), or the `STREAMCONTEXT__*` environment.
-    #[command(after_help = arcane_runner::EXIT_CODES_HELP)]
+    #[command(after_help = arcane_runner::RUN_HELP)]
     Run(Box<RunArgs>),
     /// Show what a Parquet sink committed at a location: generation, files, rows, the
     /// checkpoint its source resumes from, the schema and the first rows.
@@ -137,9 +137,14 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
         if !out.ends_with('\n') {
             stdout.write_all(b"\n")?;
         }
+        stdout.flush()?;
         Ok(())
     }) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`arcane kinds | head`): stop quietly, as Unix tools do.
+        Err(Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {

@@ -42,10 +42,17 @@ pub const ENV_KUBE_CA_FILE: &str = "ARCANE_KUBE_CA_FILE";
 
 /// Default drain deadline.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default metrics address: all interfaces, so Prometheus and kubelet probes reach the pod IP.
+/// Default metrics address in a pod: all interfaces, so Prometheus and kubelet probes reach
+/// the pod IP.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
-/// Default termination message path (the pod's `terminationMessagePath`).
+/// Default metrics address outside a pod: loopback only, so a laptop exposes nothing to its
+/// network.
+pub const DEFAULT_LOCAL_METRICS_ADDR: &str = "127.0.0.1:9090";
+/// Default termination message path in a pod (the pod's `terminationMessagePath`).
 pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+/// The value of `--metrics-addr` / `--termination-log` that picks the default for where the
+/// process runs.
+pub const AUTO: &str = "auto";
 /// Default log filter.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 /// Default annotation key, the one the Arcane operator watches.
@@ -101,8 +108,10 @@ pub struct RunArgs {
     pub drain_timeout: String,
 
     /// Address of the HTTP endpoint serving /metrics (Prometheus text), /healthz and /readyz;
-    /// `0` or `off` disables it.
-    #[arg(long, env = ENV_METRICS_ADDR, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_ADDR, help_heading = "Process")]
+    /// `0` or `off` disables it. `auto`: 0.0.0.0:9090 in a pod, 127.0.0.1:9090 elsewhere, and
+    /// a port already taken is a warning (the run goes on without the endpoint); an explicit
+    /// address that cannot be bound is an error.
+    #[arg(long, env = ENV_METRICS_ADDR, value_name = "HOST:PORT", default_value = AUTO, help_heading = "Process")]
     pub metrics_addr: String,
 
     /// DogStatsD agent: `host:port` (UDP), `unix:///path` (stream socket) or `unixgram:///path`
@@ -111,11 +120,13 @@ pub struct RunArgs {
     pub dogstatsd_addr: Option<String>,
 
     /// File receiving the one-line JSON outcome (shown by `kubectl describe pod`); `off`
-    /// disables it. A missing directory or unwritable file is a warning.
-    #[arg(long, env = ENV_TERMINATION_LOG, value_name = "PATH", default_value = DEFAULT_TERMINATION_LOG, help_heading = "Process")]
+    /// disables it. `auto`: /dev/termination-log in a pod, none elsewhere. A missing directory
+    /// or unwritable file is a warning.
+    #[arg(long, env = ENV_TERMINATION_LOG, value_name = "PATH", default_value = AUTO, help_heading = "Process")]
     pub termination_log: String,
 
-    /// Log format: `json`, `text`, or `auto` (text on a terminal, JSON otherwise).
+    /// Log format (logs go to stderr): `json`, `text`, or `auto` (text when stderr is a
+    /// terminal, JSON otherwise).
     #[arg(long, env = ENV_LOG_FORMAT, value_name = "FORMAT", default_value = "auto", help_heading = "Process")]
     pub log_format: String,
 
@@ -160,9 +171,9 @@ pub struct RunArgs {
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    /// One JSON object per line on stdout.
+    /// One JSON object per line on stderr.
     Json,
-    /// Human-readable lines on stdout.
+    /// Human-readable lines on stderr.
     Text,
 }
 
@@ -173,6 +184,9 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Endpoint address; `None` when disabled.
     pub metrics_addr: Option<String>,
+    /// Whether the address was given explicitly: then failing to bind it is an error; the
+    /// default (`auto`) only warns.
+    pub metrics_required: bool,
     /// DogStatsD address as understood by the exporter; `None` when not configured.
     pub dogstatsd_addr: Option<String>,
     /// Termination message file; `None` when disabled.
@@ -223,6 +237,11 @@ fn set_but_empty(v: &Option<String>, name: &'static str) -> Result<(), StreamErr
     }
 }
 
+fn is_auto(v: &str) -> bool {
+    let v = v.trim();
+    v.is_empty() || v.eq_ignore_ascii_case(AUTO)
+}
+
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
@@ -244,6 +263,16 @@ pub struct ResolvedContext {
 }
 
 impl RunArgs {
+    /// Where the termination message goes (`auto`: `/dev/termination-log` in a pod, nowhere
+    /// elsewhere; `off`: nowhere), without validating anything else.
+    pub fn termination_log_path(&self) -> Option<PathBuf> {
+        if is_auto(&self.termination_log) {
+            in_pod().then(|| PathBuf::from(DEFAULT_TERMINATION_LOG))
+        } else {
+            (!disabled(&self.termination_log)).then(|| PathBuf::from(self.termination_log.trim()))
+        }
+    }
+
     /// Validate the process settings; errors are [`StreamError::Config`] naming the variable and
     /// flag.
     pub fn settings(&self) -> Result<Settings, StreamError> {
@@ -253,8 +282,20 @@ impl RunArgs {
         } else {
             parse_duration(drain, &format!("{ENV_DRAIN_TIMEOUT} (--drain-timeout)"))?
         };
-        let metrics_addr =
-            (!disabled(&self.metrics_addr)).then(|| self.metrics_addr.trim().to_string());
+        let pod = in_pod();
+        let metrics_auto = is_auto(&self.metrics_addr);
+        let metrics_addr = if metrics_auto {
+            Some(
+                if pod {
+                    DEFAULT_METRICS_ADDR
+                } else {
+                    DEFAULT_LOCAL_METRICS_ADDR
+                }
+                .to_string(),
+            )
+        } else {
+            (!disabled(&self.metrics_addr)).then(|| self.metrics_addr.trim().to_string())
+        };
         if let Some(addr) = &metrics_addr {
             validate_host_port(addr).map_err(|msg| {
                 StreamError::config(format!("{ENV_METRICS_ADDR} (--metrics-addr)"), msg)
@@ -267,14 +308,13 @@ impl RunArgs {
                 StreamError::config(format!("{ENV_DOGSTATSD_ADDR} (--dogstatsd-addr)"), msg)
             })?),
         };
-        let termination_log =
-            (!disabled(&self.termination_log)).then(|| PathBuf::from(self.termination_log.trim()));
+        let termination_log = self.termination_log_path();
         let log_format = match self.log_format.trim().to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
             "" | "auto" => {
                 use std::io::IsTerminal;
-                if std::io::stdout().is_terminal() {
+                if std::io::stderr().is_terminal() {
                     LogFormat::Text
                 } else {
                     LogFormat::Json
@@ -318,6 +358,7 @@ impl RunArgs {
         Ok(Settings {
             drain_timeout,
             metrics_addr,
+            metrics_required: !metrics_auto,
             dogstatsd_addr,
             termination_log,
             log_format,
@@ -441,7 +482,13 @@ impl RunArgs {
                 derived
             }
         };
-        if spec_text.is_some() && kind.is_none() {
+        if spec_text.is_none() {
+            return Err(StreamError::MissingEnv {
+                name: ENV_SPEC,
+                hint: "give the stream with --spec FILE|JSON (a stream resource as applied to the cluster, JSON or YAML, or its bare spec with --kind), e.g. `arcane run --spec examples/quickstart.json`",
+            });
+        }
+        if kind.is_none() {
             return Err(StreamError::MissingEnv {
                 name: ENV_STREAM_KIND,
                 hint: "set it (or --kind) to the stream's kind, or pass a whole stream resource (with `kind`) as the spec",
@@ -566,11 +613,32 @@ mod tests {
         let a = args(&["--log-format", "json"]);
         let s = a.settings().unwrap();
         assert_eq!(s.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
-        assert_eq!(s.metrics_addr.as_deref(), Some(DEFAULT_METRICS_ADDR));
+        // Where the process runs decides the defaults (these tests run outside a pod).
+        let pod = in_pod();
+        assert_eq!(
+            s.metrics_addr.as_deref(),
+            Some(if pod {
+                DEFAULT_METRICS_ADDR
+            } else {
+                DEFAULT_LOCAL_METRICS_ADDR
+            })
+        );
+        assert!(!s.metrics_required);
         assert_eq!(
             s.termination_log.as_deref(),
-            Some(Path::new(DEFAULT_TERMINATION_LOG))
+            pod.then(|| Path::new(DEFAULT_TERMINATION_LOG))
         );
+        let s = args(&[
+            "--metrics-addr",
+            "0.0.0.0:9191",
+            "--termination-log",
+            "/tmp/t",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.metrics_addr.as_deref(), Some("0.0.0.0:9191"));
+        assert!(s.metrics_required);
+        assert_eq!(s.termination_log.as_deref(), Some(Path::new("/tmp/t")));
         assert_eq!(s.kube.annotation_key, DEFAULT_JOB_ANNOTATION_KEY);
         assert_eq!(s.log_format, LogFormat::Json);
 

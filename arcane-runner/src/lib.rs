@@ -24,7 +24,7 @@
 //! 1. reads the [stream context](arcane_core::StreamContext) and its own settings from the
 //!    environment the operator sets, or the same settings as flags ([`RunArgs`]; `--help`
 //!    lists every flag with its variable);
-//! 2. installs `tracing` logs: JSON lines on stdout (text on a terminal), each carrying
+//! 2. installs `tracing` logs: JSON lines on stderr (text when stderr is a terminal; stdout is left to command output), each carrying
 //!    `streamId`, `streamKind`, `ApplicationVersion`, `BackfillId` and the
 //!    `ARCANE__LOGGING_PROPERTIES` fields, filtered by `RUST_LOG`;
 //! 3. installs the metrics exporters: Prometheus text on `/metrics` next to `/healthz` and
@@ -85,9 +85,9 @@
 //! | `APPLICATION_VERSION` | `--application-version` | — | added to logs as `ApplicationVersion` |
 //! | `ARCANE__LOGGING_PROPERTIES` | `--logging-properties` | — | JSON object of extra log fields |
 //! | `ARCANE_DRAIN_TIMEOUT` | `--drain-timeout` | `30s` | graceful shutdown deadline (humantime) |
-//! | `ARCANE_METRICS_ADDR` | `--metrics-addr` | `0.0.0.0:9090` | `/metrics`, `/healthz`, `/readyz`; `0`/`off` disables |
+//! | `ARCANE_METRICS_ADDR` | `--metrics-addr` | `auto`: `0.0.0.0:9090` in a pod, `127.0.0.1:9090` elsewhere (a taken port then only warns) | `/metrics`, `/healthz`, `/readyz`; `0`/`off` disables; an explicit address that cannot be bound is FATAL |
 //! | `ARCANE_DOGSTATSD_ADDR` | `--dogstatsd-addr` | off | `host:port` (UDP), `unix:///path`, `unixgram:///path` or `/path` |
-//! | `ARCANE_TERMINATION_LOG` | `--termination-log` | `/dev/termination-log` | outcome file; `off` disables; unwritable is a warning |
+//! | `ARCANE_TERMINATION_LOG` | `--termination-log` | `auto`: `/dev/termination-log` in a pod, none elsewhere | outcome file; `off` disables; unwritable is a warning |
 //! | `ARCANE_LOG_FORMAT` | `--log-format` | `auto` | `json`, `text`, `auto` (text on a terminal) |
 //! | `RUST_LOG` | `--log` | `info` | log filter directives |
 //! | `ARCANE_JOB_ANNOTATION_KEY` | `--job-annotation-key` | `arcane.streaming.sneaksanddata.com/state` | annotation set to `schema-mismatch` |
@@ -130,7 +130,25 @@ pub use registry::{KindInfo, Registry};
 pub use runner::{Runner, exit_on_cli_error};
 
 /// The exit-code table printed after `--help`.
-pub const EXIT_CODES_HELP: &str = "\
+pub const EXIT_CODES_HELP: &str = exit_codes_help!();
+
+/// Examples and the exit-code table, printed after `run --help`.
+pub const RUN_HELP: &str = concat!(
+    "Examples:
+  # the quickstart: a whole stream resource (JSON or YAML), backfilled once
+  arcane run --spec examples/quickstart.json --backfill
+  # a bare spec needs its kind; the stream id defaults to the file name outside a pod
+  arcane run --kind generator --stream-id demo --spec '{\"source\": {\"totalRows\": 1000}, \"sink\": {\"url\": \"arcane-out/demo\"}}' --backfill
+  # as the Arcane operator runs it: everything from the environment
+  STREAMCONTEXT__SPEC=\"$(cat spec.json)\" STREAMCONTEXT__STREAM_ID=orders STREAMCONTEXT__STREAM_KIND=blob-landing arcane run
+
+",
+    exit_codes_help!()
+);
+
+macro_rules! exit_codes_help {
+    () => {
+        "\
 Exit codes:
   0 SUCCESS  backfill finished; stopped by SIGTERM/SIGINT with everything committed;
              schema mismatch after the Job was annotated (the operator backfills)
@@ -140,7 +158,11 @@ Exit codes:
   2 RESTART  transient error, schema inconsistent, stopped during a backfill,
              drain deadline or second signal with rows not committed
 
-The outcome is also written as one JSON line to ARCANE_TERMINATION_LOG.";
+The outcome is also written as one JSON line to ARCANE_TERMINATION_LOG (by default
+/dev/termination-log inside a pod)."
+    };
+}
+use exit_codes_help;
 
 /// Run a single-kind stream binary: parse flags/environment, run `builder`'s graph until it
 /// finishes or is stopped, and return the exit code. The whole `main`.

@@ -33,7 +33,28 @@ pub fn context_fields(ctx: &StreamContext) -> Map<String, Value> {
     fields
 }
 
-/// Install the global `tracing` subscriber writing to stdout.
+/// Report panics through the log (one JSON line in a container) instead of the default
+/// hook's free text on stderr, which log pipelines would split and mis-parse.
+pub fn log_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            tracing::error!(panic = %what, location = %at, "a task panicked; the run fails without acknowledging anything it did not commit");
+        }));
+    });
+}
+
+/// Install the global `tracing` subscriber writing to stderr (stdout is left to command output).
 ///
 /// Returns an error naming `RUST_LOG` when the filter is invalid (the subscriber is then
 /// installed with `info`); returns `Ok(false)` when a subscriber was already installed (an
@@ -58,14 +79,14 @@ pub fn install(
     let installed = match format {
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(std::io::stderr)
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines { fields })
             .try_init()
             .is_ok(),
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(crate::progress::ClearingStdout)
+            .with_writer(crate::progress::ClearingStderr)
             .with_target(false)
             .try_init()
             .is_ok(),

@@ -159,16 +159,16 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// A `tracing` writer for text logs that clears the live progress line first.
+/// A `tracing` writer for text logs (on stderr) that clears the live progress line first.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ClearingStdout;
+pub(crate) struct ClearingStderr;
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ClearingStdout {
-    type Writer = std::io::Stdout;
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ClearingStderr {
+    type Writer = std::io::Stderr;
 
     fn make_writer(&'a self) -> Self::Writer {
         clear_line();
-        std::io::stdout()
+        std::io::stderr()
     }
 }
 

@@ -152,10 +152,11 @@ impl Runner {
             Err(_) => Default::default(),
         };
         let log_err = logging::install(format, &filter, fields).err();
+        logging::log_panics();
 
         let termination_log = match &settings {
             Ok(s) => s.termination_log.clone(),
-            Err(_) => Some(args.termination_log.clone().into()),
+            Err(_) => args.termination_log_path(),
         };
         let setup = settings.and_then(|s| resolved.map(|r| (s, r)));
         let (settings, resolved) = match (setup, log_err) {
@@ -211,6 +212,10 @@ impl Runner {
                     Ok(endpoint) => {
                         tracing::info!(addr = %endpoint.local_addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
                         Some(endpoint)
+                    }
+                    Err(e) if !settings.metrics_required => {
+                        tracing::warn!(error = %e.report(), "metrics endpoint not started; the run goes on without /metrics, /healthz and /readyz (set ARCANE_METRICS_ADDR to a free HOST:PORT, or off)");
+                        None
                     }
                     Err(e) => return setup_error(e),
                 }
@@ -486,16 +491,19 @@ fn finish(
 }
 
 /// For failures before logging exists (flags, runtime): print to stderr and write the
-/// termination message to `ARCANE_TERMINATION_LOG` (or the default) if possible.
+/// termination message to `ARCANE_TERMINATION_LOG` (or, in a pod, the default) if possible.
 #[allow(clippy::print_stderr)]
 fn report_without_logging(outcome: &Outcome, path: Option<std::path::PathBuf>) {
     eprintln!("{}", outcome.termination_message());
-    let path = path.unwrap_or_else(|| {
-        std::env::var(ENV_TERMINATION_LOG)
-            .unwrap_or_else(|_| DEFAULT_TERMINATION_LOG.into())
-            .into()
+    let path = path.or_else(|| match std::env::var(ENV_TERMINATION_LOG) {
+        Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case(crate::config::AUTO) => {
+            Some(v.into())
+        }
+        _ => crate::config::in_pod().then(|| DEFAULT_TERMINATION_LOG.into()),
     });
-    let _ = outcome.write_termination_message(&path);
+    if let Some(path) = path {
+        let _ = outcome.write_termination_message(&path);
+    }
 }
 
 /// Print a command-line error and map it to an exit code: `--help`/`--version` exit 0, any

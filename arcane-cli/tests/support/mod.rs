@@ -39,7 +39,7 @@ pub struct Arcane {
 pub struct Exit {
     /// The exit code (`-1` when killed by a signal).
     pub code: i32,
-    /// Its stdout lines (JSON logs).
+    /// Its stderr lines (JSON logs).
     pub lines: Vec<String>,
     /// The termination message (`Value::Null` when none was written).
     pub termination: Value,
@@ -80,17 +80,17 @@ impl Arcane {
             .current_dir(cwd)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn arcane");
-        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().expect("lines").push(line);
             }
