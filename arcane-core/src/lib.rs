@@ -14,6 +14,7 @@
 //! * [`GroupedWithin`] — exact-size, byte- and time-bounded grouping.
 //! * [`Error`] / [`ExitCode`] — the error taxonomy and the platform's exit codes.
 //! * [`metrics`] — metric names compatible with the platform's dashboards.
+//! * [`retry`] — the one retry policy (`retry` block of specs) for calls to network services.
 //! * `testing` (feature) — a generator source, an in-memory sink and conformance suites.
 //!
 //! ```
@@ -48,6 +49,7 @@ pub mod kill_switch;
 pub mod location;
 pub mod metrics;
 pub mod position;
+pub mod retry;
 pub mod sink;
 pub mod source;
 #[cfg(feature = "testing")]
@@ -66,6 +68,7 @@ pub use graph::{
 pub use grouped_within::{GroupLimits, GroupedWithin, GroupedWithinExt};
 pub use kill_switch::KillSwitch;
 pub use position::{Checkpoint, Group, Position, PositionedBatch};
+pub use retry::RetryConfig;
 pub use sink::{Commit, Sink, SinkContext};
 pub use source::{PositionedStream, Source, SourceStart};
 

@@ -26,6 +26,18 @@ pub struct SourceStart {
     pub labels: MetricLabels,
 }
 
+impl SourceStart {
+    /// The position to resume from, decoded into the source's own type, and the rows of the
+    /// batch after it that the checkpoint already covers (to skip). `(None, 0)` for a fresh
+    /// start. `source` names the source in errors.
+    pub fn resume<P: serde::de::DeserializeOwned>(&self, source: &str) -> Result<(Option<P>, u64)> {
+        match &self.resume_from {
+            None => Ok((None, 0)),
+            Some(checkpoint) => Ok((checkpoint.decode(source)?, checkpoint.rows)),
+        }
+    }
+}
+
 /// A source of Arrow batches.
 ///
 /// # Contract

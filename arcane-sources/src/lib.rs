@@ -10,6 +10,7 @@
 //! | `broker` (enabled by the broker sources) | [`broker`] | payload decoding, credentials, TLS, reconnect backoff shared by the broker sources |
 //! | `postgres-cdc` | [`postgres_cdc`] | PostgreSQL change data capture: consistent snapshot + `pgoutput` logical decoding |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
+//! | always | [`runtime`] | the source runtime every source uses: a background task emitting into an [`Output`](runtime::Output) that skips resumed rows and carries dead letters; [`CursorPollingSource`](runtime::CursorPollingSource) for "read the rows after this cursor" |
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -29,3 +30,4 @@ pub mod nats;
 pub mod postgres_cdc;
 #[cfg(feature = "rest-api")]
 pub mod rest_api;
+pub mod runtime;
