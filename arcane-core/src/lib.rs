@@ -42,6 +42,7 @@
 
 pub mod context;
 pub mod dead_letter;
+pub mod env;
 pub mod error;
 pub mod graph;
 pub mod grouped_within;

@@ -56,22 +56,14 @@ pub const LABEL_STREAM_KIND: &str = "arcane/stream-kind";
 pub const LABEL_BACKFILLING: &str = "arcane/backfilling";
 /// The Job-name label Kubernetes (1.27+) puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-/// `POD_NAMESPACE`: the runner reads its namespace from it (downward API `metadata.namespace`).
-pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
-/// `ARCANE_JOB_NAME`: the runner's own Job, which it annotates on a schema mismatch.
-pub const ENV_JOB_NAME: &str = "ARCANE_JOB_NAME";
-/// `ARCANE_DRAIN_TIMEOUT`: how long a graceful shutdown may take (humantime).
-pub const ENV_DRAIN_TIMEOUT: &str = "ARCANE_DRAIN_TIMEOUT";
-/// `ARCANE_METRICS_ADDR`: address of the health/metrics HTTP endpoint.
-pub const ENV_METRICS_ADDR: &str = "ARCANE_METRICS_ADDR";
-/// Default drain deadline of the runner.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub use arcane_core::env::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, ENV_DRAIN_TIMEOUT, ENV_JOB_NAME, ENV_METRICS_ADDR,
+    ENV_POD_NAMESPACE,
+};
 /// Default time Kubernetes waits past the drain deadline before SIGKILL.
 pub const DEFAULT_GRACE_MARGIN: Duration = Duration::from_secs(15);
 /// Default `backoffLimit`.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
-/// Default metrics address.
-pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
 /// Default image.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/sneaksanddata/arcane:latest";
 /// The UID of the `nonroot` user of the distroless runtime image.
