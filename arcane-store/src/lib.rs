@@ -246,6 +246,10 @@ fn env_options() -> Vec<(String, String)> {
         .collect()
 }
 
+#[cfg_attr(
+    not(any(feature = "s3", feature = "azure", feature = "gcs")),
+    allow(dead_code)
+)]
 fn options_field(field: &str, key: &str) -> String {
     let parent = field.rsplit_once('.').map_or("", |(p, _)| p);
     if parent.is_empty() {
@@ -257,6 +261,10 @@ fn options_field(field: &str, key: &str) -> String {
 
 /// Apply `env` (unknown keys ignored: the environment holds other tools' variables too) and
 /// `spec` (unknown keys are errors) to a builder.
+#[cfg_attr(
+    not(any(feature = "s3", feature = "azure", feature = "gcs")),
+    allow(unused_macros)
+)]
 macro_rules! configure {
     ($builder:expr, $key:ty, $env:expr, $spec:expr, $field:expr) => {{
         let mut builder = $builder;
