@@ -14,6 +14,8 @@
 //! * [`GroupedWithin`] — exact-size, byte- and time-bounded grouping.
 //! * [`Error`] / [`ExitCode`] — the error taxonomy and the platform's exit codes.
 //! * [`metrics`] — metric names compatible with the platform's dashboards.
+//! * [`schema`] — the one column-type syntax of every schema in a spec (`int64`,
+//!   `timestamp[ms, UTC]`, `decimal128(10, 2)`, …).
 //! * [`retry`] — the one retry policy (`retry` block of specs) for calls to network services.
 //! * `testing` (feature) — a generator source, an in-memory sink and conformance suites.
 //!
@@ -51,6 +53,7 @@ pub mod location;
 pub mod metrics;
 pub mod position;
 pub mod retry;
+pub mod schema;
 pub mod sink;
 pub mod source;
 #[cfg(feature = "testing")]

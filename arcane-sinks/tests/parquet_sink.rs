@@ -390,8 +390,8 @@ fn config_defaults_validation_and_errors_name_the_field() {
             "5 MiB",
         ),
         (
-            serde_json::json!({ "url": "s3://b/p", "schema": [{ "name": "a", "dataType": "Int65" }] }),
-            "sink.schema[0].dataType",
+            serde_json::json!({ "url": "s3://b/p", "schema": [{ "name": "a", "type": "Int65" }] }),
+            "sink.schema[0].type",
             "Int65",
         ),
         (
@@ -603,8 +603,8 @@ async fn dead_letters_commit_with_the_rows_in_one_manifest_entry() {
     let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
         "url": store.url(),
         "schema": [
-            { "name": "id", "dataType": "Int64", "nullable": false },
-            { "name": "name", "dataType": "Utf8", "nullable": false },
+            { "name": "id", "type": "int64", "nullable": false },
+            { "name": "name", "type": "utf8", "nullable": false },
         ],
         "deadLetter": { "maxRatio": 0.5 },
     }))
@@ -697,7 +697,7 @@ async fn rejected_rows_over_the_budget_fail_the_group_and_commit_what_came_befor
     let store = Store::memory();
     let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
         "url": store.url(),
-        "schema": [{ "name": "id", "dataType": "Int64", "nullable": false }],
+        "schema": [{ "name": "id", "type": "int64", "nullable": false }],
     }))
     .expect("config");
     let tally = arcane_core::DeadLetterTally::new(config.dead_letter.budget(), Default::default());

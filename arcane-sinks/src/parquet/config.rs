@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arcane_core::{Error, Result};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{Schema, SchemaRef};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -99,8 +98,10 @@ pub struct ParquetSinkConfig {
     #[serde(default = "default_generation_retention", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub generation_retention: Duration,
-    /// The target Arrow schema. When absent the sink learns it from the first batch (and keeps
-    /// it in its manifest).
+    /// The target schema: columns with `name`, `type` (`int64`, `utf8`, `timestamp[us, UTC]`,
+    /// `decimal128(18, 2)`… — the same syntax as the sources' schemas; Arrow's own syntax such
+    /// as `Timestamp(Microsecond, Some("UTC"))` is accepted too) and `nullable`. When absent the
+    /// sink learns it from the first batch (and keeps it in its manifest).
     #[serde(default)]
     pub schema: Option<Vec<SchemaField>>,
     /// What a batch with columns the sink schema does not have does: `none` (default) raises
@@ -302,19 +303,9 @@ pub enum SchemaEvolution {
     AddNullableColumns,
 }
 
-/// One field of the target schema.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SchemaField {
-    /// Column name.
-    pub name: String,
-    /// Arrow data type as Arrow prints it: `Int64`, `Utf8`, `Float64`, `Boolean`, `Date32`,
-    /// `Timestamp(Microsecond, Some("UTC"))`, `Decimal128(18, 2)`, `List(Int64)`…
-    pub data_type: String,
-    /// Whether nulls are allowed. Default true.
-    #[serde(default = "default_true")]
-    pub nullable: bool,
-}
+/// One field of the target schema: the same [`FieldConfig`](arcane_core::schema::FieldConfig)
+/// (`name`, `type`, `nullable`) as the sources' schemas, with the same type names.
+pub type SchemaField = arcane_core::schema::FieldConfig;
 
 /// Where records that cannot be converted go, and the run's dead-letter budget.
 ///
@@ -541,26 +532,16 @@ impl ParquetSinkConfig {
 
     /// The explicit target schema, if configured.
     pub fn target_schema(&self) -> Result<Option<SchemaRef>> {
-        let Some(fields) = &self.schema else {
-            return Ok(None);
-        };
-        if fields.is_empty() {
-            return Err(Error::config(
+        match &self.schema {
+            None => Ok(None),
+            Some(fields) if fields.is_empty() => Err(Error::config(
                 "sink.schema",
                 "is empty; list the columns or remove it to learn the schema from the first batch",
-            ));
+            )),
+            Some(fields) => {
+                arcane_core::schema::schema_from_fields(fields, "sink.schema").map(Some)
+            }
         }
-        let mut out = Vec::with_capacity(fields.len());
-        for (i, f) in fields.iter().enumerate() {
-            let dt = DataType::from_str(&f.data_type).map_err(|e| {
-                Error::config(
-                    format!("sink.schema[{i}].dataType"),
-                    format!("\"{}\" is not an Arrow data type ({e}); use e.g. Int64, Utf8, Timestamp(Microsecond, Some(\"UTC\"))", f.data_type),
-                )
-            })?;
-            out.push(Field::new(&f.name, dt, f.nullable));
-        }
-        Ok(Some(Arc::new(Schema::new(out))))
     }
 
     /// The Parquet writer properties for files of `schema`.

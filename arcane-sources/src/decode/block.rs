@@ -74,9 +74,7 @@ fn decode_schema(schema: &SchemaRef) -> SchemaRef {
 }
 
 /// Whether a time zone name means UTC.
-pub(crate) fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "utc" | "Z" | "Etc/UTC" | "+00:00")
-}
+pub(crate) use arcane_core::schema::is_utc;
 
 impl BlockDecoder {
     pub(crate) fn new(format: TextFormat, target: SchemaRef, batch_rows: usize) -> Self {
