@@ -1,18 +1,21 @@
-//! [`RestApiSource`]: polls the API page by page and yields one batch per page.
+//! [`RestApiSource`]: polls the API pass by pass, page by page, and yields one batch per page.
 
 use arcane_core::{
     Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
     Source, SourceStart,
 };
+use std::sync::Arc;
+
+use arrow_array::BooleanArray;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE};
+use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE, WatermarkOrder};
 use super::http::{Http, Request, display_url};
-use super::watermark::{RestApiPosition, Tracker, Verdict, template_text};
+use super::watermark::{PassPosition, RestApiPosition, Tracker, Verdict, template_text};
 use crate::decode::{JsonDecoder, schema_from_fields};
 
 /// Pages decoded ahead of the sink.
@@ -80,14 +83,14 @@ impl Source for RestApiSource {
                 "is required in streaming mode (each poll must ask only for newer records); set the record field that orders them, or run a backfill",
             ));
         }
-        let (resume, skip) = match &start.resume_from {
+        let (resume, rows) = match &start.resume_from {
             None => (None, 0),
             Some(checkpoint) => (
                 checkpoint.decode::<RestApiPosition>(&self.name)?,
                 checkpoint.rows,
             ),
         };
-        tracing::info!(source = %self.name, resume = ?resume, skip, mode = start.mode.as_str(), "rest-api source opening");
+        tracing::info!(source = %self.name, resume = ?resume, skip = rows, mode = start.mode.as_str(), "rest-api source opening");
         let http = match self.http.take() {
             Some(h) => h,
             None => Http::new(&self.config, &self.at, self.name.clone())?,
@@ -97,11 +100,21 @@ impl Source for RestApiSource {
                 w.kind,
                 w.field.clone(),
                 w.id_field.clone(),
+                w.order == WatermarkOrder::Ascending,
                 resume.as_ref(),
                 w.start.as_ref(),
             )
         });
-        let records_before = resume.as_ref().map_or(0, |p| p.records);
+        // Without a watermark the position counts the records of the (only) pass: a restart
+        // reads it again and skips them. Positions written before passes were tracked counted
+        // good rows only.
+        let (skip_records, skip_rows) = match (&self.config.watermark, &resume) {
+            (None, Some(p)) => match &p.pass {
+                Some(pass) => (pass.records, rows),
+                None => (0, p.records + rows),
+            },
+            _ => (0, rows),
+        };
         let (tx, rx) = mpsc::channel(PAGES_AHEAD);
         let mut run = Run {
             name: self.name.clone(),
@@ -111,13 +124,11 @@ impl Source for RestApiSource {
             mode: start.mode,
             out: tx,
             tracker,
-            // Without a watermark a restart re-reads the pass and skips what was landed.
-            skip: if self.config.watermark.is_some() {
-                skip
-            } else {
-                records_before + skip
-            },
-            records: 0,
+            skip_rows,
+            skip_records,
+            consumed: 0,
+            held: Vec::new(),
+            held_letters: Vec::new(),
             last: resume,
         };
         let task = tokio::spawn(async move {
@@ -139,6 +150,34 @@ impl Source for RestApiSource {
     }
 }
 
+/// A record taken from a page, encoded for the decoder.
+struct Taken {
+    bytes: Vec<u8>,
+    /// The URL of its page.
+    origin: Arc<str>,
+    page: u64,
+    index: usize,
+    /// The record as received, once its page is gone (held records); else read from the page.
+    payload: Option<String>,
+    /// May be one of the rows of a partly committed batch skipped after a restart (records
+    /// taken while skipping what a restart had consumed before are new).
+    skippable: bool,
+}
+
+impl AsRef<[u8]> for Taken {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What one pass read.
+#[derive(Debug, Default)]
+struct PassStats {
+    pages: u64,
+    empty_pages: u64,
+    records: u64,
+}
+
 /// The state of one opened stream.
 struct Run {
     name: String,
@@ -148,10 +187,16 @@ struct Run {
     mode: Mode,
     out: mpsc::Sender<Result<PositionedBatch>>,
     tracker: Option<Tracker>,
-    /// Good records still to skip (landed before a restart).
-    skip: u64,
-    /// Without a watermark: good records of this pass so far.
-    records: u64,
+    /// Good rows still to skip: the rows of a partly committed batch before a restart.
+    skip_rows: u64,
+    /// Without a watermark: records of the pass still to skip (consumed before a restart).
+    skip_records: u64,
+    /// Without a watermark: records of this pass consumed.
+    consumed: u64,
+    /// Records taken (and dead letters) while skipping what a restart had consumed before:
+    /// held until that ends, so no position is written in its middle.
+    held: Vec<Taken>,
+    held_letters: Vec<DeadLetter>,
     /// The last position yielded (or resumed from).
     last: Option<RestApiPosition>,
 }
@@ -159,14 +204,11 @@ struct Run {
 impl Run {
     async fn drive(&mut self) -> Result<()> {
         loop {
-            if let Some(t) = &mut self.tracker {
-                t.begin_poll();
-            }
-            let records = self.poll().await?;
-            tracing::debug!(source = %self.name, records, requests = self.http.requests, "poll done");
+            let stats = self.poll().await?;
+            tracing::debug!(source = %self.name, pages = stats.pages, empty_pages = stats.empty_pages, records = stats.records, requests = self.http.requests, "pass done");
             match self.mode {
                 Mode::Backfill => {
-                    tracing::info!(source = %self.name, requests = self.http.requests, "rest-api backfill caught up");
+                    tracing::info!(source = %self.name, pages = stats.pages, records = stats.records, requests = self.http.requests, "rest-api backfill caught up: the pass read every page");
                     return Ok(());
                 }
                 Mode::Stream => tokio::time::sleep(self.config.poll_interval).await,
@@ -174,7 +216,7 @@ impl Run {
         }
     }
 
-    /// The first request of a poll.
+    /// The first request of a pass.
     fn first_request(&self) -> Result<Request> {
         let watermark = self
             .tracker
@@ -241,33 +283,24 @@ impl Run {
         Ok(Request { url, headers, body })
     }
 
-    /// Read every page of one poll; returns the records received.
-    async fn poll(&mut self) -> Result<u64> {
+    /// Read every page of one pass.
+    ///
+    /// Only the absence of a next page ends a pass paged by a cursor, a next URL or a `Link`
+    /// header: an empty page that has a next page is read past (an API that pages over its
+    /// ids and then filters by the watermark returns such pages). Page-number and offset
+    /// pagination have no other end than an empty page.
+    async fn poll(&mut self) -> Result<PassStats> {
         let mut req = self.first_request()?;
-        let mut page = 0u64;
+        let mut stats = PassStats::default();
         let mut offset = 0u64;
-        let mut total = 0u64;
         loop {
-            page += 1;
+            stats.pages += 1;
+            let page = stats.pages;
             let shown = display_url(&req.url);
-            let resp = self.http.send(&req).await?;
-            let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
-                let snippet: String = String::from_utf8_lossy(&resp.body)
-                    .chars()
-                    .take(200)
-                    .collect();
-                Error::source_permanent(
-                    &self.name,
-                    format!(
-                        "the response of {shown} (HTTP {}) is not JSON ({e}); it starts with: {}",
-                        resp.status,
-                        self.http.redact(&snippet)
-                    ),
-                )
-            })?;
+            let resp = self.http.fetch(&req).await?;
             let records = match self.config.records_pointer.as_str() {
-                "" => Some(&body),
-                p => body.pointer(p),
+                "" => Some(&resp.body),
+                p => resp.body.pointer(p),
             };
             let records: &[Value] = match records {
                 None | Some(Value::Null) => &[],
@@ -282,20 +315,20 @@ impl Run {
                     return Err(Error::source_permanent(
                         &self.name,
                         format!(
-                            "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records",
+                            "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records; check recordsPointer",
                             resp.status, self.config.records_pointer
                         ),
                     ));
                 }
             };
             let n = records.len() as u64;
-            total += n;
-            self.land(records, &shown, page).await?;
+            stats.records += n;
             if n == 0 {
-                break;
+                stats.empty_pages += 1;
             }
             let next = match &self.config.pagination {
                 PaginationConfig::None => None,
+                PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_) if n == 0 => None,
                 PaginationConfig::PageNumber(p) => Some(with_param(
                     &req.url,
                     &p.param,
@@ -305,7 +338,7 @@ impl Run {
                     offset += n;
                     Some(with_param(&req.url, &o.offset_param, &offset.to_string()))
                 }
-                PaginationConfig::Cursor(c) => match body.pointer(&c.cursor_pointer) {
+                PaginationConfig::Cursor(c) => match resp.body.pointer(&c.cursor_pointer) {
                     Some(Value::String(s)) if !s.is_empty() => {
                         Some(with_param(&req.url, &c.param, s))
                     }
@@ -317,17 +350,25 @@ impl Run {
                     .as_deref()
                     .map(|l| self.join(&req.url, l))
                     .transpose()?,
-                PaginationConfig::NextUrl(u) => match body.pointer(&u.pointer) {
+                PaginationConfig::NextUrl(u) => match resp.body.pointer(&u.pointer) {
                     Some(Value::String(s)) if !s.is_empty() => Some(self.join(&req.url, s)?),
                     _ => None,
                 },
             };
+            if next.as_ref() == Some(&req.url) {
+                return Err(Error::source_permanent(
+                    &self.name,
+                    format!(
+                        "the response of {shown} names the same page as its next page, so paging would never end; check the pagination settings (the cursor or next-page pointer and parameter)"
+                    ),
+                ));
+            }
+            self.land(records, &shown, page, next.is_none()).await?;
             match next {
                 Some(url) => req.url = url,
-                None => break,
+                None => return Ok(stats),
             }
         }
-        Ok(total)
     }
 
     fn join(&self, base: &Url, next: &str) -> Result<Url> {
@@ -342,31 +383,35 @@ impl Run {
         })
     }
 
-    /// Decode one page's records, dead-letter the bad ones and yield the batch.
-    async fn land(&mut self, records: &[Value], shown: &str, page: u64) -> Result<()> {
-        let mut taken: Vec<Vec<u8>> = Vec::with_capacity(records.len());
-        let mut index: Vec<usize> = Vec::with_capacity(records.len());
-        let mut letters = Vec::new();
-        let letter = |i: usize, reason: String, r: &Value| {
-            DeadLetter::new(shown, format!("page {page} record {i}"), reason)
-                .with_payload(r.to_string())
+    /// Decode one page's records, dead-letter the bad ones and yield the batch; `last` is the
+    /// last page of the pass.
+    async fn land(&mut self, records: &[Value], shown: &str, page: u64, last: bool) -> Result<()> {
+        let origin: Arc<str> = Arc::from(shown);
+        let mut taken = std::mem::take(&mut self.held);
+        let mut letters = std::mem::take(&mut self.held_letters);
+        let held = taken.len();
+        let letter = |i: usize, reason: String, payload: String| {
+            DeadLetter::new(shown, format!("page {page} record {i}"), reason).with_payload(payload)
         };
         for (i, r) in records.iter().enumerate() {
-            if let Some(t) = &mut self.tracker {
-                let (verdict, key) = t.judge(r);
-                match verdict {
-                    Verdict::Seen => continue,
-                    Verdict::Reject(reason) => {
-                        letters.push(letter(i, reason, r));
-                        if let Some(k) = key {
-                            t.advance(r, k);
+            let mut skippable = true;
+            match &mut self.tracker {
+                Some(t) => {
+                    skippable = !t.in_prefix();
+                    match t.consume(r) {
+                        Verdict::Seen => continue,
+                        Verdict::Reject(reason) => {
+                            letters.push(letter(i, reason, r.to_string()));
+                            continue;
                         }
-                        continue;
+                        Verdict::Take => {}
                     }
-                    Verdict::Take => {
-                        if let Some(k) = key {
-                            t.advance(r, k);
-                        }
+                }
+                None => {
+                    self.consumed += 1;
+                    if self.skip_records > 0 {
+                        self.skip_records -= 1;
+                        continue;
                     }
                 }
             }
@@ -376,34 +421,86 @@ impl Run {
                 serde_json::to_vec(r)
             };
             match bytes {
-                Ok(b) => {
-                    taken.push(b);
-                    index.push(i);
-                }
-                Err(e) => letters.push(letter(i, e.to_string(), r)),
+                Ok(bytes) => taken.push(Taken {
+                    bytes,
+                    origin: origin.clone(),
+                    page,
+                    index: i,
+                    payload: None,
+                    skippable,
+                }),
+                Err(e) => letters.push(letter(i, e.to_string(), r.to_string())),
             }
         }
+        if let Some(t) = &mut self.tracker {
+            if let Some(what) = t.take_disorder() {
+                tracing::warn!(source = %self.name, url = %shown, "the API was declared to return records in ascending watermark order (watermark.order: ascending), but {what}; the records are landed, and a restart inside this pass reads it again from its start. Set watermark.order to any if the API does not sort");
+            }
+            if last {
+                t.complete_pass();
+            }
+        }
+        if self.tracker.as_ref().is_some_and(Tracker::in_prefix) {
+            // Still inside the records a restart had consumed before: what was taken here is
+            // new (changed since), but a position here could not say what was consumed, so
+            // it waits for the end of the prefix.
+            for t in &mut taken[held..] {
+                t.payload = Some(records[t.index].to_string());
+            }
+            self.held = taken;
+            self.held_letters = letters;
+            return Ok(());
+        }
         let decoded = self.decoder.decode(&taken);
+        let mut bad = vec![false; taken.len()];
         for (at, reason) in decoded.rejected {
-            let i = index[at];
-            letters.push(letter(i, reason, &records[i]));
+            let t = &taken[at];
+            bad[at] = true;
+            let payload = match &t.payload {
+                Some(p) => p.clone(),
+                None => records[t.index].to_string(),
+            };
+            letters.push(
+                DeadLetter::new(
+                    &*t.origin,
+                    format!("page {} record {}", t.page, t.index),
+                    reason,
+                )
+                .with_payload(payload),
+            );
         }
         let mut batch = decoded.batch;
-        let good = batch.num_rows() as u64;
-        if self.skip > 0 {
-            let s = self.skip.min(good);
-            self.skip -= s;
-            batch = batch.slice(s as usize, (good - s) as usize);
+        let decoded_rows = batch.num_rows();
+        if self.skip_rows > 0 {
+            // The first rows after a restart's position that were committed before it.
+            let mut keep = Vec::with_capacity(decoded_rows);
+            for (t, bad) in taken.iter().zip(&bad) {
+                if *bad {
+                    continue;
+                }
+                let drop = t.skippable && self.skip_rows > 0;
+                if drop {
+                    self.skip_rows -= 1;
+                }
+                keep.push(!drop);
+            }
+            batch = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?;
         }
-        self.records += good;
         let position = match &self.tracker {
             Some(t) => t.position(),
             None => RestApiPosition {
-                records: self.records,
+                pass: Some(PassPosition {
+                    records: self.consumed,
+                    ..PassPosition::default()
+                }),
                 ..RestApiPosition::default()
             },
         };
-        if batch.num_rows() == 0 && letters.is_empty() && self.last.as_ref() == Some(&position) {
+        let moved = self.last.as_ref() != Some(&position);
+        let worth = decoded_rows > 0
+            || !letters.is_empty()
+            || (last && moved && self.tracker.as_ref().is_none_or(Tracker::has_landed));
+        if !worth {
             return Ok(());
         }
         let encoded = Position::encode(&position)?;
