@@ -12,7 +12,7 @@ use arcane_sources::rest_api::{
     ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, CursorPagination, FieldConfig,
     NextUrlPagination, OAuth2Auth, OffsetPagination, PageNumberPagination, PaginationConfig,
     RestApiPosition, RestApiSource, RestApiSourceConfig, SecretSource, WatermarkConfig,
-    WatermarkKind, WatermarkOrder,
+    WatermarkKind,
 };
 use arcane_test_support::rest_api::{ApiAuth, Fault, TestApi};
 use arrow_array::cast::AsArray;
@@ -71,7 +71,6 @@ fn config(api: &TestApi, style: &str, limit: u64) -> RestApiSourceConfig {
         kind: WatermarkKind::Timestamp,
         id_field: Some("id".into()),
         start: None,
-        order: WatermarkOrder::Any,
     });
     c.flatten_nested = true;
     c.retry_initial_backoff = Duration::from_millis(10);
@@ -192,7 +191,6 @@ async fn resumes_exactly_inside_groups_of_equal_watermarks() {
         kind: WatermarkKind::Number,
         id_field: None,
         start: Some(serde_json::json!(11)),
-        order: WatermarkOrder::Any,
     });
     cfg.query.clear();
     cfg.query.insert("limit".into(), "40".into());
@@ -203,13 +201,14 @@ async fn resumes_exactly_inside_groups_of_equal_watermarks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_inside_a_pass_reads_it_again_and_skips_what_it_consumed() {
+async fn a_restart_inside_a_pass_goes_on_at_its_next_page() {
     let api = TestApi::start(100);
     let cfg = config(&api, "next", 40);
     let mut source = RestApiSource::new(cfg.clone()).unwrap();
     let (batches, _) = read(&mut source, backfill()).await;
     // The first page ends at id 40, the first of three records at 00:00:13: the position
-    // holds that maximum and, as the pass is not over, where it started and how far it got.
+    // holds that maximum and, as the pass is not over, where it started, how far it got and
+    // its next page.
     let pos: RestApiPosition = batches[0].position.decode("t").unwrap();
     assert_eq!(
         pos.watermark,
@@ -218,8 +217,17 @@ async fn a_restart_inside_a_pass_reads_it_again_and_skips_what_it_consumed() {
     assert_eq!(pos.ids, vec![serde_json::json!(40)]);
     let pass = pos.pass.clone().expect("inside the pass");
     assert_eq!(pass.watermark, None);
-    assert_eq!(pass.records, 40);
+    assert_eq!((pass.pages, pass.records), (1, 40));
     assert_eq!(pass.last_id, Some(serde_json::json!(40)));
+    let next = pass
+        .next
+        .as_ref()
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    assert!(
+        next.starts_with(&api.url("/items/next?")) && next.ends_with("start=40"),
+        "{pass:?}"
+    );
     let resume = |position| SourceStart {
         resume_from: Some(Checkpoint {
             position: Some(position),
@@ -228,17 +236,16 @@ async fn a_restart_inside_a_pass_reads_it_again_and_skips_what_it_consumed() {
         ..backfill()
     };
     let before = api.stats().requests;
-    let mut resumed = RestApiSource::new(cfg.clone()).unwrap();
+    let mut resumed = RestApiSource::new(cfg).unwrap();
     let (rest, err) = read(&mut resumed, resume(batches[0].position.clone())).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(ids(&rest), (46..=100).collect::<Vec<_>>());
-    // The pass is asked again from its start: pages of 40, 40 and 20.
-    assert_eq!(api.stats().requests - before, 3);
+    // Pages 2 and 3 only.
+    assert_eq!(api.stats().requests - before, 2);
 
-    // An API declared ascending: while the pass is in order the position is the highest
+    // Pages by number: while the pass is in watermark order the position is the highest
     // watermark landed, and a restart asks from it.
-    let mut cfg = cfg;
-    cfg.watermark.as_mut().unwrap().order = WatermarkOrder::Ascending;
+    let cfg = config(&api, "page", 40);
     let mut source = RestApiSource::new(cfg.clone()).unwrap();
     let (batches, _) = read(&mut source, backfill()).await;
     let pos: RestApiPosition = batches[0].position.decode("t").unwrap();
@@ -249,8 +256,8 @@ async fn a_restart_inside_a_pass_reads_it_again_and_skips_what_it_consumed() {
     let (rest, err) = read(&mut resumed, resume(batches[0].position.clone())).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(ids(&rest), (46..=100).collect::<Vec<_>>());
-    // 61 records from 00:00:13 on: pages of 40 and 21, then the end.
-    assert_eq!(api.stats().requests - before, 2);
+    // 61 records from 00:00:13 on: pages of 40 and 21, then the empty page.
+    assert_eq!(api.stats().requests - before, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,17 +374,22 @@ async fn records_out_of_watermark_order_land_once_without_dead_letters() {
         Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
     })
     .await;
-    // Declared ascending, the same API still lands every record (and warns).
-    let mut cfg = cfg;
-    cfg.watermark.as_mut().unwrap().order = WatermarkOrder::Ascending;
-    let mut source = RestApiSource::new(cfg).unwrap();
-    let (batches, err) = read(&mut source, backfill()).await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(ids(&batches), (1..=500).collect::<Vec<_>>());
+    // Pages by number and offset too.
+    for style in ["page", "offset"] {
+        let cfg = config(&api, style, 60);
+        let mut source = RestApiSource::new(cfg.clone()).unwrap();
+        let (batches, err) = read(&mut source, backfill()).await;
+        assert!(err.is_none(), "{style}: {err:?}");
+        assert_eq!(ids(&batches), (1..=500).collect::<Vec<_>>(), "{style}");
+        conformance::source_resumes_exactly(|| {
+            Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_inside_a_pass_lands_records_that_changed_before_it() {
+async fn a_restart_whose_cursor_expired_reads_the_pass_again_and_lands_what_changed() {
     // Updated in place, records 20 and 150 are out of watermark order in the id-paged API.
     let api = TestApi::start(200);
     api.update(&[20, 150]);
@@ -385,21 +397,29 @@ async fn a_restart_inside_a_pass_lands_records_that_changed_before_it() {
     let mut source = RestApiSource::new(cfg.clone()).unwrap();
     let (batches, err) = read(&mut source, backfill()).await;
     assert!(err.is_none(), "{err:?}");
-    // The first page (ids 1..=40) was committed, then the process died. Before the restart,
-    // record 10 (in that page) and record 100 (after it) change, and records are added.
+    // The first page (ids 1..=40) was committed, then the process died.
     let landed = versions(&batches[..1]);
     assert_eq!(landed.len(), 40);
+    let restart = || SourceStart {
+        resume_from: Some(Checkpoint::at(batches[0].position.clone())),
+        ..backfill()
+    };
+
+    // The restart goes on with the pass at its next page (the API's cursor pins the data
+    // the pass started on, so records changed in the meantime wait for the next pass).
     api.update(&[10, 100]);
     api.grow_to(210);
+    let mut resumed = RestApiSource::new(cfg.clone()).unwrap();
+    let (rest, err) = read(&mut resumed, restart()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ids(&rest), (41..=200).collect::<Vec<_>>());
+
+    // The cursor expired before the restart: the pass is read again from its start, the
+    // records consumed before are skipped, and those that changed since are landed.
+    api.expire_cursors();
+    let before = api.stats();
     let mut resumed = RestApiSource::new(cfg).unwrap();
-    let (rest, err) = read(
-        &mut resumed,
-        SourceStart {
-            resume_from: Some(Checkpoint::at(batches[0].position.clone())),
-            ..backfill()
-        },
-    )
-    .await;
+    let (rest, err) = read(&mut resumed, restart()).await;
     assert!(err.is_none(), "{err:?}");
     let mut all = landed;
     all.extend(versions(&rest));
@@ -408,13 +428,15 @@ async fn a_restart_inside_a_pass_lands_records_that_changed_before_it() {
     for version in current(&api) {
         assert!(unique.contains(&version), "{version:?} is missing");
     }
-    // Nothing of the first page but record 10's new version was read again.
+    // Nothing of the first page but record 10's new version was landed again.
     let again: Vec<i64> = versions(&rest)
         .iter()
         .map(|(id, _)| *id)
         .filter(|id| *id <= 40)
         .collect();
     assert_eq!(again, vec![10]);
+    // The refused cursor, then the whole pass: 6 pages of 40 ids.
+    assert_eq!(api.stats().requests - before.requests, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -829,7 +851,6 @@ fn bad_settings_are_errors_naming_the_field() {
         kind: WatermarkKind::Timestamp,
         id_field: None,
         start: Some(serde_json::json!("yesterday")),
-        order: WatermarkOrder::Any,
     });
     check(c, "watermark.start");
     // Unknown keys in a spec are rejected by name.

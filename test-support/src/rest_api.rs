@@ -119,6 +119,8 @@ struct State {
     /// Versions of the data pinned by `/items/filtered` cursors; the last one is `data` when
     /// `pinned` is true.
     snapshots: Vec<Data>,
+    /// The number of `snapshots[0]` (cursors of expired snapshots are refused).
+    expired: usize,
     pinned: bool,
     /// Whether `updated_at` ascends with the id (then a binary search finds `updated_since`).
     ascending: bool,
@@ -391,6 +393,16 @@ impl TestApi {
         });
     }
 
+    /// Forget the snapshots pinned by `/items/filtered` cursors: their cursors are refused
+    /// from now on (HTTP 400), as an API's expiring cursors would be.
+    pub fn expire_cursors(&self) {
+        self.with(|s| {
+            s.expired += s.snapshots.len();
+            s.snapshots.clear();
+            s.pinned = false;
+        });
+    }
+
     /// The current records (their latest versions), in id order.
     pub fn records(&self) -> Vec<Value> {
         self.with(|s| s.data.iter().map(|i| i.value.clone()).collect())
@@ -652,7 +664,7 @@ fn filtered(
                 s.snapshots.push(data);
                 s.pinned = true;
             }
-            (s.snapshots.len() - 1, 0)
+            (s.expired + s.snapshots.len() - 1, 0)
         }
         Some(c) => {
             let parsed = c
@@ -662,12 +674,21 @@ fn filtered(
                     Some((snap.parse::<usize>().ok()?, start.parse::<usize>().ok()?))
                 });
             match parsed {
-                Some((snap, start)) if snap < s.snapshots.len() => (snap, start),
-                _ => return reply(StatusCode::BAD_REQUEST, format!("unknown cursor {c:?}")),
+                Some((snap, start))
+                    if (s.expired..s.expired + s.snapshots.len()).contains(&snap) =>
+                {
+                    (snap, start)
+                }
+                _ => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown or expired cursor {c:?}"),
+                    );
+                }
             }
         }
     };
-    let data = s.snapshots[snapshot].clone();
+    let data = s.snapshots[snapshot - s.expired].clone();
     let end = (start + limit).min(data.len());
     let items: Vec<Value> = data
         .get(start..end)

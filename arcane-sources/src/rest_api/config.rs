@@ -416,12 +416,8 @@ fn default_one() -> u64 {
 /// `idField` the watermark must be strictly increasing (an auto-increment id, or an API whose
 /// parameter means "after"): records at exactly the last watermark are skipped.
 ///
-/// A restart inside a pass asks for the pass again from where it started and skips the
-/// records it had consumed, which needs the API to return the same records in the same order
-/// for the same request (true of APIs that page over a stable key, such as an id or the
-/// watermark itself). Records that changed in between are recognised (with `idField`, by a
-/// watermark above what was consumed) and landed. With `order: ascending` a restart asks from
-/// the highest watermark landed instead, as long as the pass came in ascending order.
+/// A restart inside a pass goes on with that pass at its next page (see the source's
+/// guarantees for what that needs from the API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WatermarkConfig {
@@ -441,29 +437,6 @@ pub struct WatermarkConfig {
     /// from the beginning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Value>,
-    /// The order the API returns the records of a pass in: `any` (default) or `ascending`
-    /// (by the watermark). It only changes how a restart inside a pass resumes: with `any` it
-    /// asks for the pass again from where it started and skips what was consumed; with
-    /// `ascending` it asks from the highest watermark landed, which reads less again and does
-    /// not need the API to repeat itself. Records out of order in an `ascending` pass are
-    /// still landed (that pass then resumes as with `any`, and a warning is logged).
-    #[serde(default, skip_serializing_if = "is_any_order")]
-    pub order: WatermarkOrder,
-}
-
-fn is_any_order(o: &WatermarkOrder) -> bool {
-    *o == WatermarkOrder::Any
-}
-
-/// The order of the records within a pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum WatermarkOrder {
-    /// Any order.
-    #[default]
-    Any,
-    /// Ascending by the watermark.
-    Ascending,
 }
 
 /// How watermark values compare.

@@ -123,6 +123,8 @@ pub(crate) struct Http {
     name: String,
     /// Requests sent (retries included), for tests and logs.
     pub(crate) requests: u64,
+    /// The status of the last response that failed a request.
+    last_status: Option<StatusCode>,
 }
 
 impl std::fmt::Debug for Http {
@@ -240,6 +242,7 @@ impl Http {
             max_bytes: config.max_response_bytes,
             name,
             requests: 0,
+            last_status: None,
         })
     }
 
@@ -277,6 +280,21 @@ impl Http {
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
             .min(self.max_backoff);
         exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    /// Whether the last [`Http::fetch`] failed because the API refused the request itself (a
+    /// 4xx other than 401, 403, 408 and 429): e.g. an expired cursor.
+    pub(crate) fn refused_by_client(&self) -> bool {
+        self.last_status.is_some_and(|s| {
+            s.is_client_error()
+                && ![
+                    StatusCode::UNAUTHORIZED,
+                    StatusCode::FORBIDDEN,
+                    StatusCode::REQUEST_TIMEOUT,
+                    StatusCode::TOO_MANY_REQUESTS,
+                ]
+                .contains(&s)
+        })
     }
 
     /// The redacted cause chain of `failure`.
@@ -340,6 +358,7 @@ impl Http {
         let shown = display_url(&req.url);
         let mut attempts = Attempts::new(format!("{} {shown}", self.method));
         let mut reauthenticated = false;
+        self.last_status = None;
         loop {
             self.pace().await;
             let mut builder = self
@@ -358,6 +377,9 @@ impl Http {
                 Err(e) => (Failure::Transport(e.without_url()), None),
                 Ok(resp) => {
                     let status = resp.status();
+                    if !status.is_success() {
+                        self.last_status = Some(status);
+                    }
                     if status.is_success() {
                         let link_next = link_next(resp.headers());
                         match self.read_body(resp, &shown, status).await {

@@ -34,20 +34,23 @@
 //!   API's parameter must mean *at or after*). Records that share a watermark across a page,
 //!   pass or restart boundary are landed once. Without `idField` the watermark must be
 //!   strictly increasing (records at exactly the last watermark are skipped).
-//! * **A restart inside a pass is exact.** Inside a pass the position also holds where the
-//!   pass started and how many of its records were consumed (landed, dead-lettered or skipped
-//!   as landed before) and the id of the last one ([`PassPosition`]). A restart asks for the
-//!   pass again from its start and skips those records, then the rows of a partly committed
-//!   page. **This needs the API to return the same records in the same order for the same
-//!   request**, which holds for APIs that page over a stable key (an id, or the watermark). A
-//!   record that changed before the restart, so that its watermark is now above the highest
-//!   one consumed, is recognised (with `idField`) and landed, as are new records; an API that
-//!   reorders or deletes records between two requests for the same pass can make a restart
-//!   inside that pass skip or repeat records. With `watermark.order: ascending` the position
-//!   stays the highest watermark landed as long as the pass comes in ascending order, and a
-//!   restart asks from it: it reads less again and tolerates any change of the data, but a
-//!   pass that turns out not to be sorted after a restart point can lose the records below it
-//!   (they are landed, and a warning is logged, when the disorder is seen before a restart).
+//! * **A restart inside a pass goes on with that pass.** Inside a pass the position also
+//!   holds where the pass started, its next page (the cursor, page number or offset sent for
+//!   it, or its URL), how many of its records were consumed (landed, dead-lettered or skipped
+//!   as landed before) and the id of the last one ([`PassPosition`]). A restart asks for that
+//!   next page and skips the rows of a partly committed page, so nothing of the pass is read
+//!   twice or skipped — **as long as the API answers the stored next page with the records
+//!   that followed**, which holds for cursors over a stable key (an id, the watermark) and
+//!   for snapshot cursors. If the API refuses it (a 4xx such as an expired cursor), the pass
+//!   is read again from its start and the records consumed before the restart are skipped
+//!   (logged at WARN); that needs the API to return the same records in the same order for
+//!   the same request, except that records changed since, whose watermark is now above the
+//!   highest one consumed, are recognised (with `idField`) and landed. Pagination by page
+//!   number or offset keeps no pages across a restart while the pass comes in ascending
+//!   watermark order: the restart asks from the highest watermark landed (which tolerates any
+//!   change of the data); once a record came out of order it goes on at the stored page or
+//!   offset. An API paged by number or offset whose pass is sorted up to a restart point and
+//!   unsorted after it can lose, on that restart, the records below that point's watermark.
 //! * **Changes while a pass runs.** The next pass asks from the highest watermark of the
 //!   completed one. An API that pages over something other than the watermark (e.g. its ids)
 //!   without a consistent snapshot can give a record that changes during a pass, behind the
@@ -93,7 +96,7 @@ pub use config::{
     DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
     FieldConfig, HttpMethod, NextUrlPagination, OAuth2Auth, OffsetPagination, PageNumberPagination,
     PaginationConfig, RestApiSourceConfig, SecretSource, WATERMARK_VARIABLE, WatermarkConfig,
-    WatermarkKind, WatermarkOrder,
+    WatermarkKind,
 };
 pub use source::RestApiSource;
 pub use watermark::{PassPosition, RestApiPosition};

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE, WatermarkOrder};
+use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE};
 use super::http::{Http, Request, display_url};
 use super::watermark::{PassPosition, RestApiPosition, Tracker, Verdict, template_text};
 use crate::decode::{JsonDecoder, schema_from_fields};
@@ -95,25 +95,41 @@ impl Source for RestApiSource {
             Some(h) => h,
             None => Http::new(&self.config, &self.at, self.name.clone())?,
         };
+        // Pages by number or offset are not worth keeping across a restart while a pass comes
+        // in watermark order: the restart asks from the highest watermark instead.
+        let by_number = matches!(
+            self.config.pagination,
+            PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_)
+        );
+        // A restart inside a pass goes on at the pass's next page (without one, it reads the
+        // pass again and skips what it had consumed).
+        let resume_pass = resume
+            .as_ref()
+            .and_then(|p| p.pass.clone())
+            .filter(|p| p.next.is_some());
         let tracker = self.config.watermark.as_ref().map(|w| {
-            Tracker::new(
+            let mut t = Tracker::new(
                 w.kind,
                 w.field.clone(),
                 w.id_field.clone(),
-                w.order == WatermarkOrder::Ascending,
+                by_number,
                 resume.as_ref(),
                 w.start.as_ref(),
-            )
+            );
+            if resume_pass.is_none() {
+                t.read_pass_again();
+            }
+            t
         });
-        // Without a watermark the position counts the records of the (only) pass: a restart
-        // reads it again and skips them. Positions written before passes were tracked counted
-        // good rows only.
-        let (skip_records, skip_rows) = match (&self.config.watermark, &resume) {
+        // Without a watermark the position counts the records of the (only) pass. Positions
+        // written before passes were tracked counted good rows from its start.
+        let (consumed, skip_records, skip_rows) = match (&self.config.watermark, &resume) {
             (None, Some(p)) => match &p.pass {
-                Some(pass) => (pass.records, rows),
-                None => (0, p.records + rows),
+                Some(pass) if pass.next.is_some() => (pass.records, 0, rows),
+                Some(pass) => (0, pass.records, rows),
+                None => (0, 0, p.records + rows),
             },
-            _ => (0, rows),
+            _ => (0, 0, rows),
         };
         let (tx, rx) = mpsc::channel(PAGES_AHEAD);
         let mut run = Run {
@@ -126,7 +142,8 @@ impl Source for RestApiSource {
             tracker,
             skip_rows,
             skip_records,
-            consumed: 0,
+            consumed,
+            resume_pass,
             held: Vec::new(),
             held_letters: Vec::new(),
             last: resume,
@@ -193,6 +210,8 @@ struct Run {
     skip_records: u64,
     /// Without a watermark: records of this pass consumed.
     consumed: u64,
+    /// A restart inside a pass: where to go on with it.
+    resume_pass: Option<PassPosition>,
     /// Records taken (and dead letters) while skipping what a restart had consumed before:
     /// held until that ends, so no position is written in its middle.
     held: Vec<Taken>,
@@ -290,14 +309,46 @@ impl Run {
     /// ids and then filters by the watermark returns such pages). Page-number and offset
     /// pagination have no other end than an empty page.
     async fn poll(&mut self) -> Result<PassStats> {
-        let mut req = self.first_request()?;
+        let first = self.first_request()?;
+        let mut req = first.clone();
         let mut stats = PassStats::default();
         let mut offset = 0u64;
+        // After a restart inside a pass: go on at its next page.
+        let mut resumed = self.resume_pass.take();
+        if let Some(pass) = &resumed {
+            match pass.next.as_ref().map(|n| self.next_url(&first.url, n)) {
+                Some(Ok(url)) => {
+                    req.url = url;
+                    stats.pages = pass.pages;
+                    if let PaginationConfig::Offset(_) = self.config.pagination {
+                        offset = pass.next.as_ref().and_then(Value::as_u64).unwrap_or(0);
+                    }
+                }
+                _ => {
+                    self.read_pass_again(pass, "it cannot be rebuilt");
+                    resumed = None;
+                }
+            }
+        }
         loop {
             stats.pages += 1;
             let page = stats.pages;
             let shown = display_url(&req.url);
-            let resp = self.http.fetch(&req).await?;
+            let resp = match self.http.fetch(&req).await {
+                Ok(r) => r,
+                Err(e) if resumed.is_some() && self.http.refused_by_client() => {
+                    // An expired or invalid cursor: read the pass again from its start.
+                    if let Some(pass) = resumed.take() {
+                        self.read_pass_again(&pass, &e.report());
+                    }
+                    req = first.clone();
+                    stats = PassStats::default();
+                    offset = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            resumed = None;
             let records = match self.config.records_pointer.as_str() {
                 "" => Some(&resp.body),
                 p => resp.body.pointer(p),
@@ -326,36 +377,37 @@ impl Run {
             if n == 0 {
                 stats.empty_pages += 1;
             }
-            let next = match &self.config.pagination {
+            // The next page, as kept in the position, and its URL.
+            let next: Option<Value> = match &self.config.pagination {
                 PaginationConfig::None => None,
                 PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_) if n == 0 => None,
-                PaginationConfig::PageNumber(p) => Some(with_param(
-                    &req.url,
-                    &p.param,
-                    &(p.start + page).to_string(),
-                )),
-                PaginationConfig::Offset(o) => {
+                PaginationConfig::PageNumber(p) => Some(Value::from(p.start + page)),
+                PaginationConfig::Offset(_) => {
                     offset += n;
-                    Some(with_param(&req.url, &o.offset_param, &offset.to_string()))
+                    Some(Value::from(offset))
                 }
                 PaginationConfig::Cursor(c) => match resp.body.pointer(&c.cursor_pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => {
-                        Some(with_param(&req.url, &c.param, s))
-                    }
-                    Some(Value::Number(n)) => Some(with_param(&req.url, &c.param, &n.to_string())),
+                    Some(Value::String(s)) if !s.is_empty() => Some(Value::String(s.clone())),
+                    Some(Value::Number(n)) => Some(Value::Number(n.clone())),
                     _ => None,
                 },
                 PaginationConfig::LinkHeader => resp
                     .link_next
                     .as_deref()
-                    .map(|l| self.join(&req.url, l))
+                    .map(|l| self.join(&req.url, l).map(|u| Value::String(u.into())))
                     .transpose()?,
                 PaginationConfig::NextUrl(u) => match resp.body.pointer(&u.pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(self.join(&req.url, s)?),
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Some(Value::String(self.join(&req.url, s)?.into()))
+                    }
                     _ => None,
                 },
             };
-            if next.as_ref() == Some(&req.url) {
+            let next_url = next
+                .as_ref()
+                .map(|n| self.next_url(&req.url, n))
+                .transpose()?;
+            if next_url.as_ref() == Some(&req.url) {
                 return Err(Error::source_permanent(
                     &self.name,
                     format!(
@@ -363,10 +415,47 @@ impl Run {
                     ),
                 ));
             }
-            self.land(records, &shown, page, next.is_none()).await?;
-            match next {
+            self.land(records, &shown, page, next).await?;
+            match next_url {
                 Some(url) => req.url = url,
                 None => return Ok(stats),
+            }
+        }
+    }
+
+    /// The URL of the next page `next` (as kept in the position), from the URL of a page of
+    /// the same pass.
+    fn next_url(&self, base: &Url, next: &Value) -> Result<Url> {
+        let text = match next {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Ok(match &self.config.pagination {
+            PaginationConfig::PageNumber(p) => with_param(base, &p.param, &text),
+            PaginationConfig::Offset(o) => with_param(base, &o.offset_param, &text),
+            PaginationConfig::Cursor(c) => with_param(base, &c.param, &text),
+            PaginationConfig::LinkHeader
+            | PaginationConfig::NextUrl(_)
+            | PaginationConfig::None => self.join(base, &text)?,
+        })
+    }
+
+    /// The next page of a pass a restart went on with cannot be read (`why`): read the pass
+    /// again from its start and skip the records consumed before the restart.
+    fn read_pass_again(&mut self, pass: &PassPosition, why: &str) {
+        tracing::warn!(
+            source = %self.name,
+            pages = pass.pages,
+            records = pass.records,
+            "going on with the pass interrupted by the restart at its page {} failed: {why}; reading the pass again from its start and skipping the {} records it had consumed",
+            pass.pages + 1,
+            pass.records
+        );
+        match &mut self.tracker {
+            Some(t) => t.read_pass_again(),
+            None => {
+                self.skip_records = pass.records;
+                self.consumed = 0;
             }
         }
     }
@@ -383,9 +472,16 @@ impl Run {
         })
     }
 
-    /// Decode one page's records, dead-letter the bad ones and yield the batch; `last` is the
-    /// last page of the pass.
-    async fn land(&mut self, records: &[Value], shown: &str, page: u64, last: bool) -> Result<()> {
+    /// Decode one page's records, dead-letter the bad ones and yield the batch; `next` is the
+    /// next page of the pass (none after its last page).
+    async fn land(
+        &mut self,
+        records: &[Value],
+        shown: &str,
+        page: u64,
+        next: Option<Value>,
+    ) -> Result<()> {
+        let last = next.is_none();
         let origin: Arc<str> = Arc::from(shown);
         let mut taken = std::mem::take(&mut self.held);
         let mut letters = std::mem::take(&mut self.held_letters);
@@ -432,11 +528,8 @@ impl Run {
                 Err(e) => letters.push(letter(i, e.to_string(), r.to_string())),
             }
         }
-        if let Some(t) = &mut self.tracker {
-            if let Some(what) = t.take_disorder() {
-                tracing::warn!(source = %self.name, url = %shown, "the API was declared to return records in ascending watermark order (watermark.order: ascending), but {what}; the records are landed, and a restart inside this pass reads it again from its start. Set watermark.order to any if the API does not sort");
-            }
-            if last {
+        if last {
+            if let Some(t) = &mut self.tracker {
                 t.complete_pass();
             }
         }
@@ -486,7 +579,7 @@ impl Run {
             }
             batch = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?;
         }
-        let position = match &self.tracker {
+        let mut position = match &self.tracker {
             Some(t) => t.position(),
             None => RestApiPosition {
                 pass: Some(PassPosition {
@@ -496,6 +589,10 @@ impl Run {
                 ..RestApiPosition::default()
             },
         };
+        if let Some(pass) = &mut position.pass {
+            pass.pages = page;
+            pass.next = next;
+        }
         let moved = self.last.as_ref() != Some(&position);
         let worth = decoded_rows > 0
             || !letters.is_empty()

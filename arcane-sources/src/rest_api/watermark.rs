@@ -13,8 +13,8 @@ use super::config::WatermarkKind;
 /// and every page after it. Between passes, the position is the highest watermark consumed
 /// and, with `idField`, the ids of the records consumed at exactly that watermark; the next
 /// pass asks from it. Inside a pass, the position also holds [`pass`](Self::pass): where the
-/// pass started and how many of its records were consumed, so a restart can read the pass
-/// again and skip them, whatever order the API returns the records in.
+/// pass started, its next page and how many of its records were consumed, so a restart goes
+/// on with the same pass, whatever order the API returns the records in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestApiPosition {
@@ -28,8 +28,9 @@ pub struct RestApiPosition {
     /// landed since the start of the pass. Read for compatibility, no longer written.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub records: u64,
-    /// Inside a pass that a restart reads again from its start (absent between passes, and
-    /// inside a pass of an API declared `order: ascending` while its records came in order).
+    /// Inside a pass (absent between passes, and inside a pass paged by number or offset
+    /// while its records came in ascending watermark order: a restart then asks from
+    /// `watermark`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass: Option<PassPosition>,
 }
@@ -48,8 +49,16 @@ pub struct PassPosition {
     /// `watermark.start` before anything was landed).
     #[serde(default, skip_serializing_if = "is_false")]
     pub inclusive: bool,
+    /// The pages of the pass read so far.
+    #[serde(default)]
+    pub pages: u64,
+    /// The next page: the cursor, page number or offset sent for it, or its URL (next-URL and
+    /// `Link` pagination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Value>,
     /// Records of the pass consumed so far (landed, dead-lettered, or skipped as landed
-    /// before), counted in the order the API returned them.
+    /// before), counted in the order the API returned them: a restart that cannot ask for
+    /// `next` reads the pass again from its start and skips them.
     #[serde(default)]
     pub records: u64,
     /// The `idField` value of the last record consumed, if it has one.
@@ -171,8 +180,9 @@ pub(crate) struct Tracker {
     kind: WatermarkKind,
     field: String,
     id_field: Option<String>,
-    /// The API was declared to return each pass in ascending watermark order.
-    ascending: bool,
+    /// A restart inside a pass that came in ascending order asks from the highest watermark
+    /// (pagination by number or offset, whose pages are not worth keeping across a restart).
+    resume_from_max: bool,
     /// What the pass asked from.
     start: Option<(Key, Value)>,
     start_ids: Vec<Value>,
@@ -182,17 +192,17 @@ pub(crate) struct Tracker {
     /// The highest watermark consumed, and the ids consumed at it.
     current: Option<(Key, Value)>,
     ids: Vec<Value>,
-    /// Records of this pass consumed (in this process), and the id of the last one.
+    /// Records of this pass consumed, and the id of the last one.
     consumed: u64,
     last_id: Option<Value>,
     /// Every record of this pass so far came in ascending watermark order.
     in_order: bool,
     /// Something was landed since the start (or before a restart).
     landed: bool,
-    /// After a restart inside a pass: the records consumed before it.
+    /// The position restarted from, while it is inside a pass.
+    resumed: Option<RestApiPosition>,
+    /// After [`Tracker::read_pass_again`]: the records consumed before the restart.
     prefix: Option<Prefix>,
-    /// A pass declared ascending just went out of order: what to warn about.
-    disorder: Option<String>,
 }
 
 impl Tracker {
@@ -200,7 +210,7 @@ impl Tracker {
         kind: WatermarkKind,
         field: String,
         id_field: Option<String>,
-        ascending: bool,
+        resume_from_max: bool,
         position: Option<&RestApiPosition>,
         lower_bound: Option<&Value>,
     ) -> Self {
@@ -209,7 +219,7 @@ impl Tracker {
             kind,
             field,
             id_field,
-            ascending,
+            resume_from_max,
             start: None,
             start_ids: Vec::new(),
             start_seen: false,
@@ -219,8 +229,8 @@ impl Tracker {
             last_id: None,
             in_order: true,
             landed: false,
+            resumed: None,
             prefix: None,
-            disorder: None,
         };
         match position {
             Some(p) if p.watermark.is_some() || p.pass.is_some() => {
@@ -228,20 +238,15 @@ impl Tracker {
                 t.ids = p.ids.clone();
                 t.landed = true;
                 match &p.pass {
+                    // Inside a pass: go on with it.
                     Some(pass) => {
                         t.start = pass.watermark.as_ref().and_then(of);
                         t.start_ids = pass.ids.clone();
                         t.start_seen = !pass.inclusive;
                         t.in_order = false;
-                        if pass.records > 0 {
-                            t.prefix = Some(Prefix {
-                                left: pass.records,
-                                last_id: pass.last_id.clone(),
-                                max: t.current.as_ref().map(|(k, _)| k.clone()),
-                                ids: t.ids.clone(),
-                                position: p.clone(),
-                            });
-                        }
+                        t.consumed = pass.records;
+                        t.last_id = pass.last_id.clone();
+                        t.resumed = Some(p.clone());
                     }
                     None => {
                         t.start = t.current.clone();
@@ -271,6 +276,28 @@ impl Tracker {
     /// Inside the records consumed before a restart.
     pub(crate) fn in_prefix(&self) -> bool {
         self.prefix.is_some()
+    }
+
+    /// The restart's next page cannot be read: the pass is read again from its start, and the
+    /// records consumed before the restart are skipped (see [`Tracker::consume`]).
+    pub(crate) fn read_pass_again(&mut self) {
+        let Some(p) = self.resumed.take() else {
+            return;
+        };
+        let Some(pass) = &p.pass else {
+            return;
+        };
+        self.consumed = 0;
+        self.last_id = None;
+        if pass.records > 0 {
+            self.prefix = Some(Prefix {
+                left: pass.records,
+                last_id: pass.last_id.clone(),
+                max: self.current.as_ref().map(|(k, _)| k.clone()),
+                ids: self.ids.clone(),
+                position: p.clone(),
+            });
+        }
     }
 
     /// Whether `key` (of a record with `id`) is at or below what was consumed before the
@@ -351,27 +378,10 @@ impl Tracker {
                 self.ids.extend(id);
             }
             Some(Ordering::Equal) => self.ids.extend(id),
-            Some(Ordering::Less) => {
-                if self.in_order && self.ascending {
-                    let max = self
-                        .current
-                        .as_ref()
-                        .map_or(Value::Null, |(_, v)| v.clone());
-                    self.disorder = Some(format!(
-                        "a record with \"{}\" {raw} came after one with {max}",
-                        self.field
-                    ));
-                }
-                self.in_order = false;
-            }
+            Some(Ordering::Less) => self.in_order = false,
         }
         self.landed = true;
         Verdict::Take
-    }
-
-    /// Once per pass declared ascending that was not: what went out of order.
-    pub(crate) fn take_disorder(&mut self) -> Option<String> {
-        self.disorder.take()
     }
 
     /// The pass read its last page: the next one asks from the highest watermark consumed.
@@ -382,25 +392,21 @@ impl Tracker {
         self.consumed = 0;
         self.last_id = None;
         self.in_order = true;
+        self.resumed = None;
         self.prefix = None;
-        self.disorder = None;
     }
 
-    /// The position after the records consumed so far.
+    /// The position after the records consumed so far; inside a pass, its `next` and `pages`
+    /// are the caller's to fill in.
     pub(crate) fn position(&self) -> RestApiPosition {
-        let ids = if self.id_field.is_some() {
-            self.ids.clone()
-        } else {
-            Vec::new()
-        };
-        let between_passes = self.consumed == 0 && self.prefix.is_none();
-        let trusted = self.ascending && self.in_order;
         if let Some(prefix) = &self.prefix {
             // Still inside what was consumed before the restart: nothing new is covered yet
             // (the source holds back records taken here until the prefix ends).
             return prefix.position.clone();
         }
-        let pass = (!between_passes && !trusted).then(|| PassPosition {
+        let between_passes = self.consumed == 0;
+        let from_max = self.resume_from_max && self.in_order;
+        let pass = (!between_passes && !from_max).then(|| PassPosition {
             watermark: self.watermark().cloned(),
             ids: if self.id_field.is_some() {
                 self.start_ids.clone()
@@ -410,10 +416,15 @@ impl Tracker {
             inclusive: !self.start_seen,
             records: self.consumed,
             last_id: self.last_id.clone(),
+            ..PassPosition::default()
         });
         RestApiPosition {
             watermark: self.current.as_ref().map(|(_, v)| v.clone()),
-            ids,
+            ids: if self.id_field.is_some() {
+                self.ids.clone()
+            } else {
+                Vec::new()
+            },
             records: 0,
             pass,
         }
@@ -435,6 +446,13 @@ mod tests {
             position,
             None,
         )
+    }
+
+    /// A tracker restarted from `position` whose next page could not be read.
+    fn again(position: &RestApiPosition) -> Tracker {
+        let mut t = tracker(Some("id"), Some(position));
+        t.read_pass_again();
+        t
     }
 
     fn rec(w: i64, id: &str) -> Value {
@@ -528,17 +546,25 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_inside_a_pass_asks_from_its_start_and_skips_what_it_consumed() {
+    fn a_restart_inside_a_pass_goes_on_with_it_or_reads_it_again_skipping_what_it_consumed() {
         // A pass out of order: consumed b, a, c; then a crash.
         let mut t = tracker(Some("id"), None);
         for (w, id) in [(5, "b"), (2, "a"), (7, "c")] {
             assert_eq!(t.consume(&rec(w, id)), Verdict::Take);
         }
         let pos = t.position();
+        // Going on with the pass (its next page): from where it started, with its count.
         let mut r = tracker(Some("id"), Some(&pos));
-        // The pass is asked again from where it started (the beginning)...
         assert_eq!(r.watermark(), None);
-        // ...its first three records are skipped, the rest taken even below the maximum.
+        assert_eq!(r.consume(&rec(1, "d")), Verdict::Take);
+        let p = r.position();
+        assert_eq!(p.watermark, Some(json!(7)));
+        assert_eq!(p.pass.unwrap().records, 4);
+
+        // Reading it again: its first three records are skipped, the rest taken even below
+        // the maximum.
+        let mut r = again(&pos);
+        assert_eq!(r.watermark(), None);
         for (w, id, v) in [
             (5, "b", Verdict::Seen),
             (2, "a", Verdict::Seen),
@@ -552,7 +578,7 @@ mod tests {
         // The data changed before the restart: "a" got a newer version (now above the
         // maximum) and "x" appeared with a new watermark before "c": both are new; "b" and
         // "c" are still skipped, and what follows "c" is taken.
-        let mut r = tracker(Some("id"), Some(&pos));
+        let mut r = again(&pos);
         for (w, id, v) in [
             (5, "b", Verdict::Seen),
             (9, "a", Verdict::Take),
@@ -564,7 +590,7 @@ mod tests {
         }
         // A record changed to a watermark between the old maximum and a newer one taken in
         // the prefix is still new.
-        let mut r = tracker(Some("id"), Some(&pos));
+        let mut r = again(&pos);
         assert_eq!(r.consume(&rec(9, "a")), Verdict::Take);
         assert!(r.in_prefix());
         // Inside the skipped records the position is still the one restarted from.
@@ -578,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn an_api_declared_ascending_keeps_the_running_maximum_until_it_goes_out_of_order() {
+    fn pages_by_number_keep_the_running_maximum_until_the_pass_goes_out_of_order() {
         let mut t = Tracker::new(
             WatermarkKind::Number,
             "w".into(),
@@ -591,10 +617,8 @@ mod tests {
         t.consume(&rec(2, "b"));
         assert_eq!(t.position().pass, None);
         assert_eq!(t.position().watermark, Some(json!(2)));
-        assert!(t.take_disorder().is_none());
         t.consume(&rec(1, "c"));
         let pass = t.position().pass.unwrap();
         assert_eq!(pass.records, 3);
-        assert!(t.take_disorder().unwrap().contains("came after"));
     }
 }
