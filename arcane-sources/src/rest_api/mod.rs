@@ -47,8 +47,8 @@
 //!   the same request, except that records changed since, whose watermark is now above the
 //!   highest one consumed, are recognised (with `idField`) and landed. Pagination by page
 //!   number or offset keeps no pages across a restart while the pass comes in ascending
-//!   watermark order: the restart asks from the highest watermark landed (which tolerates any
-//!   change of the data); once a record came out of order it goes on at the stored page or
+//!   watermark order: the restart asks from the highest watermark landed (which tolerates
+//!   records added or changed in the meantime); once a record came out of order it goes on at the stored page or
 //!   offset. An API paged by number or offset whose pass is sorted up to a restart point and
 //!   unsorted after it can lose, on that restart, the records below that point's watermark.
 //! * **Changes while a pass runs.** The next pass asks from the highest watermark of the
