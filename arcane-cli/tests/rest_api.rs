@@ -1,6 +1,9 @@
 //! The `arcane` binary end to end with the `rest-api` kind against a real HTTP API on
 //! 127.0.0.1 ([`TestApi`]): a streaming run killed (SIGKILL) and stopped (SIGTERM) again and
-//! again while the API throttles and fails, landing every record exactly once; a backfill
+//! again while the API throttles and fails, landing every record exactly once — also against
+//! an API that pages over its ids and then filters (empty pages with a next cursor) while its
+//! data grows and changes; a backfill resumed after SIGKILL and after exit 2; records out of
+//! watermark order; a server that is down, a missing page and HTML error pages; a backfill
 //! with dead letters; and the bundled example spec.
 
 mod support;
@@ -10,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use arcane_test_support::rest_api::{ApiAuth, Fault, TestApi, record};
+use arcane_test_support::unique;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value, json};
 use support::*;
@@ -18,7 +22,11 @@ type Row = Map<String, Value>;
 
 /// The row the sink holds for record `id` (timestamps in epoch ms, `customer` flattened).
 fn expected_row(id: u64) -> Row {
-    let r = record(id);
+    row_of(&record(id))
+}
+
+/// The row the sink holds for the record `r` as the API serves it.
+fn row_of(r: &Value) -> Row {
     let at = chrono::DateTime::parse_from_rfc3339(r["updated_at"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
@@ -48,13 +56,18 @@ fn assert_same_rows(mut actual: Vec<Row>, expected: Vec<Row>) {
 }
 
 fn spec(api: &TestApi, sink_url: &str, limit: u64, rate: f64) -> Value {
+    spec_at(&api.url("/items/cursor"), sink_url, limit, rate)
+}
+
+/// The spec of a stream reading the cursor-paged endpoint at `url`.
+fn spec_at(url: &str, sink_url: &str, limit: u64, rate: f64) -> Value {
     json!({
         "apiVersion": "streaming.sneaksanddata.com/v1",
         "kind": "RestApiStream",
         "metadata": {"name": "items"},
         "spec": {
             "source": {
-                "url": api.url("/items/cursor"),
+                "url": url,
                 "query": {"updated_since": "{{watermark}}", "limit": limit.to_string()},
                 "recordsPointer": "/data",
                 "pagination": {"type": "cursor", "cursorPointer": "/next_cursor", "param": "cursor"},
@@ -261,4 +274,353 @@ fn the_bundled_example_spec_runs_against_the_test_api() {
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
     assert_eq!(exit.summary("rowsCommitted"), 1_000);
     assert_eq!(committed_rows(&sink_url).len(), 1_000);
+}
+
+/// A seed for the random moments of a test: `ARCANE_TEST_SEED`, or `default`.
+#[allow(clippy::print_stderr)]
+fn seed(default: u64) -> u64 {
+    let seed = std::env::var("ARCANE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    eprintln!("seed {seed} (rerun with ARCANE_TEST_SEED={seed})");
+    seed
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *state >> 33
+}
+
+/// Rows as comparable text.
+fn texts<'a>(rows: impl IntoIterator<Item = &'a Row>) -> BTreeSet<String> {
+    rows.into_iter()
+        .map(|r| Value::Object(r.clone()).to_string())
+        .collect()
+}
+
+/// Every version the API holds now is committed.
+fn complete(api: &TestApi, sink_url: &str) -> bool {
+    let rows = committed_rows(sink_url);
+    let committed = texts(&rows);
+    api.records()
+        .iter()
+        .all(|r| committed.contains(&Value::Object(row_of(r)).to_string()))
+}
+
+/// The committed rows against the API's data: each `(id, updated_at)` once, each row a version
+/// the API held, and the current version of every record there.
+fn assert_every_version_once(rows: &[Row], api: &TestApi, seed: u64) {
+    let mut seen = BTreeSet::new();
+    for r in rows {
+        let key = (r["id"].as_u64().unwrap(), r["updated_at"].as_i64().unwrap());
+        assert!(seen.insert(key), "seed {seed}: {key:?} landed twice");
+    }
+    let history: Vec<Row> = api.history().iter().map(row_of).collect();
+    let history = texts(&history);
+    let committed = texts(rows);
+    for r in &committed {
+        assert!(
+            history.contains(r),
+            "seed {seed}: {r} is no version of the API"
+        );
+    }
+    let current = api.records();
+    for r in &current {
+        assert!(
+            committed.contains(&Value::Object(row_of(r)).to_string()),
+            "seed {seed}: the current version of record {} is missing: {r}",
+            r["id"]
+        );
+    }
+    let ids: BTreeSet<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), current.len(), "seed {seed}: records missing");
+}
+
+/// The number of the latest commit of the sink at `url` (0 before any).
+fn commits(sink_url: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(arcane_sinks::latest_manifest(sink_url, &BTreeMap::new()))
+        .unwrap()
+        .map_or(0, |m| m.sequence + 1)
+}
+
+fn oauth2(api: &TestApi) -> Value {
+    json!({
+        "type": "oauth2ClientCredentials",
+        "tokenUrl": api.url("/oauth/token"),
+        "clientId": "arcane",
+        "clientSecret": {"env": "ITEMS_API_TOKEN"},
+        "refreshBeforeExpiry": "1s"
+    })
+}
+
+#[test]
+fn streaming_over_filtered_pages_with_growing_data_lands_every_version_once() {
+    let seed = seed(0x5eed_f117_e2ed_0001);
+    let mut rng = seed;
+    // The API pages over its id range and then filters by updated_since: once the first pass
+    // is committed, every pass starts with empty pages that have a next cursor.
+    let api = TestApi::start(2_000);
+    // Tokens live 400 ms although announced for an hour: requests meet 401s and refresh.
+    api.set_auth(ApiAuth::OAuth2 {
+        client_id: "arcane".into(),
+        client_secret: "e2e-s3cret".into(),
+        expires_in: 3600,
+        lifetime: Duration::from_millis(400),
+    });
+    api.fail_every(Some(13));
+    api.push_faults([
+        Fault::TooManyRequests(1),
+        Fault::Unavailable,
+        Fault::Malformed,
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec_at(&api.url("/items/filtered"), &sink_url, 50, 60.0);
+    spec["spec"]["source"]["auth"] = oauth2(&api);
+
+    let (mut appended, mut updated) = (0, 0);
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 40, "seed {seed}: not done after {runs} runs");
+        let kill = next_random(&mut rng) % 2 == 0;
+        let proc = run_with_token(work.path(), &spec, &[], "e2e-s3cret");
+        proc.wait_for_log("rest-api source opening");
+        std::thread::sleep(Duration::from_millis(150 + next_random(&mut rng) % 600));
+        // The data grows and changes while the job runs.
+        if appended < 6 {
+            api.grow_to(api.records().len() as u64 + 37);
+            appended += 1;
+        }
+        if updated < 4 && runs % 2 == 0 {
+            let ids: Vec<u64> = (0..25)
+                .map(|_| 1 + next_random(&mut rng) % api.records().len() as u64)
+                .collect();
+            api.update(&ids);
+            updated += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100 + next_random(&mut rng) % 700));
+        proc.signal(if kill {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        });
+        let exit = proc.wait();
+        if kill {
+            assert_eq!(exit.code, -1, "seed {seed}");
+        } else {
+            assert_eq!(exit.code, 0, "seed {seed}: {:#?}", exit.lines);
+            assert_eq!(exit.summary("rowsUncommitted"), 0, "seed {seed}");
+        }
+        assert!(
+            !exit.lines.iter().any(|l| l.contains("e2e-s3cret")),
+            "seed {seed}: the secret appears in the logs"
+        );
+        if appended == 6 && updated == 4 && complete(&api, &sink_url) {
+            break;
+        }
+    }
+    // A last run catches up with whatever the stops left behind, and stops cleanly.
+    let proc = run_with_token(work.path(), &spec, &[], "e2e-s3cret");
+    eventually("every version committed", || complete(&api, &sink_url));
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "seed {seed}: {:#?}", exit.lines);
+    assert!(api.stats().empty_pages_with_next > 0, "{:?}", api.stats());
+    assert_every_version_once(&committed_rows(&sink_url), &api, seed);
+}
+
+#[test]
+fn a_backfill_over_filtered_pages_resumed_after_sigkill_and_exit_2_lands_every_record() {
+    let api = TestApi::start(6_000);
+    api.set_auth(ApiAuth::Bearer("bf-token".into()));
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec_at(&api.url("/items/filtered"), &sink_url, 100, 20.0);
+    spec["spec"]["rowsPerGroup"] = json!(250);
+    spec["spec"]["source"]["maxRetries"] = json!(3);
+    spec["spec"]["source"]["retryInitialBackoff"] = json!("50ms");
+    let args = ["--backfill", "--backfill-id", "bf-filtered"];
+
+    // Killed in the middle of its only pass.
+    let proc = run_with_token(work.path(), &spec, &args, "bf-token");
+    eventually("a few commits", || commits(&sink_url) >= 4);
+    proc.signal(Signal::SIGKILL);
+    assert_eq!(proc.wait().code, -1);
+
+    // Resumed, it goes on with the pass; then the API fails for good: exit 2 (RESTART), after
+    // a warning for each retry.
+    let before = commits(&sink_url);
+    let proc = run_with_token(work.path(), &spec, &args, "bf-token");
+    eventually("a commit of the resumed run", || {
+        commits(&sink_url) > before
+    });
+    api.set_persistent_fault(Some(Fault::Unavailable));
+    let exit = proc.wait();
+    assert_eq!(exit.code, 2, "{:#?}", exit.lines);
+    let retries: Vec<&String> = exit
+        .lines
+        .iter()
+        .filter(|l| l.contains(r#""level":"WARN""#) && l.contains("503 Service Unavailable"))
+        .collect();
+    assert_eq!(retries.len(), 3, "{:#?}", exit.lines);
+    assert!(retries.iter().all(|l| l.contains("retrying in")));
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/items/filtered")
+            && message.contains("503")
+            && message.contains("after 4 attempts"),
+        "{message}"
+    );
+    assert_eq!(exit.termination["exitCode"], 2);
+
+    // The API is back: the rerun finishes the backfill with every record exactly once.
+    api.set_persistent_fault(None);
+    let exit = run_with_token(work.path(), &spec, &args, "bf-token").wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_same_rows(
+        committed_rows(&sink_url),
+        (1..=6_000).map(expected_row).collect(),
+    );
+}
+
+#[test]
+fn records_out_of_watermark_order_land_once_across_a_sigkill() {
+    let seed = seed(0x5eed_0d0e_0001);
+    let api = TestApi::start_shuffled(30_000, seed);
+    let work = tempfile::tempdir().unwrap();
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    let mut spec = spec_at(&api.url("/items/filtered"), &sink_url, 500, 20.0);
+    spec["spec"]["rowsPerGroup"] = json!(1_000);
+    spec["spec"]["source"]
+        .as_object_mut()
+        .unwrap()
+        .remove("auth");
+    let args = ["--backfill", "--backfill-id", "shuffled"];
+
+    let proc = run_with_token(work.path(), &spec, &args, "unused");
+    eventually("a few commits", || commits(&sink_url) >= 4);
+    proc.signal(Signal::SIGKILL);
+    assert_eq!(proc.wait().code, -1);
+
+    let exit = run_with_token(work.path(), &spec, &args, "unused").wait();
+    assert_eq!(exit.code, 0, "seed {seed}: {:#?}", exit.lines);
+    let rows = committed_rows(&sink_url);
+    assert_every_version_once(&rows, &api, seed);
+    assert_eq!(rows.len(), 30_000, "seed {seed}");
+    // Nothing was dead-lettered.
+    let letters = std::fs::read_dir(sink_dir.join("_dead_letters"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(letters, 0, "seed {seed}: dead letters were written");
+}
+
+#[test]
+fn an_api_that_is_down_is_retried_with_warnings_then_exits_2_with_the_cause() {
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec_at(&TestApi::refused_url("/items/cursor"), &sink_url, 10, 100.0);
+    spec["spec"]["source"]["maxRetries"] = json!(3);
+    let exit = run_with_token(
+        work.path(),
+        &spec,
+        &["--backfill", "--backfill-id", &unique("down")],
+        "down-token",
+    )
+    .wait();
+    assert_eq!(exit.code, 2, "{:#?}", exit.lines);
+    let warnings: Vec<Value> = exit
+        .logs()
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "arcane_sources::rest_api::http")
+        .collect();
+    assert_eq!(warnings.len(), 3, "{:#?}", exit.lines);
+    for (i, w) in warnings.iter().enumerate() {
+        let text = w["message"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("attempt {} of 4", i + 1))
+                && text.contains("Connection refused")
+                && text.contains("retrying in"),
+            "{text}"
+        );
+    }
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Connection refused") && message.contains("after 4 attempts over"),
+        "{message}"
+    );
+    assert_eq!(exit.termination["status"], "RESTART");
+}
+
+#[test]
+fn a_missing_page_is_fatal_and_names_the_url() {
+    let api = TestApi::start(10);
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec_at(&api.url("/items/nowhere"), &sink_url, 10, 100.0);
+    spec["spec"]["source"]
+        .as_object_mut()
+        .unwrap()
+        .remove("auth");
+    let exit = run_with_token(work.path(), &spec, &["--backfill"], "unused-token").wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&api.url("/items/nowhere")) && message.contains("404"),
+        "{message}"
+    );
+    assert_eq!(api.stats().requests, 1, "a 404 is not retried");
+}
+
+#[test]
+fn an_html_page_with_status_200_is_retried_and_fatal_only_when_it_persists() {
+    let api = TestApi::start(300);
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/once", work.path().display());
+    let mut spec = spec_at(&api.url("/items/cursor"), &sink_url, 100, 100.0);
+    spec["spec"]["source"]
+        .as_object_mut()
+        .unwrap()
+        .remove("auth");
+    spec["spec"]["source"]["maxRetries"] = json!(2);
+
+    // Once (a proxy's hiccup): retried with a warning, and the run succeeds.
+    api.push_faults([Fault::Malformed]);
+    let exit = run_with_token(work.path(), &spec, &["--backfill"], "unused-token").wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_same_rows(
+        committed_rows(&sink_url),
+        (1..=300).map(expected_row).collect(),
+    );
+    assert!(
+        exit.lines.iter().any(|l| l.contains(r#""level":"WARN""#)
+            && l.contains("not JSON")
+            && l.contains("attempt 1 of 3")),
+        "{:#?}",
+        exit.lines
+    );
+
+    // Every time: FATAL, with the URL, the status and the start of the body.
+    api.set_persistent_fault(Some(Fault::Malformed));
+    let sink_url = format!("file://{}/always", work.path().display());
+    spec["spec"]["sink"]["url"] = json!(sink_url);
+    let exit = run_with_token(work.path(), &spec, &["--backfill"], "unused-token").wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/items/cursor")
+            && message.contains("HTTP 200 OK")
+            && message.contains("not JSON")
+            && message.contains("<html><head><title>502 Bad Gateway")
+            && message.contains("after 3 attempts"),
+        "{message}"
+    );
 }

@@ -56,7 +56,7 @@ fn config(api: &TestApi, style: &str, limit: u64) -> RestApiSourceConfig {
             limit_param: "limit".into(),
             limit,
         }),
-        "cursor" => PaginationConfig::Cursor(CursorPagination {
+        "cursor" | "filtered" => PaginationConfig::Cursor(CursorPagination {
             cursor_pointer: "/next_cursor".into(),
             param: "cursor".into(),
         }),
@@ -129,8 +129,11 @@ async fn every_pagination_style_lands_every_record_once_with_types_and_flattenin
         let (batches, err) = read(&mut source, backfill()).await;
         assert!(err.is_none(), "{style}: {err:?}");
         assert_eq!(ids(&batches), (1..=250).collect::<Vec<_>>(), "{style}");
-        // One batch per non-empty page.
-        assert_eq!(batches.len(), 7, "{style}");
+        // One batch per non-empty page (page-number and offset pagination learn that the
+        // pass ended from an empty page: its batch has no rows, only the final position).
+        let non_empty = batches.iter().filter(|b| b.batch.num_rows() > 0).count();
+        assert_eq!(non_empty, 7, "{style}");
+        assert!(batches.len() <= 8, "{style}");
         let first = &batches[0].batch;
         let at = first
             .column_by_name("updated_at")
@@ -150,13 +153,15 @@ async fn every_pagination_style_lands_every_record_once_with_types_and_flattenin
                 .value(2),
             3
         );
-        // The last position is the last watermark with the ids landed at it.
+        // The last position is the end of the pass: its highest watermark with the ids landed
+        // at it, and nothing about the pass any more.
         let last: RestApiPosition = batches.last().unwrap().position.decode("t").unwrap();
         assert_eq!(
             last.watermark,
             Some(serde_json::json!("2026-01-01T00:01:23Z"))
         );
         assert_eq!(last.ids, vec![serde_json::json!(250)]);
+        assert_eq!(last.pass, None, "{style}");
     }
 }
 
@@ -196,35 +201,242 @@ async fn resumes_exactly_inside_groups_of_equal_watermarks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_from_a_checkpoint_asks_from_its_watermark_and_skips_landed_ids() {
+async fn a_restart_inside_a_pass_goes_on_at_its_next_page() {
     let api = TestApi::start(100);
     let cfg = config(&api, "next", 40);
     let mut source = RestApiSource::new(cfg.clone()).unwrap();
     let (batches, _) = read(&mut source, backfill()).await;
-    // The first page ends at id 40, the first of three records at 00:00:13.
+    // The first page ends at id 40, the first of three records at 00:00:13: the position
+    // holds that maximum and, as the pass is not over, where it started, how far it got and
+    // its next page.
     let pos: RestApiPosition = batches[0].position.decode("t").unwrap();
     assert_eq!(
         pos.watermark,
         Some(serde_json::json!("2026-01-01T00:00:13Z"))
     );
     assert_eq!(pos.ids, vec![serde_json::json!(40)]);
+    let pass = pos.pass.clone().expect("inside the pass");
+    assert_eq!(pass.watermark, None);
+    assert_eq!((pass.pages, pass.records), (1, 40));
+    assert_eq!(pass.last_id, Some(serde_json::json!(40)));
+    let next = pass
+        .next
+        .as_ref()
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    assert!(
+        next.starts_with(&api.url("/items/next?")) && next.ends_with("start=40"),
+        "{pass:?}"
+    );
+    let resume = |position| SourceStart {
+        resume_from: Some(Checkpoint {
+            position: Some(position),
+            rows: 5,
+        }),
+        ..backfill()
+    };
     let before = api.stats().requests;
     let mut resumed = RestApiSource::new(cfg).unwrap();
-    let (rest, err) = read(
-        &mut resumed,
-        SourceStart {
-            resume_from: Some(Checkpoint {
-                position: Some(batches[0].position.clone()),
-                rows: 5,
-            }),
-            ..backfill()
-        },
-    )
-    .await;
+    let (rest, err) = read(&mut resumed, resume(batches[0].position.clone())).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(ids(&rest), (46..=100).collect::<Vec<_>>());
-    // 61 records from 00:00:13 on: pages of 40 and 21, then the end.
+    // Pages 2 and 3 only.
     assert_eq!(api.stats().requests - before, 2);
+
+    // Pages by number: while the pass is in watermark order the position is the highest
+    // watermark landed, and a restart asks from it.
+    let cfg = config(&api, "page", 40);
+    let mut source = RestApiSource::new(cfg.clone()).unwrap();
+    let (batches, _) = read(&mut source, backfill()).await;
+    let pos: RestApiPosition = batches[0].position.decode("t").unwrap();
+    assert_eq!(pos.pass, None);
+    assert_eq!(pos.ids, vec![serde_json::json!(40)]);
+    let before = api.stats().requests;
+    let mut resumed = RestApiSource::new(cfg).unwrap();
+    let (rest, err) = read(&mut resumed, resume(batches[0].position.clone())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ids(&rest), (46..=100).collect::<Vec<_>>());
+    // 61 records from 00:00:13 on: pages of 40 and 21, then the empty page.
+    assert_eq!(api.stats().requests - before, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_pages_with_a_next_cursor_do_not_end_the_pass() {
+    // /items/filtered pages over the id range and then filters by updated_since: asked from
+    // record 200's watermark, its first pages are empty but have a next cursor.
+    let api = TestApi::start(300);
+    let mut cfg = config(&api, "filtered", 40);
+    let start = arcane_test_support::rest_api::record(200)["updated_at"].clone();
+    cfg.watermark.as_mut().unwrap().start = Some(start);
+    let mut source = RestApiSource::new(cfg.clone()).unwrap();
+    let (batches, err) = read(&mut source, backfill()).await;
+    assert!(err.is_none(), "{err:?}");
+    // 199, 200 and 201 share the watermark; the lower bound is inclusive.
+    assert_eq!(ids(&batches), (199..=300).collect::<Vec<_>>());
+    assert!(api.stats().empty_pages_with_next >= 4, "{:?}", api.stats());
+
+    // Streaming: after the first pass every pass asks from its maximum, so its first pages
+    // are empty; records added later are still found behind them.
+    let mut cfg = config(&api, "filtered", 40);
+    cfg.poll_interval = Duration::from_millis(50);
+    let mut source = RestApiSource::new(cfg).unwrap();
+    let mut stream = source
+        .open(SourceStart {
+            mode: Mode::Stream,
+            ..SourceStart::default()
+        })
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        got.extend(ids(&[stream.next().await.unwrap().unwrap()]));
+    }
+    api.grow_to(330);
+    api.update(&[7, 250]);
+    let mut letters = 0;
+    while got.len() < 332 {
+        let b = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("new records within 30 s")
+            .unwrap()
+            .unwrap();
+        letters += b.dead_letters.len();
+        got.extend(ids(&[b]));
+    }
+    let mut expected: Vec<i64> = (1..=330).collect();
+    expected.extend([7, 250]);
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
+    assert_eq!(letters, 0);
+}
+
+/// `(id, updated_at)` of every row of `batches`.
+fn versions(batches: &[PositionedBatch]) -> Vec<(i64, i64)> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let id = b
+                .batch
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            let at = b
+                .batch
+                .column_by_name("updated_at")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>()
+                .clone();
+            (0..b.batch.num_rows()).map(move |i| (id.value(i), at.value(i) / 1000))
+        })
+        .collect()
+}
+
+/// `(id, updated_at)` of the API's current records.
+fn current(api: &TestApi) -> Vec<(i64, i64)> {
+    api.records()
+        .iter()
+        .map(|r| {
+            let at = chrono::DateTime::parse_from_rfc3339(r["updated_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp();
+            (r["id"].as_i64().unwrap(), at)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_out_of_watermark_order_land_once_without_dead_letters() {
+    let api = TestApi::start_shuffled(500, 7);
+    let cfg = config(&api, "filtered", 60);
+    let mut source = RestApiSource::new(cfg.clone()).unwrap();
+    let (batches, err) = read(&mut source, backfill()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ids(&batches), (1..=500).collect::<Vec<_>>());
+    assert!(batches.iter().all(|b| b.dead_letters.is_empty()));
+    // The pass ends at its maximum, whatever the order: the last of the records.
+    let last: RestApiPosition = batches.last().unwrap().position.decode("t").unwrap();
+    assert_eq!(last.pass, None);
+    let max = current(&api).iter().map(|(_, at)| *at).max().unwrap();
+    let max_ids: Vec<serde_json::Value> = current(&api)
+        .iter()
+        .filter(|(_, at)| *at == max)
+        .map(|(id, _)| serde_json::json!(id))
+        .collect();
+    assert_eq!(last.ids, max_ids);
+    // Positions stay small: no list grows with the records out of order.
+    for b in &batches {
+        assert!(b.position.0.to_string().len() < 300, "{:?}", b.position);
+    }
+    // A restart after a page, and inside one, lands every record once.
+    conformance::source_resumes_exactly(|| {
+        Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
+    // Pages by number and offset too.
+    for style in ["page", "offset"] {
+        let cfg = config(&api, style, 60);
+        let mut source = RestApiSource::new(cfg.clone()).unwrap();
+        let (batches, err) = read(&mut source, backfill()).await;
+        assert!(err.is_none(), "{style}: {err:?}");
+        assert_eq!(ids(&batches), (1..=500).collect::<Vec<_>>(), "{style}");
+        conformance::source_resumes_exactly(|| {
+            Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_cursor_expired_reads_the_pass_again_and_lands_what_changed() {
+    // Updated in place, records 20 and 150 are out of watermark order in the id-paged API.
+    let api = TestApi::start(200);
+    api.update(&[20, 150]);
+    let cfg = config(&api, "filtered", 40);
+    let mut source = RestApiSource::new(cfg.clone()).unwrap();
+    let (batches, err) = read(&mut source, backfill()).await;
+    assert!(err.is_none(), "{err:?}");
+    // The first page (ids 1..=40) was committed, then the process died.
+    let landed = versions(&batches[..1]);
+    assert_eq!(landed.len(), 40);
+    let restart = || SourceStart {
+        resume_from: Some(Checkpoint::at(batches[0].position.clone())),
+        ..backfill()
+    };
+
+    // The restart goes on with the pass at its next page (the API's cursor pins the data
+    // the pass started on, so records changed in the meantime wait for the next pass).
+    api.update(&[10, 100]);
+    api.grow_to(210);
+    let mut resumed = RestApiSource::new(cfg.clone()).unwrap();
+    let (rest, err) = read(&mut resumed, restart()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ids(&rest), (41..=200).collect::<Vec<_>>());
+
+    // The cursor expired before the restart: the pass is read again from its start, the
+    // records consumed before are skipped, and those that changed since are landed.
+    api.expire_cursors();
+    let before = api.stats();
+    let mut resumed = RestApiSource::new(cfg).unwrap();
+    let (rest, err) = read(&mut resumed, restart()).await;
+    assert!(err.is_none(), "{err:?}");
+    let mut all = landed;
+    all.extend(versions(&rest));
+    let unique: std::collections::BTreeSet<(i64, i64)> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a version landed twice");
+    for version in current(&api) {
+        assert!(unique.contains(&version), "{version:?} is missing");
+    }
+    // Nothing of the first page but record 10's new version was landed again.
+    let again: Vec<i64> = versions(&rest)
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id <= 40)
+        .collect();
+    assert_eq!(again, vec![10]);
+    // The refused cursor, then the whole pass: 6 pages of 40 ids.
+    assert_eq!(api.stats().requests - before.requests, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +631,7 @@ async fn throttling_server_errors_and_slow_responses_are_retried() {
         Fault::TooManyRequests(1),
         Fault::ServerError,
         Fault::Slow(Duration::from_secs(5)),
-        Fault::ServerError,
+        Fault::Unavailable,
     ]);
     let mut cfg = config(&api, "link", 20);
     cfg.http_timeout = Duration::from_secs(1);
@@ -463,10 +675,21 @@ async fn throttling_server_errors_and_slow_responses_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_is_not_json_is_an_error_naming_the_url_and_status() {
+async fn a_body_that_is_not_json_is_retried_and_fails_permanently_when_it_persists() {
+    // Once (a proxy's error page with status 200): retried, and the pass completes.
     let api = TestApi::start(30);
     api.push_faults([Fault::Malformed]);
     let mut source = RestApiSource::new(config(&api, "page", 10)).unwrap();
+    let (batches, err) = read(&mut source, backfill()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ids(&batches), (1..=30).collect::<Vec<_>>());
+    assert_eq!(api.stats().faults, 1);
+
+    // Every time: a permanent error naming the URL and status, with the start of the body.
+    api.set_persistent_fault(Some(Fault::Malformed));
+    let mut cfg = config(&api, "page", 10);
+    cfg.max_retries = 2;
+    let mut source = RestApiSource::new(cfg).unwrap();
     let (batches, err) = read(&mut source, backfill()).await;
     assert!(batches.is_empty());
     let err = err.expect("malformed body");
@@ -476,16 +699,72 @@ async fn a_body_that_is_not_json_is_an_error_naming_the_url_and_status() {
         "{text}"
     );
     assert!(
-        text.contains("/items/page?") && text.contains("<html>"),
+        text.contains("/items/page?") && text.contains("<html>") && text.contains("3 attempts"),
         "{text}"
     );
     assert!(matches!(
         err,
         Error::Source {
             retry: Retry::Permanent,
+            source: Some(_),
             ..
         }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_is_retried_then_a_transient_error_keeps_the_cause() {
+    let mut cfg = RestApiSourceConfig::new(TestApi::refused_url("/items/page"), schema());
+    cfg.max_retries = 2;
+    cfg.retry_initial_backoff = Duration::from_millis(10);
+    cfg.retry_max_backoff = Duration::from_millis(40);
+    let mut source = RestApiSource::new(cfg).unwrap();
+    let (_, err) = read(&mut source, backfill()).await;
+    let err = err.expect("connection refused");
+    assert!(
+        matches!(
+            err,
+            Error::Source {
+                retry: Retry::Transient,
+                source: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("Connection refused") && text.contains("after 3 attempts over"),
+        "{text}"
+    );
+    // The cause chain is the error's source too (not repeated by the report).
+    let report = err.report();
+    assert_eq!(report.matches("Connection refused").count(), 1, "{report}");
+
+    // A page that does not exist is permanent at once, naming the URL.
+    let api = TestApi::start(5);
+    let mut source = RestApiSource::new(RestApiSourceConfig::new(
+        api.url("/items/nowhere"),
+        schema(),
+    ))
+    .unwrap();
+    let (_, err) = read(&mut source, backfill()).await;
+    let err = err.expect("404");
+    assert!(
+        matches!(
+            err,
+            Error::Source {
+                retry: Retry::Permanent,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("/items/nowhere") && err.to_string().contains("404"),
+        "{err}"
+    );
+    assert_eq!(api.stats().requests, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

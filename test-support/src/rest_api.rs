@@ -1,12 +1,16 @@
 //! [`TestApi`]: a small HTTP API on 127.0.0.1 serving a dataset of records with every
 //! pagination style of the REST API source, authentication (static bearer, API key, basic,
-//! OAuth2 client credentials with expiring tokens), and injected faults (429 with
-//! `Retry-After`, 500, slow and malformed responses).
+//! OAuth2 client credentials with expiring tokens), data that changes while a client reads it,
+//! and injected faults (429 with `Retry-After`, 500, 503, slow and malformed responses, or no
+//! server at all: [`TestApi::refused_url`]).
 //!
-//! Records are `{"id", "updated_at", "name", "amount", "customer": {"id", "country"}}`,
-//! ordered by `(updated_at, id)`; three consecutive records share each `updated_at`, so
-//! watermark boundaries fall inside groups of equal timestamps. Every endpoint filters by
-//! `updated_since` (inclusive) and takes a page size `limit` (default 100):
+//! Records are `{"id", "updated_at", "name", "amount", "customer": {"id", "country"}}`. As
+//! started ([`TestApi::start`]) they are ordered by `(updated_at, id)`; three consecutive records
+//! share each `updated_at`, so watermark boundaries fall inside groups of equal timestamps.
+//! [`TestApi::start_shuffled`] deals the same timestamps out of id order, [`TestApi::grow_to`]
+//! appends records and [`TestApi::update`] gives existing records a new version with a newer
+//! `updated_at` (in place: the id order stays). Every endpoint filters by `updated_since`
+//! (inclusive) and takes a page size `limit` (default 100):
 //!
 //! | path | pagination | response |
 //! |---|---|---|
@@ -15,7 +19,14 @@
 //! | `/items/cursor?cursor=..` | cursor in the body | `{"data": [..], "next_cursor": "..."}` (null at the end) |
 //! | `/items/link?after=..` | `Link: <..>; rel="next"` | `[..]` |
 //! | `/items/next?start=..` | next URL in the body | `{"items": [..], "next": "/items/next?.."}` |
+//! | `/items/filtered?cursor=..` | cursor in the body | `{"data": [..], "next_cursor": "..."}` |
 //! | `/oauth/token` | | `{"access_token", "token_type", "expires_in"}` |
+//!
+//! The first five serve the records at or after `updated_since` in id order, `limit` at a time.
+//! `/items/filtered` is shaped like many real APIs instead: it pages over the **id range**
+//! (`limit` ids per page) and then drops the records before `updated_since`, so a page can be
+//! empty and still carry a `next_cursor`; its cursor pins the data as it was at the pass's first
+//! page (a consistent snapshot), so a pass never sees a change made while it runs.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -65,9 +76,11 @@ pub enum Fault {
     TooManyRequests(u64),
     /// 500.
     ServerError,
+    /// 503 without `Retry-After`.
+    Unavailable,
     /// Wait this long, then answer normally.
     Slow(Duration),
-    /// 200 with a body that is not JSON.
+    /// 200 with an HTML body (an error page of a proxy), not JSON.
     Malformed,
 }
 
@@ -84,19 +97,67 @@ pub struct ApiStats {
     pub tokens: u64,
     /// When each `/items` request arrived, and its status.
     pub log: Vec<(Instant, u16)>,
+    /// Pages of `/items/filtered` that were empty but had a next page.
+    pub empty_pages_with_next: u64,
 }
+
+/// One version of a record.
+#[derive(Debug)]
+struct Item {
+    /// `updated_at` in seconds since the epoch.
+    at: i64,
+    value: Value,
+}
+
+/// Records in id order (one version of the dataset; cheap to keep several).
+type Data = Arc<Vec<Arc<Item>>>;
 
 #[derive(Debug, Default)]
 struct State {
-    records: Vec<Value>,
+    /// The current records, in id order.
+    data: Data,
+    /// Versions of the data pinned by `/items/filtered` cursors; the last one is `data` when
+    /// `pinned` is true.
+    snapshots: Vec<Data>,
+    /// The number of `snapshots[0]` (cursors of expired snapshots are refused).
+    expired: usize,
+    pinned: bool,
+    /// Whether `updated_at` ascends with the id (then a binary search finds `updated_since`).
+    ascending: bool,
+    /// The newest `updated_at` given (seconds since the epoch).
+    clock: i64,
+    /// Every record version the API ever held.
+    history: Vec<Arc<Item>>,
     auth: ApiAuth,
     faults: VecDeque<Fault>,
+    /// Served on every `/items` request while set (after the queued faults).
+    persistent: Option<Fault>,
     /// Serve a 500 on every n-th `/items` request.
     fail_every: Option<u64>,
     /// Records whose `amount` is a string (schema violations), by id.
     bad_ids: Vec<u64>,
     tokens: Vec<(String, Instant)>,
     stats: ApiStats,
+}
+
+impl State {
+    fn with_records(records: impl IntoIterator<Item = Value>) -> Self {
+        let data: Vec<Arc<Item>> = records.into_iter().map(item).collect();
+        let ascending = data.windows(2).all(|w| w[0].at <= w[1].at);
+        Self {
+            clock: data.iter().map(|i| i.at).max().unwrap_or(BASE),
+            history: data.clone(),
+            data: Arc::new(data),
+            ascending,
+            ..Self::default()
+        }
+    }
+
+    /// Replace the current data (a new version; pinned snapshots keep the old one).
+    fn set_data(&mut self, data: Vec<Arc<Item>>) {
+        self.data = Arc::new(data);
+        self.pinned = false;
+    }
 }
 
 /// A running test API; stopped when dropped.
@@ -108,19 +169,57 @@ pub struct TestApi {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// `updated_at` of the first record: 2026-01-01T00:00:00Z.
+const BASE: i64 = 1_767_225_600;
+
+fn base_at(id: u64) -> i64 {
+    BASE + ((id.max(1) - 1) / 3) as i64
+}
+
+fn rfc3339(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// The record with id `id` (ids from 1): `updated_at` is one second per three records from
 /// 2026-01-01T00:00:00Z.
 pub fn record(id: u64) -> Value {
-    let at = chrono::DateTime::from_timestamp(1_767_225_600 + ((id - 1) / 3) as i64, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    record_version(id, base_at(id), 0)
+}
+
+/// Version `version` of record `id` with `updated_at` at `at` (seconds since the epoch);
+/// version 0 is [`record`]'s, later ones have the version in their `name`.
+fn record_version(id: u64, at: i64, version: u64) -> Value {
+    let name = if version == 0 {
+        format!("item-{id}")
+    } else {
+        format!("item-{id}-v{version}")
+    };
     json!({
         "id": id,
-        "updated_at": at,
-        "name": format!("item-{id}"),
+        "updated_at": rfc3339(at),
+        "name": name,
         "amount": (id as f64) * 0.5,
         "customer": {"id": id % 10, "country": if id % 2 == 0 { "NO" } else { "SE" }},
     })
+}
+
+fn item(value: Value) -> Arc<Item> {
+    let at = value["updated_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp());
+    Arc::new(Item { at, value })
+}
+
+/// A small deterministic generator (splitmix64) for shuffles.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl TestApi {
@@ -129,12 +228,31 @@ impl TestApi {
         Self::start_on("127.0.0.1:0", records).expect("start the test API")
     }
 
+    /// Serve `records` records whose `updated_at` values are those of [`record`] dealt out of
+    /// id order by a shuffle seeded with `seed`: every endpoint then returns them out of
+    /// watermark order (still in id order).
+    pub fn start_shuffled(records: u64, seed: u64) -> Self {
+        let mut ats: Vec<i64> = (1..=records).map(base_at).collect();
+        let mut rng = seed;
+        for i in (1..ats.len()).rev() {
+            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
+            ats.swap(i, j);
+        }
+        let state = State::with_records(
+            (1..=records)
+                .zip(ats)
+                .map(|(id, at)| record_version(id, at, 0)),
+        );
+        Self::serve("127.0.0.1:0", state).expect("start the test API")
+    }
+
     /// Serve `records` records on `addr` (e.g. `127.0.0.1:8080`).
     pub fn start_on(addr: &str, records: u64) -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(State {
-            records: (1..=records).map(record).collect(),
-            ..State::default()
-        }));
+        Self::serve(addr, State::with_records((1..=records).map(record)))
+    }
+
+    fn serve(addr: &str, state: State) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(state));
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -180,6 +298,16 @@ impl TestApi {
         })
     }
 
+    /// `http://127.0.0.1:PORT{path}` on a port where nothing listens (connections are
+    /// refused): a server that is down.
+    pub fn refused_url(path: &str) -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -204,6 +332,11 @@ impl TestApi {
         self.with(|s| s.faults.extend(faults));
     }
 
+    /// Serve `fault` on every `/items` request from now on (`None`: stop).
+    pub fn set_persistent_fault(&self, fault: Option<Fault>) {
+        self.with(|s| s.persistent = fault);
+    }
+
     /// Serve a 500 on every `n`-th `/items` request (`None`: never).
     pub fn fail_every(&self, n: Option<u64>) {
         self.with(|s| s.fail_every = n);
@@ -214,12 +347,70 @@ impl TestApi {
         self.with(|s| s.bad_ids = ids);
     }
 
-    /// Add records up to id `total` (newer timestamps).
+    /// Add records up to id `total`. A new record's `updated_at` is [`record`]'s, or the newest
+    /// `updated_at` the API gave so far when that is later (so new records are never older
+    /// than what a client has seen).
     pub fn grow_to(&self, total: u64) {
         self.with(|s| {
-            let have = s.records.len() as u64;
-            s.records.extend((have + 1..=total).map(record));
+            let mut data = s.data.as_ref().clone();
+            let have = data.len() as u64;
+            if total <= have {
+                return;
+            }
+            for id in have + 1..=total {
+                let at = base_at(id).max(s.clock);
+                s.clock = at;
+                let new = item(record_version(id, at, 0));
+                s.history.push(new.clone());
+                data.push(new);
+            }
+            s.set_data(data);
         });
+    }
+
+    /// Give the records with these ids a new version, all with one `updated_at` one second
+    /// after the newest the API gave so far, in place (their position in id order stays, so
+    /// the records are no longer in `updated_at` order). Unknown ids are ignored.
+    pub fn update(&self, ids: &[u64]) {
+        self.with(|s| {
+            s.clock += 1;
+            let mut data = s.data.as_ref().clone();
+            for &id in ids {
+                let Some(slot) = id.checked_sub(1).and_then(|i| data.get_mut(i as usize)) else {
+                    continue;
+                };
+                let version = s
+                    .history
+                    .iter()
+                    .filter(|i| i.value["id"].as_u64() == Some(id))
+                    .count() as u64;
+                let new = item(record_version(id, s.clock, version));
+                s.history.push(new.clone());
+                *slot = new;
+            }
+            s.ascending = data.windows(2).all(|w| w[0].at <= w[1].at);
+            s.set_data(data);
+        });
+    }
+
+    /// Forget the snapshots pinned by `/items/filtered` cursors: their cursors are refused
+    /// from now on (HTTP 400), as an API's expiring cursors would be.
+    pub fn expire_cursors(&self) {
+        self.with(|s| {
+            s.expired += s.snapshots.len();
+            s.snapshots.clear();
+            s.pinned = false;
+        });
+    }
+
+    /// The current records (their latest versions), in id order.
+    pub fn records(&self) -> Vec<Value> {
+        self.with(|s| s.data.iter().map(|i| i.value.clone()).collect())
+    }
+
+    /// Every version of every record the API held, in the order they were created.
+    pub fn history(&self) -> Vec<Value> {
+        self.with(|s| s.history.iter().map(|i| i.value.clone()).collect())
     }
 
     /// What the API saw so far.
@@ -285,7 +476,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         };
         s.stats.requests += 1;
         let n = s.stats.requests;
-        let mut fault = s.faults.pop_front();
+        let mut fault = s.faults.pop_front().or_else(|| s.persistent.clone());
         if fault.is_none() && s.fail_every.is_some_and(|k| n % k == 0) {
             fault = Some(Fault::ServerError);
         }
@@ -313,9 +504,24 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             log(&state, 500);
             return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
         }
+        Some(Fault::Unavailable) => {
+            log(&state, 503);
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable",
+            ));
+        }
         Some(Fault::Malformed) => {
             log(&state, 200);
-            return Ok(reply(StatusCode::OK, "<html>upstream proxy error</html>"));
+            let mut r = reply(
+                StatusCode::OK,
+                "<html><head><title>502 Bad Gateway</title></head><body>upstream proxy error</body></html>",
+            );
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html"),
+            );
+            return Ok(r);
         }
         Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
         None => {}
@@ -327,41 +533,56 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         }
         return Ok(reply(StatusCode::UNAUTHORIZED, "unauthorized"));
     }
-    log(&state, 200);
     let q = query(&req);
     let limit: usize = param(&q, "limit")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let since =
-        param(&q, "updated_since").and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-    let Ok(s) = state.lock() else {
+        .unwrap_or(100)
+        .max(1);
+    let since = match param(&q, "updated_since") {
+        None | Some("") => None,
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.timestamp()),
+            Err(_) => {
+                log(&state, 400);
+                return Ok(reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("updated_since {s:?} is not an RFC 3339 time"),
+                ));
+            }
+        },
+    };
+    let Ok(mut s) = state.lock() else {
         return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "poisoned"));
     };
-    // Records are in `updated_at` order (see [`record`]): find the first one at or after
-    // `since` by binary search and copy only the requested window, so a page costs O(page).
-    let at = |r: &Value| {
-        r["updated_at"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    s.stats.log.push((Instant::now(), 200));
+    let show = |s: &State, i: &Item| -> Value {
+        let mut r = i.value.clone();
+        if r["id"].as_u64().is_some_and(|id| s.bad_ids.contains(&id)) {
+            r["amount"] = json!("not a number");
+        }
+        r
     };
-    let first = since.map_or(0, |since| {
-        s.records
-            .partition_point(|r| at(r).is_none_or(|t| t < since))
-    });
-    let total = s.records.len() - first;
+    if style == "filtered" {
+        return Ok(filtered(&mut s, &q, limit, since, show));
+    }
+    // The records at or after `since`, in id order: found by binary search when `updated_at`
+    // ascends with the id, so a page costs O(page); by a scan otherwise.
+    let data = s.data.clone();
+    let matching: Vec<&Arc<Item>> = if s.ascending {
+        let first = since.map_or(0, |since| data.partition_point(|i| i.at < since));
+        data[first..].iter().collect()
+    } else {
+        data.iter()
+            .filter(|i| since.is_none_or(|since| i.at >= since))
+            .collect()
+    };
+    let total = matching.len();
     let window = |start: usize| -> Vec<Value> {
-        s.records[first..]
+        matching
             .iter()
             .skip(start)
             .take(limit)
-            .map(|r| {
-                let id = r["id"].as_u64().unwrap_or_default();
-                let mut r = r.clone();
-                if s.bad_ids.contains(&id) {
-                    r["amount"] = json!("not a number");
-                }
-                r
-            })
+            .map(|i| show(&s, i))
             .collect()
     };
     // Keep every parameter but the paging one in the next links.
@@ -424,6 +645,63 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         _ => reply(StatusCode::NOT_FOUND, "unknown pagination style"),
     };
     Ok(resp)
+}
+
+/// `/items/filtered`: `limit` ids of a pinned snapshot per page, then the `updated_since`
+/// filter. The cursor is `s<snapshot>-<index>`; a pass's first page (no cursor) pins the
+/// current data.
+fn filtered(
+    s: &mut State,
+    q: &[(String, String)],
+    limit: usize,
+    since: Option<i64>,
+    show: impl Fn(&State, &Item) -> Value,
+) -> Resp {
+    let (snapshot, start) = match param(q, "cursor") {
+        None | Some("") => {
+            if !s.pinned || s.snapshots.is_empty() {
+                let data = s.data.clone();
+                s.snapshots.push(data);
+                s.pinned = true;
+            }
+            (s.expired + s.snapshots.len() - 1, 0)
+        }
+        Some(c) => {
+            let parsed = c
+                .strip_prefix('s')
+                .and_then(|c| c.split_once('-'))
+                .and_then(|(snap, start)| {
+                    Some((snap.parse::<usize>().ok()?, start.parse::<usize>().ok()?))
+                });
+            match parsed {
+                Some((snap, start))
+                    if (s.expired..s.expired + s.snapshots.len()).contains(&snap) =>
+                {
+                    (snap, start)
+                }
+                _ => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown or expired cursor {c:?}"),
+                    );
+                }
+            }
+        }
+    };
+    let data = s.snapshots[snapshot - s.expired].clone();
+    let end = (start + limit).min(data.len());
+    let items: Vec<Value> = data
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| since.is_none_or(|since| i.at >= since))
+        .map(|i| show(s, i))
+        .collect();
+    let next = (end < data.len()).then(|| format!("s{snapshot}-{end}"));
+    if items.is_empty() && next.is_some() {
+        s.stats.empty_pages_with_next += 1;
+    }
+    json_reply(&json!({"data": items, "next_cursor": next}))
 }
 
 fn authorized(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> bool {

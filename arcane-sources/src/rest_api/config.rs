@@ -110,8 +110,11 @@ pub struct RestApiSourceConfig {
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
-    /// Retries of one request on 429, 5xx, timeouts and connection errors before the source
-    /// fails (exit code 2, RESTART). Default 8.
+    /// Retries of one request on 429, 5xx, 408, timeouts, connection errors and a response
+    /// body that is not JSON (often an error page of a proxy), each logged at WARN with its
+    /// cause and the next delay. When they run out the source fails: with a transient error
+    /// (exit code 2, RESTART), or a permanent one (exit code 1) when the body was still not
+    /// JSON. Default 8.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// The first retry's backoff; each retry doubles it (up to `retryMaxBackoff`) with
@@ -287,7 +290,9 @@ pub enum HttpMethod {
     Post,
 }
 
-/// How to get the next page of a poll. Every style stops at an empty page.
+/// How to get the next page of a pass. A pass paged by a cursor, a next URL or a `Link` header
+/// ends only when there is no next page (an empty page with a next page is read past); one
+/// paged by number or offset ends at an empty page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum PaginationConfig {
@@ -300,12 +305,13 @@ pub enum PaginationConfig {
     /// empty page.
     Offset(OffsetPagination),
     /// A cursor taken from the response body and sent as a query parameter, until the cursor
-    /// is missing, null or empty, or the page is empty.
+    /// is missing, null or empty (an empty page with a cursor is read past).
     Cursor(CursorPagination),
-    /// The `Link` response header's `rel="next"` URL (RFC 8288), until there is none.
+    /// The `Link` response header's `rel="next"` URL (RFC 8288), until there is none (an
+    /// empty page with a next link is read past).
     LinkHeader,
     /// A next-page URL (absolute or relative) taken from the response body, until it is
-    /// missing, null or empty.
+    /// missing, null or empty (an empty page with a next URL is read past).
     NextUrl(NextUrlPagination),
 }
 
@@ -401,14 +407,17 @@ fn default_one() -> u64 {
 
 /// Incremental polling by a watermark field.
 ///
-/// The API must return records in ascending watermark order and accept the watermark in a
-/// query parameter (or the URL or body) meaning "records with a watermark **at or after**
-/// this value". The position of the stream is the last watermark landed plus, with
-/// `idField`, the ids of the records landed at exactly that watermark; the next poll (and a
-/// restart) asks from that watermark and skips those ids, so records sharing a watermark
-/// across a page, poll or restart boundary are landed exactly once. Without `idField` the
-/// watermark must be strictly increasing (an auto-increment id, or an API whose parameter
-/// means "after"): records at exactly the last watermark are skipped.
+/// The API must accept the watermark in a query parameter (or the URL or body) meaning
+/// "records with a watermark **at or after** this value". A *pass* (one poll: the first page
+/// and every page after it) is one snapshot of the API, and the order of the records within
+/// it does not matter: the next pass asks from the highest watermark of the completed pass and
+/// skips, with `idField`, the records it landed at exactly that watermark, so records sharing
+/// a watermark across a page, pass or restart boundary are landed exactly once. Without
+/// `idField` the watermark must be strictly increasing (an auto-increment id, or an API whose
+/// parameter means "after"): records at exactly the last watermark are skipped.
+///
+/// A restart inside a pass goes on with that pass at its next page (see the source's
+/// guarantees for what that needs from the API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WatermarkConfig {

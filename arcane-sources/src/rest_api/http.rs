@@ -1,9 +1,16 @@
 //! [`Http`]: one request with authentication, a rate limit, retries with backoff and jitter
 //! (honouring `Retry-After`), a timeout and a response size limit.
+//!
+//! Every failed attempt that is retried is logged at WARN with the attempt, its cause (the
+//! whole chain, e.g. `error sending request: client error (Connect): tcp connect error:
+//! Connection refused (os error 111)`) and the delay before the next one; when the retries run
+//! out, the error says how many attempts were made over how long and keeps the cause as its
+//! source.
 
 use std::time::Duration;
 
-use arcane_core::{Error, Result};
+use arcane_core::error::Report;
+use arcane_core::{Error, Result, Retry};
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -24,13 +31,57 @@ pub(crate) struct Request {
     pub(crate) body: Option<String>,
 }
 
-/// A successful response.
+/// A successful response with a JSON body.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: StatusCode,
     /// The `rel="next"` target of the `Link` header, if any.
     pub(crate) link_next: Option<String>,
-    pub(crate) body: Bytes,
+    pub(crate) body: Value,
+}
+
+/// Why one attempt failed in a way worth retrying.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The request did not complete: connection refused or reset, timeout, DNS.
+    #[error(transparent)]
+    Transport(reqwest::Error),
+    /// A status that may pass: 429, 5xx, 408.
+    #[error("HTTP {status}{snippet}")]
+    Status { status: StatusCode, snippet: String },
+    /// The body could not be read to its end.
+    #[error("reading the body of the HTTP {status} response failed")]
+    Body {
+        status: StatusCode,
+        #[source]
+        error: reqwest::Error,
+    },
+    /// A successful status whose body is not JSON (often an error page of a proxy).
+    #[error("the response (HTTP {status}) is not JSON ({error}); it starts with: {snippet}")]
+    Malformed {
+        status: StatusCode,
+        error: serde_json::Error,
+        snippet: String,
+    },
+}
+
+/// The attempts of one request.
+struct Attempts {
+    /// `GET <url>` or `the OAuth2 token endpoint <url>`.
+    what: String,
+    /// Failed attempts so far.
+    failed: u32,
+    started: Instant,
+}
+
+impl Attempts {
+    fn new(what: String) -> Self {
+        Self {
+            what,
+            failed: 0,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// The authentication state (no `Debug`: it holds secrets).
@@ -72,6 +123,8 @@ pub(crate) struct Http {
     name: String,
     /// Requests sent (retries included), for tests and logs.
     pub(crate) requests: u64,
+    /// The status of the last response that failed a request.
+    last_status: Option<StatusCode>,
 }
 
 impl std::fmt::Debug for Http {
@@ -189,6 +242,7 @@ impl Http {
             max_bytes: config.max_response_bytes,
             name,
             requests: 0,
+            last_status: None,
         })
     }
 
@@ -228,12 +282,83 @@ impl Http {
         exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
     }
 
-    /// Send `req`, retrying 429, 5xx, timeouts and connection errors; a 401 with OAuth2 gets
-    /// a new token once.
-    pub(crate) async fn send(&mut self, req: &Request) -> Result<Response> {
+    /// Whether the last [`Http::fetch`] failed because the API refused the request itself (a
+    /// 4xx other than 401, 403, 408 and 429): e.g. an expired cursor.
+    pub(crate) fn refused_by_client(&self) -> bool {
+        self.last_status.is_some_and(|s| {
+            s.is_client_error()
+                && ![
+                    StatusCode::UNAUTHORIZED,
+                    StatusCode::FORBIDDEN,
+                    StatusCode::REQUEST_TIMEOUT,
+                    StatusCode::TOO_MANY_REQUESTS,
+                ]
+                .contains(&s)
+        })
+    }
+
+    /// The redacted cause chain of `failure`.
+    fn cause(&self, failure: &Failure) -> String {
+        self.redact(&Report(failure).to_string())
+    }
+
+    /// After a failed attempt: the delay before the next one (logged at WARN), or the final
+    /// error when the retries ran out. `wait` is the server's `Retry-After`.
+    fn next_attempt(
+        &self,
+        attempts: &mut Attempts,
+        failure: Failure,
+        wait: Option<Duration>,
+    ) -> Result<Duration> {
+        let cause = self.cause(&failure);
+        let made = attempts.failed + 1;
+        if attempts.failed >= self.max_retries {
+            let took = attempts.started.elapsed();
+            let what = &attempts.what;
+            let (message, retry) = match failure {
+                Failure::Malformed { .. } => (
+                    format!(
+                        "{what} failed after {made} attempts over {took:.1?}: {cause}. The API (or a proxy in front of it) keeps answering something that is not JSON: check the URL and the API, then rerun"
+                    ),
+                    Retry::Permanent,
+                ),
+                _ => (
+                    format!(
+                        "{what} failed after {made} attempts over {took:.1?}: {cause}. The API is down, unreachable or overloaded; the run can be retried (raise maxRetries or retryMaxBackoff to wait longer)"
+                    ),
+                    Retry::Transient,
+                ),
+            };
+            return Err(Error::Source {
+                source_name: self.name.clone(),
+                message,
+                retry,
+                source: Some(Box::new(failure)),
+            });
+        }
+        let delay = wait.unwrap_or_else(|| self.backoff(attempts.failed));
+        attempts.failed += 1;
+        tracing::warn!(
+            source = %self.name,
+            attempt = made,
+            attempts = self.max_retries + 1,
+            delay_ms = delay.as_millis() as u64,
+            cause = %cause,
+            "{} failed (attempt {made} of {}): {cause}; retrying in {delay:.1?}",
+            attempts.what,
+            self.max_retries + 1,
+        );
+        Ok(delay)
+    }
+
+    /// Send `req` and parse the JSON body, retrying 429, 5xx, 408, timeouts, connection errors
+    /// and bodies that are not JSON; a 401 with OAuth2 gets a new token once. Other 4xx fail
+    /// at once with a permanent error.
+    pub(crate) async fn fetch(&mut self, req: &Request) -> Result<Response> {
         let shown = display_url(&req.url);
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new(format!("{} {shown}", self.method));
         let mut reauthenticated = false;
+        self.last_status = None;
         loop {
             self.pace().await;
             let mut builder = self
@@ -248,26 +373,35 @@ impl Http {
                     .body(body.clone());
             }
             self.requests += 1;
-            let why: String;
-            let mut wait = None;
-            match builder.send().await {
-                Err(e) => {
-                    why = self.redact(&e.without_url().to_string());
-                }
+            let (failure, wait) = match builder.send().await {
+                Err(e) => (Failure::Transport(e.without_url()), None),
                 Ok(resp) => {
                     let status = resp.status();
+                    if !status.is_success() {
+                        self.last_status = Some(status);
+                    }
                     if status.is_success() {
                         let link_next = link_next(resp.headers());
                         match self.read_body(resp, &shown, status).await {
-                            Ok(body) => {
-                                return Ok(Response {
-                                    status,
-                                    link_next,
-                                    body,
-                                });
-                            }
+                            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                                Ok(body) => {
+                                    return Ok(Response {
+                                        status,
+                                        link_next,
+                                        body,
+                                    });
+                                }
+                                Err(error) => (
+                                    Failure::Malformed {
+                                        status,
+                                        error,
+                                        snippet: self.snippet(&bytes),
+                                    },
+                                    None,
+                                ),
+                            },
                             Err(BodyError::Fatal(e)) => return Err(e),
-                            Err(BodyError::Transient(e)) => why = e,
+                            Err(BodyError::Transient(f)) => (f, None),
                         }
                     } else if status == StatusCode::UNAUTHORIZED
                         && matches!(self.auth, Auth::OAuth2(_))
@@ -284,11 +418,11 @@ impl Http {
                         || status.is_server_error()
                         || status == StatusCode::REQUEST_TIMEOUT
                     {
-                        wait = retry_after(resp.headers());
-                        let snippet = self.snippet(resp).await;
-                        why = format!("HTTP {status}{snippet}");
+                        let wait = retry_after(resp.headers());
+                        let snippet = self.error_snippet(resp).await;
+                        (Failure::Status { status, snippet }, wait)
                     } else {
-                        let snippet = self.snippet(resp).await;
+                        let snippet = self.error_snippet(resp).await;
                         return Err(Error::source_permanent(
                             &self.name,
                             format!(
@@ -298,23 +432,9 @@ impl Http {
                         ));
                     }
                 }
-            }
-            if attempt >= self.max_retries {
-                return Err(Error::Source {
-                    source_name: self.name.clone(),
-                    message: format!(
-                        "{} {shown} failed after {} attempts; last: {why}",
-                        self.method,
-                        attempt + 1
-                    ),
-                    retry: arcane_core::Retry::Transient,
-                    source: None,
-                });
-            }
-            let delay = wait.unwrap_or_else(|| self.backoff(attempt));
-            tracing::warn!(source = %self.name, url = %shown, attempt = attempt + 1, delay = ?delay, reason = %why, "request failed; retrying");
+            };
+            let delay = self.next_attempt(&mut attempts, failure, wait)?;
             tokio::time::sleep(delay).await;
-            attempt += 1;
         }
     }
 
@@ -347,24 +467,30 @@ impl Http {
                 }
                 Ok(None) => return Ok(body.freeze()),
                 Err(e) => {
-                    return Err(BodyError::Transient(format!(
-                        "reading the body failed: {}",
-                        self.redact(&e.without_url().to_string())
-                    )));
+                    return Err(BodyError::Transient(Failure::Body {
+                        status,
+                        error: e.without_url(),
+                    }));
                 }
             }
         }
     }
 
     /// `: <first 200 characters of the body>` of an error response, secrets redacted.
-    async fn snippet(&self, resp: reqwest::Response) -> String {
-        let text = resp.text().await.unwrap_or_default();
-        let text = text.trim();
+    async fn error_snippet(&self, resp: reqwest::Response) -> String {
+        let body = resp.bytes().await.unwrap_or_default();
+        let text = self.snippet(&body);
         if text.is_empty() {
             return String::new();
         }
-        let cut: String = text.chars().take(200).collect();
-        format!(": {}", self.redact(&cut))
+        format!(": {text}")
+    }
+
+    /// The first 200 characters of `body`, trimmed, secrets redacted.
+    fn snippet(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        let cut: String = text.trim().chars().take(200).collect();
+        self.redact(&cut)
     }
 
     /// Add the credentials to a request, fetching an OAuth2 token first when needed.
@@ -406,8 +532,11 @@ impl Http {
             }
             form.finish()
         };
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new(format!("the OAuth2 token endpoint {shown}"));
         let (token, expires_in) = loop {
+            let Auth::OAuth2(o) = &self.auth else {
+                return Ok(String::new());
+            };
             let mut req = self
                 .client
                 .post(o.token_url.clone())
@@ -420,31 +549,57 @@ impl Http {
             if !o.in_body {
                 req = req.basic_auth(&o.client_id, Some(&o.client_secret));
             }
-            let why = match req.send().await {
+            let (failure, wait) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let parsed: Option<(String, Option<u64>)> =
-                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                            let token = v.get("access_token")?.as_str()?.to_string();
-                            Some((token, v.get("expires_in").and_then(Value::as_u64)))
-                        });
-                    match parsed {
-                        Some(t) => break t,
-                        None => {
-                            return Err(Error::source_permanent(
-                                &self.name,
-                                format!(
-                                    "the OAuth2 token endpoint {shown} answered without an access_token"
-                                ),
-                            ));
-                        }
+                    let status = resp.status();
+                    match resp.bytes().await {
+                        Err(error) => (
+                            Failure::Body {
+                                status,
+                                error: error.without_url(),
+                            },
+                            None,
+                        ),
+                        Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                            Err(error) => (
+                                Failure::Malformed {
+                                    status,
+                                    error,
+                                    snippet: self.snippet(&body),
+                                },
+                                None,
+                            ),
+                            Ok(v) => {
+                                let token = v
+                                    .get("access_token")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string);
+                                match token {
+                                    Some(t) => {
+                                        break (t, v.get("expires_in").and_then(Value::as_u64));
+                                    }
+                                    None => {
+                                        return Err(Error::source_permanent(
+                                            &self.name,
+                                            format!(
+                                                "the OAuth2 token endpoint {shown} answered without an access_token; check tokenUrl"
+                                            ),
+                                        ));
+                                    }
+                                }
+                            }
+                        },
                     }
                 }
                 Ok(resp)
                     if resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status() == StatusCode::REQUEST_TIMEOUT =>
                 {
-                    format!("HTTP {}", resp.status())
+                    let status = resp.status();
+                    let wait = retry_after(resp.headers());
+                    let snippet = self.error_snippet(resp).await;
+                    (Failure::Status { status, snippet }, wait)
                 }
                 Ok(resp) => {
                     return Err(Error::source_permanent(
@@ -455,21 +610,10 @@ impl Http {
                         ),
                     ));
                 }
-                Err(e) => self.redact(&e.without_url().to_string()),
+                Err(e) => (Failure::Transport(e.without_url()), None),
             };
-            if attempt >= self.max_retries {
-                return Err(Error::Source {
-                    source_name: self.name.clone(),
-                    message: format!(
-                        "the OAuth2 token endpoint {shown} failed after {} attempts; last: {why}",
-                        attempt + 1
-                    ),
-                    retry: arcane_core::Retry::Transient,
-                    source: None,
-                });
-            }
-            tokio::time::sleep(self.backoff(attempt)).await;
-            attempt += 1;
+            let delay = self.next_attempt(&mut attempts, failure, wait)?;
+            tokio::time::sleep(delay).await;
         };
         let refresh_at = expires_in
             .map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(o.refresh_before));
@@ -483,7 +627,7 @@ impl Http {
 
 enum BodyError {
     Fatal(Error),
-    Transient(String),
+    Transient(Failure),
 }
 
 /// `url` without credentials, for logs and errors.

@@ -1,9 +1,12 @@
-//! [`RestApiSource`]: polls the API page by page and yields one batch per page.
+//! [`RestApiSource`]: polls the API pass by pass, page by page, and yields one batch per page.
 
 use arcane_core::{
     Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
     Source, SourceStart,
 };
+use std::sync::Arc;
+
+use arrow_array::BooleanArray;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -12,7 +15,7 @@ use url::Url;
 
 use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE};
 use super::http::{Http, Request, display_url};
-use super::watermark::{RestApiPosition, Tracker, Verdict, template_text};
+use super::watermark::{PassPosition, RestApiPosition, Tracker, Verdict, template_text};
 use crate::decode::{JsonDecoder, schema_from_fields};
 
 /// Pages decoded ahead of the sink.
@@ -80,28 +83,54 @@ impl Source for RestApiSource {
                 "is required in streaming mode (each poll must ask only for newer records); set the record field that orders them, or run a backfill",
             ));
         }
-        let (resume, skip) = match &start.resume_from {
+        let (resume, rows) = match &start.resume_from {
             None => (None, 0),
             Some(checkpoint) => (
                 checkpoint.decode::<RestApiPosition>(&self.name)?,
                 checkpoint.rows,
             ),
         };
-        tracing::info!(source = %self.name, resume = ?resume, skip, mode = start.mode.as_str(), "rest-api source opening");
+        tracing::info!(source = %self.name, resume = ?resume, skip = rows, mode = start.mode.as_str(), "rest-api source opening");
         let http = match self.http.take() {
             Some(h) => h,
             None => Http::new(&self.config, &self.at, self.name.clone())?,
         };
+        // Pages by number or offset are not worth keeping across a restart while a pass comes
+        // in watermark order: the restart asks from the highest watermark instead.
+        let by_number = matches!(
+            self.config.pagination,
+            PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_)
+        );
+        // A restart inside a pass goes on at the pass's next page (without one, it reads the
+        // pass again and skips what it had consumed).
+        let resume_pass = resume
+            .as_ref()
+            .and_then(|p| p.pass.clone())
+            .filter(|p| p.next.is_some());
         let tracker = self.config.watermark.as_ref().map(|w| {
-            Tracker::new(
+            let mut t = Tracker::new(
                 w.kind,
                 w.field.clone(),
                 w.id_field.clone(),
+                by_number,
                 resume.as_ref(),
                 w.start.as_ref(),
-            )
+            );
+            if resume_pass.is_none() {
+                t.read_pass_again();
+            }
+            t
         });
-        let records_before = resume.as_ref().map_or(0, |p| p.records);
+        // Without a watermark the position counts the records of the (only) pass. Positions
+        // written before passes were tracked counted good rows from its start.
+        let (consumed, skip_records, skip_rows) = match (&self.config.watermark, &resume) {
+            (None, Some(p)) => match &p.pass {
+                Some(pass) if pass.next.is_some() => (pass.records, 0, rows),
+                Some(pass) => (0, pass.records, rows),
+                None => (0, 0, p.records + rows),
+            },
+            _ => (0, 0, rows),
+        };
         let (tx, rx) = mpsc::channel(PAGES_AHEAD);
         let mut run = Run {
             name: self.name.clone(),
@@ -111,13 +140,12 @@ impl Source for RestApiSource {
             mode: start.mode,
             out: tx,
             tracker,
-            // Without a watermark a restart re-reads the pass and skips what was landed.
-            skip: if self.config.watermark.is_some() {
-                skip
-            } else {
-                records_before + skip
-            },
-            records: 0,
+            skip_rows,
+            skip_records,
+            consumed,
+            resume_pass,
+            held: Vec::new(),
+            held_letters: Vec::new(),
             last: resume,
         };
         let task = tokio::spawn(async move {
@@ -139,6 +167,34 @@ impl Source for RestApiSource {
     }
 }
 
+/// A record taken from a page, encoded for the decoder.
+struct Taken {
+    bytes: Vec<u8>,
+    /// The URL of its page.
+    origin: Arc<str>,
+    page: u64,
+    index: usize,
+    /// The record as received, once its page is gone (held records); else read from the page.
+    payload: Option<String>,
+    /// May be one of the rows of a partly committed batch skipped after a restart (records
+    /// taken while skipping what a restart had consumed before are new).
+    skippable: bool,
+}
+
+impl AsRef<[u8]> for Taken {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What one pass read.
+#[derive(Debug, Default)]
+struct PassStats {
+    pages: u64,
+    empty_pages: u64,
+    records: u64,
+}
+
 /// The state of one opened stream.
 struct Run {
     name: String,
@@ -148,10 +204,18 @@ struct Run {
     mode: Mode,
     out: mpsc::Sender<Result<PositionedBatch>>,
     tracker: Option<Tracker>,
-    /// Good records still to skip (landed before a restart).
-    skip: u64,
-    /// Without a watermark: good records of this pass so far.
-    records: u64,
+    /// Good rows still to skip: the rows of a partly committed batch before a restart.
+    skip_rows: u64,
+    /// Without a watermark: records of the pass still to skip (consumed before a restart).
+    skip_records: u64,
+    /// Without a watermark: records of this pass consumed.
+    consumed: u64,
+    /// A restart inside a pass: where to go on with it.
+    resume_pass: Option<PassPosition>,
+    /// Records taken (and dead letters) while skipping what a restart had consumed before:
+    /// held until that ends, so no position is written in its middle.
+    held: Vec<Taken>,
+    held_letters: Vec<DeadLetter>,
     /// The last position yielded (or resumed from).
     last: Option<RestApiPosition>,
 }
@@ -159,14 +223,11 @@ struct Run {
 impl Run {
     async fn drive(&mut self) -> Result<()> {
         loop {
-            if let Some(t) = &mut self.tracker {
-                t.begin_poll();
-            }
-            let records = self.poll().await?;
-            tracing::debug!(source = %self.name, records, requests = self.http.requests, "poll done");
+            let stats = self.poll().await?;
+            tracing::debug!(source = %self.name, pages = stats.pages, empty_pages = stats.empty_pages, records = stats.records, requests = self.http.requests, "pass done");
             match self.mode {
                 Mode::Backfill => {
-                    tracing::info!(source = %self.name, requests = self.http.requests, "rest-api backfill caught up");
+                    tracing::info!(source = %self.name, pages = stats.pages, records = stats.records, requests = self.http.requests, "rest-api backfill caught up: the pass read every page");
                     return Ok(());
                 }
                 Mode::Stream => tokio::time::sleep(self.config.poll_interval).await,
@@ -174,7 +235,7 @@ impl Run {
         }
     }
 
-    /// The first request of a poll.
+    /// The first request of a pass.
     fn first_request(&self) -> Result<Request> {
         let watermark = self
             .tracker
@@ -241,33 +302,56 @@ impl Run {
         Ok(Request { url, headers, body })
     }
 
-    /// Read every page of one poll; returns the records received.
-    async fn poll(&mut self) -> Result<u64> {
-        let mut req = self.first_request()?;
-        let mut page = 0u64;
+    /// Read every page of one pass.
+    ///
+    /// Only the absence of a next page ends a pass paged by a cursor, a next URL or a `Link`
+    /// header: an empty page that has a next page is read past (an API that pages over its
+    /// ids and then filters by the watermark returns such pages). Page-number and offset
+    /// pagination have no other end than an empty page.
+    async fn poll(&mut self) -> Result<PassStats> {
+        let first = self.first_request()?;
+        let mut req = first.clone();
+        let mut stats = PassStats::default();
         let mut offset = 0u64;
-        let mut total = 0u64;
+        // After a restart inside a pass: go on at its next page.
+        let mut resumed = self.resume_pass.take();
+        if let Some(pass) = &resumed {
+            match pass.next.as_ref().map(|n| self.next_url(&first.url, n)) {
+                Some(Ok(url)) => {
+                    req.url = url;
+                    stats.pages = pass.pages;
+                    if let PaginationConfig::Offset(_) = self.config.pagination {
+                        offset = pass.next.as_ref().and_then(Value::as_u64).unwrap_or(0);
+                    }
+                }
+                _ => {
+                    self.read_pass_again(pass, "it cannot be rebuilt");
+                    resumed = None;
+                }
+            }
+        }
         loop {
-            page += 1;
+            stats.pages += 1;
+            let page = stats.pages;
             let shown = display_url(&req.url);
-            let resp = self.http.send(&req).await?;
-            let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
-                let snippet: String = String::from_utf8_lossy(&resp.body)
-                    .chars()
-                    .take(200)
-                    .collect();
-                Error::source_permanent(
-                    &self.name,
-                    format!(
-                        "the response of {shown} (HTTP {}) is not JSON ({e}); it starts with: {}",
-                        resp.status,
-                        self.http.redact(&snippet)
-                    ),
-                )
-            })?;
+            let resp = match self.http.fetch(&req).await {
+                Ok(r) => r,
+                Err(e) if resumed.is_some() && self.http.refused_by_client() => {
+                    // An expired or invalid cursor: read the pass again from its start.
+                    if let Some(pass) = resumed.take() {
+                        self.read_pass_again(&pass, &e.report());
+                    }
+                    req = first.clone();
+                    stats = PassStats::default();
+                    offset = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            resumed = None;
             let records = match self.config.records_pointer.as_str() {
-                "" => Some(&body),
-                p => body.pointer(p),
+                "" => Some(&resp.body),
+                p => resp.body.pointer(p),
             };
             let records: &[Value] = match records {
                 None | Some(Value::Null) => &[],
@@ -282,52 +366,98 @@ impl Run {
                     return Err(Error::source_permanent(
                         &self.name,
                         format!(
-                            "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records",
+                            "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records; check recordsPointer",
                             resp.status, self.config.records_pointer
                         ),
                     ));
                 }
             };
             let n = records.len() as u64;
-            total += n;
-            self.land(records, &shown, page).await?;
+            stats.records += n;
             if n == 0 {
-                break;
+                stats.empty_pages += 1;
             }
-            let next = match &self.config.pagination {
+            // The next page, as kept in the position, and its URL.
+            let next: Option<Value> = match &self.config.pagination {
                 PaginationConfig::None => None,
-                PaginationConfig::PageNumber(p) => Some(with_param(
-                    &req.url,
-                    &p.param,
-                    &(p.start + page).to_string(),
-                )),
-                PaginationConfig::Offset(o) => {
+                PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_) if n == 0 => None,
+                PaginationConfig::PageNumber(p) => Some(Value::from(p.start + page)),
+                PaginationConfig::Offset(_) => {
                     offset += n;
-                    Some(with_param(&req.url, &o.offset_param, &offset.to_string()))
+                    Some(Value::from(offset))
                 }
-                PaginationConfig::Cursor(c) => match body.pointer(&c.cursor_pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => {
-                        Some(with_param(&req.url, &c.param, s))
-                    }
-                    Some(Value::Number(n)) => Some(with_param(&req.url, &c.param, &n.to_string())),
+                PaginationConfig::Cursor(c) => match resp.body.pointer(&c.cursor_pointer) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(Value::String(s.clone())),
+                    Some(Value::Number(n)) => Some(Value::Number(n.clone())),
                     _ => None,
                 },
                 PaginationConfig::LinkHeader => resp
                     .link_next
                     .as_deref()
-                    .map(|l| self.join(&req.url, l))
+                    .map(|l| self.join(&req.url, l).map(|u| Value::String(u.into())))
                     .transpose()?,
-                PaginationConfig::NextUrl(u) => match body.pointer(&u.pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(self.join(&req.url, s)?),
+                PaginationConfig::NextUrl(u) => match resp.body.pointer(&u.pointer) {
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Some(Value::String(self.join(&req.url, s)?.into()))
+                    }
                     _ => None,
                 },
             };
-            match next {
+            let next_url = next
+                .as_ref()
+                .map(|n| self.next_url(&req.url, n))
+                .transpose()?;
+            if next_url.as_ref() == Some(&req.url) {
+                return Err(Error::source_permanent(
+                    &self.name,
+                    format!(
+                        "the response of {shown} names the same page as its next page, so paging would never end; check the pagination settings (the cursor or next-page pointer and parameter)"
+                    ),
+                ));
+            }
+            self.land(records, &shown, page, next).await?;
+            match next_url {
                 Some(url) => req.url = url,
-                None => break,
+                None => return Ok(stats),
             }
         }
-        Ok(total)
+    }
+
+    /// The URL of the next page `next` (as kept in the position), from the URL of a page of
+    /// the same pass.
+    fn next_url(&self, base: &Url, next: &Value) -> Result<Url> {
+        let text = match next {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Ok(match &self.config.pagination {
+            PaginationConfig::PageNumber(p) => with_param(base, &p.param, &text),
+            PaginationConfig::Offset(o) => with_param(base, &o.offset_param, &text),
+            PaginationConfig::Cursor(c) => with_param(base, &c.param, &text),
+            PaginationConfig::LinkHeader
+            | PaginationConfig::NextUrl(_)
+            | PaginationConfig::None => self.join(base, &text)?,
+        })
+    }
+
+    /// The next page of a pass a restart went on with cannot be read (`why`): read the pass
+    /// again from its start and skip the records consumed before the restart.
+    fn read_pass_again(&mut self, pass: &PassPosition, why: &str) {
+        tracing::warn!(
+            source = %self.name,
+            pages = pass.pages,
+            records = pass.records,
+            "going on with the pass interrupted by the restart at its page {} failed: {why}; reading the pass again from its start and skipping the {} records it had consumed",
+            pass.pages + 1,
+            pass.records
+        );
+        match &mut self.tracker {
+            Some(t) => t.read_pass_again(),
+            None => {
+                self.skip_records = pass.records;
+                self.consumed = 0;
+            }
+        }
     }
 
     fn join(&self, base: &Url, next: &str) -> Result<Url> {
@@ -342,31 +472,42 @@ impl Run {
         })
     }
 
-    /// Decode one page's records, dead-letter the bad ones and yield the batch.
-    async fn land(&mut self, records: &[Value], shown: &str, page: u64) -> Result<()> {
-        let mut taken: Vec<Vec<u8>> = Vec::with_capacity(records.len());
-        let mut index: Vec<usize> = Vec::with_capacity(records.len());
-        let mut letters = Vec::new();
-        let letter = |i: usize, reason: String, r: &Value| {
-            DeadLetter::new(shown, format!("page {page} record {i}"), reason)
-                .with_payload(r.to_string())
+    /// Decode one page's records, dead-letter the bad ones and yield the batch; `next` is the
+    /// next page of the pass (none after its last page).
+    async fn land(
+        &mut self,
+        records: &[Value],
+        shown: &str,
+        page: u64,
+        next: Option<Value>,
+    ) -> Result<()> {
+        let last = next.is_none();
+        let origin: Arc<str> = Arc::from(shown);
+        let mut taken = std::mem::take(&mut self.held);
+        let mut letters = std::mem::take(&mut self.held_letters);
+        let held = taken.len();
+        let letter = |i: usize, reason: String, payload: String| {
+            DeadLetter::new(shown, format!("page {page} record {i}"), reason).with_payload(payload)
         };
         for (i, r) in records.iter().enumerate() {
-            if let Some(t) = &mut self.tracker {
-                let (verdict, key) = t.judge(r);
-                match verdict {
-                    Verdict::Seen => continue,
-                    Verdict::Reject(reason) => {
-                        letters.push(letter(i, reason, r));
-                        if let Some(k) = key {
-                            t.advance(r, k);
+            let mut skippable = true;
+            match &mut self.tracker {
+                Some(t) => {
+                    skippable = !t.in_prefix();
+                    match t.consume(r) {
+                        Verdict::Seen => continue,
+                        Verdict::Reject(reason) => {
+                            letters.push(letter(i, reason, r.to_string()));
+                            continue;
                         }
-                        continue;
+                        Verdict::Take => {}
                     }
-                    Verdict::Take => {
-                        if let Some(k) = key {
-                            t.advance(r, k);
-                        }
+                }
+                None => {
+                    self.consumed += 1;
+                    if self.skip_records > 0 {
+                        self.skip_records -= 1;
+                        continue;
                     }
                 }
             }
@@ -376,34 +517,87 @@ impl Run {
                 serde_json::to_vec(r)
             };
             match bytes {
-                Ok(b) => {
-                    taken.push(b);
-                    index.push(i);
-                }
-                Err(e) => letters.push(letter(i, e.to_string(), r)),
+                Ok(bytes) => taken.push(Taken {
+                    bytes,
+                    origin: origin.clone(),
+                    page,
+                    index: i,
+                    payload: None,
+                    skippable,
+                }),
+                Err(e) => letters.push(letter(i, e.to_string(), r.to_string())),
             }
         }
+        if last {
+            if let Some(t) = &mut self.tracker {
+                t.complete_pass();
+            }
+        }
+        if self.tracker.as_ref().is_some_and(Tracker::in_prefix) {
+            // Still inside the records a restart had consumed before: what was taken here is
+            // new (changed since), but a position here could not say what was consumed, so
+            // it waits for the end of the prefix.
+            for t in &mut taken[held..] {
+                t.payload = Some(records[t.index].to_string());
+            }
+            self.held = taken;
+            self.held_letters = letters;
+            return Ok(());
+        }
         let decoded = self.decoder.decode(&taken);
+        let mut bad = vec![false; taken.len()];
         for (at, reason) in decoded.rejected {
-            let i = index[at];
-            letters.push(letter(i, reason, &records[i]));
+            let t = &taken[at];
+            bad[at] = true;
+            let payload = match &t.payload {
+                Some(p) => p.clone(),
+                None => records[t.index].to_string(),
+            };
+            letters.push(
+                DeadLetter::new(
+                    &*t.origin,
+                    format!("page {} record {}", t.page, t.index),
+                    reason,
+                )
+                .with_payload(payload),
+            );
         }
         let mut batch = decoded.batch;
-        let good = batch.num_rows() as u64;
-        if self.skip > 0 {
-            let s = self.skip.min(good);
-            self.skip -= s;
-            batch = batch.slice(s as usize, (good - s) as usize);
+        let decoded_rows = batch.num_rows();
+        if self.skip_rows > 0 {
+            // The first rows after a restart's position that were committed before it.
+            let mut keep = Vec::with_capacity(decoded_rows);
+            for (t, bad) in taken.iter().zip(&bad) {
+                if *bad {
+                    continue;
+                }
+                let drop = t.skippable && self.skip_rows > 0;
+                if drop {
+                    self.skip_rows -= 1;
+                }
+                keep.push(!drop);
+            }
+            batch = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?;
         }
-        self.records += good;
-        let position = match &self.tracker {
+        let mut position = match &self.tracker {
             Some(t) => t.position(),
             None => RestApiPosition {
-                records: self.records,
+                pass: Some(PassPosition {
+                    records: self.consumed,
+                    ..PassPosition::default()
+                }),
                 ..RestApiPosition::default()
             },
         };
-        if batch.num_rows() == 0 && letters.is_empty() && self.last.as_ref() == Some(&position) {
+        if let Some(pass) = &mut position.pass {
+            pass.pages = page;
+            pass.next = next;
+        }
+        let moved = self.last.as_ref() != Some(&position);
+        let worth = decoded_rows > 0
+            || !letters.is_empty()
+            || (last && moved && self.tracker.as_ref().is_none_or(Tracker::has_landed));
+        if !worth {
             return Ok(());
         }
         let encoded = Position::encode(&position)?;
