@@ -458,3 +458,462 @@ fn bad_lines_and_bad_files_are_dead_lettered_with_reasons_and_the_rest_lands() {
     );
     assert!(letters.iter().all(|r| r["stream_id"] == "orders"));
 }
+
+/// A backfill spec reading NDJSON with `schema` (or inferring it when `None`) from `source`
+/// into `sink_url`; `source_extra` and `sink_extra` are merged into the source and sink.
+fn ndjson_spec(
+    source: &str,
+    schema: Option<Value>,
+    sink_url: &str,
+    source_extra: Value,
+    sink_extra: Value,
+) -> Value {
+    let mut source = json!({"url": source, "format": "ndjson", "pollInterval": "100ms"});
+    if let Some(schema) = schema {
+        source["schema"] = schema;
+    }
+    merge(&mut source, source_extra);
+    let mut sink = json!({"url": sink_url, "rolling": {"maxFileAge": "200ms"}});
+    merge(&mut sink, sink_extra);
+    json!({
+        "apiVersion": "streaming.sneaksanddata.com/v1",
+        "kind": "BlobLandingStream",
+        "metadata": {"name": "landing"},
+        "spec": {
+            "source": source,
+            "sink": sink,
+            "rowsPerGroup": 1000,
+            "groupingIntervalSeconds": 1
+        }
+    })
+}
+
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        for (k, v) in extra {
+            into.insert(k, v);
+        }
+    }
+}
+
+fn id_schema() -> Value {
+    json!([
+        {"name": "id", "type": "int64", "nullable": false},
+        {"name": "name", "type": "utf8"},
+        {"name": "amount", "type": "float64"}
+    ])
+}
+
+fn id_lines(ids: std::ops::Range<u64>) -> String {
+    ids.map(|i| {
+        format!(
+            "{{\"id\": {i}, \"name\": \"n{i}\", \"amount\": {}.25}}\n",
+            i
+        )
+    })
+    .collect()
+}
+
+fn message(exit: &Exit) -> String {
+    exit.termination["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no termination message: {:#?}", exit.lines))
+        .to_string()
+}
+
+/// Log lines at `level` whose text contains `needle`.
+fn logged(exit: &Exit, level: &str, needle: &str) -> Vec<Value> {
+    exit.logs()
+        .into_iter()
+        .filter(|l| l["level"] == level && l.to_string().contains(needle))
+        .collect()
+}
+
+#[test]
+fn source_location_errors_are_fatal_and_name_the_setting() {
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+
+    // A local directory that does not exist is a typo, not an empty source.
+    let missing = work.path().join("landnig");
+    let spec = ndjson_spec(
+        &format!("file://{}/", missing.display()),
+        Some(id_schema()),
+        &sink_url,
+        json!({}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let text = message(&exit);
+    assert!(text.starts_with("spec.source.url: "), "{text}");
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    assert_eq!(exit.termination["errorKind"], "Config");
+
+    // An option the store does not know is an error naming it.
+    let spec = ndjson_spec(
+        "s3://landing/orders/",
+        Some(id_schema()),
+        &sink_url,
+        json!({"storageOptions": {"aws_endpiont": "http://127.0.0.1:1"}}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let text = message(&exit);
+    assert!(
+        text.starts_with("spec.source.storageOptions.aws_endpiont: "),
+        "{text}"
+    );
+}
+
+/// The S3 server's options given as `AWS_*` environment variables.
+fn s3_env(options: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    options
+        .iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_source_takes_credentials_from_the_environment_and_names_dead_letters_by_url() {
+    let store = Store::s3().await;
+    let Store::S3 { bucket, .. } = &store else {
+        unreachable!()
+    };
+    let bucket = bucket.clone();
+    let mut lines = id_lines(0..500);
+    lines.push_str("{\"id\": \"not a number\"}\n");
+    store
+        .put("landing/2026-11-20.ndjson", lines.into_bytes())
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    // No storageOptions: endpoint, region and credentials come from AWS_* variables.
+    let spec = ndjson_spec(
+        &store.url_of("landing/"),
+        Some(id_schema()),
+        &sink_url,
+        json!({}),
+        json!({}),
+    );
+    let env = s3_env(&store.options());
+    let exit = tokio::task::spawn_blocking({
+        let work = work.path().to_path_buf();
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            Arcane::run_with_env(&work, &spec, &["--backfill"], &env).wait()
+        }
+    })
+    .await
+    .unwrap();
+    store.cleanup().await;
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let rows = rows_as_json(
+        &arcane_sinks::read_committed(&sink_url, &BTreeMap::new())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows.len(), 500);
+    let letters = read_parquet_dir(&sink_dir.join("_dead_letters"));
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(
+        letters[0]["origin"],
+        format!("s3://{bucket}/landing/2026-11-20.ndjson")
+    );
+    assert_eq!(letters[0]["locator"], "line 501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_fatal_with_the_stores_message() {
+    let store = Store::s3().await;
+    let options = store.options();
+    let missing = arcane_test_support::unique("arcane-missing-");
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = ndjson_spec(
+        &format!("s3://{missing}/landing/"),
+        Some(id_schema()),
+        &sink_url,
+        json!({"storageOptions": options}),
+        json!({}),
+    );
+    let exit = tokio::task::spawn_blocking({
+        let work = work.path().to_path_buf();
+        move || Arcane::run(&work, &spec, &[]).wait()
+    })
+    .await
+    .unwrap();
+    store.cleanup().await;
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let text = message(&exit);
+    assert!(text.contains(&format!("s3://{missing}/landing/")), "{text}");
+    // The store's own words.
+    assert!(text.contains("NoSuchBucket"), "{text}");
+    assert_eq!(exit.termination["errorKind"], "Source");
+}
+
+#[test]
+fn an_unreachable_store_is_a_restart_with_the_cause() {
+    // A port nobody listens on.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let options = json!({
+        "aws_endpoint": format!("http://127.0.0.1:{port}"),
+        "aws_allow_http": "true",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "aws_region": "us-east-1"
+    });
+    let spec = ndjson_spec(
+        "s3://landing/orders/",
+        Some(id_schema()),
+        &sink_url,
+        json!({"storageOptions": options}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &[]).wait();
+    assert_eq!(exit.code, 2, "{:#?}", exit.lines);
+    let text = message(&exit);
+    assert!(text.contains("s3://landing/orders/"), "{text}");
+    assert!(
+        text.to_lowercase().contains("connection refused"),
+        "the cause is kept: {text}"
+    );
+    // Every attempt before giving up is a warning with its cause and the next delay.
+    let retries = logged(&exit, "WARN", "retrying in");
+    assert_eq!(retries.len(), 2, "{:#?}", exit.lines);
+    for (n, line) in retries.iter().enumerate() {
+        let text = line["message"].as_str().unwrap().to_lowercase();
+        assert!(text.contains(&format!("attempt {} of 3", n + 1)), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
+    }
+}
+
+#[test]
+fn an_overwrite_backfill_of_an_empty_prefix_keeps_the_live_data_unless_allowed() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    std::fs::write(landing.join("a.ndjson"), id_lines(0..300)).unwrap();
+    let empty = work.path().join("landing-empty");
+    std::fs::create_dir(&empty).unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = |dir: &Path, allow: bool| {
+        ndjson_spec(
+            &format!("file://{}/", dir.display()),
+            Some(id_schema()),
+            &sink_url,
+            json!({}),
+            json!({"backfillBehavior": "overwrite", "allowEmptyOverwrite": allow}),
+        )
+    };
+    let live = Arcane::run(work.path(), &spec(&landing, false), &["--backfill"]).wait();
+    assert_eq!(live.code, 0, "{:#?}", live.lines);
+    let before = rows_as_json(&read_committed(&sink_url, &BTreeMap::new()));
+    assert_eq!(before.len(), 300);
+
+    // A backfill from a prefix with no files would replace the dataset with nothing.
+    let exit = Arcane::run(work.path(), &spec(&empty, false), &["--backfill"]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    assert_eq!(exit.termination["errorKind"], "EmptyOverwrite");
+    let text = message(&exit);
+    assert!(
+        text.contains(&format!("file://{}/", empty.display())),
+        "the message names the source prefix: {text}"
+    );
+    assert!(text.contains("allowEmptyOverwrite"), "{text}");
+    let said = logged(&exit, "WARN", "no files under");
+    assert_eq!(said.len(), 1, "{:#?}", exit.lines);
+    assert_eq!(
+        rows_as_json(&read_committed(&sink_url, &BTreeMap::new())),
+        before,
+        "the live data is unchanged"
+    );
+
+    // Allowed explicitly, the empty generation is published.
+    let exit = Arcane::run(work.path(), &spec(&empty, true), &["--backfill"]).wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert!(rows_as_json(&read_committed(&sink_url, &BTreeMap::new())).is_empty());
+}
+
+#[test]
+fn an_empty_prefix_in_a_merge_backfill_or_a_stream_says_it_read_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    // An object that the suffix filter rejects: the warning counts it.
+    std::fs::write(landing.join("a.json.tmp"), id_lines(0..3)).unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        Some(id_schema()),
+        &sink_url,
+        json!({"suffix": ".ndjson"}),
+        json!({"backfillBehavior": "merge"}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let said = logged(&exit, "WARN", "no files under");
+    assert_eq!(said.len(), 1, "{:#?}", exit.lines);
+    let text = said[0]["message"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("no files under file://{}/", landing.display())),
+        "{text}"
+    );
+    assert!(text.contains("suffix .ndjson"), "{text}");
+    assert!(text.contains("1 other objects do not match"), "{text}");
+
+    // Streaming: said once per run, not at every poll.
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    proc.wait_for_log("no files under");
+    std::thread::sleep(Duration::from_millis(700));
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(logged(&exit, "WARN", "no files under").len(), 1);
+}
+
+/// `n` NDJSON records whose `amount` is an integer in the first `ints` records and a float
+/// after them.
+fn widening_lines(n: u64, ints: u64) -> String {
+    (0..n)
+        .map(|i| {
+            let amount = if i < ints {
+                format!("{i}")
+            } else {
+                format!("{i}.5")
+            };
+            format!("{{\"id\": {i}, \"name\": \"n{i}\", \"amount\": {amount}}}\n")
+        })
+        .collect()
+}
+
+/// Dead letters under `dir` (none when it does not exist).
+fn dead_letters_in(dir: &Path) -> Vec<Row> {
+    if dir.exists() {
+        read_parquet_dir(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_type_that_widens_after_the_inference_sample_fails_by_the_budget() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    std::fs::write(landing.join("a.ndjson"), widening_lines(50_000, 1_000)).unwrap();
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    let spec = ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        None,
+        &sink_url,
+        json!({"inferSchemaRecords": 1000}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    assert_eq!(exit.termination["errorKind"], "DeadLetterBudget");
+    let text = message(&exit);
+    // The first reasons: a float where the inferred column is an integer.
+    assert!(text.contains("First reasons:"), "{text}");
+    assert!(text.contains("amount"), "{text}");
+    assert!(text.contains("1000.5"), "{text}");
+    // Nothing past the budget was committed.
+    let rows = rows_as_json(&read_committed(&sink_url, &BTreeMap::new()));
+    let letters = dead_letters_in(&sink_dir.join("_dead_letters"));
+    assert!(rows.iter().all(|r| r["id"].as_u64().unwrap() < 1_000));
+    assert!(
+        letters.len() as f64 <= 0.01 * (rows.len() + letters.len()).max(1_000) as f64,
+        "{} dead letters committed with {} rows",
+        letters.len(),
+        rows.len()
+    );
+}
+
+#[test]
+fn default_inference_reads_the_whole_first_file_and_widens_int_to_float() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    std::fs::write(landing.join("a.ndjson"), widening_lines(50_000, 1_000)).unwrap();
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    let spec = ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        None,
+        &sink_url,
+        json!({}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let inferred = logged(&exit, "INFO", "schema inferred from 50000 records");
+    assert_eq!(inferred.len(), 1, "{:#?}", exit.lines);
+    assert!(
+        inferred[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("amount: Float64"),
+        "{inferred:#?}"
+    );
+    let batches = read_committed(&sink_url, &BTreeMap::new());
+    assert_eq!(
+        batches[0]
+            .schema()
+            .field_with_name("amount")
+            .unwrap()
+            .data_type(),
+        &arrow_schema::DataType::Float64
+    );
+    let rows = rows_as_json(&batches);
+    assert_eq!(rows.len(), 50_000);
+    let mut amounts: Vec<(u64, f64)> = rows
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["amount"].as_f64().unwrap()))
+        .collect();
+    amounts.sort_by_key(|a| a.0);
+    for (i, (id, amount)) in amounts.iter().enumerate() {
+        let i = i as u64;
+        let expected = if i < 1_000 { i as f64 } else { i as f64 + 0.5 };
+        assert_eq!((*id, *amount), (i, expected));
+    }
+    assert!(dead_letters_in(&sink_dir.join("_dead_letters")).is_empty());
+    assert_eq!(exit.summary("rowsCommitted"), 50_000);
+}
+
+#[test]
+fn a_misspelled_required_column_fails_by_the_budget() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    std::fs::write(landing.join("a.ndjson"), id_lines(0..5_000)).unwrap();
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    let schema = json!([
+        {"name": "idd", "type": "int64", "nullable": false},
+        {"name": "name", "type": "utf8"}
+    ]);
+    let spec = ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        Some(schema),
+        &sink_url,
+        json!({}),
+        json!({}),
+    );
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    assert_eq!(exit.termination["errorKind"], "DeadLetterBudget");
+    let text = message(&exit);
+    assert!(text.contains("idd"), "the reason names the column: {text}");
+    assert!(rows_as_json(&read_committed(&sink_url, &BTreeMap::new())).is_empty());
+    assert!(dead_letters_in(&sink_dir.join("_dead_letters")).is_empty());
+}

@@ -48,8 +48,8 @@ mod text;
 
 pub use config::{
     BlobLandingSourceConfig, Compression, CsvConfig, DEFAULT_BATCH_ROWS, DEFAULT_CSV_DELIMITER,
-    DEFAULT_CSV_QUOTE, DEFAULT_INFER_SCHEMA_RECORDS, DEFAULT_POLL_INTERVAL, FieldConfig,
-    FileFormat,
+    DEFAULT_CSV_QUOTE, DEFAULT_POLL_INTERVAL, FieldConfig, FileFormat, LATE_FILE_CLOCK_SKEW,
+    LateFiles,
 };
 pub use position::BlobLandingPosition;
-pub use source::BlobLandingSource;
+pub use source::{BlobLandingSource, FILES_LATE};
