@@ -439,6 +439,18 @@ fn bad_lines_and_bad_files_are_dead_lettered_with_reasons_and_the_rest_lands() {
         .collect();
     found.sort();
     assert_eq!(found.len(), 3, "{found:#?}");
+    // The origin is the file's absolute path, leading `/` included.
+    let origins: BTreeSet<String> = letters
+        .iter()
+        .map(|r| r["origin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        origins,
+        BTreeSet::from([
+            landing.join("a.ndjson").display().to_string(),
+            landing.join("b.ndjson.gz").display().to_string(),
+        ])
+    );
     assert_eq!(
         (found[0].0.as_str(), found[0].1.as_str()),
         ("a.ndjson", "line 3")
@@ -916,4 +928,283 @@ fn a_misspelled_required_column_fails_by_the_budget() {
     assert!(text.contains("idd"), "the reason names the column: {text}");
     assert!(rows_as_json(&read_committed(&sink_url, &BTreeMap::new())).is_empty());
     assert!(dead_letters_in(&sink_dir.join("_dead_letters")).is_empty());
+}
+
+#[test]
+fn dead_letters_and_rows_are_committed_exactly_once_across_sigkills() {
+    // 5 files of 10 000 good lines, with 40 bad lines each spread among them: 200 bad lines
+    // (0.4 %, within the default budget of 1 %).
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    let mut bad_lines = BTreeSet::new();
+    for f in 0..5u64 {
+        let mut text = String::new();
+        for i in 0..10_000u64 {
+            let id = f * 10_000 + i;
+            text.push_str(&format!(
+                "{{\"id\": {id}, \"name\": \"n{id}\", \"amount\": {id}.25}}\n"
+            ));
+            if i % 250 == 125 {
+                let bad = if i % 500 == 125 {
+                    format!("{{\"id\": \"bad-{f}-{i}\", \"name\": \"x\"}}")
+                } else {
+                    format!("{{\"id\": {id}, \"name\": \"broken-{f}-{i}\"")
+                };
+                text.push_str(&bad);
+                text.push('\n');
+                bad_lines.insert(bad);
+            }
+        }
+        std::fs::write(landing.join(format!("part-{f}.ndjson")), text).unwrap();
+    }
+    assert_eq!(bad_lines.len(), 200);
+    let sink_dir = work.path().join("out");
+    let sink_url = format!("file://{}", sink_dir.display());
+    let mut spec = ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        Some(id_schema()),
+        &sink_url,
+        // Small batches, so that kills land inside files and between a batch's rows and
+        // its dead letters.
+        json!({"batchRows": 300}),
+        // Small files, so that commits are frequent.
+        json!({
+            "deadLetter": {"maxRatio": 0.01},
+            "rolling": {"maxFileAge": "100ms", "targetFileSize": 16384}
+        }),
+    );
+    spec["spec"]["rowsPerGroup"] = json!(600);
+    let manifest_dir = sink_dir.join("_arcane/manifests");
+    let manifests = || {
+        std::fs::read_dir(&manifest_dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+
+    let seed: u64 = std::env::var("ARCANE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("seed {seed} (rerun with ARCANE_TEST_SEED={seed})");
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let mut kills = 0;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 60, "seed {seed}: not done after {runs} runs");
+        let proc = Arcane::run(work.path(), &spec, &["--backfill", "--backfill-id", "dl"]);
+        // Kill after 1 to 6 more commits and up to 40 ms (a run takes well under a second,
+        // so a timer alone would often miss it).
+        let before = manifests();
+        let commits = 1 + next() as usize % 6;
+        let jitter = Duration::from_millis(next() % 40);
+        let started = std::time::Instant::now();
+        while manifests() < before + commits
+            && started.elapsed() < Duration::from_secs(10)
+            && !proc.lines().iter().any(|l| l.contains("\"exit_code\""))
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(jitter);
+        proc.signal(Signal::SIGKILL);
+        let exit = proc.wait();
+        match exit.code {
+            -1 => kills += 1,
+            0 => break,
+            code => panic!("seed {seed}: exit code {code}: {:#?}", exit.lines),
+        }
+    }
+    println!("{kills} runs killed before one finished");
+    assert!(kills >= 2, "seed {seed}: only {kills} runs were killed");
+
+    let rows = rows_as_json(&read_committed(&sink_url, &BTreeMap::new()));
+    let ids: BTreeSet<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), rows.len(), "seed {seed}: duplicate rows");
+    assert_eq!(ids, (0..50_000).collect(), "seed {seed}: missing rows");
+
+    // The dead letters the manifests commit for the current generation: each bad line once.
+    let manifests: Vec<Value> = {
+        // Manifests only (a killed run may leave the staging file of one behind).
+        let mut paths: Vec<_> = std::fs::read_dir(&manifest_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    };
+    let current = manifests.last().unwrap()["state"]["currentGeneration"].clone();
+    let named: Vec<String> = manifests
+        .iter()
+        .filter(|m| m["generation"] == current)
+        .flat_map(|m| m["deadLetterFiles"].as_array().cloned().unwrap_or_default())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let mut payloads = Vec::new();
+    for url in &named {
+        let path = url.strip_prefix("file://").unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        for row in rows_as_json(&batches) {
+            payloads.push(row["payload"].as_str().unwrap().to_string());
+        }
+    }
+    let distinct: BTreeSet<String> = payloads.iter().cloned().collect();
+    assert_eq!(
+        payloads.len(),
+        distinct.len(),
+        "seed {seed}: dead letters committed more than once after {kills} kills"
+    );
+    assert_eq!(distinct, bad_lines, "seed {seed}");
+    // No dead-letter file is left that no manifest names (recovery deletes uncommitted ones).
+    let all_named: BTreeSet<String> = manifests
+        .iter()
+        .flat_map(|m| m["deadLetterFiles"].as_array().cloned().unwrap_or_default())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    for entry in std::fs::read_dir(sink_dir.join("_dead_letters")).unwrap() {
+        let url = format!("file://{}", entry.unwrap().path().display());
+        assert!(all_named.contains(&url), "seed {seed}: uncommitted {url}");
+    }
+}
+
+/// A streaming spec with `lateFiles: policy`.
+fn late_files_spec(landing: &Path, sink_url: &str, policy: &str) -> Value {
+    ndjson_spec(
+        &format!("file://{}/", landing.display()),
+        Some(id_schema()),
+        sink_url,
+        json!({"lateFiles": policy}),
+        json!({}),
+    )
+}
+
+/// Land `text` as `name` under `landing` atomically (written beside it, then renamed).
+fn land(landing: &Path, name: &str, text: &str) {
+    let staged = landing.parent().unwrap().join(format!(".{name}.tmp"));
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, landing.join(name)).unwrap();
+}
+
+/// The value of the counter `name` (Prometheus text) at `addr`, 0 when absent.
+fn counter(addr: &str, name: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn late_files_are_warned_and_counted_when_skipped_also_after_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    land(&landing, "2026-11-21T10.ndjson", &id_lines(0..100));
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = late_files_spec(&landing, &sink_url, "skip");
+    let committed = || rows_as_json(&read_committed(&sink_url, &BTreeMap::new())).len();
+
+    let proc = Arcane::run(work.path(), &spec, &["--metrics-addr", "127.0.0.1:0"]);
+    let metrics = proc.metrics_addr();
+    eventually("the first file committed", || committed() == 100);
+    // A file named before the position lands while the stream runs: it is not read, but
+    // said and counted; a file after the position is read.
+    land(&landing, "2026-11-21T09.ndjson", &id_lines(100..150));
+    land(&landing, "2026-11-21T11.ndjson", &id_lines(200..300));
+    eventually("the later file committed", || committed() == 200);
+    proc.wait_for_log("late file");
+    assert_eq!(counter(&metrics, "arcane_stream_files_late"), 1.0);
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let late = logged(&exit, "WARN", "late file");
+    assert_eq!(late.len(), 1, "{:#?}", exit.lines);
+    let text = late[0]["message"].as_str().unwrap();
+    let early = landing.join("2026-11-21T09.ndjson");
+    // The position when it was listed: the first file (the later one was read after).
+    let position = landing.join("2026-11-21T10.ndjson");
+    assert!(text.contains(&early.display().to_string()), "{text}");
+    assert!(text.contains(&position.display().to_string()), "{text}");
+    assert!(text.contains("Rename it"), "{text}");
+
+    // While the stream is down, another file lands before the position; the store dates it
+    // later than the listing that found the position's file (beyond the clock skew allowed).
+    land(&landing, "2026-11-21T08.ndjson", &id_lines(300..310));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(landing.join("2026-11-21T08.ndjson"))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    drop(file);
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    proc.wait_for_log("late file");
+    std::thread::sleep(Duration::from_millis(500));
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let late = logged(&exit, "WARN", "late file");
+    assert_eq!(
+        late.len(),
+        1,
+        "only the file landed while stopped: {late:#?}"
+    );
+    assert!(
+        late[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2026-11-21T08.ndjson"),
+        "{late:#?}"
+    );
+    assert_eq!(committed(), 200);
+}
+
+#[test]
+fn a_late_file_fails_the_stream_when_late_files_is_fail() {
+    let work = tempfile::tempdir().unwrap();
+    let landing = work.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    land(&landing, "2026-11-21T10.ndjson", &id_lines(0..100));
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = late_files_spec(&landing, &sink_url, "fail");
+    let committed = || rows_as_json(&read_committed(&sink_url, &BTreeMap::new())).len();
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("the first file committed", || committed() == 100);
+    land(&landing, "2026-11-21T09.ndjson", &id_lines(100..150));
+    let exit = proc.wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let text = message(&exit);
+    let early = landing.join("2026-11-21T09.ndjson");
+    assert!(text.contains(&early.display().to_string()), "{text}");
+    assert!(text.contains("lateFiles: fail"), "{text}");
+    assert!(text.contains("Rename it"), "{text}");
+    assert!(text.contains("backfill"), "{text}");
+    assert_eq!(committed(), 100);
 }
