@@ -51,12 +51,13 @@ pub struct BlobLandingSourceConfig {
     /// The prefix files land under, as an `object_store` URL: `file:///data/landing/`,
     /// `s3://bucket/prefix/`, `az://container/prefix/` (also `abfss://`), `gs://bucket/prefix/`,
     /// or a local directory path (relative paths are resolved against the working directory).
-    /// Every file under it (recursively) that passes `glob`/`suffix` is read, in lexicographic
-    /// path order.
+    /// A local directory must exist. Every file under it (recursively) that passes
+    /// `glob`/`suffix` is read, in lexicographic path order.
     pub url: String,
     /// Options for the object store (`object_store` keys such as `aws_region`,
-    /// `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`); credentials are
-    /// usually better taken from the environment.
+    /// `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`); a key the store does
+    /// not know is an error. They apply over the environment's `AWS_*`, `AZURE_*` and
+    /// `GOOGLE_*` variables, where credentials are usually better kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_options: BTreeMap<String, String>,
     /// The file format: `ndjson` (one JSON object per line), `csv`, `parquet`, or `auto`

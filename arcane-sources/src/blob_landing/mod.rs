@@ -3,9 +3,11 @@
 //! also gzip- or zstd-compressed), decoded straight into Arrow.
 //!
 //! * [`BlobLandingSource`] — the [`Source`](arcane_core::Source); see its docs for ordering,
-//!   resume and dead letters.
+//!   late files, schema inference, resume, dead letters and store errors.
 //! * [`BlobLandingSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
 //! * [`BlobLandingPosition`] — the position stored in the sink's manifest.
+//! * [`LateFiles`] — what to do with a file that lands with a path sorting before the
+//!   position (`lateFiles: skip | fail`); [`FILES_LATE`] counts them.
 //!
 //! ```no_run
 //! use std::num::NonZeroUsize;

@@ -45,20 +45,46 @@ const LIST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reads files that land under an object-store prefix (NDJSON, CSV, Parquet; gzip/zstd) and
 /// yields them as Arrow batches.
 ///
-/// * Files are read in **lexicographic path order**; the [`BlobLandingPosition`] after a batch
-///   is one file and how far into it, so it stays small however many files exist. A file that
-///   appears later with a path sorting before the position is **not** read: name landed files
-///   so that they sort by arrival (e.g. a timestamp prefix `2026-11-21T10:00:00Z-…`).
-/// * In backfill mode every file present at start is read and the stream ends; in streaming
-///   mode the prefix is then listed every `pollInterval` for new files.
-/// * A malformed record (bad JSON, wrong CSV field count, a value of the wrong type) is a
-///   [`DeadLetter`] with the file, `line N`, the reason and the line; the rest of the file is
-///   read. A file that cannot be read (corrupt compression, bad Parquet footer) is one dead
-///   letter, and the next file is read. Store failures stop the stream with a transient
-///   error (the process is restarted and resumes).
-/// * Resume is exact: dead-lettered records count as consumed, and the dead letters of the
-///   records a checkpoint covers are not repeated. Dead letters of records after the
-///   checkpoint may be written again by the resumed run (at least once).
+/// * **Ordering.** Files are read in **lexicographic path order**; the
+///   [`BlobLandingPosition`] after a batch is one file and how far into it, so it stays small
+///   however many files exist. Name landed files so that they sort by arrival (e.g. a
+///   timestamp prefix `2026-11-21T10:00:00Z-…`).
+/// * **Modes.** In backfill mode every file present at start is read and the stream ends; in
+///   streaming mode the whole prefix is then listed every `pollInterval`. A listing that finds
+///   no file at all is said once per run at WARN (`no files under <prefix> (glob …, suffix
+///   …)`), with the number of objects the filters rejected. A transient failure of a listing
+///   is retried (3 attempts, each failure logged at WARN with its cause and the delay) before
+///   the stream stops for a restart.
+/// * **Late files.** A file whose path sorts at or before the position, but that the stream
+///   had not listed when it read past that point, would never be read. Within a run each
+///   listing is compared with the previous one; after a restart, a file sorting before the
+///   stored position counts as late when the store dates it more than
+///   [`LATE_FILE_CLOCK_SKEW`](super::LATE_FILE_CLOCK_SKEW) after the listing that found the
+///   position's file finished (`listedAtMs`; clocks of the store and of this process may
+///   differ by that much — a file landing within those seconds of that listing may go
+///   unnoticed after a restart). Every late file is counted in [`FILES_LATE`]
+///   (`arcane.stream.files.late`) and, as `lateFiles` says, logged at WARN and skipped
+///   (`skip`, default) or fails the stream with a FATAL error naming it (`fail`). To read a
+///   late file, rename it so that it sorts after the position, or backfill.
+/// * **Schema inference.** Without `schema`, the schema is inferred from the first file read:
+///   by default the whole file, in one streaming pass before it is read (`inferSchemaRecords`
+///   limits it). Values of a field that disagree widen the column (integer and float →
+///   `float64`; numbers, booleans and strings → `utf8`, numbers and booleans then read as
+///   their JSON text). The inferred schema is logged at INFO. Later files are read with it;
+///   values that do not fit are dead-lettered, within the sink's dead-letter budget. A number
+///   with a fraction is never truncated into an integer column: the record is dead-lettered.
+/// * **Dead letters.** A malformed record (bad JSON, wrong CSV field count, a value of the
+///   wrong type) is a [`DeadLetter`] with the file, `line N`, the reason and the line; the
+///   rest of the file is read. A file that cannot be read (corrupt compression, bad Parquet
+///   footer) is one dead letter, and the next file is read. Dead letters travel with the
+///   batch of the records they replace, and the sink commits them with those rows: a resumed
+///   run re-emits the dead letters of the batch it resumes inside (they were not committed),
+///   so each is committed exactly once. Origins are `s3://bucket/key` (or the URL of the
+///   store) and absolute paths on the local file system.
+/// * **Store errors.** A missing bucket, container or directory, denied access and bad
+///   credentials are FATAL with the store's message; network failures and throttling are
+///   transient (the process is restarted and resumes) and keep their cause.
+/// * **Resume** is exact: dead-lettered records count as consumed.
 /// * Objects must be complete when they become visible (true for object stores; on a local
 ///   file system write under another name and rename, or filter with `suffix`).
 #[derive(Debug)]
