@@ -322,15 +322,17 @@ impl Run {
             let listed_at = now_ms();
             if listing.files.is_empty() && !said_empty {
                 said_empty = true;
+                let glob = self.filter.glob.as_deref().unwrap_or("none");
+                let suffix = self.filter.suffix.as_deref().unwrap_or("none");
+                let then = match self.mode {
+                    Mode::Backfill => "nothing was read",
+                    Mode::Stream => "waiting for files to land",
+                };
                 tracing::warn!(
                     source = %self.name,
-                    glob = self.filter.glob.as_deref().unwrap_or("(none)"),
-                    suffix = self.filter.suffix.as_deref().unwrap_or("(none)"),
                     other_objects = listing.others,
-                    "no files under {} (glob {}, suffix {}; {} other objects do not match); nothing to read",
+                    "no files under {} (glob {glob}, suffix {suffix}; {} other objects do not match); {then}",
                     self.display,
-                    self.filter.glob.as_deref().unwrap_or("none"),
-                    self.filter.suffix.as_deref().unwrap_or("none"),
                     listing.others,
                 );
             }
