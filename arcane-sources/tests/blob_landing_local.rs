@@ -563,7 +563,18 @@ fn config_errors_name_the_field() {
     let err = BlobLandingSource::new(BlobLandingSourceConfig::new("s4://bucket/landing/"))
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("source.url: cannot open"), "{err}");
+    assert!(
+        err.starts_with("source.url: unsupported scheme \"s4\""),
+        "{err}"
+    );
+    // A local directory must exist: a typo is not an empty source.
+    let err = BlobLandingSource::new(BlobLandingSourceConfig::new("file:///no/such/landing/"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("source.url: the directory /no/such/landing/ does not exist"),
+        "{err}"
+    );
     let err = BlobLandingSource::new(BlobLandingSourceConfig::new(" "))
         .unwrap_err()
         .to_string();
@@ -682,4 +693,95 @@ async fn graceful_shutdown_then_restart_lands_every_row_exactly_once() {
     let expected: Vec<String> = (1..=24_000).map(|i| format!("ord-{i:08}")).collect();
     assert_eq!(order_ids.len(), 24_000, "no row lost or repeated");
     assert_eq!(order_ids, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_over_the_whole_first_file_widens_conflicting_types() {
+    let dir = tempfile::tempdir().unwrap();
+    // `n` is an integer for 5000 lines, then a float; `code` is a number, then text; `flag`
+    // a boolean, then a number; `tags` is missing at first. A line whose `nested` is a
+    // scalar where it was an object does not take part, and is dead-lettered.
+    let mut lines = String::new();
+    for i in 0..6_000 {
+        let n = if i < 5_000 {
+            format!("{i}")
+        } else {
+            format!("{i}.5")
+        };
+        let code = if i < 5_500 {
+            format!("{i}")
+        } else {
+            format!("\"c{i}\"")
+        };
+        let flag = if i < 5_900 { "true" } else { "7" };
+        let tags = if i < 5_999 { "" } else { ", \"tags\": [\"x\"]" };
+        lines.push_str(&format!(
+            "{{\"n\": {n}, \"code\": {code}, \"flag\": {flag}, \"nested\": {{\"a\": 1}}{tags}}}\n"
+        ));
+    }
+    lines.push_str("{\"n\": 1, \"nested\": 5}\n");
+    std::fs::write(dir.path().join("a.ndjson"), lines).unwrap();
+    let mut source = BlobLandingSource::new(config(dir.path())).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    let rows =
+        arrow_select::concat::concat_batches(&rows_of(&batches)[0].schema(), &rows_of(&batches))
+            .unwrap();
+    use arrow_schema::DataType as D;
+    let schema = rows.schema();
+    let type_of = |name: &str| schema.field_with_name(name).unwrap().data_type().clone();
+    assert_eq!(schema.fields().len(), 5, "{schema:?}");
+    assert_eq!(type_of("n"), D::Float64);
+    assert_eq!(type_of("code"), D::Utf8);
+    assert_eq!(type_of("flag"), D::Utf8);
+    assert!(matches!(type_of("nested"), D::Struct(_)), "{schema:?}");
+    assert!(matches!(type_of("tags"), D::List(_)), "{schema:?}");
+    assert_eq!(rows.num_rows(), 6_000);
+    let column = |name: &str| rows.column(schema.index_of(name).unwrap()).clone();
+    let n = column("n");
+    let n = n.as_primitive::<Float64Type>();
+    assert_eq!(n.value(4_999), 4_999.0);
+    assert_eq!(n.value(5_000), 5_000.5);
+    let code = column("code");
+    let code = code.as_string::<i32>();
+    assert_eq!(code.value(0), "0");
+    assert_eq!(code.value(5_500), "c5500");
+    let flag = column("flag");
+    let flag = flag.as_string::<i32>();
+    assert_eq!((flag.value(0), flag.value(5_999)), ("true", "7"));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].locator, "line 6001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inferred_csv_schema_widens_over_the_whole_file_unless_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,amount\n");
+    for i in 0..3_000 {
+        if i < 2_000 {
+            csv.push_str(&format!("{i},{i}\n"));
+        } else {
+            csv.push_str(&format!("{i},{i}.25\n"));
+        }
+    }
+    std::fs::write(dir.path().join("a.csv"), csv).unwrap();
+    let mut source = BlobLandingSource::new(config(dir.path())).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    let rows = rows_of(&batches);
+    assert_eq!(
+        rows[0].schema().field(1).data_type(),
+        &arrow_schema::DataType::Float64
+    );
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 3_000);
+    assert!(letters.is_empty(), "{letters:?}");
+
+    // Limited to the first 1000 records, the column is an integer and the floats do not fit.
+    let mut cfg = config(dir.path());
+    cfg.infer_schema_records = Some(1_000);
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert_eq!(
+        rows_of(&batches)[0].schema().field(1).data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    assert_eq!(letters.len(), 1_000);
 }

@@ -381,7 +381,8 @@ pub fn redact(url: &url::Url) -> String {
 
 /// Map a store error to a sink error named `sink`: missing containers, auth and permission
 /// failures are permanent; everything else (network, timeouts, throttling, 5xx) is transient.
-/// The store's error is kept as the cause.
+/// The store's error is kept as the cause, and its whole cause chain is in the message (the
+/// reason of a failed request is often only in the innermost error: "connection refused").
 pub fn store_error(sink: &str, what: String, e: object_store::Error) -> Error {
     let retry = classify(&e);
     let hint = match retry {
@@ -394,7 +395,7 @@ pub fn store_error(sink: &str, what: String, e: object_store::Error) -> Error {
     };
     Error::sink(
         sink,
-        format!("{what}: {e}; {hint}"),
+        format!("{what}: {}; {hint}", arcane_core::error::Report(&e)),
         retry,
         Some(Box::new(e)),
     )
@@ -413,7 +414,7 @@ pub fn source_store_error(source: &str, what: String, e: object_store::Error) ->
     };
     Error::Source {
         source_name: source.to_string(),
-        message: format!("{what}: {e}; {hint}"),
+        message: format!("{what}: {}; {hint}", arcane_core::error::Report(&e)),
         retry,
         source: Some(Box::new(e)),
     }

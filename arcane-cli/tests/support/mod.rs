@@ -106,11 +106,34 @@ impl Arcane {
 
     /// `arcane run --spec SPEC ARGS`, with `spec` written to a file.
     pub fn run(cwd: &Path, spec: &Value, args: &[&str]) -> Self {
+        Self::run_with_env(cwd, spec, args, &[])
+    }
+
+    /// [`Arcane::run`] with `env` added to the process's environment.
+    pub fn run_with_env(cwd: &Path, spec: &Value, args: &[&str], env: &[(&str, &str)]) -> Self {
         let file = cwd.join(format!("spec-{}.json", uuid_like()));
         std::fs::write(&file, spec.to_string()).expect("write spec");
         let mut all = vec!["run", "--spec", file.to_str().expect("utf-8 path")];
         all.extend_from_slice(args);
-        Self::spawn(cwd, &all, &[])
+        Self::spawn(cwd, &all, env)
+    }
+
+    /// The address of the metrics endpoint, from its log line (start the process with
+    /// `--metrics-addr 127.0.0.1:0`); waits for the line.
+    pub fn metrics_addr(&self) -> String {
+        let needle = "metrics endpoint listening";
+        self.wait_for_log(needle);
+        let line = self
+            .lines()
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .expect("log line");
+        let value: Value = serde_json::from_str(&line).expect("JSON log line");
+        value["addr"]
+            .as_str()
+            .or_else(|| value["fields"]["addr"].as_str())
+            .unwrap_or_else(|| panic!("no addr in {line}"))
+            .to_string()
     }
 
     /// The process id.
@@ -192,6 +215,22 @@ pub fn read_committed(url: &str, options: &BTreeMap<String, String>) -> Vec<Reco
         .expect("runtime");
     rt.block_on(arcane_sinks::read_committed(url, options))
         .expect("read committed")
+}
+
+/// The body of `GET http://ADDR/PATH` (HTTP/1.0, for the process's own endpoints).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    match response.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => response,
+    }
 }
 
 /// Poll `cond` every 50 ms until it holds (panics after [`WAIT`]).

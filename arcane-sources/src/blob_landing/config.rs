@@ -17,8 +17,11 @@ use crate::decode::schema_from_fields;
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
 /// Default interval between listings of the prefix in streaming mode (`pollInterval`).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
-/// Default number of records read from the first file to infer a schema (`inferSchemaRecords`).
-pub const DEFAULT_INFER_SCHEMA_RECORDS: usize = 1000;
+/// Clock skew allowed between this process and the object store when telling late files
+/// across restarts (see [`LateFiles`]): a file sorting before the stored position counts as
+/// late when the store dated it more than this after the listing that found the position's
+/// file had finished.
+pub const LATE_FILE_CLOCK_SKEW: Duration = Duration::from_secs(5);
 /// Default CSV delimiter.
 pub const DEFAULT_CSV_DELIMITER: char = ',';
 /// Default CSV quote character.
@@ -48,12 +51,13 @@ pub struct BlobLandingSourceConfig {
     /// The prefix files land under, as an `object_store` URL: `file:///data/landing/`,
     /// `s3://bucket/prefix/`, `az://container/prefix/` (also `abfss://`), `gs://bucket/prefix/`,
     /// or a local directory path (relative paths are resolved against the working directory).
-    /// Every file under it (recursively) that passes `glob`/`suffix` is read, in lexicographic
-    /// path order.
+    /// A local directory must exist. Every file under it (recursively) that passes
+    /// `glob`/`suffix` is read, in lexicographic path order.
     pub url: String,
     /// Options for the object store (`object_store` keys such as `aws_region`,
-    /// `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`); credentials are
-    /// usually better taken from the environment.
+    /// `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`); a key the store does
+    /// not know is an error. They apply over the environment's `AWS_*`, `AZURE_*` and
+    /// `GOOGLE_*` variables, where credentials are usually better kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_options: BTreeMap<String, String>,
     /// The file format: `ndjson` (one JSON object per line), `csv`, `parquet`, or `auto`
@@ -78,9 +82,17 @@ pub struct BlobLandingSourceConfig {
     /// it for production streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Vec<FieldConfig>>,
-    /// Records of the first file read to infer the schema from when `schema` is omitted.
-    #[serde(default = "default_infer_schema_records")]
-    pub infer_schema_records: usize,
+    /// When `schema` is omitted: how many records of the first file read the schema is
+    /// inferred from. Default: the whole first file (one streaming pass over its decompressed
+    /// content before it is read; memory stays bounded). Where values of a field disagree,
+    /// the inferred column is widened: integers and floats give `float64`; numbers, booleans
+    /// and strings mixed give `utf8` (numbers and booleans are then read as their JSON text).
+    /// A field that is an object in some records and a scalar in others keeps the first
+    /// type seen; the other records are dead-lettered. Files read later are decoded with the
+    /// inferred schema: their values of another type are dead-lettered (within
+    /// `sink.deadLetter`'s budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_schema_records: Option<usize>,
     /// CSV settings (used when the format is `csv`).
     #[serde(default)]
     pub csv: CsvConfig,
@@ -96,6 +108,16 @@ pub struct BlobLandingSourceConfig {
     /// one); unlimited when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_files_per_poll: Option<NonZeroUsize>,
+    /// What to do with a **late file**: one whose path sorts at or before the position the
+    /// stream has read to, but that was not there when the stream listed past it (files are
+    /// read in path order, so it would never be read). `skip` (default) logs it at WARN and
+    /// counts it in the metric `arcane.stream.files.late`; `fail` stops the stream with a
+    /// FATAL error (exit code 1) naming the file. Within a run every listing is compared with
+    /// the previous one; across restarts a file sorting before the stored position counts as
+    /// late when its last-modified time is more than a few seconds (clock skew) after the
+    /// listing that found the position's file.
+    #[serde(default)]
+    pub late_files: LateFiles,
     /// Threads decoding NDJSON/CSV blocks of `batchRows` records in parallel while the file is
     /// read (results are taken back in file order). Default: the number of CPUs available
     /// (`1` decodes on the reading thread). Memory grows by about two blocks per thread.
@@ -103,9 +125,6 @@ pub struct BlobLandingSourceConfig {
     pub decode_threads: Option<NonZeroUsize>,
 }
 
-fn default_infer_schema_records() -> usize {
-    DEFAULT_INFER_SCHEMA_RECORDS
-}
 fn default_batch_rows() -> usize {
     DEFAULT_BATCH_ROWS
 }
@@ -124,11 +143,12 @@ impl BlobLandingSourceConfig {
             glob: None,
             suffix: None,
             schema: None,
-            infer_schema_records: DEFAULT_INFER_SCHEMA_RECORDS,
+            infer_schema_records: None,
             csv: CsvConfig::default(),
             batch_rows: DEFAULT_BATCH_ROWS,
             poll_interval: DEFAULT_POLL_INTERVAL,
             max_files_per_poll: None,
+            late_files: LateFiles::default(),
             decode_threads: None,
         }
     }
@@ -172,10 +192,10 @@ impl BlobLandingSourceConfig {
                 format!("must be at least 1 (default {DEFAULT_BATCH_ROWS})"),
             ));
         }
-        if self.infer_schema_records == 0 && self.schema.is_none() {
+        if self.infer_schema_records == Some(0) {
             return Err(Error::config(
                 format!("{field}.inferSchemaRecords"),
-                "must be at least 1 when no schema is given",
+                "must be at least 1; omit it to infer the schema from the whole first file",
             ));
         }
         if self.poll_interval.is_zero() {
@@ -196,6 +216,17 @@ impl BlobLandingSourceConfig {
         self.arrow_schema(field)?;
         Ok(())
     }
+}
+
+/// What the source does with a late file (see `lateFiles`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LateFiles {
+    /// Log the file at WARN, count it in `arcane.stream.files.late`, and go on without it.
+    #[default]
+    Skip,
+    /// Stop the stream with a FATAL error naming the file.
+    Fail,
 }
 
 /// The format of the landed files.

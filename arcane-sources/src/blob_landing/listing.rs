@@ -40,30 +40,35 @@ impl FileFilter {
     }
 }
 
-/// List the files after `after` (exclusive), sorted by path, at most `limit`.
-pub(crate) async fn list_files(
+/// One listing of the whole prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// The files to read (accepted by the filter), sorted by path.
+    pub(crate) files: Vec<ObjectMeta>,
+    /// Objects under the prefix that the filter rejected.
+    pub(crate) others: usize,
+}
+
+/// List every object under the prefix; the accepted ones sorted by path.
+///
+/// The whole prefix is listed (not only what sorts after the position) so that files landing
+/// late, with a path before the position, are noticed.
+pub(crate) async fn list_all(
     store: &Arc<dyn ObjectStore>,
     filter: &FileFilter,
-    after: Option<&Path>,
-    limit: Option<usize>,
-) -> object_store::Result<Vec<ObjectMeta>> {
+) -> object_store::Result<Listing> {
     let prefix = (!filter.prefix.as_ref().is_empty()).then_some(&filter.prefix);
-    let listing = match after {
-        Some(offset) => store.list_with_offset(prefix, offset),
-        None => store.list(prefix),
-    };
-    let mut files: Vec<ObjectMeta> = listing
-        .try_filter(|meta| {
-            let keep = filter.accepts(&meta.location) && after.is_none_or(|a| meta.location > *a);
-            futures::future::ready(keep)
-        })
-        .try_collect()
-        .await?;
-    files.sort_by(|a, b| a.location.cmp(&b.location));
-    if let Some(limit) = limit {
-        files.truncate(limit);
+    let mut listing = Listing::default();
+    let mut objects = store.list(prefix);
+    while let Some(meta) = objects.try_next().await? {
+        if filter.accepts(&meta.location) {
+            listing.files.push(meta);
+        } else {
+            listing.others += 1;
+        }
     }
-    Ok(files)
+    listing.files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(listing)
 }
 
 /// Match `path` against `glob`: `*` within a segment, `**` across segments, `?` one

@@ -3,9 +3,11 @@
 //! also gzip- or zstd-compressed), decoded straight into Arrow.
 //!
 //! * [`BlobLandingSource`] — the [`Source`](arcane_core::Source); see its docs for ordering,
-//!   resume and dead letters.
+//!   late files, schema inference, resume, dead letters and store errors.
 //! * [`BlobLandingSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
 //! * [`BlobLandingPosition`] — the position stored in the sink's manifest.
+//! * [`LateFiles`] — what to do with a file that lands with a path sorting before the
+//!   position (`lateFiles: skip | fail`); [`FILES_LATE`] counts them.
 //!
 //! ```no_run
 //! use std::num::NonZeroUsize;
@@ -48,8 +50,8 @@ mod text;
 
 pub use config::{
     BlobLandingSourceConfig, Compression, CsvConfig, DEFAULT_BATCH_ROWS, DEFAULT_CSV_DELIMITER,
-    DEFAULT_CSV_QUOTE, DEFAULT_INFER_SCHEMA_RECORDS, DEFAULT_POLL_INTERVAL, FieldConfig,
-    FileFormat,
+    DEFAULT_CSV_QUOTE, DEFAULT_POLL_INTERVAL, FieldConfig, FileFormat, LATE_FILE_CLOCK_SKEW,
+    LateFiles,
 };
 pub use position::BlobLandingPosition;
-pub use source::BlobLandingSource;
+pub use source::{BlobLandingSource, FILES_LATE};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// records (or completely when `done`). Dead-lettered records count as consumed.
 ///
 /// ```json
-/// { "file": "landing/orders-2026-11-21.ndjson", "records": 8192, "lines": 8193, "offset": 1630000, "done": false }
+/// { "file": "landing/orders-2026-11-21.ndjson", "records": 8192, "lines": 8193, "offset": 1630000, "done": false, "listedAtMs": 1795262400000 }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,6 +28,12 @@ pub struct BlobLandingPosition {
     /// Whether `file` is completely read.
     #[serde(default)]
     pub done: bool,
+    /// When the listing that found `file` finished (this process's clock, epoch
+    /// milliseconds). After a restart, a file sorting before `file` whose last-modified time
+    /// is later than this (beyond a few seconds of clock skew) landed after the stream had
+    /// listed past it: a late file. Absent in positions written by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_at_ms: Option<i64>,
 }
 
 impl BlobLandingPosition {
@@ -39,6 +45,7 @@ impl BlobLandingPosition {
             lines: 0,
             offset: 0,
             done: false,
+            listed_at_ms: None,
         }
     }
 }

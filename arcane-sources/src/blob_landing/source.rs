@@ -1,11 +1,14 @@
 //! [`BlobLandingSource`]: the [`Source`] over files landing under an object-store prefix.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use arcane_core::metrics::MetricLabels;
 use arcane_core::{
     Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
-    Source, SourceStart,
+    Retry, Source, SourceStart,
 };
+use arcane_store::LocalMode;
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use futures::StreamExt;
@@ -13,13 +16,19 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::config::{BlobLandingSourceConfig, Compression, FileFormat};
+use super::config::{
+    BlobLandingSourceConfig, Compression, FileFormat, LATE_FILE_CLOCK_SKEW, LateFiles,
+};
 use super::event::{FileError, FileEvent, Progress};
 use super::fetch::{AbortOnDrop, ChunkReader, open_decompressed, raw_offset, resolve_compression};
-use super::listing::{FileFilter, list_files};
+use super::listing::{FileFilter, Listing, list_all};
 use super::parquet_file::{ParquetJob, parquet_schema, read_parquet_file};
 use super::position::BlobLandingPosition;
-use super::text::{TextFormat, TextJob, infer_text_schema, read_text_file};
+use super::text::{Inferred, TextFormat, TextJob, infer_text_schema, read_text_file};
+
+/// Counter of late files (see `lateFiles`): files that landed with a path sorting before the
+/// position the stream had read to.
+pub const FILES_LATE: &str = "arcane.stream.files.late";
 
 /// Batches decoded ahead of the consumer, per stage (file reader → source → graph).
 ///
@@ -28,23 +37,54 @@ use super::text::{TextFormat, TextJob, infer_text_schema, read_text_file};
 /// at once would plug in here: start the next file's reader while the current one drains.
 const DECODE_AHEAD_BATCHES: usize = 2;
 
+/// Attempts at listing the prefix before a transient store failure stops the stream.
+const LIST_ATTEMPTS: u32 = 3;
+/// Delay before the second attempt at listing; doubled for each further one.
+const LIST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads files that land under an object-store prefix (NDJSON, CSV, Parquet; gzip/zstd) and
 /// yields them as Arrow batches.
 ///
-/// * Files are read in **lexicographic path order**; the [`BlobLandingPosition`] after a batch
-///   is one file and how far into it, so it stays small however many files exist. A file that
-///   appears later with a path sorting before the position is **not** read: name landed files
-///   so that they sort by arrival (e.g. a timestamp prefix `2026-11-21T10:00:00Z-…`).
-/// * In backfill mode every file present at start is read and the stream ends; in streaming
-///   mode the prefix is then listed every `pollInterval` for new files.
-/// * A malformed record (bad JSON, wrong CSV field count, a value of the wrong type) is a
-///   [`DeadLetter`] with the file, `line N`, the reason and the line; the rest of the file is
-///   read. A file that cannot be read (corrupt compression, bad Parquet footer) is one dead
-///   letter, and the next file is read. Store failures stop the stream with a transient
-///   error (the process is restarted and resumes).
-/// * Resume is exact: dead-lettered records count as consumed, and the dead letters of the
-///   records a checkpoint covers are not repeated. Dead letters of records after the
-///   checkpoint may be written again by the resumed run (at least once).
+/// * **Ordering.** Files are read in **lexicographic path order**; the
+///   [`BlobLandingPosition`] after a batch is one file and how far into it, so it stays small
+///   however many files exist. Name landed files so that they sort by arrival (e.g. a
+///   timestamp prefix `2026-11-21T10:00:00Z-…`).
+/// * **Modes.** In backfill mode every file present at start is read and the stream ends; in
+///   streaming mode the whole prefix is then listed every `pollInterval`. A listing that finds
+///   no file at all is said once per run at WARN (`no files under <prefix> (glob …, suffix
+///   …)`), with the number of objects the filters rejected. A transient failure of a listing
+///   is retried (3 attempts, each failure logged at WARN with its cause and the delay) before
+///   the stream stops for a restart.
+/// * **Late files.** A file whose path sorts at or before the position, but that the stream
+///   had not listed when it read past that point, would never be read. Within a run each
+///   listing is compared with the previous one; after a restart, a file sorting before the
+///   stored position counts as late when the store dates it more than
+///   [`LATE_FILE_CLOCK_SKEW`](super::LATE_FILE_CLOCK_SKEW) after the listing that found the
+///   position's file finished (`listedAtMs`; clocks of the store and of this process may
+///   differ by that much — a file landing within those seconds of that listing may go
+///   unnoticed after a restart). Every late file is counted in [`FILES_LATE`]
+///   (`arcane.stream.files.late`) and, as `lateFiles` says, logged at WARN and skipped
+///   (`skip`, default) or fails the stream with a FATAL error naming it (`fail`). To read a
+///   late file, rename it so that it sorts after the position, or backfill.
+/// * **Schema inference.** Without `schema`, the schema is inferred from the first file read:
+///   by default the whole file, in one streaming pass before it is read (`inferSchemaRecords`
+///   limits it). Values of a field that disagree widen the column (integer and float →
+///   `float64`; numbers, booleans and strings → `utf8`, numbers and booleans then read as
+///   their JSON text). The inferred schema is logged at INFO. Later files are read with it;
+///   values that do not fit are dead-lettered, within the sink's dead-letter budget. A number
+///   with a fraction is never truncated into an integer column: the record is dead-lettered.
+/// * **Dead letters.** A malformed record (bad JSON, wrong CSV field count, a value of the
+///   wrong type) is a [`DeadLetter`] with the file, `line N`, the reason and the line; the
+///   rest of the file is read. A file that cannot be read (corrupt compression, bad Parquet
+///   footer) is one dead letter, and the next file is read. Dead letters travel with the
+///   batch of the records they replace, and the sink commits them with those rows: a resumed
+///   run re-emits the dead letters of the batch it resumes inside (they were not committed),
+///   so each is committed exactly once. Origins are `s3://bucket/key` (or the URL of the
+///   store) and absolute paths on the local file system.
+/// * **Store errors.** A missing bucket, container or directory, denied access and bad
+///   credentials are FATAL with the store's message; network failures and throttling are
+///   transient (the process is restarted and resumes) and keep their cause.
+/// * **Resume** is exact: dead-lettered records count as consumed.
 /// * Objects must be complete when they become visible (true for object stores; on a local
 ///   file system write under another name and rename, or filter with `suffix`).
 #[derive(Debug)]
@@ -61,6 +101,8 @@ pub struct BlobLandingSource {
     /// What an object's path is prefixed with to name it in dead letters and logs:
     /// `s3://bucket/`, or `/` on the local file system.
     origin_root: String,
+    /// The prefix's URL (without credentials), for logs and errors.
+    display: String,
 }
 
 impl BlobLandingSource {
@@ -71,37 +113,40 @@ impl BlobLandingSource {
 
     /// A source over `config.url`; `field` is the config's path in the spec for errors (e.g.
     /// `spec.source`).
+    ///
+    /// The store is opened by [`arcane_store::open_location_with`]: a local directory must
+    /// exist (a typo'd path is a configuration error, not an empty source), `storageOptions`
+    /// keys must be options of the store, and the environment's `AWS_*`, `AZURE_*` and
+    /// `GOOGLE_*` variables apply.
     pub fn new_at(config: BlobLandingSourceConfig, field: &str) -> Result<Self> {
         config.validate(field)?;
-        let resolved = arcane_core::location::location_url(&config.url, &format!("{field}.url"))?;
-        let url = url::Url::parse(&resolved).map_err(|e| {
-            Error::config(
-                format!("{field}.url"),
-                format!(
-                    "\"{}\" is not a URL ({e}); write e.g. file:///data/landing/, s3://bucket/prefix/, az://container/prefix/ or gs://bucket/prefix/",
-                    config.url
-                ),
-            )
-        })?;
-        let (store, prefix) = object_store::parse_url_opts(&url, config.storage_options.iter())
-            .map_err(|e| {
-                Error::config(
-                    format!("{field}.url"),
-                    format!(
-                        "cannot open \"{}\": {e}; supported schemes are file, s3, az, abfss, gs, memory, and storageOptions must use object_store keys",
-                        display_url(&url)
-                    ),
-                )
-            })?;
-        let name = format!("blob-landing {}", display_url(&url));
-        let mut source = Self::build(name, Arc::from(store), prefix, config, field)?;
-        // `parse_url_opts` opens `file://` URLs as a local file system rooted at `/`.
+        let url_field = format!("{field}.url");
+        let location = arcane_store::open_location_with(
+            &config.url,
+            config.storage_options.iter(),
+            &url_field,
+            LocalMode::ExistingDirectory,
+        )?;
+        let url = arcane_store::parse_url(&config.url, &url_field)?;
+        let name = format!("blob-landing {}", location.display);
+        let mut source = Self::build(name, location.store, location.prefix, config, field)?;
+        source.display = location.display;
         if url.scheme() == "file" {
-            source.local_root = Some(std::path::PathBuf::from("/"));
+            // The store is the whole file system: object paths are absolute paths without
+            // their leading `/`.
+            source.local_root = location.local_root;
             source.origin_root = "/".into();
         } else {
-            source.origin_root =
-                format!("{}://{}/", url.scheme(), url.host_str().unwrap_or_default());
+            // `abfss://container@account…/`: the container is the URL's user name.
+            let user = match url.username() {
+                "" => String::new(),
+                user => format!("{user}@"),
+            };
+            source.origin_root = format!(
+                "{}://{user}{}/",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            );
         }
         Ok(source)
     }
@@ -114,8 +159,9 @@ impl BlobLandingSource {
     ) -> Result<Self> {
         config.validate("source")?;
         let name = format!("blob-landing {store}/{prefix}");
-        let mut source = Self::build(name, store.clone(), prefix, config, "source")?;
+        let mut source = Self::build(name, store.clone(), prefix.clone(), config, "source")?;
         source.origin_root = format!("{store}/");
+        source.display = format!("{store}/{prefix}");
         Ok(source)
     }
 
@@ -141,6 +187,7 @@ impl BlobLandingSource {
             csv,
             local_root: None,
             origin_root: String::new(),
+            display: String::new(),
         })
     }
 
@@ -148,16 +195,6 @@ impl BlobLandingSource {
     pub fn config(&self) -> &BlobLandingSourceConfig {
         &self.config
     }
-}
-
-/// The URL without credentials or query (SAS tokens), for names and errors.
-fn display_url(url: &url::Url) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.path()
-    )
 }
 
 #[async_trait::async_trait]
@@ -191,6 +228,9 @@ impl Source for BlobLandingSource {
             out: tx,
             local_root: self.local_root.clone(),
             origin_root: self.origin_root.clone(),
+            display: self.display.clone(),
+            labels: start.labels.clone(),
+            inferred: false,
         };
         let task = tokio::spawn(async move {
             if let Err(e) = run.drive(resume, skip).await {
@@ -223,6 +263,10 @@ struct Run {
     out: mpsc::Sender<Result<PositionedBatch>>,
     local_root: Option<std::path::PathBuf>,
     origin_root: String,
+    display: String,
+    labels: MetricLabels,
+    /// Whether `schema` was inferred (its string columns then take numbers and booleans).
+    inferred: bool,
 }
 
 /// Whether to go on (with the rows still to skip) or stop because the consumer is gone.
@@ -231,6 +275,7 @@ type Next = Option<u64>;
 impl Run {
     async fn drive(&mut self, resume: Option<BlobLandingPosition>, mut skip: u64) -> Result<()> {
         let mut after: Option<Path> = None;
+        let mut resume_listed_at = None;
         if let Some(position) = resume {
             let path = Path::parse(&position.file).map_err(|e| {
                 Error::source_permanent(
@@ -242,6 +287,7 @@ impl Run {
                 )
             })?;
             after = Some(path.clone());
+            resume_listed_at = position.listed_at_ms;
             if !position.done {
                 match self.store.head(&path).await {
                     Ok(meta) => match self.read_file(&meta, position, skip).await? {
@@ -251,30 +297,83 @@ impl Run {
                     Err(object_store::Error::NotFound { .. }) => {
                         tracing::warn!(
                             source = %self.name,
-                            file = %position.file,
+                            file = %self.origin(&position.file),
                             records = position.records,
                             "the partly read file of the stored position no longer exists; continuing with the next file"
                         );
                     }
-                    Err(e) => return Err(self.store_error(&position.file, e)),
+                    Err(e) => {
+                        return Err(self.store_error(
+                            format!("cannot read {}", self.origin(&position.file)),
+                            e,
+                        ));
+                    }
                 }
             }
         }
         let limit = self.config.max_files_per_poll.map(|n| n.get());
+        // Files of the previous listing that sort at or before the position (and the files
+        // read since): a file at or before the position that is not among them is late.
+        let mut seen: HashSet<Path> = HashSet::new();
+        let mut first_listing = true;
+        let mut said_empty = false;
         loop {
-            let files = list_files(&self.store, &self.filter, after.as_ref(), limit)
-                .await
-                .map_err(|e| self.store_error(self.filter.prefix.as_ref(), e))?;
-            let full = limit.is_some_and(|l| files.len() >= l);
-            tracing::debug!(source = %self.name, files = files.len(), "listed new files");
-            for meta in &files {
-                let start = BlobLandingPosition::start(meta.location.as_ref());
+            let listing = self.list().await?;
+            let listed_at = now_ms();
+            if listing.files.is_empty() && !said_empty {
+                said_empty = true;
+                let glob = self.filter.glob.as_deref().unwrap_or("none");
+                let suffix = self.filter.suffix.as_deref().unwrap_or("none");
+                let then = match self.mode {
+                    Mode::Backfill => "nothing was read",
+                    Mode::Stream => "waiting for files to land",
+                };
+                tracing::warn!(
+                    source = %self.name,
+                    other_objects = listing.others,
+                    "no files under {} (glob {glob}, suffix {suffix}; {} other objects do not match); {then}",
+                    self.display,
+                    listing.others,
+                );
+            }
+            let mut listed_before: HashSet<Path> = HashSet::new();
+            let mut new = Vec::new();
+            for meta in listing.files {
+                let Some(position) = after.as_ref().filter(|a| meta.location <= **a) else {
+                    new.push(meta);
+                    continue;
+                };
+                let late = if first_listing {
+                    meta.location != *position
+                        && resume_listed_at.is_some_and(|at| {
+                            meta.last_modified.timestamp_millis()
+                                > at.saturating_add(LATE_FILE_CLOCK_SKEW.as_millis() as i64)
+                        })
+                } else {
+                    !seen.contains(&meta.location)
+                };
+                if late {
+                    self.late_file(&meta, position)?;
+                }
+                listed_before.insert(meta.location);
+            }
+            let full = limit.is_some_and(|l| new.len() > l);
+            if let Some(limit) = limit {
+                new.truncate(limit);
+            }
+            tracing::debug!(source = %self.name, files = new.len(), "listed new files");
+            for meta in &new {
+                let mut start = BlobLandingPosition::start(meta.location.as_ref());
+                start.listed_at_ms = Some(listed_at);
                 match self.read_file(meta, start, skip).await? {
                     Some(left) => skip = left,
                     None => return Ok(()),
                 }
                 after = Some(meta.location.clone());
+                listed_before.insert(meta.location.clone());
             }
+            seen = listed_before;
+            first_listing = false;
             if full {
                 continue;
             }
@@ -285,6 +384,72 @@ impl Run {
         }
     }
 
+    /// List the prefix, retrying transient failures ([`LIST_ATTEMPTS`] attempts in all, each
+    /// failure logged at WARN with its cause and the delay before the next one); the store
+    /// client retries each request as well.
+    async fn list(&self) -> Result<Listing> {
+        let mut delay = LIST_RETRY_DELAY;
+        let mut attempt = 1;
+        loop {
+            match list_all(&self.store, &self.filter).await {
+                Ok(listing) => return Ok(listing),
+                Err(e)
+                    if attempt < LIST_ATTEMPTS
+                        && arcane_store::classify(&e) == Retry::Transient =>
+                {
+                    let cause = arcane_core::error::Report(&e).to_string();
+                    tracing::warn!(
+                        source = %self.name,
+                        attempt,
+                        attempts = LIST_ATTEMPTS,
+                        retry_in = ?delay,
+                        error = %cause,
+                        "listing {} failed (attempt {attempt} of {LIST_ATTEMPTS}): {cause}; retrying in {delay:?}",
+                        self.display
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(self.store_error(
+                        format!(
+                            "cannot list {} (attempt {attempt} of {LIST_ATTEMPTS})",
+                            self.display
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A file sorting at or before `position` that was not listed before: it will not be
+    /// read. Counted, then skipped with a warning or failed, as `lateFiles` says.
+    fn late_file(&self, meta: &ObjectMeta, position: &Path) -> Result<()> {
+        metrics::counter!(FILES_LATE, self.labels.to_vec()).increment(1);
+        let file = self.origin(meta.location.as_ref());
+        let position = self.origin(position.as_ref());
+        match self.config.late_files {
+            LateFiles::Skip => {
+                tracing::warn!(
+                    source = %self.name,
+                    file = %file,
+                    position = %position,
+                    last_modified = %meta.last_modified.to_rfc3339(),
+                    "late file {file}: it sorts before {position}, which the stream has already read past, so it is not read (lateFiles: skip). Rename it so that it sorts after {position}, or backfill to read it"
+                );
+                Ok(())
+            }
+            LateFiles::Fail => Err(Error::source_permanent(
+                &self.name,
+                format!(
+                    "late file {file}: it landed after the stream had read past {position}, and files are read in path order, so it would never be read (lateFiles: fail). Rename it so that it sorts after {position} (e.g. with a later timestamp prefix), or backfill to read it; set lateFiles: skip to skip late files with a warning"
+                ),
+            )),
+        }
+    }
+
     /// The object's path on the local file system, when the store is one.
     fn local_path(&self, location: &Path) -> Option<std::path::PathBuf> {
         self.local_root
@@ -292,14 +457,10 @@ impl Run {
             .map(|root| root.join(location.as_ref()))
     }
 
-    fn store_error(&self, what: &str, e: object_store::Error) -> Error {
-        Error::source_transient(
-            &self.name,
-            format!(
-                "reading \"{what}\" from the store failed; the stream will be restarted and resume"
-            ),
-            e,
-        )
+    /// A store failure as a source error: a missing bucket, container or object, denied
+    /// access and bad credentials are permanent (exit code 1), the rest transient (2).
+    fn store_error(&self, what: String, e: object_store::Error) -> Error {
+        arcane_store::source_store_error(&self.name, what, e)
     }
 
     fn marker_schema(&self) -> SchemaRef {
@@ -333,11 +494,18 @@ impl Run {
     }
 
     /// Dead-letter a whole file and move past it.
-    async fn reject_file(&self, path: &str, reason: String, skip: u64) -> Result<Next> {
+    async fn reject_file(
+        &self,
+        position: &BlobLandingPosition,
+        reason: String,
+        skip: u64,
+    ) -> Result<Next> {
+        let path = position.file.as_str();
         tracing::warn!(source = %self.name, file = %self.origin(path), %reason, "file dead-lettered");
         let letter = DeadLetter::new(self.origin(path), "file", reason);
         let mut done = BlobLandingPosition::start(path);
         done.done = true;
+        done.listed_at_ms = position.listed_at_ms;
         let empty = RecordBatch::new_empty(self.marker_schema());
         Ok(self.send(empty, &done, vec![letter]).await?.map(|_| skip))
     }
@@ -353,7 +521,7 @@ impl Run {
         let Some(format) = self.resolve_format(&path) else {
             return self
                 .reject_file(
-                    &path,
+                    &position,
                     "cannot tell the format from the file name; set `format` to ndjson, csv or parquet, or filter files with `suffix`/`glob`".into(),
                     skip,
                 )
@@ -363,16 +531,35 @@ impl Run {
         let schema = match &self.schema {
             Some(s) => s.clone(),
             None => match self.infer(meta, format, compression).await {
-                Ok(schema) => {
-                    tracing::info!(source = %self.name, file = %path, ?schema, "schema inferred from the first file");
-                    self.schema = Some(schema.clone());
-                    schema
+                Ok(inferred) => {
+                    let columns = inferred
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let from = match inferred.records {
+                        Some(n) => format!("{n} records of"),
+                        None => "the Parquet schema of".into(),
+                    };
+                    tracing::info!(
+                        source = %self.name,
+                        file = %self.origin(&path),
+                        schema = %columns,
+                        "schema inferred from {from} the first file: {columns}"
+                    );
+                    self.schema = Some(inferred.schema.clone());
+                    self.inferred = true;
+                    inferred.schema
                 }
-                Err(FileError::Store(e)) => return Err(self.store_error(&path, e)),
+                Err(FileError::Store(e)) => {
+                    return Err(self.store_error(format!("cannot read {}", self.origin(&path)), e));
+                }
                 Err(FileError::Content(reason)) => {
                     return self
                         .reject_file(
-                            &path,
+                            &position,
                             format!("cannot infer a schema from the file: {reason}"),
                             skip,
                         )
@@ -417,6 +604,7 @@ impl Run {
                     batch_rows: self.config.batch_rows,
                     origin: self.origin(&path),
                     decode_threads: self.config.decode_threads(),
+                    coerce_primitive: self.inferred,
                 };
                 let offset = position.offset;
                 tokio::task::spawn_blocking(move || {
@@ -438,12 +626,14 @@ impl Run {
             )),
         };
         let worker = AbortOnDrop(worker);
+        let listed_at_ms = position.listed_at_ms;
         let at = |progress: Progress, done: bool| BlobLandingPosition {
             file: path.clone(),
             records: progress.records,
             lines: progress.lines,
             offset: progress.offset,
             done,
+            listed_at_ms,
         };
         while let Some(event) = rx.recv().await {
             match event {
@@ -472,7 +662,9 @@ impl Run {
                         .await?
                         .map(|_| skip));
                 }
-                FileEvent::Store(e) => return Err(self.store_error(&path, e)),
+                FileEvent::Store(e) => {
+                    return Err(self.store_error(format!("cannot read {}", self.origin(&path)), e));
+                }
                 FileEvent::Failed(message) => {
                     return Err(Error::source_permanent(&self.name, message));
                 }
@@ -521,9 +713,14 @@ impl Run {
         meta: &ObjectMeta,
         format: Format,
         compression: Compression,
-    ) -> Result<SchemaRef, FileError> {
+    ) -> Result<Inferred, FileError> {
         match format {
-            Format::Parquet => parquet_schema(&self.store, meta).await,
+            Format::Parquet => parquet_schema(&self.store, meta)
+                .await
+                .map(|schema| Inferred {
+                    schema,
+                    records: None,
+                }),
             Format::Text(text) => {
                 let raw = ChunkReader::open(
                     self.store.clone(),
@@ -549,4 +746,11 @@ impl Run {
 enum Format {
     Text(TextFormat),
     Parquet,
+}
+
+/// Now, in epoch milliseconds (this process's clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

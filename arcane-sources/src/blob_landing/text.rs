@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arcane_core::DeadLetter;
 use arrow_array::RecordBatch;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use tokio::sync::mpsc;
 
 pub(crate) use crate::decode::block::TextFormat;
@@ -33,6 +33,15 @@ pub(crate) struct TextJob {
     pub(crate) batch_rows: usize,
     /// Threads decoding blocks in parallel (1: decode on the reading thread).
     pub(crate) decode_threads: usize,
+    /// Read JSON numbers and booleans into string columns (the schema was inferred).
+    pub(crate) coerce_primitive: bool,
+}
+
+impl TextJob {
+    fn decoder(&self) -> BlockDecoder {
+        BlockDecoder::new(self.format, self.schema.clone(), self.batch_rows)
+            .with_coerce_primitive(self.coerce_primitive)
+    }
 }
 
 /// A block of records handed to a decode thread: its bytes (copied out of the read buffer),
@@ -81,7 +90,7 @@ pub(crate) fn read_text_file(
         for _ in 0..threads {
             let jobs_rx = &jobs_rx;
             scope.spawn(move || {
-                let mut decoder = BlockDecoder::new(job.format, job.schema.clone(), job.batch_rows);
+                let mut decoder = job.decoder();
                 loop {
                     let next = match jobs_rx.lock() {
                         Ok(rx) => rx.recv(),
@@ -114,7 +123,7 @@ fn read_with(
 ) {
     let mut state = TextState {
         job,
-        decoder: BlockDecoder::new(job.format, job.schema.clone(), job.batch_rows),
+        decoder: job.decoder(),
         progress: start,
         skip,
         out,
@@ -473,12 +482,28 @@ impl TextState<'_> {
     }
 }
 
-/// Infer a schema from the first `max_records` records of a text file.
+/// A schema inferred from a text file, and how many records it was inferred from.
+#[derive(Debug)]
+pub(crate) struct Inferred {
+    pub(crate) schema: SchemaRef,
+    /// Records read to infer it (`None`: the file declares its schema).
+    pub(crate) records: Option<u64>,
+}
+
+/// Objects parsed per call of `arrow_json`'s inference (bounds the memory of inference).
+const INFER_CHUNK: usize = 4096;
+
+/// Infer a schema from the first `max_records` records of a text file (all of them when
+/// `None`), in one streaming pass: at most [`INFER_CHUNK`] parsed records are held at a time.
+///
+/// Where values of a field disagree the type is widened (integer and float → `Float64`;
+/// other scalars mixed → `Utf8`); a record whose field is an object where others had a
+/// scalar (or the reverse) does not take part (it is dead-lettered when the file is read).
 pub(crate) fn infer_text_schema(
     reader: io::Result<Box<dyn Read + Send>>,
     format: TextFormat,
-    max_records: usize,
-) -> Result<SchemaRef, FileError> {
+    max_records: Option<usize>,
+) -> Result<Inferred, FileError> {
     let classify = |e: io::Error| match e
         .into_inner()
         .map(|b| b.downcast::<super::fetch::StoreReadError>())
@@ -494,11 +519,13 @@ pub(crate) fn infer_text_schema(
     };
     match format {
         TextFormat::Ndjson => {
-            let mut lines = io::BufReader::new(tap);
-            let mut values = Vec::new();
-            let mut seen = 0;
+            let mut lines = io::BufReader::with_capacity(READ_CHUNK, tap);
+            let mut inference = JsonInference::default();
+            let mut chunk = Vec::with_capacity(INFER_CHUNK);
+            let mut seen: u64 = 0;
             let mut line = Vec::new();
-            while seen < max_records {
+            let limit = max_records.map_or(u64::MAX, |n| n as u64);
+            while seen < limit {
                 line.clear();
                 match lines.read_until(b'\n', &mut line) {
                     Ok(0) => break,
@@ -518,19 +545,23 @@ pub(crate) fn infer_text_schema(
                 if let Ok(value @ serde_json::Value::Object(_)) =
                     serde_json::from_slice::<serde_json::Value>(&line)
                 {
-                    values.push(value);
+                    chunk.push(value);
+                    if chunk.len() >= INFER_CHUNK {
+                        inference.add(&chunk);
+                        chunk.clear();
+                    }
                 }
             }
-            if values.is_empty() {
-                return Err(FileError::Content(format!(
+            inference.add(&chunk);
+            match inference.fields {
+                Some(fields) if inference.objects > 0 => Ok(Inferred {
+                    schema: Arc::new(Schema::new(fields)),
+                    records: Some(seen),
+                }),
+                _ => Err(FileError::Content(format!(
                     "no JSON object in its first {seen} non-blank lines to infer a schema from; set `schema`"
-                )));
+                ))),
             }
-            let schema = arrow_json::reader::infer_json_schema_from_iterator(
-                values.iter().map(Ok::<_, arrow_schema::ArrowError>),
-            )
-            .map_err(|e| FileError::Content(e.to_string()))?;
-            Ok(Arc::new(schema))
         }
         TextFormat::Csv {
             header,
@@ -542,11 +573,12 @@ pub(crate) fn infer_text_schema(
                 .with_header(header)
                 .with_delimiter(delimiter)
                 .with_quote(quote)
-                .infer_schema(&mut tap, Some(max_records));
+                .infer_schema(&mut tap, max_records);
             match result {
-                Ok((schema, _)) if !schema.fields().is_empty() => {
-                    Ok(Arc::new(Schema::new(schema.fields().clone())))
-                }
+                Ok((schema, records)) if !schema.fields().is_empty() => Ok(Inferred {
+                    schema: Arc::new(Schema::new(schema.fields().clone())),
+                    records: Some(records as u64),
+                }),
                 Ok(_) => Err(FileError::Content(
                     "the file has no columns to infer a schema from; set `schema`".into(),
                 )),
@@ -557,6 +589,90 @@ pub(crate) fn infer_text_schema(
             }
         }
     }
+}
+
+/// The fields inferred so far from JSON objects, merged chunk by chunk.
+#[derive(Debug, Default)]
+struct JsonInference {
+    fields: Option<Fields>,
+    /// Objects that took part.
+    objects: u64,
+}
+
+impl JsonInference {
+    /// Merge the fields of `values`; when they conflict with each other or with what was
+    /// inferred so far, merge them one by one and leave out those that cannot be merged.
+    fn add(&mut self, values: &[serde_json::Value]) {
+        if values.is_empty() {
+            return;
+        }
+        if let Some(merged) = infer_values(values).and_then(|f| self.merged(&f)) {
+            self.fields = Some(merged);
+            self.objects += values.len() as u64;
+            return;
+        }
+        for value in values {
+            if let Some(merged) =
+                infer_values(std::slice::from_ref(value)).and_then(|f| self.merged(&f))
+            {
+                self.fields = Some(merged);
+                self.objects += 1;
+            }
+        }
+    }
+
+    fn merged(&self, fields: &Fields) -> Option<Fields> {
+        match &self.fields {
+            None => Some(fields.clone()),
+            Some(current) => merge_fields(current, fields),
+        }
+    }
+}
+
+/// `arrow_json`'s inference over `values`; `None` when they conflict.
+fn infer_values(values: &[serde_json::Value]) -> Option<Fields> {
+    arrow_json::reader::infer_json_schema_from_iterator(
+        values.iter().map(Ok::<_, arrow_schema::ArrowError>),
+    )
+    .ok()
+    .map(|schema| schema.fields().clone())
+}
+
+/// Fields of `a` and then the new ones of `b`, with the types of common fields widened;
+/// `None` when a field is a struct on one side and not on the other.
+fn merge_fields(a: &Fields, b: &Fields) -> Option<Fields> {
+    let mut out: Vec<Field> = Vec::with_capacity(a.len().max(b.len()));
+    for fa in a.iter() {
+        let data_type = match b.find(fa.name()) {
+            Some((_, fb)) => merge_types(fa.data_type(), fb.data_type())?,
+            None => fa.data_type().clone(),
+        };
+        out.push(Field::new(fa.name(), data_type, true));
+    }
+    for fb in b.iter() {
+        if a.find(fb.name()).is_none() {
+            out.push(fb.as_ref().clone());
+        }
+    }
+    Some(Fields::from(out))
+}
+
+/// The type that holds values of both `a` and `b`, with the rules of `arrow_json`'s own
+/// inference: `Null` gives way, integer and float give float, a scalar joins a list, other
+/// scalars mixed give `Utf8`; structs only merge with structs.
+fn merge_types(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType as D;
+    let list = |t: DataType| D::List(Arc::new(Field::new_list_field(t, true)));
+    Some(match (a, b) {
+        (D::Null, t) | (t, D::Null) => t.clone(),
+        (a, b) if a == b => a.clone(),
+        (D::Int64, D::Float64) | (D::Float64, D::Int64) => D::Float64,
+        (D::Struct(fa), D::Struct(fb)) => D::Struct(merge_fields(fa, fb)?),
+        (D::Struct(_), _) | (_, D::Struct(_)) => return None,
+        (D::List(ea), D::List(eb)) => list(merge_types(ea.data_type(), eb.data_type())?),
+        (D::List(e), scalar) | (scalar, D::List(e)) => list(merge_types(e.data_type(), scalar)?),
+        _ => D::Utf8,
+    })
 }
 
 /// Remembers a store error passing through, for readers that wrap I/O errors.

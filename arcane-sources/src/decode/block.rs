@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 /// A line-oriented format.
@@ -47,11 +47,27 @@ pub(crate) struct BlockDecoder {
     /// `+00:00` (Arrow parses named zones only with its `chrono-tz` feature).
     schema: SchemaRef,
     batch_rows: usize,
+    /// Whether JSON numbers and booleans are read into string columns as their text.
+    coerce_primitive: bool,
     json: Option<arrow_json::reader::Decoder>,
 }
 
-/// `schema` with top-level `UTC` time zones written as the offset `+00:00`.
-fn decode_schema(schema: &SchemaRef) -> SchemaRef {
+/// Scale of the decimal that top-level integer columns of JSON are decoded as: fractional
+/// digits up to this many are seen (and the record rejected) instead of truncated.
+const INTEGER_SCALE: i8 = 18;
+/// The decimal that top-level integer columns of JSON are decoded as (every `i64`/`u64` fits
+/// with [`INTEGER_SCALE`] fractional digits).
+const INTEGER_AS_DECIMAL: DataType = DataType::Decimal128(38, INTEGER_SCALE);
+
+/// The schema handed to the Arrow decoders for `target`:
+///
+/// * top-level `UTC` time zones written as the offset `+00:00` (Arrow parses named zones
+///   only with its `chrono-tz` feature);
+/// * for JSON, top-level integer columns as [`INTEGER_AS_DECIMAL`]: `arrow_json` reads a
+///   number with a fraction into an integer column by truncating it (`1000.5` becomes
+///   `1000`), which would change data silently; decoded as a decimal, the fraction is seen
+///   and the record rejected (see [`BlockDecoder::decode`]).
+fn decode_schema(schema: &SchemaRef, format: TextFormat) -> SchemaRef {
     let mut changed = false;
     let fields: Vec<Field> = schema
         .fields()
@@ -63,6 +79,10 @@ fn decode_schema(schema: &SchemaRef) -> SchemaRef {
                     .clone()
                     .with_data_type(DataType::Timestamp(*unit, Some("+00:00".into())))
             }
+            t if t.is_integer() && format == TextFormat::Ndjson => {
+                changed = true;
+                f.as_ref().clone().with_data_type(INTEGER_AS_DECIMAL)
+            }
             _ => f.as_ref().clone(),
         })
         .collect();
@@ -73,6 +93,59 @@ fn decode_schema(schema: &SchemaRef) -> SchemaRef {
     }
 }
 
+/// `column`, decoded as [`INTEGER_AS_DECIMAL`], as the integer type of `field`; an error
+/// naming the field and the value when a value has a fraction or does not fit.
+fn integer_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Decimal128Type;
+    let decimals = column.as_primitive::<Decimal128Type>();
+    let unit = 10i128.pow(INTEGER_SCALE as u32);
+    let describe = |i: usize| {
+        let text = arrow_cast::display::array_value_to_string(column, i).unwrap_or_default();
+        match text.split_once('.') {
+            Some((int, frac)) => match frac.trim_end_matches('0') {
+                "" => int.to_string(),
+                frac => format!("{int}.{frac}"),
+            },
+            None => text,
+        }
+    };
+    for i in 0..decimals.len() {
+        if decimals.is_valid(i) && decimals.value(i) % unit != 0 {
+            return Err(format!(
+                "field \"{}\": {} is not an integer, but the column is {}",
+                field.name(),
+                describe(i),
+                field.data_type()
+            ));
+        }
+    }
+    let options = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow_cast::cast_with_options(column, field.data_type(), &options).map_err(|_| {
+        let at = (0..decimals.len())
+            .find(|&i| {
+                decimals.is_valid(i)
+                    && arrow_cast::cast_with_options(
+                        &column.slice(i, 1),
+                        field.data_type(),
+                        &options,
+                    )
+                    .is_err()
+            })
+            .map(describe)
+            .unwrap_or_default();
+        format!(
+            "field \"{}\": {at} does not fit the column's type {}",
+            field.name(),
+            field.data_type()
+        )
+    })
+}
+
 /// Whether a time zone name means UTC.
 pub(crate) use arcane_core::schema::is_utc;
 
@@ -80,11 +153,21 @@ impl BlockDecoder {
     pub(crate) fn new(format: TextFormat, target: SchemaRef, batch_rows: usize) -> Self {
         Self {
             format,
-            schema: decode_schema(&target),
+            schema: decode_schema(&target, format),
             target,
             batch_rows,
+            coerce_primitive: false,
             json: None,
         }
+    }
+
+    /// Read JSON numbers and booleans into string (`utf8`) columns as their JSON text instead
+    /// of rejecting the record (for inferred schemas, whose string columns may come from
+    /// fields seen with several types).
+    pub(crate) fn with_coerce_primitive(mut self, coerce: bool) -> Self {
+        self.coerce_primitive = coerce;
+        self.json = None;
+        self
     }
 
     /// Decode `bytes`, which must hold exactly `expected` records.
@@ -93,7 +176,8 @@ impl BlockDecoder {
         if Arc::ptr_eq(&self.schema, &self.target) {
             return Ok(batch);
         }
-        // Relabel `+00:00` columns as the stream's `UTC` (same values).
+        // Relabel `+00:00` columns as the stream's `UTC` (same values); integers decoded as
+        // decimals must be whole and fit their type.
         let columns = batch
             .columns()
             .iter()
@@ -101,12 +185,13 @@ impl BlockDecoder {
             .map(|(c, f)| {
                 if c.data_type() == f.data_type() {
                     Ok(c.clone())
+                } else if f.data_type().is_integer() {
+                    integer_column(c, f)
                 } else {
-                    arrow_cast::cast(c, f.data_type())
+                    arrow_cast::cast(c, f.data_type()).map_err(|e| e.to_string())
                 }
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(self.target.clone(), columns).map_err(|e| e.to_string())
     }
 
@@ -146,6 +231,7 @@ impl BlockDecoder {
                 let d = arrow_json::ReaderBuilder::new(self.schema.clone())
                     // Never stop early on a valid block; a line with extra values overflows.
                     .with_batch_size(self.batch_rows + 1)
+                    .with_coerce_primitive(self.coerce_primitive)
                     .build_decoder()
                     .map_err(|e| e.to_string())?;
                 self.json.insert(d)
@@ -207,13 +293,72 @@ impl BlockDecoder {
         let bytes = &buf[recs[lo].start..recs[hi - 1].end];
         match self.decode(bytes, hi - lo) {
             Ok(batch) => out.push(Piece::Good(batch)),
-            Err(reason) if hi - lo == 1 => out.push(Piece::Bad(lo, reason)),
+            Err(reason) if hi - lo == 1 => {
+                let reason = self.explain_integer_error(bytes, reason);
+                out.push(Piece::Bad(lo, reason));
+            }
             Err(_) => {
                 let mid = lo + (hi - lo) / 2;
                 self.decode_range(buf, recs, lo, mid, out);
                 self.decode_range(buf, recs, mid, hi, out);
             }
         }
+    }
+}
+
+impl BlockDecoder {
+    /// The reason a record was rejected, in terms of the stream's schema: errors about the
+    /// decimals that JSON integer columns are decoded as (see [`decode_schema`]) name the
+    /// field, its type and the value instead.
+    fn explain_integer_error(&self, record: &[u8], reason: String) -> String {
+        if self.format != TextFormat::Ndjson || !reason.contains("ecimal") {
+            return reason;
+        }
+        let generic = || {
+            reason
+                .replace("Decimal128(38, 18)", "an integer type")
+                .replace("expected decimal", "expected an integer")
+                .replace("Invalid decimal format", "not an integer")
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(record) else {
+            return generic();
+        };
+        for field in self.target.fields() {
+            if !field.data_type().is_integer() {
+                continue;
+            }
+            match map.get(field.name()) {
+                None | Some(serde_json::Value::Null) if !field.is_nullable() => {
+                    return format!(
+                        "field \"{}\" is missing or null, but the column is {} and not nullable",
+                        field.name(),
+                        field.data_type()
+                    );
+                }
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Number(n))
+                    if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                }
+                Some(serde_json::Value::String(s)) if s.trim().parse::<i128>().is_ok() => {}
+                Some(value) => {
+                    let mut text = value.to_string();
+                    if text.len() > 64 {
+                        let mut cut = 61;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        text.truncate(cut);
+                        text.push_str("...");
+                    }
+                    return format!(
+                        "field \"{}\": expected an integer ({}), found {text}",
+                        field.name(),
+                        field.data_type()
+                    );
+                }
+            }
+        }
+        generic()
     }
 }
 
@@ -240,4 +385,78 @@ fn csv_reason(e: &arrow_schema::ArrowError) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_one(d: &mut BlockDecoder, line: &str) -> Result<RecordBatch, String> {
+        let recs = [Rec {
+            start: 0,
+            end: line.len(),
+            line: 1,
+        }];
+        let mut out = Vec::new();
+        d.decode_range(line.as_bytes(), &recs, 0, 1, &mut out);
+        match out.pop() {
+            Some(Piece::Good(batch)) => Ok(batch),
+            Some(Piece::Bad(_, reason)) => Err(reason),
+            None => Err("nothing decoded".into()),
+        }
+    }
+
+    #[test]
+    fn json_integers_are_never_truncated_and_errors_name_the_field() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("small", DataType::Int8, true),
+        ]));
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 10);
+        let bad = [
+            (
+                r#"{"id": 1000.5}"#,
+                r#"field "id": 1000.5 is not an integer, but the column is Int64"#,
+            ),
+            (
+                r#"{"id": "x"}"#,
+                r#"field "id": expected an integer (Int64), found "x""#,
+            ),
+            (
+                r#"{"id": true}"#,
+                r#"field "id": expected an integer (Int64), found true"#,
+            ),
+            (
+                r#"{"id": [1]}"#,
+                r#"field "id": expected an integer (Int64), found [1]"#,
+            ),
+            (
+                r#"{"small": 3}"#,
+                r#"field "id" is missing or null, but the column is Int64 and not nullable"#,
+            ),
+            (
+                r#"{"id": 1, "small": 300}"#,
+                r#"field "small": 300 does not fit the column's type Int8"#,
+            ),
+        ];
+        for (line, reason) in bad {
+            assert_eq!(decode_one(&mut d, line).unwrap_err(), reason, "{line}");
+        }
+        for (line, id) in [
+            (r#"{"id": 12}"#, 12),
+            (r#"{"id": "12"}"#, 12),
+            (r#"{"id": 1e3}"#, 1000),
+            (r#"{"id": 12.0}"#, 12),
+            (r#"{"id": 9223372036854775807}"#, i64::MAX),
+            (r#"{"id": -9223372036854775808}"#, i64::MIN),
+        ] {
+            let batch = decode_one(&mut d, line).unwrap();
+            let ids = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap();
+            assert_eq!(ids.value(0), id, "{line}");
+        }
+    }
 }
