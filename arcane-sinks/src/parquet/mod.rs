@@ -1,6 +1,8 @@
 //! The Parquet sink: see the [crate documentation](crate).
 
 pub mod config;
+#[cfg(test)]
+mod counting;
 mod dead_letter;
 pub mod failpoint;
 pub mod manifest;

@@ -965,3 +965,95 @@ fn remove_local_staging(root: &std::path::Path, stem: &str) -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+mod request_counts {
+    //! Object-store requests per commit, counted on the in-memory store.
+
+    use super::*;
+    use crate::parquet::counting::{Counts, counting_location, total};
+    use arcane_core::Position;
+    use arcane_core::testing::GeneratorSource;
+
+    fn checkpoint(rows: u64) -> Checkpoint {
+        Checkpoint::at(Position(serde_json::json!({ "rows": rows })))
+    }
+
+    fn group(from: u64, to: u64) -> Group {
+        Group::new(GeneratorSource::batch(from, to), checkpoint(to))
+    }
+
+    fn sink(config: serde_json::Value, loc: &Location) -> ParquetSink {
+        let config: ParquetSinkConfig = serde_json::from_value(config).expect("config");
+        let mut sink = ParquetSink::new(config).expect("sink");
+        sink.loc = loc.clone();
+        sink.dl_loc = loc.clone();
+        sink
+    }
+
+    fn ctx() -> SinkContext {
+        SinkContext {
+            stream_id: "orders".into(),
+            ..SinkContext::default()
+        }
+    }
+
+    /// Requests of one step, printed for the record.
+    fn step(counts: &Counts, what: &str) -> usize {
+        let c = counts.take();
+        let n = total(&c);
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{what:<44} {n:>3} requests  {c:?}");
+        }
+        n
+    }
+
+    async fn requests_per_commit(multipart: bool) -> Vec<usize> {
+        let (loc, counts) = counting_location("orders", multipart);
+        let config = serde_json::json!({
+            "url": "memory:///orders",
+            "partitionBy": { "eventTime": { "column": "event_time", "format": "hour=%H" } },
+            "writer": { "compression": "uncompressed", "dictionary": false, "rowGroupSize": 20000,
+                        "uploadPartSize": 5 * 1024 * 1024 },
+            "rolling": { "maxRowsPerFile": 1000000 },
+        });
+        let mut out = Vec::new();
+        let mut s = sink(config.clone(), &loc);
+        s.open(&ctx()).await.expect("open");
+        out.push(step(&counts, "open (empty location)"));
+        s.write(group(0, 1000)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 small file"));
+        s.write(group(1000, 3000)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 small file (2nd)"));
+        s.write(group(3600, 3600 * 5)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 4 small files (4 partitions)"));
+        // Hour 06: 3600 rows per hour; one hour of 400 000 rows does not fit, so use many ids of
+        // one hour by writing the same hour's range repeatedly.
+        for _ in 0..100 {
+            s.write(group(3600 * 6, 3600 * 7)).await.expect("write");
+        }
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 file of 360 000 rows (~11 MiB)"));
+        drop(s);
+        let mut s = sink(config, &loc);
+        s.open(&ctx()).await.expect("reopen");
+        out.push(step(&counts, "reopen after a clean stop"));
+        out
+    }
+
+    #[tokio::test]
+    async fn object_store_requests_per_commit() {
+        let counts = requests_per_commit(true).await;
+        assert_eq!(counts.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn local_requests_per_commit() {
+        let counts = requests_per_commit(false).await;
+        assert_eq!(counts.len(), 6);
+    }
+}
