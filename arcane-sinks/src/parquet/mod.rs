@@ -11,6 +11,7 @@ mod read;
 mod schema;
 mod sink;
 mod store;
+mod upload;
 
 pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
 pub use read::{committed_files, latest_manifest, read_committed, read_committed_head};
