@@ -122,5 +122,5 @@ pub use crate::parquet::config::{
 };
 pub use crate::parquet::{
     ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, latest_manifest,
-    read_committed, read_committed_head,
+    live_files, read_committed, read_committed_head,
 };

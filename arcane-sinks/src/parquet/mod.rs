@@ -14,5 +14,5 @@ mod store;
 mod upload;
 
 pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
-pub use read::{committed_files, latest_manifest, read_committed, read_committed_head};
+pub use read::{committed_files, latest_manifest, live_files, read_committed, read_committed_head};
 pub use sink::ParquetSink;
