@@ -68,7 +68,7 @@ pub(crate) fn counting_location(prefix: &str, multipart: bool) -> (Location, Cou
     });
     let loc = Location {
         store: store.clone(),
-        multipart: multipart.then(|| store as Arc<dyn MultipartStore>),
+        multipart: multipart.then_some(store as Arc<dyn MultipartStore>),
         prefix: Path::from(prefix),
         display: format!("memory:///{prefix}"),
         local_root: None,

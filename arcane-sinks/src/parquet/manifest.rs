@@ -3,7 +3,9 @@
 //! Each manifest records the files it committed and carries the whole sink state (current
 //! generation, checkpoints, backfill progress, retired generations, learned schema), so that
 //! recovery reads only the newest one. Names are `{sequence:020}.json`: listing order is
-//! commit order.
+//! commit order. The format, as documented in the crate's `MANIFEST.md`:
+//!
+#![doc = include_str!("../../MANIFEST.md")]
 
 use arcane_core::{Checkpoint, Result};
 use bytes::Bytes;

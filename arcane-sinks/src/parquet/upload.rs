@@ -516,3 +516,111 @@ pub(crate) fn remove_local_staging_dir(loc: &Location, sequence: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn location() -> Location {
+        let store = Arc::new(InMemory::new());
+        Location {
+            store: store.clone(),
+            multipart: Some(store),
+            prefix: Path::from("data"),
+            display: "memory:///data".into(),
+            local_root: None,
+        }
+    }
+
+    async fn upload(loc: &Location, rel: &str, part_size: usize) -> (FileUpload, Path) {
+        let (up, marker) = start(
+            NewUpload {
+                loc,
+                rel,
+                sequence: 7,
+                meta: loc,
+                marker_name: "0000",
+                marker_file: MarkerFile::Data(rel.into()),
+                part_size,
+                concurrency: 2,
+            },
+            "test",
+        )
+        .await
+        .expect("start");
+        (up, marker.expect("a marker"))
+    }
+
+    #[tokio::test]
+    async fn parts_have_the_part_size_and_nothing_is_visible_before_completion() {
+        let loc = location();
+        let (mut up, marker) = upload(&loc, "a/f.parquet", 5).await;
+        assert_eq!(
+            marker.as_ref(),
+            "data/_arcane/uploads/00000000000000000007-0000.json"
+        );
+        let recorded: UploadMarker =
+            serde_json::from_slice(&loc.store.get(&marker).await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        assert_eq!(recorded.path.as_deref(), Some("a/f.parquet"));
+        for chunk in ["0123456", "789ab", "", "c"] {
+            AsyncFileWriter::write(&mut up, Bytes::from(chunk))
+                .await
+                .unwrap();
+        }
+        AsyncFileWriter::complete(&mut up).await.unwrap();
+        let FileUpload::Multipart(p) = &up else {
+            panic!("multipart")
+        };
+        assert_eq!(p.parts.len(), 3, "13 bytes in parts of 5: 5 + 5 + 3");
+        let path = loc.child("a/f.parquet");
+        assert!(
+            loc.store.head(&path).await.is_err(),
+            "invisible until completed"
+        );
+        let completion = up.completion();
+        complete(&loc, &path, &completion, 13, "test")
+            .await
+            .unwrap();
+        let got = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"0123456789abc");
+        // Twice is harmless: the upload is gone, the file is there with its size.
+        complete(&loc, &path, &completion, 13, "test")
+            .await
+            .unwrap();
+        // A different size is somebody else's file.
+        let err = complete(&loc, &path, &completion, 14, "test")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has 13 bytes, but its manifest recorded 14"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_is_one_part_and_an_aborted_upload_cannot_complete() {
+        let loc = location();
+        let (mut up, _) = upload(&loc, "empty.parquet", 5).await;
+        AsyncFileWriter::complete(&mut up).await.unwrap();
+        let FileUpload::Multipart(p) = &up else {
+            panic!("multipart")
+        };
+        assert_eq!(p.parts.len(), 1, "at least one part");
+        let path = loc.child("empty.parquet");
+        let Completion::Multipart { upload_id, .. } = up.completion() else {
+            panic!("multipart")
+        };
+        abort(&loc, &path, &upload_id, "test").await.unwrap();
+        abort(&loc, &path, &upload_id, "test")
+            .await
+            .expect("aborting twice is fine");
+        let err = complete(&loc, &path, &up.completion(), 0, "test")
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{err}");
+        assert!(err.to_string().contains("empty.parquet"), "{err}");
+    }
+}
