@@ -7,11 +7,11 @@
 //!   through `object_store`; options come from `storageOptions` and the usual `AWS_*`,
 //!   `AZURE_*`, `GOOGLE_*` environment variables. Behaviour is identical across stores.
 //! * Streaming write: `AsyncArrowWriter` flushes each row group as it fills (by
-//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes) into an
-//!   `object_store::buffered::BufWriter`, which uploads `writer.uploadPartSize` parts
-//!   (multipart) with at most `writer.uploadConcurrency` in flight. Memory per open file is
-//!   bounded by one row group plus `uploadPartSize × (uploadConcurrency + 1)`; it does not
-//!   grow with the file.
+//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes) into the file's
+//!   multipart upload, cut into `writer.uploadPartSize` parts with at most
+//!   `writer.uploadConcurrency` in flight (on the local file system, into a staging file through
+//!   `object_store::buffered::BufWriter`). Memory per open file is bounded by one row group plus
+//!   `uploadPartSize × (uploadConcurrency + 1)`; it does not grow with the file.
 //! * Rolling: files are committed when one reaches `rolling.targetFileSize` encoded bytes
 //!   (written row groups + the in-progress estimate), `rolling.maxRowsPerFile` rows (exact:
 //!   groups are split), or `rolling.maxFileAge` (checked by [`Sink::tick`](arcane_core::Sink::tick)).
