@@ -810,6 +810,61 @@ async fn dead_letters_become_visible_only_when_committed_azure_azurite() {
     store.cleanup().await;
 }
 
+/// `live_files` (what `arcane show --files` prints) lists the committed files, and refuses to
+/// list a last commit whose files are not visible yet rather than hand a reader paths it cannot
+/// open.
+async fn live_files_wait_for_a_commit_to_be_visible(store: &Store) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let marker = dir.path().join("paused");
+    let mut sink = ParquetSink::new(store.config())
+        .expect("sink")
+        .with_pause_at("after-manifest", 1, Some(&marker));
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 1000)).await.expect("write");
+    tokio::select! {
+        _ = sink.flush() => panic!("the sink pauses after its manifest"),
+        _ = async {
+            while !marker.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } => {}
+    }
+    drop(sink);
+    let err = arcane_sinks::live_files(&store.url(), &store.options())
+        .await
+        .expect_err("the committed file is not visible yet");
+    assert!(
+        err.to_string()
+            .contains("the last commit (#0) is not complete yet"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Restart, "{err}");
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    sink.open(&ctx()).await.expect("recover");
+    let files = arcane_sinks::live_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    let expected = match store {
+        Store::Local(dir) => dir
+            .path()
+            .join("stream/part-orders-eu-00000000-0000.parquet")
+            .display()
+            .to_string(),
+        _ => format!("{}/part-orders-eu-00000000-0000.parquet", store.url()),
+    };
+    assert_eq!(files, vec![expected]);
+}
+
+#[tokio::test]
+async fn live_files_wait_for_a_commit_to_be_visible_local_fs() {
+    live_files_wait_for_a_commit_to_be_visible(&Store::local()).await;
+}
+
+#[tokio::test]
+async fn live_files_wait_for_a_commit_to_be_visible_memory() {
+    live_files_wait_for_a_commit_to_be_visible(&Store::memory()).await;
+}
+
 #[tokio::test]
 async fn rejected_rows_over_the_budget_fail_the_group_and_commit_what_came_before() {
     use std::sync::Arc;
