@@ -51,6 +51,10 @@ if ! "$tools/venv/bin/python" -c 'import helm_python, yamllint' 2>/dev/null; the
   log "installing helm-python-sdk and yamllint into $tools/venv (chart render/lint tests)"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk yamllint
 fi
+if ! "$tools/venv/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
+  log "installing pyarrow and duckdb into $tools/venv (reading the sink's files back, README example)"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+fi
 export ARCANE_TEST_PYTHON="$tools/venv/bin/python"
 s3_port="$(free_port)"
 "$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$tools/moto.log" 2>&1 &

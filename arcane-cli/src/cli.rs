@@ -38,12 +38,21 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show what a Parquet sink committed at a location: generation, files, rows, the
     /// checkpoint its source resumes from, the schema and the first rows.
+    ///
+    /// With --files, print only the committed files of the current generation, one URL (or
+    /// absolute local path) per line: exactly what a reader should open, e.g.
+    /// DuckDB's `read_parquet([...])`. Globbing the prefix also reads retired generations and
+    /// misses the current one when it is an overwrite generation.
     Show {
         /// The sink's `url` (`arcane-out/orders`, `s3://bucket/prefix`, ...).
         url: String,
         /// Rows to print.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// Print only the committed files, one per line (nothing else on stdout); fails when
+        /// the location does not exist or has no manifest.
+        #[arg(long, conflicts_with = "limit")]
+        files: bool,
         /// Object-store option `KEY=VALUE` (as in the sink's `storageOptions`); repeatable.
         /// `AWS_*`, `AZURE_*` and `GOOGLE_*` environment variables apply too.
         #[arg(long = "storage-option", value_name = "KEY=VALUE")]
@@ -102,8 +111,9 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
         Some(Command::Show {
             url,
             limit,
+            files,
             storage_options,
-        }) => show(&url, &storage_options, limit),
+        }) => show(&url, &storage_options, limit, files),
         Some(Command::SpecSchema { kind }) => spec_schema(&runner, &kind),
         Some(Command::Crd { kind }) => {
             kind_manifest(&runner, &kind).and_then(|k| Ok(crd_yaml(&k)?))
@@ -134,7 +144,7 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
     match result.and_then(|out| {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(out.as_bytes())?;
-        if !out.ends_with('\n') {
+        if !out.is_empty() && !out.ends_with('\n') {
             stdout.write_all(b"\n")?;
         }
         stdout.flush()?;
@@ -167,7 +177,7 @@ fn kinds(runner: &Runner, json: bool) -> Result<String, Error> {
         .collect())
 }
 
-fn show(url: &str, options: &[String], limit: usize) -> Result<String, Error> {
+fn show(url: &str, options: &[String], limit: usize, files: bool) -> Result<String, Error> {
     let mut map = std::collections::BTreeMap::new();
     for option in options {
         let (k, v) = option.split_once('=').ok_or_else(|| {
@@ -181,6 +191,9 @@ fn show(url: &str, options: &[String], limit: usize) -> Result<String, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if files {
+        return runtime.block_on(crate::show::files(url, &map));
+    }
     runtime.block_on(crate::show::show(url, &map, limit))
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use arcane_sinks::{committed_files, latest_manifest, read_committed_head};
+use arcane_sinks::{committed_files, latest_manifest, live_files, read_committed_head};
 
 use crate::Error;
 
@@ -89,6 +89,21 @@ pub(crate) async fn show(
         }
     }
     Ok(out)
+}
+
+/// The committed files of the current generation at `url`, one URL (or absolute local path)
+/// per line.
+pub(crate) async fn files(url: &str, options: &BTreeMap<String, String>) -> Result<String, Error> {
+    let stream = |e: arcane_core::Error| Error::Stream(Box::new(e));
+    let url = arcane_core::location::location_url(url, "URL").map_err(stream)?;
+    let files = live_files(&url, options).await.map_err(stream)?;
+    if files.is_empty() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{url}: the current generation has no committed files");
+        }
+    }
+    Ok(files.iter().map(|f| format!("{f}\n")).collect())
 }
 
 /// Arrow formats named time zones only with `chrono-tz`; `UTC` columns are printed with the

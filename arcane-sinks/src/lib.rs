@@ -7,11 +7,11 @@
 //!   through `object_store`; options come from `storageOptions` and the usual `AWS_*`,
 //!   `AZURE_*`, `GOOGLE_*` environment variables. Behaviour is identical across stores.
 //! * Streaming write: `AsyncArrowWriter` flushes each row group as it fills (by
-//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes) into an
-//!   `object_store::buffered::BufWriter`, which uploads `writer.uploadPartSize` parts
-//!   (multipart) with at most `writer.uploadConcurrency` in flight. Memory per open file is
-//!   bounded by one row group plus `uploadPartSize × (uploadConcurrency + 1)`; it does not
-//!   grow with the file.
+//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes) into the file's
+//!   multipart upload, cut into `writer.uploadPartSize` parts with at most
+//!   `writer.uploadConcurrency` in flight (on the local file system, into a staging file through
+//!   `object_store::buffered::BufWriter`). Memory per open file is bounded by one row group plus
+//!   `uploadPartSize × (uploadConcurrency + 1)`; it does not grow with the file.
 //! * Rolling: files are committed when one reaches `rolling.targetFileSize` encoded bytes
 //!   (written row groups + the in-progress estimate), `rolling.maxRowsPerFile` rows (exact:
 //!   groups are split), or `rolling.maxFileAge` (checked by [`Sink::tick`](arcane_core::Sink::tick)).
@@ -26,28 +26,62 @@
 //! {prefix}/{partition}/part-{streamId}-{sequence:08}-{file:04}.parquet        root generation
 //! {prefix}/_generations/{backfillId}-{sequence:08}/{partition}/part-….parquet overwrite generations
 //! {prefix}/_arcane/manifests/{sequence:020}.json                              commit manifests
-//! {prefix}/_dead_letters/part-{streamId}-{time}-{uuid}.parquet                dead letters (default)
+//! {prefix}/_arcane/uploads/{sequence:020}-{file:04}.json                      upload markers (object stores)
+//! {prefix}/_arcane/staging/{sequence:020}/…                                   staging files (local FS)
+//! {prefix}/_dead_letters/part-{streamId}-{sequence:08}-dead-letters.parquet   dead letters (default)
 //! ```
 //!
 //! `sequence` is the commit sequence: every file open at a commit is committed by the manifest
-//! of that sequence, so names are deterministic and a retried commit reuses them.
+//! of that sequence, so names are deterministic and a retried commit reuses them. The manifest
+//! format (version 3) is documented field by field in [`MANIFEST.md`](parquet::manifest),
+//! with how a reader finds the live files and the compatibility promise.
 //!
 //! ## Commit protocol
 //!
-//! 1. Groups are written into open files (multipart uploads in progress, invisible).
-//! 2. On a roll, flush, tick or schema mismatch, every open file is completed (multipart
-//!    completion / atomic rename on the local file system) and then **one** manifest
-//!    `{sequence}.json` is written with the files, their rows and bytes, and the checkpoint of
-//!    the last group. The manifest put is the commit point.
-//! 3. [`Sink::open`](arcane_core::Sink::open) reads the newest manifest, deletes data files of
-//!    later sequences (completed uploads whose manifest was never written) and local staging
-//!    files, and returns the manifest's checkpoint. Incomplete S3 multipart uploads and Azure
-//!    uncommitted blocks are invisible; they are overwritten by the retried commit (same names)
-//!    and otherwise expire by the store's lifecycle rules (`object_store` cannot list them).
+//! A file becomes visible only when the manifest that commits it is written; nothing
+//! uncommitted is ever at a path a reader lists.
 //!
-//! Readers use the manifests ([`read_committed`], [`committed_files`]); Hive readers that
-//! list directories can see a completed-but-uncommitted file between a crash and the next
-//! start.
+//! 1. Groups are written into open files nobody can see. On stores with a multipart API (S3,
+//!    Azure, GCS, memory) each file is a multipart upload (every file, however small, is at
+//!    least one part), recorded by an upload marker written before its first part. On the local
+//!    file system each file is written under `_arcane/staging/{sequence}/`.
+//! 2. On a roll, flush, tick or schema change every open file is finished (all parts uploaded,
+//!    or the staging file written), and so is the commit's dead-letter file.
+//! 3. **One** manifest `{sequence}.json` is written with the files (their rows, bytes and how
+//!    each becomes visible: upload id and part ids, or staging path), the dead letters and the
+//!    checkpoint of the last group. The manifest put is the commit point.
+//! 4. The uploads are completed (staging files renamed), then the markers deleted. The next
+//!    commit does not start before this succeeded.
+//!
+//! [`Sink::open`](arcane_core::Sink::open) recovers before anything else: it completes the
+//! uploads (renames the staging files) the newest manifest commits and that are not visible
+//! yet (completing twice is harmless; a committed upload that is gone is a FATAL error naming
+//! the file), aborts every multipart upload whose marker no manifest covers ("aborted N
+//! incomplete uploads left by an interrupted run") and deletes uncommitted staging files, then
+//! returns the manifest's checkpoint. Azure cannot abort uploads: its uncommitted blocks expire
+//! after 7 days.
+//!
+//! ## Reading the output
+//!
+//! Readers that want exactly the committed rows open the files the manifests list:
+//! [`live_files`] (`arcane show --files URL`), [`committed_files`], [`read_committed`].
+//! Globbing the prefix is not a transaction: it reads what is there at the time of listing.
+//! Uncommitted data is never at a live path (it is in invisible uploads or under `_arcane/`),
+//! but an overwrite backfill's generations live under `_generations/`, and a replaced
+//! generation stays there for `generationRetention`. Verified (pyarrow 26.0.1, DuckDB 2.0.1):
+//!
+//! * `pyarrow.dataset.dataset(prefix, format="parquet", partitioning="hive")` and
+//!   `pyarrow.parquet.read_table(prefix)` skip files and directories whose names start with
+//!   `_` or `.`: they never read `_arcane/`, `_dead_letters/` or `_generations/`, so after an
+//!   overwrite backfill they read the replaced root generation (until it is deleted, then
+//!   nothing) instead of the current one.
+//! * DuckDB's `read_parquet('{prefix}/**/*.parquet', hive_partitioning=true)` does not skip
+//!   them: it reads the current and every retained generation (duplicates), local staging
+//!   files of a commit in progress, and fails with "Hive partition mismatch" when files of
+//!   other depths (dead letters) are under the prefix.
+//!
+//! Plain Parquet files cannot give glob readers transactions; that takes a table format
+//! (Iceberg, Delta Lake).
 //!
 //! ## Backfills and generations
 //!
@@ -122,5 +156,5 @@ pub use crate::parquet::config::{
 };
 pub use crate::parquet::{
     ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, latest_manifest,
-    read_committed, read_committed_head,
+    live_files, read_committed, read_committed_head,
 };

@@ -691,6 +691,180 @@ async fn dead_letters_commit_with_the_rows_in_one_manifest_entry() {
     );
 }
 
+/// Objects under `stream/{dir}` of `store`, relative to `stream/`.
+async fn objects_under(store: &Store, dir: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let loc = arcane_store::open_location(&store.url(), &store.options(), "url").expect("store");
+    let mut out: Vec<String> = loc
+        .store
+        .list(Some(&loc.child(dir)))
+        .map_ok(|m| loc.relative(&m.location))
+        .try_collect()
+        .await
+        .expect("list");
+    out.sort();
+    out
+}
+
+/// On object stores the dead-letter file is a multipart upload like the data files: invisible
+/// when the run dies before its manifest (and aborted by the next start), completed by the next
+/// start when the run dies after it.
+async fn dead_letters_become_visible_only_when_committed(store: &Store) {
+    let mut config = store.config();
+    config.schema = Some(
+        serde_json::from_value(serde_json::json!([
+            { "name": "id", "dataType": "Int64", "nullable": false },
+            { "name": "name", "dataType": "Utf8", "nullable": false },
+        ]))
+        .expect("schema"),
+    );
+    config.dead_letter.max_ratio = 0.5;
+    let group = || {
+        let batch = arrow_array::RecordBatch::try_from_iter([
+            (
+                "id",
+                std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3])) as _,
+            ),
+            (
+                "name",
+                std::sync::Arc::new(arrow_array::StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("c"),
+                ])) as _,
+            ),
+        ])
+        .expect("batch");
+        Group::new(batch, checkpoint(3))
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    for point in ["after-upload-before-manifest", "after-manifest"] {
+        let marker = dir.path().join(point);
+        let mut sink = ParquetSink::new(config.clone())
+            .expect("sink")
+            .with_pause_at(point, 1, Some(&marker));
+        let resume = sink.open(&ctx()).await.expect("open");
+        sink.write(group()).await.expect("write");
+        tokio::select! {
+            _ = sink.flush() => panic!("the sink pauses at {point}"),
+            _ = async {
+                while !marker.exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => {}
+        }
+        drop(sink); // the "crash"
+        assert!(
+            objects_under(store, "_dead_letters").await.is_empty(),
+            "no dead-letter file is visible before its commit completes ({point})"
+        );
+        assert!(!objects_under(store, "_arcane/uploads").await.is_empty());
+        let mut sink = ParquetSink::new(config.clone()).expect("sink");
+        let after = sink.open(&ctx()).await.expect("recover");
+        assert!(objects_under(store, "_arcane/uploads").await.is_empty());
+        let visible = objects_under(store, "_dead_letters").await;
+        match point {
+            "after-upload-before-manifest" => {
+                assert_eq!(after, resume, "nothing was committed");
+                assert!(visible.is_empty(), "{visible:?}");
+            }
+            _ => {
+                assert_eq!(after, Some(checkpoint(3)), "committed");
+                let manifest = arcane_sinks::latest_manifest(&store.url(), &store.options())
+                    .await
+                    .expect("manifest")
+                    .expect("one");
+                assert_eq!(manifest.dead_letters, 1);
+                assert_eq!(
+                    manifest.dead_letter_files,
+                    visible
+                        .iter()
+                        .map(|v| format!("{}/{v}", store.url()))
+                        .collect::<Vec<_>>(),
+                    "the committed dead-letter file is visible after recovery"
+                );
+            }
+        }
+    }
+    if let Some(uploads) = store.incomplete_uploads().await {
+        assert!(uploads.is_empty(), "{uploads:?}");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_become_visible_only_when_committed_memory() {
+    dead_letters_become_visible_only_when_committed(&Store::memory()).await;
+}
+
+#[tokio::test]
+async fn dead_letters_become_visible_only_when_committed_s3_moto() {
+    let store = Store::s3().await;
+    dead_letters_become_visible_only_when_committed(&store).await;
+    store.cleanup().await;
+}
+
+#[tokio::test]
+async fn dead_letters_become_visible_only_when_committed_azure_azurite() {
+    let store = Store::azure().await;
+    dead_letters_become_visible_only_when_committed(&store).await;
+    store.cleanup().await;
+}
+
+/// `live_files` (what `arcane show --files` prints) lists the committed files, and refuses to
+/// list a last commit whose files are not visible yet rather than hand a reader paths it cannot
+/// open.
+async fn live_files_wait_for_a_commit_to_be_visible(store: &Store) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let marker = dir.path().join("paused");
+    let mut sink = ParquetSink::new(store.config())
+        .expect("sink")
+        .with_pause_at("after-manifest", 1, Some(&marker));
+    sink.open(&ctx()).await.expect("open");
+    sink.write(group(0, 1000)).await.expect("write");
+    tokio::select! {
+        _ = sink.flush() => panic!("the sink pauses after its manifest"),
+        _ = async {
+            while !marker.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } => {}
+    }
+    drop(sink);
+    let err = arcane_sinks::live_files(&store.url(), &store.options())
+        .await
+        .expect_err("the committed file is not visible yet");
+    assert!(
+        err.to_string()
+            .contains("the last commit (#0) is not complete yet"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Restart, "{err}");
+    let mut sink = ParquetSink::new(store.config()).expect("sink");
+    sink.open(&ctx()).await.expect("recover");
+    let files = arcane_sinks::live_files(&store.url(), &store.options())
+        .await
+        .expect("files");
+    let expected = match store {
+        Store::Local(dir) => dir
+            .path()
+            .join("stream/part-orders-eu-00000000-0000.parquet")
+            .display()
+            .to_string(),
+        _ => format!("{}/part-orders-eu-00000000-0000.parquet", store.url()),
+    };
+    assert_eq!(files, vec![expected]);
+}
+
+#[tokio::test]
+async fn live_files_wait_for_a_commit_to_be_visible_local_fs() {
+    live_files_wait_for_a_commit_to_be_visible(&Store::local()).await;
+}
+
+#[tokio::test]
+async fn live_files_wait_for_a_commit_to_be_visible_memory() {
+    live_files_wait_for_a_commit_to_be_visible(&Store::memory()).await;
+}
+
 #[tokio::test]
 async fn rejected_rows_over_the_budget_fail_the_group_and_commit_what_came_before() {
     use std::sync::Arc;

@@ -172,6 +172,34 @@ impl Store {
         .expect("put object");
     }
 
+    /// The keys of the incomplete multipart uploads in the S3 bucket (ListMultipartUploads,
+    /// which `object_store` has no call for); `None` for other stores.
+    pub async fn incomplete_uploads(&self) -> Option<Vec<String>> {
+        let Store::S3 { endpoint, bucket } = self else {
+            return None;
+        };
+        let body = reqwest::Client::new()
+            .get(format!("{endpoint}/{bucket}?uploads"))
+            .send()
+            .await
+            .expect("the S3 server is reachable")
+            .error_for_status()
+            .expect("ListMultipartUploads")
+            .text()
+            .await
+            .expect("body");
+        let keys = body
+            .split("<Upload>")
+            .skip(1)
+            .filter_map(|upload| {
+                let start = upload.find("<Key>")? + "<Key>".len();
+                let end = upload[start..].find("</Key>")? + start;
+                Some(upload[start..end].to_string())
+            })
+            .collect();
+        Some(keys)
+    }
+
     /// Delete what the test created on an emulator (objects, then the bucket/container).
     pub async fn cleanup(self) {
         match &self {

@@ -3,8 +3,17 @@
 //! When `ARCANE_SINK_PAUSE_AT=<point>[:<n>]` is set, the sink stops forever the `n`-th time
 //! (default first) it reaches `<point>`, after creating the file named by
 //! `ARCANE_SINK_PAUSE_MARKER` (if set), so that a test can kill the process exactly there.
-//! Points: `mid-part` (a file has uploaded at least one multipart part and is not complete),
-//! `after-upload-before-manifest` (files complete, manifest not written), `after-manifest`.
+//! [`ParquetSink::with_pause_at`](crate::ParquetSink::with_pause_at) does the same in-process.
+//!
+//! Points, in the order of the commit protocol (see the crate docs):
+//!
+//! | point | reached when |
+//! |---|---|
+//! | `mid-part` | a file has handed more than one part to its upload and is still being written |
+//! | `after-upload-before-manifest` | every file of the commit is uploaded (parts or staging file), none is visible, the manifest is not written |
+//! | `after-manifest` | the manifest is written (committed), its files are not visible yet |
+//! | `after-completion` | the files are visible, their upload markers are not deleted yet |
+//!
 //! Unset (production), it costs one comparison per commit.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +31,15 @@ pub(crate) struct Failpoints {
 }
 
 impl Failpoints {
+    /// Pause the `nth` time `point` is reached; create `marker` (if any) when pausing.
+    pub(crate) fn at(point: &str, nth: u32, marker: Option<String>) -> Self {
+        Self {
+            point: Some((point.to_string(), nth.max(1))),
+            marker,
+            hits: AtomicU32::new(0),
+        }
+    }
+
     pub(crate) fn from_env() -> Self {
         let point = std::env::var(ENV_PAUSE_AT)
             .ok()

@@ -3,7 +3,9 @@
 //! Each manifest records the files it committed and carries the whole sink state (current
 //! generation, checkpoints, backfill progress, retired generations, learned schema), so that
 //! recovery reads only the newest one. Names are `{sequence:020}.json`: listing order is
-//! commit order.
+//! commit order. The format, as documented in the crate's `MANIFEST.md`:
+//!
+#![doc = include_str!("../../MANIFEST.md")]
 
 use arcane_core::{Checkpoint, Result};
 use bytes::Bytes;
@@ -22,8 +24,15 @@ pub(crate) const META_DIR: &str = "_arcane";
 pub(crate) const MANIFEST_DIR: &str = "_arcane/manifests";
 /// Directory of `overwrite` generations, relative to the prefix.
 pub(crate) const GENERATIONS_DIR: &str = "_generations";
-/// Manifest format version written by this version (see `MANIFEST.md`): 2 adds dead letters.
-pub const MANIFEST_VERSION: u32 = 2;
+/// Directory of upload markers (one per multipart upload in progress), relative to the prefix.
+pub(crate) const UPLOADS_DIR: &str = "_arcane/uploads";
+/// Directory of local staging files (files written before their commit), relative to a prefix.
+pub(crate) const STAGING_DIR: &str = "_arcane/staging";
+/// Manifest format version written by this version (see `MANIFEST.md`): 2 adds dead letters;
+/// 3 writes the manifest before files become visible and records how each file is completed
+/// (`completion`, `deadLetterCompletions`). Older binaries refuse version 3 manifests, which
+/// they would recover wrongly.
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// What a manifest entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +58,43 @@ pub struct FileEntry {
     pub rows: u64,
     /// Size of the file in bytes.
     pub bytes: u64,
+    /// How the file becomes visible at `path` after the manifest is written (format 3; absent
+    /// in older manifests, whose files were complete before their manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<Completion>,
+}
+
+/// How a file named by a manifest becomes visible: the step after the manifest is written,
+/// repeated by recovery until it is done (doing it twice is harmless).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Completion {
+    /// Complete a multipart upload (S3, Azure, GCS, memory) whose parts are uploaded.
+    Multipart {
+        /// The store's upload id (empty on Azure, whose blocks are named by the part ids).
+        #[serde(rename = "uploadId")]
+        upload_id: String,
+        /// The part ids (S3/GCS ETags, Azure block ids), in order.
+        parts: Vec<String>,
+    },
+    /// Rename a complete staging file (local file system).
+    Rename {
+        /// The staging file, relative to the same prefix as the file
+        /// (`_arcane/staging/{sequence:020}/…`).
+        from: String,
+    },
+}
+
+/// A dead-letter file of a manifest entry and how it becomes visible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterCompletion {
+    /// The file's URL (an entry of `deadLetterFiles`).
+    pub url: String,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+    /// How it becomes visible; a `rename` is relative to the file's directory.
+    pub completion: Completion,
 }
 
 /// Progress of a backfill.
@@ -127,6 +173,9 @@ pub struct Manifest {
     /// The dead-letter files of this entry (URLs), holding `deadLetters` records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dead_letter_files: Vec<String>,
+    /// How each dead-letter file becomes visible (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letter_completions: Vec<DeadLetterCompletion>,
     /// The sink state after this entry.
     pub state: State,
 }
@@ -191,6 +240,23 @@ pub(crate) async fn read(loc: &Location, sink: &str, sequence: u64) -> Result<Ma
         ));
     }
     Ok(manifest)
+}
+
+/// The manifest of `sequence`, or `None` when there is none.
+pub(crate) async fn read_if_exists(
+    loc: &Location,
+    sink: &str,
+    sequence: u64,
+) -> Result<Option<Manifest>> {
+    match loc.store.head(&manifest_path(loc, sequence)).await {
+        Ok(_) => Ok(Some(read(loc, sink, sequence).await?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_error(
+            sink,
+            format!("cannot read manifest {}", manifest_path(loc, sequence)),
+            e,
+        )),
+    }
 }
 
 /// The newest manifest, if any.

@@ -1,6 +1,8 @@
 //! The Parquet sink: see the [crate documentation](crate).
 
 pub mod config;
+#[cfg(test)]
+mod counting;
 mod dead_letter;
 pub mod failpoint;
 pub mod manifest;
@@ -9,7 +11,8 @@ mod read;
 mod schema;
 mod sink;
 mod store;
+mod upload;
 
 pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
-pub use read::{committed_files, latest_manifest, read_committed, read_committed_head};
+pub use read::{committed_files, latest_manifest, live_files, read_committed, read_committed_head};
 pub use sink::ParquetSink;

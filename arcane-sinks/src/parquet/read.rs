@@ -7,8 +7,27 @@ use arrow_array::RecordBatch;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::manifest::{self, FileEntry};
-use super::store::{open_location, store_error};
+use super::manifest::{self, FileEntry, STAGING_DIR};
+use super::store::{Location, store_error};
+use super::upload;
+
+/// Open `url` for reading: a local directory must exist (it is never created); `None` when it
+/// does not.
+fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
+    let resolved = arcane_core::location::location_url(url, "url")?;
+    if let Ok(parsed) = url::Url::parse(&resolved) {
+        if parsed.scheme() == "file" && parsed.to_file_path().is_ok_and(|p| !p.is_dir()) {
+            return Ok(None);
+        }
+    }
+    arcane_store::open_location_with(
+        &resolved,
+        options,
+        "url",
+        arcane_store::LocalMode::ExistingDirectory,
+    )
+    .map(Some)
+}
 
 /// The committed files of the current generation, as recorded by the manifests
 /// (paths relative to the URL's prefix), in commit order.
@@ -16,14 +35,20 @@ pub async fn committed_files(
     url: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Vec<FileEntry>> {
-    let loc = open_location(url, options, "url")?;
-    let name = format!("parquet {}", loc.display);
-    let manifests = manifest::all(&loc, &name).await?;
-    let Some(last) = manifests.last() else {
+    let Some(loc) = open_read(url, options)? else {
         return Ok(Vec::new());
     };
+    let name = format!("parquet {}", loc.display);
+    let manifests = manifest::all(&loc, &name).await?;
+    Ok(current_files(&manifests))
+}
+
+fn current_files(manifests: &[manifest::Manifest]) -> Vec<FileEntry> {
+    let Some(last) = manifests.last() else {
+        return Vec::new();
+    };
     let current = last.state.current_generation.clone();
-    Ok(manifest::files_of(&manifests, &current).cloned().collect())
+    manifest::files_of(manifests, &current).cloned().collect()
 }
 
 /// The newest manifest of the dataset at `url` (its state: current generation, checkpoints,
@@ -32,9 +57,93 @@ pub async fn latest_manifest(
     url: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Option<manifest::Manifest>> {
-    let loc = open_location(url, options, "url")?;
+    let Some(loc) = open_read(url, options)? else {
+        return Ok(None);
+    };
     let name = format!("parquet {}", loc.display);
     manifest::latest(&loc, &name).await
+}
+
+/// The committed files of the current generation of the dataset at `url`, in commit order, as
+/// a reader opens them: full URLs (`s3://bucket/prefix/…`), or absolute paths for a local
+/// directory. Exactly the committed rows, whatever else lies under the prefix (retired
+/// generations, files of an interrupted run, dead letters); what `arcane show --files`
+/// prints.
+///
+/// Errors: the location does not exist or holds no manifest (nothing was committed there, or
+/// the URL is wrong); or the last commit's files are not all visible yet (its writer stopped
+/// after writing the manifest and before completing them, or is completing them now: the next
+/// start of the stream finishes it).
+pub async fn live_files(url: &str, options: &BTreeMap<String, String>) -> Result<Vec<String>> {
+    let Some(loc) = open_read(url, options)? else {
+        let resolved = arcane_core::location::location_url(url, "url")?;
+        let dir = url::Url::parse(&resolved)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .map_or(resolved, |p| p.display().to_string());
+        return Err(Error::config(
+            "url",
+            format!("the directory {dir} does not exist; check the path"),
+        ));
+    };
+    let name = format!("parquet {}", loc.display);
+    let manifests = manifest::all(&loc, &name).await?;
+    let Some(last) = manifests.last() else {
+        return Err(Error::config(
+            "url",
+            format!(
+                "{} has no committed data (no manifest under _arcane/manifests); check that it is the sink's `url`",
+                loc.display
+            ),
+        ));
+    };
+    let files = current_files(&manifests);
+    let pending = pending_in(&loc, &name, last).await?;
+    if let Some(file) = files.iter().find(|f| pending.contains(&f.path)) {
+        return Err(Error::sink(
+            &name,
+            format!(
+                "the last commit (#{}) is not complete yet: its manifest is written but {} is not visible yet (the stream stopped between the two, or is finishing the commit right now); the next start of the stream completes it; try again then",
+                last.sequence, file.path
+            ),
+            Retry::Transient,
+            None,
+        ));
+    }
+    Ok(files
+        .iter()
+        .map(|f| {
+            let path = loc.child(&f.path);
+            match &loc.local_root {
+                Some(root) => root.join(path.as_ref()).to_string_lossy().into_owned(),
+                None => loc.url_of(&path),
+            }
+        })
+        .collect())
+}
+
+/// Paths (relative to the prefix) of files of the manifest `last` that are not visible yet:
+/// those with an upload marker, or a staging file, of its sequence.
+async fn pending_in(
+    loc: &Location,
+    name: &str,
+    last: &manifest::Manifest,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut pending = std::collections::BTreeSet::new();
+    for (_, marker) in upload::list_markers(loc, name).await? {
+        if marker.sequence == last.sequence {
+            pending.extend(marker.path);
+        }
+    }
+    if loc.multipart.is_none() {
+        let staging = format!("{STAGING_DIR}/{:020}/", last.sequence);
+        for path in upload::list_staging(loc, name).await? {
+            if let Some(rel) = loc.relative(&path).strip_prefix(&staging) {
+                pending.insert(rel.to_string());
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// Every row of the current committed files, read with the Parquet reader (one or more
@@ -52,11 +161,14 @@ async fn read_rows(
     options: &BTreeMap<String, String>,
     limit: usize,
 ) -> Result<Vec<RecordBatch>> {
-    let loc = open_location(url, options, "url")?;
+    let Some(loc) = open_read(url, options)? else {
+        return Ok(Vec::new());
+    };
     let name = format!("parquet {}", loc.display);
     let mut out = Vec::new();
     let mut left = limit;
-    for file in committed_files(url, options).await? {
+    let manifests = manifest::all(&loc, &name).await?;
+    for file in current_files(&manifests) {
         if left == 0 {
             break;
         }

@@ -11,12 +11,9 @@ use arcane_core::{
 };
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use bytes::Bytes;
-use futures::TryStreamExt;
-use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use metrics::Label;
 use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_writer::AsyncFileWriter;
@@ -27,12 +24,13 @@ use super::config::{BackfillBehavior, ParquetSinkConfig, SchemaEvolution};
 use super::dead_letter::{dead_letter_url, encode_dead_letters};
 use super::failpoint::Failpoints;
 use super::manifest::{
-    self, Action, BackfillState, FileEntry, GENERATIONS_DIR, MANIFEST_VERSION, Manifest,
-    RetiredGeneration, State,
+    self, Action, BackfillState, Completion, DeadLetterCompletion, FileEntry, GENERATIONS_DIR,
+    MANIFEST_VERSION, Manifest, RetiredGeneration, State,
 };
 use super::partition;
 use super::schema;
 use super::store::{Location, open_location, store_error};
+use super::upload::{self, FileUpload, MarkerFile, NewUpload, REQUEST_CONCURRENCY};
 
 /// Streams Arrow groups into Parquet files on an object store, exactly once.
 ///
@@ -64,6 +62,11 @@ pub struct ParquetSink {
     open_files: BTreeMap<String, SyncCell<OpenFile>>,
     /// Files closed (uploaded) in this sequence but not yet in a manifest.
     closed: Vec<FileEntry>,
+    /// Upload markers of this sequence (deleted once its files are complete).
+    markers: Vec<Path>,
+    /// A commit whose manifest is written but whose files are not all visible yet (a
+    /// completion failed): finished before any other manifest is written.
+    unfinished: Option<(Manifest, Vec<Path>)>,
     files_in_seq: u32,
     last_checkpoint: Option<Checkpoint>,
     /// Groups written since the last commit.
@@ -101,31 +104,9 @@ impl<T> SyncCell<T> {
 struct OpenFile {
     rel: String,
     partition: String,
-    writer: AsyncArrowWriter<Upload>,
+    writer: AsyncArrowWriter<FileUpload>,
     rows: u64,
     opened_at: tokio::time::Instant,
-}
-
-/// Streams encoded bytes into a multipart upload without copying.
-struct Upload(BufWriter);
-
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .put(bs)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            tokio::io::AsyncWriteExt::shutdown(&mut self.0)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
 }
 
 impl ParquetSink {
@@ -170,10 +151,26 @@ impl ParquetSink {
             props: None,
             open_files: BTreeMap::new(),
             closed: Vec::new(),
+            markers: Vec::new(),
+            unfinished: None,
             files_in_seq: 0,
             last_checkpoint: None,
             dirty: false,
         })
+    }
+
+    /// For crash tests: stop forever the `nth` time the sink reaches the commit-protocol point
+    /// `point` (see [`failpoint`](crate::parquet::failpoint)), after creating the file `marker`
+    /// (if any), so that the test can drop or kill the writer exactly there.
+    pub fn with_pause_at(
+        mut self,
+        point: &str,
+        nth: u32,
+        marker: Option<&std::path::Path>,
+    ) -> Self {
+        self.failpoints =
+            Failpoints::at(point, nth, marker.map(|m| m.to_string_lossy().into_owned()));
+        self
     }
 
     /// The configuration.
@@ -214,9 +211,135 @@ impl ParquetSink {
         metrics::gauge!(m::FILES_OPEN, self.labels.clone()).set(self.open_files.len() as f64);
     }
 
+    /// Recovery: make the files of the newest manifest visible where that was interrupted
+    /// (roll forward), abort the multipart uploads and delete the staging files no manifest
+    /// commits. Returns how many uploads and staging files were discarded.
+    async fn recover(&self, latest: Option<&Manifest>) -> Result<usize> {
+        let name = self.sink_name();
+        // Multipart uploads, by their markers.
+        let markers = upload::list_markers(&self.loc, &name).await?;
+        let (mut completed, mut aborted) = (0usize, 0usize);
+        let mut done = Vec::with_capacity(markers.len());
+        for (marker_path, marker) in markers {
+            let covering = match latest {
+                Some(m) if m.sequence == marker.sequence => Some(m.clone()),
+                Some(m) if marker.sequence < m.sequence => {
+                    manifest::read_if_exists(&self.loc, &name, marker.sequence).await?
+                }
+                _ => None,
+            };
+            let (loc, path) = match (&marker.path, &marker.dead_letter_file) {
+                (Some(p), _) => (self.loc.clone(), self.loc.child(p)),
+                (None, Some(url)) => self.locate_dead_letter(url)?,
+                (None, None) => {
+                    return Err(self.err(
+                        format!("upload marker {marker_path} names no file; it was edited by hand; delete it once no run of the stream is active"),
+                        Retry::Permanent,
+                    ));
+                }
+            };
+            match covering.as_ref().and_then(|m| committed_upload(m, &marker)) {
+                Some((completion, bytes)) => {
+                    upload::complete(&loc, &path, &completion, bytes, &name).await?;
+                    completed += 1;
+                }
+                None => {
+                    upload::abort(&loc, &path, &marker.upload_id, &name).await?;
+                    aborted += 1;
+                }
+            }
+            done.push(marker_path);
+        }
+        upload::delete_all(&self.loc, done, &name).await?;
+        if completed > 0 {
+            tracing::info!(
+                files = completed,
+                "completed the uploads of the last commit, interrupted after its manifest"
+            );
+        }
+        if aborted > 0 {
+            tracing::info!("aborted {aborted} incomplete uploads left by an interrupted run");
+        }
+        // Local staging files: rename those the newest manifest commits, delete the rest.
+        let mut staged = upload::list_staging(&self.loc, &name).await?;
+        let dl_separate = self.dl_loc.display != self.loc.display;
+        let mut dl_staged = if dl_separate {
+            upload::list_staging(&self.dl_loc, &name).await?
+        } else {
+            Vec::new()
+        };
+        let mut renamed = 0usize;
+        if let Some(m) = latest {
+            let mut jobs = Vec::new();
+            for f in &m.files {
+                if let Some(c @ Completion::Rename { from }) = &f.completion {
+                    if take(&mut staged, &self.loc.child(from)) {
+                        jobs.push((
+                            self.loc.clone(),
+                            self.loc.child(&f.path),
+                            c.clone(),
+                            f.bytes,
+                        ));
+                    }
+                }
+            }
+            for d in &m.dead_letter_completions {
+                if let c @ Completion::Rename { from } = &d.completion {
+                    let (loc, path) = self.locate_dead_letter(&d.url)?;
+                    let pending = if loc.display == self.loc.display {
+                        take(&mut staged, &loc.child(from))
+                    } else if loc.display == self.dl_loc.display {
+                        take(&mut dl_staged, &loc.child(from))
+                    } else {
+                        // Written with another sink.deadLetter.url than the one configured now.
+                        self.staged(&loc, from).await?
+                    };
+                    if pending {
+                        jobs.push((loc, path, c.clone(), d.bytes));
+                    }
+                }
+            }
+            renamed = jobs.len();
+            for (loc, path, c, bytes) in jobs {
+                upload::complete(&loc, &path, &c, bytes, &name).await?;
+            }
+        }
+        if renamed > 0 {
+            tracing::info!(
+                files = renamed,
+                "moved the files of the last commit into place, interrupted after its manifest"
+            );
+        }
+        let discarded = staged.len() + dl_staged.len();
+        upload::remove_staging(&self.loc, staged, &name).await?;
+        if dl_separate {
+            upload::remove_staging(&self.dl_loc, dl_staged, &name).await?;
+        }
+        if discarded > 0 {
+            tracing::info!(
+                "deleted {discarded} uncommitted staging files left by an interrupted run"
+            );
+        }
+        Ok(aborted + discarded)
+    }
+
+    /// Whether the staging file `from` of `loc` exists.
+    async fn staged(&self, loc: &Location, from: &str) -> Result<bool> {
+        match loc.store.head(&loc.child(from)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(store_error(
+                &self.sink_name(),
+                format!("cannot check staging file {}", loc.url_of(&loc.child(from))),
+                e,
+            )),
+        }
+    }
+
     /// Delete data and dead-letter files of sequences that never got a manifest (left by a
-    /// crash after the upload and before the manifest), and on a local file system the staging
-    /// files of uploads that never completed.
+    /// crash of a version before manifest format 3, which completed files before writing their
+    /// manifest), and on a local file system the partial files of uploads that never
+    /// completed.
     async fn remove_uncommitted(&self) -> Result<usize> {
         let mut removed = self.remove_uncommitted_in(&self.loc).await?;
         let dl_inside = self
@@ -272,12 +395,14 @@ impl ParquetSink {
         Ok(removed)
     }
 
-    fn file_path(&mut self, partition: &str) -> (String, Path) {
+    /// The next file of this sequence: its relative path and its marker name.
+    fn file_path(&mut self, partition: &str) -> (String, String) {
+        let n = self.files_in_seq;
+        self.files_in_seq += 1;
         let name = format!(
             "part-{}-{:08}-{:04}.parquet",
-            self.file_stem, self.next_seq, self.files_in_seq
+            self.file_stem, self.next_seq, n
         );
-        self.files_in_seq += 1;
         let mut rel = String::new();
         for part in [self.generation.as_str(), partition] {
             if !part.is_empty() {
@@ -286,11 +411,10 @@ impl ParquetSink {
             }
         }
         rel.push_str(&name);
-        let path = self.loc.child(&rel);
-        (rel, path)
+        (rel, format!("{n:04}"))
     }
 
-    fn open_file(&mut self, partition: &str, schema: &SchemaRef) -> Result<OpenFile> {
+    async fn open_file(&mut self, partition: &str, schema: &SchemaRef) -> Result<OpenFile> {
         let props = match &self.props {
             Some(p) => p.clone(),
             None => {
@@ -299,14 +423,23 @@ impl ParquetSink {
                 p
             }
         };
-        let (rel, path) = self.file_path(partition);
-        let upload = BufWriter::with_capacity(
-            self.loc.store.clone(),
-            path,
-            self.config.writer.upload_part_size,
+        let (rel, marker_name) = self.file_path(partition);
+        let (upload, marker) = upload::start(
+            NewUpload {
+                loc: &self.loc,
+                rel: &rel,
+                sequence: self.next_seq,
+                meta: &self.loc,
+                marker_name: &marker_name,
+                marker_file: MarkerFile::Data(rel.clone()),
+                part_size: self.config.writer.upload_part_size,
+                concurrency: self.config.writer.upload_concurrency,
+            },
+            &self.sink_name(),
         )
-        .with_max_concurrency(self.config.writer.upload_concurrency);
-        let writer = AsyncArrowWriter::try_new(Upload(upload), schema.clone(), Some(props))
+        .await?;
+        self.markers.extend(marker);
+        let writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(props))
             .map_err(|e| self.parquet_err(format!("cannot create {rel}"), e))?;
         Ok(OpenFile {
             rel,
@@ -317,23 +450,28 @@ impl ParquetSink {
         })
     }
 
+    /// Finish a file: every part uploaded (or the staging file written), not yet visible.
     async fn close_file(&mut self, mut file: OpenFile) -> Result<()> {
-        file.writer
-            .finish()
-            .await
-            .map_err(|e| self.parquet_err(format!("cannot complete upload of {}", file.rel), e))?;
+        file.writer.finish().await.map_err(|e| {
+            self.parquet_err(format!("cannot finish the upload of {}", file.rel), e)
+        })?;
         let bytes = file.writer.bytes_written() as u64;
+        let completion = file.writer.into_inner().completion();
         self.closed.push(FileEntry {
             path: file.rel,
             partition: file.partition,
             rows: file.rows,
             bytes,
+            completion: Some(completion),
         });
         Ok(())
     }
 
-    /// Close every open file and commit them with the last checkpoint in one manifest entry.
+    /// Close every open file and commit them with the last checkpoint in one manifest entry:
+    /// upload everything, write the manifest (the commit point), then make the files visible
+    /// and delete their upload markers.
     async fn commit_all(&mut self) -> Result<Option<Commit>> {
+        self.finish_unfinished().await?;
         if !self.dirty
             && self.open_files.is_empty()
             && self.closed.is_empty()
@@ -347,7 +485,7 @@ impl ParquetSink {
             self.close_file(file.into_inner()).await?;
         }
         self.set_files_open_gauge();
-        let (dead_letters, dead_letter_files) = self.write_pending_letters().await?;
+        let dead_letter_completion = self.write_pending_letters().await?;
         self.failpoints.reach("after-upload-before-manifest").await;
         let checkpoint = self.last_checkpoint.clone();
         let mut state = self.state.clone();
@@ -358,6 +496,11 @@ impl ParquetSink {
         let files = std::mem::take(&mut self.closed);
         let rows = files.iter().map(|f| f.rows).sum();
         let bytes = files.iter().map(|f| f.bytes).sum();
+        let dead_letters = if dead_letter_completion.is_some() {
+            self.pending_letters.len() as u64
+        } else {
+            0
+        };
         let entry = Manifest {
             version: MANIFEST_VERSION,
             sequence: self.next_seq,
@@ -370,16 +513,27 @@ impl ParquetSink {
             bytes,
             checkpoint: checkpoint.clone(),
             dead_letters,
-            dead_letter_files,
+            dead_letter_files: dead_letter_completion
+                .iter()
+                .map(|d| d.url.clone())
+                .collect(),
+            dead_letter_completions: dead_letter_completion.into_iter().collect(),
             state,
         };
         manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        // Committed: whatever happens next, the state moves on; the files of this entry are
+        // made visible now or, if that fails, before any later manifest (or by recovery).
         self.pending_letters.clear();
-        self.failpoints.reach("after-manifest").await;
-        self.state = entry.state;
+        self.state = entry.state.clone();
         self.next_seq += 1;
         self.files_in_seq = 0;
         self.dirty = false;
+        let markers = std::mem::take(&mut self.markers);
+        self.failpoints.reach("after-manifest").await;
+        if let Err(e) = self.finish_commit(&entry, markers.clone()).await {
+            self.unfinished = Some((entry, markers));
+            return Err(e);
+        }
         metrics::histogram!(m::BATCH_COMMIT_DURATION, self.labels.clone())
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(
@@ -402,11 +556,78 @@ impl ParquetSink {
         }))
     }
 
-    /// Write the pending dead letters as one file of this sequence (deterministic name, so a
-    /// retried commit overwrites it and recovery deletes it when no manifest names it).
-    async fn write_pending_letters(&mut self) -> Result<(u64, Vec<String>)> {
+    /// Make every file of the written manifest `entry` visible, then delete its upload
+    /// `markers` and local staging directory. Harmless to repeat.
+    async fn finish_commit(&self, entry: &Manifest, markers: Vec<Path>) -> Result<()> {
+        let name = self.sink_name();
+        let mut jobs = Vec::new();
+        for f in &entry.files {
+            if let Some(c) = &f.completion {
+                jobs.push((
+                    self.loc.clone(),
+                    self.loc.child(&f.path),
+                    c.clone(),
+                    f.bytes,
+                ));
+            }
+        }
+        for d in &entry.dead_letter_completions {
+            let (loc, path) = self.locate_dead_letter(&d.url)?;
+            jobs.push((loc, path, d.completion.clone(), d.bytes));
+        }
+        futures::stream::iter(jobs)
+            .map(|(loc, path, completion, bytes)| {
+                let name = name.clone();
+                async move { upload::complete(&loc, &path, &completion, bytes, &name).await }
+            })
+            .buffer_unordered(REQUEST_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.failpoints.reach("after-completion").await;
+        upload::delete_all(&self.loc, markers, &name).await?;
+        upload::remove_local_staging_dir(&self.loc, entry.sequence);
+        if !entry.dead_letter_completions.is_empty() {
+            upload::remove_local_staging_dir(&self.dl_loc, entry.sequence);
+        }
+        Ok(())
+    }
+
+    /// Finish a commit whose completion failed earlier in this run, before anything else is
+    /// committed: recovery only rolls the newest manifest forward.
+    async fn finish_unfinished(&mut self) -> Result<()> {
+        if let Some((entry, markers)) = self.unfinished.take() {
+            if let Err(e) = self.finish_commit(&entry, markers.clone()).await {
+                self.unfinished = Some((entry, markers));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The location and path of the dead-letter file `url` (a URL recorded by a manifest or
+    /// an upload marker).
+    fn locate_dead_letter(&self, url: &str) -> Result<(Location, Path)> {
+        let base = format!("{}/", self.dl_loc.display.trim_end_matches('/'));
+        if let Some(rel) = url.strip_prefix(&base) {
+            return Ok((self.dl_loc.clone(), self.dl_loc.child(rel)));
+        }
+        // Written with another sink.deadLetter.url than the one configured now.
+        let (dir, file) = url.rsplit_once('/').ok_or_else(|| {
+            self.err(
+                format!("dead-letter file URL {url:?} in a manifest is not a URL; the manifest was edited by hand"),
+                Retry::Permanent,
+            )
+        })?;
+        let loc = open_location(dir, &self.config.storage_options, "sink.deadLetter.url")?;
+        let path = loc.child(file);
+        Ok((loc, path))
+    }
+
+    /// Upload the pending dead letters as one file of this sequence (invisible until the
+    /// manifest commits it, like the data files).
+    async fn write_pending_letters(&mut self) -> Result<Option<DeadLetterCompletion>> {
         if self.pending_letters.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(None);
         }
         let name = self.sink_name();
         let buf = encode_dead_letters(&self.stream_id, &self.pending_letters, &name)?;
@@ -414,18 +635,40 @@ impl ParquetSink {
             "part-{}-{:08}-dead-letters.parquet",
             self.file_stem, self.next_seq
         );
-        let path = self.dl_loc.child(&file);
-        self.dl_loc
-            .store
-            .put(&path, object_store::PutPayload::from(buf))
-            .await
-            .map_err(|e| store_error(&name, format!("cannot write dead letters to {path}"), e))?;
         let url = format!("{}/{file}", self.dl_loc.display.trim_end_matches('/'));
-        Ok((self.pending_letters.len() as u64, vec![url]))
+        let marker_name = format!("{:04}", self.files_in_seq);
+        self.files_in_seq += 1;
+        let (mut up, marker) = upload::start(
+            NewUpload {
+                loc: &self.dl_loc,
+                rel: &file,
+                sequence: self.next_seq,
+                meta: &self.loc,
+                marker_name: &marker_name,
+                marker_file: MarkerFile::DeadLetter(url.clone()),
+                part_size: self.config.writer.upload_part_size,
+                concurrency: self.config.writer.upload_concurrency,
+            },
+            &name,
+        )
+        .await?;
+        self.markers.extend(marker);
+        let bytes = buf.len() as u64;
+        let written = match up.write(buf).await {
+            Ok(()) => up.complete().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| self.parquet_err(format!("cannot write dead letters to {url}"), e))?;
+        Ok(Some(DeadLetterCompletion {
+            url,
+            bytes,
+            completion: up.completion(),
+        }))
     }
 
     /// Write a manifest entry that only changes the state.
     async fn write_state(&mut self, action: Action, state: State) -> Result<()> {
+        self.finish_unfinished().await?;
         let entry = Manifest {
             version: MANIFEST_VERSION,
             sequence: self.next_seq,
@@ -439,6 +682,7 @@ impl ParquetSink {
             checkpoint: self.last_checkpoint.clone(),
             dead_letters: 0,
             dead_letter_files: Vec::new(),
+            dead_letter_completions: Vec::new(),
             state,
         };
         manifest::write(&self.loc, &self.sink_name(), &entry).await?;
@@ -561,7 +805,7 @@ impl ParquetSink {
         while offset < part.num_rows() {
             let file = match self.open_files.remove(&key) {
                 Some(f) => f.into_inner(),
-                None => self.open_file(&key, &part.schema())?,
+                None => self.open_file(&key, &part.schema()).await?,
             };
             let mut file = file;
             let room = (max_rows - file.rows).min((part.num_rows() - offset) as u64) as usize;
@@ -609,6 +853,34 @@ impl ParquetSink {
     }
 }
 
+/// Remove `path` from `listed`; whether it was there.
+fn take(listed: &mut Vec<Path>, path: &Path) -> bool {
+    match listed.iter().position(|p| p == path) {
+        Some(i) => {
+            listed.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The completion and size of the upload `marker` records, if the manifest `m` commits it.
+fn committed_upload(m: &Manifest, marker: &upload::UploadMarker) -> Option<(Completion, u64)> {
+    let same = |c: &Completion| matches!(c, Completion::Multipart { upload_id, .. } if *upload_id == marker.upload_id);
+    if let Some(p) = &marker.path {
+        return m
+            .files
+            .iter()
+            .find(|f| &f.path == p && f.completion.as_ref().is_some_and(same))
+            .and_then(|f| f.completion.clone().map(|c| (c, f.bytes)));
+    }
+    let url = marker.dead_letter_file.as_ref()?;
+    m.dead_letter_completions
+        .iter()
+        .find(|d| &d.url == url && same(&d.completion))
+        .map(|d| (d.completion.clone(), d.bytes))
+}
+
 fn merge(a: Option<Commit>, b: Option<Commit>) -> Option<Commit> {
     match (a, b) {
         (Some(mut a), Some(b)) => {
@@ -641,16 +913,23 @@ impl Sink for ParquetSink {
         self.pending_letters.clear();
         self.open_files.clear();
         self.closed.clear();
+        self.markers.clear();
+        self.unfinished = None;
         self.files_in_seq = 0;
         self.dirty = false;
         let latest = manifest::latest(&self.loc, &name).await?;
-        let (state, next_seq) = match latest {
-            Some(m) => (m.state, m.sequence + 1),
+        let (state, next_seq) = match &latest {
+            Some(m) => (m.state.clone(), m.sequence + 1),
             None => (State::default(), 0),
         };
         self.state = state;
         self.next_seq = next_seq;
-        let removed = self.remove_uncommitted().await?;
+        let mut removed = self.recover(latest.as_ref()).await?;
+        if latest.as_ref().is_none_or(|m| m.version < 3) {
+            // Written by an older version, which completed files before their manifest: delete
+            // the completed files of commits that never got one.
+            removed += self.remove_uncommitted().await?;
+        }
         if self.config.schema.is_none() {
             self.target = self.state.schema.clone().map(std::sync::Arc::new);
         }
@@ -964,4 +1243,101 @@ fn remove_local_staging(root: &std::path::Path, stem: &str) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod request_counts {
+    //! Object-store requests per commit, counted on the in-memory store.
+
+    use super::*;
+    use crate::parquet::counting::{Counts, counting_location, total};
+    use arcane_core::Position;
+    use arcane_core::testing::GeneratorSource;
+
+    fn checkpoint(rows: u64) -> Checkpoint {
+        Checkpoint::at(Position(serde_json::json!({ "rows": rows })))
+    }
+
+    fn group(from: u64, to: u64) -> Group {
+        Group::new(GeneratorSource::batch(from, to), checkpoint(to))
+    }
+
+    fn sink(config: serde_json::Value, loc: &Location) -> ParquetSink {
+        let config: ParquetSinkConfig = serde_json::from_value(config).expect("config");
+        let mut sink = ParquetSink::new(config).expect("sink");
+        sink.loc = loc.clone();
+        sink.dl_loc = loc.clone();
+        sink
+    }
+
+    fn ctx() -> SinkContext {
+        SinkContext {
+            stream_id: "orders".into(),
+            ..SinkContext::default()
+        }
+    }
+
+    /// Requests of one step, printed for the record.
+    fn step(counts: &Counts, what: &str) -> usize {
+        let c = counts.take();
+        let n = total(&c);
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{what:<44} {n:>3} requests  {c:?}");
+        }
+        n
+    }
+
+    async fn requests_per_commit(multipart: bool) -> Vec<usize> {
+        let (loc, counts) = counting_location("orders", multipart);
+        let config = serde_json::json!({
+            "url": "memory:///orders",
+            "partitionBy": { "eventTime": { "column": "event_time", "format": "hour=%H" } },
+            "writer": { "compression": "uncompressed", "dictionary": false, "rowGroupSize": 20000,
+                        "uploadPartSize": 5 * 1024 * 1024 },
+            "rolling": { "maxRowsPerFile": 1000000 },
+        });
+        let mut out = Vec::new();
+        let mut s = sink(config.clone(), &loc);
+        s.open(&ctx()).await.expect("open");
+        out.push(step(&counts, "open (empty location)"));
+        s.write(group(0, 1000)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 small file"));
+        s.write(group(1000, 3000)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 small file (2nd)"));
+        s.write(group(3600, 3600 * 5)).await.expect("write");
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 4 small files (4 partitions)"));
+        // Hour 06: 3600 rows per hour; one hour of 400 000 rows does not fit, so use many ids of
+        // one hour by writing the same hour's range repeatedly.
+        for _ in 0..100 {
+            s.write(group(3600 * 6, 3600 * 7)).await.expect("write");
+        }
+        s.flush().await.expect("flush").expect("commit");
+        out.push(step(&counts, "commit: 1 file of 360 000 rows (~11 MiB)"));
+        drop(s);
+        let mut s = sink(config, &loc);
+        s.open(&ctx()).await.expect("reopen");
+        out.push(step(&counts, "reopen after a clean stop"));
+        out
+    }
+
+    /// Multipart stores: per file one create, one marker put, its parts and one completion;
+    /// per commit one manifest put and one bulk marker deletion. Opening lists manifests and
+    /// markers (never the whole dataset) and reads the newest manifest.
+    #[tokio::test]
+    async fn object_store_requests_per_commit() {
+        let counts = requests_per_commit(true).await;
+        assert_eq!(counts, [3, 6, 6, 18, 8, 3]);
+    }
+
+    /// Without a multipart API (the local file system, here the memory store without one,
+    /// whose rename is a copy and a delete): per file a staging write and a rename.
+    #[tokio::test]
+    async fn local_requests_per_commit() {
+        let counts = requests_per_commit(false).await;
+        assert_eq!(counts, [4, 4, 4, 13, 8, 4]);
+    }
 }
