@@ -133,3 +133,56 @@ fn the_summary_counts_rows_and_dead_letters() {
     assert_eq!(exit.summary("rowsDeadLettered"), 0);
     assert_eq!(exit.termination["reason"], "finished");
 }
+
+#[test]
+fn a_rerun_of_a_completed_backfill_id_reads_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("out");
+    // Merge: running the same backfill twice would append the history twice.
+    let spec = json!({
+        "source": {"totalRows": 3000},
+        "sink": {"url": sink.to_str().unwrap(), "backfillBehavior": "merge"},
+        "rowsPerGroup": 1000
+    });
+    let args = [
+        "--kind",
+        "generator",
+        "--backfill",
+        "--backfill-id",
+        "history-1",
+    ];
+    let first = Arcane::run(dir.path(), &spec, &args).wait();
+    assert_eq!(first.code, 0, "{:#?}", first.lines);
+    assert_eq!(first.summary("rowsCommitted"), 3000);
+    let again = Arcane::run(dir.path(), &spec, &args).wait();
+    assert_eq!(again.code, 0, "{:#?}", again.lines);
+    assert_eq!(again.summary("rowsIncoming"), 0);
+    assert!(
+        again.termination["message"]
+            .as_str()
+            .unwrap()
+            .contains("already completed"),
+        "{}",
+        again.termination
+    );
+    let rows: usize = read_committed(sink.to_str().unwrap(), &Default::default())
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 3000, "the history must not be appended twice");
+    // A new backfill id is a new backfill.
+    let other = Arcane::run(
+        dir.path(),
+        &spec,
+        &[
+            "--kind",
+            "generator",
+            "--backfill",
+            "--backfill-id",
+            "history-2",
+        ],
+    )
+    .wait();
+    assert_eq!(other.code, 0, "{:#?}", other.lines);
+    assert_eq!(other.summary("rowsCommitted"), 3000);
+}

@@ -184,6 +184,8 @@ pub struct RunSummary {
     pub rows_dead_lettered: u64,
     /// The first reasons records were dead-lettered (`origin locator: reason`).
     pub dead_letter_reasons: Vec<String>,
+    /// The run was a rerun of a backfill that had already completed: nothing was read.
+    pub backfill_already_completed: bool,
     /// Commits made.
     pub commits: u64,
     /// The last committed checkpoint, acked to the source.
@@ -400,6 +402,14 @@ impl Driver<'_> {
             "stream starting"
         );
         self.update(|s| s.resumed_from = resume_from.clone());
+        if self.ctx.backfill && sink.backfill_already_completed() {
+            tracing::info!(
+                backfill_id = self.ctx.backfill_id.as_deref().unwrap_or(""),
+                "the backfill already completed; nothing to read"
+            );
+            self.update(|s| s.backfill_already_completed = true);
+            return Ok(Completion::Finished);
+        }
         let stream = source
             .open(SourceStart {
                 resume_from,

@@ -94,6 +94,14 @@ pub trait Sink: Send + Sync + Debug + 'static {
     fn stores_dead_letters(&self) -> bool {
         false
     }
+
+    /// After [`Sink::open`] in backfill mode: true when this backfill id already completed
+    /// (e.g. its pod was restarted after the backfill finished, before it could exit). The
+    /// graph then reads nothing and finishes at once; running it again would append the
+    /// history twice. Default `false`.
+    fn backfill_already_completed(&self) -> bool {
+        false
+    }
 }
 
 /// A boxed sink is a sink, so builders can choose one at run time.
@@ -125,5 +133,9 @@ impl Sink for Box<dyn Sink> {
 
     fn stores_dead_letters(&self) -> bool {
         (**self).stores_dead_letters()
+    }
+
+    fn backfill_already_completed(&self) -> bool {
+        (**self).backfill_already_completed()
     }
 }

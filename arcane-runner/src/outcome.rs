@@ -261,6 +261,9 @@ pub fn classify(
             ExitCode::Success,
             Reason::Finished,
             match (mode, read_nothing(&summary)) {
+                _ if summary.backfill_already_completed => {
+                    "this backfill had already completed (a rerun of its id); nothing was read or written"
+                }
                 (Mode::Backfill, false) => "backfill finished; everything read was committed",
                 (Mode::Backfill, true) => {
                     "backfill finished; the source had no records, so nothing was written"

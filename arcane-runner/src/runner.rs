@@ -478,6 +478,7 @@ fn finish(
         && s.rows_incoming == 0
         && s.rows_dead_lettered == 0
         && s.resumed_from.is_none()
+        && !s.backfill_already_completed
     {
         tracing::warn!("the source had no records; nothing was written");
     }

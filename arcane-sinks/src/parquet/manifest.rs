@@ -34,6 +34,9 @@ pub(crate) const STAGING_DIR: &str = "_arcane/staging";
 /// they would recover wrongly.
 pub const MANIFEST_VERSION: u32 = 3;
 
+/// How many completed backfill ids the state remembers.
+pub const COMPLETED_BACKFILLS_KEPT: usize = 32;
+
 /// What a manifest entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,6 +140,10 @@ pub struct State {
     /// Replaced generations not yet deleted.
     #[serde(default)]
     pub retired: Vec<RetiredGeneration>,
+    /// Ids of the last completed backfills (newest last, at most
+    /// [`COMPLETED_BACKFILLS_KEPT`]): a rerun of one of them does nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed_backfills: Vec<String>,
     /// The target schema the sink learned from the first batch (Arrow's serde form).
     #[serde(default)]
     pub schema: Option<arrow_schema::Schema>,

@@ -56,6 +56,8 @@ pub struct ParquetSink {
     generation: String,
     /// True when this run is a backfill (checkpoints go to `state.backfill`).
     backfilling: bool,
+    /// This run is a rerun of a backfill that already completed: nothing to do.
+    already_completed: bool,
     opened: bool,
     target: Option<SchemaRef>,
     props: Option<WriterProperties>,
@@ -146,6 +148,7 @@ impl ParquetSink {
             next_seq: 0,
             generation: String::new(),
             backfilling: false,
+            already_completed: false,
             opened: false,
             target,
             props: None,
@@ -941,8 +944,26 @@ impl Sink for ParquetSink {
             }
             Mode::Backfill => {
                 self.backfilling = true;
+                self.already_completed = false;
                 let id = ctx.backfill_id.clone().unwrap_or_else(|| "unnamed".into());
+                let completed_before = ctx.backfill_id.is_some()
+                    && (self.state.completed_backfills.contains(&id)
+                        || self
+                            .state
+                            .backfill
+                            .as_ref()
+                            .is_some_and(|b| b.id == id && b.completed));
                 match self.state.backfill.clone() {
+                    // A rerun of a finished backfill (a pod restarted after the backfill
+                    // completed, before it could exit): running it again would append the
+                    // history twice (merge) or rewrite it (overwrite).
+                    _ if completed_before => {
+                        tracing::info!(backfill_id = %id, generation = %self.state.current_generation, "this backfill already completed; nothing to do");
+                        self.already_completed = true;
+                        self.backfilling = false;
+                        self.generation = self.state.current_generation.clone();
+                        None
+                    }
                     Some(b) if b.id == id && !b.completed => {
                         tracing::info!(backfill_id = %id, generation = %b.generation, "resuming backfill");
                         self.generation = b.generation.clone();
@@ -1143,6 +1164,15 @@ impl Sink for ParquetSink {
             if let Some(b) = state.backfill.as_mut().filter(|b| !b.completed) {
                 b.completed = true;
                 state.stream_checkpoint = b.checkpoint.clone();
+                let id = b.id.clone();
+                if !state.completed_backfills.contains(&id) {
+                    state.completed_backfills.push(id);
+                    let over = state
+                        .completed_backfills
+                        .len()
+                        .saturating_sub(manifest::COMPLETED_BACKFILLS_KEPT);
+                    state.completed_backfills.drain(..over);
+                }
                 if b.behavior == BackfillBehavior::Overwrite
                     && b.generation != state.current_generation
                 {
@@ -1163,6 +1193,10 @@ impl Sink for ParquetSink {
 
     fn stores_dead_letters(&self) -> bool {
         true
+    }
+
+    fn backfill_already_completed(&self) -> bool {
+        self.already_completed
     }
 }
 
