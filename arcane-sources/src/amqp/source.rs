@@ -392,6 +392,13 @@ impl Run {
                             .passive(true)
                             .finish();
                         match channel.queue_declare(declare).await {
+                            Ok(Some((_, 0, _))) if !rx.is_empty() => {
+                                // The broker answers on this channel in order: deliveries it
+                                // pushed before the count (after the last commit's acks freed
+                                // the window) are already here, and are not "ready" any more.
+                                tracing::debug!(source = %self.name, waiting = rx.len(), "backfill: the queue is empty but its last deliveries are not read yet");
+                                last_activity = tokio::time::Instant::now();
+                            }
                             Ok(Some((_, 0, _))) => {
                                 tracing::info!(source = %self.name, ?idle, "backfill: the queue stayed idle and is empty; done");
                                 // Stop deliveries but keep the channel: the last commits still ack.
