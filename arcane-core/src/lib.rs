@@ -46,6 +46,7 @@ pub mod context;
 pub mod dead_letter;
 pub mod env;
 pub mod error;
+pub mod generator;
 pub mod graph;
 pub mod grouped_within;
 pub mod kill_switch;

@@ -195,6 +195,10 @@ async fn maps_after_grouping_may_filter_and_maps_before_must_keep_row_counts() {
 #[tokio::test]
 async fn generator_source_conforms() {
     conformance::source_resumes_exactly(|| Box::new(GeneratorSource::new(1_000, 64))).await;
+    conformance::source_survives_stop_and_abort(|| {
+        Box::new(GeneratorSource::new(2_000, 10).with_pause(Duration::from_millis(1)))
+    })
+    .await;
 }
 
 #[tokio::test]

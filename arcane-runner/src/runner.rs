@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arcane_core::{
-    Completion, DynStreamGraphBuilder, Error as StreamError, ExitCode, RunReport, RunSummary,
-    StreamContext, StreamGraph,
+    Completion, DynStreamGraphBuilder, Error as StreamError, ExitCode, KillSwitch, RunReport,
+    RunSummary, StreamContext, StreamGraph,
 };
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -197,29 +197,11 @@ impl Runner {
             )
         };
 
-        let exporters = match telemetry::install_metrics(
-            settings.metrics_addr.is_some(),
-            settings.dogstatsd_addr.as_deref(),
-        ) {
-            Ok(e) => e,
-            Err(e) => return setup_error(e),
-        };
         let health = Arc::new(Health::default());
-        let _endpoint = match &settings.metrics_addr {
-            None => None,
-            Some(addr) => {
-                match telemetry::serve(addr, exporters.prometheus.clone(), health.clone()).await {
-                    Ok(endpoint) => {
-                        tracing::info!(addr = %endpoint.local_addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
-                        Some(endpoint)
-                    }
-                    Err(e) if !settings.metrics_required => {
-                        tracing::warn!(error = %e.report(), "metrics endpoint not started; the run goes on without /metrics, /healthz and /readyz (set ARCANE_METRICS_ADDR to a free HOST:PORT, or off)");
-                        None
-                    }
-                    Err(e) => return setup_error(e),
-                }
-            }
+        // Both live until the run ends: dropping them stops the exporters and the endpoint.
+        let _telemetry = match start_endpoint(settings, health.clone()).await {
+            Ok(telemetry) => telemetry,
+            Err(e) => return setup_error(e),
         };
         let mut signals = match Signals::new() {
             Ok(s) => s,
@@ -259,60 +241,28 @@ impl Runner {
         health.set_ready(true);
         let reporter =
             progress::Reporter::start(running.progress.clone(), live, settings.progress_interval);
-        let kill_switch = running.kill_switch;
-        let mut handle = running.handle;
-        let mut stop = Stop::default();
-        let mut deadline = pin!(tokio::time::sleep(Duration::MAX));
-        let mut deadline_armed = false;
-        let mut abort_grace = pin!(tokio::time::sleep(Duration::MAX));
-        let mut aborting = false;
-        let report: RunReport = loop {
-            tokio::select! {
-                joined = &mut handle => break match joined {
-                    Ok(report) => report,
-                    Err(e) => RunReport {
-                        summary: RunSummary::default(),
-                        outcome: Err(StreamError::fatal(format!("stream task failed: {e}"))),
-                    },
-                },
-                sig = signals.recv() => {
-                    if stop.signal.is_none() {
-                        stop.signal = Some(sig);
-                        health.set_ready(false);
-                        tracing::info!(signal = sig, drain_timeout = ?settings.drain_timeout, "shutting down: flushing and committing what was read");
-                        kill_switch.shutdown();
-                        deadline.as_mut().reset(tokio::time::Instant::now() + settings.drain_timeout);
-                        deadline_armed = true;
-                    } else if !aborting {
-                        tracing::warn!(signal = sig, "second signal: aborting; uncommitted rows are not acknowledged and will be re-read");
-                        stop.escalation = Some(Escalation::SecondSignal(sig));
-                        kill_switch.abort();
-                        aborting = true;
-                        deadline_armed = false;
-                        abort_grace.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
-                    }
-                }
-                () = &mut deadline, if deadline_armed => {
-                    tracing::warn!(drain_timeout = ?settings.drain_timeout, "drain deadline passed: aborting; uncommitted rows are not acknowledged and will be re-read");
-                    stop.escalation = Some(Escalation::Deadline(settings.drain_timeout));
-                    kill_switch.abort();
-                    aborting = true;
-                    deadline_armed = false;
-                    abort_grace.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
-                }
-                () = &mut abort_grace, if aborting => {
-                    handle.abort();
-                    break RunReport {
-                        summary: RunSummary::default(),
-                        outcome: Err(StreamError::fatal(format!(
-                            "the stream did not stop within {ABORT_GRACE:?} after it was aborted; nothing uncommitted was acknowledged"
-                        ))),
-                    };
-                }
-            }
-        };
+        let (report, stop) = drain(
+            running.handle,
+            running.kill_switch,
+            &mut signals,
+            settings,
+            &health,
+        )
+        .await;
         drop(reporter);
         health.set_ready(false);
+        self.conclude(settings, ctx, report, stop).await
+    }
+
+    /// Classify how the run ended; a schema mismatch (not claimed by the classifier) first
+    /// annotates the Job so the operator backfills the stream.
+    async fn conclude(
+        &self,
+        settings: &Settings,
+        ctx: &StreamContext,
+        report: RunReport,
+        stop: Stop,
+    ) -> Outcome {
         let RunReport { summary, outcome } = report;
         if let Err(e) = &outcome {
             if e.is_schema_mismatch() && self.classifier.as_ref().and_then(|c| c(e)).is_none() {
@@ -350,6 +300,95 @@ impl Runner {
             None,
         )
     }
+}
+
+/// Install the metrics exporters and serve `/metrics`, `/healthz` and `/readyz` when
+/// configured; a port already taken is a WARN unless the settings require the endpoint.
+async fn start_endpoint(
+    settings: &Settings,
+    health: Arc<Health>,
+) -> Result<(telemetry::Exporters, Option<telemetry::Endpoint>), StreamError> {
+    let exporters = telemetry::install_metrics(
+        settings.metrics_addr.is_some(),
+        settings.dogstatsd_addr.as_deref(),
+    )?;
+    let endpoint = match &settings.metrics_addr {
+        None => None,
+        Some(addr) => match telemetry::serve(addr, exporters.prometheus.clone(), health).await {
+            Ok(endpoint) => {
+                tracing::info!(addr = %endpoint.local_addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+                Some(endpoint)
+            }
+            Err(e) if !settings.metrics_required => {
+                tracing::warn!(error = %e.report(), "metrics endpoint not started; the run goes on without /metrics, /healthz and /readyz (set ARCANE_METRICS_ADDR to a free HOST:PORT, or off)");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    Ok((exporters, endpoint))
+}
+
+/// Wait for the stream to end; the first signal drains (flush and commit what was read) within
+/// the drain timeout, a second signal or the deadline aborts.
+async fn drain(
+    mut handle: tokio::task::JoinHandle<RunReport>,
+    kill_switch: KillSwitch,
+    signals: &mut Signals,
+    settings: &Settings,
+    health: &Health,
+) -> (RunReport, Stop) {
+    let mut stop = Stop::default();
+    let mut deadline = pin!(tokio::time::sleep(Duration::MAX));
+    let mut deadline_armed = false;
+    let mut abort_grace = pin!(tokio::time::sleep(Duration::MAX));
+    let mut aborting = false;
+    let report: RunReport = loop {
+        tokio::select! {
+            joined = &mut handle => break match joined {
+                Ok(report) => report,
+                Err(e) => RunReport {
+                    summary: RunSummary::default(),
+                    outcome: Err(StreamError::fatal(format!("stream task failed: {e}"))),
+                },
+            },
+            sig = signals.recv() => {
+                if stop.signal.is_none() {
+                    stop.signal = Some(sig);
+                    health.set_ready(false);
+                    tracing::info!(signal = sig, drain_timeout = ?settings.drain_timeout, "shutting down: flushing and committing what was read");
+                    kill_switch.shutdown();
+                    deadline.as_mut().reset(tokio::time::Instant::now() + settings.drain_timeout);
+                    deadline_armed = true;
+                } else if !aborting {
+                    tracing::warn!(signal = sig, "second signal: aborting; uncommitted rows are not acknowledged and will be re-read");
+                    stop.escalation = Some(Escalation::SecondSignal(sig));
+                    kill_switch.abort();
+                    aborting = true;
+                    deadline_armed = false;
+                    abort_grace.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
+                }
+            }
+            () = &mut deadline, if deadline_armed => {
+                tracing::warn!(drain_timeout = ?settings.drain_timeout, "drain deadline passed: aborting; uncommitted rows are not acknowledged and will be re-read");
+                stop.escalation = Some(Escalation::Deadline(settings.drain_timeout));
+                kill_switch.abort();
+                aborting = true;
+                deadline_armed = false;
+                abort_grace.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
+            }
+            () = &mut abort_grace, if aborting => {
+                handle.abort();
+                break RunReport {
+                    summary: RunSummary::default(),
+                    outcome: Err(StreamError::fatal(format!(
+                        "the stream did not stop within {ABORT_GRACE:?} after it was aborted; nothing uncommitted was acknowledged"
+                    ))),
+                };
+            }
+        }
+    };
+    (report, stop)
 }
 
 /// Build the graph; a panicking builder becomes a FATAL outcome.

@@ -10,6 +10,8 @@
 //! | `broker` (enabled by the broker sources) | [`broker`] | payload decoding, credentials, TLS, reconnect backoff shared by the broker sources |
 //! | `postgres-cdc` | [`postgres_cdc`] | PostgreSQL change data capture: consistent snapshot + `pgoutput` logical decoding |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
+//! | always | [`generator`] | deterministic synthetic rows with exact resume (the `generator` kind) |
+//! | always | [`prelude`] | `use arcane_sources::prelude::*;`: what a source needs (core traits, the runtime, arrow, futures, tracing, serde) |
 //! | always | [`runtime`] | the source runtime every source uses: a background task emitting into an [`Output`](runtime::Output) that skips resumed rows and carries dead letters; [`CursorPollingSource`](runtime::CursorPollingSource) for "read the rows after this cursor" |
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -22,12 +24,14 @@ pub mod blob_landing;
 pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
+pub mod generator;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "postgres-cdc")]
 pub mod postgres_cdc;
+pub mod prelude;
 #[cfg(feature = "rest-api")]
 pub mod rest_api;
 pub mod runtime;

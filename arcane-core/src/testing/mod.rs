@@ -1,15 +1,15 @@
 //! Test support for sources and sinks (feature `testing`).
 //!
-//! * [`GeneratorSource`] — a deterministic synthetic source with exact resume.
+//! * [`GeneratorSource`] — the deterministic synthetic source (the `generator` kind, re-exported
+//!   from [`crate::generator`]) with exact resume.
 //! * [`MemorySink`] — an in-memory sink with a shared [`MemoryStore`] that survives "restarts".
 //! * [`conformance`] — suites every `Source`/`Sink` implementation runs in its tests.
 //! * [`assert_batches_eq!`](crate::assert_batches_eq) — compare batches as pretty-printed tables.
 
 pub mod conformance;
-mod generator;
 mod memory_sink;
 
-pub use generator::{GeneratorPosition, GeneratorSource, generated_row, generator_schema};
+pub use crate::generator::{GeneratorPosition, GeneratorSource, generated_row, generator_schema};
 pub use memory_sink::{MemorySink, MemoryStore, MemoryStoreHandle};
 
 use arrow_array::RecordBatch;

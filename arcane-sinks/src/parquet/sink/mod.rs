@@ -428,8 +428,8 @@ pub(crate) fn sanitize(s: &str) -> String {
 mod request_counts {
     //! Object-store requests per commit, counted on the in-memory store.
 
-    use crate::parquet::counting::{Counts, counting_location, total};
     use super::*;
+    use crate::parquet::counting::{Counts, counting_location, total};
     use arcane_core::Position;
     use arcane_core::testing::GeneratorSource;
 

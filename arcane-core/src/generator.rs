@@ -1,4 +1,5 @@
-//! A deterministic synthetic source.
+//! A deterministic synthetic source: the `generator` kind's source (see
+//! `arcane_sources::generator` for its spec), and the source the graph's own tests run.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
