@@ -89,17 +89,23 @@
 //! the server's position and the slot's committed position) and [`REPLICATION_LAG_SECONDS`]
 //! (age of the last transaction read, 0 when caught up) carry the stream's labels.
 
+mod changes;
+mod client;
 mod config;
 mod pgoutput;
+mod position;
+mod relation;
+mod rows;
+mod slot;
+mod snapshot;
 mod source;
 mod types;
+mod worker;
 
 pub use config::{
     DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_ATTEMPTS, PostgresCdcSourceConfig,
 };
 pub use pgoutput::Lsn;
-pub use source::{
-    PgPosition, PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, Segment,
-    SnapshotProgress, TxProgress,
-};
+pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
+pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};

@@ -1,0 +1,95 @@
+//! Connecting to PostgreSQL and classifying its errors.
+
+use arcane_core::Error;
+use tokio_postgres::{Client, NoTls};
+
+use super::config::Settings;
+
+/// An error inside the worker: from PostgreSQL (maybe transient) or already typed.
+#[derive(Debug)]
+pub(super) enum WorkError {
+    Pg(tokio_postgres::Error),
+    Typed(Error),
+}
+
+impl From<tokio_postgres::Error> for WorkError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WorkError::Pg(e)
+    }
+}
+impl From<Error> for WorkError {
+    fn from(e: Error) -> Self {
+        WorkError::Typed(e)
+    }
+}
+
+impl WorkError {
+    /// The typed error, saying `what` failed.
+    pub(super) fn into_error(self, name: &str, what: &str) -> Error {
+        match self {
+            WorkError::Pg(e) => pg_err(name, what, e),
+            WorkError::Typed(e) => e,
+        }
+    }
+}
+
+pub(super) type WorkResult<T> = std::result::Result<T, WorkError>;
+
+/// Connection lost or server restarting: worth reconnecting.
+pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("57P")
+        }
+        // No SQLSTATE: an I/O or protocol error on the connection.
+        None => true,
+    }
+}
+
+pub(super) fn slot_busy(e: &WorkError) -> bool {
+    matches!(e, WorkError::Pg(pg) if pg.code().map(|c| c.code()) == Some("55006"))
+}
+
+pub(super) async fn connect(
+    settings: &Settings,
+) -> std::result::Result<Client, tokio_postgres::Error> {
+    let (client, connection) = settings.pg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    client
+        .batch_execute(
+            "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
+             SET bytea_output = hex; SET IntervalStyle = postgres",
+        )
+        .await?;
+    Ok(client)
+}
+
+pub(super) fn pg_err(name: &str, what: &str, e: tokio_postgres::Error) -> Error {
+    let message = format!(
+        "{what}: {}",
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    );
+    if is_transient(&e) {
+        Error::source_transient(name, message, e)
+    } else {
+        Error::Source {
+            source_name: name.to_string(),
+            message,
+            retry: arcane_core::Retry::Permanent,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+pub(super) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
