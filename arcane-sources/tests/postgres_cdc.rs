@@ -4,6 +4,9 @@
 //! table, slot and publication and drops them, even when it fails.
 #![cfg(feature = "postgres-cdc")]
 
+#[path = "postgres_cdc/proxy.rs"]
+mod proxy;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use futures::StreamExt;
+use proxy::Proxy;
 use tokio_postgres::{Client, NoTls};
 
 fn conn() -> String {
@@ -80,6 +84,61 @@ impl Drop for Names {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// A proxy in front of the test server, and the connection string that goes through it.
+async fn proxied() -> (Proxy, String) {
+    let cfg: tokio_postgres::Config = conn().parse().unwrap();
+    let host = match &cfg.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("the proxy needs a TCP host, not {other:?}"),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let through = format!(
+        "host=127.0.0.1 port={} user={} dbname={}",
+        proxy.port(),
+        cfg.get_user().unwrap_or("postgres"),
+        cfg.get_dbname().unwrap_or("test")
+    );
+    (proxy, through)
+}
+
+/// Wait up to `within` for `cond`.
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+async fn next_batch(stream: &mut PositionedStream) -> PositionedBatch {
+    tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("no batch within 60 s")
+        .expect("stream ended")
+        .expect("source error")
+}
+
+fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            id.values().to_vec()
+        })
+        .collect();
+    ids.sort();
+    ids
 }
 
 async fn client() -> Client {
@@ -472,4 +531,145 @@ async fn slot_lsn(c: &Client, slot: &str) -> u64 {
         .unwrap()
         .get(0);
     arcane_sources::postgres_cdc::Lsn::parse(&v).unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_stops_the_worker_and_closes_its_connection() {
+    let n = Names::new("drop");
+    let c = client().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 20000) g;",
+        t = n.base
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.batch_rows = 100;
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let first = next_batch(&mut stream).await;
+    let pos: PgPosition = first.position.decode("test").unwrap();
+    assert!(
+        pos.snapshot.is_some(),
+        "the first batch is a snapshot chunk"
+    );
+    // Hold the server's answers and drain what was read: the worker then waits on a query
+    // in the middle of the snapshot.
+    proxy.pause(true);
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        item.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || proxy.open_connections() == 1).await,
+        "the worker holds one connection ({} open)",
+        proxy.open_connections()
+    );
+    drop(stream);
+    assert!(
+        eventually(Duration::from_secs(5), || proxy.open_connections() == 0).await,
+        "the worker's connection is still open 5 s after its stream was dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_dead_lettered_before_a_restart_is_neither_lost_nor_repeated() {
+    let n = Names::new("dlq");
+    let c = client().await;
+    let t = n.base.clone();
+    // 40 rows; 13 and 27 hold a NaN, which a numeric(10,2) column cannot carry.
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, num numeric(10, 2));
+         INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g IN (13, 27) THEN 'NaN'::numeric ELSE g END
+         FROM generate_series(1, 40) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.batch_rows = 10;
+
+    // Run 1: chunks 1-10 and 11-20 (13 dead-lettered); the sink committed the first chunk
+    // and the first 5 rows of the second, then the process died. The dead letter travels
+    // with the second chunk's end, so it was not committed.
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let b1 = next_batch(&mut stream).await;
+    let b2 = next_batch(&mut stream).await;
+    assert_eq!(b2.dead_letters.len(), 1, "row 13 is dead-lettered");
+    drop(stream);
+    let mut kept = vec![b1.batch.clone(), b2.batch.slice(0, 5)];
+    let cp = Checkpoint {
+        position: Some(b1.position.clone()),
+        rows: 5,
+    };
+
+    // Run 2: resume; the rest of the snapshot, then a transaction of 20 rows (43 bad) that
+    // arrives in two batches.
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, Some(cp))).await.unwrap();
+    let mut run2 = Vec::new();
+    read_until(&mut stream, 0, &mut run2).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 43 THEN 'NaN'::numeric ELSE g END
+         FROM generate_series(41, 60) g;"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut run2).await;
+    drop(stream);
+    kept.extend(batches(&run2));
+    let expected: Vec<i64> = (1..=60).filter(|i| ![13, 27, 43].contains(i)).collect();
+    assert_eq!(
+        ids_of(&kept),
+        expected,
+        "rows lost or repeated after the resume"
+    );
+    let letters = locators(&run2);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(
+        letters[..2],
+        ["snapshot primary key 13", "snapshot primary key 27"]
+    );
+    assert!(letters[2].starts_with("change at "), "{letters:?}");
+
+    // Run 3: the sink committed up to the batch before the transaction and the first 5
+    // rows of its first batch (row 43 among the records they span).
+    let first_tx = run2
+        .iter()
+        .position(|b| ids_of(std::slice::from_ref(&b.batch)).contains(&41))
+        .unwrap();
+    assert!(run2[first_tx].dead_letters.len() == 1 && first_tx > 0);
+    let mut kept: Vec<RecordBatch> = run2[..first_tx].iter().map(|b| b.batch.clone()).collect();
+    kept.push(run2[first_tx].batch.slice(0, 5));
+    let cp = Checkpoint {
+        position: Some(run2[first_tx - 1].position.clone()),
+        rows: 5,
+    };
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, Some(cp))).await.unwrap();
+    let mut run3 = Vec::new();
+    read_until(&mut stream, lsn, &mut run3).await;
+    kept.extend(batches(&run3));
+    let tx_ids: Vec<i64> = ids_of(&kept).into_iter().filter(|i| *i > 40).collect();
+    assert_eq!(
+        tx_ids,
+        expected[expected.len() - 19..],
+        "rows of the transaction lost or repeated"
+    );
+    assert_eq!(
+        locators(&run3),
+        letters[2..],
+        "the transaction's dead letter, once"
+    );
+}
+
+fn locators(batches: &[PositionedBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| b.dead_letters.iter().map(|l| l.locator.clone()))
+        .collect()
 }

@@ -12,7 +12,7 @@ use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, TxProgress};
 use super::slot::advance_slot;
 use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
-use super::worker::{Closed, Flow, Worker};
+use super::worker::Worker;
 
 /// Peek every change of the publication up to `$2` without consuming the slot.
 const PEEK: &str = "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
@@ -26,8 +26,6 @@ enum Peeked {
     /// The slot was held by another backend (e.g. the last peek of a process that just
     /// stopped): poll again shortly.
     Busy,
-    /// The stream was dropped.
-    Closed,
     /// Every transaction committed up to the peek's end was read.
     Read(ReadStats),
 }
@@ -43,7 +41,7 @@ struct ReadStats {
 
 impl Worker {
     /// Poll the slot with `pg_logical_slot_peek_binary_changes` until the stream is dropped.
-    pub(super) async fn stream(&mut self, client: &Client) -> WorkResult<Flow> {
+    pub(super) async fn stream(&mut self, client: &Client) -> WorkResult<()> {
         let peek = client.prepare(PEEK).await?;
         loop {
             self.advance_pending(client).await?;
@@ -54,21 +52,15 @@ impl Worker {
                     tokio::time::sleep(SLOT_BUSY_WAIT).await;
                     continue;
                 }
-                Peeked::Closed => return Ok(Err(Closed)),
                 Peeked::Read(stats) => stats,
             };
             self.caught_up(upto, stats.last_commit_ts);
             let rows = self.rows.len();
             if rows > 0 || (self.pos != before && self.sent.as_ref() != Some(&self.pos)) {
-                if let Err(c) = self.send().await {
-                    return Ok(Err(c));
-                }
+                self.send().await?;
             }
             if stats.sent_rows + rows == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.config.poll_interval) => {}
-                    _ = self.tx.closed() => return Ok(Err(Closed)),
-                }
+                tokio::time::sleep(self.settings.config.poll_interval).await;
             }
         }
     }
@@ -151,13 +143,8 @@ impl Worker {
                     format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
                 )
             })?;
-            if self
-                .on_message(client, msg, change_lsn, &mut tx, &mut stats)
-                .await?
-                .is_err()
-            {
-                return Ok(Peeked::Closed);
-            }
+            self.on_message(client, msg, change_lsn, &mut tx, &mut stats)
+                .await?;
         }
         Ok(Peeked::Read(stats))
     }
@@ -170,9 +157,9 @@ impl Worker {
         change_lsn: Lsn,
         tx: &mut Option<CurTx>,
         stats: &mut ReadStats,
-    ) -> WorkResult<Flow> {
+    ) -> WorkResult<()> {
         let oid = self.table.oid;
-        let flow = match msg {
+        match msg {
             Message::Begin {
                 final_lsn,
                 commit_ts_us,
@@ -184,7 +171,7 @@ impl Worker {
             Message::Commit { end_lsn, .. } => self.commit_tx(tx.take(), end_lsn, stats).await,
             Message::Relation { relid, columns, .. } if relid == oid => {
                 if tx.as_ref().is_none_or(|t| !t.skip) {
-                    self.apply_relation(client, &columns).await?;
+                        self.apply_relation(client, &columns).await?;
                 }
                 Ok(())
             }
@@ -203,15 +190,14 @@ impl Worker {
             Message::Truncate { relids }
                 if relids.contains(&oid) && tx.as_ref().is_some_and(|t| !t.skip) =>
             {
-                return Err(Error::SchemaMismatch {
+                Err(Error::SchemaMismatch {
                     location: format!("postgres table {}", self.qualified),
                     message: format!("the table was truncated (at {change_lsn}); backfill the stream to take a new snapshot"),
                 }
-                .into());
+                .into())
             }
             _ => Ok(()),
-        };
-        Ok(flow)
+        }
     }
 
     /// A transaction starts: skip it if the position already covers it, and note how many of
@@ -232,7 +218,12 @@ impl Worker {
     }
 
     /// A transaction ends: the position moves past it; a full batch is sent.
-    async fn commit_tx(&mut self, tx: Option<CurTx>, end_lsn: Lsn, stats: &mut ReadStats) -> Flow {
+    async fn commit_tx(
+        &mut self,
+        tx: Option<CurTx>,
+        end_lsn: Lsn,
+        stats: &mut ReadStats,
+    ) -> WorkResult<()> {
         if let Some(t) = tx.filter(|t| !t.skip) {
             self.pos.lsn = end_lsn;
             self.pos.tx = None;
@@ -267,7 +258,7 @@ impl Worker {
         lsn: Lsn,
         values: &[Value<'_>],
         old: Option<&[Value<'_>]>,
-    ) -> Flow {
+    ) -> WorkResult<()> {
         if t.skip {
             return Ok(());
         }
@@ -282,10 +273,6 @@ impl Worker {
             commit_lsn: t.final_lsn,
             rows: t.count,
         });
-        if self.skip_rows > 0 {
-            self.skip_rows -= 1;
-            return Ok(());
-        }
         let mut texts: Vec<Option<&str>> = vec![None; self.table.columns.len()];
         for (i, v) in values.iter().enumerate() {
             let Some(Some(out)) = self.mapping.get(i) else {

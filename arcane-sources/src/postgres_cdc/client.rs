@@ -1,15 +1,44 @@
 //! Connecting to PostgreSQL and classifying its errors.
 
+use std::ops::Deref;
+
 use arcane_core::Error;
 use tokio_postgres::{Client, NoTls};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::config::Settings;
+use crate::runtime::Closed;
 
-/// An error inside the worker: from PostgreSQL (maybe transient) or already typed.
+/// A client and the task driving its connection: dropping it closes the socket at once, even
+/// with a query in flight (a dropped [`Client`] alone leaves the connection waiting for the
+/// answers to its pending queries).
+#[derive(Debug)]
+pub(super) struct PgConn {
+    client: Client,
+    _connection: AbortOnDropHandle<()>,
+}
+
+impl Deref for PgConn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// An error inside the worker: from PostgreSQL (maybe transient), already typed, or the
+/// stream was dropped.
 #[derive(Debug)]
 pub(super) enum WorkError {
     Pg(tokio_postgres::Error),
     Typed(Error),
+    Closed,
+}
+
+impl From<Closed> for WorkError {
+    fn from(_: Closed) -> Self {
+        WorkError::Closed
+    }
 }
 
 impl From<tokio_postgres::Error> for WorkError {
@@ -29,6 +58,7 @@ impl WorkError {
         match self {
             WorkError::Pg(e) => pg_err(name, what, e),
             WorkError::Typed(e) => e,
+            WorkError::Closed => Error::fatal(format!("source {name}: {what}: {Closed}")),
         }
     }
 }
@@ -54,22 +84,26 @@ pub(super) fn slot_busy(e: &WorkError) -> bool {
     matches!(e, WorkError::Pg(pg) if pg.code().map(|c| c.code()) == Some("55006"))
 }
 
+/// Connect and set the session up for text-format values the row builders parse.
 pub(super) async fn connect(
     settings: &Settings,
-) -> std::result::Result<Client, tokio_postgres::Error> {
+) -> std::result::Result<PgConn, tokio_postgres::Error> {
     let (client, connection) = settings.pg.connect(NoTls).await?;
-    tokio::spawn(async move {
+    let connection = AbortOnDropHandle::new(tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
         }
-    });
+    }));
     client
         .batch_execute(
             "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
              SET bytea_output = hex; SET IntervalStyle = postgres",
         )
         .await?;
-    Ok(client)
+    Ok(PgConn {
+        client,
+        _connection: connection,
+    })
 }
 
 pub(super) fn pg_err(name: &str, what: &str, e: tokio_postgres::Error) -> Error {

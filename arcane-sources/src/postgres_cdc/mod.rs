@@ -43,6 +43,12 @@
 //!   read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
 //!   of the re-read chunk, which is exact unless rows of that key range changed in between;
 //!   `rowsPerGroup` a multiple of `batchRows` keeps group cuts on chunk boundaries.
+//! * **Worker.** The stream is read by a background task started with
+//!   [`spawn_source`](crate::runtime::spawn_source): dropping the stream stops it and closes
+//!   its connection at once (even in the middle of a query), and its output skips the rows a
+//!   resumed checkpoint covers, counting emitted rows only: a row sent to the dead letters
+//!   before a restart does not shift the skip, and its dead letter is emitted again with the
+//!   batch whose end commits it.
 //! * **Backfill mode** takes a fresh slot and snapshot and ends after the snapshot; the
 //!   streaming run resumes from its committed position (the slot's consistent point).
 //!

@@ -73,9 +73,9 @@ impl Worker {
         for new in &columns[self.table.columns.len()..] {
             tracing::info!(source = %self.name, column = %new.name, data_type = %new.data_type, "new column; the output schema widens (nullable)");
         }
-        // Rows of the old shape go out first; a dropped stream is noticed on the next send.
-        if self.rows.len() > 0 && self.send().await.is_err() {
-            tracing::debug!(source = %self.name, "stream dropped during a schema change");
+        // Rows of the old shape go out first.
+        if self.rows.len() > 0 {
+            self.send().await?;
         }
         self.table.columns = columns;
         self.rows = RowsBuilder::new(&self.table.columns);

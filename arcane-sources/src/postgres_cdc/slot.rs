@@ -63,14 +63,14 @@ impl SlotSetup<'_> {
 
     /// Where the stream starts: the resumed position (the slot must still exist), or a fresh
     /// one at a new slot's consistent point (with a snapshot to take) or at an existing slot's
-    /// position. Returns the position and the rows after it to skip.
+    /// position. (The rows after it that the checkpoint covers are skipped by the output.)
     pub(super) async fn start_position(
         &self,
         client: &Client,
         start: &SourceStart,
-    ) -> Result<(PgPosition, u64)> {
+    ) -> Result<PgPosition> {
         let cfg = &self.settings.config;
-        let (resume, rows) = start.resume::<PgPosition>(self.name)?;
+        let (resume, _) = start.resume::<PgPosition>(self.name)?;
         let slot_row = client
             .query_opt(
                 "SELECT confirmed_flush_lsn::text, plugin::text FROM pg_replication_slots \
@@ -91,8 +91,8 @@ impl SlotSetup<'_> {
                     cfg.slot, pos.lsn
                 ),
             )),
-            Some(pos) => Ok((pos, rows)),
-            None => Ok((self.fresh_position(client, slot_lsn, start.mode).await?, 0)),
+            Some(pos) => Ok(pos),
+            None => self.fresh_position(client, slot_lsn, start.mode).await,
         }
     }
 

@@ -6,12 +6,12 @@ use tokio_postgres::{Client, Row, Statement};
 use super::client::{WorkResult, quote_ident};
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
-use super::worker::{Flow, Worker};
+use super::worker::Worker;
 
 impl Worker {
     /// Read the table in primary-key order in one REPEATABLE READ transaction, `batchRows`
     /// rows per chunk, continuing after the last primary key read.
-    pub(super) async fn snapshot(&mut self, client: &Client) -> WorkResult<Flow> {
+    pub(super) async fn snapshot(&mut self, client: &Client) -> WorkResult<()> {
         let Some(pk) = self.table.pk else {
             return Err(Error::source_permanent(
                 &self.name,
@@ -31,16 +31,14 @@ impl Worker {
             if done {
                 self.pos.snapshot = None;
             }
-            if let Err(closed) = self.send().await {
-                return Ok(Err(closed));
-            }
+            self.send().await?;
             if done {
                 break;
             }
         }
         client.batch_execute("COMMIT").await?;
         tracing::info!(source = %self.name, table = %self.qualified, "snapshot finished");
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Open the snapshot's transaction, record its MVCC snapshot as a new segment, and
@@ -84,10 +82,6 @@ impl Worker {
         self.pos.snapshot = Some(SnapshotProgress {
             after_pk: Some(key),
         });
-        if self.skip_rows > 0 {
-            self.skip_rows -= 1;
-            return;
-        }
         let values: Vec<Option<&str>> = (0..self.table.columns.len())
             .map(|i| row.get(i + 1))
             .collect();

@@ -4,16 +4,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arcane_core::{Checkpoint, PositionedStream, Result, Source, SourceStart};
-use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
-use super::client::{WorkError, connect, pg_err, slot_busy};
+use super::client::{PgConn, connect, pg_err, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, table_info};
 use super::slot::{SlotSetup, advance_slot};
-use super::worker::{Worker, tokio_stream_from};
+use super::worker::Worker;
+use crate::runtime::spawn_source;
 
 /// Gauge: bytes of WAL between the server's current position and the slot's committed position.
 pub const REPLICATION_LAG_BYTES: &str = "arcane.source.postgres.replication_lag_bytes";
@@ -33,7 +32,7 @@ pub struct PostgresCdcSource {
     settings: Settings,
     prefix: String,
     shared: Arc<Shared>,
-    ack_client: Option<Client>,
+    ack_client: Option<PgConn>,
 }
 
 impl PostgresCdcSource {
@@ -81,27 +80,29 @@ impl Source for PostgresCdcSource {
             prefix: &self.prefix,
         };
         setup.ensure_publication(&client).await?;
-        let (pos, skip_rows) = setup.start_position(&client, &start).await?;
+        let pos = setup.start_position(&client, &start).await?;
         drop(client);
-        let (tx, rx) = mpsc::channel(2);
-        let worker = Worker {
-            settings: self.settings.clone(),
-            name,
-            qualified: self.qualified(),
-            mode: start.mode,
-            labels: start.labels,
-            dead_letters: Vec::new(),
-            shared: self.shared.clone(),
-            tx,
-            pos,
-            skip_rows,
-            mapping: (0..info.columns.len()).map(Some).collect(),
-            rows: RowsBuilder::new(&info.columns),
-            table: info,
-            sent: None,
-        };
-        tokio::spawn(worker.run());
-        Ok(Box::pin(tokio_stream_from(rx)))
+        let (settings, shared) = (self.settings.clone(), self.shared.clone());
+        let qualified = self.qualified();
+        let (mode, labels) = (start.mode, start.labels.clone());
+        Ok(spawn_source(&name.clone(), &start, 2, move |out| {
+            Worker {
+                settings,
+                name,
+                qualified,
+                mode,
+                labels,
+                dead_letters: Vec::new(),
+                shared,
+                out,
+                pos,
+                mapping: (0..info.columns.len()).map(Some).collect(),
+                rows: RowsBuilder::new(&info.columns),
+                table: info,
+                sent: None,
+            }
+            .run()
+        }))
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -142,10 +143,7 @@ impl Source for PostgresCdcSource {
                     return Ok(());
                 }
                 Err(e) if slot_busy(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(WorkError::Pg(e)) => {
-                    return Err(pg_err(&name, "advancing the replication slot", e));
-                }
-                Err(WorkError::Typed(e)) => return Err(e),
+                Err(e) => return Err(e.into_error(&name, "advancing the replication slot")),
             }
         }
         Ok(())

@@ -1,12 +1,13 @@
 //! The worker behind a [`PostgresCdcSource`](super::PostgresCdcSource)'s stream: the snapshot,
-//! then the change stream, reconnecting after a lost connection.
+//! then the change stream, reconnecting after a lost connection. It runs under
+//! [`spawn_source`](crate::runtime::spawn_source): dropping the stream stops it (and closes its
+//! connection), and its [`Output`] skips the rows a resumed checkpoint covers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arcane_core::metrics::MetricLabels;
-use arcane_core::{DeadLetter, Mode, Position, PositionedBatch, Result};
-use tokio::sync::mpsc;
+use arcane_core::{DeadLetter, Mode, Position, Result};
 use tokio_postgres::Client;
 
 use super::client::{WorkError, WorkResult, connect, is_transient, pg_err, quote_ident};
@@ -14,6 +15,7 @@ use super::config::Settings;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo};
 use super::source::Shared;
+use crate::runtime::Output;
 
 /// The worker behind the stream: snapshot, then the change stream.
 pub(super) struct Worker {
@@ -25,11 +27,10 @@ pub(super) struct Worker {
     /// Rows dead-lettered since the last batch was sent (they travel with its position).
     pub(super) dead_letters: Vec<DeadLetter>,
     pub(super) shared: Arc<Shared>,
-    pub(super) tx: mpsc::Sender<Result<PositionedBatch>>,
+    /// Where batches go.
+    pub(super) out: Output,
     /// Position after the last emitted row.
     pub(super) pos: PgPosition,
-    /// Rows after `pos` to skip (the checkpoint's `rows`).
-    pub(super) skip_rows: u64,
     pub(super) table: TableInfo,
     /// Relation column → output column, from the last Relation message.
     pub(super) mapping: Vec<Option<usize>>,
@@ -38,90 +39,49 @@ pub(super) struct Worker {
     pub(super) sent: Option<PgPosition>,
 }
 
-/// Stop: the stream was dropped.
-pub(super) struct Closed;
-
-/// Go on, or stop because the stream was dropped.
-pub(super) type Flow = std::result::Result<(), Closed>;
-
 impl Worker {
-    pub(super) async fn send(&mut self) -> Flow {
-        let batch = match self.rows.finish() {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = self.tx.send(Err(e)).await;
-                return Err(Closed);
-            }
-        };
-        let position = match Position::encode(&self.pos) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.tx.send(Err(e)).await;
-                return Err(Closed);
-            }
-        };
+    /// Emit the rows collected since the last batch, ending at the current position, with the
+    /// dead letters of the records they consumed.
+    pub(super) async fn send(&mut self) -> WorkResult<()> {
+        let batch = self.rows.finish()?;
+        let position = Position::encode(&self.pos)?;
         self.sent = Some(self.pos.clone());
         let letters = std::mem::take(&mut self.dead_letters);
-        self.tx
-            .send(Ok(
-                PositionedBatch::new(batch, position).with_dead_letters(letters)
-            ))
-            .await
-            .map_err(|_| Closed)
+        self.out.emit(batch, position, letters).await?;
+        Ok(())
     }
 
-    pub(super) async fn run(mut self) {
+    /// Run until the stream is dropped (or, in backfill mode, the snapshot is read).
+    pub(super) async fn run(mut self) -> Result<()> {
         let mut attempts = 0u32;
-        let mut client: Option<Client> = None;
         loop {
-            let result = async {
-                let c = match client.take() {
-                    Some(c) => c,
-                    None => connect(&self.settings).await?,
-                };
-                let r = self.phases(&c).await;
-                client = Some(c);
-                r
-            }
-            .await;
+            let result = match connect(&self.settings).await {
+                Ok(c) => self.phases(&c).await,
+                Err(e) => Err(e.into()),
+            };
             match result {
-                Ok(Ok(())) | Ok(Err(Closed)) => return,
+                Ok(()) | Err(WorkError::Closed) => return Ok(()),
                 Err(WorkError::Pg(e))
                     if is_transient(&e) && attempts < self.settings.config.reconnect_attempts =>
                 {
                     attempts += 1;
-                    client = None;
                     let wait =
                         Duration::from_secs(1 << attempts.min(5)).min(Duration::from_secs(30));
                     tracing::warn!(source = %self.name, error = %e, attempt = attempts, wait = ?wait, "postgres connection lost; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.tx.closed() => return,
-                    }
+                    tokio::time::sleep(wait).await;
                 }
-                Err(WorkError::Pg(e)) => {
-                    let _ = self
-                        .tx
-                        .send(Err(pg_err(&self.name, "reading changes", e)))
-                        .await;
-                    return;
-                }
-                Err(WorkError::Typed(e)) => {
-                    let _ = self.tx.send(Err(e)).await;
-                    return;
-                }
+                Err(WorkError::Pg(e)) => return Err(pg_err(&self.name, "reading changes", e)),
+                Err(e) => return Err(e.into_error(&self.name, "reading changes")),
             }
         }
     }
 
-    async fn phases(&mut self, client: &Client) -> WorkResult<Flow> {
+    async fn phases(&mut self, client: &Client) -> WorkResult<()> {
         if self.pos.snapshot.is_some() {
-            if let Err(closed) = self.snapshot(client).await? {
-                return Ok(Err(closed));
-            }
+            self.snapshot(client).await?;
         }
         if self.mode == Mode::Backfill {
-            return Ok(Ok(()));
+            return Ok(());
         }
         self.stream(client).await
     }
@@ -139,10 +99,4 @@ impl Worker {
         self.dead_letters
             .push(DeadLetter::new(self.qualified.clone(), locator, reason));
     }
-}
-
-pub(super) fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<PositionedBatch>>,
-) -> impl futures::Stream<Item = Result<PositionedBatch>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
