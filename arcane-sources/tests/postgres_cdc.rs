@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arcane_core::{
-    Checkpoint, Error, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
+    Checkpoint, Error, ExitCode, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
 };
 use arcane_sources::postgres_cdc::{PgPosition, PostgresCdcSource, PostgresCdcSourceConfig};
 use arrow_array::cast::AsArray;
@@ -672,4 +672,191 @@ fn locators(batches: &[PositionedBatch]) -> Vec<String> {
         .iter()
         .flat_map(|b| b.dead_letters.iter().map(|l| l.locator.clone()))
         .collect()
+}
+
+/// A retry policy with short delays.
+fn quick_retry(attempts: u32) -> arcane_core::RetryConfig {
+    arcane_core::RetryConfig {
+        max_attempts: attempts,
+        initial_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        jitter: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_retried_and_the_budget_renews_after_progress() {
+    let n = Names::new("lost");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    // One retry per outage: a budget that did not renew would be spent by the second cut.
+    cfg.retry = quick_retry(2);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let accepted = proxy.accepted();
+    for id in 2..6 {
+        proxy.cut();
+        c.batch_execute(&format!("INSERT INTO {t} VALUES ({id}, 'v{id}')"))
+            .await
+            .unwrap();
+        let lsn = current_lsn(&c).await;
+        read_until(&mut stream, lsn, &mut got).await;
+    }
+    assert!(
+        proxy.accepted() >= accepted + 4,
+        "the worker reconnected after each of the 4 cuts"
+    );
+    assert_eq!(replay(&ops(&batches(&got))), table_state(&c, &t).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_restart_after_the_retry_budget() {
+    let n = Names::new("down");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(3);
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+
+    // The server goes away for good: three attempts, then a transient error with the cause.
+    proxy.refuse(true);
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream gave up within 30 s")
+            .expect("the stream ends with an error")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    let report = err.report();
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{report}");
+    assert!(report.contains("gave up after 3 attempts"), "{report}");
+    assert!(
+        report.contains("connecting: "),
+        "the last cause is kept: {report}"
+    );
+    assert_eq!(proxy.accepted() - accepted, 3, "3 connection attempts");
+
+    // Opening against the unreachable server gives up the same way.
+    let err = PostgresCdcSource::new(cfg)
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{}", err.report());
+    assert!(
+        err.report().contains("gave up after 3 attempts"),
+        "{}",
+        err.report()
+    );
+}
+
+/// A role dropped on drop.
+struct Role(String);
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_permission_and_missing_table_errors_are_fatal_at_once() {
+    let n = Names::new("fatal");
+    let c = client().await;
+    let t = n.base.clone();
+    // Retries would take seconds: the errors below must come at once.
+    let patient = arcane_core::RetryConfig {
+        max_attempts: 5,
+        initial_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(2),
+        jitter: false,
+    };
+    let open = |cfg: PostgresCdcSourceConfig| async move {
+        let began = std::time::Instant::now();
+        let err = PostgresCdcSource::new(cfg)
+            .unwrap()
+            .open(start(Mode::Stream, None))
+            .await
+            .err()
+            .expect("open fails");
+        assert!(
+            began.elapsed() < Duration::from_millis(1500),
+            "retried: {}",
+            err.report()
+        );
+        assert_eq!(err.exit_code(), ExitCode::Fatal, "{}", err.report());
+        err.report()
+    };
+
+    // A missing table.
+    let mut cfg = n.config();
+    cfg.retry = patient;
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!("table public.{t} does not exist"))
+            && report.contains("spec.source.table"),
+        "{report}"
+    );
+
+    // An unknown user.
+    c.batch_execute(&format!("CREATE TABLE {t} (id int8 PRIMARY KEY, val text)"))
+        .await
+        .unwrap();
+    let role = Role(format!("{t}_r"));
+    let base: tokio_postgres::Config = conn().parse().unwrap();
+    let host = match &base.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("a TCP host, not {other:?}"),
+    };
+    cfg.connection = format!(
+        "host={host} port={} user={} dbname={}",
+        base.get_ports().first().copied().unwrap_or(5432),
+        role.0,
+        base.get_dbname().unwrap_or("test")
+    );
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!("role \"{}\" does not exist", role.0))
+            && report.contains("check the user in spec.source.connection"),
+        "{report}"
+    );
+
+    // A user without the privileges: the publication cannot be created.
+    c.batch_execute(&format!("CREATE ROLE {} LOGIN", role.0))
+        .await
+        .unwrap();
+    let report = open(cfg).await;
+    assert!(
+        report.contains("creating the publication") && report.contains("GRANT SELECT"),
+        "{report}"
+    );
 }

@@ -65,19 +65,38 @@ impl WorkError {
 
 pub(super) type WorkResult<T> = std::result::Result<T, WorkError>;
 
-/// Connection lost or server restarting: worth reconnecting.
+/// Connection lost or refused, server restarting or out of connections: worth retrying.
 pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.code() {
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("57P")
-        }
+        // connection exception, server shutting down / starting, insufficient resources
+        Some(code) => ["08", "57P", "53"]
+            .iter()
+            .any(|class| code.code().starts_with(class)),
         // No SQLSTATE: an I/O or protocol error on the connection.
         None => true,
     }
+}
+
+/// What to fix, for the errors a retry cannot help with.
+fn remedy(e: &tokio_postgres::Error) -> Option<&'static str> {
+    let code = e.code()?.code();
+    Some(match code {
+        "28000" | "28P01" => {
+            "check the user in spec.source.connection and the password in the variable named by spec.source.passwordEnv (and pg_hba.conf)"
+        }
+        "3D000" => "fix dbname in spec.source.connection",
+        "42501" => {
+            "the user needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) and SELECT on the table (GRANT SELECT ON ... TO ...), or must own the table to create its publication"
+        }
+        "42P01" => "create the table or fix spec.source.table",
+        "55000" => {
+            "logical decoding needs wal_level = logical in postgresql.conf (and a server restart)"
+        }
+        _ => return None,
+    })
 }
 
 pub(super) fn slot_busy(e: &WorkError) -> bool {
@@ -106,12 +125,17 @@ pub(super) async fn connect(
     })
 }
 
+/// A PostgreSQL error as a source error: transient or permanent (see [`is_transient`]), saying
+/// `what` failed and, for a permanent one, what to fix; the PostgreSQL error is its cause.
 pub(super) fn pg_err(name: &str, what: &str, e: tokio_postgres::Error) -> Error {
-    let message = format!(
+    let mut message = format!(
         "{what}: {}",
         e.as_db_error()
             .map_or_else(|| e.to_string(), |d| d.message().to_string())
     );
+    if let Some(remedy) = remedy(&e) {
+        message = format!("{message}; {remedy}");
+    }
     if is_transient(&e) {
         Error::source_transient(name, message, e)
     } else {

@@ -5,7 +5,7 @@
 //!
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
 //! `createSlot`/`createPublication` (default true), `snapshot` (default true), `batchRows`,
-//! `pollInterval`, `reconnectAttempts`, `passwordEnv`. The server needs `wal_level = logical`;
+//! `pollInterval`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
 //!
 //! # How it reads
@@ -90,8 +90,14 @@
 //!
 //! # Connection loss and metrics
 //!
-//! A lost connection is retried `reconnectAttempts` times with exponential backoff (1 s to
-//! 30 s), continuing after the last emitted row. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
+//! Connecting and reading run under the `retry` block ([`RetryConfig`](arcane_core::RetryConfig):
+//! `maxAttempts`, `initialDelay`, `maxDelay`, `jitter`). A transient failure (a lost or refused
+//! connection, a server shutting down or out of connections) is logged at WARN with its cause
+//! and retried with exponential backoff, continuing after the last emitted row; the budget
+//! starts afresh once the stream has emitted something again. When it is spent the stream
+//! fails with a transient error (exit code 2, RESTART) carrying the last cause. Failed
+//! authentication, a missing database or table and missing privileges are not retried: the
+//! error (exit code 1, FATAL) says what to fix. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
 //! the server's position and the slot's committed position) and [`REPLICATION_LAG_SECONDS`]
 //! (age of the last transaction read, 0 when caught up) carry the stream's labels.
 
@@ -108,9 +114,7 @@ mod source;
 mod types;
 mod worker;
 
-pub use config::{
-    DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_ATTEMPTS, PostgresCdcSourceConfig,
-};
+pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};

@@ -3,15 +3,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arcane_core::retry::retry;
 use arcane_core::{Checkpoint, PositionedStream, Result, Source, SourceStart};
 
 use super::client::{PgConn, connect, pg_err, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
-use super::rows::{RowsBuilder, table_info};
+use super::rows::{RowsBuilder, TableInfo, table_info};
 use super::slot::{SlotSetup, advance_slot};
-use super::worker::Worker;
+use super::worker::{Worker, gave_up, is_retryable};
 use crate::runtime::spawn_source;
 
 /// Gauge: bytes of WAL between the server's current position and the slot's committed position.
@@ -54,6 +55,25 @@ impl PostgresCdcSource {
     fn qualified(&self) -> String {
         format!("{}.{}", self.settings.schema, self.settings.table)
     }
+
+    /// Read the table's shape, make sure the publication exists, and find the position to
+    /// start from (creating the slot when starting afresh).
+    async fn prepare(&self, name: &str, start: &SourceStart) -> Result<(TableInfo, PgPosition)> {
+        let client = connect(&self.settings)
+            .await
+            .map_err(|e| pg_err(name, "connecting", e))?;
+        let info = table_info(&client, name, &self.settings.schema, &self.settings.table)
+            .await
+            .map_err(|e| e.into_error(name, "reading the table's columns"))?;
+        let setup = SlotSetup {
+            settings: &self.settings,
+            name,
+            prefix: &self.prefix,
+        };
+        setup.ensure_publication(&client).await?;
+        let pos = setup.start_position(&client, start).await?;
+        Ok((info, pos))
+    }
 }
 
 #[async_trait::async_trait]
@@ -68,20 +88,16 @@ impl Source for PostgresCdcSource {
 
     async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
         let name = self.name();
-        let client = connect(&self.settings)
-            .await
-            .map_err(|e| pg_err(&name, "connecting", e))?;
-        let info = table_info(&client, &name, &self.settings.schema, &self.settings.table)
-            .await
-            .map_err(|e| e.into_error(&name, "reading the table's columns"))?;
-        let setup = SlotSetup {
-            settings: &self.settings,
-            name: &name,
-            prefix: &self.prefix,
-        };
-        setup.ensure_publication(&client).await?;
-        let pos = setup.start_position(&client, &start).await?;
-        drop(client);
+        let this = &*self;
+        let (info, pos) = retry(
+            &self.settings.config.retry,
+            "connecting to PostgreSQL",
+            || this.prepare(&name, &start),
+            is_retryable,
+            None,
+        )
+        .await
+        .map_err(|exhausted| gave_up(&name, exhausted))?;
         let (settings, shared) = (self.settings.clone(), self.shared.clone());
         let qualified = self.qualified();
         let (mode, labels) = (start.mode, start.labels.clone());
@@ -100,6 +116,7 @@ impl Source for PostgresCdcSource {
                 rows: RowsBuilder::new(&info.columns),
                 table: info,
                 sent: None,
+                emitted: 0,
             }
             .run()
         }))

@@ -4,13 +4,14 @@
 //! connection), and its [`Output`] skips the rows a resumed checkpoint covers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use arcane_core::error::Report;
 use arcane_core::metrics::MetricLabels;
-use arcane_core::{DeadLetter, Mode, Position, Result};
+use arcane_core::retry::{Exhausted, retry};
+use arcane_core::{DeadLetter, Error, Mode, Position, Result, Retry};
 use tokio_postgres::Client;
 
-use super::client::{WorkError, WorkResult, connect, is_transient, pg_err, quote_ident};
+use super::client::{WorkError, WorkResult, connect, pg_err, quote_ident};
 use super::config::Settings;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo};
@@ -37,6 +38,45 @@ pub(super) struct Worker {
     pub(super) rows: RowsBuilder,
     /// The position last sent downstream.
     pub(super) sent: Option<PgPosition>,
+    /// Batches emitted so far (progress, which renews the retry budget).
+    pub(super) emitted: u64,
+}
+
+/// How an attempt ended without an error the retry policy counts.
+enum Attempt {
+    /// The stream was dropped, or the backfill is done.
+    Done,
+    /// The connection failed transiently after the attempt made progress.
+    Lost(Error),
+}
+
+/// Whether a retry may help.
+pub(super) fn is_retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Source {
+            retry: Retry::Transient,
+            ..
+        }
+    )
+}
+
+/// The error once the retry budget is spent: transient (RESTART), with the last error as its
+/// cause; a permanent error is returned as it is (FATAL).
+pub(super) fn gave_up(name: &str, exhausted: Exhausted<Error>) -> Error {
+    if !exhausted.transient {
+        return exhausted.error;
+    }
+    Error::Source {
+        source_name: name.to_string(),
+        message: format!(
+            "gave up after {} attempts in {:.1}s (spec.source.retry); nothing after the last commit was acknowledged, so the restarted stream resumes from there",
+            exhausted.attempts,
+            exhausted.elapsed.as_secs_f64()
+        ),
+        retry: Retry::Transient,
+        source: Some(Box::new(exhausted.error)),
+    }
 }
 
 impl Worker {
@@ -48,30 +88,55 @@ impl Worker {
         self.sent = Some(self.pos.clone());
         let letters = std::mem::take(&mut self.dead_letters);
         self.out.emit(batch, position, letters).await?;
+        self.emitted += 1;
         Ok(())
     }
 
     /// Run until the stream is dropped (or, in backfill mode, the snapshot is read).
-    pub(super) async fn run(mut self) -> Result<()> {
-        let mut attempts = 0u32;
+    ///
+    /// Each connection is an attempt under the spec's `retry` policy: a transient failure
+    /// (lost connection, server restarting, refused connection) is logged at WARN and retried
+    /// with backoff; a permanent one (authentication, permissions, a missing table) ends the
+    /// stream at once. The attempt budget starts afresh once an attempt has emitted something,
+    /// so a stream that keeps making progress survives any number of separate outages.
+    pub(super) async fn run(self) -> Result<()> {
+        let policy = self.settings.config.retry;
+        let name = self.name.clone();
+        let worker = &tokio::sync::Mutex::new(self);
         loop {
-            let result = match connect(&self.settings).await {
-                Ok(c) => self.phases(&c).await,
-                Err(e) => Err(e.into()),
-            };
-            match result {
-                Ok(()) | Err(WorkError::Closed) => return Ok(()),
-                Err(WorkError::Pg(e))
-                    if is_transient(&e) && attempts < self.settings.config.reconnect_attempts =>
-                {
-                    attempts += 1;
-                    let wait =
-                        Duration::from_secs(1 << attempts.min(5)).min(Duration::from_secs(30));
-                    tracing::warn!(source = %self.name, error = %e, attempt = attempts, wait = ?wait, "postgres connection lost; reconnecting");
-                    tokio::time::sleep(wait).await;
+            let attempt = || async move { worker.lock().await.attempt().await };
+            match retry(&policy, "reading PostgreSQL", attempt, is_retryable, None).await {
+                Ok(Attempt::Done) => return Ok(()),
+                Ok(Attempt::Lost(e)) => {
+                    tracing::warn!(source = %name, error = %Report(&e), "connection lost after progress; reconnecting with a fresh retry budget");
                 }
-                Err(WorkError::Pg(e)) => return Err(pg_err(&self.name, "reading changes", e)),
-                Err(e) => return Err(e.into_error(&self.name, "reading changes")),
+                Err(exhausted) => return Err(gave_up(&name, exhausted)),
+            }
+        }
+    }
+
+    /// One connection's worth of work: connect, then the snapshot and the change stream.
+    async fn attempt(&mut self) -> Result<Attempt> {
+        let emitted = self.emitted;
+        let conn = connect(&self.settings)
+            .await
+            .map_err(|e| pg_err(&self.name, "connecting", e))?;
+        let what = |w: &Self| {
+            if w.pos.snapshot.is_some() {
+                "reading the snapshot"
+            } else {
+                "reading changes"
+            }
+        };
+        match self.phases(&conn).await {
+            Ok(()) | Err(WorkError::Closed) => Ok(Attempt::Done),
+            Err(e) => {
+                let e = e.into_error(&self.name, what(self));
+                if self.emitted > emitted && is_retryable(&e) {
+                    Ok(Attempt::Lost(e))
+                } else {
+                    Err(e)
+                }
             }
         }
     }
