@@ -11,7 +11,7 @@ use super::pgoutput::Lsn;
 pub struct PgPosition {
     /// Every transaction whose commit ends at or before this LSN is included.
     pub lsn: Lsn,
-    /// The first `rows` emitted rows of the transaction committing at `commitLsn` are included
+    /// The first `rows` changes of the transaction committing at `commitLsn` are included
     /// too (a transaction larger than `batchRows` is split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<TxProgress>,
@@ -30,7 +30,9 @@ pub struct PgPosition {
 pub struct TxProgress {
     /// The transaction's commit LSN.
     pub commit_lsn: Lsn,
-    /// Rows of it already included.
+    /// Changes of it of the captured table already included: emitted rows and dead letters
+    /// alike (the rows a checkpoint covers beyond the position are counted by the output,
+    /// which counts emitted rows only).
     pub rows: u64,
 }
 
