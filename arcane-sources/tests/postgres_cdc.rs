@@ -785,6 +785,53 @@ async fn an_unreachable_server_is_a_restart_after_the_retry_budget() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_retries_connecting_to_advance_the_slot() {
+    let n = Names::new("ack");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(6);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (2, 'b')"))
+        .await
+        .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    // The server refuses new connections for a moment while the sink's commit is acked.
+    proxy.refuse(true);
+    let accepted = proxy.accepted();
+    let checkpoint = Checkpoint::at(got.last().unwrap().position.clone());
+    let (committed, ()) = tokio::join!(source.commit(&checkpoint), async {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        proxy.refuse(false);
+    });
+    committed.unwrap();
+    assert!(
+        proxy.accepted() - accepted >= 2,
+        "a refused attempt, then a connection"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot_lsn(&c, &n.base).await < lsn {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was not advanced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+}
+
 /// A role dropped on drop.
 struct Role(String);
 

@@ -134,11 +134,21 @@ impl Source for PostgresCdcSource {
             *p = Some(p.map_or(pos.lsn, |old| old.max(pos.lsn)));
         }
         if self.ack_client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.ack_client = Some(
-                connect(&self.settings)
-                    .await
-                    .map_err(|e| pg_err(&name, "connecting to advance the slot", e))?,
-            );
+            let settings = &self.settings;
+            let conn = retry(
+                &settings.config.retry,
+                "connecting to PostgreSQL to advance the slot",
+                || async {
+                    connect(settings)
+                        .await
+                        .map_err(|e| pg_err(&name, "connecting to advance the slot", e))
+                },
+                is_retryable,
+                None,
+            )
+            .await
+            .map_err(|exhausted| gave_up(&name, exhausted))?;
+            self.ack_client = Some(conn);
         }
         let Some(client) = self.ack_client.as_ref() else {
             return Ok(());
