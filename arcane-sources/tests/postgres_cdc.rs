@@ -786,6 +786,40 @@ async fn an_unreachable_server_is_a_restart_after_the_retry_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_attempt_disables_retries_even_after_progress() {
+    let n = Names::new("once");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(1);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream ended within 30 s")
+            .expect("the stream ends with an error")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{}", err.report());
+    assert_eq!(proxy.accepted(), accepted, "no reconnection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_retries_connecting_to_advance_the_slot() {
     let n = Names::new("ack");
     let c = client().await;

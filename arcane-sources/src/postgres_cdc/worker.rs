@@ -107,6 +107,8 @@ impl Worker {
             let attempt = || async move { worker.lock().await.attempt().await };
             match retry(&policy, "reading PostgreSQL", attempt, is_retryable, None).await {
                 Ok(Attempt::Done) => return Ok(()),
+                // `maxAttempts: 1` disables retries, progress or not.
+                Ok(Attempt::Lost(e)) if policy.max_attempts <= 1 => return Err(e),
                 Ok(Attempt::Lost(e)) => {
                     tracing::warn!(source = %name, error = %Report(&e), "connection lost after progress; reconnecting with a fresh retry budget");
                 }
