@@ -104,7 +104,7 @@ fn spec(table: &str, sink_url: &str) -> Value {
                 "publication": table,
                 "batchRows": 200,
                 "pollInterval": "100ms",
-                "reconnectAttempts": 3
+                "retry": {"maxAttempts": 3}
             },
             "sink": {
                 "url": sink_url,
@@ -432,4 +432,80 @@ fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
         row.remove("note");
     }
     assert_eq!(replayed, expected);
+}
+
+/// A port nobody listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn an_unreachable_server_exits_2_after_logging_every_retry() {
+    let n = Names::new("down");
+    let t = n.base.clone();
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec(&t, &sink_url);
+    spec["spec"]["source"]["connection"] = json!(format!(
+        "host=127.0.0.1 port={} user=postgres dbname=test",
+        closed_port()
+    ));
+    spec["spec"]["source"]["retry"] =
+        json!({"maxAttempts": 3, "initialDelay": "50ms", "maxDelay": "100ms"});
+    let exit = Arcane::run(work.path(), &spec, &[]).wait();
+    assert_eq!(exit.code, 2, "{:#?}", exit.lines);
+    let retries: Vec<Value> = exit
+        .logs()
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" && l.to_string().contains("retrying"))
+        .collect();
+    assert_eq!(
+        retries.len(),
+        2,
+        "3 attempts, 2 retries logged: {:#?}",
+        exit.lines
+    );
+    for line in &retries {
+        assert!(
+            line.to_string()
+                .to_lowercase()
+                .contains("connection refused"),
+            "each retry says why: {line}"
+        );
+    }
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("gave up after 3 attempts")
+            && message.to_lowercase().contains("connection refused"),
+        "{}",
+        exit.termination
+    );
+}
+
+#[test]
+fn an_unknown_user_exits_1_at_once_saying_what_to_fix() {
+    let n = Names::new("auth");
+    let t = n.base.clone();
+    runtime().block_on(async { create_table(&client().await, &t, 1).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec(&t, &sink_url);
+    let user = format!("{t}_nobody");
+    spec["spec"]["source"]["connection"] = json!(format!(
+        "{} user={user}",
+        conn().replace("user=postgres", "")
+    ));
+    spec["spec"]["source"]["retry"] = json!({"maxAttempts": 5, "initialDelay": "5s"});
+    let began = std::time::Instant::now();
+    let exit = Arcane::run(work.path(), &spec, &[]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    assert!(began.elapsed() < Duration::from_secs(5), "retried");
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("role \"{user}\" does not exist"))
+            && message.contains("spec.source.connection"),
+        "{}",
+        exit.termination
+    );
 }

@@ -26,6 +26,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
@@ -196,9 +197,10 @@ where
     E: std::error::Error + 'static,
 {
     let started = tokio::time::Instant::now();
-    let attempts = std::cell::Cell::new(0u32);
+    // Atomic rather than a Cell so that the future is Send (sources retry in spawned tasks).
+    let attempts = AtomicU32::new(0);
     let result = (|| {
-        attempts.set(attempts.get() + 1);
+        attempts.fetch_add(1, Ordering::Relaxed);
         op()
     })
     .retry(policy.backoff())
@@ -210,7 +212,7 @@ where
     })
     .notify(|e, delay| {
         tracing::warn!(
-            attempt = attempts.get(),
+            attempt = attempts.load(Ordering::Relaxed),
             max_attempts = policy.max_attempts,
             next_delay = ?delay,
             error = %Report(e),
@@ -222,7 +224,7 @@ where
         let transient = is_transient(&error);
         Exhausted {
             error,
-            attempts: attempts.get(),
+            attempts: attempts.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
             transient,
         }
@@ -305,6 +307,15 @@ mod tests {
         .unwrap_err();
         assert_eq!((calls, err.attempts, err.transient), (1, 1, false));
         assert_eq!(err.to_string(), "403 forbidden");
+    }
+
+    #[tokio::test]
+    async fn a_retry_can_run_in_a_spawned_task() {
+        let p = RetryConfig::never();
+        let task = tokio::spawn(async move {
+            retry(&p, "op", || async { Ok::<_, Flaky>(1) }, |_| true, None).await
+        });
+        assert_eq!(task.await.unwrap().unwrap(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,18 +4,22 @@
 //! table, slot and publication and drops them, even when it fails.
 #![cfg(feature = "postgres-cdc")]
 
+#[path = "postgres_cdc/proxy.rs"]
+mod proxy;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arcane_core::{
-    Checkpoint, Error, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
+    Checkpoint, Error, ExitCode, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
 };
 use arcane_sources::postgres_cdc::{PgPosition, PostgresCdcSource, PostgresCdcSourceConfig};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use futures::StreamExt;
+use proxy::Proxy;
 use tokio_postgres::{Client, NoTls};
 
 fn conn() -> String {
@@ -80,6 +84,61 @@ impl Drop for Names {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// A proxy in front of the test server, and the connection string that goes through it.
+async fn proxied() -> (Proxy, String) {
+    let cfg: tokio_postgres::Config = conn().parse().unwrap();
+    let host = match &cfg.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("the proxy needs a TCP host, not {other:?}"),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let through = format!(
+        "host=127.0.0.1 port={} user={} dbname={}",
+        proxy.port(),
+        cfg.get_user().unwrap_or("postgres"),
+        cfg.get_dbname().unwrap_or("test")
+    );
+    (proxy, through)
+}
+
+/// Wait up to `within` for `cond`.
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+async fn next_batch(stream: &mut PositionedStream) -> PositionedBatch {
+    tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("no batch within 60 s")
+        .expect("stream ended")
+        .expect("source error")
+}
+
+fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            id.values().to_vec()
+        })
+        .collect();
+    ids.sort();
+    ids
 }
 
 async fn client() -> Client {
@@ -254,12 +313,21 @@ async fn every_type_and_operation_arrives_in_commit_order() {
     assert!(xid.is_null(0) && !xid.is_null(1));
     assert_eq!(xid.value(2), xid.value(3));
     assert_ne!(xid.value(1), xid.value(2));
-    // Committing advances the slot; nothing was consumed before.
+    // Committing advances the slot; nothing was consumed before. (While the worker's peek
+    // holds the slot, commit leaves the advance to the worker's next poll: under load, when
+    // peeks are slow, that can come a little later.)
     let before = slot_lsn(&c, &n.base).await;
     assert!(before < lsn);
     let last = got.last().unwrap().position.clone();
     source.commit(&Checkpoint::at(last)).await.unwrap();
-    assert!(slot_lsn(&c, &n.base).await >= lsn);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot_lsn(&c, &n.base).await < lsn {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was not advanced to the committed position"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(stream);
 }
 
@@ -472,4 +540,602 @@ async fn slot_lsn(c: &Client, slot: &str) -> u64 {
         .unwrap()
         .get(0);
     arcane_sources::postgres_cdc::Lsn::parse(&v).unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_stops_the_worker_and_closes_its_connection() {
+    let n = Names::new("drop");
+    let c = client().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 20000) g;",
+        t = n.base
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.batch_rows = 100;
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let first = next_batch(&mut stream).await;
+    let pos: PgPosition = first.position.decode("test").unwrap();
+    assert!(
+        pos.snapshot.is_some(),
+        "the first batch is a snapshot chunk"
+    );
+    // Hold the server's answers and drain what was read: the worker then waits on a query
+    // in the middle of the snapshot.
+    proxy.pause(true);
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        item.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || proxy.open_connections() == 1).await,
+        "the worker holds one connection ({} open)",
+        proxy.open_connections()
+    );
+    drop(stream);
+    assert!(
+        eventually(Duration::from_secs(5), || proxy.open_connections() == 0).await,
+        "the worker's connection is still open 5 s after its stream was dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_dead_lettered_before_a_restart_is_neither_lost_nor_repeated() {
+    let n = Names::new("dlq");
+    let c = client().await;
+    let t = n.base.clone();
+    // 40 rows; 13 and 27 hold a NaN, which a numeric(10,2) column cannot carry.
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, num numeric(10, 2));
+         INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g IN (13, 27) THEN 'NaN'::numeric ELSE g END
+         FROM generate_series(1, 40) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.batch_rows = 10;
+
+    // Run 1: chunks 1-10 and 11-20 (13 dead-lettered); the sink committed the first chunk
+    // and the first 5 rows of the second, then the process died. The dead letter travels
+    // with the second chunk's end, so it was not committed.
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let b1 = next_batch(&mut stream).await;
+    let b2 = next_batch(&mut stream).await;
+    assert_eq!(b2.dead_letters.len(), 1, "row 13 is dead-lettered");
+    drop(stream);
+    let mut kept = vec![b1.batch.clone(), b2.batch.slice(0, 5)];
+    let cp = Checkpoint {
+        position: Some(b1.position.clone()),
+        rows: 5,
+    };
+
+    // Run 2: resume; the rest of the snapshot, then a transaction of 20 rows (43 bad) that
+    // arrives in two batches.
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, Some(cp))).await.unwrap();
+    let mut run2 = Vec::new();
+    read_until(&mut stream, 0, &mut run2).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 43 THEN 'NaN'::numeric ELSE g END
+         FROM generate_series(41, 60) g;"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut run2).await;
+    drop(stream);
+    kept.extend(batches(&run2));
+    let expected: Vec<i64> = (1..=60).filter(|i| ![13, 27, 43].contains(i)).collect();
+    assert_eq!(
+        ids_of(&kept),
+        expected,
+        "rows lost or repeated after the resume"
+    );
+    let letters = locators(&run2);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(
+        letters[..2],
+        ["snapshot primary key 13", "snapshot primary key 27"]
+    );
+    assert!(letters[2].starts_with("change at "), "{letters:?}");
+
+    // Run 3: the sink committed up to the batch before the transaction and the first 5
+    // rows of its first batch (row 43 among the records they span).
+    let first_tx = run2
+        .iter()
+        .position(|b| ids_of(std::slice::from_ref(&b.batch)).contains(&41))
+        .unwrap();
+    assert!(run2[first_tx].dead_letters.len() == 1 && first_tx > 0);
+    let mut kept: Vec<RecordBatch> = run2[..first_tx].iter().map(|b| b.batch.clone()).collect();
+    kept.push(run2[first_tx].batch.slice(0, 5));
+    let cp = Checkpoint {
+        position: Some(run2[first_tx - 1].position.clone()),
+        rows: 5,
+    };
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, Some(cp))).await.unwrap();
+    let mut run3 = Vec::new();
+    read_until(&mut stream, lsn, &mut run3).await;
+    kept.extend(batches(&run3));
+    let tx_ids: Vec<i64> = ids_of(&kept).into_iter().filter(|i| *i > 40).collect();
+    assert_eq!(
+        tx_ids,
+        expected[expected.len() - 19..],
+        "rows of the transaction lost or repeated"
+    );
+    assert_eq!(
+        locators(&run3),
+        letters[2..],
+        "the transaction's dead letter, once"
+    );
+}
+
+fn locators(batches: &[PositionedBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| b.dead_letters.iter().map(|l| l.locator.clone()))
+        .collect()
+}
+
+/// A retry policy with short delays.
+fn quick_retry(attempts: u32) -> arcane_core::RetryConfig {
+    arcane_core::RetryConfig {
+        max_attempts: attempts,
+        initial_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        jitter: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_retried_and_the_budget_renews_after_progress() {
+    let n = Names::new("lost");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    // One retry per outage: a budget that did not renew would be spent by the second cut.
+    cfg.retry = quick_retry(2);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let accepted = proxy.accepted();
+    for id in 2..6 {
+        proxy.cut();
+        c.batch_execute(&format!("INSERT INTO {t} VALUES ({id}, 'v{id}')"))
+            .await
+            .unwrap();
+        let lsn = current_lsn(&c).await;
+        read_until(&mut stream, lsn, &mut got).await;
+    }
+    assert!(
+        proxy.accepted() >= accepted + 4,
+        "the worker reconnected after each of the 4 cuts"
+    );
+    assert_eq!(replay(&ops(&batches(&got))), table_state(&c, &t).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_restart_after_the_retry_budget() {
+    let n = Names::new("down");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(3);
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+
+    // The server goes away for good: three attempts, then a transient error with the cause.
+    proxy.refuse(true);
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream gave up within 30 s")
+            .expect("the stream ends with an error")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    let report = err.report();
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{report}");
+    assert!(report.contains("gave up after 3 attempts"), "{report}");
+    assert!(
+        report.contains("connecting: "),
+        "the last cause is kept: {report}"
+    );
+    assert_eq!(proxy.accepted() - accepted, 3, "3 connection attempts");
+
+    // Opening against the unreachable server gives up the same way.
+    let err = PostgresCdcSource::new(cfg)
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{}", err.report());
+    assert!(
+        err.report().contains("gave up after 3 attempts"),
+        "{}",
+        err.report()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_attempt_disables_retries_even_after_progress() {
+    let n = Names::new("once");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(1);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream ended within 30 s")
+            .expect("the stream ends with an error")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{}", err.report());
+    assert_eq!(proxy.accepted(), accepted, "no reconnection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_retries_connecting_to_advance_the_slot() {
+    let n = Names::new("ack");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.retry = quick_retry(6);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (2, 'b')"))
+        .await
+        .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    // The server refuses new connections for a moment while the sink's commit is acked.
+    proxy.refuse(true);
+    let accepted = proxy.accepted();
+    let checkpoint = Checkpoint::at(got.last().unwrap().position.clone());
+    let (committed, ()) = tokio::join!(source.commit(&checkpoint), async {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        proxy.refuse(false);
+    });
+    committed.unwrap();
+    assert!(
+        proxy.accepted() - accepted >= 2,
+        "a refused attempt, then a connection"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot_lsn(&c, &n.base).await < lsn {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was not advanced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+}
+
+/// A role dropped on drop.
+struct Role(String);
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_permission_and_missing_table_errors_are_fatal_at_once() {
+    let n = Names::new("fatal");
+    let c = client().await;
+    let t = n.base.clone();
+    // Retries would take seconds: the errors below must come at once.
+    let patient = arcane_core::RetryConfig {
+        max_attempts: 5,
+        initial_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(2),
+        jitter: false,
+    };
+    let open = |cfg: PostgresCdcSourceConfig| async move {
+        let began = std::time::Instant::now();
+        let err = PostgresCdcSource::new(cfg)
+            .unwrap()
+            .open(start(Mode::Stream, None))
+            .await
+            .err()
+            .expect("open fails");
+        assert!(
+            began.elapsed() < Duration::from_millis(1500),
+            "retried: {}",
+            err.report()
+        );
+        assert_eq!(err.exit_code(), ExitCode::Fatal, "{}", err.report());
+        err.report()
+    };
+
+    // A missing table.
+    let mut cfg = n.config();
+    cfg.retry = patient;
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!("table public.{t} does not exist"))
+            && report.contains("spec.source.table"),
+        "{report}"
+    );
+
+    // An unknown user.
+    c.batch_execute(&format!("CREATE TABLE {t} (id int8 PRIMARY KEY, val text)"))
+        .await
+        .unwrap();
+    let role = Role(format!("{t}_r"));
+    let base: tokio_postgres::Config = conn().parse().unwrap();
+    let host = match &base.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("a TCP host, not {other:?}"),
+    };
+    cfg.connection = format!(
+        "host={host} port={} user={} dbname={}",
+        base.get_ports().first().copied().unwrap_or(5432),
+        role.0,
+        base.get_dbname().unwrap_or("test")
+    );
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!("role \"{}\" does not exist", role.0))
+            && report.contains("check the user in spec.source.connection"),
+        "{report}"
+    );
+
+    // A user without the privileges: the publication cannot be created.
+    c.batch_execute(&format!("CREATE ROLE {} LOGIN", role.0))
+        .await
+        .unwrap();
+    let report = open(cfg).await;
+    assert!(
+        report.contains("creating the publication") && report.contains("GRANT SELECT"),
+        "{report}"
+    );
+}
+
+/// A table of `rows` rows whose row 7 holds a numeric NaN and row 30 the date `infinity`,
+/// values the output types cannot carry (they go to the dead letters).
+async fn table_with_bad_values(c: &Client, t: &str, rows: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, num numeric(10, 2), d date);
+         INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 7 THEN 'NaN'::numeric ELSE g END,
+           CASE WHEN g = 30 THEN 'infinity'::date ELSE DATE '2026-01-01' + g::int END
+         FROM generate_series(1, {rows}) g;"
+    ))
+    .await
+    .unwrap();
+}
+
+/// `batch` with `_commit_ts` in the zone `+00:00` instead of `UTC` (the same instants): the
+/// pretty printer cannot format a named zone without chrono-tz.
+fn printable(batch: &RecordBatch) -> RecordBatch {
+    let Some(i) = batch.schema().index_of("_commit_ts").ok() else {
+        return batch.clone();
+    };
+    let ts = batch
+        .column(i)
+        .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+        .clone()
+        .with_timezone("+00:00");
+    let mut fields: Vec<arrow_schema::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[i] = fields[i].clone().with_data_type(ts.data_type().clone());
+    let mut columns = batch.columns().to_vec();
+    columns[i] = std::sync::Arc::new(ts);
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        columns,
+    )
+    .unwrap()
+}
+
+/// The rows as sorted table lines.
+fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
+    let printable: Vec<RecordBatch> = batches.iter().map(printable).collect();
+    let mut lines = arcane_core::testing::pretty_lines(&printable);
+    assert!(!lines[0].starts_with("<cannot format"), "{lines:?}");
+    lines.sort();
+    lines
+}
+
+/// The source with [`printable`] batches, for the conformance suite (which compares
+/// pretty-printed rows).
+#[derive(Debug)]
+struct Printable(PostgresCdcSource);
+
+#[async_trait::async_trait]
+impl Source for Printable {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    async fn open(&mut self, start: SourceStart) -> arcane_core::Result<PositionedStream> {
+        let stream = self.0.open(start).await?;
+        Ok(stream
+            .map(|item| {
+                item.map(|mut b| {
+                    b.batch = printable(&b.batch);
+                    b
+                })
+            })
+            .boxed())
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
+        self.0.commit(checkpoint).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_conformance_suite_passes() {
+    let n = Names::new("conf");
+    let c = client().await;
+    table_with_bad_values(&c, &n.base, 95).await;
+    let mut cfg = n.config();
+    cfg.batch_rows = 20;
+    // What the suite reads: every row but the two that cannot be converted.
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let read: Vec<PositionedBatch> = source
+        .open(start(Mode::Backfill, None))
+        .await
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+        .await;
+    assert_eq!(
+        sorted_lines(&batches(&read)).len(),
+        93 + 4,
+        "93 rows and the table's frame"
+    );
+    assert_eq!(
+        locators(&read),
+        ["snapshot primary key 7", "snapshot primary key 30"]
+    );
+    arcane_core::testing::conformance::source_resumes_exactly(|| {
+        Box::new(Printable(PostgresCdcSource::new(cfg.clone()).unwrap()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_at_every_position_of_the_snapshot_and_the_changes_loses_and_repeats_nothing() {
+    let n = Names::new("every");
+    let c = client().await;
+    let t = n.base.clone();
+    table_with_bad_values(&c, &t, 45).await;
+    let mut cfg = n.config();
+    cfg.batch_rows = 10;
+    let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut all = Vec::new();
+    read_until(&mut stream, 0, &mut all).await;
+    // A transaction split across three batches (row 50 bad), one that updates and deletes,
+    // and a last insert.
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 50 THEN 'NaN'::numeric ELSE g END, NULL
+         FROM generate_series(46, 70) g;
+         BEGIN; UPDATE {t} SET val = 'upd' WHERE id IN (1, 2, 3); DELETE FROM {t} WHERE id = 4; COMMIT;
+         INSERT INTO {t} VALUES (71, 'x', 1, NULL);"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut all).await;
+    drop(stream);
+    // The table without the rows that went to the dead letters.
+    let mut expected_state = table_state(&c, &t).await;
+    for bad in [7, 30, 50] {
+        expected_state.remove(&bad);
+    }
+    let full = sorted_lines(&batches(&all));
+    assert_eq!(replay(&ops(&batches(&all))), expected_state);
+    assert_eq!(locators(&all).len(), 3, "{:?}", locators(&all));
+
+    let mut resumes = 0;
+    for i in 0..all.len() - 1 {
+        let next = all[i + 1].batch.num_rows();
+        let mut cuts = vec![0];
+        if next > 1 {
+            cuts.push(next / 2);
+        }
+        for cut in cuts {
+            let cp = Checkpoint {
+                position: Some(all[i].position.clone()),
+                rows: cut as u64,
+            };
+            let mut source = PostgresCdcSource::new(cfg.clone()).unwrap();
+            let mut stream = source
+                .open(start(Mode::Stream, Some(cp.clone())))
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            read_until(&mut stream, lsn, &mut rest).await;
+            drop(stream);
+            resumes += 1;
+            let mut kept = batches(&all[..=i]);
+            kept.push(all[i + 1].batch.slice(0, cut));
+            kept.extend(batches(&rest));
+            // Replaying what was kept gives the table: nothing lost, nothing twice.
+            assert_eq!(replay(&ops(&kept)), expected_state, "resumed from {cp:?}");
+            let in_changes = all[i]
+                .position
+                .decode::<PgPosition>("test")
+                .unwrap()
+                .snapshot
+                .is_none();
+            if in_changes {
+                // After the snapshot the same rows come back, and the dead letters of the
+                // records after the position, once.
+                assert_eq!(sorted_lines(&kept), full, "resumed from {cp:?}");
+                assert_eq!(
+                    locators(&rest),
+                    locators(&all[i + 1..]),
+                    "resumed from {cp:?}"
+                );
+            }
+        }
+    }
+    assert!(resumes >= 10, "{resumes} resumes");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use arcane_core::{Error, Result};
+use arcane_core::{Error, Result, RetryConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
 /// Default pause between polls of the slot when no changes were pending (`pollInterval`).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Default reconnection attempts before giving up (`reconnectAttempts`).
-pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 10;
 
 /// Settings of the postgres-cdc source: one table, snapshot then logical decoding.
 ///
@@ -63,10 +61,13 @@ pub struct PostgresCdcSourceConfig {
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
-    /// Connection attempts (with exponential backoff from 1 s up to 30 s) after a lost
-    /// connection before the source fails. Default 10.
-    #[serde(default = "default_reconnect_attempts")]
-    pub reconnect_attempts: u32,
+    /// How connecting and reading are retried after a transient failure (lost or refused
+    /// connection, server restarting): attempts, delays and jitter. Every retry is logged at
+    /// WARN with its cause; the budget starts afresh once the stream made progress; when it is
+    /// spent the stream exits with code 2 (RESTART) and resumes from its last commit.
+    /// Authentication, permission and missing-table errors are not retried (exit code 1).
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 fn default_true() -> bool {
@@ -77,9 +78,6 @@ fn default_batch_rows() -> usize {
 }
 fn default_poll_interval() -> Duration {
     DEFAULT_POLL_INTERVAL
-}
-fn default_reconnect_attempts() -> u32 {
-    DEFAULT_RECONNECT_ATTEMPTS
 }
 
 /// Validated settings.
@@ -117,7 +115,7 @@ impl PostgresCdcSourceConfig {
             snapshot: true,
             batch_rows: DEFAULT_BATCH_ROWS,
             poll_interval: DEFAULT_POLL_INTERVAL,
-            reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
+            retry: RetryConfig::default(),
         }
     }
 
@@ -163,6 +161,7 @@ impl PostgresCdcSourceConfig {
         if self.batch_rows == 0 {
             return Err(Error::config(field("batchRows"), "must be at least 1"));
         }
+        self.retry.validate(&field("retry"))?;
         Ok(Settings {
             pg,
             schema,

@@ -5,7 +5,7 @@
 //!
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
 //! `createSlot`/`createPublication` (default true), `snapshot` (default true), `batchRows`,
-//! `pollInterval`, `reconnectAttempts`, `passwordEnv`. The server needs `wal_level = logical`;
+//! `pollInterval`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
 //!
 //! # How it reads
@@ -43,6 +43,12 @@
 //!   read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
 //!   of the re-read chunk, which is exact unless rows of that key range changed in between;
 //!   `rowsPerGroup` a multiple of `batchRows` keeps group cuts on chunk boundaries.
+//! * **Worker.** The stream is read by a background task started with
+//!   [`spawn_source`](crate::runtime::spawn_source): dropping the stream stops it and closes
+//!   its connection at once (even in the middle of a query), and its output skips the rows a
+//!   resumed checkpoint covers, counting emitted rows only: a row sent to the dead letters
+//!   before a restart does not shift the skip, and its dead letter is emitted again with the
+//!   batch whose end commits it.
 //! * **Backfill mode** takes a fresh slot and snapshot and ends after the snapshot; the
 //!   streaming run resumes from its committed position (the slot's consistent point).
 //!
@@ -84,22 +90,32 @@
 //!
 //! # Connection loss and metrics
 //!
-//! A lost connection is retried `reconnectAttempts` times with exponential backoff (1 s to
-//! 30 s), continuing after the last emitted row. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
+//! Connecting and reading run under the `retry` block ([`RetryConfig`](arcane_core::RetryConfig):
+//! `maxAttempts`, `initialDelay`, `maxDelay`, `jitter`). A transient failure (a lost or refused
+//! connection, a server shutting down or out of connections) is logged at WARN with its cause
+//! and retried with exponential backoff, continuing after the last emitted row; the budget
+//! starts afresh once the stream has emitted something again. When it is spent the stream
+//! fails with a transient error (exit code 2, RESTART) carrying the last cause. Failed
+//! authentication, a missing database or table and missing privileges are not retried: the
+//! error (exit code 1, FATAL) says what to fix. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
 //! the server's position and the slot's committed position) and [`REPLICATION_LAG_SECONDS`]
 //! (age of the last transaction read, 0 when caught up) carry the stream's labels.
 
+mod changes;
+mod client;
 mod config;
 mod pgoutput;
+mod position;
+mod relation;
+mod rows;
+mod slot;
+mod snapshot;
 mod source;
 mod types;
+mod worker;
 
-pub use config::{
-    DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_ATTEMPTS, PostgresCdcSourceConfig,
-};
+pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
 pub use pgoutput::Lsn;
-pub use source::{
-    PgPosition, PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, Segment,
-    SnapshotProgress, TxProgress,
-};
+pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
+pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};

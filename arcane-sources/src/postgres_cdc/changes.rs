@@ -1,0 +1,356 @@
+//! The change stream: the slot's `pgoutput` messages, polled with
+//! `pg_logical_slot_peek_binary_changes`, turned into rows in commit order.
+
+use std::time::Duration;
+
+use arcane_core::Error;
+use futures::StreamExt;
+use tokio_postgres::{Client, Statement};
+
+use super::client::{WorkError, WorkResult, slot_busy};
+use super::pgoutput::{self, Lsn, Message, Value};
+use super::position::{ParsedSnapshot, TxProgress};
+use super::slot::advance_slot;
+use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
+use super::worker::Worker;
+
+/// Peek every change of the publication up to `$2` without consuming the slot.
+const PEEK: &str = "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
+                    'proto_version', '1', 'publication_names', $3)";
+
+/// How long to wait when the slot is held by another backend for a moment.
+const SLOT_BUSY_WAIT: Duration = Duration::from_millis(100);
+
+/// How one peek of the slot ended.
+enum Peeked {
+    /// The slot was held by another backend (e.g. the last peek of a process that just
+    /// stopped): poll again shortly.
+    Busy,
+    /// Every transaction committed up to the peek's end was read.
+    Read(ReadStats),
+}
+
+/// What a peek read.
+#[derive(Default)]
+struct ReadStats {
+    /// Rows sent downstream while reading (full batches).
+    sent_rows: usize,
+    /// Commit time of the last transaction read.
+    last_commit_ts: Option<i64>,
+}
+
+impl Worker {
+    /// Poll the slot with `pg_logical_slot_peek_binary_changes` until the stream is dropped.
+    pub(super) async fn stream(&mut self, client: &Client) -> WorkResult<()> {
+        let peek = client.prepare(PEEK).await?;
+        loop {
+            self.advance_pending(client).await?;
+            let upto = self.server_position(client).await?;
+            let before = self.pos.clone();
+            let stats = match self.read_changes(client, &peek, upto).await? {
+                Peeked::Busy => {
+                    tokio::time::sleep(SLOT_BUSY_WAIT).await;
+                    continue;
+                }
+                Peeked::Read(stats) => stats,
+            };
+            self.caught_up(upto, stats.last_commit_ts);
+            let rows = self.rows.len();
+            if rows > 0 || (self.pos != before && self.sent.as_ref() != Some(&self.pos)) {
+                self.send().await?;
+            }
+            if stats.sent_rows + rows == 0 {
+                tokio::time::sleep(self.settings.config.poll_interval).await;
+            }
+        }
+    }
+
+    /// Advance the slot to what the sink committed, if [`Source::commit`] could not (the
+    /// slot was busy with this worker's peek).
+    ///
+    /// [`Source::commit`]: arcane_core::Source::commit
+    async fn advance_pending(&self, client: &Client) -> WorkResult<()> {
+        let pending = self
+            .shared
+            .pending_advance
+            .lock()
+            .map(|mut p| p.take())
+            .unwrap_or(None);
+        let Some(lsn) = pending else { return Ok(()) };
+        match advance_slot(client, &self.settings.config.slot, lsn).await {
+            Err(e) if slot_busy(&e) => {
+                if let Ok(mut p) = self.shared.pending_advance.lock() {
+                    p.get_or_insert(lsn);
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The server's current WAL position (what this poll reads up to); sets the lag gauge.
+    async fn server_position(&self, client: &Client) -> WorkResult<Lsn> {
+        let slot = &self.settings.config.slot;
+        let row = client
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
+                &[slot],
+            )
+            .await?;
+        let upto = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
+        let Some(confirmed) = row.get::<_, Option<&str>>(1).and_then(Lsn::parse) else {
+            return Err(Error::source_permanent(
+                &self.name,
+                format!("replication slot {slot} disappeared; the changes it held are lost; backfill the stream"),
+            )
+            .into());
+        };
+        metrics::gauge!(REPLICATION_LAG_BYTES, self.labels.to_vec())
+            .set(upto.0.saturating_sub(confirmed.0) as f64);
+        Ok(upto)
+    }
+
+    /// Read the slot's messages up to `upto`, sending full batches on the way.
+    async fn read_changes(
+        &mut self,
+        client: &Client,
+        peek: &Statement,
+        upto: Lsn,
+    ) -> WorkResult<Peeked> {
+        let cfg = &self.settings.config;
+        let params = [cfg.slot.clone(), upto.to_string(), cfg.publication.clone()];
+        let rows = match client.query_raw(peek, &params).await {
+            Ok(rows) => rows,
+            Err(e) => return busy_or(WorkError::Pg(e)),
+        };
+        futures::pin_mut!(rows);
+        let mut tx: Option<CurTx> = None;
+        let mut stats = ReadStats::default();
+        let mut first = true;
+        while let Some(row) = rows.next().await {
+            // The slot can still be held by the backend of a process that just stopped (its
+            // last peek running on); the error arrives with the first row.
+            let row = match row {
+                Ok(row) => row,
+                Err(e) if first => return busy_or(WorkError::Pg(e)),
+                Err(e) => return Err(e.into()),
+            };
+            first = false;
+            let change_lsn = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
+            let msg = pgoutput::decode(row.get(1)).map_err(|e| {
+                Error::source_permanent(
+                    &self.name,
+                    format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
+                )
+            })?;
+            self.on_message(client, msg, change_lsn, &mut tx, &mut stats)
+                .await?;
+        }
+        Ok(Peeked::Read(stats))
+    }
+
+    /// Handle one `pgoutput` message; `tx` is the transaction being read.
+    async fn on_message(
+        &mut self,
+        client: &Client,
+        msg: Message<'_>,
+        change_lsn: Lsn,
+        tx: &mut Option<CurTx>,
+        stats: &mut ReadStats,
+    ) -> WorkResult<()> {
+        let oid = self.table.oid;
+        match msg {
+            Message::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
+                *tx = Some(self.begin(final_lsn, commit_ts_us, xid));
+                Ok(())
+            }
+            Message::Commit { end_lsn, .. } => self.commit_tx(tx.take(), end_lsn, stats).await,
+            Message::Relation { relid, columns, .. } if relid == oid => {
+                if tx.as_ref().is_none_or(|t| !t.skip) {
+                        self.apply_relation(client, &columns).await?;
+                }
+                Ok(())
+            }
+            Message::Insert { relid, new } if relid == oid => match tx.as_mut() {
+                Some(t) => self.change(t, "c", change_lsn, &new, None).await,
+                None => Ok(()),
+            },
+            Message::Update { relid, old, new } if relid == oid => match tx.as_mut() {
+                Some(t) => self.change(t, "u", change_lsn, &new, old.as_deref()).await,
+                None => Ok(()),
+            },
+            Message::Delete { relid, old } if relid == oid => match tx.as_mut() {
+                Some(t) => self.change(t, "d", change_lsn, &old, None).await,
+                None => Ok(()),
+            },
+            Message::Truncate { relids }
+                if relids.contains(&oid) && tx.as_ref().is_some_and(|t| !t.skip) =>
+            {
+                Err(Error::SchemaMismatch {
+                    location: format!("postgres table {}", self.qualified),
+                    message: format!("the table was truncated (at {change_lsn}); backfill the stream to take a new snapshot"),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A transaction starts: skip it if the position already covers it, and note how many of
+    /// its rows the position covers when it ends inside it.
+    fn begin(&self, final_lsn: Lsn, commit_ts_us: i64, xid: u32) -> CurTx {
+        let already = match self.pos.tx {
+            Some(t) if t.commit_lsn == final_lsn => t.rows,
+            _ => 0,
+        };
+        CurTx {
+            final_lsn,
+            commit_ts_us,
+            xid,
+            skip: final_lsn < self.pos.lsn,
+            already,
+            count: 0,
+        }
+    }
+
+    /// A transaction ends: the position moves past it; a full batch is sent.
+    async fn commit_tx(
+        &mut self,
+        tx: Option<CurTx>,
+        end_lsn: Lsn,
+        stats: &mut ReadStats,
+    ) -> WorkResult<()> {
+        if let Some(t) = tx.filter(|t| !t.skip) {
+            self.pos.lsn = end_lsn;
+            self.pos.tx = None;
+            stats.last_commit_ts = Some(t.commit_ts_us);
+        }
+        if self.rows.len() >= self.settings.config.batch_rows {
+            stats.sent_rows += self.rows.len();
+            return self.send().await;
+        }
+        Ok(())
+    }
+
+    /// Every transaction committed before `upto` was read: the position moves to it, and the
+    /// snapshot segments no change can need any more are forgotten.
+    fn caught_up(&mut self, upto: Lsn, last_commit_ts: Option<i64>) {
+        if self.pos.tx.is_none() && upto > self.pos.lsn {
+            self.pos.lsn = upto;
+        }
+        let lsn = self.pos.lsn;
+        self.pos.segments.retain(|s| s.wal_end > lsn);
+        metrics::gauge!(REPLICATION_LAG_SECONDS, self.labels.to_vec()).set(match last_commit_ts {
+            Some(ts) => (chrono::Utc::now().timestamp_micros() - ts).max(0) as f64 / 1e6,
+            None => 0.0,
+        });
+    }
+
+    /// Handle one change of the captured table.
+    async fn change(
+        &mut self,
+        t: &mut CurTx,
+        op: &str,
+        lsn: Lsn,
+        values: &[Value<'_>],
+        old: Option<&[Value<'_>]>,
+    ) -> WorkResult<()> {
+        if t.skip {
+            return Ok(());
+        }
+        if self.in_snapshot(t.xid, t.final_lsn, values) {
+            return Ok(());
+        }
+        t.count += 1;
+        if t.count <= t.already {
+            return Ok(());
+        }
+        self.pos.tx = Some(TxProgress {
+            commit_lsn: t.final_lsn,
+            rows: t.count,
+        });
+        let mut texts: Vec<Option<&str>> = vec![None; self.table.columns.len()];
+        for (i, v) in values.iter().enumerate() {
+            let Some(Some(out)) = self.mapping.get(i) else {
+                continue;
+            };
+            texts[*out] = match v {
+                Value::Text(s) => Some(s),
+                Value::Null => None,
+                // Unchanged TOASTed value: the old row has it with REPLICA IDENTITY FULL.
+                Value::Unchanged => match old.and_then(|o| o.get(i)) {
+                    Some(Value::Text(s)) => Some(s),
+                    _ => None,
+                },
+            };
+        }
+        if let Err(reason) = self.rows.append(
+            |i| texts[i],
+            op,
+            lsn,
+            Some(t.commit_ts_us),
+            Some(t.xid),
+            &self.table.columns,
+        ) {
+            self.dead_letter(&format!("change at {lsn} (xid {})", t.xid), reason);
+        }
+        if self.rows.len() >= self.settings.config.batch_rows {
+            return self.send().await;
+        }
+        Ok(())
+    }
+
+    /// Is this change already in the snapshot rows (its transaction visible in the snapshot
+    /// that read the row's primary-key range)?
+    fn in_snapshot(&self, xid: u32, final_lsn: Lsn, values: &[Value<'_>]) -> bool {
+        if self.pos.segments.is_empty() {
+            return false;
+        }
+        let key = self
+            .table
+            .pk
+            .and_then(|pk| self.mapping.iter().position(|m| *m == Some(pk)))
+            .and_then(|i| match values.get(i) {
+                Some(Value::Text(s)) => s.parse::<i64>().ok(),
+                _ => None,
+            });
+        let segment = self
+            .pos
+            .segments
+            .iter()
+            .rev()
+            .find(|s| match (s.after_pk, key) {
+                (None, _) => true,
+                (Some(after), Some(k)) => k > after,
+                (Some(_), None) => false,
+            });
+        match segment {
+            Some(s) if final_lsn < s.wal_end => {
+                ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
+            }
+            _ => false,
+        }
+    }
+}
+
+struct CurTx {
+    final_lsn: Lsn,
+    commit_ts_us: i64,
+    xid: u32,
+    skip: bool,
+    already: u64,
+    count: u64,
+}
+
+/// A slot held by another backend is worth a new poll; anything else is an error.
+fn busy_or(e: WorkError) -> WorkResult<Peeked> {
+    if slot_busy(&e) {
+        Ok(Peeked::Busy)
+    } else {
+        Err(e)
+    }
+}

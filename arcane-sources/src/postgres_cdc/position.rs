@@ -1,0 +1,111 @@
+//! [`PgPosition`]: where the stream is (LSN, progress inside a transaction and through the
+//! snapshot), and the MVCC snapshots the table was read with.
+
+use serde::{Deserialize, Serialize};
+
+use super::pgoutput::Lsn;
+
+/// The source position: an LSN, plus snapshot progress while the snapshot runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgPosition {
+    /// Every transaction whose commit ends at or before this LSN is included.
+    pub lsn: Lsn,
+    /// The first `rows` changes of the transaction committing at `commitLsn` are included
+    /// too (a transaction larger than `batchRows` is split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<TxProgress>,
+    /// While the snapshot runs: the rows with a primary key up to `afterPk` are included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
+    /// The snapshots the table was read with; changes of transactions visible in them are
+    /// already in the snapshot rows and are skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+}
+
+/// Progress inside one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxProgress {
+    /// The transaction's commit LSN.
+    pub commit_lsn: Lsn,
+    /// Changes of it of the captured table already included: emitted rows and dead letters
+    /// alike (the rows a checkpoint covers beyond the position are counted by the output,
+    /// which counts emitted rows only).
+    pub rows: u64,
+}
+
+/// Progress of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotProgress {
+    /// The last primary key included (`None`: none yet).
+    pub after_pk: Option<i64>,
+}
+
+/// The rows with a primary key above `afterPk` (up to the next segment's) were read with this
+/// MVCC snapshot (`pg_current_snapshot()`), taken before WAL position `walEnd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    /// Lower bound (exclusive) of the primary keys read with this snapshot.
+    pub after_pk: Option<i64>,
+    /// `xmin:xmax:xip,...` of the snapshot.
+    pub snapshot: String,
+    /// WAL insert position right after the snapshot was taken.
+    pub wal_end: Lsn,
+}
+
+pub(super) struct ParsedSnapshot {
+    xmin: u64,
+    xmax: u64,
+    xip: Vec<u64>,
+}
+
+impl ParsedSnapshot {
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next() {
+            Some("") | None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?,
+        };
+        Some(Self { xmin, xmax, xip })
+    }
+
+    /// Was the (32-bit) transaction id committed and visible in this snapshot?
+    pub(super) fn visible(&self, xid: u32) -> bool {
+        // Widen to the 64-bit id closest to xmax (same epoch or the one before).
+        let epoch = self.xmax & !0xFFFF_FFFF;
+        let mut full = epoch | u64::from(xid);
+        if full > self.xmax + (1 << 31) && full >= (1 << 32) {
+            full -= 1 << 32;
+        } else if full > self.xmax + (1 << 31) {
+            return false;
+        }
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_visibility_follows_xmin_xmax_and_in_progress_list() {
+        let s = ParsedSnapshot::parse("100:105:101,103").unwrap();
+        assert!(s.visible(99));
+        assert!(s.visible(102));
+        assert!(!s.visible(101));
+        assert!(!s.visible(105));
+        assert!(!s.visible(200));
+        let wrapped = ParsedSnapshot::parse("4294967390:4294967400:").unwrap();
+        assert!(wrapped.visible(100)); // 2^32 + 100 < xmin
+        assert!(!wrapped.visible(110)); // 2^32 + 110 >= xmax
+    }
+}
