@@ -74,12 +74,11 @@ pub(crate) fn read_text_file(
     job: &TextJob,
     reader: io::Result<Box<dyn Read + Send>>,
     start: Progress,
-    skip: u64,
     out: &mpsc::Sender<FileEvent>,
 ) {
     let threads = job.decode_threads.max(1);
     if threads == 1 {
-        read_with(job, reader, start, skip, out, None);
+        read_with(job, reader, start, out, None);
         return;
     }
     // Blocks are decoded by `threads` threads while this one splits the input into records;
@@ -109,7 +108,7 @@ pub(crate) fn read_text_file(
                 }
             });
         }
-        read_with(job, reader, start, skip, out, Some((jobs_tx, threads + 1)));
+        read_with(job, reader, start, out, Some((jobs_tx, threads + 1)));
     });
 }
 
@@ -117,7 +116,6 @@ fn read_with(
     job: &TextJob,
     reader: io::Result<Box<dyn Read + Send>>,
     start: Progress,
-    skip: u64,
     out: &mpsc::Sender<FileEvent>,
     pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
 ) {
@@ -125,7 +123,6 @@ fn read_with(
         job,
         decoder: job.decoder(),
         progress: start,
-        skip,
         out,
         pool,
         in_flight: std::collections::VecDeque::new(),
@@ -258,7 +255,6 @@ fn read_with(
             state.progress.offset = end_offset;
             let _ = out.blocking_send(FileEvent::Done {
                 progress: state.progress,
-                skip: state.skip,
                 dead_letters: Vec::new(),
             });
             return;
@@ -300,7 +296,6 @@ struct TextState<'a> {
     job: &'a TextJob,
     decoder: BlockDecoder,
     progress: Progress,
-    skip: u64,
     out: &'a mpsc::Sender<FileEvent>,
     /// Decode threads and how many blocks may be in flight.
     pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
@@ -397,16 +392,7 @@ impl TextState<'_> {
         let mut dead_letters = Vec::new();
         for piece in pieces {
             match piece {
-                Piece::Good(batch) => {
-                    let rows = batch.num_rows() as u64;
-                    if self.skip >= rows {
-                        self.skip -= rows;
-                    } else {
-                        let from = self.skip as usize;
-                        self.skip = 0;
-                        good.push(batch.slice(from, batch.num_rows() - from));
-                    }
-                }
+                Piece::Good(batch) => good.push(batch),
                 Piece::Bad(i, reason) => {
                     // Every bad record of the block travels with the block's position, also on
                     // a resume inside the block: its end was not committed, nor its letters.
@@ -476,7 +462,6 @@ impl TextState<'_> {
         );
         let _ = self.out.blocking_send(FileEvent::Done {
             progress: self.progress,
-            skip: self.skip,
             dead_letters: vec![letter],
         });
     }
