@@ -687,7 +687,7 @@ fn an_unreachable_store_is_a_restart_with_the_cause() {
         "s3://landing/orders/",
         Some(id_schema()),
         &sink_url,
-        json!({"storageOptions": options}),
+        json!({"storageOptions": options, "retry": {"maxAttempts": 3}}),
         json!({}),
     );
     let exit = Arcane::run(work.path(), &spec, &[]).wait();

@@ -84,8 +84,7 @@ fn spec_at(url: &str, sink_url: &str, limit: u64, rate: f64) -> Value {
                 ],
                 "pollInterval": "100ms",
                 "maxRequestsPerSecond": rate,
-                "retryInitialBackoff": "20ms",
-                "retryMaxBackoff": "200ms"
+                "retry": {"initialDelay": "20ms", "maxDelay": "200ms"}
             },
             "sink": {
                 "url": sink_url,
@@ -445,8 +444,8 @@ fn a_backfill_over_filtered_pages_resumed_after_sigkill_and_exit_2_lands_every_r
     let sink_url = format!("file://{}/out", work.path().display());
     let mut spec = spec_at(&api.url("/items/filtered"), &sink_url, 100, 20.0);
     spec["spec"]["rowsPerGroup"] = json!(250);
-    spec["spec"]["source"]["maxRetries"] = json!(3);
-    spec["spec"]["source"]["retryInitialBackoff"] = json!("50ms");
+    spec["spec"]["source"]["retry"]["maxAttempts"] = json!(4);
+    spec["spec"]["source"]["retry"]["initialDelay"] = json!("50ms");
     let args = ["--backfill", "--backfill-id", "bf-filtered"];
 
     // Killed in the middle of its only pass.
@@ -528,7 +527,7 @@ fn an_api_that_is_down_is_retried_with_warnings_then_exits_2_with_the_cause() {
     let work = tempfile::tempdir().unwrap();
     let sink_url = format!("file://{}/out", work.path().display());
     let mut spec = spec_at(&TestApi::refused_url("/items/cursor"), &sink_url, 10, 100.0);
-    spec["spec"]["source"]["maxRetries"] = json!(3);
+    spec["spec"]["source"]["retry"]["maxAttempts"] = json!(4);
     let exit = run_with_token(
         work.path(),
         &spec,
@@ -590,7 +589,7 @@ fn an_html_page_with_status_200_is_retried_and_fatal_only_when_it_persists() {
         .as_object_mut()
         .unwrap()
         .remove("auth");
-    spec["spec"]["source"]["maxRetries"] = json!(2);
+    spec["spec"]["source"]["retry"]["maxAttempts"] = json!(3);
 
     // Once (a proxy's hiccup): retried with a warning, and the run succeeds.
     api.push_faults([Fault::Malformed]);

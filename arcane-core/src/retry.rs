@@ -176,6 +176,19 @@ impl<E: fmt::Display> fmt::Display for Exhausted<E> {
     }
 }
 
+/// One failed attempt that is about to be retried, as given to the hook of [`retry_notify`].
+#[derive(Debug)]
+pub struct Attempt<'a, E> {
+    /// The attempt's error.
+    pub error: &'a E,
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    /// Attempts in all ([`RetryConfig::max_attempts`]).
+    pub max_attempts: u32,
+    /// The delay before the next attempt (a server's `Retry-After` included).
+    pub next_delay: Duration,
+}
+
 /// Run `op` under `policy`: errors for which `is_transient` is true are retried with backoff,
 /// each failed attempt logged at WARN (`what`, the attempt, the error with its causes, the next
 /// delay); others are returned at once. `retry_after` may replace a delay (e.g. an HTTP
@@ -187,7 +200,7 @@ impl<E: fmt::Display> fmt::Display for Exhausted<E> {
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryConfig,
     what: &str,
-    mut op: F,
+    op: F,
     is_transient: impl Fn(&E) -> bool,
     retry_after: Option<RetryAfter<'_, E>>,
 ) -> Result<T, Exhausted<E>>
@@ -196,11 +209,47 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: std::error::Error + 'static,
 {
+    retry_notify(
+        policy,
+        op,
+        is_transient,
+        retry_after,
+        |a: &Attempt<'_, E>| {
+            tracing::warn!(
+                attempt = a.attempt,
+                max_attempts = a.max_attempts,
+                next_delay = ?a.next_delay,
+                error = %Report(a.error),
+                "{what} failed; retrying"
+            );
+        },
+    )
+    .await
+}
+
+/// [`retry`], with `notify` called for each failed attempt that is retried instead of the
+/// built-in WARN line: for callers whose log lines carry their own fields and target, or must
+/// redact the error (it may quote a secret). `notify` is where every retry is logged.
+///
+/// # Cancel safety
+///
+/// Cancel safe if `op`'s futures are: dropping the future stops retrying.
+pub async fn retry_notify<T, E, F, Fut>(
+    policy: &RetryConfig,
+    mut op: F,
+    is_transient: impl Fn(&E) -> bool,
+    retry_after: Option<RetryAfter<'_, E>>,
+    mut notify: impl FnMut(&Attempt<'_, E>),
+) -> Result<T, Exhausted<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
     let started = tokio::time::Instant::now();
-    // Atomic rather than a Cell so that the future is Send (sources retry in spawned tasks).
-    let attempts = AtomicU32::new(0);
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     let result = (|| {
-        attempts.fetch_add(1, Ordering::Relaxed);
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         op()
     })
     .retry(policy.backoff())
@@ -211,20 +260,19 @@ where
         (delay, _) => delay,
     })
     .notify(|e, delay| {
-        tracing::warn!(
-            attempt = attempts.load(Ordering::Relaxed),
-            max_attempts = policy.max_attempts,
-            next_delay = ?delay,
-            error = %Report(e),
-            "{what} failed; retrying"
-        );
+        notify(&Attempt {
+            error: e,
+            attempt: attempts.load(std::sync::atomic::Ordering::Relaxed),
+            max_attempts: policy.max_attempts,
+            next_delay: delay,
+        })
     })
     .await;
     result.map_err(|error| {
         let transient = is_transient(&error);
         Exhausted {
             error,
-            attempts: attempts.load(Ordering::Relaxed),
+            attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
             elapsed: started.elapsed(),
             transient,
         }
@@ -336,5 +384,34 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.elapsed, Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hook_sees_every_retried_attempt_and_its_delay() {
+        let p = RetryConfig {
+            max_attempts: 3,
+            jitter: false,
+            ..RetryConfig::default()
+        };
+        let mut seen = Vec::new();
+        let err = retry_notify(
+            &p,
+            || async { Err::<(), _>(Flaky("503")) },
+            |_| true,
+            None,
+            |a: &Attempt<'_, Flaky>| {
+                seen.push((a.attempt, a.max_attempts, a.next_delay, a.error.0));
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.attempts, 3);
+        assert_eq!(
+            seen,
+            vec![
+                (1, 3, Duration::from_millis(250), "503"),
+                (2, 3, Duration::from_millis(500), "503"),
+            ]
+        );
     }
 }

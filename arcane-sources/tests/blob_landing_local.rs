@@ -785,3 +785,201 @@ async fn inferred_csv_schema_widens_over_the_whole_file_unless_limited() {
     );
     assert_eq!(letters.len(), 1_000);
 }
+
+/// An in-memory store whose reads and listings fail with a reset connection (transient) when
+/// `fails` says so for the call's number (1 for the first read or listing).
+#[derive(Debug)]
+struct FlakyStore {
+    inner: object_store::memory::InMemory,
+    calls: std::sync::atomic::AtomicUsize,
+    fails: fn(usize) -> bool,
+}
+
+impl FlakyStore {
+    fn new(fails: fn(usize) -> bool) -> Self {
+        Self {
+            inner: object_store::memory::InMemory::new(),
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            fails,
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A reset connection for this call, if it is one that fails.
+    fn call(&self) -> object_store::Result<()> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if (self.fails)(n) {
+            return Err(object_store::Error::Generic {
+                store: "Flaky",
+                source: format!("call {n}: connection reset by peer").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.call()?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        match self.call() {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.call()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Files under `landing/` of `store`: NDJSON, gzip NDJSON and Parquet, ids 0..900.
+async fn put_flaky_files(store: &FlakyStore) {
+    use object_store::ObjectStoreExt;
+    let parquet = {
+        let batch = id_batch(600..900);
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    };
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("landing/a.ndjson", ndjson(0..300).into_bytes()),
+        ("landing/b.ndjson.gz", gzip(ndjson(300..600).as_bytes())),
+        ("landing/c.parquet", parquet),
+    ];
+    for (path, bytes) in files {
+        store
+            .put(&object_store::path::Path::from(path), bytes.into())
+            .await
+            .unwrap();
+    }
+}
+
+fn flaky_config(max_attempts: u32) -> BlobLandingSourceConfig {
+    let mut cfg = BlobLandingSourceConfig::new("memory:///landing/");
+    cfg.schema = Some(id_schema());
+    cfg.batch_rows = 100;
+    cfg.retry.max_attempts = max_attempts;
+    cfg.retry.initial_delay = Duration::from_millis(1);
+    cfg.retry.max_delay = Duration::from_millis(5);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_calls_that_fail_transiently_are_retried_and_every_row_lands() {
+    // Every other listing and read fails: each is retried and the files are read once.
+    let store = Arc::new(FlakyStore::new(|n| n % 2 == 1));
+    put_flaky_files(&store).await;
+    let mut source = BlobLandingSource::with_store(
+        store.clone(),
+        object_store::path::Path::from("landing"),
+        flaky_config(2),
+    )
+    .unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    assert_eq!(ids(&rows_of(&batches)), (0..900).collect::<Vec<_>>());
+    // The listing, a ranged read per text file and the Parquet footer and row groups: each
+    // call made twice.
+    assert!(
+        store.calls() >= 8 && store.calls() % 2 == 0,
+        "{}",
+        store.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_failing_is_a_transient_error_after_the_attempts() {
+    let store = Arc::new(FlakyStore::new(|_| true));
+    put_flaky_files(&store).await;
+    let mut source = BlobLandingSource::with_store(
+        store.clone(),
+        object_store::path::Path::from("landing"),
+        flaky_config(3),
+    )
+    .unwrap();
+    let mut stream = source
+        .open(arcane_core::SourceStart {
+            mode: arcane_core::Mode::Backfill,
+            ..arcane_core::SourceStart::default()
+        })
+        .await
+        .unwrap();
+    let err = futures::StreamExt::next(&mut stream)
+        .await
+        .expect("an error")
+        .expect_err("the listing fails");
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Restart, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot list") && text.contains("after 3 attempts"),
+        "{text}"
+    );
+    assert!(text.contains("call 3: connection reset by peer"), "{text}");
+    assert_eq!(store.calls(), 3);
+}

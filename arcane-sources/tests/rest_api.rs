@@ -73,8 +73,8 @@ fn config(api: &TestApi, style: &str, limit: u64) -> RestApiSourceConfig {
         start: None,
     });
     c.flatten_nested = true;
-    c.retry_initial_backoff = Duration::from_millis(10);
-    c.retry_max_backoff = Duration::from_millis(100);
+    c.retry.initial_delay = Duration::from_millis(10);
+    c.retry.max_delay = Duration::from_millis(100);
     c
 }
 
@@ -653,7 +653,7 @@ async fn throttling_server_errors_and_slow_responses_are_retried() {
     // Retries run out: a transient error (the process is restarted) naming the URL.
     api.push_faults(std::iter::repeat_n(Fault::ServerError, 5));
     let mut cfg = config(&api, "link", 20);
-    cfg.max_retries = 2;
+    cfg.retry.max_attempts = 3;
     let mut source = RestApiSource::new(cfg).unwrap();
     let (batches, err) = read(&mut source, backfill()).await;
     assert!(batches.is_empty());
@@ -688,7 +688,7 @@ async fn a_body_that_is_not_json_is_retried_and_fails_permanently_when_it_persis
     // Every time: a permanent error naming the URL and status, with the start of the body.
     api.set_persistent_fault(Some(Fault::Malformed));
     let mut cfg = config(&api, "page", 10);
-    cfg.max_retries = 2;
+    cfg.retry.max_attempts = 3;
     let mut source = RestApiSource::new(cfg).unwrap();
     let (batches, err) = read(&mut source, backfill()).await;
     assert!(batches.is_empty());
@@ -715,9 +715,9 @@ async fn a_body_that_is_not_json_is_retried_and_fails_permanently_when_it_persis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_is_retried_then_a_transient_error_keeps_the_cause() {
     let mut cfg = RestApiSourceConfig::new(TestApi::refused_url("/items/page"), schema());
-    cfg.max_retries = 2;
-    cfg.retry_initial_backoff = Duration::from_millis(10);
-    cfg.retry_max_backoff = Duration::from_millis(40);
+    cfg.retry.max_attempts = 3;
+    cfg.retry.initial_delay = Duration::from_millis(10);
+    cfg.retry.max_delay = Duration::from_millis(40);
     let mut source = RestApiSource::new(cfg).unwrap();
     let (_, err) = read(&mut source, backfill()).await;
     let err = err.expect("connection refused");

@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 
 use std::time::Duration;
 
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result};
 use arrow_schema::SchemaRef;
 use schemars::JsonSchema;
@@ -123,6 +124,16 @@ pub struct BlobLandingSourceConfig {
     /// (`1` decodes on the reading thread). Memory grows by about two blocks per thread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_threads: Option<NonZeroUsize>,
+    /// How a store call (listing the prefix, reading a file or a range of it) is retried when
+    /// it fails transiently (network failures, timeouts, throttling, 5xx): `maxAttempts`
+    /// (default 8, the first included), `initialDelay` (default 250ms, doubled per attempt
+    /// with random jitter), `maxDelay` (default 30s), `jitter` (default true). Each retry is
+    /// logged at WARN with its cause and the next delay; when the attempts run out the stream
+    /// stops with exit code 2 (RESTART) and resumes from its last commit. A missing bucket,
+    /// container or object, denied access and bad credentials are not retried (exit code 1).
+    /// The store client's own retries of each request come on top of these.
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 fn default_batch_rows() -> usize {
@@ -150,6 +161,7 @@ impl BlobLandingSourceConfig {
             max_files_per_poll: None,
             late_files: LateFiles::default(),
             decode_threads: None,
+            retry: RetryConfig::default(),
         }
     }
 
@@ -213,6 +225,7 @@ impl BlobLandingSourceConfig {
                 ));
             }
         }
+        self.retry.validate(&format!("{field}.retry"))?;
         self.arrow_schema(field)?;
         Ok(())
     }

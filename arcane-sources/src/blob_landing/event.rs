@@ -14,10 +14,9 @@ pub(crate) enum FileEvent {
         progress: Progress,
     },
     /// The file is finished (read to the end, or dead-lettered from some point on, with that
-    /// dead letter); `skip` is what is left of the rows to skip on resume.
+    /// dead letter).
     Done {
         progress: Progress,
-        skip: u64,
         dead_letters: Vec<DeadLetter>,
     },
     /// The store failed while reading: transient, the stream stops and is restarted.

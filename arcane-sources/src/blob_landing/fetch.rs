@@ -1,14 +1,18 @@
 //! Reading an object as a blocking [`Read`] (for decoding on a blocking thread), with
-//! decompression.
+//! decompression; every store call retried under the spec's `retry` policy ([`store_call`]).
 
+use std::future::Future;
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use arcane_core::Retry;
+use arcane_core::error::Report;
+use arcane_core::retry::{Attempt, Exhausted, RetryConfig, retry_notify};
 use bytes::{Buf, Bytes};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::config::Compression;
 
@@ -30,13 +34,50 @@ pub(crate) fn store_error(e: &io::Error) -> Option<&object_store::Error> {
         .map(|s| &s.0)
 }
 
-/// Aborts a task when dropped.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+/// How the source's store calls are retried, and how they are named in its logs.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreRetry {
+    pub(crate) policy: RetryConfig,
+    /// The source's name, for the log lines.
+    pub(crate) source: Arc<str>,
+}
 
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+impl StoreRetry {
+    /// Run the store call `op` (`what`: "listing s3://b/landing/", "reading s3://b/f.csv")
+    /// under the policy: failures [`arcane_store::classify`] calls transient are retried, each
+    /// logged at WARN with its cause chain and the next delay; others are returned at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future stops the call and the retries.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        op: F,
+    ) -> Result<T, Exhausted<object_store::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        retry_notify(
+            &self.policy,
+            op,
+            |e| arcane_store::classify(e) == Retry::Transient,
+            None,
+            |a: &Attempt<'_, object_store::Error>| {
+                let cause = Report(a.error).to_string();
+                let (made, attempts, delay) = (a.attempt, a.max_attempts, a.next_delay);
+                tracing::warn!(
+                    source = %self.source,
+                    attempt = made,
+                    attempts,
+                    retry_in = ?delay,
+                    error = %cause,
+                    "{what} failed (attempt {made} of {attempts}): {cause}; retrying in {delay:.1?}"
+                );
+            },
+        )
+        .await
     }
 }
 
@@ -53,7 +94,7 @@ enum Inner {
     Remote {
         rx: mpsc::Receiver<Result<Bytes, object_store::Error>>,
         current: Bytes,
-        _fetch: AbortOnDrop<()>,
+        _fetch: AbortOnDropHandle<()>,
     },
     Local {
         path: std::path::PathBuf,
@@ -63,14 +104,17 @@ enum Inner {
 }
 
 impl ChunkReader {
-    /// Read `path` of `store` from `offset`; `local` is the object's path on the local file
-    /// system when the store is one.
+    /// Read `path` of `store` from `offset`, each ranged request retried as `retry` says
+    /// (`origin` names the object in its log lines); `local` is the object's path on the local
+    /// file system when the store is one.
     pub(crate) fn open(
         store: Arc<dyn ObjectStore>,
         path: Path,
         offset: u64,
         size: u64,
         local: Option<std::path::PathBuf>,
+        retry: StoreRetry,
+        origin: &str,
     ) -> Self {
         if let Some(path) = local {
             return Self(Inner::Local {
@@ -82,11 +126,15 @@ impl ChunkReader {
         let (tx, rx) = mpsc::channel(FETCH_AHEAD_CHUNKS);
         // Ranged requests of FETCH_CHUNK_BYTES, one message each (a streamed GET yields chunks
         // of a few KiB, one wake-up of the decoder each).
+        let what = format!("reading {origin}");
         let fetch = tokio::spawn(async move {
             let mut at = offset;
             while at < size {
                 let end = (at + FETCH_CHUNK_BYTES).min(size);
-                let chunk = store.get_range(&path, at..end).await;
+                let chunk = retry
+                    .call(&what, || store.get_range(&path, at..end))
+                    .await
+                    .map_err(|e| e.error);
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
                     return;
@@ -97,7 +145,7 @@ impl ChunkReader {
         Self(Inner::Remote {
             rx,
             current: Bytes::new(),
-            _fetch: AbortOnDrop(fetch),
+            _fetch: AbortOnDropHandle::new(fetch),
         })
     }
 }

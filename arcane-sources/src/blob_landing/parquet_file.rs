@@ -22,6 +22,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
 
 use super::event::{FileError, FileEvent, Progress};
+use super::fetch::StoreRetry;
 
 fn classify(e: ParquetError) -> FileError {
     if let ParquetError::External(inner) = e {
@@ -33,12 +34,15 @@ fn classify(e: ParquetError) -> FileError {
     FileError::Content(e.to_string())
 }
 
-/// Reads a Parquet object of known size with ranged requests.
+/// Reads a Parquet object of known size with ranged requests, each retried as `retry` says.
 #[derive(Debug, Clone)]
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    retry: StoreRetry,
+    /// `reading <origin>`, for the retries' log lines.
+    what: Arc<str>,
 }
 
 fn store_err(e: object_store::Error) -> ParquetError {
@@ -48,10 +52,11 @@ fn store_err(e: object_store::Error) -> ParquetError {
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            self.store
-                .get_range(&self.path, range)
+            let (store, path) = (&self.store, &self.path);
+            self.retry
+                .call(&self.what, || store.get_range(path, range.clone()))
                 .await
-                .map_err(store_err)
+                .map_err(|e| store_err(e.error))
         }
         .boxed()
     }
@@ -61,10 +66,11 @@ impl AsyncFileReader for ObjectReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
+            let (store, path, ranges) = (&self.store, &self.path, &ranges);
+            self.retry
+                .call(&self.what, || store.get_ranges(path, ranges))
                 .await
-                .map_err(store_err)
+                .map_err(|e| store_err(e.error))
         }
         .boxed()
     }
@@ -88,23 +94,29 @@ impl AsyncFileReader for ObjectReader {
 async fn open(
     store: &Arc<dyn ObjectStore>,
     meta: &ObjectMeta,
+    retry: &StoreRetry,
+    origin: &str,
 ) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>, FileError> {
     let reader = ObjectReader {
         store: store.clone(),
         path: meta.location.clone(),
         size: meta.size,
+        retry: retry.clone(),
+        what: Arc::from(format!("reading {origin}")),
     };
     ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(classify)
 }
 
-/// The Arrow schema of a Parquet file (without metadata).
+/// The Arrow schema of a Parquet file (without metadata); `origin` names it in logs.
 pub(crate) async fn parquet_schema(
     store: &Arc<dyn ObjectStore>,
     meta: &ObjectMeta,
+    retry: &StoreRetry,
+    origin: &str,
 ) -> Result<SchemaRef, FileError> {
-    let builder = open(store, meta).await?;
+    let builder = open(store, meta, retry, origin).await?;
     Ok(Arc::new(Schema::new(builder.schema().fields().clone())))
 }
 
@@ -117,13 +129,13 @@ pub(crate) struct ParquetJob {
     pub(crate) batch_rows: usize,
     /// How the file is named in dead letters.
     pub(crate) origin: String,
+    pub(crate) retry: StoreRetry,
 }
 
-/// Read a Parquet file from row `start.records + skip`, reporting batches on `out`.
+/// Read a Parquet file from row `start.records`, reporting batches on `out`.
 pub(crate) async fn read_parquet_file(
     job: ParquetJob,
     start: Progress,
-    skip: u64,
     out: mpsc::Sender<FileEvent>,
 ) {
     let mut progress = start;
@@ -139,7 +151,7 @@ pub(crate) async fn read_parquet_file(
             format!("{reason}; the rest of the file is skipped"),
         )]
     };
-    let builder = match open(&job.store, &job.meta).await {
+    let builder = match open(&job.store, &job.meta, &job.retry, &job.origin).await {
         Ok(b) => b,
         Err(FileError::Store(e)) => {
             let _ = out.send(FileEvent::Store(e)).await;
@@ -151,7 +163,6 @@ pub(crate) async fn read_parquet_file(
             let _ = out
                 .send(FileEvent::Done {
                     progress,
-                    skip,
                     dead_letters,
                 })
                 .await;
@@ -159,8 +170,7 @@ pub(crate) async fn read_parquet_file(
         }
     };
     let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-    let from = (progress.records + skip).min(total);
-    let skip = (progress.records + skip) - from;
+    let from = progress.records.min(total);
     progress.records = from;
 
     // Match columns by name; missing nullable columns are filled with nulls.
@@ -181,7 +191,6 @@ pub(crate) async fn read_parquet_file(
                 let _ = out
                     .send(FileEvent::Done {
                         progress,
-                        skip,
                         dead_letters,
                     })
                     .await;
@@ -207,7 +216,6 @@ pub(crate) async fn read_parquet_file(
                     let _ = out
                         .send(FileEvent::Done {
                             progress,
-                            skip,
                             dead_letters,
                         })
                         .await;
@@ -250,7 +258,6 @@ pub(crate) async fn read_parquet_file(
     let _ = out
         .send(FileEvent::Done {
             progress,
-            skip,
             dead_letters,
         })
         .await;

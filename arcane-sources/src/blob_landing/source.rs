@@ -5,26 +5,26 @@ use std::sync::Arc;
 
 use arcane_core::metrics::MetricLabels;
 use arcane_core::{
-    Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
-    Retry, Source, SourceStart,
+    Checkpoint, DeadLetter, Error, Mode, Position, PositionedStream, Result, Source, SourceStart,
 };
 use arcane_store::LocalMode;
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
-use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::config::{
     BlobLandingSourceConfig, Compression, FileFormat, LATE_FILE_CLOCK_SKEW, LateFiles,
 };
 use super::event::{FileError, FileEvent, Progress};
-use super::fetch::{AbortOnDrop, ChunkReader, open_decompressed, raw_offset, resolve_compression};
+use super::fetch::{ChunkReader, StoreRetry, open_decompressed, raw_offset, resolve_compression};
 use super::listing::{FileFilter, Listing, list_all};
 use super::parquet_file::{ParquetJob, parquet_schema, read_parquet_file};
 use super::position::BlobLandingPosition;
 use super::text::{Inferred, TextFormat, TextJob, infer_text_schema, read_text_file};
+use crate::runtime::{Output, spawn_source};
 
 /// Counter of late files (see `lateFiles`): files that landed with a path sorting before the
 /// position the stream had read to.
@@ -37,11 +37,6 @@ pub const FILES_LATE: &str = "arcane.stream.files.late";
 /// at once would plug in here: start the next file's reader while the current one drains.
 const DECODE_AHEAD_BATCHES: usize = 2;
 
-/// Attempts at listing the prefix before a transient store failure stops the stream.
-const LIST_ATTEMPTS: u32 = 3;
-/// Delay before the second attempt at listing; doubled for each further one.
-const LIST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Reads files that land under an object-store prefix (NDJSON, CSV, Parquet; gzip/zstd) and
 /// yields them as Arrow batches.
 ///
@@ -52,9 +47,7 @@ const LIST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// * **Modes.** In backfill mode every file present at start is read and the stream ends; in
 ///   streaming mode the whole prefix is then listed every `pollInterval`. A listing that finds
 ///   no file at all is said once per run at WARN (`no files under <prefix> (glob …, suffix
-///   …)`), with the number of objects the filters rejected. A transient failure of a listing
-///   is retried (3 attempts, each failure logged at WARN with its cause and the delay) before
-///   the stream stops for a restart.
+///   …)`), with the number of objects the filters rejected.
 /// * **Late files.** A file whose path sorts at or before the position, but that the stream
 ///   had not listed when it read past that point, would never be read. Within a run each
 ///   listing is compared with the previous one; after a restart, a file sorting before the
@@ -82,8 +75,11 @@ const LIST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 ///   so each is committed exactly once. Origins are `s3://bucket/key` (or the URL of the
 ///   store) and absolute paths on the local file system.
 /// * **Store errors.** A missing bucket, container or directory, denied access and bad
-///   credentials are FATAL with the store's message; network failures and throttling are
-///   transient (the process is restarted and resumes) and keep their cause.
+///   credentials are FATAL with the store's message. Network failures, timeouts and
+///   throttling of a store call (listing, reading a file or a range of it) are retried under
+///   `retry` ([`RetryConfig`](arcane_core::retry::RetryConfig)), each attempt logged at WARN
+///   with its cause and the next delay; when the attempts run out the stream stops for a
+///   restart (exit code 2) that resumes from the last commit, with the cause.
 /// * **Resume** is exact: dead-lettered records count as consumed.
 /// * Objects must be complete when they become visible (true for object stores; on a local
 ///   file system write under another name and rename, or filter with `suffix`).
@@ -216,32 +212,41 @@ impl Source for BlobLandingSource {
             ),
         };
         tracing::info!(source = %self.name, resume = ?resume, skip, mode = start.mode.as_str(), "blob-landing source opening");
-        let (tx, rx) = mpsc::channel(DECODE_AHEAD_BATCHES);
-        let mut run = Run {
-            name: self.name.clone(),
-            store: self.store.clone(),
-            filter: self.filter.clone(),
-            config: self.config.clone(),
-            schema: self.schema.clone(),
-            csv: self.csv,
-            mode: start.mode,
-            out: tx,
-            local_root: self.local_root.clone(),
-            origin_root: self.origin_root.clone(),
-            display: self.display.clone(),
-            labels: start.labels.clone(),
-            inferred: false,
+        let name = self.name.clone();
+        let retry = StoreRetry {
+            policy: self.config.retry,
+            source: Arc::from(self.name.as_str()),
         };
-        let task = tokio::spawn(async move {
-            if let Err(e) = run.drive(resume, skip).await {
-                let _ = run.out.send(Err(e)).await;
-            }
-        });
-        let stream =
-            futures::stream::unfold((rx, AbortOnDrop(task)), |(mut rx, guard)| async move {
-                rx.recv().await.map(|item| (item, (rx, guard)))
-            });
-        Ok(stream.boxed())
+        let (store, filter, config) =
+            (self.store.clone(), self.filter.clone(), self.config.clone());
+        let (schema, csv, mode) = (self.schema.clone(), self.csv, start.mode);
+        let (local_root, origin_root) = (self.local_root.clone(), self.origin_root.clone());
+        let (display, labels) = (self.display.clone(), start.labels.clone());
+        Ok(spawn_source(
+            &self.name,
+            &start,
+            DECODE_AHEAD_BATCHES,
+            move |out| async move {
+                Run {
+                    name,
+                    store,
+                    filter,
+                    config,
+                    schema,
+                    csv,
+                    mode,
+                    out,
+                    local_root,
+                    origin_root,
+                    display,
+                    labels,
+                    retry,
+                    inferred: false,
+                }
+                .drive(resume)
+                .await
+            },
+        ))
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -260,20 +265,26 @@ struct Run {
     schema: Option<SchemaRef>,
     csv: (u8, u8),
     mode: Mode,
-    out: mpsc::Sender<Result<PositionedBatch>>,
+    /// Skips the rows a resumed checkpoint covers.
+    out: Output,
     local_root: Option<std::path::PathBuf>,
     origin_root: String,
     display: String,
     labels: MetricLabels,
+    retry: StoreRetry,
     /// Whether `schema` was inferred (its string columns then take numbers and booleans).
     inferred: bool,
 }
 
-/// Whether to go on (with the rows still to skip) or stop because the consumer is gone.
-type Next = Option<u64>;
+/// Whether to go on, or stop because the consumer is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    GoOn,
+    Stop,
+}
 
 impl Run {
-    async fn drive(&mut self, resume: Option<BlobLandingPosition>, mut skip: u64) -> Result<()> {
+    async fn drive(&mut self, resume: Option<BlobLandingPosition>) -> Result<()> {
         let mut after: Option<Path> = None;
         let mut resume_listed_at = None;
         if let Some(position) = resume {
@@ -289,11 +300,19 @@ impl Run {
             after = Some(path.clone());
             resume_listed_at = position.listed_at_ms;
             if !position.done {
-                match self.store.head(&path).await {
-                    Ok(meta) => match self.read_file(&meta, position, skip).await? {
-                        Some(left) => skip = left,
-                        None => return Ok(()),
-                    },
+                let what = format!("reading {}", self.origin(&position.file));
+                let (store, at) = (&self.store, &path);
+                match self
+                    .retry
+                    .call(&what, || store.head(at))
+                    .await
+                    .map_err(|e| e.error)
+                {
+                    Ok(meta) => {
+                        if self.read_file(&meta, position).await? == Next::Stop {
+                            return Ok(());
+                        }
+                    }
                     Err(object_store::Error::NotFound { .. }) => {
                         tracing::warn!(
                             source = %self.name,
@@ -365,9 +384,8 @@ impl Run {
             for meta in &new {
                 let mut start = BlobLandingPosition::start(meta.location.as_ref());
                 start.listed_at_ms = Some(listed_at);
-                match self.read_file(meta, start, skip).await? {
-                    Some(left) => skip = left,
-                    None => return Ok(()),
+                if self.read_file(meta, start).await? == Next::Stop {
+                    return Ok(());
                 }
                 after = Some(meta.location.clone());
                 listed_before.insert(meta.location.clone());
@@ -384,44 +402,22 @@ impl Run {
         }
     }
 
-    /// List the prefix, retrying transient failures ([`LIST_ATTEMPTS`] attempts in all, each
-    /// failure logged at WARN with its cause and the delay before the next one); the store
-    /// client retries each request as well.
+    /// List the prefix, retrying transient failures under `retry` (each logged at WARN with
+    /// its cause and the delay before the next attempt); the store client retries each
+    /// request as well.
     async fn list(&self) -> Result<Listing> {
-        let mut delay = LIST_RETRY_DELAY;
-        let mut attempt = 1;
-        loop {
-            match list_all(&self.store, &self.filter).await {
-                Ok(listing) => return Ok(listing),
-                Err(e)
-                    if attempt < LIST_ATTEMPTS
-                        && arcane_store::classify(&e) == Retry::Transient =>
-                {
-                    let cause = arcane_core::error::Report(&e).to_string();
-                    tracing::warn!(
-                        source = %self.name,
-                        attempt,
-                        attempts = LIST_ATTEMPTS,
-                        retry_in = ?delay,
-                        error = %cause,
-                        "listing {} failed (attempt {attempt} of {LIST_ATTEMPTS}): {cause}; retrying in {delay:?}",
-                        self.display
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(self.store_error(
-                        format!(
-                            "cannot list {} (attempt {attempt} of {LIST_ATTEMPTS})",
-                            self.display
-                        ),
-                        e,
-                    ));
-                }
-            }
-        }
+        let what = format!("listing {}", self.display);
+        let (store, filter) = (&self.store, &self.filter);
+        self.retry
+            .call(&what, || list_all(store, filter))
+            .await
+            .map_err(|e| {
+                let attempts = match e.attempts {
+                    1 => String::new(),
+                    n => format!(" after {n} attempts in {:.1?}", e.elapsed),
+                };
+                self.store_error(format!("cannot list {}{attempts}", self.display), e.error)
+            })
     }
 
     /// A file sorting at or before `position` that was not listed before: it will not be
@@ -474,31 +470,26 @@ impl Run {
         format!("{}{path}", self.origin_root)
     }
 
-    /// Send a batch with its position and the dead letters it covers; `None` when the
-    /// consumer is gone.
+    /// Send a batch with its position and the dead letters it covers (the output skips the
+    /// rows a resumed checkpoint covers).
     async fn send(
-        &self,
+        &mut self,
         batch: RecordBatch,
         position: &BlobLandingPosition,
         dead_letters: Vec<DeadLetter>,
     ) -> Result<Next> {
         let position = Position::encode(position)?;
-        Ok(self
-            .out
-            .send(Ok(
-                PositionedBatch::new(batch, position).with_dead_letters(dead_letters)
-            ))
-            .await
-            .ok()
-            .map(|()| 0))
+        Ok(match self.out.emit(batch, position, dead_letters).await {
+            Ok(()) => Next::GoOn,
+            Err(_closed) => Next::Stop,
+        })
     }
 
     /// Dead-letter a whole file and move past it.
     async fn reject_file(
-        &self,
+        &mut self,
         position: &BlobLandingPosition,
         reason: String,
-        skip: u64,
     ) -> Result<Next> {
         let path = position.file.as_str();
         tracing::warn!(source = %self.name, file = %self.origin(path), %reason, "file dead-lettered");
@@ -507,15 +498,14 @@ impl Run {
         done.done = true;
         done.listed_at_ms = position.listed_at_ms;
         let empty = RecordBatch::new_empty(self.marker_schema());
-        Ok(self.send(empty, &done, vec![letter]).await?.map(|_| skip))
+        self.send(empty, &done, vec![letter]).await
     }
 
-    /// Read one file from `position`; returns the rows still to skip.
+    /// Read one file from `position`.
     async fn read_file(
         &mut self,
         meta: &ObjectMeta,
         position: BlobLandingPosition,
-        skip: u64,
     ) -> Result<Next> {
         let path = meta.location.as_ref().to_string();
         let Some(format) = self.resolve_format(&path) else {
@@ -523,7 +513,6 @@ impl Run {
                 .reject_file(
                     &position,
                     "cannot tell the format from the file name; set `format` to ndjson, csv or parquet, or filter files with `suffix`/`glob`".into(),
-                    skip,
                 )
                 .await;
         };
@@ -561,7 +550,6 @@ impl Run {
                         .reject_file(
                             &position,
                             format!("cannot infer a schema from the file: {reason}"),
-                            skip,
                         )
                         .await;
                 }
@@ -578,9 +566,9 @@ impl Run {
                 Vec::new(),
             )
             .await?
-            .is_none()
+            == Next::Stop
         {
-            return Ok(None);
+            return Ok(Next::Stop);
         }
         let start = Progress {
             records: position.records,
@@ -596,6 +584,8 @@ impl Run {
                     raw_offset(compression, position.offset),
                     meta.size,
                     self.local_path(&meta.location),
+                    self.retry.clone(),
+                    &self.origin(&path),
                 );
                 let job = TextJob {
                     path: path.clone(),
@@ -609,7 +599,7 @@ impl Run {
                 let offset = position.offset;
                 tokio::task::spawn_blocking(move || {
                     let reader = open_decompressed(raw, compression, offset);
-                    read_text_file(&job, reader, start, skip, &tx);
+                    read_text_file(&job, reader, start, &tx);
                 })
             }
             Format::Parquet => tokio::spawn(read_parquet_file(
@@ -619,13 +609,13 @@ impl Run {
                     schema: schema.clone(),
                     batch_rows: self.config.batch_rows,
                     origin: self.origin(&path),
+                    retry: self.retry.clone(),
                 },
                 start,
-                skip,
                 tx,
             )),
         };
-        let worker = AbortOnDrop(worker);
+        let worker = AbortOnDropHandle::new(worker);
         let listed_at_ms = position.listed_at_ms;
         let at = |progress: Progress, done: bool| BlobLandingPosition {
             file: path.clone(),
@@ -642,25 +632,19 @@ impl Run {
                     dead_letters,
                     progress,
                 } => {
-                    if self
-                        .send(batch, &at(progress, false), dead_letters)
-                        .await?
-                        .is_none()
-                    {
-                        return Ok(None);
+                    if self.send(batch, &at(progress, false), dead_letters).await? == Next::Stop {
+                        return Ok(Next::Stop);
                     }
                 }
                 FileEvent::Done {
                     progress,
-                    skip,
                     dead_letters,
                 } => {
                     tracing::debug!(source = %self.name, file = %path, records = progress.records, "file done");
                     let done = at(progress, true);
-                    return Ok(self
+                    return self
                         .send(RecordBatch::new_empty(schema), &done, dead_letters)
-                        .await?
-                        .map(|_| skip));
+                        .await;
                 }
                 FileEvent::Store(e) => {
                     return Err(self.store_error(format!("cannot read {}", self.origin(&path)), e));
@@ -670,7 +654,7 @@ impl Run {
                 }
             }
         }
-        let outcome = match worker.0.is_finished() {
+        let outcome = match worker.is_finished() {
             true => "stopped",
             false => "hung up",
         };
@@ -715,12 +699,17 @@ impl Run {
         compression: Compression,
     ) -> Result<Inferred, FileError> {
         match format {
-            Format::Parquet => parquet_schema(&self.store, meta)
-                .await
-                .map(|schema| Inferred {
-                    schema,
-                    records: None,
-                }),
+            Format::Parquet => parquet_schema(
+                &self.store,
+                meta,
+                &self.retry,
+                &self.origin(meta.location.as_ref()),
+            )
+            .await
+            .map(|schema| Inferred {
+                schema,
+                records: None,
+            }),
             Format::Text(text) => {
                 let raw = ChunkReader::open(
                     self.store.clone(),
@@ -728,6 +717,8 @@ impl Run {
                     0,
                     meta.size,
                     self.local_path(&meta.location),
+                    self.retry.clone(),
+                    &self.origin(meta.location.as_ref()),
                 );
                 let max = self.config.infer_schema_records;
                 tokio::task::spawn_blocking(move || {

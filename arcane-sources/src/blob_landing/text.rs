@@ -74,12 +74,11 @@ pub(crate) fn read_text_file(
     job: &TextJob,
     reader: io::Result<Box<dyn Read + Send>>,
     start: Progress,
-    skip: u64,
     out: &mpsc::Sender<FileEvent>,
 ) {
     let threads = job.decode_threads.max(1);
     if threads == 1 {
-        read_with(job, reader, start, skip, out, None);
+        read_with(job, reader, start, out, None);
         return;
     }
     // Blocks are decoded by `threads` threads while this one splits the input into records;
@@ -109,15 +108,16 @@ pub(crate) fn read_text_file(
                 }
             });
         }
-        read_with(job, reader, start, skip, out, Some((jobs_tx, threads + 1)));
+        read_with(job, reader, start, out, Some((jobs_tx, threads + 1)));
     });
 }
 
+/// Read a text file on this thread: frame its records ([`Framer`]), decode and report them
+/// block by block ([`TextState`]).
 fn read_with(
     job: &TextJob,
     reader: io::Result<Box<dyn Read + Send>>,
     start: Progress,
-    skip: u64,
     out: &mpsc::Sender<FileEvent>,
     pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
 ) {
@@ -125,7 +125,6 @@ fn read_with(
         job,
         decoder: job.decoder(),
         progress: start,
-        skip,
         out,
         pool,
         in_flight: std::collections::VecDeque::new(),
@@ -138,161 +137,217 @@ fn read_with(
             return;
         }
     };
-    let csv = match job.format {
-        TextFormat::Csv { quote, header, .. } => Some((quote, header)),
-        TextFormat::Ndjson => None,
-    };
-    let mut header_pending = csv.is_some_and(|(_, header)| header) && start.offset == 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK * 2);
-    let mut base = start.offset; // decompressed offset of buf[0]
-    let mut scan = 0usize; // next byte to scan for a line break
-    let mut rec_start = 0usize; // start of the current, incomplete record
-    let mut in_quote = false;
-    let mut line = start.lines; // line breaks seen
-    let mut rec_line = line + 1; // first line of the current record
-    let mut block: Vec<Rec> = Vec::with_capacity(job.batch_rows.min(1 << 16));
-
+    let mut framer = Framer::new(job, start);
     loop {
-        let filled = buf.len();
-        buf.resize(filled + READ_CHUNK, 0);
+        let eof = match framer.fill(&mut reader) {
+            Ok(n) => n == 0,
+            Err(e) => {
+                // What was framed before the failure is reported first.
+                if framer.flush(&mut state) {
+                    state.fail(e, framer.rec_line);
+                }
+                return;
+            }
+        };
+        if !framer.frame(&mut state) {
+            return;
+        }
+        if eof {
+            framer.finish(&mut state);
+            return;
+        }
+        if framer.oversized() {
+            if framer.flush(&mut state) {
+                let message = format!(
+                    "line {} is longer than {} MiB without a line break",
+                    framer.rec_line,
+                    MAX_RECORD_BYTES >> 20
+                );
+                let rec_line = framer.rec_line;
+                state.fail(
+                    io::Error::new(io::ErrorKind::InvalidData, message),
+                    rec_line,
+                );
+            }
+            return;
+        }
+        framer.compact();
+    }
+}
+
+/// Splits the decompressed bytes of a text file into records (lines; CSV records may span
+/// lines inside quotes), in blocks of up to `batchRows` records.
+struct Framer {
+    /// CSV: the quote character and whether the file has a header.
+    csv: Option<(u8, bool)>,
+    batch_rows: usize,
+    /// The header is still to be skipped (a CSV file read from its start).
+    header_pending: bool,
+    buf: Vec<u8>,
+    /// Decompressed offset of `buf[0]`.
+    base: u64,
+    /// Next byte to scan for a line break.
+    scan: usize,
+    /// Start of the current, incomplete record.
+    rec_start: usize,
+    in_quote: bool,
+    /// Line breaks seen.
+    line: u64,
+    /// First line of the current record.
+    rec_line: u64,
+    /// Records framed and not reported yet.
+    block: Vec<Rec>,
+}
+
+impl Framer {
+    fn new(job: &TextJob, start: Progress) -> Self {
+        let csv = match job.format {
+            TextFormat::Csv { quote, header, .. } => Some((quote, header)),
+            TextFormat::Ndjson => None,
+        };
+        Self {
+            csv,
+            batch_rows: job.batch_rows,
+            header_pending: csv.is_some_and(|(_, header)| header) && start.offset == 0,
+            buf: Vec::with_capacity(READ_CHUNK * 2),
+            base: start.offset,
+            scan: 0,
+            rec_start: 0,
+            in_quote: false,
+            line: start.lines,
+            rec_line: start.lines + 1,
+            block: Vec::with_capacity(job.batch_rows.min(1 << 16)),
+        }
+    }
+
+    /// Append up to [`READ_CHUNK`] bytes from `reader`; 0 at the end of the file.
+    fn fill(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
+        let filled = self.buf.len();
+        self.buf.resize(filled + READ_CHUNK, 0);
         let read = loop {
-            match reader.read(&mut buf[filled..]) {
+            match reader.read(&mut self.buf[filled..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                buf.truncate(filled);
-                if !block.is_empty() && !state.emit(&buf, &block, line, base + rec_start as u64) {
-                    return;
-                }
-                state.fail(e, rec_line);
-                return;
-            }
+        self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// The end (line break) of the next complete record, if the buffer holds one.
+    fn next_break(&mut self) -> Option<usize> {
+        let Some((quote, _)) = self.csv else {
+            return self.buf[self.scan..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| self.scan + i);
         };
-        buf.truncate(filled + n);
-        let eof = n == 0;
-
-        loop {
-            // Find the next record boundary.
-            let found = match csv {
-                None => buf[scan..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map(|i| scan + i),
-                Some((quote, _)) => {
-                    let mut found = None;
-                    for (i, &b) in buf[scan..].iter().enumerate() {
-                        if b == quote {
-                            in_quote = !in_quote;
-                        } else if b == b'\n' {
-                            if in_quote {
-                                line += 1;
-                            } else {
-                                found = Some(scan + i);
-                                break;
-                            }
-                        }
-                    }
-                    found
-                }
-            };
-            let Some(nl) = found else {
-                scan = buf.len();
-                break;
-            };
-            scan = nl + 1;
-            line += 1;
-            let mut end = nl;
-            if end > rec_start && buf[end - 1] == b'\r' {
-                end -= 1;
-            }
-            if !is_blank(&buf[rec_start..end]) {
-                if header_pending {
-                    header_pending = false;
+        for (i, &b) in self.buf[self.scan..].iter().enumerate() {
+            if b == quote {
+                self.in_quote = !self.in_quote;
+            } else if b == b'\n' {
+                if self.in_quote {
+                    self.line += 1;
                 } else {
-                    block.push(Rec {
-                        start: rec_start,
-                        end,
-                        line: rec_line,
-                    });
+                    return Some(self.scan + i);
                 }
-            }
-            rec_start = nl + 1;
-            rec_line = line + 1;
-            if block.len() >= job.batch_rows {
-                if !state.emit(&buf, &block, line, base + rec_start as u64) {
-                    return;
-                }
-                block.clear();
             }
         }
+        None
+    }
 
-        if eof {
-            if rec_start < buf.len() {
-                let mut end = buf.len();
-                if buf[end - 1] == b'\r' {
-                    end -= 1;
-                }
-                if !is_blank(&buf[rec_start..end]) {
-                    line += 1;
-                    if !header_pending {
-                        block.push(Rec {
-                            start: rec_start,
-                            end,
-                            line: rec_line,
-                        });
-                    }
-                }
-            }
-            let end_offset = base + buf.len() as u64;
-            if !block.is_empty() && !state.emit(&buf, &block, line, end_offset) {
-                return;
-            }
-            if !state.drain() {
-                return;
-            }
-            state.progress.lines = line;
-            state.progress.offset = end_offset;
-            let _ = out.blocking_send(FileEvent::Done {
-                progress: state.progress,
-                skip: state.skip,
-                dead_letters: Vec::new(),
-            });
+    /// Add the record from `rec_start` to `end` (a trailing `\r` excluded) unless it is blank
+    /// or the header.
+    fn push(&mut self, mut end: usize) {
+        if end > self.rec_start && self.buf[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if is_blank(&self.buf[self.rec_start..end]) {
             return;
         }
-
-        if buf.len() - rec_start > MAX_RECORD_BYTES {
-            if !block.is_empty() && !state.emit(&buf, &block, line, base + rec_start as u64) {
-                return;
-            }
-            state.fail(
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "line {rec_line} is longer than {} MiB without a line break",
-                        MAX_RECORD_BYTES >> 20
-                    ),
-                ),
-                rec_line,
-            );
+        if self.header_pending {
+            self.header_pending = false;
             return;
         }
+        self.block.push(Rec {
+            start: self.rec_start,
+            end,
+            line: self.rec_line,
+        });
+    }
 
-        // Drop bytes no pending record needs.
-        let keep_from = block.first().map_or(rec_start, |r| r.start);
-        if keep_from > 0 {
-            buf.drain(..keep_from);
-            for r in &mut block {
-                r.start -= keep_from;
-                r.end -= keep_from;
+    /// Frame the complete records in the buffer, reporting each full block. False when the
+    /// receiver is gone.
+    fn frame(&mut self, state: &mut TextState<'_>) -> bool {
+        while let Some(nl) = self.next_break() {
+            self.scan = nl + 1;
+            self.line += 1;
+            self.push(nl);
+            self.rec_start = nl + 1;
+            self.rec_line = self.line + 1;
+            if self.block.len() >= self.batch_rows && !self.flush(state) {
+                return false;
             }
-            rec_start -= keep_from;
-            scan -= keep_from;
-            base += keep_from as u64;
         }
+        self.scan = self.buf.len();
+        true
+    }
+
+    /// Report the records framed so far, ending at the current record's start. False when
+    /// the receiver is gone.
+    fn flush(&mut self, state: &mut TextState<'_>) -> bool {
+        if self.block.is_empty() {
+            return true;
+        }
+        let offset = self.base + self.rec_start as u64;
+        let sent = state.emit(&self.buf, &self.block, self.line, offset);
+        self.block.clear();
+        sent
+    }
+
+    /// At the end of the file: frame the last record (without a line break), report every
+    /// block and the file's end.
+    fn finish(&mut self, state: &mut TextState<'_>) {
+        if self.rec_start < self.buf.len() {
+            let end = self.buf.len();
+            let blank = is_blank(&self.buf[self.rec_start..end]);
+            self.push(end);
+            if !blank {
+                self.line += 1;
+            }
+        }
+        self.rec_start = self.buf.len();
+        let end_offset = self.base + self.buf.len() as u64;
+        if !self.flush(state) || !state.drain() {
+            return;
+        }
+        state.progress.lines = self.line;
+        state.progress.offset = end_offset;
+        let _ = state.out.blocking_send(FileEvent::Done {
+            progress: state.progress,
+            dead_letters: Vec::new(),
+        });
+    }
+
+    /// The current record is longer than [`MAX_RECORD_BYTES`].
+    fn oversized(&self) -> bool {
+        self.buf.len() - self.rec_start > MAX_RECORD_BYTES
+    }
+
+    /// Drop the bytes no pending record needs.
+    fn compact(&mut self) {
+        let keep_from = self.block.first().map_or(self.rec_start, |r| r.start);
+        if keep_from == 0 {
+            return;
+        }
+        self.buf.drain(..keep_from);
+        for r in &mut self.block {
+            r.start -= keep_from;
+            r.end -= keep_from;
+        }
+        self.rec_start -= keep_from;
+        self.scan -= keep_from;
+        self.base += keep_from as u64;
     }
 }
 
@@ -300,7 +355,6 @@ struct TextState<'a> {
     job: &'a TextJob,
     decoder: BlockDecoder,
     progress: Progress,
-    skip: u64,
     out: &'a mpsc::Sender<FileEvent>,
     /// Decode threads and how many blocks may be in flight.
     pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
@@ -397,16 +451,7 @@ impl TextState<'_> {
         let mut dead_letters = Vec::new();
         for piece in pieces {
             match piece {
-                Piece::Good(batch) => {
-                    let rows = batch.num_rows() as u64;
-                    if self.skip >= rows {
-                        self.skip -= rows;
-                    } else {
-                        let from = self.skip as usize;
-                        self.skip = 0;
-                        good.push(batch.slice(from, batch.num_rows() - from));
-                    }
-                }
+                Piece::Good(batch) => good.push(batch),
                 Piece::Bad(i, reason) => {
                     // Every bad record of the block travels with the block's position, also on
                     // a resume inside the block: its end was not committed, nor its letters.
@@ -476,7 +521,6 @@ impl TextState<'_> {
         );
         let _ = self.out.blocking_send(FileEvent::Done {
             progress: self.progress,
-            skip: self.skip,
             dead_letters: vec![letter],
         });
     }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -14,12 +15,6 @@ pub use crate::decode::FieldConfig;
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `pollInterval`: the pause between polls in streaming mode.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// Default `maxRetries` of one request on 429, 5xx and connection errors.
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
-/// Default `retryInitialBackoff`.
-pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Default `retryMaxBackoff`.
-pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Default `maxResponseBytes` (64 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `flattenSeparator`.
@@ -110,22 +105,15 @@ pub struct RestApiSourceConfig {
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
-    /// Retries of one request on 429, 5xx, 408, timeouts, connection errors and a response
-    /// body that is not JSON (often an error page of a proxy), each logged at WARN with its
-    /// cause and the next delay. When they run out the source fails: with a transient error
-    /// (exit code 2, RESTART), or a permanent one (exit code 1) when the body was still not
-    /// JSON. Default 8.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// The first retry's backoff; each retry doubles it (up to `retryMaxBackoff`) with
-    /// random jitter. A `Retry-After` header takes precedence. Default 500ms.
-    #[serde(default = "default_retry_initial_backoff", with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub retry_initial_backoff: Duration,
-    /// The longest backoff between retries (humantime). Default 60s.
-    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub retry_max_backoff: Duration,
+    /// How a request is retried on 429, 5xx, 408, timeouts, connection errors and a response
+    /// body that is not JSON (often an error page of a proxy): `maxAttempts` (default 8, the
+    /// first included), `initialDelay` (default 250ms, doubled per attempt with random
+    /// jitter), `maxDelay` (default 30s), `jitter` (default true). A `Retry-After` header
+    /// replaces the delay. Each retry is logged at WARN with its cause and the next delay.
+    /// When the attempts run out the source fails: with a transient error (exit code 2,
+    /// RESTART), or a permanent one (exit code 1) when the body was still not JSON.
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// At most this many requests per second (may be fractional: `0.5` is one request every
     /// two seconds); unlimited when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,15 +132,6 @@ fn default_http_timeout() -> Duration {
 }
 fn default_poll_interval() -> Duration {
     DEFAULT_POLL_INTERVAL
-}
-fn default_max_retries() -> u32 {
-    DEFAULT_MAX_RETRIES
-}
-fn default_retry_initial_backoff() -> Duration {
-    DEFAULT_RETRY_INITIAL_BACKOFF
-}
-fn default_retry_max_backoff() -> Duration {
-    DEFAULT_RETRY_MAX_BACKOFF
 }
 fn default_max_response_bytes() -> u64 {
     DEFAULT_MAX_RESPONSE_BYTES
@@ -176,9 +155,7 @@ impl RestApiSourceConfig {
             auth: None,
             http_timeout: DEFAULT_HTTP_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
-            max_retries: DEFAULT_MAX_RETRIES,
-            retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
-            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+            retry: RetryConfig::default(),
             max_requests_per_second: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -236,14 +213,7 @@ impl RestApiSourceConfig {
                 "must be more than 0 (default 30s)",
             ));
         }
-        if self.retry_initial_backoff.is_zero()
-            || self.retry_max_backoff < self.retry_initial_backoff
-        {
-            return Err(Error::config(
-                format!("{at}.retryInitialBackoff"),
-                "must be more than 0 and at most retryMaxBackoff (defaults 500ms and 60s)",
-            ));
-        }
+        self.retry.validate(&format!("{at}.retry"))?;
         if let Some(rate) = self.max_requests_per_second {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(Error::config(

@@ -1,15 +1,19 @@
-//! [`Http`]: one request with authentication, a rate limit, retries with backoff and jitter
-//! (honouring `Retry-After`), a timeout and a response size limit.
+//! [`Http`]: one request with authentication, a rate limit, retries under the spec's `retry`
+//! policy ([`arcane_core::retry`], honouring `Retry-After`), a timeout and a response size
+//! limit.
 //!
 //! Every failed attempt that is retried is logged at WARN with the attempt, its cause (the
 //! whole chain, e.g. `error sending request: client error (Connect): tcp connect error:
-//! Connection refused (os error 111)`) and the delay before the next one; when the retries run
-//! out, the error says how many attempts were made over how long and keeps the cause as its
-//! source.
+//! Connection refused (os error 111)`, secrets redacted) and the delay before the next one;
+//! when the attempts run out, the error says how many were made over how long and keeps the
+//! cause as its source.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arcane_core::error::Report;
+use arcane_core::retry::{Attempt, Exhausted, RetryConfig, retry_notify};
 use arcane_core::{Error, Result, Retry};
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
@@ -65,21 +69,48 @@ enum Failure {
     },
 }
 
-/// The attempts of one request.
-struct Attempts {
-    /// `GET <url>` or `the OAuth2 token endpoint <url>`.
-    what: String,
-    /// Failed attempts so far.
-    failed: u32,
-    started: Instant,
+/// How one attempt ended without a response to use.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    /// Worth another attempt; `wait` is the server's `Retry-After`.
+    #[error("{failure}")]
+    Retry {
+        #[source]
+        failure: Failure,
+        wait: Option<Duration>,
+    },
+    /// Not worth another attempt: the source's final error, and the HTTP status that caused
+    /// it, if any.
+    #[error("{error}")]
+    Final {
+        error: Error,
+        status: Option<StatusCode>,
+    },
 }
 
-impl Attempts {
-    fn new(what: String) -> Self {
-        Self {
-            what,
-            failed: 0,
-            started: Instant::now(),
+impl AttemptError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Retry { .. })
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Retry { wait, .. } => *wait,
+            Self::Final { .. } => None,
+        }
+    }
+
+    fn retry(failure: Failure) -> Self {
+        Self::Retry {
+            failure,
+            wait: None,
+        }
+    }
+
+    fn permanent(error: Error) -> Self {
+        Self::Final {
+            error,
+            status: None,
         }
     }
 }
@@ -104,7 +135,13 @@ struct OAuth2 {
     in_body: bool,
     refresh_before: Duration,
     /// The current token and when it must be refreshed.
-    token: Option<(String, Option<Instant>)>,
+    token: Mutex<Option<(String, Option<Instant>)>>,
+}
+
+impl OAuth2 {
+    fn token(&self) -> std::sync::MutexGuard<'_, Option<(String, Option<Instant>)>> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The HTTP side of the source.
@@ -114,15 +151,13 @@ pub(crate) struct Http {
     auth: Auth,
     /// Secret values, replaced by `***` in anything logged or returned.
     secrets: Vec<String>,
-    max_retries: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
+    retry: RetryConfig,
     min_interval: Option<Duration>,
-    next_request_at: Option<Instant>,
+    next_request_at: Mutex<Option<Instant>>,
     max_bytes: u64,
     name: String,
-    /// Requests sent (retries included), for tests and logs.
-    pub(crate) requests: u64,
+    /// Requests sent (retries included), for logs.
+    requests: AtomicU64,
     /// The status of the last response that failed a request.
     last_status: Option<StatusCode>,
 }
@@ -140,7 +175,7 @@ impl std::fmt::Debug for Http {
             .field("name", &self.name)
             .field("method", &self.method)
             .field("auth", &auth)
-            .field("max_retries", &self.max_retries)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -220,7 +255,7 @@ impl Http {
                     scope: o.scope.clone(),
                     in_body: o.credentials_in_body,
                     refresh_before: o.refresh_before_expiry,
-                    token: None,
+                    token: Mutex::new(None),
                 }))
             }
         };
@@ -232,16 +267,14 @@ impl Http {
             },
             auth,
             secrets,
-            max_retries: config.max_retries,
-            initial_backoff: config.retry_initial_backoff,
-            max_backoff: config.retry_max_backoff,
+            retry: config.retry,
             min_interval: config
                 .max_requests_per_second
                 .map(|r| Duration::from_secs_f64(1.0 / r)),
-            next_request_at: None,
+            next_request_at: Mutex::new(None),
             max_bytes: config.max_response_bytes,
             name,
-            requests: 0,
+            requests: AtomicU64::new(0),
             last_status: None,
         })
     }
@@ -255,31 +288,33 @@ impl Http {
             }
         }
         if let Auth::OAuth2(o) = &self.auth {
-            if let Some((token, _)) = &o.token {
+            if let Some((token, _)) = &*o.token() {
                 out = out.replace(token.as_str(), "***");
             }
         }
         out
     }
 
-    /// Wait for the rate limit.
-    async fn pace(&mut self) {
-        if let Some(interval) = self.min_interval {
-            let now = Instant::now();
-            let at = self.next_request_at.unwrap_or(now).max(now);
-            tokio::time::sleep_until(at).await;
-            self.next_request_at = Some(at + interval);
-        }
+    /// Requests sent so far (retries included).
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
-    /// The backoff before retry number `attempt` (0-based): exponential with "equal jitter"
-    /// (half fixed, half random), capped at the maximum.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-            .min(self.max_backoff);
-        exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
+    /// Wait for the rate limit.
+    async fn pace(&self) {
+        if let Some(interval) = self.min_interval {
+            let now = Instant::now();
+            let at = {
+                let mut next = self
+                    .next_request_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let at = next.unwrap_or(now).max(now);
+                *next = Some(at + interval);
+                at
+            };
+            tokio::time::sleep_until(at).await;
+        }
     }
 
     /// Whether the last [`Http::fetch`] failed because the API refused the request itself (a
@@ -302,68 +337,116 @@ impl Http {
         self.redact(&Report(failure).to_string())
     }
 
-    /// After a failed attempt: the delay before the next one (logged at WARN), or the final
-    /// error when the retries ran out. `wait` is the server's `Retry-After`.
-    fn next_attempt(
-        &self,
-        attempts: &mut Attempts,
-        failure: Failure,
-        wait: Option<Duration>,
-    ) -> Result<Duration> {
-        let cause = self.cause(&failure);
-        let made = attempts.failed + 1;
-        if attempts.failed >= self.max_retries {
-            let took = attempts.started.elapsed();
-            let what = &attempts.what;
-            let (message, retry) = match failure {
-                Failure::Malformed { .. } => (
-                    format!(
-                        "{what} failed after {made} attempts over {took:.1?}: {cause}. The API (or a proxy in front of it) keeps answering something that is not JSON: check the URL and the API, then rerun"
-                    ),
-                    Retry::Permanent,
-                ),
-                _ => (
-                    format!(
-                        "{what} failed after {made} attempts over {took:.1?}: {cause}. The API is down, unreachable or overloaded; the run can be retried (raise maxRetries or retryMaxBackoff to wait longer)"
-                    ),
-                    Retry::Transient,
-                ),
-            };
-            return Err(Error::Source {
-                source_name: self.name.clone(),
-                message,
-                retry,
-                source: Some(Box::new(failure)),
-            });
-        }
-        let delay = wait.unwrap_or_else(|| self.backoff(attempts.failed));
-        attempts.failed += 1;
+    /// Run `attempt` under the `retry` policy: each retried failure is logged at WARN with
+    /// its redacted cause and the next delay; `what` names the request in logs and errors.
+    async fn with_retries<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptError>>,
+    {
+        let retry_after = |e: &AttemptError| e.retry_after();
+        let outcome = retry_notify(
+            &self.retry,
+            attempt,
+            AttemptError::is_transient,
+            Some(&retry_after),
+            |a: &Attempt<'_, AttemptError>| self.log_retry(what, a),
+        )
+        .await;
+        outcome.map_err(|exhausted| self.exhausted(what, exhausted))
+    }
+
+    /// The WARN line of a failed attempt that is retried.
+    fn log_retry(&self, what: &str, a: &Attempt<'_, AttemptError>) {
+        let cause = match a.error {
+            AttemptError::Retry { failure, .. } => self.cause(failure),
+            AttemptError::Final { error, .. } => self.redact(&error.report()),
+        };
+        let (made, attempts, delay) = (a.attempt, a.max_attempts, a.next_delay);
         tracing::warn!(
             source = %self.name,
             attempt = made,
-            attempts = self.max_retries + 1,
+            attempts,
             delay_ms = delay.as_millis() as u64,
             cause = %cause,
-            "{} failed (attempt {made} of {}): {cause}; retrying in {delay:.1?}",
-            attempts.what,
-            self.max_retries + 1,
+            "{what} failed (attempt {made} of {attempts}): {cause}; retrying in {delay:.1?}",
         );
-        Ok(delay)
+    }
+
+    /// The source's error once the attempts ran out (or one was not worth retrying).
+    fn exhausted(&self, what: &str, exhausted: Exhausted<AttemptError>) -> Error {
+        let Exhausted {
+            error,
+            attempts: made,
+            elapsed: took,
+            ..
+        } = exhausted;
+        let failure = match error {
+            AttemptError::Final { error, .. } => return error,
+            AttemptError::Retry { failure, .. } => failure,
+        };
+        let cause = self.cause(&failure);
+        let (message, retry) = match failure {
+            Failure::Malformed { .. } => (
+                format!(
+                    "{what} failed after {made} attempts over {took:.1?}: {cause}. The API (or a proxy in front of it) keeps answering something that is not JSON: check the URL and the API, then rerun"
+                ),
+                Retry::Permanent,
+            ),
+            _ => (
+                format!(
+                    "{what} failed after {made} attempts over {took:.1?}: {cause}. The API is down, unreachable or overloaded; the run can be retried (raise retry.maxAttempts or retry.maxDelay to wait longer)"
+                ),
+                Retry::Transient,
+            ),
+        };
+        Error::Source {
+            source_name: self.name.clone(),
+            message,
+            retry,
+            source: Some(Box::new(failure)),
+        }
     }
 
     /// Send `req` and parse the JSON body, retrying 429, 5xx, 408, timeouts, connection errors
-    /// and bodies that are not JSON; a 401 with OAuth2 gets a new token once. Other 4xx fail
-    /// at once with a permanent error.
+    /// and bodies that are not JSON under the `retry` policy; a 401 with OAuth2 gets a new
+    /// token once. Other 4xx fail at once with a permanent error naming the URL and status.
     pub(crate) async fn fetch(&mut self, req: &Request) -> Result<Response> {
-        let shown = display_url(&req.url);
-        let mut attempts = Attempts::new(format!("{} {shown}", self.method));
-        let mut reauthenticated = false;
         self.last_status = None;
+        let shown = display_url(&req.url);
+        let what = format!("{} {shown}", self.method);
+        let reauthenticated = AtomicBool::new(false);
+        let status = Mutex::new(None);
+        let (this, shown, reauthenticated, last) = (&*self, &shown, &reauthenticated, &status);
+        let outcome = this
+            .with_retries(&what, move || async move {
+                let outcome = this.attempt(req, shown, reauthenticated).await;
+                if let Err(AttemptError::Final {
+                    status: Some(s), ..
+                }) = &outcome
+                {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(*s);
+                }
+                outcome
+            })
+            .await;
+        self.last_status = status.into_inner().unwrap_or_else(|p| p.into_inner());
+        outcome
+    }
+
+    /// One attempt at `req` (two requests when a 401 asks for a new OAuth2 token).
+    async fn attempt(
+        &self,
+        req: &Request,
+        shown: &str,
+        reauthenticated: &AtomicBool,
+    ) -> Result<Response, AttemptError> {
         loop {
             self.pace().await;
             let mut builder = self
                 .authorize(self.client.request(self.method.clone(), req.url.clone()))
-                .await?;
+                .await
+                .map_err(AttemptError::permanent)?;
             for (k, v) in &req.headers {
                 builder = builder.header(k, v);
             }
@@ -372,69 +455,58 @@ impl Http {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
-            self.requests += 1;
-            let (failure, wait) = match builder.send().await {
-                Err(e) => (Failure::Transport(e.without_url()), None),
-                Ok(resp) => {
-                    let status = resp.status();
-                    if !status.is_success() {
-                        self.last_status = Some(status);
-                    }
-                    if status.is_success() {
-                        let link_next = link_next(resp.headers());
-                        match self.read_body(resp, &shown, status).await {
-                            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                                Ok(body) => {
-                                    return Ok(Response {
-                                        status,
-                                        link_next,
-                                        body,
-                                    });
-                                }
-                                Err(error) => (
-                                    Failure::Malformed {
-                                        status,
-                                        error,
-                                        snippet: self.snippet(&bytes),
-                                    },
-                                    None,
-                                ),
-                            },
-                            Err(BodyError::Fatal(e)) => return Err(e),
-                            Err(BodyError::Transient(f)) => (f, None),
-                        }
-                    } else if status == StatusCode::UNAUTHORIZED
-                        && matches!(self.auth, Auth::OAuth2(_))
-                        && !reauthenticated
-                    {
-                        // The token may have been revoked or expired early: get a new one.
-                        tracing::info!(source = %self.name, url = %shown, "HTTP 401; refreshing the OAuth2 token");
-                        if let Auth::OAuth2(o) = &mut self.auth {
-                            o.token = None;
-                        }
-                        reauthenticated = true;
-                        continue;
-                    } else if status == StatusCode::TOO_MANY_REQUESTS
-                        || status.is_server_error()
-                        || status == StatusCode::REQUEST_TIMEOUT
-                    {
-                        let wait = retry_after(resp.headers());
-                        let snippet = self.error_snippet(resp).await;
-                        (Failure::Status { status, snippet }, wait)
-                    } else {
-                        let snippet = self.error_snippet(resp).await;
-                        return Err(Error::source_permanent(
-                            &self.name,
-                            format!(
-                                "{} {shown} answered HTTP {status}{snippet}; check the URL, query and credentials",
-                                self.method
-                            ),
-                        ));
-                    }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = builder
+                .send()
+                .await
+                .map_err(|e| AttemptError::retry(Failure::Transport(e.without_url())))?;
+            let status = resp.status();
+            if status.is_success() {
+                let link_next = link_next(resp.headers());
+                let bytes = self.read_body(resp, shown, status).await?;
+                return match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(body) => Ok(Response {
+                        status,
+                        link_next,
+                        body,
+                    }),
+                    Err(error) => Err(AttemptError::retry(Failure::Malformed {
+                        status,
+                        error,
+                        snippet: self.snippet(&bytes),
+                    })),
+                };
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && matches!(self.auth, Auth::OAuth2(_))
+                && !reauthenticated.swap(true, Ordering::Relaxed)
+            {
+                // The token may have been revoked or expired early: get a new one.
+                tracing::info!(source = %self.name, url = %shown, "HTTP 401; refreshing the OAuth2 token");
+                if let Auth::OAuth2(o) = &self.auth {
+                    *o.token() = None;
                 }
-            };
-            let delay = self.next_attempt(&mut attempts, failure, wait)?;
-            tokio::time::sleep(delay).await;
+                continue;
+            }
+            if is_retried_status(status) {
+                let wait = retry_after(resp.headers());
+                let snippet = self.error_snippet(resp).await;
+                return Err(AttemptError::Retry {
+                    failure: Failure::Status { status, snippet },
+                    wait,
+                });
+            }
+            let snippet = self.error_snippet(resp).await;
+            return Err(AttemptError::Final {
+                error: Error::source_permanent(
+                    &self.name,
+                    format!(
+                        "{} {shown} answered HTTP {status}{snippet}; check the URL, query and credentials",
+                        self.method
+                    ),
+                ),
+                status: Some(status),
+            });
         }
     }
 
@@ -443,9 +515,9 @@ impl Http {
         mut resp: reqwest::Response,
         shown: &str,
         status: StatusCode,
-    ) -> Result<Bytes, BodyError> {
+    ) -> Result<Bytes, AttemptError> {
         let too_large = || {
-            BodyError::Fatal(Error::source_permanent(
+            AttemptError::permanent(Error::source_permanent(
                 &self.name,
                 format!(
                     "the response of {shown} (HTTP {status}) is larger than maxResponseBytes ({} bytes); ask for smaller pages or raise the limit",
@@ -467,7 +539,7 @@ impl Http {
                 }
                 Ok(None) => return Ok(body.freeze()),
                 Err(e) => {
-                    return Err(BodyError::Transient(Failure::Body {
+                    return Err(AttemptError::retry(Failure::Body {
                         status,
                         error: e.without_url(),
                     }));
@@ -494,10 +566,7 @@ impl Http {
     }
 
     /// Add the credentials to a request, fetching an OAuth2 token first when needed.
-    async fn authorize(
-        &mut self,
-        builder: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder> {
+    async fn authorize(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
         Ok(match &self.auth {
             Auth::None => builder,
             Auth::Header(name, value) => builder.header(name.clone(), value.clone()),
@@ -509,12 +578,13 @@ impl Http {
         })
     }
 
-    /// The current OAuth2 token, fetched again when it is missing or about to expire.
-    async fn oauth2_token(&mut self) -> Result<String> {
+    /// The current OAuth2 token, fetched again (under the `retry` policy) when it is missing
+    /// or about to expire.
+    async fn oauth2_token(&self) -> Result<String> {
         let Auth::OAuth2(o) = &self.auth else {
             return Ok(String::new());
         };
-        if let Some((token, refresh_at)) = &o.token {
+        if let Some((token, refresh_at)) = &*o.token() {
             if refresh_at.is_none_or(|at| Instant::now() < at) {
                 return Ok(token.clone());
             }
@@ -532,102 +602,87 @@ impl Http {
             }
             form.finish()
         };
-        let mut attempts = Attempts::new(format!("the OAuth2 token endpoint {shown}"));
-        let (token, expires_in) = loop {
-            let Auth::OAuth2(o) = &self.auth else {
-                return Ok(String::new());
-            };
-            let mut req = self
-                .client
-                .post(o.token_url.clone())
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(form.clone());
-            if !o.in_body {
-                req = req.basic_auth(&o.client_id, Some(&o.client_secret));
-            }
-            let (failure, wait) = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Err(error) => (
-                            Failure::Body {
-                                status,
-                                error: error.without_url(),
-                            },
-                            None,
-                        ),
-                        Ok(body) => match serde_json::from_slice::<Value>(&body) {
-                            Err(error) => (
-                                Failure::Malformed {
-                                    status,
-                                    error,
-                                    snippet: self.snippet(&body),
-                                },
-                                None,
-                            ),
-                            Ok(v) => {
-                                let token = v
-                                    .get("access_token")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string);
-                                match token {
-                                    Some(t) => {
-                                        break (t, v.get("expires_in").and_then(Value::as_u64));
-                                    }
-                                    None => {
-                                        return Err(Error::source_permanent(
-                                            &self.name,
-                                            format!(
-                                                "the OAuth2 token endpoint {shown} answered without an access_token; check tokenUrl"
-                                            ),
-                                        ));
-                                    }
-                                }
-                            }
-                        },
-                    }
-                }
-                Ok(resp)
-                    if resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS
-                        || resp.status() == StatusCode::REQUEST_TIMEOUT =>
-                {
-                    let status = resp.status();
-                    let wait = retry_after(resp.headers());
-                    let snippet = self.error_snippet(resp).await;
-                    (Failure::Status { status, snippet }, wait)
-                }
-                Ok(resp) => {
-                    return Err(Error::source_permanent(
-                        &self.name,
-                        format!(
-                            "the OAuth2 token endpoint {shown} answered HTTP {}; check clientId and the client secret",
-                            resp.status()
-                        ),
-                    ));
-                }
-                Err(e) => (Failure::Transport(e.without_url()), None),
-            };
-            let delay = self.next_attempt(&mut attempts, failure, wait)?;
-            tokio::time::sleep(delay).await;
-        };
+        let what = format!("the OAuth2 token endpoint {shown}");
+        let (token, expires_in) = self
+            .with_retries(&what, || self.token_attempt(o, &shown, &form))
+            .await?;
         let refresh_at = expires_in
             .map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(o.refresh_before));
         tracing::debug!(source = %self.name, expires_in, "OAuth2 token obtained");
-        if let Auth::OAuth2(o) = &mut self.auth {
-            o.token = Some((token.clone(), refresh_at));
-        }
+        *o.token() = Some((token.clone(), refresh_at));
         Ok(token)
+    }
+
+    /// One request to the OAuth2 token endpoint: the token and its `expires_in`.
+    async fn token_attempt(
+        &self,
+        o: &OAuth2,
+        shown: &str,
+        form: &str,
+    ) -> Result<(String, Option<u64>), AttemptError> {
+        let mut req = self
+            .client
+            .post(o.token_url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form.to_string());
+        if !o.in_body {
+            req = req.basic_auth(&o.client_id, Some(&o.client_secret));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| AttemptError::retry(Failure::Transport(e.without_url())))?;
+        let status = resp.status();
+        if is_retried_status(status) {
+            let wait = retry_after(resp.headers());
+            let snippet = self.error_snippet(resp).await;
+            return Err(AttemptError::Retry {
+                failure: Failure::Status { status, snippet },
+                wait,
+            });
+        }
+        if !status.is_success() {
+            return Err(AttemptError::permanent(Error::source_permanent(
+                &self.name,
+                format!(
+                    "the OAuth2 token endpoint {shown} answered HTTP {status}; check clientId and the client secret"
+                ),
+            )));
+        }
+        let body = resp.bytes().await.map_err(|error| {
+            AttemptError::retry(Failure::Body {
+                status,
+                error: error.without_url(),
+            })
+        })?;
+        let v = serde_json::from_slice::<Value>(&body).map_err(|error| {
+            AttemptError::retry(Failure::Malformed {
+                status,
+                error,
+                snippet: self.snippet(&body),
+            })
+        })?;
+        match v.get("access_token").and_then(Value::as_str) {
+            Some(t) => Ok((t.to_string(), v.get("expires_in").and_then(Value::as_u64))),
+            None => Err(AttemptError::permanent(Error::source_permanent(
+                &self.name,
+                format!(
+                    "the OAuth2 token endpoint {shown} answered without an access_token; check tokenUrl"
+                ),
+            ))),
+        }
     }
 }
 
-enum BodyError {
-    Fatal(Error),
-    Transient(Failure),
+/// A status worth another attempt: 429, 408 and 5xx.
+fn is_retried_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
 }
 
 /// `url` without credentials, for logs and errors.

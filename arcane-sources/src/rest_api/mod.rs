@@ -7,8 +7,8 @@
 //! query parameters and `POST` body, each of which may contain `{{watermark}}`; a JSON
 //! pointer to the records array (`recordsPointer`); the schema of the records; the
 //! [pagination](PaginationConfig) style; the [watermark](WatermarkConfig); the
-//! [authentication](AuthConfig); timeouts, retries, a request-rate limit and a response size
-//! limit.
+//! [authentication](AuthConfig); timeouts, the `retry` policy ([`RetryConfig`]), a
+//! request-rate limit and a response size limit.
 //!
 //! # Passes and modes
 //!
@@ -61,10 +61,11 @@
 //!   with the position that covers them, so a restart does not write them again.
 //! * **Errors keep their cause, and retries are visible.** 429, 5xx, 408, timeouts, refused or
 //!   reset connections, and a response body that is not JSON (often a proxy's error page with
-//!   status 200) are retried (`maxRetries`) with exponential backoff and jitter, honouring
+//!   status 200) are retried under the `retry` block ([`RetryConfig`]: `maxAttempts`,
+//!   `initialDelay`, `maxDelay`, `jitter`) with exponential backoff and jitter, honouring
 //!   `Retry-After` (seconds or an HTTP date); each retry is logged at WARN with the attempt,
 //!   the whole cause chain (e.g. `tcp connect error: Connection refused`) and the next delay.
-//!   When the retries run out the source fails with an error that says how many attempts were
+//!   When the attempts run out the source fails with an error that says how many attempts were
 //!   made over how long and keeps the cause: transient (exit code 2) for the network and
 //!   status failures, permanent (exit code 1) for a body that is still not JSON, with the URL,
 //!   the status and the first 200 characters of the body. 401 (after one OAuth2 token
@@ -90,13 +91,13 @@ mod http;
 mod source;
 mod watermark;
 
+pub use arcane_core::retry::RetryConfig;
 pub use config::{
     ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, CursorPagination, DEFAULT_FLATTEN_SEPARATOR,
-    DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_POLL_INTERVAL,
-    DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
-    FieldConfig, HttpMethod, NextUrlPagination, OAuth2Auth, OffsetPagination, PageNumberPagination,
-    PaginationConfig, RestApiSourceConfig, SecretSource, WATERMARK_VARIABLE, WatermarkConfig,
-    WatermarkKind,
+    DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POLL_INTERVAL,
+    DEFAULT_REFRESH_BEFORE_EXPIRY, FieldConfig, HttpMethod, NextUrlPagination, OAuth2Auth,
+    OffsetPagination, PageNumberPagination, PaginationConfig, RestApiSourceConfig, SecretSource,
+    WATERMARK_VARIABLE, WatermarkConfig, WatermarkKind,
 };
 pub use source::RestApiSource;
 pub use watermark::{PassPosition, RestApiPosition};

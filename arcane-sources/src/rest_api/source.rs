@@ -1,22 +1,20 @@
 //! [`RestApiSource`]: polls the API pass by pass, page by page, and yields one batch per page.
 
 use arcane_core::{
-    Checkpoint, DeadLetter, Error, Mode, Position, PositionedBatch, PositionedStream, Result,
-    Source, SourceStart,
+    Checkpoint, DeadLetter, Error, Mode, Position, PositionedStream, Result, Source, SourceStart,
 };
 use std::sync::Arc;
 
-use arrow_array::BooleanArray;
+use arrow_array::UInt32Array;
 use arrow_schema::SchemaRef;
-use futures::StreamExt;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 use url::Url;
 
 use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE};
 use super::http::{Http, Request, display_url};
 use super::watermark::{PassPosition, RestApiPosition, Tracker, Verdict, template_text};
 use crate::decode::{JsonDecoder, schema_from_fields};
+use crate::runtime::{Output, spawn_source};
 
 /// Pages decoded ahead of the sink.
 const PAGES_AHEAD: usize = 4;
@@ -55,14 +53,6 @@ impl RestApiSource {
             schema,
             http: Some(http),
         })
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -122,7 +112,8 @@ impl Source for RestApiSource {
             t
         });
         // Without a watermark the position counts the records of the (only) pass. Positions
-        // written before passes were tracked counted good rows from its start.
+        // written before passes were tracked counted good rows from its start: the output
+        // skips those too.
         let (consumed, skip_records, skip_rows) = match (&self.config.watermark, &resume) {
             (None, Some(p)) => match &p.pass {
                 Some(pass) if pass.next.is_some() => (pass.records, 0, rows),
@@ -131,33 +122,38 @@ impl Source for RestApiSource {
             },
             _ => (0, 0, rows),
         };
-        let (tx, rx) = mpsc::channel(PAGES_AHEAD);
-        let mut run = Run {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            http,
-            decoder: JsonDecoder::new(self.schema.clone()),
-            mode: start.mode,
-            out: tx,
-            tracker,
-            skip_rows,
-            skip_records,
-            consumed,
-            resume_pass,
-            held: Vec::new(),
-            held_letters: Vec::new(),
-            last: resume,
-        };
-        let task = tokio::spawn(async move {
-            if let Err(e) = run.drive().await {
-                let _ = run.out.send(Err(e)).await;
-            }
-        });
-        let stream =
-            futures::stream::unfold((rx, AbortOnDrop(task)), |(mut rx, guard)| async move {
-                rx.recv().await.map(|item| (item, (rx, guard)))
-            });
-        Ok(stream.boxed())
+        let mut start = start;
+        if let Some(checkpoint) = &mut start.resume_from {
+            checkpoint.rows = skip_rows;
+        }
+        let name = self.name.clone();
+        let config = self.config.clone();
+        let decoder = JsonDecoder::new(self.schema.clone());
+        let mode = start.mode;
+        Ok(spawn_source(
+            &self.name,
+            &start,
+            PAGES_AHEAD,
+            move |out| async move {
+                Run {
+                    name,
+                    config,
+                    http,
+                    decoder,
+                    mode,
+                    out,
+                    tracker,
+                    skip_records,
+                    consumed,
+                    resume_pass,
+                    held: Vec::new(),
+                    held_letters: Vec::new(),
+                    last: resume,
+                }
+                .drive()
+                .await
+            },
+        ))
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -177,7 +173,8 @@ struct Taken {
     /// The record as received, once its page is gone (held records); else read from the page.
     payload: Option<String>,
     /// May be one of the rows of a partly committed batch skipped after a restart (records
-    /// taken while skipping what a restart had consumed before are new).
+    /// taken while skipping what a restart had consumed before are new: they were not in
+    /// that batch).
     skippable: bool,
 }
 
@@ -202,10 +199,9 @@ struct Run {
     http: Http,
     decoder: JsonDecoder,
     mode: Mode,
-    out: mpsc::Sender<Result<PositionedBatch>>,
+    /// Skips the rows of a partly committed batch after a restart.
+    out: Output,
     tracker: Option<Tracker>,
-    /// Good rows still to skip: the rows of a partly committed batch before a restart.
-    skip_rows: u64,
     /// Without a watermark: records of the pass still to skip (consumed before a restart).
     skip_records: u64,
     /// Without a watermark: records of this pass consumed.
@@ -213,7 +209,8 @@ struct Run {
     /// A restart inside a pass: where to go on with it.
     resume_pass: Option<PassPosition>,
     /// Records taken (and dead letters) while skipping what a restart had consumed before:
-    /// held until that ends, so no position is written in its middle.
+    /// held until that ends, so no position is written in its middle (and, while the output
+    /// still skips the rows of a partly committed batch, until a page covers them).
     held: Vec<Taken>,
     held_letters: Vec<DeadLetter>,
     /// The last position yielded (or resumed from).
@@ -224,10 +221,10 @@ impl Run {
     async fn drive(&mut self) -> Result<()> {
         loop {
             let stats = self.poll().await?;
-            tracing::debug!(source = %self.name, pages = stats.pages, empty_pages = stats.empty_pages, records = stats.records, requests = self.http.requests, "pass done");
+            tracing::debug!(source = %self.name, pages = stats.pages, empty_pages = stats.empty_pages, records = stats.records, requests = self.http.requests(), "pass done");
             match self.mode {
                 Mode::Backfill => {
-                    tracing::info!(source = %self.name, pages = stats.pages, records = stats.records, requests = self.http.requests, "rest-api backfill caught up: the pass read every page");
+                    tracing::info!(source = %self.name, pages = stats.pages, records = stats.records, requests = self.http.requests(), "rest-api backfill caught up: the pass read every page");
                     return Ok(());
                 }
                 Mode::Stream => tokio::time::sleep(self.config.poll_interval).await,
@@ -537,15 +534,12 @@ impl Run {
             // Still inside the records a restart had consumed before: what was taken here is
             // new (changed since), but a position here could not say what was consumed, so
             // it waits for the end of the prefix.
-            for t in &mut taken[held..] {
-                t.payload = Some(records[t.index].to_string());
-            }
-            self.held = taken;
-            self.held_letters = letters;
+            self.hold(taken, held, letters, records);
             return Ok(());
         }
         let decoded = self.decoder.decode(&taken);
         let mut bad = vec![false; taken.len()];
+        let mut rejected = Vec::with_capacity(decoded.rejected.len());
         for (at, reason) in decoded.rejected {
             let t = &taken[at];
             bad[at] = true;
@@ -553,7 +547,7 @@ impl Run {
                 Some(p) => p.clone(),
                 None => records[t.index].to_string(),
             };
-            letters.push(
+            rejected.push(
                 DeadLetter::new(
                     &*t.origin,
                     format!("page {} record {}", t.page, t.index),
@@ -564,21 +558,16 @@ impl Run {
         }
         let mut batch = decoded.batch;
         let decoded_rows = batch.num_rows();
-        if self.skip_rows > 0 {
-            // The first rows after a restart's position that were committed before it.
-            let mut keep = Vec::with_capacity(decoded_rows);
-            for (t, bad) in taken.iter().zip(&bad) {
-                if *bad {
-                    continue;
-                }
-                let drop = t.skippable && self.skip_rows > 0;
-                if drop {
-                    self.skip_rows -= 1;
-                }
-                keep.push(!drop);
+        if let Some((order, covered)) = self.new_rows_last(&taken, &bad) {
+            if !covered && !last {
+                // This page's own rows do not cover what the output still skips: hold them
+                // all (their dead letters are found again when they are decoded).
+                self.hold(taken, held, letters, records);
+                return Ok(());
             }
-            batch = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?;
+            batch = arrow_select::take::take_record_batch(&batch, &UInt32Array::from(order))?;
         }
+        letters.extend(rejected);
         let mut position = match &self.tracker {
             Some(t) => t.position(),
             None => RestApiPosition {
@@ -603,11 +592,56 @@ impl Run {
         let encoded = Position::encode(&position)?;
         self.last = Some(position);
         self.out
-            .send(Ok(
-                PositionedBatch::new(batch, encoded).with_dead_letters(letters)
-            ))
+            .emit(batch, encoded, letters)
             .await
-            .map_err(|_| Error::source_permanent(&self.name, "the stream was dropped"))
+            .map_err(|closed| Error::source_permanent(&self.name, closed.to_string()))
+    }
+
+    /// Keep `taken` (of which those from `held` on come from `records`) and `letters` for the
+    /// next page.
+    fn hold(
+        &mut self,
+        mut taken: Vec<Taken>,
+        held: usize,
+        letters: Vec<DeadLetter>,
+        records: &[Value],
+    ) {
+        for t in &mut taken[held..] {
+            if t.payload.is_none() {
+                t.payload = Some(records[t.index].to_string());
+            }
+        }
+        self.held = taken;
+        self.held_letters = letters;
+    }
+
+    /// While the output still skips the rows of a partly committed batch (the first rows it
+    /// emits after a restart), rows taken while skipping what the restart had consumed before
+    /// must come after them: they are new, not among the rows to skip. When such rows are
+    /// among the good rows (`bad` marks the others): the order of the batch's rows that puts
+    /// them last, and whether the page's own rows cover what is left to skip. `None` when the
+    /// batch stays as it is.
+    fn new_rows_last(&self, taken: &[Taken], bad: &[bool]) -> Option<(Vec<u32>, bool)> {
+        let to_skip = self.out.rows_to_skip();
+        if to_skip == 0 {
+            return None;
+        }
+        let good = taken.iter().zip(bad).filter(|(_, bad)| !**bad);
+        let mut own = Vec::new();
+        let mut new = Vec::new();
+        for (row, (t, _)) in good.enumerate() {
+            if t.skippable {
+                own.push(row as u32);
+            } else {
+                new.push(row as u32);
+            }
+        }
+        if new.is_empty() {
+            return None;
+        }
+        let covered = own.len() as u64 >= to_skip;
+        own.extend(new);
+        Some((own, covered))
     }
 }
 
