@@ -247,9 +247,9 @@ where
     E: std::error::Error + 'static,
 {
     let started = tokio::time::Instant::now();
-    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let attempts = AtomicU32::new(0);
     let result = (|| {
-        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        attempts.fetch_add(1, Ordering::Relaxed);
         op()
     })
     .retry(policy.backoff())
@@ -262,7 +262,7 @@ where
     .notify(|e, delay| {
         notify(&Attempt {
             error: e,
-            attempt: attempts.load(std::sync::atomic::Ordering::Relaxed),
+            attempt: attempts.load(Ordering::Relaxed),
             max_attempts: policy.max_attempts,
             next_delay: delay,
         })
@@ -272,7 +272,7 @@ where
         let transient = is_transient(&error);
         Exhausted {
             error,
-            attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+            attempts: attempts.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
             transient,
         }
