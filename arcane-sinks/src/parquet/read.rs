@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use arcane_core::{Error, Result, Retry};
 use arrow_array::RecordBatch;
 use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::manifest::{self, FileEntry, STAGING_DIR};
@@ -173,14 +174,7 @@ async fn read_rows(
             break;
         }
         let path = loc.child(&file.path);
-        let bytes = loc
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| store_error(&name, format!("cannot read committed file {path}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| store_error(&name, format!("cannot read committed file {path}"), e))?;
+        let bytes = get_committed(&loc, &name, &path).await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .map_err(|e| read_error(&name, &path, e))?
             .with_limit(left)
@@ -193,6 +187,33 @@ async fn read_rows(
         }
     }
     Ok(out)
+}
+
+/// A committed file's bytes. A commit's files become visible right after its manifest (a
+/// rename or a multipart completion): a reader that comes in between waits for them up to
+/// about a second before it reports the file missing.
+async fn get_committed(loc: &Location, name: &str, path: &Path) -> Result<bytes::Bytes> {
+    let mut waited = 0;
+    loop {
+        match loc.store.get(path).await {
+            Ok(got) => {
+                return got.bytes().await.map_err(|e| {
+                    store_error(name, format!("cannot read committed file {path}"), e)
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) if waited < 50 => {
+                waited += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(store_error(
+                    name,
+                    format!("cannot read committed file {path}"),
+                    e,
+                ));
+            }
+        }
+    }
 }
 
 /// The first `limit` committed rows (files in commit order); like [`read_committed`], each
