@@ -196,9 +196,10 @@ where
     E: std::error::Error + 'static,
 {
     let started = tokio::time::Instant::now();
-    let attempts = std::cell::Cell::new(0u32);
+    // Atomic rather than a `Cell`, so that the future is `Send` (spawned source tasks retry).
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     let result = (|| {
-        attempts.set(attempts.get() + 1);
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         op()
     })
     .retry(policy.backoff())
@@ -210,7 +211,7 @@ where
     })
     .notify(|e, delay| {
         tracing::warn!(
-            attempt = attempts.get(),
+            attempt = attempts.load(std::sync::atomic::Ordering::Relaxed),
             max_attempts = policy.max_attempts,
             next_delay = ?delay,
             error = %Report(e),
@@ -222,7 +223,7 @@ where
         let transient = is_transient(&error);
         Exhausted {
             error,
-            attempts: attempts.get(),
+            attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
             elapsed: started.elapsed(),
             transient,
         }

@@ -164,7 +164,7 @@ async fn the_receive_maximum_bounds_what_is_read_until_a_commit() {
     let client_id = uniq("arcane-test");
     let topic = format!("arcane/test/{}", uniq("t"));
     let mut config = config(&client_id, &topic);
-    config.receive_maximum = Some(50);
+    config.max_unacked = Some(50);
     let mut source = MqttSource::new(config.clone()).unwrap();
     let (batches, _) = read_backfill(&mut source, None).await;
     assert!(rows_of(&batches).is_empty());
