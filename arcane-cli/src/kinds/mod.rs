@@ -7,7 +7,7 @@
 //! | `rest-api` | `rest-api` | records polled from an HTTP API ([`arcane_sources::rest_api`]) |
 //! | `nats-jetstream` | `nats-jetstream` | a JetStream stream, durable pull consumer ([`arcane_sources::nats`]) |
 //! | `rabbitmq` | `rabbitmq` | a RabbitMQ queue over AMQP 0-9-1 ([`arcane_sources::amqp`]) |
-//! | `mqtt` | `mqtt` | MQTT 5 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
+//! | `mqtt` | `mqtt` | MQTT 5 or 3.1.1 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
 //! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
 
 #[cfg(feature = "blob-landing")]

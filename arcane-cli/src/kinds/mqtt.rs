@@ -18,7 +18,7 @@ impl SourceKind for Mqtt {
     }
 
     fn description(&self) -> &'static str {
-        "MQTT 5 topic filters with QoS 1 in a persistent session (acks after commit, at least once), landed as Parquet"
+        "MQTT 5 or 3.1.1 topic filters with QoS 1 in a persistent session (acks after commit, at least once), landed as Parquet"
     }
 
     async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {

@@ -54,6 +54,12 @@ pub struct MqttSourceConfig {
     /// TLS to the broker (required when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// The MQTT version to speak: `"5"` (default) or `"3.1.1"` for brokers without MQTT 5.
+    /// With 3.1.1 the broker's own in-flight limit bounds the unacknowledged messages
+    /// (`maxUnacked` cannot be sent), there are no user properties (`_headers` is null) and
+    /// the session does not expire by itself (`sessionExpiry` is not sent).
+    #[serde(default)]
+    pub protocol_version: MqttProtocolVersion,
     /// How message payloads become rows.
     pub payload: PayloadConfig,
     /// Messages per decoded batch (default 1000).
@@ -92,6 +98,18 @@ pub struct MqttSourceConfig {
     pub retry: RetryConfig,
 }
 
+/// The MQTT protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MqttProtocolVersion {
+    /// MQTT 5.
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
 fn default_port() -> u16 {
     DEFAULT_MQTT_PORT
 }
@@ -115,6 +133,7 @@ impl MqttSourceConfig {
             username: None,
             password: None,
             tls: None,
+            protocol_version: MqttProtocolVersion::V5,
             payload,
             batch_rows: default_batch_rows(),
             batch_timeout: default_batch_timeout(),

@@ -1,5 +1,9 @@
 //! The MQTT source (feature `mqtt`): topic filters subscribed with QoS 1 in a persistent
-//! session, over MQTT 5.
+//! session, over MQTT 5 or, with `protocolVersion: "3.1.1"`, MQTT 3.1.1.
+//!
+//! A broker that refuses the version (a CONNACK "unacceptable/unsupported protocol version",
+//! or closing the connection right after an MQTT 5 CONNECT) is a configuration error (exit
+//! code 1) naming `protocolVersion`, never retried.
 //!
 //! * [`MqttSource`] — the [`Source`](arcane_core::Source).
 //! * [`MqttSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
@@ -47,6 +51,7 @@ mod config;
 mod source;
 
 pub use config::{
-    DEFAULT_MQTT_PORT, DEFAULT_SESSION_EXPIRY, MAX_RECEIVE_MAXIMUM, MqttSourceConfig,
+    DEFAULT_MQTT_PORT, DEFAULT_SESSION_EXPIRY, MAX_RECEIVE_MAXIMUM, MqttProtocolVersion,
+    MqttSourceConfig,
 };
 pub use source::{MqttBroker, MqttPosition, MqttSession, MqttSource};

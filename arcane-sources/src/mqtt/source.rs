@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::config::MqttSourceConfig;
+use super::config::{MqttProtocolVersion, MqttSourceConfig};
 use crate::broker::{
     BatchEnd, Broker, BrokerMessage, BrokerSession, BrokerSource, Content, Delivery, now_ms,
 };
@@ -65,7 +65,7 @@ impl BrokerSource<MqttBroker> {
 /// source is dropped or opened again.
 struct Connected {
     generation: u64,
-    client: AsyncClient,
+    client: MqttClient,
     _poller: AbortOnDropHandle<()>,
 }
 
@@ -88,7 +88,73 @@ impl std::fmt::Debug for MqttBroker {
     }
 }
 
+/// A client of either protocol version.
+#[derive(Clone)]
+enum MqttClient {
+    V5(AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+/// A received PUBLISH to acknowledge (without its payload), of either protocol version.
+#[derive(Debug, Clone)]
+pub enum MqttAck {
+    /// MQTT 5.
+    V5(Publish),
+    /// MQTT 3.1.1.
+    V311(rumqttc::Publish),
+}
+
+impl MqttAck {
+    fn pkid(&self) -> u16 {
+        match self {
+            MqttAck::V5(p) => p.pkid,
+            MqttAck::V311(p) => p.pkid,
+        }
+    }
+}
+
 impl MqttBroker {
+    fn options_v311(&self) -> Result<rumqttc::MqttOptions> {
+        let c = &self.config;
+        let v5 = self.options_v5()?;
+        let mut opts = rumqttc::MqttOptions::new(&c.client_id, &c.host, c.port);
+        opts.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(64 * 1024 * 1024, 64 * 1024 * 1024)
+            .set_transport(v5.transport());
+        if let Some(login) = v5.credentials() {
+            opts.set_credentials(login.username, login.password);
+        }
+        Ok(opts)
+    }
+
+    /// What a failed MQTT 3.1.1 connect means (see [`Self::connect_error`]).
+    fn connect_error_v311(&self, e: rumqttc::ConnectionError) -> Error {
+        let field = &self.field;
+        let address = format!("{}:{}", self.config.host, self.config.port);
+        match &e {
+            rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::RefusedProtocolVersion,
+            ) => Error::config(
+                format!("{field}.protocolVersion"),
+                format!(
+                    "the broker at {address} refused MQTT 3.1.1 ({e}); set protocolVersion: \"5\""
+                ),
+            ),
+            rumqttc::ConnectionError::ConnectionRefused(
+                code @ (rumqttc::ConnectReturnCode::BadUserNamePassword
+                | rumqttc::ConnectReturnCode::NotAuthorized
+                | rumqttc::ConnectReturnCode::BadClientId),
+            ) => Error::config(
+                format!("{field}.username"),
+                format!(
+                    "the broker at {address} refused the connection ({code:?}); check the credentials and the clientId"
+                ),
+            ),
+            _ => Error::source_transient(&self.name, format!("cannot connect to {address}"), e),
+        }
+    }
     fn options_v5(&self) -> Result<MqttOptions> {
         let c = &self.config;
         let field = &self.field;
@@ -172,7 +238,7 @@ impl MqttBroker {
 #[async_trait::async_trait]
 impl Broker for MqttBroker {
     /// The connection's generation and the received PUBLISH (without its payload).
-    type Token = (u64, Publish);
+    type Token = (u64, MqttAck);
     type Position = MqttPosition;
     type Session = MqttSession;
 
@@ -209,32 +275,65 @@ impl Broker for MqttBroker {
     }
 
     async fn connect(&self, _after: Option<u64>, _mode: Mode) -> Result<MqttSession> {
-        let (client, mut eventloop) = AsyncClient::new(self.options_v5()?, 1024);
-        // The first poll connects: wait for the broker's CONNACK.
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(source = %self.name, session_present = ack.session_present, "connected");
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => return Err(self.connect_error(e)),
-            }
-        }
-        for topic in &self.config.topics {
-            client
-                .subscribe(topic.clone(), QoS::AtLeastOnce)
-                .await
-                .map_err(|e| {
-                    Error::source_transient(&self.name, format!("cannot subscribe to {topic}"), e)
-                })?;
-        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let poller = AbortOnDropHandle::new(tokio::spawn(poll_v5(
-            self.name.clone(),
-            eventloop,
-            events_tx,
-        )));
+        let (client, poller) = match self.config.protocol_version {
+            MqttProtocolVersion::V5 => {
+                let (client, mut eventloop) = AsyncClient::new(self.options_v5()?, 1024);
+                // The first poll connects: wait for the broker's CONNACK.
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            tracing::info!(source = %self.name, session_present = ack.session_present, "connected");
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(self.connect_error(e)),
+                    }
+                }
+                for topic in &self.config.topics {
+                    client
+                        .subscribe(topic.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| {
+                            Error::source_transient(
+                                &self.name,
+                                format!("cannot subscribe to {topic}"),
+                                e,
+                            )
+                        })?;
+                }
+                let poller = tokio::spawn(poll_v5(self.name.clone(), eventloop, events_tx));
+                (MqttClient::V5(client), poller)
+            }
+            MqttProtocolVersion::V311 => {
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(self.options_v311()?, 1024);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
+                            tracing::info!(source = %self.name, session_present = ack.session_present, "connected");
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(self.connect_error_v311(e)),
+                    }
+                }
+                for topic in &self.config.topics {
+                    client
+                        .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| {
+                            Error::source_transient(
+                                &self.name,
+                                format!("cannot subscribe to {topic}"),
+                                e,
+                            )
+                        })?;
+                }
+                let poller = tokio::spawn(poll_v311(self.name.clone(), eventloop, events_tx));
+                (MqttClient::V311(client), poller)
+            }
+        };
+        let poller = AbortOnDropHandle::new(poller);
         let mut slot = self.client.lock().map_err(|_| {
             Error::fatal(format!("source {}: the client lock is poisoned", self.name))
         })?;
@@ -251,7 +350,7 @@ impl Broker for MqttBroker {
         })
     }
 
-    async fn ack(&self, tokens: Vec<(u64, Publish)>) -> Result<()> {
+    async fn ack(&self, tokens: Vec<(u64, MqttAck)>) -> Result<()> {
         let client = self
             .client
             .lock()
@@ -265,8 +364,15 @@ impl Broker for MqttBroker {
                 // Delivered on an older connection: the broker redelivers it (at least once).
                 continue;
             }
-            if let Err(e) = client.ack(&publish).await {
-                tracing::warn!(source = %self.name, pkid = publish.pkid, error = %e, "ack failed; the broker will redeliver");
+            let acked = match (&client, &publish) {
+                (MqttClient::V5(c), MqttAck::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+                (MqttClient::V311(c), MqttAck::V311(p)) => {
+                    c.ack(p).await.map_err(|e| e.to_string())
+                }
+                _ => Err("the protocol version changed".to_string()),
+            };
+            if let Err(e) = acked {
+                tracing::warn!(source = %self.name, pkid = publish.pkid(), error = %e, "ack failed; the broker will redeliver");
                 return Ok(());
             }
         }
@@ -284,20 +390,77 @@ impl Broker for MqttBroker {
 
 /// What the event loop reports.
 enum Incoming {
-    Publish(Publish),
+    Message(Box<(BrokerMessage, MqttAck)>),
     Failed(Error),
 }
 
-/// Poll the MQTT event loop until it fails (it must run for acks and keep-alives to be sent,
-/// so it never waits for the sink): publishes go to `events`, which the broker's receive
+fn message(
+    topic: &str,
+    payload: &Bytes,
+    pkid: u16,
+    dup: bool,
+    headers: Vec<(String, String)>,
+) -> BrokerMessage {
+    BrokerMessage {
+        payload: payload.clone(),
+        subject: topic.to_string(),
+        // MQTT carries no timestamp: the time the source received it.
+        timestamp_ms: Some(now_ms()),
+        headers,
+        locator: format!(
+            "topic {topic} packet {pkid}{}",
+            if dup { " (redelivered)" } else { "" }
+        ),
+    }
+}
+
+/// Poll the MQTT 5 event loop until it fails (it must run for acks and keep-alives to be
+/// sent, so it never waits for the sink): publishes go to `events`, which the broker's receive
 /// maximum bounds. It keeps running after the stream is dropped, for the acks of the last
 /// commits.
 async fn poll_v5(name: String, mut eventloop: EventLoop, events: mpsc::UnboundedSender<Incoming>) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let headers = p
+                    .properties
+                    .as_ref()
+                    .map(|pr| pr.user_properties.clone())
+                    .unwrap_or_default();
+                let m = message(&topic, &p.payload, p.pkid, p.dup, headers);
+                let mut token = p;
+                token.payload = Bytes::new();
+                token.properties = None;
                 // Once the stream is gone the message stays unacked and is redelivered later.
-                let _ = events.send(Incoming::Publish(p));
+                let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V5(token)))));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = events.send(Incoming::Failed(Error::source_transient(
+                    &name,
+                    "the connection to the broker failed",
+                    e,
+                )));
+                return;
+            }
+        }
+    }
+}
+
+/// [`poll_v5`] for MQTT 3.1.1 (the broker's in-flight limit bounds the publishes).
+async fn poll_v311(
+    name: String,
+    mut eventloop: rumqttc::EventLoop,
+    events: mpsc::UnboundedSender<Incoming>,
+) {
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let m = message(&p.topic, &p.payload, p.pkid, p.dup, Vec::new());
+                let mut token = p;
+                token.payload = Bytes::new();
+                let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V311(token)))));
             }
             Ok(_) => {}
             Err(e) => {
@@ -330,34 +493,14 @@ impl std::fmt::Debug for MqttSession {
 
 #[async_trait::async_trait]
 impl BrokerSession for MqttSession {
-    type Token = (u64, Publish);
+    type Token = (u64, MqttAck);
 
-    async fn next(&mut self) -> Result<Option<Delivery<(u64, Publish)>>> {
+    async fn next(&mut self) -> Result<Option<Delivery<(u64, MqttAck)>>> {
         match self.events.recv().await {
-            Some(Incoming::Publish(p)) => {
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                let headers = p
-                    .properties
-                    .as_ref()
-                    .map(|pr| pr.user_properties.clone())
-                    .unwrap_or_default();
-                let message = BrokerMessage {
-                    payload: p.payload.clone(),
-                    subject: topic.clone(),
-                    // MQTT carries no timestamp: the time the source received it.
-                    timestamp_ms: Some(now_ms()),
-                    headers,
-                    locator: format!(
-                        "topic {topic} packet {}{}",
-                        p.pkid,
-                        if p.dup { " (redelivered)" } else { "" }
-                    ),
-                };
-                let mut token = p;
-                token.payload = Bytes::new();
-                token.properties = None;
+            Some(Incoming::Message(boxed)) => {
+                let (message, ack) = *boxed;
                 Ok(Some(Delivery {
-                    token: (self.generation, token),
+                    token: (self.generation, ack),
                     sequence: None,
                     content: Content::Message(message),
                     last: false,
