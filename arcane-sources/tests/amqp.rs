@@ -400,3 +400,42 @@ async fn backfill_outlasts_pauses_of_a_full_prefetch_window() {
     assert_eq!(q.ready().await, 0, "everything acked after the commits");
     q.delete().await;
 }
+
+/// The shared conformance suite with malformed messages. The suite keeps each source alive
+/// while it makes the next one; a restarted process's predecessor is gone, so every new source
+/// first closes the previous one's connection (the broker then requeues its unacknowledged
+/// deliveries, in order) and waits until the queue holds everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resumes_exactly_with_malformed_messages() {
+    use std::sync::{Arc, Mutex};
+    let q = TestQueue::new("suite").await;
+    q.declare().await;
+    q.publish("", &q.name, 0..200, &BTreeSet::from([0, 41, 42, 150]))
+        .await;
+    let config = q.config();
+    let previous: Arc<Mutex<Option<Arc<arcane_sources::amqp::AmqpBroker>>>> = Arc::default();
+    let queue = &q;
+    arcane_core::testing::conformance::source_resumes_exactly(|| {
+        if let Some(broker) = previous.lock().unwrap().take() {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    use arcane_sources::broker::Broker;
+                    broker.reset().await;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    while queue.ready().await != 200 {
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "deliveries not requeued"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+            });
+        }
+        let source = AmqpSource::new(config.clone()).unwrap();
+        *previous.lock().unwrap() = Some(source.broker_handle());
+        Box::new(source) as Box<dyn Source>
+    })
+    .await;
+    q.delete().await;
+}

@@ -196,6 +196,11 @@ impl<B: Broker> BrokerSource<B> {
         &self.broker
     }
 
+    /// The broker, shared (e.g. to [`Broker::reset`] a source that a test cannot drop).
+    pub fn broker_handle(&self) -> Arc<B> {
+        self.broker.clone()
+    }
+
     /// The shared settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
