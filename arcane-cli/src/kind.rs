@@ -54,9 +54,10 @@ pub trait SourceKind: Send + Sync + 'static {
     /// Build the source from its settings; errors name fields under `spec.source`.
     async fn source(&self, ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>>;
 
-    /// Adjust the sink's settings before the sink is built (e.g. a source that acks only after
-    /// commits needs files to commit before its broker's unacked window fills). Default: none.
-    fn adjust_sink(&self, _ctx: &StreamContext, _sink: &mut ParquetSinkConfig) {}
+    /// Adjust the parsed spec before the source and sink are built (e.g. a source that acks
+    /// only after commits defaults its unacked window from `rowsPerGroup`, and needs files to
+    /// commit before that window fills). Default: none.
+    fn adjust_spec(&self, _spec: &mut KindSpec<Self::Config>) {}
 }
 
 /// A reference to a Kubernetes Secret in the stream's namespace, passed to the Job as
@@ -169,10 +170,10 @@ pub struct BuiltinKind<K>(pub K);
 impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
     type Spec = KindSpec<K::Config>;
 
-    async fn build(&self, ctx: &StreamContext, spec: Self::Spec) -> Result<StreamGraph> {
+    async fn build(&self, ctx: &StreamContext, mut spec: Self::Spec) -> Result<StreamGraph> {
+        self.0.adjust_spec(&mut spec);
         let limits = spec.group_limits()?;
-        let mut sink_config = spec.sink.clone();
-        self.0.adjust_sink(ctx, &mut sink_config);
+        let sink_config = spec.sink.clone();
         let sink = ParquetSink::new_at(sink_config.clone(), "spec.sink")?;
         let source = self.0.source(ctx, spec.source).await?;
         tracing::info!(

@@ -7,7 +7,7 @@
 //! | `nats` | [`nats`] | NATS JetStream, durable pull consumer, exactly once |
 //! | `amqp` | [`amqp`] | RabbitMQ (AMQP 0-9-1) queues, acks after commit |
 //! | `mqtt` | [`mqtt`] | MQTT 3.1.1/5 topics, QoS 1 persistent session, at least once |
-//! | `broker` (enabled by the broker sources) | [`broker`] | payload decoding, credentials, TLS, reconnect backoff shared by the broker sources |
+//! | `broker` (enabled by the broker sources) | [`broker`] | the `Broker` trait and the one generic broker source: payload decoding, acks after commit, batching, credentials, TLS, retries |
 //! | `postgres-cdc` | [`postgres_cdc`] | PostgreSQL change data capture: consistent snapshot + `pgoutput` logical decoding |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
 //! | always | [`generator`] | deterministic synthetic rows with exact resume (the `generator` kind) |

@@ -270,7 +270,7 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
     q.declare().await;
     q.publish("", &q.name, 0..300, &BTreeSet::new()).await;
     let mut config = q.config();
-    config.prefetch = Some(100);
+    config.max_unacked = Some(100);
     let mut source = AmqpSource::new(config.clone()).unwrap();
     let mut stream = source
         .open(SourceStart {
@@ -314,7 +314,7 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    config.prefetch = None;
+    config.max_unacked = None;
     let mut resumed = AmqpSource::new(config).unwrap();
     let (batches, letters) = read_backfill(&mut resumed, Some(committed)).await;
     assert!(letters.is_empty());
@@ -355,11 +355,11 @@ async fn a_graph_lands_every_good_message_once_and_acks_them() {
 #[test]
 fn bad_settings_name_their_field() {
     let mut c = AmqpSourceConfig::new("127.0.0.1", "q", PayloadConfig::raw());
-    c.prefetch = Some(0);
+    c.max_unacked = Some(0);
     let err = AmqpSource::new_at(c, "spec.source")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("spec.source.prefetch"), "{err}");
+    assert!(err.contains("spec.source.maxUnacked"), "{err}");
     let c = AmqpSourceConfig::new("127.0.0.1", "", PayloadConfig::raw());
     let err = AmqpSource::new_at(c, "spec.source")
         .unwrap_err()
@@ -377,7 +377,7 @@ async fn backfill_outlasts_pauses_of_a_full_prefetch_window() {
     let n = 400;
     q.publish("", &q.name, 0..n, &BTreeSet::new()).await;
     let mut config = q.config();
-    config.prefetch = Some(100);
+    config.max_unacked = Some(100);
     config.backfill_idle_timeout = Duration::from_millis(1000);
     let store = MemorySink::new().store();
     let report = tokio::time::timeout(
@@ -398,5 +398,44 @@ async fn backfill_outlasts_pauses_of_a_full_prefetch_window() {
     assert_eq!(got, (0..n).collect::<Vec<_>>(), "every message landed");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(q.ready().await, 0, "everything acked after the commits");
+    q.delete().await;
+}
+
+/// The shared conformance suite with malformed messages. The suite keeps each source alive
+/// while it makes the next one; a restarted process's predecessor is gone, so every new source
+/// first closes the previous one's connection (the broker then requeues its unacknowledged
+/// deliveries, in order) and waits until the queue holds everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resumes_exactly_with_malformed_messages() {
+    use std::sync::{Arc, Mutex};
+    let q = TestQueue::new("suite").await;
+    q.declare().await;
+    q.publish("", &q.name, 0..200, &BTreeSet::from([0, 41, 42, 150]))
+        .await;
+    let config = q.config();
+    let previous: Arc<Mutex<Option<Arc<arcane_sources::amqp::AmqpBroker>>>> = Arc::default();
+    let queue = &q;
+    arcane_core::testing::conformance::source_resumes_exactly(|| {
+        if let Some(broker) = previous.lock().unwrap().take() {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    use arcane_sources::broker::Broker;
+                    broker.reset().await;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    while queue.ready().await != 200 {
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "deliveries not requeued"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+            });
+        }
+        let source = AmqpSource::new(config.clone()).unwrap();
+        *previous.lock().unwrap() = Some(source.broker_handle());
+        Box::new(source) as Box<dyn Source>
+    })
+    .await;
     q.delete().await;
 }

@@ -177,7 +177,7 @@ async fn acks_follow_commits_and_max_ack_pending_bounds_what_is_read() {
     let s = TestStream::new("ack").await;
     s.publish(0..500, &BTreeSet::new()).await;
     let mut config = s.config("ack");
-    config.max_ack_pending = Some(100);
+    config.max_unacked = Some(100);
     let mut source = NatsSource::new(config).unwrap();
     let mut stream = source
         .open(SourceStart {
@@ -264,7 +264,7 @@ async fn a_graph_lands_far_more_than_max_ack_pending_without_stalling() {
     let n = 20_000;
     s.publish(0..n, &BTreeSet::new()).await;
     let mut config = s.config("window");
-    config.max_ack_pending = Some(1000);
+    config.max_unacked = Some(1000);
     config.batch_rows = 300;
     let store = MemorySink::new().store();
     let report = tokio::time::timeout(

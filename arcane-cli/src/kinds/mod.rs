@@ -7,7 +7,7 @@
 //! | `rest-api` | `rest-api` | records polled from an HTTP API ([`arcane_sources::rest_api`]) |
 //! | `nats-jetstream` | `nats-jetstream` | a JetStream stream, durable pull consumer ([`arcane_sources::nats`]) |
 //! | `rabbitmq` | `rabbitmq` | a RabbitMQ queue over AMQP 0-9-1 ([`arcane_sources::amqp`]) |
-//! | `mqtt` | `mqtt` | MQTT 5 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
+//! | `mqtt` | `mqtt` | MQTT 5 or 3.1.1 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
 //! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
 
 #[cfg(feature = "blob-landing")]
@@ -71,42 +71,31 @@ pub fn runner() -> Runner {
     runner
 }
 
-/// The spec's `rowsPerGroup` (or its default), for kinds whose source bounds its reads by it.
-#[allow(dead_code)]
 /// The broker kinds ack only after the sink committed, and the broker delivers at most
-/// `window` unacknowledged messages: a Parquet file must commit after at most half the window
-/// (a group, by default), or a full window would wait for `rolling.maxFileAge` (5m by default).
-/// `field` names the window's setting; an explicit value in `spec.source` wins over `default`.
-pub(crate) fn commit_within_window(
-    ctx: &arcane_core::StreamContext,
+/// `maxUnacked` unacknowledged messages. Without an explicit value the window is twice
+/// `rowsPerGroup` (at most `cap`, the broker's limit), so a group can fill while the previous one
+/// is committed and acked; and a Parquet file must commit after at most half the window, or a
+/// full window would wait for `rolling.maxFileAge` (5m by default).
+#[cfg_attr(
+    not(any(feature = "nats-jetstream", feature = "rabbitmq", feature = "mqtt")),
+    allow(dead_code)
+)]
+pub(crate) fn fit_broker_window(
+    max_unacked: &mut Option<usize>,
+    rows_per_group: usize,
+    cap: usize,
     sink: &mut arcane_sinks::ParquetSinkConfig,
-    field: &str,
-    default: usize,
 ) {
-    let window = ctx
-        .spec
-        .get("source")
-        .and_then(|s| s.get(field))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(default as u64);
-    let cap = (window / 2).max(1);
-    if sink.rolling.max_rows_per_file > cap {
+    let window = *max_unacked.get_or_insert(rows_per_group.saturating_mul(2).clamp(1, cap));
+    let files = u64::try_from(window / 2).unwrap_or(u64::MAX).max(1);
+    if sink.rolling.max_rows_per_file > files {
         tracing::info!(
             window,
-            max_rows_per_file = cap,
-            "sink files commit every {cap} rows so that acks free the broker's window (spec.source.{field})"
+            max_rows_per_file = files,
+            "sink files commit every {files} rows so that acks free the broker's window (spec.source.maxUnacked)"
         );
-        sink.rolling.max_rows_per_file = cap;
+        sink.rolling.max_rows_per_file = files;
     }
-}
-
-pub(crate) fn rows_per_group(ctx: &arcane_core::StreamContext) -> usize {
-    ctx.spec
-        .get("rowsPerGroup")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(arcane_core::grouped_within::DEFAULT_ROWS_PER_GROUP)
 }
 
 /// The Kubernetes description of a hosted kind, for `arcane crd` and `arcane manifests`:
@@ -140,26 +129,25 @@ pub fn kind_manifest(runner: &Runner, kind: &str) -> Result<KindManifest, crate:
 
 #[cfg(test)]
 mod tests {
-    use super::commit_within_window;
-    use arcane_core::StreamContext;
+    use super::fit_broker_window;
     use arcane_sinks::ParquetSinkConfig;
 
     #[test]
     fn broker_files_commit_within_half_the_window() {
-        let explicit = StreamContext::new(
-            "s",
-            "nats-jetstream",
-            serde_json::json!({ "source": { "maxAckPending": 1000 }, "rowsPerGroup": 300 }),
-        );
+        // An explicit window is kept.
+        let mut window = Some(1000);
         let mut sink = ParquetSinkConfig::new("memory:///x");
-        commit_within_window(&explicit, &mut sink, "maxAckPending", 600);
-        assert_eq!(sink.rolling.max_rows_per_file, 500);
-        let default = StreamContext::new("s", "rabbitmq", serde_json::json!({ "source": {} }));
+        fit_broker_window(&mut window, 300, usize::MAX, &mut sink);
+        assert_eq!((window, sink.rolling.max_rows_per_file), (Some(1000), 500));
+        // Without one: twice the group, capped by the broker's limit.
+        let mut window = None;
         let mut sink = ParquetSinkConfig::new("memory:///x");
-        commit_within_window(&default, &mut sink, "prefetch", 600);
-        assert_eq!(sink.rolling.max_rows_per_file, 300);
+        fit_broker_window(&mut window, 300, usize::MAX, &mut sink);
+        assert_eq!((window, sink.rolling.max_rows_per_file), (Some(600), 300));
+        let mut window = None;
+        fit_broker_window(&mut window, 60_000, 65_535, &mut sink);
+        assert_eq!(window, Some(65_535));
         // A smaller setting of the user's is kept.
-        commit_within_window(&default, &mut sink, "prefetch", 60_000);
         assert_eq!(sink.rolling.max_rows_per_file, 300);
     }
 }

@@ -1,10 +1,9 @@
 //! The `mqtt` kind: MQTT topics with QoS 1 in a persistent session, as Parquet.
 
 use arcane_core::{Result, Source, StreamContext};
-use arcane_sources::mqtt::{MqttSource, MqttSourceConfig};
+use arcane_sources::mqtt::{MAX_RECEIVE_MAXIMUM, MqttSource, MqttSourceConfig};
 
-use super::rows_per_group;
-use crate::kind::SourceKind;
+use crate::kind::{KindSpec, SourceKind};
 
 /// MQTT topic filters, QoS 1, at least once; see [`arcane_sources::mqtt`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,29 +18,19 @@ impl SourceKind for Mqtt {
     }
 
     fn description(&self) -> &'static str {
-        "MQTT 5 topic filters with QoS 1 in a persistent session (acks after commit, at least once), landed as Parquet"
+        "MQTT 5 or 3.1.1 topic filters with QoS 1 in a persistent session (acks after commit, at least once), landed as Parquet"
     }
 
-    async fn source(
-        &self,
-        ctx: &StreamContext,
-        mut config: Self::Config,
-    ) -> Result<Box<dyn Source>> {
-        let receive_maximum = rows_per_group(ctx)
-            .saturating_mul(2)
-            .min(usize::from(u16::MAX));
-        config.receive_maximum.get_or_insert(receive_maximum as u16);
+    async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {
         Ok(Box::new(MqttSource::new_at(config, "spec.source")?))
     }
 
-    fn adjust_sink(&self, ctx: &StreamContext, sink: &mut arcane_sinks::ParquetSinkConfig) {
-        super::commit_within_window(
-            ctx,
-            sink,
-            "receiveMaximum",
-            rows_per_group(ctx)
-                .saturating_mul(2)
-                .min(usize::from(u16::MAX)),
+    fn adjust_spec(&self, spec: &mut KindSpec<Self::Config>) {
+        super::fit_broker_window(
+            &mut spec.source.max_unacked,
+            spec.rows_per_group,
+            MAX_RECEIVE_MAXIMUM,
+            &mut spec.sink,
         );
     }
 }

@@ -3,8 +3,7 @@
 use arcane_core::{Result, Source, StreamContext};
 use arcane_sources::nats::{NatsSource, NatsSourceConfig};
 
-use super::rows_per_group;
-use crate::kind::SourceKind;
+use crate::kind::{KindSpec, SourceKind};
 
 /// A JetStream stream read by a durable pull consumer, exactly once; see
 /// [`arcane_sources::nats`].
@@ -23,24 +22,16 @@ impl SourceKind for NatsJetStream {
         "a NATS JetStream stream read by a durable pull consumer (acks after commit, exactly once), landed as Parquet"
     }
 
-    async fn source(
-        &self,
-        ctx: &StreamContext,
-        mut config: Self::Config,
-    ) -> Result<Box<dyn Source>> {
-        // Twice a group, so a group can fill while the previous one is committed and acked.
-        config
-            .max_ack_pending
-            .get_or_insert(rows_per_group(ctx).saturating_mul(2));
+    async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {
         Ok(Box::new(NatsSource::new_at(config, "spec.source")?))
     }
 
-    fn adjust_sink(&self, ctx: &StreamContext, sink: &mut arcane_sinks::ParquetSinkConfig) {
-        super::commit_within_window(
-            ctx,
-            sink,
-            "maxAckPending",
-            rows_per_group(ctx).saturating_mul(2),
+    fn adjust_spec(&self, spec: &mut KindSpec<Self::Config>) {
+        super::fit_broker_window(
+            &mut spec.source.max_unacked,
+            spec.rows_per_group,
+            usize::MAX,
+            &mut spec.sink,
         );
     }
 }

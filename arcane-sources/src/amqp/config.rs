@@ -6,13 +6,15 @@ use arcane_core::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use arcane_core::retry::RetryConfig;
+
 use crate::broker::{
-    PayloadConfig, ReconnectConfig, SecretValue, TlsConfig, default_backfill_idle_timeout,
-    default_batch_rows, default_batch_timeout, validate_batching,
+    BrokerSettings, PayloadConfig, SecretValue, TlsConfig, broker_settings,
+    default_backfill_idle_timeout, default_batch_rows, default_batch_timeout,
 };
 
-/// Default `prefetch` when neither the spec nor the kind sets it.
-pub const DEFAULT_PREFETCH: u16 = 20_000;
+/// The largest `maxUnacked` AMQP allows (the prefetch count is 16 bits).
+pub const MAX_PREFETCH: usize = u16::MAX as usize;
 /// Default AMQP port.
 pub const DEFAULT_AMQP_PORT: u16 = 5672;
 
@@ -72,17 +74,20 @@ pub struct AmqpSourceConfig {
     /// 65535). Acks follow sink commits, so this bounds memory and a slow sink stops
     /// consumption. The `rabbitmq` kind defaults it to twice `rowsPerGroup` (capped at 65535)
     /// so a group can fill while the previous one is committed; elsewhere the default is 20000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub prefetch: Option<u16>,
+    /// (`prefetch` is accepted as its old name.)
+    #[serde(default, alias = "prefetch", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub max_unacked: Option<usize>,
     /// In backfill mode, the stream ends after this long without a message (humantime, default
     /// `5s`).
     #[serde(default = "default_backfill_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub backfill_idle_timeout: Duration,
-    /// Reconnect backoff.
-    #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    /// Retrying a failed connect (exponential backoff with jitter; every attempt is logged);
+    /// when the attempts run out the stream stops with exit code 2 and the restarted process
+    /// resumes from the last commit. (`reconnect` is accepted as its old name.)
+    #[serde(default, alias = "reconnect")]
+    pub retry: RetryConfig,
 }
 
 /// Queue, exchange and bindings to declare.
@@ -149,15 +154,23 @@ impl AmqpSourceConfig {
             payload,
             batch_rows: default_batch_rows(),
             batch_timeout: default_batch_timeout(),
-            prefetch: None,
+            max_unacked: None,
             backfill_idle_timeout: default_backfill_idle_timeout(),
-            reconnect: ReconnectConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 
-    /// `prefetch` or its default.
-    pub fn prefetch(&self) -> u16 {
-        self.prefetch.unwrap_or(DEFAULT_PREFETCH)
+    /// The settings every broker source shares, checked; `field` is the config's path.
+    pub fn settings(&self, field: &str) -> Result<BrokerSettings> {
+        broker_settings(
+            &self.payload,
+            self.batch_rows,
+            self.batch_timeout,
+            self.max_unacked,
+            MAX_PREFETCH,
+            &self.retry,
+            field,
+        )
     }
 
     /// Check every setting; `field` is the config's path (e.g. `spec.source`).
@@ -170,13 +183,7 @@ impl AmqpSourceConfig {
                 ));
             }
         }
-        if self.prefetch == Some(0) {
-            return Err(Error::config(
-                format!("{field}.prefetch"),
-                "must be at least 1 (0 means unlimited in AMQP, which would not bound memory)",
-            ));
-        }
-        validate_batching(self.batch_rows, self.batch_timeout, field)?;
+        self.settings(field)?;
         if self.backfill_idle_timeout.is_zero() {
             return Err(Error::config(
                 format!("{field}.backfillIdleTimeout"),
@@ -213,8 +220,29 @@ impl AmqpSourceConfig {
                 ));
             }
         }
-        self.reconnect.validate(&format!("{field}.reconnect"))?;
-        self.payload.payload_schema(&format!("{field}.payload"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_has_one_name_and_old_specs_still_parse() {
+        let old: AmqpSourceConfig = serde_json::from_value(serde_json::json!({
+            "host": "h", "queue": "q", "payload": { "format": "raw" },
+            "prefetch": 300, "reconnect": { "maxAttempts": 3 }
+        }))
+        .unwrap();
+        assert_eq!(old.max_unacked, Some(300));
+        assert_eq!(old.retry.max_attempts, 3);
+        let mut big = old.clone();
+        big.max_unacked = Some(70_000);
+        let err = big.validate("spec.source").unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.source.maxUnacked") && err.contains("65535"),
+            "{err}"
+        );
     }
 }

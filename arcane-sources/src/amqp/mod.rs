@@ -8,7 +8,7 @@
 //!
 //! Acks are sent from [`Source::commit`](arcane_core::Source::commit) only, after the sink
 //! committed: one `basic.ack` with `multiple = true` of the last delivery of the committed
-//! batch (duplicates and dead-lettered messages included). At most `prefetch` messages are
+//! batch (duplicates and dead-lettered messages included). At most `maxUnacked` messages are
 //! unacknowledged, so a slow sink stops consumption; the `rabbitmq` kind sets it to twice
 //! `rowsPerGroup` by default (AMQP caps it at 65535).
 //!
@@ -31,8 +31,8 @@
 //!
 //! Backfill mode consumes until no delivery came for `backfillIdleTimeout` and a passive declare
 //! reports no ready message left (a full prefetch window waiting for a commit is not the end; a
-//! queue has no history beyond what it holds). Connection loss: the source reconnects with the `reconnect`
-//! backoff, and stops with a transient error (exit code 2) when it keeps failing.
+//! queue has no history beyond what it holds). Connection loss: the source reconnects under the `retry`
+//! policy, and stops with a transient error (exit code 2) when it keeps failing.
 //!
 //! # Type mapping
 //!
@@ -46,7 +46,7 @@ mod config;
 mod source;
 
 pub use config::{
-    AmqpSourceConfig, DEFAULT_AMQP_PORT, DEFAULT_PREFETCH, DeclareConfig, ExchangeConfig,
+    AmqpSourceConfig, DEFAULT_AMQP_PORT, DeclareConfig, ExchangeConfig, MAX_PREFETCH,
     SequenceConfig,
 };
-pub use source::{AmqpPosition, AmqpSource};
+pub use source::{AmqpBroker, AmqpPosition, AmqpSession, AmqpSource};

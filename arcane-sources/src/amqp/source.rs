@@ -1,6 +1,11 @@
-//! [`AmqpSource`]: the [`Source`] over a RabbitMQ queue, consumed with manual acks.
+//! [`AmqpSource`]: the [`BrokerSource`] over a RabbitMQ queue consumed with manual acks
+//! ([`AmqpBroker`]).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use amqprs::callbacks::{DefaultChannelCallback, DefaultConnectionCallback};
 use amqprs::channel::{
@@ -9,17 +14,13 @@ use amqprs::channel::{
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::tls::TlsAdaptor;
-use arcane_core::{
-    Checkpoint, DeadLetter, Error, Mode, Position, PositionedStream, Result, Source, SourceStart,
-};
-use arrow_schema::SchemaRef;
+use arcane_core::{DeadLetter, Error, Mode, Result};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::config::AmqpSourceConfig;
 use crate::broker::{
-    Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, sleep_until,
-    spawn_stream,
+    BatchEnd, Broker, BrokerMessage, BrokerSession, BrokerSource, Content, Delivery,
 };
 
 /// The position after a batch.
@@ -40,17 +41,20 @@ pub struct AmqpPosition {
 /// delivery tags of an older generation cannot be acked any more). It outlives the stream, so
 /// the commits of a graceful stop are still acked, and is closed when the source is dropped or
 /// opened again (the broker then requeues whatever was not acked).
-type SharedChannel = Arc<Mutex<Option<Session>>>;
+type SharedChannel = Arc<Mutex<Option<Shared>>>;
 
-struct Session {
+struct Shared {
     generation: u64,
     connection: Connection,
     channel: Channel,
 }
 
+fn take_session(slot: &SharedChannel) -> Option<Shared> {
+    slot.lock().ok().and_then(|mut s| s.take())
+}
+
 fn close_session(slot: &SharedChannel) {
-    let session = slot.lock().ok().and_then(|mut s| s.take());
-    if let Some(session) = session {
+    if let Some(session) = take_session(slot) {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let _ = session.connection.close().await;
@@ -60,26 +64,9 @@ fn close_session(slot: &SharedChannel) {
 }
 
 /// Consumes a RabbitMQ queue; see the [module docs](super).
-pub struct AmqpSource {
-    name: String,
-    config: AmqpSourceConfig,
-    field: String,
-    schema: SchemaRef,
-    run: u64,
-    ledger: Ledger<(u64, u64)>,
-    channel: SharedChannel,
-}
+pub type AmqpSource = BrokerSource<AmqpBroker>;
 
-impl std::fmt::Debug for AmqpSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpSource")
-            .field("name", &self.name)
-            .field("run", &self.run)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AmqpSource {
+impl BrokerSource<AmqpBroker> {
     /// A source for `config`; errors name fields under `source`.
     pub fn new(config: AmqpSourceConfig) -> Result<Self> {
         Self::new_at(config, "source")
@@ -99,148 +86,55 @@ impl AmqpSource {
             },
             config.queue
         );
-        let decoder = PayloadDecoder::new(&config.payload, &format!("{field}.payload"), "")?;
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        Ok(Self {
-            name,
-            schema: decoder.schema().clone(),
+        let settings = config.settings(field)?;
+        let broker = AmqpBroker {
+            name: name.clone(),
+            window: settings.max_unacked.get(),
+            origin: format!("rabbitmq queue {}", config.queue),
             config,
             field: field.to_string(),
-            run,
-            ledger: Ledger::default(),
+            generation: AtomicU64::new(0),
             channel: SharedChannel::default(),
-        })
+        };
+        Self::with_broker(name, broker, settings, field)
     }
 
     /// The settings.
     pub fn config(&self) -> &AmqpSourceConfig {
-        &self.config
+        &self.broker().config
     }
 }
 
-#[async_trait::async_trait]
-impl Source for AmqpSource {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
+/// RabbitMQ as a [`Broker`]: one queue, manual acks with `multiple = true`, deduplication by a
+/// publisher sequence when configured.
+pub struct AmqpBroker {
+    name: String,
+    /// `maxUnacked`, checked.
+    window: usize,
+    origin: String,
+    config: AmqpSourceConfig,
+    field: String,
+    generation: AtomicU64,
+    channel: SharedChannel,
+}
 
-    fn schema(&self) -> Option<SchemaRef> {
-        Some(self.schema.clone())
-    }
-
-    async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
-        let resume = start
-            .resume_from
-            .as_ref()
-            .map(|c| c.decode::<AmqpPosition>(&self.name))
-            .transpose()?
-            .flatten();
-        // Without a publisher sequence, already committed rows cannot be told apart from new
-        // ones: nothing is skipped (at least once).
-        let skip = match (&self.config.sequence, &start.resume_from) {
-            (Some(_), Some(c)) => c.rows,
-            _ => 0,
-        };
-        tracing::info!(source = %self.name, ?resume, skip, mode = start.mode.as_str(), "rabbitmq source opening");
-        self.ledger.clear();
-        let previous = self.channel.lock().ok().and_then(|mut s| s.take());
-        if let Some(previous) = previous {
-            let _ = previous.connection.close().await;
-        }
-        let decoder = PayloadDecoder::new(
-            &self.config.payload,
-            &format!("{}.payload", self.field),
-            format!("rabbitmq queue {}", self.config.queue),
-        )?;
-        let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, skip);
-        let run = Run {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            field: self.field.clone(),
-            mode: start.mode,
-            ledger: self.ledger.clone(),
-            channel: self.channel.clone(),
-            run: self.run,
-            batch: 0,
-            highest: resume.and_then(|p| p.sequence),
-            origin: format!("rabbitmq queue {}", self.config.queue),
-        };
-        Ok(spawn_stream(rx, run.drive(output)))
-    }
-
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let Some(position) = checkpoint.decode::<AmqpPosition>(&self.name)? else {
-            return Ok(());
-        };
-        if position.run != self.run {
-            return Ok(());
-        }
-        // Rows of the next batch covered by `checkpoint.rows` are not acked: they stay in the
-        // queue and are skipped by count after the sequence filter on resume.
-        let Some((generation, tag)) = self.ledger.take_through(position.batch) else {
-            return Ok(());
-        };
-        let channel = self.channel.lock().ok().and_then(|c| {
-            c.as_ref()
-                .filter(|s| s.generation == generation)
-                .map(|s| s.channel.clone())
-        });
-        match channel {
-            Some(channel) => {
-                if let Err(e) = channel.basic_ack(BasicAckArguments::new(tag, true)).await {
-                    tracing::warn!(source = %self.name, tag, error = %e, "ack failed; the messages will be redelivered");
-                }
-            }
-            None => {
-                tracing::debug!(source = %self.name, tag, "the channel of these deliveries is gone; they are redelivered and recognised")
-            }
-        }
-        Ok(())
+impl std::fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
-impl Drop for AmqpSource {
+impl Drop for AmqpBroker {
     fn drop(&mut self) {
         close_session(&self.channel);
     }
 }
 
-struct Run {
-    name: String,
-    config: AmqpSourceConfig,
-    field: String,
-    mode: Mode,
-    ledger: Ledger<(u64, u64)>,
-    channel: SharedChannel,
-    run: u64,
-    batch: u64,
-    highest: Option<u64>,
-    origin: String,
-}
-
-/// Deliveries since the last flush.
-#[derive(Default)]
-struct Pending {
-    messages: Vec<BrokerMessage>,
-    /// Deliveries refused before decoding (no publisher sequence).
-    rejected: Vec<DeadLetter>,
-    /// The last delivery tag received (of any message: read, duplicate or dead-lettered).
-    last_tag: Option<(u64, u64)>,
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Run {
-    async fn drive(mut self, mut output: Output) {
-        if let Err(e) = self.consume(&mut output).await {
-            output.fail(e).await;
-        }
-    }
-
-    async fn connect(
+impl AmqpBroker {
+    async fn open_channel(
         &self,
     ) -> Result<(
         Connection,
@@ -291,7 +185,11 @@ impl Run {
             .await
             .map_err(transient("cannot register the channel callback"))?;
         channel
-            .basic_qos(BasicQosArguments::new(0, c.prefetch(), false))
+            .basic_qos(BasicQosArguments::new(
+                0,
+                u16::try_from(self.window).unwrap_or(u16::MAX),
+                false,
+            ))
             .await
             .map_err(transient("cannot set the prefetch"))?;
         if let Some(declare) = &c.declare {
@@ -338,107 +236,197 @@ impl Run {
             .map_err(transient("cannot consume the queue (does it exist?)"))?;
         Ok((connection, channel, tag, rx))
     }
+}
 
-    async fn consume(&mut self, output: &mut Output) -> Result<()> {
-        let mut backoff = Backoff::new(self.config.reconnect.clone());
-        let backfill = self.mode == Mode::Backfill;
-        let idle = self.config.backfill_idle_timeout;
-        let mut generation = 0u64;
-        let mut pending = Pending::default();
-        let mut last_activity = tokio::time::Instant::now();
-        loop {
-            let (connection, channel, consumer_tag, mut rx) = match self.connect().await {
-                Ok(ok) => ok,
-                Err(e @ Error::Config { .. }) => return Err(e),
-                Err(e) => {
-                    backoff.failed(&self.name, "connecting", e).await?;
-                    continue;
-                }
-            };
-            generation += 1;
-            close_session(&self.channel);
-            if let Ok(mut shared) = self.channel.lock() {
-                *shared = Some(Session {
-                    generation,
-                    connection: connection.clone(),
-                    channel: channel.clone(),
-                });
-            }
-            tracing::info!(source = %self.name, generation, "consuming");
-            let io_failure = connection.listen_network_io_failure();
-            tokio::pin!(io_failure);
-            let lost = loop {
-                let idle_at = backfill.then(|| last_activity + idle);
-                tokio::select! {
-                    delivery = rx.recv() => match delivery {
-                        Some(delivery) => {
-                            backoff.reset();
-                            last_activity = tokio::time::Instant::now();
-                            self.accept(generation, delivery, &mut pending);
-                            if pending.messages.len() >= self.config.batch_rows {
-                                self.flush(output, &mut pending).await?;
-                            }
-                        }
-                        None => break "the consumer was cancelled or the channel closed",
-                    },
-                    _ = &mut io_failure => break "network failure",
-                    () = sleep_until(pending.deadline) => self.flush(output, &mut pending).await?,
-                    () = sleep_until(idle_at) => {
-                        self.flush(output, &mut pending).await?;
-                        // Deliveries also pause while a full prefetch window waits for the sink
-                        // to commit: the backfill is done only when the queue has no message
-                        // ready left (everything it held was delivered to this consumer).
-                        let declare = QueueDeclareArguments::new(&self.config.queue)
-                            .passive(true)
-                            .finish();
-                        match channel.queue_declare(declare).await {
-                            Ok(Some((_, 0, _))) if !rx.is_empty() => {
-                                // The broker answers on this channel in order: deliveries it
-                                // pushed before the count (after the last commit's acks freed
-                                // the window) are already here, and are not "ready" any more.
-                                tracing::debug!(source = %self.name, waiting = rx.len(), "backfill: the queue is empty but its last deliveries are not read yet");
-                                last_activity = tokio::time::Instant::now();
-                            }
-                            Ok(Some((_, 0, _))) => {
-                                tracing::info!(source = %self.name, ?idle, "backfill: the queue stayed idle and is empty; done");
-                                // Stop deliveries but keep the channel: the last commits still ack.
-                                let _ = channel.basic_cancel(BasicCancelArguments::new(&consumer_tag)).await;
-                                return Ok(());
-                            }
-                            Ok(ready) => {
-                                let ready = ready.map(|(_, n, _)| n);
-                                tracing::debug!(source = %self.name, ?ready, "backfill: idle but messages wait behind unacked deliveries");
-                                last_activity = tokio::time::Instant::now();
-                            }
-                            Err(e) => {
-                                tracing::warn!(source = %self.name, error = %e, "cannot read the queue's message count");
-                                break "cannot read the queue's message count";
-                            }
-                        }
-                    }
-                }
-                if output.is_closed() {
-                    return Ok(());
-                }
-            };
-            // Deliveries of the lost channel are requeued by the broker; what was yielded is
-            // still committed by the sink, and their redeliveries are recognised by sequence.
-            self.flush(output, &mut pending).await?;
-            close_session(&self.channel);
-            backoff.failed(&self.name, "consuming", lost).await?;
+#[async_trait::async_trait]
+impl Broker for AmqpBroker {
+    /// The channel generation and the delivery tag.
+    type Token = (u64, u64);
+    type Position = AmqpPosition;
+    type Session = AmqpSession;
+
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn origin(&self) -> String {
+        self.origin.clone()
+    }
+
+    fn resumed_sequence(&self, position: &AmqpPosition) -> Option<u64> {
+        position.sequence
+    }
+
+    fn skips_resumed_rows(&self) -> bool {
+        // Without a publisher sequence, already committed rows cannot be told apart from new
+        // ones: nothing is skipped (at least once).
+        self.config.sequence.is_some()
+    }
+
+    fn position(&self, end: BatchEnd) -> AmqpPosition {
+        AmqpPosition {
+            sequence: end.sequence,
+            run: end.run,
+            batch: end.batch,
         }
     }
 
+    fn ledger_key(&self, position: &AmqpPosition, run: u64) -> Option<u64> {
+        (position.run == run).then_some(position.batch)
+    }
+
+    fn backfill_idle_timeout(&self) -> Option<Duration> {
+        Some(self.config.backfill_idle_timeout)
+    }
+
+    async fn connect(&self, _after: Option<u64>, _mode: Mode) -> Result<AmqpSession> {
+        let (connection, channel, consumer_tag, rx) = self.open_channel().await?;
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        close_session(&self.channel);
+        if let Ok(mut shared) = self.channel.lock() {
+            *shared = Some(Shared {
+                generation,
+                connection: connection.clone(),
+                channel: channel.clone(),
+            });
+        }
+        tracing::info!(source = %self.name, generation, "consuming");
+        let watched = connection.clone();
+        Ok(AmqpSession {
+            name: self.name.clone(),
+            origin: self.origin.clone(),
+            config: self.config.clone(),
+            generation,
+            _connection: connection,
+            channel,
+            consumer_tag,
+            rx,
+            io_failure: Box::pin(async move { watched.listen_network_io_failure().await }),
+        })
+    }
+
+    async fn ack(&self, tokens: Vec<(u64, u64)>) -> Result<()> {
+        let channel = self
+            .channel
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|s| (s.generation, s.channel.clone())));
+        let Some((generation, channel)) = channel else {
+            tracing::debug!(source = %self.name, "the channel of these deliveries is gone; they are redelivered and recognised");
+            return Ok(());
+        };
+        // Delivery tags grow on a channel: acking the highest with `multiple` acks them all.
+        let Some(tag) = tokens
+            .iter()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, t)| *t)
+            .max()
+        else {
+            tracing::debug!(source = %self.name, "the channel of these deliveries is gone; they are redelivered and recognised");
+            return Ok(());
+        };
+        if let Err(e) = channel.basic_ack(BasicAckArguments::new(tag, true)).await {
+            tracing::warn!(source = %self.name, tag, error = %e, "ack failed; the messages will be redelivered");
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) {
+        if let Some(previous) = take_session(&self.channel) {
+            let _ = previous.connection.close().await;
+        }
+    }
+}
+
+/// A channel consuming the queue.
+pub struct AmqpSession {
+    name: String,
+    origin: String,
+    config: AmqpSourceConfig,
+    generation: u64,
+    _connection: Connection,
+    channel: Channel,
+    consumer_tag: String,
+    rx: mpsc::UnboundedReceiver<ConsumerMessage>,
+    io_failure: Pin<Box<dyn Future<Output = bool> + Send>>,
+}
+
+impl std::fmt::Debug for AmqpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSession")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl BrokerSession for AmqpSession {
+    type Token = (u64, u64);
+
+    async fn next(&mut self) -> Result<Option<Delivery<(u64, u64)>>> {
+        loop {
+            tokio::select! {
+                delivery = self.rx.recv() => match delivery {
+                    Some(delivery) => {
+                        if let Some(d) = self.accept(delivery) {
+                            return Ok(Some(d));
+                        }
+                    }
+                    None => return Ok(None),
+                },
+                _ = &mut self.io_failure => {
+                    return Err(Error::source_transient(&self.name, "consuming failed", "network failure"));
+                }
+            }
+        }
+    }
+
+    async fn caught_up(&mut self) -> Result<bool> {
+        // Deliveries also pause while a full prefetch window waits for the sink to commit: the
+        // backfill is done only when the queue has no message ready left (everything it held
+        // was delivered to this consumer) and every delivery was read.
+        let declare = QueueDeclareArguments::new(&self.config.queue)
+            .passive(true)
+            .finish();
+        match self.channel.queue_declare(declare).await {
+            Ok(Some((_, 0, _))) if !self.rx.is_empty() => {
+                // The broker answers on this channel in order: deliveries it pushed before the
+                // count (after the last commit's acks freed the window) are already here, and
+                // are not "ready" any more.
+                tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: the queue is empty but its last deliveries are not read yet");
+                Ok(false)
+            }
+            Ok(Some((_, 0, _))) => {
+                // Stop deliveries but keep the channel: the last commits still ack.
+                let _ = self
+                    .channel
+                    .basic_cancel(BasicCancelArguments::new(&self.consumer_tag))
+                    .await;
+                Ok(true)
+            }
+            Ok(ready) => {
+                let ready = ready.map(|(_, n, _)| n);
+                tracing::debug!(source = %self.name, ?ready, "backfill: idle but messages wait behind unacked deliveries");
+                Ok(false)
+            }
+            Err(e) => Err(Error::source_transient(
+                &self.name,
+                "cannot read the queue's message count",
+                e,
+            )),
+        }
+    }
+}
+
+impl AmqpSession {
     /// Take one delivery: a row to decode, a duplicate to skip, or a dead letter.
-    fn accept(&mut self, generation: u64, delivery: ConsumerMessage, pending: &mut Pending) {
+    fn accept(&mut self, delivery: ConsumerMessage) -> Option<Delivery<(u64, u64)>> {
         let (Some(deliver), Some(content)) = (delivery.deliver, delivery.content) else {
-            return;
+            return None;
         };
         let tag = deliver.delivery_tag();
-        pending.last_tag = Some((generation, tag));
-        if pending.deadline.is_none() {
-            pending.deadline = Some(tokio::time::Instant::now() + self.config.batch_timeout);
-        }
+        let token = (self.generation, tag);
         let props = delivery.basic_properties;
         let headers: Vec<(String, String)> = props
             .as_ref()
@@ -451,6 +439,7 @@ impl Run {
             })
             .unwrap_or_default();
         let locator = format!("delivery {tag}");
+        let mut sequence = None;
         if let Some(seq_config) = &self.config.sequence {
             let raw = match &seq_config.header {
                 Some(name) => headers
@@ -465,65 +454,41 @@ impl Run {
                 .map(|h| format!("header {h}"))
                 .unwrap_or_else(|| "message_id".to_string());
             match raw.as_deref().map(str::trim).map(str::parse::<u64>) {
-                Some(Ok(seq)) => {
-                    if self.highest.is_some_and(|h| seq <= h) {
-                        metrics::counter!("arcane.source.rabbitmq.duplicates").increment(1);
-                        tracing::debug!(source = %self.name, seq, "duplicate delivery skipped");
-                        return;
-                    }
-                    self.highest = Some(seq);
-                }
+                Some(Ok(seq)) => sequence = Some(seq),
                 Some(Err(_)) | None => {
-                    pending.rejected.push(
-                        DeadLetter::new(
-                            &self.origin,
-                            &locator,
-                            format!(
-                                "no publisher sequence: {what} is {}; expected an unsigned integer",
-                                raw.map(|r| format!("\"{r}\""))
-                                    .unwrap_or_else(|| "missing".into())
-                            ),
-                        )
-                        .with_payload(String::from_utf8_lossy(&content)),
-                    );
-                    return;
+                    let letter = DeadLetter::new(
+                        &self.origin,
+                        &locator,
+                        format!(
+                            "no publisher sequence: {what} is {}; expected an unsigned integer",
+                            raw.map(|r| format!("\"{r}\""))
+                                .unwrap_or_else(|| "missing".into())
+                        ),
+                    )
+                    .with_payload(String::from_utf8_lossy(&content));
+                    return Some(Delivery {
+                        token,
+                        sequence: None,
+                        content: Content::Rejected(letter),
+                        last: false,
+                    });
                 }
             }
         }
-        pending.messages.push(BrokerMessage {
-            payload: content.into(),
-            subject: deliver.routing_key().clone(),
-            timestamp_ms: props
-                .as_ref()
-                .and_then(|p| p.timestamp())
-                .map(|s| (s as i64).saturating_mul(1000)),
-            headers,
-            locator,
-        });
-    }
-
-    /// Yield what arrived since the last flush (possibly no rows: duplicates and dead letters
-    /// still need their acks) and record the ack token.
-    async fn flush(&mut self, output: &mut Output, pending: &mut Pending) -> Result<()> {
-        pending.deadline = None;
-        let Some(token) = pending.last_tag.take() else {
-            return Ok(());
-        };
-        self.batch += 1;
-        self.ledger.push(self.batch, token);
-        let position = Position::encode(&AmqpPosition {
-            sequence: self.highest,
-            run: self.run,
-            batch: self.batch,
-        })?;
-        let rejected = std::mem::take(&mut pending.rejected);
-        if !output.emit(&pending.messages, rejected, position).await {
-            return Err(Error::source_permanent(
-                &self.name,
-                "the stream was dropped",
-            ));
-        }
-        pending.messages.clear();
-        Ok(())
+        Some(Delivery {
+            token,
+            sequence,
+            content: Content::Message(BrokerMessage {
+                payload: content.into(),
+                subject: deliver.routing_key().clone(),
+                timestamp_ms: props
+                    .as_ref()
+                    .and_then(|p| p.timestamp())
+                    .map(|s| (s as i64).saturating_mul(1000)),
+                headers,
+                locator,
+            }),
+            last: false,
+        })
     }
 }

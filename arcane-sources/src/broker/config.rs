@@ -1,8 +1,11 @@
-//! Settings shared by the broker sources: payload format, credentials, TLS, reconnects and
-//! batching.
+//! Settings shared by the broker sources: payload format, credentials, TLS, batching, the
+//! unacknowledged window and the `retry` policy.
 
 use std::time::Duration;
 
+use std::num::NonZeroUsize;
+
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result};
 use arrow_schema::SchemaRef;
 use schemars::JsonSchema;
@@ -15,12 +18,8 @@ use crate::decode::schema_from_fields;
 pub const DEFAULT_BROKER_BATCH_ROWS: usize = 1000;
 /// Default time a partly filled batch waits for more messages (`batchTimeout`).
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(200);
-/// Default first delay between reconnect attempts (`reconnect.initialDelay`).
-pub const DEFAULT_RECONNECT_INITIAL_DELAY: Duration = Duration::from_millis(250);
-/// Default longest delay between reconnect attempts (`reconnect.maxDelay`).
-pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
-/// Default consecutive failed attempts before the source gives up (`reconnect.maxAttempts`).
-pub const DEFAULT_RECONNECT_MAX_ATTEMPTS: u32 = 10;
+/// Default `maxUnacked` when neither the spec nor the kind sets it.
+pub const DEFAULT_MAX_UNACKED: usize = 20_000;
 /// Default time without messages after which a backfill of a queue or topic ends
 /// (`backfillIdleTimeout`).
 pub const DEFAULT_BACKFILL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -200,62 +199,44 @@ impl TlsConfig {
     }
 }
 
-/// Reconnecting with exponential backoff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReconnectConfig {
-    /// First delay after a failed attempt (humantime, default `250ms`); doubled after every
-    /// further failure.
-    #[serde(default = "default_initial_delay", with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub initial_delay: Duration,
-    /// Longest delay between attempts (humantime, default `30s`).
-    #[serde(default = "default_max_delay", with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub max_delay: Duration,
-    /// Consecutive failed attempts after which the source stops with a transient error (exit
-    /// code 2, so the Job is restarted). Default 10.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-}
-
-fn default_initial_delay() -> Duration {
-    DEFAULT_RECONNECT_INITIAL_DELAY
-}
-fn default_max_delay() -> Duration {
-    DEFAULT_RECONNECT_MAX_DELAY
-}
-fn default_max_attempts() -> u32 {
-    DEFAULT_RECONNECT_MAX_ATTEMPTS
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        Self {
-            initial_delay: DEFAULT_RECONNECT_INITIAL_DELAY,
-            max_delay: DEFAULT_RECONNECT_MAX_DELAY,
-            max_attempts: DEFAULT_RECONNECT_MAX_ATTEMPTS,
-        }
-    }
-}
-
-impl ReconnectConfig {
-    /// Check the settings; `field` is the config's path.
-    pub fn validate(&self, field: &str) -> Result<()> {
-        if self.initial_delay.is_zero() || self.max_delay < self.initial_delay {
+/// The settings every broker config has, under the same names: `payload`, `batchRows`,
+/// `batchTimeout`, `maxUnacked` (at most `max_window`) and `retry`, checked; `field` is the
+/// config's path (e.g. `spec.source`).
+pub(crate) fn broker_settings(
+    payload: &PayloadConfig,
+    batch_rows: usize,
+    batch_timeout: Duration,
+    max_unacked: Option<usize>,
+    max_window: usize,
+    retry: &RetryConfig,
+    field: &str,
+) -> Result<super::BrokerSettings> {
+    validate_batching(batch_rows, batch_timeout, field)?;
+    let max_unacked = match max_unacked {
+        None => DEFAULT_MAX_UNACKED.min(max_window),
+        Some(n) if n > max_window => {
             return Err(Error::config(
-                field,
-                "`initialDelay` must be longer than zero and at most `maxDelay`",
+                format!("{field}.maxUnacked"),
+                format!("{n} is more than the broker allows ({max_window})"),
             ));
         }
-        if self.max_attempts == 0 {
-            return Err(Error::config(
-                format!("{field}.maxAttempts"),
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
+        Some(n) => n,
+    };
+    let Some(max_unacked) = NonZeroUsize::new(max_unacked) else {
+        return Err(Error::config(
+            format!("{field}.maxUnacked"),
+            "must be at least 1 (it bounds what is read before the sink commits)",
+        ));
+    };
+    retry.validate(&format!("{field}.retry"))?;
+    payload.payload_schema(&format!("{field}.payload"))?;
+    Ok(super::BrokerSettings {
+        payload: payload.clone(),
+        batch_rows: NonZeroUsize::new(batch_rows).unwrap_or(NonZeroUsize::MIN),
+        batch_timeout,
+        max_unacked,
+        retry: *retry,
+    })
 }
 
 /// Check `batchRows` and `batchTimeout`; `field` is the config's path.

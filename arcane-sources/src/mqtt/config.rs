@@ -6,15 +6,17 @@ use arcane_core::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use arcane_core::retry::RetryConfig;
+
 use crate::broker::{
-    PayloadConfig, ReconnectConfig, SecretValue, TlsConfig, default_backfill_idle_timeout,
-    default_batch_rows, default_batch_timeout, validate_batching,
+    BrokerSettings, PayloadConfig, SecretValue, TlsConfig, broker_settings,
+    default_backfill_idle_timeout, default_batch_rows, default_batch_timeout,
 };
 
 /// Default MQTT port.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
-/// Default `receiveMaximum` when neither the spec nor the kind sets it.
-pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 20_000;
+/// The largest `maxUnacked` MQTT 5 allows (the receive maximum is 16 bits).
+pub const MAX_RECEIVE_MAXIMUM: usize = u16::MAX as usize;
 /// Default `sessionExpiry`: how long the broker keeps the session (and queues messages) while
 /// the source is not connected.
 pub const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -52,6 +54,12 @@ pub struct MqttSourceConfig {
     /// TLS to the broker (required when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// The MQTT version to speak: `"5"` (default) or `"3.1.1"` for brokers without MQTT 5.
+    /// With 3.1.1 the broker's own in-flight limit bounds the unacknowledged messages
+    /// (`maxUnacked` cannot be sent), there are no user properties (`_headers` is null) and
+    /// the session does not expire by itself (`sessionExpiry` is not sent).
+    #[serde(default)]
+    pub protocol_version: MqttProtocolVersion,
     /// How message payloads become rows.
     pub payload: PayloadConfig,
     /// Messages per decoded batch (default 1000).
@@ -65,9 +73,14 @@ pub struct MqttSourceConfig {
     /// maximum, at most 65535). Acks follow sink commits, so this bounds memory and a slow
     /// sink stops consumption. The `mqtt` kind defaults it to twice `rowsPerGroup` (capped at
     /// 65535); elsewhere the default is 20000. Brokers may apply a lower limit of their own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub receive_maximum: Option<u16>,
+    /// (`receiveMaximum` is accepted as its old name.)
+    #[serde(
+        default,
+        alias = "receiveMaximum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 65535))]
+    pub max_unacked: Option<usize>,
     /// How long the broker keeps the session and queues messages while the source is
     /// disconnected (humantime, default `7days`).
     #[serde(default = "default_session_expiry", with = "humantime_serde")]
@@ -78,9 +91,23 @@ pub struct MqttSourceConfig {
     #[serde(default = "default_backfill_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub backfill_idle_timeout: Duration,
-    /// Reconnect backoff.
-    #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    /// Retrying a failed connect (exponential backoff with jitter; every attempt is logged);
+    /// when the attempts run out the stream stops with exit code 2 and the broker's session
+    /// keeps what was not acknowledged. (`reconnect` is accepted as its old name.)
+    #[serde(default, alias = "reconnect")]
+    pub retry: RetryConfig,
+}
+
+/// The MQTT protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MqttProtocolVersion {
+    /// MQTT 5.
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1.
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 fn default_port() -> u16 {
@@ -106,19 +133,28 @@ impl MqttSourceConfig {
             username: None,
             password: None,
             tls: None,
+            protocol_version: MqttProtocolVersion::V5,
             payload,
             batch_rows: default_batch_rows(),
             batch_timeout: default_batch_timeout(),
-            receive_maximum: None,
+            max_unacked: None,
             session_expiry: DEFAULT_SESSION_EXPIRY,
             backfill_idle_timeout: default_backfill_idle_timeout(),
-            reconnect: ReconnectConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 
-    /// `receiveMaximum` or its default.
-    pub fn receive_maximum(&self) -> u16 {
-        self.receive_maximum.unwrap_or(DEFAULT_RECEIVE_MAXIMUM)
+    /// The settings every broker source shares, checked; `field` is the config's path.
+    pub fn settings(&self, field: &str) -> Result<BrokerSettings> {
+        broker_settings(
+            &self.payload,
+            self.batch_rows,
+            self.batch_timeout,
+            self.max_unacked,
+            MAX_RECEIVE_MAXIMUM,
+            &self.retry,
+            field,
+        )
     }
 
     /// Check every setting; `field` is the config's path (e.g. `spec.source`).
@@ -143,13 +179,7 @@ impl MqttSourceConfig {
                 "a password needs a `username`",
             ));
         }
-        if self.receive_maximum == Some(0) {
-            return Err(Error::config(
-                format!("{field}.receiveMaximum"),
-                "must be at least 1",
-            ));
-        }
-        validate_batching(self.batch_rows, self.batch_timeout, field)?;
+        self.settings(field)?;
         if self.backfill_idle_timeout.is_zero() {
             return Err(Error::config(
                 format!("{field}.backfillIdleTimeout"),
@@ -159,8 +189,23 @@ impl MqttSourceConfig {
         if let Some(tls) = &self.tls {
             tls.validate(&format!("{field}.tls"))?;
         }
-        self.reconnect.validate(&format!("{field}.reconnect"))?;
-        self.payload.payload_schema(&format!("{field}.payload"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_has_one_name_and_old_specs_still_parse() {
+        let old: MqttSourceConfig = serde_json::from_value(serde_json::json!({
+            "host": "h", "clientId": "c", "topics": ["t/#"], "payload": { "format": "raw" },
+            "receiveMaximum": 300, "reconnect": { "maxAttempts": 3 }
+        }))
+        .unwrap();
+        assert_eq!(old.max_unacked, Some(300));
+        assert_eq!(old.retry.max_attempts, 3);
+        assert_eq!(old.settings("spec.source").unwrap().max_unacked.get(), 300);
     }
 }

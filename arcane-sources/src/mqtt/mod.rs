@@ -1,5 +1,9 @@
 //! The MQTT source (feature `mqtt`): topic filters subscribed with QoS 1 in a persistent
-//! session, over MQTT 5.
+//! session, over MQTT 5 or, with `protocolVersion: "3.1.1"`, MQTT 3.1.1.
+//!
+//! A broker that refuses the version (a CONNACK "unacceptable/unsupported protocol version",
+//! or closing the connection right after an MQTT 5 CONNECT) is a configuration error (exit
+//! code 1) naming `protocolVersion`, never retried.
 //!
 //! * [`MqttSource`] — the [`Source`](arcane_core::Source).
 //! * [`MqttSourceConfig`] — its settings (camelCase JSON, part of a stream's spec).
@@ -13,7 +17,7 @@
 //! messages while the source is down. Every message's `PUBACK` is sent from
 //! [`Source::commit`](arcane_core::Source::commit) only, after the sink committed the batch
 //! holding it (dead-lettered messages included), in the order the messages arrived. The broker
-//! sends at most `receiveMaximum` unacknowledged messages, so a slow sink stops consumption.
+//! sends at most `maxUnacked` unacknowledged messages, so a slow sink stops consumption.
 //!
 //! MQTT gives a client no position to resume from and no sequence to recognise a message by:
 //! the broker's session is the only state. So:
@@ -33,7 +37,7 @@
 //! * The broker may deliver retained messages again on every subscribe.
 //!
 //! Backfill mode consumes until no message arrives for `backfillIdleTimeout`. Connection loss:
-//! the client reconnects with the `reconnect` backoff and resubscribes; it stops with a
+//! the client reconnects under the `retry` policy and resubscribes; it stops with a
 //! transient error (exit code 2) after `maxAttempts` failures in a row.
 //!
 //! # Type mapping
@@ -47,6 +51,7 @@ mod config;
 mod source;
 
 pub use config::{
-    DEFAULT_MQTT_PORT, DEFAULT_RECEIVE_MAXIMUM, DEFAULT_SESSION_EXPIRY, MqttSourceConfig,
+    DEFAULT_MQTT_PORT, DEFAULT_SESSION_EXPIRY, MAX_RECEIVE_MAXIMUM, MqttProtocolVersion,
+    MqttSourceConfig,
 };
-pub use source::{MqttPosition, MqttSource};
+pub use source::{MqttBroker, MqttPosition, MqttSession, MqttSource};

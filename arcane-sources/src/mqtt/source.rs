@@ -1,22 +1,21 @@
-//! [`MqttSource`]: the [`Source`] over MQTT topic filters, QoS 1 in a persistent session.
+//! [`MqttSource`]: the [`BrokerSource`] over MQTT topic filters, QoS 1 in a persistent
+//! session ([`MqttBroker`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use arcane_core::{
-    Checkpoint, Error, Mode, Position, PositionedStream, Result, Source, SourceStart,
-};
-use arrow_schema::SchemaRef;
+use arcane_core::{Error, Mode, Result};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
-use super::config::MqttSourceConfig;
+use super::config::{MqttProtocolVersion, MqttSourceConfig};
 use crate::broker::{
-    AbortOnDrop, Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, now_ms,
-    sleep_until, spawn_stream,
+    BatchEnd, Broker, BrokerMessage, BrokerSession, BrokerSource, Content, Delivery, now_ms,
 };
 
 /// The position after a batch. MQTT has no position a client can resume from: the broker's
@@ -31,27 +30,9 @@ pub struct MqttPosition {
 }
 
 /// Reads MQTT topics; see the [module docs](super).
-#[derive(Debug)]
-pub struct MqttSource {
-    name: String,
-    config: MqttSourceConfig,
-    field: String,
-    schema: SchemaRef,
-    run: u64,
-    ledger: Ledger<Vec<Publish>>,
-    client: Option<AsyncClient>,
-    /// The client's event loop. It outlives the stream (so the acks of the commits after a
-    /// graceful stop are still sent) and stops when the source is dropped or opened again.
-    poller: Option<AbortOnDrop>,
-}
+pub type MqttSource = BrokerSource<MqttBroker>;
 
-impl std::fmt::Debug for AbortOnDrop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AbortOnDrop")
-    }
-}
-
-impl MqttSource {
+impl BrokerSource<MqttBroker> {
     /// A source for `config`; errors name fields under `source`.
     pub fn new(config: MqttSourceConfig) -> Result<Self> {
         Self::new_at(config, "source")
@@ -61,29 +42,120 @@ impl MqttSource {
     pub fn new_at(config: MqttSourceConfig, field: &str) -> Result<Self> {
         config.validate(field)?;
         let name = format!("mqtt {}:{} {}", config.host, config.port, config.client_id);
-        let decoder = PayloadDecoder::new(&config.payload, &format!("{field}.payload"), "")?;
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        Ok(Self {
-            name,
-            schema: decoder.schema().clone(),
+        let settings = config.settings(field)?;
+        let broker = MqttBroker {
+            name: name.clone(),
+            window: settings.max_unacked.get(),
             config,
             field: field.to_string(),
-            run,
-            ledger: Ledger::default(),
-            client: None,
-            poller: None,
-        })
+            client: Mutex::default(),
+        };
+        Self::with_broker(name, broker, settings, field)
     }
 
     /// The settings.
     pub fn config(&self) -> &MqttSourceConfig {
-        &self.config
+        &self.broker().config
+    }
+}
+
+/// The connected client acks go to, with its generation (bumped by every connect: packet ids of
+/// an older connection must not be acked on a newer one), and its event loop. It outlives the
+/// stream (so the acks of the commits after a graceful stop are still sent) and stops when the
+/// source is dropped or opened again.
+struct Connected {
+    generation: u64,
+    client: MqttClient,
+    _poller: AbortOnDropHandle<()>,
+}
+
+/// MQTT as a [`Broker`]: QoS 1 subscriptions in a persistent session, one PUBACK per message
+/// after its batch is committed.
+pub struct MqttBroker {
+    name: String,
+    /// `maxUnacked`, checked.
+    window: usize,
+    config: MqttSourceConfig,
+    field: String,
+    client: Mutex<Option<Connected>>,
+}
+
+impl std::fmt::Debug for MqttBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttBroker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client of either protocol version.
+#[derive(Clone)]
+enum MqttClient {
+    V5(AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+/// A received PUBLISH to acknowledge (without its payload), of either protocol version.
+#[derive(Debug, Clone)]
+pub enum MqttAck {
+    /// MQTT 5.
+    V5(Publish),
+    /// MQTT 3.1.1.
+    V311(rumqttc::Publish),
+}
+
+impl MqttAck {
+    fn pkid(&self) -> u16 {
+        match self {
+            MqttAck::V5(p) => p.pkid,
+            MqttAck::V311(p) => p.pkid,
+        }
+    }
+}
+
+impl MqttBroker {
+    fn options_v311(&self) -> Result<rumqttc::MqttOptions> {
+        let c = &self.config;
+        let v5 = self.options_v5()?;
+        let mut opts = rumqttc::MqttOptions::new(&c.client_id, &c.host, c.port);
+        opts.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(64 * 1024 * 1024, 64 * 1024 * 1024)
+            .set_transport(v5.transport());
+        if let Some(login) = v5.credentials() {
+            opts.set_credentials(login.username, login.password);
+        }
+        Ok(opts)
     }
 
-    fn options(&self) -> Result<MqttOptions> {
+    /// What a failed MQTT 3.1.1 connect means (see [`Self::connect_error`]).
+    fn connect_error_v311(&self, e: rumqttc::ConnectionError) -> Error {
+        let field = &self.field;
+        let address = format!("{}:{}", self.config.host, self.config.port);
+        match &e {
+            rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::RefusedProtocolVersion,
+            ) => Error::config(
+                format!("{field}.protocolVersion"),
+                format!(
+                    "the broker at {address} refused MQTT 3.1.1 ({e}); set protocolVersion: \"5\""
+                ),
+            ),
+            rumqttc::ConnectionError::ConnectionRefused(
+                code @ (rumqttc::ConnectReturnCode::BadUserNamePassword
+                | rumqttc::ConnectReturnCode::NotAuthorized
+                | rumqttc::ConnectReturnCode::BadClientId),
+            ) => Error::config(
+                format!("{field}.username"),
+                format!(
+                    "the broker at {address} refused the connection ({code:?}); check the credentials and the clientId"
+                ),
+            ),
+            _ => Error::source_transient(&self.name, format!("cannot connect to {address}"), e),
+        }
+    }
+    fn options_v5(&self) -> Result<MqttOptions> {
         let c = &self.config;
         let field = &self.field;
         let mut opts = MqttOptions::new(&c.client_id, &c.host, c.port);
@@ -93,7 +165,7 @@ impl MqttSource {
             .set_session_expiry_interval(Some(
                 u32::try_from(c.session_expiry.as_secs()).unwrap_or(u32::MAX),
             ))
-            .set_receive_maximum(Some(c.receive_maximum()))
+            .set_receive_maximum(Some(u16::try_from(self.window).unwrap_or(u16::MAX)))
             .set_max_packet_size(Some(64 * 1024 * 1024));
         if let Some(user) = &c.username {
             let password = match &c.password {
@@ -126,219 +198,325 @@ impl MqttSource {
         }
         Ok(opts)
     }
+
+    /// What a failed connect means: a refused protocol version or credentials are
+    /// configuration errors (retrying cannot help), anything else is transient.
+    fn connect_error(&self, e: ConnectionError) -> Error {
+        let field = &self.field;
+        let address = format!("{}:{}", self.config.host, self.config.port);
+        match &e {
+            ConnectionError::ConnectionRefused(
+                ConnectReturnCode::UnsupportedProtocolVersion
+                | ConnectReturnCode::RefusedProtocolVersion,
+            )
+            | ConnectionError::MqttState(
+                StateError::ConnectionAborted | StateError::Deserialization(_),
+            ) => Error::config(
+                format!("{field}.protocolVersion"),
+                format!(
+                    "the broker at {address} refused MQTT 5 ({e}); it speaks MQTT 3.1.1 only: set protocolVersion: \"3.1.1\""
+                ),
+            ),
+            ConnectionError::ConnectionRefused(
+                code @ (ConnectReturnCode::BadUserNamePassword
+                | ConnectReturnCode::NotAuthorized
+                | ConnectReturnCode::BadAuthenticationMethod
+                | ConnectReturnCode::Banned
+                | ConnectReturnCode::ClientIdentifierNotValid
+                | ConnectReturnCode::BadClientId),
+            ) => Error::config(
+                format!("{field}.username"),
+                format!(
+                    "the broker at {address} refused the connection ({code:?}); check the credentials and the clientId"
+                ),
+            ),
+            _ => Error::source_transient(&self.name, format!("cannot connect to {address}"), e),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Source for MqttSource {
-    fn name(&self) -> String {
-        self.name.clone()
+impl Broker for MqttBroker {
+    /// The connection's generation and the received PUBLISH (without its payload).
+    type Token = (u64, MqttAck);
+    type Position = MqttPosition;
+    type Session = MqttSession;
+
+    fn kind(&self) -> &'static str {
+        "mqtt"
     }
 
-    fn schema(&self) -> Option<SchemaRef> {
-        Some(self.schema.clone())
+    fn origin(&self) -> String {
+        format!("mqtt {}", self.config.topics.join(","))
     }
 
-    async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
-        tracing::info!(source = %self.name, resume = ?start.resume_from, mode = start.mode.as_str(), "mqtt source opening (the broker's session says where to continue)");
-        self.ledger.clear();
-        self.poller = None;
-        let decoder = PayloadDecoder::new(
-            &self.config.payload,
-            &format!("{}.payload", self.field),
-            format!("mqtt {}", self.config.topics.join(",")),
-        )?;
-        let (client, eventloop) = AsyncClient::new(self.options()?, 1024);
-        self.client = Some(client.clone());
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, 0);
-        let run = Run {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            mode: start.mode,
-            ledger: self.ledger.clone(),
-            run: self.run,
-            batch: 0,
-        };
-        let poller = poll(
-            self.name.clone(),
-            self.config.clone(),
-            client,
-            eventloop,
-            events_tx,
-        );
-        self.poller = Some(AbortOnDrop(tokio::spawn(poller)));
-        Ok(spawn_stream(rx, run.drive(output, events_rx)))
+    fn resumed_sequence(&self, _position: &MqttPosition) -> Option<u64> {
+        None
     }
 
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let Some(position) = checkpoint.decode::<MqttPosition>(&self.name)? else {
-            return Ok(());
-        };
-        if position.run != self.run {
-            return Ok(());
+    fn skips_resumed_rows(&self) -> bool {
+        // The broker's session says where to continue: what it redelivers was not acked.
+        false
+    }
+
+    fn position(&self, end: BatchEnd) -> MqttPosition {
+        MqttPosition {
+            run: end.run,
+            batch: end.batch,
         }
-        let Some(client) = &self.client else {
+    }
+
+    fn ledger_key(&self, position: &MqttPosition, run: u64) -> Option<u64> {
+        (position.run == run).then_some(position.batch)
+    }
+
+    fn backfill_idle_timeout(&self) -> Option<Duration> {
+        Some(self.config.backfill_idle_timeout)
+    }
+
+    async fn connect(&self, _after: Option<u64>, _mode: Mode) -> Result<MqttSession> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (client, poller) = match self.config.protocol_version {
+            MqttProtocolVersion::V5 => {
+                let (client, mut eventloop) = AsyncClient::new(self.options_v5()?, 1024);
+                // The first poll connects: wait for the broker's CONNACK.
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            tracing::info!(source = %self.name, session_present = ack.session_present, "connected");
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(self.connect_error(e)),
+                    }
+                }
+                for topic in &self.config.topics {
+                    client
+                        .subscribe(topic.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| {
+                            Error::source_transient(
+                                &self.name,
+                                format!("cannot subscribe to {topic}"),
+                                e,
+                            )
+                        })?;
+                }
+                let poller = tokio::spawn(poll_v5(self.name.clone(), eventloop, events_tx));
+                (MqttClient::V5(client), poller)
+            }
+            MqttProtocolVersion::V311 => {
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(self.options_v311()?, 1024);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
+                            tracing::info!(source = %self.name, session_present = ack.session_present, "connected");
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(self.connect_error_v311(e)),
+                    }
+                }
+                for topic in &self.config.topics {
+                    client
+                        .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| {
+                            Error::source_transient(
+                                &self.name,
+                                format!("cannot subscribe to {topic}"),
+                                e,
+                            )
+                        })?;
+                }
+                let poller = tokio::spawn(poll_v311(self.name.clone(), eventloop, events_tx));
+                (MqttClient::V311(client), poller)
+            }
+        };
+        let poller = AbortOnDropHandle::new(poller);
+        let mut slot = self.client.lock().map_err(|_| {
+            Error::fatal(format!("source {}: the client lock is poisoned", self.name))
+        })?;
+        let generation = slot.as_ref().map_or(0, |c| c.generation) + 1;
+        *slot = Some(Connected {
+            generation,
+            client,
+            _poller: poller,
+        });
+        Ok(MqttSession {
+            name: self.name.clone(),
+            generation,
+            events: events_rx,
+        })
+    }
+
+    async fn ack(&self, tokens: Vec<(u64, MqttAck)>) -> Result<()> {
+        let client = self
+            .client
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| (c.generation, c.client.clone())));
+        let Some((generation, client)) = client else {
             return Ok(());
         };
-        for batch in self.ledger.drain_through(position.batch) {
-            for publish in batch {
-                if let Err(e) = client.ack(&publish).await {
-                    tracing::warn!(source = %self.name, pkid = publish.pkid, error = %e, "ack failed; the broker will redeliver");
-                    return Ok(());
+        for (g, publish) in tokens {
+            if g != generation {
+                // Delivered on an older connection: the broker redelivers it (at least once).
+                continue;
+            }
+            let acked = match (&client, &publish) {
+                (MqttClient::V5(c), MqttAck::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+                (MqttClient::V311(c), MqttAck::V311(p)) => {
+                    c.ack(p).await.map_err(|e| e.to_string())
                 }
+                _ => Err("the protocol version changed".to_string()),
+            };
+            if let Err(e) = acked {
+                tracing::warn!(source = %self.name, pkid = publish.pkid(), error = %e, "ack failed; the broker will redeliver");
+                return Ok(());
             }
         }
         // The event loop writes the PUBACKs; give it a moment before a stopping process exits.
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok(())
     }
+
+    async fn reset(&self) {
+        if let Ok(mut slot) = self.client.lock() {
+            *slot = None;
+        }
+    }
 }
 
 /// What the event loop reports.
 enum Incoming {
-    Publish(Publish),
+    Message(Box<(BrokerMessage, MqttAck)>),
     Failed(Error),
 }
 
-/// Poll the MQTT event loop for ever (it must run for acks and keep-alives to be sent, so it
-/// never waits for the sink): publishes go to `events`, which the broker's receive maximum
-/// bounds. Subscribes after every connect; reconnects with backoff.
-async fn poll(
-    name: String,
-    config: MqttSourceConfig,
-    client: AsyncClient,
-    mut eventloop: EventLoop,
-    events: mpsc::UnboundedSender<Incoming>,
-) {
-    let mut backoff = Backoff::new(config.reconnect.clone());
+fn message(
+    topic: &str,
+    payload: &Bytes,
+    pkid: u16,
+    dup: bool,
+    headers: Vec<(String, String)>,
+) -> BrokerMessage {
+    BrokerMessage {
+        payload: payload.clone(),
+        subject: topic.to_string(),
+        // MQTT carries no timestamp: the time the source received it.
+        timestamp_ms: Some(now_ms()),
+        headers,
+        locator: format!(
+            "topic {topic} packet {pkid}{}",
+            if dup { " (redelivered)" } else { "" }
+        ),
+    }
+}
+
+/// Poll the MQTT 5 event loop until it fails (it must run for acks and keep-alives to be
+/// sent, so it never waits for the sink): publishes go to `events`, which the broker's receive
+/// maximum bounds. It keeps running after the stream is dropped, for the acks of the last
+/// commits.
+async fn poll_v5(name: String, mut eventloop: EventLoop, events: mpsc::UnboundedSender<Incoming>) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if events.send(Incoming::Publish(p)).is_err() {
-                    return;
-                }
-            }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
-                tracing::info!(source = %name, session_present = ack.session_present, "connected");
-                for topic in &config.topics {
-                    if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                        tracing::warn!(source = %name, topic, error = %e, "subscribe failed");
-                    }
-                }
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let headers = p
+                    .properties
+                    .as_ref()
+                    .map(|pr| pr.user_properties.clone())
+                    .unwrap_or_default();
+                let m = message(&topic, &p.payload, p.pkid, p.dup, headers);
+                let mut token = p;
+                token.payload = Bytes::new();
+                token.properties = None;
+                // Once the stream is gone the message stays unacked and is redelivered later.
+                let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V5(token)))));
             }
             Ok(_) => {}
             Err(e) => {
-                if let Err(fatal) = backoff.failed(&name, "connecting", e).await {
-                    let _ = events.send(Incoming::Failed(fatal));
-                    return;
-                }
+                let _ = events.send(Incoming::Failed(Error::source_transient(
+                    &name,
+                    "the connection to the broker failed",
+                    e,
+                )));
+                return;
             }
         }
     }
 }
 
-struct Run {
+/// [`poll_v5`] for MQTT 3.1.1 (the broker's in-flight limit bounds the publishes).
+async fn poll_v311(
     name: String,
-    config: MqttSourceConfig,
-    mode: Mode,
-    ledger: Ledger<Vec<Publish>>,
-    run: u64,
-    batch: u64,
+    mut eventloop: rumqttc::EventLoop,
+    events: mpsc::UnboundedSender<Incoming>,
+) {
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let m = message(&p.topic, &p.payload, p.pkid, p.dup, Vec::new());
+                let mut token = p;
+                token.payload = Bytes::new();
+                let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V311(token)))));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = events.send(Incoming::Failed(Error::source_transient(
+                    &name,
+                    "the connection to the broker failed",
+                    e,
+                )));
+                return;
+            }
+        }
+    }
 }
 
-impl Run {
-    async fn drive(mut self, mut output: Output, mut events: mpsc::UnboundedReceiver<Incoming>) {
-        if let Err(e) = self.consume(&mut output, &mut events).await {
-            output.fail(e).await;
-        }
-    }
+/// The publishes of one connection.
+pub struct MqttSession {
+    name: String,
+    generation: u64,
+    events: mpsc::UnboundedReceiver<Incoming>,
+}
 
-    async fn consume(
-        &mut self,
-        output: &mut Output,
-        events: &mut mpsc::UnboundedReceiver<Incoming>,
-    ) -> Result<()> {
-        let backfill = self.mode == Mode::Backfill;
-        let idle = self.config.backfill_idle_timeout;
-        let mut messages: Vec<BrokerMessage> = Vec::new();
-        let mut tokens: Vec<Publish> = Vec::new();
-        let mut deadline = None;
-        let mut last_activity = tokio::time::Instant::now();
-        loop {
-            let idle_at = backfill.then(|| last_activity + idle);
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(Incoming::Publish(p)) => {
-                        last_activity = tokio::time::Instant::now();
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let headers = p
-                            .properties
-                            .as_ref()
-                            .map(|pr| pr.user_properties.clone())
-                            .unwrap_or_default();
-                        messages.push(BrokerMessage {
-                            payload: p.payload.clone(),
-                            subject: topic.clone(),
-                            // MQTT carries no timestamp: the time the source received it.
-                            timestamp_ms: Some(now_ms()),
-                            headers,
-                            locator: format!("topic {topic} packet {}{}", p.pkid, if p.dup { " (redelivered)" } else { "" }),
-                        });
-                        let mut token = p;
-                        token.payload = Bytes::new();
-                        token.properties = None;
-                        tokens.push(token);
-                        if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + self.config.batch_timeout);
-                        }
-                        if messages.len() >= self.config.batch_rows {
-                            self.flush(output, &mut messages, &mut tokens).await?;
-                            deadline = None;
-                        }
-                    }
-                    Some(Incoming::Failed(e)) => return Err(e),
-                    None => return Err(Error::source_permanent(&self.name, "the MQTT event loop stopped")),
-                },
-                () = sleep_until(deadline) => {
-                    self.flush(output, &mut messages, &mut tokens).await?;
-                    deadline = None;
-                }
-                () = sleep_until(idle_at) => {
-                    self.flush(output, &mut messages, &mut tokens).await?;
-                    tracing::info!(source = %self.name, ?idle, "backfill: no message for the idle timeout; done");
-                    return Ok(());
-                }
-            }
-            if output.is_closed() {
-                return Ok(());
-            }
-        }
+impl std::fmt::Debug for MqttSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSession")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
+}
 
-    async fn flush(
-        &mut self,
-        output: &mut Output,
-        messages: &mut Vec<BrokerMessage>,
-        tokens: &mut Vec<Publish>,
-    ) -> Result<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        self.batch += 1;
-        self.ledger.push(self.batch, std::mem::take(tokens));
-        let position = Position::encode(&MqttPosition {
-            run: self.run,
-            batch: self.batch,
-        })?;
-        if !output.emit(messages, Vec::new(), position).await {
-            return Err(Error::source_permanent(
+#[async_trait::async_trait]
+impl BrokerSession for MqttSession {
+    type Token = (u64, MqttAck);
+
+    async fn next(&mut self) -> Result<Option<Delivery<(u64, MqttAck)>>> {
+        match self.events.recv().await {
+            Some(Incoming::Message(boxed)) => {
+                let (message, ack) = *boxed;
+                Ok(Some(Delivery {
+                    token: (self.generation, ack),
+                    sequence: None,
+                    content: Content::Message(message),
+                    last: false,
+                }))
+            }
+            Some(Incoming::Failed(e)) => Err(e),
+            None => Err(Error::source_transient(
                 &self.name,
-                "the stream was dropped",
-            ));
+                "the MQTT event loop stopped",
+                "no more events",
+            )),
         }
-        messages.clear();
-        Ok(())
+    }
+
+    async fn caught_up(&mut self) -> Result<bool> {
+        // A topic has no end to ask for: no message for the idle timeout is the end.
+        Ok(true)
     }
 }

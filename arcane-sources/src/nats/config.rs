@@ -6,13 +6,12 @@ use arcane_core::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{
-    PayloadConfig, ReconnectConfig, SecretValue, TlsConfig, default_batch_rows,
-    default_batch_timeout, validate_batching,
-};
+use arcane_core::retry::RetryConfig;
 
-/// Default `maxAckPending` when neither the spec nor the kind sets it.
-pub const DEFAULT_MAX_ACK_PENDING: usize = 20_000;
+use crate::broker::{
+    BrokerSettings, DEFAULT_MAX_UNACKED, PayloadConfig, SecretValue, TlsConfig, broker_settings,
+    default_batch_rows, default_batch_timeout,
+};
 /// Default `ackWait`: how long the server waits for an ack before redelivering.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(300);
 
@@ -75,18 +74,25 @@ pub struct NatsSourceConfig {
     /// Messages delivered but not yet acked (acks follow sink commits): the consumer's
     /// `max_ack_pending`, which bounds memory and makes a slow sink stop consumption. The
     /// `nats-jetstream` kind defaults it to twice `rowsPerGroup` so a group can fill while the
-    /// previous one is committed; elsewhere the default is 20000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// previous one is committed; elsewhere the default is 20000. (`maxAckPending` is accepted
+    /// as its old name.)
+    #[serde(
+        default,
+        alias = "maxAckPending",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1))]
-    pub max_ack_pending: Option<usize>,
+    pub max_unacked: Option<usize>,
     /// How long the server waits for an ack before redelivering (humantime, default `5m`);
     /// redeliveries of messages already read are recognised by their sequence and skipped.
     #[serde(default = "default_ack_wait", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub ack_wait: Duration,
-    /// Reconnect backoff.
-    #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    /// Retrying a failed connect or pull (exponential backoff with jitter; every attempt is
+    /// logged); when the attempts run out the stream stops with exit code 2 and the restarted
+    /// process resumes from the committed position. (`reconnect` is accepted as its old name.)
+    #[serde(default, alias = "reconnect")]
+    pub retry: RetryConfig,
 }
 
 /// Where a consumer without a committed position starts.
@@ -127,15 +133,28 @@ impl NatsSourceConfig {
             tls: None,
             batch_rows: default_batch_rows(),
             batch_timeout: default_batch_timeout(),
-            max_ack_pending: None,
+            max_unacked: None,
             ack_wait: DEFAULT_ACK_WAIT,
-            reconnect: ReconnectConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 
-    /// `maxAckPending` or its default.
-    pub fn max_ack_pending(&self) -> usize {
-        self.max_ack_pending.unwrap_or(DEFAULT_MAX_ACK_PENDING)
+    /// `maxUnacked` or its default.
+    pub fn max_unacked(&self) -> usize {
+        self.max_unacked.unwrap_or(DEFAULT_MAX_UNACKED)
+    }
+
+    /// The settings every broker source shares, checked; `field` is the config's path.
+    pub fn settings(&self, field: &str) -> Result<BrokerSettings> {
+        broker_settings(
+            &self.payload,
+            self.batch_rows,
+            self.batch_timeout,
+            self.max_unacked,
+            usize::MAX,
+            &self.retry,
+            field,
+        )
     }
 
     /// `startTime` parsed; `field` is the config's path.
@@ -185,13 +204,7 @@ impl NatsSourceConfig {
                 "set both `username` and `password`, or neither",
             ));
         }
-        validate_batching(self.batch_rows, self.batch_timeout, field)?;
-        if self.max_ack_pending == Some(0) {
-            return Err(Error::config(
-                format!("{field}.maxAckPending"),
-                "must be at least 1",
-            ));
-        }
+        self.settings(field)?;
         if self.ack_wait.is_zero() {
             return Err(Error::config(
                 format!("{field}.ackWait"),
@@ -201,9 +214,47 @@ impl NatsSourceConfig {
         if let Some(tls) = &self.tls {
             tls.validate(&format!("{field}.tls"))?;
         }
-        self.reconnect.validate(&format!("{field}.reconnect"))?;
-        self.payload.payload_schema(&format!("{field}.payload"))?;
         self.start_time(field)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_has_one_name_and_old_specs_still_parse() {
+        let old: NatsSourceConfig = serde_json::from_value(serde_json::json!({
+            "url": "nats://h:4222", "stream": "S", "consumer": "c",
+            "payload": { "format": "raw" },
+            "maxAckPending": 300,
+            "reconnect": { "maxAttempts": 3, "initialDelay": "1s", "maxDelay": "5s" }
+        }))
+        .unwrap();
+        assert_eq!(old.max_unacked, Some(300));
+        assert_eq!((old.retry.max_attempts, old.retry.jitter), (3, true));
+        let settings = old.settings("spec.source").unwrap();
+        assert_eq!(settings.max_unacked.get(), 300);
+        let new: NatsSourceConfig = serde_json::from_value(serde_json::json!({
+            "url": "nats://h:4222", "stream": "S", "consumer": "c",
+            "payload": { "format": "raw" },
+            "maxUnacked": 300, "retry": { "maxAttempts": 3, "initialDelay": "1s", "maxDelay": "5s" }
+        }))
+        .unwrap();
+        assert_eq!(new, old);
+        let err = serde_json::from_value::<NatsSourceConfig>(serde_json::json!({
+            "url": "nats://h:4222", "stream": "S", "consumer": "c",
+            "payload": { "format": "raw" }, "maxUnackd": 1
+        }))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `maxUnackd`"),
+            "{err}"
+        );
+        let mut zero = new.clone();
+        zero.max_unacked = Some(0);
+        let err = zero.validate("spec.source").unwrap_err().to_string();
+        assert!(err.starts_with("spec.source.maxUnacked"), "{err}");
     }
 }

@@ -18,12 +18,13 @@
 //!   message before it. Rows of a partly committed batch are not acked until their batch is.
 //! * Redeliveries (after `ackWait`, or after a reconnect) of messages already read are
 //!   recognised by their sequence and dropped.
-//! * Backpressure: at most `maxAckPending` messages are delivered and not yet acked; the
+//! * Backpressure: at most `maxUnacked` messages are delivered and not yet acked; the
 //!   `nats-jetstream` kind sets it to twice `rowsPerGroup` by default.
 //! * Backfill mode reads from the start (or `startTime`, or the committed position) and ends
 //!   when the consumer has no pending message left (the stream's end at the time it is reached).
-//! * Connection loss: the client reconnects by itself; pulls that keep failing are retried with
-//!   the `reconnect` backoff, then the source stops with a transient error (exit code 2) and
+//! * Connection loss: the source reconnects and recreates the consumer after the highest
+//!   sequence read, under the `retry` policy; when it keeps failing the source stops with a
+//!   transient error (exit code 2) and
 //!   the restarted process resumes from the committed position.
 //!
 //! # Type mapping
@@ -37,5 +38,5 @@
 mod config;
 mod source;
 
-pub use config::{DEFAULT_ACK_WAIT, DEFAULT_MAX_ACK_PENDING, NatsSourceConfig, NatsStart};
-pub use source::{NatsPosition, NatsSource};
+pub use config::{DEFAULT_ACK_WAIT, NatsSourceConfig, NatsStart};
+pub use source::{NatsBroker, NatsPosition, NatsSession, NatsSource};

@@ -1,21 +1,17 @@
-//! [`NatsSource`]: the [`Source`] over a JetStream stream, read by a durable pull consumer.
+//! [`NatsSource`]: the [`BrokerSource`] over a JetStream stream, read by a durable pull
+//! consumer ([`NatsBroker`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use arcane_core::{
-    Checkpoint, Error, Mode, Position, PositionedStream, Result, Source, SourceStart,
-};
-use arrow_schema::SchemaRef;
+use arcane_core::{Error, Mode, Result};
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::config::{NatsSourceConfig, NatsStart};
 use crate::broker::{
-    Backoff, BrokerMessage, Ledger, OUTPUT_BATCHES, Output, PayloadDecoder, sleep_until,
-    spawn_stream,
+    BatchEnd, Broker, BrokerMessage, BrokerSession, BrokerSource, Content, Delivery,
 };
 
 /// The position after a batch: the stream sequence of its last message (dead-lettered ones
@@ -28,16 +24,9 @@ pub struct NatsPosition {
 }
 
 /// Reads a JetStream stream with a durable pull consumer; see the [module docs](super).
-#[derive(Debug)]
-pub struct NatsSource {
-    name: String,
-    config: NatsSourceConfig,
-    field: String,
-    schema: SchemaRef,
-    ledger: Ledger<jetstream::message::Acker>,
-}
+pub type NatsSource = BrokerSource<NatsBroker>;
 
-impl NatsSource {
+impl BrokerSource<NatsBroker> {
     /// A source for `config`; errors name fields under `source`.
     pub fn new(config: NatsSourceConfig) -> Result<Self> {
         Self::new_at(config, "source")
@@ -47,95 +36,35 @@ impl NatsSource {
     pub fn new_at(config: NatsSourceConfig, field: &str) -> Result<Self> {
         config.validate(field)?;
         let name = format!("nats-jetstream {}/{}", config.stream, config.consumer);
-        let decoder = PayloadDecoder::new(&config.payload, &format!("{field}.payload"), "")?;
-        Ok(Self {
-            name,
-            schema: decoder.schema().clone(),
+        let settings = config.settings(field)?;
+        let broker = NatsBroker {
+            name: name.clone(),
+            window: settings.max_unacked.get(),
             config,
             field: field.to_string(),
-            ledger: Ledger::default(),
-        })
+        };
+        Self::with_broker(name, broker, settings, field)
     }
 
     /// The settings.
     pub fn config(&self) -> &NatsSourceConfig {
-        &self.config
+        &self.broker().config
     }
 }
 
-#[async_trait::async_trait]
-impl Source for NatsSource {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn schema(&self) -> Option<SchemaRef> {
-        Some(self.schema.clone())
-    }
-
-    async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
-        let (resume, skip) = match &start.resume_from {
-            None => (None, 0),
-            Some(c) => (c.decode::<NatsPosition>(&self.name)?, c.rows),
-        };
-        tracing::info!(source = %self.name, ?resume, skip, mode = start.mode.as_str(), "nats-jetstream source opening");
-        self.ledger.clear();
-        let decoder = PayloadDecoder::new(
-            &self.config.payload,
-            &format!("{}.payload", self.field),
-            format!("nats stream {}", self.config.stream),
-        )?;
-        let (tx, rx) = mpsc::channel(OUTPUT_BATCHES);
-        let output = Output::new(tx, decoder, skip);
-        let run = Run {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            field: self.field.clone(),
-            mode: start.mode,
-            ledger: self.ledger.clone(),
-            highest: resume.map(|p| p.stream_sequence).unwrap_or(0),
-            resumed: resume.is_some(),
-        };
-        Ok(spawn_stream(rx, run.drive(output)))
-    }
-
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let Some(position) = checkpoint.decode::<NatsPosition>(&self.name)? else {
-            return Ok(());
-        };
-        // `AckPolicy::All`: acking the last message of the committed batch acks everything
-        // before it. Rows of the next batch covered by `checkpoint.rows` are not acked: they are
-        // re-read and skipped by count on resume.
-        if let Some(acker) = self.ledger.take_through(position.stream_sequence) {
-            if let Err(e) = acker.double_ack_with(AckKind::Ack).await {
-                // Harmless: the next ack covers it, and a restart repositions the consumer.
-                tracing::warn!(source = %self.name, sequence = position.stream_sequence, error = %e, "ack failed");
-            }
-        }
-        Ok(())
-    }
-}
-
-struct Run {
+/// JetStream as a [`Broker`]: a durable pull consumer (re)created at every connect right after
+/// the highest sequence read, `ack_policy = all`.
+#[derive(Debug)]
+pub struct NatsBroker {
     name: String,
+    /// `maxUnacked`, checked.
+    window: usize,
     config: NatsSourceConfig,
     field: String,
-    mode: Mode,
-    ledger: Ledger<jetstream::message::Acker>,
-    /// The highest stream sequence read (or committed, at start); anything at or below it is a
-    /// redelivery.
-    highest: u64,
-    resumed: bool,
 }
 
-impl Run {
-    async fn drive(mut self, mut output: Output) {
-        if let Err(e) = self.consume(&mut output).await {
-            output.fail(e).await;
-        }
-    }
-
-    async fn connect(&self) -> Result<async_nats::Client> {
+impl NatsBroker {
+    async fn connect_client(&self) -> Result<async_nats::Client> {
         let c = &self.config;
         let field = &self.field;
         let mut opts = async_nats::ConnectOptions::new()
@@ -176,10 +105,12 @@ impl Run {
             .map_err(|e| Error::source_transient(&self.name, "cannot connect", e))
     }
 
-    /// (Re)create the durable consumer right after `self.highest` (or at the configured start).
+    /// (Re)create the durable consumer right after `after` (or at the configured start).
     async fn consumer(
         &self,
         js: &jetstream::Context,
+        after: Option<u64>,
+        mode: Mode,
     ) -> Result<consumer::Consumer<consumer::pull::Config>> {
         let c = &self.config;
         let stream = js.get_stream(&c.stream).await.map_err(|e| {
@@ -189,15 +120,15 @@ impl Run {
                 e,
             )
         })?;
-        let deliver_policy = if self.resumed || self.highest > 0 {
+        let deliver_policy = if let Some(after) = after {
             consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: self.highest + 1,
+                start_sequence: after + 1,
             }
         } else if let Some(at) = c.start_time(&self.field)? {
             consumer::DeliverPolicy::ByStartTime {
                 start_time: time::OffsetDateTime::from(at),
             }
-        } else if c.start == NatsStart::New && self.mode == Mode::Stream {
+        } else if c.start == NatsStart::New && mode == Mode::Stream {
             consumer::DeliverPolicy::New
         } else {
             consumer::DeliverPolicy::All
@@ -209,7 +140,7 @@ impl Run {
             deliver_policy,
             ack_policy: consumer::AckPolicy::All,
             ack_wait: c.ack_wait,
-            max_ack_pending: c.max_ack_pending() as i64,
+            max_ack_pending: self.window as i64,
             filter_subject: c.filter_subject.clone().unwrap_or_default(),
             ..Default::default()
         };
@@ -218,155 +149,162 @@ impl Run {
             .await
             .map_err(|e| Error::source_transient(&self.name, "cannot create the consumer", e))
     }
+}
 
-    async fn consume(&mut self, output: &mut Output) -> Result<()> {
-        let mut backoff = Backoff::new(self.config.reconnect.clone());
-        let backfill = self.mode == Mode::Backfill;
-        let mut buffer: Vec<BrokerMessage> = Vec::with_capacity(self.config.batch_rows);
-        let mut last_acker: Option<jetstream::message::Acker> = None;
-        'session: loop {
-            // Connect and position the consumer, with backoff.
-            let (_client, mut consumer) = loop {
-                let attempt = async {
-                    let client = self.connect().await?;
-                    let js = jetstream::new(client.clone());
-                    let consumer = self.consumer(&js).await?;
-                    Ok::<_, Error>((client, consumer))
-                };
-                match attempt.await {
-                    Ok(ok) => break ok,
-                    Err(e @ Error::Config { .. }) => return Err(e),
-                    Err(e) => backoff.failed(&self.name, "connecting", e).await?,
-                }
-            };
-            if backfill {
-                let pending = consumer.info().await.map(|i| i.num_pending).map_err(|e| {
-                    Error::source_transient(&self.name, "cannot read consumer info", e)
-                })?;
-                if pending == 0 {
-                    tracing::info!(source = %self.name, "backfill: the stream has nothing after the position; done");
-                    return Ok(());
-                }
-            }
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(self.config.batch_rows.min(self.config.max_ack_pending()))
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    backoff.failed(&self.name, "pulling", e).await?;
-                    continue 'session;
-                }
-            };
-            let mut deadline: Option<tokio::time::Instant> = None;
-            loop {
-                let next = tokio::select! {
-                    next = messages.next() => next,
-                    () = sleep_until(deadline) => {
-                        self.flush(output, &mut buffer, &mut last_acker).await?;
-                        deadline = None;
-                        continue;
-                    }
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        backoff.reset();
-                        let info = message.info().map_err(|e| {
-                            Error::source_transient(
-                                &self.name,
-                                "message without JetStream metadata",
-                                e,
-                            )
-                        })?;
-                        let sequence = info.stream_sequence;
-                        let pending = info.pending;
-                        let published = info.published.unix_timestamp_nanos() / 1_000_000;
-                        if sequence <= self.highest {
-                            // A redelivery of a message already read: the ack of a later one
-                            // covers it.
-                            continue;
-                        }
-                        let (message, acker) = message.split();
-                        let headers = message
-                            .headers
-                            .as_ref()
-                            .map(|h| {
-                                h.iter()
-                                    .flat_map(|(k, vs)| {
-                                        vs.iter().map(move |v| (k.to_string(), v.to_string()))
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        buffer.push(BrokerMessage {
-                            payload: message.payload,
-                            subject: message.subject.to_string(),
-                            timestamp_ms: Some(published as i64),
-                            headers,
-                            locator: format!("sequence {sequence}"),
-                        });
-                        self.highest = sequence;
-                        last_acker = Some(acker);
-                        if deadline.is_none() {
-                            deadline =
-                                Some(tokio::time::Instant::now() + self.config.batch_timeout);
-                        }
-                        let caught_up = backfill && pending == 0;
-                        if buffer.len() >= self.config.batch_rows || caught_up {
-                            self.flush(output, &mut buffer, &mut last_acker).await?;
-                            deadline = None;
-                        }
-                        if caught_up {
-                            tracing::info!(source = %self.name, sequence, "backfill caught up with the stream; done");
-                            return Ok(());
-                        }
-                    }
-                    Some(Err(e)) => {
-                        // Missed heartbeats, server restarts: the client reconnects by itself;
-                        // give up only after repeated failures.
-                        backoff.failed(&self.name, "pulling messages", e).await?;
-                    }
-                    None => {
-                        backoff
-                            .failed(&self.name, "pulling messages", "the message stream ended")
-                            .await?;
-                        self.flush(output, &mut buffer, &mut last_acker).await?;
-                        continue 'session;
-                    }
-                }
-                if output.is_closed() {
-                    return Ok(());
-                }
-            }
+#[async_trait::async_trait]
+impl Broker for NatsBroker {
+    /// The stream sequence and the acker of one message (`ack_policy = all`: acking the highest
+    /// acks everything before it).
+    type Token = (u64, jetstream::message::Acker);
+    type Position = NatsPosition;
+    type Session = NatsSession;
+
+    fn kind(&self) -> &'static str {
+        "nats-jetstream"
+    }
+
+    fn origin(&self) -> String {
+        format!("nats stream {}", self.config.stream)
+    }
+
+    fn resumed_sequence(&self, position: &NatsPosition) -> Option<u64> {
+        Some(position.stream_sequence)
+    }
+
+    fn skips_resumed_rows(&self) -> bool {
+        true
+    }
+
+    fn position(&self, end: BatchEnd) -> NatsPosition {
+        NatsPosition {
+            stream_sequence: end.sequence.unwrap_or(0),
         }
     }
 
-    async fn flush(
-        &self,
-        output: &mut Output,
-        buffer: &mut Vec<BrokerMessage>,
-        last_acker: &mut Option<jetstream::message::Acker>,
-    ) -> Result<()> {
-        if buffer.is_empty() {
+    fn ledger_key(&self, position: &NatsPosition, _run: u64) -> Option<u64> {
+        Some(position.stream_sequence)
+    }
+
+    fn backfill_idle_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn connect(&self, after: Option<u64>, mode: Mode) -> Result<NatsSession> {
+        let client = self.connect_client().await?;
+        let js = jetstream::new(client.clone());
+        let consumer = self.consumer(&js, after, mode).await?;
+        Ok(NatsSession {
+            name: self.name.clone(),
+            _client: client,
+            consumer,
+            messages: None,
+            pull_batch: self.config.batch_rows.min(self.window).max(1),
+            backfill: mode == Mode::Backfill,
+        })
+    }
+
+    async fn ack(&self, tokens: Vec<Self::Token>) -> Result<()> {
+        let Some((sequence, acker)) = tokens.into_iter().max_by_key(|(s, _)| *s) else {
             return Ok(());
+        };
+        if let Err(e) = acker.double_ack_with(AckKind::Ack).await {
+            // Harmless: the next ack covers it, and a restart repositions the consumer.
+            tracing::warn!(source = %self.name, sequence, error = %e, "ack failed");
         }
-        if let Some(acker) = last_acker.take() {
-            self.ledger.push(self.highest, acker);
-        }
-        let position = Position::encode(&NatsPosition {
-            stream_sequence: self.highest,
-        })?;
-        if !output.emit(buffer, Vec::new(), position).await {
-            return Err(Error::source_permanent(
-                &self.name,
-                "the stream was dropped",
-            ));
-        }
-        buffer.clear();
         Ok(())
+    }
+}
+
+/// A connection with its consumer; the pull starts at the first [`BrokerSession::next`].
+pub struct NatsSession {
+    name: String,
+    _client: async_nats::Client,
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    messages: Option<consumer::pull::Stream>,
+    pull_batch: usize,
+    backfill: bool,
+}
+
+impl std::fmt::Debug for NatsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSession")
+            .field("name", &self.name)
+            .field("pulling", &self.messages.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl BrokerSession for NatsSession {
+    type Token = (u64, jetstream::message::Acker);
+
+    async fn next(&mut self) -> Result<Option<Delivery<Self::Token>>> {
+        let messages = match &mut self.messages {
+            Some(m) => m,
+            None => {
+                let m = self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(self.pull_batch)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?;
+                self.messages.insert(m)
+            }
+        };
+        let message = match messages.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                // Missed heartbeats, server restarts: reconnect from the highest sequence read.
+                self.messages = None;
+                return Err(Error::source_transient(
+                    &self.name,
+                    "pulling messages failed",
+                    e,
+                ));
+            }
+            Some(Ok(message)) => message,
+        };
+        let info = message.info().map_err(|e| {
+            Error::source_transient(&self.name, "message without JetStream metadata", e)
+        })?;
+        let sequence = info.stream_sequence;
+        let last = self.backfill && info.pending == 0;
+        let published = info.published.unix_timestamp_nanos() / 1_000_000;
+        let (message, acker) = message.split();
+        let headers = message
+            .headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Delivery {
+            token: (sequence, acker),
+            sequence: Some(sequence),
+            content: Content::Message(BrokerMessage {
+                payload: message.payload,
+                subject: message.subject.to_string(),
+                timestamp_ms: Some(published as i64),
+                headers,
+                locator: format!("sequence {sequence}"),
+            }),
+            last,
+        }))
+    }
+
+    async fn caught_up(&mut self) -> Result<bool> {
+        // Asked before the pull starts: messages pulled but not read are not "pending" any more.
+        let pending = self
+            .consumer
+            .info()
+            .await
+            .map(|i| i.num_pending)
+            .map_err(|e| Error::source_transient(&self.name, "cannot read consumer info", e))?;
+        Ok(pending == 0)
     }
 }

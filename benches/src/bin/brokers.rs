@@ -136,7 +136,7 @@ async fn nats(n: u64) {
     }
     let publish = start.elapsed();
     let mut config = NatsSourceConfig::new("nats://127.0.0.1:4222", &name, "bench", payload());
-    config.max_ack_pending = Some(2 * ROWS_PER_GROUP);
+    config.max_unacked = Some(2 * ROWS_PER_GROUP);
     config.batch_rows = 2000;
     let start = Instant::now();
     let rows = land(NatsSource::new(config).expect("source")).await;
@@ -199,7 +199,7 @@ async fn rabbitmq(n: u64) {
     config.sequence = Some(SequenceConfig {
         header: Some("x-seq".into()),
     });
-    config.prefetch = Some(u16::try_from(2 * ROWS_PER_GROUP).unwrap_or(u16::MAX));
+    config.max_unacked = Some((2 * ROWS_PER_GROUP).min(usize::from(u16::MAX)));
     config.batch_rows = 2000;
     config.backfill_idle_timeout = IDLE;
     let start = Instant::now();
@@ -228,7 +228,7 @@ async fn mqtt(n: u64) {
         vec![topic.clone()],
         payload(),
     );
-    config.receive_maximum = Some(u16::MAX);
+    config.max_unacked = Some(usize::from(u16::MAX));
     config.batch_rows = 2000;
     config.backfill_idle_timeout = IDLE;
     // Create the session.
