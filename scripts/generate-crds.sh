@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate deploy/chart/crds/ from the `arcane` binary's kinds (`arcane crd KIND`) and print
-# the `kinds:` list for deploy/chart/values.yaml. `cargo nextest run -p arcane-cli chart` fails
-# while either is out of date.
+# Regenerate deploy/chart/crds/ from the `arcane` binary's kinds (`arcane crd KIND`; the binary
+# built with every kind, `--features full`) and print the `kinds:` list for
+# deploy/chart/values.yaml. `cargo nextest run -p arcane-cli chart` fails while either is out of
+# date.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --quiet -p arcane-cli --bin arcane
+cargo build --quiet -p arcane-cli --bin arcane --features full
 bin="${CARGO_TARGET_DIR:-target}/debug/arcane"
 rm -f deploy/chart/crds/*.yaml
 echo "kinds:"

@@ -35,7 +35,6 @@ wait_http() { # url, name
 }
 
 # --- Rust tooling -------------------------------------------------------------------------
-command -v cargo >/dev/null || { log "cargo is required (rustup)"; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
@@ -103,6 +102,8 @@ else
 fi
 
 # --- Checks -------------------------------------------------------------------------------
+log "slim default binary (scripts/check-slim-deps.sh)"
+scripts/check-slim-deps.sh
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
