@@ -71,12 +71,14 @@ pub fn runner() -> Runner {
     runner
 }
 
-/// The spec's `rowsPerGroup` (or its default), for kinds whose source bounds its reads by it.
-#[allow(dead_code)]
 /// The broker kinds ack only after the sink committed, and the broker delivers at most
 /// `window` unacknowledged messages: a Parquet file must commit after at most half the window
 /// (a group, by default), or a full window would wait for `rolling.maxFileAge` (5m by default).
 /// `field` names the window's setting; an explicit value in `spec.source` wins over `default`.
+#[cfg_attr(
+    not(any(feature = "nats-jetstream", feature = "rabbitmq", feature = "mqtt")),
+    allow(dead_code)
+)]
 pub(crate) fn commit_within_window(
     ctx: &arcane_core::StreamContext,
     sink: &mut arcane_sinks::ParquetSinkConfig,
@@ -100,6 +102,11 @@ pub(crate) fn commit_within_window(
     }
 }
 
+/// The spec's `rowsPerGroup` (or its default), for kinds whose source bounds its reads by it.
+#[cfg_attr(
+    not(any(feature = "nats-jetstream", feature = "rabbitmq", feature = "mqtt")),
+    allow(dead_code)
+)]
 pub(crate) fn rows_per_group(ctx: &arcane_core::StreamContext) -> usize {
     ctx.spec
         .get("rowsPerGroup")
