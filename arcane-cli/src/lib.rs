@@ -34,12 +34,20 @@
 //!
 //! ## Features
 //!
+//! The default build is small: the `blob-landing` and `generator` kinds on the local store
+//! (paths, `file://`) and `memory://`, with no cloud SDK, database, broker, Kubernetes or HTTP
+//! client compiled in. `full` is everything (what the container image ships).
+//!
 //! | feature | default | what |
 //! |---|---|---|
+//! | `full` | no | every kind below, every object store and `kube` |
 //! | `blob-landing` | yes | the `blob-landing` kind |
 //! | `generator` | yes | the `generator` kind (synthetic rows) |
-//! | `postgres-cdc` | yes | the `postgres-cdc` kind (PostgreSQL change data capture) |
-//! | `s3`, `azure`, `gcs` | yes | object stores of the sink |
+//! | `rest-api` | no | the `rest-api` kind (HTTP APIs) |
+//! | `nats-jetstream`, `rabbitmq`, `mqtt` | no | the message-broker kinds |
+//! | `postgres-cdc` | no | the `postgres-cdc` kind (PostgreSQL change data capture) |
+//! | `s3`, `azure`, `gcs` | no | object stores of the sink and of the `blob-landing` source |
+//! | `kube` | no | the Kubernetes client: the Job annotation after a schema mismatch (without it, a schema mismatch exits FATAL saying so) |
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 

@@ -12,7 +12,8 @@
 //! - the streaming and backfill **`StreamingJobTemplate`s** ([`job_template`]) with the
 //!   `podFailurePolicy` generated from the runner's exit codes ([`pod_failure_policy`]), and a
 //!   plain Job for running one stream without the operator ([`stream_job`]);
-//! - YAML output ([`to_yaml`], [`Manifests::to_yaml`]).
+//! - YAML output ([`to_yaml`], [`Manifests::to_yaml`]);
+//! - the table of kinds in `deploy/README.md` ([`kinds_table`]).
 //!
 //! ```
 //! use arcane_deploy::{KindManifest, JobTemplateOptions, crd, manifests, to_yaml};
@@ -33,6 +34,7 @@
 //! The Helm chart under `deploy/chart` is built from the same pieces: its `crds/` files are the
 //! output of `arcane crd KIND`.
 
+pub mod catalog;
 pub mod crd;
 mod error;
 pub mod job;
@@ -43,6 +45,7 @@ pub mod schema;
 pub mod stream_class;
 mod yaml;
 
+pub use catalog::{kinds_table, secret_fields};
 pub use crd::{OPERATOR_SPEC_FIELDS, crd, crd_validation_schema, crd_yaml};
 pub use error::{Error, Result};
 pub use job::{

@@ -11,26 +11,55 @@
 //! ```
 //!
 //! and its service account needs `patch` on `jobs` (group `batch`) in the namespace.
+//!
+//! The Kubernetes client is the `kube` feature of this crate (on by default; the `arcane`
+//! binary enables it with `--features kube` or `--features full`). Built without it,
+//! [`annotate_job`] always fails with an error saying so, and the runner exits FATAL.
 
+#[cfg(feature = "kube")]
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "kube")]
 use k8s_openapi::api::batch::v1::Job;
+#[cfg(feature = "kube")]
 use kube::api::{Api, Patch, PatchParams};
+#[cfg(feature = "kube")]
 use serde_json::json;
 
+use crate::config::KubeSettings;
+#[cfg(feature = "kube")]
 use crate::config::{
     ENV_JOB_NAME, ENV_KUBE_API_URL, ENV_KUBE_CA_FILE, ENV_KUBE_TOKEN_FILE, ENV_POD_NAMESPACE,
-    KubeSettings,
 };
 use crate::error::Error;
 
 /// How long annotating may take in total (it runs during the pod's termination).
 pub const ANNOTATE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Built without the `kube` feature: the Job cannot be patched, so this always returns
+/// [`Error::Annotation`] saying the binary was built without the Kubernetes client (the
+/// runner then exits FATAL, as for any annotation failure).
+#[cfg(not(feature = "kube"))]
+pub async fn annotate_job(settings: &KubeSettings, value: &str) -> Result<(), Error> {
+    let _ = value;
+    Err(Error::Annotation {
+        namespace: settings.namespace.clone().unwrap_or_else(|| "?".into()),
+        job: settings.job_name.clone().unwrap_or_else(|| "?".into()),
+        key: settings.annotation_key.clone(),
+        status: None,
+        reason:
+            "this binary was built without the `kube` feature (no Kubernetes client), so it cannot \
+         patch the stream's Job; rebuild with `--features kube` (the `arcane` binary: \
+         `--features full`) or run the image built from the Dockerfile"
+                .to_string(),
+    })
+}
+
 /// Merge-patch `{"metadata":{"annotations":{KEY: value}}}` onto the Job named by `settings`
 /// (`PATCH /apis/batch/v1/namespaces/{ns}/jobs/{name}`), authenticated with the service
 /// account's token. The token is never logged.
+#[cfg(feature = "kube")]
 pub async fn annotate_job(settings: &KubeSettings, value: &str) -> Result<(), Error> {
     let namespace = settings
         .namespace
@@ -106,6 +135,7 @@ pub async fn annotate_job(settings: &KubeSettings, value: &str) -> Result<(), Er
     }
 }
 
+#[cfg(feature = "kube")]
 fn namespace_from_service_account(token_file: &Path) -> Option<String> {
     let file = token_file.parent()?.join("namespace");
     let ns = std::fs::read_to_string(file).ok()?;
@@ -114,6 +144,7 @@ fn namespace_from_service_account(token_file: &Path) -> Option<String> {
 }
 
 /// The in-cluster client configuration, with the URL, token and CA overridable.
+#[cfg(feature = "kube")]
 fn client_config(settings: &KubeSettings, namespace: &str) -> Result<kube::Config, String> {
     let url = match &settings.api_url {
         Some(url) => url.clone(),
@@ -164,4 +195,29 @@ fn client_config(settings: &KubeSettings, namespace: &str) -> Result<kube::Confi
         config.root_cert_file = Some(settings.ca_file.clone());
     }
     Ok(config)
+}
+
+#[cfg(all(test, not(feature = "kube")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_kube_the_annotation_fails_saying_how_to_build_it() {
+        let settings = KubeSettings {
+            annotation_key: "arcane.streaming.sneaksanddata.com/state".into(),
+            namespace: Some("streams".into()),
+            job_name: Some("orders-7d9f".into()),
+            api_url: None,
+            token_file: "/nonexistent/token".into(),
+            ca_file: "/nonexistent/ca.crt".into(),
+        };
+        let err = annotate_job(&settings, "schema-mismatch")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("streams"), "{text}");
+        assert!(text.contains("orders-7d9f"), "{text}");
+        assert!(text.contains("without the `kube` feature"), "{text}");
+        assert!(text.contains("--features full"), "{text}");
+    }
 }

@@ -4,7 +4,7 @@ Uses the PyPI package helm-python-sdk, which embeds Helm as a library (no helm b
 `Chart.load(dir).render(values, name=..., namespace=...)` is `helm template`, and
 `lint(dir, strict=True)` is `helm lint --strict`.
 
-    python deploy/tests/render_chart.py [CHART_DIR] [--set-json VALUES_JSON]
+    python deploy/tests/render_chart.py [CHART_DIR] [--values-json VALUES_JSON]
 
 Output: {"lint": <lint result>, "objects": [<rendered objects>], "crds": [<crds/ objects>]}.
 Exits 1 when lint reports errors.

@@ -3,9 +3,9 @@
 //! Synthetic rows are grouped and landed as Parquet.
 //!
 //! ```sh
-//! cargo run -p arcane-examples --example custom_builder -- \
+//! cargo run --release -p arcane-examples --example custom_builder -- \
 //!     --spec '{"rows": 200000, "rowsPerGroup": 50000, "sinkUrl": "arcane-out/synthetic"}' --backfill
-//! cargo run --bin arcane -- show arcane-out/synthetic
+//! cargo run --release --bin arcane -- show arcane-out/synthetic
 //! ```
 
 use arcane_core::testing::GeneratorSource;

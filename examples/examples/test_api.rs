@@ -2,8 +2,8 @@
 //! (see `arcane_test_support::rest_api`), served on 127.0.0.1:8089 until stopped.
 //!
 //! ```sh
-//! cargo run -p arcane-examples --example test_api -- 100000   # records to serve
-//! cargo run --release --bin arcane -- run --spec examples/rest-api.json --backfill
+//! cargo run -p arcane-examples --features test-api --example test_api -- 100000   # records to serve
+//! cargo run --release --bin arcane --features rest-api -- run --spec examples/rest-api.json --backfill
 //! ```
 //!
 //! `ARCANE_TEST_API_ADDR` changes the address.
