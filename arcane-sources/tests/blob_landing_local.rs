@@ -59,6 +59,10 @@ async fn conformance_on_ndjson_with_bad_lines(threads: usize) {
         Box::new(BlobLandingSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
     })
     .await;
+    conformance::source_survives_stop_and_abort(|| {
+        Box::new(BlobLandingSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

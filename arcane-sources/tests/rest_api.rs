@@ -176,6 +176,10 @@ async fn resumes_exactly_inside_groups_of_equal_watermarks() {
             Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
         })
         .await;
+        conformance::source_survives_stop_and_abort(|| {
+            Box::new(RestApiSource::new(cfg.clone()).unwrap()) as Box<dyn Source>
+        })
+        .await;
     }
     // Without a watermark: the position counts records; a backfill resumes by skipping them.
     let mut cfg = config(&api, "page", 40);

@@ -291,5 +291,13 @@ mod tests {
             Box::new(CursorPollingSource::blocking("table", Table(1_000)).with_batch_rows(300))
         })
         .await;
+        conformance::source_survives_stop_and_abort(|| {
+            Box::new(
+                CursorPollingSource::blocking("table", Table(1_000))
+                    .with_batch_rows(30)
+                    .with_poll_interval(std::time::Duration::from_millis(50)),
+            )
+        })
+        .await;
     }
 }
