@@ -108,6 +108,7 @@
 //! * [`Outcome`], [`classify`] — the exit-code policy and termination message.
 //! * [`logging`], [`telemetry`], [`kube_job`] — logs, metrics/health endpoint, Job annotation.
 
+#![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;

@@ -144,6 +144,7 @@
 //! | `gcs` (default) | `gs://` |
 //! | always | `file://`, `memory://` |
 
+#![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod parquet;

@@ -34,6 +34,7 @@
 //! A URL whose store is not compiled in is a configuration error that says which feature to
 //! enable.
 
+#![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
