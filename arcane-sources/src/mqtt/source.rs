@@ -199,6 +199,11 @@ impl MqttBroker {
         Ok(opts)
     }
 
+    /// A subscription the client could not queue (its request channel closed): transient.
+    fn subscribe_error(&self, topic: &str, e: impl Into<arcane_core::BoxError>) -> Error {
+        Error::source_transient(&self.name, format!("cannot subscribe to {topic}"), e)
+    }
+
     /// What a failed connect means: a refused protocol version or credentials are
     /// configuration errors (retrying cannot help), anything else is transient.
     fn connect_error(&self, e: ConnectionError) -> Error {
@@ -294,13 +299,7 @@ impl Broker for MqttBroker {
                     client
                         .subscribe(topic.clone(), QoS::AtLeastOnce)
                         .await
-                        .map_err(|e| {
-                            Error::source_transient(
-                                &self.name,
-                                format!("cannot subscribe to {topic}"),
-                                e,
-                            )
-                        })?;
+                        .map_err(|e| self.subscribe_error(topic, e))?;
                 }
                 let poller = tokio::spawn(poll_v5(self.name.clone(), eventloop, events_tx));
                 (MqttClient::V5(client), poller)
@@ -321,13 +320,7 @@ impl Broker for MqttBroker {
                     client
                         .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
                         .await
-                        .map_err(|e| {
-                            Error::source_transient(
-                                &self.name,
-                                format!("cannot subscribe to {topic}"),
-                                e,
-                            )
-                        })?;
+                        .map_err(|e| self.subscribe_error(topic, e))?;
                 }
                 let poller = tokio::spawn(poll_v311(self.name.clone(), eventloop, events_tx));
                 (MqttClient::V311(client), poller)
