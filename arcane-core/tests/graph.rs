@@ -445,3 +445,44 @@ async fn a_small_run_with_more_bad_records_than_its_floor_fails_and_commits_noth
     assert_eq!(store.dead_letters().len(), 12);
     assert_eq!(report.summary.rows_dead_lettered, 12);
 }
+
+/// The kill-switch suite fails on a source that loses the batch after its checkpoint.
+#[tokio::test]
+#[should_panic(expected = "rows were lost or repeated")]
+async fn the_stop_suite_catches_a_source_that_skips_rows_on_resume() {
+    conformance::source_survives_stop_and_abort(|| {
+        Box::new(SkipsOnResume(
+            GeneratorSource::new(2_000, 10).with_pause(Duration::from_millis(1)),
+        ))
+    })
+    .await;
+}
+
+/// Resumes one batch too far: the rows of the batch after the checkpoint are lost.
+#[derive(Debug)]
+struct SkipsOnResume(GeneratorSource);
+
+#[async_trait::async_trait]
+impl arcane_core::Source for SkipsOnResume {
+    fn name(&self) -> String {
+        "skips-on-resume".into()
+    }
+
+    async fn open(
+        &mut self,
+        start: arcane_core::SourceStart,
+    ) -> arcane_core::Result<arcane_core::PositionedStream> {
+        use futures::StreamExt;
+        let resumed = start.resume_from.is_some();
+        let stream = self.0.open(start).await?;
+        Ok(if resumed {
+            stream.skip(1).boxed()
+        } else {
+            stream
+        })
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
+        self.0.commit(checkpoint).await
+    }
+}

@@ -15,11 +15,42 @@ pub use memory_sink::{MemorySink, MemoryStore, MemoryStoreHandle};
 use arrow_array::RecordBatch;
 
 /// Pretty-print batches as a table (one string per line), for [`assert_batches_eq!`](crate::assert_batches_eq).
+///
+/// Timestamps with a time zone are shown as UTC instants (the zone is dropped: the printer
+/// cannot resolve zone names without a time-zone database). Panics when the batches cannot be
+/// printed: a comparison of two error messages would pass whatever the rows are.
 pub fn pretty_lines(batches: &[RecordBatch]) -> Vec<String> {
-    match arrow_cast::pretty::pretty_format_batches(batches) {
+    let printable: Vec<RecordBatch> = batches.iter().map(without_time_zones).collect();
+    match arrow_cast::pretty::pretty_format_batches(&printable) {
         Ok(table) => table.to_string().lines().map(str::to_string).collect(),
-        Err(e) => vec![format!("<cannot format batches: {e}>")],
+        Err(e) => panic!("cannot pretty-print the batches to compare them: {e}"),
     }
+}
+
+/// `batch` with every `Timestamp(unit, Some(zone))` column as `Timestamp(unit, None)` (the same
+/// instants, in UTC).
+fn without_time_zones(batch: &RecordBatch) -> RecordBatch {
+    use arrow_schema::{DataType, Field, Schema};
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(_)) => {
+                let plain = DataType::Timestamp(*unit, None);
+                let cast = arrow_cast::cast(column, &plain)
+                    .unwrap_or_else(|e| panic!("cannot drop the zone of {}: {e}", field.name()));
+                fields.push(Field::new(field.name(), plain, field.is_nullable()));
+                columns.push(cast);
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+        .unwrap_or_else(|e| panic!("cannot rebuild the batch without zones: {e}"))
 }
 
 /// Total rows of `batches`.
