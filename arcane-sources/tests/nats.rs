@@ -128,6 +128,10 @@ async fn conformance_resumes_exactly_with_malformed_messages() {
         Box::new(NatsSource::new(config.clone()).unwrap()) as Box<dyn Source>
     })
     .await;
+    conformance::source_survives_stop_and_abort(|| {
+        Box::new(NatsSource::new(config.clone()).unwrap()) as Box<dyn Source>
+    })
+    .await;
     let _ = s.js.delete_stream(&s.name).await;
 }
 
