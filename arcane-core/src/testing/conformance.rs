@@ -32,6 +32,19 @@ async fn read_all(source: &mut dyn Source, start: SourceStart) -> Vec<Positioned
     out
 }
 
+/// A fresh source from `make`, read to its end in backfill mode: its name and what it yields.
+async fn read_backfill(
+    make: &mut impl FnMut() -> Box<dyn Source>,
+) -> (String, Vec<PositionedBatch>) {
+    let mut source = make();
+    let start = SourceStart {
+        mode: Mode::Backfill,
+        ..SourceStart::default()
+    };
+    let all = read_all(source.as_mut(), start).await;
+    (source.name(), all)
+}
+
 fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
     let mut lines = pretty_lines(batches);
     lines.sort();
@@ -254,18 +267,8 @@ pub async fn source_survives_stop_and_abort<F>(mut make: F)
 where
     F: FnMut() -> Box<dyn Source>,
 {
-    let backfill = SourceStart {
-        mode: Mode::Backfill,
-        ..SourceStart::default()
-    };
-    let mut first = make();
-    let name = first.name();
-    let expected: Vec<RecordBatch> = read_all(first.as_mut(), backfill)
-        .await
-        .into_iter()
-        .map(|b| b.batch)
-        .collect();
-    drop(first);
+    let (name, all) = read_backfill(&mut make).await;
+    let expected: Vec<RecordBatch> = all.into_iter().map(|b| b.batch).collect();
     let total = total_rows(&expected);
     assert!(
         total >= 2,

@@ -430,15 +430,20 @@ async fn poll_v5(name: String, mut eventloop: EventLoop, events: mpsc::Unbounded
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = events.send(Incoming::Failed(Error::source_transient(
-                    &name,
-                    "the connection to the broker failed",
-                    e,
-                )));
+                let _ = events.send(connection_failed(&name, e));
                 return;
             }
         }
     }
+}
+
+/// What the event loop reports when its connection fails (the source reconnects).
+fn connection_failed(name: &str, e: impl Into<arcane_core::BoxError>) -> Incoming {
+    Incoming::Failed(Error::source_transient(
+        name,
+        "the connection to the broker failed",
+        e,
+    ))
 }
 
 /// [`poll_v5`] for MQTT 3.1.1 (the broker's in-flight limit bounds the publishes).
@@ -457,11 +462,7 @@ async fn poll_v311(
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = events.send(Incoming::Failed(Error::source_transient(
-                    &name,
-                    "the connection to the broker failed",
-                    e,
-                )));
+                let _ = events.send(connection_failed(&name, e));
                 return;
             }
         }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use arcane_core::testing::conformance;
 use arcane_example_custom_source::JsonLinesTable;
+use arcane_sources::prelude::Int64Array;
 use arcane_sources::runtime::CursorPollingSource;
 
 /// Lines `from..to` of the table; every 50th line is not JSON.
@@ -74,7 +75,7 @@ fn committed_ids(url: &str) -> Vec<i64> {
                 .column_by_name("id")
                 .unwrap()
                 .as_any()
-                .downcast_ref::<arrow_array_ids::Int64Array>()
+                .downcast_ref::<Int64Array>()
                 .unwrap()
                 .clone();
             ids.values().to_vec()
@@ -82,10 +83,6 @@ fn committed_ids(url: &str) -> Vec<i64> {
         .collect();
     ids.sort();
     ids
-}
-
-mod arrow_array_ids {
-    pub(crate) use arcane_sources::prelude::Int64Array;
 }
 
 #[test]
