@@ -99,8 +99,13 @@ fn remedy(e: &tokio_postgres::Error) -> Option<&'static str> {
     })
 }
 
+/// "object in use" (55006): a replication slot held by another backend.
+pub(super) fn is_object_in_use(e: &tokio_postgres::Error) -> bool {
+    e.code().map(|c| c.code()) == Some("55006")
+}
+
 pub(super) fn slot_busy(e: &WorkError) -> bool {
-    matches!(e, WorkError::Pg(pg) if pg.code().map(|c| c.code()) == Some("55006"))
+    matches!(e, WorkError::Pg(pg) if is_object_in_use(pg))
 }
 
 /// Connect and set the session up for text-format values the row builders parse.

@@ -1,13 +1,18 @@
 //! The replication slot and the publication: created when missing, the position a stream
 //! starts from, and the slot advanced to what the sink committed.
 
+use std::time::Duration;
+
 use arcane_core::{Error, Mode, Result, SourceStart};
 use tokio_postgres::Client;
 
-use super::client::{WorkResult, pg_err, quote_ident};
+use super::client::{WorkResult, is_object_in_use, pg_err, quote_ident};
 use super::config::Settings;
 use super::pgoutput::Lsn;
 use super::position::{PgPosition, SnapshotProgress};
+
+/// How long a start waits for another connection to release the slot it must drop.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 /// What [`start_position`] needs to know besides the client.
 pub(super) struct SlotSetup<'a> {
@@ -134,11 +139,30 @@ impl SlotSetup<'_> {
             ));
         }
         tracing::warn!(source = %self.name, slot = %cfg.slot, "dropping the slot of an earlier run that committed nothing, to take a consistent snapshot");
-        client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
-            .await
-            .map_err(|e| pg_err(self.name, "dropping the old slot", e))?;
-        Ok(())
+        // The slot stays active until the backend of the run that held it has gone (a run that
+        // was just stopped, or killed, whose connection the server has not yet seen close).
+        let deadline = tokio::time::Instant::now() + SLOT_RELEASE_WAIT;
+        loop {
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_object_in_use(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if is_object_in_use(&e) => {
+                    let message = format!(
+                        "dropping the old slot {}: it is still in use by another connection after {SLOT_RELEASE_WAIT:?} ({}); a stopped run's connection may still be closing (the next start retries), or a second run of this stream is running: stop it",
+                        cfg.slot,
+                        e.as_db_error()
+                            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+                    );
+                    return Err(Error::source_transient(self.name, message, e));
+                }
+                Err(e) => return Err(pg_err(self.name, "dropping the old slot", e)),
+            }
+        }
     }
 
     /// Create the slot; its consistent point is where the change stream starts.

@@ -1,0 +1,137 @@
+//! A TCP proxy in front of a real service (PostgreSQL, the S3 emulator, a broker) that a test
+//! can pause (hold the server's answers), cut (close every connection) or make refuse
+//! connections (all of them, or the next few), and that counts the connections accepted and
+//! still open from the client's side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
+
+#[derive(Debug, Default)]
+struct State {
+    paused: AtomicBool,
+    refuse: AtomicBool,
+    refuse_next: AtomicUsize,
+    open: AtomicUsize,
+    accepted: AtomicUsize,
+}
+
+/// The proxy; dropping it stops accepting (connections already open run on until cut).
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+    cut: watch::Sender<u64>,
+    _accept: AbortOnDropHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` on a free local port.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let (cut, _) = watch::channel(0u64);
+        let accept = {
+            let (state, cut) = (state.clone(), cut.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    state.accepted.fetch_add(1, Ordering::SeqCst);
+                    let refuse_one = state
+                        .refuse_next
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if refuse_one || state.refuse.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    state.open.fetch_add(1, Ordering::SeqCst);
+                    let (state, cut) = (state.clone(), cut.subscribe());
+                    tokio::spawn(async move {
+                        forward(client, upstream, &state, cut).await;
+                        state.open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            state,
+            cut,
+            _accept: AbortOnDropHandle::new(accept),
+        }
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Hold (true) or pass (false) the server's answers.
+    pub fn pause(&self, on: bool) {
+        self.state.paused.store(on, Ordering::SeqCst);
+    }
+
+    /// Close new connections at once (true) or forward them (false).
+    pub fn refuse(&self, on: bool) {
+        self.state.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Close the next `n` connections at once (after accepting them), then forward again.
+    pub fn refuse_next(&self, n: usize) {
+        self.state.refuse_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Close every open connection.
+    pub fn cut(&self) {
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Connections open on the client's side.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far (refused ones included).
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    state: &State,
+    mut cut: watch::Receiver<u64>,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let (mut up, mut down) = (vec![0u8; 16384], vec![0u8; 16384]);
+    loop {
+        let paused = state.paused.load(Ordering::SeqCst);
+        tokio::select! {
+            n = cr.read(&mut up) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if sw.write_all(&up[..n]).await.is_err() { return },
+            },
+            n = sr.read(&mut down), if !paused => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if cw.write_all(&down[..n]).await.is_err() { return },
+            },
+            _ = cut.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)), if paused => {}
+        }
+    }
+}
