@@ -74,7 +74,11 @@ async fn refused_connections_within_the_budget_lose_nothing() {
     proxy.refuse_next(2);
     let commit = sink.flush().await.expect("flush").expect("a commit");
     assert_eq!(commit.rows, 300);
-    assert!(proxy.accepted() >= before + 3, "accepted {}", proxy.accepted());
+    assert!(
+        proxy.accepted() >= before + 3,
+        "accepted {}",
+        proxy.accepted()
+    );
     let mut got = pretty_lines(&store.read().await);
     let mut want = pretty_lines(&expected);
     got.sort();
@@ -90,7 +94,10 @@ async fn max_attempts_bounds_the_attempts_and_the_error_is_transient() {
         config.retry = quick(attempts);
         let mut sink = ParquetSink::new(config).expect("sink");
         proxy.refuse(true);
-        let err = sink.open(&ctx()).await.expect_err("the store is unreachable");
+        let err = sink
+            .open(&ctx())
+            .await
+            .expect_err("the store is unreachable");
         assert_eq!(
             proxy.accepted(),
             attempts as usize,

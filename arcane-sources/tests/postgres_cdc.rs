@@ -4,9 +4,6 @@
 //! table, slot and publication and drops them, even when it fails.
 #![cfg(feature = "postgres-cdc")]
 
-#[path = "postgres_cdc/proxy.rs"]
-mod proxy;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,11 +12,11 @@ use arcane_core::{
     Checkpoint, Error, ExitCode, Mode, PositionedBatch, PositionedStream, Source, SourceStart,
 };
 use arcane_sources::postgres_cdc::{PgPosition, PostgresCdcSource, PostgresCdcSourceConfig};
+use arcane_test_support::proxy::Proxy;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use futures::StreamExt;
-use proxy::Proxy;
 use tokio_postgres::{Client, NoTls};
 
 fn conn() -> String {

@@ -39,6 +39,7 @@
 
 use std::sync::Arc;
 
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result, Retry};
 use object_store::ObjectStore;
 use object_store::multipart::MultipartStore;
@@ -167,6 +168,49 @@ pub fn open_location_with<'a>(
     field: &str,
     local: LocalMode,
 ) -> Result<Location> {
+    open(url, options, field, local, None)
+}
+
+/// [`open_location`] for a writer whose store calls are retried under `retry` (the spec's
+/// `retry` block): on S3, Azure and GCS every request is retried by the store's client —
+/// after connection failures, timeouts, throttling (429) and server errors (5xx) — with
+/// exponential backoff from `initialDelay` to `maxDelay` and `maxAttempts` attempts in all.
+/// That client always adds jitter, whatever `retry.jitter` says; each retry is logged at
+/// INFO by `object_store`. Local and in-memory stores do not retry.
+pub fn open_location_retrying<'a>(
+    url: &str,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+    field: &str,
+    retry: &RetryConfig,
+) -> Result<Location> {
+    open(url, options, field, LocalMode::CreateDirectory, Some(retry))
+}
+
+/// The object-store client's retry settings for `retry`.
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+pub fn client_retry(retry: &RetryConfig) -> object_store::RetryConfig {
+    let attempts = retry.max_attempts.max(1);
+    // Bounds the whole series of attempts of one request; long enough for every delay, and
+    // never below the client's own default of three minutes.
+    let delays = retry.max_delay.saturating_mul(attempts);
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: retry.initial_delay,
+            max_backoff: retry.max_delay.max(retry.initial_delay),
+            base: 2.0,
+        },
+        max_retries: (attempts - 1) as usize,
+        retry_timeout: delays.max(std::time::Duration::from_secs(180)),
+    }
+}
+
+fn open<'a>(
+    url: &str,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+    field: &str,
+    local: LocalMode,
+    retry: Option<&RetryConfig>,
+) -> Result<Location> {
     let parsed = parse_url(url, field)?;
     let spec_options: Vec<(String, String)> = options
         .into_iter()
@@ -188,7 +232,7 @@ pub fn open_location_with<'a>(
                 local_root: None,
             })
         }
-        _ => open_cloud(&parsed, spec_options, field),
+        _ => open_cloud(&parsed, spec_options, field, retry),
     }
 }
 
@@ -296,7 +340,12 @@ macro_rules! configure {
     not(any(feature = "s3", feature = "azure", feature = "gcs")),
     allow(unused_variables, unreachable_code)
 )]
-fn open_cloud(parsed: &url::Url, spec: Vec<(String, String)>, field: &str) -> Result<Location> {
+fn open_cloud(
+    parsed: &url::Url,
+    spec: Vec<(String, String)>,
+    field: &str,
+    retry: Option<&RetryConfig>,
+) -> Result<Location> {
     let (scheme, prefix) = object_store::ObjectStoreScheme::parse(parsed)
         .map_err(|e| Error::config(field, format!("cannot open \"{}\": {e}", redact(parsed))))?;
     let display = redact(parsed);
@@ -318,6 +367,10 @@ fn open_cloud(parsed: &url::Url, spec: Vec<(String, String)>, field: &str) -> Re
                 spec,
                 field
             );
+            let builder = match retry {
+                Some(r) => builder.with_retry(client_retry(r)),
+                None => builder,
+            };
             let s = Arc::new(builder.build().map_err(build_error)?);
             (s.clone(), s)
         }
@@ -331,6 +384,10 @@ fn open_cloud(parsed: &url::Url, spec: Vec<(String, String)>, field: &str) -> Re
                 spec,
                 field
             );
+            let builder = match retry {
+                Some(r) => builder.with_retry(client_retry(r)),
+                None => builder,
+            };
             let s = Arc::new(builder.build().map_err(build_error)?);
             (s.clone(), s)
         }
@@ -344,6 +401,10 @@ fn open_cloud(parsed: &url::Url, spec: Vec<(String, String)>, field: &str) -> Re
                 spec,
                 field
             );
+            let builder = match retry {
+                Some(r) => builder.with_retry(client_retry(r)),
+                None => builder,
+            };
             let s = Arc::new(builder.build().map_err(build_error)?);
             (s.clone(), s)
         }
@@ -353,7 +414,7 @@ fn open_cloud(parsed: &url::Url, spec: Vec<(String, String)>, field: &str) -> Re
                 "gs" => "gcs",
                 _ => "azure",
             };
-            let _ = spec;
+            let _ = (spec, retry);
             return Err(Error::config(
                 field,
                 format!(

@@ -201,7 +201,7 @@ fn record_version(id: u64, at: i64, version: u64) -> Value {
         "updated_at": rfc3339(at),
         "name": name,
         "amount": (id as f64) * 0.5,
-        "customer": {"id": id % 10, "country": if id % 2 == 0 { "NO" } else { "SE" }},
+        "customer": {"id": id % 10, "country": if id.is_multiple_of(2) { "NO" } else { "SE" }},
     })
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result};
 use arrow_schema::{Schema, SchemaRef};
 use parquet::basic::Compression;
@@ -120,6 +121,12 @@ pub struct ParquetSinkConfig {
     /// stays, because a typo'd source location reads nothing.
     #[serde(default)]
     pub allow_empty_overwrite: bool,
+    /// How the sink's calls to S3, Azure Blob Storage and GCS are retried after connection
+    /// failures, timeouts, throttling and server errors (the same `retry` block as the
+    /// sources'). The store's client always adds jitter. When the attempts run out the
+    /// stream exits with code 2 (RESTART) and resumes from the last commit.
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 /// When files roll.
@@ -439,6 +446,7 @@ impl ParquetSinkConfig {
             schema_evolution: SchemaEvolution::None,
             dead_letter: DeadLetterConfig::default(),
             allow_empty_overwrite: false,
+            retry: RetryConfig::default(),
         }
     }
 
@@ -451,6 +459,7 @@ impl ParquetSinkConfig {
     /// Check every setting; errors name the field (`sink.url`, `sink.writer.compression`…).
     pub fn validate(&self) -> Result<()> {
         parse_url(&self.url, "sink.url")?;
+        self.retry.validate("sink.retry")?;
         if self.rolling.target_file_size == 0 {
             return Err(Error::config(
                 "sink.rolling.targetFileSize",
@@ -639,15 +648,15 @@ pub(crate) fn parse_compression(s: &str) -> Result<Compression> {
         other => other.to_string(),
     };
     // Guard the shape before parquet's parser, which slices the level without checking.
-    if let Some((_, level)) = with_level.split_once('(') {
-        if level.len() < 2 || !level.ends_with(')') {
-            return Err(Error::config(
-                "sink.writer.compression",
-                format!(
-                    "\"{s}\" is invalid; write the level in parentheses, e.g. zstd(3); use {supported}"
-                ),
-            ));
-        }
+    if let Some((_, level)) = with_level.split_once('(')
+        && (level.len() < 2 || !level.ends_with(')'))
+    {
+        return Err(Error::config(
+            "sink.writer.compression",
+            format!(
+                "\"{s}\" is invalid; write the level in parentheses, e.g. zstd(3); use {supported}"
+            ),
+        ));
     }
     Compression::from_str(&with_level).map_err(|e| {
         Error::config(

@@ -16,10 +16,11 @@ use super::upload;
 /// does not.
 fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
     let resolved = arcane_core::location::location_url(url, "url")?;
-    if let Ok(parsed) = url::Url::parse(&resolved) {
-        if parsed.scheme() == "file" && parsed.to_file_path().is_ok_and(|p| !p.is_dir()) {
-            return Ok(None);
-        }
+    if let Ok(parsed) = url::Url::parse(&resolved)
+        && parsed.scheme() == "file"
+        && parsed.to_file_path().is_ok_and(|p| !p.is_dir())
+    {
+        return Ok(None);
     }
     arcane_store::open_location_with(
         &resolved,

@@ -132,11 +132,11 @@ impl ParquetSink {
     /// Finish a commit whose completion failed earlier in this run, before anything else is
     /// committed: recovery only rolls the newest manifest forward.
     pub(super) async fn finish_unfinished(&mut self) -> Result<()> {
-        if let Some((entry, markers)) = self.unfinished.take() {
-            if let Err(e) = self.finish_commit(&entry, markers.clone()).await {
-                self.unfinished = Some((entry, markers));
-                return Err(e);
-            }
+        if let Some((entry, markers)) = self.unfinished.take()
+            && let Err(e) = self.finish_commit(&entry, markers.clone()).await
+        {
+            self.unfinished = Some((entry, markers));
+            return Err(e);
         }
         Ok(())
     }
@@ -155,7 +155,12 @@ impl ParquetSink {
                 Retry::Permanent,
             )
         })?;
-        let loc = open_location(dir, &self.config.storage_options, "sink.deadLetter.url")?;
+        let loc = open_location_retrying(
+            dir,
+            &self.config.storage_options,
+            "sink.deadLetter.url",
+            &self.config.retry,
+        )?;
         let path = loc.child(file);
         Ok((loc, path))
     }

@@ -29,7 +29,7 @@ use crate::parquet::manifest::{
 };
 use crate::parquet::partition;
 use crate::parquet::schema;
-use crate::parquet::store::{Location, open_location, store_error};
+use crate::parquet::store::{Location, open_location_retrying, store_error};
 use crate::parquet::upload::{self, FileUpload, MarkerFile, NewUpload, REQUEST_CONCURRENCY};
 
 mod commit;
@@ -133,11 +133,17 @@ impl ParquetSink {
 
     fn build(config: ParquetSinkConfig) -> Result<Self> {
         config.validate()?;
-        let loc = open_location(&config.url, &config.storage_options, "sink.url")?;
-        let dl_loc = open_location(
+        let loc = open_location_retrying(
+            &config.url,
+            &config.storage_options,
+            "sink.url",
+            &config.retry,
+        )?;
+        let dl_loc = open_location_retrying(
             &dead_letter_url(&config),
             &config.storage_options,
             "sink.deadLetter.url",
+            &config.retry,
         )?;
         let target = config.target_schema()?;
         Ok(Self {
@@ -288,16 +294,16 @@ impl Sink for ParquetSink {
         }
         let mut target = self.target_for(&batch);
         let mut commit = None;
-        if self.config.schema_evolution == SchemaEvolution::AddNullableColumns {
-            if let Some((widened, added)) = schema::widen(&target, &batch.schema()) {
-                // Files keep one schema: commit the open ones, later files carry the new columns.
-                commit = self.commit_all().await?;
-                tracing::info!(sink = %self.loc.display, added = ?added, "sink schema widened with new nullable columns");
-                self.state.schema = Some(widened.as_ref().clone());
-                self.target = Some(widened.clone());
-                self.dirty = true;
-                target = widened;
-            }
+        if self.config.schema_evolution == SchemaEvolution::AddNullableColumns
+            && let Some((widened, added)) = schema::widen(&target, &batch.schema())
+        {
+            // Files keep one schema: commit the open ones, later files carry the new columns.
+            commit = self.commit_all().await?;
+            tracing::info!(sink = %self.loc.display, added = ?added, "sink schema widened with new nullable columns");
+            self.state.schema = Some(widened.as_ref().clone());
+            self.target = Some(widened.clone());
+            self.dirty = true;
+            target = widened;
         }
         let conformed = match schema::conform(&batch, &target) {
             Ok(c) => c,

@@ -65,15 +65,15 @@ impl ParquetSink {
         if let Some(m) = latest {
             let mut jobs = Vec::new();
             for f in &m.files {
-                if let Some(c @ Completion::Rename { from }) = &f.completion {
-                    if take(&mut staged, &self.loc.child(from)) {
-                        jobs.push((
-                            self.loc.clone(),
-                            self.loc.child(&f.path),
-                            c.clone(),
-                            f.bytes,
-                        ));
-                    }
+                if let Some(c @ Completion::Rename { from }) = &f.completion
+                    && take(&mut staged, &self.loc.child(from))
+                {
+                    jobs.push((
+                        self.loc.clone(),
+                        self.loc.child(&f.path),
+                        c.clone(),
+                        f.bytes,
+                    ));
                 }
             }
             for d in &m.dead_letter_completions {
@@ -232,14 +232,13 @@ fn remove_local_staging(root: &std::path::Path, stem: &str) -> usize {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((file, suffix)) = name.split_once('#') {
-                if file.starts_with(stem)
-                    && suffix.bytes().all(|b| b.is_ascii_digit())
-                    && std::fs::remove_file(&path).is_ok()
-                {
-                    tracing::info!(file = %path.display(), "deleted staging file of an upload that never completed");
-                    removed += 1;
-                }
+            if let Some((file, suffix)) = name.split_once('#')
+                && file.starts_with(stem)
+                && suffix.bytes().all(|b| b.is_ascii_digit())
+                && std::fs::remove_file(&path).is_ok()
+            {
+                tracing::info!(file = %path.display(), "deleted staging file of an upload that never completed");
+                removed += 1;
             }
         }
     }
