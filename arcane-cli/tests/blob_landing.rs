@@ -351,7 +351,7 @@ fn restarts_after_sigterm_and_sigkill_skip_committed_files_and_finish_partly_rea
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let delay = Duration::from_millis(100 + (seed >> 33) % 500);
-        let kill = (seed >> 13) % 3 == 0;
+        let kill = (seed >> 13).is_multiple_of(3);
         let proc = Arcane::run(work.path(), &spec, &[]);
         proc.wait_for_log("blob-landing source opening");
         let resumed = proc

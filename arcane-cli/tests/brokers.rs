@@ -120,7 +120,7 @@ fn run_with_restarts(
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let delay = Duration::from_millis(300 + (seed >> 33) % 1200);
-        let kill = (seed >> 13) % 2 == 0;
+        let kill = (seed >> 13).is_multiple_of(2);
         let proc = Arcane::run(work, spec, &[]);
         proc.wait_for_log(opening);
         let all_in = done(&committed_ids(sink_url));

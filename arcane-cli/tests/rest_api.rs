@@ -141,7 +141,7 @@ fn restarts_after_sigkill_and_sigterm_land_every_record_exactly_once() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let delay = Duration::from_millis(300 + (seed >> 33) % 900);
-        let kill = (seed >> 13) % 2 == 0;
+        let kill = (seed >> 13).is_multiple_of(2);
         let proc = run_with_token(work.path(), &spec, &[], "e2e-token");
         proc.wait_for_log("rest-api source opening");
         if proc
@@ -389,7 +389,7 @@ fn streaming_over_filtered_pages_with_growing_data_lands_every_version_once() {
     loop {
         runs += 1;
         assert!(runs <= 40, "seed {seed}: not done after {runs} runs");
-        let kill = next_random(&mut rng) % 2 == 0;
+        let kill = next_random(&mut rng).is_multiple_of(2);
         let proc = run_with_token(work.path(), &spec, &[], "e2e-s3cret");
         proc.wait_for_log("rest-api source opening");
         std::thread::sleep(Duration::from_millis(150 + next_random(&mut rng) % 600));

@@ -254,10 +254,10 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
             }
             if self.buffered_rows > 0 || self.checkpoint_moved {
                 let this = self.as_mut().project();
-                if let Some(deadline) = this.deadline.as_pin_mut() {
-                    if deadline.poll(cx).is_ready() {
-                        return Poll::Ready(Some(self.as_mut().take_group()));
-                    }
+                if let Some(deadline) = this.deadline.as_pin_mut()
+                    && deadline.poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(self.as_mut().take_group()));
                 }
             }
             let mut this = self.as_mut().project();

@@ -80,10 +80,10 @@ impl MetricLabels {
             Label::new(TAG_MODE, ctx.mode().as_str()),
             Label::new(TAG_STREAM_ID, ctx.stream_id.clone()),
         ];
-        if ctx.backfill {
-            if let Some(id) = &ctx.backfill_id {
-                labels.push(Label::new(TAG_BACKFILL_ID, id.clone()));
-            }
+        if ctx.backfill
+            && let Some(id) = &ctx.backfill_id
+        {
+            labels.push(Label::new(TAG_BACKFILL_ID, id.clone()));
         }
         for (k, v) in &ctx.tags {
             labels.push(Label::new(k.clone(), v.clone()));

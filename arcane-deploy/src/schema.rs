@@ -244,12 +244,10 @@ impl Converter<'_> {
                 let combined = self.combine_branches(&s, flat_branches, path);
                 self.stack.truncate(depth);
                 let mut combined = combined?;
-                if nullable {
-                    if let Value::Object(map) = &mut combined {
-                        map.insert("nullable".into(), Value::Bool(true));
-                        if map.get("default") == Some(&Value::Null) {
-                            map.remove("default");
-                        }
+                if nullable && let Value::Object(map) = &mut combined {
+                    map.insert("nullable".into(), Value::Bool(true));
+                    if map.get("default") == Some(&Value::Null) {
+                        map.remove("default");
                     }
                 }
                 return Ok(combined);
@@ -299,10 +297,10 @@ impl Converter<'_> {
                 out.insert(key.to_string(), v.clone());
             }
         }
-        if let Some(default) = s.get("default") {
-            if !default.is_null() {
-                out.insert("default".into(), default.clone());
-            }
+        if let Some(default) = s.get("default")
+            && !default.is_null()
+        {
+            out.insert("default".into(), default.clone());
         }
         for (key, bound) in [
             ("exclusiveMinimum", "minimum"),
@@ -407,10 +405,10 @@ impl Converter<'_> {
                     converted.insert(name.clone(), self.convert(prop, &format!("{path}.{name}"))?);
                 }
                 out.insert("properties".into(), Value::Object(converted));
-                if let Some(Value::Array(required)) = s.get("required") {
-                    if !required.is_empty() {
-                        out.insert("required".into(), Value::Array(required.clone()));
-                    }
+                if let Some(Value::Array(required)) = s.get("required")
+                    && !required.is_empty()
+                {
+                    out.insert("required".into(), Value::Array(required.clone()));
                 }
                 match additional {
                     None | Some(Value::Bool(false)) => {}

@@ -264,32 +264,33 @@ impl Runner {
         stop: Stop,
     ) -> Outcome {
         let RunReport { summary, outcome } = report;
-        if let Err(e) = &outcome {
-            if e.is_schema_mismatch() && self.classifier.as_ref().and_then(|c| c(e)).is_none() {
-                tracing::error!(error = %e.report(), "schema mismatch: annotating the Job so the operator backfills the stream");
-                let annotation =
-                    kube_job::annotate_job(&settings.kube, SCHEMA_MISMATCH_ANNOTATION_VALUE).await;
-                match &annotation {
-                    Ok(()) => tracing::info!(
-                        annotation = %settings.kube.annotation_key,
-                        value = SCHEMA_MISMATCH_ANNOTATION_VALUE,
-                        namespace = settings.kube.namespace.as_deref().unwrap_or(""),
-                        job = settings.kube.job_name.as_deref().unwrap_or(""),
-                        "Job annotated"
-                    ),
-                    Err(why) => {
-                        tracing::error!(error = %why, "cannot annotate the Job; exiting FATAL so the failure is visible")
-                    }
+        if let Err(e) = &outcome
+            && e.is_schema_mismatch()
+            && self.classifier.as_ref().and_then(|c| c(e)).is_none()
+        {
+            tracing::error!(error = %e.report(), "schema mismatch: annotating the Job so the operator backfills the stream");
+            let annotation =
+                kube_job::annotate_job(&settings.kube, SCHEMA_MISMATCH_ANNOTATION_VALUE).await;
+            match &annotation {
+                Ok(()) => tracing::info!(
+                    annotation = %settings.kube.annotation_key,
+                    value = SCHEMA_MISMATCH_ANNOTATION_VALUE,
+                    namespace = settings.kube.namespace.as_deref().unwrap_or(""),
+                    job = settings.kube.job_name.as_deref().unwrap_or(""),
+                    "Job annotated"
+                ),
+                Err(why) => {
+                    tracing::error!(error = %why, "cannot annotate the Job; exiting FATAL so the failure is visible")
                 }
-                return classify(
-                    ctx.mode(),
-                    Err(e),
-                    summary,
-                    stop,
-                    self.classifier.as_ref(),
-                    Some(&annotation),
-                );
             }
+            return classify(
+                ctx.mode(),
+                Err(e),
+                summary,
+                stop,
+                self.classifier.as_ref(),
+                Some(&annotation),
+            );
         }
         classify(
             ctx.mode(),
@@ -521,10 +522,10 @@ fn finish(
     {
         tracing::warn!("the source had no records; nothing was written");
     }
-    if let Some(path) = termination_log {
-        if let Err(e) = outcome.write_termination_message(path) {
-            tracing::warn!(error = %e, "termination message not written");
-        }
+    if let Some(path) = termination_log
+        && let Err(e) = outcome.write_termination_message(path)
+    {
+        tracing::warn!(error = %e, "termination message not written");
     }
     progress::print_summary(&outcome, elapsed, live);
     outcome

@@ -55,11 +55,9 @@ pub fn install_metrics(
         exporters.dogstatsd = true;
         any = true;
     }
-    if any {
-        if let Err(e) = metrics::set_global_recorder(fanout.build()) {
-            tracing::warn!(error = %e, "a metrics recorder is already installed; the runner's exporters are not used");
-            exporters = Exporters::default();
-        }
+    if any && let Err(e) = metrics::set_global_recorder(fanout.build()) {
+        tracing::warn!(error = %e, "a metrics recorder is already installed; the runner's exporters are not used");
+        exporters = Exporters::default();
     }
     arcane_core::metrics::describe();
     if let Some(handle) = exporters.prometheus.clone() {

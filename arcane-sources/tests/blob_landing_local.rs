@@ -951,7 +951,7 @@ async fn store_calls_that_fail_transiently_are_retried_and_every_row_lands() {
     // The listing, a ranged read per text file and the Parquet footer and row groups: each
     // call made twice.
     assert!(
-        store.calls() >= 8 && store.calls() % 2 == 0,
+        store.calls() >= 8 && store.calls().is_multiple_of(2),
         "{}",
         store.calls()
     );

@@ -54,12 +54,12 @@ fn take_session(slot: &SharedChannel) -> Option<Shared> {
 }
 
 fn close_session(slot: &SharedChannel) {
-    if let Some(session) = take_session(slot) {
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = session.connection.close().await;
-            });
-        }
+    if let Some(session) = take_session(slot)
+        && let Ok(handle) = tokio::runtime::Handle::try_current()
+    {
+        handle.spawn(async move {
+            let _ = session.connection.close().await;
+        });
     }
 }
 

@@ -217,13 +217,13 @@ impl BlobLandingSourceConfig {
             ));
         }
         self.csv.bytes(&format!("{field}.csv"))?;
-        if let Some(glob) = &self.glob {
-            if glob.is_empty() {
-                return Err(Error::config(
-                    format!("{field}.glob"),
-                    "the glob is empty; omit it to read every file",
-                ));
-            }
+        if let Some(glob) = &self.glob
+            && glob.is_empty()
+        {
+            return Err(Error::config(
+                format!("{field}.glob"),
+                "the glob is empty; omit it to read every file",
+            ));
         }
         self.retry.validate(&format!("{field}.retry"))?;
         self.arrow_schema(field)?;

@@ -28,10 +28,10 @@ impl FileFilter {
                 .map(|r| r.trim_start_matches('/'))
                 .unwrap_or(full),
         };
-        if let Some(suffix) = &self.suffix {
-            if !full.ends_with(suffix.as_str()) {
-                return false;
-            }
+        if let Some(suffix) = &self.suffix
+            && !full.ends_with(suffix.as_str())
+        {
+            return false;
         }
         if let Some(glob) = &self.glob {
             return glob_matches(glob.as_bytes(), relative.as_bytes());
@@ -79,10 +79,10 @@ pub(crate) fn glob_matches(glob: &[u8], path: &[u8]) -> bool {
         Some(b'*') if glob.get(1) == Some(&b'*') => {
             // `**/` also matches no directory at all.
             let rest = &glob[2..];
-            if let Some(after_slash) = rest.strip_prefix(b"/") {
-                if glob_matches(after_slash, path) {
-                    return true;
-                }
+            if let Some(after_slash) = rest.strip_prefix(b"/")
+                && glob_matches(after_slash, path)
+            {
+                return true;
             }
             (0..=path.len()).any(|i| glob_matches(rest, &path[i..]))
         }

@@ -186,13 +186,13 @@ impl TlsConfig {
             ("certFile", &self.cert_file),
             ("keyFile", &self.key_file),
         ] {
-            if let Some(path) = path {
-                if !std::path::Path::new(path).is_file() {
-                    return Err(Error::config(
-                        format!("{field}.{name}"),
-                        format!("{path} is not a readable file"),
-                    ));
-                }
+            if let Some(path) = path
+                && !std::path::Path::new(path).is_file()
+            {
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    format!("{path} is not a readable file"),
+                ));
             }
         }
         Ok(())

@@ -162,10 +162,10 @@ impl Source for PostgresCdcSource {
             let Some(target) = target else { return Ok(()) };
             match advance_slot(client, &self.settings.config.slot, target).await {
                 Ok(()) => {
-                    if let Ok(mut p) = self.shared.pending_advance.lock() {
-                        if *p == Some(target) {
-                            *p = None;
-                        }
+                    if let Ok(mut p) = self.shared.pending_advance.lock()
+                        && *p == Some(target)
+                    {
+                        *p = None;
                     }
                     return Ok(());
                 }

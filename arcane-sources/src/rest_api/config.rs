@@ -214,13 +214,13 @@ impl RestApiSourceConfig {
             ));
         }
         self.retry.validate(&format!("{at}.retry"))?;
-        if let Some(rate) = self.max_requests_per_second {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(Error::config(
-                    format!("{at}.maxRequestsPerSecond"),
-                    "must be a positive number; omit it for no limit",
-                ));
-            }
+        if let Some(rate) = self.max_requests_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(Error::config(
+                format!("{at}.maxRequestsPerSecond"),
+                "must be a positive number; omit it for no limit",
+            ));
         }
         if self.max_response_bytes == 0 {
             return Err(Error::config(
@@ -236,13 +236,13 @@ impl RestApiSourceConfig {
                     "is empty; name the record field holding the watermark",
                 ));
             }
-            if let Some(start) = &w.start {
-                if super::watermark::Key::of(start, w.kind).is_none() {
-                    return Err(Error::config(
-                        format!("{at}.watermark.start"),
-                        format!("{start} is not a {} watermark", w.kind.as_str()),
-                    ));
-                }
+            if let Some(start) = &w.start
+                && super::watermark::Key::of(start, w.kind).is_none()
+            {
+                return Err(Error::config(
+                    format!("{at}.watermark.start"),
+                    format!("{start} is not a {} watermark", w.kind.as_str()),
+                ));
             }
         }
         Ok(url)

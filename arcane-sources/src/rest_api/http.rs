@@ -287,10 +287,10 @@ impl Http {
                 out = out.replace(s.as_str(), "***");
             }
         }
-        if let Auth::OAuth2(o) = &self.auth {
-            if let Some((token, _)) = &*o.token() {
-                out = out.replace(token.as_str(), "***");
-            }
+        if let Auth::OAuth2(o) = &self.auth
+            && let Some((token, _)) = &*o.token()
+        {
+            out = out.replace(token.as_str(), "***");
         }
         out
     }
@@ -584,10 +584,10 @@ impl Http {
         let Auth::OAuth2(o) = &self.auth else {
             return Ok(String::new());
         };
-        if let Some((token, refresh_at)) = &*o.token() {
-            if refresh_at.is_none_or(|at| Instant::now() < at) {
-                return Ok(token.clone());
-            }
+        if let Some((token, refresh_at)) = &*o.token()
+            && refresh_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(token.clone());
         }
         let shown = display_url(&o.token_url);
         let form = {

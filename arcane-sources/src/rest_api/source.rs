@@ -525,10 +525,8 @@ impl Run {
                 Err(e) => letters.push(letter(i, e.to_string(), r.to_string())),
             }
         }
-        if last {
-            if let Some(t) = &mut self.tracker {
-                t.complete_pass();
-            }
+        if last && let Some(t) = &mut self.tracker {
+            t.complete_pass();
         }
         if self.tracker.as_ref().is_some_and(Tracker::in_prefix) {
             // Still inside the records a restart had consumed before: what was taken here is
