@@ -1,0 +1,448 @@
+//! The reliability oracle: for each kind, fresh input whose records carry unique ids, the
+//! `arcane` binary stopped again and again at seeded random moments — by SIGKILL or by
+//! SIGTERM — and rerun until everything is committed, then the committed output compared with
+//! the input: records **lost**, **duplicated**, and **extra** (present but never sent). Each
+//! run's exit is checked against what happened: SIGTERM must end with exit 0 and nothing
+//! uncommitted, SIGKILL with the signal.
+//!
+//! Every cell prints its seed; `ARCANE_RELIABILITY_SEED=<seed>` replays the same schedule.
+//! `ARCANE_RELIABILITY_TRIALS` sets the trials per cell (default 2, the short version the test
+//! suite runs); `scripts/reliability.sh` runs the long version and writes `RELIABILITY.md` from
+//! the JSON lines appended to `ARCANE_RELIABILITY_OUT`.
+
+#![allow(clippy::print_stderr)] // each cell reports its seed and tally on stderr
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::*;
+
+/// Records per trial.
+const N: i64 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Term,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL",
+            Fault::Term => "SIGTERM",
+        }
+    }
+}
+
+/// SplitMix64: a seeded, reproducible schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// One trial's input: the spec, the log line that says the source is open, the ids sent, and
+/// what to remove afterwards.
+struct Prepared {
+    spec: Value,
+    opening: &'static str,
+    expected: BTreeSet<i64>,
+    /// The source makes ids 0, 1, 2, … without end (the generator): every id up to the
+    /// largest committed one is expected, not only the first N.
+    open_ended: bool,
+    sink_url: String,
+    cleanup: Box<dyn FnOnce()>,
+}
+
+/// What one cell counted over its trials.
+#[derive(Debug, Default)]
+struct Tally {
+    trials: u64,
+    runs: u64,
+    signals: u64,
+    lost: u64,
+    duplicated: u64,
+    extra: u64,
+    bad_exits: Vec<String>,
+}
+
+fn seed() -> u64 {
+    std::env::var("ARCANE_RELIABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn trials() -> u64 {
+    std::env::var("ARCANE_RELIABILITY_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn committed_ids(sink_url: &str) -> Vec<i64> {
+    rows_as_json(&read_committed(sink_url, &BTreeMap::new()))
+        .iter()
+        .map(|r| r["id"].as_i64().expect("an id column"))
+        .collect()
+}
+
+/// Run every trial of a cell and check the tally: nothing lost, duplicated or extra, and every
+/// exit as its signal demands.
+fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepared) {
+    let seed = seed();
+    eprintln!(
+        "reliability {kind} {}: seed {seed} (ARCANE_RELIABILITY_SEED={seed} replays it)",
+        fault.name()
+    );
+    let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    for trial in 0..trials() {
+        let work = tempfile::tempdir().unwrap();
+        let prepared = prepare(work.path(), rng.next());
+        run_trial(work.path(), &prepared, fault, &mut rng, &mut tally);
+        let ids = committed_ids(&prepared.sink_url);
+        let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+        let expected: BTreeSet<i64> = match (prepared.open_ended, distinct.last()) {
+            (true, Some(&last)) => (0..=last.max(N - 1)).collect(),
+            _ => prepared.expected.clone(),
+        };
+        tally.trials += 1;
+        tally.duplicated += (ids.len() - distinct.len()) as u64;
+        tally.lost += expected.difference(&distinct).count() as u64;
+        tally.extra += distinct.difference(&expected).count() as u64;
+        (prepared.cleanup)();
+        eprintln!(
+            "reliability {kind} {}: trial {trial}: {tally:?}",
+            fault.name()
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let line = json!({
+        "kind": kind, "fault": fault.name(), "trials": tally.trials, "runs": tally.runs,
+        "signals": tally.signals, "lost": tally.lost, "duplicated": tally.duplicated,
+        "extra": tally.extra, "badExits": tally.bad_exits.len(), "seconds": seconds.round(),
+        "seed": seed.to_string(),
+    });
+    eprintln!("RELIABILITY {line}");
+    if let Ok(out) = std::env::var("ARCANE_RELIABILITY_OUT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+    assert!(
+        tally.lost == 0 && tally.duplicated == 0 && tally.extra == 0 && tally.bad_exits.is_empty(),
+        "{kind} under {}: {tally:#?} (seed {seed})",
+        fault.name()
+    );
+}
+
+/// Start, wait for the source to open, let it run for a random moment, signal it; until a run
+/// began with everything already committed.
+fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut Tally) {
+    for run in 1.. {
+        assert!(run <= 60, "not done after {run} runs");
+        let proc = Arcane::run(work, &p.spec, &[]);
+        proc.wait_for_log(p.opening);
+        let committed: BTreeSet<i64> = committed_ids(&p.sink_url).into_iter().collect();
+        let all_in = p.expected.is_subset(&committed);
+        std::thread::sleep(Duration::from_millis(rng.between(50, 1200)));
+        proc.signal(match fault {
+            Fault::Kill => Signal::SIGKILL,
+            Fault::Term => Signal::SIGTERM,
+        });
+        let exit = proc.wait();
+        tally.runs += 1;
+        tally.signals += 1;
+        let ok = match fault {
+            Fault::Kill => exit.code == -1,
+            Fault::Term => exit.code == 0 && exit.summary("rowsUncommitted") == 0,
+        };
+        if !ok {
+            tally.bad_exits.push(format!(
+                "run {run}: exit {} after {}: {:?}",
+                exit.code,
+                fault.name(),
+                exit.termination
+            ));
+        }
+        if all_in {
+            return;
+        }
+    }
+}
+
+fn spec(kind: &str, source: Value, sink_url: &str) -> Value {
+    json!({
+        "apiVersion": "streaming.sneaksanddata.com/v1",
+        "kind": kind,
+        "metadata": {"name": "reliability"},
+        "spec": {
+            "source": source,
+            "sink": {"url": sink_url, "rolling": {"maxFileAge": "200ms"}},
+            "rowsPerGroup": 100,
+            "groupingIntervalSeconds": 1
+        }
+    })
+}
+
+fn id_schema() -> Value {
+    json!([
+        {"name": "id", "type": "int64", "nullable": false},
+        {"name": "name", "type": "utf8"}
+    ])
+}
+
+fn record(i: i64) -> String {
+    format!("{{\"id\": {i}, \"name\": \"n-{i}\"}}")
+}
+
+fn sink_url(work: &Path) -> String {
+    format!("file://{}", work.join("out").display())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Ten NDJSON files in a landing directory, read by a streaming run.
+fn blob_landing(work: &Path, _seed: u64) -> Prepared {
+    let landing = work.join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    for f in 0..10 {
+        let lines: Vec<String> = (f * N / 10..(f + 1) * N / 10).map(record).collect();
+        std::fs::write(
+            landing.join(format!("part-{f:03}.json")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let sink_url = sink_url(work);
+    let source = json!({
+        "url": format!("file://{}/", landing.display()),
+        "format": "ndjson",
+        "pollInterval": "100ms",
+        "batchRows": 50,
+        "schema": id_schema()
+    });
+    Prepared {
+        spec: spec("BlobLandingStream", source, &sink_url),
+        opening: "blob-landing source opening",
+        expected: (0..N).collect(),
+        open_ended: false,
+        sink_url,
+        cleanup: Box::new(|| {}),
+    }
+}
+
+/// A streaming run of the generator: the ids it makes are 0, 1, 2, …; a trial is done once
+/// the first N are committed, and nothing beyond what was committed is expected.
+fn generator(work: &Path, _seed: u64) -> Prepared {
+    let sink_url = sink_url(work);
+    let source = json!({"batchRows": 40, "rowsPerSecond": 2000});
+    Prepared {
+        spec: spec("GeneratorStream", source, &sink_url),
+        opening: "arcane runner starting",
+        expected: (0..N).collect(),
+        open_ended: true,
+        sink_url,
+        cleanup: Box::new(|| {}),
+    }
+}
+
+/// A REST API serving N records (ids 1..=N) out of watermark order, read with a watermark
+/// and cursor pages.
+fn rest_api(work: &Path, seed: u64) -> Prepared {
+    let api = arcane_test_support::rest_api::TestApi::start_shuffled(N as u64, seed);
+    let sink_url = sink_url(work);
+    let source = json!({
+        "url": api.url("/items/cursor"),
+        "query": {"updated_since": "{{watermark}}", "limit": "37"},
+        "recordsPointer": "/data",
+        "pagination": {"type": "cursor", "cursorPointer": "/next_cursor", "param": "cursor"},
+        "watermark": {"field": "updated_at", "type": "timestamp", "idField": "id"},
+        "schema": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "updated_at", "type": "timestamp[ms, UTC]", "nullable": false},
+            {"name": "name", "type": "utf8"}
+        ],
+        "pollInterval": "100ms",
+        "retry": {"initialDelay": "20ms", "maxDelay": "200ms"}
+    });
+    Prepared {
+        spec: spec("RestApiStream", source, &sink_url),
+        opening: "rest-api source opening",
+        expected: (1..=N).collect(),
+        open_ended: false,
+        sink_url,
+        cleanup: Box::new(move || drop(api)),
+    }
+}
+
+/// A JetStream stream holding N messages.
+fn nats(work: &Path, seed: u64) -> Prepared {
+    let rt = runtime();
+    let name = format!("REL_{seed:x}");
+    let subject = format!("rel.{seed:x}");
+    let js = rt.block_on(async {
+        let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut acks = Vec::new();
+        for i in 0..N {
+            acks.push(
+                js.publish(format!("{subject}.x"), record(i).into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+        js
+    });
+    let sink_url = sink_url(work);
+    let source = json!({
+        "url": "nats://127.0.0.1:4222",
+        "stream": name,
+        "consumer": "arcane",
+        "payload": {"format": "json", "schema": id_schema()},
+        "batchRows": 50,
+        "batchTimeout": "50ms"
+    });
+    Prepared {
+        spec: spec("NatsJetstreamStream", source, &sink_url),
+        opening: "nats-jetstream source opening",
+        expected: (0..N).collect(),
+        open_ended: false,
+        sink_url,
+        cleanup: Box::new(move || {
+            rt.block_on(async {
+                let _ = js.delete_stream(&name).await;
+            });
+        }),
+    }
+}
+
+/// A durable RabbitMQ queue holding N messages numbered by a publisher sequence header.
+fn rabbitmq(work: &Path, seed: u64) -> Prepared {
+    use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments, QueueDeleteArguments};
+    use amqprs::connection::{Connection, OpenConnectionArguments};
+    use amqprs::{BasicProperties, FieldTable, FieldValue};
+
+    let rt = runtime();
+    let queue = format!("arcane-rel-{seed:x}");
+    let (connection, channel) = rt.block_on(async {
+        let connection = Connection::open(&OpenConnectionArguments::new(
+            "127.0.0.1",
+            5672,
+            "guest",
+            "guest",
+        ))
+        .await
+        .unwrap();
+        let channel = connection.open_channel(None).await.unwrap();
+        channel
+            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
+            .await
+            .unwrap();
+        for i in 0..N {
+            let mut headers = FieldTable::new();
+            headers.insert("x-seq".try_into().unwrap(), FieldValue::l(i + 1));
+            channel
+                .basic_publish(
+                    BasicProperties::default()
+                        .with_headers(headers)
+                        .with_persistence(true)
+                        .finish(),
+                    record(i).into_bytes(),
+                    BasicPublishArguments::new("", &queue),
+                )
+                .await
+                .unwrap();
+        }
+        (connection, channel)
+    });
+    let sink_url = sink_url(work);
+    let source = json!({
+        "host": "127.0.0.1",
+        "queue": queue,
+        "sequence": {"header": "x-seq"},
+        "password": {"value": "guest"},
+        "payload": {"format": "json", "schema": id_schema()},
+        "batchRows": 50,
+        "batchTimeout": "50ms"
+    });
+    Prepared {
+        spec: spec("RabbitmqStream", source, &sink_url),
+        opening: "rabbitmq source opening",
+        expected: (0..N).collect(),
+        open_ended: false,
+        sink_url,
+        cleanup: Box::new(move || {
+            rt.block_on(async {
+                let _ = channel
+                    .queue_delete(QueueDeleteArguments::new(&queue))
+                    .await;
+                let _ = connection.close().await;
+            });
+        }),
+    }
+}
+
+macro_rules! cells {
+    ($($name:ident: $kind:literal, $prepare:expr;)*) => {
+        mod sigkill {
+            use super::*;
+            $(#[test] fn $name() { cell($kind, Fault::Kill, $prepare); })*
+        }
+        mod sigterm {
+            use super::*;
+            $(#[test] fn $name() { cell($kind, Fault::Term, $prepare); })*
+        }
+    };
+}
+
+cells! {
+    blob_landing_local: "blob-landing (local)", blob_landing;
+    generator_stream: "generator", generator;
+    rest_api_stream: "rest-api", rest_api;
+    nats_jetstream: "nats-jetstream", nats;
+    rabbitmq_queue: "rabbitmq", rabbitmq;
+}
