@@ -448,6 +448,7 @@ pub fn redact(url: &url::Url) -> String {
 pub fn store_error(sink: &str, what: String, e: object_store::Error) -> Error {
     let retry = classify(&e);
     let hint = match retry {
+        _ if is_disk_full(&e) => DISK_FULL_HINT,
         Retry::Transient => {
             "the store may be unreachable; the stream will restart and resume from the last commit"
         }
@@ -467,6 +468,7 @@ pub fn store_error(sink: &str, what: String, e: object_store::Error) -> Error {
 pub fn source_store_error(source: &str, what: String, e: object_store::Error) -> Error {
     let retry = classify(&e);
     let hint = match retry {
+        _ if is_disk_full(&e) => DISK_FULL_HINT,
         Retry::Transient => {
             "the store may be unreachable; the stream will restart and resume from the last commit"
         }
@@ -482,9 +484,36 @@ pub fn source_store_error(source: &str, what: String, e: object_store::Error) ->
     }
 }
 
-/// Whether a store error may go away on retry.
+/// What to do when a local volume is full.
+const DISK_FULL_HINT: &str = "the disk is full: free space on that volume (or give it more) and rerun; everything committed is kept, nothing partial is visible, and the rerun resumes from the last commit";
+
+/// Whether `e` says a local volume is full (or over its quota): restarting does not help
+/// until someone frees space.
+pub fn is_disk_full(e: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && (matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || io.raw_os_error() == Some(28))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    // Some wrappers keep only the message of the I/O error.
+    let text = arcane_core::error::Report(e).to_string();
+    text.contains("No space left on device") || text.contains("os error 28")
+}
+
+/// Whether a store error may go away on retry. A full local disk does not (it needs someone
+/// to free space), so it is permanent, like missing buckets and denied permissions.
 pub fn classify(e: &object_store::Error) -> Retry {
     use object_store::Error as E;
+    if is_disk_full(e) {
+        return Retry::Permanent;
+    }
     match e {
         E::Unauthenticated { .. }
         | E::PermissionDenied { .. }
