@@ -68,6 +68,11 @@ struct Prepared {
     /// largest committed one is expected, not only the first N.
     open_ended: bool,
     sink_url: String,
+    /// How the test reads the sink back (directly, not through a fault proxy).
+    read_options: BTreeMap<String, String>,
+    /// The sink's store injects faults: a run may also end by itself with exit 2 (its
+    /// retries ran out), never with 1.
+    store_faults: bool,
     cleanup: Box<dyn FnOnce()>,
 }
 
@@ -102,8 +107,8 @@ fn trials() -> u64 {
         .unwrap_or(2)
 }
 
-fn committed_ids(sink_url: &str) -> Vec<i64> {
-    rows_as_json(&read_committed(sink_url, &BTreeMap::new()))
+fn committed_ids(sink_url: &str, options: &BTreeMap<String, String>) -> Vec<i64> {
+    rows_as_json(&read_committed(sink_url, options))
         .iter()
         .map(|r| r["id"].as_i64().expect("an id column"))
         .collect()
@@ -124,7 +129,7 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
         let work = tempfile::tempdir().unwrap();
         let prepared = prepare(work.path(), rng.next());
         run_trial(work.path(), &prepared, fault, &mut rng, &mut tally);
-        let ids = committed_ids(&prepared.sink_url);
+        let ids = committed_ids(&prepared.sink_url, &prepared.read_options);
         let distinct: BTreeSet<i64> = ids.iter().copied().collect();
         let expected: BTreeSet<i64> = match (prepared.open_ended, distinct.last()) {
             (true, Some(&last)) => (0..=last.max(N - 1)).collect(),
@@ -170,7 +175,9 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut
         assert!(run <= 60, "not done after {run} runs");
         let proc = Arcane::run(work, &p.spec, &[]);
         proc.wait_for_log(p.opening);
-        let committed: BTreeSet<i64> = committed_ids(&p.sink_url).into_iter().collect();
+        let committed: BTreeSet<i64> = committed_ids(&p.sink_url, &p.read_options)
+            .into_iter()
+            .collect();
         let all_in = p.expected.is_subset(&committed);
         std::thread::sleep(Duration::from_millis(rng.between(50, 1200)));
         proc.signal(match fault {
@@ -181,6 +188,7 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut
         tally.runs += 1;
         tally.signals += 1;
         let ok = match fault {
+            _ if p.store_faults && exit.code == 2 => true,
             Fault::Kill => exit.code == -1,
             Fault::Term => exit.code == 0 && exit.summary("rowsUncommitted") == 0,
         };
@@ -261,6 +269,8 @@ fn blob_landing(work: &Path, _seed: u64) -> Prepared {
         expected: (0..N).collect(),
         open_ended: false,
         sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
         cleanup: Box::new(|| {}),
     }
 }
@@ -276,6 +286,8 @@ fn generator(work: &Path, _seed: u64) -> Prepared {
         expected: (0..N).collect(),
         open_ended: true,
         sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
         cleanup: Box::new(|| {}),
     }
 }
@@ -305,6 +317,8 @@ fn rest_api(work: &Path, seed: u64) -> Prepared {
         expected: (1..=N).collect(),
         open_ended: false,
         sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
         cleanup: Box::new(move || drop(api)),
     }
 }
@@ -352,6 +366,8 @@ fn nats(work: &Path, seed: u64) -> Prepared {
         expected: (0..N).collect(),
         open_ended: false,
         sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = js.delete_stream(&name).await;
@@ -415,6 +431,8 @@ fn rabbitmq(work: &Path, seed: u64) -> Prepared {
         expected: (0..N).collect(),
         open_ended: false,
         sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = channel
@@ -424,6 +442,55 @@ fn rabbitmq(work: &Path, seed: u64) -> Prepared {
             });
         }),
     }
+}
+
+/// The blob-landing input of [`blob_landing`] landed on the S3 server (moto) through a proxy
+/// that injects store faults on a seeded schedule: 503s and 500s, connections closed before
+/// and after a call was carried out, stalls past the client's timeout, truncated reads, and
+/// more of them on the calls that commit (part uploads, completions, the manifest's put).
+fn s3_with_store_faults(work: &Path, seed: u64) -> Prepared {
+    use arcane_test_support::http_faults::{Call, Fault as F, FaultProxy, Rule};
+    let mut p = blob_landing(work, seed);
+    let rt = runtime();
+    let store = rt.block_on(arcane_test_support::Store::s3());
+    let arcane_test_support::Store::S3 { endpoint, .. } = &store else {
+        unreachable!()
+    };
+    let proxy = FaultProxy::start(
+        endpoint,
+        seed,
+        vec![
+            Rule::any(F::Status(503), 0.03),
+            Rule::any(F::Status(500), 0.02),
+            Rule::any(F::ResetBefore, 0.02),
+            Rule::any(F::ResetAfter, 0.02),
+            Rule::any(F::Stall(Duration::from_millis(2500)), 0.01),
+            Rule::on(Call::List, F::Truncate, 0.05),
+            Rule::on(Call::Read, F::Truncate, 0.05),
+            Rule::on(Call::UploadPart, F::ResetAfter, 0.05),
+            Rule::on(Call::CompleteUpload, F::ResetAfter, 0.10),
+            Rule::on(Call::CompleteUpload, F::Status(503), 0.10),
+            Rule::on(Call::ManifestPut, F::ResetAfter, 0.10),
+            Rule::on(Call::ManifestPut, F::Status(500), 0.05),
+        ],
+    );
+    let mut through = store.options();
+    through.insert("aws_endpoint".into(), proxy.url());
+    through.insert("timeout".into(), "2s".into());
+    let sink_url = store.url();
+    p.spec["spec"]["sink"]["url"] = json!(sink_url);
+    p.spec["spec"]["sink"]["storageOptions"] = json!(through);
+    p.spec["spec"]["sink"]["retry"] =
+        json!({"maxAttempts": 4, "initialDelay": "20ms", "maxDelay": "200ms"});
+    p.sink_url = sink_url;
+    p.read_options = store.options();
+    p.store_faults = true;
+    p.cleanup = Box::new(move || {
+        eprintln!("store faults injected: {:?}", proxy.injected());
+        drop(proxy);
+        rt.block_on(store.cleanup());
+    });
+    p
 }
 
 macro_rules! cells {
@@ -445,4 +512,5 @@ cells! {
     rest_api_stream: "rest-api", rest_api;
     nats_jetstream: "nats-jetstream", nats;
     rabbitmq_queue: "rabbitmq", rabbitmq;
+    s3_store_faults: "blob-landing → S3 with store faults", s3_with_store_faults;
 }

@@ -9,8 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod http_faults;
 pub mod proxy;
 pub mod rest_api;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -38,10 +38,10 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+
+use crate::server::Server;
 
 /// How the API authenticates requests to `/items`.
 #[derive(Debug, Clone, Default)]
@@ -165,8 +165,7 @@ impl State {
 pub struct TestApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 /// `updated_at` of the first record: 2026-01-01T00:00:00Z.
@@ -253,48 +252,12 @@ impl TestApi {
 
     fn serve(addr: &str, state: State) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(state));
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let serve = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let state = shared.clone();
-                        tokio::spawn(async move {
-                            let service = service_fn(move |req| handle(state.clone(), req));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let server = Server::start(addr, move |req| handle(shared.clone(), req))?;
         Ok(Self {
-            addr,
+            addr: server.addr(),
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -416,17 +379,6 @@ impl TestApi {
     /// What the API saw so far.
     pub fn stats(&self) -> ApiStats {
         self.with(|s| s.stats.clone())
-    }
-}
-
-impl Drop for TestApi {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
