@@ -73,6 +73,9 @@ struct Prepared {
     /// The sink's store injects faults: a run may also end by itself with exit 2 (its
     /// retries ran out), never with 1.
     store_faults: bool,
+    /// Faults between the source and its server, done once in the middle of every run (e.g.
+    /// cutting every connection); a run may then also end by itself with exit 2, never 1.
+    source_faults: Option<Box<dyn Fn()>>,
     cleanup: Box<dyn FnOnce()>,
 }
 
@@ -179,6 +182,10 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut
             .into_iter()
             .collect();
         let all_in = p.expected.is_subset(&committed);
+        if let Some(chaos) = &p.source_faults {
+            std::thread::sleep(Duration::from_millis(rng.between(20, 600)));
+            chaos();
+        }
         std::thread::sleep(Duration::from_millis(rng.between(50, 1200)));
         proc.signal(match fault {
             Fault::Kill => Signal::SIGKILL,
@@ -188,7 +195,7 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut
         tally.runs += 1;
         tally.signals += 1;
         let ok = match fault {
-            _ if p.store_faults && exit.code == 2 => true,
+            _ if (p.store_faults || p.source_faults.is_some()) && exit.code == 2 => true,
             Fault::Kill => exit.code == -1,
             Fault::Term => exit.code == 0 && exit.summary("rowsUncommitted") == 0,
         };
@@ -271,6 +278,7 @@ fn blob_landing(work: &Path, _seed: u64) -> Prepared {
         sink_url,
         read_options: BTreeMap::new(),
         store_faults: false,
+        source_faults: None,
         cleanup: Box::new(|| {}),
     }
 }
@@ -288,6 +296,7 @@ fn generator(work: &Path, _seed: u64) -> Prepared {
         sink_url,
         read_options: BTreeMap::new(),
         store_faults: false,
+        source_faults: None,
         cleanup: Box::new(|| {}),
     }
 }
@@ -319,6 +328,7 @@ fn rest_api(work: &Path, seed: u64) -> Prepared {
         sink_url,
         read_options: BTreeMap::new(),
         store_faults: false,
+        source_faults: None,
         cleanup: Box::new(move || drop(api)),
     }
 }
@@ -368,6 +378,7 @@ fn nats(work: &Path, seed: u64) -> Prepared {
         sink_url,
         read_options: BTreeMap::new(),
         store_faults: false,
+        source_faults: None,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = js.delete_stream(&name).await;
@@ -433,6 +444,7 @@ fn rabbitmq(work: &Path, seed: u64) -> Prepared {
         sink_url,
         read_options: BTreeMap::new(),
         store_faults: false,
+        source_faults: None,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = channel
@@ -493,6 +505,44 @@ fn s3_with_store_faults(work: &Path, seed: u64) -> Prepared {
     p
 }
 
+/// `prepare`'s broker reached through a TCP proxy that cuts every connection once in the middle
+/// of each run (the broker redelivers what was not acknowledged).
+fn with_connection_cuts(
+    prepare: fn(&Path, u64) -> Prepared,
+    port: u16,
+    host_field: &'static str,
+) -> impl FnMut(&Path, u64) -> Prepared {
+    move |work, seed| {
+        use arcane_test_support::proxy::Proxy;
+        let mut p = prepare(work, seed);
+        let rt = runtime();
+        let proxy = rt.block_on(Proxy::start(([127, 0, 0, 1], port).into()));
+        let through = proxy.port();
+        match host_field {
+            "url" => p.spec["spec"]["source"]["url"] = json!(format!("nats://127.0.0.1:{through}")),
+            _ => p.spec["spec"]["source"]["port"] = json!(through),
+        }
+        p.spec["spec"]["source"]["retry"] =
+            json!({"maxAttempts": 20, "initialDelay": "20ms", "maxDelay": "200ms"});
+        let proxy = std::sync::Arc::new(proxy);
+        let cutter = proxy.clone();
+        p.source_faults = Some(Box::new(move || cutter.cut()));
+        let cleanup = std::mem::replace(&mut p.cleanup, Box::new(|| {}));
+        p.cleanup = Box::new(move || {
+            // Every run connected through the proxy, and reconnected after the cuts.
+            assert!(
+                proxy.accepted() >= 2,
+                "the source did not go through the proxy"
+            );
+            eprintln!("connections through the proxy: {}", proxy.accepted());
+            drop(proxy);
+            drop(rt);
+            cleanup();
+        });
+        p
+    }
+}
+
 macro_rules! cells {
     ($($name:ident: $kind:literal, $prepare:expr;)*) => {
         mod sigkill {
@@ -513,4 +563,8 @@ cells! {
     nats_jetstream: "nats-jetstream", nats;
     rabbitmq_queue: "rabbitmq", rabbitmq;
     s3_store_faults: "blob-landing → S3 with store faults", s3_with_store_faults;
+    nats_connection_cuts: "nats-jetstream with connections cut",
+        with_connection_cuts(nats, 4222, "url");
+    rabbitmq_connection_cuts: "rabbitmq with connections cut",
+        with_connection_cuts(rabbitmq, 5672, "port");
 }
