@@ -85,9 +85,10 @@ def render(rows: list) -> str:
         "",
         "Not yet in the table: postgres-cdc; mqtt (at least once by design: duplicates after a crash",
         "are bounded by the unacknowledged window, see `arcane-cli/tests/brokers.rs`); Azure and GCS",
-        "sinks under store faults; memory limits. A full",
-        "local disk is shown by `arcane-cli/tests/disk_full.rs` (exit 1 with its remedy; the rerun",
-        "completes exactly once).",
+        "sinks under store faults. A full local disk is shown by",
+        "`arcane-cli/tests/disk_full.rs` (exit 1 with its remedy; the rerun completes exactly once)",
+        "and a memory limit by `arcane-cli/tests/memory_limit.rs` (the kernel kills the run at 40 MiB;",
+        "nothing partial is visible; the rerun with room enough completes exactly once).",
         "",
     ]
     return "\n".join(lines)

@@ -303,3 +303,10 @@ pub fn read_parquet_dir(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
     }
     rows
 }
+
+/// Whether the tests run as root (mounting a tmpfs, creating a memory cgroup); /proc/self
+/// belongs to the process's effective user.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
