@@ -65,7 +65,8 @@ def render(rows: list) -> str:
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Store faults (the S3 row): a proxy between the sink and the S3 server injects, on a seeded",
+        "Store faults (the S3 and Azure rows): a proxy between the sink and the S3 server (moto) or",
+        "the Azure Blob emulator (azurite) injects, on a seeded",
         "schedule, 503s and 500s, connections closed before and after a call was carried out, stalls",
         "past the client's 2 s timeout, truncated listings and reads, and more of them on part uploads,",
         "completions and the manifest's put (`test-support/src/http_faults.rs`); the sink retries",
@@ -84,8 +85,9 @@ def render(rows: list) -> str:
     lines += [
         "",
         "Not yet in the table: postgres-cdc; mqtt (at least once by design: duplicates after a crash",
-        "are bounded by the unacknowledged window, see `arcane-cli/tests/brokers.rs`); Azure and GCS",
-        "sinks under store faults. A full local disk is shown by",
+        "are bounded by the unacknowledged window, see `arcane-cli/tests/brokers.rs`); GCS (the",
+        "`fake-gcs-server` emulator does not serve the XML API that `object_store`'s GCS client lists",
+        "and uploads with: listing answers 404). A full local disk is shown by",
         "`arcane-cli/tests/disk_full.rs` (exit 1 with its remedy; the rerun completes exactly once)",
         "and a memory limit by `arcane-cli/tests/memory_limit.rs` (the kernel kills the run at 40 MiB;",
         "nothing partial is visible; the rerun with room enough completes exactly once).",

@@ -456,20 +456,44 @@ fn rabbitmq(work: &Path, seed: u64) -> Prepared {
     }
 }
 
-/// The blob-landing input of [`blob_landing`] landed on the S3 server (moto) through a proxy
-/// that injects store faults on a seeded schedule: 503s and 500s, connections closed before
-/// and after a call was carried out, stalls past the client's timeout, truncated reads, and
-/// more of them on the calls that commit (part uploads, completions, the manifest's put).
-fn s3_with_store_faults(work: &Path, seed: u64) -> Prepared {
+/// The blob-landing input of [`blob_landing`] landed on the S3 server (moto) or the Azure Blob
+/// emulator (azurite) through a proxy that injects store faults on a seeded schedule: 503s and
+/// 500s, connections closed before and after a call was carried out, stalls past the client's
+/// timeout, truncated reads, and more of them on the calls that commit (part uploads,
+/// completions, the manifest's put).
+fn with_store_faults(azure: bool) -> impl FnMut(&Path, u64) -> Prepared {
+    move |work, seed| store_faults(work, seed, azure)
+}
+
+fn store_faults(work: &Path, seed: u64, azure: bool) -> Prepared {
+    use arcane_test_support::Store;
     use arcane_test_support::http_faults::{Call, Fault as F, FaultProxy, Rule};
     let mut p = blob_landing(work, seed);
     let rt = runtime();
-    let store = rt.block_on(arcane_test_support::Store::s3());
-    let arcane_test_support::Store::S3 { endpoint, .. } = &store else {
-        unreachable!()
+    let store = rt.block_on(async {
+        if azure {
+            Store::azure().await
+        } else {
+            Store::s3().await
+        }
+    });
+    let (endpoint, endpoint_key, path) = match &store {
+        Store::S3 { endpoint, .. } => (endpoint.clone(), "aws_endpoint", String::new()),
+        Store::Azure { endpoint, .. } => {
+            // http://127.0.0.1:PORT/devstoreaccount1: the proxy takes the origin, the client
+            // keeps the account's path.
+            let rest = endpoint.trim_start_matches("http://");
+            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            (
+                format!("http://{host}"),
+                "azure_storage_endpoint",
+                format!("/{path}"),
+            )
+        }
+        _ => unreachable!(),
     };
     let proxy = FaultProxy::start(
-        endpoint,
+        &endpoint,
         seed,
         vec![
             Rule::any(F::Status(503), 0.03),
@@ -487,7 +511,7 @@ fn s3_with_store_faults(work: &Path, seed: u64) -> Prepared {
         ],
     );
     let mut through = store.options();
-    through.insert("aws_endpoint".into(), proxy.url());
+    through.insert(endpoint_key.into(), format!("{}{path}", proxy.url()));
     through.insert("timeout".into(), "2s".into());
     let sink_url = store.url();
     p.spec["spec"]["sink"]["url"] = json!(sink_url);
@@ -562,7 +586,8 @@ cells! {
     rest_api_stream: "rest-api", rest_api;
     nats_jetstream: "nats-jetstream", nats;
     rabbitmq_queue: "rabbitmq", rabbitmq;
-    s3_store_faults: "blob-landing → S3 with store faults", s3_with_store_faults;
+    s3_store_faults: "blob-landing → S3 with store faults", with_store_faults(false);
+    azure_store_faults: "blob-landing → Azure Blob with store faults", with_store_faults(true);
     nats_connection_cuts: "nats-jetstream with connections cut",
         with_connection_cuts(nats, 4222, "url");
     rabbitmq_connection_cuts: "rabbitmq with connections cut",
