@@ -84,8 +84,11 @@ def render(rows: list) -> str:
         lines.append(f"- {r['kind']}, {r['fault']}: seed {r['seed']}, {r['seconds']:.0f} s; {r['run']}")
     lines += [
         "",
-        "Not yet in the table: postgres-cdc; mqtt (at least once by design: duplicates after a crash",
-        "are bounded by the unacknowledged window, see `arcane-cli/tests/brokers.rs`); GCS (the",
+        "MQTT is at least once by design (MQTT messages carry no id to recognise a redelivery): its",
+        "cells allow duplicates after a SIGKILL, at most the unacknowledged window (`maxUnacked`) per",
+        "kill, and count them; nothing may be lost.",
+        "",
+        "Not yet in the table: postgres-cdc; GCS (the",
         "`fake-gcs-server` emulator does not serve the XML API that `object_store`'s GCS client lists",
         "and uploads with: listing answers 404). A full local disk is shown by",
         "`arcane-cli/tests/disk_full.rs` (exit 1 with its remedy; the rerun completes exactly once)",

@@ -76,6 +76,9 @@ struct Prepared {
     /// Faults between the source and its server, done once in the middle of every run (e.g.
     /// cutting every connection); a run may then also end by itself with exit 2, never 1.
     source_faults: Option<Box<dyn Fn()>>,
+    /// At least once by design (MQTT: no message ids): duplicates are allowed, at most this
+    /// many per SIGKILL (the unacknowledged window); nothing may be lost.
+    duplicates_per_kill: Option<u64>,
     cleanup: Box<dyn FnOnce()>,
 }
 
@@ -127,11 +130,18 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
     );
     let mut rng = Rng(seed);
     let mut tally = Tally::default();
+    let mut allowed_duplicates = 0;
     let started = Instant::now();
     for trial in 0..trials() {
         let work = tempfile::tempdir().unwrap();
         let prepared = prepare(work.path(), rng.next());
+        let kills_before = tally.signals;
         run_trial(work.path(), &prepared, fault, &mut rng, &mut tally);
+        if let Some(window) = prepared.duplicates_per_kill
+            && fault == Fault::Kill
+        {
+            allowed_duplicates += window * (tally.signals - kills_before);
+        }
         let ids = committed_ids(&prepared.sink_url, &prepared.read_options);
         let distinct: BTreeSet<i64> = ids.iter().copied().collect();
         let expected: BTreeSet<i64> = match (prepared.open_ended, distinct.last()) {
@@ -165,7 +175,10 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
         writeln!(f, "{line}").unwrap();
     }
     assert!(
-        tally.lost == 0 && tally.duplicated == 0 && tally.extra == 0 && tally.bad_exits.is_empty(),
+        tally.lost == 0
+            && tally.duplicated <= allowed_duplicates
+            && tally.extra == 0
+            && tally.bad_exits.is_empty(),
         "{kind} under {}: {tally:#?} (seed {seed})",
         fault.name()
     );
@@ -279,6 +292,7 @@ fn blob_landing(work: &Path, _seed: u64) -> Prepared {
         read_options: BTreeMap::new(),
         store_faults: false,
         source_faults: None,
+        duplicates_per_kill: None,
         cleanup: Box::new(|| {}),
     }
 }
@@ -297,6 +311,7 @@ fn generator(work: &Path, _seed: u64) -> Prepared {
         read_options: BTreeMap::new(),
         store_faults: false,
         source_faults: None,
+        duplicates_per_kill: None,
         cleanup: Box::new(|| {}),
     }
 }
@@ -329,6 +344,7 @@ fn rest_api(work: &Path, seed: u64) -> Prepared {
         read_options: BTreeMap::new(),
         store_faults: false,
         source_faults: None,
+        duplicates_per_kill: None,
         cleanup: Box::new(move || drop(api)),
     }
 }
@@ -379,6 +395,7 @@ fn nats(work: &Path, seed: u64) -> Prepared {
         read_options: BTreeMap::new(),
         store_faults: false,
         source_faults: None,
+        duplicates_per_kill: None,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = js.delete_stream(&name).await;
@@ -445,6 +462,7 @@ fn rabbitmq(work: &Path, seed: u64) -> Prepared {
         read_options: BTreeMap::new(),
         store_faults: false,
         source_faults: None,
+        duplicates_per_kill: None,
         cleanup: Box::new(move || {
             rt.block_on(async {
                 let _ = channel
@@ -567,6 +585,67 @@ fn with_connection_cuts(
     }
 }
 
+/// An MQTT topic: a persistent session created by a first run, N messages published (QoS 1)
+/// while it is connected, so the broker keeps them for the session.
+fn mqtt(work: &Path, seed: u64) -> Prepared {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let client_id = format!("arcane-rel-{seed:x}");
+    let topic = format!("arcane/rel/{seed:x}");
+    let sink_url = sink_url(work);
+    // Mosquitto keeps at most 1000 messages per offline session beyond the in-flight window.
+    let window = 1000u64;
+    let source = json!({
+        "host": "127.0.0.1",
+        "clientId": client_id,
+        "topics": [topic],
+        "payload": {"format": "json", "schema": id_schema()},
+        "batchRows": 50,
+        "batchTimeout": "50ms",
+        "maxUnacked": window,
+        "sessionExpiry": "10m"
+    });
+    let spec = spec("MqttStream", source, &sink_url);
+    let first = Arcane::run(work, &spec, &[]);
+    first.wait_for_log("session_present");
+    runtime().block_on(async {
+        let mut opts = MqttOptions::new(format!("pub-{seed:x}"), "127.0.0.1", 1883);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let poller = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < N {
+                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                    acked += 1;
+                }
+            }
+        });
+        for i in 0..N {
+            client
+                .publish(&topic, QoS::AtLeastOnce, false, record(i))
+                .await
+                .unwrap();
+        }
+        poller.await.unwrap();
+        let _ = client.disconnect().await;
+    });
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait().code, 0, "the run that created the session");
+    Prepared {
+        spec,
+        opening: "mqtt source opening",
+        expected: (0..N).collect(),
+        open_ended: false,
+        sink_url,
+        read_options: BTreeMap::new(),
+        store_faults: false,
+        source_faults: None,
+        duplicates_per_kill: Some(window),
+        cleanup: Box::new(|| {}),
+    }
+}
+
 macro_rules! cells {
     ($($name:ident: $kind:literal, $prepare:expr;)*) => {
         mod sigkill {
@@ -587,6 +666,7 @@ cells! {
     nats_jetstream: "nats-jetstream", nats;
     rabbitmq_queue: "rabbitmq", rabbitmq;
     s3_store_faults: "blob-landing → S3 with store faults", with_store_faults(false);
+    mqtt_session: "mqtt (at least once)", mqtt;
     azure_store_faults: "blob-landing → Azure Blob with store faults", with_store_faults(true);
     nats_connection_cuts: "nats-jetstream with connections cut",
         with_connection_cuts(nats, 4222, "url");
