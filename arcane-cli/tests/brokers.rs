@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use arcane_test_support::brokers::{NatsStream, RabbitQueue, mqtt_publish};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
@@ -172,29 +173,11 @@ fn nats_jetstream_kills_and_restarts_land_every_message_exactly_once() {
     let name = uniq("E2E").replace('-', "_");
     let subject = format!("e2e.{name}");
     let bad = bad_ids();
-    let js = rt.block_on(async {
-        let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{subject}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut acks = Vec::new();
-        for i in 0..N {
-            acks.push(
-                js.publish(format!("{subject}.x"), payload(i, &bad).into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
-        js
-    });
+    let stream = rt.block_on(NatsStream::create(
+        &name,
+        &subject,
+        (0..N).map(|i| payload(i, &bad)),
+    ));
     let work = tempfile::tempdir().unwrap();
     let sink_dir = work.path().join("out");
     let sink_url = format!("file://{}", sink_dir.display());
@@ -217,50 +200,19 @@ fn nats_jetstream_kills_and_restarts_land_every_message_exactly_once() {
     );
     assert_exactly_once(committed_ids(&sink_url), &bad);
     assert_dead_lettered(&sink_dir, &bad);
-    rt.block_on(async {
-        let _ = js.delete_stream(&name).await;
-    });
+    rt.block_on(stream.delete());
 }
 
 #[test]
 fn rabbitmq_kills_and_restarts_land_every_message_exactly_once() {
-    use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments, QueueDeleteArguments};
-    use amqprs::connection::{Connection, OpenConnectionArguments};
-    use amqprs::{BasicProperties, FieldTable, FieldValue};
-
     let rt = runtime();
     let queue = uniq("arcane-e2e");
     let bad = bad_ids();
-    let (connection, channel) = rt.block_on(async {
-        let connection = Connection::open(&OpenConnectionArguments::new(
-            "127.0.0.1",
-            5672,
-            "guest",
-            "guest",
-        ))
-        .await
-        .unwrap();
-        let channel = connection.open_channel(None).await.unwrap();
-        channel
-            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
-            .await
-            .unwrap();
-        for i in 0..N {
-            let mut headers = FieldTable::new();
-            headers.insert("x-seq".try_into().unwrap(), FieldValue::l(i + 1));
-            channel
-                .basic_publish(
-                    BasicProperties::default()
-                        .with_headers(headers)
-                        .with_persistence(true)
-                        .finish(),
-                    payload(i, &bad).into_bytes(),
-                    BasicPublishArguments::new("", &queue),
-                )
-                .await
-                .unwrap();
-        }
-        (connection, channel)
+    let q = rt.block_on(async {
+        let q = RabbitQueue::declare(&queue).await;
+        q.publish_sequenced("x-seq", 1, (0..N).map(|i| payload(i, &bad).into_bytes()))
+            .await;
+        q
     });
     let work = tempfile::tempdir().unwrap();
     let sink_dir = work.path().join("out");
@@ -289,20 +241,11 @@ fn rabbitmq_kills_and_restarts_land_every_message_exactly_once() {
     );
     assert_exactly_once(committed_ids(&sink_url), &bad);
     assert_dead_lettered(&sink_dir, &bad);
-    rt.block_on(async {
-        let _ = channel
-            .queue_delete(QueueDeleteArguments::new(&queue))
-            .await;
-        let _ = connection.close().await;
-    });
+    rt.block_on(q.delete());
 }
 
 #[test]
 fn mqtt_kills_and_restarts_land_every_message_at_least_once() {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-
     let rt = runtime();
     let client_id = uniq("arcane-e2e");
     let topic = format!("arcane/e2e/{}", uniq("t"));
@@ -329,27 +272,11 @@ fn mqtt_kills_and_restarts_land_every_message_at_least_once() {
     // so the messages are published while a run is connected).
     let first = Arcane::run(work.path(), &spec, &[]);
     first.wait_for_log("session_present");
-    rt.block_on(async {
-        let mut opts = MqttOptions::new(uniq("pub"), "127.0.0.1", 1883);
-        opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let poller = tokio::spawn(async move {
-            let mut acked = 0;
-            while acked < N_MQTT {
-                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                    acked += 1;
-                }
-            }
-        });
-        for i in 0..N_MQTT {
-            client
-                .publish(&topic, QoS::AtLeastOnce, false, payload(i, &bad))
-                .await
-                .unwrap();
-        }
-        poller.await.unwrap();
-        let _ = client.disconnect().await;
-    });
+    rt.block_on(mqtt_publish(
+        &uniq("pub"),
+        &topic,
+        (0..N_MQTT).map(|i| payload(i, &bad)).collect(),
+    ));
     first.signal(Signal::SIGTERM);
     assert_eq!(first.wait().code, 0);
     let expected: BTreeSet<i64> = (0..N_MQTT).filter(|i| !bad.contains(i)).collect();

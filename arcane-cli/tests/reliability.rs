@@ -19,6 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use arcane_test_support::brokers::{NatsStream, RabbitQueue, mqtt_publish};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
@@ -80,6 +81,30 @@ struct Prepared {
     /// many per SIGKILL (the unacknowledged window); nothing may be lost.
     duplicates_per_kill: Option<u64>,
     cleanup: Box<dyn FnOnce()>,
+}
+
+impl Prepared {
+    /// Input whose ids are `expected`, read by `spec` into the local sink at `sink_url`, with no
+    /// other fault than the cell's signal.
+    fn new(spec: Value, opening: &'static str, expected: BTreeSet<i64>, sink_url: String) -> Self {
+        Self {
+            spec,
+            opening,
+            expected,
+            open_ended: false,
+            sink_url,
+            read_options: BTreeMap::new(),
+            store_faults: false,
+            source_faults: None,
+            duplicates_per_kill: None,
+            cleanup: Box::new(|| {}),
+        }
+    }
+
+    fn cleanup(mut self, cleanup: impl FnOnce() + 'static) -> Self {
+        self.cleanup = Box::new(cleanup);
+        self
+    }
 }
 
 /// What one cell counted over its trials.
@@ -283,18 +308,12 @@ fn blob_landing(work: &Path, _seed: u64) -> Prepared {
         "batchRows": 50,
         "schema": id_schema()
     });
-    Prepared {
-        spec: spec("BlobLandingStream", source, &sink_url),
-        opening: "blob-landing source opening",
-        expected: (0..N).collect(),
-        open_ended: false,
+    Prepared::new(
+        spec("BlobLandingStream", source, &sink_url),
+        "blob-landing source opening",
+        (0..N).collect(),
         sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: None,
-        cleanup: Box::new(|| {}),
-    }
+    )
 }
 
 /// A streaming run of the generator: the ids it makes are 0, 1, 2, …; a trial is done once
@@ -302,18 +321,14 @@ fn blob_landing(work: &Path, _seed: u64) -> Prepared {
 fn generator(work: &Path, _seed: u64) -> Prepared {
     let sink_url = sink_url(work);
     let source = json!({"batchRows": 40, "rowsPerSecond": 2000});
-    Prepared {
-        spec: spec("GeneratorStream", source, &sink_url),
-        opening: "arcane runner starting",
-        expected: (0..N).collect(),
-        open_ended: true,
+    let mut p = Prepared::new(
+        spec("GeneratorStream", source, &sink_url),
+        "arcane runner starting",
+        (0..N).collect(),
         sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: None,
-        cleanup: Box::new(|| {}),
-    }
+    );
+    p.open_ended = true;
+    p
 }
 
 /// A REST API serving N records (ids 1..=N) out of watermark order, read with a watermark
@@ -335,143 +350,68 @@ fn rest_api(work: &Path, seed: u64) -> Prepared {
         "pollInterval": "100ms",
         "retry": {"initialDelay": "20ms", "maxDelay": "200ms"}
     });
-    Prepared {
-        spec: spec("RestApiStream", source, &sink_url),
-        opening: "rest-api source opening",
-        expected: (1..=N).collect(),
-        open_ended: false,
+    Prepared::new(
+        spec("RestApiStream", source, &sink_url),
+        "rest-api source opening",
+        (1..=N).collect(),
         sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: None,
-        cleanup: Box::new(move || drop(api)),
-    }
+    )
+    .cleanup(move || drop(api))
 }
 
 /// A JetStream stream holding N messages.
 fn nats(work: &Path, seed: u64) -> Prepared {
     let rt = runtime();
-    let name = format!("REL_{seed:x}");
-    let subject = format!("rel.{seed:x}");
-    let js = rt.block_on(async {
-        let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{subject}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut acks = Vec::new();
-        for i in 0..N {
-            acks.push(
-                js.publish(format!("{subject}.x"), record(i).into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
-        js
-    });
+    let stream = rt.block_on(NatsStream::create(
+        &format!("REL_{seed:x}"),
+        &format!("rel.{seed:x}"),
+        (0..N).map(record),
+    ));
     let sink_url = sink_url(work);
     let source = json!({
         "url": "nats://127.0.0.1:4222",
-        "stream": name,
+        "stream": stream.name,
         "consumer": "arcane",
         "payload": {"format": "json", "schema": id_schema()},
         "batchRows": 50,
         "batchTimeout": "50ms"
     });
-    Prepared {
-        spec: spec("NatsJetstreamStream", source, &sink_url),
-        opening: "nats-jetstream source opening",
-        expected: (0..N).collect(),
-        open_ended: false,
+    Prepared::new(
+        spec("NatsJetstreamStream", source, &sink_url),
+        "nats-jetstream source opening",
+        (0..N).collect(),
         sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: None,
-        cleanup: Box::new(move || {
-            rt.block_on(async {
-                let _ = js.delete_stream(&name).await;
-            });
-        }),
-    }
+    )
+    .cleanup(move || rt.block_on(stream.delete()))
 }
 
 /// A durable RabbitMQ queue holding N messages numbered by a publisher sequence header.
 fn rabbitmq(work: &Path, seed: u64) -> Prepared {
-    use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments, QueueDeleteArguments};
-    use amqprs::connection::{Connection, OpenConnectionArguments};
-    use amqprs::{BasicProperties, FieldTable, FieldValue};
-
     let rt = runtime();
-    let queue = format!("arcane-rel-{seed:x}");
-    let (connection, channel) = rt.block_on(async {
-        let connection = Connection::open(&OpenConnectionArguments::new(
-            "127.0.0.1",
-            5672,
-            "guest",
-            "guest",
-        ))
-        .await
-        .unwrap();
-        let channel = connection.open_channel(None).await.unwrap();
-        channel
-            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
-            .await
-            .unwrap();
-        for i in 0..N {
-            let mut headers = FieldTable::new();
-            headers.insert("x-seq".try_into().unwrap(), FieldValue::l(i + 1));
-            channel
-                .basic_publish(
-                    BasicProperties::default()
-                        .with_headers(headers)
-                        .with_persistence(true)
-                        .finish(),
-                    record(i).into_bytes(),
-                    BasicPublishArguments::new("", &queue),
-                )
-                .await
-                .unwrap();
-        }
-        (connection, channel)
+    let queue = rt.block_on(async {
+        let queue = RabbitQueue::declare(&format!("arcane-rel-{seed:x}")).await;
+        queue
+            .publish_sequenced("x-seq", 1, (0..N).map(|i| record(i).into_bytes()))
+            .await;
+        queue
     });
     let sink_url = sink_url(work);
     let source = json!({
         "host": "127.0.0.1",
-        "queue": queue,
+        "queue": queue.name,
         "sequence": {"header": "x-seq"},
         "password": {"value": "guest"},
         "payload": {"format": "json", "schema": id_schema()},
         "batchRows": 50,
         "batchTimeout": "50ms"
     });
-    Prepared {
-        spec: spec("RabbitmqStream", source, &sink_url),
-        opening: "rabbitmq source opening",
-        expected: (0..N).collect(),
-        open_ended: false,
+    Prepared::new(
+        spec("RabbitmqStream", source, &sink_url),
+        "rabbitmq source opening",
+        (0..N).collect(),
         sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: None,
-        cleanup: Box::new(move || {
-            rt.block_on(async {
-                let _ = channel
-                    .queue_delete(QueueDeleteArguments::new(&queue))
-                    .await;
-                let _ = connection.close().await;
-            });
-        }),
-    }
+    )
+    .cleanup(move || rt.block_on(queue.delete()))
 }
 
 /// The blob-landing input of [`blob_landing`] landed on the S3 server (moto) or the Azure Blob
@@ -539,12 +479,11 @@ fn store_faults(work: &Path, seed: u64, azure: bool) -> Prepared {
     p.sink_url = sink_url;
     p.read_options = store.options();
     p.store_faults = true;
-    p.cleanup = Box::new(move || {
+    p.cleanup(move || {
         eprintln!("store faults injected: {:?}", proxy.injected());
         drop(proxy);
         rt.block_on(store.cleanup());
-    });
-    p
+    })
 }
 
 /// `prepare`'s broker reached through a TCP proxy that cuts every connection once in the middle
@@ -588,9 +527,6 @@ fn with_connection_cuts(
 /// An MQTT topic: a persistent session created by a first run, N messages published (QoS 1)
 /// while it is connected, so the broker keeps them for the session.
 fn mqtt(work: &Path, seed: u64) -> Prepared {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let client_id = format!("arcane-rel-{seed:x}");
     let topic = format!("arcane/rel/{seed:x}");
     let sink_url = sink_url(work);
@@ -609,41 +545,16 @@ fn mqtt(work: &Path, seed: u64) -> Prepared {
     let spec = spec("MqttStream", source, &sink_url);
     let first = Arcane::run(work, &spec, &[]);
     first.wait_for_log("session_present");
-    runtime().block_on(async {
-        let mut opts = MqttOptions::new(format!("pub-{seed:x}"), "127.0.0.1", 1883);
-        opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let poller = tokio::spawn(async move {
-            let mut acked = 0;
-            while acked < N {
-                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                    acked += 1;
-                }
-            }
-        });
-        for i in 0..N {
-            client
-                .publish(&topic, QoS::AtLeastOnce, false, record(i))
-                .await
-                .unwrap();
-        }
-        poller.await.unwrap();
-        let _ = client.disconnect().await;
-    });
+    runtime().block_on(mqtt_publish(
+        &format!("pub-{seed:x}"),
+        &topic,
+        (0..N).map(record).collect(),
+    ));
     first.signal(Signal::SIGTERM);
     assert_eq!(first.wait().code, 0, "the run that created the session");
-    Prepared {
-        spec,
-        opening: "mqtt source opening",
-        expected: (0..N).collect(),
-        open_ended: false,
-        sink_url,
-        read_options: BTreeMap::new(),
-        store_faults: false,
-        source_faults: None,
-        duplicates_per_kill: Some(window),
-        cleanup: Box::new(|| {}),
-    }
+    let mut p = Prepared::new(spec, "mqtt source opening", (0..N).collect(), sink_url);
+    p.duplicates_per_kill = Some(window);
+    p
 }
 
 macro_rules! cells {

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod brokers;
 pub mod http_faults;
 pub mod proxy;
 pub mod rest_api;
