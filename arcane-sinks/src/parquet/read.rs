@@ -14,7 +14,7 @@ use super::upload;
 
 /// Open `url` for reading: a local directory must exist (it is never created); `None` when it
 /// does not.
-fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
+pub(crate) fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
     let resolved = arcane_core::location::location_url(url, "url")?;
     if let Ok(parsed) = url::Url::parse(&resolved) {
         if parsed.scheme() == "file" && parsed.to_file_path().is_ok_and(|p| !p.is_dir()) {
