@@ -107,7 +107,7 @@ impl fmt::Debug for Flow {
 }
 
 impl Flow {
-    /// Group the source's batches; see [`GroupedWithin`](crate::GroupedWithin).
+    /// Group the source's batches; see [`GroupedWithin`].
     /// Without it, each source batch is one group.
     pub fn grouped_within(mut self, limits: GroupLimits) -> Self {
         self.limits = Some(limits);

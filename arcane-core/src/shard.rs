@@ -2,7 +2,7 @@
 //!
 //! A backfill of a large history can run as `N` shards: the spec's `backfillShards` says how
 //! many ([`SPEC_SHARDS_FIELD`]), and each pod reads its index from `JOB_COMPLETION_INDEX`
-//! ([`ENV_SHARD_INDEX`](crate::env::ENV_SHARD_INDEX)), which Kubernetes sets on every pod of an
+//! ([`ENV_SHARD_INDEX`]), which Kubernetes sets on every pod of an
 //! Indexed Job (`completionMode: Indexed`). There is no coordinator: each shard reads the part
 //! of the input its index owns, commits it on its own, and the shard that finds every other
 //! one done completes the backfill (see the Parquet sink's `MANIFEST.md`).
@@ -229,5 +229,26 @@ mod tests {
         assert!(e.to_string().starts_with("spec.backfillShards"), "{e}");
         assert!(parse_index("x").is_err());
         assert_eq!(parse_index(" 3 ").unwrap(), 3);
+    }
+
+    #[test]
+    fn metrics_of_a_shard_carry_its_index_and_count() {
+        let label = |ctx: &crate::StreamContext, key: &str| {
+            crate::metrics::MetricLabels::for_stream(ctx)
+                .to_vec()
+                .iter()
+                .find(|l| l.key() == key)
+                .map(|l| l.value().to_string())
+        };
+        let ctx = crate::StreamContext::new("orders", "blob-landing", json!({"backfillShards": 4}))
+            .with_backfill("b1")
+            .with_shard_index(2);
+        assert_eq!(label(&ctx, "shard").as_deref(), Some("2"));
+        assert_eq!(label(&ctx, "shards").as_deref(), Some("4"));
+        // Streaming runs are not sharded.
+        let streaming =
+            crate::StreamContext::new("orders", "blob-landing", json!({"backfillShards": 4}))
+                .with_shard_index(2);
+        assert_eq!(label(&streaming, "shard"), None);
     }
 }

@@ -219,6 +219,10 @@ mod tests {
         let items: Vec<PositionedBatch> = stream.map(|i| i.unwrap()).collect().await;
         let rows: Vec<usize> = items.iter().map(|b| b.batch.num_rows()).collect();
         assert_eq!(rows, vec![0, 5, 10]);
+        // What was cut is said: the first batch left 5 covered rows after its position, the
+        // second lost 5 rows from its front.
+        let covered: Vec<u64> = items.iter().map(|b| b.covered).collect();
+        assert_eq!(covered, vec![5, 5, 0]);
         assert_eq!(
             items.iter().map(|b| b.dead_letters.len()).sum::<usize>(),
             3,
