@@ -436,6 +436,21 @@ async fn sharded_overwrite_with_kills(store: Store, files: u64, shards: u32, kil
         last["state"]["currentGeneration"],
         format!("_generations/b1-of-{shards}")
     );
+    // The switch came after every shard's done marker.
+    let switched =
+        chrono::DateTime::parse_from_rfc3339(last["committedAt"].as_str().unwrap()).unwrap();
+    for i in 0..shards {
+        let path = object_store::path::Path::from(format!(
+            "{prefix}/_arcane/shards/b1-of-{shards}/done/{i:04}.json"
+        ));
+        let bytes = objects.get(&path).await.unwrap().bytes().await.unwrap();
+        let done: Value = serde_json::from_slice(&bytes).unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(done["doneAt"].as_str().unwrap()).unwrap();
+        assert!(
+            at <= switched,
+            "shard {i} done at {at}, after the switch at {switched}"
+        );
+    }
 
     // A shard restarted after the switch does nothing and exits 0.
     let again = tokio::task::spawn_blocking({
