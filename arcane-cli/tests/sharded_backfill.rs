@@ -480,6 +480,48 @@ async fn sharded_overwrite_with_kills(store: Store, files: u64, shards: u32, kil
         })
         .sum();
     assert_eq!(rows_listed, files * LINES, "{text}");
+
+    // The stream goes on after the furthest shard's position: a streaming run reads only a
+    // file that landed since.
+    let resume = &manifests.last().unwrap()["state"]["streamCheckpoint"]["position"];
+    assert!(
+        resume["file"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("landing/{:04}.ndjson", files - 1)),
+        "{resume}"
+    );
+    assert_eq!(resume["done"], true, "{resume}");
+    store
+        .put("landing/9999.ndjson", file_lines(2000).into_bytes())
+        .await;
+    let stream = tokio::task::spawn_blocking({
+        let (w, s) = (work_path.clone(), spec.clone());
+        move || Arcane::run(&w, &s, &[])
+    })
+    .await
+    .unwrap();
+    let total = files as usize * LINES as usize + LINES as usize;
+    let started = Instant::now();
+    while committed_ids_async(&sink, &options).await.len() < total {
+        assert!(
+            started.elapsed() < WAIT,
+            "the streaming run did not land the new file"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stream.signal(Signal::SIGTERM);
+    let exit = tokio::task::spawn_blocking(move || stream.wait())
+        .await
+        .unwrap();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(exit.summary("rowsCommitted"), LINES);
+    let (new, backfilled): (Vec<i64>, Vec<i64>) = committed_ids_async(&sink, &options)
+        .await
+        .into_iter()
+        .partition(|&i| i >= 2000 * LINES as i64);
+    assert_exactly_once(&backfilled, 0..files as i64 * LINES as i64);
+    assert_exactly_once(&new, 2000 * LINES as i64..2001 * LINES as i64);
     store.cleanup().await;
 }
 
