@@ -26,7 +26,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use arcane_core::grouped_within::{DEFAULT_GROUPING_INTERVAL, DEFAULT_ROWS_PER_GROUP};
-use arcane_core::{Error, GroupLimits, Result, Source, StreamContext, StreamGraph};
+use arcane_core::{Checkpoint, Error, GroupLimits, Result, Source, StreamContext, StreamGraph};
 use arcane_sinks::{ParquetSink, ParquetSinkConfig};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -53,6 +53,24 @@ pub trait SourceKind: Send + Sync + 'static {
 
     /// Build the source from its settings; errors name fields under `spec.source`.
     async fn source(&self, ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>>;
+
+    /// Whether the kind's backfill can be split into shards (`backfillShards` > 1): its
+    /// [`source`](Self::source) then reads only the part of the input that
+    /// [`StreamContext::shard`] owns. Default: no — a spec asking for shards is refused
+    /// (exit code 1) naming the kind.
+    fn can_shard(&self) -> bool {
+        false
+    }
+
+    /// After a sharded backfill, the checkpoint the stream resumes from, given the shards'
+    /// final checkpoints in index order (`None` for a shard that read nothing). Default: none
+    /// (the stream starts from the beginning); kinds that can shard return the furthest.
+    fn resume_after_shards(_finals: &[Option<Checkpoint>]) -> Result<Option<Checkpoint>>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
 
     /// Adjust the parsed spec before the source and sink are built (e.g. a source that acks
     /// only after commits defaults its unacked window from `rowsPerGroup`, and needs files to
@@ -89,6 +107,15 @@ pub struct KindSpec<C> {
     #[serde(default = "default_grouping_interval_seconds")]
     #[schemars(range(min = 1))]
     pub grouping_interval_seconds: u64,
+    /// Split a backfill into this many shards, one pod each: the backfill Job is a Kubernetes
+    /// Indexed Job (`completions` = this), each pod reads the part of the input its
+    /// `JOB_COMPLETION_INDEX` owns and commits it on its own, and the backfill completes (for
+    /// `overwrite`, readers switch to the new data) when every shard is done. Default 1.
+    /// Streaming runs ignore it. Only kinds that can split their input accept more than 1
+    /// (blob-landing: files by a hash of their path; generator: row ranges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub backfill_shards: Option<u32>,
     /// Upper bound on a group's in-memory (Arrow) size in bytes. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -173,8 +200,34 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
     async fn build(&self, ctx: &StreamContext, mut spec: Self::Spec) -> Result<StreamGraph> {
         self.0.adjust_spec(&mut spec);
         let limits = spec.group_limits()?;
+        let shards = spec.backfill_shards.unwrap_or(1);
+        if shards > 1 && !self.0.can_shard() {
+            return Err(Error::config(
+                "spec.backfillShards",
+                format!(
+                    "the {} kind cannot shard its backfill ({shards} shards asked): it reads its input as one sequence; remove backfillShards or set it to 1",
+                    self.0.name()
+                ),
+            ));
+        }
+        // Streaming runs ignore backfillShards; an index out of range is refused here.
+        let shard = ctx.shard()?;
+        if shards > 1 && shard.is_none() {
+            tracing::info!(
+                shards,
+                "spec.backfillShards applies to backfills only; this streaming run reads everything"
+            );
+        }
         let sink_config = spec.sink.clone();
-        let sink = ParquetSink::new_at(sink_config.clone(), "spec.sink")?;
+        let mut sink = ParquetSink::new_at(sink_config.clone(), "spec.sink")?;
+        if let Some(shard) = shard {
+            tracing::info!(
+                shard = shard.index(),
+                shards = shard.count(),
+                "backfilling one shard of a sharded backfill"
+            );
+            sink = sink.with_shard(shard, K::resume_after_shards);
+        }
         let source = self.0.source(ctx, spec.source).await?;
         tracing::info!(
             kind = self.0.name(),

@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use arcane_sinks::{committed_files, latest_manifest, live_files, read_committed_head};
+use arcane_sinks::{
+    ShardedBackfillProgress, committed_files, latest_manifest, live_files, read_committed_head,
+    sharded_backfills,
+};
 
 use crate::Error;
 
 /// Describe the dataset at `url`: current generation, committed files with rows and bytes,
-/// the checkpoint its source resumes from, the schema and the first `limit` rows.
+/// the checkpoint its source resumes from, sharded backfills with each shard's progress, the
+/// schema and the first `limit` rows.
 pub(crate) async fn show(
     url: &str,
     options: &BTreeMap<String, String>,
@@ -17,11 +21,13 @@ pub(crate) async fn show(
     let stream = |e: arcane_core::Error| Error::Stream(Box::new(e));
     let url = arcane_core::location::location_url(url, "URL").map_err(stream)?;
     let mut out = String::new();
+    let sharded = sharded_backfills(&url, options).await.map_err(stream)?;
     let Some(manifest) = latest_manifest(&url, options).await.map_err(stream)? else {
         let _ = writeln!(
             out,
             "{url}: nothing committed (no manifests under _arcane/manifests)"
         );
+        write_shards(&mut out, &sharded)?;
         return Ok(out);
     };
     let state = &manifest.state;
@@ -63,6 +69,7 @@ pub(crate) async fn show(
             }
         );
     }
+    write_shards(&mut out, &sharded)?;
     if limit > 0 && !files.is_empty() {
         let batches = read_committed_head(&url, options, limit)
             .await
@@ -89,6 +96,40 @@ pub(crate) async fn show(
         }
     }
     Ok(out)
+}
+
+/// Each sharded backfill: complete or not, and per shard its committed parts, rows and last
+/// position.
+fn write_shards(out: &mut String, sharded: &[ShardedBackfillProgress]) -> Result<(), Error> {
+    for b in sharded {
+        let done = b.progress.iter().filter(|s| s.done).count();
+        let _ = writeln!(
+            out,
+            "sharded backfill {} ({} shards): {}",
+            b.backfill_id,
+            b.shards,
+            if b.complete {
+                "complete".to_string()
+            } else {
+                format!("in progress, {done} of {} shards done", b.shards)
+            }
+        );
+        for s in &b.progress {
+            let position = match &s.last_position {
+                Some(cp) => serde_json::to_string(cp)?,
+                None => "none".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  shard {}  {}  {} parts  {} rows  last position {position}",
+                s.index,
+                if s.done { "done" } else { "running" },
+                s.committed_parts,
+                s.rows
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The committed files of the current generation at `url`, one URL (or absolute local path)

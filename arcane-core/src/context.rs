@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::env::ENV_SHARD_INDEX;
 use crate::error::{Error, Result};
 
 /// `STREAMCONTEXT__SPEC`: JSON of the stream resource's `.spec` (required).
@@ -66,6 +67,9 @@ pub struct StreamContext {
     pub logging_properties: BTreeMap<String, Value>,
     /// Extra metric tags (e.g. from the spec) added to every metric of the stream.
     pub tags: BTreeMap<String, String>,
+    /// `JOB_COMPLETION_INDEX`: the pod's index in an Indexed Job, the shard of a sharded
+    /// backfill (see [`StreamContext::shard`]).
+    pub shard_index: Option<u32>,
 }
 
 impl StreamContext {
@@ -80,6 +84,7 @@ impl StreamContext {
             application_version: None,
             logging_properties: BTreeMap::new(),
             tags: BTreeMap::new(),
+            shard_index: None,
         }
     }
 
@@ -144,7 +149,24 @@ impl StreamContext {
             application_version: get(ENV_APPLICATION_VERSION),
             logging_properties,
             tags: BTreeMap::new(),
+            shard_index: get(ENV_SHARD_INDEX)
+                .map(|v| crate::shard::parse_index(&v))
+                .transpose()?,
         })
+    }
+
+    /// Set the shard index (`JOB_COMPLETION_INDEX`).
+    pub fn with_shard_index(mut self, index: u32) -> Self {
+        self.shard_index = Some(index);
+        self
+    }
+
+    /// The shard this run is, from the spec's `backfillShards` and `JOB_COMPLETION_INDEX`:
+    /// `None` when not sharded (streaming mode, which ignores `backfillShards`, or a backfill
+    /// of one shard). Errors are configuration errors naming the setting; see
+    /// [`Shard::resolve`](crate::shard::Shard::resolve).
+    pub fn shard(&self) -> Result<Option<crate::shard::Shard>> {
+        crate::shard::Shard::resolve(&self.spec, self.shard_index, self.mode())
     }
 
     /// The mode the stream runs in.

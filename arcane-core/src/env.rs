@@ -40,6 +40,10 @@ pub const ENV_KUBE_TOKEN_FILE: &str = "ARCANE_KUBE_TOKEN_FILE";
 /// `ARCANE_KUBE_CA_FILE`: CA bundle of the Kubernetes API (for `https` URLs).
 pub const ENV_KUBE_CA_FILE: &str = "ARCANE_KUBE_CA_FILE";
 
+/// `JOB_COMPLETION_INDEX`: the pod's index in a Kubernetes Indexed Job, set by Kubernetes; the
+/// shard of a sharded backfill (see [`crate::shard`]).
+pub const ENV_SHARD_INDEX: &str = "JOB_COMPLETION_INDEX";
+
 /// Default drain deadline.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default metrics address in a pod: all interfaces, so Prometheus and kubelet probes reach

@@ -51,6 +51,8 @@ pub fn generated_row(id: i64) -> (i64, String, f64, i64) {
 /// it never ends. Every commit is recorded in [`GeneratorSource::acked`].
 #[derive(Debug, Clone)]
 pub struct GeneratorSource {
+    /// The first row id (0, or the start of a shard's range).
+    start: u64,
     total: Option<u64>,
     batch_rows: usize,
     pause: Option<Duration>,
@@ -61,6 +63,7 @@ impl GeneratorSource {
     /// `total` rows in batches of `batch_rows` (at least 1).
     pub fn new(total: u64, batch_rows: usize) -> Self {
         Self {
+            start: 0,
             total: Some(total),
             batch_rows: batch_rows.max(1),
             pause: None,
@@ -74,6 +77,19 @@ impl GeneratorSource {
             total: None,
             ..Self::new(0, batch_rows)
         }
+    }
+
+    /// Only the rows of `shard` of a sharded backfill: its contiguous part of `0..total`
+    /// ([`Shard::range_of`](crate::shard::Shard::range_of)); positions stay absolute row ids, so
+    /// the furthest shard's position is the end of every row. An unbounded generator is not
+    /// split.
+    pub fn with_shard(mut self, shard: crate::shard::Shard) -> Self {
+        if let Some(total) = self.total {
+            let range = shard.range_of(total);
+            self.start = range.start;
+            self.total = Some(range.end);
+        }
+        self
     }
 
     /// Sleep between batches.
@@ -119,10 +135,10 @@ impl Source for GeneratorSource {
 
     async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
         let from = match &start.resume_from {
-            None => 0,
+            None => self.start,
             Some(cp) => {
                 let pos: Option<GeneratorPosition> = cp.decode("generator")?;
-                pos.map_or(0, |p| p.rows) + cp.rows
+                pos.map_or(self.start, |p| p.rows) + cp.rows
             }
         };
         // A bounded generator ends in both modes; an unbounded one never does.

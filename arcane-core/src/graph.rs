@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::context::StreamContext;
 use crate::dead_letter::{DeadLetterBudget, DeadLetterSink, DeadLetterTally, LogDeadLetterSink};
 use crate::error::{Error, Result};
-use crate::grouped_within::{GroupLimits, GroupedWithinExt};
+use crate::grouped_within::{GroupLimits, GroupedWithin};
 use crate::kill_switch::KillSwitch;
 use crate::metrics::{self as m, MetricLabels};
 use crate::position::{Checkpoint, PositionedBatch};
@@ -107,7 +107,7 @@ impl fmt::Debug for Flow {
 }
 
 impl Flow {
-    /// Group the source's batches; see [`GroupedWithin`](crate::GroupedWithin).
+    /// Group the source's batches; see [`GroupedWithin`].
     /// Without it, each source batch is one group.
     pub fn grouped_within(mut self, limits: GroupLimits) -> Self {
         self.limits = Some(limits);
@@ -410,6 +410,7 @@ impl Driver<'_> {
             self.update(|s| s.backfill_already_completed = true);
             return Ok(Completion::Finished);
         }
+        let resumed = resume_from.clone();
         let stream = source
             .open(SourceStart {
                 resume_from,
@@ -443,7 +444,8 @@ impl Driver<'_> {
             max_bytes: None,
             max_interval: Duration::ZERO,
         });
-        let mut groups = std::pin::pin!(stream.grouped_within(limits));
+        let mut groups =
+            std::pin::pin!(GroupedWithin::new(stream, limits).resumed_from(resumed.as_ref()));
 
         let batch_rows = metrics::histogram!(m::BATCH_ROWS, self.labels.to_vec());
         let mut ticker = tokio::time::interval(commit_tick);

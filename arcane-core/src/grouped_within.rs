@@ -74,6 +74,9 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithinExt for S {}
 #[derive(Debug)]
 struct Pending {
     batch: PositionedBatch,
+    /// Rows before the batch's first row that the last position does not include but the
+    /// checkpoint covers (a resume inside a batch).
+    base: u64,
     offset: usize,
     bytes_per_row: usize,
 }
@@ -120,6 +123,9 @@ pin_project! {
         last_full: Option<Position>,
         // Whether `checkpoint` moved since the last emitted group.
         checkpoint_moved: bool,
+        // After a resume inside a batch: the rows of the resumed checkpoint, the base of the
+        // first batch with rows unless a position-only batch comes first.
+        resume_base: Option<u64>,
     }
 }
 
@@ -140,11 +146,24 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
             checkpoint: Checkpoint::default(),
             last_full: None,
             checkpoint_moved: false,
+            resume_base: None,
         }
     }
 }
 
 impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
+    /// The stream resumes after `checkpoint` (the sink's last commit): a checkpoint inside
+    /// the first batch is relative to its position, whose rows the source skipped (see
+    /// [`PositionedBatch::covered`]).
+    pub fn resumed_from(mut self, checkpoint: Option<&Checkpoint>) -> Self {
+        if let Some(cp) = checkpoint {
+            self.last_full = cp.position.clone();
+            self.checkpoint = cp.clone();
+            self.resume_base = Some(cp.rows);
+        }
+        self
+    }
+
     fn take_group(self: Pin<&mut Self>) -> Result<Group> {
         let mut this = self.project();
         let batches = std::mem::take(this.buffer);
@@ -225,7 +244,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
         } else {
             *this.checkpoint = Checkpoint {
                 position: this.last_full.clone(),
-                rows: pending.offset as u64,
+                rows: pending.base + pending.offset as u64,
             };
         }
         *this.checkpoint_moved = true;
@@ -277,14 +296,24 @@ impl<S: Stream<Item = Result<PositionedBatch>>> Stream for GroupedWithin<S> {
                             )));
                         }
                         *this.last_full = Some(batch.position.clone());
-                        *this.checkpoint = Checkpoint::at(batch.position);
+                        *this.resume_base = None;
+                        // Rows after it that a resumed checkpoint covers stay covered.
+                        *this.checkpoint = Checkpoint {
+                            position: Some(batch.position),
+                            rows: batch.covered,
+                        };
                         *this.checkpoint_moved = true;
                         this.letters.extend(batch.dead_letters);
                         continue;
                     }
                     let bytes_per_row = batch.batch.get_array_memory_size().div_ceil(rows).max(1);
+                    // The first batch after a resume continues the resumed checkpoint: the
+                    // source skipped its covered rows (itself, or through the runtime, which
+                    // says so in `covered`).
+                    let base = this.resume_base.take().unwrap_or(batch.covered);
                     *this.pending = Some(Pending {
                         batch,
+                        base,
                         offset: 0,
                         bytes_per_row,
                     });

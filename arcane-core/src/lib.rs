@@ -56,6 +56,7 @@ pub mod metrics;
 pub mod position;
 pub mod retry;
 pub mod schema;
+pub mod shard;
 pub mod sink;
 pub mod source;
 #[cfg(feature = "testing")]
@@ -75,6 +76,7 @@ pub use grouped_within::{GroupLimits, GroupedWithin, GroupedWithinExt};
 pub use kill_switch::KillSwitch;
 pub use position::{Checkpoint, Group, Position, PositionedBatch};
 pub use retry::RetryConfig;
+pub use shard::Shard;
 pub use sink::{Commit, Sink, SinkContext};
 pub use source::{PositionedStream, Source, SourceStart};
 

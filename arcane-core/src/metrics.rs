@@ -34,6 +34,10 @@ pub const TAG_MODE: &str = "mode";
 pub const TAG_STREAM_ID: &str = "stream_id";
 /// Tag: backfill id, when backfilling.
 pub const TAG_BACKFILL_ID: &str = "backfill_id";
+/// Tag: the shard index of a sharded backfill (`JOB_COMPLETION_INDEX`).
+pub const TAG_SHARD: &str = "shard";
+/// Tag: the shard count of a sharded backfill (`backfillShards`).
+pub const TAG_SHARDS: &str = "shards";
 
 /// Register descriptions and units of every metric with the installed recorder.
 pub fn describe() {
@@ -84,6 +88,10 @@ impl MetricLabels {
             && let Some(id) = &ctx.backfill_id
         {
             labels.push(Label::new(TAG_BACKFILL_ID, id.clone()));
+        }
+        if let Ok(Some(shard)) = ctx.shard() {
+            labels.push(Label::new(TAG_SHARD, shard.index().to_string()));
+            labels.push(Label::new(TAG_SHARDS, shard.count().to_string()));
         }
         for (k, v) in &ctx.tags {
             labels.push(Label::new(k.clone(), v.clone()));

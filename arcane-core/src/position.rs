@@ -89,6 +89,11 @@ pub struct PositionedBatch {
     pub position: Position,
     /// Records consumed up to `position` that could not be decoded.
     pub dead_letters: Vec<DeadLetter>,
+    /// Rows a resumed checkpoint already covers, which the source runtime skipped: for a batch
+    /// with rows, those cut from its front (a checkpoint inside it counts them); for a batch
+    /// without rows, those still to skip after `position`. Zero except right after a resume
+    /// inside a batch.
+    pub covered: u64,
 }
 
 impl PositionedBatch {
@@ -98,7 +103,14 @@ impl PositionedBatch {
             batch,
             position,
             dead_letters: Vec::new(),
+            covered: 0,
         }
+    }
+
+    /// Set [`covered`](Self::covered).
+    pub fn with_covered(mut self, rows: u64) -> Self {
+        self.covered = rows;
+        self
     }
 
     /// Attach the dead letters of the records this batch's position covers.

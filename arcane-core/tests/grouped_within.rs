@@ -281,3 +281,67 @@ async fn a_position_only_batch_reaches_the_sink_within_the_interval_without_more
         Checkpoint::at(Position::encode(&GeneratorPosition { rows: 7 }).unwrap())
     );
 }
+
+/// After a resume inside a batch, checkpoints inside the rest of that batch count the rows the
+/// resumed checkpoint covered: a second crash inside the same batch must not resume earlier.
+#[tokio::test]
+async fn a_resume_inside_a_batch_keeps_counting_from_the_resumed_checkpoint() {
+    let start = Position(serde_json::json!({"file": "a", "records": 0}));
+    let end = Position(serde_json::json!({"file": "a", "records": 1000}));
+    let resumed = Checkpoint {
+        position: Some(start.clone()),
+        rows: 650,
+    };
+    // The source runtime's way: the resume point again (650 rows still covered), then the
+    // batch with its first 650 rows cut.
+    let empty = arrow_array::RecordBatch::new_empty(GeneratorSource::batch(0, 1).schema());
+    let input = futures::stream::iter(vec![
+        Ok(PositionedBatch::new(empty, start.clone()).with_covered(650)),
+        Ok(PositionedBatch::new(GeneratorSource::batch(650, 1000), end.clone()).with_covered(650)),
+    ]);
+    let groups: Vec<_> = arcane_core::GroupedWithin::new(input, limits(50, 60))
+        .resumed_from(Some(&resumed))
+        .collect()
+        .await;
+    let checkpoints: Vec<Checkpoint> = groups
+        .into_iter()
+        .map(|g| g.unwrap())
+        .filter(|g| g.batch.num_rows() > 0)
+        .map(|g| g.checkpoint)
+        .collect();
+    assert_eq!(
+        checkpoints[0],
+        Checkpoint {
+            position: Some(start.clone()),
+            rows: 700
+        }
+    );
+    assert_eq!(
+        checkpoints[5],
+        Checkpoint {
+            position: Some(start),
+            rows: 950
+        }
+    );
+    assert_eq!(checkpoints.last().unwrap(), &Checkpoint::at(end));
+
+    // A source that skips the covered rows itself (no position-only batch, nothing cut by the
+    // runtime): the first batch still continues the resumed checkpoint.
+    let at = Position::encode(&GeneratorPosition { rows: 100 }).unwrap();
+    let resumed = Checkpoint {
+        position: Some(at.clone()),
+        rows: 30,
+    };
+    let input = futures::stream::iter(vec![positioned(130, 200)]);
+    let groups: Vec<_> = arcane_core::GroupedWithin::new(input, limits(20, 60))
+        .resumed_from(Some(&resumed))
+        .collect()
+        .await;
+    assert_eq!(
+        groups[0].as_ref().unwrap().checkpoint,
+        Checkpoint {
+            position: Some(at),
+            rows: 50
+        }
+    );
+}

@@ -18,6 +18,19 @@
 //! - Container `arcane-stream`, `restartPolicy: Never`, `backoffLimit` (3) and a
 //!   `podFailurePolicy` that ignores exit code 2 and `DisruptionTarget`, as the platform's
 //!   charts do.
+//!
+//! # Sharded backfills
+//! A backfill Job of a stream whose spec sets `backfillShards` to `N > 1` ([`stream_job`]) is
+//! an **Indexed Job**: `completionMode: Indexed`, `completions: N`, `parallelism`
+//! ([`JobTemplateOptions::shard_parallelism`], default `N`); Kubernetes sets
+//! `JOB_COMPLETION_INDEX` ([`ENV_SHARD_INDEX`]) on each pod, the shard the runner reads.
+//! Retries count per index (`backoffLimitPerIndex` = `backoffLimit`, whose Job-wide form is
+//! then left unset), with the same `podFailurePolicy` rules applied to each index (exit code 2
+//! and disruptions ignored, exit code 1 counted against that index's limit), and
+//! `maxFailedIndexes: 0`: the backfill completes only when every shard does, so one index
+//! out of retries fails the Job at once. The operator's backfill template is shared by every
+//! stream of a kind and cannot know a stream's shard count; a sharded backfill under the
+//! operator needs a template of its own with these fields.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,7 +71,7 @@ pub const LABEL_BACKFILLING: &str = "arcane/backfilling";
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 pub use arcane_core::env::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, ENV_DRAIN_TIMEOUT, ENV_JOB_NAME, ENV_METRICS_ADDR,
-    ENV_POD_NAMESPACE,
+    ENV_POD_NAMESPACE, ENV_SHARD_INDEX,
 };
 /// Default time Kubernetes waits past the drain deadline before SIGKILL.
 pub const DEFAULT_GRACE_MARGIN: Duration = Duration::from_secs(15);
@@ -119,6 +132,9 @@ pub struct JobTemplateOptions {
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the pods.
     pub annotations: BTreeMap<String, String>,
+    /// Pods of a sharded backfill running at once (`parallelism` of its Indexed Job); `None`:
+    /// every shard at once.
+    pub shard_parallelism: Option<i32>,
 }
 
 impl Default for JobTemplateOptions {
@@ -142,6 +158,7 @@ impl Default for JobTemplateOptions {
             ttl_seconds_after_finished: None,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            shard_parallelism: None,
         }
     }
 }
@@ -564,6 +581,16 @@ pub fn stream_job(
     let id_labels = BTreeMap::from([(LABEL_STREAM_ID.to_string(), stream.stream_id.clone())]);
     let mut labels = pod_labels(kind, opts);
     labels.extend(id_labels.clone());
+    let mut spec = job_spec(kind, opts, id_labels, stream_env, env_from)?;
+    if opts.backfill {
+        let shards = arcane_core::shard::shard_count(&stream.spec).map_err(|e| Error::Options {
+            field: "spec",
+            message: e.to_string(),
+        })?;
+        if shards > 1 {
+            index_by_shard(&mut spec, shards, opts)?;
+        }
+    }
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(if opts.backfill {
@@ -575,9 +602,32 @@ pub fn stream_job(
             labels: Some(labels),
             ..Default::default()
         },
-        spec: Some(job_spec(kind, opts, id_labels, stream_env, env_from)?),
+        spec: Some(spec),
         status: None,
     })
+}
+
+/// Make `spec` the Indexed Job of a backfill of `shards` shards (see the module docs).
+fn index_by_shard(spec: &mut JobSpec, shards: u32, opts: &JobTemplateOptions) -> Result<()> {
+    let completions = i32::try_from(shards).map_err(|_| Error::Options {
+        field: "spec",
+        message: format!("backfillShards = {shards} is too large for a Job"),
+    })?;
+    let parallelism = opts.shard_parallelism.unwrap_or(completions);
+    if parallelism < 1 {
+        return Err(Error::Options {
+            field: "shard_parallelism",
+            message: format!("{parallelism} is not a positive number of pods"),
+        });
+    }
+    spec.completion_mode = Some("Indexed".into());
+    spec.completions = Some(completions);
+    spec.parallelism = Some(parallelism.min(completions));
+    spec.backoff_limit = None;
+    spec.backoff_limit_per_index = Some(opts.backoff_limit);
+    spec.max_failed_indexes = Some(0);
+    spec.pod_failure_policy = Some(pod_failure_policy());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -405,3 +405,62 @@ fn crd_yaml_parses_into_the_apiextensions_type() {
         assert_eq!(docs, vec![crd(&kind).unwrap()]);
     }
 }
+
+#[test]
+fn a_sharded_backfill_is_an_indexed_job_with_retries_per_index() {
+    let kind = &sample_kinds()[0];
+    let stream = StreamInstance {
+        stream_id: "orders".into(),
+        namespace: "streams".into(),
+        spec: json!({"sinkLocation": "s3://out/orders", "backfillShards": 8}),
+        backfill_id: Some("bf-1".into()),
+    };
+    let opts = JobTemplateOptions {
+        shard_parallelism: Some(3),
+        backoff_limit: 4,
+        ..JobTemplateOptions::default().backfill()
+    };
+    let job = serde_json::to_value(stream_job(kind, &stream, &opts).unwrap()).unwrap();
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], 8);
+    assert_eq!(spec["parallelism"], 3);
+    assert_eq!(spec["backoffLimitPerIndex"], 4);
+    assert_eq!(spec["maxFailedIndexes"], 0);
+    assert!(spec.get("backoffLimit").is_none(), "{spec}");
+    assert_eq!(
+        spec["podFailurePolicy"],
+        serde_json::to_value(pod_failure_policy()).unwrap()
+    );
+    // The pods get the index from Kubernetes, under the name the runner reads.
+    assert_eq!(arcane_deploy::job::ENV_SHARD_INDEX, "JOB_COMPLETION_INDEX");
+    // It round-trips through the Kubernetes types.
+    let _: Job = serde_json::from_value(job.clone()).unwrap();
+
+    // Parallelism defaults to every shard; the streaming Job and unsharded backfills are plain.
+    let all = serde_json::to_value(
+        stream_job(kind, &stream, &JobTemplateOptions::default().backfill()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(all["spec"]["parallelism"], 8);
+    let streaming =
+        serde_json::to_value(stream_job(kind, &stream, &JobTemplateOptions::default()).unwrap())
+            .unwrap();
+    assert!(streaming["spec"].get("completionMode").is_none());
+    assert_eq!(streaming["spec"]["backoffLimit"], 3);
+    let one = StreamInstance {
+        spec: json!({"sinkLocation": "s3://out/orders", "backfillShards": 1}),
+        ..stream.clone()
+    };
+    let plain = serde_json::to_value(
+        stream_job(kind, &one, &JobTemplateOptions::default().backfill()).unwrap(),
+    )
+    .unwrap();
+    assert!(plain["spec"].get("completionMode").is_none());
+    let bad = StreamInstance {
+        spec: json!({"backfillShards": 0}),
+        ..stream
+    };
+    let err = stream_job(kind, &bad, &JobTemplateOptions::default().backfill()).unwrap_err();
+    assert!(err.to_string().contains("spec.backfillShards"), "{err}");
+}

@@ -15,7 +15,7 @@ pub use arcane_core::env::{
     DEFAULT_METRICS_ADDR, DEFAULT_TERMINATION_LOG, ENV_DOGSTATSD_ADDR, ENV_DRAIN_TIMEOUT,
     ENV_JOB_ANNOTATION_KEY, ENV_JOB_NAME, ENV_KUBE_API_URL, ENV_KUBE_CA_FILE, ENV_KUBE_TOKEN_FILE,
     ENV_LOG_FILTER, ENV_LOG_FORMAT, ENV_METRICS_ADDR, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL,
-    ENV_TERMINATION_LOG, SCHEMA_MISMATCH_ANNOTATION_VALUE,
+    ENV_SHARD_INDEX, ENV_TERMINATION_LOG, SCHEMA_MISMATCH_ANNOTATION_VALUE,
 };
 
 /// The value of `--metrics-addr` / `--termination-log` that picks the default for where the
@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// The backfill's id; the same id resumes an interrupted backfill.
     #[arg(long, env = ENV_BACKFILL_ID, value_name = "ID")]
     pub backfill_id: Option<String>,
+
+    /// This pod's shard of a sharded backfill (`spec.backfillShards` > 1): its index in the
+    /// Kubernetes Indexed Job, which sets the variable on every pod.
+    #[arg(long, env = ENV_SHARD_INDEX, value_name = "INDEX")]
+    pub shard_index: Option<String>,
 
     /// JSON merged over the spec (RFC 7396 merge patch).
     #[arg(long = "override", env = ENV_OVERRIDE, value_name = "JSON")]
@@ -466,6 +471,7 @@ impl RunArgs {
                 ENV_BACKFILL => given(&self.backfill).map(str::to_string),
                 ENV_BACKFILL_ID => given(&self.backfill_id).map(str::to_string),
                 ENV_OVERRIDE => given(&self.override_spec).map(str::to_string),
+                ENV_SHARD_INDEX => given(&self.shard_index).map(str::to_string),
                 ENV_APPLICATION_VERSION => given(&self.application_version).map(str::to_string),
                 ENV_LOGGING_PROPERTIES => given(&self.logging_properties).map(str::to_string),
                 _ => None,

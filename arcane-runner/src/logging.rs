@@ -16,7 +16,7 @@ use crate::config::{ENV_LOG_FILTER, LogFormat};
 
 /// The fields added to every log line: `streamId`, `streamKind`, `ApplicationVersion`,
 /// `BackfillId` (the names the platform's log queries use) and the
-/// `ARCANE__LOGGING_PROPERTIES` fields.
+/// `ARCANE__LOGGING_PROPERTIES` fields; and `shard`/`shards` in a shard of a sharded backfill.
 pub fn context_fields(ctx: &StreamContext) -> Map<String, Value> {
     let mut fields = Map::new();
     for (k, v) in &ctx.logging_properties {
@@ -29,6 +29,10 @@ pub fn context_fields(ctx: &StreamContext) -> Map<String, Value> {
     }
     if let Some(id) = &ctx.backfill_id {
         fields.insert("BackfillId".into(), Value::String(id.clone()));
+    }
+    if let Ok(Some(shard)) = ctx.shard() {
+        fields.insert("shard".into(), Value::from(shard.index()));
+        fields.insert("shards".into(), Value::from(shard.count()));
     }
     fields
 }

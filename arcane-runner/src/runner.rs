@@ -212,6 +212,14 @@ impl Runner {
             }
         };
 
+        // A pod of an Indexed Job whose index the spec's backfillShards does not cover (or a
+        // sharded backfill without an index) would read what another pod reads: refused for
+        // every kind, before anything is built.
+        if let Err(e) = ctx.shard() {
+            tracing::error!(error = %e.report(), "cannot tell which shard of the backfill this pod is");
+            return setup_error(e);
+        }
+
         // Build, unless a signal arrives first.
         let builder = match self.registry.resolve(&ctx.stream_kind) {
             Ok(b) => b,

@@ -156,6 +156,7 @@ pub use crate::parquet::config::{
     StatisticsLevel, WriterConfig,
 };
 pub use crate::parquet::{
-    ParquetDeadLetterSink, ParquetSink, committed_files, dead_letter_schema, latest_manifest,
-    live_files, read_committed, read_committed_head,
+    ParquetDeadLetterSink, ParquetSink, ShardProgress, ShardResume, ShardedBackfillProgress,
+    committed_files, dead_letter_schema, latest_manifest, live_files, read_committed,
+    read_committed_head, sharded_backfills,
 };

@@ -164,6 +164,14 @@ impl Arcane {
         }
     }
 
+    /// How the process ended if it has, else the process back.
+    pub fn try_exit(mut self) -> Result<Exit, Self> {
+        match self.child.try_wait().expect("try_wait") {
+            Some(_) => Ok(self.wait()),
+            None => Err(self),
+        }
+    }
+
     /// Wait for the process to exit (killing it after [`WAIT`]).
     pub fn wait(mut self) -> Exit {
         let start = Instant::now();

@@ -295,6 +295,38 @@ pub(crate) async fn write(loc: &Location, sink: &str, manifest: &Manifest) -> Re
     Ok(())
 }
 
+/// Write a manifest only if no manifest of its sequence exists (put-if-absent): the commit
+/// point of a writer that may race another one (two pods of the same shard, two shards
+/// completing a backfill). `Ok(false)` when another writer already wrote this sequence.
+pub(crate) async fn write_if_absent(
+    loc: &Location,
+    sink: &str,
+    manifest: &Manifest,
+) -> Result<bool> {
+    let path = manifest_path(loc, manifest.sequence);
+    let json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| arcane_core::Error::fatal(format!("cannot encode manifest {path}: {e}")))?;
+    match loc
+        .store
+        .put_opts(
+            &path,
+            PutPayload::from(Bytes::from(json)),
+            object_store::PutOptions::from(object_store::PutMode::Create),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
+        Err(e) => Err(store_error(
+            sink,
+            format!("cannot write manifest {path}"),
+            e,
+        )),
+    }
+}
+
 /// Relative paths of the committed files of `generation`.
 pub(crate) fn files_of<'a>(
     manifests: &'a [Manifest],

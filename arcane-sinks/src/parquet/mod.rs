@@ -15,4 +15,6 @@ mod upload;
 
 pub use dead_letter::{ParquetDeadLetterSink, dead_letter_schema};
 pub use read::{committed_files, latest_manifest, live_files, read_committed, read_committed_head};
-pub use sink::ParquetSink;
+pub use sink::{
+    ParquetSink, ShardProgress, ShardResume, ShardedBackfillProgress, sharded_backfills,
+};

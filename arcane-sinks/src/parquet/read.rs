@@ -14,7 +14,7 @@ use super::upload;
 
 /// Open `url` for reading: a local directory must exist (it is never created); `None` when it
 /// does not.
-fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
+pub(crate) fn open_read(url: &str, options: &BTreeMap<String, String>) -> Result<Option<Location>> {
     let resolved = arcane_core::location::location_url(url, "url")?;
     if let Ok(parsed) = url::Url::parse(&resolved)
         && parsed.scheme() == "file"

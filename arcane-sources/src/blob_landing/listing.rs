@@ -12,6 +12,8 @@ pub(crate) struct FileFilter {
     pub(crate) prefix: Path,
     pub(crate) glob: Option<String>,
     pub(crate) suffix: Option<String>,
+    /// The shard of a sharded backfill: only the files it owns are read.
+    pub(crate) shard: Option<arcane_core::Shard>,
 }
 
 impl FileFilter {
@@ -34,9 +36,14 @@ impl FileFilter {
             return false;
         }
         if let Some(glob) = &self.glob {
-            return glob_matches(glob.as_bytes(), relative.as_bytes());
+            if !glob_matches(glob.as_bytes(), relative.as_bytes()) {
+                return false;
+            }
         }
-        true
+        // A file belongs to the shard that the FNV-1a hash of its path under the prefix
+        // names: stable across versions and restarts.
+        self.shard
+            .is_none_or(|shard| shard.owns_key(relative.as_bytes()))
     }
 }
 
@@ -131,6 +138,7 @@ mod tests {
             prefix: Path::from("landing/orders"),
             glob: Some("*.ndjson".into()),
             suffix: None,
+            shard: None,
         };
         assert!(f.accepts(&Path::from("landing/orders/a.ndjson")));
         assert!(!f.accepts(&Path::from("landing/orders/sub/a.ndjson")));
@@ -138,8 +146,39 @@ mod tests {
             prefix: Path::from("landing"),
             glob: None,
             suffix: Some(".csv.gz".into()),
+            shard: None,
         };
         assert!(f.accepts(&Path::from("landing/x/a.csv.gz")));
         assert!(!f.accepts(&Path::from("landing/x/a.csv")));
+    }
+
+    #[test]
+    fn shards_split_the_files_by_the_hash_of_their_relative_path() {
+        let filter = |prefix: &str, index| FileFilter {
+            prefix: Path::from(prefix),
+            glob: Some("*.ndjson".into()),
+            suffix: None,
+            shard: Some(arcane_core::Shard::new(index, 3).unwrap()),
+        };
+        let mut per_shard = [0; 3];
+        for n in 0..300 {
+            let rel = format!("2026-{n:03}.ndjson");
+            let owners: Vec<u32> = (0..3)
+                .filter(|&i| filter("landing", i).accepts(&Path::from(format!("landing/{rel}"))))
+                .collect();
+            assert_eq!(owners.len(), 1, "{rel}: {owners:?}");
+            // The owner depends on the path under the prefix only, by FNV-1a.
+            assert_eq!(
+                u64::from(owners[0]),
+                arcane_core::shard::fnv1a_64(rel.as_bytes()) % 3
+            );
+            assert!(
+                filter("elsewhere/x", owners[0]).accepts(&Path::from(format!("elsewhere/x/{rel}")))
+            );
+            per_shard[owners[0] as usize] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 50), "{per_shard:?}");
+        // Files the glob rejects belong to no shard.
+        assert!((0..3).all(|i| !filter("landing", i).accepts(&Path::from("landing/a.csv"))));
     }
 }

@@ -161,6 +161,13 @@ impl BlobLandingSource {
         Ok(source)
     }
 
+    /// Read only the files of `shard` of a sharded backfill: those whose path relative to the
+    /// prefix hashes to it ([`Shard::owns_key`](arcane_core::Shard::owns_key), FNV-1a).
+    pub fn with_shard(mut self, shard: arcane_core::Shard) -> Self {
+        self.filter.shard = Some(shard);
+        self
+    }
+
     fn build(
         name: String,
         store: Arc<dyn ObjectStore>,
@@ -177,6 +184,7 @@ impl BlobLandingSource {
                 prefix,
                 glob: config.glob.clone(),
                 suffix: config.suffix.clone(),
+                shard: None,
             },
             config,
             schema,

@@ -96,15 +96,23 @@ impl Output {
         position: Position,
         dead_letters: Vec<DeadLetter>,
     ) -> std::result::Result<(), Closed> {
+        let mut covered = 0;
         if self.skip_rows > 0 {
             let skip = (self.skip_rows as usize).min(batch.num_rows());
             batch = batch.slice(skip, batch.num_rows() - skip);
             self.skip_rows -= skip as u64;
+            // A checkpoint inside this batch counts the rows cut from its front; a batch left
+            // without rows says how many rows after its position are still covered.
+            covered = if batch.num_rows() > 0 {
+                skip as u64
+            } else {
+                self.skip_rows
+            };
         }
         self.tx
-            .send(Ok(
-                PositionedBatch::new(batch, position).with_dead_letters(dead_letters)
-            ))
+            .send(Ok(PositionedBatch::new(batch, position)
+                .with_dead_letters(dead_letters)
+                .with_covered(covered)))
             .await
             .map_err(|_| Closed)
     }
@@ -211,6 +219,10 @@ mod tests {
         let items: Vec<PositionedBatch> = stream.map(|i| i.unwrap()).collect().await;
         let rows: Vec<usize> = items.iter().map(|b| b.batch.num_rows()).collect();
         assert_eq!(rows, vec![0, 5, 10]);
+        // What was cut is said: the first batch left 5 covered rows after its position, the
+        // second lost 5 rows from its front.
+        let covered: Vec<u64> = items.iter().map(|b| b.covered).collect();
+        assert_eq!(covered, vec![5, 5, 0]);
         assert_eq!(
             items.iter().map(|b| b.dead_letters.len()).sum::<usize>(),
             3,

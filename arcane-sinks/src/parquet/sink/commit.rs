@@ -57,7 +57,7 @@ impl ParquetSink {
             dead_letter_completions: dead_letter_completion.into_iter().collect(),
             state,
         };
-        manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        self.write_manifest(&entry).await?;
         // Committed: whatever happens next, the state moves on; the files of this entry are
         // made visible now or, if that fails, before any later manifest (or by recovery).
         self.pending_letters.clear();
@@ -121,7 +121,11 @@ impl ParquetSink {
             .try_collect::<Vec<()>>()
             .await?;
         self.failpoints.reach("after-completion").await;
-        upload::delete_all(&self.loc, markers, &name).await?;
+        upload::delete_all(&self.meta, markers, &name).await?;
+        if self.sharded {
+            // The staging directory of a sequence is shared by the shards: leave it.
+            return Ok(());
+        }
         upload::remove_local_staging_dir(&self.loc, entry.sequence);
         if !entry.dead_letter_completions.is_empty() {
             upload::remove_local_staging_dir(&self.dl_loc, entry.sequence);
@@ -185,7 +189,7 @@ impl ParquetSink {
                 loc: &self.dl_loc,
                 rel: &file,
                 sequence: self.next_seq,
-                meta: &self.loc,
+                meta: &self.meta,
                 marker_name: &marker_name,
                 marker_file: MarkerFile::DeadLetter(url.clone()),
                 part_size: self.config.writer.upload_part_size,
@@ -227,7 +231,7 @@ impl ParquetSink {
             dead_letter_completions: Vec::new(),
             state,
         };
-        manifest::write(&self.loc, &self.sink_name(), &entry).await?;
+        self.write_manifest(&entry).await?;
         self.state = entry.state;
         self.next_seq += 1;
         self.files_in_seq = 0;

@@ -35,7 +35,10 @@ use crate::parquet::upload::{self, FileUpload, MarkerFile, NewUpload, REQUEST_CO
 mod commit;
 mod generations;
 mod recovery;
+mod shards;
 mod writer;
+
+pub use shards::{ShardProgress, ShardResume, ShardedBackfillProgress, sharded_backfills};
 
 use commit::merge;
 
@@ -45,6 +48,13 @@ use commit::merge;
 pub struct ParquetSink {
     config: ParquetSinkConfig,
     loc: Location,
+    /// Where manifests and upload markers go: `loc`, or for a shard of a sharded backfill its
+    /// own directory under `_arcane/shards/`.
+    meta: Location,
+    /// Set by [`ParquetSink::with_shard`]: the shard this sink writes when backfilling.
+    shard: Option<(arcane_core::Shard, ShardResume)>,
+    /// True when this run writes a shard of a sharded backfill.
+    sharded: bool,
     /// Where dead letters are written (by default `{url}/_dead_letters`).
     dl_loc: Location,
     failpoints: Failpoints,
@@ -148,6 +158,9 @@ impl ParquetSink {
         let target = config.target_schema()?;
         Ok(Self {
             config,
+            meta: loc.clone(),
+            shard: None,
+            sharded: false,
             loc,
             dl_loc,
             failpoints: Failpoints::from_env(),
@@ -189,6 +202,17 @@ impl ParquetSink {
         self
     }
 
+    /// Write shard `shard` of a sharded backfill when the stream runs in backfill mode (a
+    /// streaming run ignores it): this shard's files and positions are committed in its own
+    /// manifest lineage, and the backfill completes (for `overwrite`, its generation becomes
+    /// current) when every shard is done, by the shard that finds the others done. `resume`
+    /// gives the checkpoint the stream resumes from after the backfill, from the final
+    /// checkpoints of the shards. See `MANIFEST.md`.
+    pub fn with_shard(mut self, shard: arcane_core::Shard, resume: ShardResume) -> Self {
+        self.shard = Some((shard, resume));
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ParquetSinkConfig {
         &self.config
@@ -200,6 +224,18 @@ impl ParquetSink {
 
     fn err(&self, message: impl Into<String>, retry: Retry) -> Error {
         Error::sink(self.sink_name(), message, retry, None)
+    }
+
+    /// Write `entry`: put-if-absent for a shard (whose lineage two pods of the same index
+    /// could write at once), a plain put otherwise.
+    async fn write_manifest(&self, entry: &Manifest) -> Result<()> {
+        if !self.sharded {
+            return manifest::write(&self.meta, &self.sink_name(), entry).await;
+        }
+        if manifest::write_if_absent(&self.meta, &self.sink_name(), entry).await? {
+            return Ok(());
+        }
+        Err(self.concurrent_writer(entry.sequence))
     }
 
     fn ensure_open(&self) -> Result<()> {
@@ -236,6 +272,13 @@ impl Sink for ParquetSink {
         self.unfinished = None;
         self.files_in_seq = 0;
         self.dirty = false;
+        self.sharded = false;
+        self.meta = self.loc.clone();
+        if ctx.mode == Mode::Backfill {
+            if let Some((shard, _)) = self.shard {
+                return self.open_shard(ctx, shard).await;
+            }
+        }
         let latest = manifest::latest(&self.loc, &name).await?;
         let (state, next_seq) = match &latest {
             Some(m) => (m.state.clone(), m.sequence + 1),
@@ -378,6 +421,9 @@ impl Sink for ParquetSink {
     async fn finish(&mut self) -> Result<()> {
         self.ensure_open()?;
         self.commit_all().await?;
+        if self.sharded {
+            return self.finish_shard().await;
+        }
         if self.backfilling {
             self.refuse_empty_overwrite().await?;
             self.complete_backfill().await?;

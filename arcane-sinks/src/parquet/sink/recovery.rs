@@ -10,14 +10,14 @@ impl ParquetSink {
     pub(super) async fn recover(&self, latest: Option<&Manifest>) -> Result<usize> {
         let name = self.sink_name();
         // Multipart uploads, by their markers.
-        let markers = upload::list_markers(&self.loc, &name).await?;
+        let markers = upload::list_markers(&self.meta, &name).await?;
         let (mut completed, mut aborted) = (0usize, 0usize);
         let mut done = Vec::with_capacity(markers.len());
         for (marker_path, marker) in markers {
             let covering = match latest {
                 Some(m) if m.sequence == marker.sequence => Some(m.clone()),
                 Some(m) if marker.sequence < m.sequence => {
-                    manifest::read_if_exists(&self.loc, &name, marker.sequence).await?
+                    manifest::read_if_exists(&self.meta, &name, marker.sequence).await?
                 }
                 _ => None,
             };
@@ -43,7 +43,7 @@ impl ParquetSink {
             }
             done.push(marker_path);
         }
-        upload::delete_all(&self.loc, done, &name).await?;
+        upload::delete_all(&self.meta, done, &name).await?;
         if completed > 0 {
             tracing::info!(
                 files = completed,
@@ -54,10 +54,10 @@ impl ParquetSink {
             tracing::info!("aborted {aborted} incomplete uploads left by an interrupted run");
         }
         // Local staging files: rename those the newest manifest commits, delete the rest.
-        let mut staged = upload::list_staging(&self.loc, &name).await?;
+        let mut staged = self.own_staging(upload::list_staging(&self.loc, &name).await?);
         let dl_separate = self.dl_loc.display != self.loc.display;
         let mut dl_staged = if dl_separate {
-            upload::list_staging(&self.dl_loc, &name).await?
+            self.own_staging(upload::list_staging(&self.dl_loc, &name).await?)
         } else {
             Vec::new()
         };
@@ -104,9 +104,15 @@ impl ParquetSink {
             );
         }
         let discarded = staged.len() + dl_staged.len();
-        upload::remove_staging(&self.loc, staged, &name).await?;
-        if dl_separate {
-            upload::remove_staging(&self.dl_loc, dl_staged, &name).await?;
+        if self.sharded {
+            // Other shards stage files in the same directories: delete only this shard's.
+            upload::delete_all(&self.loc, staged, &name).await?;
+            upload::delete_all(&self.dl_loc, dl_staged, &name).await?;
+        } else {
+            upload::remove_staging(&self.loc, staged, &name).await?;
+            if dl_separate {
+                upload::remove_staging(&self.dl_loc, dl_staged, &name).await?;
+            }
         }
         if discarded > 0 {
             tracing::info!(
@@ -114,6 +120,19 @@ impl ParquetSink {
             );
         }
         Ok(aborted + discarded)
+    }
+
+    /// The staging files of this writer among `listed`: all of them, or for a shard of a
+    /// sharded backfill only its own (named `part-{stem}-…`, the stem carrying the shard).
+    pub(super) fn own_staging(&self, listed: Vec<Path>) -> Vec<Path> {
+        if !self.sharded {
+            return listed;
+        }
+        let stem = format!("part-{}-", self.file_stem);
+        listed
+            .into_iter()
+            .filter(|p| p.filename().is_some_and(|f| f.starts_with(&stem)))
+            .collect()
     }
 
     /// Whether the staging file `from` of `loc` exists.

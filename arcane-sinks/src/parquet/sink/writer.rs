@@ -42,7 +42,7 @@ impl ParquetSink {
                 loc: &self.loc,
                 rel: &rel,
                 sequence: self.next_seq,
-                meta: &self.loc,
+                meta: &self.meta,
                 marker_name: &marker_name,
                 marker_file: MarkerFile::Data(rel.clone()),
                 part_size: self.config.writer.upload_part_size,
