@@ -328,7 +328,13 @@ fn bad_requests_get_the_documented_status_and_message() {
         json!({}),
     );
     let secret = "not-so-secret-value";
-    let process = Arcane::run_with_env(dir.path(), &spec, &[], &[("INGEST_HMAC_SECRET", secret)]);
+    let process = Arcane::run_with_env(
+        dir.path(),
+        &spec,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("INGEST_HMAC_SECRET", secret)],
+    );
+    let metrics = process.metrics_addr();
     wait_ready(&addr);
     let sign = |body: &str| {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
@@ -393,6 +399,41 @@ fn bad_requests_get_the_documented_status_and_message() {
         "the body is larger than 4096 bytes (maxBodyBytes)"
     );
 
+    let text = http_get(&metrics, "/metrics");
+    let metric = |name: &str, filter: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        metric("arcane_source_http_ingest_events{", "stream_id=\"pushed\""),
+        1.0,
+        "{text}"
+    );
+    for (reason, count) in [
+        ("unauthorized", 1.0),
+        ("invalid", 2.0),
+        ("forbidden", 1.0),
+        ("too_large", 1.0),
+    ] {
+        let filter = format!("reason=\"{reason}\"");
+        assert_eq!(
+            metric("arcane_source_http_ingest_rejects{", &filter),
+            count,
+            "{reason}: {text}"
+        );
+    }
+    assert!(
+        metric("arcane_source_http_ingest_bytes{", "") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric("arcane_source_http_ingest_commit_latency_count{", ""),
+        1.0,
+        "{text}"
+    );
+
     process.signal(Signal::SIGTERM);
     let exit = process.wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
@@ -455,4 +496,130 @@ fn sigterm_answers_the_requests_in_flight_after_their_commit_and_exits_0() {
         .collect();
     ns.sort();
     assert_eq!(ns, (0..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn invalid_events_are_dead_lettered_and_listed_when_the_spec_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("out");
+    let addr = free_addr();
+    let spec = spec(&addr, &sink, json!({"deadLetterInvalid": true}), json!({}));
+    let process = Arcane::run(dir.path(), &spec, &[]);
+    wait_ready(&addr);
+    let batch = json!([
+        ce(1, "batch"),
+        {"specversion": "1.0", "source": "/client", "type": "t", "data": {"n": 2}},
+        ce(3, "batch")
+    ])
+    .to_string();
+    let (status, answer) = post(
+        &addr,
+        &[h("Content-Type", "application/cloudevents-batch+json")],
+        &batch,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(answer["deadLettered"], 1);
+    assert_eq!(
+        answer["rejected"],
+        json!([{"index": 1, "reason": "[1].id: required attribute is missing"}])
+    );
+    // A request of nothing but a bad event is answered once its dead letter is committed.
+    let (status, answer) = post(
+        &addr,
+        &[h("Content-Type", "application/x-ndjson")],
+        "{\"n\": oops}\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["deadLettered"].clone()),
+        (json!(0), json!(1))
+    );
+    assert!(
+        answer["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 1: malformed JSON"),
+        "{answer}"
+    );
+
+    process.signal(Signal::SIGTERM);
+    let exit = process.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(exit.summary("rowsDeadLettered"), 2, "{}", exit.termination);
+    let mut ns: Vec<_> = committed(&sink)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, vec![1, 3]);
+    let letters = read_parquet_dir(&sink.join("_dead_letters"));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+}
+
+#[test]
+fn a_flood_of_senders_is_held_back_with_429_and_everything_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("out");
+    let addr = free_addr();
+    // Room for about three requests waiting for their commit at a time.
+    let spec = spec(
+        &addr,
+        &sink,
+        json!({"maxBodyBytes": 4096, "maxInFlightBytes": 4096}),
+        json!({}),
+    );
+    let process = Arcane::run(dir.path(), &spec, &[]);
+    wait_ready(&addr);
+    let too_many = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..10u64)
+        .map(|s| {
+            let (addr, too_many) = (addr.clone(), too_many.clone());
+            std::thread::spawn(move || {
+                for r in 0..6u64 {
+                    let first = (s * 6 + r) * 10;
+                    let body = Value::Array((first..first + 10).map(|n| ce(n, "batch")).collect())
+                        .to_string();
+                    let headers = [h("Content-Type", "application/cloudevents-batch+json")];
+                    let start = Instant::now();
+                    loop {
+                        assert!(start.elapsed() < WAIT, "never accepted");
+                        match post(&addr, &headers, &body) {
+                            Ok((200, _)) => break,
+                            Ok((429, answer)) => {
+                                assert!(
+                                    answer["error"]
+                                        .as_str()
+                                        .unwrap()
+                                        .contains("maxInFlightBytes"),
+                                    "{answer}"
+                                );
+                                too_many.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => panic!("unexpected answer {other:?}"),
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    process.signal(Signal::SIGTERM);
+    let exit = process.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert!(
+        too_many.load(Ordering::SeqCst) > 0,
+        "the senders were held back with 429"
+    );
+    let mut ns: Vec<_> = committed(&sink)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, (0..600).collect::<Vec<_>>());
 }
