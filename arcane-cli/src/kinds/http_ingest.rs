@@ -55,3 +55,50 @@ impl SourceKind for HttpIngest {
         Some(HTTP_INGEST_MAX_FILE_AGE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use arcane_core::StreamGraphBuilder;
+
+    use super::*;
+    use crate::kind::BuiltinKind;
+
+    fn spec(extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "source": {"address": "127.0.0.1:0", "dataFormat": "json"},
+            "sink": {"url": "memory:///pushed"}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    }
+
+    async fn graph(spec: serde_json::Value) -> String {
+        let ctx = StreamContext::new("pushed", "http-ingest", spec.clone());
+        let typed = serde_json::from_value(spec).unwrap();
+        format!(
+            "{:?}",
+            BuiltinKind(HttpIngest).build(&ctx, typed).await.unwrap()
+        )
+    }
+
+    #[tokio::test]
+    async fn groups_close_after_a_second_unless_the_spec_says_otherwise() {
+        let g = graph(spec(serde_json::json!({}))).await;
+        assert!(g.contains("max_interval: 1s"), "{g}");
+        let g = graph(spec(serde_json::json!({"groupingIntervalSeconds": 7}))).await;
+        assert!(g.contains("max_interval: 7s"), "{g}");
+    }
+
+    #[test]
+    fn files_commit_right_after_each_group() {
+        let mut spec: KindSpec<HttpIngestSourceConfig> =
+            serde_json::from_value(spec(serde_json::json!({}))).unwrap();
+        HttpIngest.adjust_spec(&mut spec);
+        assert_eq!(spec.sink.rolling.max_file_age, HTTP_INGEST_MAX_FILE_AGE);
+        spec.sink.rolling.max_file_age = Duration::from_millis(10);
+        HttpIngest.adjust_spec(&mut spec);
+        assert_eq!(spec.sink.rolling.max_file_age, Duration::from_millis(10));
+    }
+}
