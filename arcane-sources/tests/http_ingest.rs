@@ -345,3 +345,51 @@ async fn a_failed_commit_is_answered_503_and_a_restart_dedupes_a_split_request()
     running.kill_switch.shutdown();
     assert!(running.join().await.outcome.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_committed_in_time_is_answered_503_and_its_retry_is_deduplicated() {
+    let addr = free_addr();
+    let mut slow = config(&addr);
+    slow.request_timeout = Duration::from_millis(500);
+    slow.retry_after_seconds = 7;
+    let sink = MemorySink::new();
+    let store = sink.store();
+    // Groups wait 30 s for rows: nothing commits before the timeout.
+    let limits = GroupLimits::new(NonZeroUsize::new(1000).unwrap(), Duration::from_secs(30));
+    let ctx = StreamContext::new("ingest", "http-ingest", json!({}));
+    let running = StreamGraph::from_source(HttpIngestSource::new(slow).unwrap())
+        .grouped_within(limits)
+        .to_sink(sink)
+        .run(&ctx);
+    let body = event("slow", 7).to_string();
+    // Wait until it listens (this webhook too times out; it is committed at the stop).
+    let (status, _) = post(&addr, "application/json", &[], "{\"n\": 0}".into()).await;
+    assert_eq!(status, 503);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/"))
+        .header("content-type", "application/cloudevents+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("requestTimeout"), "{text}");
+
+    // A stop commits what was accepted; the retry after a restart is a duplicate.
+    running.kill_switch.shutdown();
+    assert!(running.join().await.outcome.is_ok());
+    assert_eq!(committed_ns(&store), vec![0, 7]);
+    let addr = free_addr();
+    let running = start(config(&addr), MemorySink::with_store(store.clone()), 1000);
+    let (status, answer) = post(&addr, "application/cloudevents+json", &[], body).await;
+    assert_eq!(
+        (status, answer["duplicates"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+    assert_eq!(committed_ns(&store), vec![0, 7]);
+    running.kill_switch.shutdown();
+    assert!(running.join().await.outcome.is_ok());
+}
