@@ -68,7 +68,9 @@ pub struct AuthConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DedupConfig {
     /// Most ids remembered (the oldest are forgotten first). Default 10000; 0 turns
-    /// deduplication off. Each id costs 12 bytes in every commit's manifest.
+    /// deduplication off. Size it to the events that arrive between a send and its retry
+    /// (events per second × the longest restart plus retry delay): each id adds 16 bytes to the
+    /// checkpoint, which every commit's manifest stores twice (about 320 KB per commit at 10000).
     #[serde(default = "default_dedup_max_ids")]
     pub max_ids: usize,
     /// Ids older than this are forgotten (humantime, e.g. `"1h"`). Default 1h.

@@ -32,8 +32,8 @@
 //! **Idempotency window.** Events are deduplicated by `(source, id)` (webhooks: the idempotency
 //! header) within `dedup.maxIds` ids and `dedup.maxAge`; a duplicate is not written again and is
 //! answered 2xx once the original is committed. The window is stored in the position of every
-//! commit (12 bytes per id), so a sender retrying after a crash, whose answer was lost, gets no
-//! duplicate rows — including for a request that a commit split in two (the keys of a request
+//! commit (16 bytes of base64 per id), so a sender retrying after a crash, whose answer was
+//! lost, gets no duplicate rows — including for a request that a commit split in two (the keys of a request
 //! are stored with the position before it, and the checkpoint's row count says which are in).
 //! Webhooks without the idempotency header cannot be deduplicated: a retry after a lost answer
 //! writes them again (at least once).
