@@ -393,3 +393,34 @@ async fn a_request_not_committed_in_time_is_answered_503_and_its_retry_is_dedupl
     running.kill_switch.shutdown();
     assert!(running.join().await.outcome.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = free_addr();
+    let mut slow = config(&addr);
+    slow.request_timeout = Duration::from_millis(300);
+    let running = start(slow, MemorySink::new(), 1000);
+    // Wait until it listens (the commit takes longer than the timeout: 503).
+    let (status, _) = post(
+        &addr,
+        "application/cloudevents+json",
+        &[],
+        event("a", 1).to_string(),
+    )
+    .await;
+    assert_eq!(status, 503);
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100\r\n\r\n{\"n\":")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("requestTimeout"), "{response}");
+    running.kill_switch.shutdown();
+    assert!(running.join().await.outcome.is_ok());
+}

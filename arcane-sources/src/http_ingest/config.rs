@@ -138,8 +138,8 @@ pub struct HttpIngestSourceConfig {
     #[serde(default = "default_max_in_flight_bytes")]
     #[schemars(range(min = 1))]
     pub max_in_flight_bytes: usize,
-    /// How long a request waits for its commit before it is answered 503 (humantime). Default
-    /// 30s.
+    /// How long a request's body may take to arrive (408 after) and how long the request then
+    /// waits for its commit (503 after) (humantime). Default 30s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub request_timeout: Duration,

@@ -236,7 +236,11 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Server> {
                     async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                // With a timer, headers must arrive within hyper's header read timeout (30 s):
+                // idle half-open connections do not pile up.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(io, service);
                 let mut conn = std::pin::pin!(conn);
                 let mut closing = false;
                 loop {
@@ -450,7 +454,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
         );
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
+    let read = Limited::new(body, max_body).collect();
+    let Ok(read) = tokio::time::timeout(shared.config.request_timeout, read).await else {
+        return refuse(
+            shared,
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the body did not arrive within {:?} (requestTimeout)",
+                shared.config.request_timeout
+            ),
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
