@@ -538,15 +538,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
             format!("{} invalid events, the first: {first}", rows.invalid.len())
         };
         metrics::counter!(REJECTS, with_reason(shared, "invalid")).increment(1);
-        let mut r = answer(
+        return answer(
             StatusCode::BAD_REQUEST,
             json!({"error": message, "rejected": rejected}),
         );
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return r;
     }
     let origin = format!("http-ingest {}", parts.uri.path());
     let letters: Vec<DeadLetter> = rows
