@@ -623,3 +623,52 @@ fn a_flood_of_senders_is_held_back_with_429_and_everything_lands() {
     ns.sort();
     assert_eq!(ns, (0..600).collect::<Vec<_>>());
 }
+
+#[test]
+fn extensions_land_as_a_map_column_when_the_spec_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("out");
+    let addr = free_addr();
+    let spec = spec(&addr, &sink, json!({"extensionsFormat": "map"}), json!({}));
+    let process = Arcane::run(dir.path(), &spec, &[]);
+    wait_ready(&addr);
+    let headers = [
+        h("Content-Type", "application/json"),
+        h("ce-specversion", "1.0"),
+        h("ce-id", "ev-1"),
+        h("ce-source", "/client"),
+        h("ce-type", "test.event"),
+        h("ce-traceparent", "00-abc-01"),
+    ];
+    let (status, answer) = post(
+        &addr,
+        &headers,
+        &json!({"n": 1, "via": "binary"}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    process.signal(Signal::SIGTERM);
+    let exit = process.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let batches = read_committed(sink.to_str().unwrap(), &BTreeMap::new());
+    let column = batches[0].column_by_name("ce_extensions").unwrap();
+    let map = column
+        .as_any()
+        .downcast_ref::<arrow_array::MapArray>()
+        .unwrap();
+    let entries = map.value(0);
+    let keys = entries
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
+    let values = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
+    assert_eq!(
+        (keys.value(0), values.value(0)),
+        ("traceparent", "00-abc-01")
+    );
+}

@@ -43,6 +43,17 @@ pub enum DataFormat {
     Json,
 }
 
+/// How the CloudEvents extension attributes become the `ce_extensions` column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ExtensionsFormat {
+    /// A JSON object string (`{"traceparent": "00-…"}`).
+    #[default]
+    Json,
+    /// A `map<utf8, utf8>` column; values that are not strings are their JSON text.
+    Map,
+}
+
 /// Who may write: bearer tokens and/or an HMAC-SHA256 body signature. When both are set a
 /// request must pass both. Secrets are read from environment variables (e.g. filled from the
 /// stream's `sourceSecretRef`), never from the spec, and never echoed.
@@ -105,6 +116,10 @@ pub struct HttpIngestSourceConfig {
     /// Default `columns`.
     #[serde(default)]
     pub data_format: DataFormat,
+    /// `json` (the extension attributes as a JSON object string) or `map` (a `map<utf8, utf8>`
+    /// column). Default `json`.
+    #[serde(default)]
+    pub extensions_format: ExtensionsFormat,
     /// CloudEvents `source` values allowed to write: exact values, or prefixes ending in `*`
     /// (`"https://github.com/acme/*"`). Empty: any source. Others are refused with 403.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -186,6 +201,7 @@ impl HttpIngestSourceConfig {
             address: address.into(),
             schema: None,
             data_format: DataFormat::Json,
+            extensions_format: ExtensionsFormat::Json,
             allowed_sources: Vec::new(),
             auth: None,
             dead_letter_invalid: false,

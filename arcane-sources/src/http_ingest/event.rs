@@ -91,8 +91,8 @@ pub(crate) struct Event {
     pub(crate) time: Option<i64>,
     pub(crate) datacontenttype: Option<String>,
     pub(crate) dataschema: Option<String>,
-    /// The extension attributes as a JSON object text.
-    pub(crate) extensions: Option<String>,
+    /// The extension attributes.
+    pub(crate) extensions: Option<Map<String, Value>>,
     pub(crate) data: Data,
 }
 
@@ -309,7 +309,7 @@ fn structured(mut obj: Map<String, Value>, index: usize) -> Result<Event, Invali
     for name in KNOWN_ATTRIBUTES {
         obj.remove(name);
     }
-    let extensions = (!obj.is_empty()).then(|| Value::Object(obj).to_string());
+    let extensions = (!obj.is_empty()).then_some(obj);
     Ok(Event {
         id,
         source,
@@ -392,7 +392,7 @@ fn binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, Invalid> {
         time,
         datacontenttype,
         dataschema,
-        extensions: (!extensions.is_empty()).then(|| Value::Object(extensions).to_string()),
+        extensions: (!extensions.is_empty()).then_some(extensions),
         data,
     })
 }
@@ -494,8 +494,8 @@ mod tests {
         assert_eq!(e.time, Some(1_522_900_584_000));
         assert_eq!(e.datacontenttype.as_deref(), Some("application/xml"));
         assert_eq!(
-            e.extensions.as_deref(),
-            Some(r#"{"comexampleextension1":"value"}"#)
+            e.extensions.map(Value::Object),
+            Some(serde_json::json!({"comexampleextension1": "value"}))
         );
         assert_eq!(
             e.data,
@@ -525,8 +525,8 @@ mod tests {
             Some("application/json; charset=utf-8")
         );
         assert_eq!(
-            e.extensions.as_deref(),
-            Some(r#"{"comexampleextension1":"value"}"#)
+            e.extensions.map(Value::Object),
+            Some(serde_json::json!({"comexampleextension1": "value"}))
         );
         assert_eq!(e.data, Data::Json(serde_json::json!({"much": "wow"})));
 

@@ -14,7 +14,8 @@
 //!
 //! **Rows.** The attributes become the columns `ce_id`, `ce_source`, `ce_type`, `ce_subject`,
 //! `ce_time` (`timestamp[ms, UTC]`), `ce_datacontenttype`, `ce_dataschema` and `ce_extensions`
-//! (the extension attributes as a JSON object string); `data` (a webhook's object) is decoded
+//! (the extension attributes as a JSON object string, or a `map<utf8, utf8>` with
+//! `extensionsFormat: map`); `data` (a webhook's object) is decoded
 //! into the spec's `schema` columns (`dataFormat: columns`, through
 //! [`JsonDecoder`](crate::decode::JsonDecoder)) or kept in one `data` string column
 //! (`dataFormat: json`). Webhook rows have null `ce_*` columns, except `ce_id` when the
@@ -67,7 +68,7 @@ pub use config::{
     DEFAULT_HTTP_INGEST_GROUPING_INTERVAL_SECONDS, DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER_SECONDS, DEFAULT_SIGNATURE_HEADER, DataFormat,
-    DedupConfig, HttpIngestSourceConfig,
+    DedupConfig, ExtensionsFormat, HttpIngestSourceConfig,
 };
 pub use rows::{
     DATA_COLUMN, DATACONTENTTYPE_COLUMN, DATASCHEMA_COLUMN, EXTENSIONS_COLUMN, ID_COLUMN,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use arcane_core::schema::FieldConfig;
 use arcane_core::{Error, Result};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::builder::{MapBuilder, StringBuilder};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::config::DataFormat;
+use super::config::{DataFormat, ExtensionsFormat};
 use super::event::{Data, Event, Invalid};
 use crate::decode::JsonDecoder;
 
@@ -26,7 +27,7 @@ pub const TIME_COLUMN: &str = "ce_time";
 pub const DATACONTENTTYPE_COLUMN: &str = "ce_datacontenttype";
 /// `dataschema` attribute column.
 pub const DATASCHEMA_COLUMN: &str = "ce_dataschema";
-/// Extension attributes, as a JSON object string.
+/// Extension attributes, as a JSON object string or a `map<utf8, utf8>`.
 pub const EXTENSIONS_COLUMN: &str = "ce_extensions";
 /// The data as JSON text (`dataFormat: json`).
 pub const DATA_COLUMN: &str = "data";
@@ -38,6 +39,11 @@ const ATTRIBUTE_COLUMNS: usize = 8;
 pub(crate) struct RowBuilder {
     schema: SchemaRef,
     data: Option<SchemaRef>,
+    extensions: ExtensionsFormat,
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
 }
 
 /// The rows of a request.
@@ -55,6 +61,7 @@ impl RowBuilder {
     /// The builder for `format` and the spec's data `schema`; `at` names the source config.
     pub(crate) fn new(
         format: DataFormat,
+        extensions: ExtensionsFormat,
         schema: Option<&[FieldConfig]>,
         at: &str,
     ) -> Result<Self> {
@@ -67,7 +74,14 @@ impl RowBuilder {
             Field::new(TIME_COLUMN, ts, true),
             Field::new(DATACONTENTTYPE_COLUMN, DataType::Utf8, true),
             Field::new(DATASCHEMA_COLUMN, DataType::Utf8, true),
-            Field::new(EXTENSIONS_COLUMN, DataType::Utf8, true),
+            match extensions {
+                ExtensionsFormat::Json => Field::new(EXTENSIONS_COLUMN, DataType::Utf8, true),
+                ExtensionsFormat::Map => Field::new(
+                    EXTENSIONS_COLUMN,
+                    map_builder().finish().data_type().clone(),
+                    true,
+                ),
+            },
         ];
         let data = match format {
             DataFormat::Json => {
@@ -100,6 +114,7 @@ impl RowBuilder {
         Ok(Self {
             schema: Arc::new(Schema::new(fields)),
             data,
+            extensions,
         })
     }
 
@@ -192,7 +207,7 @@ impl RowBuilder {
         ));
         columns.push(text(&|e| e.datacontenttype.as_deref()));
         columns.push(text(&|e| e.dataschema.as_deref()));
-        columns.push(text(&|e| e.extensions.as_deref()));
+        columns.push(self.extensions_column(&good));
         columns.extend(data_columns);
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
             Error::fatal(format!(
@@ -211,6 +226,42 @@ impl RowBuilder {
             ids,
             invalid,
         })
+    }
+}
+
+impl RowBuilder {
+    fn extensions_column(&self, events: &[(usize, Event)]) -> ArrayRef {
+        match self.extensions {
+            ExtensionsFormat::Json => {
+                Arc::new(StringArray::from_iter(events.iter().map(|(_, e)| {
+                    e.extensions
+                        .as_ref()
+                        .map(|m| serde_json::Value::Object(m.clone()).to_string())
+                })))
+            }
+            ExtensionsFormat::Map => {
+                let mut b = map_builder();
+                for (_, e) in events {
+                    match &e.extensions {
+                        None => {
+                            let _ = b.append(false);
+                        }
+                        Some(m) => {
+                            for (k, v) in m {
+                                b.keys().append_value(k);
+                                match v {
+                                    serde_json::Value::String(s) => b.values().append_value(s),
+                                    serde_json::Value::Null => b.values().append_null(),
+                                    other => b.values().append_value(other.to_string()),
+                                }
+                            }
+                            let _ = b.append(true);
+                        }
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        }
     }
 }
 
@@ -250,7 +301,13 @@ mod tests {
             {"name": "n", "type": "int64", "nullable": false}
         ]))
         .unwrap();
-        let b = RowBuilder::new(DataFormat::Columns, Some(&schema), "spec.source").unwrap();
+        let b = RowBuilder::new(
+            DataFormat::Columns,
+            ExtensionsFormat::Json,
+            Some(&schema),
+            "spec.source",
+        )
+        .unwrap();
         let rows = b
             .build(vec![
                 Ok(event("1", Data::Json(serde_json::json!({"n": 1})))),
@@ -283,7 +340,13 @@ mod tests {
 
         let clash: Vec<FieldConfig> =
             serde_json::from_value(serde_json::json!([{"name": "ce_id", "type": "utf8"}])).unwrap();
-        let err = RowBuilder::new(DataFormat::Columns, Some(&clash), "spec.source").unwrap_err();
+        let err = RowBuilder::new(
+            DataFormat::Columns,
+            ExtensionsFormat::Json,
+            Some(&clash),
+            "spec.source",
+        )
+        .unwrap_err();
         assert!(
             err.to_string().starts_with("spec.source.schema[0].name: "),
             "{err}"
@@ -291,8 +354,56 @@ mod tests {
     }
 
     #[test]
+    fn extensions_as_a_json_string_or_a_map() {
+        let mut with = event("1", Data::None);
+        with.extensions = Some(
+            serde_json::json!({"traceparent": "00-ab", "sampled": true})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let events = || vec![Ok(with.clone()), Ok(event("2", Data::None))];
+        let b = RowBuilder::new(DataFormat::Json, ExtensionsFormat::Json, None, "s").unwrap();
+        let rows = b.build(events()).unwrap();
+        let col = rows.batch.column_by_name(EXTENSIONS_COLUMN).unwrap();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(col.value(0), r#"{"sampled":true,"traceparent":"00-ab"}"#);
+        assert!(col.is_null(1));
+
+        let b = RowBuilder::new(DataFormat::Json, ExtensionsFormat::Map, None, "s").unwrap();
+        let rows = b.build(events()).unwrap();
+        let col = rows.batch.column_by_name(EXTENSIONS_COLUMN).unwrap();
+        let map = col
+            .as_any()
+            .downcast_ref::<arrow_array::MapArray>()
+            .unwrap();
+        assert!(map.is_null(1));
+        let entries = map.value(0);
+        let keys = entries
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let values = entries
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let pairs: Vec<_> = (0..keys.len())
+            .map(|i| (keys.value(i), values.value(i)))
+            .collect();
+        assert_eq!(pairs, vec![("sampled", "true"), ("traceparent", "00-ab")]);
+    }
+
+    #[test]
     fn data_kept_as_json_text() {
-        let b = RowBuilder::new(DataFormat::Json, None, "spec.source").unwrap();
+        let b = RowBuilder::new(
+            DataFormat::Json,
+            ExtensionsFormat::Json,
+            None,
+            "spec.source",
+        )
+        .unwrap();
         let rows = b
             .build(vec![
                 Ok(event("1", Data::Json(serde_json::json!({"n": 1})))),

@@ -171,7 +171,12 @@ impl HttpIngestSource {
     /// Like [`new`](Self::new); errors name fields under `at`.
     pub fn new_at(config: HttpIngestSourceConfig, at: &str) -> Result<Self> {
         config.validate(at)?;
-        let rows = RowBuilder::new(config.data_format, config.schema.as_deref(), at)?;
+        let rows = RowBuilder::new(
+            config.data_format,
+            config.extensions_format,
+            config.schema.as_deref(),
+            at,
+        )?;
         let auth = Auth::from_config(config.auth.as_ref(), &format!("{at}.auth"))?;
         Ok(Self {
             shared: Arc::new(Shared {
