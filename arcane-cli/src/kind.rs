@@ -76,6 +76,18 @@ pub trait SourceKind: Send + Sync + 'static {
     /// only after commits defaults its unacked window from `rowsPerGroup`, and needs files to
     /// commit before that window fills). Default: none.
     fn adjust_spec(&self, _spec: &mut KindSpec<Self::Config>) {}
+
+    /// The kind's `groupingIntervalSeconds` when the spec does not set it; `None`: the shared
+    /// default (15). A source that answers its senders only after commits keeps it short.
+    fn default_grouping_interval_seconds(&self) -> Option<u64> {
+        None
+    }
+
+    /// How often the sink is asked for commits that are due by age (see
+    /// [`StreamGraph::with_commit_tick`]); `None`: the graph's default (1 s).
+    fn commit_tick(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A reference to a Kubernetes Secret in the stream's namespace, passed to the Job as
@@ -198,6 +210,15 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
     type Spec = KindSpec<K::Config>;
 
     async fn build(&self, ctx: &StreamContext, mut spec: Self::Spec) -> Result<StreamGraph> {
+        if let Some(seconds) = self.0.default_grouping_interval_seconds() {
+            if ctx
+                .spec
+                .get("groupingIntervalSeconds")
+                .is_none_or(Value::is_null)
+            {
+                spec.grouping_interval_seconds = seconds;
+            }
+        }
         self.0.adjust_spec(&mut spec);
         let limits = spec.group_limits()?;
         let shards = spec.backfill_shards.unwrap_or(1);
@@ -237,11 +258,15 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
             grouping_interval_seconds = spec.grouping_interval_seconds,
             "stream graph built"
         );
-        Ok(StreamGraph::from_source(source)
+        let graph = StreamGraph::from_source(source)
             .grouped_within(limits)
             .to_sink(sink)
             .with_dead_letter_budget(sink_config.dead_letter.budget())
-            .with_tags(spec.tags))
+            .with_tags(spec.tags);
+        Ok(match self.0.commit_tick() {
+            Some(every) => graph.with_commit_tick(every),
+            None => graph,
+        })
     }
 
     fn description(&self) -> &str {

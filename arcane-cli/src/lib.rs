@@ -46,6 +46,7 @@
 //! | `rest-api` | no | the `rest-api` kind (HTTP APIs) |
 //! | `nats-jetstream`, `rabbitmq`, `mqtt` | no | the message-broker kinds |
 //! | `postgres-cdc` | no | the `postgres-cdc` kind (PostgreSQL change data capture) |
+//! | `http-ingest` | no | the `http-ingest` kind (CloudEvents and webhooks pushed over HTTP, acknowledged after commit) |
 //! | `s3`, `azure`, `gcs` | no | object stores of the sink and of the `blob-landing` source |
 //! | `kube` | no | the Kubernetes client: the Job annotation after a schema mismatch (without it, a schema mismatch exits FATAL saying so) |
 

@@ -103,6 +103,7 @@ fn deploy_readme_lists_every_kind_with_what_it_needs() {
         "rabbitmq",
         "mqtt",
         "postgres-cdc",
+        "http-ingest",
     ] {
         assert!(
             expected.contains(&format!("| `{kind}` |")),

@@ -12,6 +12,7 @@
 //! - the streaming and backfill **`StreamingJobTemplate`s** ([`job_template`]) with the
 //!   `podFailurePolicy` generated from the runner's exit codes ([`pod_failure_policy`]), and a
 //!   plain Job for running one stream without the operator ([`stream_job`]);
+//! - a **Service** in front of a stream that receives pushed data ([`stream_service`]);
 //! - YAML output ([`to_yaml`], [`Manifests::to_yaml`]);
 //! - the table of kinds in `deploy/README.md` ([`kinds_table`]).
 //!
@@ -42,6 +43,7 @@ pub mod kind;
 mod manifests;
 pub mod rbac;
 pub mod schema;
+pub mod service;
 pub mod stream_class;
 mod yaml;
 
@@ -55,5 +57,6 @@ pub use job::{
 pub use kind::{DEFAULT_GROUP, DEFAULT_VERSION, KindManifest, PrinterColumn};
 pub use manifests::{Manifests, manifests};
 pub use rbac::{Rbac, rbac};
+pub use service::stream_service;
 pub use stream_class::{StreamClass, StreamClassSpec, stream_class};
 pub use yaml::{from_yaml_documents, to_yaml, to_yaml_documents};

@@ -1142,3 +1142,35 @@ async fn a_group_without_rows_moves_the_checkpoint_whatever_its_schema() {
     let mut reopened = ParquetSink::new(store.config()).unwrap();
     assert_eq!(reopened.open(&ctx()).await.unwrap(), Some(checkpoint(11)));
 }
+
+/// A group that opens no file (only the position moved, or every record was dead-lettered) is
+/// committed once `rolling.maxFileAge` passed, without waiting for rows: a source acking after
+/// commits (pushed requests) is answered.
+#[tokio::test(start_paused = true)]
+async fn position_only_groups_and_dead_letters_commit_by_age() {
+    let store = Store::memory();
+    let mut config = store.config();
+    config.rolling.max_file_age = Duration::from_millis(200);
+    let mut sink = ParquetSink::new(config).expect("sink");
+    sink.open(&ctx()).await.expect("open");
+    let empty = GeneratorSource::batch(0, 0);
+    let mut g = Group::new(empty.clone(), checkpoint(10));
+    g.dead_letters = vec![arcane_core::DeadLetter::new("test", "record 3", "bad")];
+    assert!(sink.write(g).await.expect("write").is_none());
+    assert!(sink.tick().await.expect("tick").is_none(), "not due yet");
+    tokio::time::advance(Duration::from_millis(250)).await;
+    let commit = sink.tick().await.expect("tick").expect("committed by age");
+    assert_eq!(commit.checkpoint, checkpoint(10));
+    assert_eq!((commit.rows, commit.dead_letters), (0, 1));
+    // Only a position.
+    assert!(
+        sink.write(Group::new(empty, checkpoint(20)))
+            .await
+            .expect("write")
+            .is_none()
+    );
+    tokio::time::advance(Duration::from_millis(250)).await;
+    let commit = sink.tick().await.expect("tick").expect("committed by age");
+    assert_eq!(commit.checkpoint, checkpoint(20));
+    assert!(sink.tick().await.expect("tick").is_none(), "nothing left");
+}

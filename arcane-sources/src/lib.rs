@@ -9,6 +9,7 @@
 //! | `amqp` | [`amqp`] | RabbitMQ (AMQP 0-9-1) queues, acks after commit |
 //! | `mqtt` | [`mqtt`] | MQTT 3.1.1/5 topics, QoS 1 persistent session, at least once |
 //! | `broker` (enabled by the broker sources) | [`broker`] | the `Broker` trait and the one generic broker source: payload decoding, acks after commit, batching, credentials, TLS, retries |
+//! | `http-ingest` | [`http_ingest`] | CloudEvents (structured, binary, batch) and JSON/NDJSON webhooks pushed over HTTP, answered 2xx only once committed, deduplicated by `(source, id)` |
 //! | `postgres-cdc` | [`postgres_cdc`] | PostgreSQL change data capture: consistent snapshot + `pgoutput` logical decoding |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
 //! | always | [`generator`] | deterministic synthetic rows with exact resume (the `generator` kind) |
@@ -66,6 +67,8 @@ pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
 pub mod generator;
+#[cfg(feature = "http-ingest")]
+pub mod http_ingest;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]

@@ -8,12 +8,15 @@
 //! | `nats-jetstream` | `nats-jetstream` | a JetStream stream, durable pull consumer ([`arcane_sources::nats`]) |
 //! | `rabbitmq` | `rabbitmq` | a RabbitMQ queue over AMQP 0-9-1 ([`arcane_sources::amqp`]) |
 //! | `mqtt` | `mqtt` | MQTT 5 or 3.1.1 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
+//! | `http-ingest` | `http-ingest` | CloudEvents and webhooks pushed over HTTP, acknowledged after commit ([`arcane_sources::http_ingest`]) |
 //! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
 #[cfg(feature = "generator")]
 mod generator;
+#[cfg(feature = "http-ingest")]
+mod http_ingest;
 #[cfg(feature = "mqtt")]
 mod mqtt;
 #[cfg(feature = "nats-jetstream")]
@@ -29,6 +32,8 @@ mod rest_api;
 pub use blob_landing::BlobLanding;
 #[cfg(feature = "generator")]
 pub use generator::{DEFAULT_GENERATOR_BATCH_ROWS, Generator, GeneratorConfig};
+#[cfg(feature = "http-ingest")]
+pub use http_ingest::{HTTP_INGEST_MAX_FILE_AGE, HttpIngest};
 #[cfg(feature = "mqtt")]
 pub use mqtt::Mqtt;
 #[cfg(feature = "nats-jetstream")]
@@ -68,6 +73,8 @@ pub fn runner() -> Runner {
     let runner = register(runner, Mqtt);
     #[cfg(feature = "postgres-cdc")]
     let runner = register(runner, PostgresCdc);
+    #[cfg(feature = "http-ingest")]
+    let runner = register(runner, HttpIngest);
     runner
 }
 

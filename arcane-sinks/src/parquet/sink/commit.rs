@@ -65,6 +65,7 @@ impl ParquetSink {
         self.next_seq += 1;
         self.files_in_seq = 0;
         self.dirty = false;
+        self.dirty_since = None;
         let markers = std::mem::take(&mut self.markers);
         self.failpoints.reach("after-manifest").await;
         if let Err(e) = self.finish_commit(&entry, markers.clone()).await {

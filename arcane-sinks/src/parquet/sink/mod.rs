@@ -90,6 +90,9 @@ pub struct ParquetSink {
     last_checkpoint: Option<Checkpoint>,
     /// Groups written since the last commit.
     dirty: bool,
+    /// When the first group after the last commit was written (position-only groups and dead
+    /// letters, which open no file, are committed `rolling.maxFileAge` after it).
+    dirty_since: Option<tokio::time::Instant>,
 }
 
 impl fmt::Debug for ParquetSink {
@@ -185,6 +188,7 @@ impl ParquetSink {
             files_in_seq: 0,
             last_checkpoint: None,
             dirty: false,
+            dirty_since: None,
         })
     }
 
@@ -272,6 +276,7 @@ impl Sink for ParquetSink {
         self.unfinished = None;
         self.files_in_seq = 0;
         self.dirty = false;
+        self.dirty_since = None;
         self.sharded = false;
         self.meta = self.loc.clone();
         if ctx.mode == Mode::Backfill {
@@ -313,6 +318,8 @@ impl Sink for ParquetSink {
 
     async fn write(&mut self, group: Group) -> Result<Option<Commit>> {
         self.ensure_open()?;
+        self.dirty_since
+            .get_or_insert_with(tokio::time::Instant::now);
         let Group {
             batch,
             checkpoint,
@@ -406,10 +413,16 @@ impl Sink for ParquetSink {
             return Ok(None);
         }
         let max_age = self.config.rolling.max_file_age;
-        if self
-            .open_files
-            .values()
-            .any(|f| f.with(|f| f.opened_at.elapsed() >= max_age))
+        // Files past their age; or only positions and dead letters waiting that long (they
+        // open no file, and a source acking after commits waits for them).
+        let positions_due = self.open_files.is_empty()
+            && (self.dirty || !self.pending_letters.is_empty())
+            && self.dirty_since.is_some_and(|t| t.elapsed() >= max_age);
+        if positions_due
+            || self
+                .open_files
+                .values()
+                .any(|f| f.with(|f| f.opened_at.elapsed() >= max_age))
         {
             return self.commit_all().await;
         }
