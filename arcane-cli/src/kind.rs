@@ -210,14 +210,13 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
     type Spec = KindSpec<K::Config>;
 
     async fn build(&self, ctx: &StreamContext, mut spec: Self::Spec) -> Result<StreamGraph> {
-        if let Some(seconds) = self.0.default_grouping_interval_seconds() {
-            if ctx
+        if let Some(seconds) = self.0.default_grouping_interval_seconds()
+            && ctx
                 .spec
                 .get("groupingIntervalSeconds")
                 .is_none_or(Value::is_null)
-            {
-                spec.grouping_interval_seconds = seconds;
-            }
+        {
+            spec.grouping_interval_seconds = seconds;
         }
         self.0.adjust_spec(&mut spec);
         let limits = spec.group_limits()?;

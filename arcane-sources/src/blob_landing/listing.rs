@@ -35,10 +35,10 @@ impl FileFilter {
         {
             return false;
         }
-        if let Some(glob) = &self.glob {
-            if !glob_matches(glob.as_bytes(), relative.as_bytes()) {
-                return false;
-            }
+        if let Some(glob) = &self.glob
+            && !glob_matches(glob.as_bytes(), relative.as_bytes())
+        {
+            return false;
         }
         // A file belongs to the shard that the FNV-1a hash of its path under the prefix
         // names: stable across versions and restarts.

@@ -143,7 +143,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -346,10 +346,9 @@ fn refuse(shared: &Shared, status: StatusCode, reason: &'static str, message: St
     if matches!(
         status,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        if let Ok(v) = HeaderValue::from_str(&shared.config.retry_after_seconds.to_string()) {
-            r.headers_mut().insert(RETRY_AFTER, v);
-        }
+    ) && let Ok(v) = HeaderValue::from_str(&shared.config.retry_after_seconds.to_string())
+    {
+        r.headers_mut().insert(RETRY_AFTER, v);
     }
     r
 }

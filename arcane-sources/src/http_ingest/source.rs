@@ -234,18 +234,16 @@ impl Source for HttpIngestSource {
         let dedup = &self.shared.config.dedup;
         let mut window = Window::new(dedup.max_ids, dedup.max_age.as_secs().max(1));
         let mut seq = 0;
-        if let Some((position, rows)) = resume {
-            if let Some(position) = position? {
-                window.restore(&position, rows, now).map_err(|e| {
-                    Error::source_permanent(
-                        &name,
-                        format!(
-                            "the stored position cannot be read ({e}); use a new sink location"
-                        ),
-                    )
-                })?;
-                seq = position.seq;
-            }
+        if let Some((position, rows)) = resume
+            && let Some(position) = position?
+        {
+            window.restore(&position, rows, now).map_err(|e| {
+                Error::source_permanent(
+                    &name,
+                    format!("the stored position cannot be read ({e}); use a new sink location"),
+                )
+            })?;
+            seq = position.seq;
         }
         // The rows a checkpoint covers inside a request are recognised by their keys, not
         // skipped by count (requests arrive again in any order).
@@ -288,11 +286,12 @@ impl Source for HttpIngestSource {
             return Ok(());
         };
         let waiting = self.shared.release(position.seq);
-        if waiting == 0 && self.shared.draining.load(Ordering::SeqCst) {
-            if let Some(server) = &self.server {
-                // Stopping: let the answers just released reach their clients.
-                server.close_connections().await;
-            }
+        if waiting == 0
+            && self.shared.draining.load(Ordering::SeqCst)
+            && let Some(server) = &self.server
+        {
+            // Stopping: let the answers just released reach their clients.
+            server.close_connections().await;
         }
         Ok(())
     }

@@ -279,10 +279,10 @@ impl Sink for ParquetSink {
         self.dirty_since = None;
         self.sharded = false;
         self.meta = self.loc.clone();
-        if ctx.mode == Mode::Backfill {
-            if let Some((shard, _)) = self.shard {
-                return self.open_shard(ctx, shard).await;
-            }
+        if ctx.mode == Mode::Backfill
+            && let Some((shard, _)) = self.shard
+        {
+            return self.open_shard(ctx, shard).await;
         }
         let latest = manifest::latest(&self.loc, &name).await?;
         let (state, next_seq) = match &latest {
