@@ -20,7 +20,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `Retry-After` of 429 and 503 answers, in seconds.
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 5;
 /// Default number of event ids remembered for deduplication.
-pub const DEFAULT_DEDUP_MAX_IDS: usize = 10_000;
+pub const DEFAULT_DEDUP_MAX_IDS: usize = 1_000;
 /// Default age after which an event id is forgotten.
 pub const DEFAULT_DEDUP_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Default idempotency header of webhook requests.
@@ -78,10 +78,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DedupConfig {
-    /// Most ids remembered (the oldest are forgotten first). Default 10000; 0 turns
+    /// Most ids remembered (the oldest are forgotten first). Default 1000; 0 turns
     /// deduplication off. Size it to the events that arrive between a send and its retry
     /// (events per second × the longest restart plus retry delay): each id adds 16 bytes to the
-    /// checkpoint, which every commit's manifest stores twice (about 320 KB per commit at 10000).
+    /// checkpoint, which every commit's manifest stores twice (about 32 KB per commit at 1000,
+    /// and manifests are kept: at one commit per second that is 2.7 GB a day).
     #[serde(default = "default_dedup_max_ids")]
     pub max_ids: usize,
     /// Ids older than this are forgotten (humantime, e.g. `"1h"`). Default 1h.
