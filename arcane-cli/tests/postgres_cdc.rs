@@ -509,3 +509,136 @@ fn an_unknown_user_exits_1_at_once_saying_what_to_fix() {
         exit.termination
     );
 }
+
+/// Slots and publications named `name` on the server: (slots, publications).
+async fn server_objects(c: &Client, name: &str) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1), \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_keyless_table_is_refused_before_anything_is_created_and_the_app_keeps_updating_it() {
+    let n = Names::new("keyless");
+    let t = n.base.clone();
+    runtime().block_on(async {
+        client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id int8 NOT NULL, v int4 NOT NULL, s text);
+                 INSERT INTO {t} SELECT g, 0, 'row ' || g FROM generate_series(1, 10) g;"
+            ))
+            .await
+            .unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let exit = Arcane::run(work.path(), &spec(&t, &sink_url), &[]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("table public.{t} has no primary key"))
+            && message.contains(&format!("ALTER TABLE public.{t} REPLICA IDENTITY FULL"))
+            && message.contains("insertOnly"),
+        "{}",
+        exit.termination
+    );
+    runtime().block_on(async {
+        let c = client().await;
+        assert_eq!(
+            server_objects(&c, &t).await,
+            (0, 0),
+            "something was created"
+        );
+        // The application's own writes still work.
+        let updated = c
+            .execute(&format!("UPDATE {t} SET v = 1 WHERE id <= 5"), &[])
+            .await
+            .expect("the application's UPDATE fails");
+        assert_eq!(updated, 5);
+        c.execute(&format!("DELETE FROM {t} WHERE id = 10"), &[])
+            .await
+            .expect("the application's DELETE fails");
+    });
+}
+
+/// `arcane retire --spec FILE`: exit code and stdout.
+fn retire(work: &std::path::Path, spec: &Value) -> (i32, String, String) {
+    let file = work.join("retire-spec.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arcane"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ARCANE_LOG_FORMAT", "json")
+        .current_dir(work)
+        .args(["retire", "--spec", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn retire_drops_the_streams_slot_and_publication_and_is_idempotent() {
+    let n = Names::new("retire");
+    let t = n.base.clone();
+    runtime().block_on(async { create_table(&client().await, &t, 50).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= 50
+    });
+    // A running stream's slot is not dropped.
+    let (code, _, stderr) = retire(work.path(), &spec);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the stream is still running"), "{stderr}");
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.wait().code, 0);
+    runtime().block_on(async {
+        assert_eq!(server_objects(&client().await, &t).await, (1, 1));
+    });
+
+    // Retire: slot (after the killed backend lets go of it) and publication are gone.
+    let mut last = (0, String::new(), String::new());
+    for _ in 0..40 {
+        last = retire(work.path(), &spec);
+        if last.0 == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (code, stdout, stderr) = last;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("dropped replication slot {t}"))
+            && stdout.contains(&format!("dropped publication {t}")),
+        "{stdout}"
+    );
+    runtime().block_on(async {
+        assert_eq!(server_objects(&client().await, &t).await, (0, 0));
+    });
+    // Again: nothing to drop, still a success.
+    let (code, stdout, stderr) = retire(work.path(), &spec);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replication slot {t} does not exist; nothing to drop"
+        )) && stdout.contains(&format!("publication {t} does not exist; nothing to drop")),
+        "{stdout}"
+    );
+}

@@ -312,7 +312,7 @@ impl Worker {
         }
         let key = self
             .table
-            .pk
+            .int_pk()
             .and_then(|pk| self.mapping.iter().position(|m| *m == Some(pk)))
             .and_then(|i| match values.get(i) {
                 Some(Value::Text(s)) => s.parse::<i64>().ok(),

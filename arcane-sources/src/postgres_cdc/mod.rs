@@ -4,16 +4,47 @@
 //! # Configuration
 //!
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
-//! `createSlot`/`createPublication` (default true), `snapshot` (default true), `batchRows`,
+//! `createSlot`/`createPublication` (default true), `insertOnly` (default false), `snapshot`
+//! (default true), `batchRows`,
 //! `pollInterval`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
+//!
+//! # Before anything is created
+//!
+//! A publication that publishes updates and deletes of a table without a replica identity makes
+//! the application's own `UPDATE`/`DELETE` on that table fail, and an idle slot pins WAL. So a
+//! run first checks, and refuses with a FATAL error (exit 1) naming the table or setting and
+//! the fix: the table exists; it has a replica identity (a primary key, `REPLICA IDENTITY
+//! USING INDEX` or `FULL`) unless `insertOnly` is set; the user has `REPLICATION` (or is
+//! superuser) and `SELECT` on the table; `wal_level = logical`; an existing publication
+//! includes the table and publishes what is captured (and no updates or deletes of a table
+//! that cannot replicate them); a missing publication can be created (the user owns the table
+//! and may `CREATE` in the database); a slot to create finds a free one
+//! (`max_replication_slots`). Only then are the publication and the slot created; a refusal
+//! after that (e.g. the slot cannot be created) drops what this run created, never what an
+//! earlier run or someone else created.
+//!
+//! With `insertOnly: true` the publication is created `WITH (publish = 'insert, truncate')`:
+//! the stream carries the snapshot and the inserts, never updates or deletes, and the table
+//! needs no replica identity. (`truncate` is published too, unlike a bare `'insert'`: it needs
+//! no replica identity, and a truncated table is then a schema mismatch instead of rows gone
+//! silently.) Without it the publication publishes `'insert, update, delete, truncate'`.
+//!
+//! # Retiring a stream
+//!
+//! The slot keeps WAL on the server until the stream reads it, so a deleted stream must drop
+//! it: [`retire`] (the `arcane retire --spec FILE` command) drops the slot and, unless
+//! `createPublication` is false, the publication. It is idempotent, and refuses while the
+//! stream runs (its sessions are named `application_name = 'arcane postgres-cdc <slot>'`
+//! unless the connection string names them).
 //!
 //! # How it reads
 //!
 //! * **Slot and publication.** The publication (`FOR TABLE`) and a logical replication slot
 //!   with the `pgoutput` plugin are created on first start when missing (unless
-//!   `createPublication`/`createSlot` is false, then a missing one is a config error). A slot
-//!   left by an earlier run that committed nothing is dropped and recreated.
+//!   `createPublication`/`createSlot` is false, then a missing one is a config error), after
+//!   the checks above. A slot left by an earlier run that committed nothing is dropped and
+//!   recreated.
 //! * **Snapshot.** The slot is created with `pg_create_logical_replication_slot`, which returns
 //!   its consistent point *C*: every transaction committing after *C* is in the change stream.
 //!   The table is then read in one `REPEATABLE READ` transaction, paged by its single-column
@@ -106,7 +137,9 @@ mod client;
 mod config;
 mod pgoutput;
 mod position;
+mod preflight;
 mod relation;
+mod retire;
 mod rows;
 mod slot;
 mod snapshot;
@@ -117,5 +150,6 @@ mod worker;
 pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
+pub use retire::retire;
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};

@@ -12,7 +12,7 @@ impl Worker {
     /// Read the table in primary-key order in one REPEATABLE READ transaction, `batchRows`
     /// rows per chunk, continuing after the last primary key read.
     pub(super) async fn snapshot(&mut self, client: &Client) -> WorkResult<()> {
-        let Some(pk) = self.table.pk else {
+        let Some(pk) = self.table.int_pk() else {
             return Err(Error::source_permanent(
                 &self.name,
                 format!("table {} has no single-column integer primary key, which the snapshot pages by; add one or set spec.source.snapshot to false", self.qualified),

@@ -11,7 +11,7 @@ use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo, table_info};
-use super::slot::{SlotSetup, advance_slot};
+use super::slot::{Created, SlotSetup, StartPlan, advance_slot};
 use super::worker::{Worker, gave_up, is_retryable};
 use crate::runtime::spawn_source;
 
@@ -56,8 +56,10 @@ impl PostgresCdcSource {
         format!("{}.{}", self.settings.schema, self.settings.table)
     }
 
-    /// Read the table's shape, make sure the publication exists, and find the position to
-    /// start from (creating the slot when starting afresh).
+    /// Read the table's shape, check everything the run needs (nothing is created before the
+    /// run can proceed), then create what is missing (the publication, the slot) and find the
+    /// position to start from. A refusal after creating something drops what this attempt
+    /// created.
     async fn prepare(&self, name: &str, start: &SourceStart) -> Result<(TableInfo, PgPosition)> {
         let client = connect(&self.settings)
             .await
@@ -70,10 +72,45 @@ impl PostgresCdcSource {
             name,
             prefix: &self.prefix,
         };
-        setup.ensure_publication(&client).await?;
-        let pos = setup.start_position(&client, start).await?;
-        Ok((info, pos))
+        let checked = setup.preflight(&client, &info).await?;
+        let plan = setup.plan_start(&client, start).await?;
+        let snapshot = self.settings.config.snapshot || start.mode == arcane_core::Mode::Backfill;
+        if snapshot && matches!(plan, StartPlan::NewSlot { .. }) {
+            check_snapshot_key(&self.settings, &self.prefix, &info)?;
+        }
+        let mut created = Created::default();
+        let result = async {
+            if checked.create_publication {
+                setup.create_publication(&client).await?;
+                created.publication = true;
+            }
+            setup
+                .start_position(&client, plan, start.mode, &mut created)
+                .await
+        }
+        .await;
+        match result {
+            Ok(pos) => Ok((info, pos)),
+            Err(e) => {
+                setup.undo(&client, &created).await;
+                Err(e)
+            }
+        }
     }
+}
+
+/// A snapshot pages by a key: refuse a table without one before anything is created.
+fn check_snapshot_key(settings: &Settings, prefix: &str, info: &TableInfo) -> Result<()> {
+    if info.int_pk().is_none() {
+        return Err(arcane_core::Error::config(
+            format!("{prefix}.snapshot"),
+            format!(
+                "table {}.{} has no single-column integer primary key, which the snapshot pages by; add one or set snapshot: false",
+                settings.schema, settings.table
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
