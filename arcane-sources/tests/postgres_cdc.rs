@@ -1370,3 +1370,86 @@ async fn resuming_at_every_position_of_the_snapshot_and_the_changes_loses_and_re
     }
     assert!(resumes >= 10, "{resumes} resumes");
 }
+
+/// `_unchanged_toast` of each row: `None` when null, else the column names.
+fn unchanged_toast(batches: &[RecordBatch]) -> Vec<Option<Vec<String>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let list = b
+            .column_by_name(arcane_sources::postgres_cdc::UNCHANGED_TOAST_COLUMN)
+            .unwrap()
+            .as_list::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((!list.is_null(i)).then(|| {
+                let names = list.value(i);
+                let names = names.as_string::<i32>();
+                names.iter().map(|n| n.unwrap().to_string()).collect()
+            }));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_toasted_value_is_named_in_unchanged_toast_never_a_silent_null() {
+    let n = Names::new("toast");
+    let c = client().await;
+    let t = n.base.clone();
+    // 22 400 characters of md5 hex: incompressible enough to be stored out of line.
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, small int4, big text);
+         INSERT INTO {t} VALUES (1, 'a', 0, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 700)));"
+    ))
+    .await
+    .unwrap();
+    // Really TOASTed out of line: the heap tuple is far smaller than the value.
+    let toasted: bool = c
+        .query_one(
+            &format!("SELECT pg_column_size(big) < octet_length(big) / 2 OR (SELECT reltoastrelid <> 0 AND pg_relation_size(reltoastrelid) > 8192 FROM pg_class WHERE oid = '{t}'::regclass) FROM {t}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(toasted, "the value was not TOASTed");
+    let big: String = c
+        .query_one(&format!("SELECT big FROM {t} WHERE id = 1"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big.len(), 22_400);
+    let mut source = PostgresCdcSource::new(n.config()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, current_lsn(&c).await, &mut got).await;
+    // An update of another column, under REPLICA IDENTITY DEFAULT, then under FULL.
+    c.batch_execute(&format!(
+        "UPDATE {t} SET small = 1 WHERE id = 1;
+         ALTER TABLE {t} REPLICA IDENTITY FULL;
+         UPDATE {t} SET small = 2 WHERE id = 1;"
+    ))
+    .await
+    .unwrap();
+    read_until(&mut stream, current_lsn(&c).await, &mut got).await;
+    let all = batches(&got);
+    let rows = ops(&all);
+    let bigs: Vec<Option<usize>> = all
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("big").unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| (!col.is_null(i)).then(|| col.value(i).len()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ops_only: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ops_only, ["r", "u", "u"]);
+    // The snapshot row has the value; the first update cannot have it and says so; the
+    // second (REPLICA IDENTITY FULL) has it.
+    assert_eq!(bigs, [Some(22_400), None, Some(22_400)]);
+    assert_eq!(
+        unchanged_toast(&all),
+        [None, Some(vec!["big".to_string()]), None]
+    );
+    drop(stream);
+}

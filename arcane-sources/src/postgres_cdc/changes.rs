@@ -274,6 +274,7 @@ impl Worker {
             rows: t.count,
         });
         let mut texts: Vec<Option<&str>> = vec![None; self.table.columns.len()];
+        let mut unchanged: Vec<&str> = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let Some(Some(out)) = self.mapping.get(i) else {
                 continue;
@@ -281,15 +282,20 @@ impl Worker {
             texts[*out] = match v {
                 Value::Text(s) => Some(s),
                 Value::Null => None,
-                // Unchanged TOASTed value: the old row has it with REPLICA IDENTITY FULL.
+                // An unchanged TOASTed value is not sent; the old row has it with REPLICA
+                // IDENTITY FULL, else the row says the value is unavailable (never a silent null).
                 Value::Unchanged => match old.and_then(|o| o.get(i)) {
                     Some(Value::Text(s)) => Some(s),
-                    _ => None,
+                    _ => {
+                        unchanged.push(&self.table.columns[*out].name);
+                        None
+                    }
                 },
             };
         }
         if let Err(reason) = self.rows.append(
             |i| texts[i],
+            &unchanged,
             op,
             lsn,
             Some(t.commit_ts_us),

@@ -86,10 +86,20 @@
 //! # Output schema and type mapping
 //!
 //! The table's columns in table order, all nullable (a delete carries only the replica
-//! identity columns unless the table has `REPLICA IDENTITY FULL`; an unchanged TOASTed value
-//! of an update is null unless `REPLICA IDENTITY FULL` provides the old value), then:
-//! `_op` (utf8: `r` snapshot read, `c` insert, `u` update, `d` delete), `_lsn` (uint64, the
-//! change's WAL position), `_commit_ts` (timestamp\[us, UTC\]) and `_xid` (int64).
+//! identity columns unless the table has `REPLICA IDENTITY FULL`), then: `_op` (utf8: `r`
+//! snapshot read, `c` insert, `u` update, `d` delete), `_lsn` (uint64, the change's WAL
+//! position), `_commit_ts` (timestamp\[us, UTC\]), `_xid` (int64) and `_unchanged_toast`
+//! (list of utf8, [`UNCHANGED_TOAST_COLUMN`]).
+//!
+//! **Unchanged TOASTed values.** An update that does not touch a large (TOASTed, stored out of
+//! line) value does not carry it in the WAL: `pgoutput` sends it as "unchanged". With `REPLICA
+//! IDENTITY FULL` the old row carries it and the update row has the value. Otherwise the value
+//! is not available to logical decoding at all, so the row has it null **and names the column
+//! in `_unchanged_toast`**: a consumer merging changes keeps the previous value of every column
+//! listed there (never a silent null). `_unchanged_toast` is null when every value is present
+//! (snapshot rows, inserts, deletes, and updates that carry every column). Set `REPLICA
+//! IDENTITY FULL` on tables whose large columns must be in every update row (at the cost of
+//! logging whole old rows).
 //!
 //! | PostgreSQL | Arrow |
 //! |---|---|
@@ -151,5 +161,6 @@ pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceCon
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use retire::retire;
+pub use rows::UNCHANGED_TOAST_COLUMN;
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};

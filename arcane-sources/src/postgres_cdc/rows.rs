@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arcane_core::{Error, Result};
 use arrow_array::builder::{
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -205,8 +205,13 @@ pub(super) struct RowsBuilder {
     lsn: UInt64Builder,
     ts: TimestampMicrosecondBuilder,
     xid: Int64Builder,
+    unchanged: ListBuilder<StringBuilder>,
     ok: Vec<bool>,
 }
+
+/// The metadata column listing, per row, the columns whose value is unavailable: an unchanged
+/// TOASTed value that an update did not touch and the replica identity did not carry.
+pub const UNCHANGED_TOAST_COLUMN: &str = "_unchanged_toast";
 
 fn output_schema(columns: &[OutCol]) -> SchemaRef {
     let mut fields: Vec<Field> = columns
@@ -221,6 +226,11 @@ fn output_schema(columns: &[OutCol]) -> SchemaRef {
         true,
     ));
     fields.push(Field::new("_xid", DataType::Int64, true));
+    fields.push(Field::new(
+        UNCHANGED_TOAST_COLUMN,
+        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        true,
+    ));
     Arc::new(Schema::new(fields))
 }
 
@@ -236,6 +246,7 @@ impl RowsBuilder {
             lsn: UInt64Builder::new(),
             ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             xid: Int64Builder::new(),
+            unchanged: ListBuilder::new(StringBuilder::new()),
             ok: Vec::new(),
         }
     }
@@ -244,11 +255,14 @@ impl RowsBuilder {
         self.ok.len()
     }
 
-    /// Append one row; `value(i)` gives output column `i`'s text. Returns the first conversion
+    /// Append one row; `value(i)` gives output column `i`'s text, `unchanged` the names of the
+    /// columns whose value is unavailable (null in the row). Returns the first conversion
     /// error (the row is then dropped from the batch at `finish`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn append<'v>(
         &mut self,
         value: impl Fn(usize) -> Option<&'v str>,
+        unchanged: &[&str],
         op: &str,
         lsn: Lsn,
         commit_ts: Option<i64>,
@@ -271,6 +285,14 @@ impl RowsBuilder {
         self.lsn.append_value(lsn.0);
         self.ts.append_option(commit_ts);
         self.xid.append_option(xid.map(i64::from));
+        if unchanged.is_empty() {
+            self.unchanged.append_null();
+        } else {
+            for name in unchanged {
+                self.unchanged.values().append_value(name);
+            }
+            self.unchanged.append(true);
+        }
         self.ok.push(first_err.is_none());
         first_err.map_or(Ok(()), Err)
     }
@@ -281,6 +303,7 @@ impl RowsBuilder {
         arrays.push(Arc::new(self.lsn.finish()));
         arrays.push(Arc::new(self.ts.finish()));
         arrays.push(Arc::new(self.xid.finish()));
+        arrays.push(Arc::new(self.unchanged.finish()));
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::fatal(format!("postgres-cdc batch: {e}")))?;
         let ok = std::mem::take(&mut self.ok);

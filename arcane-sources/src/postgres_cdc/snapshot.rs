@@ -86,10 +86,15 @@ impl Worker {
             .map(|i| row.get(i + 1))
             .collect();
         let lsn = self.pos.lsn;
-        if let Err(reason) =
-            self.rows
-                .append(|i| values[i], "r", lsn, None, None, &self.table.columns)
-        {
+        if let Err(reason) = self.rows.append(
+            |i| values[i],
+            &[],
+            "r",
+            lsn,
+            None,
+            None,
+            &self.table.columns,
+        ) {
             self.dead_letter(&format!("snapshot primary key {key}"), reason);
         }
     }
