@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use arcane_core::Error;
 use futures::StreamExt;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::client::{WorkError, WorkResult, slot_busy};
+use super::client::{WorkError, WorkResult, connect, slot_busy};
 use super::pgoutput::{self, Lsn, Message, Value};
-use super::position::{ParsedSnapshot, TxProgress};
+use super::position::{ParsedSnapshot, Segment, TxProgress};
+use super::rows::KeyCol;
 use super::slot::advance_slot;
 use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 use super::worker::Worker;
@@ -262,7 +264,7 @@ impl Worker {
         if t.skip {
             return Ok(());
         }
-        if self.in_snapshot(t.xid, t.final_lsn, values) {
+        if self.in_snapshot(t.xid, t.final_lsn, values).await? {
             return Ok(());
         }
         t.count += 1;
@@ -311,36 +313,91 @@ impl Worker {
     }
 
     /// Is this change already in the snapshot rows (its transaction visible in the snapshot
-    /// that read the row's primary-key range)?
-    fn in_snapshot(&self, xid: u32, final_lsn: Lsn, values: &[Value<'_>]) -> bool {
-        if self.pos.segments.is_empty() {
-            return false;
+    /// that read the row's key range)?
+    ///
+    /// Usually every segment gives the same answer (one segment, or a transaction committed
+    /// before all of them or after all of them), and the key is not needed. Otherwise the
+    /// server compares the change's key with the segments' bounds (with the key columns' own
+    /// types and collations). Without a key (a table read by `ctid` ranges), or when the
+    /// change lacks its key, the first segment decides: the change is emitted unless the first
+    /// snapshot saw it, so an interrupted keyless snapshot is resumed at least once, never
+    /// losing a change.
+    async fn in_snapshot(
+        &mut self,
+        xid: u32,
+        final_lsn: Lsn,
+        values: &[Value<'_>],
+    ) -> WorkResult<bool> {
+        let answer = |s: &Segment| {
+            final_lsn < s.wal_end
+                && ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
+        };
+        let segments = self.pos.segments.clone();
+        let Some(first) = segments.first().map(answer) else {
+            return Ok(false);
+        };
+        if segments.iter().all(|s| answer(s) == first) {
+            return Ok(first);
         }
-        let key = self
-            .table
-            .int_pk()
-            .and_then(|pk| self.mapping.iter().position(|m| *m == Some(pk)))
-            .and_then(|i| match values.get(i) {
-                Some(Value::Text(s)) => s.parse::<i64>().ok(),
-                _ => None,
-            });
-        let segment = self
-            .pos
-            .segments
+        let Some(key) = self.table.key.clone() else {
+            return Ok(first);
+        };
+        let texts: Option<Vec<&str>> = key
             .iter()
-            .rev()
-            .find(|s| match (s.after_pk, key) {
-                (None, _) => true,
-                (Some(after), Some(k)) => k > after,
-                (Some(_), None) => false,
-            });
-        match segment {
-            Some(s) if final_lsn < s.wal_end => {
-                ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
-            }
-            _ => false,
+            .map(|k| {
+                let i = self.mapping.iter().position(|m| *m == Some(k.index))?;
+                match values.get(i) {
+                    Some(Value::Text(s)) => Some(*s),
+                    _ => None,
+                }
+            })
+            .collect();
+        let Some(texts) = texts else {
+            return Ok(first);
+        };
+        // Not the polling connection: its peek's rows are being read.
+        if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
+            self.aux = Some(connect(&self.settings).await?);
         }
+        let Some(client) = self.aux.as_deref() else {
+            return Ok(first);
+        };
+        for s in segments.iter().rev() {
+            match s.key() {
+                None => return Ok(answer(s)),
+                Some(after) if key_after(client, &key, &texts, &after).await? => {
+                    return Ok(answer(s));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(false)
     }
+}
+
+/// Whether the key `texts` sorts after `after`, compared by the server as rows of the key
+/// columns' types and collations (what the snapshot's keyset pagination compares).
+async fn key_after(
+    client: &Client,
+    key: &[KeyCol],
+    texts: &[&str],
+    after: &[String],
+) -> WorkResult<bool> {
+    if after.len() != key.len() {
+        return Ok(false);
+    }
+    let side = |offset: usize| {
+        key.iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::text::{}{}", i + 1 + offset, k.sql_type, k.collate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!("SELECT ROW({}) > ROW({})", side(0), side(key.len()));
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+    params.extend(after.iter().map(|a| a as &(dyn ToSql + Sync)));
+    Ok(client.query_one(&sql, &params).await?.get(0))
 }
 
 struct CurTx {

@@ -33,8 +33,11 @@ pub struct PostgresCdcSourceConfig {
     /// secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// The captured table, `schema.table` or `table` (schema `public`). For the snapshot it
-    /// needs a single-column integer primary key (smallint, integer or bigint).
+    /// The captured table, `schema.table` or `table` (schema `public`). The snapshot pages by
+    /// its primary key, else a unique index on NOT NULL columns (any supported types,
+    /// composite too), else by `ctid` block ranges; capturing updates and deletes needs a
+    /// replica identity (a primary key, `REPLICA IDENTITY USING INDEX` or `FULL`; a table
+    /// without a key needs `FULL`) unless `insertOnly` is set.
     pub table: String,
     /// Replication slot name (letters, digits, `_`). One slot per stream: the slot keeps WAL
     /// until this stream has committed it, so drop the slot when the stream is deleted.
@@ -49,7 +52,7 @@ pub struct PostgresCdcSourceConfig {
     pub create_publication: bool,
     /// Capture inserts only (default false). Needed for a table PostgreSQL cannot publish
     /// updates and deletes of: one with `REPLICA IDENTITY NOTHING`, or `DEFAULT` without a
-    /// primary key. The publication is then created `WITH (publish = 'insert')`, so the
+    /// primary key. The publication is then created `WITH (publish = 'insert, truncate')`, so the
     /// application's own `UPDATE` and `DELETE` keep working, and the stream carries the
     /// snapshot and the inserts (`_op` `r` and `c`) but no updates or deletes. Without it such a
     /// table is refused before anything is created, with the `ALTER TABLE ... REPLICA
@@ -60,7 +63,8 @@ pub struct PostgresCdcSourceConfig {
     /// true). Without it the stream starts at the slot's position.
     #[serde(default = "default_true")]
     pub snapshot: bool,
-    /// Rows per snapshot chunk (keyset pagination on the primary key) and at most this many
+    /// Rows per snapshot chunk (keyset pagination on the key, or about this many rows of
+    /// `ctid` blocks for a table without one) and at most this many
     /// rows per change batch. Default 10000. Making `rowsPerGroup` a multiple of it keeps
     /// group cuts on chunk boundaries (see the module docs on resuming a snapshot).
     #[serde(default = "default_batch_rows")]

@@ -47,15 +47,34 @@
 //!   recreated.
 //! * **Snapshot.** The slot is created with `pg_create_logical_replication_slot`, which returns
 //!   its consistent point *C*: every transaction committing after *C* is in the change stream.
-//!   The table is then read in one `REPEATABLE READ` transaction, paged by its single-column
-//!   integer primary key (`batchRows` rows per chunk, bounded memory), and the transaction's
-//!   MVCC snapshot (`pg_current_snapshot()`) is recorded in the position. Streaming starts at
-//!   *C* and skips a change whose transaction is visible in that snapshot (its effect is already
-//!   in the snapshot rows): every row exactly once, with no exported snapshot and no
-//!   replication connection needed. When a snapshot is interrupted (restart, lost connection)
-//!   the next one resumes after the last primary key read with a new MVCC snapshot, recorded
-//!   as a new *segment*; each change is then checked against the snapshot that read its key.
-//!   Snapshot rows carry `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`.
+//!   The table is then read in one `REPEATABLE READ` transaction, `batchRows` rows per chunk
+//!   (bounded memory), and the transaction's MVCC snapshot (`pg_current_snapshot()`) is
+//!   recorded in the position. Streaming starts at *C* and skips a change whose transaction is
+//!   visible in that snapshot (its effect is already in the snapshot rows): every row exactly
+//!   once, with no exported snapshot and no replication connection needed. Snapshot rows carry
+//!   `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`. How the table is paged:
+//!   * **By its key**: the primary key, else a unique index on NOT NULL columns (no
+//!     expressions, no predicate), of any supported types, composite included: keyset
+//!     pagination `WHERE (a, b) > ($1::text::type COLLATE c, ...) ORDER BY a, b LIMIT n`, in the
+//!     key's own ordering (the columns' types and collations). The position holds the last key
+//!     read as the key columns' text forms (`"afterKey": ["eu", "42"]`), cast back to the
+//!     column types on resume, so text, uuid, numeric, timestamp and composite keys round-trip.
+//!     When a snapshot is interrupted (restart, lost connection) the next one resumes after the
+//!     last key read with a new MVCC snapshot, recorded as a new *segment*; a change committed
+//!     between two segments' snapshots is checked against the segment whose key range holds
+//!     its key (the server compares the keys, with the same types and collations), so the
+//!     resumed snapshot is exact too.
+//!   * **Without a key**: `ctid` block ranges (`ctid >= '(b,0)' AND ctid < '(e,0)'`, a TID
+//!     range scan, fast on PostgreSQL 14 and later; a full scan per chunk before), about
+//!     `batchRows` rows per range from the table's statistics, up to the table's size when the
+//!     snapshot was taken; the position holds the next block (`"nextBlock": 1234`). Such a
+//!     table's changes need `REPLICA IDENTITY FULL` (or `insertOnly`), see above. An
+//!     interrupted keyless snapshot resumes at the next block with a new MVCC snapshot; a row
+//!     has no key to tell which snapshot read it, so a change committed between the
+//!     interruption and the resume is emitted unless the first snapshot saw it: nothing is
+//!     lost, but a change to a row in the blocks not yet read can appear both in the snapshot
+//!     and as a change (at least once, for that window only). Without writes in that window,
+//!     or without an interruption, it is exact.
 //! * **Changes.** The source polls `pg_logical_slot_peek_binary_changes(slot, upto, NULL,
 //!   'proto_version', '1', 'publication_names', publication)` with `upto` the server's current
 //!   WAL position, decodes the `pgoutput` messages (text-format values) and emits the
@@ -70,9 +89,9 @@
 //!   the transaction committing at `tx.commitLsn` (a transaction larger than `batchRows` is
 //!   split into several batches). A restart peeks from the slot, skips what the position
 //!   covers and the checkpoint's extra rows, so a crash or SIGTERM neither loses nor
-//!   duplicates a change. During the snapshot the position also holds the last primary key
-//!   read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
-//!   of the re-read chunk, which is exact unless rows of that key range changed in between;
+//!   duplicates a change. During the snapshot the position also holds the last key (or the
+//!   next block) read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
+//!   of the re-read chunk, which is exact unless rows of that range changed in between;
 //!   `rowsPerGroup` a multiple of `batchRows` keeps group cuts on chunk boundaries.
 //! * **Worker.** The stream is read by a background task started with
 //!   [`spawn_source`](crate::runtime::spawn_source): dropping the stream stops it and closes

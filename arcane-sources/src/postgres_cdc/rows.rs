@@ -73,21 +73,6 @@ pub(super) struct TableInfo {
 }
 
 impl TableInfo {
-    /// The key's column when it is a single integer column.
-    pub(super) fn int_pk(&self) -> Option<usize> {
-        match self.key.as_deref() {
-            Some([k])
-                if matches!(
-                    self.columns[k.index].data_type,
-                    DataType::Int16 | DataType::Int32 | DataType::Int64
-                ) =>
-            {
-                Some(k.index)
-            }
-            _ => None,
-        }
-    }
-
     /// Whether PostgreSQL can publish this table's updates and deletes (it has a replica
     /// identity: a primary key, an identity index, or FULL).
     pub(super) fn replicates_updates(&self) -> bool {

@@ -142,7 +142,7 @@ impl SlotSetup<'_> {
         Ok(PgPosition {
             lsn,
             tx: None,
-            snapshot: snapshot.then_some(SnapshotProgress { after_pk: None }),
+            snapshot: snapshot.then(SnapshotProgress::default),
             segments: Vec::new(),
         })
     }

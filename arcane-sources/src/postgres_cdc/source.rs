@@ -11,7 +11,7 @@ use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo, table_info};
-use super::slot::{Created, SlotSetup, StartPlan, advance_slot};
+use super::slot::{Created, SlotSetup, advance_slot};
 use super::worker::{Worker, gave_up, is_retryable};
 use crate::runtime::spawn_source;
 
@@ -74,10 +74,6 @@ impl PostgresCdcSource {
         };
         let checked = setup.preflight(&client, &info).await?;
         let plan = setup.plan_start(&client, start).await?;
-        let snapshot = self.settings.config.snapshot || start.mode == arcane_core::Mode::Backfill;
-        if snapshot && matches!(plan, StartPlan::NewSlot { .. }) {
-            check_snapshot_key(&self.settings, &self.prefix, &info)?;
-        }
         let mut created = Created::default();
         let result = async {
             if checked.create_publication {
@@ -97,20 +93,6 @@ impl PostgresCdcSource {
             }
         }
     }
-}
-
-/// A snapshot pages by a key: refuse a table without one before anything is created.
-fn check_snapshot_key(settings: &Settings, prefix: &str, info: &TableInfo) -> Result<()> {
-    if info.int_pk().is_none() {
-        return Err(arcane_core::Error::config(
-            format!("{prefix}.snapshot"),
-            format!(
-                "table {}.{} has no single-column integer primary key, which the snapshot pages by; add one or set snapshot: false",
-                settings.schema, settings.table
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -154,6 +136,7 @@ impl Source for PostgresCdcSource {
                 table: info,
                 sent: None,
                 emitted: 0,
+                aux: None,
             }
             .run()
         }))

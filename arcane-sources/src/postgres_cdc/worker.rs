@@ -11,7 +11,7 @@ use arcane_core::retry::{Exhausted, retry};
 use arcane_core::{DeadLetter, Error, Mode, Position, Result, Retry};
 use tokio_postgres::Client;
 
-use super::client::{WorkError, WorkResult, connect, pg_err, quote_ident};
+use super::client::{PgConn, WorkError, WorkResult, connect, pg_err, quote_ident};
 use super::config::Settings;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo};
@@ -40,6 +40,8 @@ pub(super) struct Worker {
     pub(super) sent: Option<PgPosition>,
     /// Batches emitted so far (progress, which renews the retry budget).
     pub(super) emitted: u64,
+    /// A second connection, for queries while the polling connection streams a peek's rows.
+    pub(super) aux: Option<PgConn>,
 }
 
 /// How an attempt ended without an error the retry policy counts.
