@@ -1453,3 +1453,21 @@ async fn an_unchanged_toasted_value_is_named_in_unchanged_toast_never_a_silent_n
     );
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_table_is_refused_before_anything_is_created() {
+    let n = Names::new("parted");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text) PARTITION BY RANGE (id)"
+    ))
+    .await
+    .unwrap();
+    let report = refused(n.config()).await.report();
+    assert!(
+        report.contains(&format!("public.{t} is not a plain table")),
+        "{report}"
+    );
+    assert_eq!(server_objects(&c, &t).await, (0, 0));
+}

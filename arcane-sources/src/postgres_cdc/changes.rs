@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::client::{WorkError, WorkResult, connect, slot_busy};
+use super::client::{WorkError, WorkResult, slot_busy};
 use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, Segment, TxProgress};
 use super::rows::KeyCol;
@@ -145,7 +145,7 @@ impl Worker {
                     format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
                 )
             })?;
-            self.on_message(client, msg, change_lsn, &mut tx, &mut stats)
+            self.on_message(msg, change_lsn, &mut tx, &mut stats)
                 .await?;
         }
         Ok(Peeked::Read(stats))
@@ -154,7 +154,6 @@ impl Worker {
     /// Handle one `pgoutput` message; `tx` is the transaction being read.
     async fn on_message(
         &mut self,
-        client: &Client,
         msg: Message<'_>,
         change_lsn: Lsn,
         tx: &mut Option<CurTx>,
@@ -173,7 +172,7 @@ impl Worker {
             Message::Commit { end_lsn, .. } => self.commit_tx(tx.take(), end_lsn, stats).await,
             Message::Relation { relid, columns, .. } if relid == oid => {
                 if tx.as_ref().is_none_or(|t| !t.skip) {
-                        self.apply_relation(client, &columns).await?;
+                        self.apply_relation(&columns).await?;
                 }
                 Ok(())
             }
@@ -356,12 +355,7 @@ impl Worker {
             return Ok(first);
         };
         // Not the polling connection: its peek's rows are being read.
-        if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
-            self.aux = Some(connect(&self.settings).await?);
-        }
-        let Some(client) = self.aux.as_deref() else {
-            return Ok(first);
-        };
+        let client = self.aux_client().await?;
         for s in segments.iter().rev() {
             match s.key() {
                 None => return Ok(answer(s)),

@@ -98,17 +98,25 @@ pub(super) async fn table_info(
                     format_type(a.atttypid, a.atttypmod), \
                     (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname) FROM pg_collation co \
                        JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation), \
-                    c.relreplident::text \
+                    c.relreplident::text, c.relkind::text \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') ORDER BY a.attnum",
+             WHERE n.nspname = $1 AND c.relname = $2 ORDER BY a.attnum",
             &[&schema, &table],
         )
         .await?;
     if rows.is_empty() {
         return Err(Error::source_permanent(
             name,
-            format!("table {qualified} does not exist (or is not a table, or has no columns); create it or fix spec.source.table"),
+            format!("table {qualified} does not exist (or has no columns); create it or fix spec.source.table"),
+        )
+        .into());
+    }
+    let relkind: &str = rows[0].get(8);
+    if relkind != "r" {
+        return Err(Error::source_permanent(
+            name,
+            format!("{qualified} is not a plain table (relkind {relkind:?}: a view, partitioned table, foreign table or other relation), which this source cannot capture; capture a plain table (each partition as its own stream)"),
         )
         .into());
     }

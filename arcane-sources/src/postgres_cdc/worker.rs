@@ -163,6 +163,18 @@ impl Worker {
         )
     }
 
+    /// The second connection (opened on first use): for queries made while the polling
+    /// connection is streaming a peek's rows, which would otherwise wait behind them.
+    pub(super) async fn aux_client(&mut self) -> WorkResult<&PgConn> {
+        if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
+            self.aux = Some(connect(&self.settings).await?);
+        }
+        match &self.aux {
+            Some(conn) => Ok(conn),
+            None => Err(WorkError::Closed),
+        }
+    }
+
     pub(super) fn dead_letter(&mut self, locator: &str, reason: String) {
         tracing::warn!(source = %self.name, locator, reason = %reason, "row dead-lettered");
         self.dead_letters
