@@ -118,7 +118,9 @@
 //! listed there (never a silent null). `_unchanged_toast` is null when every value is present
 //! (snapshot rows, inserts, deletes, and updates that carry every column). Set `REPLICA
 //! IDENTITY FULL` on tables whose large columns must be in every update row (at the cost of
-//! logging whole old rows).
+//! logging whole old rows). Output landed before this column existed has one column less:
+//! with `sink.schemaEvolution: addNullableColumns` the sink widens in place, otherwise the first
+//! run after the upgrade is a schema mismatch (the operator backfills).
 //!
 //! | PostgreSQL | Arrow |
 //! |---|---|
