@@ -756,6 +756,24 @@ fn keyed_writer(
     }
 }
 
+/// The committed change log, read while a process may be committing: a file the reader finds
+/// listed but not yet renamed into place (the helper waits about a second for it, which a
+/// loaded machine can exceed) is read again.
+fn change_log_while_running(sink_url: &str) -> Vec<Row> {
+    let rt = runtime();
+    let mut tries = 0;
+    loop {
+        match rt.block_on(arcane_sinks::read_committed(sink_url, &BTreeMap::new())) {
+            Ok(batches) => return rows_as_json(&batches),
+            Err(e) if tries < 20 && e.to_string().contains("not found") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("read committed: {e}"),
+        }
+    }
+}
+
 /// A row's identity: its key columns' JSON values.
 fn row_key(key: &[&str], r: &Row) -> String {
     key.iter()
@@ -833,7 +851,7 @@ fn snapshot_any_key_survives_kills(
     // A file per group: the snapshot is committed in many steps, so a kill can fall between.
     spec["spec"]["sink"]["rolling"]["maxRowsPerFile"] = json!(200);
     let snapshot_rows = || {
-        change_log(&sink_url)
+        change_log_while_running(&sink_url)
             .iter()
             .filter(|r| op(r) == "r")
             .count()
@@ -890,7 +908,7 @@ fn snapshot_any_key_survives_kills(
     });
     let proc = Arcane::run(work.path(), &spec, &[]);
     eventually("sentinel committed", || {
-        change_log(&sink_url)
+        change_log_while_running(&sink_url)
             .iter()
             .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
     });

@@ -34,7 +34,7 @@ pub(super) enum StartPlan {
 }
 
 /// What this run created, dropped again when the run is refused after creating it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Created {
     pub(super) publication: bool,
     pub(super) slot: bool,
@@ -148,7 +148,7 @@ impl SlotSetup<'_> {
     }
 
     /// Drop what this run created (after a refusal that came later); failures are logged.
-    pub(super) async fn undo(&self, client: &Client, created: &Created) {
+    pub(super) async fn undo(&self, client: &Client, created: &mut Created) {
         let cfg = &self.settings.config;
         if created.slot {
             match client
@@ -156,6 +156,7 @@ impl SlotSetup<'_> {
                 .await
             {
                 Ok(_) => {
+                    created.slot = false;
                     tracing::info!(source = %self.name, slot = %cfg.slot, "dropped the replication slot this run created")
                 }
                 Err(e) => {
@@ -170,6 +171,7 @@ impl SlotSetup<'_> {
             );
             match client.batch_execute(&sql).await {
                 Ok(()) => {
+                    created.publication = false;
                     tracing::info!(source = %self.name, publication = %cfg.publication, "dropped the publication this run created")
                 }
                 Err(e) => {
