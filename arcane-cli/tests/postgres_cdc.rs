@@ -756,22 +756,21 @@ fn keyed_writer(
     }
 }
 
-/// The committed change log, read while a process may be committing: a file the reader finds
-/// listed but not yet renamed into place (the helper waits about a second for it, which a
-/// loaded machine can exceed) is read again.
-fn change_log_while_running(sink_url: &str) -> Vec<Row> {
+/// The committed change log, `None` while a committed file is not in place yet: a commit's
+/// files are renamed into place right after its manifest, by the committing process or, when
+/// that one was killed in between, by the next run's recovery.
+fn committed_log_if_readable(sink_url: &str) -> Option<Vec<Row>> {
     let rt = runtime();
-    let mut tries = 0;
-    loop {
+    for _ in 0..4 {
         match rt.block_on(arcane_sinks::read_committed(sink_url, &BTreeMap::new())) {
-            Ok(batches) => return rows_as_json(&batches),
-            Err(e) if tries < 20 && e.to_string().contains("not found") => {
-                tries += 1;
+            Ok(batches) => return Some(rows_as_json(&batches)),
+            Err(e) if e.to_string().contains("not found") => {
                 std::thread::sleep(Duration::from_millis(250));
             }
             Err(e) => panic!("read committed: {e}"),
         }
     }
+    None
 }
 
 /// A row's identity: its key columns' JSON values.
@@ -851,7 +850,8 @@ fn snapshot_any_key_survives_kills(
     // A file per group: the snapshot is committed in many steps, so a kill can fall between.
     spec["spec"]["sink"]["rolling"]["maxRowsPerFile"] = json!(200);
     let snapshot_rows = || {
-        change_log_while_running(&sink_url)
+        committed_log_if_readable(&sink_url)
+            .unwrap_or_default()
             .iter()
             .filter(|r| op(r) == "r")
             .count()
@@ -908,7 +908,8 @@ fn snapshot_any_key_survives_kills(
     });
     let proc = Arcane::run(work.path(), &spec, &[]);
     eventually("sentinel committed", || {
-        change_log_while_running(&sink_url)
+        committed_log_if_readable(&sink_url)
+            .unwrap_or_default()
             .iter()
             .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
     });
