@@ -184,11 +184,21 @@ impl SlotSetup<'_> {
     async fn drop_uncommitted_slot(&self, client: &Client) -> Result<()> {
         let cfg = &self.settings.config;
         tracing::warn!(source = %self.name, slot = %cfg.slot, "dropping the slot of an earlier run that committed nothing, to take a consistent snapshot");
-        client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
-            .await
-            .map_err(|e| pg_err(self.name, "dropping the old slot", e))?;
-        Ok(())
+        // The earlier run's backend may still be finishing its last peek: wait for it a little.
+        let mut tries = 0;
+        loop {
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 50 && e.code().map(|c| c.code()) == Some("55006") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(pg_err(self.name, "dropping the old slot", e)),
+            }
+        }
     }
 
     /// Create the slot; its consistent point is where the change stream starts.
