@@ -36,6 +36,12 @@ pub enum Command {
     /// --kind), or the `STREAMCONTEXT__*` environment.
     #[command(after_help = arcane_runner::RUN_HELP)]
     Run(Box<RunArgs>),
+    /// Retire a stream: drop what it keeps on its upstream system once the stream is deleted,
+    /// e.g. a `postgres-cdc` stream's replication slot (which otherwise keeps WAL on the
+    /// server forever) and publication. Takes the same --spec/--kind (or `STREAMCONTEXT__*`
+    /// environment) as `run`; idempotent (what is gone already is reported, exit 0); prints
+    /// one line per object. Stop the stream first: a slot in use is not dropped (exit 1).
+    Retire(Box<RunArgs>),
     /// Show what a Parquet sink committed at a location: generation, files, rows, the
     /// checkpoint its source resumes from, the schema and the first rows.
     ///
@@ -108,6 +114,7 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
         None => return runner.run_with_args(cli.run),
         Some(Command::Run(args)) => return runner.run_with_args(*args),
         Some(Command::Kinds { json }) => kinds(&runner, json),
+        Some(Command::Retire(args)) => retire(&runner, &args),
         Some(Command::Show {
             url,
             limit,
@@ -195,6 +202,36 @@ fn show(url: &str, options: &[String], limit: usize, files: bool) -> Result<Stri
         return runtime.block_on(crate::show::files(url, &map));
     }
     runtime.block_on(crate::show::show(url, &map, limit))
+}
+
+fn retire(runner: &Runner, args: &RunArgs) -> Result<String, Error> {
+    let stream = |e| Error::Stream(Box::new(e));
+    let ctx = args.context(None).map_err(stream)?.context;
+    let kind = runner
+        .registry()
+        .canonical_name(&ctx.stream_kind)
+        .map(str::to_string)
+        .ok_or_else(|| Error::UnknownKind {
+            kind: ctx.stream_kind.clone(),
+            known: runner
+                .registry()
+                .kinds()
+                .into_iter()
+                .map(|k| k.name)
+                .collect(),
+        })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match kind.as_str() {
+        #[cfg(feature = "postgres-cdc")]
+        "postgres-cdc" => runtime
+            .block_on(crate::kinds::retire_postgres_cdc(&ctx))
+            .map_err(stream),
+        other => Ok(format!(
+            "stream kind {other} keeps nothing on its upstream system to drop (its position is in the sink's commit manifest); nothing to retire"
+        )),
+    }
 }
 
 fn spec_schema(runner: &Runner, kind: &str) -> Result<String, Error> {

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `arcane run --spec FILE [--backfill]` | run a stream (see `arcane_runner` for flags, environment and exit codes); `arcane` alone runs from the `STREAMCONTEXT__*` environment |
 //! | `arcane kinds` | list the hosted kinds with a one-line description |
+//! | `arcane retire --spec FILE` | retire a deleted stream: drop what it keeps upstream (a `postgres-cdc` stream's replication slot and publication); idempotent |
 //! | `arcane show URL` | what a sink committed there: generation, files, rows, checkpoint, schema, first rows |
 //! | `arcane spec-schema KIND` | JSON Schema of the kind's spec, generated from its Rust types |
 //! | `arcane crd KIND` | the kind's CustomResourceDefinition (YAML) |

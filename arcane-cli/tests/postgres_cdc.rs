@@ -509,3 +509,439 @@ fn an_unknown_user_exits_1_at_once_saying_what_to_fix() {
         exit.termination
     );
 }
+
+/// Slots and publications named `name` on the server: (slots, publications).
+async fn server_objects(c: &Client, name: &str) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1), \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_keyless_table_is_refused_before_anything_is_created_and_the_app_keeps_updating_it() {
+    let n = Names::new("keyless");
+    let t = n.base.clone();
+    runtime().block_on(async {
+        client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id int8 NOT NULL, v int4 NOT NULL, s text);
+                 INSERT INTO {t} SELECT g, 0, 'row ' || g FROM generate_series(1, 10) g;"
+            ))
+            .await
+            .unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let exit = Arcane::run(work.path(), &spec(&t, &sink_url), &[]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("table public.{t} has no primary key"))
+            && message.contains(&format!("ALTER TABLE public.{t} REPLICA IDENTITY FULL"))
+            && message.contains("insertOnly"),
+        "{}",
+        exit.termination
+    );
+    runtime().block_on(async {
+        let c = client().await;
+        assert_eq!(
+            server_objects(&c, &t).await,
+            (0, 0),
+            "something was created"
+        );
+        // The application's own writes still work.
+        let updated = c
+            .execute(&format!("UPDATE {t} SET v = 1 WHERE id <= 5"), &[])
+            .await
+            .expect("the application's UPDATE fails");
+        assert_eq!(updated, 5);
+        c.execute(&format!("DELETE FROM {t} WHERE id = 10"), &[])
+            .await
+            .expect("the application's DELETE fails");
+    });
+}
+
+/// `arcane retire --spec FILE`: exit code and stdout.
+fn retire(work: &std::path::Path, spec: &Value) -> (i32, String, String) {
+    let file = work.join("retire-spec.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arcane"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ARCANE_LOG_FORMAT", "json")
+        .current_dir(work)
+        .args(["retire", "--spec", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn retire_drops_the_streams_slot_and_publication_and_is_idempotent() {
+    let n = Names::new("retire");
+    let t = n.base.clone();
+    runtime().block_on(async { create_table(&client().await, &t, 50).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= 50
+    });
+    // A running stream's slot is not dropped.
+    let (code, _, stderr) = retire(work.path(), &spec);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the stream is still running"), "{stderr}");
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.wait().code, 0);
+    runtime().block_on(async {
+        assert_eq!(server_objects(&client().await, &t).await, (1, 1));
+    });
+
+    // Retire: slot (after the killed backend lets go of it) and publication are gone.
+    let mut last = (0, String::new(), String::new());
+    for _ in 0..40 {
+        last = retire(work.path(), &spec);
+        if last.0 == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (code, stdout, stderr) = last;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("dropped replication slot {t}"))
+            && stdout.contains(&format!("dropped publication {t}")),
+        "{stdout}"
+    );
+    runtime().block_on(async {
+        assert_eq!(server_objects(&client().await, &t).await, (0, 0));
+    });
+    // Again: nothing to drop, still a success.
+    let (code, stdout, stderr) = retire(work.path(), &spec);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replication slot {t} does not exist; nothing to drop"
+        )) && stdout.contains(&format!("publication {t} does not exist; nothing to drop")),
+        "{stdout}"
+    );
+}
+
+/// A table whose rows are identified by a logical number `n` (unique, but for the capture
+/// only the declared key counts), with the key columns derived from `n`.
+struct KeyedTable {
+    /// The declared key columns (`CREATE TABLE` text) and their values for `n` (SQL).
+    columns: &'static str,
+    values: fn(&str) -> String,
+    /// Extra DDL after `CREATE TABLE` (`{t}` is the table).
+    after: &'static str,
+    /// The columns identifying a row in the change log (a delete carries only these unless
+    /// the table has REPLICA IDENTITY FULL).
+    key: &'static [&'static str],
+}
+
+const TEXT_KEY: KeyedTable = KeyedTable {
+    columns: "k text PRIMARY KEY",
+    values: |n| format!("'key-' || ({n})"),
+    after: "",
+    key: &["k"],
+};
+const UUID_KEY: KeyedTable = KeyedTable {
+    columns: "u uuid PRIMARY KEY",
+    values: |n| format!("md5(({n})::text)::uuid"),
+    after: "",
+    key: &["u"],
+};
+const COMPOSITE_KEY: KeyedTable = KeyedTable {
+    columns: "a text NOT NULL, b int4 NOT NULL, PRIMARY KEY (a, b)",
+    values: |n| format!("'g' || (({n}) % 7), {n}"),
+    after: "",
+    key: &["a", "b"],
+};
+const NO_KEY: KeyedTable = KeyedTable {
+    columns: "x int4",
+    values: |n| format!("({n}) % 3"),
+    after: "ALTER TABLE {t} REPLICA IDENTITY FULL;",
+    key: &["n"],
+};
+
+impl KeyedTable {
+    async fn create(&self, c: &Client, t: &str, rows: i64) {
+        let mut sql = format!(
+            "CREATE TABLE {t} (n int8 NOT NULL, {}, v int4 NOT NULL, s text); {}",
+            self.columns,
+            self.after.replace("{t}", t)
+        );
+        sql += &format!(
+            "INSERT INTO {t} SELECT g, {}, 0, 'row ' || g || ' ' || md5(g::text) FROM generate_series(1, {rows}) g;",
+            (self.values)("g")
+        );
+        c.batch_execute(&sql).await.unwrap();
+    }
+
+    fn insert(&self, t: &str, n: i64, v: u64) -> String {
+        format!(
+            "INSERT INTO {t} SELECT {n}, {}, {v}, 'new {n}';",
+            (self.values)(&n.to_string())
+        )
+    }
+}
+
+/// Inserts, updates and deletes by `n` in small transactions until stopped.
+fn keyed_writer(
+    table: &'static KeyedTable,
+    t: &str,
+    first_new: i64,
+    max: i64,
+    seed: u64,
+) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = t.to_string();
+    let handle = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let c = client().await;
+            let mut rng = seed;
+            let mut next = |m: u64| {
+                rng = rng
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (rng >> 33) % m
+            };
+            let mut new_n = first_new;
+            let mut statements = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let mut sql = String::from("BEGIN;");
+                for _ in 0..1 + next(4) {
+                    let n = 1 + next(max as u64) as i64;
+                    match next(10) {
+                        0..=4 => {
+                            sql += &table.insert(&t, new_n, next(1000));
+                            new_n += 1;
+                        }
+                        5..=7 => {
+                            sql +=
+                                &format!("UPDATE {t} SET v = v + 1, s = 'upd ' || v WHERE n = {n};")
+                        }
+                        _ => sql += &format!("DELETE FROM {t} WHERE n = {n};"),
+                    }
+                    statements += 1;
+                }
+                sql += "COMMIT;";
+                c.batch_execute(&sql).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            statements
+        })
+    });
+    Writer {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+/// The committed change log, `None` while a committed file is not in place yet: a commit's
+/// files are renamed into place right after its manifest, by the committing process or, when
+/// that one was killed in between, by the next run's recovery.
+fn committed_log_if_readable(sink_url: &str) -> Option<Vec<Row>> {
+    let rt = runtime();
+    for _ in 0..4 {
+        match rt.block_on(arcane_sinks::read_committed(sink_url, &BTreeMap::new())) {
+            Ok(batches) => return Some(rows_as_json(&batches)),
+            Err(e) if e.to_string().contains("not found") => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("read committed: {e}"),
+        }
+    }
+    None
+}
+
+/// A row's identity: its key columns' JSON values.
+fn row_key(key: &[&str], r: &Row) -> String {
+    key.iter()
+        .map(|k| r.get(*k).map(Value::to_string).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The table's rows as JSON by key (nulls omitted, as arrow-json writes them).
+async fn rows_by_key(c: &Client, t: &str, key: &[&str]) -> BTreeMap<String, Row> {
+    c.query(&format!("SELECT row_to_json(_t)::text FROM {t} AS _t"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut row: Row = serde_json::from_str(r.get::<_, &str>(0)).unwrap();
+            row.retain(|_, v| !v.is_null());
+            (row_key(key, &row), row)
+        })
+        .collect()
+}
+
+/// The change log replayed by key: snapshot rows, then changes in LSN order; panics on a
+/// change seen twice, an insert of a present key, an update or delete of an absent one.
+fn replay_by_key(mut log: Vec<Row>, key: &[&str]) -> BTreeMap<String, Row> {
+    let snapshot: Vec<String> = log
+        .iter()
+        .filter(|r| op(r) == "r")
+        .map(|r| row_key(key, r))
+        .collect();
+    let unique: BTreeSet<&String> = snapshot.iter().collect();
+    assert_eq!(unique.len(), snapshot.len(), "a snapshot row twice");
+    let change_lsns: Vec<u64> = log.iter().filter(|r| op(r) != "r").map(lsn).collect();
+    let unique: BTreeSet<u64> = change_lsns.iter().copied().collect();
+    assert_eq!(unique.len(), change_lsns.len(), "a change twice");
+    log.sort_by_key(|r| (op(r) != "r", lsn(r)));
+    let mut state = BTreeMap::new();
+    for mut r in log {
+        let o = op(&r).to_string();
+        let k = row_key(key, &r);
+        r.retain(|c, _| !c.starts_with('_'));
+        match o.as_str() {
+            "r" | "c" => assert!(
+                state.insert(k.clone(), r).is_none(),
+                "row {k} inserted twice ({o})"
+            ),
+            "u" => assert!(
+                state.insert(k.clone(), r).is_some(),
+                "update of absent row {k}"
+            ),
+            "d" => assert!(state.remove(&k).is_some(), "delete of absent row {k}"),
+            other => panic!("unexpected _op {other}"),
+        }
+    }
+    state
+}
+
+/// Snapshot `rows` rows of `table`, SIGKILLed right after the first snapshot rows were
+/// committed and then at random moments; `writes_during_snapshot` starts the writer at once
+/// (else once the snapshot is committed). The replayed change log must equal the table by `n`.
+fn snapshot_any_key_survives_kills(
+    test: &str,
+    table: &'static KeyedTable,
+    writes_during_snapshot: bool,
+) {
+    let n = Names::new(test);
+    let t = n.base.clone();
+    let rows = 20_000;
+    runtime().block_on(async { table.create(&client().await, &t, rows).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec(&t, &sink_url);
+    spec["spec"]["source"]["batchRows"] = json!(100);
+    spec["spec"]["rowsPerGroup"] = json!(200);
+    // A file per group: the snapshot is committed in many steps, so a kill can fall between.
+    spec["spec"]["sink"]["rolling"]["maxRowsPerFile"] = json!(200);
+    let snapshot_rows = || {
+        committed_log_if_readable(&sink_url)
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+    };
+    let mut writer =
+        writes_during_snapshot.then(|| keyed_writer(table, &t, rows + 1, rows, 0x5eed_0003));
+
+    // Killed in the middle of the snapshot.
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("first snapshot rows committed", || snapshot_rows() > 0);
+    proc.signal(Signal::SIGKILL);
+    assert_eq!(proc.wait().code, -1);
+    let after_kill = snapshot_rows();
+    assert!(
+        after_kill < rows as usize,
+        "the snapshot finished before the kill ({after_kill} rows)"
+    );
+    // Rerun until the snapshot is committed, killing it at random moments on the way.
+    let mut seed: u64 = 0x5eed_c0de_0000_0003;
+    while snapshot_rows() < rows as usize / 2 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let proc = Arcane::run(work.path(), &spec, &[]);
+        std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 1_200));
+        proc.signal(Signal::SIGKILL);
+        proc.wait();
+    }
+    if writer.is_none() {
+        let proc = Arcane::run(work.path(), &spec, &[]);
+        eventually("snapshot committed", || snapshot_rows() >= rows as usize);
+        proc.signal(Signal::SIGTERM);
+        assert_eq!(proc.wait().code, 0);
+        writer = Some(keyed_writer(table, &t, rows + 1, rows, 0x5eed_0004));
+    }
+    // Changes, with more kills.
+    for _ in 0..3 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let proc = Arcane::run(work.path(), &spec, &[]);
+        std::thread::sleep(Duration::from_millis(500 + (seed >> 33) % 1_500));
+        proc.signal(Signal::SIGKILL);
+        proc.wait();
+    }
+    assert!(writer.take().unwrap().finish() > 0);
+    // The sentinel row: n = -1.
+    runtime().block_on(async {
+        client()
+            .await
+            .batch_execute(&table.insert(&t, -1, 0))
+            .await
+            .unwrap();
+    });
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("sentinel committed", || {
+        committed_log_if_readable(&sink_url)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
+    });
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.wait().code, 0);
+
+    let log = change_log(&sink_url);
+    for o in ["r", "c", "u", "d"] {
+        assert!(log.iter().any(|r| op(r) == o), "no {o} rows");
+    }
+    let expected = runtime().block_on(async { rows_by_key(&client().await, &t, table.key).await });
+    let actual = replay_by_key(log, table.key);
+    assert_eq!(actual.len(), expected.len(), "row count");
+    assert_eq!(actual, expected);
+}
+
+#[test]
+fn a_text_key_snapshot_resumes_after_kills_with_none_missing_or_twice() {
+    snapshot_any_key_survives_kills("textkey", &TEXT_KEY, true);
+}
+
+#[test]
+fn a_uuid_key_snapshot_resumes_after_kills_with_none_missing_or_twice() {
+    snapshot_any_key_survives_kills("uuidkey", &UUID_KEY, true);
+}
+
+#[test]
+fn a_composite_key_snapshot_resumes_after_kills_with_none_missing_or_twice() {
+    snapshot_any_key_survives_kills("compkey", &COMPOSITE_KEY, true);
+}
+
+#[test]
+fn a_keyless_replica_identity_full_table_is_snapshotted_by_ctid_and_resumes_after_kills() {
+    snapshot_any_key_survives_kills("nokey", &NO_KEY, false);
+}

@@ -868,10 +868,16 @@ struct Role(String);
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
-            .output();
+        // Its grants go first (DROP OWNED), else the role cannot be dropped.
+        for sql in [
+            format!("DROP OWNED BY {}", self.0),
+            format!("DROP ROLE IF EXISTS {}", self.0),
+        ] {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+                .arg(sql)
+                .output();
+        }
     }
 }
 
@@ -937,15 +943,202 @@ async fn authentication_permission_and_missing_table_errors_are_fatal_at_once() 
         "{report}"
     );
 
-    // A user without the privileges: the publication cannot be created.
-    c.batch_execute(&format!("CREATE ROLE {} LOGIN", role.0))
+    // A user without the REPLICATION attribute, then without SELECT, then one that may not
+    // create the publication: each refused before anything is created, saying what to run.
+    let r = &role.0;
+    c.batch_execute(&format!("CREATE ROLE {r} LOGIN"))
+        .await
+        .unwrap();
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!(
+            "user {r} has neither the REPLICATION attribute nor superuser"
+        )) && report.contains(&format!("ALTER ROLE {r} REPLICATION")),
+        "{report}"
+    );
+    c.batch_execute(&format!("ALTER ROLE {r} REPLICATION"))
+        .await
+        .unwrap();
+    let report = open(cfg.clone()).await;
+    assert!(
+        report.contains(&format!("GRANT SELECT ON public.{t} TO {r}")),
+        "{report}"
+    );
+    c.batch_execute(&format!("GRANT SELECT ON {t} TO {r}"))
         .await
         .unwrap();
     let report = open(cfg).await;
     assert!(
-        report.contains("creating the publication") && report.contains("GRANT SELECT"),
+        report.contains(&format!("user {r} may not create it"))
+            && report.contains(&format!("CREATE PUBLICATION {t} FOR TABLE public.{t}")),
         "{report}"
     );
+    assert_eq!(
+        server_objects(&c, &t).await,
+        (0, 0),
+        "something was created"
+    );
+}
+
+/// Slots and publications named `name` on the server: (slots, publications).
+async fn server_objects(c: &Client, name: &str) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1), \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The open error of a source for `cfg`, which must be FATAL.
+async fn refused(cfg: PostgresCdcSourceConfig) -> Error {
+    let err = PostgresCdcSource::new(cfg)
+        .unwrap()
+        .open(start(Mode::Stream, None))
+        .await
+        .err()
+        .expect("open is refused");
+    assert_eq!(err.exit_code(), ExitCode::Fatal, "{}", err.report());
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_replica_identity_is_refused_unless_insert_only() {
+    let n = Names::new("ident");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 NOT NULL, val text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 5) g;"
+    ))
+    .await
+    .unwrap();
+    // No key, REPLICA IDENTITY DEFAULT: refused, nothing created, the app's writes work.
+    let err = refused(n.config()).await;
+    let report = err.report();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "spec.source.table")
+            && report.contains(&format!(
+                "table public.{t} has no primary key and REPLICA IDENTITY DEFAULT"
+            ))
+            && report.contains(&format!("ALTER TABLE public.{t} REPLICA IDENTITY FULL"))
+            && report.contains("insertOnly: true"),
+        "{report}"
+    );
+    assert_eq!(
+        server_objects(&c, &t).await,
+        (0, 0),
+        "something was created"
+    );
+    c.batch_execute(&format!(
+        "UPDATE {t} SET val = 'x' WHERE id = 1; DELETE FROM {t} WHERE id = 2"
+    ))
+    .await
+    .expect("the application's UPDATE/DELETE fails");
+
+    // REPLICA IDENTITY NOTHING, even with a primary key: refused.
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ADD PRIMARY KEY (id); ALTER TABLE {t} REPLICA IDENTITY NOTHING"
+    ))
+    .await
+    .unwrap();
+    let report = refused(n.config()).await.report();
+    assert!(report.contains("has REPLICA IDENTITY NOTHING"), "{report}");
+    assert_eq!(server_objects(&c, &t).await, (0, 0));
+
+    // An existing publication that publishes its updates (the app's UPDATE fails already):
+    // refused, saying so; the publication is not the run's to drop.
+    c.batch_execute(&format!("CREATE PUBLICATION {t} FOR TABLE {t}"))
+        .await
+        .unwrap();
+    let err = c
+        .batch_execute(&format!("UPDATE {t} SET val = 'y' WHERE id = 1"))
+        .await
+        .expect_err("PostgreSQL refuses the UPDATE");
+    assert!(
+        err.to_string().contains("replica identity")
+            || format!("{err:?}").contains("replica identity"),
+        "{err:?}"
+    );
+    // (Even with insertOnly, which alone would accept the table.)
+    let mut insert_only = n.config();
+    insert_only.insert_only = true;
+    let report = refused(insert_only).await.report();
+    assert!(
+        report.contains(&format!("publication {t} publishes updates or deletes of table public.{t}, which has no replica identity")),
+        "{report}"
+    );
+    assert_eq!(server_objects(&c, &t).await, (0, 1));
+    c.batch_execute(&format!("DROP PUBLICATION {t}"))
+        .await
+        .unwrap();
+
+    // insertOnly: the publication publishes inserts only, the app's writes keep working and
+    // the stream carries the snapshot and the inserts.
+    let mut cfg = n.config();
+    cfg.insert_only = true;
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, current_lsn(&c).await, &mut got).await;
+    let row = c
+        .query_one(
+            "SELECT pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, bool>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, bool>(2)
+        ),
+        (true, false, false)
+    );
+    c.batch_execute(&format!(
+        "UPDATE {t} SET val = 'z' WHERE id = 3; DELETE FROM {t} WHERE id = 4; INSERT INTO {t} VALUES (6, 'new')"
+    ))
+    .await
+    .expect("the application's writes fail");
+    let upto = current_lsn(&c).await;
+    read_until(&mut stream, upto, &mut got).await;
+    let rows = ops(&batches(&got));
+    assert!(rows.iter().filter(|r| r.0 == "r").count() == 4, "{rows:?}");
+    assert!(
+        rows.contains(&("c".to_string(), 6, Some("new".to_string()))),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.0 == "r" || r.0 == "c"), "{rows:?}");
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_creating_the_publication_drops_it_but_not_what_others_created() {
+    let n = Names::new("undo");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!("CREATE TABLE {t} (id int8 PRIMARY KEY, val text)"))
+        .await
+        .unwrap();
+    // A slot of the same name in another database: this database's run sees no slot of its
+    // own, creates its publication, and then cannot create the slot.
+    let other = conn().replace("dbname=test", "dbname=postgres");
+    let (o, connection) = tokio_postgres::connect(&other, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    o.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let err = refused(n.config()).await;
+    assert!(err.report().contains("already exists"), "{}", err.report());
+    // The publication this run created is gone; the other database's slot is still there.
+    assert_eq!(server_objects(&c, &t).await, (1, 0));
 }
 
 /// A table of `rows` rows whose row 7 holds a numeric NaN and row 30 the date `infinity`,
@@ -1173,4 +1366,105 @@ async fn resuming_at_every_position_of_the_snapshot_and_the_changes_loses_and_re
         }
     }
     assert!(resumes >= 10, "{resumes} resumes");
+}
+
+/// `_unchanged_toast` of each row: `None` when null, else the column names.
+fn unchanged_toast(batches: &[RecordBatch]) -> Vec<Option<Vec<String>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let list = b
+            .column_by_name(arcane_sources::postgres_cdc::UNCHANGED_TOAST_COLUMN)
+            .unwrap()
+            .as_list::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((!list.is_null(i)).then(|| {
+                let names = list.value(i);
+                let names = names.as_string::<i32>();
+                names.iter().map(|n| n.unwrap().to_string()).collect()
+            }));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_toasted_value_is_named_in_unchanged_toast_never_a_silent_null() {
+    let n = Names::new("toast");
+    let c = client().await;
+    let t = n.base.clone();
+    // 22 400 characters of md5 hex: incompressible enough to be stored out of line.
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text, small int4, big text);
+         INSERT INTO {t} VALUES (1, 'a', 0, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 700)));"
+    ))
+    .await
+    .unwrap();
+    // Really TOASTed out of line: the heap tuple is far smaller than the value.
+    let toasted: bool = c
+        .query_one(
+            &format!("SELECT pg_column_size(big) < octet_length(big) / 2 OR (SELECT reltoastrelid <> 0 AND pg_relation_size(reltoastrelid) > 8192 FROM pg_class WHERE oid = '{t}'::regclass) FROM {t}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(toasted, "the value was not TOASTed");
+    let big: String = c
+        .query_one(&format!("SELECT big FROM {t} WHERE id = 1"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big.len(), 22_400);
+    let mut source = PostgresCdcSource::new(n.config()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, current_lsn(&c).await, &mut got).await;
+    // An update of another column, under REPLICA IDENTITY DEFAULT, then under FULL.
+    c.batch_execute(&format!(
+        "UPDATE {t} SET small = 1 WHERE id = 1;
+         ALTER TABLE {t} REPLICA IDENTITY FULL;
+         UPDATE {t} SET small = 2 WHERE id = 1;"
+    ))
+    .await
+    .unwrap();
+    read_until(&mut stream, current_lsn(&c).await, &mut got).await;
+    let all = batches(&got);
+    let rows = ops(&all);
+    let bigs: Vec<Option<usize>> = all
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("big").unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| (!col.is_null(i)).then(|| col.value(i).len()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ops_only: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ops_only, ["r", "u", "u"]);
+    // The snapshot row has the value; the first update cannot have it and says so; the
+    // second (REPLICA IDENTITY FULL) has it.
+    assert_eq!(bigs, [Some(22_400), None, Some(22_400)]);
+    assert_eq!(
+        unchanged_toast(&all),
+        [None, Some(vec!["big".to_string()]), None]
+    );
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_table_is_refused_before_anything_is_created() {
+    let n = Names::new("parted");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text) PARTITION BY RANGE (id)"
+    ))
+    .await
+    .unwrap();
+    let report = refused(n.config()).await.report();
+    assert!(
+        report.contains(&format!("public.{t} is not a plain table")),
+        "{report}"
+    );
+    assert_eq!(server_objects(&c, &t).await, (0, 0));
 }

@@ -40,6 +40,8 @@ pub use mqtt::Mqtt;
 pub use nats_jetstream::NatsJetStream;
 #[cfg(feature = "postgres-cdc")]
 pub use postgres_cdc::PostgresCdc;
+#[cfg(feature = "postgres-cdc")]
+pub(crate) use postgres_cdc::retire_postgres_cdc;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMq;
 #[cfg(feature = "rest-api")]

@@ -2,9 +2,16 @@
 //! Parquet.
 
 use arcane_core::{Result, Source, StreamContext};
-use arcane_sources::postgres_cdc::{PostgresCdcSource, PostgresCdcSourceConfig};
+use arcane_sources::postgres_cdc::{PostgresCdcSource, PostgresCdcSourceConfig, retire};
 
-use crate::kind::SourceKind;
+use crate::kind::{KindSpec, SourceKind};
+
+/// `arcane retire` for a `postgres-cdc` stream: drop its replication slot and publication (see
+/// [`retire`]); the report, one line per object.
+pub(crate) async fn retire_postgres_cdc(ctx: &StreamContext) -> Result<String> {
+    let spec: KindSpec<PostgresCdcSourceConfig> = ctx.spec()?;
+    Ok(retire(&spec.source, "spec.source").await?.join("\n"))
+}
 
 /// A consistent snapshot of one PostgreSQL table, then its inserts, updates and deletes
 /// through a `pgoutput` replication slot; see [`arcane_sources::postgres_cdc`].

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use arcane_core::Error;
 use futures::StreamExt;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use super::client::{WorkError, WorkResult, slot_busy};
 use super::pgoutput::{self, Lsn, Message, Value};
-use super::position::{ParsedSnapshot, TxProgress};
+use super::position::{ParsedSnapshot, Segment, TxProgress};
+use super::rows::KeyCol;
 use super::slot::advance_slot;
 use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 use super::worker::Worker;
@@ -143,7 +145,7 @@ impl Worker {
                     format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
                 )
             })?;
-            self.on_message(client, msg, change_lsn, &mut tx, &mut stats)
+            self.on_message(msg, change_lsn, &mut tx, &mut stats)
                 .await?;
         }
         Ok(Peeked::Read(stats))
@@ -152,7 +154,6 @@ impl Worker {
     /// Handle one `pgoutput` message; `tx` is the transaction being read.
     async fn on_message(
         &mut self,
-        client: &Client,
         msg: Message<'_>,
         change_lsn: Lsn,
         tx: &mut Option<CurTx>,
@@ -171,7 +172,7 @@ impl Worker {
             Message::Commit { end_lsn, .. } => self.commit_tx(tx.take(), end_lsn, stats).await,
             Message::Relation { relid, columns, .. } if relid == oid => {
                 if tx.as_ref().is_none_or(|t| !t.skip) {
-                        self.apply_relation(client, &columns).await?;
+                        self.apply_relation(&columns).await?;
                 }
                 Ok(())
             }
@@ -262,7 +263,7 @@ impl Worker {
         if t.skip {
             return Ok(());
         }
-        if self.in_snapshot(t.xid, t.final_lsn, values) {
+        if self.in_snapshot(t.xid, t.final_lsn, values).await? {
             return Ok(());
         }
         t.count += 1;
@@ -274,6 +275,7 @@ impl Worker {
             rows: t.count,
         });
         let mut texts: Vec<Option<&str>> = vec![None; self.table.columns.len()];
+        let mut unchanged: Vec<&str> = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let Some(Some(out)) = self.mapping.get(i) else {
                 continue;
@@ -281,15 +283,20 @@ impl Worker {
             texts[*out] = match v {
                 Value::Text(s) => Some(s),
                 Value::Null => None,
-                // Unchanged TOASTed value: the old row has it with REPLICA IDENTITY FULL.
+                // An unchanged TOASTed value is not sent; the old row has it with REPLICA
+                // IDENTITY FULL, else the row says the value is unavailable (never a silent null).
                 Value::Unchanged => match old.and_then(|o| o.get(i)) {
                     Some(Value::Text(s)) => Some(s),
-                    _ => None,
+                    _ => {
+                        unchanged.push(&self.table.columns[*out].name);
+                        None
+                    }
                 },
             };
         }
         if let Err(reason) = self.rows.append(
             |i| texts[i],
+            &unchanged,
             op,
             lsn,
             Some(t.commit_ts_us),
@@ -305,36 +312,86 @@ impl Worker {
     }
 
     /// Is this change already in the snapshot rows (its transaction visible in the snapshot
-    /// that read the row's primary-key range)?
-    fn in_snapshot(&self, xid: u32, final_lsn: Lsn, values: &[Value<'_>]) -> bool {
-        if self.pos.segments.is_empty() {
-            return false;
+    /// that read the row's key range)?
+    ///
+    /// Usually every segment gives the same answer (one segment, or a transaction committed
+    /// before all of them or after all of them), and the key is not needed. Otherwise the
+    /// server compares the change's key with the segments' bounds (with the key columns' own
+    /// types and collations). Without a key (a table read by `ctid` ranges), or when the
+    /// change lacks its key, the first segment decides: the change is emitted unless the first
+    /// snapshot saw it, so an interrupted keyless snapshot is resumed at least once, never
+    /// losing a change.
+    async fn in_snapshot(
+        &mut self,
+        xid: u32,
+        final_lsn: Lsn,
+        values: &[Value<'_>],
+    ) -> WorkResult<bool> {
+        let answer = |s: &Segment| {
+            final_lsn < s.wal_end
+                && ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
+        };
+        let segments = self.pos.segments.clone();
+        let Some(first) = segments.first().map(answer) else {
+            return Ok(false);
+        };
+        if segments.iter().all(|s| answer(s) == first) {
+            return Ok(first);
         }
-        let key = self
-            .table
-            .pk
-            .and_then(|pk| self.mapping.iter().position(|m| *m == Some(pk)))
-            .and_then(|i| match values.get(i) {
-                Some(Value::Text(s)) => s.parse::<i64>().ok(),
-                _ => None,
-            });
-        let segment = self
-            .pos
-            .segments
+        let Some(key) = self.table.key.clone() else {
+            return Ok(first);
+        };
+        let texts: Option<Vec<&str>> = key
             .iter()
-            .rev()
-            .find(|s| match (s.after_pk, key) {
-                (None, _) => true,
-                (Some(after), Some(k)) => k > after,
-                (Some(_), None) => false,
-            });
-        match segment {
-            Some(s) if final_lsn < s.wal_end => {
-                ParsedSnapshot::parse(&s.snapshot).is_some_and(|p| p.visible(xid))
+            .map(|k| {
+                let i = self.mapping.iter().position(|m| *m == Some(k.index))?;
+                match values.get(i) {
+                    Some(Value::Text(s)) => Some(*s),
+                    _ => None,
+                }
+            })
+            .collect();
+        let Some(texts) = texts else {
+            return Ok(first);
+        };
+        // Not the polling connection: its peek's rows are being read.
+        let client = self.aux_client().await?;
+        for s in segments.iter().rev() {
+            match s.key() {
+                None => return Ok(answer(s)),
+                Some(after) if key_after(client, &key, &texts, &after).await? => {
+                    return Ok(answer(s));
+                }
+                Some(_) => {}
             }
-            _ => false,
         }
+        Ok(false)
     }
+}
+
+/// Whether the key `texts` sorts after `after`, compared by the server as rows of the key
+/// columns' types and collations (what the snapshot's keyset pagination compares).
+async fn key_after(
+    client: &Client,
+    key: &[KeyCol],
+    texts: &[&str],
+    after: &[String],
+) -> WorkResult<bool> {
+    if after.len() != key.len() {
+        return Ok(false);
+    }
+    let side = |offset: usize| {
+        key.iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::text::{}{}", i + 1 + offset, k.sql_type, k.collate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!("SELECT ROW({}) > ROW({})", side(0), side(key.len()));
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+    params.extend(after.iter().map(|a| a as &(dyn ToSql + Sync)));
+    Ok(client.query_one(&sql, &params).await?.get(0))
 }
 
 struct CurTx {

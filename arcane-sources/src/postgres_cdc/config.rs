@@ -33,8 +33,11 @@ pub struct PostgresCdcSourceConfig {
     /// secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// The captured table, `schema.table` or `table` (schema `public`). For the snapshot it
-    /// needs a single-column integer primary key (smallint, integer or bigint).
+    /// The captured table, `schema.table` or `table` (schema `public`). The snapshot pages by
+    /// its primary key, else a unique index on NOT NULL columns (any supported types,
+    /// composite too), else by `ctid` block ranges; capturing updates and deletes needs a
+    /// replica identity (a primary key, `REPLICA IDENTITY USING INDEX` or `FULL`; a table
+    /// without a key needs `FULL`) unless `insertOnly` is set.
     pub table: String,
     /// Replication slot name (letters, digits, `_`). One slot per stream: the slot keeps WAL
     /// until this stream has committed it, so drop the slot when the stream is deleted.
@@ -47,11 +50,21 @@ pub struct PostgresCdcSourceConfig {
     /// Create the publication (`FOR TABLE table`) when it does not exist (default true).
     #[serde(default = "default_true")]
     pub create_publication: bool,
+    /// Capture inserts only (default false). Needed for a table PostgreSQL cannot publish
+    /// updates and deletes of: one with `REPLICA IDENTITY NOTHING`, or `DEFAULT` without a
+    /// primary key. The publication is then created `WITH (publish = 'insert, truncate')`, so the
+    /// application's own `UPDATE` and `DELETE` keep working, and the stream carries the
+    /// snapshot and the inserts (`_op` `r` and `c`) but no updates or deletes. Without it such a
+    /// table is refused before anything is created, with the `ALTER TABLE ... REPLICA
+    /// IDENTITY FULL` (or `USING INDEX`) that makes it capturable.
+    #[serde(default)]
+    pub insert_only: bool,
     /// Take a consistent snapshot of the table's rows before streaming its changes (default
     /// true). Without it the stream starts at the slot's position.
     #[serde(default = "default_true")]
     pub snapshot: bool,
-    /// Rows per snapshot chunk (keyset pagination on the primary key) and at most this many
+    /// Rows per snapshot chunk (keyset pagination on the key, or about this many rows of
+    /// `ctid` blocks for a table without one) and at most this many
     /// rows per change batch. Default 10000. Making `rowsPerGroup` a multiple of it keeps
     /// group cuts on chunk boundaries (see the module docs on resuming a snapshot).
     #[serde(default = "default_batch_rows")]
@@ -89,6 +102,11 @@ pub(crate) struct Settings {
     pub(crate) config: PostgresCdcSourceConfig,
 }
 
+/// The `application_name` of a stream's sessions unless the connection string sets one.
+pub(crate) fn stream_application_name(slot: &str) -> String {
+    format!("arcane postgres-cdc {slot}")
+}
+
 fn identifier_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -112,6 +130,7 @@ impl PostgresCdcSourceConfig {
             publication: publication.into(),
             create_slot: true,
             create_publication: true,
+            insert_only: false,
             snapshot: true,
             batch_rows: DEFAULT_BATCH_ROWS,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -162,6 +181,11 @@ impl PostgresCdcSourceConfig {
             return Err(Error::config(field("batchRows"), "must be at least 1"));
         }
         self.retry.validate(&field("retry"))?;
+        // Name the stream's sessions, so that `retire` can tell a running stream.
+        let application_name = pg
+            .get_application_name()
+            .map_or_else(|| stream_application_name(&self.slot), str::to_string);
+        pg.application_name(&application_name);
         Ok(Settings {
             pg,
             schema,

@@ -4,27 +4,77 @@
 //! # Configuration
 //!
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
-//! `createSlot`/`createPublication` (default true), `snapshot` (default true), `batchRows`,
+//! `createSlot`/`createPublication` (default true), `insertOnly` (default false), `snapshot`
+//! (default true), `batchRows`,
 //! `pollInterval`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
+//!
+//! # Before anything is created
+//!
+//! A publication that publishes updates and deletes of a table without a replica identity makes
+//! the application's own `UPDATE`/`DELETE` on that table fail, and an idle slot pins WAL. So a
+//! run first checks, and refuses with a FATAL error (exit 1) naming the table or setting and
+//! the fix: the table exists; it has a replica identity (a primary key, `REPLICA IDENTITY
+//! USING INDEX` or `FULL`) unless `insertOnly` is set; the user has `REPLICATION` (or is
+//! superuser) and `SELECT` on the table; `wal_level = logical`; an existing publication
+//! includes the table and publishes what is captured (and no updates or deletes of a table
+//! that cannot replicate them); a missing publication can be created (the user owns the table
+//! and may `CREATE` in the database); a slot to create finds a free one
+//! (`max_replication_slots`). Only then are the publication and the slot created; a refusal
+//! after that (e.g. the slot cannot be created) drops what this run created, never what an
+//! earlier run or someone else created.
+//!
+//! With `insertOnly: true` the publication is created `WITH (publish = 'insert, truncate')`:
+//! the stream carries the snapshot and the inserts, never updates or deletes, and the table
+//! needs no replica identity. (`truncate` is published too, unlike a bare `'insert'`: it needs
+//! no replica identity, and a truncated table is then a schema mismatch instead of rows gone
+//! silently.) Without it the publication publishes `'insert, update, delete, truncate'`.
+//!
+//! # Retiring a stream
+//!
+//! The slot keeps WAL on the server until the stream reads it, so a deleted stream must drop
+//! it: [`retire`] (the `arcane retire --spec FILE` command) drops the slot and, unless
+//! `createPublication` is false, the publication. It is idempotent, and refuses while the
+//! stream runs (its sessions are named `application_name = 'arcane postgres-cdc <slot>'`
+//! unless the connection string names them).
 //!
 //! # How it reads
 //!
 //! * **Slot and publication.** The publication (`FOR TABLE`) and a logical replication slot
 //!   with the `pgoutput` plugin are created on first start when missing (unless
-//!   `createPublication`/`createSlot` is false, then a missing one is a config error). A slot
-//!   left by an earlier run that committed nothing is dropped and recreated.
+//!   `createPublication`/`createSlot` is false, then a missing one is a config error), after
+//!   the checks above. A slot left by an earlier run that committed nothing is dropped and
+//!   recreated.
 //! * **Snapshot.** The slot is created with `pg_create_logical_replication_slot`, which returns
 //!   its consistent point *C*: every transaction committing after *C* is in the change stream.
-//!   The table is then read in one `REPEATABLE READ` transaction, paged by its single-column
-//!   integer primary key (`batchRows` rows per chunk, bounded memory), and the transaction's
-//!   MVCC snapshot (`pg_current_snapshot()`) is recorded in the position. Streaming starts at
-//!   *C* and skips a change whose transaction is visible in that snapshot (its effect is already
-//!   in the snapshot rows): every row exactly once, with no exported snapshot and no
-//!   replication connection needed. When a snapshot is interrupted (restart, lost connection)
-//!   the next one resumes after the last primary key read with a new MVCC snapshot, recorded
-//!   as a new *segment*; each change is then checked against the snapshot that read its key.
-//!   Snapshot rows carry `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`.
+//!   The table is then read in one `REPEATABLE READ` transaction, `batchRows` rows per chunk
+//!   (bounded memory), and the transaction's MVCC snapshot (`pg_current_snapshot()`) is
+//!   recorded in the position. Streaming starts at *C* and skips a change whose transaction is
+//!   visible in that snapshot (its effect is already in the snapshot rows): every row exactly
+//!   once, with no exported snapshot and no replication connection needed. Snapshot rows carry
+//!   `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`. How the table is paged:
+//!   * **By its key**: the primary key, else a unique index on NOT NULL columns (no
+//!     expressions, no predicate), of any supported types, composite included: keyset
+//!     pagination `WHERE (a, b) > ($1::text::type COLLATE c, ...) ORDER BY a, b LIMIT n`, in the
+//!     key's own ordering (the columns' types and collations). The position holds the last key
+//!     read as the key columns' text forms (`"afterKey": ["eu", "42"]`), cast back to the
+//!     column types on resume, so text, uuid, numeric, timestamp and composite keys round-trip.
+//!     When a snapshot is interrupted (restart, lost connection) the next one resumes after the
+//!     last key read with a new MVCC snapshot, recorded as a new *segment*; a change committed
+//!     between two segments' snapshots is checked against the segment whose key range holds
+//!     its key (the server compares the keys, with the same types and collations), so the
+//!     resumed snapshot is exact too.
+//!   * **Without a key**: `ctid` block ranges (`ctid >= '(b,0)' AND ctid < '(e,0)'`, a TID
+//!     range scan, fast on PostgreSQL 14 and later; a full scan per chunk before), about
+//!     `batchRows` rows per range from the table's statistics, up to the table's size when the
+//!     snapshot was taken; the position holds the next block (`"nextBlock": 1234`). Such a
+//!     table's changes need `REPLICA IDENTITY FULL` (or `insertOnly`), see above. An
+//!     interrupted keyless snapshot resumes at the next block with a new MVCC snapshot; a row
+//!     has no key to tell which snapshot read it, so a change committed between the
+//!     interruption and the resume is emitted unless the first snapshot saw it: nothing is
+//!     lost, but a change to a row in the blocks not yet read can appear both in the snapshot
+//!     and as a change (at least once, for that window only). Without writes in that window,
+//!     or without an interruption, it is exact.
 //! * **Changes.** The source polls `pg_logical_slot_peek_binary_changes(slot, upto, NULL,
 //!   'proto_version', '1', 'publication_names', publication)` with `upto` the server's current
 //!   WAL position, decodes the `pgoutput` messages (text-format values) and emits the
@@ -39,9 +89,9 @@
 //!   the transaction committing at `tx.commitLsn` (a transaction larger than `batchRows` is
 //!   split into several batches). A restart peeks from the slot, skips what the position
 //!   covers and the checkpoint's extra rows, so a crash or SIGTERM neither loses nor
-//!   duplicates a change. During the snapshot the position also holds the last primary key
-//!   read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
-//!   of the re-read chunk, which is exact unless rows of that key range changed in between;
+//!   duplicates a change. During the snapshot the position also holds the last key (or the
+//!   next block) read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
+//!   of the re-read chunk, which is exact unless rows of that range changed in between;
 //!   `rowsPerGroup` a multiple of `batchRows` keeps group cuts on chunk boundaries.
 //! * **Worker.** The stream is read by a background task started with
 //!   [`spawn_source`](crate::runtime::spawn_source): dropping the stream stops it and closes
@@ -55,10 +105,22 @@
 //! # Output schema and type mapping
 //!
 //! The table's columns in table order, all nullable (a delete carries only the replica
-//! identity columns unless the table has `REPLICA IDENTITY FULL`; an unchanged TOASTed value
-//! of an update is null unless `REPLICA IDENTITY FULL` provides the old value), then:
-//! `_op` (utf8: `r` snapshot read, `c` insert, `u` update, `d` delete), `_lsn` (uint64, the
-//! change's WAL position), `_commit_ts` (timestamp\[us, UTC\]) and `_xid` (int64).
+//! identity columns unless the table has `REPLICA IDENTITY FULL`), then: `_op` (utf8: `r`
+//! snapshot read, `c` insert, `u` update, `d` delete), `_lsn` (uint64, the change's WAL
+//! position), `_commit_ts` (timestamp\[us, UTC\]), `_xid` (int64) and `_unchanged_toast`
+//! (list of utf8, [`UNCHANGED_TOAST_COLUMN`]).
+//!
+//! **Unchanged TOASTed values.** An update that does not touch a large (TOASTed, stored out of
+//! line) value does not carry it in the WAL: `pgoutput` sends it as "unchanged". With `REPLICA
+//! IDENTITY FULL` the old row carries it and the update row has the value. Otherwise the value
+//! is not available to logical decoding at all, so the row has it null **and names the column
+//! in `_unchanged_toast`**: a consumer merging changes keeps the previous value of every column
+//! listed there (never a silent null). `_unchanged_toast` is null when every value is present
+//! (snapshot rows, inserts, deletes, and updates that carry every column). Set `REPLICA
+//! IDENTITY FULL` on tables whose large columns must be in every update row (at the cost of
+//! logging whole old rows). Output landed before this column existed has one column less:
+//! with `sink.schemaEvolution: addNullableColumns` the sink widens in place, otherwise the first
+//! run after the upgrade is a schema mismatch (the operator backfills).
 //!
 //! | PostgreSQL | Arrow |
 //! |---|---|
@@ -106,7 +168,9 @@ mod client;
 mod config;
 mod pgoutput;
 mod position;
+mod preflight;
 mod relation;
+mod retire;
 mod rows;
 mod slot;
 mod snapshot;
@@ -117,5 +181,7 @@ mod worker;
 pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
+pub use retire::retire;
+pub use rows::UNCHANGED_TOAST_COLUMN;
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};

@@ -15,7 +15,7 @@ pub struct PgPosition {
     /// too (a transaction larger than `batchRows` is split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<TxProgress>,
-    /// While the snapshot runs: the rows with a primary key up to `afterPk` are included.
+    /// While the snapshot runs: how far it got (the rows up to that key or block are included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProgress>,
     /// The snapshots the table was read with; changes of transactions visible in them are
@@ -37,24 +37,60 @@ pub struct TxProgress {
 }
 
 /// Progress of the snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotProgress {
-    /// The last primary key included (`None`: none yet).
+    /// Tables with a key: the last key read, one value per key column in PostgreSQL's text
+    /// form (cast back to the column's type to continue after it), `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_key: Option<Vec<String>>,
+    /// Tables without a key (read by `ctid` ranges): the first heap block not read yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_block: Option<u64>,
+    /// The last single-column integer key read, as positions of earlier versions hold it;
+    /// read as `afterKey`.
+    #[serde(default, skip_serializing)]
     pub after_pk: Option<i64>,
 }
 
-/// The rows with a primary key above `afterPk` (up to the next segment's) were read with this
-/// MVCC snapshot (`pg_current_snapshot()`), taken before WAL position `walEnd`.
+impl SnapshotProgress {
+    /// The last key read (`afterKey`, or an earlier version's `afterPk`).
+    pub(super) fn key(&self) -> Option<Vec<String>> {
+        self.after_key
+            .clone()
+            .or_else(|| self.after_pk.map(|k| vec![k.to_string()]))
+    }
+}
+
+/// The rows with a key above `afterKey` (or, without a key, in the blocks from `fromBlock`),
+/// up to the next segment's, were read with this MVCC snapshot (`pg_current_snapshot()`),
+/// taken before WAL position `walEnd`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Segment {
-    /// Lower bound (exclusive) of the primary keys read with this snapshot.
+    /// Lower bound (exclusive) of the keys read with this snapshot, in text form; `None`: from
+    /// the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_key: Option<Vec<String>>,
+    /// Tables without a key: the first heap block read with this snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_block: Option<u64>,
+    /// An earlier version's integer `afterKey`.
+    #[serde(default, skip_serializing)]
     pub after_pk: Option<i64>,
     /// `xmin:xmax:xip,...` of the snapshot.
     pub snapshot: String,
     /// WAL insert position right after the snapshot was taken.
     pub wal_end: Lsn,
+}
+
+impl Segment {
+    /// Lower bound (exclusive) of its keys (`afterKey`, or an earlier version's `afterPk`).
+    pub(super) fn key(&self) -> Option<Vec<String>> {
+        self.after_key
+            .clone()
+            .or_else(|| self.after_pk.map(|k| vec![k.to_string()]))
+    }
 }
 
 pub(super) struct ParsedSnapshot {
@@ -95,6 +131,32 @@ impl ParsedSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_versions_integer_key_reads_as_a_text_key() {
+        let old: PgPosition = serde_json::from_str(
+            r#"{"lsn": "0/10", "snapshot": {"afterPk": 42}, "segments": [{"afterPk": 7, "snapshot": "1:2:", "walEnd": "0/20"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.snapshot.unwrap().key(), Some(vec!["42".to_string()]));
+        assert_eq!(old.segments[0].key(), Some(vec!["7".to_string()]));
+        // A composite text key round-trips.
+        let pos = PgPosition {
+            lsn: Lsn(16),
+            tx: None,
+            snapshot: Some(SnapshotProgress {
+                after_key: Some(vec![
+                    "g3".into(),
+                    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into(),
+                ]),
+                ..SnapshotProgress::default()
+            }),
+            segments: Vec::new(),
+        };
+        let text = serde_json::to_string(&pos).unwrap();
+        assert_eq!(serde_json::from_str::<PgPosition>(&text).unwrap(), pos);
+        assert!(!text.contains("afterPk"), "{text}");
+    }
 
     #[test]
     fn snapshot_visibility_follows_xmin_xmax_and_in_progress_list() {

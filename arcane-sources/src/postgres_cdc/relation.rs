@@ -1,7 +1,6 @@
 //! Schema changes: a `pgoutput` Relation message checked against the output schema.
 
 use arcane_core::Error;
-use tokio_postgres::Client;
 
 use super::client::WorkResult;
 use super::pgoutput::RelColumn;
@@ -48,18 +47,14 @@ fn widen(
 impl Worker {
     /// A Relation message for the captured table: check it against the output schema.
     /// Returns whether the schema changed (widened).
-    pub(super) async fn apply_relation(
-        &mut self,
-        client: &Client,
-        rel: &[RelColumn],
-    ) -> WorkResult<bool> {
+    pub(super) async fn apply_relation(&mut self, rel: &[RelColumn]) -> WorkResult<bool> {
         let location = format!("postgres table {}", self.qualified);
         let (columns, mapping) =
             widen(&self.table.columns, rel).map_err(|message| Error::SchemaMismatch {
                 location: location.clone(),
                 message,
             })?;
-        if let Some(gone) = self.dropped_column(client, &columns, rel).await? {
+        if let Some(gone) = self.dropped_column(&columns, rel).await? {
             return Err(Error::SchemaMismatch {
                 location,
                 message: format!("column {gone:?} was dropped or renamed; backfill the stream"),
@@ -86,8 +81,7 @@ impl Worker {
     /// was added (it is still in the catalog) or dropped/renamed (incompatible): the name of
     /// the first one no longer in the catalog.
     async fn dropped_column(
-        &self,
-        client: &Client,
+        &mut self,
         columns: &[OutCol],
         rel: &[RelColumn],
     ) -> WorkResult<Option<String>> {
@@ -98,13 +92,13 @@ impl Worker {
         if missing.is_empty() {
             return Ok(None);
         }
-        let now = table_info(
-            client,
-            &self.name,
-            &self.settings.schema,
-            &self.settings.table,
-        )
-        .await?;
+        // Not the polling connection: the Relation message came in its peek's rows.
+        let (name, schema, table) = (
+            self.name.clone(),
+            self.settings.schema.clone(),
+            self.settings.table.clone(),
+        );
+        let now = table_info(self.aux_client().await?, &name, &schema, &table).await?;
         Ok(missing
             .iter()
             .find(|m| !now.columns.iter().any(|c| c.name == m.name))

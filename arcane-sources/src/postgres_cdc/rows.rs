@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arcane_core::{Error, Result};
 use arrow_array::builder::{
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -21,13 +21,68 @@ pub(super) struct OutCol {
     pub(super) data_type: DataType,
 }
 
+/// The table's `REPLICA IDENTITY` setting (`pg_class.relreplident`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplicaIdentity {
+    /// `DEFAULT`: the primary key (nothing without one).
+    Default,
+    /// `NOTHING`.
+    Nothing,
+    /// `FULL`: the whole old row.
+    Full,
+    /// `USING INDEX`: the columns of that index.
+    Index,
+}
+
+impl ReplicaIdentity {
+    fn from_char(c: &str) -> Self {
+        match c {
+            "n" => Self::Nothing,
+            "f" => Self::Full,
+            "i" => Self::Index,
+            _ => Self::Default,
+        }
+    }
+}
+
+/// One column of the key the snapshot pages by.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct KeyCol {
+    /// Index of the output column.
+    pub(super) index: usize,
+    /// The column's type as SQL (`format_type`), e.g. `text`, `uuid`, `numeric(10,2)`.
+    pub(super) sql_type: String,
+    /// `COLLATE "schema"."name"` when the column has a collation, else empty.
+    pub(super) collate: String,
+}
+
 /// The table as read from the catalog.
 #[derive(Debug, Clone)]
 pub(super) struct TableInfo {
     pub(super) oid: u32,
     pub(super) columns: Vec<OutCol>,
-    /// Index of the single integer primary-key column, if there is one.
-    pub(super) pk: Option<usize>,
+    /// The primary key, else the first unique index on NOT NULL columns (no expressions, no
+    /// predicate), in index column order: what the snapshot pages by. `None`: no such key.
+    pub(super) key: Option<Vec<KeyCol>>,
+    /// Whether the table has a primary key.
+    pub(super) has_primary_key: bool,
+    /// The table's replica identity.
+    pub(super) identity: ReplicaIdentity,
+    /// Whether the replica identity index of `REPLICA IDENTITY USING INDEX` exists.
+    pub(super) identity_index: bool,
+}
+
+impl TableInfo {
+    /// Whether PostgreSQL can publish this table's updates and deletes (it has a replica
+    /// identity: a primary key, an identity index, or FULL).
+    pub(super) fn replicates_updates(&self) -> bool {
+        match self.identity {
+            ReplicaIdentity::Full => true,
+            ReplicaIdentity::Default => self.has_primary_key,
+            ReplicaIdentity::Index => self.identity_index,
+            ReplicaIdentity::Nothing => false,
+        }
+    }
 }
 
 pub(super) async fn table_info(
@@ -39,11 +94,13 @@ pub(super) async fn table_info(
     let qualified = format!("{schema}.{table}");
     let rows = client
         .query(
-            "SELECT c.oid, a.attname::text, a.atttypid, a.atttypmod, \
-                    coalesce(a.attnum = ANY (i.indkey::int2[]) AND array_length(i.indkey::int2[], 1) = 1, false) \
+            "SELECT c.oid, a.attname::text, a.atttypid, a.atttypmod, a.attnum, \
+                    format_type(a.atttypid, a.atttypmod), \
+                    (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname) FROM pg_collation co \
+                       JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation), \
+                    c.relreplident::text, c.relkind::text \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
              WHERE n.nspname = $1 AND c.relname = $2 ORDER BY a.attnum",
             &[&schema, &table],
         )
@@ -55,34 +112,82 @@ pub(super) async fn table_info(
         )
         .into());
     }
+    let relkind: &str = rows[0].get(8);
+    if relkind != "r" {
+        return Err(Error::source_permanent(
+            name,
+            format!("{qualified} is not a plain table (relkind {relkind:?}: a view, partitioned table, foreign table or other relation), which this source cannot capture; capture a plain table (each partition as its own stream)"),
+        )
+        .into());
+    }
     let oid: u32 = rows[0].get(0);
+    let identity = ReplicaIdentity::from_char(rows[0].get(7));
     let mut columns = Vec::new();
-    let mut pk = None;
-    for (i, row) in rows.iter().enumerate() {
+    let mut attnums = Vec::new();
+    let mut types = Vec::new();
+    for row in &rows {
         let col: String = row.get(1);
         let type_oid: u32 = row.get(2);
         let typmod: i32 = row.get(3);
-        let is_pk: bool = row.get(4);
+        attnums.push(row.get::<_, i16>(4));
+        types.push((
+            row.get::<_, String>(5),
+            row.get::<_, Option<String>>(6).unwrap_or_default(),
+        ));
         let data_type = arrow_type(type_oid, typmod).ok_or_else(|| {
             Error::source_permanent(
                 name,
                 format!("table {qualified} column {col:?} has a type (oid {type_oid}) this source does not support; supported: {SUPPORTED_TYPES}; cast it in a view-free way or exclude the table"),
             )
         })?;
-        if is_pk
-            && matches!(
-                data_type,
-                DataType::Int16 | DataType::Int32 | DataType::Int64
-            )
-        {
-            pk = Some(i);
-        }
         columns.push(OutCol {
             name: col,
             data_type,
         });
     }
-    Ok(TableInfo { oid, columns, pk })
+    // Unique indexes usable as a key: the primary key first, then the replica identity
+    // index, then the one with the fewest columns.
+    let indexes = client
+        .query(
+            "SELECT i.indisprimary, i.indisreplident, i.indkey::int2[] \
+             FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid \
+               AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey::int2[]) k JOIN pg_attribute a \
+                               ON a.attrelid = i.indrelid AND a.attnum = k WHERE NOT a.attnotnull) \
+             ORDER BY i.indisprimary DESC, i.indisreplident DESC, \
+                      array_length(i.indkey::int2[], 1), i.indexrelid",
+            &[&oid],
+        )
+        .await?;
+    let has_primary_key = indexes.iter().any(|r| r.get::<_, bool>(0));
+    let identity_index = client
+        .query_opt(
+            "SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisreplident AND indisvalid",
+            &[&oid],
+        )
+        .await?
+        .is_some();
+    let key = indexes.first().and_then(|r| {
+        r.get::<_, Vec<i16>>(2)
+            .iter()
+            .map(|attnum| {
+                let index = attnums.iter().position(|a| a == attnum)?;
+                Some(KeyCol {
+                    index,
+                    sql_type: types[index].0.clone(),
+                    collate: types[index].1.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+    });
+    Ok(TableInfo {
+        oid,
+        columns,
+        key,
+        has_primary_key,
+        identity,
+        identity_index,
+    })
 }
 
 /// Rows being collected into one Arrow batch.
@@ -93,8 +198,13 @@ pub(super) struct RowsBuilder {
     lsn: UInt64Builder,
     ts: TimestampMicrosecondBuilder,
     xid: Int64Builder,
+    unchanged: ListBuilder<StringBuilder>,
     ok: Vec<bool>,
 }
+
+/// The metadata column listing, per row, the columns whose value is unavailable: an unchanged
+/// TOASTed value that an update did not touch and the replica identity did not carry.
+pub const UNCHANGED_TOAST_COLUMN: &str = "_unchanged_toast";
 
 fn output_schema(columns: &[OutCol]) -> SchemaRef {
     let mut fields: Vec<Field> = columns
@@ -109,6 +219,11 @@ fn output_schema(columns: &[OutCol]) -> SchemaRef {
         true,
     ));
     fields.push(Field::new("_xid", DataType::Int64, true));
+    fields.push(Field::new(
+        UNCHANGED_TOAST_COLUMN,
+        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        true,
+    ));
     Arc::new(Schema::new(fields))
 }
 
@@ -124,6 +239,7 @@ impl RowsBuilder {
             lsn: UInt64Builder::new(),
             ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             xid: Int64Builder::new(),
+            unchanged: ListBuilder::new(StringBuilder::new()),
             ok: Vec::new(),
         }
     }
@@ -132,11 +248,14 @@ impl RowsBuilder {
         self.ok.len()
     }
 
-    /// Append one row; `value(i)` gives output column `i`'s text. Returns the first conversion
+    /// Append one row; `value(i)` gives output column `i`'s text, `unchanged` the names of the
+    /// columns whose value is unavailable (null in the row). Returns the first conversion
     /// error (the row is then dropped from the batch at `finish`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn append<'v>(
         &mut self,
         value: impl Fn(usize) -> Option<&'v str>,
+        unchanged: &[&str],
         op: &str,
         lsn: Lsn,
         commit_ts: Option<i64>,
@@ -159,6 +278,14 @@ impl RowsBuilder {
         self.lsn.append_value(lsn.0);
         self.ts.append_option(commit_ts);
         self.xid.append_option(xid.map(i64::from));
+        if unchanged.is_empty() {
+            self.unchanged.append_null();
+        } else {
+            for name in unchanged {
+                self.unchanged.values().append_value(name);
+            }
+            self.unchanged.append(true);
+        }
         self.ok.push(first_err.is_none());
         first_err.map_or(Ok(()), Err)
     }
@@ -169,6 +296,7 @@ impl RowsBuilder {
         arrays.push(Arc::new(self.lsn.finish()));
         arrays.push(Arc::new(self.ts.finish()));
         arrays.push(Arc::new(self.xid.finish()));
+        arrays.push(Arc::new(self.unchanged.finish()));
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::fatal(format!("postgres-cdc batch: {e}")))?;
         let ok = std::mem::take(&mut self.ok);

@@ -14,7 +14,7 @@ use super::position::{PgPosition, SnapshotProgress};
 /// How long a start waits for another connection to release the slot it must drop.
 const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// What [`start_position`] needs to know besides the client.
+/// What setting a stream up on the server needs to know besides the client.
 pub(super) struct SlotSetup<'a> {
     pub(super) settings: &'a Settings,
     /// The source's name, for errors.
@@ -23,57 +23,58 @@ pub(super) struct SlotSetup<'a> {
     pub(super) prefix: &'a str,
 }
 
+/// How the stream starts, decided before anything is created.
+#[derive(Debug)]
+pub(super) enum StartPlan {
+    /// From a committed position (the slot exists).
+    Resume(PgPosition),
+    /// From an existing slot's position, without a snapshot.
+    AtSlot(Lsn),
+    /// At a new slot's consistent point, dropping the uncommitted slot of an earlier run
+    /// first when `replace` (the snapshot and the slot must agree).
+    NewSlot {
+        /// An earlier run's slot that committed nothing is dropped first.
+        replace: bool,
+    },
+}
+
+/// What this run created, dropped again when the run is refused after creating it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Created {
+    pub(super) publication: bool,
+    pub(super) slot: bool,
+}
+
 impl SlotSetup<'_> {
-    fn qualified(&self) -> String {
+    pub(super) fn qualified(&self) -> String {
         format!("{}.{}", self.settings.schema, self.settings.table)
     }
 
-    /// Create the publication when it is missing (or say how to).
-    pub(super) async fn ensure_publication(&self, client: &Client) -> Result<()> {
+    /// Create the publication (the checks found it missing and creatable).
+    pub(super) async fn create_publication(&self, client: &Client) -> Result<()> {
         let cfg = &self.settings.config;
-        let has_pub = client
-            .query_opt(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[&cfg.publication],
-            )
-            .await
-            .map_err(|e| pg_err(self.name, "reading publications", e))?
-            .is_some();
-        if has_pub {
-            return Ok(());
-        }
-        if !cfg.create_publication {
-            return Err(Error::config(
-                format!("{}.publication", self.prefix),
-                format!(
-                    "publication {} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {}) or set createPublication: true",
-                    cfg.publication,
-                    cfg.publication,
-                    self.qualified()
-                ),
-            ));
-        }
         client
             .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}.{}",
+                "CREATE PUBLICATION {} FOR TABLE {}.{} WITH (publish = '{}')",
                 quote_ident(&cfg.publication),
                 quote_ident(&self.settings.schema),
-                quote_ident(&self.settings.table)
+                quote_ident(&self.settings.table),
+                self.publish()
             ))
             .await
             .map_err(|e| pg_err(self.name, "creating the publication", e))?;
-        tracing::info!(source = %self.name, publication = %cfg.publication, "publication created");
+        tracing::info!(source = %self.name, publication = %cfg.publication, publish = self.publish(), "publication created");
         Ok(())
     }
 
     /// Where the stream starts: the resumed position (the slot must still exist), or a fresh
     /// one at a new slot's consistent point (with a snapshot to take) or at an existing slot's
-    /// position. (The rows after it that the checkpoint covers are skipped by the output.)
-    pub(super) async fn start_position(
+    /// position. Nothing is created: a new slot is only checked for (a free one, `createSlot`).
+    pub(super) async fn plan_start(
         &self,
         client: &Client,
         start: &SourceStart,
-    ) -> Result<PgPosition> {
+    ) -> Result<StartPlan> {
         let cfg = &self.settings.config;
         let (resume, _) = start.resume::<PgPosition>(self.name)?;
         let slot_row = client
@@ -88,56 +89,105 @@ impl SlotSetup<'_> {
             .as_ref()
             .and_then(|r| r.get::<_, Option<String>>(0))
             .and_then(|s| Lsn::parse(&s));
-        match resume {
-            Some(pos) if slot_lsn.is_none() => Err(Error::source_permanent(
+        let snapshot = cfg.snapshot || start.mode == Mode::Backfill;
+        match (resume, slot_lsn) {
+            (Some(pos), None) => Err(Error::source_permanent(
                 self.name,
                 format!(
                     "replication slot {} is missing, so the changes after the committed position {} are lost; backfill the stream (it creates a new slot)",
                     cfg.slot, pos.lsn
                 ),
             )),
-            Some(pos) => Ok(pos),
-            None => self.fresh_position(client, slot_lsn, start.mode).await,
-        }
-    }
-
-    /// Nothing committed yet. A slot left by an earlier run that committed nothing is
-    /// recreated so that the snapshot and the slot agree.
-    async fn fresh_position(
-        &self,
-        client: &Client,
-        slot_lsn: Option<Lsn>,
-        mode: Mode,
-    ) -> Result<PgPosition> {
-        let cfg = &self.settings.config;
-        let snapshot = cfg.snapshot || mode == Mode::Backfill;
-        let lsn = match slot_lsn {
-            Some(lsn) if !snapshot => lsn,
-            Some(_) => {
-                self.drop_uncommitted_slot(client).await?;
-                self.create_slot(client).await?
-            }
-            None => self.create_slot(client).await?,
-        };
-        Ok(PgPosition {
-            lsn,
-            tx: None,
-            snapshot: snapshot.then_some(SnapshotProgress { after_pk: None }),
-            segments: Vec::new(),
-        })
-    }
-
-    async fn drop_uncommitted_slot(&self, client: &Client) -> Result<()> {
-        let cfg = &self.settings.config;
-        if !cfg.create_slot {
-            return Err(Error::config(
+            (Some(pos), Some(_)) => Ok(StartPlan::Resume(pos)),
+            (None, Some(lsn)) if !snapshot => Ok(StartPlan::AtSlot(lsn)),
+            (None, Some(_)) if !cfg.create_slot => Err(Error::config(
                 format!("{}.createSlot", self.prefix),
                 format!(
                     "slot {} exists but nothing was committed from it; a snapshot needs a new slot: drop it or set createSlot: true",
                     cfg.slot
                 ),
-            ));
+            )),
+            (None, Some(_)) => Ok(StartPlan::NewSlot { replace: true }),
+            (None, None) if !cfg.create_slot => Err(Error::config(
+                format!("{}.slot", self.prefix),
+                format!(
+                    "replication slot {} does not exist; create it (SELECT pg_create_logical_replication_slot('{}', 'pgoutput')) or set createSlot: true",
+                    cfg.slot, cfg.slot
+                ),
+            )),
+            (None, None) => {
+                self.check_free_slot(client).await?;
+                Ok(StartPlan::NewSlot { replace: false })
+            }
         }
+    }
+
+    /// Carry out the plan (creating the slot when it says so, noted in `created`); the
+    /// position the stream starts from.
+    pub(super) async fn start_position(
+        &self,
+        client: &Client,
+        plan: StartPlan,
+        mode: Mode,
+        created: &mut Created,
+    ) -> Result<PgPosition> {
+        let snapshot = self.settings.config.snapshot || mode == Mode::Backfill;
+        let lsn = match plan {
+            StartPlan::Resume(pos) => return Ok(pos),
+            StartPlan::AtSlot(lsn) => lsn,
+            StartPlan::NewSlot { replace } => {
+                if replace {
+                    self.drop_uncommitted_slot(client).await?;
+                }
+                let lsn = self.create_slot(client).await?;
+                created.slot = true;
+                lsn
+            }
+        };
+        Ok(PgPosition {
+            lsn,
+            tx: None,
+            snapshot: snapshot.then(SnapshotProgress::default),
+            segments: Vec::new(),
+        })
+    }
+
+    /// Drop what this run created (after a refusal that came later); failures are logged.
+    pub(super) async fn undo(&self, client: &Client, created: &mut Created) {
+        let cfg = &self.settings.config;
+        if created.slot {
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+                .await
+            {
+                Ok(_) => {
+                    created.slot = false;
+                    tracing::info!(source = %self.name, slot = %cfg.slot, "dropped the replication slot this run created")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.name, slot = %cfg.slot, error = %e, "could not drop the replication slot this run created; drop it by hand (SELECT pg_drop_replication_slot('{}')) or with `arcane retire`", cfg.slot)
+                }
+            }
+        }
+        if created.publication {
+            let sql = format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote_ident(&cfg.publication)
+            );
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    created.publication = false;
+                    tracing::info!(source = %self.name, publication = %cfg.publication, "dropped the publication this run created")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.name, publication = %cfg.publication, error = %e, "could not drop the publication this run created; drop it by hand ({sql})")
+                }
+            }
+        }
+    }
+
+    async fn drop_uncommitted_slot(&self, client: &Client) -> Result<()> {
+        let cfg = &self.settings.config;
         tracing::warn!(source = %self.name, slot = %cfg.slot, "dropping the slot of an earlier run that committed nothing, to take a consistent snapshot");
         // The slot stays active until the backend of the run that held it has gone (a run that
         // was just stopped, or killed, whose connection the server has not yet seen close).
@@ -168,15 +218,6 @@ impl SlotSetup<'_> {
     /// Create the slot; its consistent point is where the change stream starts.
     async fn create_slot(&self, client: &Client) -> Result<Lsn> {
         let cfg = &self.settings.config;
-        if !cfg.create_slot {
-            return Err(Error::config(
-                format!("{}.slot", self.prefix),
-                format!(
-                    "replication slot {} does not exist; create it (SELECT pg_create_logical_replication_slot('{}', 'pgoutput')) or set createSlot: true",
-                    cfg.slot, cfg.slot
-                ),
-            ));
-        }
         let row = client
             .query_one(
                 "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",

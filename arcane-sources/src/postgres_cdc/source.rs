@@ -11,7 +11,7 @@ use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo, table_info};
-use super::slot::{SlotSetup, advance_slot};
+use super::slot::{Created, SlotSetup, advance_slot};
 use super::worker::{Worker, gave_up, is_retryable};
 use crate::runtime::spawn_source;
 
@@ -34,6 +34,9 @@ pub struct PostgresCdcSource {
     prefix: String,
     shared: Arc<Shared>,
     ack_client: Option<PgConn>,
+    /// What an attempt of `open` created and could not drop again (its connection failed):
+    /// dropped by a later attempt's refusal, or when `open` gives up.
+    created: Mutex<Created>,
 }
 
 impl PostgresCdcSource {
@@ -49,6 +52,7 @@ impl PostgresCdcSource {
             prefix: prefix.to_string(),
             shared: Arc::new(Shared::default()),
             ack_client: None,
+            created: Mutex::new(Created::default()),
         })
     }
 
@@ -56,8 +60,10 @@ impl PostgresCdcSource {
         format!("{}.{}", self.settings.schema, self.settings.table)
     }
 
-    /// Read the table's shape, make sure the publication exists, and find the position to
-    /// start from (creating the slot when starting afresh).
+    /// Read the table's shape, check everything the run needs (nothing is created before the
+    /// run can proceed), then create what is missing (the publication, the slot) and find the
+    /// position to start from. A refusal after creating something drops what this run
+    /// created (in this attempt or an earlier one).
     async fn prepare(&self, name: &str, start: &SourceStart) -> Result<(TableInfo, PgPosition)> {
         let client = connect(&self.settings)
             .await
@@ -70,9 +76,59 @@ impl PostgresCdcSource {
             name,
             prefix: &self.prefix,
         };
-        setup.ensure_publication(&client).await?;
-        let pos = setup.start_position(&client, start).await?;
-        Ok((info, pos))
+        let checked = setup.preflight(&client, &info).await?;
+        let plan = setup.plan_start(&client, start).await?;
+        let mut created = self.take_created();
+        let result = async {
+            if checked.create_publication {
+                setup.create_publication(&client).await?;
+                created.publication = true;
+            }
+            setup
+                .start_position(&client, plan, start.mode, &mut created)
+                .await
+        }
+        .await;
+        match result {
+            Ok(pos) => Ok((info, pos)),
+            Err(e) => {
+                setup.undo(&client, &mut created).await;
+                self.keep_created(created);
+                Err(e)
+            }
+        }
+    }
+
+    fn take_created(&self) -> Created {
+        self.created
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+
+    fn keep_created(&self, created: Created) {
+        if let Ok(mut c) = self.created.lock() {
+            *c = created;
+        }
+    }
+
+    /// `open` gave up: drop what its attempts created and could not drop (best effort).
+    async fn undo_created(&self, name: &str) {
+        let mut created = self.take_created();
+        if !(created.slot || created.publication) {
+            return;
+        }
+        let setup = SlotSetup {
+            settings: &self.settings,
+            name,
+            prefix: &self.prefix,
+        };
+        match connect(&self.settings).await {
+            Ok(client) => setup.undo(&client, &mut created).await,
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, ?created, "cannot connect to drop what this run created; drop it with `arcane retire`")
+            }
+        }
     }
 }
 
@@ -89,15 +145,21 @@ impl Source for PostgresCdcSource {
     async fn open(&mut self, start: SourceStart) -> Result<PositionedStream> {
         let name = self.name();
         let this = &*self;
-        let (info, pos) = retry(
+        let prepared = retry(
             &self.settings.config.retry,
             "connecting to PostgreSQL",
             || this.prepare(&name, &start),
             is_retryable,
             None,
         )
-        .await
-        .map_err(|exhausted| gave_up(&name, exhausted))?;
+        .await;
+        let (info, pos) = match prepared {
+            Ok(ok) => ok,
+            Err(exhausted) => {
+                self.undo_created(&name).await;
+                return Err(gave_up(&name, exhausted));
+            }
+        };
         let (settings, shared) = (self.settings.clone(), self.shared.clone());
         let qualified = self.qualified();
         let (mode, labels) = (start.mode, start.labels.clone());
@@ -117,6 +179,7 @@ impl Source for PostgresCdcSource {
                 table: info,
                 sent: None,
                 emitted: 0,
+                aux: None,
             }
             .run()
         }))

@@ -11,7 +11,7 @@ use arcane_core::retry::{Exhausted, retry};
 use arcane_core::{DeadLetter, Error, Mode, Position, Result, Retry};
 use tokio_postgres::Client;
 
-use super::client::{WorkError, WorkResult, connect, pg_err, quote_ident};
+use super::client::{PgConn, WorkError, WorkResult, connect, pg_err, quote_ident};
 use super::config::Settings;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo};
@@ -40,6 +40,8 @@ pub(super) struct Worker {
     pub(super) sent: Option<PgPosition>,
     /// Batches emitted so far (progress, which renews the retry budget).
     pub(super) emitted: u64,
+    /// A second connection, for queries while the polling connection streams a peek's rows.
+    pub(super) aux: Option<PgConn>,
 }
 
 /// How an attempt ended without an error the retry policy counts.
@@ -159,6 +161,18 @@ impl Worker {
             quote_ident(&self.settings.schema),
             quote_ident(&self.settings.table)
         )
+    }
+
+    /// The second connection (opened on first use): for queries made while the polling
+    /// connection is streaming a peek's rows, which would otherwise wait behind them.
+    pub(super) async fn aux_client(&mut self) -> WorkResult<&PgConn> {
+        if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
+            self.aux = Some(connect(&self.settings).await?);
+        }
+        match &self.aux {
+            Some(conn) => Ok(conn),
+            None => Err(WorkError::Closed),
+        }
     }
 
     pub(super) fn dead_letter(&mut self, locator: &str, reason: String) {
