@@ -10,6 +10,7 @@
 //! suite runs); `scripts/reliability.sh` runs the long version and writes `RELIABILITY.md` from
 //! the JSON lines appended to `ARCANE_RELIABILITY_OUT`.
 
+#![cfg(feature = "full")] // every kind
 #![allow(clippy::print_stderr)] // each cell reports its seed and tally on stderr
 
 mod support;
@@ -557,6 +558,76 @@ fn mqtt(work: &Path, seed: u64) -> Prepared {
     p
 }
 
+/// A PostgreSQL table (the machine's server, database `test`) with N/2 rows taken by the
+/// snapshot, and N/2 more inserted in small transactions while the runs go on (changes).
+fn postgres(work: &Path, seed: u64) -> Prepared {
+    let conn = std::env::var("ARCANE_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    let table = format!("rel_{seed:x}");
+    let rt = runtime();
+    let client = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, name text);
+                 INSERT INTO {table} SELECT g, 'n-' || g FROM generate_series(0, {}) g;",
+                N / 2 - 1
+            ))
+            .await
+            .expect("create the table");
+        client
+    });
+    let client = std::sync::Arc::new(client);
+    let feeder = {
+        let (client, table) = (client.clone(), table.clone());
+        rt.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for from in (N / 2..N).step_by(20) {
+                let sql = format!(
+                    "INSERT INTO {table} SELECT g, 'n-' || g FROM generate_series({from}, {}) g",
+                    (from + 19).min(N - 1)
+                );
+                client.batch_execute(&sql).await.expect("insert");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    let sink_url = sink_url(work);
+    let source = json!({
+        "connection": conn,
+        "table": table,
+        "slot": table,
+        "publication": table,
+        "batchRows": 50,
+        "pollInterval": "100ms",
+        "retry": {"maxAttempts": 3}
+    });
+    Prepared::new(
+        spec("PostgresCdcStream", source, &sink_url),
+        "stream starting",
+        (0..N).collect(),
+        sink_url,
+    )
+    .cleanup(move || {
+        feeder.abort();
+        let sql = format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{table}'; \
+             DROP PUBLICATION IF EXISTS {table}; DROP TABLE IF EXISTS {table};"
+        );
+        // A killed run's backend may hold the slot for a moment.
+        for _ in 0..80 {
+            if rt.block_on(client.batch_execute(&sql)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("could not drop the slot {table}: drop it by hand");
+    })
+}
+
 macro_rules! cells {
     ($($name:ident: $kind:literal, $prepare:expr;)*) => {
         mod sigkill {
@@ -578,6 +649,7 @@ cells! {
     rabbitmq_queue: "rabbitmq", rabbitmq;
     s3_store_faults: "blob-landing → S3 with store faults", with_store_faults(false);
     mqtt_session: "mqtt (at least once)", mqtt;
+    postgres_cdc: "postgres-cdc (snapshot and inserts)", postgres;
     azure_store_faults: "blob-landing → Azure Blob with store faults", with_store_faults(true);
     nats_connection_cuts: "nats-jetstream with connections cut",
         with_connection_cuts(nats, 4222, "url");
