@@ -351,14 +351,21 @@ pub(crate) async fn abort(loc: &Location, path: &Path, id: &str, sink: &str) -> 
     match mp.abort_multipart(path, &id.to_string()).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) if is_upload_gone(&e) => Ok(()),
-        Err(e) => Err(store_error(
-            sink,
-            format!(
-                "cannot abort the incomplete upload {id} of {} (with S3 this needs the s3:AbortMultipartUpload permission)",
-                loc.url_of(path)
-            ),
-            e,
-        )),
+        Err(e) => {
+            // The permission is the likely cause only when the store refused the call.
+            let hint = match arcane_store::classify(&e) {
+                Retry::Permanent => " (with S3 this needs the s3:AbortMultipartUpload permission)",
+                Retry::Transient => "",
+            };
+            Err(store_error(
+                sink,
+                format!(
+                    "cannot abort the incomplete upload {id} of {}{hint}",
+                    loc.url_of(path)
+                ),
+                e,
+            ))
+        }
     }
 }
 
