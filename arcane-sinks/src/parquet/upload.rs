@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use arcane_core::retry::RetryConfig;
 use arcane_core::{Error, Result, Retry};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -442,26 +443,50 @@ pub(crate) async fn list_markers(meta: &Location, sink: &str) -> Result<Vec<(Pat
 }
 
 /// Delete `paths` of `loc` in bulk requests (missing objects are fine).
-pub(crate) async fn delete_all(loc: &Location, paths: Vec<Path>, sink: &str) -> Result<()> {
+pub(crate) async fn delete_all(
+    loc: &Location,
+    paths: Vec<Path>,
+    sink: &str,
+    retry: &RetryConfig,
+) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
-    let mut deleted = loc
-        .store
-        .delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
-    while let Some(r) = deleted.next().await {
-        match r {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(store_error(
-                    sink,
-                    format!("cannot delete under {}", loc.display),
-                    e,
-                ));
+    // Deleting is idempotent, so a call that failed (or timed out, which the store's client
+    // does not retry for a bulk delete) is retried whole under the sink's policy.
+    let what = format!("deleting under {}", loc.display);
+    arcane_core::retry::retry(
+        retry,
+        &what,
+        || {
+            let paths = paths.clone();
+            async move {
+                let mut deleted = loc
+                    .store
+                    .delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
+                while let Some(r) = deleted.next().await {
+                    match r {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
             }
-        }
-    }
-    Ok(())
+        },
+        |e| arcane_store::classify(e) == Retry::Transient,
+        None,
+    )
+    .await
+    .map_err(|e| {
+        store_error(
+            sink,
+            format!(
+                "cannot delete under {} (after {} attempts)",
+                loc.display, e.attempts
+            ),
+            e.error,
+        )
+    })
 }
 
 /// The staging files of `loc` (`_arcane/staging/`); none on stores with a multipart API.
@@ -481,11 +506,16 @@ pub(crate) async fn list_staging(loc: &Location, sink: &str) -> Result<Vec<Path>
 /// Delete the staging `files` of `loc` no manifest commits, and on the local file system the
 /// whole staging directory (partial files of interrupted writes, `…#N`, which listings skip,
 /// and empty directories).
-pub(crate) async fn remove_staging(loc: &Location, files: Vec<Path>, sink: &str) -> Result<()> {
+pub(crate) async fn remove_staging(
+    loc: &Location,
+    files: Vec<Path>,
+    sink: &str,
+    retry: &RetryConfig,
+) -> Result<()> {
     for f in &files {
         tracing::info!(file = %loc.url_of(f), "deleting uncommitted staging file left by an interrupted run");
     }
-    delete_all(loc, files, sink).await?;
+    delete_all(loc, files, sink, retry).await?;
     if let Some(dir) = local_dir(loc, STAGING_DIR) {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {

@@ -122,7 +122,7 @@ impl ParquetSink {
             .try_collect::<Vec<()>>()
             .await?;
         self.failpoints.reach("after-completion").await;
-        upload::delete_all(&self.meta, markers, &name).await?;
+        upload::delete_all(&self.meta, markers, &name, &self.config.retry).await?;
         if self.sharded {
             // The staging directory of a sequence is shared by the shards: leave it.
             return Ok(());

@@ -43,7 +43,7 @@ impl ParquetSink {
             }
             done.push(marker_path);
         }
-        upload::delete_all(&self.meta, done, &name).await?;
+        upload::delete_all(&self.meta, done, &name, &self.config.retry).await?;
         if completed > 0 {
             tracing::info!(
                 files = completed,
@@ -106,12 +106,12 @@ impl ParquetSink {
         let discarded = staged.len() + dl_staged.len();
         if self.sharded {
             // Other shards stage files in the same directories: delete only this shard's.
-            upload::delete_all(&self.loc, staged, &name).await?;
-            upload::delete_all(&self.dl_loc, dl_staged, &name).await?;
+            upload::delete_all(&self.loc, staged, &name, &self.config.retry).await?;
+            upload::delete_all(&self.dl_loc, dl_staged, &name, &self.config.retry).await?;
         } else {
-            upload::remove_staging(&self.loc, staged, &name).await?;
+            upload::remove_staging(&self.loc, staged, &name, &self.config.retry).await?;
             if dl_separate {
-                upload::remove_staging(&self.dl_loc, dl_staged, &name).await?;
+                upload::remove_staging(&self.dl_loc, dl_staged, &name, &self.config.retry).await?;
             }
         }
         if discarded > 0 {
