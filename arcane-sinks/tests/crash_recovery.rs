@@ -139,6 +139,16 @@ async fn check_left_behind(store: &Store, point: &str) {
                 live.is_empty(),
                 "the committed file becomes visible only after its manifest: {live:?}"
             );
+            // A reader in between is told why, and that the next start finishes it.
+            let err = arcane_sinks::read_committed(&store.url(), &store.options())
+                .await
+                .expect_err("the committed file is not visible yet");
+            let message = err.to_string();
+            assert!(
+                message.contains("is not visible")
+                    && message.contains("the next start of the stream finishes the commit"),
+                "{message}"
+            );
         }
         "after-completion" => {
             assert_eq!(committed.len(), 1, "the first file is committed at {point}");

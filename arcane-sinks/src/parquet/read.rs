@@ -206,6 +206,17 @@ async fn get_committed(loc: &Location, name: &str, path: &Path) -> Result<bytes:
                 waited += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::sink(
+                    name,
+                    format!(
+                        "committed file {} is not visible: the run that committed it stopped before making it visible (its manifest is written first); the next start of the stream finishes the commit, so run the stream (or its sink) again and read after it started; nothing is lost",
+                        loc.url_of(path)
+                    ),
+                    Retry::Transient,
+                    None,
+                ));
+            }
             Err(e) => {
                 return Err(store_error(
                     name,
