@@ -65,6 +65,9 @@ pub mod blob_landing;
 pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generator;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

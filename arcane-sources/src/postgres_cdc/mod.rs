@@ -119,3 +119,5 @@ pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder};
