@@ -251,6 +251,9 @@ pub fn blob_text(data: &[u8]) {
     let read_whole = decompressed(content, compression).and_then(|mut r| r.read_to_end(&mut whole));
     let mut progress = Progress::default();
     let mut done = false;
+    let mut rows = Vec::new();
+    let mut bad_lines = Vec::new();
+    let mut complete = false;
     for event in events {
         assert!(!done, "nothing follows the end of the file");
         match event {
@@ -268,8 +271,14 @@ pub fn blob_text(data: &[u8]) {
                 );
                 assert!(p.lines >= progress.lines && p.offset >= progress.offset);
                 for letter in &dead_letters {
-                    assert!(letter.locator.starts_with("line "), "{letter:?}");
+                    let line = letter
+                        .locator
+                        .strip_prefix("line ")
+                        .and_then(|l| l.parse::<u64>().ok());
+                    assert!(line.is_some(), "{letter:?}");
+                    bad_lines.extend(line);
                 }
+                rows.push(batch);
                 progress = p;
             }
             FileEvent::Done {
@@ -286,6 +295,7 @@ pub fn blob_text(data: &[u8]) {
                             .count();
                         assert_eq!(p.records, records as u64, "every line is a record");
                     }
+                    complete = true;
                 }
                 done = true;
             }
@@ -294,6 +304,39 @@ pub fn blob_text(data: &[u8]) {
         }
     }
     assert!(done, "the end of the file is reported");
+    if complete && format == TextFormat::Ndjson && !inferred {
+        same_rows_as_line_by_line(&schema, &whole, &rows, &bad_lines);
+    }
+}
+
+/// The rows and dead letters of an NDJSON file read in blocks are those of its lines decoded
+/// one by one: no row is taken from, or shifted to, another line.
+fn same_rows_as_line_by_line(
+    schema: &SchemaRef,
+    whole: &[u8],
+    rows: &[RecordBatch],
+    bad_lines: &[u64],
+) {
+    let mut decoder = JsonDecoder::new(schema.clone());
+    let mut expected_rows = Vec::new();
+    let mut expected_bad = Vec::new();
+    for (i, line) in whole.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let out = decoder.decode(&[line]);
+        if out.rejected.is_empty() {
+            expected_rows.push(out.batch);
+        } else {
+            expected_bad.push(i as u64 + 1);
+        }
+    }
+    assert_eq!(bad_lines, expected_bad, "the same lines are dead-lettered");
+    let concat = |batches: &[RecordBatch]| {
+        arrow_select::concat::concat_batches(schema, batches).map_err(|e| e.to_string())
+    };
+    assert_eq!(concat(rows), concat(&expected_rows), "the same rows");
 }
 
 /// PostgreSQL types whose text values [`pgoutput`] parses: every type of
