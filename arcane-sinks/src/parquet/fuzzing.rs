@@ -72,9 +72,21 @@ pub fn sink_manifest(data: &[u8]) -> Option<Manifest> {
         let read = manifest::read(&loc, "fuzz", sequence).await.ok();
         if let Some(m) = &read {
             assert!(m.version <= MANIFEST_VERSION, "newer manifests are refused");
+            // Recovery carries the state into the next manifest: once written, a manifest
+            // reads back as written. (Not necessarily equal to the input: a number beyond
+            // 2^53 in a source position may come back a float rounded differently.)
             let written = serde_json::to_vec_pretty(m).ok();
-            let again = written.and_then(|w| serde_json::from_slice::<Manifest>(&w).ok());
-            assert_eq!(again.as_ref(), Some(m), "a manifest round-trips");
+            let again = written
+                .as_deref()
+                .and_then(|w| serde_json::from_slice::<Manifest>(w).ok());
+            let rewritten = again
+                .as_ref()
+                .and_then(|a| serde_json::to_vec_pretty(a).ok());
+            assert!(written.is_some(), "a manifest that was read can be written");
+            assert_eq!(
+                rewritten, written,
+                "a written manifest reads back as written"
+            );
         }
         if let Ok(markers) = list_markers(&loc, "fuzz").await {
             assert!(markers.len() <= 1);
