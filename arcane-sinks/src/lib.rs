@@ -149,6 +149,10 @@
 
 pub mod parquet;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use crate::parquet::fuzzing;
+
 pub use crate::parquet::config::*;
 pub use crate::parquet::config::{
     BackfillBehavior, BloomFilterConfig, DeadLetterConfig, EventTimePartition, ParquetSinkConfig,

@@ -66,6 +66,9 @@ pub mod blob_landing;
 pub mod broker;
 #[cfg(feature = "decode")]
 pub mod decode;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generator;
 #[cfg(feature = "http-ingest")]
 pub mod http_ingest;

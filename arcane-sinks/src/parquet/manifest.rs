@@ -235,6 +235,19 @@ pub(crate) async fn read(loc: &Location, sink: &str, sequence: u64) -> Result<Ma
             None,
         )
     })?;
+    if manifest.sequence != sequence {
+        // Recovery continues at the manifest's sequence + 1: a sequence other than the file's
+        // would overwrite or skip manifests.
+        return Err(arcane_core::Error::sink(
+            sink,
+            format!(
+                "manifest {path} holds sequence {} but its name says {sequence}; it was edited by hand or copied; restore it or use a new sink location",
+                manifest.sequence
+            ),
+            arcane_core::Retry::Permanent,
+            None,
+        ));
+    }
     if manifest.version > MANIFEST_VERSION {
         return Err(arcane_core::Error::sink(
             sink,

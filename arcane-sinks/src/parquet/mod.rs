@@ -5,6 +5,9 @@ pub mod config;
 mod counting;
 mod dead_letter;
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod partition;
 mod read;

@@ -40,13 +40,13 @@
 //! Parquet is read with the async Arrow reader on its own task.
 
 mod config;
-mod event;
+pub(crate) mod event;
 mod fetch;
 mod listing;
 mod parquet_file;
 mod position;
 mod source;
-mod text;
+pub(crate) mod text;
 
 pub use config::{
     BlobLandingSourceConfig, Compression, CsvConfig, DEFAULT_BATCH_ROWS, DEFAULT_CSV_DELIMITER,

@@ -170,9 +170,9 @@ impl BlockDecoder {
         self
     }
 
-    /// Decode `bytes`, which must hold exactly `expected` records.
-    pub(crate) fn decode(&mut self, bytes: &[u8], expected: usize) -> Result<RecordBatch, String> {
-        let batch = self.decode_raw(bytes, expected)?;
+    /// Decode the records `recs` of `buf`, one row each.
+    pub(crate) fn decode(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
+        let batch = self.decode_raw(buf, recs)?;
         if Arc::ptr_eq(&self.schema, &self.target) {
             return Ok(batch);
         }
@@ -195,12 +195,17 @@ impl BlockDecoder {
         RecordBatch::try_new(self.target.clone(), columns).map_err(|e| e.to_string())
     }
 
-    fn decode_raw(&mut self, bytes: &[u8], expected: usize) -> Result<RecordBatch, String> {
-        let result = match self.format {
-            TextFormat::Ndjson => self.decode_json(bytes),
-            TextFormat::Csv {
-                delimiter, quote, ..
-            } => self.decode_csv(bytes, expected, delimiter, quote),
+    fn decode_raw(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
+        let expected = recs.len();
+        let result = match (self.format, recs) {
+            (_, []) => Ok(RecordBatch::new_empty(self.schema.clone())),
+            (TextFormat::Ndjson, _) => self.decode_json(buf, recs),
+            (
+                TextFormat::Csv {
+                    delimiter, quote, ..
+                },
+                [first, .., last] | [first @ last],
+            ) => self.decode_csv(&buf[first.start..last.end], expected, delimiter, quote),
         };
         match result {
             Ok(batch) if batch.num_rows() == expected => Ok(batch),
@@ -224,7 +229,11 @@ impl BlockDecoder {
         }
     }
 
-    fn decode_json(&mut self, bytes: &[u8]) -> Result<RecordBatch, String> {
+    /// Decode JSON records one after the other into one batch. Each record must be exactly
+    /// one complete value: `arrow_json` reads strings across line breaks, so a record that
+    /// ends inside a string would otherwise run into the next one (two records, one row), and
+    /// a line with two objects next to it would make the row count come out right.
+    fn decode_json(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
         let decoder = match &mut self.json {
             Some(d) => d,
             None => {
@@ -237,15 +246,27 @@ impl BlockDecoder {
                 self.json.insert(d)
             }
         };
-        let consumed = decoder.decode(bytes).map_err(|e| json_reason(&e))?;
-        if consumed < bytes.len() {
-            return Err(
-                "the line holds more than one JSON value; expected exactly one object per line"
-                    .into(),
-            );
-        }
-        if decoder.has_partial_record() {
-            return Err("incomplete JSON: the line ends inside a value".into());
+        for rec in recs {
+            let bytes = &buf[rec.start..rec.end];
+            let before = decoder.len();
+            let consumed = decoder.decode(bytes).map_err(|e| json_reason(&e))?;
+            if consumed < bytes.len() {
+                return Err(
+                    "the line holds more than one JSON value; expected exactly one object per line"
+                        .into(),
+                );
+            }
+            // The line break ends a trailing number; inside a string it is part of the string.
+            decoder.decode(b"\n").map_err(|e| json_reason(&e))?;
+            if decoder.has_partial_record() {
+                return Err("incomplete JSON: the line ends inside a value".into());
+            }
+            let values = decoder.len() - before;
+            if values != 1 {
+                return Err(format!(
+                    "the line holds {values} JSON values; expected exactly one object per line"
+                ));
+            }
         }
         let batch = decoder.flush().map_err(|e| json_reason(&e))?;
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
@@ -290,10 +311,10 @@ impl BlockDecoder {
         hi: usize,
         out: &mut Vec<Piece>,
     ) {
-        let bytes = &buf[recs[lo].start..recs[hi - 1].end];
-        match self.decode(bytes, hi - lo) {
+        match self.decode(buf, &recs[lo..hi]) {
             Ok(batch) => out.push(Piece::Good(batch)),
             Err(reason) if hi - lo == 1 => {
+                let bytes = &buf[recs[lo].start..recs[lo].end];
                 let reason = self.explain_integer_error(bytes, reason);
                 out.push(Piece::Bad(lo, reason));
             }

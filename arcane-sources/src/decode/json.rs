@@ -173,4 +173,50 @@ mod tests {
         assert_eq!(out.batch.num_rows(), 0);
         assert!(out.rejected.is_empty());
     }
+
+    /// Found by the `ndjson_decoder` fuzz target: a record ending inside a string ran into
+    /// the next record (`arrow_json` reads strings across line breaks), and a record holding
+    /// two objects made the row count match, so the block was taken with rows shifted between
+    /// records: `{"id":1,"name":"x` + `y"}` became one row, `{"id":2}{"id":3}` two.
+    #[test]
+    fn a_record_ending_inside_a_string_does_not_run_into_the_next() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let mut d = JsonDecoder::new(schema);
+        let records = [
+            r#"{"id":1,"name":"x"#,
+            r#"y"}"#,
+            r#"{"id":2}{"id":3}"#,
+            r#"{"id":4}"#,
+        ];
+        let out = d.decode(&records);
+        let ids = out
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values(), &[4]);
+        let bad: Vec<usize> = out.rejected.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![0, 1, 2], "{:?}", out.rejected);
+        assert!(
+            out.rejected[0].1.contains("incomplete JSON"),
+            "{:?}",
+            out.rejected
+        );
+        assert!(
+            out.rejected[2].1.contains("2 JSON values"),
+            "{:?}",
+            out.rejected
+        );
+
+        // The fuzzer's input (NUL bytes inside the unterminated key), as it found it.
+        let input: &[u8] = b"{\"id\":1,\"name\":\"a\",\"amount\":2.5,\"0\0\0\0true}\nd\":\"x\"}\n\n{\"id\":3}{\"id\":4}\n{\"!ame5.5}\n{\"name\n{\"name\":\"no id\"}";
+        let records: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        let out = d.decode(&records);
+        assert_eq!(out.batch.num_rows(), 0);
+        assert_eq!(out.rejected.len(), records.len());
+    }
 }

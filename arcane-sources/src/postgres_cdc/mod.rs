@@ -185,3 +185,5 @@ pub use retire::retire;
 pub use rows::UNCHANGED_TOAST_COLUMN;
 pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
 pub use types::{SUPPORTED_TYPES, arrow_type};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder};

@@ -87,9 +87,9 @@
 //! Keys not in the schema are ignored; missing keys are null.
 
 mod config;
-mod http;
-mod source;
-mod watermark;
+pub(crate) mod http;
+pub(crate) mod source;
+pub(crate) mod watermark;
 
 pub use arcane_core::retry::RetryConfig;
 pub use config::{

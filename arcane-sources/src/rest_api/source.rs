@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::config::{PaginationConfig, RestApiSourceConfig, WATERMARK_VARIABLE};
-use super::http::{Http, Request, display_url};
+use super::http::{Http, Request, Response, display_url};
 use super::watermark::{PassPosition, RestApiPosition, Tracker, Verdict, template_text};
 use crate::decode::{JsonDecoder, schema_from_fields};
 use crate::runtime::{Output, spawn_source};
@@ -346,71 +346,14 @@ impl Run {
                 Err(e) => return Err(e),
             };
             resumed = None;
-            let records = match self.config.records_pointer.as_str() {
-                "" => Some(&resp.body),
-                p => resp.body.pointer(p),
-            };
-            let records: &[Value] = match records {
-                None | Some(Value::Null) => &[],
-                Some(Value::Array(a)) => a,
-                Some(other) => {
-                    let kind = match other {
-                        Value::Object(_) => "an object",
-                        Value::String(_) => "a string",
-                        Value::Number(_) => "a number",
-                        _ => "a boolean",
-                    };
-                    return Err(Error::source_permanent(
-                        &self.name,
-                        format!(
-                            "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records; check recordsPointer",
-                            resp.status, self.config.records_pointer
-                        ),
-                    ));
-                }
-            };
-            let n = records.len() as u64;
-            stats.records += n;
-            if n == 0 {
+            let Page {
+                records,
+                next,
+                next_url,
+            } = page_of(&self.config, &self.name, &req.url, &resp, page, &mut offset)?;
+            stats.records += records.len() as u64;
+            if records.is_empty() {
                 stats.empty_pages += 1;
-            }
-            // The next page, as kept in the position, and its URL.
-            let next: Option<Value> = match &self.config.pagination {
-                PaginationConfig::None => None,
-                PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_) if n == 0 => None,
-                PaginationConfig::PageNumber(p) => Some(Value::from(p.start + page)),
-                PaginationConfig::Offset(_) => {
-                    offset += n;
-                    Some(Value::from(offset))
-                }
-                PaginationConfig::Cursor(c) => match resp.body.pointer(&c.cursor_pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(Value::String(s.clone())),
-                    Some(Value::Number(n)) => Some(Value::Number(n.clone())),
-                    _ => None,
-                },
-                PaginationConfig::LinkHeader => resp
-                    .link_next
-                    .as_deref()
-                    .map(|l| self.join(&req.url, l).map(|u| Value::String(u.into())))
-                    .transpose()?,
-                PaginationConfig::NextUrl(u) => match resp.body.pointer(&u.pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => {
-                        Some(Value::String(self.join(&req.url, s)?.into()))
-                    }
-                    _ => None,
-                },
-            };
-            let next_url = next
-                .as_ref()
-                .map(|n| self.next_url(&req.url, n))
-                .transpose()?;
-            if next_url.as_ref() == Some(&req.url) {
-                return Err(Error::source_permanent(
-                    &self.name,
-                    format!(
-                        "the response of {shown} names the same page as its next page, so paging would never end; check the pagination settings (the cursor or next-page pointer and parameter)"
-                    ),
-                ));
             }
             self.land(records, &shown, page, next).await?;
             match next_url {
@@ -420,21 +363,8 @@ impl Run {
         }
     }
 
-    /// The URL of the next page `next` (as kept in the position), from the URL of a page of
-    /// the same pass.
     fn next_url(&self, base: &Url, next: &Value) -> Result<Url> {
-        let text = match next {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        Ok(match &self.config.pagination {
-            PaginationConfig::PageNumber(p) => with_param(base, &p.param, &text),
-            PaginationConfig::Offset(o) => with_param(base, &o.offset_param, &text),
-            PaginationConfig::Cursor(c) => with_param(base, &c.param, &text),
-            PaginationConfig::LinkHeader
-            | PaginationConfig::NextUrl(_)
-            | PaginationConfig::None => self.join(base, &text)?,
-        })
+        next_url(&self.config, &self.name, base, next)
     }
 
     /// The next page of a pass a restart went on with cannot be read (`why`): read the pass
@@ -455,18 +385,6 @@ impl Run {
                 self.consumed = 0;
             }
         }
-    }
-
-    fn join(&self, base: &Url, next: &str) -> Result<Url> {
-        base.join(next).map_err(|e| {
-            Error::source_permanent(
-                &self.name,
-                format!(
-                    "the next-page URL \"{next}\" from {} is not valid: {e}",
-                    display_url(base)
-                ),
-            )
-        })
     }
 
     /// Decode one page's records, dead-letter the bad ones and yield the batch; `next` is the
@@ -643,6 +561,135 @@ impl Run {
     }
 }
 
+/// One page of a pass as the source reads it from a response.
+#[derive(Debug)]
+pub(crate) struct Page<'a> {
+    /// The records at `recordsPointer` (none when it is missing or null).
+    pub(crate) records: &'a [Value],
+    /// The next page, as kept in the position (none after the last page).
+    pub(crate) next: Option<Value>,
+    /// The URL of the next page.
+    pub(crate) next_url: Option<Url>,
+}
+
+/// The records and the next page of the response `resp` to the request of page `page` at
+/// `url`; `offset` is the records read so far in the pass (offset pagination), advanced by
+/// this page's. Errors (naming the page and what to check) when `recordsPointer` points at
+/// something other than an array, when a next-page URL is not valid, and when the next page
+/// is this page again (paging would never end).
+pub(crate) fn page_of<'a>(
+    config: &RestApiSourceConfig,
+    name: &str,
+    url: &Url,
+    resp: &'a Response,
+    page: u64,
+    offset: &mut u64,
+) -> Result<Page<'a>> {
+    let shown = display_url(url);
+    let records = match config.records_pointer.as_str() {
+        "" => Some(&resp.body),
+        p => resp.body.pointer(p),
+    };
+    let records: &[Value] = match records {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            let kind = match other {
+                Value::Object(_) => "an object",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            };
+            return Err(Error::source_permanent(
+                name,
+                format!(
+                    "the response of {shown} (HTTP {}) has {kind} at recordsPointer \"{}\", not an array of records; check recordsPointer",
+                    resp.status, config.records_pointer
+                ),
+            ));
+        }
+    };
+    let n = records.len() as u64;
+    // The next page, as kept in the position, and its URL.
+    let next: Option<Value> = match &config.pagination {
+        PaginationConfig::None => None,
+        PaginationConfig::PageNumber(_) | PaginationConfig::Offset(_) if n == 0 => None,
+        PaginationConfig::PageNumber(p) => Some(Value::from(p.start.saturating_add(page))),
+        PaginationConfig::Offset(_) => {
+            *offset = offset.saturating_add(n);
+            Some(Value::from(*offset))
+        }
+        PaginationConfig::Cursor(c) => match resp.body.pointer(&c.cursor_pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Some(Value::String(s.clone())),
+            Some(Value::Number(n)) => Some(Value::Number(n.clone())),
+            _ => None,
+        },
+        PaginationConfig::LinkHeader => resp
+            .link_next
+            .as_deref()
+            .map(|l| join(name, url, l).map(|u| Value::String(u.into())))
+            .transpose()?,
+        PaginationConfig::NextUrl(u) => match resp.body.pointer(&u.pointer) {
+            Some(Value::String(s)) if !s.is_empty() => {
+                Some(Value::String(join(name, url, s)?.into()))
+            }
+            _ => None,
+        },
+    };
+    let next_url = next
+        .as_ref()
+        .map(|n| next_url(config, name, url, n))
+        .transpose()?;
+    if next_url.as_ref() == Some(url) {
+        return Err(Error::source_permanent(
+            name,
+            format!(
+                "the response of {shown} names the same page as its next page, so paging would never end; check the pagination settings (the cursor or next-page pointer and parameter)"
+            ),
+        ));
+    }
+    Ok(Page {
+        records,
+        next,
+        next_url,
+    })
+}
+
+/// The URL of the next page `next` (as kept in the position), from the URL of a page of the
+/// same pass.
+pub(crate) fn next_url(
+    config: &RestApiSourceConfig,
+    name: &str,
+    base: &Url,
+    next: &Value,
+) -> Result<Url> {
+    let text = match next {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Ok(match &config.pagination {
+        PaginationConfig::PageNumber(p) => with_param(base, &p.param, &text),
+        PaginationConfig::Offset(o) => with_param(base, &o.offset_param, &text),
+        PaginationConfig::Cursor(c) => with_param(base, &c.param, &text),
+        PaginationConfig::LinkHeader | PaginationConfig::NextUrl(_) | PaginationConfig::None => {
+            join(name, base, &text)?
+        }
+    })
+}
+
+/// `next` (absolute, or relative to `base`) as a URL; an error naming it when it is not valid.
+fn join(name: &str, base: &Url, next: &str) -> Result<Url> {
+    base.join(next).map_err(|e| {
+        Error::source_permanent(
+            name,
+            format!(
+                "the next-page URL \"{next}\" from {} is not valid: {e}",
+                display_url(base)
+            ),
+        )
+    })
+}
+
 /// `url` with query parameter `key` set to `value` (replacing it).
 fn with_param(url: &Url, key: &str, value: &str) -> Url {
     let pairs: Vec<(String, String)> = url
@@ -659,7 +706,7 @@ fn with_param(url: &Url, key: &str, value: &str) -> Url {
 }
 
 /// Nested objects of `record` flattened into top-level keys joined by `sep`.
-fn flatten(record: &Value, sep: &str) -> Value {
+pub(crate) fn flatten(record: &Value, sep: &str) -> Value {
     fn walk(prefix: &str, v: &Map<String, Value>, sep: &str, out: &mut Map<String, Value>) {
         for (k, v) in v {
             let key = if prefix.is_empty() {

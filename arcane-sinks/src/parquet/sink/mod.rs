@@ -286,7 +286,18 @@ impl Sink for ParquetSink {
         }
         let latest = manifest::latest(&self.loc, &name).await?;
         let (state, next_seq) = match &latest {
-            Some(m) => (m.state.clone(), m.sequence + 1),
+            Some(m) => {
+                let next = m.sequence.checked_add(1).ok_or_else(|| {
+                    self.err(
+                        format!(
+                            "the newest manifest has sequence {}, the last there can be; use a new sink location",
+                            m.sequence
+                        ),
+                        Retry::Permanent,
+                    )
+                })?;
+                (m.state.clone(), next)
+            }
             None => (State::default(), 0),
         };
         self.state = state;
