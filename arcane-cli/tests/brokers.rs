@@ -271,7 +271,8 @@ fn mqtt_kills_and_restarts_land_every_message_at_least_once() {
     // (Mosquitto queues up to 1000 messages beyond the in-flight window while it is offline,
     // so the messages are published while a run is connected).
     let first = Arcane::run(work.path(), &spec, &[]);
-    first.wait_for_log("session_present");
+    // Published messages reach the session only once the broker acknowledged the subscription.
+    first.wait_for_log("\"message\":\"subscribed\"");
     rt.block_on(mqtt_publish(
         &uniq("pub"),
         &topic,

@@ -580,7 +580,8 @@ fn mqtt(work: &Path, seed: u64) -> Prepared {
     });
     let spec = spec("MqttStream", source, &sink_url);
     let first = Arcane::run(work, &spec, &[]);
-    first.wait_for_log("session_present");
+    // Published messages reach the session only once the broker acknowledged the subscription.
+    first.wait_for_log("\"message\":\"subscribed\"");
     runtime().block_on(mqtt_publish(
         &format!("pub-{seed:x}"),
         &topic,

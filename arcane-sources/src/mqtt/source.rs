@@ -428,6 +428,24 @@ async fn poll_v5(name: String, mut eventloop: EventLoop, events: mpsc::Unbounded
                 // Once the stream is gone the message stays unacked and is redelivered later.
                 let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V5(token)))));
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as Code;
+                let refused: Vec<String> = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| !matches!(c, Code::Success(_)))
+                    .map(|c| format!("{c:?}"))
+                    .collect();
+                if !refused.is_empty() {
+                    let reason = ack
+                        .properties
+                        .and_then(|p| p.reason_string)
+                        .unwrap_or_default();
+                    let _ = events.send(subscription_refused(&name, &refused, &reason));
+                    return;
+                }
+                tracing::info!(source = %name, "subscribed");
+            }
             Ok(_) => {}
             Err(e) => {
                 let _ = events.send(connection_failed(&name, e));
@@ -435,6 +453,25 @@ async fn poll_v5(name: String, mut eventloop: EventLoop, events: mpsc::Unbounded
             }
         }
     }
+}
+
+/// What the event loop reports when the broker refuses a subscription (SUBACK with a failure
+/// code): nothing would ever arrive, so the run stops with a FATAL error naming the codes.
+fn subscription_refused(name: &str, codes: &[String], reason: &str) -> Incoming {
+    let reason = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    Incoming::Failed(Error::Source {
+        source_name: name.to_string(),
+        message: format!(
+            "the broker refused the subscription to spec.source.topics: {}{reason}; check the topic filters and the client's permissions (ACL) on the broker",
+            codes.join(", ")
+        ),
+        retry: arcane_core::Retry::Permanent,
+        source: None,
+    })
 }
 
 /// What the event loop reports when its connection fails (the source reconnects).
@@ -459,6 +496,19 @@ async fn poll_v311(
                 let mut token = p;
                 token.payload = Bytes::new();
                 let _ = events.send(Incoming::Message(Box::new((m, MqttAck::V311(token)))));
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) => {
+                let refused: Vec<String> = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                    .map(|c| format!("{c:?}"))
+                    .collect();
+                if !refused.is_empty() {
+                    let _ = events.send(subscription_refused(&name, &refused, ""));
+                    return;
+                }
+                tracing::info!(source = %name, "subscribed");
             }
             Ok(_) => {}
             Err(e) => {
