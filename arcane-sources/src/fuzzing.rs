@@ -376,7 +376,7 @@ fn pg_value(oid: u32, typmod: i32, text: &str) {
 
 /// A `pgoutput` message from the replication stream, or a text value of a column. Byte 0
 /// even: the rest is a message; its relation's column types are mapped and its tuple values
-/// parsed (value `i` as the `i`-th type of [`PG_TYPES`]). Odd: byte 1 picks a type, the rest
+/// parsed (value `i` as the `i`-th type of `PG_TYPES`). Odd: byte 1 picks a type, the rest
 /// is a text value (also parsed as an LSN).
 pub fn pgoutput(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
