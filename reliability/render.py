@@ -77,7 +77,9 @@ def render(rows: list) -> str:
         "(`test-support/src/proxy.rs`); the source reconnects under `source.retry` and the broker",
         "redelivers what was not acknowledged.",
         "",
-        "Runs and seeds (`ARCANE_RELIABILITY_SEED=<seed>` with the cell's test name replays one):",
+        "Runs and seeds (`ARCANE_RELIABILITY_SEED=<seed>` with the cell's test name replays one). A",
+        "run's nextest exit covers all of its cells: a run that failed in a cell which a later run",
+        "replaced (after a fix) shows its failing exit on the cells it still holds.",
         "",
     ]
     for r in rows:
