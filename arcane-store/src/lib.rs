@@ -335,6 +335,30 @@ macro_rules! configure {
     }};
 }
 
+/// Build the store of `$builder` with the environment's and the spec's options
+/// ([`configure!`]) and, for a writer, the client's retries under `retry`.
+#[cfg_attr(
+    not(any(feature = "s3", feature = "azure", feature = "gcs")),
+    allow(unused_macros)
+)]
+macro_rules! cloud_store {
+    ($builder:ident, $key:ty, $parsed:expr, $env:expr, $spec:expr, $field:expr, $retry:expr, $build_error:expr) => {{
+        let builder = configure!(
+            $builder::new().with_url($parsed.to_string()),
+            $key,
+            $env,
+            $spec,
+            $field
+        );
+        let builder = match $retry {
+            Some(r) => builder.with_retry(client_retry(r)),
+            None => builder,
+        };
+        let s = Arc::new(builder.build().map_err($build_error)?);
+        (s.clone(), s)
+    }};
+}
+
 // Without any cloud feature every arm returns an error and the tail is unreachable.
 #[cfg_attr(
     not(any(feature = "s3", feature = "azure", feature = "gcs")),
@@ -360,53 +384,44 @@ fn open_cloud(
         #[cfg(feature = "s3")]
         object_store::ObjectStoreScheme::AmazonS3 => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-            let builder = configure!(
-                AmazonS3Builder::new().with_url(parsed.to_string()),
+            cloud_store!(
+                AmazonS3Builder,
                 AmazonS3ConfigKey,
+                parsed,
                 env,
                 spec,
-                field
-            );
-            let builder = match retry {
-                Some(r) => builder.with_retry(client_retry(r)),
-                None => builder,
-            };
-            let s = Arc::new(builder.build().map_err(build_error)?);
-            (s.clone(), s)
+                field,
+                retry,
+                build_error
+            )
         }
         #[cfg(feature = "azure")]
         object_store::ObjectStoreScheme::MicrosoftAzure => {
             use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-            let builder = configure!(
-                MicrosoftAzureBuilder::new().with_url(parsed.to_string()),
+            cloud_store!(
+                MicrosoftAzureBuilder,
                 AzureConfigKey,
+                parsed,
                 env,
                 spec,
-                field
-            );
-            let builder = match retry {
-                Some(r) => builder.with_retry(client_retry(r)),
-                None => builder,
-            };
-            let s = Arc::new(builder.build().map_err(build_error)?);
-            (s.clone(), s)
+                field,
+                retry,
+                build_error
+            )
         }
         #[cfg(feature = "gcs")]
         object_store::ObjectStoreScheme::GoogleCloudStorage => {
             use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-            let builder = configure!(
-                GoogleCloudStorageBuilder::new().with_url(parsed.to_string()),
+            cloud_store!(
+                GoogleCloudStorageBuilder,
                 GoogleConfigKey,
+                parsed,
                 env,
                 spec,
-                field
-            );
-            let builder = match retry {
-                Some(r) => builder.with_retry(client_retry(r)),
-                None => builder,
-            };
-            let s = Arc::new(builder.build().map_err(build_error)?);
-            (s.clone(), s)
+                field,
+                retry,
+                build_error
+            )
         }
         other => {
             let feature = match parsed.scheme() {
