@@ -48,12 +48,13 @@ export PATH="$chef_root/bin:$PATH"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/arcane-docker-steps.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 # COPY . . with the .dockerignore applied (.git, .tools, target): the tracked files plus the
-# working tree's changes.
+# working tree's changes, written over the cooked skeleton (tar replaces the skeleton's files;
+# `cp --parents` refused some of them with "File exists", leaving the skeleton's manifests).
 copy_context() { # destination
   mkdir -p "$1"
   (cd "$root" && git ls-files -z --cached --others --exclude-standard \
     | grep -zvE '^(\.git|\.tools|target)/|/target/' \
-    | xargs -0 cp --parents -t "$1" 2>/dev/null || true)
+    | tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -xf - -C "$1"
 }
 
 log "planner: $prepare"
