@@ -764,7 +764,7 @@ fn committed_log_if_readable(sink_url: &str) -> Option<Vec<Row>> {
     for _ in 0..4 {
         match rt.block_on(arcane_sinks::read_committed(sink_url, &BTreeMap::new())) {
             Ok(batches) => return Some(rows_as_json(&batches)),
-            Err(e) if e.to_string().contains("not found") => {
+            Err(e) if e.to_string().contains("is not visible") => {
                 std::thread::sleep(Duration::from_millis(250));
             }
             Err(e) => panic!("read committed: {e}"),
