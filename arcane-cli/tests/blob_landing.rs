@@ -988,15 +988,7 @@ fn dead_letters_and_rows_are_committed_exactly_once_across_sigkills() {
             .unwrap_or(0)
     };
 
-    let seed: u64 = std::env::var("ARCANE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = arcane_test_support::rng::seed_from_env("ARCANE_TEST_SEED");
     println!("seed {seed} (rerun with ARCANE_TEST_SEED={seed})");
     let mut state = seed;
     let mut next = move || {

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arcane_test_support::brokers::{NatsStream, RabbitQueue, mqtt_publish};
+use arcane_test_support::rng::{SplitMix64, seed_from_env};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
@@ -40,23 +41,6 @@ impl Fault {
             Fault::Kill => "SIGKILL",
             Fault::Term => "SIGTERM",
         }
-    }
-}
-
-/// SplitMix64: a seeded, reproducible schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
     }
 }
 
@@ -121,15 +105,7 @@ struct Tally {
 }
 
 fn seed() -> u64 {
-    std::env::var("ARCANE_RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
+    seed_from_env("ARCANE_RELIABILITY_SEED")
 }
 
 fn trials() -> u64 {
@@ -154,13 +130,13 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
         "reliability {kind} {}: seed {seed} (ARCANE_RELIABILITY_SEED={seed} replays it)",
         fault.name()
     );
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let mut tally = Tally::default();
     let mut allowed_duplicates = 0;
     let started = Instant::now();
     for trial in 0..trials() {
         let work = tempfile::tempdir().unwrap();
-        let prepared = prepare(work.path(), rng.next());
+        let prepared = prepare(work.path(), rng.next_u64());
         let kills_before = tally.signals;
         run_trial(work.path(), &prepared, fault, &mut rng, &mut tally);
         if let Some(window) = prepared.duplicates_per_kill
@@ -212,7 +188,7 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
 
 /// Start, wait for the source to open, let it run for a random moment, signal it; until a run
 /// began with everything already committed.
-fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut Rng, tally: &mut Tally) {
+fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tally: &mut Tally) {
     for run in 1..=MAX_RUNS {
         let proc = Arcane::run(work, &p.spec, &[]);
         let opened = wait_open(&proc, p.opening);

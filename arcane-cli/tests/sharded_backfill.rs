@@ -185,16 +185,8 @@ struct Rng(u64);
 
 impl Rng {
     fn new() -> Self {
-        let seed = std::env::var("ARCANE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
+        // xorshift needs a non-zero state.
+        let seed = arcane_test_support::rng::seed_from_env("ARCANE_TEST_SEED") | 1;
         eprintln!("kill schedule seed (ARCANE_TEST_SEED): {seed}");
         Self(seed)
     }

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use crate::rng::SplitMix64;
 use crate::server::Server;
 
 /// An object-store call, recognised from the request (S3's and Azure Blob's REST APIs).
@@ -115,21 +116,13 @@ impl Rule {
 
 #[derive(Debug)]
 struct State {
-    rng: u64,
+    rng: SplitMix64,
     rules: Vec<Rule>,
     injected: BTreeMap<(Call, Fault), u64>,
     forwarded: u64,
 }
 
 impl State {
-    fn next(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
     /// The fault for one call: the first rule (in order) whose draw hits.
     fn draw(&mut self, call: Call) -> Option<Fault> {
         for i in 0..self.rules.len() {
@@ -137,7 +130,7 @@ impl State {
             if rule.call.is_some_and(|c| c != call) {
                 continue;
             }
-            if self.next() < rule.rate {
+            if self.rng.unit() < rule.rate {
                 *self.injected.entry((call, rule.fault)).or_default() += 1;
                 return Some(rule.fault);
             }
@@ -165,7 +158,7 @@ impl FaultProxy {
     /// the schedule of `seed`.
     pub fn start(upstream: &str, seed: u64, rules: Vec<Rule>) -> Self {
         let state = Arc::new(Mutex::new(State {
-            rng: seed,
+            rng: SplitMix64(seed),
             rules,
             injected: BTreeMap::new(),
             forwarded: 0,

@@ -10,9 +10,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod brokers;
+pub mod fuzz_corpus;
 pub mod http_faults;
 pub mod proxy;
 pub mod rest_api;
+pub mod rng;
 pub mod server;
 
 use std::collections::BTreeMap;
