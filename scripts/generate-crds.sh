@@ -2,11 +2,12 @@
 # Regenerate deploy/chart/crds/ from the `arcane` binary's kinds (`arcane crd KIND`; the binary
 # built with every kind, `--features full`), rewrite the table of kinds in deploy/README.md, and
 # print the `kinds:` list for deploy/chart/values.yaml. The chart and arcane-deploy tests fail
-# while any of them is out of date. Builds as scripts/test.sh does (`--workspace --all-features`),
-# so it reuses the test suite's build instead of compiling the dependencies again.
+# while any of them is out of date.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --quiet --workspace --all-features --bin arcane
+# The suite's own build (the same features, dev-dependencies included): a plain `cargo build`
+# would resolve features differently and compile the dependencies a second time.
+cargo nextest run --workspace --all-features --no-run >&2
 bin="${CARGO_TARGET_DIR:-target}/debug/arcane"
 rm -f deploy/chart/crds/*.yaml
 echo "kinds:"

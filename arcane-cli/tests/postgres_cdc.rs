@@ -342,7 +342,9 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     runtime().block_on(async { create_table(&client().await, &t, rows).await });
     let work = tempfile::tempdir().unwrap();
     let sink_url = format!("file://{}/out", work.path().display());
-    let spec = spec(&t, &sink_url);
+    let mut spec = spec(&t, &sink_url);
+    // Any retained WAL is over a 1-byte limit: the warning must be logged.
+    spec["spec"]["source"]["retainedWalWarningBytes"] = json!(1);
     let writer = Writer::start(&t, rows + 1, rows, 0x5eed_0000_0000_0002);
 
     let proc = Arcane::run(work.path(), &spec, &[]);
@@ -358,6 +360,22 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
     assert_eq!(exit.termination["reason"], "shutDown");
     assert_eq!(exit.summary("rowsUncommitted"), 0);
+    let warning = exit
+        .lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l.to_string()
+                .contains("retains more WAL than spec.source.retainedWalWarningBytes")
+        });
+    let Some(warning) = warning else {
+        panic!("no retained-WAL warning: {:#?}", exit.lines);
+    };
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(
+        warning.to_string().contains(&format!("\"slot\":\"{t}\"")),
+        "{warning}"
+    );
     // What the stop reports committed is what the files hold.
     let log = change_log(&sink_url);
     assert_eq!(log.len() as u64, exit.summary("rowsCommitted"));

@@ -135,9 +135,13 @@
 //! | time | Time64(µs) |
 //! | timestamp | Timestamp(µs) |
 //! | timestamptz | Timestamp(µs, UTC) |
+//! | an enum | Utf8 (the label) |
+//! | a domain | the type it is over (a domain's `numeric(p, s)` gives its precision) |
+//! | a one-dimensional array of any type above | List (`item`, nullable elements) |
 //!
-//! Any other type (arrays, intervals, geometric, enums, domains, ...) is a clear error naming
-//! the table and column. A value that does not fit its Arrow type (numeric `NaN`, `infinity`
+//! Any other type (intervals, geometric, ranges, composites, ...) is a clear error naming
+//! the table and column, before anything is created. An array value of more than one
+//! dimension cannot be a list: that row goes to the dead-letter queue with the reason. A value that does not fit its Arrow type (numeric `NaN`, `infinity`
 //! dates, BC timestamps) sends that row to the dead-letter queue with the reason.
 //!
 //! # Schema changes
@@ -161,7 +165,21 @@
 //! authentication, a missing database or table and missing privileges are not retried: the
 //! error (exit code 1, FATAL) says what to fix. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
 //! the server's position and the slot's committed position) and [`REPLICATION_LAG_SECONDS`]
-//! (age of the last transaction read, 0 when caught up) carry the stream's labels.
+//! (age of the last transaction read, 0 when caught up) and [`SLOT_RETAINED_WAL_BYTES`] (WAL
+//! the slot keeps on the server's disk, from its `restart_lsn`) carry the stream's labels; a
+//! WARN is logged (at most once a minute) while the retained WAL exceeds
+//! `retainedWalWarningBytes` (default 1 GiB).
+//!
+//! # Quiet tables
+//!
+//! A slot retains WAL from its `restart_lsn`, which moves only when the slot is advanced. WAL
+//! is shared by the whole cluster, so a captured table that receives no changes while others
+//! do would pin everything written since its last change. Each poll reads up to the server's
+//! current position; when it found no change of the captured table and nothing read is
+//! uncommitted, the stream's position moves to that point anyway (an empty batch carrying
+//! only the position), and the slot is advanced there once the sink has committed it. The
+//! retained WAL therefore stays bounded by what is written between two commits, whatever the
+//! captured table does (tested with a quiet table while another takes 64 MB of inserts).
 
 mod changes;
 mod client;
@@ -178,12 +196,17 @@ mod source;
 mod types;
 mod worker;
 
-pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
+pub use config::{
+    DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RETAINED_WAL_WARNING_BYTES,
+    PostgresCdcSourceConfig,
+};
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use retire::retire;
 pub use rows::UNCHANGED_TOAST_COLUMN;
-pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
+pub use source::{
+    PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES,
+};
 pub use types::{SUPPORTED_TYPES, arrow_type};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder};
