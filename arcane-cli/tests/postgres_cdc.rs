@@ -452,6 +452,75 @@ fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     assert_eq!(replayed, expected);
 }
 
+#[test]
+fn an_added_column_without_schema_evolution_stops_the_stream_with_nothing_lost_or_dead_lettered() {
+    let n = Names::new("addcol_none");
+    let t = n.base.clone();
+    let rows = 300;
+    runtime().block_on(async { create_table(&client().await, &t, rows).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows as usize
+    });
+    runtime().block_on(async {
+        let c = client().await;
+        c.batch_execute(&format!(
+            "INSERT INTO {t} VALUES (1001, 1, 'before');
+             ALTER TABLE {t} ADD COLUMN note text;
+             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
+             INSERT INTO {t} VALUES (1003, 3, 'after', 'again');"
+        ))
+        .await
+        .unwrap();
+    });
+    // Outside Kubernetes there is no Job to annotate: the mismatch is a FATAL stop that says
+    // what changed (in a pod the runner annotates the Job and the operator backfills).
+    let exit = proc.wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let all = exit.lines.join("\n");
+    assert!(
+        all.contains("note"),
+        "the message names the new column: {all}"
+    );
+    assert!(
+        all.contains("schemaEvolution") || all.contains("schema mismatch"),
+        "the message says it is a schema change: {all}"
+    );
+    // The two rows of the new shape were read and refused, not acknowledged: the stop says so.
+    assert_eq!(exit.summary("rowsUncommitted"), 2, "{all}");
+    // Everything before the new column is committed; nothing after it went anywhere: no
+    // dead letters (the later rows are not refused one by one), no rows of the new shape.
+    let log = change_log(&sink_url);
+    assert!(
+        log.iter().any(|r| id(r) == 1001),
+        "the change before the ALTER is committed"
+    );
+    assert!(!log.iter().any(|r| id(r) >= 1002));
+    assert_eq!(
+        exit.summary("rowsDeadLettered"),
+        0,
+        "nothing was dead-lettered: {all}"
+    );
+    // With evolution allowed, a rerun resumes there and lands the rest once.
+    let mut evolving = spec.clone();
+    evolving["spec"]["sink"]["schemaEvolution"] = json!("addNullableColumns");
+    catch_up(work.path(), &evolving, &t, &sink_url, -1);
+    let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
+    let mut replayed = replay(change_log(&sink_url));
+    for row in replayed.values_mut() {
+        row.remove("note");
+    }
+    assert_eq!(replayed, expected);
+}
+
 /// A port nobody listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
