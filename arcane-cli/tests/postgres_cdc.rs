@@ -389,6 +389,40 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     assert_eq!(replay(change_log(&sink_url)), expected);
 }
 
+/// Start a run, wait for its snapshot of `rows` rows, then in one transaction: insert row 1001,
+/// add a nullable column `note`, insert row 1002 with a note, and run `then` (`{t}` is the
+/// table).
+fn run_then_add_column(
+    work: &std::path::Path,
+    spec: &Value,
+    t: &str,
+    rows: i64,
+    then: &str,
+) -> Arcane {
+    let sink_url = spec["spec"]["sink"]["url"].as_str().unwrap().to_string();
+    let proc = Arcane::run(work, spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows as usize
+    });
+    let then = then.replace("{t}", t);
+    runtime().block_on(async {
+        let c = client().await;
+        c.batch_execute(&format!(
+            "INSERT INTO {t} VALUES (1001, 1, 'before');
+             ALTER TABLE {t} ADD COLUMN note text;
+             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
+             {then};"
+        ))
+        .await
+        .unwrap();
+    });
+    proc
+}
+
 #[test]
 fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     let n = Names::new("addcol");
@@ -400,25 +434,13 @@ fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     let mut spec = spec(&t, &sink_url);
     spec["spec"]["sink"]["schemaEvolution"] = json!("addNullableColumns");
 
-    let proc = Arcane::run(work.path(), &spec, &[]);
-    eventually("snapshot committed", || {
-        change_log(&sink_url)
-            .iter()
-            .filter(|r| op(r) == "r")
-            .count()
-            >= rows as usize
-    });
-    runtime().block_on(async {
-        let c = client().await;
-        c.batch_execute(&format!(
-            "INSERT INTO {t} VALUES (1001, 1, 'before');
-             ALTER TABLE {t} ADD COLUMN note text;
-             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
-             UPDATE {t} SET note = 'updated' WHERE id = 1;"
-        ))
-        .await
-        .unwrap();
-    });
+    let proc = run_then_add_column(
+        work.path(),
+        &spec,
+        &t,
+        rows,
+        "UPDATE {t} SET note = 'updated' WHERE id = 1",
+    );
     eventually("changes after the new column committed", || {
         change_log(&sink_url)
             .iter()
@@ -462,25 +484,13 @@ fn an_added_column_without_schema_evolution_stops_the_stream_with_nothing_lost_o
     let sink_url = format!("file://{}/out", work.path().display());
     let spec = spec(&t, &sink_url);
 
-    let proc = Arcane::run(work.path(), &spec, &[]);
-    eventually("snapshot committed", || {
-        change_log(&sink_url)
-            .iter()
-            .filter(|r| op(r) == "r")
-            .count()
-            >= rows as usize
-    });
-    runtime().block_on(async {
-        let c = client().await;
-        c.batch_execute(&format!(
-            "INSERT INTO {t} VALUES (1001, 1, 'before');
-             ALTER TABLE {t} ADD COLUMN note text;
-             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
-             INSERT INTO {t} VALUES (1003, 3, 'after', 'again');"
-        ))
-        .await
-        .unwrap();
-    });
+    let proc = run_then_add_column(
+        work.path(),
+        &spec,
+        &t,
+        rows,
+        "INSERT INTO {t} VALUES (1003, 3, 'after', 'again')",
+    );
     // Outside Kubernetes there is no Job to annotate: the mismatch is a FATAL stop that says
     // what changed (in a pod the runner annotates the Job and the operator backfills).
     let exit = proc.wait();

@@ -226,6 +226,17 @@ async fn read_until(stream: &mut PositionedStream, lsn: u64, out: &mut Vec<Posit
     }
 }
 
+/// A stream opened at the start, with its snapshot read into the returned batches.
+async fn open_after_snapshot(
+    n: &Names,
+) -> (PostgresCdcSource, PositionedStream, Vec<PositionedBatch>) {
+    let mut source = PostgresCdcSource::new(n.config()).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    (source, stream, got)
+}
+
 fn batches(v: &[PositionedBatch]) -> Vec<RecordBatch> {
     v.iter().map(|b| b.batch.clone()).collect()
 }
@@ -247,10 +258,7 @@ async fn every_type_and_operation_arrives_in_commit_order() {
     ))
     .await
     .unwrap();
-    let mut source = PostgresCdcSource::new(n.config()).unwrap();
-    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
-    let mut got = Vec::new();
-    read_until(&mut stream, 0, &mut got).await;
+    let (mut source, mut stream, mut got) = open_after_snapshot(&n).await;
     for sql in [
         format!("INSERT INTO {t} (id, val) VALUES (2, 'two')"),
         format!(
@@ -359,10 +367,7 @@ async fn enums_domains_and_arrays_arrive_as_text_decimals_and_lists_in_snapshot_
     ))
     .await
     .unwrap();
-    let mut source = PostgresCdcSource::new(n.config()).unwrap();
-    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
-    let mut got = Vec::new();
-    read_until(&mut stream, 0, &mut got).await;
+    let (_source, mut stream, mut got) = open_after_snapshot(&n).await;
     c.batch_execute(&format!(
         "INSERT INTO {t} (id, mood, moods, ints, texts) VALUES (2, 'happy', '{{}}', NULL, '{{}}');
          INSERT INTO {t} (id, ints) VALUES (3, '{{{{1,2}},{{3,4}}}}');
@@ -486,10 +491,7 @@ async fn a_quiet_table_does_not_pin_the_wal_other_tables_write() {
     ))
     .await
     .unwrap();
-    let mut source = PostgresCdcSource::new(n.config()).unwrap();
-    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
-    let mut got = Vec::new();
-    read_until(&mut stream, 0, &mut got).await;
+    let (mut source, mut stream, mut got) = open_after_snapshot(&n).await;
     let (_, before) = slot_state(&c, t).await;
     // 64 MB into another table of the same database, in 16 transactions; the captured table
     // takes no change at all.
@@ -631,10 +633,7 @@ async fn a_new_column_widens_the_schema_and_a_dropped_one_is_a_schema_mismatch()
     c.batch_execute(&format!("CREATE TABLE {t} (id int8 PRIMARY KEY, val text, extra int4); INSERT INTO {t} VALUES (1, 'a', 1);"))
         .await
         .unwrap();
-    let mut source = PostgresCdcSource::new(n.config()).unwrap();
-    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
-    let mut got = Vec::new();
-    read_until(&mut stream, 0, &mut got).await;
+    let (_source, mut stream, mut got) = open_after_snapshot(&n).await;
     c.batch_execute(&format!(
         "INSERT INTO {t} VALUES (2, 'b', 2); ALTER TABLE {t} ADD COLUMN note text; INSERT INTO {t} VALUES (3, 'c', 3, 'hello');"
     ))

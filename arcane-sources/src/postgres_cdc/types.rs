@@ -510,79 +510,26 @@ mod tests {
         }
     }
 
+    fn meta(typtype: u8, category: u8, elem: u32, base: u32, base_typmod: i32) -> TypeMeta {
+        TypeMeta {
+            typtype,
+            category,
+            elem,
+            base,
+            base_typmod,
+        }
+    }
+
     #[test]
     fn enums_domains_and_arrays_resolve_through_the_catalog() {
         let meta = HashMap::from([
-            (
-                90001,
-                TypeMeta {
-                    typtype: b'e',
-                    category: b'E',
-                    elem: 0,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
-            (
-                90002,
-                TypeMeta {
-                    typtype: b'b',
-                    category: b'A',
-                    elem: 90001,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
-            (
-                90003,
-                TypeMeta {
-                    typtype: b'd',
-                    category: b'N',
-                    elem: 0,
-                    base: 1700,
-                    base_typmod: ((5 << 16) | 1) + 4,
-                },
-            ),
-            (
-                1007,
-                TypeMeta {
-                    typtype: b'b',
-                    category: b'A',
-                    elem: 23,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
-            (
-                1231,
-                TypeMeta {
-                    typtype: b'b',
-                    category: b'A',
-                    elem: 1700,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
-            (
-                90004,
-                TypeMeta {
-                    typtype: b'c',
-                    category: b'C',
-                    elem: 0,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
-            (
-                90005,
-                TypeMeta {
-                    typtype: b'b',
-                    category: b'A',
-                    elem: 90004,
-                    base: 0,
-                    base_typmod: -1,
-                },
-            ),
+            (90001, meta(b'e', b'E', 0, 0, -1)),
+            (90002, meta(b'b', b'A', 90001, 0, -1)),
+            (90003, meta(b'd', b'N', 0, 1700, ((5 << 16) | 1) + 4)),
+            (1007, meta(b'b', b'A', 23, 0, -1)),
+            (1231, meta(b'b', b'A', 1700, 0, -1)),
+            (90004, meta(b'c', b'C', 0, 0, -1)),
+            (90005, meta(b'b', b'A', 90004, 0, -1)),
         ]);
         let list = |dt: DataType| DataType::List(Arc::new(Field::new("item", dt, true)));
         assert_eq!(resolve_type(90001, -1, &meta), Some(DataType::Utf8));
@@ -606,16 +553,7 @@ mod tests {
 
     #[test]
     fn an_array_row_is_appended_whole_or_not_at_all() {
-        let meta = HashMap::from([(
-            1007,
-            TypeMeta {
-                typtype: b'b',
-                category: b'A',
-                elem: 23,
-                base: 0,
-                base_typmod: -1,
-            },
-        )]);
+        let meta = HashMap::from([(1007, meta(b'b', b'A', 23, 0, -1))]);
         let mut b = ColumnBuilder::new(&resolve_type(1007, -1, &meta).unwrap());
         b.append_text("{1,NULL,3}").unwrap();
         let err = b.append_text("{4,x,6}").unwrap_err();
