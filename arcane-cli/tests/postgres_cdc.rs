@@ -67,7 +67,7 @@ impl Drop for Names {
         let b = &self.base;
         let sql = format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{b}'; \
-             DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b};"
+             DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b}, {b}_busy;"
         );
         // Retry: a killed process's backend may hold the slot for a moment.
         for _ in 0..40 {
@@ -387,6 +387,80 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     catch_up(work.path(), &spec, &t, &sink_url, -1);
     let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
     assert_eq!(replay(change_log(&sink_url)), expected);
+}
+
+#[test]
+fn a_quiet_published_table_keeps_the_slots_retained_wal_bounded_while_another_takes_64_mb() {
+    let n = Names::new("quiet");
+    let t = n.base.clone();
+    let rows = 10;
+    runtime().block_on(async {
+        let c = client().await;
+        create_table(&c, &t, rows).await;
+        c.batch_execute(&format!(
+            "CREATE TABLE {t}_busy (id serial PRIMARY KEY, pad text)"
+        ))
+        .await
+        .unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url).len() >= rows as usize
+    });
+    // 64 MB into another table of the same database, in 16 transactions; the captured table
+    // takes no change at all.
+    let written = runtime().block_on(async {
+        let c = client().await;
+        for _ in 0..16 {
+            c.batch_execute(&format!(
+                "INSERT INTO {t}_busy (pad) SELECT repeat(md5(g::text), 32) FROM generate_series(1, 4000) g"
+            ))
+            .await
+            .unwrap();
+        }
+        let lsn: String = c
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        arcane_sources::postgres_cdc::Lsn::parse(&lsn).unwrap().0
+    });
+    // The runner commits position-only groups, the slot follows; CHECKPOINT logs the running
+    // transactions, from which a logical slot's restart point is taken.
+    let mut last = (0, 0);
+    eventually("the slot's retained WAL back under 16 MB", || {
+        last = runtime().block_on(async {
+            let c = client().await;
+            c.batch_execute("CHECKPOINT").await.unwrap();
+            let row = c
+                .query_one(
+                    "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&t],
+                )
+                .await
+                .unwrap();
+            let confirmed = arcane_sources::postgres_cdc::Lsn::parse(row.get(0)).unwrap().0;
+            (confirmed, row.get::<_, i64>(1))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        last.0 >= written && last.1 < 16 << 20
+    });
+    eprintln!(
+        "confirmed {} (written {written}), retained {} bytes",
+        last.0, last.1
+    );
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(
+        change_log(&sink_url).len(),
+        rows as usize,
+        "only the quiet table's rows"
+    );
 }
 
 /// Start a run, wait for its snapshot of `rows` rows, then in one transaction: insert row 1001,
