@@ -102,6 +102,43 @@
 //! * **Backfill mode** takes a fresh slot and snapshot and ends after the snapshot; the
 //!   streaming run resumes from its committed position (the slot's consistent point).
 //!
+//! # Sharded backfills: refused, and the design they would need
+//!
+//! A backfill of this kind refuses `backfillShards` > 1 (exit 1, saying why). The snapshot
+//! above is exact because one transaction's MVCC snapshot (or one per segment, each owning a
+//! key range) is recorded in the position, and the stream, starting at the slot's consistent
+//! point *C*, skips every change that snapshot already saw. The pods of an Indexed Job cannot
+//! share one exported snapshot: an exported snapshot lives only as long as the exporting
+//! session, and each pod is restarted on its own. So each shard would read its part of the
+//! table under a snapshot of its own, at its own WAL position after *C*; a stream that knew only
+//! *C* would apply the changes committed between *C* and a shard's snapshot a second time.
+//!
+//! The design that would make it exact, not built:
+//!
+//! 1. **One plan, decided through the store.** The first shard to start computes the key
+//!    ranges (quantiles of the primary key or unique index, `percentile_disc` over a sample, or
+//!    block ranges for a keyless table) and writes them with a put-if-absent *plan* object next
+//!    to the shards' lineages; every shard and every restart reads the same plan, whoever wrote
+//!    it (a lost race reads the winner's).
+//! 2. **The slot first.** The slot is created once, before any shard's snapshot, by the shard
+//!    that wins a second put-if-absent object recording the slot and *C*; the others wait for
+//!    that object. Every change committed after *C* is then in the slot.
+//! 3. **Each shard a segment.** A shard reads its key range with keyset pagination in
+//!    `REPEATABLE READ` transactions, recording each transaction's MVCC snapshot as a segment
+//!    of its range exactly as a resumed snapshot does today, and tags its rows with the WAL
+//!    position read *before* its snapshot transaction began as `_lsn` (a lower bound of what
+//!    the snapshot saw, so a consumer merging by key in `_lsn` order lets any later change win).
+//! 4. **The stream reconciles.** The kind's `resume_after_shards` (in `arcane-cli`) would
+//!    merge the shards' final positions into one: *C* plus every shard's segments, each with
+//!    its key range; the stream then skips a change whose transaction a segment holding its key
+//!    already saw, the check it makes for a resumed snapshot's segments.
+//!
+//! None of this is built: a shard-aware snapshot is only worth having with its proof, end-to-end
+//! tests that kill random shards at random moments while the table is written to, rerun them,
+//! and compare the output with the table by key (none missing, and the merge by key in `_lsn`
+//! order equal to the table), with every slot and publication a test creates dropped even when
+//! it fails.
+//!
 //! # Output schema and type mapping
 //!
 //! The table's columns in table order, all nullable (a delete carries only the replica
