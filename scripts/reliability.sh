@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The reliability table: for every kind in arcane-cli/tests/reliability.rs and every fault
-# class (SIGKILL, SIGTERM at seeded random moments, rerun until done; store faults for the S3
-# sink), TRIALS trials per cell, each comparing the committed output with the input (lost,
-# duplicated, extra) and checking every exit code.
+# class (SIGKILL, SIGTERM at seeded random moments, rerun until done; store faults, source
+# faults, malformed input), TRIALS trials per cell, each comparing the committed output (and
+# dead letters) with the input (lost, duplicated, extra) and checking every exit code; and the
+# one-trial disk-full and memory-limit tests (arcane-cli/tests/disk_full.rs, memory_limit.rs;
+# they need root).
 #
 #   scripts/reliability.sh                 # 100 trials per cell
 #   scripts/reliability.sh 5               # the short version
@@ -24,7 +26,8 @@ started=$(date +%s)
 status=0
 ARCANE_RELIABILITY_TRIALS="$trials" ARCANE_RELIABILITY_OUT="$out" \
   cargo nextest run --workspace --all-features \
-  -E "binary(reliability)${filter:+ & test(/$filter/)}" --no-fail-fast --test-threads 2 ||
+  -E "(binary(reliability) | binary(disk_full) | binary(memory_limit))${filter:+ & test(/$filter/)}" \
+  --no-fail-fast --test-threads 2 ||
   status=$?
 elapsed=$(($(date +%s) - started))
 python3 reliability/render.py "$out" "$trials" "$elapsed" "$status" "$filter"

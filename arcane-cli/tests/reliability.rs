@@ -56,15 +56,21 @@ struct Prepared {
     sink_url: String,
     /// How the test reads the sink back (directly, not through a fault proxy).
     read_options: BTreeMap<String, String>,
-    /// The sink's store injects faults: a run may also end by itself with exit 2 (its
-    /// retries ran out), never with 1.
-    store_faults: bool,
+    /// The sink's store or the source's server injects faults (through a fault proxy): a run
+    /// may also end by itself with exit 2 (its retries ran out), never with 1.
+    proxy_faults: bool,
     /// Faults between the source and its server, done once in the middle of every run (e.g.
     /// cutting every connection); a run may then also end by itself with exit 2, never 1.
     source_faults: Option<Box<dyn Fn()>>,
     /// At least once by design (MQTT: no message ids): duplicates are allowed, at most this
     /// many per SIGKILL (the unacknowledged window); nothing may be lost.
     duplicates_per_kill: Option<u64>,
+    /// The malformed records mixed into the input (their exact payloads), which must be in
+    /// the committed dead letters exactly once each.
+    dead_letters: Option<BTreeSet<String>>,
+    /// How long a run lives before its signal, in ms (a range), instead of the default
+    /// schedule: a push source receives its input only while a run is up.
+    run_for: Option<(u64, u64)>,
     cleanup: Box<dyn FnOnce()>,
 }
 
@@ -79,8 +85,10 @@ impl Prepared {
             open_ended: false,
             sink_url,
             read_options: BTreeMap::new(),
-            store_faults: false,
+            proxy_faults: false,
             source_faults: None,
+            dead_letters: None,
+            run_for: None,
             duplicates_per_kill: None,
             cleanup: Box::new(|| {}),
         }
@@ -101,6 +109,8 @@ struct Tally {
     lost: u64,
     duplicated: u64,
     extra: u64,
+    /// Dead letters committed (malformed-input cells), counted in lost/dup/extra like rows.
+    dead_letters: u64,
     bad_exits: Vec<String>,
 }
 
@@ -113,6 +123,54 @@ fn trials() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2)
+}
+
+/// The payloads of the dead letters the manifests of a local sink commit for its current
+/// generation (a dead-letter file no manifest names is not committed).
+fn committed_dead_letters(sink_url: &str) -> Vec<String> {
+    let dir = Path::new(sink_url.strip_prefix("file://").expect("a local sink"));
+    let Ok(entries) = std::fs::read_dir(dir.join("_arcane/manifests")) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    let manifests: Vec<Value> = paths
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let Some(current) = manifests
+        .last()
+        .map(|m| m["state"]["currentGeneration"].clone())
+    else {
+        return Vec::new();
+    };
+    let mut payloads = Vec::new();
+    for url in manifests
+        .iter()
+        .filter(|m| m["generation"] == current)
+        .flat_map(|m| m["deadLetterFiles"].as_array().cloned().unwrap_or_default())
+    {
+        let path = url
+            .as_str()
+            .unwrap()
+            .strip_prefix("file://")
+            .unwrap()
+            .to_string();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        for row in rows_as_json(&batches) {
+            payloads.push(row["payload"].as_str().unwrap().to_string());
+        }
+    }
+    payloads
 }
 
 fn committed_ids(sink_url: &str, options: &BTreeMap<String, String>) -> Vec<i64> {
@@ -154,17 +212,45 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
         tally.duplicated += (ids.len() - distinct.len()) as u64;
         tally.lost += expected.difference(&distinct).count() as u64;
         tally.extra += distinct.difference(&expected).count() as u64;
+        if let Some(bad) = &prepared.dead_letters {
+            // The malformed records: each in the committed dead letters exactly once.
+            let letters = committed_dead_letters(&prepared.sink_url);
+            let distinct: BTreeSet<String> = letters.iter().cloned().collect();
+            tally.dead_letters += letters.len() as u64;
+            tally.duplicated += (letters.len() - distinct.len()) as u64;
+            tally.lost += bad.difference(&distinct).count() as u64;
+            tally.extra += distinct.difference(bad).count() as u64;
+        }
         (prepared.cleanup)();
         eprintln!(
             "reliability {kind} {}: trial {trial}: {tally:?}",
             fault.name()
         );
     }
-    let seconds = started.elapsed().as_secs_f64();
+    report(
+        kind,
+        fault.name(),
+        seed,
+        &tally,
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        tally.lost == 0
+            && tally.duplicated <= allowed_duplicates
+            && tally.extra == 0
+            && tally.bad_exits.is_empty(),
+        "{kind} under {}: {tally:#?} (seed {seed})",
+        fault.name()
+    );
+}
+
+/// Print a cell's JSON line and append it to `ARCANE_RELIABILITY_OUT`.
+fn report(kind: &str, fault: &str, seed: u64, tally: &Tally, seconds: f64) {
     let line = json!({
-        "kind": kind, "fault": fault.name(), "trials": tally.trials, "runs": tally.runs,
+        "kind": kind, "fault": fault, "trials": tally.trials, "runs": tally.runs,
         "signals": tally.signals, "lost": tally.lost, "duplicated": tally.duplicated,
-        "extra": tally.extra, "badExits": tally.bad_exits.len(), "seconds": seconds.round(),
+        "extra": tally.extra, "deadLetters": tally.dead_letters,
+        "badExits": tally.bad_exits.len(), "seconds": seconds.round(),
         "seed": seed.to_string(),
     });
     eprintln!("RELIABILITY {line}");
@@ -176,14 +262,6 @@ fn cell(kind: &str, fault: Fault, mut prepare: impl FnMut(&Path, u64) -> Prepare
             .unwrap();
         writeln!(f, "{line}").unwrap();
     }
-    assert!(
-        tally.lost == 0
-            && tally.duplicated <= allowed_duplicates
-            && tally.extra == 0
-            && tally.bad_exits.is_empty(),
-        "{kind} under {}: {tally:#?} (seed {seed})",
-        fault.name()
-    );
 }
 
 /// Start, wait for the source to open, let it run for a random moment, signal it; until a run
@@ -203,10 +281,10 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
             }
             // Mostly before the grouping interval (1 s) commits anything; every fifth run lives
             // long enough to commit a partial group, so a trial always makes progress.
-            let delay = if run % 5 == 0 {
-                rng.between(1500, 3000)
-            } else {
-                rng.between(50, 1200)
+            let delay = match p.run_for {
+                Some((lo, hi)) => rng.between(lo, hi),
+                None if run % 5 == 0 => rng.between(1500, 3000),
+                None => rng.between(50, 1200),
             };
             std::thread::sleep(Duration::from_millis(delay));
             proc.signal(match fault {
@@ -217,7 +295,7 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
         let exit = proc.wait();
         tally.runs += 1;
         tally.signals += u64::from(opened);
-        let faults = p.store_faults || p.source_faults.is_some();
+        let faults = p.proxy_faults || p.source_faults.is_some();
         let ok = match fault {
             // A run may end by itself (its retries ran out) when the cell injects faults.
             _ if faults && exit.code == 2 => true,
@@ -347,6 +425,12 @@ fn generator(work: &Path, _seed: u64) -> Prepared {
 /// and cursor pages.
 fn rest_api(work: &Path, seed: u64) -> Prepared {
     let api = arcane_test_support::rest_api::TestApi::start_shuffled(N as u64, seed);
+    let p = rest_api_on(work, &api);
+    p.cleanup(move || drop(api))
+}
+
+/// The spec of [`rest_api`] reading `api`.
+fn rest_api_on(work: &Path, api: &arcane_test_support::rest_api::TestApi) -> Prepared {
     let sink_url = sink_url(work);
     let source = json!({
         "url": api.url("/items/cursor"),
@@ -368,7 +452,6 @@ fn rest_api(work: &Path, seed: u64) -> Prepared {
         (1..=N).collect(),
         sink_url,
     )
-    .cleanup(move || drop(api))
 }
 
 /// A JetStream stream holding N messages.
@@ -490,7 +573,7 @@ fn store_faults(work: &Path, seed: u64, azure: bool) -> Prepared {
         json!({"maxAttempts": 4, "initialDelay": "20ms", "maxDelay": "200ms"});
     p.sink_url = sink_url;
     p.read_options = store.options();
-    p.store_faults = true;
+    p.proxy_faults = true;
     p.cleanup(move || {
         eprintln!("store faults injected: {:?}", proxy.injected());
         drop(proxy);
@@ -513,6 +596,12 @@ fn with_connection_cuts(
         let through = proxy.port();
         match host_field {
             "url" => p.spec["spec"]["source"]["url"] = json!(format!("nats://127.0.0.1:{through}")),
+            "connection" => {
+                let conn = p.spec["spec"]["source"]["connection"].as_str().unwrap();
+                assert!(conn.contains(&format!("port={port}")), "{conn}");
+                p.spec["spec"]["source"]["connection"] =
+                    json!(conn.replace(&format!("port={port}"), &format!("port={through}")));
+            }
             _ => p.spec["spec"]["source"]["port"] = json!(through),
         }
         p.spec["spec"]["source"]["retry"] =
@@ -640,6 +729,331 @@ fn postgres(work: &Path, seed: u64) -> Prepared {
     })
 }
 
+/// [`blob_landing`]'s files with malformed lines mixed in (lines that are not JSON, and
+/// records whose id is not a number), within a dead-letter budget that admits them: the good
+/// records must be committed exactly once and the bad ones dead-lettered exactly once.
+fn malformed_input(work: &Path, seed: u64) -> Prepared {
+    let mut p = blob_landing(work, seed);
+    let bad = add_malformed_lines(work, seed ^ 0x5eed, MALFORMED);
+    p.spec["spec"]["sink"]["deadLetter"] = json!({"maxRatio": 0.1, "minRecords": 1000});
+    p.dead_letters = Some(bad);
+    p
+}
+
+/// Malformed lines per trial of the malformed-input cells.
+const MALFORMED: usize = 30;
+
+/// Insert `count` malformed lines, each unique, at seeded places in the landing files of
+/// [`blob_landing`]; returns the lines.
+fn add_malformed_lines(work: &Path, seed: u64, count: usize) -> BTreeSet<String> {
+    let landing = work.join("landing");
+    let mut rng = SplitMix64(seed);
+    let mut files: Vec<Vec<String>> = (0..10)
+        .map(|f| {
+            std::fs::read_to_string(landing.join(format!("part-{f:03}.json")))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let mut bad = BTreeSet::new();
+    for k in 0..count {
+        let line = if k % 2 == 0 {
+            format!("{{\"id\": \"bad-{seed:x}-{k}\", \"name\": \"not a number\"}}")
+        } else {
+            format!("{{\"id\": {k}, \"name\": \"cut short {seed:x}-{k}\"")
+        };
+        let file = &mut files[rng.between(0, 10) as usize];
+        let at = rng.between(0, file.len() as u64 + 1) as usize;
+        file.insert(at, line.clone());
+        bad.insert(line);
+    }
+    for (f, lines) in files.iter().enumerate() {
+        std::fs::write(
+            landing.join(format!("part-{f:03}.json")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    bad
+}
+
+/// More malformed lines than the dead-letter budget admits: every run must refuse with exit 1
+/// naming the budget, commit nothing beyond what the budget allowed (rows and dead letters
+/// each at most once, no dead letter past the budget), and once the budget is raised the rerun
+/// must commit every good record and every bad one exactly once: nothing read by the refused
+/// runs was lost.
+fn over_budget_cell() {
+    let kind = "blob-landing (local) with malformed input over the dead-letter budget";
+    let seed = seed();
+    eprintln!("reliability {kind}: seed {seed} (ARCANE_RELIABILITY_SEED={seed} replays it)");
+    let mut rng = SplitMix64(seed);
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    let max_count = 10u64;
+    for trial in 0..trials() {
+        let work = tempfile::tempdir().unwrap();
+        let mut p = blob_landing(work.path(), rng.next_u64());
+        let bad = add_malformed_lines(work.path(), rng.next_u64(), MALFORMED);
+        p.spec["spec"]["sink"]["deadLetter"] = json!({"maxCount": max_count});
+        let refused = Arcane::run(work.path(), &p.spec, &[]).wait();
+        tally.runs += 1;
+        let message = refused.termination["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if refused.code != 1 || !message.contains("over the budget") {
+            tally.bad_exits.push(format!(
+                "over the budget: exit {}: {:?}",
+                refused.code, refused.termination
+            ));
+        }
+        // What the refused run committed: good records and bad ones at most once each, and
+        // no more dead letters than the budget.
+        let letters = committed_dead_letters(&p.sink_url);
+        let ids = committed_ids(&p.sink_url, &p.read_options);
+        let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+        let distinct_letters: BTreeSet<String> = letters.iter().cloned().collect();
+        tally.duplicated +=
+            (ids.len() - distinct.len() + letters.len() - distinct_letters.len()) as u64;
+        tally.extra += (distinct.difference(&p.expected).count()
+            + distinct_letters.difference(&bad).count()) as u64;
+        if letters.len() as u64 > max_count {
+            tally.bad_exits.push(format!(
+                "over the budget: {} dead letters committed, the budget is {max_count}",
+                letters.len()
+            ));
+        }
+        // Raise the budget: the rerun resumes and, once everything is in, stops cleanly.
+        p.spec["spec"]["sink"]["deadLetter"] = json!({"maxCount": MALFORMED, "maxRatio": 0.1});
+        let rerun = Arcane::run(work.path(), &p.spec, &[]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline
+            && !rerun.lines().iter().any(|l| l.contains("\"exit_code\""))
+        {
+            let ids: BTreeSet<i64> = committed_ids(&p.sink_url, &p.read_options)
+                .into_iter()
+                .collect();
+            let letters: BTreeSet<String> =
+                committed_dead_letters(&p.sink_url).into_iter().collect();
+            if p.expected.is_subset(&ids) && bad.is_subset(&letters) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rerun.signal(Signal::SIGTERM);
+        let rerun = rerun.wait();
+        tally.runs += 1;
+        if rerun.code != 0 {
+            tally.bad_exits.push(format!(
+                "rerun within the budget: exit {}: {:?}",
+                rerun.code, rerun.termination
+            ));
+        }
+        let ids = committed_ids(&p.sink_url, &p.read_options);
+        let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+        let letters = committed_dead_letters(&p.sink_url);
+        let distinct_letters: BTreeSet<String> = letters.iter().cloned().collect();
+        tally.trials += 1;
+        tally.dead_letters += letters.len() as u64;
+        tally.duplicated +=
+            (ids.len() - distinct.len() + letters.len() - distinct_letters.len()) as u64;
+        tally.lost += (p.expected.difference(&distinct).count()
+            + bad.difference(&distinct_letters).count()) as u64;
+        tally.extra += (distinct.difference(&p.expected).count()
+            + distinct_letters.difference(&bad).count()) as u64;
+        eprintln!("reliability {kind}: trial {trial}: {tally:?}");
+    }
+    report(
+        kind,
+        "budget exceeded",
+        seed,
+        &tally,
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        tally.lost == 0 && tally.duplicated == 0 && tally.extra == 0 && tally.bad_exits.is_empty(),
+        "{kind}: {tally:#?} (seed {seed})"
+    );
+}
+
+/// The `http-ingest` kind: senders push N events with unique ids (CloudEvents in batches, and
+/// webhooks with an `Idempotency-Key`), retrying every request that did not get a 2xx, while
+/// the process is stopped and restarted. Expected: every event sent (all are acknowledged in
+/// the end), each once.
+fn http_ingest(work: &Path, seed: u64) -> Prepared {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let sink_url = sink_url(work);
+    let source = json!({"address": addr, "schema": id_schema()});
+    let mut rng = SplitMix64(seed);
+    let mut requests = Vec::new();
+    let mut next = 0;
+    while next < N {
+        let size = rng.between(1, 20) as i64;
+        let ids: Vec<i64> = (next..(next + size).min(N)).collect();
+        next += ids.len() as i64;
+        let key = requests.len();
+        let request = if rng.between(0, 3) == 0 {
+            let body: Vec<Value> = ids
+                .iter()
+                .map(|i| json!({"id": i, "name": format!("n-{i}")}))
+                .collect();
+            (
+                vec![
+                    ("Content-Type", "application/json".to_string()),
+                    ("Idempotency-Key", format!("req-{seed:x}-{key}")),
+                ],
+                Value::Array(body).to_string(),
+            )
+        } else {
+            let body: Vec<Value> = ids
+                .iter()
+                .map(|i| {
+                    json!({"specversion": "1.0", "id": format!("ev-{i}"), "source": "/reliability",
+                           "type": "test.event", "data": {"id": i, "name": format!("n-{i}")}})
+                })
+                .collect();
+            (
+                vec![(
+                    "Content-Type",
+                    "application/cloudevents-batch+json".to_string(),
+                )],
+                Value::Array(body).to_string(),
+            )
+        };
+        requests.push((ids, request));
+    }
+    let queue = Arc::new(Mutex::new(requests));
+    let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (queue, acked, stop, addr) =
+                (queue.clone(), acked.clone(), stop.clone(), addr.clone());
+            let mut pace = SplitMix64(seed ^ i as u64);
+            std::thread::spawn(move || {
+                loop {
+                    // Popped on its own line: the queue's lock is not held while sending.
+                    let next = queue.lock().unwrap().pop();
+                    let Some((ids, (headers, body))) = next else {
+                        return;
+                    };
+                    loop {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Ok(200..=299) = post_status(&addr, &headers, &body) {
+                            acked.lock().unwrap().extend(ids.iter().copied());
+                            // A pause between requests, so that the input arrives over
+                            // several runs and the signals land while requests are in flight.
+                            std::thread::sleep(Duration::from_millis(pace.between(20, 200)));
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut p = Prepared::new(
+        spec("HttpIngestStream", source, &sink_url),
+        "http-ingest source opening",
+        (0..N).collect(),
+        sink_url.clone(),
+    );
+    // Requests are answered once committed: groups of 20 rows (or 1 s) keep the answers
+    // coming while requests are in flight, and a run lives long enough for some: 0.4 to 2.5 s.
+    p.spec["spec"]["rowsPerGroup"] = json!(20);
+    p.run_for = Some((400, 2500));
+    p.cleanup(move || {
+        stop.store(true, Ordering::SeqCst);
+        for s in senders {
+            s.join().unwrap();
+        }
+        // Lost means acknowledged but not committed: the trial ran until everything sent was
+        // committed, so every acknowledged event is too.
+        let committed: BTreeSet<i64> = committed_ids(&sink_url, &BTreeMap::new())
+            .into_iter()
+            .collect();
+        let acked = acked.lock().unwrap();
+        assert!(
+            acked.is_subset(&committed),
+            "acknowledged but not committed: {:?}",
+            acked.difference(&committed).collect::<Vec<_>>()
+        );
+    })
+}
+
+/// Concurrent senders of the http-ingest cells, each with one request in flight.
+const SENDERS: usize = 4;
+
+/// One HTTP/1.0 POST; the status, or an error when the connection failed or no answer came.
+fn post_status(addr: &str, headers: &[(&str, String)], body: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "POST /events HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))
+}
+
+/// [`rest_api`] with the API behind an HTTP fault proxy on a seeded schedule: 500, 503 and
+/// 429 with `Retry-After`, connections closed before and after the API answered, stalls past
+/// the source's timeout, and bodies cut short; the source retries under `source.retry`.
+fn rest_api_source_faults(work: &Path, seed: u64) -> Prepared {
+    use arcane_test_support::http_faults::{Fault as F, FaultProxy, Rule};
+    let api = arcane_test_support::rest_api::TestApi::start_shuffled(N as u64, seed);
+    let mut p = rest_api_on(work, &api);
+    let proxy = FaultProxy::start(
+        &api.base_url(),
+        seed,
+        vec![
+            Rule::any(F::Status(500), 0.03),
+            Rule::any(F::Status(503), 0.03),
+            Rule::any(F::Status(429), 0.03),
+            Rule::any(F::ResetBefore, 0.02),
+            Rule::any(F::ResetAfter, 0.02),
+            Rule::any(F::Stall(Duration::from_millis(1500)), 0.01),
+            Rule::any(F::Truncate, 0.03),
+        ],
+    );
+    let url = p.spec["spec"]["source"]["url"]
+        .as_str()
+        .unwrap()
+        .replace(&api.base_url(), &proxy.url());
+    p.spec["spec"]["source"]["url"] = json!(url);
+    p.spec["spec"]["source"]["httpTimeout"] = json!("1s");
+    p.spec["spec"]["source"]["retry"] =
+        json!({"maxAttempts": 6, "initialDelay": "20ms", "maxDelay": "200ms"});
+    p.proxy_faults = true;
+    p.cleanup(move || {
+        eprintln!("source faults injected: {:?}", proxy.injected());
+        drop(proxy);
+        drop(api);
+    })
+}
+
 macro_rules! cells {
     ($($name:ident: $kind:literal, $prepare:expr;)*) => {
         mod sigkill {
@@ -665,6 +1079,17 @@ cells! {
     azure_store_faults: "blob-landing → Azure Blob with store faults", with_store_faults(true);
     nats_connection_cuts: "nats-jetstream with connections cut",
         with_connection_cuts(nats, 4222, "url");
+    postgres_connection_cuts: "postgres-cdc with connections cut",
+        with_connection_cuts(postgres, 5432, "connection");
+    http_ingest_senders: "http-ingest", http_ingest;
+    rest_api_http_faults: "rest-api with source faults", rest_api_source_faults;
+    malformed_within_budget: "blob-landing (local) with malformed input", malformed_input;
     rabbitmq_connection_cuts: "rabbitmq with connections cut",
         with_connection_cuts(rabbitmq, 5672, "port");
+}
+
+/// Malformed input over the dead-letter budget: refused, and nothing lost (no signal).
+#[test]
+fn malformed_over_budget() {
+    over_budget_cell();
 }

@@ -318,3 +318,51 @@ pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// What a one-trial reliability check (a full disk, a memory limit) found, for the table of
+/// `RELIABILITY.md`: runs, records lost, duplicated and extra against the input, and runs whose
+/// exit or message was not the documented one.
+#[derive(Debug, Default)]
+pub struct OneTrial {
+    pub runs: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub extra: u64,
+    pub bad_exits: Vec<String>,
+}
+
+impl OneTrial {
+    /// Count `ids` (the committed ids) against `0..total`.
+    pub fn count_ids(&mut self, mut ids: Vec<i64>, total: u64) {
+        ids.sort_unstable();
+        let all = ids.len();
+        ids.dedup();
+        self.duplicated += (all - ids.len()) as u64;
+        let inside = ids
+            .iter()
+            .filter(|&&i| i >= 0 && (i as u64) < total)
+            .count();
+        self.extra += (ids.len() - inside) as u64;
+        self.lost += total - inside as u64;
+    }
+
+    /// Append this trial's JSON line (the oracle's format) to `ARCANE_RELIABILITY_OUT` when it
+    /// is set (`scripts/reliability.sh` sets it).
+    pub fn report(&self, kind: &str, fault: &str, seconds: f64) {
+        let line = serde_json::json!({
+            "kind": kind, "fault": fault, "trials": 1, "runs": self.runs, "signals": 0,
+            "lost": self.lost, "duplicated": self.duplicated, "extra": self.extra,
+            "deadLetters": 0, "badExits": self.bad_exits.len(), "seconds": seconds.round(),
+            "seed": "none (deterministic)",
+        });
+        if let Ok(out) = std::env::var("ARCANE_RELIABILITY_OUT") {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out)
+                .expect("open ARCANE_RELIABILITY_OUT");
+            writeln!(f, "{line}").expect("append the result");
+        }
+    }
+}
