@@ -20,7 +20,10 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
 
+/// Rows of the stream, and their rate: a whole run takes 12 s, ten kills at most 15 s of it,
+/// so most kill schedules stop it ten times before it is done.
 const ROWS: i64 = 6000;
+const RATE: i64 = 500;
 const STREAM: &str = "orders-delta";
 
 fn spec(sink: &str, options: &BTreeMap<String, String>) -> Value {
@@ -29,7 +32,7 @@ fn spec(sink: &str, options: &BTreeMap<String, String>) -> Value {
         "kind": "GeneratorStream",
         "metadata": {"name": STREAM},
         "spec": {
-            "source": {"totalRows": ROWS, "batchRows": 40, "rowsPerSecond": 3000},
+            "source": {"totalRows": ROWS, "batchRows": 40, "rowsPerSecond": RATE},
             "sink": {
                 "url": sink,
                 "storageOptions": options,
@@ -67,7 +70,8 @@ fn killed_ten_times_then_finished(work: &Path, sink: &str, options: &BTreeMap<St
         proc.signal(Signal::SIGKILL);
         let exit = proc.wait();
         if exit.code == 0 {
-            break; // finished before the signal
+            eprintln!("finished before the signal after {kills} kills");
+            break;
         }
         assert_eq!(exit.code, -1, "killed: {:?}", exit.termination);
         kills += 1;
@@ -85,6 +89,14 @@ fn killed_ten_times_then_finished(work: &Path, sink: &str, options: &BTreeMap<St
         );
     }
     let read = read_delta(sink, options, STREAM);
+    eprintln!(
+        "{kills} kills; table version {}, {} files, txn {:?}",
+        read.version, read.files, read.txn
+    );
+    assert!(
+        kills >= 5,
+        "the schedule killed the stream only {kills} times (seed {seed})"
+    );
     assert_eq!(
         read.ids(),
         (0..ROWS).collect::<Vec<_>>(),
