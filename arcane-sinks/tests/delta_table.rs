@@ -321,3 +321,29 @@ fn unknown_table_formats_and_unsupported_columns_are_config_errors() {
         "{err}"
     );
 }
+
+/// A table another engine created with other columns is refused before anything is
+/// committed, with an error naming the column.
+#[tokio::test]
+async fn an_existing_table_with_other_columns_is_refused() {
+    let store = Store::local();
+    let uri = local_path(&store);
+    run_python(
+        "import pyarrow as pa\nschema = pa.schema([pa.field('id', pa.int64(), False), pa.field('other', pa.string())])\ndeltalake.write_deltalake(sys.argv[1], pa.table({'id': [1], 'other': ['x']}, schema=schema))",
+        &[&uri],
+    );
+    let mut sink = open(config(&store), &ctx()).await;
+    sink.write(Group::new(GeneratorSource::batch(0, 10), checkpoint(10)))
+        .await
+        .expect("write");
+    let err = sink.flush().await.expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("sink.tableFormat.delta") && message.contains("\"other\""),
+        "{message}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{message}");
+    let read = read_delta(&uri, &BTreeMap::new(), STREAM);
+    assert_eq!(read.ids(), [1], "the table's rows are unchanged");
+    assert_eq!(read.txn, Some(0), "only the start's claim is in the log");
+}

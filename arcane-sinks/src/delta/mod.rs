@@ -21,8 +21,12 @@
 //!   commit (exit 2, "another runner of stream …") and never commits what the other one's
 //!   recovery discarded.
 //! * On open (after the manifest recovery) the stream's last `txn.version` is read from the
-//!   log (newest commit first) and every manifest after it is published, in order, before
-//!   anything new is written. A crash between a manifest and its Delta commit therefore never
+//!   log (newest commit first, down to the stream's last commit, whose `commitInfo.arcane`
+//!   points at the versions holding the table's `metaData` and `protocol`) and every manifest
+//!   after it is published, in order, before anything new is written.
+//! * Before each manifest, the sink's schema is checked against the table's (columns kept,
+//!   new ones nullable) and its protocol (no writer feature Arcane does not honour), so that
+//!   every committed manifest can be published. A crash between a manifest and its Delta commit therefore never
 //!   loses or duplicates a file in the table.
 //! * An `overwrite` backfill's files are not in the table while it runs (its commits publish
 //!   only their `txn`); the manifest that makes its generation current is published as one
@@ -79,6 +83,10 @@ pub(crate) struct DeltaLog {
     pub(crate) generation: Option<String>,
     /// The table's schema (`metaData.schemaString`, parsed) as of `version`.
     schema: Option<Value>,
+    /// The version holding the table's newest `metaData`.
+    metadata_version: Option<u64>,
+    /// The table's newest `protocol` action and its version.
+    protocol: Option<(Value, u64)>,
     /// The table's id and creation time (kept in later `metaData` actions).
     table_id: Option<(String, Value)>,
 }
@@ -99,6 +107,21 @@ impl Commit {
     }
     fn metadata(&self) -> Option<&Value> {
         self.actions.iter().find_map(|a| a.get("metaData"))
+    }
+    fn protocol(&self) -> Option<&Value> {
+        self.actions.iter().find_map(|a| a.get("protocol"))
+    }
+    /// Where this stream's commit says the table's `metaData` and `protocol` are.
+    fn pointers(&self) -> (Option<u64>, Option<u64>) {
+        let a = self
+            .actions
+            .iter()
+            .find_map(|a| a.get("commitInfo"))
+            .map(|c| &c["arcane"]);
+        (
+            a.and_then(|a| a["metadataVersion"].as_u64()),
+            a.and_then(|a| a["protocolVersion"].as_u64()),
+        )
     }
     fn run_id(&self) -> Option<&str> {
         self.actions
@@ -127,25 +150,51 @@ impl DeltaLog {
             published: None,
             generation: None,
             schema: None,
+            metadata_version: None,
+            protocol: None,
             table_id: None,
         };
         let versions = log.list_versions().await?;
         log.version = versions.last().copied();
-        let (mut have_txn, mut have_meta) = (false, false);
+        // Newest first: commits newer than this stream's last one are read whole (another
+        // engine may have changed the metadata or protocol); that commit points at the
+        // versions holding the metadata and protocol it was written with, so a start reads a
+        // few commits, not the whole log.
+        let (mut have_txn, mut have_meta, mut have_protocol) = (false, false, false);
         for &v in versions.iter().rev() {
             let c = log.read_version(v).await?;
-            if !have_txn && let Some(t) = c.txn_of(&log.app_id) {
-                log.published = Some(t);
-                have_txn = true;
-            }
             if !have_meta && let Some(m) = c.metadata() {
                 log.take_metadata(m, v)?;
                 have_meta = true;
             }
-            if have_txn && have_meta {
+            if !have_protocol && let Some(p) = c.protocol() {
+                log.protocol = Some((p.clone(), v));
+                have_protocol = true;
+            }
+            if !have_txn && let Some(t) = c.txn_of(&log.app_id) {
+                log.published = Some(t);
+                have_txn = true;
+                let (meta_at, protocol_at) = c.pointers();
+                if !have_meta
+                    && let Some(at) = meta_at
+                    && let Some(m) = log.read_version(at).await?.metadata()
+                {
+                    log.take_metadata(m, at)?;
+                    have_meta = true;
+                }
+                if !have_protocol
+                    && let Some(at) = protocol_at
+                    && let Some(p) = log.read_version(at).await?.protocol()
+                {
+                    log.protocol = Some((p.clone(), at));
+                    have_protocol = true;
+                }
+            }
+            if have_txn && have_meta && have_protocol {
                 break;
             }
         }
+        let have_meta = have_meta && have_protocol;
         if log.version.is_some() && !(have_txn && have_meta) && versions.first() != Some(&0) {
             return Err(log.err(format!(
                 "the Delta log under {} has no JSON commits before version {} (they were cleaned up after a checkpoint), and the stream's last transaction or the table's metadata is only in the Parquet checkpoint, which arcane-sinks does not read yet; keep the log's JSON commits (raise delta.logRetentionDuration) or write this stream to a new table",
@@ -156,11 +205,19 @@ impl DeltaLog {
         if log.version.is_some() && !have_meta {
             return Err(log.err(
                 format!(
-                    "the Delta log under {} has no metaData action: it is not a Delta table; write this stream to a new location",
+                    "the Delta log under {} has no metaData or protocol action: it is not a Delta table; write this stream to a new location",
                     log.loc.url_of(&log.loc.child(LOG_DIR))
                 ),
                 Retry::Permanent,
             ));
+        }
+        if let Some((p, _)) = &log.protocol {
+            writable(p).map_err(|message| {
+                log.err(
+                    format!("the Delta table under {}: {message}", log.loc.display),
+                    Retry::Permanent,
+                )
+            })?;
         }
         tracing::info!(table = %log.loc.display, version = ?log.version, last_sequence = ?log.published, "delta table opened");
         Ok(log)
@@ -181,6 +238,7 @@ impl DeltaLog {
                 )
             })?;
         self.schema = Some(schema);
+        self.metadata_version = Some(v);
         if let Some(id) = m["id"].as_str() {
             self.table_id = Some((id.to_string(), m["createdTime"].clone()));
         }
@@ -309,7 +367,8 @@ impl DeltaLog {
         let now = chrono::Utc::now().timestamp_millis();
         loop {
             let v = self.version.map_or(0, |v| v + 1);
-            let mut actions = vec![self.commit_info(m, now, switch, files.len())];
+            let mut actions = Vec::new();
+            let mut protocol_at = self.protocol.as_ref().map(|(_, at)| *at);
             if v == 0 {
                 let Some(s) = schema else {
                     // Nothing written yet (no schema): the table is created by the first
@@ -318,12 +377,20 @@ impl DeltaLog {
                     return Ok(());
                 };
                 actions.push(schema::protocol(s));
+                protocol_at = Some(0);
             }
-            if let Some(ds) = &delta_schema
-                && (v == 0 || self.schema.as_ref() != Some(ds))
-            {
+            let mut metadata_at = self.metadata_version;
+            let new_metadata = delta_schema
+                .as_ref()
+                .filter(|ds| v == 0 || !self.schema.as_ref().is_some_and(|t| same_fields(t, ds)));
+            if let Some(ds) = new_metadata {
                 actions.push(self.metadata(ds, now));
+                metadata_at = Some(v);
             }
+            actions.insert(
+                0,
+                self.commit_info(m, now, switch, files.len(), metadata_at, protocol_at),
+            );
             actions.push(json!({"txn": {
                 "appId": self.app_id,
                 "version": m.sequence,
@@ -362,8 +429,14 @@ impl DeltaLog {
                 Ok(_) => {
                     self.version = Some(v);
                     self.published = Some(m.sequence);
-                    if let Some(ds) = delta_schema {
-                        self.schema = Some(ds);
+                    if v == 0
+                        && let Some(s) = schema
+                    {
+                        self.protocol = Some((schema::protocol(s)["protocol"].clone(), 0));
+                    }
+                    if let Some(ds) = new_metadata {
+                        self.schema = Some(ds.clone());
+                        self.metadata_version = Some(v);
                     }
                     metrics::histogram!(crate::delta::COMMIT_DURATION)
                         .record(started.elapsed().as_secs_f64());
@@ -400,6 +473,18 @@ impl DeltaLog {
                     if let Some(md) = taken.metadata() {
                         self.take_metadata(md, v)?;
                     }
+                    if let Some(p) = taken.protocol() {
+                        writable(p).map_err(|message| {
+                            self.err(
+                                format!(
+                                    "Delta commit {v} under {} changed the protocol: {message}",
+                                    self.loc.display
+                                ),
+                                Retry::Permanent,
+                            )
+                        })?;
+                        self.protocol = Some((p.clone(), v));
+                    }
                     self.version = Some(v);
                 }
                 Err(e) => {
@@ -413,7 +498,62 @@ impl DeltaLog {
         }
     }
 
-    fn commit_info(&self, m: &Manifest, now: i64, switch: bool, files: usize) -> Value {
+    /// Whether this table can take files of `schema`: a schema Delta can hold, the table's
+    /// columns kept (same name, type and nullability), new columns nullable, and a protocol
+    /// that has the features the schema needs. Checked before a manifest is written, so that
+    /// every committed manifest can be published.
+    pub(crate) fn check(&self, schema: &Schema) -> std::result::Result<(), String> {
+        let ours = schema::delta_schema(schema)?;
+        if let Some(table) = &self.schema {
+            let theirs = fields(table);
+            let mine = fields(&ours);
+            for (name, t) in &theirs {
+                match mine.iter().find(|(n, _)| n == name) {
+                    Some((_, m)) if m == t => {}
+                    Some((_, m)) => {
+                        return Err(format!(
+                            "the Delta table under {} has column {name:?} as {t}, the stream's schema has it as {m}; the table cannot change a column: write the stream to a new table, or backfill into a new one",
+                            self.loc.display
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "the Delta table under {} has column {name:?} ({t}), which the stream's schema lacks; write the stream to a new table",
+                            self.loc.display
+                        ));
+                    }
+                }
+            }
+            for (name, m) in &mine {
+                if !theirs.iter().any(|(n, _)| n == name) && m["nullable"] != true {
+                    return Err(format!(
+                        "the stream's column {name:?} is not in the Delta table under {} and is not nullable; only nullable columns can be added to a table",
+                        self.loc.display
+                    ));
+                }
+            }
+        }
+        if schema::needs_timestamp_ntz(schema)
+            && let Some((p, _)) = &self.protocol
+            && !has_feature(p, "timestampNtz")
+        {
+            return Err(format!(
+                "the stream has a timestamp column without time zone, but the Delta table under {} was created without the timestampNtz feature; give the column a time zone (timestamp[us, UTC]) or write to a new table",
+                self.loc.display
+            ));
+        }
+        Ok(())
+    }
+
+    fn commit_info(
+        &self,
+        m: &Manifest,
+        now: i64,
+        switch: bool,
+        files: usize,
+        metadata_version: Option<u64>,
+        protocol_version: Option<u64>,
+    ) -> Value {
         json!({"commitInfo": {
             "timestamp": now,
             "operation": "STREAMING UPDATE",
@@ -432,6 +572,8 @@ impl DeltaLog {
                 "generation": m.state.current_generation,
                 "checkpoint": m.checkpoint,
                 "runId": self.run_id,
+                "metadataVersion": metadata_version,
+                "protocolVersion": protocol_version,
             },
         }})
     }
@@ -504,6 +646,62 @@ impl DeltaLog {
             .buffered(FOOTER_CONCURRENCY)
             .try_collect()
             .await
+    }
+}
+
+/// A schema's fields as (name, field without metadata), to compare schemas by what matters.
+fn fields(schema: &Value) -> Vec<(String, Value)> {
+    schema["fields"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .map(|f| {
+                    (
+                        f["name"].as_str().unwrap_or_default().to_string(),
+                        json!({"type": f["type"], "nullable": f["nullable"]}),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn same_fields(a: &Value, b: &Value) -> bool {
+    fields(a) == fields(b)
+}
+
+fn has_feature(protocol: &Value, feature: &str) -> bool {
+    protocol["readerFeatures"]
+        .as_array()
+        .is_some_and(|fs| fs.iter().any(|f| f == feature))
+}
+
+/// Writer features Arcane honours: `appendOnly` and `invariants` (implied by writer version 2;
+/// Arcane adds no invariants and removes files only in an overwrite backfill's switch) and
+/// `timestampNtz`.
+const WRITER_FEATURES: &[&str] = &["appendOnly", "invariants", "timestampNtz"];
+
+/// Whether Arcane can write a table with this protocol; else what it lacks.
+fn writable(protocol: &Value) -> std::result::Result<(), String> {
+    let writer = protocol["minWriterVersion"].as_u64().unwrap_or(0);
+    let features: Vec<&str> = protocol["writerFeatures"]
+        .as_array()
+        .map(|fs| fs.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let unknown: Vec<&str> = features
+        .iter()
+        .copied()
+        .filter(|f| !WRITER_FEATURES.contains(f))
+        .collect();
+    match writer {
+        0..=2 => Ok(()),
+        7 if unknown.is_empty() => Ok(()),
+        7 => Err(format!(
+            "its protocol needs the writer features {unknown:?}, which arcane-sinks does not support (it supports {WRITER_FEATURES:?}); write the stream to a new table"
+        )),
+        _ => Err(format!(
+            "its protocol needs writer version {writer} (check constraints, change data feed, generated or identity columns, column mapping), which arcane-sinks does not write; write the stream to a new table"
+        )),
     }
 }
 
@@ -584,6 +782,34 @@ pub(crate) fn decode(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocols_arcane_cannot_honour_are_refused() {
+        assert!(writable(&json!({"minReaderVersion": 1, "minWriterVersion": 2})).is_ok());
+        assert!(
+            writable(&json!({"minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz", "appendOnly"]}))
+            .is_ok()
+        );
+        let e = writable(&json!({"minReaderVersion": 2, "minWriterVersion": 5})).expect_err("v5");
+        assert!(e.contains("writer version 5"), "{e}");
+        let e = writable(&json!({"minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": ["deletionVectors"], "writerFeatures": ["deletionVectors"]}))
+        .expect_err("deletion vectors");
+        assert!(e.contains("deletionVectors"), "{e}");
+    }
+
+    #[test]
+    fn schemas_compare_by_name_type_and_nullability() {
+        let a = json!({"type": "struct", "fields": [
+            {"name": "id", "type": "long", "nullable": false, "metadata": {}}]});
+        let b = json!({"type": "struct", "fields": [
+            {"name": "id", "type": "long", "nullable": false, "metadata": {"comment": "x"}}]});
+        let c = json!({"type": "struct", "fields": [
+            {"name": "id", "type": "long", "nullable": true, "metadata": {}}]});
+        assert!(same_fields(&a, &b));
+        assert!(!same_fields(&a, &c));
+    }
 
     #[test]
     fn paths_are_uri_encoded_and_decoded() {

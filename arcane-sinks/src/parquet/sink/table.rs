@@ -72,7 +72,8 @@ impl ParquetSink {
         )
         .await?;
         self.delta = Some(log);
-        self.publish_table(None).await
+        self.publish_table(None).await?;
+        self.check_table_schema(&self.state)
     }
 
     #[cfg(not(feature = "delta"))]
@@ -85,10 +86,10 @@ impl ParquetSink {
     pub(super) fn check_table_schema(&self, state: &State) -> Result<()> {
         #[cfg(feature = "delta")]
         {
-            if self.delta.is_some()
+            if let Some(log) = &self.delta
                 && let Some(s) = state.schema.as_ref().or(self.target.as_deref())
             {
-                crate::delta::schema::delta_schema(s)
+                log.check(s)
                     .map_err(|message| Error::config("sink.tableFormat.delta", message))?;
             }
         }
