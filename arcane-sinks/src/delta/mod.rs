@@ -177,14 +177,16 @@ impl DeltaLog {
                 let (meta_at, protocol_at) = c.pointers();
                 if !have_meta
                     && let Some(at) = meta_at
-                    && let Some(m) = log.read_version(at).await?.metadata()
+                    && let Some(c) = log.read_version_if_exists(at).await?
+                    && let Some(m) = c.metadata()
                 {
                     log.take_metadata(m, at)?;
                     have_meta = true;
                 }
                 if !have_protocol
                     && let Some(at) = protocol_at
-                    && let Some(p) = log.read_version(at).await?.protocol()
+                    && let Some(c) = log.read_version_if_exists(at).await?
+                    && let Some(p) = c.protocol()
                 {
                     log.protocol = Some((p.clone(), at));
                     have_protocol = true;
@@ -268,6 +270,19 @@ impl DeltaLog {
             .collect();
         versions.sort_unstable();
         Ok(versions)
+    }
+
+    /// Version `v`, or `None` when it is gone (cleaned up after a checkpoint).
+    async fn read_version_if_exists(&self, v: u64) -> Result<Option<Commit>> {
+        match self.loc.store.head(&self.version_path(v)).await {
+            Ok(_) => Ok(Some(self.read_version(v).await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(
+                &self.sink,
+                format!("cannot read Delta commit {}", self.version_path(v)),
+                e,
+            )),
+        }
     }
 
     async fn read_version(&self, v: u64) -> Result<Commit> {
