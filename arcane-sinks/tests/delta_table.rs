@@ -347,3 +347,35 @@ async fn an_existing_table_with_other_columns_is_refused() {
     assert_eq!(read.ids(), [1], "the table's rows are unchanged");
     assert_eq!(read.txn, Some(0), "only the start's claim is in the log");
 }
+
+/// The same on S3 (moto) and Azure Blob (azurite): conditional puts of the log, two
+/// writers, read back by deltalake with the sink's storage options.
+async fn on_object_store(store: Store) {
+    let (url, options) = (store.url(), store.options());
+    let mut a = open(config(&store), &ctx()).await;
+    commit(&mut a, 0, 100).await;
+    let mut b = open(config(&store), &ctx()).await;
+    a.write(Group::new(
+        GeneratorSource::batch(100, 200),
+        checkpoint(200),
+    ))
+    .await
+    .expect("write");
+    let err = a.flush().await.expect_err("the first writer fails");
+    assert!(err.to_string().contains("another runner"), "{err}");
+    drop(a);
+    commit(&mut b, 100, 250).await;
+    let read = read_delta(&url, &options, STREAM);
+    assert_eq!(read.ids(), (0..250).collect::<Vec<i64>>());
+    assert_eq!((read.version, read.txn), (2, Some(3)));
+}
+
+#[tokio::test]
+async fn delta_on_s3() {
+    on_object_store(Store::s3().await).await;
+}
+
+#[tokio::test]
+async fn delta_on_azure() {
+    on_object_store(Store::azure().await).await;
+}
