@@ -24,6 +24,7 @@ forbid '^(tokio-postgres|postgres-protocol) ' 'the PostgreSQL client'
 forbid '^(async-nats|amqprs|rumqttc) ' 'a message-broker client'
 forbid '^(kube|kube-client|kube-core) ' 'the Kubernetes client (kube)'
 forbid '^reqwest ' 'the HTTP client (reqwest)'
+forbid '^arcane-sinks v[^ ]+ .*\bdelta\b' 'the Delta Lake table format (arcane-sinks delta)'
 if [ "$failed" != 0 ]; then
   echo "move the dependency behind a feature of arcane-cli (see the [features] of arcane-cli/Cargo.toml)" >&2
   exit 1

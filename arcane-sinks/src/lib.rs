@@ -80,8 +80,19 @@
 //!   files of a commit in progress, and fails with "Hive partition mismatch" when files of
 //!   other depths (dead letters) are under the prefix.
 //!
-//! Plain Parquet files cannot give glob readers transactions; that takes a table format
-//! (Iceberg, Delta Lake).
+//! Plain Parquet files cannot give glob readers transactions; that takes a table format.
+//!
+//! ## Delta Lake (feature `delta`)
+//!
+//! `tableFormat: {"delta": {}}` ([`TableFormat`], [`DeltaConfig`]) keeps a Delta Lake
+//! transaction log under `{url}/_delta_log/`: after each manifest is committed and its files
+//! are visible, it is published as one Delta commit (put-if-absent) with a `txn` action
+//! `{appId: streamId, version: sequence}` and an `add` per file with stats from its footer; a
+//! start publishes what a crash left unpublished before writing anything new. The manifests
+//! stay the commit point; with a table format they are written put-if-absent and each start
+//! first claims the next sequence, so a second runner of the stream fails instead of
+//! corrupting the table. Arcane writes the log's JSON itself (no `deltalake` dependency). See
+//! `delta` (with the feature) and `docs/delta-lake.md`.
 //!
 //! ## Backfills and generations
 //!
@@ -137,16 +148,19 @@
 //!
 //! ## Features
 //!
-//! | feature | stores |
+//! | feature | adds |
 //! |---|---|
-//! | `s3` (default) | `s3://` (AWS and S3-compatible) |
-//! | `azure` (default) | `az://`, `abfss://` |
-//! | `gcs` (default) | `gs://` |
+//! | `s3` | `s3://` (AWS and S3-compatible) |
+//! | `azure` | `az://`, `abfss://` |
+//! | `gcs` | `gs://` |
+//! | `delta` | `tableFormat: {"delta": {}}`: a Delta Lake log over the files (no extra dependency) |
 //! | always | `file://`, `memory://` |
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod parquet;
 
 #[cfg(feature = "fuzzing")]
@@ -155,9 +169,9 @@ pub use crate::parquet::fuzzing;
 
 pub use crate::parquet::config::*;
 pub use crate::parquet::config::{
-    BackfillBehavior, BloomFilterConfig, DeadLetterConfig, EventTimePartition, ParquetSinkConfig,
-    PartitionConfig, RollingConfig, SchemaEvolution, SchemaField, SortingColumnConfig,
-    StatisticsLevel, WriterConfig,
+    BackfillBehavior, BloomFilterConfig, DeadLetterConfig, DeltaConfig, EventTimePartition,
+    ParquetSinkConfig, PartitionConfig, RollingConfig, SchemaEvolution, SchemaField,
+    SortingColumnConfig, StatisticsLevel, TableFormat, WriterConfig,
 };
 pub use crate::parquet::{
     ParquetDeadLetterSink, ParquetSink, ShardProgress, ShardResume, ShardedBackfillProgress,

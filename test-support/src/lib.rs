@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod brokers;
+pub mod delta;
 pub mod fuzz_corpus;
 pub mod http_faults;
 pub mod proxy;

@@ -127,6 +127,37 @@ pub struct ParquetSinkConfig {
     /// stream exits with code 2 (RESTART) and resumes from the last commit.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// A table format the sink keeps over its files, so that query engines see a table with
+    /// transactions instead of files: `{"delta": {}}` writes a Delta Lake transaction log under
+    /// `{url}/_delta_log/` (one Delta commit per sink commit, exactly once; needs the `delta`
+    /// feature of the binary). Absent (default): plain Parquet files and the sink's manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_format: Option<TableFormat>,
+}
+
+/// A table format kept over the sink's files (`sink.tableFormat`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum TableFormat {
+    /// Delta Lake: the sink's prefix is the table root; see `docs/delta-lake.md`.
+    Delta(DeltaConfig),
+}
+
+/// Options of a Delta Lake table (`sink.tableFormat.delta`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeltaConfig {
+    /// The table's name (`metaData.name`), written when the table is created. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The table's description (`metaData.description`), written when the table is created.
+    /// Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Table properties (`metaData.configuration`, e.g. `delta.logRetentionDuration`), written
+    /// when the table is created. Default none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, String>,
 }
 
 /// When files roll.
@@ -299,6 +330,30 @@ pub enum BackfillBehavior {
     Overwrite,
 }
 
+impl ParquetSinkConfig {
+    /// `sink.tableFormat`: Delta Lake needs the `delta` feature, and a declared schema Delta
+    /// can hold.
+    fn validate_table_format(&self) -> Result<()> {
+        let Some(TableFormat::Delta(_)) = &self.table_format else {
+            return Ok(());
+        };
+        if !cfg!(feature = "delta") {
+            return Err(Error::config(
+                "sink.tableFormat.delta",
+                "this binary was built without Delta Lake support; build it with the `delta` feature (arcane-cli `--features delta` or `full`, the container image has it)",
+            ));
+        }
+        #[cfg(feature = "delta")]
+        {
+            if let Some(schema) = self.target_schema()? {
+                crate::delta::schema::delta_schema(&schema)
+                    .map_err(|message| Error::config("sink.schema", message))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How the sink schema may change while a stream runs; see `ParquetSinkConfig::schema_evolution`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -447,7 +502,14 @@ impl ParquetSinkConfig {
             dead_letter: DeadLetterConfig::default(),
             allow_empty_overwrite: false,
             retry: RetryConfig::default(),
+            table_format: None,
         }
+    }
+
+    /// Keep a Delta Lake transaction log over the files (`sink.tableFormat.delta`).
+    pub fn with_delta(mut self, delta: DeltaConfig) -> Self {
+        self.table_format = Some(TableFormat::Delta(delta));
+        self
     }
 
     /// Add an object-store option (e.g. `aws_endpoint`).
@@ -459,6 +521,7 @@ impl ParquetSinkConfig {
     /// Check every setting; errors name the field (`sink.url`, `sink.writer.compression`…).
     pub fn validate(&self) -> Result<()> {
         parse_url(&self.url, "sink.url")?;
+        self.validate_table_format()?;
         self.retry.validate("sink.retry")?;
         if self.rolling.target_file_size == 0 {
             return Err(Error::config(

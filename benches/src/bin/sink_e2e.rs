@@ -4,10 +4,16 @@
 //!   `parquet::arrow::ArrowWriter` to a local file, in the same run, and prints both
 //!   throughputs and their ratio.
 //! * `rss`: writes one Parquet file of `--gib` GiB through the sink and prints the peak RSS.
+//! * `delta`: writes the same batches through the sink to `file://` as plain Parquet and as a
+//!   Delta Lake table (`tableFormat: delta`), committing every `--commit-batches` batches, in
+//!   the same run, and prints rows/s, MB/s and the mean commit (flush) time of each; the
+//!   difference of the commit times is the Delta commit's latency (footer reads and the log
+//!   put).
 //!
 //! ```text
 //! cargo run --release -p arcane-benches --bin sink_e2e -- compare --rows 4000000
 //! cargo run --release -p arcane-benches --bin sink_e2e -- rss --gib 2
+//! cargo run --release -p arcane-benches --bin sink_e2e -- delta --rows 4000000 --commit-batches 4
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -15,7 +21,7 @@ use std::time::Instant;
 
 use arcane_core::testing::GeneratorSource;
 use arcane_core::{Checkpoint, Group, Position, Sink, SinkContext};
-use arcane_sinks::{ParquetSink, ParquetSinkConfig};
+use arcane_sinks::{DeltaConfig, ParquetSink, ParquetSinkConfig};
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
@@ -84,6 +90,62 @@ async fn main() -> arcane_core::Result<()> {
                     );
                     break;
                 }
+            }
+        }
+        "delta" => {
+            let total = arg("--rows", 4_000_000.0) as u64;
+            let every = (arg("--commit-batches", 4.0) as usize).max(1);
+            let batches: Vec<RecordBatch> = (0..total / BATCH)
+                .map(|i| GeneratorSource::batch(i * BATCH, (i + 1) * BATCH))
+                .collect();
+            let mb = batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>() as f64
+                / 1e6;
+            let rows = (batches.len() as u64 * BATCH) as f64;
+            for round in 0..3 {
+                let mut secs = [0.0; 2];
+                let mut commit_ms = [0.0; 2];
+                for (i, delta) in [false, true].into_iter().enumerate() {
+                    let mut config = ParquetSinkConfig::new(format!(
+                        "file://{}/{}-{round}",
+                        dir.path().display(),
+                        if delta { "delta" } else { "parquet" }
+                    ));
+                    if delta {
+                        config = config.with_delta(DeltaConfig::default());
+                    }
+                    let mut sink = ParquetSink::new(config)?;
+                    sink.open(&ctx).await?;
+                    let started = Instant::now();
+                    let (mut written, mut commits, mut in_commits) = (0, 0u32, 0.0);
+                    for (n, b) in batches.iter().enumerate() {
+                        written += b.num_rows() as u64;
+                        sink.write(group(b.clone(), written)).await?;
+                        if (n + 1) % every == 0 || n + 1 == batches.len() {
+                            let t = Instant::now();
+                            sink.flush().await?;
+                            in_commits += t.elapsed().as_secs_f64();
+                            commits += 1;
+                        }
+                    }
+                    secs[i] = started.elapsed().as_secs_f64();
+                    commit_ms[i] = in_commits * 1e3 / f64::from(commits.max(1));
+                }
+                println!(
+                    "mode=delta round={round} rows={} input_mb={mb:.0} commits={} parquet_rows_s={:.0} parquet_mb_s={:.1} delta_rows_s={:.0} delta_mb_s={:.1} ratio={:.3} parquet_commit_ms={:.1} delta_commit_ms={:.1} delta_latency_ms={:.1}",
+                    rows as u64,
+                    batches.len().div_ceil(every),
+                    rows / secs[0],
+                    mb / secs[0],
+                    rows / secs[1],
+                    mb / secs[1],
+                    secs[0] / secs[1],
+                    commit_ms[0],
+                    commit_ms[1],
+                    commit_ms[1] - commit_ms[0],
+                );
             }
         }
         _ => {

@@ -57,6 +57,7 @@ impl ParquetSink {
             dead_letter_completions: dead_letter_completion.into_iter().collect(),
             state,
         };
+        self.check_table_schema(&entry.state)?;
         self.write_manifest(&entry).await?;
         // Committed: whatever happens next, the state moves on; the files of this entry are
         // made visible now or, if that fails, before any later manifest (or by recovery).
@@ -72,6 +73,7 @@ impl ParquetSink {
             self.unfinished = Some((entry, markers));
             return Err(e);
         }
+        self.publish_table(Some(&entry)).await?;
         metrics::histogram!(m::BATCH_COMMIT_DURATION, self.labels.clone())
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(
@@ -233,10 +235,10 @@ impl ParquetSink {
             state,
         };
         self.write_manifest(&entry).await?;
-        self.state = entry.state;
+        self.state = entry.state.clone();
         self.next_seq += 1;
         self.files_in_seq = 0;
-        Ok(())
+        self.publish_table(Some(&entry)).await
     }
 }
 

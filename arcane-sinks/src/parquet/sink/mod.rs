@@ -36,6 +36,7 @@ mod commit;
 mod generations;
 mod recovery;
 mod shards;
+mod table;
 mod writer;
 
 pub use shards::{ShardProgress, ShardResume, ShardedBackfillProgress, sharded_backfills};
@@ -93,6 +94,9 @@ pub struct ParquetSink {
     /// When the first group after the last commit was written (position-only groups and dead
     /// letters, which open no file, are committed `rolling.maxFileAge` after it).
     dirty_since: Option<tokio::time::Instant>,
+    /// The Delta Lake log kept over the files (`sink.tableFormat.delta`), set by `open`.
+    #[cfg(feature = "delta")]
+    delta: Option<crate::delta::DeltaLog>,
 }
 
 impl fmt::Debug for ParquetSink {
@@ -189,6 +193,8 @@ impl ParquetSink {
             last_checkpoint: None,
             dirty: false,
             dirty_since: None,
+            #[cfg(feature = "delta")]
+            delta: None,
         })
     }
 
@@ -233,13 +239,17 @@ impl ParquetSink {
     /// Write `entry`: put-if-absent for a shard (whose lineage two pods of the same index
     /// could write at once), a plain put otherwise.
     async fn write_manifest(&self, entry: &Manifest) -> Result<()> {
-        if !self.sharded {
+        if !self.sharded && self.config.table_format.is_none() {
             return manifest::write(&self.meta, &self.sink_name(), entry).await;
         }
         if manifest::write_if_absent(&self.meta, &self.sink_name(), entry).await? {
             return Ok(());
         }
-        Err(self.concurrent_writer(entry.sequence))
+        Err(if self.sharded {
+            self.concurrent_writer(entry.sequence)
+        } else {
+            self.concurrent_stream_writer(entry.sequence)
+        })
     }
 
     fn ensure_open(&self) -> Result<()> {
@@ -279,6 +289,10 @@ impl Sink for ParquetSink {
         self.dirty_since = None;
         self.sharded = false;
         self.meta = self.loc.clone();
+        #[cfg(feature = "delta")]
+        {
+            self.delta = None;
+        }
         if ctx.mode == Mode::Backfill
             && let Some((shard, _)) = self.shard
         {
@@ -302,7 +316,8 @@ impl Sink for ParquetSink {
         };
         self.state = state;
         self.next_seq = next_seq;
-        let mut removed = self.recover(latest.as_ref()).await?;
+        let committing = self.claim(latest.as_ref()).await?;
+        let mut removed = self.recover(committing.as_ref()).await?;
         if latest.as_ref().is_none_or(|m| m.version < 3) {
             // Written by an older version, which completed files before their manifest: delete
             // the completed files of commits that never got one.
@@ -321,6 +336,8 @@ impl Sink for ParquetSink {
         };
         self.last_checkpoint = resume.clone();
         self.opened = true;
+        // Publish what the table lacks before the cleanup deletes replaced files.
+        self.open_table().await?;
         self.remove_expired_generations().await?;
         self.set_files_open_gauge();
         tracing::info!(sink = %name, next_sequence = self.next_seq, removed_uncommitted = removed, resume_from = ?resume, "parquet sink opened");
@@ -353,6 +370,17 @@ impl Sink for ParquetSink {
                 None
             });
         }
+        #[cfg(feature = "delta")]
+        let batch = if self.config.table_format.is_some() {
+            crate::delta::schema::to_micros(batch).map_err(|e| {
+                self.err(
+                    format!("cannot convert timestamps to microseconds for the Delta table: {e}"),
+                    Retry::Permanent,
+                )
+            })?
+        } else {
+            batch
+        };
         let mut target = self.target_for(&batch);
         let mut commit = None;
         if self.config.schema_evolution == SchemaEvolution::AddNullableColumns

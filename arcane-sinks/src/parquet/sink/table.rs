@@ -1,0 +1,175 @@
+//! The table format kept over the files (`sink.tableFormat`): opening the Delta log and
+//! publishing committed manifests to it (see [`crate::delta`] with the `delta` feature).
+
+#[allow(unused_imports)]
+use super::*;
+
+impl ParquetSink {
+    /// Another process wrote the manifest this run was about to write (the manifests of a
+    /// table-format sink are written put-if-absent).
+    pub(super) fn concurrent_stream_writer(&self, sequence: u64) -> Error {
+        self.err(
+            format!(
+                "manifest {sequence} under {} was written by another process: another runner of stream {:?} is writing the same sink at once; this one stops without committing (the table stays consistent, and what it uploaded is discarded by the next start); run one runner per stream",
+                self.meta.display, self.stream_id
+            ),
+            Retry::Transient,
+        )
+    }
+
+    /// With a table format, claim the next sequence before recovery deletes anything (as a
+    /// shard does): a second runner of the stream that is still writing can then never commit
+    /// what this one's recovery discards; it fails at its next commit. Returns the newest
+    /// manifest that commits files (recovery rolls it forward): `latest`, or without a table
+    /// format always `latest`.
+    pub(super) async fn claim(&mut self, latest: Option<&Manifest>) -> Result<Option<Manifest>> {
+        if self.config.table_format.is_none() {
+            return Ok(latest.cloned());
+        }
+        let claim = Manifest {
+            version: MANIFEST_VERSION,
+            sequence: self.next_seq,
+            stream_id: self.stream_id.clone(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            action: Action::Commit,
+            generation: self.state.current_generation.clone(),
+            files: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            checkpoint: latest.and_then(|m| m.checkpoint.clone()),
+            dead_letters: 0,
+            dead_letter_files: Vec::new(),
+            dead_letter_completions: Vec::new(),
+            state: self.state.clone(),
+        };
+        self.write_manifest(&claim).await?;
+        self.next_seq += 1;
+        // Claims of earlier starts (killed before their recovery finished) commit nothing.
+        let name = self.sink_name();
+        let mut committing = latest.cloned();
+        while let Some(m) = &committing {
+            if !m.files.is_empty() || !m.dead_letter_completions.is_empty() || m.sequence == 0 {
+                break;
+            }
+            committing = manifest::read_if_exists(&self.meta, &name, m.sequence - 1).await?;
+        }
+        Ok(committing)
+    }
+
+    /// Open the table format's log (after recovery) and publish the manifests it lacks, in
+    /// order, before anything new is written.
+    #[cfg(feature = "delta")]
+    pub(super) async fn open_table(&mut self) -> Result<()> {
+        let Some(crate::parquet::config::TableFormat::Delta(config)) = &self.config.table_format
+        else {
+            return Ok(());
+        };
+        let log = crate::delta::DeltaLog::open(
+            self.loc.clone(),
+            config.clone(),
+            self.sink_name(),
+            self.stream_id.clone(),
+        )
+        .await?;
+        self.delta = Some(log);
+        self.publish_table(None).await?;
+        self.check_table_schema(&self.state)
+    }
+
+    #[cfg(not(feature = "delta"))]
+    pub(super) async fn open_table(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A schema the table format cannot hold is refused before the manifest that would
+    /// commit it: a committed manifest must always be publishable.
+    pub(super) fn check_table_schema(&self, state: &State) -> Result<()> {
+        #[cfg(feature = "delta")]
+        {
+            if let Some(log) = &self.delta
+                && let Some(s) = state.schema.as_ref().or(self.target.as_deref())
+            {
+                log.check(s)
+                    .map_err(|message| Error::config("sink.tableFormat.delta", message))?;
+            }
+        }
+        let _ = state;
+        Ok(())
+    }
+
+    /// Publish every committed manifest the table lacks, in sequence order (`known` is the
+    /// manifest just written, saving its read).
+    #[cfg(feature = "delta")]
+    pub(super) async fn publish_table(&mut self, known: Option<&Manifest>) -> Result<()> {
+        if self.sharded {
+            return Ok(());
+        }
+        let Some(mut log) = self.delta.take() else {
+            return Ok(());
+        };
+        if known.is_some() {
+            self.failpoints.reach("before-table-commit").await;
+        }
+        let result = self.publish_delta(&mut log, known).await;
+        self.delta = Some(log);
+        result
+    }
+
+    #[cfg(not(feature = "delta"))]
+    pub(super) async fn publish_table(&mut self, known: Option<&Manifest>) -> Result<()> {
+        let _ = known;
+        Ok(())
+    }
+
+    #[cfg(feature = "delta")]
+    async fn publish_delta(
+        &self,
+        log: &mut crate::delta::DeltaLog,
+        known: Option<&Manifest>,
+    ) -> Result<()> {
+        let Some(last) = self.next_seq.checked_sub(1) else {
+            return Ok(());
+        };
+        let from = log.published.map_or(0, |p| p + 1);
+        if from > last {
+            return Ok(());
+        }
+        let name = self.sink_name();
+        let mut previous = match log.generation.take() {
+            Some(g) => g,
+            None if from == 0 => String::new(),
+            None => manifest::read_if_exists(&self.loc, &name, from - 1)
+                .await?
+                .map(|m| m.state.current_generation)
+                .unwrap_or_default(),
+        };
+        let configured = self.config.target_schema()?;
+        let mut all: Option<Vec<Manifest>> = None;
+        for seq in from..=last {
+            let read;
+            let m = match known {
+                Some(k) if k.sequence == seq => k,
+                _ => match manifest::read_if_exists(&self.loc, &name, seq).await? {
+                    Some(m) => {
+                        read = m;
+                        &read
+                    }
+                    None => continue,
+                },
+            };
+            if m.state.current_generation != previous && all.is_none() {
+                all = Some(manifest::all(&self.loc, &name).await?);
+            }
+            let schema = m
+                .state
+                .schema
+                .as_ref()
+                .or(configured.as_deref())
+                .or(self.target.as_deref());
+            log.publish(m, &previous, all.as_deref(), schema).await?;
+            previous = m.state.current_generation.clone();
+        }
+        log.generation = Some(previous);
+        Ok(())
+    }
+}
