@@ -228,12 +228,11 @@ fn retire(runner: &Runner, args: &RunArgs) -> Result<String, Error> {
                 .map(|k| k.name)
                 .collect(),
         })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     match kind.as_str() {
         #[cfg(feature = "postgres-cdc")]
-        "postgres-cdc" => runtime
+        "postgres-cdc" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
             .block_on(crate::kinds::retire_postgres_cdc(&ctx))
             .map_err(stream),
         other => Ok(format!(
