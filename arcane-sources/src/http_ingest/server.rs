@@ -176,7 +176,8 @@ struct Connections {
 
 impl Server {
     /// Close every connection once its current answer is written (idle ones at once), and wait
-    /// for that (at most [`CLOSE_GRACE`]).
+    /// for that (at most [`CLOSE_GRACE`]). Connections accepted meanwhile get one answer (the
+    /// server is draining: 503) and are closed.
     pub(crate) async fn close_connections(&self) {
         let _ = self.close.send(true);
         let wait = async {
@@ -228,6 +229,9 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Server> {
             let shared = shared.clone();
             let conns = conns.clone();
             let mut close_rx = close_rx.clone();
+            // A connection accepted while the server closes is served one request (answered
+            // 503, or /readyz 503) and then closed, instead of being closed unanswered.
+            let late = *close_rx.borrow_and_update();
             conns.open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc_shared = shared.clone();
@@ -240,9 +244,10 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Server> {
                 // idle half-open connections do not pile up.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive(!late)
                     .serve_connection(io, service);
                 let mut conn = std::pin::pin!(conn);
-                let mut closing = false;
+                let mut closing = late;
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => {
