@@ -462,6 +462,20 @@ fn bad_requests_get_the_documented_status_and_message() {
         1.0,
         "{text}"
     );
+    // Per source: the allow-list entry the event matched; refusals before a valid event's
+    // source is known are `unknown`.
+    for (name, count) in [
+        ("arcane_source_http_ingest_events{", 1.0),
+        ("arcane_source_http_ingest_commit_latency_count{", 1.0),
+        ("arcane_source_http_ingest_rejects{", 0.0),
+    ] {
+        assert_eq!(metric(name, "source=\"/client*\""), count, "{name}: {text}");
+    }
+    assert_eq!(
+        metric("arcane_source_http_ingest_rejects{", "source=\"unknown\""),
+        5.0,
+        "{text}"
+    );
 
     process.signal(Signal::SIGTERM);
     let exit = process.wait();
