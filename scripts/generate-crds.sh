@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate deploy/chart/crds/ from the `arcane` binary's kinds (`arcane crd KIND`; the binary
 # built with every kind, `--features full`), rewrite the table of kinds in deploy/README.md, and
-# print the `kinds:` list for deploy/chart/values.yaml. `cargo nextest run -p arcane-cli chart`
-# fails while any of them is out of date.
+# print the `kinds:` list for deploy/chart/values.yaml. The chart and arcane-deploy tests fail
+# while any of them is out of date.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --quiet -p arcane-cli --bin arcane --features full
+# The suite's own build (the same features, dev-dependencies included): a plain `cargo build`
+# would resolve features differently and compile the dependencies a second time.
+cargo nextest run --workspace --all-features --no-run >&2
 bin="${CARGO_TARGET_DIR:-target}/debug/arcane"
 rm -f deploy/chart/crds/*.yaml
 echo "kinds:"
@@ -21,4 +23,4 @@ for kind in $("$bin" kinds --json | python3 -c 'import json,sys; print(" ".join(
   fi
   printf '    secretRefs:\n      - storageSecretRef\n      - sourceSecretRef\n'
 done
-ARCANE_BLESS=1 cargo test --quiet -p arcane-cli --features full --test chart -- deploy_readme >&2
+ARCANE_BLESS=1 cargo nextest run --workspace --all-features -E 'binary(chart) | package(arcane-deploy)' >&2

@@ -82,7 +82,8 @@ pub enum Command {
     },
     /// Print everything else the kind needs in a namespace as YAML: ServiceAccount, Role and
     /// RoleBinding (get/patch jobs), the operator's StreamClass, and the streaming and
-    /// backfill StreamingJobTemplates.
+    /// backfill StreamingJobTemplates (and with `--backfill-shards`, the Indexed-Job backfill
+    /// templates of sharded backfills).
     Manifests {
         /// The kind (`arcane kinds` lists them).
         kind: String,
@@ -101,6 +102,11 @@ pub enum Command {
         /// `backoffLimit` of the Jobs (exit code 1 counts, exit code 2 does not).
         #[arg(long, default_value_t = arcane_deploy::job::DEFAULT_BACKOFF_LIMIT)]
         backoff_limit: i32,
+        /// Shard counts (comma-separated, each at least 2) for which to add a sharded backfill
+        /// template, `arcane-KIND-backfill-shards-N`: an Indexed Job of N completions that
+        /// streams with `backfillShards: N` pick with `backfillJobTemplateRef`.
+        #[arg(long, value_delimiter = ',', value_name = "N,...")]
+        backfill_shards: Vec<u32>,
     },
 }
 
@@ -132,6 +138,7 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
             service_account,
             drain_timeout,
             backoff_limit,
+            backfill_shards,
         }) => {
             let drain_timeout =
                 arcane_runner::config::parse_duration(&drain_timeout, "--drain-timeout")
@@ -141,6 +148,7 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
                     service_account,
                     drain_timeout,
                     backoff_limit,
+                    backfill_shard_counts: backfill_shards,
                     ..JobTemplateOptions::new(image)
                 };
                 let kind = kind_manifest(&runner, &kind)?;

@@ -62,6 +62,13 @@ pub trait SourceKind: Send + Sync + 'static {
         false
     }
 
+    /// Why the kind cannot shard its backfill, for the refusal of a spec that asks for shards
+    /// (when [`can_shard`](Self::can_shard) is false). Default: it reads its input as one
+    /// sequence.
+    fn why_not_sharded(&self) -> &'static str {
+        "it reads its input as one sequence"
+    }
+
     /// After a sharded backfill, the checkpoint the stream resumes from, given the shards'
     /// final checkpoints in index order (`None` for a shard that read nothing). Default: none
     /// (the stream starts from the beginning); kinds that can shard return the furthest.
@@ -122,7 +129,9 @@ pub struct KindSpec<C> {
     /// Split a backfill into this many shards, one pod each: the backfill Job is a Kubernetes
     /// Indexed Job (`completions` = this), each pod reads the part of the input its
     /// `JOB_COMPLETION_INDEX` owns and commits it on its own, and the backfill completes (for
-    /// `overwrite`, readers switch to the new data) when every shard is done. Default 1.
+    /// `overwrite`, readers switch to the new data) when every shard is done. Default 1, or
+    /// the count of the backfill's Job template (`ARCANE_BACKFILL_SHARDS`, set by the chart's
+    /// `arcane-KIND-backfill-shards-N` templates), which it must equal when set.
     /// Streaming runs ignore it. Only kinds that can split their input accept more than 1
     /// (blob-landing: files by a hash of their path; generator: row ranges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,8 +234,9 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
             return Err(Error::config(
                 "spec.backfillShards",
                 format!(
-                    "the {} kind cannot shard its backfill ({shards} shards asked): it reads its input as one sequence; remove backfillShards or set it to 1",
-                    self.0.name()
+                    "the {} kind cannot shard its backfill ({shards} shards asked): {}; remove backfillShards or set it to 1",
+                    self.0.name(),
+                    self.0.why_not_sharded()
                 ),
             ));
         }

@@ -23,7 +23,7 @@ use std::process::Command;
 use arcane_deploy::{
     IngressOptions, JobTemplateOptions, KindManifest, StreamClass, StreamInstance,
     StreamingJobTemplate, crd, crd_validation_schema, from_yaml_documents, job_template,
-    pod_failure_policy, stream_class, stream_ingress, stream_service,
+    pod_failure_policy, sharded_backfill_template, stream_class, stream_ingress, stream_service,
 };
 use deploy_common::{assert_job_spec, assert_rbac_minimal, repo_root};
 
@@ -459,6 +459,103 @@ fn chart_refuses_a_push_endpoint_without_a_usable_port() {
         .expect("rendering must fail");
     assert!(
         err.contains("pushEndpoints[shop-events].port must be 1-65535"),
+        "{err}"
+    );
+}
+
+/// `jobTemplates.backfillShardCounts` adds, per kind and count, the backfill template of a
+/// sharded backfill: the Indexed Job `sharded_backfill_template` generates, which a stream picks
+/// with `backfillJobTemplateRef` (the operator substitutes nothing into a template).
+#[test]
+fn chart_renders_a_sharded_backfill_template_per_kind_and_count() {
+    let rendered = render(json!({
+        "jobTemplates": {"backfillShardCounts": [4, 16], "backfillShardParallelism": 8},
+    }))
+    .unwrap_or_else(|e| panic!("helm template failed: {e}"));
+    let messages = rendered.lint["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["severity"].as_i64().unwrap_or(0) < 2),
+        "helm lint --strict: {messages:?}"
+    );
+    let templates: Vec<StreamingJobTemplate> = of_kind(&rendered.objects, "StreamingJobTemplate");
+    assert_eq!(templates.len(), 4 * kinds().len());
+    let opts = JobTemplateOptions {
+        shard_parallelism: Some(8),
+        ..Default::default()
+    };
+    for kind in kinds() {
+        for shards in [4u32, 16] {
+            let generated = sharded_backfill_template(&kind, &opts, shards).unwrap();
+            let name = kind.sharded_backfill_job_template_name(shards);
+            assert_eq!(generated.metadata.name.as_deref(), Some(name.as_str()));
+            let template = templates
+                .iter()
+                .find(|t| t.metadata.name.as_deref() == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("no template {name}"));
+            let (spec, want) = (&template.spec, &generated.spec);
+            assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"), "{name}");
+            assert_eq!(spec.completions, Some(shards as i32), "{name}");
+            assert_eq!(spec.parallelism, Some(shards.min(8) as i32), "{name}");
+            assert_eq!(
+                (spec.completions, spec.parallelism),
+                (want.completions, want.parallelism)
+            );
+            assert_eq!(spec.backoff_limit, None, "{name}: retries count per index");
+            assert_eq!(spec.backoff_limit_per_index, Some(3), "{name}");
+            assert_eq!(spec.backoff_limit_per_index, want.backoff_limit_per_index);
+            assert_eq!(spec.max_failed_indexes, Some(0), "{name}");
+            assert_eq!(spec.pod_failure_policy, Some(pod_failure_policy()));
+            let env = |t: &StreamingJobTemplate| -> Vec<(String, Option<String>)> {
+                t.spec.template.spec.as_ref().unwrap().containers[0]
+                    .env
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e.value_from.is_none() && e.name != "APPLICATION_VERSION")
+                    .map(|e| (e.name.clone(), e.value.clone()))
+                    .collect()
+            };
+            assert_eq!(env(template), env(&generated), "{name}");
+            assert!(env(template).contains(&(
+                "ARCANE_BACKFILL_SHARDS".to_string(),
+                Some(shards.to_string())
+            )));
+            assert!(env(template).contains(&(
+                "STREAMCONTEXT__BACKFILL".to_string(),
+                Some("true".to_string())
+            )));
+            let labels = template.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["arcane/backfill-shards"], shards.to_string());
+            assert_eq!(labels["arcane/backfilling"], "true");
+        }
+        // The plain templates stay as they were.
+        let plain = templates
+            .iter()
+            .find(|t| t.metadata.name.as_ref() == Some(&kind.backfill_job_template_name))
+            .unwrap();
+        assert_job_spec(&plain.spec, true, 3);
+        assert_eq!(plain.spec.completion_mode, None);
+    }
+
+    let err = render(json!({"jobTemplates": {"backfillShardCounts": [1]}}))
+        .err()
+        .expect("rendering must fail");
+    assert!(
+        err.contains("a sharded backfill has at least 2 shards"),
+        "{err}"
+    );
+    let err = render(
+        json!({"jobTemplates": {"backfillShardCounts": [4], "backfillShardParallelism": -1}}),
+    )
+    .err()
+    .expect("rendering must fail");
+    assert!(
+        err.contains("backfillShardParallelism must be a positive"),
         "{err}"
     );
 }

@@ -67,7 +67,7 @@ impl Drop for Names {
         let b = &self.base;
         let sql = format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{b}'; \
-             DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b};"
+             DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b}, {b}_busy;"
         );
         // Retry: a killed process's backend may hold the slot for a moment.
         for _ in 0..40 {
@@ -342,7 +342,9 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     runtime().block_on(async { create_table(&client().await, &t, rows).await });
     let work = tempfile::tempdir().unwrap();
     let sink_url = format!("file://{}/out", work.path().display());
-    let spec = spec(&t, &sink_url);
+    let mut spec = spec(&t, &sink_url);
+    // Any retained WAL is over a 1-byte limit: the warning must be logged.
+    spec["spec"]["source"]["retainedWalWarningBytes"] = json!(1);
     let writer = Writer::start(&t, rows + 1, rows, 0x5eed_0000_0000_0002);
 
     let proc = Arcane::run(work.path(), &spec, &[]);
@@ -358,6 +360,22 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
     assert_eq!(exit.termination["reason"], "shutDown");
     assert_eq!(exit.summary("rowsUncommitted"), 0);
+    let warning = exit
+        .lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l.to_string()
+                .contains("retains more WAL than spec.source.retainedWalWarningBytes")
+        });
+    let Some(warning) = warning else {
+        panic!("no retained-WAL warning: {:#?}", exit.lines);
+    };
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(
+        warning.to_string().contains(&format!("\"slot\":\"{t}\"")),
+        "{warning}"
+    );
     // What the stop reports committed is what the files hold.
     let log = change_log(&sink_url);
     assert_eq!(log.len() as u64, exit.summary("rowsCommitted"));
@@ -372,6 +390,114 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
 }
 
 #[test]
+fn a_quiet_published_table_keeps_the_slots_retained_wal_bounded_while_another_takes_64_mb() {
+    let n = Names::new("quiet");
+    let t = n.base.clone();
+    let rows = 10;
+    runtime().block_on(async {
+        let c = client().await;
+        create_table(&c, &t, rows).await;
+        c.batch_execute(&format!(
+            "CREATE TABLE {t}_busy (id serial PRIMARY KEY, pad text)"
+        ))
+        .await
+        .unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url).len() >= rows as usize
+    });
+    // 64 MB into another table of the same database, in 16 transactions; the captured table
+    // takes no change at all.
+    let written = runtime().block_on(async {
+        let c = client().await;
+        for _ in 0..16 {
+            c.batch_execute(&format!(
+                "INSERT INTO {t}_busy (pad) SELECT repeat(md5(g::text), 32) FROM generate_series(1, 4000) g"
+            ))
+            .await
+            .unwrap();
+        }
+        let lsn: String = c
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        arcane_sources::postgres_cdc::Lsn::parse(&lsn).unwrap().0
+    });
+    // The runner commits position-only groups, the slot follows; CHECKPOINT logs the running
+    // transactions, from which a logical slot's restart point is taken.
+    let mut last = (0, 0);
+    eventually("the slot's retained WAL back under 16 MB", || {
+        last = runtime().block_on(async {
+            let c = client().await;
+            c.batch_execute("CHECKPOINT").await.unwrap();
+            let row = c
+                .query_one(
+                    "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&t],
+                )
+                .await
+                .unwrap();
+            let confirmed = arcane_sources::postgres_cdc::Lsn::parse(row.get(0)).unwrap().0;
+            (confirmed, row.get::<_, i64>(1))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        last.0 >= written && last.1 < 16 << 20
+    });
+    eprintln!(
+        "confirmed {} (written {written}), retained {} bytes",
+        last.0, last.1
+    );
+    proc.signal(Signal::SIGTERM);
+    let exit = proc.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(
+        change_log(&sink_url).len(),
+        rows as usize,
+        "only the quiet table's rows"
+    );
+}
+
+/// Start a run, wait for its snapshot of `rows` rows, then in one transaction: insert row 1001,
+/// add a nullable column `note`, insert row 1002 with a note, and run `then` (`{t}` is the
+/// table).
+fn run_then_add_column(
+    work: &std::path::Path,
+    spec: &Value,
+    t: &str,
+    rows: i64,
+    then: &str,
+) -> Arcane {
+    let sink_url = spec["spec"]["sink"]["url"].as_str().unwrap().to_string();
+    let proc = Arcane::run(work, spec, &[]);
+    eventually("snapshot committed", || {
+        change_log(&sink_url)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows as usize
+    });
+    let then = then.replace("{t}", t);
+    runtime().block_on(async {
+        let c = client().await;
+        c.batch_execute(&format!(
+            "INSERT INTO {t} VALUES (1001, 1, 'before');
+             ALTER TABLE {t} ADD COLUMN note text;
+             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
+             {then};"
+        ))
+        .await
+        .unwrap();
+    });
+    proc
+}
+
+#[test]
 fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     let n = Names::new("addcol");
     let t = n.base.clone();
@@ -382,25 +508,13 @@ fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     let mut spec = spec(&t, &sink_url);
     spec["spec"]["sink"]["schemaEvolution"] = json!("addNullableColumns");
 
-    let proc = Arcane::run(work.path(), &spec, &[]);
-    eventually("snapshot committed", || {
-        change_log(&sink_url)
-            .iter()
-            .filter(|r| op(r) == "r")
-            .count()
-            >= rows as usize
-    });
-    runtime().block_on(async {
-        let c = client().await;
-        c.batch_execute(&format!(
-            "INSERT INTO {t} VALUES (1001, 1, 'before');
-             ALTER TABLE {t} ADD COLUMN note text;
-             INSERT INTO {t} VALUES (1002, 2, 'after', 'hello');
-             UPDATE {t} SET note = 'updated' WHERE id = 1;"
-        ))
-        .await
-        .unwrap();
-    });
+    let proc = run_then_add_column(
+        work.path(),
+        &spec,
+        &t,
+        rows,
+        "UPDATE {t} SET note = 'updated' WHERE id = 1",
+    );
     eventually("changes after the new column committed", || {
         change_log(&sink_url)
             .iter()
@@ -428,6 +542,63 @@ fn an_added_nullable_column_is_landed_in_place_with_add_nullable_columns() {
     // Every change is there once, and the log replays to the table (its id, v, s columns).
     let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
     let mut replayed = replay(log);
+    for row in replayed.values_mut() {
+        row.remove("note");
+    }
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn an_added_column_without_schema_evolution_stops_the_stream_with_nothing_lost_or_dead_lettered() {
+    let n = Names::new("addcol_none");
+    let t = n.base.clone();
+    let rows = 300;
+    runtime().block_on(async { create_table(&client().await, &t, rows).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+
+    let proc = run_then_add_column(
+        work.path(),
+        &spec,
+        &t,
+        rows,
+        "INSERT INTO {t} VALUES (1003, 3, 'after', 'again')",
+    );
+    // Outside Kubernetes there is no Job to annotate: the mismatch is a FATAL stop that says
+    // what changed (in a pod the runner annotates the Job and the operator backfills).
+    let exit = proc.wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let all = exit.lines.join("\n");
+    assert!(
+        all.contains("note"),
+        "the message names the new column: {all}"
+    );
+    assert!(
+        all.contains("schemaEvolution") || all.contains("schema mismatch"),
+        "the message says it is a schema change: {all}"
+    );
+    // The two rows of the new shape were read and refused, not acknowledged: the stop says so.
+    assert_eq!(exit.summary("rowsUncommitted"), 2, "{all}");
+    // Everything before the new column is committed; nothing after it went anywhere: no
+    // dead letters (the later rows are not refused one by one), no rows of the new shape.
+    let log = change_log(&sink_url);
+    assert!(
+        log.iter().any(|r| id(r) == 1001),
+        "the change before the ALTER is committed"
+    );
+    assert!(!log.iter().any(|r| id(r) >= 1002));
+    assert_eq!(
+        exit.summary("rowsDeadLettered"),
+        0,
+        "nothing was dead-lettered: {all}"
+    );
+    // With evolution allowed, a rerun resumes there and lands the rest once.
+    let mut evolving = spec.clone();
+    evolving["spec"]["sink"]["schemaEvolution"] = json!("addNullableColumns");
+    catch_up(work.path(), &evolving, &t, &sink_url, -1);
+    let expected = runtime().block_on(async { table_rows(&client().await, &t).await });
+    let mut replayed = replay(change_log(&sink_url));
     for row in replayed.values_mut() {
         row.remove("note");
     }

@@ -628,6 +628,34 @@ fn an_index_out_of_range_or_missing_and_a_kind_that_cannot_shard_are_fatal() {
             message(&exit)
         );
     }
+    // postgres-cdc says why: one snapshot at the slot's position; before connecting.
+    let postgres = json!({
+        "apiVersion": "streaming.sneaksanddata.com/v1",
+        "kind": "PostgresCdcStream",
+        "metadata": {"name": "p"},
+        "spec": {
+            "source": {
+                "connection": "host=127.0.0.1 port=1 user=nobody dbname=none",
+                "table": "public.t", "slot": "s", "publication": "p"
+            },
+            "sink": {"url": sink},
+            "backfillShards": 2
+        }
+    });
+    let exit = Arcane::run_with_env(
+        dir.path(),
+        &postgres,
+        &["--backfill", "--backfill-id", "p"],
+        &[("JOB_COMPLETION_INDEX", "1")],
+    )
+    .wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let text = message(&exit);
+    assert!(
+        text.contains("spec.backfillShards: the postgres-cdc kind cannot shard its backfill (2 shards asked): its backfill is one consistent snapshot"),
+        "{text}"
+    );
+    assert!(text.contains("a second time"), "{text}");
 }
 
 #[test]
@@ -676,4 +704,56 @@ fn two_processes_of_the_same_index_one_fails_without_corrupting() {
     let exit = start_shard(dir.path(), &spec, "g1", 1, &[], None).wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
     assert_exactly_once(&committed_ids(&sink, &BTreeMap::new()), 0..2000);
+}
+
+/// A sharded backfill template (an Indexed Job of `N` completions) carries the count as
+/// `ARCANE_BACKFILL_SHARDS`: a spec without `backfillShards` backfills in `N` shards, and a spec
+/// asking for another count is refused before anything is read.
+#[test]
+fn the_job_templates_shard_count_stands_in_for_the_spec_and_must_agree_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("file://{}/out", dir.path().display());
+    let mut spec = json!({
+        "apiVersion": "streaming.sneaksanddata.com/v1",
+        "kind": "GeneratorStream",
+        "metadata": {"name": "gen"},
+        "spec": {
+            "source": {"totalRows": 3000, "batchRows": 100},
+            "sink": {"url": sink, "backfillBehavior": "overwrite"},
+            "rowsPerGroup": 500,
+            "groupingIntervalSeconds": 1
+        }
+    });
+    let template = [("ARCANE_BACKFILL_SHARDS".to_string(), "3".to_string())];
+    let procs: Vec<Arcane> = (0..3)
+        .map(|i| start_shard(dir.path(), &spec, "t1", i, &template, None))
+        .collect();
+    let mut committed = 0;
+    for (i, p) in procs.into_iter().enumerate() {
+        let exit = p.wait();
+        assert_eq!(exit.code, 0, "shard {i}: {:#?}", exit.lines);
+        assert_shard_logs(&exit, i as u32, 3);
+        committed += exit.summary("rowsCommitted");
+    }
+    assert_eq!(committed, 3000);
+    assert_exactly_once(&committed_ids(&sink, &BTreeMap::new()), 0..3000);
+    let text = show(&sink, &BTreeMap::new());
+    assert!(
+        text.contains("sharded backfill t1 (3 shards): complete"),
+        "{text}"
+    );
+
+    // The spec asks for 2 shards, the template's Job runs 3: every pod refuses, nothing read.
+    spec["spec"]["backfillShards"] = 2.into();
+    spec["spec"]["sink"]["url"] = format!("file://{}/other", dir.path().display()).into();
+    for i in [0, 2] {
+        let exit = start_shard(dir.path(), &spec, "t2", i, &template, None).wait();
+        assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+        let message = exit.termination["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("spec.backfillShards: 2, but the Job template runs 3 shards (ARCANE_BACKFILL_SHARDS=3"),
+            "{message}"
+        );
+    }
+    assert!(!dir.path().join("other").exists());
 }

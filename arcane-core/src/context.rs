@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::env::ENV_SHARD_INDEX;
+use crate::env::{ENV_BACKFILL_SHARDS, ENV_SHARD_INDEX};
 use crate::error::{Error, Result};
 
 /// `STREAMCONTEXT__SPEC`: JSON of the stream resource's `.spec` (required).
@@ -125,6 +125,7 @@ impl StreamContext {
             let patch = parse_json(ENV_OVERRIDE, &text)?;
             merge_patch(&mut spec, patch);
         }
+        crate::shard::apply_template_shards(&mut spec, get(ENV_BACKFILL_SHARDS).as_deref())?;
         let logging_properties = match get(ENV_LOGGING_PROPERTIES) {
             None => BTreeMap::new(),
             Some(text) => match parse_json(ENV_LOGGING_PROPERTIES, &text)? {

@@ -44,6 +44,12 @@ pub const ENV_KUBE_CA_FILE: &str = "ARCANE_KUBE_CA_FILE";
 /// shard of a sharded backfill (see [`crate::shard`]).
 pub const ENV_SHARD_INDEX: &str = "JOB_COMPLETION_INDEX";
 
+/// `ARCANE_BACKFILL_SHARDS`: the shard count of a sharded backfill, set by a Job template made
+/// for that count (its Indexed Job's `completions`), so that a template shared by many streams
+/// can carry it: it stands for the spec's `backfillShards` when the spec leaves it out, and
+/// must equal it when the spec sets it (see [`crate::shard::apply_template_shards`]).
+pub const ENV_BACKFILL_SHARDS: &str = "ARCANE_BACKFILL_SHARDS";
+
 /// Default drain deadline.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default metrics address in a pod: all interfaces, so Prometheus and kubelet probes reach

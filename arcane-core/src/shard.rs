@@ -10,6 +10,13 @@
 //! Only backfills shard. A streaming run ignores `backfillShards` (the spec is shared by the
 //! stream's streaming and backfill Jobs) and runs as one process.
 //!
+//! The shard count can also come from the Job template: a backfill template made for `N`
+//! shards (an Indexed Job of `completions: N`) sets `ARCANE_BACKFILL_SHARDS=N`
+//! ([`ENV_BACKFILL_SHARDS`]), which stands for `backfillShards` when the spec leaves it out and
+//! must equal it when the spec sets it ([`apply_template_shards`]): a count that disagrees with
+//! the Job's completions would leave shards without a pod (the backfill never completes) or
+//! pods without a shard.
+//!
 //! ## Assigning keys to shards
 //!
 //! Sources that split their input by a key (an object's path, a table's primary key) assign it
@@ -19,7 +26,7 @@
 //! hasher, so a shard restarted by a newer binary owns the same keys as before.
 
 use crate::context::Mode;
-use crate::env::ENV_SHARD_INDEX;
+use crate::env::{ENV_BACKFILL_SHARDS, ENV_SHARD_INDEX};
 use crate::error::{Error, Result};
 
 /// The top-level spec field holding the shard count of a backfill (`backfillShards`).
@@ -152,6 +159,56 @@ fn out_of_range(index: u32, count: u32) -> Error {
     )
 }
 
+/// Apply the Job template's shard count (`ARCANE_BACKFILL_SHARDS`, `template`) to `spec`:
+/// when the spec has no `backfillShards`, the template's count becomes it; when it has one, the
+/// two must be equal. `None` leaves the spec as it is.
+///
+/// Errors (configuration, exit code 1): the variable is not a positive integer; the spec asks
+/// for another count than the template's Indexed Job runs.
+///
+/// ```
+/// use serde_json::json;
+/// let mut spec = json!({"rowsPerGroup": 10});
+/// arcane_core::shard::apply_template_shards(&mut spec, Some("4")).unwrap();
+/// assert_eq!(spec["backfillShards"], 4);
+/// let mut other = json!({"backfillShards": 8});
+/// assert!(arcane_core::shard::apply_template_shards(&mut other, Some("4")).is_err());
+/// ```
+pub fn apply_template_shards(spec: &mut serde_json::Value, template: Option<&str>) -> Result<()> {
+    let Some(text) = template.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    let count = text
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| {
+            Error::config(
+                ENV_BACKFILL_SHARDS,
+                format!("expected a positive integer (the completions of the backfill's Indexed Job), found {text:?}"),
+            )
+        })?;
+    let in_spec = spec.get(SPEC_SHARDS_FIELD).is_some_and(|v| !v.is_null());
+    if in_spec {
+        let asked = shard_count(spec)?;
+        if asked != count {
+            return Err(Error::config(
+                format!("spec.{SPEC_SHARDS_FIELD}"),
+                format!(
+                    "{asked}, but the Job template runs {count} shards ({ENV_BACKFILL_SHARDS}={count}, an Indexed Job of {count} completions); use the backfill template made for {asked} shards (backfillJobTemplateRef), or set backfillShards to {count} or remove it"
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if count > 1
+        && let Some(map) = spec.as_object_mut()
+    {
+        map.insert(SPEC_SHARDS_FIELD.into(), count.into());
+    }
+    Ok(())
+}
+
 /// Parse the text of `JOB_COMPLETION_INDEX`.
 pub fn parse_index(text: &str) -> Result<u32> {
     text.trim().parse::<u32>().map_err(|e| {
@@ -169,6 +226,39 @@ pub fn parse_index(text: &str) -> Result<u32> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn template_shard_count_fills_in_or_must_agree() {
+        let mut spec = json!({"rowsPerGroup": 10});
+        apply_template_shards(&mut spec, Some("4")).unwrap();
+        assert_eq!(spec, json!({"rowsPerGroup": 10, "backfillShards": 4}));
+        // The same count in both: fine; no template: the spec as it is.
+        apply_template_shards(&mut spec, Some(" 4 ")).unwrap();
+        apply_template_shards(&mut spec, None).unwrap();
+        assert_eq!(spec["backfillShards"], 4);
+        // One shard from the template adds nothing.
+        let mut plain = json!({});
+        apply_template_shards(&mut plain, Some("1")).unwrap();
+        assert_eq!(plain, json!({}));
+
+        let e = apply_template_shards(&mut json!({"backfillShards": 8}), Some("4"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.backfillShards"), "{e}");
+        assert!(e.contains("8, but the Job template runs 4 shards"), "{e}");
+        assert!(e.contains("ARCANE_BACKFILL_SHARDS=4"), "{e}");
+        let e = apply_template_shards(&mut json!({"backfillShards": 1}), Some("4"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1, but the Job template runs 4"), "{e}");
+        for bad in ["0", "four", "-2"] {
+            let e = apply_template_shards(&mut json!({}), Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ARCANE_BACKFILL_SHARDS"), "{e}");
+            assert!(e.contains("positive integer"), "{e}");
+        }
+    }
 
     #[test]
     fn fnv1a_is_the_published_function() {

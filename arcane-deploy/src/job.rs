@@ -33,14 +33,34 @@
 //! A backfill Job of a stream whose spec sets `backfillShards` to `N > 1` ([`stream_job`]) is
 //! an **Indexed Job**: `completionMode: Indexed`, `completions: N`, `parallelism`
 //! ([`JobTemplateOptions::shard_parallelism`], default `N`); Kubernetes sets
-//! `JOB_COMPLETION_INDEX` ([`ENV_SHARD_INDEX`]) on each pod, the shard the runner reads.
+//! `JOB_COMPLETION_INDEX` ([`ENV_SHARD_INDEX`]) on each pod, the shard the runner reads, and
+//! the Job sets `ARCANE_BACKFILL_SHARDS` ([`ENV_BACKFILL_SHARDS`]) to `N`.
 //! Retries count per index (`backoffLimitPerIndex` = `backoffLimit`, whose Job-wide form is
 //! then left unset), with the same `podFailurePolicy` rules applied to each index (exit code 2
 //! and disruptions ignored, exit code 1 counted against that index's limit), and
 //! `maxFailedIndexes: 0`: the backfill completes only when every shard does, so one index
-//! out of retries fails the Job at once. The operator's backfill template is shared by every
-//! stream of a kind and cannot know a stream's shard count; a sharded backfill under the
-//! operator needs a template of its own with these fields.
+//! out of retries fails the Job at once.
+//!
+//! ## Under the operator
+//! The operator copies a `StreamingJobTemplate`'s `JobSpec` as it is and adds only the
+//! stream's environment, labels, annotations and name: it substitutes nothing into
+//! `completions`, so one backfill template shared by a kind's streams cannot follow each
+//! stream's `backfillShards`. Instead there is one backfill template **per shard count**
+//! ([`sharded_backfill_template`], named
+//! [`KindManifest::sharded_backfill_job_template_name`]: `arcane-KIND-backfill-shards-N`),
+//! the Indexed Job above with `completions: N` fixed, and `ARCANE_BACKFILL_SHARDS=N` in its
+//! container. A stream picks it with `backfillJobTemplateRef`; its spec may then leave
+//! `backfillShards` out (the runner takes `N` from the variable) or must set it to `N` (any
+//! other value exits 1 naming both, before anything is read, since a count that differs from
+//! the Job's completions leaves shards without a pod or pods without a shard). The chart
+//! renders these templates for the counts in `jobTemplates.backfillShardCounts`.
+//!
+//! An operator that builds the Job of a sharded backfill from the kind's plain backfill
+//! template instead must set, from the stream's `backfillShards` `N`:
+//! `completionMode: Indexed`, `completions: N`, `parallelism` (at most `N`),
+//! `backoffLimitPerIndex` (the template's `backoffLimit`) with `backoffLimit` removed,
+//! `maxFailedIndexes: 0`, and the container variable `ARCANE_BACKFILL_SHARDS=N`; the
+//! `podFailurePolicy` stays as it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,11 +98,13 @@ pub const LABEL_STREAM_ID: &str = "arcane/stream-id";
 pub const LABEL_STREAM_KIND: &str = "arcane/stream-kind";
 /// Label `true`/`false`: whether the Job backfills.
 pub const LABEL_BACKFILLING: &str = "arcane/backfilling";
+/// Label of a sharded backfill template: its shard count.
+pub const LABEL_BACKFILL_SHARDS: &str = "arcane/backfill-shards";
 /// The Job-name label Kubernetes (1.27+) puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 pub use arcane_core::env::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, ENV_DRAIN_TIMEOUT, ENV_JOB_NAME, ENV_METRICS_ADDR,
-    ENV_POD_NAMESPACE, ENV_SHARD_INDEX,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, ENV_BACKFILL_SHARDS, ENV_DRAIN_TIMEOUT,
+    ENV_JOB_NAME, ENV_METRICS_ADDR, ENV_POD_NAMESPACE, ENV_SHARD_INDEX,
 };
 /// Default time Kubernetes waits past the drain deadline before SIGKILL.
 pub const DEFAULT_GRACE_MARGIN: Duration = Duration::from_secs(15);
@@ -150,6 +172,9 @@ pub struct JobTemplateOptions {
     /// Pods of a sharded backfill running at once (`parallelism` of its Indexed Job); `None`:
     /// every shard at once.
     pub shard_parallelism: Option<i32>,
+    /// Shard counts for which [`manifests`](crate::manifests()) also builds a sharded backfill
+    /// template ([`sharded_backfill_template`]); empty: none.
+    pub backfill_shard_counts: Vec<u32>,
 }
 
 impl Default for JobTemplateOptions {
@@ -174,6 +199,7 @@ impl Default for JobTemplateOptions {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             shard_parallelism: None,
+            backfill_shard_counts: Vec::new(),
         }
     }
 }
@@ -550,6 +576,39 @@ pub fn job_template(
     })
 }
 
+/// The operator's backfill template of `kind` for backfills of `shards` shards: the backfill
+/// template ([`job_template`] with `backfill`) as an Indexed Job of `completions: shards`, with
+/// `ARCANE_BACKFILL_SHARDS` set to `shards`, named
+/// [`KindManifest::sharded_backfill_job_template_name`] (see the module docs).
+///
+/// Errors: `shards` below 2 (one shard is the plain backfill template), or the options'.
+pub fn sharded_backfill_template(
+    kind: &KindManifest,
+    opts: &JobTemplateOptions,
+    shards: u32,
+) -> Result<StreamingJobTemplate> {
+    if shards < 2 {
+        return Err(Error::Options {
+            field: "backfill_shard_counts",
+            message: format!(
+                "{shards}: a sharded backfill has at least 2 shards; one shard is the plain backfill template {}",
+                kind.backfill_job_template_name
+            ),
+        });
+    }
+    let opts = JobTemplateOptions {
+        backfill: true,
+        ..opts.clone()
+    };
+    let mut template = job_template(kind, &opts)?;
+    template.metadata.name = Some(kind.sharded_backfill_job_template_name(shards));
+    if let Some(labels) = template.metadata.labels.as_mut() {
+        labels.insert(LABEL_BACKFILL_SHARDS.into(), shards.to_string());
+    }
+    index_by_shard(&mut template.spec, shards, &opts)?;
+    Ok(template)
+}
+
 /// One stream, for running it as a plain Job without the operator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamInstance {
@@ -661,6 +720,17 @@ fn index_by_shard(spec: &mut JobSpec, shards: u32, opts: &JobTemplateOptions) ->
     spec.backoff_limit_per_index = Some(opts.backoff_limit);
     spec.max_failed_indexes = Some(0);
     spec.pod_failure_policy = Some(pod_failure_policy());
+    for container in spec
+        .template
+        .spec
+        .iter_mut()
+        .flat_map(|pod| pod.containers.iter_mut())
+        .filter(|c| c.name == CONTAINER_NAME)
+    {
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.retain(|v| v.name != ENV_BACKFILL_SHARDS);
+        vars.push(env(ENV_BACKFILL_SHARDS, shards.to_string()));
+    }
     Ok(())
 }
 

@@ -94,6 +94,14 @@ pub struct KindManifest {
 }
 
 impl KindManifest {
+    /// Name of the backfill `StreamingJobTemplate` for backfills of `shards` shards (an
+    /// Indexed Job of that many completions): the backfill template's name plus `-shards-N`
+    /// (`arcane-blob-landing-backfill-shards-4`). A stream picks it with
+    /// `backfillJobTemplateRef`.
+    pub fn sharded_backfill_job_template_name(&self, shards: u32) -> String {
+        format!("{}-shards-{shards}", self.backfill_job_template_name)
+    }
+
     /// A kind with names derived from `kind`: `blob-landing` → `BlobLandingStream`,
     /// `blob-landing-streams`, templates `arcane-blob-landing-stream` and
     /// `arcane-blob-landing-backfill`.

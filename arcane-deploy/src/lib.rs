@@ -10,10 +10,13 @@
 //! - the operator's **`StreamClass`** ([`stream_class()`]);
 //! - **RBAC** for the Jobs: `get` and `patch` on `batch/v1` `jobs`, nothing else ([`rbac()`]);
 //! - the streaming and backfill **`StreamingJobTemplate`s** ([`job_template`]) with the
-//!   `podFailurePolicy` generated from the runner's exit codes ([`pod_failure_policy`]), and a
-//!   plain Job for running one stream without the operator ([`stream_job`]);
+//!   `podFailurePolicy` generated from the runner's exit codes ([`pod_failure_policy`]), the
+//!   Indexed-Job backfill templates of sharded backfills, one per shard count
+//!   ([`sharded_backfill_template`]), and a plain Job for running one stream without the
+//!   operator ([`stream_job`]);
 //! - a **Service** and an **Ingress** in front of a stream that receives pushed data
-//!   ([`stream_service`], [`stream_ingress`]);
+//!   ([`stream_service`], [`stream_ingress`]), and the readiness probe of its pod
+//!   ([`readiness_probe`]);
 //! - YAML output ([`to_yaml`], [`Manifests::to_yaml`]);
 //! - the table of kinds in `deploy/README.md` ([`kinds_table`]).
 //!
@@ -53,7 +56,7 @@ pub use crd::{OPERATOR_SPEC_FIELDS, crd, crd_validation_schema, crd_yaml};
 pub use error::{Error, Result};
 pub use job::{
     JobTemplateOptions, SecretVolume, StreamInstance, StreamingJobTemplate, exit_code_action,
-    job_template, pod_failure_policy, readiness_probe, stream_job,
+    job_template, pod_failure_policy, readiness_probe, sharded_backfill_template, stream_job,
 };
 pub use kind::{DEFAULT_GROUP, DEFAULT_VERSION, KindManifest, PrinterColumn};
 pub use manifests::{Manifests, manifests};

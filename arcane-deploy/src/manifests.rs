@@ -3,7 +3,9 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::job::{JobTemplateOptions, StreamingJobTemplate, job_template};
+use crate::job::{
+    JobTemplateOptions, StreamingJobTemplate, job_template, sharded_backfill_template,
+};
 use crate::kind::KindManifest;
 use crate::rbac::{Rbac, rbac};
 use crate::stream_class::{StreamClass, stream_class};
@@ -20,6 +22,9 @@ pub struct Manifests {
     pub streaming_template: StreamingJobTemplate,
     /// Job template for backfill mode.
     pub backfill_template: StreamingJobTemplate,
+    /// Backfill templates of sharded backfills, one per count of
+    /// [`JobTemplateOptions::backfill_shard_counts`].
+    pub sharded_backfill_templates: Vec<StreamingJobTemplate>,
 }
 
 /// Build [`Manifests`] for `kind` in `namespace`; `opts.backfill` is ignored (both templates are
@@ -46,6 +51,11 @@ pub fn manifests(
         rbac: rbac(namespace, &opts.service_account),
         streaming_template: with_namespace(job_template(kind, &streaming)?),
         backfill_template: with_namespace(job_template(kind, &backfill)?),
+        sharded_backfill_templates: opts
+            .backfill_shard_counts
+            .iter()
+            .map(|&n| sharded_backfill_template(kind, &backfill, n).map(with_namespace))
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -58,7 +68,7 @@ impl Manifests {
                 source,
             })
         };
-        Ok(vec![
+        let mut objects = vec![
             to_value(
                 "ServiceAccount",
                 serde_json::to_value(&self.rbac.service_account),
@@ -74,7 +84,11 @@ impl Manifests {
                 "StreamingJobTemplate",
                 serde_json::to_value(&self.backfill_template),
             )?,
-        ])
+        ];
+        for t in &self.sharded_backfill_templates {
+            objects.push(to_value("StreamingJobTemplate", serde_json::to_value(t))?);
+        }
+        Ok(objects)
     }
 
     /// All objects as one `---`-separated YAML stream.

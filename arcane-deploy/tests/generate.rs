@@ -464,3 +464,85 @@ fn a_sharded_backfill_is_an_indexed_job_with_retries_per_index() {
     let err = stream_job(kind, &bad, &JobTemplateOptions::default().backfill()).unwrap_err();
     assert!(err.to_string().contains("spec.backfillShards"), "{err}");
 }
+
+#[test]
+fn a_sharded_backfill_template_per_count_carries_the_count_for_the_operator() {
+    let kind = &sample_kinds()[0];
+    let opts = JobTemplateOptions::new("ghcr.io/acme/arcane:1.2.3");
+    let t = arcane_deploy::sharded_backfill_template(kind, &opts, 4).unwrap();
+    assert_eq!(
+        t.metadata.name.as_deref(),
+        Some(format!("{}-shards-4", kind.backfill_job_template_name).as_str())
+    );
+    let spec = serde_json::to_value(&t.spec).unwrap();
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], 4);
+    assert_eq!(spec["parallelism"], 4);
+    assert_eq!(spec["backoffLimitPerIndex"], 3);
+    assert_eq!(spec["maxFailedIndexes"], 0);
+    assert!(spec.get("backoffLimit").is_none(), "{spec}");
+    let env = &spec["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(value("ARCANE_BACKFILL_SHARDS"), Some(json!("4")));
+    assert_eq!(value("STREAMCONTEXT__BACKFILL"), Some(json!("true")));
+    // The operator adds the stream's id and kind; the template must not set them.
+    assert_eq!(value("STREAMCONTEXT__STREAM_ID"), None);
+    assert_eq!(value("STREAMCONTEXT__STREAM_KIND"), None);
+    assert_eq!(
+        t.metadata.labels.as_ref().unwrap()["arcane/backfill-shards"],
+        "4"
+    );
+    let err = arcane_deploy::sharded_backfill_template(kind, &opts, 1).unwrap_err();
+    assert!(err.to_string().contains("at least 2 shards"), "{err}");
+
+    // `manifests` adds one per asked count, after the plain templates.
+    let with = JobTemplateOptions {
+        backfill_shard_counts: vec![2, 8],
+        ..opts.clone()
+    };
+    let m = arcane_deploy::manifests(kind, "streams", &with).unwrap();
+    let names: Vec<String> = m
+        .sharded_backfill_templates
+        .iter()
+        .map(|t| t.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            kind.sharded_backfill_job_template_name(2),
+            kind.sharded_backfill_job_template_name(8)
+        ]
+    );
+    assert!(
+        m.sharded_backfill_templates
+            .iter()
+            .all(|t| t.metadata.namespace.as_deref() == Some("streams"))
+    );
+    let docs: Vec<Value> = from_yaml_documents(&m.to_yaml().unwrap()).unwrap();
+    assert_eq!(docs.len(), 8);
+
+    // A plain Job of a sharded backfill carries the count too.
+    let stream = StreamInstance {
+        stream_id: "orders".into(),
+        namespace: "streams".into(),
+        spec: json!({"sinkLocation": "s3://out/orders", "backfillShards": 3}),
+        backfill_id: Some("bf-1".into()),
+    };
+    let job =
+        serde_json::to_value(stream_job(kind, &stream, &opts.clone().backfill()).unwrap()).unwrap();
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "ARCANE_BACKFILL_SHARDS" && e["value"] == "3"),
+        "{env:?}"
+    );
+}

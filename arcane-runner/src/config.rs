@@ -12,10 +12,10 @@ use arcane_core::context::{
 
 pub use arcane_core::env::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_JOB_ANNOTATION_KEY, DEFAULT_LOCAL_METRICS_ADDR,
-    DEFAULT_METRICS_ADDR, DEFAULT_TERMINATION_LOG, ENV_DOGSTATSD_ADDR, ENV_DRAIN_TIMEOUT,
-    ENV_JOB_ANNOTATION_KEY, ENV_JOB_NAME, ENV_KUBE_API_URL, ENV_KUBE_CA_FILE, ENV_KUBE_TOKEN_FILE,
-    ENV_LOG_FILTER, ENV_LOG_FORMAT, ENV_METRICS_ADDR, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL,
-    ENV_SHARD_INDEX, ENV_TERMINATION_LOG, SCHEMA_MISMATCH_ANNOTATION_VALUE,
+    DEFAULT_METRICS_ADDR, DEFAULT_TERMINATION_LOG, ENV_BACKFILL_SHARDS, ENV_DOGSTATSD_ADDR,
+    ENV_DRAIN_TIMEOUT, ENV_JOB_ANNOTATION_KEY, ENV_JOB_NAME, ENV_KUBE_API_URL, ENV_KUBE_CA_FILE,
+    ENV_KUBE_TOKEN_FILE, ENV_LOG_FILTER, ENV_LOG_FORMAT, ENV_METRICS_ADDR, ENV_POD_NAMESPACE,
+    ENV_PROGRESS_INTERVAL, ENV_SHARD_INDEX, ENV_TERMINATION_LOG, SCHEMA_MISMATCH_ANNOTATION_VALUE,
 };
 
 /// The value of `--metrics-addr` / `--termination-log` that picks the default for where the
@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// Kubernetes Indexed Job, which sets the variable on every pod.
     #[arg(long, env = ENV_SHARD_INDEX, value_name = "INDEX")]
     pub shard_index: Option<String>,
+
+    /// The shard count a sharded backfill's Job template runs (its Indexed Job's
+    /// completions): stands for `spec.backfillShards` when the spec leaves it out, and must
+    /// equal it when the spec sets it.
+    #[arg(long, env = ENV_BACKFILL_SHARDS, value_name = "N")]
+    pub backfill_shards: Option<String>,
 
     /// JSON merged over the spec (RFC 7396 merge patch).
     #[arg(long = "override", env = ENV_OVERRIDE, value_name = "JSON")]
@@ -472,6 +478,7 @@ impl RunArgs {
                 ENV_BACKFILL_ID => given(&self.backfill_id).map(str::to_string),
                 ENV_OVERRIDE => given(&self.override_spec).map(str::to_string),
                 ENV_SHARD_INDEX => given(&self.shard_index).map(str::to_string),
+                ENV_BACKFILL_SHARDS => given(&self.backfill_shards).map(str::to_string),
                 ENV_APPLICATION_VERSION => given(&self.application_version).map(str::to_string),
                 ENV_LOGGING_PROPERTIES => given(&self.logging_properties).map(str::to_string),
                 _ => None,

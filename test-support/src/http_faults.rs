@@ -3,7 +3,8 @@
 //! connections closed without an answer, stalls, and answers cut short — on every call or on
 //! specific ones (listing, multipart part upload, completion, the manifest's put). The same
 //! seed and the same sequence of requests give the same faults; [`FaultProxy::injected`] counts
-//! what was injected, per call and fault.
+//! what was injected, per call and fault, and [`FaultProxy::requests`] lists every request
+//! (with no rules the proxy only counts: the benchmarks use it to count object-store calls).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 
 use crate::rng::SplitMix64;
 use crate::server::Server;
@@ -36,7 +37,7 @@ pub enum Call {
     ManifestPut,
     /// Any other put (markers, small files, copies).
     Put,
-    /// Deleting (objects, aborted uploads).
+    /// Deleting (objects, S3's bulk delete `POST ?delete`, aborted uploads).
     Delete,
 }
 
@@ -50,6 +51,7 @@ impl Call {
         match method.as_str() {
             "GET" | "HEAD" if has("list-type") || query.contains("comp=list") => Call::List,
             "GET" | "HEAD" => Call::Read,
+            "POST" if has("delete") => Call::Delete,
             "POST" if has("uploads") => Call::CreateUpload,
             "POST" if has("uploadId") => Call::CompleteUpload,
             "PUT"
@@ -120,6 +122,20 @@ struct State {
     rules: Vec<Rule>,
     injected: BTreeMap<(Call, Fault), u64>,
     forwarded: u64,
+    requests: Vec<Request>,
+}
+
+/// One request the proxy received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The call it was recognised as.
+    pub call: Call,
+    /// The HTTP method.
+    pub method: String,
+    /// The path (`/bucket/key`), percent-encoded as sent.
+    pub path: String,
+    /// The query string, percent-encoded as sent (empty when none).
+    pub query: String,
 }
 
 impl State {
@@ -162,6 +178,7 @@ impl FaultProxy {
             rules,
             injected: BTreeMap::new(),
             forwarded: 0,
+            requests: Vec::new(),
         }));
         let upstream = upstream.trim_end_matches('/').to_string();
         let client = reqwest::Client::new();
@@ -198,19 +215,38 @@ impl FaultProxy {
     pub fn forwarded(&self) -> u64 {
         self.state.lock().expect("state").forwarded
     }
+
+    /// Every request received so far, in arrival order (faulted or not).
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().expect("state").requests.clone()
+    }
+
+    /// Forget the requests received so far.
+    pub fn clear_requests(&self) {
+        self.state.lock().expect("state").requests.clear();
+    }
 }
 
 async fn handle(
     state: &Mutex<State>,
     upstream: &str,
     client: &reqwest::Client,
-    req: Request<Incoming>,
+    req: hyper::Request<Incoming>,
 ) -> Result<Resp, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
     let call = Call::of(&parts.method, &path, &query);
-    let fault = state.lock().expect("state").draw(call);
+    let fault = {
+        let mut state = state.lock().expect("state");
+        state.requests.push(Request {
+            call,
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+        });
+        state.draw(call)
+    };
     let body = body
         .collect()
         .await

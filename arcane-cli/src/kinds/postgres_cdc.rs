@@ -30,6 +30,10 @@ impl SourceKind for PostgresCdc {
         "a PostgreSQL table's snapshot, then its inserts, updates and deletes (logical decoding with pgoutput), landed as Parquet"
     }
 
+    fn why_not_sharded(&self) -> &'static str {
+        "its backfill is one consistent snapshot taken with the replication slot, and the stream resumes from that slot's position skipping what the snapshot saw; shards on separate pods would each take their own snapshot at another WAL position, which the stream does not yet reconcile, so it would apply changes already in a shard's snapshot a second time (see \"Sharded backfills\" in the README)"
+    }
+
     async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {
         Ok(Box::new(PostgresCdcSource::new_at(config, "spec.source")?))
     }

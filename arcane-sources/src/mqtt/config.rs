@@ -173,6 +173,14 @@ impl MqttSourceConfig {
                 "list at least one non-empty topic filter, e.g. [\"sensors/#\"]",
             ));
         }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if let Err(why) = check_topic_filter(topic) {
+                return Err(Error::config(
+                    format!("{field}.topics[{i}]"),
+                    format!("{topic:?} is not a valid MQTT topic filter: {why}"),
+                ));
+            }
+        }
         if self.password.is_some() && self.username.is_none() {
             return Err(Error::config(
                 format!("{field}.username"),
@@ -193,9 +201,99 @@ impl MqttSourceConfig {
     }
 }
 
+/// The topic-filter rules of MQTT 3.1.1 §4.7 (the same in 5.0): at most 65535 bytes, no NUL
+/// character, `#` only as the whole last level, `+` only as a whole level; a shared
+/// subscription (`$share/{group}/{filter}`) needs a group without wildcards and a filter.
+/// Checked here because the client library refuses an invalid filter before it reaches the
+/// broker, where it would surface as a connection error and be retried for ever.
+fn check_topic_filter(filter: &str) -> std::result::Result<(), &'static str> {
+    if filter.len() > 65535 {
+        return Err("it is longer than 65535 bytes");
+    }
+    if filter.contains('\0') {
+        return Err("it contains a NUL character");
+    }
+    let filter = match filter.strip_prefix("$share/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((group, f))
+                if !group.is_empty() && !group.contains(['+', '#']) && !f.is_empty() =>
+            {
+                f
+            }
+            _ => {
+                return Err(
+                    "a shared subscription is `$share/{group}/{filter}`, with a group name without `+` or `#`",
+                );
+            }
+        },
+        None => filter,
+    };
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("`#` must be a whole level and the last one, e.g. \"sensors/#\"");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("`+` must be a whole level, e.g. \"sensors/+/temperature\"");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_filters_follow_the_mqtt_rules() {
+        for ok in [
+            "a",
+            "a/b",
+            "#",
+            "a/#",
+            "+",
+            "+/+/c",
+            "a//b",
+            "/",
+            "$SYS/#",
+            "$share/g/a/+",
+            "sport/tennis/+/#",
+        ] {
+            assert_eq!(check_topic_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "a#",
+            "a/#/b",
+            "#/a",
+            "a+",
+            "a/b+/c",
+            "+a",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "a\0b",
+        ] {
+            assert!(check_topic_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_topic_filter_is_a_config_error_naming_it() {
+        let cfg: MqttSourceConfig = serde_json::from_value(serde_json::json!({
+            "host": "h", "clientId": "c", "topics": ["ok/#", "sensors/#/temp"], "payload": { "format": "raw" }
+        }))
+        .unwrap();
+        let err = cfg.validate("spec.source").unwrap_err().to_string();
+        assert!(err.contains("spec.source.topics[1]"), "{err}");
+        assert!(
+            err.contains("\"sensors/#/temp\" is not a valid MQTT topic filter"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`#` must be a whole level and the last one"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_window_has_one_name_and_old_specs_still_parse() {

@@ -13,12 +13,15 @@ use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, Segment, TxProgress};
 use super::rows::KeyCol;
 use super::slot::advance_slot;
-use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
+use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES};
 use super::worker::Worker;
 
 /// Peek every change of the publication up to `$2` without consuming the slot.
 const PEEK: &str = "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
                     'proto_version', '1', 'publication_names', $3)";
+
+/// How often the retained-WAL warning repeats while it holds.
+const RETAINED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How long to wait when the slot is held by another backend for a moment.
 const SLOT_BUSY_WAIT: Duration = Duration::from_millis(100);
@@ -91,14 +94,19 @@ impl Worker {
     }
 
     /// The server's current WAL position (what this poll reads up to); sets the lag gauge.
-    async fn server_position(&self, client: &Client) -> WorkResult<Lsn> {
-        let slot = &self.settings.config.slot;
+    async fn server_position(&mut self, client: &Client) -> WorkResult<Lsn> {
+        let slot = &self.settings.config.slot.clone();
         let row = client
             .query_one(
-                "SELECT pg_current_wal_lsn()::text, (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
+                "SELECT pg_current_wal_lsn()::text, s.confirmed_flush_lsn::text, \
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::float8 \
+                 FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
                 &[slot],
             )
             .await?;
+        let retained = row.get::<_, Option<f64>>(2).unwrap_or(0.0).max(0.0);
+        metrics::gauge!(SLOT_RETAINED_WAL_BYTES, self.labels.to_vec()).set(retained);
+        self.warn_retained(retained);
         let upto = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
         let Some(confirmed) = row.get::<_, Option<&str>>(1).and_then(Lsn::parse) else {
             return Err(Error::source_permanent(
@@ -110,6 +118,30 @@ impl Worker {
         metrics::gauge!(REPLICATION_LAG_BYTES, self.labels.to_vec())
             .set(upto.0.saturating_sub(confirmed.0) as f64);
         Ok(upto)
+    }
+
+    /// WARN (at most once a minute) while the slot retains more WAL than
+    /// `retainedWalWarningBytes`.
+    fn warn_retained(&mut self, retained: f64) {
+        let limit = self.settings.config.retained_wal_warning_bytes;
+        if limit == 0 || retained <= limit as f64 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .retained_warned
+            .is_some_and(|at| now.duration_since(at) < RETAINED_WARNING_EVERY)
+        {
+            return;
+        }
+        self.retained_warned = Some(now);
+        tracing::warn!(
+            source = %self.name,
+            slot = %self.settings.config.slot,
+            retained_bytes = retained as u64,
+            limit_bytes = limit,
+            "the replication slot retains more WAL than spec.source.retainedWalWarningBytes: the server keeps it on disk until this stream commits; check that the stream's commits succeed (its sink) and keep up; a retired stream's slot is dropped with `arcane retire`"
+        );
     }
 
     /// Read the slot's messages up to `upto`, sending full batches on the way.

@@ -81,6 +81,19 @@ pub struct PostgresCdcSourceConfig {
     /// Authentication, permission and missing-table errors are not retried (exit code 1).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Log a WARN (at most once a minute) while the slot retains more than this many bytes of
+    /// WAL (server position minus the slot's `restart_lsn`); the gauge
+    /// `arcane.source.postgres.slot_retained_wal_bytes` carries the figure. Default 1 GiB;
+    /// 0 turns the warning off.
+    #[serde(default = "default_retained_wal_warning_bytes")]
+    pub retained_wal_warning_bytes: u64,
+}
+
+/// Default of `retainedWalWarningBytes`: 1 GiB.
+pub const DEFAULT_RETAINED_WAL_WARNING_BYTES: u64 = 1 << 30;
+
+fn default_retained_wal_warning_bytes() -> u64 {
+    DEFAULT_RETAINED_WAL_WARNING_BYTES
 }
 
 fn default_true() -> bool {
@@ -135,6 +148,7 @@ impl PostgresCdcSourceConfig {
             batch_rows: DEFAULT_BATCH_ROWS,
             poll_interval: DEFAULT_POLL_INTERVAL,
             retry: RetryConfig::default(),
+            retained_wal_warning_bytes: DEFAULT_RETAINED_WAL_WARNING_BYTES,
         }
     }
 

@@ -102,6 +102,43 @@
 //! * **Backfill mode** takes a fresh slot and snapshot and ends after the snapshot; the
 //!   streaming run resumes from its committed position (the slot's consistent point).
 //!
+//! # Sharded backfills: refused, and the design they would need
+//!
+//! A backfill of this kind refuses `backfillShards` > 1 (exit 1, saying why). The snapshot
+//! above is exact because one transaction's MVCC snapshot (or one per segment, each owning a
+//! key range) is recorded in the position, and the stream, starting at the slot's consistent
+//! point *C*, skips every change that snapshot already saw. The pods of an Indexed Job cannot
+//! share one exported snapshot: an exported snapshot lives only as long as the exporting
+//! session, and each pod is restarted on its own. So each shard would read its part of the
+//! table under a snapshot of its own, at its own WAL position after *C*; a stream that knew only
+//! *C* would apply the changes committed between *C* and a shard's snapshot a second time.
+//!
+//! The design that would make it exact, not built:
+//!
+//! 1. **One plan, decided through the store.** The first shard to start computes the key
+//!    ranges (quantiles of the primary key or unique index, `percentile_disc` over a sample, or
+//!    block ranges for a keyless table) and writes them with a put-if-absent *plan* object next
+//!    to the shards' lineages; every shard and every restart reads the same plan, whoever wrote
+//!    it (a lost race reads the winner's).
+//! 2. **The slot first.** The slot is created once, before any shard's snapshot, by the shard
+//!    that wins a second put-if-absent object recording the slot and *C*; the others wait for
+//!    that object. Every change committed after *C* is then in the slot.
+//! 3. **Each shard a segment.** A shard reads its key range with keyset pagination in
+//!    `REPEATABLE READ` transactions, recording each transaction's MVCC snapshot as a segment
+//!    of its range exactly as a resumed snapshot does today, and tags its rows with the WAL
+//!    position read *before* its snapshot transaction began as `_lsn` (a lower bound of what
+//!    the snapshot saw, so a consumer merging by key in `_lsn` order lets any later change win).
+//! 4. **The stream reconciles.** The kind's `resume_after_shards` (in `arcane-cli`) would
+//!    merge the shards' final positions into one: *C* plus every shard's segments, each with
+//!    its key range; the stream then skips a change whose transaction a segment holding its key
+//!    already saw, the check it makes for a resumed snapshot's segments.
+//!
+//! None of this is built: a shard-aware snapshot is only worth having with its proof, end-to-end
+//! tests that kill random shards at random moments while the table is written to, rerun them,
+//! and compare the output with the table by key (none missing, and the merge by key in `_lsn`
+//! order equal to the table), with every slot and publication a test creates dropped even when
+//! it fails.
+//!
 //! # Output schema and type mapping
 //!
 //! The table's columns in table order, all nullable (a delete carries only the replica
@@ -135,9 +172,13 @@
 //! | time | Time64(µs) |
 //! | timestamp | Timestamp(µs) |
 //! | timestamptz | Timestamp(µs, UTC) |
+//! | an enum | Utf8 (the label) |
+//! | a domain | the type it is over (a domain's `numeric(p, s)` gives its precision) |
+//! | a one-dimensional array of any type above | List (`item`, nullable elements) |
 //!
-//! Any other type (arrays, intervals, geometric, enums, domains, ...) is a clear error naming
-//! the table and column. A value that does not fit its Arrow type (numeric `NaN`, `infinity`
+//! Any other type (intervals, geometric, ranges, composites, ...) is a clear error naming
+//! the table and column, before anything is created. An array value of more than one
+//! dimension cannot be a list: that row goes to the dead-letter queue with the reason. A value that does not fit its Arrow type (numeric `NaN`, `infinity`
 //! dates, BC timestamps) sends that row to the dead-letter queue with the reason.
 //!
 //! # Schema changes
@@ -161,7 +202,21 @@
 //! authentication, a missing database or table and missing privileges are not retried: the
 //! error (exit code 1, FATAL) says what to fix. Gauges [`REPLICATION_LAG_BYTES`] (WAL between
 //! the server's position and the slot's committed position) and [`REPLICATION_LAG_SECONDS`]
-//! (age of the last transaction read, 0 when caught up) carry the stream's labels.
+//! (age of the last transaction read, 0 when caught up) and [`SLOT_RETAINED_WAL_BYTES`] (WAL
+//! the slot keeps on the server's disk, from its `restart_lsn`) carry the stream's labels; a
+//! WARN is logged (at most once a minute) while the retained WAL exceeds
+//! `retainedWalWarningBytes` (default 1 GiB).
+//!
+//! # Quiet tables
+//!
+//! A slot retains WAL from its `restart_lsn`, which moves only when the slot is advanced. WAL
+//! is shared by the whole cluster, so a captured table that receives no changes while others
+//! do would pin everything written since its last change. Each poll reads up to the server's
+//! current position; when it found no change of the captured table and nothing read is
+//! uncommitted, the stream's position moves to that point anyway (an empty batch carrying
+//! only the position), and the slot is advanced there once the sink has committed it. The
+//! retained WAL therefore stays bounded by what is written between two commits, whatever the
+//! captured table does (tested with a quiet table while another takes 64 MB of inserts).
 
 mod changes;
 mod client;
@@ -178,12 +233,17 @@ mod source;
 mod types;
 mod worker;
 
-pub use config::{DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, PostgresCdcSourceConfig};
+pub use config::{
+    DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RETAINED_WAL_WARNING_BYTES,
+    PostgresCdcSourceConfig,
+};
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use retire::retire;
 pub use rows::UNCHANGED_TOAST_COLUMN;
-pub use source::{PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS};
+pub use source::{
+    PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES,
+};
 pub use types::{SUPPORTED_TYPES, arrow_type};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder};

@@ -4,8 +4,10 @@ use arcane_core::Error;
 
 use super::client::WorkResult;
 use super::pgoutput::RelColumn;
-use super::rows::{OutCol, RowsBuilder, table_info};
-use super::types::{SUPPORTED_TYPES, arrow_type};
+use std::collections::HashMap;
+
+use super::rows::{OutCol, RowsBuilder, fetch_type_meta, table_info};
+use super::types::{SUPPORTED_TYPES, TypeMeta, resolve_type};
 use super::worker::Worker;
 
 /// The output columns after a Relation message, and which output column each relation column
@@ -14,11 +16,12 @@ use super::worker::Worker;
 fn widen(
     columns: &[OutCol],
     rel: &[RelColumn],
+    types: &HashMap<u32, TypeMeta>,
 ) -> Result<(Vec<OutCol>, Vec<Option<usize>>), String> {
     let mut columns = columns.to_vec();
     let mut mapping = Vec::with_capacity(rel.len());
     for c in rel {
-        let Some(dt) = arrow_type(c.type_oid, c.typmod) else {
+        let Some(dt) = resolve_type(c.type_oid, c.typmod, types) else {
             return Err(format!(
                 "column {:?} now has a type (oid {}) this source does not support; supported: {SUPPORTED_TYPES}",
                 c.name, c.type_oid
@@ -49,10 +52,22 @@ impl Worker {
     /// Returns whether the schema changed (widened).
     pub(super) async fn apply_relation(&mut self, rel: &[RelColumn]) -> WorkResult<bool> {
         let location = format!("postgres table {}", self.qualified);
+        // Enum, domain and array types (a new column's) are looked up in the catalog, not on
+        // the polling connection: the Relation message came in its peek's rows.
+        let oids: Vec<u32> = rel.iter().map(|c| c.type_oid).collect();
+        let mut types = std::mem::take(&mut self.table.types);
+        let fetched = match self.aux_client().await {
+            Ok(client) => fetch_type_meta(client, oids, &mut types).await,
+            Err(e) => Err(e),
+        };
+        self.table.types = types;
+        fetched?;
         let (columns, mapping) =
-            widen(&self.table.columns, rel).map_err(|message| Error::SchemaMismatch {
-                location: location.clone(),
-                message,
+            widen(&self.table.columns, rel, &self.table.types).map_err(|message| {
+                Error::SchemaMismatch {
+                    location: location.clone(),
+                    message,
+                }
             })?;
         if let Some(gone) = self.dropped_column(&columns, rel).await? {
             return Err(Error::SchemaMismatch {

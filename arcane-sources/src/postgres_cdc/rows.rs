@@ -1,5 +1,6 @@
 //! The captured table's shape, and turning decoded rows into Arrow batches.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arcane_core::{Error, Result};
@@ -12,7 +13,9 @@ use tokio_postgres::Client;
 
 use super::client::WorkResult;
 use super::pgoutput::Lsn;
-use super::types::{ColumnBuilder, SUPPORTED_TYPES, arrow_type};
+use super::types::{
+    ColumnBuilder, SUPPORTED_TYPES, TYPE_META_SQL, TypeMeta, missing_meta, resolve_type,
+};
 
 /// One output column of the table.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +73,51 @@ pub(super) struct TableInfo {
     pub(super) identity: ReplicaIdentity,
     /// Whether the replica identity index of `REPLICA IDENTITY USING INDEX` exists.
     pub(super) identity_index: bool,
+    /// The catalog's description of the enum, domain and array types met so far.
+    pub(super) types: HashMap<u32, TypeMeta>,
+}
+
+/// Fetch from `pg_type` what [`resolve_type`] needs to resolve `oids` (domains and array
+/// elements are followed, a few rounds at most), adding it to `types`.
+pub(super) async fn fetch_type_meta(
+    client: &Client,
+    oids: impl IntoIterator<Item = u32>,
+    types: &mut HashMap<u32, TypeMeta>,
+) -> WorkResult<()> {
+    let oids: Vec<u32> = oids.into_iter().collect();
+    for _ in 0..8 {
+        let mut need: Vec<u32> = oids.iter().flat_map(|o| missing_meta(*o, types)).collect();
+        need.sort_unstable();
+        need.dedup();
+        if need.is_empty() {
+            break;
+        }
+        let rows = client.query(TYPE_META_SQL, &[&need]).await?;
+        for row in &rows {
+            let byte = |i: usize| row.get::<_, &str>(i).bytes().next().unwrap_or(b' ');
+            types.insert(
+                row.get(0),
+                TypeMeta {
+                    typtype: byte(1),
+                    category: byte(2),
+                    elem: row.get(3),
+                    base: row.get(4),
+                    base_typmod: row.get(5),
+                },
+            );
+        }
+        // An OID the catalog does not have (a type dropped meanwhile) stays unresolved.
+        for oid in need {
+            types.entry(oid).or_insert(TypeMeta {
+                typtype: b'?',
+                category: b'?',
+                elem: 0,
+                base: 0,
+                base_typmod: -1,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl TableInfo {
@@ -125,6 +173,13 @@ pub(super) async fn table_info(
     let mut columns = Vec::new();
     let mut attnums = Vec::new();
     let mut types = Vec::new();
+    let mut type_meta = HashMap::new();
+    fetch_type_meta(
+        client,
+        rows.iter().map(|r| r.get::<_, u32>(2)),
+        &mut type_meta,
+    )
+    .await?;
     for row in &rows {
         let col: String = row.get(1);
         let type_oid: u32 = row.get(2);
@@ -134,7 +189,7 @@ pub(super) async fn table_info(
             row.get::<_, String>(5),
             row.get::<_, Option<String>>(6).unwrap_or_default(),
         ));
-        let data_type = arrow_type(type_oid, typmod).ok_or_else(|| {
+        let data_type = resolve_type(type_oid, typmod, &type_meta).ok_or_else(|| {
             Error::source_permanent(
                 name,
                 format!("table {qualified} column {col:?} has a type (oid {type_oid}) this source does not support; supported: {SUPPORTED_TYPES}; cast it in a view-free way or exclude the table"),
@@ -187,6 +242,7 @@ pub(super) async fn table_info(
         has_primary_key,
         identity,
         identity_index,
+        types: type_meta,
     })
 }
 

@@ -19,6 +19,9 @@ use crate::runtime::spawn_source;
 pub const REPLICATION_LAG_BYTES: &str = "arcane.source.postgres.replication_lag_bytes";
 /// Gauge: seconds between now and the commit time of the last transaction read (0 when caught up).
 pub const REPLICATION_LAG_SECONDS: &str = "arcane.source.postgres.replication_lag_seconds";
+/// Gauge: bytes of WAL the slot keeps on the server (server position minus the slot's
+/// `restart_lsn`): what the stream pins on the database's disk.
+pub const SLOT_RETAINED_WAL_BYTES: &str = "arcane.source.postgres.slot_retained_wal_bytes";
 
 /// Shared between the stream's worker and [`Source::commit`].
 #[derive(Debug, Default)]
@@ -180,6 +183,7 @@ impl Source for PostgresCdcSource {
                 sent: None,
                 emitted: 0,
                 aux: None,
+                retained_warned: None,
             }
             .run()
         }))

@@ -4,15 +4,17 @@
 //! `pgoutput`, with the session set to `DateStyle=ISO`, `TimeZone=UTC`,
 //! `extra_float_digits=3`, `bytea_output=hex`, so one parser serves both phases.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::ArrayRef;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_schema::{DataType, TimeUnit};
+use arrow_array::{ArrayRef, ListArray};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 
 /// Map a PostgreSQL type (OID and type modifier) to its Arrow type; `None` when unsupported.
@@ -51,7 +53,92 @@ pub fn arrow_type(type_oid: u32, typmod: i32) -> Option<DataType> {
 }
 
 /// The PostgreSQL types accepted (for error messages).
-pub const SUPPORTED_TYPES: &str = "boolean, smallint, integer, bigint, real, double precision, numeric, text, varchar, char, name, json, jsonb, uuid, xml, bytea, date, time, timestamp, timestamptz";
+pub const SUPPORTED_TYPES: &str = "boolean, smallint, integer, bigint, real, double precision, numeric, text, varchar, char, name, json, jsonb, uuid, xml, bytea, date, time, timestamp, timestamptz, enums, domains over these, and one-dimensional arrays of them";
+
+/// What the catalog (`pg_type`) says about a type that [`arrow_type`] does not know by OID:
+/// enums, domains and arrays, whose OIDs are not fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TypeMeta {
+    /// `typtype`: `b` base, `e` enum, `d` domain, `c` composite, `r` range, `p` pseudo.
+    pub(crate) typtype: u8,
+    /// `typcategory`: `A` for arrays.
+    pub(crate) category: u8,
+    /// `typelem`: the element type of an array, else 0.
+    pub(crate) elem: u32,
+    /// `typbasetype`: the type a domain is over, else 0.
+    pub(crate) base: u32,
+    /// `typtypmod`: a domain's type modifier (e.g. its numeric precision), else -1.
+    pub(crate) base_typmod: i32,
+}
+
+/// The catalog query behind [`TypeMeta`] (`$1`: the OIDs, `oid[]`), following domains and
+/// array elements one level (their element/base types are fetched by a second round).
+pub(crate) const TYPE_META_SQL: &str = "SELECT oid, typtype::text, typcategory::text, typelem, typbasetype, typtypmod \
+                                        FROM pg_type WHERE oid = ANY($1)";
+
+/// Map a column's type to Arrow with the catalog's help: the built-in types of
+/// [`arrow_type`]; an **enum** becomes `Utf8` (its label); a **domain** the type it is over
+/// (with the domain's precision when the column has none); a one-dimensional **array** a
+/// `List` of its element type (`item`, nullable). `None` when unsupported (composite, range,
+/// arrays of arrays of unsupported elements, ...).
+pub(crate) fn resolve_type(
+    type_oid: u32,
+    typmod: i32,
+    meta: &HashMap<u32, TypeMeta>,
+) -> Option<DataType> {
+    resolve(type_oid, typmod, meta, 0)
+}
+
+fn resolve(
+    type_oid: u32,
+    typmod: i32,
+    meta: &HashMap<u32, TypeMeta>,
+    depth: u8,
+) -> Option<DataType> {
+    if let Some(dt) = arrow_type(type_oid, typmod) {
+        return Some(dt);
+    }
+    // Domains over domains are legal; a bound keeps a catalog cycle from looping.
+    if depth > 8 {
+        return None;
+    }
+    let m = meta.get(&type_oid)?;
+    match m.typtype {
+        b'e' => Some(DataType::Utf8),
+        b'd' => {
+            let typmod = if typmod >= 0 { typmod } else { m.base_typmod };
+            resolve(m.base, typmod, meta, depth + 1)
+        }
+        b'b' if m.category == b'A' && m.elem != 0 => {
+            // An array column's typmod is its element's (numeric(10,2)[]).
+            match resolve(m.elem, typmod, meta, depth + 1)? {
+                DataType::List(_) => None,
+                item => Some(DataType::List(Arc::new(Field::new("item", item, true)))),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The OIDs [`resolve_type`] needs from the catalog to resolve `type_oid`, given what `meta`
+/// already holds: empty when it can be resolved (or refused) without another query.
+pub(crate) fn missing_meta(type_oid: u32, meta: &HashMap<u32, TypeMeta>) -> Vec<u32> {
+    let mut oid = type_oid;
+    for _ in 0..=8 {
+        if arrow_type(oid, -1).is_some() || arrow_type(oid, 4).is_some() {
+            return Vec::new();
+        }
+        let Some(m) = meta.get(&oid) else {
+            return vec![oid];
+        };
+        oid = match m.typtype {
+            b'd' => m.base,
+            b'b' if m.category == b'A' && m.elem != 0 => m.elem,
+            _ => return Vec::new(),
+        };
+    }
+    Vec::new()
+}
 
 /// Builds one Arrow column from text-format values.
 #[derive(Debug)]
@@ -80,6 +167,13 @@ pub(crate) enum ColumnBuilder {
     Time(Time64MicrosecondBuilder),
     /// timestamp / timestamptz
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// one-dimensional array: its elements, one offset per row (starting with 0), validity
+    List {
+        field: FieldRef,
+        items: Box<ColumnBuilder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 impl ColumnBuilder {
@@ -99,6 +193,12 @@ impl ColumnBuilder {
             DataType::Timestamp(_, tz) => {
                 Self::Timestamp(TimestampMicrosecondBuilder::new(), tz.clone())
             }
+            DataType::List(field) => Self::List {
+                field: field.clone(),
+                items: Box::new(Self::new(field.data_type())),
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(0),
+            },
             _ => Self::Utf8(StringBuilder::new()),
         }
     }
@@ -118,6 +218,10 @@ impl ColumnBuilder {
             Self::Date(b) => b.append_null(),
             Self::Time(b) => b.append_null(),
             Self::Timestamp(b, _) => b.append_null(),
+            Self::List { offsets, nulls, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                nulls.append_null();
+            }
         }
     }
 
@@ -172,6 +276,33 @@ impl ColumnBuilder {
                     .map_err(|_| bad("timestamp (infinity and BC are not supported)"))?;
                 b.append_value(ts.and_utc().timestamp_micros())
             }
+            Self::List {
+                field,
+                items,
+                offsets,
+                nulls,
+            } => {
+                let elements =
+                    parse_array(v).map_err(|why| format!("{v:?} is not a valid array: {why}"))?;
+                // All or nothing: every element is checked before any is appended.
+                let mut check = Self::new(field.data_type());
+                for (i, e) in elements.iter().enumerate() {
+                    if let Some(e) = e {
+                        check
+                            .append_text(e)
+                            .map_err(|why| format!("array element {}: {why}", i + 1))?;
+                    }
+                }
+                for e in &elements {
+                    match e {
+                        Some(e) => items.append_text(e)?,
+                        None => items.append_null(),
+                    }
+                }
+                let end = offsets.last().copied().unwrap_or(0) + elements.len() as i32;
+                offsets.push(end);
+                nulls.append_non_null();
+            }
         }
         Ok(())
     }
@@ -195,6 +326,22 @@ impl ColumnBuilder {
             Self::Date(b) => Arc::new(b.finish()),
             Self::Time(b) => Arc::new(b.finish()),
             Self::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+            Self::List {
+                field,
+                items,
+                offsets,
+                nulls,
+            } => {
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                let values = items.finish();
+                // Offsets, values and validity are built together: the array is valid.
+                Arc::new(ListArray::new(
+                    field.clone(),
+                    offsets,
+                    values,
+                    nulls.finish(),
+                ))
+            }
         }
     }
 
@@ -215,6 +362,73 @@ impl ColumnBuilder {
             Self::Date(b) => b.len(),
             Self::Time(b) => b.len(),
             Self::Timestamp(b, _) => b.len(),
+            Self::List { offsets, .. } => offsets.len() - 1,
+        }
+    }
+}
+
+/// The elements of a one-dimensional array in PostgreSQL's text format (`{1,NULL,"a b"}`,
+/// optionally with bounds `[0:2]={...}`): quoted elements with backslash escapes, unquoted
+/// ones trimmed, an unquoted `NULL` (any case) is null. Arrays of more dimensions are refused.
+pub(crate) fn parse_array(v: &str) -> Result<Vec<Option<String>>, &'static str> {
+    let body = if v.starts_with('[') {
+        v.split_once('=')
+            .map(|(_, b)| b)
+            .ok_or("bounds without `=`")?
+    } else {
+        v
+    };
+    let inner = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or("it does not start with `{` and end with `}`")?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        match chars.peek() {
+            Some('{') => return Err("arrays of more than one dimension are not supported"),
+            Some('"') => {
+                chars.next();
+                let mut e = String::new();
+                loop {
+                    match chars.next() {
+                        Some('\\') => e.push(chars.next().ok_or("it ends inside an escape")?),
+                        Some('"') => break,
+                        Some(c) => e.push(c),
+                        None => return Err("a quoted element is not closed"),
+                    }
+                }
+                out.push(Some(e));
+                while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+            }
+            _ => {
+                let mut e = String::new();
+                while let Some(c) = chars.next_if(|c| *c != ',') {
+                    match c {
+                        '\\' => e.push(chars.next().ok_or("it ends inside an escape")?),
+                        '{' | '}' | '"' => return Err("unexpected `{`, `}` or `\"` in an element"),
+                        c => e.push(c),
+                    }
+                }
+                let e = e.trim_end();
+                if e.is_empty() {
+                    return Err("an element is empty");
+                }
+                out.push(if e.eq_ignore_ascii_case("NULL") {
+                    None
+                } else {
+                    Some(e.to_string())
+                });
+            }
+        }
+        match chars.next() {
+            Some(',') => {}
+            None => return Ok(out),
+            Some(_) => return Err("elements must be separated by `,`"),
         }
     }
 }
@@ -232,6 +446,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Date32Type, TimestampMicrosecondType};
 
@@ -261,5 +476,112 @@ mod tests {
         b.append_text("\\x00ff").unwrap();
         assert_eq!(b.finish().as_binary::<i32>().value(0), &[0u8, 255]);
         assert_eq!(arrow_type(600, -1), None); // point
+    }
+
+    #[test]
+    fn array_literals_split_into_elements() {
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        assert_eq!(parse_array("{}"), Ok(vec![]));
+        assert_eq!(parse_array("{1,2,3}"), Ok(some(&["1", "2", "3"])));
+        assert_eq!(
+            parse_array(r#"{"a b","with \"quote\"",NULL,"NULL", x ,"back\\slash","c,d"}"#),
+            Ok(vec![
+                Some("a b".into()),
+                Some("with \"quote\"".into()),
+                None,
+                Some("NULL".into()),
+                Some("x".into()),
+                Some("back\\slash".into()),
+                Some("c,d".into()),
+            ])
+        );
+        assert_eq!(parse_array("[0:1]={7,8}"), Ok(some(&["7", "8"])));
+        assert_eq!(parse_array(r#"{"\\x00ff"}"#), Ok(some(&["\\x00ff"])));
+        for bad in [
+            "{{1,2},{3,4}}",
+            "1,2",
+            "{1,,2}",
+            "{\"open}",
+            "{1",
+            "{a\"b}",
+            "{1,2,}",
+        ] {
+            assert!(parse_array(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn meta(typtype: u8, category: u8, elem: u32, base: u32, base_typmod: i32) -> TypeMeta {
+        TypeMeta {
+            typtype,
+            category,
+            elem,
+            base,
+            base_typmod,
+        }
+    }
+
+    #[test]
+    fn enums_domains_and_arrays_resolve_through_the_catalog() {
+        let meta = HashMap::from([
+            (90001, meta(b'e', b'E', 0, 0, -1)),
+            (90002, meta(b'b', b'A', 90001, 0, -1)),
+            (90003, meta(b'd', b'N', 0, 1700, ((5 << 16) | 1) + 4)),
+            (1007, meta(b'b', b'A', 23, 0, -1)),
+            (1231, meta(b'b', b'A', 1700, 0, -1)),
+            (90004, meta(b'c', b'C', 0, 0, -1)),
+            (90005, meta(b'b', b'A', 90004, 0, -1)),
+        ]);
+        let list = |dt: DataType| DataType::List(Arc::new(Field::new("item", dt, true)));
+        assert_eq!(resolve_type(90001, -1, &meta), Some(DataType::Utf8));
+        assert_eq!(resolve_type(90002, -1, &meta), Some(list(DataType::Utf8)));
+        assert_eq!(
+            resolve_type(90003, -1, &meta),
+            Some(DataType::Decimal128(5, 1))
+        );
+        assert_eq!(resolve_type(1007, -1, &meta), Some(list(DataType::Int32)));
+        assert_eq!(
+            resolve_type(1231, ((10 << 16) | 2) + 4, &meta),
+            Some(list(DataType::Decimal128(10, 2)))
+        );
+        assert_eq!(resolve_type(90004, -1, &meta), None);
+        assert_eq!(resolve_type(90005, -1, &meta), None);
+        assert_eq!(resolve_type(424242, -1, &meta), None);
+        assert_eq!(missing_meta(424242, &meta), vec![424242]);
+        assert!(missing_meta(90002, &meta).is_empty());
+        assert!(missing_meta(25, &meta).is_empty());
+    }
+
+    #[test]
+    fn an_array_row_is_appended_whole_or_not_at_all() {
+        let meta = HashMap::from([(1007, meta(b'b', b'A', 23, 0, -1))]);
+        let mut b = ColumnBuilder::new(&resolve_type(1007, -1, &meta).unwrap());
+        b.append_text("{1,NULL,3}").unwrap();
+        let err = b.append_text("{4,x,6}").unwrap_err();
+        assert!(
+            err.contains("array element 2") && err.contains("\"x\" is not a valid integer"),
+            "{err}"
+        );
+        assert!(
+            b.append_text("{{1}}")
+                .unwrap_err()
+                .contains("more than one dimension")
+        );
+        b.append_null();
+        b.append_text("{}").unwrap();
+        assert_eq!(b.len(), 3);
+        let a = b.finish();
+        let list = a.as_list::<i32>();
+        assert_eq!(list.len(), 3);
+        assert!(list.is_null(1));
+        assert_eq!(list.value(2).len(), 0);
+        let first = list.value(0);
+        let ints = first.as_primitive::<arrow_array::types::Int32Type>();
+        assert_eq!(ints.len(), 3);
+        assert_eq!(
+            (ints.value(0), ints.is_null(1), ints.value(2)),
+            (1, true, 3)
+        );
+        // The builder starts afresh after finish.
+        assert_eq!(b.len(), 0);
     }
 }

@@ -42,6 +42,8 @@ pub(super) struct Worker {
     pub(super) emitted: u64,
     /// A second connection, for queries while the polling connection streams a peek's rows.
     pub(super) aux: Option<PgConn>,
+    /// When the retained-WAL warning was last logged.
+    pub(super) retained_warned: Option<std::time::Instant>,
 }
 
 /// How an attempt ended without an error the retry policy counts.
