@@ -16,7 +16,11 @@ for kind in $("$bin" kinds --json | python3 -c 'import json,sys; print(" ".join(
   plural="$(printf '%s\n' "$crd" | sed -n 's/^    plural: //p' | head -1)"
   crd_kind="$(printf '%s\n' "$crd" | sed -n 's/^    kind: //p' | head -1)"
   printf '%s\n' "$crd" > "deploy/chart/crds/$plural.yaml"
-  printf '  - kind: %s\n    crdKind: %s\n    plural: %s\n    secretRefs:\n      - storageSecretRef\n      - sourceSecretRef\n' \
-    "$kind" "$crd_kind" "$plural"
+  printf '  - kind: %s\n    crdKind: %s\n    plural: %s\n' "$kind" "$crd_kind" "$plural"
+  # A kind whose source has an `address` receives pushed data (KindManifest::push_endpoint).
+  if printf '%s\n' "$crd" | grep -q '^                  address:$'; then
+    printf '    pushEndpoint: true\n'
+  fi
+  printf '    secretRefs:\n      - storageSecretRef\n      - sourceSecretRef\n'
 done
 ARCANE_BLESS=1 cargo nextest run --workspace --all-features -E 'binary(chart) | package(arcane-deploy)' >&2

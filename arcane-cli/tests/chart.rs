@@ -21,9 +21,9 @@ use std::path::Path;
 use std::process::Command;
 
 use arcane_deploy::{
-    JobTemplateOptions, KindManifest, StreamClass, StreamingJobTemplate, crd,
-    crd_validation_schema, from_yaml_documents, job_template, pod_failure_policy,
-    sharded_backfill_template, stream_class,
+    IngressOptions, JobTemplateOptions, KindManifest, StreamClass, StreamInstance,
+    StreamingJobTemplate, crd, crd_validation_schema, from_yaml_documents, job_template,
+    pod_failure_policy, sharded_backfill_template, stream_class, stream_ingress, stream_service,
 };
 use deploy_common::{assert_job_spec, assert_rbac_minimal, repo_root};
 
@@ -121,12 +121,16 @@ fn chart_values_list_every_kind_with_its_names_and_secret_refs() {
     let expected: Vec<Value> = kinds()
         .iter()
         .map(|k| {
-            json!({
+            let mut entry = json!({
                 "kind": k.kind,
                 "crdKind": k.crd_kind,
                 "plural": k.plural,
                 "secretRefs": k.secret_refs,
-            })
+            });
+            if k.push_endpoint() {
+                entry["pushEndpoint"] = json!(true);
+            }
+            entry
         })
         .collect();
     assert_eq!(
@@ -134,7 +138,8 @@ fn chart_values_list_every_kind_with_its_names_and_secret_refs() {
         "deploy/chart/values.yaml `kinds` must list the hosted kinds (scripts/generate-crds.sh prints the list)"
     );
 }
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
@@ -304,6 +309,16 @@ fn chart_renders_lints_and_matches_the_generated_objects() {
                 generated_pod.containers[0].security_context
             );
             assert_eq!(pod.containers[0].ports, generated_pod.containers[0].ports);
+            assert_eq!(
+                pod.containers[0].readiness_probe, generated_pod.containers[0].readiness_probe,
+                "{}",
+                kind.kind
+            );
+            assert_eq!(
+                pod.containers[0].readiness_probe.is_some(),
+                kind.kind == "http-ingest" && !backfill,
+                "only the streaming pods of a push endpoint have a readiness probe"
+            );
             assert!(
                 pod.containers[0]
                     .resources
@@ -355,6 +370,97 @@ fn chart_values_change_the_job_templates() {
                 .any(|m| m.mount_path == "/etc/arcane/ca" && m.read_only == Some(true))
         );
     }
+}
+
+/// The chart's `pushEndpoints` render a Service per push stream and an Ingress where asked,
+/// equal to what `arcane_deploy::stream_service` and `stream_ingress` generate for the stream.
+#[test]
+fn chart_push_endpoints_are_the_generated_service_and_ingress() {
+    let rendered = render(json!({
+        "pushEndpoints": [
+            {
+                "stream": "shop-events",
+                "port": 8080,
+                "ingress": {
+                    "host": "events.example.com",
+                    "className": "nginx",
+                    "tlsSecretName": "events-tls",
+                    "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "2m"}
+                }
+            },
+            {"stream": "audit-hooks", "port": 9000},
+        ]
+    }))
+    .unwrap_or_else(|e| panic!("helm template failed: {e}"));
+    let messages = rendered.lint["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["severity"].as_i64().unwrap_or(0) < 2),
+        "helm lint --strict: {messages:?}"
+    );
+    let services: Vec<Service> = of_kind(&rendered.objects, "Service");
+    let ingresses: Vec<Ingress> = of_kind(&rendered.objects, "Ingress");
+    assert_eq!(services.len(), 2, "a Service per push endpoint");
+    assert_eq!(ingresses.len(), 1, "an Ingress only where one is asked for");
+
+    let stream = |id: &str, port: u16| StreamInstance {
+        stream_id: id.into(),
+        namespace: "streams".into(),
+        spec: json!({"source": {"address": format!("0.0.0.0:{port}")}}),
+        backfill_id: None,
+    };
+    for (id, port) in [("shop-events", 8080), ("audit-hooks", 9000)] {
+        let generated = stream_service(&stream(id, port)).unwrap().unwrap();
+        let service = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no Service {id}"));
+        assert_eq!(service.spec, generated.spec, "Service {id}");
+        assert_eq!(service.metadata.namespace, generated.metadata.namespace);
+        assert_eq!(
+            service.metadata.labels.as_ref().unwrap()["arcane/stream-id"],
+            id
+        );
+    }
+    let mut opts = IngressOptions::new("events.example.com")
+        .with_class_name("nginx")
+        .with_tls_secret("events-tls");
+    opts.annotations.insert(
+        "nginx.ingress.kubernetes.io/proxy-body-size".into(),
+        "2m".into(),
+    );
+    let generated = stream_ingress(&stream("shop-events", 8080), &opts).unwrap();
+    let ingress = &ingresses[0];
+    assert_eq!(ingress.spec, generated.spec);
+    assert_eq!(ingress.metadata.name, generated.metadata.name);
+    assert_eq!(ingress.metadata.namespace, generated.metadata.namespace);
+    assert_eq!(ingress.metadata.annotations, generated.metadata.annotations);
+    assert_eq!(
+        ingress.metadata.labels.as_ref().unwrap()["arcane/stream-id"],
+        "shop-events"
+    );
+}
+
+#[test]
+fn chart_refuses_a_push_endpoint_without_a_usable_port() {
+    let err = render(json!({"pushEndpoints": [{"stream": "shop-events"}]}))
+        .err()
+        .expect("rendering must fail");
+    assert!(
+        err.contains("pushEndpoints[shop-events].port is required"),
+        "{err}"
+    );
+    let err = render(json!({"pushEndpoints": [{"stream": "shop-events", "port": 0}]}))
+        .err()
+        .expect("rendering must fail");
+    assert!(
+        err.contains("pushEndpoints[shop-events].port must be 1-65535"),
+        "{err}"
+    );
 }
 
 /// `jobTemplates.backfillShardCounts` adds, per kind and count, the backfill template of a

@@ -27,8 +27,8 @@ pub enum Error {
         message: String,
     },
 
-    /// Job template options are inconsistent.
-    #[error("job template option {field}: {message}")]
+    /// Options of a generated object (Job template, Job, Service, Ingress) are inconsistent.
+    #[error("option {field}: {message}")]
     Options {
         /// The option (`drain_timeout`).
         field: &'static str,

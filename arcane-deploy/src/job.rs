@@ -19,6 +19,16 @@
 //!   `podFailurePolicy` that ignores exit code 2 and `DisruptionTarget`, as the platform's
 //!   charts do.
 //!
+//! # Push endpoints
+//! A kind whose streams receive pushed data ([`KindManifest::push_endpoint`]: the
+//! `http-ingest` kind) runs, like every streaming kind, as a Job whose pod does not complete on
+//! its own: it serves until SIGTERM (exit 0 after the drain; the operator then creates the
+//! next Job) or a failure (exit 1 or 2; the Job controller creates a new pod). Its streaming
+//! template adds a **readiness probe**, `GET /readyz` on the runner's `metrics` port (200
+//! once the stream runs, 503 from SIGTERM on), so that the stream's Service
+//! ([`stream_service`](crate::stream_service)) routes senders only to a pod that accepts.
+//! It needs `metrics_addr` (the probe's port); without it there is no probe.
+//!
 //! # Sharded backfills
 //! A backfill Job of a stream whose spec sets `backfillShards` to `N > 1` ([`stream_job`]) is
 //! an **Indexed Job**: `completionMode: Indexed`, `completions: N`, `parallelism`
@@ -66,11 +76,12 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -101,6 +112,10 @@ pub const DEFAULT_GRACE_MARGIN: Duration = Duration::from_secs(15);
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 /// Default image.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/sneaksanddata/arcane:latest";
+/// Seconds between the readiness probes of a push endpoint's pod (see the module docs).
+pub const READINESS_PERIOD_SECONDS: i32 = 2;
+/// The name of the container port of the runner's metrics endpoint (and of `/readyz`).
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// The UID of the `nonroot` user of the distroless runtime image.
 pub const NONROOT_UID: i64 = 65532;
 
@@ -404,7 +419,7 @@ fn job_spec(
                 ),
             })?;
         ports = Some(vec![ContainerPort {
-            name: Some("metrics".into()),
+            name: Some(METRICS_PORT_NAME.into()),
             container_port: port,
             protocol: Some("TCP".into()),
             ..Default::default()
@@ -460,6 +475,7 @@ fn job_spec(
         env_from: (!env_from.is_empty()).then_some(env_from),
         ports,
         resources: opts.resources.clone(),
+        readiness_probe: readiness_probe(kind, opts),
         volume_mounts: Some(mounts),
         termination_message_path: Some("/dev/termination-log".into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -510,6 +526,24 @@ fn job_spec(
                 ..Default::default()
             }),
         },
+        ..Default::default()
+    })
+}
+
+/// The readiness probe of a push endpoint's streaming pod: `GET /readyz` on the runner's
+/// metrics port (see the module docs); `None` for other kinds, backfills, or without a
+/// metrics address.
+pub fn readiness_probe(kind: &KindManifest, opts: &JobTemplateOptions) -> Option<Probe> {
+    (kind.push_endpoint() && !opts.backfill && opts.metrics_addr.is_some()).then(|| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/readyz".into()),
+            port: IntOrString::String(METRICS_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(READINESS_PERIOD_SECONDS),
+        timeout_seconds: Some(1),
+        success_threshold: Some(1),
+        failure_threshold: Some(1),
         ..Default::default()
     })
 }

@@ -177,6 +177,16 @@ impl KindManifest {
         self
     }
 
+    /// Whether the kind's streams receive pushed data: their spec has `source.address`, the
+    /// address they listen on (as the `http-ingest` kind's). Their streaming Jobs get a
+    /// readiness probe ([`job_template`](crate::job_template)), and each stream a Service
+    /// ([`stream_service`](crate::stream_service)).
+    pub fn push_endpoint(&self) -> bool {
+        crate::schema::structural_schema(&self.kind, "spec", &self.spec_schema)
+            .ok()
+            .is_some_and(|s| s.pointer("/properties/source/properties/address").is_some())
+    }
+
     /// `plural.group`, the CRD's name.
     pub fn crd_name(&self) -> String {
         format!("{}.{}", self.plural, self.group)
@@ -273,6 +283,30 @@ mod tests {
         assert_eq!(kind.api_version(), "streaming.sneaksanddata.com/v1");
         assert_eq!(kind.job_template_name, "arcane-generator-stream");
         kind.validate().unwrap();
+        assert!(!kind.push_endpoint());
+    }
+
+    #[test]
+    fn kinds_whose_source_has_an_address_receive_pushed_data() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"source": {"$ref": "#/$defs/Source"}},
+            "$defs": {"Source": {"type": "object", "properties": {"address": {"type": "string"}}}}
+        });
+        assert!(
+            KindManifest::new("http-ingest", schema)
+                .unwrap()
+                .push_endpoint()
+        );
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"source": {"type": "object", "properties": {"url": {"type": "string"}}}}
+        });
+        assert!(
+            !KindManifest::new("rest-api", schema)
+                .unwrap()
+                .push_endpoint()
+        );
     }
 
     #[test]

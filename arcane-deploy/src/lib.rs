@@ -14,7 +14,9 @@
 //!   Indexed-Job backfill templates of sharded backfills, one per shard count
 //!   ([`sharded_backfill_template`]), and a plain Job for running one stream without the
 //!   operator ([`stream_job`]);
-//! - a **Service** in front of a stream that receives pushed data ([`stream_service`]);
+//! - a **Service** and an **Ingress** in front of a stream that receives pushed data
+//!   ([`stream_service`], [`stream_ingress`]), and the readiness probe of its pod
+//!   ([`readiness_probe`]);
 //! - YAML output ([`to_yaml`], [`Manifests::to_yaml`]);
 //! - the table of kinds in `deploy/README.md` ([`kinds_table`]).
 //!
@@ -54,11 +56,11 @@ pub use crd::{OPERATOR_SPEC_FIELDS, crd, crd_validation_schema, crd_yaml};
 pub use error::{Error, Result};
 pub use job::{
     JobTemplateOptions, SecretVolume, StreamInstance, StreamingJobTemplate, exit_code_action,
-    job_template, pod_failure_policy, sharded_backfill_template, stream_job,
+    job_template, pod_failure_policy, readiness_probe, sharded_backfill_template, stream_job,
 };
 pub use kind::{DEFAULT_GROUP, DEFAULT_VERSION, KindManifest, PrinterColumn};
 pub use manifests::{Manifests, manifests};
 pub use rbac::{Rbac, rbac};
-pub use service::stream_service;
+pub use service::{IngressOptions, stream_ingress, stream_service};
 pub use stream_class::{StreamClass, StreamClassSpec, stream_class};
 pub use yaml::{from_yaml_documents, to_yaml, to_yaml_documents};

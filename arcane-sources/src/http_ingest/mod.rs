@@ -54,7 +54,10 @@
 //! `GET /readyz`: 200 while accepting, 503 while stopping.
 //!
 //! **Metrics.** [`EVENTS`], [`BYTES`], [`REJECTS`] (tag `reason`), [`DUPLICATES`],
-//! [`COMMIT_LATENCY`] (histogram, seconds), with the stream's tags.
+//! [`COMMIT_LATENCY`] (histogram, seconds), with the stream's tags and a `source` tag bounded
+//! by the spec: the `allowedSources` entry the CloudEvents' `source` matched (`*` without an
+//! allow-list), `webhook`, `mixed` (a batch matching several entries) or [`UNKNOWN_SOURCE`]
+//! (refused before the source was known).
 
 mod config;
 mod event;
@@ -74,4 +77,6 @@ pub use rows::{
     DATA_COLUMN, DATACONTENTTYPE_COLUMN, DATASCHEMA_COLUMN, EXTENSIONS_COLUMN, ID_COLUMN,
     SOURCE_COLUMN, SUBJECT_COLUMN, TIME_COLUMN, TYPE_COLUMN,
 };
-pub use source::{BYTES, COMMIT_LATENCY, DUPLICATES, EVENTS, HttpIngestSource, REJECTS};
+pub use source::{
+    BYTES, COMMIT_LATENCY, DUPLICATES, EVENTS, HttpIngestSource, REJECTS, UNKNOWN_SOURCE,
+};

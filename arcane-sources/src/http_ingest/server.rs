@@ -20,7 +20,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::config::{AuthConfig, http_header_name};
 use super::event::{Mode, Parsed, parse};
-use super::source::{BYTES, REJECTS, Receipt, Shared, Submission};
+use super::source::{BYTES, REJECTS, Receipt, Shared, Submission, UNKNOWN_SOURCE};
 
 /// How long a stopping server waits for the answers it released to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -176,7 +176,8 @@ struct Connections {
 
 impl Server {
     /// Close every connection once its current answer is written (idle ones at once), and wait
-    /// for that (at most [`CLOSE_GRACE`]).
+    /// for that (at most [`CLOSE_GRACE`]). Connections accepted meanwhile get one answer (the
+    /// server is draining: 503) and are closed.
     pub(crate) async fn close_connections(&self) {
         let _ = self.close.send(true);
         let wait = async {
@@ -228,6 +229,9 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Server> {
             let shared = shared.clone();
             let conns = conns.clone();
             let mut close_rx = close_rx.clone();
+            // A connection accepted while the server closes is served one request (answered
+            // 503, or /readyz 503) and then closed, instead of being closed unanswered.
+            let late = *close_rx.borrow_and_update();
             conns.open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc_shared = shared.clone();
@@ -240,9 +244,10 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Server> {
                 // idle half-open connections do not pile up.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive(!late)
                     .serve_connection(io, service);
                 let mut conn = std::pin::pin!(conn);
-                let mut closing = false;
+                let mut closing = late;
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => {
@@ -338,9 +343,21 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Answer {
     r
 }
 
-/// A refusal: counted by reason, with a message naming what is wrong.
+/// A refusal before the request's source is known: counted by reason (source `unknown`), with
+/// a message naming what is wrong.
 fn refuse(shared: &Shared, status: StatusCode, reason: &'static str, message: String) -> Answer {
-    metrics::counter!(REJECTS, with_reason(shared, reason)).increment(1);
+    refuse_from(shared, UNKNOWN_SOURCE, status, reason, message)
+}
+
+/// A refusal of a request from `source` (its [`source_label`]).
+fn refuse_from(
+    shared: &Shared,
+    source: &str,
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+) -> Answer {
+    metrics::counter!(REJECTS, with_reason(shared, source, reason)).increment(1);
     tracing::debug!(source = %shared.name, status = status.as_u16(), reason, message, "request refused");
     let mut r = answer(status, json!({"error": message}));
     if matches!(
@@ -353,8 +370,8 @@ fn refuse(shared: &Shared, status: StatusCode, reason: &'static str, message: St
     r
 }
 
-fn with_reason(shared: &Shared, reason: &'static str) -> Vec<metrics::Label> {
-    let mut labels = shared.labels();
+fn with_reason(shared: &Shared, source: &str, reason: &'static str) -> Vec<metrics::Label> {
+    let mut labels = shared.labels_for(source);
     labels.push(metrics::Label::new("reason", reason));
     labels
 }
@@ -482,15 +499,22 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
             );
         }
     };
-    metrics::counter!(BYTES, shared.labels()).increment(body.len() as u64);
     if let Err(message) = shared.auth.check_signature(&parts.headers, &body) {
+        metrics::counter!(BYTES, shared.labels_for(UNKNOWN_SOURCE)).increment(body.len() as u64);
         return refuse(shared, StatusCode::UNAUTHORIZED, "unauthorized", message);
     }
     let Parsed { events } = parse(mode, &parts.headers, &body, &shared.idempotency_header);
+    let source = source_label(
+        &shared.config.allowed_sources,
+        mode.is_cloudevents(),
+        &events,
+    );
+    metrics::counter!(BYTES, shared.labels_for(&source)).increment(body.len() as u64);
     let max_events = shared.config.max_events_per_request;
     if events.len() > max_events {
-        return refuse(
+        return refuse_from(
             shared,
+            &source,
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_events",
             format!(
@@ -516,8 +540,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
         Ok(rows) => rows,
         Err(e) => {
             tracing::error!(source = %shared.name, error = %e.report(), "cannot assemble rows");
-            return refuse(
+            return refuse_from(
                 shared,
+                &source,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid",
                 "the events could not be turned into rows; see the stream's logs".into(),
@@ -536,7 +561,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
         } else {
             format!("{} invalid events, the first: {first}", rows.invalid.len())
         };
-        metrics::counter!(REJECTS, with_reason(shared, "invalid")).increment(1);
+        metrics::counter!(REJECTS, with_reason(shared, &source, "invalid")).increment(1);
         return answer(
             StatusCode::BAD_REQUEST,
             json!({"error": message, "rejected": rejected}),
@@ -566,12 +591,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
             rows,
             letters,
             done,
+            source: source.clone(),
         })
         .await
         .is_err()
     {
-        return refuse(
+        return refuse_from(
             shared,
+            &source,
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the stream is stopping; retry later".into(),
@@ -587,14 +614,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
                 "rejected": rejected,
             }),
         ),
-        Ok(Err(_)) => refuse(
+        Ok(Err(_)) => refuse_from(
             shared,
+            &source,
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the events were not committed (the stream stopped or its commit failed); retry".into(),
         ),
-        Err(_) => refuse(
+        Err(_) => refuse_from(
             shared,
+            &source,
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!(
@@ -614,12 +643,48 @@ fn too_large(shared: &Shared, max_body: usize) -> Answer {
     )
 }
 
-/// Whether `source` matches an entry of the allow-list (exact, or a prefix ending in `*`).
-pub(crate) fn allowed(list: &[String], source: &str) -> bool {
-    list.iter().any(|entry| match entry.strip_suffix('*') {
+/// The `source` tag of a request's metrics, bounded by the spec (never a sender's raw value):
+/// `webhook` for webhooks; for CloudEvents the `allowedSources` entry their `source` matches
+/// (`*` without an allow-list), `mixed` when its events match different entries, `unknown`
+/// when one matches none (the request is refused) or no event is valid.
+pub(crate) fn source_label(
+    list: &[String],
+    cloudevents: bool,
+    events: &[std::result::Result<super::event::Event, super::event::Invalid>],
+) -> String {
+    if !cloudevents {
+        return "webhook".into();
+    }
+    let mut label: Option<&str> = None;
+    for event in events.iter().flatten() {
+        let source = event.source.as_deref().unwrap_or_default();
+        let entry = if list.is_empty() {
+            "*"
+        } else {
+            match list.iter().find(|e| matches(e, source)) {
+                Some(e) => e.as_str(),
+                None => return UNKNOWN_SOURCE.into(),
+            }
+        };
+        match label {
+            None => label = Some(entry),
+            Some(l) if l != entry => return "mixed".into(),
+            Some(_) => {}
+        }
+    }
+    label.unwrap_or(UNKNOWN_SOURCE).into()
+}
+
+fn matches(entry: &str, source: &str) -> bool {
+    match entry.strip_suffix('*') {
         Some(prefix) => source.starts_with(prefix),
         None => source == entry,
-    })
+    }
+}
+
+/// Whether `source` matches an entry of the allow-list (exact, or a prefix ending in `*`).
+pub(crate) fn allowed(list: &[String], source: &str) -> bool {
+    list.iter().any(|entry| matches(entry, source))
 }
 
 #[cfg(test)]
@@ -636,6 +701,28 @@ mod tests {
         assert!(allowed(&list, "/orders"));
         assert!(!allowed(&list, "/orders/x"));
         assert!(!allowed(&list, "https://github.com/evil"));
+    }
+
+    #[test]
+    fn metrics_are_tagged_with_the_allow_list_entry_never_the_raw_source() {
+        let event = |source: &str| {
+            Ok(super::super::event::Event {
+                source: Some(source.to_string()),
+                ..Default::default()
+            })
+        };
+        let list = vec!["/shop/*".to_string(), "/audit".to_string()];
+        let label = |list: &[String], ce: bool, sources: &[&str]| {
+            let events: Vec<_> = sources.iter().map(|s| event(s)).collect();
+            source_label(list, ce, &events)
+        };
+        assert_eq!(label(&list, true, &["/shop/a", "/shop/b"]), "/shop/*");
+        assert_eq!(label(&list, true, &["/audit"]), "/audit");
+        assert_eq!(label(&list, true, &["/shop/a", "/audit"]), "mixed");
+        assert_eq!(label(&list, true, &["/elsewhere"]), "unknown");
+        assert_eq!(label(&list, true, &[]), "unknown");
+        assert_eq!(label(&[], true, &["https://anything.example"]), "*");
+        assert_eq!(label(&list, false, &["/shop/a"]), "webhook");
     }
 
     #[test]

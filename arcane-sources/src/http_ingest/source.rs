@@ -33,6 +33,10 @@ pub const REJECTS: &str = "arcane.source.http_ingest.rejects";
 pub const DUPLICATES: &str = "arcane.source.http_ingest.duplicates";
 /// Metric: seconds from a request's acceptance to its commit (histogram).
 pub const COMMIT_LATENCY: &str = "arcane.source.http_ingest.commit_latency";
+/// The `source` tag of requests refused before their source is known (every metric of this
+/// source has a `source` tag: the matched `allowedSources` entry, `*`, `webhook`, `mixed` or
+/// this).
+pub const UNKNOWN_SOURCE: &str = "unknown";
 
 /// Requests waiting for the sequencer.
 const SUBMISSIONS: usize = 64;
@@ -55,12 +59,15 @@ pub(crate) struct Submission {
     pub(crate) rows: Rows,
     pub(crate) letters: Vec<DeadLetter>,
     pub(crate) done: oneshot::Sender<Receipt>,
+    /// The `source` tag of its metrics.
+    pub(crate) source: String,
 }
 
 struct Waiter {
     done: oneshot::Sender<Receipt>,
     receipt: Receipt,
     since: Instant,
+    source: String,
 }
 
 /// What the server, the sequencer and `commit` share.
@@ -99,8 +106,15 @@ impl Shared {
         self.labels.lock().map(|l| l.to_vec()).unwrap_or_default()
     }
 
+    /// The stream's labels and `source` (see [`UNKNOWN_SOURCE`]).
+    pub(crate) fn labels_for(&self, source: &str) -> Vec<metrics::Label> {
+        let mut labels = self.labels();
+        labels.push(metrics::Label::new("source", source.to_string()));
+        labels
+    }
+
     /// Answer `done` once request `seq` is committed (at once when it already is).
-    fn wait(&self, seq: u64, done: oneshot::Sender<Receipt>, receipt: Receipt) {
+    fn wait(&self, seq: u64, done: oneshot::Sender<Receipt>, receipt: Receipt, source: String) {
         let Ok(mut w) = self.waiters.lock() else {
             return;
         };
@@ -112,6 +126,7 @@ impl Shared {
             done,
             receipt,
             since: Instant::now(),
+            source,
         });
     }
 
@@ -123,9 +138,9 @@ impl Shared {
         w.committed = w.committed.max(seq);
         let rest = w.by_seq.split_off(&(seq + 1));
         let done = std::mem::replace(&mut w.by_seq, rest);
-        let latency = metrics::histogram!(COMMIT_LATENCY, self.labels());
         for waiter in done.into_values().flatten() {
-            latency.record(waiter.since.elapsed().as_secs_f64());
+            metrics::histogram!(COMMIT_LATENCY, self.labels_for(&waiter.source))
+                .record(waiter.since.elapsed().as_secs_f64());
             let _ = waiter.done.send(waiter.receipt);
         }
         w.by_seq.values().map(Vec::len).sum()
@@ -314,6 +329,7 @@ impl Sequencer {
                 rows,
                 letters,
                 done,
+                source,
             } = sub;
             let now = now_secs();
             self.window.prune(now);
@@ -354,12 +370,12 @@ impl Sequencer {
                 duplicates,
                 dead_lettered: letters.len(),
             };
-            let labels = self.shared.labels();
+            let labels = self.shared.labels_for(&source);
             metrics::counter!(DUPLICATES, labels.clone()).increment(duplicates as u64);
             metrics::counter!(EVENTS, labels).increment(batch.num_rows() as u64);
             if batch.num_rows() == 0 && letters.is_empty() {
                 // Nothing new: answered once what it duplicates is committed.
-                self.shared.wait(wait_for, done, receipt);
+                self.shared.wait(wait_for, done, receipt, source);
                 continue;
             }
             let seq = self.seq + 1;
@@ -390,7 +406,7 @@ impl Sequencer {
                 next: None,
             };
             self.seq = seq;
-            self.shared.wait(seq, done, receipt);
+            self.shared.wait(seq, done, receipt, source);
             if out
                 .emit(batch, Position::encode(&position)?, letters)
                 .await
