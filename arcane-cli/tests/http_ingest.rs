@@ -668,6 +668,79 @@ fn a_flood_of_senders_is_held_back_with_429_and_everything_lands() {
 }
 
 #[test]
+fn each_sender_posts_to_its_own_path_which_names_it_and_other_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("out");
+    let addr = free_addr();
+    let senders = json!({"sourcePaths": [
+        {"path": "/hooks/github", "source": "github"},
+        {"path": "/ce/shop", "source": "https://shop.example.com/*"}
+    ]});
+    let spec = spec(&addr, &sink, senders, json!({}));
+    let process = Arcane::run(dir.path(), &spec, &[]);
+    wait_ready(&addr);
+    let webhook = [
+        h("Content-Type", "application/json"),
+        h("Idempotency-Key", "w-1"),
+    ];
+    let body = |n: u64, via: &str| json!({"n": n, "via": via}).to_string();
+    let (status, answer) =
+        send(&addr, "POST", "/hooks/github", &webhook, &body(1, "hook")).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = send(&addr, "POST", "/events", &webhook, &body(2, "hook")).unwrap();
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer.contains("/hooks/github") && answer.contains("sourcePaths"),
+        "the answer names the registered paths: {answer}"
+    );
+    let structured = [h("Content-Type", "application/cloudevents+json")];
+    let event = |n: u64, source: &str| {
+        json!({"specversion": "1.0", "id": format!("e-{n}"), "source": source, "type": "t",
+               "data": {"n": n, "via": "ce"}})
+        .to_string()
+    };
+    let (status, answer) = send(
+        &addr,
+        "POST",
+        "/ce/shop",
+        &structured,
+        &event(3, "https://evil.example.com/x"),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("sourcePaths"), "{answer}");
+    let (status, answer) = send(
+        &addr,
+        "POST",
+        "/ce/shop",
+        &structured,
+        &event(4, "https://shop.example.com/eu"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    process.signal(Signal::SIGTERM);
+    let exit = process.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let mut landed: Vec<(i64, String)> = committed(&sink)
+        .iter()
+        .map(|r| {
+            (
+                r["n"].as_i64().unwrap(),
+                r["ce_source"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    landed.sort();
+    assert_eq!(
+        landed,
+        vec![
+            (1, "github".to_string()),
+            (4, "https://shop.example.com/eu".to_string())
+        ]
+    );
+}
+
+#[test]
 fn extensions_land_as_a_map_column_when_the_spec_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("out");

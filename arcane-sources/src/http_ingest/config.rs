@@ -100,6 +100,26 @@ impl Default for DedupConfig {
     }
 }
 
+/// A sender registered at a path of its own (see `sourcePaths`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourcePath {
+    /// The request path, matched exactly, e.g. `/hooks/github`.
+    pub path: String,
+    /// Who sends there. Webhook events posted to the path (they carry no `source` of their
+    /// own) get it as `ce_source` (without a trailing `*`); CloudEvents posted there must carry
+    /// a `source` equal to it, or starting with it when it ends in `*`
+    /// (`"https://github.com/acme/*"`); others are refused with 403.
+    pub source: String,
+}
+
+impl SourcePath {
+    /// The `ce_source` of webhook events posted to this path.
+    pub(crate) fn webhook_source(&self) -> &str {
+        self.source.strip_suffix('*').unwrap_or(&self.source)
+    }
+}
+
 /// Settings of the `http-ingest` source: an HTTP endpoint receiving CloudEvents (structured,
 /// binary and batch modes) and JSON webhooks, answering 2xx only once the events are committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -125,6 +145,11 @@ pub struct HttpIngestSourceConfig {
     /// (`"https://github.com/acme/*"`). Empty: any source. Others are refused with 403.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_sources: Vec<String>,
+    /// Senders by path: each sender posts to its own path, which names it (webhooks) or bounds
+    /// the CloudEvents `source` it may use. When set, a POST to any other path is refused
+    /// with 404 naming the registered paths. Empty: any path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_paths: Vec<SourcePath>,
     /// Who may write (401 otherwise). Default: anyone who reaches the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
@@ -204,6 +229,7 @@ impl HttpIngestSourceConfig {
             data_format: DataFormat::Json,
             extensions_format: ExtensionsFormat::Json,
             allowed_sources: Vec::new(),
+            source_paths: Vec::new(),
             auth: None,
             dead_letter_invalid: false,
             dedup: DedupConfig::default(),
@@ -241,6 +267,36 @@ impl HttpIngestSourceConfig {
                     self.max_in_flight_bytes, self.max_body_bytes
                 ),
             ));
+        }
+        for (i, p) in self.source_paths.iter().enumerate() {
+            let field = format!("{at}.sourcePaths[{i}]");
+            if !p.path.starts_with('/') || p.path.contains(['?', '#', ' ']) {
+                return Err(Error::config(
+                    format!("{field}.path"),
+                    format!(
+                        "{:?} is not a request path; write it as `/hooks/github` (no query, no spaces)",
+                        p.path
+                    ),
+                ));
+            }
+            if matches!(p.path.as_str(), "/healthz" | "/readyz") {
+                return Err(Error::config(
+                    format!("{field}.path"),
+                    format!("{:?} is the probes' path; choose another", p.path),
+                ));
+            }
+            if p.webhook_source().is_empty() {
+                return Err(Error::config(
+                    format!("{field}.source"),
+                    "must name the sender, e.g. \"github\" or \"https://github.com/acme/*\"",
+                ));
+            }
+            if self.source_paths[..i].iter().any(|q| q.path == p.path) {
+                return Err(Error::config(
+                    format!("{field}.path"),
+                    format!("{:?} is listed twice; one sender per path", p.path),
+                ));
+            }
         }
         if self.request_timeout.is_zero() {
             return Err(Error::config(
@@ -290,6 +346,42 @@ pub(crate) fn http_header_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_paths_are_checked_naming_the_entry() {
+        let with = |paths: serde_json::Value| {
+            let mut c = HttpIngestSourceConfig::new("127.0.0.1:0");
+            c.source_paths = serde_json::from_value(paths).unwrap();
+            c.validate("spec.source").map_err(|e| e.to_string())
+        };
+        assert!(
+            with(
+                serde_json::json!([{"path": "/a", "source": "a"}, {"path": "/b", "source": "b*"}])
+            )
+            .is_ok()
+        );
+        for (paths, needle) in [
+            (
+                serde_json::json!([{"path": "a", "source": "a"}]),
+                "spec.source.sourcePaths[0].path",
+            ),
+            (
+                serde_json::json!([{"path": "/readyz", "source": "a"}]),
+                "the probes' path",
+            ),
+            (
+                serde_json::json!([{"path": "/a", "source": "*"}]),
+                "spec.source.sourcePaths[0].source",
+            ),
+            (
+                serde_json::json!([{"path": "/a", "source": "a"}, {"path": "/a", "source": "b"}]),
+                "sourcePaths[1].path",
+            ),
+        ] {
+            let err = with(paths).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
 
     #[test]
     fn defaults_and_validation_name_the_field() {

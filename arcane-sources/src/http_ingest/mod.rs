@@ -40,6 +40,8 @@
 //! writes them again (at least once).
 //!
 //! **Who may write.** `allowedSources` (exact or `prefix*` CloudEvents `source`; 403),
+//! `sourcePaths` (a path per sender: other paths 404; webhooks there take the sender's name as
+//! `ce_source`, CloudEvents there must match it, 403),
 //! `auth.bearerTokensEnv` (401) and `auth.hmacSecretEnv` (GitHub-style
 //! `X-Hub-Signature-256: sha256=<hex>` over the body; 401). Secrets come from environment
 //! variables and are never echoed. TLS is not served: terminate it in the ingress.
@@ -71,7 +73,7 @@ pub use config::{
     DEFAULT_HTTP_INGEST_GROUPING_INTERVAL_SECONDS, DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER_SECONDS, DEFAULT_SIGNATURE_HEADER, DataFormat,
-    DedupConfig, ExtensionsFormat, HttpIngestSourceConfig,
+    DedupConfig, ExtensionsFormat, HttpIngestSourceConfig, SourcePath,
 };
 pub use rows::{
     DATA_COLUMN, DATACONTENTTYPE_COLUMN, DATASCHEMA_COLUMN, EXTENSIONS_COLUMN, ID_COLUMN,

@@ -438,6 +438,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
     if let Err(message) = shared.auth.check_bearer(&req) {
         return refuse(shared, StatusCode::UNAUTHORIZED, "unauthorized", message);
     }
+    let registered = match registered_sender(&shared.config.source_paths, req.uri().path()) {
+        Ok(registered) => registered,
+        Err(message) => return refuse(shared, StatusCode::NOT_FOUND, "unknown_path", message),
+    };
     let mode = match Mode::of(req.headers()) {
         Ok(mode) => mode,
         Err(message) => {
@@ -503,12 +507,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
         metrics::counter!(BYTES, shared.labels_for(UNKNOWN_SOURCE)).increment(body.len() as u64);
         return refuse(shared, StatusCode::UNAUTHORIZED, "unauthorized", message);
     }
-    let Parsed { events } = parse(mode, &parts.headers, &body, &shared.idempotency_header);
-    let source = source_label(
-        &shared.config.allowed_sources,
-        mode.is_cloudevents(),
-        &events,
-    );
+    let Parsed { mut events } = parse(mode, &parts.headers, &body, &shared.idempotency_header);
+    let source = match registered {
+        // Bounded by the spec like the allow-list's entries.
+        Some(sender) => sender.source.clone(),
+        None => source_label(
+            &shared.config.allowed_sources,
+            mode.is_cloudevents(),
+            &events,
+        ),
+    };
     metrics::counter!(BYTES, shared.labels_for(&source)).increment(body.len() as u64);
     let max_events = shared.config.max_events_per_request;
     if events.len() > max_events {
@@ -522,6 +530,27 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
                 events.len()
             ),
         );
+    }
+    if let Some(sender) = registered {
+        for event in events.iter_mut().flatten() {
+            if !mode.is_cloudevents() {
+                event.source = Some(sender.webhook_source().to_string());
+                continue;
+            }
+            let source = event.source.as_deref().unwrap_or_default();
+            if !matches(&sender.source, source) {
+                return refuse_from(
+                    shared,
+                    &sender.source,
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "source {source:?} may not write at {:?}, which is registered for {:?} (sourcePaths)",
+                        sender.path, sender.source
+                    ),
+                );
+            }
+        }
     }
     if mode.is_cloudevents() && !shared.config.allowed_sources.is_empty() {
         for event in events.iter().flatten() {
@@ -682,6 +711,24 @@ fn matches(entry: &str, source: &str) -> bool {
     }
 }
 
+/// The sender registered at `path` (`None` when no `sourcePaths` are set); an error naming
+/// the registered paths when `path` is not one of them.
+pub(crate) fn registered_sender<'a>(
+    senders: &'a [super::config::SourcePath],
+    path: &str,
+) -> std::result::Result<Option<&'a super::config::SourcePath>, String> {
+    if senders.is_empty() {
+        return Ok(None);
+    }
+    match senders.iter().find(|s| s.path == path) {
+        Some(sender) => Ok(Some(sender)),
+        None => Err(format!(
+            "no sender is registered at {path:?}; POST to one of {:?} (sourcePaths)",
+            senders.iter().map(|s| s.path.as_str()).collect::<Vec<_>>()
+        )),
+    }
+}
+
 /// Whether `source` matches an entry of the allow-list (exact, or a prefix ending in `*`).
 pub(crate) fn allowed(list: &[String], source: &str) -> bool {
     list.iter().any(|entry| matches(entry, source))
@@ -690,6 +737,41 @@ pub(crate) fn allowed(list: &[String], source: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_names_its_sender_and_other_paths_are_refused() {
+        let senders = vec![
+            super::super::config::SourcePath {
+                path: "/hooks/github".into(),
+                source: "https://github.com/acme/*".into(),
+            },
+            super::super::config::SourcePath {
+                path: "/hooks/shop".into(),
+                source: "shop".into(),
+            },
+        ];
+        assert_eq!(registered_sender(&[], "/anything"), Ok(None));
+        let github = registered_sender(&senders, "/hooks/github")
+            .unwrap()
+            .unwrap();
+        assert_eq!(github.webhook_source(), "https://github.com/acme/");
+        assert!(matches(&github.source, "https://github.com/acme/shop"));
+        assert!(!matches(&github.source, "https://github.com/evil/shop"));
+        assert_eq!(
+            registered_sender(&senders, "/hooks/shop")
+                .unwrap()
+                .unwrap()
+                .webhook_source(),
+            "shop"
+        );
+        let err = registered_sender(&senders, "/hooks/other").unwrap_err();
+        assert!(
+            err.contains("\"/hooks/other\"")
+                && err.contains("/hooks/shop")
+                && err.contains("sourcePaths"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn allow_list_matches_exact_values_and_prefixes() {
