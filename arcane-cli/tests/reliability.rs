@@ -588,11 +588,39 @@ fn with_connection_cuts(
     port: u16,
     host_field: &'static str,
 ) -> impl FnMut(&Path, u64) -> Prepared {
+    through_proxy(prepare, port, host_field, None)
+}
+
+/// [`with_connection_cuts`] over a slow link as well: 5 ms added to every chunk each way and
+/// 1 MB/s in each direction.
+fn with_slow_link_and_cuts(
+    prepare: fn(&Path, u64) -> Prepared,
+    port: u16,
+    host_field: &'static str,
+) -> impl FnMut(&Path, u64) -> Prepared {
+    through_proxy(
+        prepare,
+        port,
+        host_field,
+        Some((Duration::from_millis(5), 1_000_000)),
+    )
+}
+
+fn through_proxy(
+    prepare: fn(&Path, u64) -> Prepared,
+    port: u16,
+    host_field: &'static str,
+    slow: Option<(Duration, u64)>,
+) -> impl FnMut(&Path, u64) -> Prepared {
     move |work, seed| {
         use arcane_test_support::proxy::Proxy;
         let mut p = prepare(work, seed);
         let rt = runtime();
         let proxy = rt.block_on(Proxy::start(([127, 0, 0, 1], port).into()));
+        if let Some((latency, bandwidth)) = slow {
+            proxy.set_latency(latency);
+            proxy.set_bandwidth(Some(bandwidth));
+        }
         let through = proxy.port();
         match host_field {
             "url" => p.spec["spec"]["source"]["url"] = json!(format!("nats://127.0.0.1:{through}")),
@@ -1079,8 +1107,8 @@ cells! {
     azure_store_faults: "blob-landing → Azure Blob with store faults", with_store_faults(true);
     nats_connection_cuts: "nats-jetstream with connections cut",
         with_connection_cuts(nats, 4222, "url");
-    postgres_connection_cuts: "postgres-cdc with connections cut",
-        with_connection_cuts(postgres, 5432, "connection");
+    postgres_slow_link_cuts: "postgres-cdc with connections cut over a slow link",
+        with_slow_link_and_cuts(postgres, 5432, "connection");
     http_ingest_senders: "http-ingest", http_ingest;
     rest_api_http_faults: "rest-api with source faults", rest_api_source_faults;
     malformed_within_budget: "blob-landing (local) with malformed input", malformed_input;

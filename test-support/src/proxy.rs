@@ -1,11 +1,12 @@
 //! A TCP proxy in front of a real service (PostgreSQL, the S3 emulator, a broker) that a test
-//! can pause (hold the server's answers), cut (close every connection) or make refuse
-//! connections (all of them, or the next few), and that counts the connections accepted and
-//! still open from the client's side.
+//! can pause (hold the server's answers), cut (close every connection), make refuse
+//! connections (all of them, or the next few), or turn into a slow link (latency added to every
+//! chunk forwarded, a bandwidth limit), and that counts the connections accepted and still open
+//! from the client's side.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +21,21 @@ struct State {
     refuse_next: AtomicUsize,
     open: AtomicUsize,
     accepted: AtomicUsize,
+    /// Added to every chunk forwarded, in microseconds.
+    latency_us: AtomicU64,
+    /// Bytes per second in each direction; 0: unlimited.
+    bandwidth: AtomicU64,
+}
+
+impl State {
+    /// How long forwarding `n` bytes takes on the link as set.
+    fn delay(&self, n: usize) -> Duration {
+        let latency = Duration::from_micros(self.latency_us.load(Ordering::SeqCst));
+        match self.bandwidth.load(Ordering::SeqCst) {
+            0 => latency,
+            rate => latency + Duration::from_secs_f64(n as f64 / rate as f64),
+        }
+    }
 }
 
 /// The proxy; dropping it stops accepting (connections already open run on until cut).
@@ -91,6 +107,20 @@ impl Proxy {
         self.state.refuse_next.store(n, Ordering::SeqCst);
     }
 
+    /// Add `latency` to every chunk forwarded, in both directions (zero: none).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Limit each direction to `bytes_per_second` (`None`: unlimited).
+    pub fn set_bandwidth(&self, bytes_per_second: Option<u64>) {
+        self.state
+            .bandwidth
+            .store(bytes_per_second.unwrap_or(0), Ordering::SeqCst);
+    }
+
     /// Close every open connection.
     pub fn cut(&self) {
         self.cut.send_modify(|g| *g += 1);
@@ -124,14 +154,74 @@ async fn forward(
         tokio::select! {
             n = cr.read(&mut up) => match n {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if sw.write_all(&up[..n]).await.is_err() { return },
+                Ok(n) => {
+                    tokio::time::sleep(state.delay(n)).await;
+                    if sw.write_all(&up[..n]).await.is_err() { return }
+                }
             },
             n = sr.read(&mut down), if !paused => match n {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if cw.write_all(&down[..n]).await.is_err() { return },
+                Ok(n) => {
+                    tokio::time::sleep(state.delay(n)).await;
+                    if cw.write_all(&down[..n]).await.is_err() { return }
+                }
             },
             _ = cut.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(20)), if paused => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on a free port.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Send `n` bytes through the proxy and read them back; the (virtual) time it took.
+    async fn round_trip(proxy: &Proxy, n: usize) -> Duration {
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let sent = vec![7u8; n];
+        let (mut r, mut w) = c.split();
+        let mut back = vec![0u8; n];
+        let (wrote, read) = tokio::join!(w.write_all(&sent), r.read_exact(&mut back));
+        wrote.unwrap();
+        read.unwrap();
+        assert_eq!(back, sent);
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_link_adds_latency_and_limits_bandwidth() {
+        let proxy = Proxy::start(echo().await).await;
+        let fast = round_trip(&proxy, 1000).await;
+        assert!(fast < Duration::from_millis(10), "{fast:?}");
+        proxy.set_latency(Duration::from_millis(50));
+        let slow = round_trip(&proxy, 1000).await;
+        // 50 ms on the way in, 50 ms on the way back.
+        assert!(slow >= Duration::from_millis(100), "{slow:?}");
+        proxy.set_latency(Duration::ZERO);
+        proxy.set_bandwidth(Some(100_000));
+        // 200 kB at 100 kB/s each way: at least 2 s each way (the directions overlap).
+        let limited = round_trip(&proxy, 200_000).await;
+        assert!(limited >= Duration::from_secs(2), "{limited:?}");
+        proxy.set_bandwidth(None);
+        assert!(round_trip(&proxy, 200_000).await < Duration::from_millis(100));
     }
 }
