@@ -56,7 +56,7 @@ impl Drop for Names {
     fn drop(&mut self) {
         let b = &self.base;
         let sql = format!(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{b}'; \
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('{b}', '{b}_watch'); \
              DROP PUBLICATION IF EXISTS {b}; DROP TABLE IF EXISTS {b}, {b}_busy; \
              DROP TYPE IF EXISTS {b}_mood; DROP DOMAIN IF EXISTS {b}_amount;"
         );
@@ -319,9 +319,8 @@ async fn every_type_and_operation_arrives_in_commit_order() {
     assert!(xid.is_null(0) && !xid.is_null(1));
     assert_eq!(xid.value(2), xid.value(3));
     assert_ne!(xid.value(1), xid.value(2));
-    // Committing advances the slot; nothing was consumed before. (While the worker's peek
-    // holds the slot, commit leaves the advance to the worker's next poll: under load, when
-    // peeks are slow, that can come a little later.)
+    // Committing advances the slot; nothing was consumed before. (The replication
+    // connection's status update confirms it, sent at once but received a moment later.)
     let before = slot_lsn(&c, &n.base).await;
     assert!(before < lsn);
     let last = got.last().unwrap().position.clone();
@@ -1040,7 +1039,10 @@ async fn commit_retries_connecting_to_advance_the_slot() {
         .unwrap();
     let lsn = current_lsn(&c).await;
     read_until(&mut stream, lsn, &mut got).await;
-    // The server refuses new connections for a moment while the sink's commit is acked.
+    // The stream has stopped (the runner's last commit, after a drain, comes when its
+    // replication connection is closed): the commit connects to advance the slot itself, and
+    // the server refuses new connections for a moment.
+    drop(stream);
     proxy.refuse(true);
     let accepted = proxy.accepted();
     let checkpoint = Checkpoint::at(got.last().unwrap().position.clone());
@@ -1061,7 +1063,6 @@ async fn commit_retries_connecting_to_advance_the_slot() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(stream);
 }
 
 /// A role dropped on drop.
@@ -1668,4 +1669,136 @@ async fn a_partitioned_table_is_refused_before_anything_is_created() {
         "{report}"
     );
     assert_eq!(server_objects(&c, &t).await, (0, 0));
+}
+
+/// The walsender holding `slot` and its application name, if a replication connection is open.
+async fn walsender(c: &Client, slot: &str) -> Option<(i32, String)> {
+    c.query_opt(
+        "SELECT r.pid, r.application_name FROM pg_replication_slots s \
+         JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1",
+        &[&slot],
+    )
+    .await
+    .unwrap()
+    .map(|row| (row.get(0), row.get(1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_stream_over_a_replication_connection_that_survives_being_terminated() {
+    let n = Names::new("walsender");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (mut source, mut stream, mut got) = open_after_snapshot(&n).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (2, 'b'); UPDATE {t} SET val = 'a2' WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    // A walsender streams the slot to this source (not a polling SQL session).
+    let (pid, application) = walsender(&c, &t)
+        .await
+        .expect("no walsender holds the slot");
+    assert!(application.starts_with("arcane "), "{application}");
+    // Committing confirms the position through the open replication connection: the slot
+    // moves while the same walsender still holds it (pg_replication_slot_advance cannot move
+    // an active slot).
+    let last = got.last().unwrap().position.clone();
+    source.commit(&Checkpoint::at(last)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot_lsn(&c, &t).await < lsn {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot did not reach {lsn} after the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(walsender(&c, &t).await.map(|w| w.0), Some(pid));
+    // The server ends the walsender (an administrator, a failover): the source reconnects
+    // and resumes, losing and repeating nothing.
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (3, 'c'); DELETE FROM {t} WHERE id = 2; INSERT INTO {t} VALUES (4, 'd')"
+    ))
+    .await
+    .unwrap();
+    let lsn = current_lsn(&c).await;
+    read_until(&mut stream, lsn, &mut got).await;
+    let (again, _) = walsender(&c, &t)
+        .await
+        .expect("no walsender after the reconnect");
+    assert_ne!(again, pid, "a new replication connection");
+    assert_eq!(replay(&ops(&batches(&got))), table_state(&c, &t).await);
+    let changes: Vec<(String, i64)> = ops(&batches(&got))
+        .into_iter()
+        .map(|(op, id, _)| (op, id))
+        .collect();
+    assert_eq!(
+        changes,
+        [("r", 1), ("c", 2), ("u", 1), ("c", 3), ("d", 2), ("c", 4)]
+            .map(|(op, id)| (op.to_string(), id))
+    );
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_writes_a_logical_message_into_the_captured_databases_wal() {
+    let n = Names::new("heartbeat");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    // A second slot (dropped with the test's names) sees every message written to the WAL.
+    let watch = format!("{t}_watch");
+    c.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'test_decoding')",
+        &[&watch],
+    )
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.heartbeat_interval = Some(Duration::from_millis(200));
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_logical_slot_peek_changes($1, NULL, NULL) \
+                 WHERE data LIKE 'message: transactional: 0 prefix: arcane.heartbeat%'",
+                &[&watch],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if seen >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} heartbeats in the WAL after 30 s at one per 200 ms"
+        );
+        // Take what the stream hands on (positions), as the runner would.
+        while let Ok(Some(b)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
+            got.push(b.unwrap());
+        }
+    }
+    // The messages are not rows: only the snapshot's one row came out.
+    drop(stream);
+    assert_eq!(ids_of(&batches(&got)), vec![1]);
 }

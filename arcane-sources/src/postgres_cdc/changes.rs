@@ -1,24 +1,19 @@
-//! The change stream: the slot's `pgoutput` messages, polled with
-//! `pg_logical_slot_peek_binary_changes`, turned into rows in commit order.
+//! The change stream: the slot's `pgoutput` messages over the streaming replication protocol
+//! ([`replication`](super::replication)), turned into rows in commit order.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arcane_core::Error;
-use futures::StreamExt;
+use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
 
-use super::client::{WorkError, WorkResult, slot_busy};
+use super::client::WorkResult;
 use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, Segment, TxProgress};
+use super::replication::{self, IDLE_TIMEOUT, ReplError, ReplEvent, ReplStream};
 use super::rows::KeyCol;
-use super::slot::advance_slot;
 use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES};
 use super::worker::Worker;
-
-/// Peek every change of the publication up to `$2` without consuming the slot.
-const PEEK: &str = "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
-                    'proto_version', '1', 'publication_names', $3)";
 
 /// How often the retained-WAL warning repeats while it holds.
 const RETAINED_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -26,71 +21,149 @@ const RETAINED_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// How long to wait when the slot is held by another backend for a moment.
 const SLOT_BUSY_WAIT: Duration = Duration::from_millis(100);
 
-/// How one peek of the slot ended.
-enum Peeked {
-    /// The slot was held by another backend (e.g. the last peek of a process that just
-    /// stopped): poll again shortly.
-    Busy,
-    /// Every transaction committed up to the peek's end was read.
-    Read(ReadStats),
-}
+/// How long a start waits for another connection (e.g. the walsender of a process that was
+/// just killed) to release the slot before it counts as a failed attempt.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// What a peek read.
+/// What the stream read since the last keepalive.
 #[derive(Default)]
 struct ReadStats {
-    /// Rows sent downstream while reading (full batches).
-    sent_rows: usize,
     /// Commit time of the last transaction read.
     last_commit_ts: Option<i64>,
 }
 
 impl Worker {
-    /// Poll the slot with `pg_logical_slot_peek_binary_changes` until the stream is dropped.
+    /// Stream the slot's changes until the stream is dropped: `pgoutput` messages as they
+    /// are committed, a partial batch (or the position alone) sent every `pollInterval`.
+    /// The slot moves only when the sink commits ([`Feedback::committed`]).
+    ///
+    /// [`Feedback::committed`]: super::replication::Feedback::committed
     pub(super) async fn stream(&mut self, client: &Client) -> WorkResult<()> {
-        let peek = client.prepare(PEEK).await?;
+        let mut repl = self.start_replication().await?;
+        if self.sent.is_none() {
+            // The position the stream resumed from is committed already.
+            self.sent = Some(self.pos.clone());
+        }
+        let mut tx: Option<CurTx> = None;
+        let mut stats = ReadStats::default();
+        let mut tick = tokio::time::interval(self.settings.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting_since = Instant::now();
+        let mut last_heartbeat = Instant::now();
         loop {
-            self.advance_pending(client).await?;
-            let upto = self.server_position(client).await?;
-            let before = self.pos.clone();
-            let stats = match self.read_changes(client, &peek, upto).await? {
-                Peeked::Busy => {
-                    tokio::time::sleep(SLOT_BUSY_WAIT).await;
-                    continue;
+            tokio::select! {
+                event = repl.next() => {
+                    let event = event.map_err(|e| self.repl_error(e, "streaming changes"))?;
+                    match event {
+                        ReplEvent::Data { start, data } => {
+                            let msg = pgoutput::decode(&data).map_err(|e| {
+                                Error::source_permanent(
+                                    &self.name,
+                                    format!("cannot decode pgoutput message at {start}: {}", e.0),
+                                )
+                            })?;
+                            self.on_message(msg, start, &mut tx, &mut stats).await?;
+                        }
+                        // Every transaction committed before `end` was sent.
+                        ReplEvent::Keepalive { end } if tx.is_none() => {
+                            self.caught_up(end, stats.last_commit_ts.take());
+                        }
+                        ReplEvent::Keepalive { .. } => {}
+                    }
+                    waiting_since = Instant::now();
                 }
-                Peeked::Read(stats) => stats,
-            };
-            self.caught_up(upto, stats.last_commit_ts);
-            let rows = self.rows.len();
-            if rows > 0 || (self.pos != before && self.sent.as_ref() != Some(&self.pos)) {
-                self.send().await?;
-            }
-            if stats.sent_rows + rows == 0 {
-                tokio::time::sleep(self.settings.config.poll_interval).await;
+                _ = tick.tick() => {
+                    if waiting_since.elapsed() > IDLE_TIMEOUT {
+                        return Err(Error::source_transient(
+                            &self.name,
+                            format!(
+                                "no message on the replication connection for {}s (not even the keepalive a status update asks for); reconnecting",
+                                IDLE_TIMEOUT.as_secs()
+                            ),
+                            std::io::Error::from(std::io::ErrorKind::TimedOut),
+                        )
+                        .into());
+                    }
+                    self.server_position(client).await?;
+                    self.heartbeat(client, &mut last_heartbeat).await?;
+                    // Between transactions: a transaction's rows go out together (or in
+                    // `batchRows` parts), as it arrives at once.
+                    if tx.is_none() && (self.rows.len() > 0 || self.sent.as_ref() != Some(&self.pos)) {
+                        self.send().await?;
+                    }
+                }
             }
         }
     }
 
-    /// Advance the slot to what the sink committed, if [`Source::commit`] could not (the
-    /// slot was busy with this worker's peek).
-    ///
-    /// [`Source::commit`]: arcane_core::Source::commit
-    async fn advance_pending(&self, client: &Client) -> WorkResult<()> {
-        let pending = self
-            .shared
-            .pending_advance
-            .lock()
-            .map(|mut p| p.take())
-            .unwrap_or(None);
-        let Some(lsn) = pending else { return Ok(()) };
-        match advance_slot(client, &self.settings.config.slot, lsn).await {
-            Err(e) if slot_busy(&e) => {
-                if let Ok(mut p) = self.shared.pending_advance.lock() {
-                    p.get_or_insert(lsn);
+    /// `START_REPLICATION` on the slot, waiting a while for another connection to release it.
+    async fn start_replication(&mut self) -> WorkResult<ReplStream> {
+        let deadline = Instant::now() + SLOT_RELEASE_WAIT;
+        // The SQL sessions' name, by which `arcane retire` tells a running stream.
+        let application = self
+            .settings
+            .pg
+            .get_application_name()
+            .unwrap_or("arcane postgres-cdc")
+            .to_string();
+        loop {
+            match replication::start(&self.settings, &application, self.shared.feedback.clone())
+                .await
+            {
+                Ok(stream) => {
+                    tracing::info!(source = %self.name, slot = %self.settings.config.slot, from = %self.pos.lsn, "streaming replication started");
+                    return Ok(stream);
                 }
-                Ok(())
+                Err(e) if e.slot_busy() && Instant::now() < deadline => {
+                    tokio::time::sleep(SLOT_BUSY_WAIT).await;
+                }
+                Err(e) if e.slot_busy() => {
+                    return Err(Error::source_transient(
+                        &self.name,
+                        format!(
+                            "replication slot {} stayed in use by another connection for {}s: another stream or client reads it (give each stream its own spec.source.slot), or the server has not yet noticed that an earlier runner is gone (wal_sender_timeout)",
+                            self.settings.config.slot,
+                            SLOT_RELEASE_WAIT.as_secs()
+                        ),
+                        e,
+                    )
+                    .into());
+                }
+                Err(e) => return Err(self.repl_error(e, "starting streaming replication").into()),
             }
-            other => other,
         }
+    }
+
+    /// With `heartbeatInterval`, write a WAL record in the captured database (a
+    /// non-transactional logical message, which `pgoutput` does not pass on) once per interval,
+    /// so that the server has WAL of this database to decode and the slot's position moves
+    /// even when every write of the cluster goes to other databases.
+    async fn heartbeat(&self, client: &Client, last: &mut Instant) -> WorkResult<()> {
+        let Some(every) = self.settings.config.heartbeat_interval else {
+            return Ok(());
+        };
+        if last.elapsed() < every {
+            return Ok(());
+        }
+        *last = Instant::now();
+        client
+            .execute(
+                "SELECT pg_logical_emit_message(false, 'arcane.heartbeat', '')",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                super::client::pg_err(
+                    &self.name,
+                    "writing the heartbeat (spec.source.heartbeatInterval; the user needs EXECUTE on pg_logical_emit_message, or leave heartbeatInterval out)",
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn repl_error(&self, e: ReplError, what: &str) -> Error {
+        e.into_error(&self.name, &self.settings.config.slot, what)
     }
 
     /// The server's current WAL position (what this poll reads up to); sets the lag gauge.
@@ -142,45 +215,6 @@ impl Worker {
             limit_bytes = limit,
             "the replication slot retains more WAL than spec.source.retainedWalWarningBytes: the server keeps it on disk until this stream commits; check that the stream's commits succeed (its sink) and keep up; a retired stream's slot is dropped with `arcane retire`"
         );
-    }
-
-    /// Read the slot's messages up to `upto`, sending full batches on the way.
-    async fn read_changes(
-        &mut self,
-        client: &Client,
-        peek: &Statement,
-        upto: Lsn,
-    ) -> WorkResult<Peeked> {
-        let cfg = &self.settings.config;
-        let params = [cfg.slot.clone(), upto.to_string(), cfg.publication.clone()];
-        let rows = match client.query_raw(peek, &params).await {
-            Ok(rows) => rows,
-            Err(e) => return busy_or(WorkError::Pg(e)),
-        };
-        futures::pin_mut!(rows);
-        let mut tx: Option<CurTx> = None;
-        let mut stats = ReadStats::default();
-        let mut first = true;
-        while let Some(row) = rows.next().await {
-            // The slot can still be held by the backend of a process that just stopped (its
-            // last peek running on); the error arrives with the first row.
-            let row = match row {
-                Ok(row) => row,
-                Err(e) if first => return busy_or(WorkError::Pg(e)),
-                Err(e) => return Err(e.into()),
-            };
-            first = false;
-            let change_lsn = Lsn::parse(row.get::<_, &str>(0)).unwrap_or_default();
-            let msg = pgoutput::decode(row.get(1)).map_err(|e| {
-                Error::source_permanent(
-                    &self.name,
-                    format!("cannot decode pgoutput message at {change_lsn}: {}", e.0),
-                )
-            })?;
-            self.on_message(msg, change_lsn, &mut tx, &mut stats)
-                .await?;
-        }
-        Ok(Peeked::Read(stats))
     }
 
     /// Handle one `pgoutput` message; `tx` is the transaction being read.
@@ -263,20 +297,25 @@ impl Worker {
             stats.last_commit_ts = Some(t.commit_ts_us);
         }
         if self.rows.len() >= self.settings.config.batch_rows {
-            stats.sent_rows += self.rows.len();
             return self.send().await;
         }
         Ok(())
     }
 
     /// Every transaction committed before `upto` was read: the position moves to it, and the
-    /// snapshot segments no change can need any more are forgotten.
+    /// snapshot segments are forgotten once no change can need them.
     fn caught_up(&mut self, upto: Lsn, last_commit_ts: Option<i64>) {
         if self.pos.tx.is_none() && upto > self.pos.lsn {
             self.pos.lsn = upto;
         }
+        // Once every segment ended before the position, no change can be in a snapshot any
+        // more. A segment is never dropped alone: the key range it read would then fall to
+        // another segment, whose answer differs (a keepalive can move the position past the
+        // first segment's end before the changes after it are read).
         let lsn = self.pos.lsn;
-        self.pos.segments.retain(|s| s.wal_end > lsn);
+        if self.pos.segments.iter().all(|s| s.wal_end <= lsn) {
+            self.pos.segments.clear();
+        }
         metrics::gauge!(REPLICATION_LAG_SECONDS, self.labels.to_vec()).set(match last_commit_ts {
             Some(ts) => (chrono::Utc::now().timestamp_micros() - ts).max(0) as f64 / 1e6,
             None => 0.0,
@@ -386,7 +425,7 @@ impl Worker {
         let Some(texts) = texts else {
             return Ok(first);
         };
-        // Not the polling connection: its peek's rows are being read.
+        // A connection of its own (opened on first use).
         let client = self.aux_client().await?;
         for s in segments.iter().rev() {
             match s.key() {
@@ -433,13 +472,4 @@ struct CurTx {
     skip: bool,
     already: u64,
     count: u64,
-}
-
-/// A slot held by another backend is worth a new poll; anything else is an error.
-fn busy_or(e: WorkError) -> WorkResult<Peeked> {
-    if slot_busy(&e) {
-        Ok(Peeked::Busy)
-    } else {
-        Err(e)
-    }
 }

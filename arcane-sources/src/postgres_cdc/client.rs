@@ -71,18 +71,26 @@ pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
         return true;
     }
     match e.code() {
-        // connection exception, server shutting down / starting, insufficient resources
-        Some(code) => ["08", "57P", "53"]
-            .iter()
-            .any(|class| code.code().starts_with(class)),
+        Some(code) => transient_code(code.code()),
         // No SQLSTATE: an I/O or protocol error on the connection.
         None => true,
     }
 }
 
+/// Connection exception, server shutting down / starting, insufficient resources.
+pub(super) fn transient_code(code: &str) -> bool {
+    ["08", "57P", "53"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 /// What to fix, for the errors a retry cannot help with.
 fn remedy(e: &tokio_postgres::Error) -> Option<&'static str> {
-    let code = e.code()?.code();
+    remedy_for_code(e.code()?.code())
+}
+
+/// What to fix for an error of SQLSTATE `code`, when a retry cannot help.
+pub(super) fn remedy_for_code(code: &str) -> Option<&'static str> {
     Some(match code {
         "28000" | "28P01" => {
             "check the user in spec.source.connection and the password in the variable named by spec.source.passwordEnv (and pg_hba.conf)"

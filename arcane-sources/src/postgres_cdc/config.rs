@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Default rows per snapshot chunk and per change batch (`batchRows`).
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
-/// Default pause between polls of the slot when no changes were pending (`pollInterval`).
+/// Default of `pollInterval`: how often rows read are handed on and the gauges refreshed.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of the postgres-cdc source: one table, snapshot then logical decoding.
@@ -70,7 +70,10 @@ pub struct PostgresCdcSourceConfig {
     #[serde(default = "default_batch_rows")]
     #[schemars(range(min = 1))]
     pub batch_rows: usize,
-    /// Pause between polls of the slot when it had nothing new, e.g. `"1s"`, `"500ms"`.
+    /// How often the change stream hands on the rows read so far (a partial batch, or only
+    /// the position when the table had no change) and refreshes the lag and retained-WAL
+    /// gauges, e.g. `"1s"`, `"500ms"`. Changes arrive as they commit; this bounds how long a
+    /// read change waits before it is grouped.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
@@ -87,6 +90,18 @@ pub struct PostgresCdcSourceConfig {
     /// 0 turns the warning off.
     #[serde(default = "default_retained_wal_warning_bytes")]
     pub retained_wal_warning_bytes: u64,
+    /// Write a heartbeat into the WAL of the captured database this often while streaming
+    /// (`pg_logical_emit_message(false, 'arcane.heartbeat', '')`, a few bytes that no table
+    /// receives), e.g. `"1m"`. Only needed when the database itself takes no writes at all
+    /// while other databases of the cluster do: the slot's position then still moves and
+    /// retains no WAL. Off by default. The user needs EXECUTE on `pg_logical_emit_message`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub heartbeat_interval: Option<Duration>,
 }
 
 /// Default of `retainedWalWarningBytes`: 1 GiB.
@@ -149,6 +164,7 @@ impl PostgresCdcSourceConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             retry: RetryConfig::default(),
             retained_wal_warning_bytes: DEFAULT_RETAINED_WAL_WARNING_BYTES,
+            heartbeat_interval: None,
         }
     }
 
@@ -190,6 +206,12 @@ impl PostgresCdcSourceConfig {
                     format!("{value:?} must be 1-63 characters of a-z, 0-9 and _"),
                 ));
             }
+        }
+        if self.heartbeat_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config(
+                field("heartbeatInterval"),
+                "must be longer than 0 (e.g. \"1m\"); leave it out for no heartbeat",
+            ));
         }
         if self.batch_rows == 0 {
             return Err(Error::config(field("batchRows"), "must be at least 1"));

@@ -6,7 +6,7 @@
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
 //! `createSlot`/`createPublication` (default true), `insertOnly` (default false), `snapshot`
 //! (default true), `batchRows`,
-//! `pollInterval`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
+//! `pollInterval`, `heartbeatInterval`, `retainedWalWarningBytes`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
 //!
 //! # Before anything is created
@@ -75,19 +75,21 @@
 //!     lost, but a change to a row in the blocks not yet read can appear both in the snapshot
 //!     and as a change (at least once, for that window only). Without writes in that window,
 //!     or without an interruption, it is exact.
-//! * **Changes.** The source polls `pg_logical_slot_peek_binary_changes(slot, upto, NULL,
-//!   'proto_version', '1', 'publication_names', publication)` with `upto` the server's current
-//!   WAL position, decodes the `pgoutput` messages (text-format values) and emits the
-//!   captured table's rows in commit order. It does not consume the slot: the slot is moved
-//!   with `pg_replication_slot_advance` only in [`Source::commit`](arcane_core::Source::commit),
-//!   after the sink committed the rows. Peeking re-decodes the WAL between the slot's
-//!   committed position and the end on each poll, so a short `groupingIntervalSeconds` keeps
-//!   that work small. The streaming replication protocol would avoid it but is not available
-//!   in `tokio-postgres`.
+//! * **Changes.** The source streams them over the replication protocol: a second
+//!   connection with `replication=database` runs `START_REPLICATION SLOT slot LOGICAL 0/0
+//!   (proto_version '1', publication_names 'publication')`; the server decodes each WAL
+//!   record once and sends the captured table's `pgoutput` messages (text-format values) as
+//!   their transactions commit, and the source emits its rows in commit order (a partial
+//!   batch, or the position alone, every `pollInterval`). Standby status updates, every 10 s
+//!   and whenever the sink commits, report as flushed only what the sink committed: the slot
+//!   moves in [`Source::commit`](arcane_core::Source::commit), never ahead of the output. A
+//!   connection silent for 45 s (each status update asks for a keepalive) is treated as lost
+//!   and reopened. The transport is written on `postgres-protocol` (trust, password, MD5 and
+//!   SCRAM-SHA-256 authentication; plain TCP or a Unix socket, like the SQL connections).
 //! * **Position.** `{"lsn": "0/16B3748", "tx": {...}, "snapshot": {...}, "segments": [...]}`:
 //!   every transaction whose commit ends at or before `lsn`, plus the first `tx.rows` rows of
 //!   the transaction committing at `tx.commitLsn` (a transaction larger than `batchRows` is
-//!   split into several batches). A restart peeks from the slot, skips what the position
+//!   split into several batches). A restart streams from the slot's confirmed position, skips what the position
 //!   covers and the checkpoint's extra rows, so a crash or SIGTERM neither loses nor
 //!   duplicates a change. During the snapshot the position also holds the last key (or the
 //!   next block) read. A checkpoint that ends inside a snapshot chunk is resumed by skipping that many rows
@@ -211,12 +213,17 @@
 //!
 //! A slot retains WAL from its `restart_lsn`, which moves only when the slot is advanced. WAL
 //! is shared by the whole cluster, so a captured table that receives no changes while others
-//! do would pin everything written since its last change. Each poll reads up to the server's
-//! current position; when it found no change of the captured table and nothing read is
-//! uncommitted, the stream's position moves to that point anyway (an empty batch carrying
-//! only the position), and the slot is advanced there once the sink has committed it. The
+//! do would pin everything written since its last change. The server sends a keepalive with
+//! its position when WAL moves on without a change to send (and in answer to each status
+//! update); when no transaction is open there, the stream's position moves to that point
+//! anyway (an empty batch carrying only the position, every `pollInterval`), and the slot is
+//! confirmed there once the sink has committed it. The
 //! retained WAL therefore stays bounded by what is written between two commits, whatever the
 //! captured table does (tested with a quiet table while another takes 64 MB of inserts).
+//! A database that takes no writes at all, while other databases of the cluster do, gives
+//! the server no WAL of its own to decode; `heartbeatInterval` (e.g. `"1m"`) writes a logical
+//! message of a few bytes there (`pg_logical_emit_message(false, 'arcane.heartbeat', '')`,
+//! never a row) once per interval, so the position keeps moving.
 
 mod changes;
 mod client;
@@ -225,6 +232,7 @@ mod pgoutput;
 mod position;
 mod preflight;
 mod relation;
+mod replication;
 mod retire;
 mod rows;
 mod slot;

@@ -53,7 +53,7 @@ impl Worker {
     pub(super) async fn apply_relation(&mut self, rel: &[RelColumn]) -> WorkResult<bool> {
         let location = format!("postgres table {}", self.qualified);
         // Enum, domain and array types (a new column's) are looked up in the catalog, not on
-        // the polling connection: the Relation message came in its peek's rows.
+        // a connection of its own (the second SQL connection).
         let oids: Vec<u32> = rel.iter().map(|c| c.type_oid).collect();
         let mut types = std::mem::take(&mut self.table.types);
         let fetched = match self.aux_client().await {
@@ -107,7 +107,7 @@ impl Worker {
         if missing.is_empty() {
             return Ok(None);
         }
-        // Not the polling connection: the Relation message came in its peek's rows.
+        // A connection of its own.
         let (name, schema, table) = (
             self.name.clone(),
             self.settings.schema.clone(),

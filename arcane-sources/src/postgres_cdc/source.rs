@@ -10,6 +10,7 @@ use super::client::{PgConn, connect, pg_err, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
+use super::replication::Feedback;
 use super::rows::{RowsBuilder, TableInfo, table_info};
 use super::slot::{Created, SlotSetup, advance_slot};
 use super::worker::{Worker, gave_up, is_retryable};
@@ -28,6 +29,8 @@ pub const SLOT_RETAINED_WAL_BYTES: &str = "arcane.source.postgres.slot_retained_
 pub(super) struct Shared {
     /// An LSN the slot should be advanced to (committed by the sink, not yet advanced).
     pub(super) pending_advance: Mutex<Option<Lsn>>,
+    /// What the replication connection reports to the server; the sink's commits move it.
+    pub(super) feedback: Arc<Feedback>,
 }
 
 /// The PostgreSQL change-data-capture source; see the [module docs](super).
@@ -163,6 +166,10 @@ impl Source for PostgresCdcSource {
                 return Err(gave_up(&name, exhausted));
             }
         };
+        if pos.snapshot.is_none() {
+            // Committed already: the resumed position, or the slot's own.
+            self.shared.feedback.committed(pos.lsn);
+        }
         let (settings, shared) = (self.settings.clone(), self.shared.clone());
         let qualified = self.qualified();
         let (mode, labels) = (start.mode, start.labels.clone());
@@ -197,6 +204,11 @@ impl Source for PostgresCdcSource {
         if pos.snapshot.is_some() {
             return Ok(());
         }
+        // While a replication connection holds the slot, its status updates move it.
+        self.shared.feedback.committed(pos.lsn);
+        if self.shared.feedback.streaming() {
+            return Ok(());
+        }
         if let Ok(mut p) = self.shared.pending_advance.lock() {
             *p = Some(p.map_or(pos.lsn, |old| old.max(pos.lsn)));
         }
@@ -220,7 +232,8 @@ impl Source for PostgresCdcSource {
         let Some(client) = self.ack_client.as_ref() else {
             return Ok(());
         };
-        // The worker's peek holds the slot briefly; retry, then leave it to the worker.
+        // A replication connection that just ended can hold the slot a moment longer; retry,
+        // then leave it to the next stream's status updates.
         for _ in 0..50 {
             let target = match self.shared.pending_advance.lock() {
                 Ok(p) => *p,

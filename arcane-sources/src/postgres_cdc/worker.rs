@@ -40,7 +40,7 @@ pub(super) struct Worker {
     pub(super) sent: Option<PgPosition>,
     /// Batches emitted so far (progress, which renews the retry budget).
     pub(super) emitted: u64,
-    /// A second connection, for queries while the polling connection streams a peek's rows.
+    /// A second SQL connection, for queries made while a change is being handled.
     pub(super) aux: Option<PgConn>,
     /// When the retained-WAL warning was last logged.
     pub(super) retained_warned: Option<std::time::Instant>,
@@ -166,7 +166,7 @@ impl Worker {
     }
 
     /// The second connection (opened on first use): for queries made while the polling
-    /// connection is streaming a peek's rows, which would otherwise wait behind them.
+    /// connection may be running its own query.
     pub(super) async fn aux_client(&mut self) -> WorkResult<&PgConn> {
         if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
             self.aux = Some(connect(&self.settings).await?);
