@@ -1043,6 +1043,11 @@ async fn commit_retries_connecting_to_advance_the_slot() {
     // replication connection is closed): the commit connects to advance the slot itself, and
     // the server refuses new connections for a moment.
     drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while walsender(&c, &t).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the walsender stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     proxy.refuse(true);
     let accepted = proxy.accepted();
     let checkpoint = Checkpoint::at(got.last().unwrap().position.clone());

@@ -228,6 +228,7 @@
 mod changes;
 mod client;
 mod config;
+mod copy;
 mod pgoutput;
 mod position;
 mod preflight;

@@ -161,6 +161,10 @@ pub(super) struct Feedback {
     streaming: AtomicBool,
     /// Send a status update now.
     wake: Notify,
+    /// Highest committed position written to the server in a status update.
+    sent: AtomicU64,
+    /// Woken after each status update written, and when the connection ends.
+    sent_notify: Notify,
 }
 
 impl Feedback {
@@ -174,6 +178,25 @@ impl Feedback {
     /// slot moves).
     pub(super) fn streaming(&self) -> bool {
         self.streaming.load(Ordering::SeqCst)
+    }
+
+    /// Wait (at most `within`) until a status update confirming `lsn` was written to the
+    /// replication connection: `false` when none is open or it ended first.
+    pub(super) async fn confirmed(&self, lsn: Lsn, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the checks, so that no wakeup between them is missed.
+            let written = self.sent_notify.notified();
+            if self.sent.load(Ordering::SeqCst) >= lsn.0 {
+                return true;
+            }
+            if !self.streaming() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, written).await.is_err() {
+                return false;
+            }
+        }
     }
 
     fn received(&self, lsn: Lsn) {
@@ -192,6 +215,7 @@ pub(super) struct ReplStream {
 impl Drop for ReplStream {
     fn drop(&mut self) {
         self.feedback.streaming.store(false, Ordering::SeqCst);
+        self.feedback.sent_notify.notify_waiters();
     }
 }
 
@@ -304,6 +328,8 @@ async fn send_status(mut writer: WriteHalf<BoxSocket>, feedback: Arc<Feedback>) 
             // The reader sees the failed connection.
             return;
         }
+        feedback.sent.fetch_max(committed, Ordering::SeqCst);
+        feedback.sent_notify.notify_waiters();
     }
 }
 

@@ -318,15 +318,41 @@ impl RowsBuilder {
         xid: Option<u32>,
         names: &[OutCol],
     ) -> std::result::Result<(), String> {
+        let put = |i: usize, b: &mut ColumnBuilder| value(i).map(|text| b.append_text(text));
+        self.append_with(put, unchanged, op, lsn, commit_ts, xid, names)
+    }
+
+    /// Append one snapshot row read with binary `COPY`: `value(i)` is output column `i` in
+    /// the binary format of the type [`binary_cast`](super::types::binary_cast) cast it to.
+    pub(super) fn append_binary<'v>(
+        &mut self,
+        value: impl Fn(usize) -> Option<&'v [u8]>,
+        lsn: Lsn,
+        names: &[OutCol],
+    ) -> std::result::Result<(), String> {
+        let put = |i: usize, b: &mut ColumnBuilder| value(i).map(|v| b.append_binary(v));
+        self.append_with(put, &[], "r", lsn, None, None, names)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append_with(
+        &mut self,
+        put: impl Fn(usize, &mut ColumnBuilder) -> Option<std::result::Result<(), String>>,
+        unchanged: &[&str],
+        op: &str,
+        lsn: Lsn,
+        commit_ts: Option<i64>,
+        xid: Option<u32>,
+        names: &[OutCol],
+    ) -> std::result::Result<(), String> {
         let mut first_err = None;
         for (i, b) in self.cols.iter_mut().enumerate() {
-            match value(i) {
+            match put(i, b) {
                 None => b.append_null(),
-                Some(text) => {
-                    if let Err(e) = b.append_text(text) {
-                        b.append_null();
-                        first_err.get_or_insert_with(|| format!("column {:?}: {e}", names[i].name));
-                    }
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    b.append_null();
+                    first_err.get_or_insert_with(|| format!("column {:?}: {e}", names[i].name));
                 }
             }
         }

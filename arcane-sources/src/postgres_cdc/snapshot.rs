@@ -1,16 +1,20 @@
 //! The snapshot, in one `REPEATABLE READ` transaction per attempt: keyset pagination on the
 //! table's key (its primary key, else a unique index on NOT NULL columns; any types, composite
 //! keys compared as rows), or, for a table without a key, `ctid` block ranges (a TID range
-//! scan).
+//! scan). Each page is one `COPY (SELECT …) TO STDOUT (FORMAT binary)`, decoded as it
+//! arrives: the fixed-size types straight from their binary form into the Arrow builders,
+//! the others from their text (see [`binary_cast`]).
 
 use arcane_core::Error;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use futures::StreamExt;
+use tokio_postgres::Client;
 
 use super::client::{WorkResult, quote_ident};
+use super::copy::CopyReader;
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
 use super::rows::KeyCol;
+use super::types::binary_cast;
 use super::worker::Worker;
 
 /// Rows per heap block assumed for a keyless table never analyzed (the most an 8 kB page
@@ -55,60 +59,47 @@ impl Worker {
         Ok(())
     }
 
-    /// Every column as text, after a first column locating the row (for dead letters).
-    fn select_list(&self, locator: &str) -> String {
+    /// A first column locating the row (for dead letters) and the key columns as text (the
+    /// position after a page), then every column cast for binary `COPY`.
+    fn select_list(&self, locator: &str, key: &[KeyCol]) -> String {
+        let column = |i: usize| format!("_t.{}", quote_ident(&self.table.columns[i].name));
         let mut select = vec![format!("{locator}::text")];
+        select.extend(key.iter().map(|k| format!("{}::text", column(k.index))));
         select.extend(
             self.table
                 .columns
                 .iter()
-                .map(|c| format!("_t.{}::text", quote_ident(&c.name))),
+                .enumerate()
+                .map(|(i, c)| format!("{}::{}", column(i), binary_cast(&c.data_type))),
         );
         select.join(", ")
     }
 
-    /// Keyset pagination: `WHERE (k1, k2) > ($1, $2) ORDER BY k1, k2 LIMIT n`, the values
-    /// cast from text to the key columns' types and compared with their collations.
+    /// Keyset pagination: `WHERE (k1, k2) > (v1, v2) ORDER BY k1, k2 LIMIT n`, the last key's
+    /// values (text literals) cast to the key columns' types and compared with their
+    /// collations.
     async fn keyset_snapshot(&mut self, client: &Client, key: &[KeyCol]) -> WorkResult<()> {
         let cols: Vec<String> = key
             .iter()
             .map(|k| format!("_t.{}", quote_ident(&self.table.columns[k.index].name)))
             .collect();
         let order = cols.join(", ");
-        let params: Vec<String> = key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("${}::text::{}{}", i + 1, k.sql_type, k.collate))
-            .collect();
         let locator = match cols.as_slice() {
             [one] => one.clone(),
             _ => format!("ROW({order})"),
         };
-        let select = self.select_list(&locator);
+        let select = self.select_list(&locator, key);
         let what = if self.table.has_primary_key {
             "snapshot primary key"
         } else {
             "snapshot key"
         };
         let table = self.qualified_sql();
-        let first = client
-            .prepare(&format!(
-                "SELECT {select} FROM {table} AS _t ORDER BY {order} LIMIT $1"
-            ))
-            .await?;
-        let after = client
-            .prepare(&format!(
-                "SELECT {select} FROM {table} AS _t WHERE ({order}) > ({}) ORDER BY {order} LIMIT ${}",
-                params.join(", "),
-                key.len() + 1
-            ))
-            .await?;
         let batch_rows = self.settings.config.batch_rows;
-        let limit = batch_rows as i64;
         loop {
             let last = self.pos.snapshot.as_ref().and_then(|s| s.key());
-            let rows = match &last {
-                None => client.query(&first, &[&limit]).await?,
+            let filter = match &last {
+                None => String::new(),
                 Some(values) if values.len() != key.len() => {
                     return Err(Error::source_permanent(
                         &self.name,
@@ -122,24 +113,20 @@ impl Worker {
                     .into());
                 }
                 Some(values) => {
-                    let mut p: Vec<&(dyn ToSql + Sync)> =
-                        values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                    p.push(&limit);
-                    client.query(&after, &p).await?
+                    let values: Vec<String> = key
+                        .iter()
+                        .zip(values)
+                        .map(|(k, v)| format!("{}::text::{}{}", literal(v), k.sql_type, k.collate))
+                        .collect();
+                    format!("WHERE ({order}) > ({})", values.join(", "))
                 }
             };
-            let done = rows.len() < batch_rows;
-            for row in &rows {
-                self.snapshot_row(row, what);
-            }
-            if let Some(row) = rows.last() {
-                let values = key
-                    .iter()
-                    .map(|k| {
-                        row.get::<_, Option<String>>(k.index + 1)
-                            .unwrap_or_default()
-                    })
-                    .collect();
+            let query = format!(
+                "SELECT {select} FROM {table} AS _t {filter} ORDER BY {order} LIMIT {batch_rows}"
+            );
+            let (rows, last_key) = self.copy_page(client, &query, key.len(), what).await?;
+            let done = rows < batch_rows;
+            if let Some(values) = last_key {
                 self.pos.snapshot = Some(SnapshotProgress {
                     after_key: Some(values),
                     ..SnapshotProgress::default()
@@ -153,6 +140,55 @@ impl Worker {
                 return Ok(());
             }
         }
+    }
+
+    /// One page: `COPY (query) TO STDOUT (FORMAT binary)` into the batch, row by row as the
+    /// data arrives. The query's fields are a locator, `keys` key columns as text, then the
+    /// table's columns. Returns the rows read and the last row's key.
+    async fn copy_page(
+        &mut self,
+        client: &Client,
+        query: &str,
+        keys: usize,
+        what: &str,
+    ) -> WorkResult<(usize, Option<Vec<String>>)> {
+        let copy = client
+            .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+            .await?;
+        futures::pin_mut!(copy);
+        let malformed = |name: &str, e: String| {
+            Error::source_permanent(
+                name,
+                format!("reading the snapshot's binary COPY data: {e}"),
+            )
+        };
+        let mut reader = CopyReader::default();
+        let mut rows = 0;
+        let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); keys];
+        while let Some(chunk) = copy.next().await {
+            reader.push(&chunk?);
+            while reader.next_tuple().map_err(|e| malformed(&self.name, e))? {
+                let fields = 1 + keys + self.table.columns.len();
+                if reader.len() != fields {
+                    let e = format!("a row of {} fields, not {fields}", reader.len());
+                    return Err(malformed(&self.name, e).into());
+                }
+                for (i, k) in last_key.iter_mut().enumerate() {
+                    k.clear();
+                    k.extend_from_slice(reader.field(1 + i).unwrap_or_default());
+                }
+                self.snapshot_row(&reader, 1 + keys, what);
+                rows += 1;
+            }
+        }
+        reader.finish().map_err(|e| malformed(&self.name, e))?;
+        let last_key = (rows > 0 && keys > 0).then(|| {
+            last_key
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        });
+        Ok((rows, last_key))
     }
 
     /// A table without a key: ranges of heap blocks (`ctid >= '(b,0)' AND ctid < '(e,0)'`, a
@@ -180,13 +216,7 @@ impl Worker {
             MAX_ROWS_PER_BLOCK
         };
         let chunk = ((self.settings.config.batch_rows as f64 / per_block) as u64).max(1);
-        let select = self.select_list("_t.ctid");
-        let range: Statement = client
-            .prepare(&format!(
-                "SELECT {select} FROM {table} AS _t \
-                 WHERE _t.ctid >= $1::text::tid AND _t.ctid < $2::text::tid ORDER BY _t.ctid"
-            ))
-            .await?;
+        let select = self.select_list("_t.ctid", &[]);
         loop {
             let from = self
                 .pos
@@ -196,19 +226,19 @@ impl Worker {
                 .unwrap_or(0);
             let to = from.saturating_add(chunk).min(blocks);
             let done = to >= blocks;
-            let mut rows = Vec::new();
+            let mut rows = 0;
             if from < to {
-                let (lo, hi) = (format!("({from},0)"), format!("({to},0)"));
-                rows = client.query(&range, &[&lo, &hi]).await?;
-                for row in &rows {
-                    self.snapshot_row(row, "snapshot ctid");
-                }
+                let query = format!(
+                    "SELECT {select} FROM {table} AS _t \
+                     WHERE _t.ctid >= '({from},0)'::tid AND _t.ctid < '({to},0)'::tid ORDER BY _t.ctid"
+                );
+                (rows, _) = self.copy_page(client, &query, 0, "snapshot ctid").await?;
             }
             self.pos.snapshot = (!done).then(|| SnapshotProgress {
                 next_block: Some(to),
                 ..SnapshotProgress::default()
             });
-            if done || !rows.is_empty() {
+            if done || rows > 0 {
                 self.send().await?;
             }
             if done {
@@ -217,24 +247,34 @@ impl Worker {
         }
     }
 
-    /// One snapshot row (a locator, then every column as text) into the batch, or to the dead
-    /// letters when a value does not fit its column.
-    fn snapshot_row(&mut self, row: &Row, what: &str) {
-        let values: Vec<Option<&str>> = (0..self.table.columns.len())
-            .map(|i| row.get(i + 1))
-            .collect();
+    /// The current row of a page (a locator, then from field `offset` on every column)
+    /// into the batch, or to the dead letters when a value does not fit its column.
+    fn snapshot_row(&mut self, row: &CopyReader, offset: usize, what: &str) {
         let lsn = self.pos.lsn;
-        if let Err(reason) = self.rows.append(
-            |i| values[i],
-            &[],
-            "r",
-            lsn,
-            None,
-            None,
-            &self.table.columns,
-        ) {
-            let locator: Option<&str> = row.get(0);
-            self.dead_letter(&format!("{what} {}", locator.unwrap_or("?")), reason);
+        if let Err(reason) =
+            self.rows
+                .append_binary(|i| row.field(offset + i), lsn, &self.table.columns)
+        {
+            let locator = row.field(0).map(String::from_utf8_lossy);
+            self.dead_letter(
+                &format!("{what} {}", locator.as_deref().unwrap_or("?")),
+                reason,
+            );
         }
+    }
+}
+
+/// `v` as a string literal whatever `standard_conforming_strings` is: `E'…'` with
+/// backslashes and quotes escaped.
+fn literal(v: &str) -> String {
+    format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(super::literal("a'b\\c"), "E'a''b\\\\c'");
+        assert_eq!(super::literal(""), "E''");
     }
 }

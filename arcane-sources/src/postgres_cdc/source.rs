@@ -24,6 +24,10 @@ pub const REPLICATION_LAG_SECONDS: &str = "arcane.source.postgres.replication_la
 /// `restart_lsn`): what the stream pins on the database's disk.
 pub const SLOT_RETAINED_WAL_BYTES: &str = "arcane.source.postgres.slot_retained_wal_bytes";
 
+/// How long a commit waits for the replication connection to write the status update that
+/// confirms it, before it advances the slot itself.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
 /// Shared between the stream's worker and [`Source::commit`].
 #[derive(Debug, Default)]
 pub(super) struct Shared {
@@ -204,9 +208,10 @@ impl Source for PostgresCdcSource {
         if pos.snapshot.is_some() {
             return Ok(());
         }
-        // While a replication connection holds the slot, its status updates move it.
+        // While a replication connection holds the slot, its status update moves it; when the
+        // connection is gone (or going: the stream was just dropped), the slot is advanced here.
         self.shared.feedback.committed(pos.lsn);
-        if self.shared.feedback.streaming() {
+        if self.shared.feedback.confirmed(pos.lsn, CONFIRM_WAIT).await {
             return Ok(());
         }
         if let Ok(mut p) = self.shared.pending_advance.lock() {

@@ -140,6 +140,31 @@ pub(crate) fn missing_meta(type_oid: u32, meta: &HashMap<u32, TypeMeta>) -> Vec<
     Vec::new()
 }
 
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+/// Days between the Unix epoch and PostgreSQL's.
+const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// The type a snapshot casts a column of Arrow type `dt` to, so that binary `COPY` sends it
+/// in a format [`ColumnBuilder::append_binary`] reads: the fixed-size types as themselves
+/// (a domain as its base type), everything else as `text` (its bytes are the text format).
+pub(crate) fn binary_cast(dt: &DataType) -> &'static str {
+    match dt {
+        DataType::Boolean => "bool",
+        DataType::Int16 => "int2",
+        DataType::Int32 => "int4",
+        DataType::Int64 => "int8",
+        DataType::Float32 => "float4",
+        DataType::Float64 => "float8",
+        DataType::Binary => "bytea",
+        DataType::Date32 => "date",
+        DataType::Time64(_) => "time",
+        DataType::Timestamp(_, None) => "timestamp",
+        DataType::Timestamp(_, Some(_)) => "timestamptz",
+        _ => "text",
+    }
+}
+
 /// Builds one Arrow column from text-format values.
 #[derive(Debug)]
 pub(crate) enum ColumnBuilder {
@@ -302,6 +327,47 @@ impl ColumnBuilder {
                 let end = offsets.last().copied().unwrap_or(0) + elements.len() as i32;
                 offsets.push(end);
                 nulls.append_non_null();
+            }
+        }
+        Ok(())
+    }
+
+    /// Append a value in PostgreSQL's binary format of the type [`binary_cast`] names for
+    /// this column (the text format's bytes for the types cast to `text`); on error nothing
+    /// is appended. Infinite dates and timestamps are refused, as in the text format.
+    pub(crate) fn append_binary(&mut self, v: &[u8]) -> Result<(), String> {
+        fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], String> {
+            v.try_into()
+                .map_err(|_| format!("{} bytes are not a binary {what}", v.len()))
+        }
+        match self {
+            Self::Bool(b) => b.append_value(fixed::<1>(v, "boolean")?[0] != 0),
+            Self::I16(b) => b.append_value(i16::from_be_bytes(fixed(v, "smallint")?)),
+            Self::I32(b) => b.append_value(i32::from_be_bytes(fixed(v, "integer")?)),
+            Self::I64(b) => b.append_value(i64::from_be_bytes(fixed(v, "bigint")?)),
+            Self::F32(b) => b.append_value(f32::from_be_bytes(fixed(v, "real")?)),
+            Self::F64(b) => b.append_value(f64::from_be_bytes(fixed(v, "double precision")?)),
+            Self::Binary(b) => b.append_value(v),
+            Self::Date(b) => {
+                let days = i32::from_be_bytes(fixed(v, "date")?);
+                let unix = (days != i32::MAX && days != i32::MIN)
+                    .then(|| days.checked_add(PG_EPOCH_DAYS))
+                    .flatten()
+                    .ok_or("an infinite date is not supported")?;
+                b.append_value(unix)
+            }
+            Self::Time(b) => b.append_value(i64::from_be_bytes(fixed(v, "time")?)),
+            Self::Timestamp(b, _) => {
+                let us = i64::from_be_bytes(fixed(v, "timestamp")?);
+                let unix = (us != i64::MAX && us != i64::MIN)
+                    .then(|| us.checked_add(PG_EPOCH_US))
+                    .flatten()
+                    .ok_or("an infinite timestamp is not supported")?;
+                b.append_value(unix)
+            }
+            Self::Decimal(..) | Self::Utf8(_) | Self::List { .. } => {
+                let text = std::str::from_utf8(v).map_err(|e| format!("not UTF-8 text: {e}"))?;
+                self.append_text(text)?
             }
         }
         Ok(())
