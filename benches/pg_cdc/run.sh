@@ -3,7 +3,8 @@
 # against the machine's PostgreSQL (needs wal_level=logical; scripts/test.sh sets it):
 #
 #  1. snapshot: ROWS rows loaded into a fresh table, read by `arcane run --backfill` (slot +
-#     consistent snapshot, keyset-paged by primary key) → rows/s of the whole process run;
+#     consistent snapshot, keyset-paged by primary key, one binary COPY per page) → rows/s and
+#     MB/s of the table, the whole process run (and its CPU seconds);
 #  2. change stream: CHANGES inserts in transactions of TX_ROWS rows, written while arcane is
 #     stopped, then `arcane run` (streaming) from the backfill's committed position until the
 #     slot's confirmed_flush_lsn reaches the WAL position after the last commit (the slot is
@@ -48,18 +49,20 @@ if [ -n "${ARCANE_BIN:-}" ]; then
   bin="$ARCANE_BIN"  # e.g. a debug binary, to check the harness itself
 else
   log "building arcane (release)"
-  cargo build --quiet --release -p arcane-cli --bin arcane
+  cargo build --quiet --release -p arcane-cli --bin arcane --features postgres-cdc
   bin="$target/release/arcane"
 fi
 
 log "loading $rows rows into $name"
 sql "CREATE TABLE $name (id int8 PRIMARY KEY, customer_id int4 NOT NULL, amount numeric(12,2),
-       status text, note text, created_at timestamptz NOT NULL);
+       status text, note text, created_at timestamptz NOT NULL, score float8, paid bool);
      INSERT INTO $name SELECT g, g % 100000, (g % 100000) / 100.0, (ARRAY['new','paid','shipped'])[1 + g % 3],
-       'order note ' || md5(g::text), timestamptz '2026-01-01' + g * interval '1 second'
+       'order note ' || md5(g::text), timestamptz '2026-01-01' + g * interval '1 second',
+       g / 7.0::float8, g % 2 = 0
      FROM generate_series(1, $rows) g;
 "
 sql "VACUUM ANALYZE $name"
+table_mb="$(sql "SELECT pg_table_size('$name') / 1e6")"
 
 out="$work/out"
 rm -rf "$out"
@@ -71,19 +74,21 @@ cat > "$work/spec.json" <<JSON
   "spec": {
     "source": {"connection": "$conn", "table": "$name", "slot": "$name", "publication": "$name",
                "batchRows": $batch_rows, "pollInterval": "100ms"},
-    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000, "maxFileAge": "2s"}},
+    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000, "maxFileAge": "1s"}},
     "rowsPerGroup": $((batch_rows * 4)),
-    "groupingIntervalSeconds": 2
+    "groupingIntervalSeconds": 1
   }
 }
 JSON
-run_arcane() { "$bin" run --spec "$work/spec.json" --metrics-addr off --termination-log off --log-format json "$@"; }
 
 # --- 1. snapshot ---------------------------------------------------------------------------
 log "snapshot: arcane run --backfill"
 t0="$(now)"
-run_arcane --backfill >"$work/snapshot.log" 2>&1
+/usr/bin/time -f '%U %S' -o "$work/snapshot.cpu" \
+  "$bin" run --spec "$work/spec.json" --metrics-addr off --termination-log off --log-format json \
+  --backfill >"$work/snapshot.log" 2>&1
 t1="$(now)"
+snap_cpu="$(awk '{printf "%.2f", $1 + $2}' "$work/snapshot.cpu")"
 snap_s="$(echo "$t1 - $t0" | bc -l)"
 
 # --- 3. reference (same table, before the changes) -----------------------------------------
@@ -94,23 +99,39 @@ copy_bin_s="$(echo "$t1 - $t0" | bc -l)"
 
 # --- 2. change stream ------------------------------------------------------------------------
 log "writing $changes inserts in transactions of $tx_rows rows"
+t0="$(now)"
 start="$((rows + 1))"
 while [ "$start" -le "$((rows + changes))" ]; do
   end="$((start + tx_rows - 1))"; [ "$end" -gt "$((rows + changes))" ] && end="$((rows + changes))"
   sql "INSERT INTO $name SELECT g, g % 100000, (g % 100000) / 100.0, 'new', 'order note ' || md5(g::text),
-         timestamptz '2026-01-01' + g * interval '1 second' FROM generate_series($start, $end) g;"
+         timestamptz '2026-01-01' + g * interval '1 second', g / 7.0::float8, g % 2 = 0
+         FROM generate_series($start, $end) g;"
   start="$((end + 1))"
 done
+insert_s="$(echo "$(now) - $t0" | bc -l)"
 target_lsn="$(sql "SELECT pg_current_wal_lsn()")"
 log "change stream: arcane run (streaming) until the slot reaches $target_lsn"
 t0="$(now)"
-run_arcane >"$work/stream.log" 2>&1 &
+# Not through the function: `$!` must be arcane's own PID, which the SIGTERM below goes to.
+"$bin" run --spec "$work/spec.json" --metrics-addr off --termination-log off --log-format json \
+  >"$work/stream.log" 2>&1 &
 pid=$!
 until [ "$(sql "SELECT confirmed_flush_lsn >= '$target_lsn' FROM pg_replication_slots WHERE slot_name = '$name'")" = t ]; do
   kill -0 "$pid" 2>/dev/null || { log "arcane exited early; see $work/stream.log"; exit 1; }
   sleep 0.1
 done
 t1="$(now)"
+# CPU seconds (user + system) of arcane and of the walsender streaming to it, before they exit.
+ticks="$(getconf CLK_TCK)"
+cpu_of() {
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+    awk -v t="$ticks" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"
+  else
+    echo '— (no walsender: changes read by SQL)'
+  fi
+}
+stream_cpu="$(cpu_of "$pid")"
+walsender_cpu="$(cpu_of "$(sql "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$name'")")"
 kill -TERM "$pid"; wait "$pid" || true; pid=
 stream_s="$(echo "$t1 - $t0" | bc -l)"
 
@@ -120,9 +141,15 @@ log "committed rows: ${shown:-?} (expected $((rows + changes)))"
 
 printf '\n%s rows snapshot, %s inserts in transactions of %s, batchRows %s, %s cores, load %s, %s\n\n' \
   "$rows" "$changes" "$tx_rows" "$batch_rows" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date +%F)"
-printf '| measurement | rows | wall s | rows/s |\n|---|---|---|---|\n'
-row() { printf '| %s | %s | %.2f | %.0f |\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
-row "arcane snapshot (backfill) → Parquet" "$rows" "$snap_s"
+printf '| measurement | rows | wall s | rows/s | MB/s of the table (%.0f MB) |\n|---|---|---|---|---|\n' "$table_mb"
+row() {
+  printf '| %s | %s | %.2f | %.0f | %s |\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)" \
+    "$([ -n "${4:-}" ] && printf '%.0f' "$(echo "$table_mb / $3" | bc -l)" || echo '—')"
+}
+row "arcane snapshot (backfill) → Parquet" "$rows" "$snap_s" table
+row 'psql `\copy (SELECT * FROM t) TO /dev/null` (text)' "$rows" "$copy_text_s" table
+row 'psql `COPY t TO STDOUT (FORMAT binary)` > /dev/null' "$rows" "$copy_bin_s" table
 row "arcane change stream (inserts) → Parquet" "$changes" "$stream_s"
-row 'psql `\copy (SELECT * FROM t) TO /dev/null` (text)' "$rows" "$copy_text_s"
-row 'psql `COPY t TO STDOUT (FORMAT binary)` > /dev/null' "$rows" "$copy_bin_s"
+row "the inserts themselves (one psql session, INSERT … SELECT)" "$changes" "$insert_s"
+printf '\nCPU seconds (user + system): arcane snapshot %s; change stream: arcane %s, walsender %s\n' \
+  "$snap_cpu" "$stream_cpu" "$walsender_cpu"
