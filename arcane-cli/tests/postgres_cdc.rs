@@ -410,11 +410,15 @@ fn a_quiet_published_table_keeps_the_slots_retained_wal_bounded_while_another_ta
     eventually("snapshot committed", || {
         change_log(&sink_url).len() >= rows as usize
     });
-    // 64 MB into another table of the same database, in 16 transactions; the captured table
-    // takes no change at all.
+    // 64 MB (ARCANE_PG_QUIET_MB: more, e.g. 500) into another table of the same database, in
+    // transactions of 4 MB; the captured table takes no change at all.
+    let megabytes: u64 = std::env::var("ARCANE_PG_QUIET_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let written = runtime().block_on(async {
         let c = client().await;
-        for _ in 0..16 {
+        for _ in 0..megabytes.div_ceil(4) {
             c.batch_execute(&format!(
                 "INSERT INTO {t}_busy (pad) SELECT repeat(md5(g::text), 32) FROM generate_series(1, 4000) g"
             ))
@@ -450,7 +454,7 @@ fn a_quiet_published_table_keeps_the_slots_retained_wal_bounded_while_another_ta
         last.0 >= written && last.1 < 16 << 20
     });
     eprintln!(
-        "confirmed {} (written {written}), retained {} bytes",
+        "{megabytes} MB written elsewhere: confirmed {} (written {written}), retained {} bytes",
         last.0, last.1
     );
     proc.signal(Signal::SIGTERM);

@@ -1045,7 +1045,10 @@ async fn commit_retries_connecting_to_advance_the_slot() {
     drop(stream);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while walsender(&c, &t).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the walsender stayed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the walsender stayed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.refuse(true);
