@@ -178,6 +178,22 @@ fn request(ns: &[u64], rng: &mut Rng, key: usize) -> (Vec<(String, String)>, Str
     }
 }
 
+/// SIGTERM, then the exit, which must be 0.
+fn stop(process: support::Arcane) -> support::Exit {
+    process.signal(Signal::SIGTERM);
+    let exit = process.wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    exit
+}
+
+/// Column `n` of every committed row.
+fn committed_ns(sink: &Path) -> Vec<u64> {
+    committed(sink)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect()
+}
+
 fn committed(sink: &Path) -> Vec<serde_json::Map<String, Value>> {
     rows_as_json(&read_committed(sink.to_str().unwrap(), &BTreeMap::new()))
 }
@@ -296,9 +312,7 @@ fn sigkill_run(events: u64) {
     for s in senders {
         s.join().unwrap();
     }
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    stop(process);
     assert!(
         kills >= 2,
         "the process was killed while requests were in flight ({kills} kills)"
@@ -477,13 +491,8 @@ fn bad_requests_get_the_documented_status_and_message() {
         "{text}"
     );
 
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
-    let ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    stop(process);
+    let ns: Vec<_> = committed_ns(&sink);
     assert_eq!(ns, vec![1], "nothing refused was written");
 }
 
@@ -533,10 +542,7 @@ fn sigterm_answers_the_requests_in_flight_after_their_commit_and_exits_0() {
             "{body}"
         );
     }
-    let mut ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    let mut ns: Vec<_> = committed_ns(&sink);
     ns.sort();
     assert_eq!(ns, (0..50).collect::<Vec<_>>());
 }
@@ -588,14 +594,9 @@ fn invalid_events_are_dead_lettered_and_listed_when_the_spec_says_so() {
         "{answer}"
     );
 
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    let exit = stop(process);
     assert_eq!(exit.summary("rowsDeadLettered"), 2, "{}", exit.termination);
-    let mut ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    let mut ns: Vec<_> = committed_ns(&sink);
     ns.sort();
     assert_eq!(ns, vec![1, 3]);
     let letters = read_parquet_dir(&sink.join("_dead_letters"));
@@ -652,17 +653,12 @@ fn a_flood_of_senders_is_held_back_with_429_and_everything_lands() {
     for s in senders {
         s.join().unwrap();
     }
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    stop(process);
     assert!(
         too_many.load(Ordering::SeqCst) > 0,
         "the senders were held back with 429"
     );
-    let mut ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    let mut ns: Vec<_> = committed_ns(&sink);
     ns.sort();
     assert_eq!(ns, (0..600).collect::<Vec<_>>());
 }
@@ -718,9 +714,7 @@ fn each_sender_posts_to_its_own_path_which_names_it_and_other_paths_are_refused(
     )
     .unwrap();
     assert_eq!(status, 200, "{answer}");
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    stop(process);
     let mut landed: Vec<(i64, String)> = committed(&sink)
         .iter()
         .map(|r| {
@@ -763,9 +757,7 @@ fn extensions_land_as_a_map_column_when_the_spec_says_so() {
     )
     .unwrap();
     assert_eq!(status, 200, "{answer}");
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    stop(process);
     let batches = read_committed(sink.to_str().unwrap(), &BTreeMap::new());
     let column = batches[0].column_by_name("ce_extensions").unwrap();
     let map = column
@@ -949,13 +941,8 @@ fn bearer_tokens_and_the_other_bad_inputs_get_their_status_and_nothing_is_writte
         );
     }
 
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
-    let ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    stop(process);
+    let ns: Vec<_> = committed_ns(&sink);
     assert_eq!(ns, vec![1], "only the accepted event was written");
 }
 
@@ -1057,10 +1044,7 @@ fn while_draining_readyz_is_503_and_new_requests_are_refused() {
 
     let exit = process.wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
-    let ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    let ns: Vec<_> = committed_ns(&sink);
     assert_eq!(ns, vec![1], "exactly the acknowledged event");
 }
 
@@ -1171,9 +1155,7 @@ fn sixty_four_senders_past_the_sinks_speed_are_held_back_and_memory_stays_bounde
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    process.signal(Signal::SIGTERM);
-    let exit = process.wait();
-    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    stop(process);
     assert!(
         overloaded > 0.0,
         "the senders were held back with 429: {text}"
@@ -1195,10 +1177,7 @@ fn sixty_four_senders_past_the_sinks_speed_are_held_back_and_memory_stays_bounde
         BOUND >> 20,
         MAX_IN_FLIGHT >> 20
     );
-    let mut ns: Vec<_> = committed(&sink)
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect();
+    let mut ns: Vec<_> = committed_ns(&sink);
     ns.sort();
     assert_eq!(ns, (0..SENDERS * REQUESTS * EVENTS).collect::<Vec<_>>());
 }

@@ -325,14 +325,7 @@ async fn every_type_and_operation_arrives_in_commit_order() {
     assert!(before < lsn);
     let last = got.last().unwrap().position.clone();
     source.commit(&Checkpoint::at(last)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while slot_lsn(&c, &n.base).await < lsn {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was not advanced to the committed position"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_slot(&c, &n.base, lsn).await;
     drop(stream);
 }
 
@@ -727,6 +720,18 @@ async fn a_missing_slot_or_publication_is_a_clear_error_when_not_created() {
     );
 }
 
+/// Wait (at most 30 s) until the slot's confirmed position reaches `lsn`.
+async fn wait_for_slot(c: &Client, slot: &str, lsn: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot_lsn(c, slot).await < lsn {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was not advanced to {lsn} (the committed position)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn slot_lsn(c: &Client, slot: &str) -> u64 {
     let v: String = c
         .query_one(
@@ -1063,14 +1068,7 @@ async fn commit_retries_connecting_to_advance_the_slot() {
         proxy.accepted() - accepted >= 2,
         "a refused attempt, then a connection"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while slot_lsn(&c, &n.base).await < lsn {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was not advanced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_slot(&c, &n.base, lsn).await;
 }
 
 /// A role dropped on drop.
@@ -1719,14 +1717,7 @@ async fn changes_stream_over_a_replication_connection_that_survives_being_termin
     // an active slot).
     let last = got.last().unwrap().position.clone();
     source.commit(&Checkpoint::at(last)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while slot_lsn(&c, &t).await < lsn {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot did not reach {lsn} after the commit"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_slot(&c, &t, lsn).await;
     assert_eq!(walsender(&c, &t).await.map(|w| w.0), Some(pid));
     // The server ends the walsender (an administrator, a failover): the source reconnects
     // and resumes, losing and repeating nothing.
