@@ -17,7 +17,10 @@ use serde_json::Value;
 use crate::blob_landing::event::{FileEvent, Progress};
 use crate::blob_landing::text::{TextFormat, TextJob, infer_text_schema, read_text_file};
 use crate::decode::{Decoded, FieldConfig, JsonDecoder, schema_from_fields};
-use crate::postgres_cdc::{ColumnBuilder, Lsn, Message, Value as PgValue, arrow_type, decode};
+use crate::http_ingest::{DataFormat, ExtensionsFormat, Mode, RowBuilder, parse};
+use crate::postgres_cdc::{
+    ColumnBuilder, CopyReader, Lsn, Message, Value as PgValue, arrow_type, binary_cast, decode,
+};
 use crate::rest_api::RestApiSourceConfig;
 use crate::rest_api::http::{Response, parse_link_next};
 use crate::rest_api::source::{Page, flatten, next_url, page_of};
@@ -555,4 +558,161 @@ pub fn rest_response(data: &[u8]) {
     }
     let out = JsonDecoder::new(schema.clone()).decode(&taken);
     check_decoded(schema, taken.len(), &out);
+}
+
+/// The types a snapshot page's columns come in ([`binary_cast`] maps each to the cast it
+/// reads): every builder of [`ColumnBuilder`].
+fn copy_types() -> Vec<DataType> {
+    vec![
+        DataType::Boolean,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Float32,
+        DataType::Float64,
+        DataType::Decimal128(12, 2),
+        DataType::Utf8,
+        DataType::Binary,
+        DataType::Date32,
+        DataType::Time64(arrow_schema::TimeUnit::Microsecond),
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into())),
+        DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true))),
+    ]
+}
+
+/// A snapshot page's binary `COPY` data (`postgres_cdc/copy.rs`), fed in chunks of 1 to 16
+/// bytes (byte 0), each tuple's fields appended as the snapshot does, field `i` to a column
+/// of type `copy_types()[(byte 1 + i) % n]` (`ColumnBuilder::append_binary`). A malformed
+/// stream is an error; a value that does not fit is refused and nothing is appended; every
+/// column ends with one value per tuple.
+pub fn copy_binary(data: &[u8]) {
+    let [chunk, first, rest @ ..] = data else {
+        return;
+    };
+    let types = copy_types();
+    let mut columns: Vec<ColumnBuilder> = Vec::new();
+    let mut reader = CopyReader::default();
+    let mut tuples = 0usize;
+    for piece in rest.chunks(usize::from(chunk % 16) + 1) {
+        reader.push(piece);
+        while let Ok(true) = reader.next_tuple() {
+            while columns.len() < reader.len() {
+                let t = &types[(usize::from(*first) + columns.len()) % types.len()];
+                assert!(!binary_cast(t).is_empty());
+                let mut column = ColumnBuilder::new(t);
+                for _ in 0..tuples {
+                    column.append_null();
+                }
+                columns.push(column);
+            }
+            for (i, column) in columns.iter_mut().enumerate() {
+                match reader.field(i) {
+                    Some(value) if column.append_binary(value).is_ok() => {}
+                    _ => column.append_null(),
+                }
+            }
+            tuples += 1;
+        }
+    }
+    let _ = reader.finish();
+    for (i, mut column) in columns.into_iter().enumerate() {
+        let array = column.finish();
+        let t = &types[(usize::from(*first) + i) % types.len()];
+        assert_eq!(array.data_type(), t);
+        assert_eq!(array.len(), tuples, "one value per tuple in column {i}");
+    }
+}
+
+/// An HTTP request to the http-ingest endpoint (`http_ingest/event.rs`, `rows.rs`): byte 0
+/// picks the Content-Type (structured, batch, binary with `ce-*` headers, JSON, NDJSON, or the
+/// rest as one) and the rows' settings; the rest is `Header: value` lines, an empty line, then
+/// the body. The events are read as the server reads them and turned into rows of three specs
+/// (data as JSON, data decoded into a schema, extensions as a map): every event is a row or
+/// rejected with its index and a reason, and rows carry their `(source, id)`.
+pub fn cloudevents(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let (head, body) = match rest.windows(2).position(|w| w == b"\n\n") {
+        Some(at) => (&rest[..at], &rest[at + 2..]),
+        None => (&rest[..0], rest),
+    };
+    let mut headers = hyper::HeaderMap::new();
+    let content_type = match pick % 6 {
+        0 => Some("application/cloudevents+json"),
+        1 => Some("application/cloudevents-batch+json; charset=utf-8"),
+        2 => {
+            headers.insert(
+                "ce-specversion",
+                hyper::header::HeaderValue::from_static("1.0"),
+            );
+            Some("application/json")
+        }
+        3 => Some("application/json"),
+        4 => Some("application/x-ndjson"),
+        _ => None,
+    };
+    if let Some(t) = content_type {
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(t),
+        );
+    }
+    for line in head.split(|b| *b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let Some((name, value)) = text.split_once(':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
+            hyper::header::HeaderValue::from_str(value.trim()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let Ok(mode) = Mode::of(&headers) else {
+        return;
+    };
+    let parsed = parse(mode, &headers, body, "idempotency-key");
+    let total = parsed.events.len();
+    for (i, e) in parsed.events.iter().enumerate() {
+        if let Err(bad) = e {
+            assert!(
+                bad.index == i || total == 1,
+                "event {i} rejected as {}",
+                bad.index
+            );
+            assert!(!bad.reason.is_empty());
+        }
+    }
+    let schema = [
+        FieldConfig::new("n", "int64").required(),
+        FieldConfig::new("via", "utf8"),
+    ];
+    let builders = [
+        RowBuilder::new(
+            DataFormat::Json,
+            ExtensionsFormat::Json,
+            None,
+            "spec.source",
+        ),
+        RowBuilder::new(
+            DataFormat::Columns,
+            ExtensionsFormat::Json,
+            Some(&schema),
+            "spec.source",
+        ),
+        RowBuilder::new(DataFormat::Json, ExtensionsFormat::Map, None, "spec.source"),
+    ];
+    let config = usize::from(pick / 6) % builders.len();
+    let Ok(builder) = &builders[config] else {
+        unreachable!("the fuzz specs are valid");
+    };
+    let Ok(rows) = builder.build(parsed.events) else {
+        return;
+    };
+    assert_eq!(rows.batch.num_rows() + rows.invalid.len(), total);
+    assert_eq!(rows.ids.len(), rows.batch.num_rows());
+    assert_eq!(rows.batch.schema(), *builder.schema());
 }

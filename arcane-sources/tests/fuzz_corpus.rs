@@ -24,3 +24,13 @@ fn pgoutput_corpus_replays() {
 fn rest_response_corpus_replays() {
     replay("rest_response", arcane_sources::fuzzing::rest_response);
 }
+
+#[test]
+fn copy_binary_corpus_replays() {
+    replay("copy_binary", arcane_sources::fuzzing::copy_binary);
+}
+
+#[test]
+fn cloudevents_corpus_replays() {
+    replay("cloudevents", arcane_sources::fuzzing::cloudevents);
+}

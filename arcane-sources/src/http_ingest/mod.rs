@@ -68,6 +68,12 @@ mod server;
 mod source;
 mod window;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    event::{Mode, parse},
+    rows::RowBuilder,
+};
+
 pub use config::{
     AuthConfig, DEFAULT_ADDRESS, DEFAULT_DEDUP_MAX_AGE, DEFAULT_DEDUP_MAX_IDS,
     DEFAULT_HTTP_INGEST_GROUPING_INTERVAL_SECONDS, DEFAULT_IDEMPOTENCY_HEADER,

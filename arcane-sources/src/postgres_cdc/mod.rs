@@ -261,4 +261,7 @@ pub use source::{
 };
 pub use types::{SUPPORTED_TYPES, arrow_type};
 #[cfg(feature = "fuzzing")]
-pub(crate) use {pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder};
+pub(crate) use {
+    copy::CopyReader, pgoutput::Message, pgoutput::Value, pgoutput::decode, types::ColumnBuilder,
+    types::binary_cast,
+};
