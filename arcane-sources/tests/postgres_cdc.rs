@@ -360,15 +360,17 @@ async fn enums_domains_and_arrays_arrive_as_text_decimals_and_lists_in_snapshot_
     .await
     .unwrap();
     let (_source, mut stream, mut got) = open_after_snapshot(&n).await;
-    c.batch_execute(&format!(
+    write_and_read(
+        &c,
+        &format!(
         "INSERT INTO {t} (id, mood, moods, ints, texts) VALUES (2, 'happy', '{{}}', NULL, '{{}}');
          INSERT INTO {t} (id, ints) VALUES (3, '{{{{1,2}},{{3,4}}}}');
          UPDATE {t} SET moods = '{{ok,NULL}}', amount = -0.5 WHERE id = 1;"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut got).await;
+    ),
+        &mut stream,
+        &mut got,
+    )
+    .await;
     drop(stream);
     let all = arrow_select::concat::concat_batches(&got[0].batch.schema(), &batches(&got)).unwrap();
     let schema = all.schema();
@@ -626,13 +628,9 @@ async fn a_new_column_widens_the_schema_and_a_dropped_one_is_a_schema_mismatch()
         .await
         .unwrap();
     let (_source, mut stream, mut got) = open_after_snapshot(&n).await;
-    c.batch_execute(&format!(
+    write_and_read(&c, &format!(
         "INSERT INTO {t} VALUES (2, 'b', 2); ALTER TABLE {t} ADD COLUMN note text; INSERT INTO {t} VALUES (3, 'c', 3, 'hello');"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut got).await;
+    ), &mut stream, &mut got).await;
     let last = got.iter().rev().find(|b| b.batch.num_rows() > 0).unwrap();
     assert_eq!(last.batch.schema().field(3).name(), "note");
     assert_eq!(
@@ -718,6 +716,20 @@ async fn a_missing_slot_or_publication_is_a_clear_error_when_not_created() {
             .contains(&format!("table public.{} column \"p\"", n.base)),
         "{err}"
     );
+}
+
+/// Run `sql`, then read batches into `out` until the stream's position covers it; the WAL
+/// position after it.
+async fn write_and_read(
+    c: &Client,
+    sql: &str,
+    stream: &mut PositionedStream,
+    out: &mut Vec<PositionedBatch>,
+) -> u64 {
+    c.batch_execute(sql).await.unwrap();
+    let lsn = current_lsn(c).await;
+    read_until(stream, lsn, out).await;
+    lsn
 }
 
 /// Wait (at most 30 s) until the slot's confirmed position reaches `lsn`.
@@ -823,14 +835,16 @@ async fn a_row_dead_lettered_before_a_restart_is_neither_lost_nor_repeated() {
     let mut stream = source.open(start(Mode::Stream, Some(cp))).await.unwrap();
     let mut run2 = Vec::new();
     read_until(&mut stream, 0, &mut run2).await;
-    c.batch_execute(&format!(
-        "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 43 THEN 'NaN'::numeric ELSE g END
+    let lsn = write_and_read(
+        &c,
+        &format!(
+            "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 43 THEN 'NaN'::numeric ELSE g END
          FROM generate_series(41, 60) g;"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut run2).await;
+        ),
+        &mut stream,
+        &mut run2,
+    )
+    .await;
     drop(stream);
     kept.extend(batches(&run2));
     let expected: Vec<i64> = (1..=60).filter(|i| ![13, 27, 43].contains(i)).collect();
@@ -917,11 +931,13 @@ async fn a_lost_connection_is_retried_and_the_budget_renews_after_progress() {
     let accepted = proxy.accepted();
     for id in 2..6 {
         proxy.cut();
-        c.batch_execute(&format!("INSERT INTO {t} VALUES ({id}, 'v{id}')"))
-            .await
-            .unwrap();
-        let lsn = current_lsn(&c).await;
-        read_until(&mut stream, lsn, &mut got).await;
+        write_and_read(
+            &c,
+            &format!("INSERT INTO {t} VALUES ({id}, 'v{id}')"),
+            &mut stream,
+            &mut got,
+        )
+        .await;
     }
     assert!(
         proxy.accepted() >= accepted + 4,
@@ -1039,11 +1055,13 @@ async fn commit_retries_connecting_to_advance_the_slot() {
     let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
     let mut got = Vec::new();
     read_until(&mut stream, 0, &mut got).await;
-    c.batch_execute(&format!("INSERT INTO {t} VALUES (2, 'b')"))
-        .await
-        .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut got).await;
+    let lsn = write_and_read(
+        &c,
+        &format!("INSERT INTO {t} VALUES (2, 'b')"),
+        &mut stream,
+        &mut got,
+    )
+    .await;
     // The stream has stopped (the runner's last commit, after a drain, comes when its
     // replication connection is closed): the commit connects to advance the slot itself, and
     // the server refuses new connections for a moment.
@@ -1509,16 +1527,12 @@ async fn resuming_at_every_position_of_the_snapshot_and_the_changes_loses_and_re
     read_until(&mut stream, 0, &mut all).await;
     // A transaction split across three batches (row 50 bad), one that updates and deletes,
     // and a last insert.
-    c.batch_execute(&format!(
+    let lsn = write_and_read(&c, &format!(
         "INSERT INTO {t} SELECT g, 'v' || g, CASE WHEN g = 50 THEN 'NaN'::numeric ELSE g END, NULL
          FROM generate_series(46, 70) g;
          BEGIN; UPDATE {t} SET val = 'upd' WHERE id IN (1, 2, 3); DELETE FROM {t} WHERE id = 4; COMMIT;
          INSERT INTO {t} VALUES (71, 'x', 1, NULL);"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut all).await;
+    ), &mut stream, &mut all).await;
     drop(stream);
     // The table without the rows that went to the dead letters.
     let mut expected_state = table_state(&c, &t).await;
@@ -1700,13 +1714,13 @@ async fn changes_stream_over_a_replication_connection_that_survives_being_termin
     .await
     .unwrap();
     let (mut source, mut stream, mut got) = open_after_snapshot(&n).await;
-    c.batch_execute(&format!(
-        "INSERT INTO {t} VALUES (2, 'b'); UPDATE {t} SET val = 'a2' WHERE id = 1"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut got).await;
+    let lsn = write_and_read(
+        &c,
+        &format!("INSERT INTO {t} VALUES (2, 'b'); UPDATE {t} SET val = 'a2' WHERE id = 1"),
+        &mut stream,
+        &mut got,
+    )
+    .await;
     // A walsender streams the slot to this source (not a polling SQL session).
     let (pid, application) = walsender(&c, &t)
         .await
@@ -1724,13 +1738,9 @@ async fn changes_stream_over_a_replication_connection_that_survives_being_termin
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
-    c.batch_execute(&format!(
+    write_and_read(&c, &format!(
         "INSERT INTO {t} VALUES (3, 'c'); DELETE FROM {t} WHERE id = 2; INSERT INTO {t} VALUES (4, 'd')"
-    ))
-    .await
-    .unwrap();
-    let lsn = current_lsn(&c).await;
-    read_until(&mut stream, lsn, &mut got).await;
+    ), &mut stream, &mut got).await;
     let (again, _) = walsender(&c, &t)
         .await
         .expect("no walsender after the reconnect");
