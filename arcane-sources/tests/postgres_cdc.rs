@@ -1811,3 +1811,46 @@ async fn a_heartbeat_writes_a_logical_message_into_the_captured_databases_wal() 
     drop(stream);
     assert_eq!(ids_of(&batches(&got)), vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_is_a_lost_connection_and_nothing_is_lost() {
+    let n = Names::new("hang");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text); INSERT INTO {t} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.idle_timeout = Duration::from_secs(2);
+    cfg.retry = quick_retry(20);
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    let accepted = proxy.accepted();
+    // The server's answers stop (held by the proxy, connections left open) for longer than
+    // idleTimeout, while the table changes; then they flow again.
+    proxy.pause(true);
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (2, 'b')"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.pause(false);
+    write_and_read(
+        &c,
+        &format!("INSERT INTO {t} VALUES (3, 'c')"),
+        &mut stream,
+        &mut got,
+    )
+    .await;
+    assert!(
+        proxy.accepted() > accepted,
+        "the silent connection was given up and a new one opened"
+    );
+    assert_eq!(replay(&ops(&batches(&got))), table_state(&c, &t).await);
+    assert_eq!(ids_of(&batches(&got)), vec![1, 2, 3]);
+}

@@ -7,10 +7,11 @@ use arcane_core::Error;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use super::client::WorkResult;
+use super::client::within;
+use super::client::{WorkError, WorkResult};
 use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, Segment, TxProgress};
-use super::replication::{self, IDLE_TIMEOUT, ReplError, ReplEvent, ReplStream};
+use super::replication::{self, ReplError, ReplEvent, ReplStream};
 use super::rows::KeyCol;
 use super::source::{REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES};
 use super::worker::Worker;
@@ -48,6 +49,7 @@ impl Worker {
         let mut stats = ReadStats::default();
         let mut tick = tokio::time::interval(self.settings.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle = self.settings.config.idle_timeout;
         let mut waiting_since = Instant::now();
         let mut last_heartbeat = Instant::now();
         loop {
@@ -73,19 +75,22 @@ impl Worker {
                     waiting_since = Instant::now();
                 }
                 _ = tick.tick() => {
-                    if waiting_since.elapsed() > IDLE_TIMEOUT {
+                    if waiting_since.elapsed() > idle {
                         return Err(Error::source_transient(
                             &self.name,
                             format!(
-                                "no message on the replication connection for {}s (not even the keepalive a status update asks for); reconnecting",
-                                IDLE_TIMEOUT.as_secs()
+                                "no message on the replication connection for {}s (spec.source.idleTimeout; not even the keepalive a status update asks for); reconnecting",
+                                idle.as_secs_f64()
                             ),
                             std::io::Error::from(std::io::ErrorKind::TimedOut),
                         )
                         .into());
                     }
-                    self.server_position(client).await?;
-                    self.heartbeat(client, &mut last_heartbeat).await?;
+                    within(idle, async {
+                        self.server_position(client).await?;
+                        self.heartbeat(client, &mut last_heartbeat).await
+                    })
+                    .await?;
                     // Between transactions: a transaction's rows go out together (or in
                     // `batchRows` parts), as it arrives at once.
                     if tx.is_none() && (self.rows.len() > 0 || self.sent.as_ref() != Some(&self.pos)) {
@@ -106,10 +111,14 @@ impl Worker {
             .get_application_name()
             .unwrap_or("arcane postgres-cdc")
             .to_string();
+        let idle = self.settings.config.idle_timeout;
         loop {
-            match replication::start(&self.settings, &application, self.shared.feedback.clone())
-                .await
-            {
+            let starting =
+                replication::start(&self.settings, &application, self.shared.feedback.clone());
+            let Ok(started) = tokio::time::timeout(idle, starting).await else {
+                return Err(WorkError::TimedOut(idle));
+            };
+            match started {
                 Ok(stream) => {
                     tracing::info!(source = %self.name, slot = %self.settings.config.slot, from = %self.pos.lsn, "streaming replication started");
                     return Ok(stream);

@@ -33,6 +33,8 @@ pub(super) enum WorkError {
     Pg(tokio_postgres::Error),
     Typed(Error),
     Closed,
+    /// The server did not answer within `idleTimeout`.
+    TimedOut(std::time::Duration),
 }
 
 impl From<Closed> for WorkError {
@@ -59,8 +61,26 @@ impl WorkError {
             WorkError::Pg(e) => pg_err(name, what, e),
             WorkError::Typed(e) => e,
             WorkError::Closed => Error::fatal(format!("source {name}: {what}: {Closed}")),
+            WorkError::TimedOut(limit) => Error::source_transient(
+                name,
+                format!(
+                    "{what}: the server did not answer within {}s (spec.source.idleTimeout); the connection counts as lost",
+                    limit.as_secs_f64()
+                ),
+                std::io::Error::from(std::io::ErrorKind::TimedOut),
+            ),
         }
     }
+}
+
+/// `work`, or [`WorkError::TimedOut`] when it takes longer than `limit`.
+pub(super) async fn within<T>(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = WorkResult<T>>,
+) -> WorkResult<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(WorkError::TimedOut(limit)))
 }
 
 pub(super) type WorkResult<T> = std::result::Result<T, WorkError>;
@@ -117,9 +137,11 @@ pub(super) fn slot_busy(e: &WorkError) -> bool {
 }
 
 /// Connect and set the session up for text-format values the row builders parse.
-pub(super) async fn connect(
-    settings: &Settings,
-) -> std::result::Result<PgConn, tokio_postgres::Error> {
+pub(super) async fn connect(settings: &Settings) -> WorkResult<PgConn> {
+    within(settings.config.idle_timeout, connect_now(settings)).await
+}
+
+async fn connect_now(settings: &Settings) -> WorkResult<PgConn> {
     let (client, connection) = settings.pg.connect(NoTls).await?;
     let connection = AbortOnDropHandle::new(tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -102,6 +102,22 @@ pub struct PostgresCdcSourceConfig {
     )]
     #[schemars(with = "Option<String>")]
     pub heartbeat_interval: Option<Duration>,
+    /// How long the server may leave the source waiting before the connection counts as lost
+    /// (transient: reconnected under `retry`), e.g. `"45s"`: connecting, a snapshot page's
+    /// next rows, the change stream (which asks the server for a keepalive every third of
+    /// it, at most every 10 s), and the stream's periodic queries. Default 45s. A query
+    /// that may rightly take long (creating the slot waits for running transactions) is not
+    /// bounded by it.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+}
+
+/// Default of `idleTimeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+fn default_idle_timeout() -> Duration {
+    DEFAULT_IDLE_TIMEOUT
 }
 
 /// Default of `retainedWalWarningBytes`: 1 GiB.
@@ -165,6 +181,7 @@ impl PostgresCdcSourceConfig {
             retry: RetryConfig::default(),
             retained_wal_warning_bytes: DEFAULT_RETAINED_WAL_WARNING_BYTES,
             heartbeat_interval: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -206,6 +223,12 @@ impl PostgresCdcSourceConfig {
                     format!("{value:?} must be 1-63 characters of a-z, 0-9 and _"),
                 ));
             }
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(Error::config(
+                field("idleTimeout"),
+                "must be at least 1s (e.g. \"45s\")",
+            ));
         }
         if self.heartbeat_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::config(

@@ -6,7 +6,8 @@
 //! See [`PostgresCdcSourceConfig`]: `connection`, `table`, `slot`, `publication`, and optional
 //! `createSlot`/`createPublication` (default true), `insertOnly` (default false), `snapshot`
 //! (default true), `batchRows`,
-//! `pollInterval`, `heartbeatInterval`, `retainedWalWarningBytes`, `retry`, `passwordEnv`. The server needs `wal_level = logical`;
+//! `pollInterval`, `heartbeatInterval`, `retainedWalWarningBytes`, `idleTimeout`, `retry`,
+//! `passwordEnv`. The server needs `wal_level = logical`;
 //! the user needs `REPLICATION` (or superuser) and `SELECT` on the table.
 //!
 //! # Before anything is created
@@ -89,8 +90,9 @@
 //!   batch, or the position alone, every `pollInterval`). Standby status updates, every 10 s
 //!   and whenever the sink commits, report as flushed only what the sink committed: the slot
 //!   moves in [`Source::commit`](arcane_core::Source::commit), never ahead of the output. A
-//!   connection silent for 45 s (each status update asks for a keepalive) is treated as lost
-//!   and reopened. The transport is written on `postgres-protocol` (trust, password, MD5 and
+//!   server that stops answering for `idleTimeout` (default 45 s; each status update asks for
+//!   a keepalive) counts as a lost connection, reopened under `retry`: connecting, the
+//!   snapshot's pages, the change stream and its periodic queries are all bounded by it. The transport is written on `postgres-protocol` (trust, password, MD5 and
 //!   SCRAM-SHA-256 authentication; plain TCP or a Unix socket, like the SQL connections).
 //! * **Position.** `{"lsn": "0/16B3748", "tx": {...}, "snapshot": {...}, "segments": [...]}`:
 //!   every transaction whose commit ends at or before `lsn`, plus the first `tx.rows` rows of
@@ -249,8 +251,8 @@ mod types;
 mod worker;
 
 pub use config::{
-    DEFAULT_BATCH_ROWS, DEFAULT_POLL_INTERVAL, DEFAULT_RETAINED_WAL_WARNING_BYTES,
-    PostgresCdcSourceConfig,
+    DEFAULT_BATCH_ROWS, DEFAULT_IDLE_TIMEOUT, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETAINED_WAL_WARNING_BYTES, PostgresCdcSourceConfig,
 };
 pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};

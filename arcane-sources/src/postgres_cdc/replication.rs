@@ -8,7 +8,7 @@
 //! is about 300 lines, adds no dependency, and keeps one connection code path (plain TCP or
 //! a Unix socket, like the SQL connections; TLS is not offered there either).
 //!
-//! A task of its own sends the status updates (every [`STATUS_INTERVAL`], and at once when
+//! A task of its own sends the status updates (every 10 s or a third of `idleTimeout`, and at once when
 //! the sink commits or the server asks), so the server's `wal_sender_timeout` never ends a
 //! connection whose reader is waiting on a slow sink.
 //!
@@ -34,13 +34,10 @@ use super::client::{quote_ident, remedy_for_code, transient_code};
 use super::config::Settings;
 use super::pgoutput::Lsn;
 
-/// How often a standby status update is sent when nothing else prompts one. Each asks the
-/// server for a reply (a keepalive), so a silent connection is noticed.
-pub(super) const STATUS_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A connection from which nothing (not even the keepalive answering a status update) arrived
-/// for this long is treated as lost (transient).
-pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// The longest time between two standby status updates when nothing else prompts one. Each
+/// asks the server for a reply (a keepalive), so a silent connection is noticed; they come
+/// every third of `idleTimeout` when that is shorter.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long connecting may take when the connection string sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -255,7 +252,8 @@ pub(super) async fn start(
     }
     let (reader, writer) = tokio::io::split(socket);
     feedback.streaming.store(true, Ordering::SeqCst);
-    let status = AbortOnDropHandle::new(tokio::spawn(send_status(writer, feedback.clone())));
+    let every = STATUS_INTERVAL.min(settings.config.idle_timeout / 3);
+    let status = AbortOnDropHandle::new(tokio::spawn(send_status(writer, feedback.clone(), every)));
     Ok(ReplStream {
         reader,
         buf,
@@ -315,12 +313,12 @@ impl ReplStream {
     }
 }
 
-/// Send a standby status update every [`STATUS_INTERVAL`] and whenever woken: written =
-/// received, flushed = applied = committed (0 until the sink committed something, which the
-/// server ignores).
-async fn send_status(mut writer: WriteHalf<BoxSocket>, feedback: Arc<Feedback>) {
+/// Send a standby status update `every` so often and whenever woken: written = received,
+/// flushed = applied = committed (0 until the sink committed something, which the server
+/// ignores).
+async fn send_status(mut writer: WriteHalf<BoxSocket>, feedback: Arc<Feedback>, every: Duration) {
     loop {
-        let _ = tokio::time::timeout(STATUS_INTERVAL, feedback.wake.notified()).await;
+        let _ = tokio::time::timeout(every, feedback.wake.notified()).await;
         let committed = feedback.committed.load(Ordering::SeqCst);
         let received = feedback.received.load(Ordering::SeqCst).max(committed);
         let message = status_update(received, committed, true);

@@ -17,7 +17,7 @@ pub async fn retire(config: &PostgresCdcSourceConfig, prefix: &str) -> Result<Ve
     let name = format!("postgres-cdc retire (slot {})", config.slot);
     let client = connect(&settings)
         .await
-        .map_err(|e| pg_err(&name, "connecting", e))?;
+        .map_err(|e| e.into_error(&name, "connecting"))?;
     let mut report = Vec::new();
     let running = client
         .query_opt(

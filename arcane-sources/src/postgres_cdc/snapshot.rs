@@ -9,7 +9,7 @@ use arcane_core::Error;
 use futures::StreamExt;
 use tokio_postgres::Client;
 
-use super::client::{WorkResult, quote_ident};
+use super::client::{WorkError, WorkResult, quote_ident, within};
 use super::copy::CopyReader;
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
@@ -37,15 +37,18 @@ impl Worker {
 
     /// Open the snapshot's transaction and record its MVCC snapshot as a new segment.
     async fn begin_snapshot(&mut self, client: &Client) -> WorkResult<()> {
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let row = client
-            .query_one(
-                "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text",
-                &[],
-            )
-            .await?;
+        let row = within(self.settings.config.idle_timeout, async {
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            Ok(client
+                .query_one(
+                    "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text",
+                    &[],
+                )
+                .await?)
+        })
+        .await?;
         let progress = self.pos.snapshot.clone().unwrap_or_default();
         let segment = Segment {
             after_key: progress.key(),
@@ -152,9 +155,9 @@ impl Worker {
         keys: usize,
         what: &str,
     ) -> WorkResult<(usize, Option<Vec<String>>)> {
-        let copy = client
-            .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
-            .await?;
+        let idle = self.settings.config.idle_timeout;
+        let sql = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let copy = within(idle, async { Ok(client.copy_out(&sql).await?) }).await?;
         futures::pin_mut!(copy);
         let malformed = |name: &str, e: String| {
             Error::source_permanent(
@@ -165,7 +168,11 @@ impl Worker {
         let mut reader = CopyReader::default();
         let mut rows = 0;
         let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); keys];
-        while let Some(chunk) = copy.next().await {
+        // The server may take a while to find a page's first row, never to send the next.
+        while let Some(chunk) = tokio::time::timeout(idle, copy.next())
+            .await
+            .map_err(|_| WorkError::TimedOut(idle))?
+        {
             reader.push(&chunk?);
             while reader.next_tuple().map_err(|e| malformed(&self.name, e))? {
                 let fields = 1 + keys + self.table.columns.len();

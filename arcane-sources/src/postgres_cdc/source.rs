@@ -6,7 +6,7 @@ use std::time::Duration;
 use arcane_core::retry::retry;
 use arcane_core::{Checkpoint, PositionedStream, Result, Source, SourceStart};
 
-use super::client::{PgConn, connect, pg_err, slot_busy};
+use super::client::{PgConn, connect, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
@@ -77,7 +77,7 @@ impl PostgresCdcSource {
     async fn prepare(&self, name: &str, start: &SourceStart) -> Result<(TableInfo, PgPosition)> {
         let client = connect(&self.settings)
             .await
-            .map_err(|e| pg_err(name, "connecting", e))?;
+            .map_err(|e| e.into_error(name, "connecting"))?;
         let info = table_info(&client, name, &self.settings.schema, &self.settings.table)
             .await
             .map_err(|e| e.into_error(name, "reading the table's columns"))?;
@@ -136,6 +136,7 @@ impl PostgresCdcSource {
         match connect(&self.settings).await {
             Ok(client) => setup.undo(&client, &mut created).await,
             Err(e) => {
+                let e = e.into_error(name, "connecting");
                 tracing::warn!(source = %name, error = %e, ?created, "cannot connect to drop what this run created; drop it with `arcane retire`")
             }
         }
@@ -225,7 +226,7 @@ impl Source for PostgresCdcSource {
                 || async {
                     connect(settings)
                         .await
-                        .map_err(|e| pg_err(&name, "connecting to advance the slot", e))
+                        .map_err(|e| e.into_error(&name, "connecting to advance the slot"))
                 },
                 is_retryable,
                 None,

@@ -11,7 +11,7 @@ use arcane_core::retry::{Exhausted, retry};
 use arcane_core::{DeadLetter, Error, Mode, Position, Result, Retry};
 use tokio_postgres::Client;
 
-use super::client::{PgConn, WorkError, WorkResult, connect, pg_err, quote_ident};
+use super::client::{PgConn, WorkError, WorkResult, connect, quote_ident};
 use super::config::Settings;
 use super::position::PgPosition;
 use super::rows::{RowsBuilder, TableInfo};
@@ -126,7 +126,7 @@ impl Worker {
         let emitted = self.emitted;
         let conn = connect(&self.settings)
             .await
-            .map_err(|e| pg_err(&self.name, "connecting", e))?;
+            .map_err(|e| e.into_error(&self.name, "connecting"))?;
         let what = |w: &Self| {
             if w.pos.snapshot.is_some() {
                 "reading the snapshot"
