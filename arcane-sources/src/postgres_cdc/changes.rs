@@ -7,8 +7,7 @@ use arcane_core::Error;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use super::client::within;
-use super::client::{WorkError, WorkResult};
+use super::client::{WorkError, WorkResult, within};
 use super::pgoutput::{self, Lsn, Message, Value};
 use super::position::{ParsedSnapshot, Segment, TxProgress};
 use super::replication::{self, ReplError, ReplEvent, ReplStream};
@@ -26,13 +25,6 @@ const SLOT_BUSY_WAIT: Duration = Duration::from_millis(100);
 /// just killed) to release the slot before it counts as a failed attempt.
 const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// What the stream read since the last keepalive.
-#[derive(Default)]
-struct ReadStats {
-    /// Commit time of the last transaction read.
-    last_commit_ts: Option<i64>,
-}
-
 impl Worker {
     /// Stream the slot's changes until the stream is dropped: `pgoutput` messages as they
     /// are committed, a partial batch (or the position alone) sent every `pollInterval`.
@@ -46,7 +38,8 @@ impl Worker {
             self.sent = Some(self.pos.clone());
         }
         let mut tx: Option<CurTx> = None;
-        let mut stats = ReadStats::default();
+        // Commit time of the last transaction read since the last keepalive.
+        let mut last_commit_ts: Option<i64> = None;
         let mut tick = tokio::time::interval(self.settings.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle = self.settings.config.idle_timeout;
@@ -64,11 +57,12 @@ impl Worker {
                                     format!("cannot decode pgoutput message at {start}: {}", e.0),
                                 )
                             })?;
-                            self.on_message(msg, start, &mut tx, &mut stats).await?;
+                            self.on_message(client, msg, start, &mut tx, &mut last_commit_ts)
+                                .await?;
                         }
                         // Every transaction committed before `end` was sent.
                         ReplEvent::Keepalive { end } if tx.is_none() => {
-                            self.caught_up(end, stats.last_commit_ts.take());
+                            self.caught_up(end, last_commit_ts.take());
                         }
                         ReplEvent::Keepalive { .. } => {}
                     }
@@ -87,7 +81,7 @@ impl Worker {
                         .into());
                     }
                     within(idle, async {
-                        self.server_position(client).await?;
+                        self.refresh_slot_gauges(client).await?;
                         self.heartbeat(client, &mut last_heartbeat).await
                     })
                     .await?;
@@ -113,8 +107,7 @@ impl Worker {
             .to_string();
         let idle = self.settings.config.idle_timeout;
         loop {
-            let starting =
-                replication::start(&self.settings, &application, self.shared.feedback.clone());
+            let starting = replication::start(&self.settings, &application, self.feedback.clone());
             let Ok(started) = tokio::time::timeout(idle, starting).await else {
                 return Err(WorkError::TimedOut(idle));
             };
@@ -175,8 +168,9 @@ impl Worker {
         e.into_error(&self.name, &self.settings.config.slot, what)
     }
 
-    /// The server's current WAL position (what this poll reads up to); sets the lag gauge.
-    async fn server_position(&mut self, client: &Client) -> WorkResult<Lsn> {
+    /// Set the retained-WAL and lag gauges from the server's position and the slot's (warning
+    /// past `retainedWalWarningBytes`); a slot that disappeared is an error.
+    async fn refresh_slot_gauges(&mut self, client: &Client) -> WorkResult<()> {
         let slot = &self.settings.config.slot.clone();
         let row = client
             .query_one(
@@ -199,7 +193,7 @@ impl Worker {
         };
         metrics::gauge!(REPLICATION_LAG_BYTES, self.labels.to_vec())
             .set(upto.0.saturating_sub(confirmed.0) as f64);
-        Ok(upto)
+        Ok(())
     }
 
     /// WARN (at most once a minute) while the slot retains more WAL than
@@ -226,13 +220,15 @@ impl Worker {
         );
     }
 
-    /// Handle one `pgoutput` message; `tx` is the transaction being read.
+    /// Handle one `pgoutput` message; `tx` is the transaction being read; `client` the SQL
+    /// connection (free while the replication connection streams).
     async fn on_message(
         &mut self,
+        client: &Client,
         msg: Message<'_>,
         change_lsn: Lsn,
         tx: &mut Option<CurTx>,
-        stats: &mut ReadStats,
+        last_commit_ts: &mut Option<i64>,
     ) -> WorkResult<()> {
         let oid = self.table.oid;
         match msg {
@@ -244,23 +240,28 @@ impl Worker {
                 *tx = Some(self.begin(final_lsn, commit_ts_us, xid));
                 Ok(())
             }
-            Message::Commit { end_lsn, .. } => self.commit_tx(tx.take(), end_lsn, stats).await,
+            Message::Commit { end_lsn, .. } => {
+                self.commit_tx(tx.take(), end_lsn, last_commit_ts).await
+            }
             Message::Relation { relid, columns, .. } if relid == oid => {
                 if tx.as_ref().is_none_or(|t| !t.skip) {
-                        self.apply_relation(&columns).await?;
+                    self.apply_relation(client, &columns).await?;
                 }
                 Ok(())
             }
             Message::Insert { relid, new } if relid == oid => match tx.as_mut() {
-                Some(t) => self.change(t, "c", change_lsn, &new, None).await,
+                Some(t) => self.change(client, t, "c", change_lsn, &new, None).await,
                 None => Ok(()),
             },
             Message::Update { relid, old, new } if relid == oid => match tx.as_mut() {
-                Some(t) => self.change(t, "u", change_lsn, &new, old.as_deref()).await,
+                Some(t) => {
+                    self.change(client, t, "u", change_lsn, &new, old.as_deref())
+                        .await
+                }
                 None => Ok(()),
             },
             Message::Delete { relid, old } if relid == oid => match tx.as_mut() {
-                Some(t) => self.change(t, "d", change_lsn, &old, None).await,
+                Some(t) => self.change(client, t, "d", change_lsn, &old, None).await,
                 None => Ok(()),
             },
             Message::Truncate { relids }
@@ -298,12 +299,12 @@ impl Worker {
         &mut self,
         tx: Option<CurTx>,
         end_lsn: Lsn,
-        stats: &mut ReadStats,
+        last_commit_ts: &mut Option<i64>,
     ) -> WorkResult<()> {
         if let Some(t) = tx.filter(|t| !t.skip) {
             self.pos.lsn = end_lsn;
             self.pos.tx = None;
-            stats.last_commit_ts = Some(t.commit_ts_us);
+            *last_commit_ts = Some(t.commit_ts_us);
         }
         if self.rows.len() >= self.settings.config.batch_rows {
             return self.send().await;
@@ -332,8 +333,10 @@ impl Worker {
     }
 
     /// Handle one change of the captured table.
+    #[allow(clippy::too_many_arguments)]
     async fn change(
         &mut self,
+        client: &Client,
         t: &mut CurTx,
         op: &str,
         lsn: Lsn,
@@ -343,7 +346,7 @@ impl Worker {
         if t.skip {
             return Ok(());
         }
-        if self.in_snapshot(t.xid, t.final_lsn, values).await? {
+        if self.in_snapshot(client, t.xid, t.final_lsn, values).await? {
             return Ok(());
         }
         t.count += 1;
@@ -403,6 +406,7 @@ impl Worker {
     /// losing a change.
     async fn in_snapshot(
         &mut self,
+        client: &Client,
         xid: u32,
         final_lsn: Lsn,
         values: &[Value<'_>],
@@ -434,8 +438,6 @@ impl Worker {
         let Some(texts) = texts else {
             return Ok(first);
         };
-        // A connection of its own (opened on first use).
-        let client = self.aux_client().await?;
         for s in segments.iter().rev() {
             match s.key() {
                 None => return Ok(answer(s)),

@@ -1,6 +1,7 @@
 //! Schema changes: a `pgoutput` Relation message checked against the output schema.
 
 use arcane_core::Error;
+use tokio_postgres::Client;
 
 use super::client::WorkResult;
 use super::pgoutput::RelColumn;
@@ -50,18 +51,15 @@ fn widen(
 impl Worker {
     /// A Relation message for the captured table: check it against the output schema.
     /// Returns whether the schema changed (widened).
-    pub(super) async fn apply_relation(&mut self, rel: &[RelColumn]) -> WorkResult<bool> {
+    pub(super) async fn apply_relation(
+        &mut self,
+        client: &Client,
+        rel: &[RelColumn],
+    ) -> WorkResult<bool> {
         let location = format!("postgres table {}", self.qualified);
-        // Enum, domain and array types (a new column's) are looked up in the catalog, not on
-        // a connection of its own (the second SQL connection).
+        // Enum, domain and array types (a new column's) are looked up in the catalog.
         let oids: Vec<u32> = rel.iter().map(|c| c.type_oid).collect();
-        let mut types = std::mem::take(&mut self.table.types);
-        let fetched = match self.aux_client().await {
-            Ok(client) => fetch_type_meta(client, oids, &mut types).await,
-            Err(e) => Err(e),
-        };
-        self.table.types = types;
-        fetched?;
+        fetch_type_meta(client, oids, &mut self.table.types).await?;
         let (columns, mapping) =
             widen(&self.table.columns, rel, &self.table.types).map_err(|message| {
                 Error::SchemaMismatch {
@@ -69,7 +67,7 @@ impl Worker {
                     message,
                 }
             })?;
-        if let Some(gone) = self.dropped_column(&columns, rel).await? {
+        if let Some(gone) = self.dropped_column(client, &columns, rel).await? {
             return Err(Error::SchemaMismatch {
                 location,
                 message: format!("column {gone:?} was dropped or renamed; backfill the stream"),
@@ -96,7 +94,8 @@ impl Worker {
     /// was added (it is still in the catalog) or dropped/renamed (incompatible): the name of
     /// the first one no longer in the catalog.
     async fn dropped_column(
-        &mut self,
+        &self,
+        client: &Client,
         columns: &[OutCol],
         rel: &[RelColumn],
     ) -> WorkResult<Option<String>> {
@@ -107,13 +106,13 @@ impl Worker {
         if missing.is_empty() {
             return Ok(None);
         }
-        // A connection of its own.
-        let (name, schema, table) = (
-            self.name.clone(),
-            self.settings.schema.clone(),
-            self.settings.table.clone(),
-        );
-        let now = table_info(self.aux_client().await?, &name, &schema, &table).await?;
+        let now = table_info(
+            client,
+            &self.name,
+            &self.settings.schema,
+            &self.settings.table,
+        )
+        .await?;
         Ok(missing
             .iter()
             .find(|m| !now.columns.iter().any(|c| c.name == m.name))

@@ -171,6 +171,11 @@ impl Feedback {
         self.wake.notify_one();
     }
 
+    /// The highest position the sink committed (0 before the first commit).
+    pub(super) fn committed_lsn(&self) -> Lsn {
+        Lsn(self.committed.load(Ordering::SeqCst))
+    }
+
     /// Whether a replication connection is open (then [`Feedback::committed`] is how the
     /// slot moves).
     pub(super) fn streaming(&self) -> bool {

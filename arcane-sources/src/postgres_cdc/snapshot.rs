@@ -168,6 +168,7 @@ impl Worker {
         let mut reader = CopyReader::default();
         let mut rows = 0;
         let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); keys];
+        let fields = 1 + keys + self.table.columns.len();
         // The server may take a while to find a page's first row, never to send the next.
         while let Some(chunk) = tokio::time::timeout(idle, copy.next())
             .await
@@ -175,7 +176,6 @@ impl Worker {
         {
             reader.push(&chunk?);
             while reader.next_tuple().map_err(|e| malformed(&self.name, e))? {
-                let fields = 1 + keys + self.table.columns.len();
                 if reader.len() != fields {
                     let e = format!("a row of {} fields, not {fields}", reader.len());
                     return Err(malformed(&self.name, e).into());

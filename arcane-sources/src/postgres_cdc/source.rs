@@ -8,7 +8,6 @@ use arcane_core::{Checkpoint, PositionedStream, Result, Source, SourceStart};
 
 use super::client::{PgConn, connect, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
-use super::pgoutput::Lsn;
 use super::position::PgPosition;
 use super::replication::Feedback;
 use super::rows::{RowsBuilder, TableInfo, table_info};
@@ -28,21 +27,16 @@ pub const SLOT_RETAINED_WAL_BYTES: &str = "arcane.source.postgres.slot_retained_
 /// confirms it, before it advances the slot itself.
 const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
-/// Shared between the stream's worker and [`Source::commit`].
-#[derive(Debug, Default)]
-pub(super) struct Shared {
-    /// An LSN the slot should be advanced to (committed by the sink, not yet advanced).
-    pub(super) pending_advance: Mutex<Option<Lsn>>,
-    /// What the replication connection reports to the server; the sink's commits move it.
-    pub(super) feedback: Arc<Feedback>,
-}
+/// How often a commit tries (100 ms apart) to advance a slot another connection still holds.
+const SLOT_BUSY_ATTEMPTS: usize = 50;
 
 /// The PostgreSQL change-data-capture source; see the [module docs](super).
 #[derive(Debug)]
 pub struct PostgresCdcSource {
     settings: Settings,
     prefix: String,
-    shared: Arc<Shared>,
+    /// What the replication connection reports to the server; the sink's commits move it.
+    feedback: Arc<Feedback>,
     ack_client: Option<PgConn>,
     /// What an attempt of `open` created and could not drop again (its connection failed):
     /// dropped by a later attempt's refusal, or when `open` gives up.
@@ -60,7 +54,7 @@ impl PostgresCdcSource {
         Ok(Self {
             settings: config.validate(prefix)?,
             prefix: prefix.to_string(),
-            shared: Arc::new(Shared::default()),
+            feedback: Arc::default(),
             ack_client: None,
             created: Mutex::new(Created::default()),
         })
@@ -173,9 +167,9 @@ impl Source for PostgresCdcSource {
         };
         if pos.snapshot.is_none() {
             // Committed already: the resumed position, or the slot's own.
-            self.shared.feedback.committed(pos.lsn);
+            self.feedback.committed(pos.lsn);
         }
-        let (settings, shared) = (self.settings.clone(), self.shared.clone());
+        let (settings, feedback) = (self.settings.clone(), self.feedback.clone());
         let qualified = self.qualified();
         let (mode, labels) = (start.mode, start.labels.clone());
         Ok(spawn_source(&name.clone(), &start, 2, move |out| {
@@ -186,7 +180,7 @@ impl Source for PostgresCdcSource {
                 mode,
                 labels,
                 dead_letters: Vec::new(),
-                shared,
+                feedback,
                 out,
                 pos,
                 mapping: (0..info.columns.len()).map(Some).collect(),
@@ -194,7 +188,6 @@ impl Source for PostgresCdcSource {
                 table: info,
                 sent: None,
                 emitted: 0,
-                aux: None,
                 retained_warned: None,
             }
             .run()
@@ -211,12 +204,9 @@ impl Source for PostgresCdcSource {
         }
         // While a replication connection holds the slot, its status update moves it; when the
         // connection is gone (or going: the stream was just dropped), the slot is advanced here.
-        self.shared.feedback.committed(pos.lsn);
-        if self.shared.feedback.confirmed(pos.lsn, CONFIRM_WAIT).await {
+        self.feedback.committed(pos.lsn);
+        if self.feedback.confirmed(pos.lsn, CONFIRM_WAIT).await {
             return Ok(());
-        }
-        if let Ok(mut p) = self.shared.pending_advance.lock() {
-            *p = Some(p.map_or(pos.lsn, |old| old.max(pos.lsn)));
         }
         if self.ack_client.as_ref().is_none_or(|c| c.is_closed()) {
             let settings = &self.settings;
@@ -239,26 +229,19 @@ impl Source for PostgresCdcSource {
             return Ok(());
         };
         // A replication connection that just ended can hold the slot a moment longer; retry,
-        // then leave it to the next stream's status updates.
-        for _ in 0..50 {
-            let target = match self.shared.pending_advance.lock() {
-                Ok(p) => *p,
-                Err(_) => None,
-            };
-            let Some(target) = target else { return Ok(()) };
-            match advance_slot(client, &self.settings.config.slot, target).await {
-                Ok(()) => {
-                    if let Ok(mut p) = self.shared.pending_advance.lock()
-                        && *p == Some(target)
-                    {
-                        *p = None;
-                    }
-                    return Ok(());
-                }
+        // then leave it to the next stream's status updates. The target is the highest
+        // position committed so far (a later commit may have raised it meanwhile).
+        let slot = &self.settings.config.slot;
+        for _ in 0..SLOT_BUSY_ATTEMPTS {
+            match advance_slot(client, slot, self.feedback.committed_lsn()).await {
+                Ok(()) => return Ok(()),
                 Err(e) if slot_busy(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(e) => return Err(e.into_error(&name, "advancing the replication slot")),
             }
         }
+        // Nothing is lost: the output holds the position; the server only keeps the WAL
+        // after the slot's position until the next run confirms it.
+        tracing::warn!(source = %name, slot = %slot, committed = %self.feedback.committed_lsn(), "the replication slot stayed in use by another connection; it is advanced to the committed position by the stream's next start");
         Ok(())
     }
 }

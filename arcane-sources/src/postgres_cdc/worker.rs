@@ -11,11 +11,11 @@ use arcane_core::retry::{Exhausted, retry};
 use arcane_core::{DeadLetter, Error, Mode, Position, Result, Retry};
 use tokio_postgres::Client;
 
-use super::client::{PgConn, WorkError, WorkResult, connect, quote_ident};
+use super::client::{WorkError, WorkResult, connect, quote_ident};
 use super::config::Settings;
 use super::position::PgPosition;
+use super::replication::Feedback;
 use super::rows::{RowsBuilder, TableInfo};
-use super::source::Shared;
 use crate::runtime::Output;
 
 /// The worker behind the stream: snapshot, then the change stream.
@@ -27,7 +27,8 @@ pub(super) struct Worker {
     pub(super) labels: MetricLabels,
     /// Rows dead-lettered since the last batch was sent (they travel with its position).
     pub(super) dead_letters: Vec<DeadLetter>,
-    pub(super) shared: Arc<Shared>,
+    /// The positions reported on the replication connection.
+    pub(super) feedback: Arc<Feedback>,
     /// Where batches go.
     pub(super) out: Output,
     /// Position after the last emitted row.
@@ -40,8 +41,6 @@ pub(super) struct Worker {
     pub(super) sent: Option<PgPosition>,
     /// Batches emitted so far (progress, which renews the retry budget).
     pub(super) emitted: u64,
-    /// A second SQL connection, for queries made while a change is being handled.
-    pub(super) aux: Option<PgConn>,
     /// When the retained-WAL warning was last logged.
     pub(super) retained_warned: Option<std::time::Instant>,
 }
@@ -163,18 +162,6 @@ impl Worker {
             quote_ident(&self.settings.schema),
             quote_ident(&self.settings.table)
         )
-    }
-
-    /// The second connection (opened on first use): for queries made while the polling
-    /// connection may be running its own query.
-    pub(super) async fn aux_client(&mut self) -> WorkResult<&PgConn> {
-        if self.aux.as_ref().is_none_or(|c| c.is_closed()) {
-            self.aux = Some(connect(&self.settings).await?);
-        }
-        match &self.aux {
-            Some(conn) => Ok(conn),
-            None => Err(WorkError::Closed),
-        }
     }
 
     pub(super) fn dead_letter(&mut self, locator: &str, reason: String) {
