@@ -379,3 +379,67 @@ async fn delta_on_s3() {
 async fn delta_on_azure() {
     on_object_store(Store::azure().await).await;
 }
+
+/// The sink's manifests are the record of what it committed; a table whose log is ahead of
+/// them (manifests removed) is refused with what to do, and a manifest missing from the range
+/// the table still lacks is never skipped silently.
+#[tokio::test]
+async fn manifests_removed_behind_the_tables_back_are_refused_not_skipped() {
+    let store = Store::local();
+    let Store::Local(dir) = &store else {
+        unreachable!()
+    };
+    let manifests = dir.path().join("stream/_arcane/manifests");
+    let mut sink = open(config(&store), &ctx()).await;
+    commit(&mut sink, 0, 100).await;
+    commit(&mut sink, 100, 200).await;
+    drop(sink);
+    let mut names: Vec<_> = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+
+    // The newest manifest gone: the table records it, the sink's history ends before it.
+    let newest = names.pop().unwrap();
+    let kept = std::fs::read(&newest).unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    let mut again = ParquetSink::new(config(&store)).expect("sink");
+    let err = again.open(&ctx()).await.expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("were removed or reset") && message.contains("backfill"),
+        "{message}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{message}");
+    std::fs::write(&newest, kept).unwrap();
+
+    // The table one manifest behind (a crash before its Delta commit) and the manifest it
+    // published last gone: an error naming it, not a publish that guesses the generation.
+    let mut crashing = ParquetSink::new(config(&store))
+        .expect("sink")
+        .with_pause_at("before-table-commit", 1, None);
+    crashing.open(&ctx()).await.expect("open");
+    crashing
+        .write(Group::new(
+            GeneratorSource::batch(200, 300),
+            checkpoint(300),
+        ))
+        .await
+        .expect("write");
+    let flushed = tokio::time::timeout(Duration::from_millis(500), crashing.flush()).await;
+    assert!(flushed.is_err(), "the sink pauses before its Delta commit");
+    drop(crashing);
+    let mut names: Vec<_> = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let last_published = &names[names.len() - 2];
+    std::fs::remove_file(last_published).unwrap();
+    let mut again = ParquetSink::new(config(&store)).expect("sink");
+    let err = again.open(&ctx()).await.expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("is missing"), "{message}");
+}

@@ -356,9 +356,15 @@ impl DeltaLog {
         let started = std::time::Instant::now();
         let switch = m.state.current_generation != previous;
         let files: Vec<FileEntry> = if switch {
+            // Without them the commit would remove every live file and add none.
+            let Some(manifests) = manifests else {
+                return Err(Error::fatal(format!(
+                    "publishing manifest {} of sink {}: the generation switch needs every manifest of generation {:?}, which were not read",
+                    m.sequence, self.sink, m.state.current_generation
+                )));
+            };
             let mut seen = HashSet::new();
             manifests
-                .unwrap_or_default()
                 .iter()
                 .filter(|x| x.generation == m.state.current_generation && x.sequence <= m.sequence)
                 .flat_map(|x| x.files.iter())
@@ -634,16 +640,25 @@ impl DeltaLog {
                 let path = self.loc.child(&f.path);
                 let url = self.loc.url_of(&path);
                 async move {
-                    let meta = read_footer(store.as_ref(), &path, f.bytes)
-                        .await
-                        .map_err(|e| {
-                            Error::sink(
+                    let what = format!(
+                        "cannot read the footer of committed file {url} (manifest {}) for its Delta statistics",
+                        m.sequence
+                    );
+                    let meta = match read_footer(store.as_ref(), &path, f.bytes).await {
+                        Ok(meta) => meta,
+                        // Missing or unreadable: permanent (a retry would only loop).
+                        Err(FooterError::Store(e)) => return Err(store_error(&sink, what, e)),
+                        Err(FooterError::Bad(why)) => {
+                            return Err(Error::sink(
                                 sink,
-                                format!("cannot read the footer of committed file {url} for its Delta statistics: {e}; if the file is gone, its rows are lost and a backfill is needed"),
-                                Retry::Transient,
+                                format!(
+                                    "{what}: {why}; the file is corrupt: restore it from the store's versions or a backup, or rebuild the output (remove the sink's prefix, table included, and backfill)"
+                                ),
+                                Retry::Permanent,
                                 None,
-                            )
-                        })?;
+                            ));
+                        }
+                    };
                     let stats = match &schema {
                         Some(s) => stats::stats(&meta, s),
                         None => json!({"numRecords": f.rows}),
@@ -725,26 +740,39 @@ const FOOTER_GUESS: u64 = 64 * 1024;
 
 /// The Parquet footer of the `size`-byte file at `path` (one ranged read, two when the footer
 /// is larger than [`FOOTER_GUESS`]).
+/// Why a footer could not be read: the store's error (classified as the store's errors are:
+/// a missing file is permanent), or bytes that are not a Parquet footer.
+enum FooterError {
+    Store(object_store::Error),
+    Bad(String),
+}
+
 async fn read_footer(
     store: &dyn object_store::ObjectStore,
     path: &Path,
     size: u64,
-) -> std::result::Result<ParquetMetaData, String> {
+) -> std::result::Result<ParquetMetaData, FooterError> {
     if size < 12 {
-        return Err(format!("{size} bytes are too few for a Parquet file"));
+        return Err(FooterError::Bad(format!(
+            "{size} bytes are too few for a Parquet file"
+        )));
     }
     let start = size.saturating_sub(FOOTER_GUESS);
     let tail = store
         .get_range(path, start..size)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(FooterError::Store)?;
     let n = tail.len();
     if n < 8 || &tail[n - 4..] != b"PAR1" {
-        return Err("not a Parquet file (no PAR1 magic at its end)".into());
+        return Err(FooterError::Bad(
+            "not a Parquet file (no PAR1 magic at its end)".into(),
+        ));
     }
     let len = u32::from_le_bytes([tail[n - 8], tail[n - 7], tail[n - 6], tail[n - 5]]) as u64;
     if len + 8 > size {
-        return Err(format!("its footer length {len} is larger than the file"));
+        return Err(FooterError::Bad(format!(
+            "its footer length {len} is larger than the file"
+        )));
     }
     let meta = if len + 8 <= n as u64 {
         tail.slice(n - 8 - len as usize..n - 8)
@@ -752,9 +780,9 @@ async fn read_footer(
         store
             .get_range(path, size - 8 - len..size - 8)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(FooterError::Store)?
     };
-    ParquetMetaDataReader::decode_metadata(&meta).map_err(|e| e.to_string())
+    ParquetMetaDataReader::decode_metadata(&meta).map_err(|e| FooterError::Bad(e.to_string()))
 }
 
 /// Metric: seconds a Delta commit took (stats, conflicts and the put).

@@ -71,6 +71,21 @@ impl ParquetSink {
             self.stream_id.clone(),
         )
         .await?;
+        // This start's claim is the newest manifest: a table that already records it (or a
+        // later one) holds commits the sink's manifests no longer have.
+        let claimed = self.next_seq.checked_sub(1);
+        if let (Some(published), Some(claimed)) = (log.published, claimed)
+            && published >= claimed
+        {
+            return Err(Error::sink(
+                self.sink_name(),
+                format!(
+                    "the Delta table's log records this stream's manifest {published} as published, but the sink's manifests end before {claimed} (this start's claim): they were removed or reset, and the rows they committed would be written to the table again; restore them, or give the stream a new table (sink.url) and backfill"
+                ),
+                Retry::Permanent,
+                None,
+            ));
+        }
         self.delta = Some(log);
         self.publish_table(None).await?;
         self.check_table_schema(&self.state)
@@ -131,17 +146,58 @@ impl ParquetSink {
             return Ok(());
         };
         let from = log.published.map_or(0, |p| p + 1);
+        let name = self.sink_name();
+        if from > last + 1 {
+            // The table holds manifests this sink has not seen: nothing new would ever be
+            // published after them. Another runner that committed meanwhile is a restart; a
+            // manifest history that ends before the table's is not.
+            let published = from - 1;
+            if manifest::read_if_exists(&self.loc, &name, last + 1)
+                .await?
+                .is_some()
+            {
+                return Err(Error::sink(
+                    &name,
+                    format!(
+                        "another runner of this stream committed manifest {} and published up to {published} in the Delta table meanwhile; this runner stops and its rerun continues after them",
+                        last + 1
+                    ),
+                    Retry::Transient,
+                    None,
+                ));
+            }
+            return Err(Error::sink(
+                &name,
+                format!(
+                    "the Delta table's log records this stream's manifest {published} as published, but the sink's manifests end at {last}: they were removed or reset; restore them, or give the stream a new table (sink.url) and backfill"
+                ),
+                Retry::Permanent,
+                None,
+            ));
+        }
         if from > last {
             return Ok(());
         }
-        let name = self.sink_name();
+        let missing = |seq: u64| {
+            Error::sink(
+                &name,
+                format!(
+                    "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Delta table; restore it (manifests are never deleted by the sink)"
+                ),
+                Retry::Permanent,
+                None,
+            )
+        };
         let mut previous = match log.generation.take() {
             Some(g) => g,
             None if from == 0 => String::new(),
-            None => manifest::read_if_exists(&self.loc, &name, from - 1)
-                .await?
-                .map(|m| m.state.current_generation)
-                .unwrap_or_default(),
+            None => {
+                manifest::read_if_exists(&self.loc, &name, from - 1)
+                    .await?
+                    .ok_or_else(|| missing(from - 1))?
+                    .state
+                    .current_generation
+            }
         };
         let configured = self.config.target_schema()?;
         let mut all: Option<Vec<Manifest>> = None;
@@ -154,7 +210,7 @@ impl ParquetSink {
                         read = m;
                         &read
                     }
-                    None => continue,
+                    None => return Err(missing(seq)),
                 },
             };
             if m.state.current_generation != previous && all.is_none() {
