@@ -231,10 +231,18 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
         let limits = spec.group_limits()?;
         let shards = spec.backfill_shards.unwrap_or(1);
         if shards > 1 && !self.0.can_shard() {
+            // The count may come from the Job template rather than the spec.
+            let remedy = match std::env::var(arcane_core::env::ENV_BACKFILL_SHARDS) {
+                Ok(n) => format!(
+                    "the count comes from {}={n}, set by a sharded backfill Job template: run this stream's backfill with the kind's plain backfill template",
+                    arcane_core::env::ENV_BACKFILL_SHARDS
+                ),
+                Err(_) => "remove backfillShards or set it to 1".to_string(),
+            };
             return Err(Error::config(
                 "spec.backfillShards",
                 format!(
-                    "the {} kind cannot shard its backfill ({shards} shards asked): {}; remove backfillShards or set it to 1",
+                    "the {} kind cannot shard its backfill ({shards} shards asked): {}; {remedy}",
                     self.0.name(),
                     self.0.why_not_sharded()
                 ),

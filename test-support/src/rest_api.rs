@@ -212,15 +212,6 @@ fn item(value: Value) -> Arc<Item> {
     Arc::new(Item { at, value })
 }
 
-/// A small deterministic generator (splitmix64) for shuffles.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 impl TestApi {
     /// Serve `records` records (ids 1..=records) on 127.0.0.1 and a free port.
     pub fn start(records: u64) -> Self {
@@ -232,9 +223,9 @@ impl TestApi {
     /// watermark order (still in id order).
     pub fn start_shuffled(records: u64, seed: u64) -> Self {
         let mut ats: Vec<i64> = (1..=records).map(base_at).collect();
-        let mut rng = seed;
+        let mut rng = crate::rng::SplitMix64(seed);
         for i in (1..ats.len()).rev() {
-            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             ats.swap(i, j);
         }
         let state = State::with_records(
