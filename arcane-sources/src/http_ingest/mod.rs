@@ -57,9 +57,10 @@
 //!
 //! **Metrics.** [`EVENTS`], [`BYTES`], [`REJECTS`] (tag `reason`), [`DUPLICATES`],
 //! [`COMMIT_LATENCY`] (histogram, seconds), with the stream's tags and a `source` tag bounded
-//! by the spec: the `allowedSources` entry the CloudEvents' `source` matched (`*` without an
-//! allow-list), `webhook`, `mixed` (a batch matching several entries) or [`UNKNOWN_SOURCE`]
-//! (refused before the source was known).
+//! by the spec: with `sourcePaths`, the `source` of the path's entry; else the `allowedSources`
+//! entry the CloudEvents' `source` matched (`*` without an allow-list), `webhook`, `mixed` (a
+//! batch matching several entries) or [`UNKNOWN_SOURCE`] (refused before the source was known,
+//! or a source no entry allows).
 
 mod config;
 mod event;

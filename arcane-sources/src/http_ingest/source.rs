@@ -33,9 +33,9 @@ pub const REJECTS: &str = "arcane.source.http_ingest.rejects";
 pub const DUPLICATES: &str = "arcane.source.http_ingest.duplicates";
 /// Metric: seconds from a request's acceptance to its commit (histogram).
 pub const COMMIT_LATENCY: &str = "arcane.source.http_ingest.commit_latency";
-/// The `source` tag of requests refused before their source is known (every metric of this
-/// source has a `source` tag: the matched `allowedSources` entry, `*`, `webhook`, `mixed` or
-/// this).
+/// The `source` tag of requests refused before their source is known or whose source no
+/// `allowedSources` entry allows (every metric of this source has a `source` tag: the path's
+/// `sourcePaths` entry, the matched `allowedSources` entry, `*`, `webhook`, `mixed` or this).
 pub const UNKNOWN_SOURCE: &str = "unknown";
 
 /// Requests waiting for the sequencer.
