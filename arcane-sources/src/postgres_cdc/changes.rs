@@ -251,18 +251,18 @@ impl Worker {
             }
             Message::Insert { relid, new } if relid == oid => match tx.as_mut() {
                 Some(t) => self.change(client, t, "c", change_lsn, &new, None).await,
-                None => Ok(()),
+                None => Err(self.outside_transaction(change_lsn)),
             },
             Message::Update { relid, old, new } if relid == oid => match tx.as_mut() {
                 Some(t) => {
                     self.change(client, t, "u", change_lsn, &new, old.as_deref())
                         .await
                 }
-                None => Ok(()),
+                None => Err(self.outside_transaction(change_lsn)),
             },
             Message::Delete { relid, old } if relid == oid => match tx.as_mut() {
                 Some(t) => self.change(client, t, "d", change_lsn, &old, None).await,
-                None => Ok(()),
+                None => Err(self.outside_transaction(change_lsn)),
             },
             Message::Truncate { relids }
                 if relids.contains(&oid) && tx.as_ref().is_some_and(|t| !t.skip) =>
@@ -275,6 +275,16 @@ impl Worker {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A change that no Begin message opened: never sent by `pgoutput`; refused rather than
+    /// dropped or emitted without its transaction.
+    fn outside_transaction(&self, lsn: Lsn) -> super::client::WorkError {
+        Error::source_permanent(
+            &self.name,
+            format!("a change of table {} at {lsn} arrived outside a transaction (no Begin message); the stream cannot place it; report this with the server's version", self.qualified),
+        )
+        .into()
     }
 
     /// A transaction starts: skip it if the position already covers it, and note how many of
