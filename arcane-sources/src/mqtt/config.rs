@@ -260,6 +260,10 @@ mod tests {
             "sport/tennis/+/#",
         ] {
             assert_eq!(check_topic_filter(ok), Ok(()), "{ok}");
+            // The client library's own check, which this one explains: they must agree (a
+            // shared subscription is checked on its filter part).
+            let plain = ok.strip_prefix("$share/g/").unwrap_or(ok);
+            assert!(rumqttc::valid_filter(plain), "{ok}");
         }
         for bad in [
             "a#",
@@ -274,6 +278,9 @@ mod tests {
             "a\0b",
         ] {
             assert!(check_topic_filter(bad).is_err(), "{bad}");
+            if !bad.starts_with("$share") && !bad.contains('\0') {
+                assert!(!rumqttc::valid_filter(bad), "{bad}");
+            }
         }
     }
 
