@@ -54,6 +54,20 @@ pub trait SourceKind: Send + Sync + 'static {
     /// Build the source from its settings; errors name fields under `spec.source`.
     async fn source(&self, ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>>;
 
+    /// The source of one shard of a sharded backfill. `board` holds values all the shards of
+    /// the backfill share (see [`ShardBoard`](arcane_core::ShardBoard)), for a kind whose
+    /// shards must agree on something before they read. Default: [`source`](Self::source),
+    /// which finds its part with [`StreamContext::shard`].
+    async fn shard_source(
+        &self,
+        ctx: &StreamContext,
+        config: Self::Config,
+        _shard: arcane_core::Shard,
+        _board: std::sync::Arc<dyn arcane_core::ShardBoard>,
+    ) -> Result<Box<dyn Source>> {
+        self.source(ctx, config).await
+    }
+
     /// Whether the kind's backfill can be split into shards (`backfillShards` > 1): its
     /// [`source`](Self::source) then reads only the part of the input that
     /// [`StreamContext::shard`] owns. Default: no — a spec asking for shards is refused
@@ -258,15 +272,19 @@ impl<K: SourceKind> arcane_core::StreamGraphBuilder for BuiltinKind<K> {
         }
         let sink_config = spec.sink.clone();
         let mut sink = ParquetSink::new_at(sink_config.clone(), "spec.sink")?;
-        if let Some(shard) = shard {
-            tracing::info!(
-                shard = shard.index(),
-                shards = shard.count(),
-                "backfilling one shard of a sharded backfill"
-            );
-            sink = sink.with_shard(shard, K::resume_after_shards);
-        }
-        let source = self.0.source(ctx, spec.source).await?;
+        let source = match shard {
+            Some(shard) => {
+                tracing::info!(
+                    shard = shard.index(),
+                    shards = shard.count(),
+                    "backfilling one shard of a sharded backfill"
+                );
+                let board = sink.shard_board(ctx.backfill_id.as_deref(), shard);
+                sink = sink.with_shard(shard, K::resume_after_shards);
+                self.0.shard_source(ctx, spec.source, shard, board).await?
+            }
+            None => self.0.source(ctx, spec.source).await?,
+        };
         tracing::info!(
             kind = self.0.name(),
             source = %source.name(),

@@ -6,6 +6,7 @@
 //! rows, then changes in LSN order) must equal `SELECT * FROM` the table, with no change twice.
 //! Every test uses its own table, slot and publication and drops them, even when it fails.
 #![cfg(feature = "postgres-cdc")]
+#![allow(clippy::print_stderr)] // the kill schedule (seed, kills), to reproduce a failure
 
 mod support;
 
@@ -1119,4 +1120,187 @@ fn a_composite_key_snapshot_resumes_after_kills_with_none_missing_or_twice() {
 #[test]
 fn a_keyless_replica_identity_full_table_is_snapshotted_by_ctid_and_resumes_after_kills() {
     snapshot_any_key_survives_kills("nokey", &NO_KEY, false);
+}
+
+/// Shard `index` of backfill `id` of `spec`, as the pod of an Indexed Job would run it.
+fn start_shard(work: &std::path::Path, spec: &Value, id: &str, index: u32) -> Arcane {
+    let index = index.to_string();
+    Arcane::run_with_env(
+        work,
+        spec,
+        &["--backfill", "--backfill-id", id],
+        &[("JOB_COMPLETION_INDEX", index.as_str())],
+    )
+}
+
+/// Run the `shards` shards of backfill `id` all at once until every one exits 0, SIGKILLing a
+/// random running shard at a random moment in each of the first `kill_rounds` rounds (then
+/// restarting it, as the Job controller would). Returns how many kills landed.
+fn run_shards_killing(
+    work: &std::path::Path,
+    spec: &Value,
+    id: &str,
+    shards: u32,
+    kill_rounds: u32,
+    seed: &mut u64,
+) -> u32 {
+    let mut next = |m: u64| {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*seed >> 33) % m
+    };
+    let mut pending: Vec<u32> = (0..shards).collect();
+    let mut landed = 0;
+    for round in 0.. {
+        assert!(round < kill_rounds + 5, "shards {pending:?} never finished");
+        let procs: Vec<(u32, Arcane)> = pending
+            .iter()
+            .map(|&i| (i, start_shard(work, spec, id, i)))
+            .collect();
+        let started = std::time::Instant::now();
+        if round < kill_rounds {
+            // Anywhere from planning (the lock, the slot) to the last commit.
+            std::thread::sleep(Duration::from_millis(next(350)));
+            let victim = next(procs.len() as u64) as usize;
+            procs[victim].1.signal(Signal::SIGKILL);
+        }
+        pending.clear();
+        for (i, p) in procs {
+            let exit = p.wait();
+            match exit.code {
+                0 => {}
+                -1 => {
+                    landed += 1;
+                    pending.push(i);
+                }
+                code => panic!("shard {i} exited {code}: {:#?}", exit.lines),
+            }
+        }
+        eprintln!(
+            "round {round}: {:?}, shards {pending:?} killed",
+            started.elapsed()
+        );
+        if pending.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        kill_rounds == 0 || landed > 0,
+        "no kill landed while a shard ran"
+    );
+    landed
+}
+
+/// A sharded backfill of `rows` rows of `table` in `shards` shards (random shards SIGKILLed at
+/// random moments and restarted), with inserts, updates and deletes during it when
+/// `writes_during_backfill` (else after it), then the stream: the replayed change log must
+/// equal the table by key, with no snapshot row or change twice.
+fn sharded_snapshot_survives_kills(
+    test: &str,
+    table: &'static KeyedTable,
+    rows: i64,
+    shards: u32,
+    kill_rounds: u32,
+    writes_during_backfill: bool,
+) {
+    let n = Names::new(test);
+    let t = n.base.clone();
+    runtime().block_on(async { table.create(&client().await, &t, rows).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let mut spec = spec(&t, &sink_url);
+    spec["spec"]["source"]["batchRows"] = json!(100);
+    spec["spec"]["rowsPerGroup"] = json!(200);
+    spec["spec"]["sink"]["rolling"]["maxRowsPerFile"] = json!(200);
+    spec["spec"]["backfillShards"] = json!(shards);
+    // An empty table's backfill replaces the (empty) output on purpose.
+    spec["spec"]["sink"]["allowEmptyOverwrite"] = json!(rows == 0);
+    let mut writer =
+        writes_during_backfill.then(|| keyed_writer(table, &t, rows + 1, rows.max(1), 0x5eed_0024));
+
+    let mut seed = arcane_test_support::rng::seed_from_env("ARCANE_TEST_SEED");
+    eprintln!("kill schedule seed (ARCANE_TEST_SEED): {seed}");
+    let landed = run_shards_killing(work.path(), &spec, "b1", shards, kill_rounds, &mut seed);
+    eprintln!("{landed} kills landed");
+    let text = show(&sink_url, &BTreeMap::new());
+    assert!(
+        text.contains(&format!("sharded backfill b1 ({shards} shards): complete")),
+        "{text}"
+    );
+    let snapshot_rows = change_log(&sink_url)
+        .iter()
+        .filter(|r| op(r) == "r")
+        .count();
+    if !writes_during_backfill {
+        assert_eq!(
+            snapshot_rows, rows as usize,
+            "snapshot rows after the backfill"
+        );
+    }
+    // A shard restarted after the backfill completed does nothing and exits 0.
+    let exit = start_shard(work.path(), &spec, "b1", shards - 1).wait();
+    assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+
+    if writer.is_none() {
+        writer = Some(keyed_writer(table, &t, rows + 1, rows.max(1), 0x5eed_0025));
+    }
+    // The stream goes on from the shards' merged position, killed a few times.
+    for _ in 0..2 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let proc = Arcane::run(work.path(), &spec, &[]);
+        std::thread::sleep(Duration::from_millis(500 + (seed >> 33) % 1_500));
+        proc.signal(Signal::SIGKILL);
+        proc.wait();
+    }
+    assert!(writer.take().unwrap().finish() > 0);
+    runtime().block_on(async {
+        client()
+            .await
+            .batch_execute(&table.insert(&t, -1, 0))
+            .await
+            .unwrap();
+    });
+    let proc = Arcane::run(work.path(), &spec, &[]);
+    eventually("sentinel committed", || {
+        committed_log_if_readable(&sink_url)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
+    });
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.wait().code, 0);
+
+    let log = change_log(&sink_url);
+    // A tiny table's writer may update or delete nothing that exists.
+    let ops: &[&str] = if rows >= 1_000 {
+        &["c", "u", "d"]
+    } else {
+        &["c"]
+    };
+    for o in ops {
+        assert!(log.iter().any(|r| op(r) == *o), "no {o} rows");
+    }
+    let expected = runtime().block_on(async { rows_by_key(&client().await, &t, table.key).await });
+    let actual = replay_by_key(log, table.key);
+    assert_eq!(actual.len(), expected.len(), "row count");
+    assert_eq!(actual, expected);
+}
+
+#[test]
+fn a_sharded_backfill_of_a_composite_key_table_with_writes_and_kills_lands_every_row_once() {
+    sharded_snapshot_survives_kills("shcomp", &COMPOSITE_KEY, 60_000, 3, 3, true);
+}
+
+#[test]
+fn a_sharded_backfill_of_a_keyless_table_splits_its_blocks_and_lands_every_row_once() {
+    sharded_snapshot_survives_kills("shnokey", &NO_KEY, 40_000, 2, 2, false);
+}
+
+#[test]
+fn a_sharded_backfill_with_more_shards_than_rows_or_an_empty_table_lands_every_row_once() {
+    sharded_snapshot_survives_kills("shfew", &TEXT_KEY, 2, 4, 0, false);
+    sharded_snapshot_survives_kills("shempty", &UUID_KEY, 0, 3, 0, false);
 }

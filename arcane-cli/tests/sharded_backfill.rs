@@ -169,17 +169,6 @@ fn completions(manifests: &[Value], id: &str) -> usize {
         .count()
 }
 
-fn show(url: &str, options: &BTreeMap<String, String>) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arcane"));
-    cmd.args(["show", url, "--limit", "0"]);
-    for (k, v) in options {
-        cmd.args(["--storage-option", &format!("{k}={v}")]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A small xorshift generator: random kill moments, reproducible from the printed seed.
 struct Rng(u64);
 
@@ -628,34 +617,6 @@ fn an_index_out_of_range_or_missing_and_a_kind_that_cannot_shard_are_fatal() {
             message(&exit)
         );
     }
-    // postgres-cdc says why: one snapshot at the slot's position; before connecting.
-    let postgres = json!({
-        "apiVersion": "streaming.sneaksanddata.com/v1",
-        "kind": "PostgresCdcStream",
-        "metadata": {"name": "p"},
-        "spec": {
-            "source": {
-                "connection": "host=127.0.0.1 port=1 user=nobody dbname=none",
-                "table": "public.t", "slot": "s", "publication": "p"
-            },
-            "sink": {"url": sink},
-            "backfillShards": 2
-        }
-    });
-    let exit = Arcane::run_with_env(
-        dir.path(),
-        &postgres,
-        &["--backfill", "--backfill-id", "p"],
-        &[("JOB_COMPLETION_INDEX", "1")],
-    )
-    .wait();
-    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
-    let text = message(&exit);
-    assert!(
-        text.contains("spec.backfillShards: the postgres-cdc kind cannot shard its backfill (2 shards asked): its backfill is one consistent snapshot"),
-        "{text}"
-    );
-    assert!(text.contains("a second time"), "{text}");
 }
 
 #[test]

@@ -76,7 +76,7 @@ pub use grouped_within::{GroupLimits, GroupedWithin, GroupedWithinExt};
 pub use kill_switch::KillSwitch;
 pub use position::{Checkpoint, Group, Position, PositionedBatch};
 pub use retry::RetryConfig;
-pub use shard::Shard;
+pub use shard::{Shard, ShardBoard};
 pub use sink::{Commit, Sink, SinkContext};
 pub use source::{PositionedStream, Source, SourceStart};
 

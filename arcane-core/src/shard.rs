@@ -209,6 +209,24 @@ pub fn apply_template_shards(spec: &mut serde_json::Value, template: Option<&str
     Ok(())
 }
 
+/// A few small values shared by the shards of one sharded backfill, kept beside their output
+/// (the sink's store): each value is written once, put-if-absent, so that what one shard
+/// decides (e.g. how a table is split) is what every shard and every restart reads, whoever
+/// wrote it. The sink provides it; a source that must agree with the other shards on
+/// something before it reads (not only on which keys it owns) takes it.
+#[async_trait::async_trait]
+pub trait ShardBoard: Send + Sync + std::fmt::Debug {
+    /// The value `name`, `None` when no shard wrote it yet.
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Write `value` as `name` unless a value is there already: `Ok(false)` when another
+    /// writer was first (read theirs with [`get`](Self::get)).
+    async fn put_if_absent(&self, name: &str, value: Vec<u8>) -> Result<bool>;
+
+    /// Where `name` is kept, for messages (a URL).
+    fn location(&self, name: &str) -> String;
+}
+
 /// Parse the text of `JOB_COMPLETION_INDEX`.
 pub fn parse_index(text: &str) -> Result<u32> {
     text.trim().parse::<u32>().map_err(|e| {

@@ -1,8 +1,12 @@
 //! The `postgres-cdc` kind: a PostgreSQL table's snapshot and changes (logical decoding), as
 //! Parquet.
 
-use arcane_core::{Result, Source, StreamContext};
-use arcane_sources::postgres_cdc::{PostgresCdcSource, PostgresCdcSourceConfig, retire};
+use std::sync::Arc;
+
+use arcane_core::{Checkpoint, Result, Shard, ShardBoard, Source, StreamContext};
+use arcane_sources::postgres_cdc::{
+    PostgresCdcSource, PostgresCdcSourceConfig, merge_shard_positions, retire,
+};
 
 use crate::kind::{KindSpec, SourceKind};
 
@@ -30,8 +34,27 @@ impl SourceKind for PostgresCdc {
         "a PostgreSQL table's snapshot, then its inserts, updates and deletes (logical decoding with pgoutput), landed as Parquet"
     }
 
-    fn why_not_sharded(&self) -> &'static str {
-        "its backfill is one consistent snapshot taken with the replication slot, and the stream resumes from that slot's position skipping what the snapshot saw; shards on separate pods would each take their own snapshot at another WAL position, which the stream does not yet reconcile, so it would apply changes already in a shard's snapshot a second time (see \"Sharded backfills\" in the README)"
+    /// The table is split by its key (or heap blocks) into ranges, one per shard; see
+    /// "Sharded backfills" in [`arcane_sources::postgres_cdc`].
+    fn can_shard(&self) -> bool {
+        true
+    }
+
+    /// The slot's consistent point with every shard's snapshot segments.
+    fn resume_after_shards(finals: &[Option<Checkpoint>]) -> Result<Option<Checkpoint>> {
+        merge_shard_positions(finals)
+    }
+
+    async fn shard_source(
+        &self,
+        _ctx: &StreamContext,
+        config: Self::Config,
+        shard: Shard,
+        board: Arc<dyn ShardBoard>,
+    ) -> Result<Box<dyn Source>> {
+        Ok(Box::new(
+            PostgresCdcSource::new_at(config, "spec.source")?.with_shard(shard, board),
+        ))
     }
 
     async fn source(&self, _ctx: &StreamContext, config: Self::Config) -> Result<Box<dyn Source>> {

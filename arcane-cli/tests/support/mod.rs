@@ -366,3 +366,16 @@ impl OneTrial {
         }
     }
 }
+
+/// `arcane show URL --limit 0` (the stream's state, without rows), asserting it succeeds.
+#[allow(dead_code)]
+pub fn show(url: &str, options: &BTreeMap<String, String>) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arcane"));
+    cmd.args(["show", url, "--limit", "0"]);
+    for (k, v) in options {
+        cmd.args(["--storage-option", &format!("{k}={v}")]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}

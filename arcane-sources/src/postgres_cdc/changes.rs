@@ -411,9 +411,9 @@ impl Worker {
     /// before all of them or after all of them), and the key is not needed. Otherwise the
     /// server compares the change's key with the segments' bounds (with the key columns' own
     /// types and collations). Without a key (a table read by `ctid` ranges), or when the
-    /// change lacks its key, the first segment decides: the change is emitted unless the first
-    /// snapshot saw it, so an interrupted keyless snapshot is resumed at least once, never
-    /// losing a change.
+    /// change lacks its key, the change is emitted unless every snapshot saw it (in one run the
+    /// first, earliest snapshot; the shards of a sharded backfill took theirs in any order), so
+    /// an interrupted or sharded keyless snapshot is read at least once, never losing a change.
     async fn in_snapshot(
         &mut self,
         client: &Client,
@@ -432,8 +432,10 @@ impl Worker {
         if segments.iter().all(|s| answer(s) == first) {
             return Ok(first);
         }
+        // Without a key to place the change, it is skipped only when every snapshot saw it.
+        let every = segments.iter().all(answer);
         let Some(key) = self.table.key.clone() else {
-            return Ok(first);
+            return Ok(every);
         };
         let texts: Option<Vec<&str>> = key
             .iter()
@@ -446,7 +448,7 @@ impl Worker {
             })
             .collect();
         let Some(texts) = texts else {
-            return Ok(first);
+            return Ok(every);
         };
         for s in segments.iter().rev() {
             match s.key() {

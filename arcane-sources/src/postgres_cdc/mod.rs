@@ -112,42 +112,47 @@
 //! * **Backfill mode** takes a fresh slot and snapshot and ends after the snapshot; the
 //!   streaming run resumes from its committed position (the slot's consistent point).
 //!
-//! # Sharded backfills: refused, and the design they would need
+//! # Sharded backfills
 //!
-//! A backfill of this kind refuses `backfillShards` > 1 (exit 1, saying why). The snapshot
-//! above is exact because one transaction's MVCC snapshot (or one per segment, each owning a
-//! key range) is recorded in the position, and the stream, starting at the slot's consistent
-//! point *C*, skips every change that snapshot already saw. The pods of an Indexed Job cannot
-//! share one exported snapshot: an exported snapshot lives only as long as the exporting
-//! session, and each pod is restarted on its own. So each shard would read its part of the
-//! table under a snapshot of its own, at its own WAL position after *C*; a stream that knew only
-//! *C* would apply the changes committed between *C* and a shard's snapshot a second time.
+//! A backfill with `backfillShards: N` runs as the `N` pods of an Indexed Job
+//! ([`with_shard`](PostgresCdcSource::with_shard)), each reading one range of the table. The
+//! snapshot above is exact because the MVCC snapshots the table was read with are recorded
+//! in the position and the stream, starting at the slot's consistent point *C*, skips every
+//! change such a snapshot already saw. The pods cannot share one exported snapshot (it lives
+//! only as long as the exporting session, and each pod restarts on its own), so each shard
+//! reads its range under snapshots of its own, and the stream checks a change against the
+//! snapshot that read its key:
 //!
-//! The design that would make it exact, not built:
+//! 1. **One plan, the slot first.** A shard whose own lineage has no checkpoint takes a
+//!    PostgreSQL advisory lock on the slot's name (session level: released if the pod dies),
+//!    then reads the plan from the backfill's board beside the output
+//!    (`_arcane/shards/B-of-N/board/postgres-cdc-plan.json`). The first shard to get there
+//!    finds none: it runs the same checks and creation as an unsharded start (publication,
+//!    fresh slot at *C*), splits the table, and writes the plan put-if-absent: *C* and the
+//!    ranges. Keyed tables: `N - 1` keys (text forms) at the quantiles of a `TABLESAMPLE
+//!    SYSTEM` sample of about 256 heap blocks, sorted in the key's order; shard `i` reads the
+//!    keys above the `i - 1`-th up to and including the `i`-th (an empty table: shard 0 reads
+//!    everything). Keyless tables: `N - 1` heap blocks splitting the table's size at planning
+//!    time; the last shard reads up to the table's size at its own snapshot. Every other shard
+//!    reads the plan, and refuses (FATAL) when the slot is gone or was advanced past *C* (a
+//!    streaming run during the backfill), or the plan is for another table, slot or count.
+//! 2. **Each shard a series of segments.** A shard reads its range as an unsharded snapshot
+//!    does (keyset pagination bounded by `(key) <= (last key of the range)`, or its block
+//!    range), in `REPEATABLE READ` transactions, each recorded as a segment (its lower bound
+//!    and MVCC snapshot), resuming after the last key or block committed when its pod is
+//!    restarted. Its rows carry `_lsn = C`.
+//! 3. **The stream merges the shards.** When the backfill completes, the stream resumes from
+//!    [`merge_shard_positions`]: *C* with every shard's segments in index order, which is key
+//!    order. A change committed after *C* is then skipped exactly when the segment whose
+//!    range holds its key saw its transaction (the check a resumed snapshot makes), so a keyed
+//!    table is exact. Without a key a change is skipped only when every shard's snapshot saw
+//!    it: a change committed between the earliest and the latest shard snapshot may appear
+//!    both in a snapshot and as a change (at least once, never lost), as for an interrupted
+//!    keyless snapshot.
 //!
-//! 1. **One plan, decided through the store.** The first shard to start computes the key
-//!    ranges (quantiles of the primary key or unique index, `percentile_disc` over a sample, or
-//!    block ranges for a keyless table) and writes them with a put-if-absent *plan* object next
-//!    to the shards' lineages; every shard and every restart reads the same plan, whoever wrote
-//!    it (a lost race reads the winner's).
-//! 2. **The slot first.** The slot is created once, before any shard's snapshot, by the shard
-//!    that wins a second put-if-absent object recording the slot and *C*; the others wait for
-//!    that object. Every change committed after *C* is then in the slot.
-//! 3. **Each shard a segment.** A shard reads its key range with keyset pagination in
-//!    `REPEATABLE READ` transactions, recording each transaction's MVCC snapshot as a segment
-//!    of its range exactly as a resumed snapshot does today, and tags its rows with the WAL
-//!    position read *before* its snapshot transaction began as `_lsn` (a lower bound of what
-//!    the snapshot saw, so a consumer merging by key in `_lsn` order lets any later change win).
-//! 4. **The stream reconciles.** The kind's `resume_after_shards` (in `arcane-cli`) would
-//!    merge the shards' final positions into one: *C* plus every shard's segments, each with
-//!    its key range; the stream then skips a change whose transaction a segment holding its key
-//!    already saw, the check it makes for a resumed snapshot's segments.
-//!
-//! None of this is built: a shard-aware snapshot is only worth having with its proof, end-to-end
-//! tests that kill random shards at random moments while the table is written to, rerun them,
-//! and compare the output with the table by key (none missing, and the merge by key in `_lsn`
-//! order equal to the table), with every slot and publication a test creates dropped even when
-//! it fails.
+//! The slot belongs to the backfill once the plan is written: no shard drops it. The streaming
+//! run after the backfill must not start before it completes (it would advance the slot the
+//! shards' plan depends on; a shard started after that refuses, as above).
 //!
 //! # Output schema and type mapping
 //!
@@ -244,6 +249,7 @@ mod relation;
 mod replication;
 mod retire;
 mod rows;
+mod shards;
 mod slot;
 mod snapshot;
 mod source;
@@ -258,6 +264,7 @@ pub use pgoutput::Lsn;
 pub use position::{PgPosition, Segment, SnapshotProgress, TxProgress};
 pub use retire::retire;
 pub use rows::UNCHANGED_TOAST_COLUMN;
+pub use shards::merge_shard_positions;
 pub use source::{
     PostgresCdcSource, REPLICATION_LAG_BYTES, REPLICATION_LAG_SECONDS, SLOT_RETAINED_WAL_BYTES,
 };

@@ -51,6 +51,14 @@ pub struct SnapshotProgress {
     /// read as `afterKey`.
     #[serde(default, skip_serializing)]
     pub after_pk: Option<i64>,
+    /// One shard of a sharded backfill: the last key of its range (inclusive, text forms);
+    /// `None`: to the end of the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_key: Option<Vec<String>>,
+    /// One shard of a sharded backfill of a table without a key: the first heap block after
+    /// its range; `None`: to the table's size when its snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_block: Option<u64>,
 }
 
 impl SnapshotProgress {

@@ -99,30 +99,42 @@ impl Worker {
         };
         let table = self.qualified_sql();
         let batch_rows = self.settings.config.batch_rows;
+        // A shard of a sharded backfill reads up to the last key of its range.
+        let until = self.pos.snapshot.as_ref().and_then(|s| s.until_key.clone());
+        let cast = |values: &[String]| -> String {
+            key.iter()
+                .zip(values)
+                .map(|(k, v)| format!("{}::text::{}{}", literal(v), k.sql_type, k.collate))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         loop {
             let last = self.pos.snapshot.as_ref().and_then(|s| s.key());
-            let filter = match &last {
-                None => String::new(),
-                Some(values) if values.len() != key.len() => {
+            let mut conditions = Vec::new();
+            for bound in [&last, &until].into_iter().flatten() {
+                if bound.len() != key.len() {
                     return Err(Error::source_permanent(
                         &self.name,
                         format!(
                             "the snapshot resumes after a key of {} column(s) but table {}'s key now has {}; backfill the stream",
-                            values.len(),
+                            bound.len(),
                             self.qualified,
                             key.len()
                         ),
                     )
                     .into());
                 }
-                Some(values) => {
-                    let values: Vec<String> = key
-                        .iter()
-                        .zip(values)
-                        .map(|(k, v)| format!("{}::text::{}{}", literal(v), k.sql_type, k.collate))
-                        .collect();
-                    format!("WHERE ({order}) > ({})", values.join(", "))
-                }
+            }
+            if let Some(values) = &last {
+                conditions.push(format!("({order}) > ({})", cast(values)));
+            }
+            if let Some(values) = &until {
+                conditions.push(format!("({order}) <= ({})", cast(values)));
+            }
+            let filter = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
             };
             let query = format!(
                 "SELECT {select} FROM {table} AS _t {filter} ORDER BY {order} LIMIT {batch_rows}"
@@ -132,6 +144,7 @@ impl Worker {
             if let Some(values) = last_key {
                 self.pos.snapshot = Some(SnapshotProgress {
                     after_key: Some(values),
+                    until_key: until.clone(),
                     ..SnapshotProgress::default()
                 });
             }
@@ -224,6 +237,9 @@ impl Worker {
         };
         let chunk = ((self.settings.config.batch_rows as f64 / per_block) as u64).max(1);
         let select = self.select_list("_t.ctid", &[]);
+        // A shard of a sharded backfill reads up to the end of its block range.
+        let until = self.pos.snapshot.as_ref().and_then(|s| s.until_block);
+        let end = until.unwrap_or(blocks);
         loop {
             let from = self
                 .pos
@@ -231,8 +247,8 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.next_block)
                 .unwrap_or(0);
-            let to = from.saturating_add(chunk).min(blocks);
-            let done = to >= blocks;
+            let to = from.saturating_add(chunk).min(end);
+            let done = to >= end;
             let mut rows = 0;
             if from < to {
                 let query = format!(
@@ -243,6 +259,7 @@ impl Worker {
             }
             self.pos.snapshot = (!done).then(|| SnapshotProgress {
                 next_block: Some(to),
+                until_block: until,
                 ..SnapshotProgress::default()
             });
             if done || rows > 0 {

@@ -4,13 +4,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arcane_core::retry::retry;
-use arcane_core::{Checkpoint, PositionedStream, Result, Source, SourceStart};
+use arcane_core::{
+    Checkpoint, Error, Mode, PositionedStream, Result, Shard, ShardBoard, Source, SourceStart,
+};
+use tokio_postgres::Client;
 
-use super::client::{PgConn, connect, slot_busy};
+use super::client::{PgConn, connect, pg_err, quote_ident, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
+use super::pgoutput::Lsn;
 use super::position::PgPosition;
+use super::preflight::Checked;
 use super::replication::Feedback;
 use super::rows::{RowsBuilder, TableInfo, table_info};
+use super::shards::{PLAN, ShardPlan, Sharding, plan_lock};
 use super::slot::{Created, SlotSetup, advance_slot};
 use super::worker::{Worker, gave_up, is_retryable};
 use crate::runtime::spawn_source;
@@ -41,6 +47,8 @@ pub struct PostgresCdcSource {
     /// What an attempt of `open` created and could not drop again (its connection failed):
     /// dropped by a later attempt's refusal, or when `open` gives up.
     created: Mutex<Created>,
+    /// One shard of a sharded backfill.
+    sharding: Option<Sharding>,
 }
 
 impl PostgresCdcSource {
@@ -57,7 +65,16 @@ impl PostgresCdcSource {
             feedback: Arc::default(),
             ack_client: None,
             created: Mutex::new(Created::default()),
+            sharding: None,
         })
+    }
+
+    /// This source as shard `shard` of a sharded backfill, sharing the plan of the table's
+    /// split with the other shards through `board` (see "Sharded backfills" in the
+    /// [module docs](super)).
+    pub fn with_shard(mut self, shard: Shard, board: Arc<dyn ShardBoard>) -> Self {
+        self.sharding = Some(Sharding { shard, board });
+        self
     }
 
     fn qualified(&self) -> String {
@@ -81,6 +98,14 @@ impl PostgresCdcSource {
             prefix: &self.prefix,
         };
         let checked = setup.preflight(&client, &info).await?;
+        if let Some(sharding) = &self.sharding
+            && start.resume::<PgPosition>(name)?.0.is_none()
+        {
+            let pos = self
+                .shard_start(&setup, &client, &info, &checked, sharding, start)
+                .await?;
+            return Ok((info, pos));
+        }
         let plan = setup.plan_start(&client, start).await?;
         let mut created = self.take_created();
         let result = async {
@@ -101,6 +126,131 @@ impl PostgresCdcSource {
                 Err(e)
             }
         }
+    }
+
+    /// Where a shard of a sharded backfill starts when its own lineage has no checkpoint: its
+    /// range of the plan. Under an advisory lock on the slot's name (the shards of one backfill
+    /// wait for each other here), the plan is read from the board, or, by the first shard to
+    /// get here, made: the publication and the slot created as an unsharded start would, the
+    /// table split, the plan written put-if-absent. A shard that finds the plan checks that the
+    /// slot is still at the plan's consistent point.
+    async fn shard_start(
+        &self,
+        setup: &SlotSetup<'_>,
+        client: &Client,
+        info: &TableInfo,
+        checked: &Checked,
+        sharding: &Sharding,
+        start: &SourceStart,
+    ) -> Result<PgPosition> {
+        let name = setup.name;
+        let lock = plan_lock(&self.settings.config.slot);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&lock])
+            .await
+            .map_err(|e| pg_err(name, "waiting for the sharded backfill's plan lock", e))?;
+        let result = self
+            .shard_plan(setup, client, info, checked, sharding, start)
+            .await;
+        if let Err(e) = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+            .await
+        {
+            tracing::warn!(source = %name, error = %e, "could not release the sharded backfill's plan lock; it is released when this connection closes");
+        }
+        let plan = result?;
+        let index = sharding.shard.index();
+        let pos = plan.start(index);
+        tracing::info!(source = %name, shard = index, shards = sharding.shard.count(), consistent_point = %plan.consistent_point, after_key = ?pos.snapshot.as_ref().and_then(|s| s.after_key.clone()), until_key = ?pos.snapshot.as_ref().and_then(|s| s.until_key.clone()), next_block = ?pos.snapshot.as_ref().and_then(|s| s.next_block), until_block = ?pos.snapshot.as_ref().and_then(|s| s.until_block), "this shard's part of the table");
+        Ok(pos)
+    }
+
+    /// The plan, read or (first shard) made; see [`shard_start`](Self::shard_start).
+    async fn shard_plan(
+        &self,
+        setup: &SlotSetup<'_>,
+        client: &Client,
+        info: &TableInfo,
+        checked: &Checked,
+        sharding: &Sharding,
+        start: &SourceStart,
+    ) -> Result<ShardPlan> {
+        let name = setup.name;
+        let (table, slot) = (self.qualified(), self.settings.config.slot.clone());
+        let at = sharding.board.location(PLAN);
+        if let Some(bytes) = sharding.board.get(PLAN).await? {
+            let plan = ShardPlan::parse(&bytes, &at, name, (&table, &slot), sharding.shard)?;
+            let row = client
+                .query_opt(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots                      WHERE slot_name = $1 AND database = current_database()",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| pg_err(name, "reading replication slots", e))?;
+            let confirmed = row
+                .and_then(|r| r.get::<_, Option<String>>(0))
+                .and_then(|s| Lsn::parse(&s));
+            return match confirmed {
+                None => Err(Error::source_permanent(
+                    name,
+                    format!(
+                        "replication slot {slot}, created for this sharded backfill at {} (plan {at}), is gone, so the changes after it would be lost; start a new backfill (another backfill id)",
+                        plan.consistent_point
+                    ),
+                )),
+                Some(lsn) if lsn > plan.consistent_point => Err(Error::source_permanent(
+                    name,
+                    format!(
+                        "replication slot {slot} was advanced to {lsn} past this sharded backfill's consistent point {} (plan {at}): a streaming run of the stream ran during the backfill, and the changes in between are no longer in the slot; stop the streaming run and start a new backfill (another backfill id)",
+                        plan.consistent_point
+                    ),
+                )),
+                Some(_) => Ok(plan),
+            };
+        }
+        let mut created = self.take_created();
+        let result = async {
+            if checked.create_publication {
+                setup.create_publication(client).await?;
+                created.publication = true;
+            }
+            let slot_plan = setup.plan_start(client, start).await?;
+            let pos = setup
+                .start_position(client, slot_plan, Mode::Backfill, &mut created)
+                .await?;
+            let plan = ShardPlan::make(
+                client,
+                name,
+                info,
+                &format!(
+                    "{}.{}",
+                    quote_ident(&self.settings.schema),
+                    quote_ident(&self.settings.table)
+                ),
+                (&table, &slot),
+                sharding.shard.count(),
+                pos.lsn,
+            )
+            .await?;
+            let bytes = serde_json::to_vec_pretty(&plan)
+                .map_err(|e| Error::fatal(format!("cannot encode the shard plan: {e}")))?;
+            if !sharding.board.put_if_absent(PLAN, bytes).await? {
+                return Err(Error::source_transient(
+                    name,
+                    format!("another process wrote the sharded backfill's plan {at} while this one held the plan lock: two backfills of this stream with the same backfill id against different slots? the next start reads the plan"),
+                    std::io::Error::other("plan written concurrently"),
+                ));
+            }
+            tracing::info!(source = %name, plan = %at, shards = plan.shards, consistent_point = %plan.consistent_point, bounds = ?plan.bounds, blocks = ?plan.blocks, "sharded backfill planned: the slot is created and the table split");
+            Ok(plan)
+        }
+        .await;
+        if result.is_err() {
+            // Once the plan is written the slot is the backfill's, never dropped by a shard.
+            setup.undo(client, &mut created).await;
+            self.keep_created(created);
+        }
+        result
     }
 
     fn take_created(&self) -> Created {

@@ -17,7 +17,9 @@
 #[allow(unused_imports)]
 use super::*;
 
-use arcane_core::Shard;
+use std::sync::Arc;
+
+use arcane_core::{Shard, ShardBoard};
 use serde::{Deserialize, Serialize};
 
 /// Computes the checkpoint a stream resumes from after a sharded backfill, from the final
@@ -97,6 +99,77 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             None,
         )
     })
+}
+
+/// The [`ShardBoard`] of one sharded backfill: each value one object under
+/// `_arcane/shards/B-of-N/board/`, written put-if-absent.
+#[derive(Debug)]
+struct Board {
+    loc: Location,
+    dir: String,
+    sink: String,
+}
+
+impl Board {
+    fn path(&self, name: &str) -> Path {
+        self.loc.child(&format!("{}/{}", self.dir, sanitize(name)))
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardBoard for Board {
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(name);
+        match self.loc.store.get(&path).await {
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| store_error(&self.sink, format!("cannot read {path}"), e))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(&self.sink, format!("cannot read {path}"), e)),
+        }
+    }
+
+    async fn put_if_absent(&self, name: &str, value: Vec<u8>) -> Result<bool> {
+        let path = self.path(name);
+        match self
+            .loc
+            .store
+            .put_opts(
+                &path,
+                object_store::PutPayload::from(value),
+                object_store::PutOptions::from(object_store::PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(store_error(&self.sink, format!("cannot write {path}"), e)),
+        }
+    }
+
+    fn location(&self, name: &str) -> String {
+        self.loc.url_of(&self.path(name))
+    }
+}
+
+impl ParquetSink {
+    /// The board the shards of backfill `backfill_id` (`None`: the runner's default id,
+    /// `unnamed`) share under this sink's prefix, for sources whose shards must agree on
+    /// something before reading (see [`ShardBoard`]).
+    pub fn shard_board(&self, backfill_id: Option<&str>, shard: Shard) -> Arc<dyn ShardBoard> {
+        let id = backfill_id.unwrap_or("unnamed");
+        Arc::new(Board {
+            loc: self.loc.clone(),
+            dir: format!("{}/board", backfill_dir(id, shard.count())),
+            sink: self.sink_name(),
+        })
+    }
 }
 
 impl ParquetSink {
