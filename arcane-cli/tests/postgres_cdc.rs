@@ -390,6 +390,57 @@ fn sigterm_exits_zero_with_every_emitted_row_committed_and_a_rerun_continues() {
     assert_eq!(replay(change_log(&sink_url)), expected);
 }
 
+/// The slot moved past the committed position by someone else (a second stream on the same
+/// slot, an operator's `pg_replication_slot_advance`): the changes in between are gone from the
+/// slot, so a rerun that streamed from the slot would exit 0 without them. It is refused.
+#[test]
+fn a_slot_advanced_past_the_committed_position_is_refused_not_skipped() {
+    let n = Names::new("moved");
+    let t = n.base.clone();
+    runtime().block_on(async { create_table(&client().await, &t, 100).await });
+    let work = tempfile::tempdir().unwrap();
+    let sink_url = format!("file://{}/out", work.path().display());
+    let spec = spec(&t, &sink_url);
+    catch_up(work.path(), &spec, &t, &sink_url, -1);
+    let committed = change_log(&sink_url).len();
+    // Changes the stream has not read, then the slot moved past them.
+    runtime().block_on(async {
+        let c = client().await;
+        c.batch_execute(&format!(
+            "INSERT INTO {t} SELECT g, 1, 'lost?' FROM generate_series(1001, 1010) g"
+        ))
+        .await
+        .unwrap();
+        // The stopped run's walsender may hold the slot a moment longer.
+        let sql = format!("SELECT pg_replication_slot_advance('{t}', pg_current_wal_lsn())");
+        for attempt in 0.. {
+            match c.batch_execute(&sql).await {
+                Ok(()) => break,
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("advancing the slot: {e}"),
+            }
+        }
+    });
+    let exit = Arcane::run(work.path(), &spec, &[]).wait();
+    assert_eq!(exit.code, 1, "{:#?}", exit.lines);
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("replication slot {t} is at"))
+            && message.contains("past this stream's committed position")
+            && message.contains("backfill the stream"),
+        "{}",
+        exit.termination
+    );
+    assert_eq!(
+        change_log(&sink_url).len(),
+        committed,
+        "nothing more committed"
+    );
+}
+
 #[test]
 fn a_quiet_published_table_keeps_the_slots_retained_wal_bounded_while_another_takes_64_mb() {
     let n = Names::new("quiet");

@@ -45,7 +45,10 @@
 //!   with the `pgoutput` plugin are created on first start when missing (unless
 //!   `createPublication`/`createSlot` is false, then a missing one is a config error), after
 //!   the checks above. A slot left by an earlier run that committed nothing is dropped and
-//!   recreated.
+//!   recreated. A slot found ahead of the stream's committed position (moved by someone else:
+//!   a second stream or backfill on the same slot, `pg_replication_slot_advance`) no longer
+//!   holds the changes in between: the run is refused (exit 1) saying so, never resumed past
+//!   them.
 //! * **Snapshot.** The slot is created with `pg_create_logical_replication_slot`, which returns
 //!   its consistent point *C*: every transaction committing after *C* is in the change stream.
 //!   The table is then read in one `REPEATABLE READ` transaction, `batchRows` rows per chunk

@@ -98,6 +98,16 @@ impl SlotSetup<'_> {
                     cfg.slot, pos.lsn
                 ),
             )),
+            // The slot moves only after the sink committed (to the committed position), so a
+            // slot ahead of the committed position was moved by someone else: the changes in
+            // between are gone from it.
+            (Some(pos), Some(lsn)) if lsn > pos.lsn => Err(Error::source_permanent(
+                self.name,
+                format!(
+                    "replication slot {} is at {lsn}, past this stream's committed position {}: another process advanced it (a second stream or backfill with the same slot, or pg_replication_slot_advance), so the changes between the two are no longer in the slot and would be missing from the output; backfill the stream (it takes a new snapshot), and give every stream its own slot",
+                    cfg.slot, pos.lsn
+                ),
+            )),
             (Some(pos), Some(_)) => Ok(StartPlan::Resume(pos)),
             (None, Some(lsn)) if !snapshot => Ok(StartPlan::AtSlot(lsn)),
             (None, Some(_)) if !cfg.create_slot => Err(Error::config(
