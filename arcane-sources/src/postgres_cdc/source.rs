@@ -13,7 +13,6 @@ use super::client::{PgConn, connect, pg_err, quote_ident, slot_busy};
 use super::config::{PostgresCdcSourceConfig, Settings};
 use super::pgoutput::Lsn;
 use super::position::PgPosition;
-use super::preflight::Checked;
 use super::replication::Feedback;
 use super::rows::{RowsBuilder, TableInfo, table_info};
 use super::shards::{PLAN, ShardPlan, Sharding, plan_lock};
@@ -102,7 +101,7 @@ impl PostgresCdcSource {
             && start.resume::<PgPosition>(name)?.0.is_none()
         {
             let pos = self
-                .shard_start(&setup, &client, &info, &checked, sharding, start)
+                .shard_start(&setup, &client, &info, sharding, start)
                 .await?;
             return Ok((info, pos));
         }
@@ -139,7 +138,6 @@ impl PostgresCdcSource {
         setup: &SlotSetup<'_>,
         client: &Client,
         info: &TableInfo,
-        checked: &Checked,
         sharding: &Sharding,
         start: &SourceStart,
     ) -> Result<PgPosition> {
@@ -149,9 +147,7 @@ impl PostgresCdcSource {
             .execute("SELECT pg_advisory_lock($1)", &[&lock])
             .await
             .map_err(|e| pg_err(name, "waiting for the sharded backfill's plan lock", e))?;
-        let result = self
-            .shard_plan(setup, client, info, checked, sharding, start)
-            .await;
+        let result = self.shard_plan(setup, client, info, sharding, start).await;
         if let Err(e) = client
             .execute("SELECT pg_advisory_unlock($1)", &[&lock])
             .await
@@ -171,7 +167,6 @@ impl PostgresCdcSource {
         setup: &SlotSetup<'_>,
         client: &Client,
         info: &TableInfo,
-        checked: &Checked,
         sharding: &Sharding,
         start: &SourceStart,
     ) -> Result<ShardPlan> {
@@ -208,6 +203,9 @@ impl PostgresCdcSource {
                 Some(_) => Ok(plan),
             };
         }
+        // Checked again under the lock: a shard killed after creating the publication but
+        // before writing the plan left it behind since this shard's first check.
+        let checked = setup.preflight(client, info).await?;
         let mut created = self.take_created();
         let result = async {
             if checked.create_publication {
