@@ -152,7 +152,9 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
                     ..JobTemplateOptions::new(image)
                 };
                 let kind = kind_manifest(&runner, &kind)?;
-                Ok(manifests(&kind, &namespace, &opts)?.to_yaml()?)
+                let generated =
+                    manifests(&kind, &namespace, &opts).map_err(Error::from_manifest_options)?;
+                Ok(generated.to_yaml()?)
             })
         }
     };

@@ -21,6 +21,14 @@ pub enum Error {
     /// Generating manifests failed.
     #[error(transparent)]
     Deploy(#[from] arcane_deploy::Error),
+    /// A command-line flag's value is refused.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag (`--backfill-shards`).
+        flag: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A stream error (e.g. an invalid kind name).
     #[error(transparent)]
     Stream(Box<arcane_core::Error>),
@@ -30,4 +38,22 @@ pub enum Error {
     /// Serializing the output failed.
     #[error("cannot serialize the output: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A manifests option error, naming the `arcane manifests` flag that set the option
+    /// rather than the option's field.
+    pub(crate) fn from_manifest_options(e: arcane_deploy::Error) -> Self {
+        let arcane_deploy::Error::Options { field, message } = e else {
+            return Error::Deploy(e);
+        };
+        let flag = match field {
+            "backfill_shard_counts" => "--backfill-shards",
+            "drain_timeout" | "grace_margin" => "--drain-timeout",
+            "backoff_limit" => "--backoff-limit",
+            "image" => "--image",
+            _ => return Error::Deploy(arcane_deploy::Error::Options { field, message }),
+        };
+        Error::Flag { flag, message }
+    }
 }

@@ -136,3 +136,19 @@ fn no_termination_message_file_outside_a_pod() {
         "/dev/termination-log was written outside a pod"
     );
 }
+
+#[test]
+fn a_refused_manifests_flag_is_named_as_typed() {
+    let out = arcane()
+        .args(["manifests", "generator", "--backfill-shards", "4,1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--backfill-shards: 1: a sharded backfill has at least 2 shards"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backfill_shard_counts"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
