@@ -25,6 +25,7 @@ forbid '^(async-nats|amqprs|rumqttc) ' 'a message-broker client'
 forbid '^(kube|kube-client|kube-core) ' 'the Kubernetes client (kube)'
 forbid '^reqwest ' 'the HTTP client (reqwest)'
 forbid '^arcane-sinks v[^ ]+ .*\bdelta\b' 'the Delta Lake table format (arcane-sinks delta)'
+forbid '^arcane-sinks v[^ ]+ .*\biceberg\b' 'the Apache Iceberg table format (arcane-sinks iceberg)'
 if [ "$failed" != 0 ]; then
   echo "move the dependency behind a feature of arcane-cli (see the [features] of arcane-cli/Cargo.toml)" >&2
   exit 1

@@ -84,6 +84,10 @@ if ! "$tools/venv/bin/python" -c 'import deltalake' 2>/dev/null; then
   log "installing deltalake into $tools/venv (reading Delta Lake tables back: the independent reader)"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check deltalake
 fi
+if ! "$tools/venv/bin/python" -c 'import pyiceberg.catalog.sql, psycopg2' 2>/dev/null; then
+  log "installing pyiceberg[sql-postgres] into $tools/venv (reading Iceberg tables back through the SQL catalog: the independent reader)"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "pyiceberg[sql-postgres]"
+fi
 export ARCANE_TEST_PYTHON="$tools/venv/bin/python"
 s3_port="$(free_port)"
 "$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$tools/moto.log" 2>&1 &

@@ -147,7 +147,8 @@ pub struct KindSpec<C> {
     /// the count of the backfill's Job template (`ARCANE_BACKFILL_SHARDS`, set by the chart's
     /// `arcane-KIND-backfill-shards-N` templates), which it must equal when set.
     /// Streaming runs ignore it. Only kinds that can split their input accept more than 1
-    /// (blob-landing: files by a hash of their path; generator: row ranges).
+    /// (blob-landing: files by a hash of their path; generator: row ranges; postgres-cdc: key
+    /// or block ranges of the table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub backfill_shards: Option<u32>,

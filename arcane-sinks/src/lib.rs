@@ -94,6 +94,16 @@
 //! corrupting the table. Arcane writes the log's JSON itself (no `deltalake` dependency). See
 //! `delta` (with the feature) and `docs/delta-lake.md`.
 //!
+//! ## Apache Iceberg (feature `iceberg`)
+//!
+//! `tableFormat: {"iceberg": {"catalog": {"sql": {"uri": …}}, "namespace": …, "table": …}}`
+//! ([`IcebergConfig`]) keeps an Iceberg format v2 table at `url`, registered in a SQL catalog on
+//! PostgreSQL (pyiceberg's `SqlCatalog` tables): each manifest that commits files is published
+//! as one fast-append snapshot whose summary carries the stream id and the manifest sequence,
+//! committed by a compare-and-swap of the catalog row; a start publishes what a crash left
+//! unpublished. Data files carry Iceberg field ids. Arcane writes the metadata JSON and the
+//! Avro manifests itself. See `iceberg` (with the feature) and `docs/iceberg.md`.
+//!
 //! ## Backfills and generations
 //!
 //! In backfill mode (`SinkContext.mode`), `backfillBehavior: merge` writes into the current
@@ -154,6 +164,7 @@
 //! | `azure` | `az://`, `abfss://` |
 //! | `gcs` | `gs://` |
 //! | `delta` | `tableFormat: {"delta": {}}`: a Delta Lake log over the files (no extra dependency) |
+//! | `iceberg` | `tableFormat: {"iceberg": {…}}`: an Iceberg table in a SQL catalog on PostgreSQL (adds `tokio-postgres`) |
 //! | always | `file://`, `memory://` |
 
 #![warn(missing_docs)]
@@ -161,6 +172,8 @@
 
 #[cfg(feature = "delta")]
 pub mod delta;
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 pub mod parquet;
 
 #[cfg(feature = "fuzzing")]
@@ -170,8 +183,9 @@ pub use crate::parquet::fuzzing;
 pub use crate::parquet::config::*;
 pub use crate::parquet::config::{
     BackfillBehavior, BloomFilterConfig, DeadLetterConfig, DeltaConfig, EventTimePartition,
-    ParquetSinkConfig, PartitionConfig, RollingConfig, SchemaEvolution, SchemaField,
-    SortingColumnConfig, StatisticsLevel, TableFormat, WriterConfig,
+    IcebergCatalogConfig, IcebergConfig, ParquetSinkConfig, PartitionConfig, RollingConfig,
+    SchemaEvolution, SchemaField, SortingColumnConfig, SqlCatalogConfig, StatisticsLevel,
+    TableFormat, WriterConfig,
 };
 pub use crate::parquet::{
     ParquetDeadLetterSink, ParquetSink, ShardProgress, ShardResume, ShardedBackfillProgress,

@@ -13,6 +13,7 @@ pub mod brokers;
 pub mod delta;
 pub mod fuzz_corpus;
 pub mod http_faults;
+pub mod iceberg;
 pub mod proxy;
 pub mod rest_api;
 pub mod rng;

@@ -48,35 +48,7 @@ pub fn protocol(schema: &Schema) -> Value {
 /// `batch` with its top-level second and millisecond timestamp columns converted to
 /// microseconds (lossless), the unit Delta Lake stores; other columns as they are.
 pub fn to_micros(batch: RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let schema = batch.schema();
-    let slow = |t: &DataType| {
-        matches!(
-            t,
-            DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, _)
-        )
-    };
-    if !schema.fields().iter().any(|f| slow(f.data_type())) {
-        return Ok(batch);
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (f, col) in schema.fields().iter().zip(batch.columns()) {
-        match f.data_type() {
-            DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => {
-                let t = DataType::Timestamp(TimeUnit::Microsecond, tz.clone());
-                columns.push(arrow_cast::cast(col, &t)?);
-                fields.push(f.as_ref().clone().with_data_type(t));
-            }
-            _ => {
-                columns.push(col.clone());
-                fields.push(f.as_ref().clone());
-            }
-        }
-    }
-    RecordBatch::try_new(
-        std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
-        columns,
-    )
+    crate::parquet::schema::to_micros(batch)
 }
 
 fn field(f: &Field, path: &str) -> Result<Value, String> {

@@ -130,7 +130,10 @@ pub struct ParquetSinkConfig {
     /// A table format the sink keeps over its files, so that query engines see a table with
     /// transactions instead of files: `{"delta": {}}` writes a Delta Lake transaction log under
     /// `{url}/_delta_log/` (one Delta commit per sink commit, exactly once; needs the `delta`
-    /// feature of the binary). Absent (default): plain Parquet files and the sink's manifests.
+    /// feature of the binary); `{"iceberg": {…}}` keeps an Apache Iceberg (format v2) table
+    /// at `url`, registered in a catalog (one snapshot per sink commit with files, exactly
+    /// once; needs the `iceberg` feature). Absent (default): plain Parquet files and the
+    /// sink's manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_format: Option<TableFormat>,
 }
@@ -141,6 +144,66 @@ pub struct ParquetSinkConfig {
 pub enum TableFormat {
     /// Delta Lake: the sink's prefix is the table root; see `docs/delta-lake.md`.
     Delta(DeltaConfig),
+    /// Apache Iceberg (format v2): the sink's `url` is the table location; see
+    /// `docs/iceberg.md`.
+    Iceberg(IcebergConfig),
+}
+
+/// Default `sink.tableFormat.iceberg.catalogName`.
+pub const DEFAULT_ICEBERG_CATALOG_NAME: &str = "default";
+
+/// Options of an Apache Iceberg table (`sink.tableFormat.iceberg`). The table's location is
+/// the sink's `url`; its metadata goes to `{url}/metadata/`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IcebergConfig {
+    /// The catalog that holds the table's current metadata location, e.g.
+    /// `{"sql": {"uri": "postgresql://iceberg@db:5432/catalog", "passwordEnv": "CATALOG_PASSWORD"}}`.
+    pub catalog: IcebergCatalogConfig,
+    /// The catalog's name (the `catalog_name` column of a SQL catalog; pyiceberg's
+    /// `SqlCatalog(name, …)`). Default `default`.
+    #[serde(default = "default_iceberg_catalog_name")]
+    pub catalog_name: String,
+    /// The table's namespace (dot-separated levels, e.g. `sales` or `sales.raw`); created in
+    /// the catalog when missing.
+    pub namespace: String,
+    /// The table's name; the table is created (from the stream's schema) when missing.
+    pub table: String,
+    /// Catalog properties, kept for catalogs that take them (the SQL catalog uses none and
+    /// ignores them). Default none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub catalog_properties: BTreeMap<String, String>,
+    /// Table properties written when the table is created (e.g. `{"owner": "data-team"}`).
+    /// Default none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The catalog of an Iceberg table: exactly one key naming its kind.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum IcebergCatalogConfig {
+    /// A SQL catalog on PostgreSQL, the tables of pyiceberg's `SqlCatalog` and Iceberg
+    /// Java's `JdbcCatalog` (`iceberg_tables`, `iceberg_namespace_properties`; created when
+    /// missing).
+    Sql(SqlCatalogConfig),
+}
+
+/// A SQL catalog on PostgreSQL.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SqlCatalogConfig {
+    /// The database: `postgresql://user@host:5432/database` (without a password; a SQLAlchemy
+    /// form such as `postgresql+psycopg2://…` is accepted too). Connections are unencrypted:
+    /// TLS (`sslmode=require`) is not supported yet.
+    pub uri: String,
+    /// The environment variable holding the user's password. Optional (no password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+fn default_iceberg_catalog_name() -> String {
+    DEFAULT_ICEBERG_CATALOG_NAME.into()
 }
 
 /// Options of a Delta Lake table (`sink.tableFormat.delta`).
@@ -332,11 +395,15 @@ pub enum BackfillBehavior {
 
 impl ParquetSinkConfig {
     /// `sink.tableFormat`: Delta Lake needs the `delta` feature, and a declared schema Delta
-    /// can hold.
+    /// can hold; Iceberg the `iceberg` feature, its names and catalog, and a declared schema
+    /// Iceberg can hold.
     fn validate_table_format(&self) -> Result<()> {
-        let Some(TableFormat::Delta(_)) = &self.table_format else {
+        let Some(format) = &self.table_format else {
             return Ok(());
         };
+        if let TableFormat::Iceberg(c) = format {
+            return self.validate_iceberg(c);
+        }
         if !cfg!(feature = "delta") {
             return Err(Error::config(
                 "sink.tableFormat.delta",
@@ -347,6 +414,57 @@ impl ParquetSinkConfig {
         {
             if let Some(schema) = self.target_schema()? {
                 crate::delta::schema::delta_schema(&schema)
+                    .map_err(|message| Error::config("sink.schema", message))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ParquetSinkConfig {
+    fn validate_iceberg(&self, c: &IcebergConfig) -> Result<()> {
+        if !cfg!(feature = "iceberg") {
+            return Err(Error::config(
+                "sink.tableFormat.iceberg",
+                "this binary was built without Apache Iceberg support; build it with the `iceberg` feature (arcane-cli `--features iceberg` or `full`, the container image has it)",
+            ));
+        }
+        for (v, field) in [
+            (&c.catalog_name, "catalogName"),
+            (&c.namespace, "namespace"),
+            (&c.table, "table"),
+        ] {
+            if v.trim().is_empty() || v.len() > 255 {
+                return Err(Error::config(
+                    format!("sink.tableFormat.iceberg.{field}"),
+                    format!("{v:?} must be 1 to 255 characters (the SQL catalog's column width)"),
+                ));
+            }
+        }
+        if c.namespace.split('.').any(str::is_empty) {
+            return Err(Error::config(
+                "sink.tableFormat.iceberg.namespace",
+                format!(
+                    "{:?} has an empty level; use levels separated by single dots, e.g. \"sales.raw\"",
+                    c.namespace
+                ),
+            ));
+        }
+        if c.table.contains('.') {
+            return Err(Error::config(
+                "sink.tableFormat.iceberg.table",
+                format!(
+                    "{:?} contains a dot; put the levels in namespace and the name in table",
+                    c.table
+                ),
+            ));
+        }
+        #[cfg(feature = "iceberg")]
+        {
+            let IcebergCatalogConfig::Sql(sql) = &c.catalog;
+            crate::iceberg::catalog::parse_config(sql, "sink.tableFormat.iceberg.catalog.sql")?;
+            if let Some(schema) = self.target_schema()? {
+                crate::iceberg::schema::iceberg_schema(&schema, None, 0)
                     .map_err(|message| Error::config("sink.schema", message))?;
             }
         }
@@ -504,6 +622,12 @@ impl ParquetSinkConfig {
             retry: RetryConfig::default(),
             table_format: None,
         }
+    }
+
+    /// Keep an Apache Iceberg table over the files (`sink.tableFormat.iceberg`).
+    pub fn with_iceberg(mut self, iceberg: IcebergConfig) -> Self {
+        self.table_format = Some(TableFormat::Iceberg(iceberg));
+        self
     }
 
     /// Keep a Delta Lake transaction log over the files (`sink.tableFormat.delta`).

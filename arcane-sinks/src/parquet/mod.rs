@@ -5,13 +5,15 @@ pub mod config;
 mod counting;
 mod dead_letter;
 pub mod failpoint;
+#[cfg(any(feature = "delta", feature = "iceberg"))]
+pub(crate) mod footer;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod manifest;
 pub mod partition;
 mod read;
-mod schema;
+pub(crate) mod schema;
 mod sink;
 mod store;
 mod upload;

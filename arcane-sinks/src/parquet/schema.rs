@@ -156,3 +156,49 @@ pub(crate) fn learn(schema: &Schema) -> SchemaRef {
             .collect::<Vec<_>>(),
     ))
 }
+
+/// `batch` with its top-level second and millisecond timestamp columns converted to
+/// microseconds (lossless), the unit Delta Lake and Iceberg store; other columns as they are.
+pub(crate) fn to_micros(batch: RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let schema = batch.schema();
+    let slow = |t: &arrow_schema::DataType| {
+        matches!(
+            t,
+            arrow_schema::DataType::Timestamp(
+                arrow_schema::TimeUnit::Second | arrow_schema::TimeUnit::Millisecond,
+                _
+            )
+        )
+    };
+    if !schema.fields().iter().any(|f| slow(f.data_type())) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, col) in schema.fields().iter().zip(batch.columns()) {
+        match f.data_type() {
+            arrow_schema::DataType::Timestamp(
+                arrow_schema::TimeUnit::Second | arrow_schema::TimeUnit::Millisecond,
+                tz,
+            ) => {
+                let t = arrow_schema::DataType::Timestamp(
+                    arrow_schema::TimeUnit::Microsecond,
+                    tz.clone(),
+                );
+                columns.push(arrow_cast::cast(col, &t)?);
+                fields.push(f.as_ref().clone().with_data_type(t));
+            }
+            _ => {
+                columns.push(col.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        )),
+        columns,
+    )
+}

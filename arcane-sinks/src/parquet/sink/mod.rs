@@ -97,6 +97,9 @@ pub struct ParquetSink {
     /// The Delta Lake log kept over the files (`sink.tableFormat.delta`), set by `open`.
     #[cfg(feature = "delta")]
     delta: Option<crate::delta::DeltaLog>,
+    /// The Iceberg table kept over the files (`sink.tableFormat.iceberg`), set by `open`.
+    #[cfg(feature = "iceberg")]
+    iceberg: Option<crate::iceberg::IcebergTable>,
 }
 
 impl fmt::Debug for ParquetSink {
@@ -195,6 +198,8 @@ impl ParquetSink {
             dirty_since: None,
             #[cfg(feature = "delta")]
             delta: None,
+            #[cfg(feature = "iceberg")]
+            iceberg: None,
         })
     }
 
@@ -293,6 +298,11 @@ impl Sink for ParquetSink {
         {
             self.delta = None;
         }
+        #[cfg(feature = "iceberg")]
+        {
+            self.iceberg = None;
+        }
+        self.check_table_mode(ctx)?;
         if ctx.mode == Mode::Backfill
             && let Some((shard, _)) = self.shard
         {
@@ -370,11 +380,10 @@ impl Sink for ParquetSink {
                 None
             });
         }
-        #[cfg(feature = "delta")]
         let batch = if self.config.table_format.is_some() {
-            crate::delta::schema::to_micros(batch).map_err(|e| {
+            schema::to_micros(batch).map_err(|e| {
                 self.err(
-                    format!("cannot convert timestamps to microseconds for the Delta table: {e}"),
+                    format!("cannot convert timestamps to microseconds for the table format: {e}"),
                     Retry::Permanent,
                 )
             })?

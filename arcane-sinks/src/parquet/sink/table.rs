@@ -1,5 +1,6 @@
-//! The table format kept over the files (`sink.tableFormat`): opening the Delta log and
-//! publishing committed manifests to it (see [`crate::delta`] with the `delta` feature).
+//! The table format kept over the files (`sink.tableFormat`): opening the Delta log or the
+//! Iceberg table and publishing committed manifests to it (see `crate::delta` with the
+//! `delta` feature, `crate::iceberg` with the `iceberg` feature).
 
 #[allow(unused_imports)]
 use super::*;
@@ -56,10 +57,102 @@ impl ParquetSink {
         Ok(committing)
     }
 
+    /// What the Iceberg table format does not do yet, refused before the start claims
+    /// anything: an `overwrite` backfill (its switch would replace the table's files) and a
+    /// shard of a sharded backfill.
+    pub(super) fn check_table_mode(&self, ctx: &SinkContext) -> Result<()> {
+        let Some(crate::parquet::config::TableFormat::Iceberg(_)) = &self.config.table_format
+        else {
+            return Ok(());
+        };
+        if ctx.mode != Mode::Backfill {
+            return Ok(());
+        }
+        if self.shard.is_some() {
+            return Err(Error::config(
+                "sink.tableFormat.iceberg",
+                "a sharded backfill into an Iceberg table is not supported yet; backfill without shards",
+            ));
+        }
+        if self.config.backfill_behavior == BackfillBehavior::Overwrite {
+            return Err(Error::config(
+                "sink.backfillBehavior",
+                "\"overwrite\" (the default) is not supported with an Iceberg table yet (it would replace the table's files in one overwrite snapshot, which is not built); set sink.backfillBehavior to \"merge\" to append the history to the table",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `schema` as the Parquet files are written: for an Iceberg table with the table's field
+    /// ids (`PARQUET:field_id`), else as it is.
+    pub(super) fn file_schema(&self, schema: &SchemaRef) -> Result<SchemaRef> {
+        #[cfg(feature = "iceberg")]
+        {
+            if let Some(t) = &self.iceberg {
+                return t
+                    .file_schema(schema)
+                    .map(std::sync::Arc::new)
+                    .map_err(|message| Error::config("sink.tableFormat.iceberg", message));
+            }
+        }
+        Ok(schema.clone())
+    }
+
     /// Open the table format's log (after recovery) and publish the manifests it lacks, in
     /// order, before anything new is written.
-    #[cfg(feature = "delta")]
     pub(super) async fn open_table(&mut self) -> Result<()> {
+        match &self.config.table_format {
+            #[cfg(feature = "delta")]
+            Some(crate::parquet::config::TableFormat::Delta(_)) => self.open_delta().await,
+            #[cfg(feature = "iceberg")]
+            Some(crate::parquet::config::TableFormat::Iceberg(_)) => self.open_iceberg().await,
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(feature = "iceberg")]
+    async fn open_iceberg(&mut self) -> Result<()> {
+        let Some(crate::parquet::config::TableFormat::Iceberg(config)) = &self.config.table_format
+        else {
+            return Ok(());
+        };
+        let mut table = crate::iceberg::IcebergTable::open(
+            self.loc.clone(),
+            config.clone(),
+            self.sink_name(),
+            self.stream_id.clone(),
+            self.config.retry,
+        )
+        .await?;
+        let claimed = self.next_seq.checked_sub(1);
+        if let (Some(published), Some(claimed)) = (table.published, claimed)
+            && published >= claimed
+        {
+            return Err(Error::sink(
+                self.sink_name(),
+                format!(
+                    "the Iceberg table's snapshots record this stream's manifest {published} as published, but the sink's manifests end before {claimed} (this start's claim): they were removed or reset, and the rows they committed would be appended to the table again; restore them, or give the stream a new table (sink.url and tableFormat.iceberg.table) and backfill"
+                ),
+                Retry::Permanent,
+                None,
+            ));
+        }
+        // A known schema creates the table now, so readers see it before the first rows.
+        if let Some(s) = self
+            .state
+            .schema
+            .clone()
+            .or(self.target.as_deref().cloned())
+        {
+            table.ensure_table(&s).await?;
+        }
+        self.iceberg = Some(table);
+        self.publish_table(None).await?;
+        self.check_table_schema(&self.state)
+    }
+
+    #[cfg(feature = "delta")]
+    async fn open_delta(&mut self) -> Result<()> {
         let Some(crate::parquet::config::TableFormat::Delta(config)) = &self.config.table_format
         else {
             return Ok(());
@@ -91,11 +184,6 @@ impl ParquetSink {
         self.check_table_schema(&self.state)
     }
 
-    #[cfg(not(feature = "delta"))]
-    pub(super) async fn open_table(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     /// A schema the table format cannot hold is refused before the manifest that would
     /// commit it: a committed manifest must always be publishable.
     pub(super) fn check_table_schema(&self, state: &State) -> Result<()> {
@@ -108,31 +196,115 @@ impl ParquetSink {
                     .map_err(|message| Error::config("sink.tableFormat.delta", message))?;
             }
         }
+        #[cfg(feature = "iceberg")]
+        {
+            if let Some(t) = &self.iceberg
+                && let Some(s) = state.schema.as_ref().or(self.target.as_deref())
+            {
+                t.check(s)
+                    .map_err(|message| Error::config("sink.tableFormat.iceberg", message))?;
+            }
+        }
         let _ = state;
         Ok(())
     }
 
     /// Publish every committed manifest the table lacks, in sequence order (`known` is the
     /// manifest just written, saving its read).
-    #[cfg(feature = "delta")]
     pub(super) async fn publish_table(&mut self, known: Option<&Manifest>) -> Result<()> {
         if self.sharded {
             return Ok(());
         }
-        let Some(mut log) = self.delta.take() else {
-            return Ok(());
-        };
-        if known.is_some() {
-            self.failpoints.reach("before-table-commit").await;
+        #[cfg(feature = "delta")]
+        if let Some(mut log) = self.delta.take() {
+            if known.is_some() {
+                self.failpoints.reach("before-table-commit").await;
+            }
+            let result = self.publish_delta(&mut log, known).await;
+            self.delta = Some(log);
+            return result;
         }
-        let result = self.publish_delta(&mut log, known).await;
-        self.delta = Some(log);
-        result
+        #[cfg(feature = "iceberg")]
+        if let Some(mut table) = self.iceberg.take() {
+            if known.is_some() {
+                self.failpoints.reach("before-table-commit").await;
+            }
+            let result = self.publish_iceberg(&mut table, known).await;
+            self.iceberg = Some(table);
+            return result;
+        }
+        let _ = known;
+        Ok(())
     }
 
-    #[cfg(not(feature = "delta"))]
-    pub(super) async fn publish_table(&mut self, known: Option<&Manifest>) -> Result<()> {
-        let _ = known;
+    #[cfg(feature = "iceberg")]
+    async fn publish_iceberg(
+        &self,
+        table: &mut crate::iceberg::IcebergTable,
+        known: Option<&Manifest>,
+    ) -> Result<()> {
+        let Some(last) = self.next_seq.checked_sub(1) else {
+            return Ok(());
+        };
+        let name = self.sink_name();
+        if let Some(published) = table.published
+            && published > last
+        {
+            if manifest::read_if_exists(&self.loc, &name, last + 1)
+                .await?
+                .is_some()
+            {
+                return Err(Error::sink(
+                    &name,
+                    format!(
+                        "another runner of this stream committed manifest {} and published up to {published} in the Iceberg table meanwhile; this runner stops and its rerun continues after them",
+                        last + 1
+                    ),
+                    Retry::Transient,
+                    None,
+                ));
+            }
+            return Err(Error::sink(
+                &name,
+                format!(
+                    "the Iceberg table's snapshots record this stream's manifest {published} as published, but the sink's manifests end at {last}: they were removed or reset; restore them, or give the stream a new table and backfill"
+                ),
+                Retry::Permanent,
+                None,
+            ));
+        }
+        let from = table.published.max(table.considered).map_or(0, |p| p + 1);
+        let configured = self.config.target_schema()?;
+        let current = self.state.current_generation.clone();
+        for seq in from..=last {
+            let read;
+            let m = match known {
+                Some(k) if k.sequence == seq => k,
+                _ => match manifest::read_if_exists(&self.loc, &name, seq).await? {
+                    Some(m) => {
+                        read = m;
+                        &read
+                    }
+                    None => {
+                        return Err(Error::sink(
+                            &name,
+                            format!(
+                                "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Iceberg table; restore it (manifests are never deleted by the sink)"
+                            ),
+                            Retry::Permanent,
+                            None,
+                        ));
+                    }
+                },
+            };
+            let schema = m
+                .state
+                .schema
+                .as_ref()
+                .or(configured.as_deref())
+                .or(self.target.as_deref());
+            table.publish(m, &current, schema).await?;
+        }
         Ok(())
     }
 

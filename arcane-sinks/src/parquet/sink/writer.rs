@@ -36,6 +36,7 @@ impl ParquetSink {
                 p
             }
         };
+        let file_schema = self.file_schema(schema)?;
         let (rel, marker_name) = self.file_path(partition);
         let (upload, marker) = upload::start(
             NewUpload {
@@ -52,7 +53,7 @@ impl ParquetSink {
         )
         .await?;
         self.markers.extend(marker);
-        let writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(props))
+        let writer = AsyncArrowWriter::try_new(upload, file_schema, Some(props))
             .map_err(|e| self.parquet_err(format!("cannot create {rel}"), e))?;
         Ok(OpenFile {
             rel,
