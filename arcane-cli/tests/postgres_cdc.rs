@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arcane_test_support::Store;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value, json};
 use support::*;
@@ -200,7 +201,12 @@ impl Drop for Writer {
 
 /// The committed change log under `sink_url`.
 fn change_log(sink_url: &str) -> Vec<Row> {
-    rows_as_json(&read_committed(sink_url, &BTreeMap::new()))
+    change_log_in(sink_url, &BTreeMap::new())
+}
+
+/// [`change_log`] of a sink with storage options (S3).
+fn change_log_in(sink_url: &str, options: &BTreeMap<String, String>) -> Vec<Row> {
+    rows_as_json(&read_committed(sink_url, options))
 }
 
 fn op(r: &Row) -> &str {
@@ -987,9 +993,14 @@ fn keyed_writer(
 /// files are renamed into place right after its manifest, by the committing process or, when
 /// that one was killed in between, by the next run's recovery.
 fn committed_log_if_readable(sink_url: &str) -> Option<Vec<Row>> {
+    committed_log_in(sink_url, &BTreeMap::new())
+}
+
+/// [`committed_log_if_readable`] of a sink with storage options (S3).
+fn committed_log_in(sink_url: &str, options: &BTreeMap<String, String>) -> Option<Vec<Row>> {
     let rt = runtime();
     for _ in 0..4 {
-        match rt.block_on(arcane_sinks::read_committed(sink_url, &BTreeMap::new())) {
+        match rt.block_on(arcane_sinks::read_committed(sink_url, options)) {
             Ok(batches) => return Some(rows_as_json(&batches)),
             Err(e) if e.to_string().contains("is not visible") => {
                 std::thread::sleep(Duration::from_millis(250));
@@ -1247,6 +1258,7 @@ fn run_shards_killing(
 /// random moments and restarted), with inserts, updates and deletes during it when
 /// `writes_during_backfill` (else after it), then the stream: the replayed change log must
 /// equal the table by key, with no snapshot row or change twice.
+#[allow(clippy::too_many_arguments)]
 fn sharded_snapshot_survives_kills(
     test: &str,
     table: &'static KeyedTable,
@@ -1254,13 +1266,16 @@ fn sharded_snapshot_survives_kills(
     shards: u32,
     kill_rounds: u32,
     writes_during_backfill: bool,
+    store: Store,
 ) {
     let n = Names::new(test);
     let t = n.base.clone();
     runtime().block_on(async { table.create(&client().await, &t, rows).await });
     let work = tempfile::tempdir().unwrap();
-    let sink_url = format!("file://{}/out", work.path().display());
+    let sink_url = store.url_of("out");
+    let options = store.options();
     let mut spec = spec(&t, &sink_url);
+    spec["spec"]["sink"]["storageOptions"] = json!(options);
     spec["spec"]["source"]["batchRows"] = json!(100);
     spec["spec"]["rowsPerGroup"] = json!(200);
     spec["spec"]["sink"]["rolling"]["maxRowsPerFile"] = json!(200);
@@ -1274,12 +1289,12 @@ fn sharded_snapshot_survives_kills(
     eprintln!("kill schedule seed (ARCANE_TEST_SEED): {seed}");
     let landed = run_shards_killing(work.path(), &spec, "b1", shards, kill_rounds, &mut seed);
     eprintln!("{landed} kills landed");
-    let text = show(&sink_url, &BTreeMap::new());
+    let text = show(&sink_url, &options);
     assert!(
         text.contains(&format!("sharded backfill b1 ({shards} shards): complete")),
         "{text}"
     );
-    let snapshot_rows = change_log(&sink_url)
+    let snapshot_rows = change_log_in(&sink_url, &options)
         .iter()
         .filter(|r| op(r) == "r")
         .count();
@@ -1316,7 +1331,7 @@ fn sharded_snapshot_survives_kills(
     });
     let proc = Arcane::run(work.path(), &spec, &[]);
     eventually("sentinel committed", || {
-        committed_log_if_readable(&sink_url)
+        committed_log_in(&sink_url, &options)
             .unwrap_or_default()
             .iter()
             .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
@@ -1324,7 +1339,7 @@ fn sharded_snapshot_survives_kills(
     proc.signal(Signal::SIGTERM);
     assert_eq!(proc.wait().code, 0);
 
-    let log = change_log(&sink_url);
+    let log = change_log_in(&sink_url, &options);
     // A tiny table's writer may update or delete nothing that exists.
     let ops: &[&str] = if rows >= 1_000 {
         &["c", "u", "d"]
@@ -1342,16 +1357,23 @@ fn sharded_snapshot_survives_kills(
 
 #[test]
 fn a_sharded_backfill_of_a_composite_key_table_with_writes_and_kills_lands_every_row_once() {
-    sharded_snapshot_survives_kills("shcomp", &COMPOSITE_KEY, 60_000, 3, 3, true);
+    sharded_snapshot_survives_kills("shcomp", &COMPOSITE_KEY, 60_000, 3, 3, true, Store::local());
+}
+
+/// The plan and the shards' lineages on S3 (moto): put-if-absent there too.
+#[test]
+fn a_sharded_backfill_into_s3_with_writes_and_kills_lands_every_row_once() {
+    let store = runtime().block_on(Store::s3());
+    sharded_snapshot_survives_kills("shs3", &TEXT_KEY, 30_000, 2, 2, true, store);
 }
 
 #[test]
 fn a_sharded_backfill_of_a_keyless_table_splits_its_blocks_and_lands_every_row_once() {
-    sharded_snapshot_survives_kills("shnokey", &NO_KEY, 40_000, 2, 2, false);
+    sharded_snapshot_survives_kills("shnokey", &NO_KEY, 40_000, 2, 2, false, Store::local());
 }
 
 #[test]
 fn a_sharded_backfill_with_more_shards_than_rows_or_an_empty_table_lands_every_row_once() {
-    sharded_snapshot_survives_kills("shfew", &TEXT_KEY, 2, 4, 0, false);
-    sharded_snapshot_survives_kills("shempty", &UUID_KEY, 0, 3, 0, false);
+    sharded_snapshot_survives_kills("shfew", &TEXT_KEY, 2, 4, 0, false, Store::local());
+    sharded_snapshot_survives_kills("shempty", &UUID_KEY, 0, 3, 0, false, Store::local());
 }
