@@ -1068,6 +1068,58 @@ fn replay_by_key(mut log: Vec<Row>, key: &[&str]) -> BTreeMap<String, Row> {
     state
 }
 
+/// The stream of `spec` SIGKILLed at `kills` random moments while `writer` changes the
+/// table, then the writer stopped, a sentinel row (`n = -1`) inserted and the stream run until
+/// it is committed (SIGTERM, exit 0). The committed change log must hold every operation in
+/// `ops` and replay, by `table`'s key, to exactly the table's rows.
+#[allow(clippy::too_many_arguments)]
+fn stream_with_kills_then_compare(
+    work: &std::path::Path,
+    spec: &Value,
+    (t, table): (&str, &KeyedTable),
+    (sink_url, options): (&str, &BTreeMap<String, String>),
+    writer: Writer,
+    kills: u32,
+    seed: &mut u64,
+    ops: &[&str],
+) {
+    for _ in 0..kills {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let proc = Arcane::run(work, spec, &[]);
+        std::thread::sleep(Duration::from_millis(500 + (*seed >> 33) % 1_500));
+        proc.signal(Signal::SIGKILL);
+        proc.wait();
+    }
+    assert!(writer.finish() > 0);
+    runtime().block_on(async {
+        client()
+            .await
+            .batch_execute(&table.insert(t, -1, 0))
+            .await
+            .unwrap();
+    });
+    let proc = Arcane::run(work, spec, &[]);
+    eventually("sentinel committed", || {
+        committed_log_in(sink_url, options)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
+    });
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.wait().code, 0);
+
+    let log = change_log_in(sink_url, options);
+    for o in ops {
+        assert!(log.iter().any(|r| op(r) == *o), "no {o} rows");
+    }
+    let expected = runtime().block_on(async { rows_by_key(&client().await, t, table.key).await });
+    let actual = replay_by_key(log, table.key);
+    assert_eq!(actual.len(), expected.len(), "row count");
+    assert_eq!(actual, expected);
+}
+
 /// Snapshot `rows` rows of `table`, SIGKILLed right after the first snapshot rows were
 /// committed and then at random moments; `writes_during_snapshot` starts the writer at once
 /// (else once the snapshot is committed). The replayed change log must equal the table by `n`.
@@ -1126,42 +1178,16 @@ fn snapshot_any_key_survives_kills(
         writer = Some(keyed_writer(table, &t, rows + 1, rows, 0x5eed_0004));
     }
     // Changes, with more kills.
-    for _ in 0..3 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let proc = Arcane::run(work.path(), &spec, &[]);
-        std::thread::sleep(Duration::from_millis(500 + (seed >> 33) % 1_500));
-        proc.signal(Signal::SIGKILL);
-        proc.wait();
-    }
-    assert!(writer.take().unwrap().finish() > 0);
-    // The sentinel row: n = -1.
-    runtime().block_on(async {
-        client()
-            .await
-            .batch_execute(&table.insert(&t, -1, 0))
-            .await
-            .unwrap();
-    });
-    let proc = Arcane::run(work.path(), &spec, &[]);
-    eventually("sentinel committed", || {
-        committed_log_if_readable(&sink_url)
-            .unwrap_or_default()
-            .iter()
-            .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
-    });
-    proc.signal(Signal::SIGTERM);
-    assert_eq!(proc.wait().code, 0);
-
-    let log = change_log(&sink_url);
-    for o in ["r", "c", "u", "d"] {
-        assert!(log.iter().any(|r| op(r) == o), "no {o} rows");
-    }
-    let expected = runtime().block_on(async { rows_by_key(&client().await, &t, table.key).await });
-    let actual = replay_by_key(log, table.key);
-    assert_eq!(actual.len(), expected.len(), "row count");
-    assert_eq!(actual, expected);
+    stream_with_kills_then_compare(
+        work.path(),
+        &spec,
+        (&t, table),
+        (&sink_url, &BTreeMap::new()),
+        writer.take().unwrap(),
+        3,
+        &mut seed,
+        &["r", "c", "u", "d"],
+    );
 }
 
 #[test]
@@ -1311,48 +1337,23 @@ fn sharded_snapshot_survives_kills(
     if writer.is_none() {
         writer = Some(keyed_writer(table, &t, rows + 1, rows.max(1), 0x5eed_0025));
     }
-    // The stream goes on from the shards' merged position, killed a few times.
-    for _ in 0..2 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let proc = Arcane::run(work.path(), &spec, &[]);
-        std::thread::sleep(Duration::from_millis(500 + (seed >> 33) % 1_500));
-        proc.signal(Signal::SIGKILL);
-        proc.wait();
-    }
-    assert!(writer.take().unwrap().finish() > 0);
-    runtime().block_on(async {
-        client()
-            .await
-            .batch_execute(&table.insert(&t, -1, 0))
-            .await
-            .unwrap();
-    });
-    let proc = Arcane::run(work.path(), &spec, &[]);
-    eventually("sentinel committed", || {
-        committed_log_in(&sink_url, &options)
-            .unwrap_or_default()
-            .iter()
-            .any(|r| r.get("n").and_then(Value::as_i64) == Some(-1))
-    });
-    proc.signal(Signal::SIGTERM);
-    assert_eq!(proc.wait().code, 0);
-
-    let log = change_log_in(&sink_url, &options);
-    // A tiny table's writer may update or delete nothing that exists.
+    // The stream goes on from the shards' merged position, killed a few times. A tiny
+    // table's writer may update or delete nothing that exists.
     let ops: &[&str] = if rows >= 1_000 {
         &["c", "u", "d"]
     } else {
         &["c"]
     };
-    for o in ops {
-        assert!(log.iter().any(|r| op(r) == *o), "no {o} rows");
-    }
-    let expected = runtime().block_on(async { rows_by_key(&client().await, &t, table.key).await });
-    let actual = replay_by_key(log, table.key);
-    assert_eq!(actual.len(), expected.len(), "row count");
-    assert_eq!(actual, expected);
+    stream_with_kills_then_compare(
+        work.path(),
+        &spec,
+        (&t, table),
+        (&sink_url, &options),
+        writer.take().unwrap(),
+        2,
+        &mut seed,
+        ops,
+    );
 }
 
 #[test]
