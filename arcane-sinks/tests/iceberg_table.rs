@@ -210,11 +210,18 @@ async fn an_added_nullable_column_is_a_new_iceberg_schema() {
     assert!(err.is_schema_mismatch(), "{err}");
 }
 
+/// An overwrite backfill: its files stay out of the table while it runs; its completion (the
+/// sink's generation switch) is one `overwrite` snapshot that removes every live file and adds
+/// the backfill's. A crash between the switch manifest and the Iceberg commit is published
+/// by the next start, once.
 #[tokio::test]
-async fn what_the_iceberg_format_cannot_do_is_refused_with_the_field() {
+async fn an_overwrite_backfill_replaces_the_tables_rows_in_one_overwrite_snapshot() {
     let store = Store::local();
     let catalog = TestCatalog::new();
-    // An overwrite backfill (the default behaviour) is not built yet.
+    let mut sink = open(config(&store, &catalog), &ctx()).await;
+    commit(&mut sink, 0, 100).await;
+    commit(&mut sink, 100, 200).await;
+    drop(sink);
     let mut c = config(&store, &catalog);
     c.backfill_behavior = arcane_sinks::BackfillBehavior::Overwrite;
     let backfill = SinkContext {
@@ -222,15 +229,130 @@ async fn what_the_iceberg_format_cannot_do_is_refused_with_the_field() {
         backfill_id: Some("b1".into()),
         ..ctx()
     };
-    let err = ParquetSink::new(c)
-        .expect("sink")
-        .open(&backfill)
-        .await
-        .expect_err("refused");
-    assert!(
-        err.to_string().contains("sink.backfillBehavior") && err.to_string().contains("merge"),
-        "{err}"
+    // The third table commit of this run is the switch's: the process dies before it.
+    let mut crashing =
+        ParquetSink::new(c.clone())
+            .expect("sink")
+            .with_pause_at("before-table-commit", 3, None);
+    crashing.open(&backfill).await.expect("open");
+    commit(&mut crashing, 1000, 1050).await;
+    commit(&mut crashing, 1050, 1100).await;
+    let read = catalog.read(NS, TABLE);
+    assert_eq!(
+        read.ids(),
+        (0..200).collect::<Vec<i64>>(),
+        "the old rows while the backfill runs"
     );
+    let finished = tokio::time::timeout(Duration::from_millis(500), crashing.finish()).await;
+    assert!(
+        finished.is_err(),
+        "the sink pauses before the Iceberg commit"
+    );
+    drop(crashing);
+    let read = catalog.read(NS, TABLE);
+    assert_eq!(
+        read.ids(),
+        (0..200).collect::<Vec<i64>>(),
+        "not switched yet"
+    );
+
+    // The rerun of the backfill id finds it complete and publishes the switch.
+    let sink = open(c.clone(), &backfill).await;
+    drop(sink);
+    let read = catalog.read(NS, TABLE);
+    assert_eq!(read.ids(), (1000..1100).collect::<Vec<i64>>());
+    assert_eq!(read.files, 2);
+    let last = &read.snapshots.last().expect("a snapshot")["summary"];
+    assert_eq!(last["operation"], "overwrite", "{last}");
+    assert_eq!(last["deleted-data-files"], "2", "{last}");
+    assert_eq!(last["deleted-records"], "200", "{last}");
+    assert_eq!(last["added-records"], "100", "{last}");
+    assert_eq!(last["total-records"], "100", "{last}");
+    assert_eq!(last["total-data-files"], "2", "{last}");
+    let snapshots = read.snapshots.len();
+
+    // Once: another start publishes nothing more; streaming goes on in the new generation.
+    let mut sink = open(config(&store, &catalog), &ctx()).await;
+    commit(&mut sink, 1100, 1150).await;
+    let read = catalog.read(NS, TABLE);
+    assert_eq!(read.ids(), (1000..1150).collect::<Vec<i64>>());
+    assert_eq!(read.snapshots.len(), snapshots + 1);
+    assert_eq!(
+        read.snapshots.last().expect("a snapshot")["summary"]["operation"],
+        "append"
+    );
+}
+
+/// A sharded backfill (two shards, in process): the shards write files with the table's field
+/// ids and publish nothing; the shard whose put-if-absent completion manifest wins publishes
+/// it once (`overwrite`: one overwrite snapshot; `merge`: one append).
+#[tokio::test]
+async fn a_sharded_backfill_is_published_once_by_the_completing_shard() {
+    fn resume(
+        finals: &[Option<arcane_core::Checkpoint>],
+    ) -> arcane_core::Result<Option<arcane_core::Checkpoint>> {
+        Ok(finals.iter().flatten().last().cloned())
+    }
+    for behavior in [
+        arcane_sinks::BackfillBehavior::Overwrite,
+        arcane_sinks::BackfillBehavior::Merge,
+    ] {
+        let store = Store::local();
+        let catalog = TestCatalog::new();
+        let mut sink = open(config(&store, &catalog), &ctx()).await;
+        commit(&mut sink, 0, 100).await;
+        drop(sink);
+        let backfill = SinkContext {
+            mode: Mode::Backfill,
+            backfill_id: Some("b1".into()),
+            ..ctx()
+        };
+        let mut shards = Vec::new();
+        for i in 0..2u32 {
+            let mut c = config(&store, &catalog);
+            c.backfill_behavior = behavior;
+            let mut s = ParquetSink::new(c)
+                .expect("sink")
+                .with_shard(arcane_core::Shard::new(i, 2).expect("shard"), resume);
+            s.open(&backfill).await.expect("open");
+            let from = 1000 + u64::from(i) * 100;
+            commit(&mut s, from, from + 100).await;
+            shards.push(s);
+        }
+        let read = catalog.read(NS, TABLE);
+        assert_eq!(read.ids(), (0..100).collect::<Vec<i64>>(), "{behavior:?}");
+        let finished = futures::future::join_all(shards.iter_mut().map(|s| s.finish())).await;
+        for r in finished {
+            r.expect("finish");
+        }
+        let read = catalog.read(NS, TABLE);
+        let want: Vec<i64> = match behavior {
+            arcane_sinks::BackfillBehavior::Overwrite => (1000..1200).collect(),
+            _ => (0..100).chain(1000..1200).collect(),
+        };
+        assert_eq!(read.ids(), want, "{behavior:?}");
+        assert_eq!(read.snapshots.len(), 2, "{behavior:?}: published once");
+        assert_eq!(
+            read.snapshots[1]["summary"]["operation"],
+            match behavior {
+                arcane_sinks::BackfillBehavior::Overwrite => "overwrite",
+                _ => "append",
+            },
+            "{behavior:?}"
+        );
+        // The stream's next start publishes nothing more.
+        let mut sink = open(config(&store, &catalog), &ctx()).await;
+        commit(&mut sink, 2000, 2010).await;
+        let read = catalog.read(NS, TABLE);
+        assert_eq!(read.snapshots.len(), 3, "{behavior:?}");
+        assert_eq!(read.rows.len(), want.len() + 10, "{behavior:?}");
+    }
+}
+
+#[tokio::test]
+async fn what_the_iceberg_format_cannot_do_is_refused_with_the_field() {
+    let store = Store::local();
+    let catalog = TestCatalog::new();
     // Columns Iceberg has no type for are refused when the spec is read.
     let mut c = config(&store, &catalog);
     c.schema = Some(

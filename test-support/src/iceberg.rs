@@ -111,12 +111,28 @@ impl TestCatalog {
         table: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<IcebergRead, String> {
+        let mut properties = properties.clone();
+        properties.insert("uri".into(), sqlalchemy_uri(&self.uri));
+        pyiceberg_read("sql", &self.name, namespace, table, &properties)
+    }
+}
+
+/// Read `namespace.table` with pyiceberg's catalog of `kind` (`sql`: `SqlCatalog`, `rest`:
+/// `RestCatalog`) named `name` with `properties` (`uri`, `credential`, `warehouse`, …).
+pub fn pyiceberg_read(
+    kind: &str,
+    name: &str,
+    namespace: &str,
+    table: &str,
+    properties: &BTreeMap<String, String>,
+) -> Result<IcebergRead, String> {
+    {
         let out = Command::new(python())
             .args([
                 "-c",
                 READ,
-                &sqlalchemy_uri(&self.uri),
-                &self.name,
+                kind,
+                name,
                 &format!("{namespace}.{table}"),
                 &serde_json::to_string(properties).map_err(|e| e.to_string())?,
             ])
@@ -221,9 +237,13 @@ impl IcebergRead {
 
 const READ: &str = r#"
 import json, sys
-from pyiceberg.catalog.sql import SqlCatalog
-uri, name, ident, props = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-catalog = SqlCatalog(name, uri=uri, **props)
+kind, name, ident, props = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+if kind == "rest":
+    from pyiceberg.catalog.rest import RestCatalog
+    catalog = RestCatalog(name, **props)
+else:
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog(name, **props)
 t = catalog.load_table(ident)
 arrow = t.scan().to_arrow()
 chain = []

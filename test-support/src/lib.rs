@@ -14,6 +14,7 @@ pub mod delta;
 pub mod fuzz_corpus;
 pub mod http_faults;
 pub mod iceberg;
+pub mod iceberg_rest;
 pub mod proxy;
 pub mod rest_api;
 pub mod rng;

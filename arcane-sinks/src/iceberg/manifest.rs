@@ -126,6 +126,107 @@ pub fn write_manifest(files: &[DataFile], snapshot_id: i64, header: &[(&str, Str
     w.finish()
 }
 
+/// A live data file of a manifest (status ADDED or EXISTING), with its sequence numbers
+/// resolved, as an overwrite's DELETED entry lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveFile {
+    /// `file_path`.
+    pub path: String,
+    /// `file_format`.
+    pub format: String,
+    /// `record_count`.
+    pub record_count: i64,
+    /// `file_size_in_bytes`.
+    pub size: i64,
+    /// The data sequence number.
+    pub sequence_number: i64,
+    /// The file sequence number.
+    pub file_sequence_number: i64,
+}
+
+/// The live data files of the data manifest `of` (read by field id, any v2 writer): entries
+/// whose status is not DELETED (2); null sequence numbers are inherited from the manifest
+/// list's entry, as the spec says for ADDED entries.
+pub fn read_live_files(records: &[Datum], of: &ManifestFile) -> Result<Vec<LiveFile>, String> {
+    let mut out = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let status = r
+            .field(0)
+            .and_then(Datum::as_long)
+            .ok_or_else(|| format!("entry {i} has no status (field 0)"))?;
+        if status == 2 {
+            continue;
+        }
+        let Some(df) = r.field(2) else {
+            return Err(format!("entry {i} has no data_file (field 2)"));
+        };
+        if df.field(134).and_then(Datum::as_long).unwrap_or(0) != 0 {
+            continue; // a delete file
+        }
+        let long = |id: i64| {
+            df.field(id)
+                .and_then(Datum::as_long)
+                .ok_or_else(|| format!("entry {i}'s data_file has no field {id}"))
+        };
+        let string = |id: i64| match df.field(id) {
+            Some(Datum::Str(s)) => Ok(s.clone()),
+            _ => Err(format!("entry {i}'s data_file has no field {id}")),
+        };
+        let sequence_number = r
+            .field(3)
+            .and_then(Datum::as_long)
+            .unwrap_or(of.sequence_number);
+        out.push(LiveFile {
+            path: string(100)?,
+            format: string(101)?,
+            record_count: long(103)?,
+            size: long(104)?,
+            sequence_number,
+            file_sequence_number: r
+                .field(4)
+                .and_then(Datum::as_long)
+                .unwrap_or(sequence_number),
+        });
+    }
+    Ok(out)
+}
+
+/// A manifest of DELETED entries removing `files` in snapshot `snapshot_id` (an overwrite),
+/// with their sequence numbers explicit, as the spec requires for entries that are not ADDED.
+pub fn write_deleted_manifest(
+    files: &[LiveFile],
+    snapshot_id: i64,
+    header: &[(&str, String)],
+) -> Vec<u8> {
+    let schema = manifest_entry_schema();
+    let mut w = ContainerWriter::new(&schema, header);
+    for f in files {
+        w.append(|o| {
+            write_long(o, 2); // status: DELETED
+            write_union_branch(o, true);
+            write_long(o, snapshot_id);
+            write_union_branch(o, true);
+            write_long(o, f.sequence_number);
+            write_union_branch(o, true);
+            write_long(o, f.file_sequence_number);
+            write_long(o, 0); // content: data
+            write_string(o, &f.path);
+            write_string(o, &f.format);
+            // partition: an empty record
+            write_long(o, f.record_count);
+            write_long(o, f.size);
+            for _ in 0..6 {
+                write_union_branch(o, false); // column metrics: none
+            }
+            write_union_branch(o, false); // key_metadata
+            write_union_branch(o, false); // split_offsets
+            write_union_branch(o, false); // equality_ids
+            write_union_branch(o, false); // sort_order_id
+        });
+    }
+    w.finish()
+}
+
 /// A `field_summary` of a manifest list entry: (`contains_null`, `contains_nan`,
 /// `lower_bound`, `upper_bound`).
 pub type PartitionSummary = (bool, Option<bool>, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -291,7 +392,10 @@ mod tests {
         };
         let file = write_manifest_list(std::slice::from_ref(&m), &[("format-version", "2".into())]);
         let c = read_container(&file).expect("avro");
-        assert_eq!(read_manifest_list(&c.records).expect("list"), vec![m]);
+        assert_eq!(
+            read_manifest_list(&c.records).expect("list"),
+            vec![m.clone()]
+        );
         let files = [DataFile {
             path: "file:///t/data/a.parquet".into(),
             size: 10,
@@ -311,5 +415,26 @@ mod tests {
         assert_eq!(df.field(103), Some(&Datum::Long(3)));
         assert_eq!(c.records[0].field(1), Some(&Datum::Long(99)));
         assert_eq!(c.records[0].field(3), Some(&Datum::Null));
+        // The ADDED entry is live with the list's sequence number; as a DELETED entry it is
+        // written with explicit sequence numbers and is no longer live.
+        let live = read_live_files(&c.records, &m).expect("live files");
+        assert_eq!(
+            live,
+            vec![LiveFile {
+                path: "file:///t/data/a.parquet".into(),
+                format: "PARQUET".into(),
+                record_count: 3,
+                size: 10,
+                sequence_number: 7,
+                file_sequence_number: 7,
+            }]
+        );
+        let deleted =
+            write_deleted_manifest(&live, 100, &manifest_header(&serde_json::json!({}), 0));
+        let c = read_container(&deleted).expect("avro");
+        assert_eq!(c.records[0].field(0), Some(&Datum::Long(2)));
+        assert_eq!(c.records[0].field(3), Some(&Datum::Long(7)));
+        assert_eq!(c.records[0].field(1), Some(&Datum::Long(100)));
+        assert!(read_live_files(&c.records, &m).expect("read").is_empty());
     }
 }

@@ -14,20 +14,25 @@
 //!    `arcane.checkpoint`), `refs.main`, the snapshot and metadata logs, and the table property
 //!    `arcane-watermark` (the manifest's commit time); a schema widened by
 //!    `schemaEvolution: addNullableColumns` as a new schema;
-//! 3. the catalog's compare-and-swap of the table's metadata location (see [`catalog`]).
+//! 3. the catalog's commit: the SQL catalog's compare-and-swap of the table's metadata
+//!    location (see [`catalog`]), or a REST catalog's commit with requirements (see [`rest`]),
+//!    which writes the metadata itself from the same changes.
 //!
 //! * Lost swap (another writer committed first): the table is read again; a snapshot of this
 //!   stream with a sequence `>=` the manifest's means it is published already (another start
 //!   catching up); a newer snapshot of this stream by another run means another runner writes
 //!   the stream (transient error naming it); otherwise the snapshot is rebuilt on the new
 //!   table state and the swap retried.
-//! * Unknown outcome (no answer): the catalog row is read back, never guessed, so files are
-//!   never appended twice.
+//! * Unknown outcome (no answer, a REST catalog's 5xx): the table is read back, never
+//!   guessed, so files are never appended twice.
 //! * On open (after the manifest recovery) the stream's last published sequence is found by
 //!   walking the current snapshot chain back to the stream's newest snapshot (Flink's
 //!   `max-committed-checkpoint-id` pattern), and every manifest after it is published, in
 //!   order, before anything new is written.
 //! * Data files carry Iceberg field ids (`PARQUET:field_id`), assigned from the table's schema.
+//! * An overwrite backfill's completion (the sink's generation switch) is one `overwrite`
+//!   snapshot: a manifest adding the new generation's files, and one listing every live data
+//!   file of the parent snapshot as DELETED, instead of the parent's manifests.
 //!
 //! Arcane writes the metadata, manifests and manifest lists itself (JSON with `serde_json`,
 //! Avro with the encoder in [`avro`]) rather than through the `iceberg` crate, which depends
@@ -35,7 +40,9 @@
 
 pub mod avro;
 pub mod catalog;
+pub mod catalogs;
 pub mod manifest;
+pub mod rest;
 pub mod schema;
 pub mod stats;
 
@@ -56,6 +63,7 @@ use crate::parquet::manifest::{FileEntry, Manifest};
 use arcane_store::{Location, store_error};
 
 use catalog::{SqlCatalog, Swap};
+use catalogs::{Catalog, Commit, Loaded};
 use manifest::{DataFile, ManifestFile};
 
 /// Metric: seconds an Iceberg commit took (footers, manifests, metadata and the swap).
@@ -85,7 +93,7 @@ pub(crate) struct IcebergTable {
     sink: String,
     stream_id: String,
     run_id: String,
-    catalog: SqlCatalog,
+    catalog: Catalog,
     /// The table location (the sink's URL).
     location: String,
     /// The current metadata and where it is; `None` before the table exists.
@@ -96,6 +104,9 @@ pub(crate) struct IcebergTable {
     pub(crate) considered: Option<u64>,
     /// The parent snapshot's manifests, read once per parent.
     parent_manifests: Option<(i64, Vec<ManifestFile>)>,
+    /// The sink generation current after the newest manifest considered (kept by the sink's
+    /// publishing loop, which detects generation switches).
+    pub(crate) generation: Option<String>,
 }
 
 impl IcebergTable {
@@ -108,18 +119,32 @@ impl IcebergTable {
         stream_id: String,
         retry: RetryConfig,
     ) -> Result<Self> {
-        let IcebergCatalogConfig::Sql(sql) = &config.catalog;
-        let field = "sink.tableFormat.iceberg.catalog.sql";
-        let (pg, display) = catalog::parse_config(sql, field)?;
-        let catalog = SqlCatalog::new(
-            pg,
-            display,
-            config.catalog_name.clone(),
-            config.namespace.clone(),
-            config.table.clone(),
-            sink.clone(),
-            retry,
-        );
+        let catalog = match &config.catalog {
+            IcebergCatalogConfig::Sql(sql) => {
+                let field = "sink.tableFormat.iceberg.catalog.sql";
+                let (pg, display) = catalog::parse_config(sql, field)?;
+                Catalog::Sql(Box::new(SqlCatalog::new(
+                    pg,
+                    display,
+                    config.catalog_name.clone(),
+                    config.namespace.clone(),
+                    config.table.clone(),
+                    sink.clone(),
+                    retry,
+                )))
+            }
+            IcebergCatalogConfig::Rest(c) => {
+                let field = "sink.tableFormat.iceberg.catalog.rest";
+                let settings = rest::parse_config(c, &config.catalog_properties, field)?;
+                Catalog::Rest(Box::new(rest::RestCatalog::new(
+                    settings,
+                    &config.namespace,
+                    config.table.clone(),
+                    sink.clone(),
+                    retry,
+                )?))
+            }
+        };
         let location = loc.display.trim_end_matches('/').to_string();
         let mut t = Self {
             loc,
@@ -133,6 +158,7 @@ impl IcebergTable {
             published: None,
             considered: None,
             parent_manifests: None,
+            generation: None,
         };
         t.catalog.init().await?;
         if let Some(at) = t.catalog.load().await? {
@@ -200,14 +226,20 @@ impl IcebergTable {
 
     /// Read the metadata at `at` and make it current: check that Arcane can write the table,
     /// and find the stream's newest published sequence.
-    async fn take_metadata(&mut self, at: String) -> Result<()> {
-        let raw = self.get(&at, "table metadata").await?;
-        let m: Value = serde_json::from_slice(&raw).map_err(|e| {
-            self.err(
-                format!("the Iceberg table metadata {at} is not JSON ({e}); restore it or point the catalog at a valid version"),
-                Retry::Permanent,
-            )
-        })?;
+    async fn take_metadata(&mut self, loaded: Loaded) -> Result<()> {
+        let at = loaded.location;
+        let m: Value = match loaded.metadata {
+            Some(m) => m,
+            None => {
+                let raw = self.get(&at, "table metadata").await?;
+                serde_json::from_slice(&raw).map_err(|e| {
+                    self.err(
+                        format!("the Iceberg table metadata {at} is not JSON ({e}); restore it or point the catalog at a valid version"),
+                        Retry::Permanent,
+                    )
+                })?
+            }
+        };
         let id = self.catalog.identifier();
         if m["format-version"] != 2 {
             return Err(self.err(
@@ -321,15 +353,37 @@ impl IcebergTable {
             "snapshot-log": [],
             "metadata-log": [],
         });
+        if let Catalog::Rest(rest) = &mut self.catalog {
+            // The REST catalog writes the first metadata itself (and may assign other field
+            // ids: the table's are used from here on).
+            let (loaded, created) = rest.create(&metadata).await?;
+            if created {
+                tracing::info!(table = %self.catalog.identifier(), metadata = %loaded.location, "iceberg table created");
+            }
+            return self.take_metadata(loaded).await;
+        }
+        let Catalog::Sql(sql) = &mut self.catalog else {
+            return Err(Error::fatal("the Iceberg catalog changed kind"));
+        };
         let rel = format!("metadata/00000-{}.metadata.json", uuid::Uuid::new_v4());
-        let at = self.put(&rel, encode(&metadata)?, true).await?;
-        if self.catalog.create(&at).await? {
-            tracing::info!(table = %self.catalog.identifier(), metadata = %at, "iceberg table created");
+        let path = self.loc.child(&rel);
+        let at = self.loc.url_of(&path);
+        self.loc
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(Bytes::from(encode(&metadata)?)),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+            .map_err(|e| store_error(&self.sink, format!("cannot write Iceberg file {at}"), e))?;
+        if sql.create(&at).await? {
+            tracing::info!(table = %sql.identifier(), metadata = %at, "iceberg table created");
             self.metadata = Some((metadata, at));
             return Ok(());
         }
         // Created by another writer meanwhile: use theirs.
-        let _ = self.loc.store.delete(&self.loc.child(&rel)).await;
+        let _ = self.loc.store.delete(&path).await;
         match self.catalog.load().await? {
             Some(theirs) => self.take_metadata(theirs).await,
             None => Err(self.err(
@@ -340,25 +394,31 @@ impl IcebergTable {
     }
 
     /// Publish manifest `m` as one snapshot (when it commits files of the current generation
-    /// `current`); `schema` is the sink's schema after `m`.
+    /// `current`); `schema` is the sink's schema after `m`. `replace`: `m` switches the sink
+    /// to a new generation (an overwrite backfill completed) whose files these are: one
+    /// `overwrite` snapshot removes every live data file and adds them.
     pub(crate) async fn publish(
         &mut self,
         m: &Manifest,
         current: &str,
         schema: Option<&Schema>,
+        replace: Option<Vec<FileEntry>>,
     ) -> Result<()> {
         if self.published.is_some_and(|p| p >= m.sequence)
             || self.considered.is_some_and(|p| p >= m.sequence)
         {
             return Ok(());
         }
-        let files: Vec<FileEntry> =
-            if m.generation == m.state.current_generation && m.generation == current {
+        let overwrite = replace.is_some();
+        let files: Vec<FileEntry> = match replace {
+            Some(files) => files,
+            None if m.generation == m.state.current_generation && m.generation == current => {
                 m.files.clone()
-            } else {
-                Vec::new()
-            };
-        if files.is_empty() {
+            }
+            None => Vec::new(),
+        };
+        // An overwrite of a table that does not exist yet with no files changes nothing.
+        if files.is_empty() && (!overwrite || self.metadata.is_none()) {
             self.considered = Some(m.sequence);
             return Ok(());
         }
@@ -404,7 +464,15 @@ impl IcebergTable {
         loop {
             attempt += 1;
             match self
-                .commit_snapshot(m, schema, &data_files, snapshot_id, &manifest_url, attempt)
+                .commit_snapshot(
+                    m,
+                    schema,
+                    &data_files,
+                    snapshot_id,
+                    &manifest_url,
+                    attempt,
+                    overwrite,
+                )
                 .await?
             {
                 None => {
@@ -461,7 +529,7 @@ impl IcebergTable {
     /// One attempt: the manifest list and metadata on top of the current metadata, and the
     /// swap. `None`: committed. `Some((writer, location))`: lost to the writer of the table's
     /// newest snapshot (its stream id and run id, when Arcane's), now at `location`.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     async fn commit_snapshot(
         &mut self,
         m: &Manifest,
@@ -470,7 +538,8 @@ impl IcebergTable {
         snapshot_id: i64,
         (manifest_url, manifest_len): &(String, i64),
         attempt: u32,
-    ) -> Result<Option<(Option<(String, String)>, String)>> {
+        overwrite: bool,
+    ) -> Result<Option<(Option<(String, String)>, Loaded)>> {
         let Some((base, base_at)) = self.metadata.clone() else {
             return Err(Error::fatal(
                 "publishing to an Iceberg table that was not created",
@@ -485,10 +554,17 @@ impl IcebergTable {
         }
         let widened = current_schema.is_none_or(|c| c["fields"] != ice["fields"]);
         let mut metadata = base.clone();
+        // The changes as a REST catalog's updates (the SQL catalog applies them to `metadata`
+        // here and writes it).
+        let mut updates = Vec::new();
         let schema_id = if widened {
             let next = self.next_schema_id();
             let mut s = ice.clone();
             s["schema-id"] = json!(next);
+            updates.push(
+                json!({"action": "add-schema", "schema": s, "last-column-id": new_last.max(last)}),
+            );
+            updates.push(json!({"action": "set-current-schema", "schema-id": -1}));
             push(&mut metadata, "schemas", s);
             metadata["current-schema-id"] = json!(next);
             metadata["last-column-id"] = json!(new_last.max(last));
@@ -514,8 +590,50 @@ impl IcebergTable {
             key_metadata: None,
         };
         let mut list = vec![ours];
+        // An overwrite: the parent's manifests are left out and one manifest lists their live
+        // data files as DELETED (delete files go with them: they only applied to those files).
+        let mut removed = (0i64, 0i64, 0i64);
         if let Some(p) = parent {
-            list.extend(self.manifests_of(&base, p).await?);
+            let parents = self.manifests_of(&base, p).await?;
+            if overwrite {
+                let live = self.live_files(&parents).await?;
+                removed = (
+                    live.len() as i64,
+                    live.iter().map(|f| f.record_count).sum(),
+                    live.iter().map(|f| f.size).sum(),
+                );
+                if !live.is_empty() {
+                    let schema = self.current_schema().0.cloned().unwrap_or(Value::Null);
+                    let bytes = manifest::write_deleted_manifest(
+                        &live,
+                        snapshot_id,
+                        &manifest::manifest_header(&schema, schema_id),
+                    );
+                    let length = bytes.len() as i64;
+                    let path = self
+                        .put(
+                            &format!("metadata/{}-m1.avro", uuid::Uuid::new_v4()),
+                            bytes,
+                            false,
+                        )
+                        .await?;
+                    list.push(ManifestFile {
+                        path,
+                        length,
+                        spec_id: 0,
+                        content: 0,
+                        sequence_number: sequence,
+                        min_sequence_number: sequence,
+                        added_snapshot_id: snapshot_id,
+                        files: [0, 0, removed.0],
+                        rows: [0, 0, removed.1],
+                        partitions: Some(Vec::new()),
+                        key_metadata: None,
+                    });
+                }
+            } else {
+                list.extend(parents);
+            }
         }
         let header = [
             ("snapshot-id", snapshot_id.to_string()),
@@ -543,13 +661,17 @@ impl IcebergTable {
             .and_then(|p| snapshot(&base, p))
             .map(|s| &s["summary"]);
         let total = |key: &str, added: i64| {
+            if overwrite {
+                // Everything live before is removed: the totals are what this adds.
+                return Some(added.to_string());
+            }
             parent_summary
                 .map(|s| s[key].as_str().and_then(|v| v.parse::<i64>().ok()))
                 .unwrap_or(Some(0))
                 .map(|t| (t + added).to_string())
         };
         let mut summary = json!({
-            "operation": "append",
+            "operation": if overwrite { "overwrite" } else { "append" },
             "added-data-files": files.len().to_string(),
             "added-records": rows.to_string(),
             "added-files-size": bytes.to_string(),
@@ -571,6 +693,11 @@ impl IcebergTable {
                 summary[key] = json!(v);
             }
         }
+        if overwrite {
+            summary["deleted-data-files"] = json!(removed.0.to_string());
+            summary["deleted-records"] = json!(removed.1.to_string());
+            summary["removed-files-size"] = json!(removed.2.to_string());
+        }
         if let Some(c) = &m.checkpoint
             && let Ok(text) = serde_json::to_string(c)
         {
@@ -587,6 +714,11 @@ impl IcebergTable {
         if let Some(p) = parent {
             snap["parent-snapshot-id"] = json!(p);
         }
+        updates.push(json!({"action": "add-snapshot", "snapshot": snap}));
+        updates.push(json!({"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": snapshot_id}));
+        updates.push(
+            json!({"action": "set-properties", "updates": {WATERMARK_PROPERTY: m.committed_at}}),
+        );
         push(&mut metadata, "snapshots", snap);
         push(
             &mut metadata,
@@ -615,27 +747,53 @@ impl IcebergTable {
             metadata["properties"] = json!({});
         }
         metadata["properties"][WATERMARK_PROPERTY] = json!(m.committed_at);
-        let version = metadata_version(&base_at)
-            .unwrap_or_else(|| base["metadata-log"].as_array().map_or(0, Vec::len) as u64)
-            + 1;
-        let rel = format!(
-            "metadata/{version:05}-{}.metadata.json",
-            uuid::Uuid::new_v4()
-        );
-        let at = self.put(&rel, encode(&metadata)?, true).await?;
-        match self.catalog.swap(&base_at, &at).await? {
-            Swap::Committed => {
+        let mut written = None;
+        let outcome = match &mut self.catalog {
+            Catalog::Rest(rest) => rest.commit(&base, updates, snapshot_id).await?,
+            Catalog::Sql(_) => {
+                let version = metadata_version(&base_at)
+                    .unwrap_or_else(|| base["metadata-log"].as_array().map_or(0, Vec::len) as u64)
+                    + 1;
+                let rel = format!(
+                    "metadata/{version:05}-{}.metadata.json",
+                    uuid::Uuid::new_v4()
+                );
+                let at = self.put(&rel, encode(&metadata)?, true).await?;
+                written = Some(at.clone());
+                let Catalog::Sql(sql) = &mut self.catalog else {
+                    return Err(Error::fatal("the Iceberg catalog changed kind"));
+                };
+                match sql.swap(&base_at, &at).await? {
+                    Swap::Committed => Commit::Committed(Loaded {
+                        location: at,
+                        metadata: Some(metadata),
+                    }),
+                    Swap::Lost(theirs) => Commit::Lost(theirs.map(|location| Loaded {
+                        location,
+                        metadata: None,
+                    })),
+                }
+            }
+        };
+        match outcome {
+            Commit::Committed(loaded) => {
                 tracing::debug!(table = %id, snapshot = snapshot_id, sequence = m.sequence, files = files.len(), "iceberg commit");
-                self.metadata = Some((metadata, at));
+                match loaded.metadata {
+                    Some(metadata) => self.metadata = Some((metadata, loaded.location)),
+                    None => self.take_metadata(loaded).await?,
+                }
                 Ok(None)
             }
-            Swap::Lost(None) => Err(self.err(
-                format!("the table {id} was dropped from the catalog while the stream was writing it; recreate it (restart the stream) or restore the catalog row"),
+            Commit::Lost(None) => Err(self.err(
+                format!("the table {id} was dropped from the catalog while the stream was writing it; recreate it (restart the stream) or restore the catalog entry"),
                 Retry::Permanent,
             )),
-            Swap::Lost(Some(theirs)) => {
-                let raw = self.get(&theirs, "table metadata").await?;
-                let table = serde_json::from_slice::<Value>(&raw).ok();
+            Commit::Lost(Some(mut theirs)) => {
+                if theirs.metadata.is_none() {
+                    let raw = self.get(&theirs.location, "table metadata").await?;
+                    theirs.metadata = serde_json::from_slice::<Value>(&raw).ok();
+                }
+                let table = theirs.metadata.clone();
                 if table
                     .as_ref()
                     .is_some_and(|t| snapshot(t, snapshot_id).is_some())
@@ -646,10 +804,10 @@ impl IcebergTable {
                     self.take_metadata(theirs).await?;
                     return Ok(None);
                 }
-                // Never referenced (the row moved on from the metadata this attempt was built
-                // on, so no earlier statement can apply it any more): remove what this attempt
-                // wrote (best effort).
-                for url in [&at, &list_url] {
+                // Never referenced (the table moved on from the metadata this attempt was
+                // built on, so no earlier attempt can apply it any more): remove what this
+                // attempt wrote (best effort).
+                for url in written.iter().chain([&list_url]) {
                     if let Ok(p) = self.path_of(url) {
                         let _ = self.loc.store.delete(&p).await;
                     }
@@ -697,6 +855,27 @@ impl IcebergTable {
         // The snapshot this run commits next has this one's list plus its own manifest.
         self.parent_manifests = Some((id, list.clone()));
         Ok(list)
+    }
+
+    /// The live data files of the data manifests among `manifests` (an overwrite removes them).
+    async fn live_files(&self, manifests: &[ManifestFile]) -> Result<Vec<manifest::LiveFile>> {
+        let mut live = Vec::new();
+        for mf in manifests.iter().filter(|mf| mf.content == 0) {
+            let raw = self.get(&mf.path, "manifest").await?;
+            let files = avro::read_container(&raw)
+                .and_then(|c| manifest::read_live_files(&c.records, mf))
+                .map_err(|e| {
+                    self.err(
+                        format!(
+                            "the Iceberg manifest {} cannot be read: {e}; the table is damaged",
+                            mf.path
+                        ),
+                        Retry::Permanent,
+                    )
+                })?;
+            live.extend(files);
+        }
+        Ok(live)
     }
 
     /// The data files of `files` with metrics from their footers.

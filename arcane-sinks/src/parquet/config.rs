@@ -139,6 +139,8 @@ pub struct ParquetSinkConfig {
 }
 
 /// A table format kept over the sink's files (`sink.tableFormat`).
+// Read once from the spec; boxing the larger variant would only complicate the spec's types.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum TableFormat {
@@ -169,8 +171,9 @@ pub struct IcebergConfig {
     pub namespace: String,
     /// The table's name; the table is created (from the stream's schema) when missing.
     pub table: String,
-    /// Catalog properties, kept for catalogs that take them (the SQL catalog uses none and
-    /// ignores them). Default none.
+    /// Catalog properties: a REST catalog's client properties (sent nowhere themselves, but
+    /// merged over the server's `defaults` and under its `overrides`, as Iceberg clients do;
+    /// e.g. `prefix`); the SQL catalog uses none and ignores them. Default none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub catalog_properties: BTreeMap<String, String>,
     /// Table properties written when the table is created (e.g. `{"owner": "data-team"}`).
@@ -187,6 +190,63 @@ pub enum IcebergCatalogConfig {
     /// Java's `JdbcCatalog` (`iceberg_tables`, `iceberg_namespace_properties`; created when
     /// missing).
     Sql(SqlCatalogConfig),
+    /// An Iceberg REST catalog (the Arcane platform's Lakekeeper, or any catalog speaking the
+    /// Iceberg REST protocol): `{"rest": {"uri": "https://lakekeeper:8181/catalog",
+    /// "warehouse": "lake", "credentialEnv": "CATALOG_CREDENTIAL"}}`.
+    Rest(RestCatalogConfig),
+}
+
+/// Default `sink.tableFormat.iceberg.catalog.rest.scope`: the scope Iceberg's own clients
+/// (Java, pyiceberg) request.
+pub const DEFAULT_ICEBERG_REST_SCOPE: &str = "catalog";
+/// Default `sink.tableFormat.iceberg.catalog.rest.requestTimeout`.
+pub const DEFAULT_ICEBERG_REST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An Iceberg REST catalog. `catalogProperties` are sent as the client's properties: merged
+/// between the server's `defaults` and `overrides` from `GET /v1/config`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestCatalogConfig {
+    /// The catalog's base URI, without `/v1` (e.g. `https://lakekeeper.lake:8181/catalog`).
+    pub uri: String,
+    /// The warehouse, sent as `GET /v1/config?warehouse=…` (Lakekeeper: the warehouse's
+    /// name). Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    /// The environment variable holding OAuth2 client credentials as
+    /// `client_id:client_secret`; tokens are requested with the client-credentials grant from
+    /// `oauth2ServerUri` (default `{uri}/v1/oauth/tokens`) and refreshed before they expire.
+    /// Optional; at most one of `credentialEnv` and `tokenEnv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
+    /// The environment variable holding a bearer token sent as is. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// The OAuth2 token endpoint for `credentialEnv` (e.g. Keycloak's
+    /// `https://idp/realms/lake/protocol/openid-connect/token`). Default `{uri}/v1/oauth/tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_server_uri: Option<String>,
+    /// The OAuth2 scope requested with `credentialEnv`. Default `catalog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// How long one request to the catalog may take (humantime); a commit without an answer
+    /// in time has an unknown outcome, which is resolved by reading the table back. Default
+    /// 30s.
+    #[serde(
+        default = "default_rest_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_rest_timeout"
+    )]
+    #[schemars(with = "String")]
+    pub request_timeout: Duration,
+}
+
+fn default_rest_timeout() -> Duration {
+    DEFAULT_ICEBERG_REST_TIMEOUT
+}
+
+fn is_default_rest_timeout(d: &Duration) -> bool {
+    *d == DEFAULT_ICEBERG_REST_TIMEOUT
 }
 
 /// A SQL catalog on PostgreSQL.
@@ -461,8 +521,21 @@ impl ParquetSinkConfig {
         }
         #[cfg(feature = "iceberg")]
         {
-            let IcebergCatalogConfig::Sql(sql) = &c.catalog;
-            crate::iceberg::catalog::parse_config(sql, "sink.tableFormat.iceberg.catalog.sql")?;
+            match &c.catalog {
+                IcebergCatalogConfig::Sql(sql) => {
+                    crate::iceberg::catalog::parse_config(
+                        sql,
+                        "sink.tableFormat.iceberg.catalog.sql",
+                    )?;
+                }
+                IcebergCatalogConfig::Rest(rest) => {
+                    crate::iceberg::rest::parse_config(
+                        rest,
+                        &c.catalog_properties,
+                        "sink.tableFormat.iceberg.catalog.rest",
+                    )?;
+                }
+            }
             if let Some(schema) = self.target_schema()? {
                 crate::iceberg::schema::iceberg_schema(&schema, None, 0)
                     .map_err(|message| Error::config("sink.schema", message))?;

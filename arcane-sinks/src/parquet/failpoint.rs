@@ -13,7 +13,7 @@
 //! | `after-upload-before-manifest` | every file of the commit is uploaded (parts or staging file), none is visible, the manifest is not written |
 //! | `after-manifest` | the manifest is written (committed), its files are not visible yet |
 //! | `after-completion` | the files are visible, their upload markers are not deleted yet |
-//! | `before-table-commit` | (`sink.tableFormat` set) the commit is complete, the table format's commit publishing it (Delta: `_delta_log/{version}.json`; Iceberg: the snapshot and the catalog swap) is not written yet |
+//! | `before-table-commit` | (`sink.tableFormat` set) the commit is complete, the table format's commit publishing it (Delta: `_delta_log/{version}.json`; Iceberg: the snapshot and the catalog commit; also the shard that completed a sharded backfill, before it publishes the completion to an Iceberg table) is not written yet |
 //! | `after-shard-done` | a shard of a sharded backfill wrote its done marker, before it looked for the others' |
 //! | `before-shard-switch` | every shard is done; the stream's manifest completing the backfill is not written yet |
 //!

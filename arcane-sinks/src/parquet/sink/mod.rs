@@ -302,7 +302,6 @@ impl Sink for ParquetSink {
         {
             self.iceberg = None;
         }
-        self.check_table_mode(ctx)?;
         if ctx.mode == Mode::Backfill
             && let Some((shard, _)) = self.shard
         {

@@ -281,6 +281,9 @@ impl ParquetSink {
         if self.config.schema.is_none() {
             self.target = self.state.schema.clone().map(std::sync::Arc::new);
         }
+        // An Iceberg table: the shard's files carry its field ids (the table is created now
+        // when the schema is known); the shard publishes nothing until the completion.
+        self.open_table_for_shard().await?;
         let resume = backfill.checkpoint;
         self.last_checkpoint = resume.clone();
         self.opened = true;
@@ -466,6 +469,9 @@ impl ParquetSink {
             };
             self.failpoints.reach("before-shard-switch").await;
             if manifest::write_if_absent(&self.loc, &name, &entry).await? {
+                // The shard that completed the backfill publishes it to the table (a crash
+                // before that: the stream's next start publishes it).
+                self.publish_completion(&entry).await?;
                 tracing::info!(
                     shard = shard.index(),
                     shards = shard.count(),

@@ -57,29 +57,50 @@ impl ParquetSink {
         Ok(committing)
     }
 
-    /// What the Iceberg table format does not do yet, refused before the start claims
-    /// anything: an `overwrite` backfill (its switch would replace the table's files) and a
-    /// shard of a sharded backfill.
-    pub(super) fn check_table_mode(&self, ctx: &SinkContext) -> Result<()> {
-        let Some(crate::parquet::config::TableFormat::Iceberg(_)) = &self.config.table_format
-        else {
-            return Ok(());
-        };
-        if ctx.mode != Mode::Backfill {
-            return Ok(());
+    /// A shard of a sharded backfill into an Iceberg table: open the table (creating it when
+    /// the schema is known) so that the shard's files carry the table's field ids. Nothing is
+    /// published: the shard that completes the backfill does that ([`Self::publish_completion`]).
+    pub(super) async fn open_table_for_shard(&mut self) -> Result<()> {
+        #[cfg(feature = "iceberg")]
+        if let Some(crate::parquet::config::TableFormat::Iceberg(config)) =
+            &self.config.table_format
+        {
+            let mut table = crate::iceberg::IcebergTable::open(
+                self.loc.clone(),
+                config.clone(),
+                self.sink_name(),
+                self.stream_id.clone(),
+                self.config.retry,
+            )
+            .await?;
+            if let Some(s) = self
+                .state
+                .schema
+                .clone()
+                .or(self.target.as_deref().cloned())
+            {
+                table.ensure_table(&s).await?;
+            }
+            self.iceberg = Some(table);
+            self.check_table_schema(&self.state)?;
         }
-        if self.shard.is_some() {
-            return Err(Error::config(
-                "sink.tableFormat.iceberg",
-                "a sharded backfill into an Iceberg table is not supported yet; backfill without shards",
-            ));
+        Ok(())
+    }
+
+    /// The stream's manifest `entry` completing a sharded backfill was written by this shard:
+    /// publish it (and any stream manifest before it the table lacks) to the Iceberg table.
+    pub(super) async fn publish_completion(&mut self, entry: &Manifest) -> Result<()> {
+        #[cfg(feature = "iceberg")]
+        if let Some(mut table) = self.iceberg.take() {
+            self.failpoints.reach("before-table-commit").await;
+            let current = entry.state.current_generation.clone();
+            let result = self
+                .publish_iceberg_upto(&mut table, Some(entry), entry.sequence, &current)
+                .await;
+            self.iceberg = Some(table);
+            return result;
         }
-        if self.config.backfill_behavior == BackfillBehavior::Overwrite {
-            return Err(Error::config(
-                "sink.backfillBehavior",
-                "\"overwrite\" (the default) is not supported with an Iceberg table yet (it would replace the table's files in one overwrite snapshot, which is not built); set sink.backfillBehavior to \"merge\" to append the history to the table",
-            ));
-        }
+        let _ = entry;
         Ok(())
     }
 
@@ -273,9 +294,51 @@ impl ParquetSink {
                 None,
             ));
         }
-        let from = table.published.max(table.considered).map_or(0, |p| p + 1);
-        let configured = self.config.target_schema()?;
         let current = self.state.current_generation.clone();
+        self.publish_iceberg_upto(table, known, last, &current)
+            .await
+    }
+
+    /// Publish the stream's manifests after the table's newest up to `last`, in order;
+    /// `current` is the sink's current generation after `last`.
+    #[cfg(feature = "iceberg")]
+    async fn publish_iceberg_upto(
+        &self,
+        table: &mut crate::iceberg::IcebergTable,
+        known: Option<&Manifest>,
+        last: u64,
+        current: &str,
+    ) -> Result<()> {
+        let name = self.sink_name();
+        let from = table.published.max(table.considered).map_or(0, |p| p + 1);
+        if from > last {
+            return Ok(());
+        }
+        let configured = self.config.target_schema()?;
+        let missing = |seq: u64| {
+            Error::sink(
+                &name,
+                format!(
+                    "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Iceberg table; restore it (manifests are never deleted by the sink)"
+                ),
+                Retry::Permanent,
+                None,
+            )
+        };
+        // The generation current before `from`: a manifest that changes it is an overwrite
+        // backfill's switch, published as one overwrite snapshot.
+        let mut previous = match table.generation.take() {
+            Some(g) => g,
+            None if from == 0 => String::new(),
+            None => {
+                manifest::read_if_exists(&self.loc, &name, from - 1)
+                    .await?
+                    .ok_or_else(|| missing(from - 1))?
+                    .state
+                    .current_generation
+            }
+        };
+        let mut all: Option<Vec<Manifest>> = None;
         for seq in from..=last {
             let read;
             let m = match known {
@@ -285,16 +348,7 @@ impl ParquetSink {
                         read = m;
                         &read
                     }
-                    None => {
-                        return Err(Error::sink(
-                            &name,
-                            format!(
-                                "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Iceberg table; restore it (manifests are never deleted by the sink)"
-                            ),
-                            Retry::Permanent,
-                            None,
-                        ));
-                    }
+                    None => return Err(missing(seq)),
                 },
             };
             let schema = m
@@ -303,8 +357,38 @@ impl ParquetSink {
                 .as_ref()
                 .or(configured.as_deref())
                 .or(self.target.as_deref());
-            table.publish(m, &current, schema).await?;
+            let switched = m.state.current_generation != previous;
+            // A switch to a generation other than the sink's current one was itself replaced
+            // by a later switch: that one publishes.
+            let replace = if switched && m.state.current_generation == *current {
+                if all.is_none() {
+                    all = Some(manifest::all(&self.loc, &name).await?);
+                }
+                let mut seen = std::collections::HashSet::new();
+                Some(
+                    all.iter()
+                        .flatten()
+                        .filter(|x| {
+                            x.generation == m.state.current_generation && x.sequence <= m.sequence
+                        })
+                        .flat_map(|x| x.files.iter())
+                        .chain(m.files.iter())
+                        .filter(|f| seen.insert(f.path.clone()))
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                None
+            };
+            let result = table.publish(m, current, schema, replace).await;
+            if let Err(e) = result {
+                // Not published: the next attempt starts from the generation before `m`.
+                table.generation = Some(previous);
+                return Err(e);
+            }
+            previous = m.state.current_generation.clone();
         }
+        table.generation = Some(previous);
         Ok(())
     }
 
