@@ -64,6 +64,10 @@ pub enum Command {
         #[arg(long = "storage-option", value_name = "KEY=VALUE")]
         storage_options: Vec<String>,
     },
+    /// Out-of-process source plugins (see docs/plugins.md).
+    #[cfg(feature = "plugin")]
+    #[command(subcommand)]
+    Plugin(crate::plugin::PluginCommand),
     /// List the stream kinds this binary hosts, one per line with a description.
     Kinds {
         /// Print JSON instead.
@@ -119,6 +123,8 @@ pub fn main_with(runner: Runner) -> std::process::ExitCode {
     let result = match cli.command {
         None => return runner.run_with_args(cli.run),
         Some(Command::Run(args)) => return runner.run_with_args(*args),
+        #[cfg(feature = "plugin")]
+        Some(Command::Plugin(command)) => return crate::plugin::run(command),
         Some(Command::Kinds { json }) => kinds(&runner, json),
         Some(Command::Retire(args)) => retire(&runner, &args),
         Some(Command::Show {

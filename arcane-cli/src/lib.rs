@@ -57,6 +57,8 @@ mod cli;
 mod error;
 pub mod kind;
 pub mod kinds;
+#[cfg(feature = "plugin")]
+mod plugin;
 mod show;
 
 pub use cli::{Cli, Command, main_with};

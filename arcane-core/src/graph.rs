@@ -492,45 +492,57 @@ impl Driver<'_> {
         .await;
 
         self.update(|s| s.dead_letter_reasons = tally.counts().reasons);
-        match result {
-            Ok(()) => {
-                if let Some(commit) = sink.flush().await? {
-                    self.on_commit(&mut acker, commit).await?;
-                }
-                if self.kill_switch.is_shutdown_requested() {
-                    tracing::info!(
-                        "stream shut down gracefully; everything received was committed"
-                    );
-                    Ok(Completion::ShutDown)
-                } else {
-                    sink.finish().await?;
-                    tracing::info!("source completed; everything received was committed");
-                    Ok(Completion::Finished)
-                }
-            }
-            Err(e)
-                if !matches!(
-                    e,
-                    Error::Sink { .. }
-                        | Error::SchemaMismatch { .. }
-                        | Error::EmptyOverwrite { .. }
-                ) =>
-            {
-                // The source or a map failed: commit what the sink already holds, so that
-                // nothing accepted is lost, then report the error.
-                match sink.flush().await {
-                    Ok(Some(commit)) => {
+        let outcome = async {
+            match result {
+                Ok(()) => {
+                    if let Some(commit) = sink.flush().await? {
                         self.on_commit(&mut acker, commit).await?;
                     }
-                    Ok(None) => {}
-                    Err(flush_err) => {
-                        tracing::warn!(error = %flush_err, "flush after source error failed; uncommitted rows will be re-read");
+                    if self.kill_switch.is_shutdown_requested() {
+                        tracing::info!(
+                            "stream shut down gracefully; everything received was committed"
+                        );
+                        Ok(Completion::ShutDown)
+                    } else {
+                        sink.finish().await?;
+                        tracing::info!("source completed; everything received was committed");
+                        Ok(Completion::Finished)
                     }
                 }
                 Err(e)
+                    if !matches!(
+                        e,
+                        Error::Sink { .. }
+                            | Error::SchemaMismatch { .. }
+                            | Error::EmptyOverwrite { .. }
+                    ) =>
+                {
+                    // The source or a map failed: commit what the sink already holds, so that
+                    // nothing accepted is lost, then report the error.
+                    match sink.flush().await {
+                        Ok(Some(commit)) => {
+                            self.on_commit(&mut acker, commit).await?;
+                        }
+                        Ok(None) => {}
+                        Err(flush_err) => {
+                            tracing::warn!(error = %flush_err, "flush after source error failed; uncommitted rows will be re-read");
+                        }
+                    }
+                    Err(e)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
         }
+        .await;
+        drop(acker);
+        if let Err(e) = source.close().await {
+            tracing::warn!(
+                source = %source.name(),
+                error = %e.report(),
+                "closing the source failed"
+            );
+        }
+        outcome
     }
 
     async fn on_commit(&self, acker: &mut Acker<'_>, commit: Commit) -> Result<()> {

@@ -85,6 +85,14 @@ pub trait Source: Send + Sync + Debug + 'static {
         let _ = checkpoint;
         Ok(())
     }
+
+    /// The graph is done with the source: the stream ended or was stopped, and the last
+    /// commit was acknowledged. Release what lives outside the stream (e.g. stop a child
+    /// process gracefully). Called once, after a finished, shut-down or failed run; not after
+    /// an abort (the source is then dropped). Default: nothing.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A boxed source is a source, so builders can choose one at run time.
@@ -104,5 +112,9 @@ impl Source for Box<dyn Source> {
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         (**self).commit(checkpoint).await
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        (**self).close().await
     }
 }

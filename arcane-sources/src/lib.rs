@@ -11,6 +11,7 @@
 //! | `broker` (enabled by the broker sources) | [`broker`] | the `Broker` trait and the one generic broker source: payload decoding, acks after commit, batching, credentials, TLS, retries |
 //! | `http-ingest` | [`http_ingest`] | CloudEvents (structured, binary, batch) and JSON/NDJSON webhooks pushed over HTTP, answered 2xx only once committed, deduplicated by `(source, id)` |
 //! | `postgres-cdc` | [`postgres_cdc`] | PostgreSQL change data capture: consistent snapshot + `pgoutput` logical decoding |
+//! | `plugin` | [`plugin`] | out-of-process source plugins in any language: Arrow Flight over a Unix socket, positions in the sink's manifest, restarts with backoff (`docs/plugins.md`) |
 //! | `decode` (enabled by the sources) | [`decode`] | explicit schemas in specs and JSON → Arrow decoding with bad-record isolation |
 //! | always | [`generator`] | deterministic synthetic rows with exact resume (the `generator` kind) |
 //! | always | [`prelude`] | `use arcane_sources::prelude::*;`: what a source needs (core traits, the runtime, arrow, futures, tracing, serde) |
@@ -76,6 +77,8 @@ pub mod http_ingest;
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "plugin")]
+pub mod plugin;
 #[cfg(feature = "postgres-cdc")]
 pub mod postgres_cdc;
 pub mod prelude;

@@ -10,6 +10,7 @@
 //! | `mqtt` | `mqtt` | MQTT 5 or 3.1.1 topics, QoS 1 persistent session ([`arcane_sources::mqtt`]) |
 //! | `http-ingest` | `http-ingest` | CloudEvents and webhooks pushed over HTTP, acknowledged after commit ([`arcane_sources::http_ingest`]) |
 //! | `postgres-cdc` | `postgres-cdc` | a PostgreSQL table's snapshot and changes ([`arcane_sources::postgres_cdc`]) |
+//! | `plugin` | `plugin` | an out-of-process source plugin speaking Arrow Flight over a Unix socket ([`arcane_sources::plugin`]) |
 
 #[cfg(feature = "blob-landing")]
 mod blob_landing;
@@ -21,6 +22,8 @@ mod http_ingest;
 mod mqtt;
 #[cfg(feature = "nats-jetstream")]
 mod nats_jetstream;
+#[cfg(feature = "plugin")]
+mod plugin;
 #[cfg(feature = "postgres-cdc")]
 mod postgres_cdc;
 #[cfg(feature = "rabbitmq")]
@@ -38,6 +41,8 @@ pub use http_ingest::{HTTP_INGEST_MAX_FILE_AGE, HttpIngest};
 pub use mqtt::Mqtt;
 #[cfg(feature = "nats-jetstream")]
 pub use nats_jetstream::NatsJetStream;
+#[cfg(feature = "plugin")]
+pub use plugin::{Plugin, PluginConfig};
 #[cfg(feature = "postgres-cdc")]
 pub use postgres_cdc::PostgresCdc;
 #[cfg(feature = "postgres-cdc")]
@@ -77,6 +82,8 @@ pub fn runner() -> Runner {
     let runner = register(runner, PostgresCdc);
     #[cfg(feature = "http-ingest")]
     let runner = register(runner, HttpIngest);
+    #[cfg(feature = "plugin")]
+    let runner = register(runner, Plugin);
     runner
 }
 
