@@ -1,7 +1,8 @@
 //! The Parquet sink with `tableFormat: delta`, read back by an independent reader (the Python
 //! `deltalake` package, `ARCANE_TEST_PYTHON`): commits, a crash between the manifest and the
 //! Delta commit, two writers of one stream, another engine's commits (OPTIMIZE, a
-//! checkpoint), schema evolution and an overwrite backfill.
+//! checkpoint), schema evolution, an overwrite backfill, and `partitionBy` columns as the
+//! table's partition columns.
 
 mod common;
 
@@ -439,4 +440,116 @@ async fn manifests_removed_behind_the_tables_back_are_refused_not_skipped() {
     let err = again.open(&ctx()).await.expect_err("refused");
     let message = err.to_string();
     assert!(message.contains("is missing"), "{message}");
+}
+
+/// Rows of `id` and a nullable `city`: `a/b=c%` (escaped in the directory), null, `x`.
+fn city_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let cities: Vec<Option<&str>> = ids
+        .clone()
+        .map(|i| [Some("a/b=c%"), None, Some("x")][(i % 3) as usize])
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(StringArray::from(cities)),
+        ],
+    )
+    .expect("batch")
+}
+
+/// `sink.partitionBy.columns` makes a partitioned Delta table: `partitionColumns`, each
+/// file's `partitionValues` (unescaped, null for the null partition), read back by deltalake
+/// with partition filters; the files keep the column and deltalake reads it once.
+#[tokio::test]
+async fn partition_by_columns_make_a_partitioned_delta_table() {
+    let store = Store::local();
+    let mut config = config(&store);
+    config.partition_by.columns = vec!["city".into()];
+    let mut sink = open(config.clone(), &ctx()).await;
+    sink.write(Group::new(city_batch(0..30), checkpoint(30)))
+        .await
+        .expect("write");
+    sink.flush().await.expect("flush").expect("a commit");
+    let v0 = log_actions(&store, 0);
+    assert_eq!(
+        v0[2]["metaData"]["partitionColumns"],
+        serde_json::json!(["city"])
+    );
+    let mut values: Vec<String> = v0
+        .iter()
+        .filter_map(|a| a.get("add"))
+        .map(|a| a["partitionValues"].to_string())
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            r#"{"city":"a/b=c%"}"#,
+            r#"{"city":"x"}"#,
+            r#"{"city":null}"#
+        ]
+    );
+    let uri = local_path(&store);
+    let out = run_python(
+        r#"
+dt = DeltaTable(sys.argv[1])
+def ids(t):
+    d = t.to_pydict()
+    return sorted(zip(d['id'], d['city']))
+print(json.dumps({
+    'partition_columns': dt.metadata().partition_columns,
+    'columns': dt.to_pyarrow_table().column_names,
+    'all': len(dt.to_pyarrow_table()),
+    'escaped': ids(dt.to_pyarrow_table(filters=[('city', '=', 'a/b=c%')])),
+    'x': ids(dt.to_pyarrow_table(partitions=[('city', '=', 'x')])),
+    'null': sorted(dt.to_pyarrow_dataset().to_table(filter=pyarrow.dataset.field('city').is_null()).to_pydict()['id']),
+}))
+"#
+        .replace("dt = ", "import pyarrow.dataset\nimport pyarrow\ndt = ")
+        .as_str(),
+        &[&uri],
+    );
+    let got: Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(got["partition_columns"], serde_json::json!(["city"]));
+    assert_eq!(got["columns"], serde_json::json!(["id", "city"]));
+    assert_eq!(got["all"], 30);
+    let want = |rem: i64, city: Value| {
+        Value::Array(
+            (0..30)
+                .filter(|i| i % 3 == rem)
+                .map(|i| serde_json::json!([i, city]))
+                .collect(),
+        )
+    };
+    assert_eq!(got["escaped"], want(0, "a/b=c%".into()));
+    assert_eq!(got["x"], want(2, "x".into()));
+    assert_eq!(
+        got["null"],
+        Value::Array((0..30).filter(|i| i % 3 == 1).map(Value::from).collect())
+    );
+
+    // Another partitioning of the same table is refused, naming sink.partitionBy.
+    drop(sink);
+    let mut other = config.clone();
+    other.partition_by.columns = vec![];
+    let mut sink = ParquetSink::new(other).expect("sink");
+    let err = match sink.open(&ctx()).await {
+        Err(e) => e,
+        Ok(_) => {
+            sink.write(Group::new(city_batch(30..33), checkpoint(33)))
+                .await
+                .expect("write");
+            sink.flush().await.expect_err("refused")
+        }
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("sink.partitionBy") && message.contains("[\"city\"]"),
+        "{message}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{message}");
 }

@@ -1,7 +1,8 @@
 //! The Parquet sink with `tableFormat: iceberg`, a SQL catalog on the machine's PostgreSQL,
 //! read back by an independent reader (pyiceberg's `SqlCatalog` on the same database,
 //! `ARCANE_TEST_PYTHON`): commits as snapshots, a crash between the manifest and the Iceberg
-//! commit, two writers of one stream, schema evolution, and what is refused.
+//! commit, two writers of one stream, schema evolution, identity partition specs from
+//! `partitionBy`, and what is refused.
 
 mod common;
 
@@ -590,4 +591,174 @@ async fn iceberg_on_s3() {
     let read = catalog.read_with(NS, TABLE, &props);
     assert_eq!(read.ids(), (0..1500).collect::<Vec<i64>>());
     assert_eq!(read.sequences(STREAM), [1, 3]);
+}
+
+/// Rows of `id`, a nullable `city` (`a/b=c%`, escaped in the directory; null; `x`) and a
+/// `day` (date: 2026-01-01 or 2026-01-02).
+fn city_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let cities: Vec<Option<&str>> = ids
+        .clone()
+        .map(|i| [Some("a/b=c%"), None, Some("x")][(i % 3) as usize])
+        .collect();
+    let days: Vec<i32> = ids.clone().map(|i| 20_454 + (i % 2) as i32).collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(StringArray::from(cities)),
+            Arc::new(arrow_array::Date32Array::from(days)),
+        ],
+    )
+    .expect("batch")
+}
+
+async fn commit_cities(sink: &mut ParquetSink, from: i64, to: i64) {
+    sink.write(Group::new(city_batch(from..to), checkpoint(to as u64)))
+        .await
+        .expect("write");
+    sink.flush().await.expect("flush").expect("a commit");
+}
+
+const PARTITIONS: &str = r#"
+import datetime
+from pyiceberg.expressions import EqualTo, IsNull, And
+t = catalog.load_table(sys.argv[1])
+spec = t.spec()
+def ids(f):
+    return sorted(t.scan(row_filter=f).to_arrow().column('id').to_pylist())
+def files(f):
+    return sorted(str(task.file.partition) for task in t.scan(row_filter=f).plan_files())
+snap = t.current_snapshot()
+summaries = []
+for m in snap.manifests(t.io):
+    summaries.append([[p.contains_null, p.lower_bound.hex() if p.lower_bound else None, p.upper_bound.hex() if p.upper_bound else None] for p in (m.partitions or [])])
+entries = [e for m in snap.manifests(t.io) for e in m.fetch_manifest_entry(t.io, discard_deleted=False)]
+print(json.dumps({
+    'spec': [[f.field_id, f.name, f.source_id, str(f.transform)] for f in spec.fields],
+    'spec_id': spec.spec_id,
+    'last_partition_id': t.metadata.last_partition_id,
+    'escaped': ids(EqualTo('city', 'a/b=c%')),
+    'x_day2': ids(And(EqualTo('city', 'x'), EqualTo('day', '2026-01-02'))),
+    'null': ids(IsNull('city')),
+    'x_files': files(EqualTo('city', 'x')),
+    'all': len(t.scan().to_arrow()),
+    'summaries': summaries,
+    'entries': sorted([int(e.status), str(e.data_file.partition[0]), str(e.data_file.partition[1])] for e in entries),
+}, default=str))
+"#;
+
+fn read_partitions(catalog: &TestCatalog) -> Value {
+    let out = catalog.run_python(PARTITIONS, &[&format!("{NS}.{TABLE}")]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn ids_where(range: std::ops::Range<i64>, keep: impl Fn(i64) -> bool) -> Value {
+    Value::Array(range.filter(|i| keep(*i)).map(Value::from).collect())
+}
+
+/// `sink.partitionBy.columns` makes a partitioned Iceberg table: an identity spec on the
+/// columns, each file's partition tuple (from its directory: unescaped, null for the null
+/// partition, typed as the column) in the manifests and their summaries in the manifest list,
+/// read back by pyiceberg with partition filters; an overwrite backfill's DELETED entries
+/// carry the tuples of the files they remove; another partitioning is refused.
+#[tokio::test]
+async fn partition_by_columns_make_a_partitioned_iceberg_table() {
+    let store = Store::local();
+    let catalog = TestCatalog::new();
+    let mut c = config(&store, &catalog);
+    c.partition_by.columns = vec!["city".into(), "day".into()];
+    let mut sink = open(c.clone(), &ctx()).await;
+    commit_cities(&mut sink, 0, 30).await;
+    commit_cities(&mut sink, 30, 60).await;
+    let got = read_partitions(&catalog);
+    assert_eq!(
+        got["spec"],
+        serde_json::json!([[1000, "city", 2, "identity"], [1001, "day", 3, "identity"]])
+    );
+    assert_eq!(got["spec_id"], 0);
+    assert_eq!(got["last_partition_id"], 1001);
+    assert_eq!(got["all"], 60);
+    assert_eq!(got["escaped"], ids_where(0..60, |i| i % 3 == 0));
+    assert_eq!(
+        got["x_day2"],
+        ids_where(0..60, |i| i % 3 == 2 && i % 2 == 1)
+    );
+    assert_eq!(got["null"], ids_where(0..60, |i| i % 3 == 1));
+    // Planning prunes by the tuples: only the files of city x (two days, two commits).
+    let x_files = got["x_files"].as_array().expect("files");
+    assert_eq!(x_files.len(), 4, "{x_files:?}");
+    assert!(
+        x_files
+            .iter()
+            .all(|f| f.as_str().is_some_and(|f| f.starts_with("Record[x, "))),
+        "{x_files:?}"
+    );
+    // Field summaries: city has nulls, bounds "a/b=c%" .. "x"; day 2026-01-01 .. 2026-01-02.
+    let city = ["a/b=c%".as_bytes(), b"x"]
+        .map(|b| b.iter().map(|c| format!("{c:02x}")).collect::<String>());
+    let day = [20_454i32, 20_455].map(|d| {
+        d.to_le_bytes()
+            .iter()
+            .map(|c| format!("{c:02x}"))
+            .collect::<String>()
+    });
+    let want = serde_json::json!([[true, city[0], city[1]], [false, day[0], day[1]]]);
+    for s in got["summaries"].as_array().expect("summaries") {
+        assert_eq!(s, &want);
+    }
+    assert_eq!(got["summaries"].as_array().map(Vec::len), Some(2));
+    drop(sink);
+
+    // An overwrite backfill: its DELETED entries carry the removed files' tuples.
+    let mut b = c.clone();
+    b.backfill_behavior = arcane_sinks::BackfillBehavior::Overwrite;
+    let backfill = SinkContext {
+        mode: Mode::Backfill,
+        backfill_id: Some("b1".into()),
+        ..ctx()
+    };
+    let mut sink = open(b, &backfill).await;
+    commit_cities(&mut sink, 1000, 1006).await;
+    sink.finish().await.expect("finish");
+    let got = read_partitions(&catalog);
+    assert_eq!(got["all"], 6);
+    assert_eq!(got["escaped"], ids_where(1000..1006, |i| i % 3 == 0));
+    let entries = got["entries"].as_array().expect("entries");
+    let deleted: Vec<&Value> = entries.iter().filter(|e| e[0] == 2).collect();
+    assert_eq!(deleted.len(), 12, "{entries:?}");
+    // Two commits, each with a file per (city, day): every tuple twice.
+    let mut want = Vec::new();
+    for city in ["None", "a/b=c%", "x"] {
+        for day in ["20454", "20455"] {
+            for _ in 0..2 {
+                want.push(serde_json::json!([2, city, day]));
+            }
+        }
+    }
+    assert_eq!(deleted, want.iter().collect::<Vec<_>>());
+    drop(sink);
+
+    // Another partitioning of the same table is refused, naming the table and the field.
+    let mut other = c.clone();
+    other.partition_by.columns = vec!["city".into()];
+    let mut sink = ParquetSink::new(other).expect("sink");
+    let err = match sink.open(&ctx()).await {
+        Err(e) => e,
+        Ok(_) => {
+            sink.write(Group::new(city_batch(2000..2003), checkpoint(2003)))
+                .await
+                .expect("write");
+            sink.flush().await.expect_err("refused")
+        }
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("sink.partitionBy") && message.contains(&format!("{NS}.{TABLE}")),
+        "{message}"
+    );
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{message}");
 }

@@ -89,6 +89,11 @@ pub(crate) struct DeltaLog {
     protocol: Option<(Value, u64)>,
     /// The table's id and creation time (kept in later `metaData` actions).
     table_id: Option<(String, Value)>,
+    /// The stream's partition columns (`sink.partitionBy.columns`): the table's
+    /// `partitionColumns` when the sink creates it.
+    partition_columns: Vec<String>,
+    /// The table's `metaData.partitionColumns` as of `metadata_version`.
+    table_partitions: Option<Vec<String>>,
 }
 
 /// One version's actions, parsed.
@@ -139,6 +144,7 @@ impl DeltaLog {
         config: DeltaConfig,
         sink: String,
         app_id: String,
+        partition_columns: Vec<String>,
     ) -> Result<Self> {
         let mut log = Self {
             loc,
@@ -153,6 +159,8 @@ impl DeltaLog {
             metadata_version: None,
             protocol: None,
             table_id: None,
+            partition_columns,
+            table_partitions: None,
         };
         let versions = log.list_versions().await?;
         log.version = versions.last().copied();
@@ -241,6 +249,17 @@ impl DeltaLog {
             })?;
         self.schema = Some(schema);
         self.metadata_version = Some(v);
+        self.table_partitions = Some(
+            m["partitionColumns"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        );
         if let Some(id) = m["id"].as_str() {
             self.table_id = Some((id.to_string(), m["createdTime"].clone()));
         }
@@ -353,6 +372,8 @@ impl DeltaLog {
         if self.published.is_some_and(|p| p >= m.sequence) {
             return Ok(());
         }
+        self.check_partitions()
+            .map_err(|message| Error::config("sink.partitionBy", message))?;
         let started = std::time::Instant::now();
         let switch = m.state.current_generation != previous;
         let files: Vec<FileEntry> = if switch {
@@ -525,6 +546,20 @@ impl DeltaLog {
     /// every committed manifest can be published.
     pub(crate) fn check(&self, schema: &Schema) -> std::result::Result<(), String> {
         let ours = schema::delta_schema(schema)?;
+        self.check_partitions()?;
+        for name in &self.partition_columns {
+            let Some(field) = schema.fields().iter().find(|f| f.name() == name) else {
+                return Err(format!(
+                    "sink.partitionBy.columns names {name:?}, which is not in the stream's schema; name one of its columns"
+                ));
+            };
+            if !partition_type(field.data_type()) {
+                return Err(format!(
+                    "sink.partitionBy.columns names {name:?}, of type {}; a Delta table's partition column must be a string, integer, boolean or date column: partition by one of those, or drop it from sink.partitionBy",
+                    field.data_type()
+                ));
+            }
+        }
         if let Some(table) = &self.schema {
             let theirs = fields(table);
             let mine = fields(&ours);
@@ -564,6 +599,17 @@ impl DeltaLog {
             ));
         }
         Ok(())
+    }
+
+    /// The table's partition columns are the stream's (`sink.partitionBy.columns`, in order).
+    fn check_partitions(&self) -> std::result::Result<(), String> {
+        match &self.table_partitions {
+            Some(table) if *table != self.partition_columns => Err(format!(
+                "the Delta table under {} is partitioned by {table:?}, but sink.partitionBy.columns is {:?}; a table's partition columns cannot change: set sink.partitionBy.columns to the table's, or write the stream to a new table (sink.url)",
+                self.loc.display, self.partition_columns
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn commit_info(
@@ -608,7 +654,7 @@ impl DeltaLog {
             "id": id,
             "format": {"provider": "parquet", "options": {}},
             "schemaString": delta_schema.to_string(),
-            "partitionColumns": [],
+            "partitionColumns": self.partition_columns,
             "createdTime": created,
             "configuration": self.config.configuration,
         });
@@ -634,11 +680,28 @@ impl DeltaLog {
         let store = self.loc.store.clone();
         let sink = self.sink.clone();
         let schema = schema.cloned().map(Arc::new);
-        futures::stream::iter(files.iter().cloned())
+        let partitions = files
+            .iter()
             .map(|f| {
+                partition_values(&f.partition, &self.partition_columns).map_err(|why| {
+                    self.err(
+                        format!(
+                            "file {} of manifest {}: {why}; the file was written with another sink.partitionBy: set it back, or write the stream to a new table (sink.url) and backfill",
+                            f.path, m.sequence
+                        ),
+                        Retry::Permanent,
+                    )
+                })
+            })
+            .collect::<Result<Vec<Value>>>()?;
+        futures::stream::iter(files.iter().cloned().zip(partitions))
+            .map(|(f, partition_values)| {
                 let (store, sink, schema) = (store.clone(), sink.clone(), schema.clone());
                 let path = self.loc.child(&f.path);
                 let url = self.loc.url_of(&path);
+                // The object's key (the store's encoding of the relative path: a `%` of an
+                // escaped partition value is `%25` in the key), as a URI.
+                let uri = encode(&self.loc.relative(&path));
                 async move {
                     let what = format!(
                         "cannot read the footer of committed file {url} (manifest {}) for its Delta statistics",
@@ -664,8 +727,8 @@ impl DeltaLog {
                         None => json!({"numRecords": f.rows}),
                     };
                     Ok::<_, Error>(json!({"add": {
-                        "path": encode(&f.path),
-                        "partitionValues": {},
+                        "path": uri,
+                        "partitionValues": partition_values,
                         "size": f.bytes,
                         "modificationTime": modified,
                         "dataChange": true,
@@ -677,6 +740,43 @@ impl DeltaLog {
             .try_collect()
             .await
     }
+}
+
+/// Arrow types whose Hive directory value (Arrow's display form) is also the Delta protocol's
+/// serialization of a partition value.
+fn partition_type(t: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType as D;
+    matches!(
+        t,
+        D::Utf8
+            | D::LargeUtf8
+            | D::Utf8View
+            | D::Int8
+            | D::Int16
+            | D::Int32
+            | D::Int64
+            | D::Boolean
+            | D::Date32
+    )
+}
+
+/// An `add` action's `partitionValues` from a file's partition directory (as the sink wrote
+/// it): one entry per partition column, the value unescaped, the Hive null partition as JSON
+/// null. Directories after the columns (`sink.partitionBy.eventTime`) are not partition
+/// columns of the table.
+fn partition_values(partition: &str, columns: &[String]) -> std::result::Result<Value, String> {
+    let values = crate::parquet::partition::column_values(partition, columns)?;
+    Ok(Value::Object(
+        columns
+            .iter()
+            .cloned()
+            .zip(
+                values
+                    .into_iter()
+                    .map(|v| v.map_or(Value::Null, Value::String)),
+            )
+            .collect(),
+    ))
 }
 
 /// A schema's fields as (name, field without metadata), to compare schemas by what matters.
@@ -802,6 +902,23 @@ mod tests {
             {"name": "id", "type": "long", "nullable": true, "metadata": {}}]});
         assert!(same_fields(&a, &b));
         assert!(!same_fields(&a, &c));
+    }
+
+    #[test]
+    fn partition_values_are_read_back_from_the_sink_directories() {
+        let cols = ["city".to_string(), "n".to_string()];
+        let dir = format!(
+            "city={}/n={}/date=2026-11-23",
+            crate::parquet::partition::escape("a/b=c%"),
+            crate::parquet::partition::NULL_PARTITION
+        );
+        assert_eq!(
+            partition_values(&dir, &cols).expect("values"),
+            json!({"city": "a/b=c%", "n": null})
+        );
+        assert_eq!(partition_values("", &[]).expect("none"), json!({}));
+        let e = partition_values("n=1/city=x", &cols).expect_err("order");
+        assert!(e.contains("\"city\""), "{e}");
     }
 
     #[test]

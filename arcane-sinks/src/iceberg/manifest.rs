@@ -8,6 +8,7 @@ use super::avro::{
     ContainerWriter, Datum, write_array, write_bool, write_bytes, write_long, write_string,
     write_union_branch,
 };
+use super::partition::{self, Tuple};
 use super::stats::Metrics;
 
 /// A map of field id → value, as Iceberg writes maps with non-string keys: an array of
@@ -18,13 +19,14 @@ fn map_type(field: &str, id: u32, key_id: u32, value_id: u32, value: &str, doc: 
     )
 }
 
-/// The Avro schema of a v2 manifest of an unpartitioned table.
-pub fn manifest_entry_schema() -> String {
+/// The Avro schema of a v2 manifest of a table whose partition spec has `spec` (its
+/// `data_file.partition` record derived from the spec's fields).
+pub fn manifest_entry_schema(spec: &[partition::Field]) -> String {
     let data_file = [
         r#"{"name":"content","type":"int","field-id":134,"doc":"Contents of the file: 0=data, 1=position deletes, 2=equality deletes"}"#.to_string(),
         r#"{"name":"file_path","type":"string","field-id":100,"doc":"Location URI with FS scheme"}"#.to_string(),
         r#"{"name":"file_format","type":"string","field-id":101,"doc":"File format name: avro, orc, or parquet"}"#.to_string(),
-        r#"{"name":"partition","type":{"type":"record","name":"r102","fields":[]},"field-id":102,"doc":"Partition data tuple, schema based on the partition spec"}"#.to_string(),
+        format!(r#"{{"name":"partition","type":{},"field-id":102,"doc":"Partition data tuple, schema based on the partition spec"}}"#, partition::avro_record(spec)),
         r#"{"name":"record_count","type":"long","field-id":103,"doc":"Number of records in the file"}"#.to_string(),
         r#"{"name":"file_size_in_bytes","type":"long","field-id":104,"doc":"Total file size in bytes"}"#.to_string(),
         map_type("column_sizes", 108, 117, 118, "long", "Map of column id to total size on disk"),
@@ -76,6 +78,8 @@ pub struct DataFile {
     pub size: i64,
     /// Its metrics.
     pub metrics: Metrics,
+    /// Its partition tuple (one value per spec field).
+    pub partition: Tuple,
 }
 
 fn write_map<V>(
@@ -94,8 +98,13 @@ fn write_map<V>(
 /// A manifest adding `files` in snapshot `snapshot_id` (status ADDED, sequence numbers
 /// inherited from the manifest list, so the file stays valid when a commit is retried at
 /// another sequence number). `header` holds the Iceberg metadata keys.
-pub fn write_manifest(files: &[DataFile], snapshot_id: i64, header: &[(&str, String)]) -> Vec<u8> {
-    let schema = manifest_entry_schema();
+pub fn write_manifest(
+    files: &[DataFile],
+    snapshot_id: i64,
+    spec: &[partition::Field],
+    header: &[(&str, String)],
+) -> Vec<u8> {
+    let schema = manifest_entry_schema(spec);
     let mut w = ContainerWriter::new(&schema, header);
     for f in files {
         w.append(|o| {
@@ -107,7 +116,7 @@ pub fn write_manifest(files: &[DataFile], snapshot_id: i64, header: &[(&str, Str
             write_long(o, 0); // content: data
             write_string(o, &f.path);
             write_string(o, "PARQUET");
-            // partition: an empty record
+            partition::write_tuple(o, spec, &f.partition);
             write_long(o, f.metrics.record_count);
             write_long(o, f.size);
             write_map(o, &f.metrics.column_sizes, |o, v| write_long(o, *v));
@@ -142,12 +151,18 @@ pub struct LiveFile {
     pub sequence_number: i64,
     /// The file sequence number.
     pub file_sequence_number: i64,
+    /// Its partition tuple (by the fields of the spec it was read with).
+    pub partition: Tuple,
 }
 
 /// The live data files of the data manifest `of` (read by field id, any v2 writer): entries
 /// whose status is not DELETED (2); null sequence numbers are inherited from the manifest
 /// list's entry, as the spec says for ADDED entries.
-pub fn read_live_files(records: &[Datum], of: &ManifestFile) -> Result<Vec<LiveFile>, String> {
+pub fn read_live_files(
+    records: &[Datum],
+    of: &ManifestFile,
+    spec: &[partition::Field],
+) -> Result<Vec<LiveFile>, String> {
     let mut out = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let status = r
@@ -186,6 +201,7 @@ pub fn read_live_files(records: &[Datum], of: &ManifestFile) -> Result<Vec<LiveF
                 .field(4)
                 .and_then(Datum::as_long)
                 .unwrap_or(sequence_number),
+            partition: partition::from_datum(spec, df.field(102)),
         });
     }
     Ok(out)
@@ -196,9 +212,10 @@ pub fn read_live_files(records: &[Datum], of: &ManifestFile) -> Result<Vec<LiveF
 pub fn write_deleted_manifest(
     files: &[LiveFile],
     snapshot_id: i64,
+    spec: &[partition::Field],
     header: &[(&str, String)],
 ) -> Vec<u8> {
-    let schema = manifest_entry_schema();
+    let schema = manifest_entry_schema(spec);
     let mut w = ContainerWriter::new(&schema, header);
     for f in files {
         w.append(|o| {
@@ -212,7 +229,7 @@ pub fn write_deleted_manifest(
             write_long(o, 0); // content: data
             write_string(o, &f.path);
             write_string(o, &f.format);
-            // partition: an empty record
+            partition::write_tuple(o, spec, &f.partition);
             write_long(o, f.record_count);
             write_long(o, f.size);
             for _ in 0..6 {
@@ -355,12 +372,16 @@ pub fn read_manifest_list(records: &[Datum]) -> Result<Vec<ManifestFile>, String
     Ok(out)
 }
 
-/// The header keys of a manifest of the unpartitioned spec 0 for table schema `schema`.
-pub fn manifest_header(schema: &Value, schema_id: i64) -> Vec<(&'static str, String)> {
+/// The header keys of a manifest of spec 0 (fields `spec`) for table schema `schema`.
+pub fn manifest_header(
+    schema: &Value,
+    schema_id: i64,
+    spec: &[partition::Field],
+) -> Vec<(&'static str, String)> {
     vec![
         ("schema", schema.to_string()),
         ("schema-id", schema_id.to_string()),
-        ("partition-spec", "[]".into()),
+        ("partition-spec", partition::spec_json(spec).to_string()),
         ("partition-spec-id", "0".into()),
         ("format-version", "2".into()),
         ("content", "data".into()),
@@ -374,7 +395,7 @@ mod tests {
 
     #[test]
     fn schemas_are_json_and_a_list_round_trips() {
-        let entry: Value = serde_json::from_str(&manifest_entry_schema()).expect("json");
+        let entry: Value = serde_json::from_str(&manifest_entry_schema(&[])).expect("json");
         assert_eq!(entry["fields"][4]["field-id"], 2);
         let _: Value = serde_json::from_str(MANIFEST_FILE_SCHEMA).expect("json");
         let m = ManifestFile {
@@ -404,8 +425,14 @@ mod tests {
                 lower_bounds: [(1, vec![1, 0, 0, 0])].into(),
                 ..Metrics::default()
             },
+            partition: Vec::new(),
         }];
-        let manifest = write_manifest(&files, 99, &manifest_header(&serde_json::json!({}), 0));
+        let manifest = write_manifest(
+            &files,
+            99,
+            &[],
+            &manifest_header(&serde_json::json!({}), 0, &[]),
+        );
         let c = read_container(&manifest).expect("avro");
         let df = c.records[0].field(2).expect("data_file");
         assert_eq!(
@@ -417,7 +444,7 @@ mod tests {
         assert_eq!(c.records[0].field(3), Some(&Datum::Null));
         // The ADDED entry is live with the list's sequence number; as a DELETED entry it is
         // written with explicit sequence numbers and is no longer live.
-        let live = read_live_files(&c.records, &m).expect("live files");
+        let live = read_live_files(&c.records, &m, &[]).expect("live files");
         assert_eq!(
             live,
             vec![LiveFile {
@@ -427,14 +454,77 @@ mod tests {
                 size: 10,
                 sequence_number: 7,
                 file_sequence_number: 7,
+                partition: Vec::new(),
             }]
         );
-        let deleted =
-            write_deleted_manifest(&live, 100, &manifest_header(&serde_json::json!({}), 0));
+        let deleted = write_deleted_manifest(
+            &live,
+            100,
+            &[],
+            &manifest_header(&serde_json::json!({}), 0, &[]),
+        );
         let c = read_container(&deleted).expect("avro");
         assert_eq!(c.records[0].field(0), Some(&Datum::Long(2)));
         assert_eq!(c.records[0].field(3), Some(&Datum::Long(7)));
         assert_eq!(c.records[0].field(1), Some(&Datum::Long(100)));
-        assert!(read_live_files(&c.records, &m).expect("read").is_empty());
+        assert!(
+            read_live_files(&c.records, &m, &[])
+                .expect("read")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn partition_tuples_round_trip_through_manifests() {
+        use crate::iceberg::partition::{Field, Kind, PartitionValue};
+        let spec = [
+            Field {
+                field_id: 1000,
+                name: "city name".into(),
+                source_id: 2,
+                column: "city name".into(),
+                kind: Kind::Str,
+            },
+            Field {
+                field_id: 1001,
+                name: "day".into(),
+                source_id: 3,
+                column: "day".into(),
+                kind: Kind::Date,
+            },
+        ];
+        let tuple = vec![None, Some(PartitionValue::Long(20_000))];
+        let files = [DataFile {
+            path: "file:///t/a.parquet".into(),
+            size: 10,
+            metrics: Metrics {
+                record_count: 3,
+                ..Metrics::default()
+            },
+            partition: tuple.clone(),
+        }];
+        let header = manifest_header(&serde_json::json!({}), 0, &spec);
+        let c = read_container(&write_manifest(&files, 1, &spec, &header)).expect("avro");
+        let of = ManifestFile {
+            path: String::new(),
+            length: 0,
+            spec_id: 0,
+            content: 0,
+            sequence_number: 1,
+            min_sequence_number: 1,
+            added_snapshot_id: 1,
+            files: [1, 0, 0],
+            rows: [3, 0, 0],
+            partitions: None,
+            key_metadata: None,
+        };
+        let live = read_live_files(&c.records, &of, &spec).expect("live");
+        assert_eq!(live[0].partition, tuple);
+        let c = read_container(&write_deleted_manifest(&live, 2, &spec, &header)).expect("avro");
+        let df = c.records[0].field(2).expect("data_file");
+        assert_eq!(
+            crate::iceberg::partition::from_datum(&spec, df.field(102)),
+            tuple
+        );
     }
 }

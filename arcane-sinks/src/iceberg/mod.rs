@@ -42,6 +42,7 @@ pub mod avro;
 pub mod catalog;
 pub mod catalogs;
 pub mod manifest;
+pub mod partition;
 pub mod rest;
 pub mod schema;
 pub mod stats;
@@ -107,6 +108,12 @@ pub(crate) struct IcebergTable {
     /// The sink generation current after the newest manifest considered (kept by the sink's
     /// publishing loop, which detects generation switches).
     pub(crate) generation: Option<String>,
+    /// The stream's partition columns (`sink.partitionBy.columns`): identity fields of the
+    /// spec of a table the sink creates.
+    partition_columns: Vec<String>,
+    /// The fields of the table's default partition spec (its source columns are
+    /// `partition_columns`).
+    spec: Vec<partition::Field>,
 }
 
 impl IcebergTable {
@@ -118,6 +125,7 @@ impl IcebergTable {
         sink: String,
         stream_id: String,
         retry: RetryConfig,
+        partition_columns: Vec<String>,
     ) -> Result<Self> {
         let catalog = match &config.catalog {
             IcebergCatalogConfig::Sql(sql) => {
@@ -159,6 +167,8 @@ impl IcebergTable {
             considered: None,
             parent_manifests: None,
             generation: None,
+            partition_columns,
+            spec: Vec::new(),
         };
         t.catalog.init().await?;
         if let Some(at) = t.catalog.load().await? {
@@ -263,17 +273,23 @@ impl IcebergTable {
                 ),
             ));
         }
-        let spec_id = m["default-spec-id"].as_i64().unwrap_or(0);
-        let partitioned = m["partition-specs"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["spec-id"].as_i64() == Some(spec_id)))
-            .is_some_and(|s| s["fields"].as_array().is_some_and(|f| !f.is_empty()));
-        if partitioned {
-            return Err(self.err(
-                format!("the Iceberg table {id} is partitioned; Arcane writes unpartitioned tables only (partition specs are not supported yet): use a new table"),
-                Retry::Permanent,
+        let spec = partition::table_spec(&m).map_err(|why| {
+            Error::config(
+                "sink.partitionBy",
+                format!("the Iceberg table {id}: {why}; write the stream to a new table"),
+            )
+        })?;
+        let columns: Vec<&str> = spec.iter().map(|f| f.column.as_str()).collect();
+        if columns != self.partition_columns {
+            return Err(Error::config(
+                "sink.partitionBy",
+                format!(
+                    "the Iceberg table {id} is partitioned by {columns:?} (identity), but sink.partitionBy.columns is {:?}; Arcane does not change a table's partition spec: set sink.partitionBy.columns to the table's, or write the stream to a new table",
+                    self.partition_columns
+                ),
             ));
         }
+        self.spec = spec;
         self.published = stream_published(&m, &self.stream_id).map_err(|message| {
             self.err(
                 format!("the Iceberg table {id}: {message}"),
@@ -309,9 +325,13 @@ impl IcebergTable {
     /// so that every committed manifest can be published).
     pub(crate) fn check(&self, schema: &Schema) -> std::result::Result<(), String> {
         let (current, last, _) = self.current_schema();
-        schema::iceberg_schema(schema, current, last)
-            .map(|_| ())
-            .map_err(|m| format!("table {}: {m}", self.catalog.identifier()))
+        let (ice, _) = schema::iceberg_schema(schema, current, last)
+            .map_err(|m| format!("table {}: {m}", self.catalog.identifier()))?;
+        if self.metadata.is_none() {
+            partition::new_spec(&self.partition_columns, &ice)
+                .map_err(|m| format!("table {}: {m}", self.catalog.identifier()))?;
+        }
+        Ok(())
     }
 
     /// `schema` with the table's field ids, for the Parquet writer.
@@ -329,6 +349,8 @@ impl IcebergTable {
         }
         let (ice, last) = schema::iceberg_schema(arrow, None, 0)
             .map_err(|m| Error::config("sink.tableFormat.iceberg", m))?;
+        let spec = partition::new_spec(&self.partition_columns, &ice)
+            .map_err(|m| Error::config("sink.partitionBy", m))?;
         let mut s = ice;
         s["schema-id"] = json!(0);
         let now = chrono::Utc::now().timestamp_millis();
@@ -342,8 +364,8 @@ impl IcebergTable {
             "current-schema-id": 0,
             "schemas": [s],
             "default-spec-id": 0,
-            "partition-specs": [{"spec-id": 0, "fields": []}],
-            "last-partition-id": 999,
+            "partition-specs": [{"spec-id": 0, "fields": partition::spec_json(&spec)}],
+            "last-partition-id": partition::FIRST_FIELD_ID - 1 + spec.len() as i64,
             "default-sort-order-id": 0,
             "sort-orders": [{"order-id": 0, "fields": []}],
             "properties": self.config.properties,
@@ -380,6 +402,7 @@ impl IcebergTable {
         if sql.create(&at).await? {
             tracing::info!(table = %sql.identifier(), metadata = %at, "iceberg table created");
             self.metadata = Some((metadata, at));
+            self.spec = spec;
             return Ok(());
         }
         // Created by another writer meanwhile: use theirs.
@@ -449,7 +472,8 @@ impl IcebergTable {
             let bytes = manifest::write_manifest(
                 &data_files,
                 snapshot_id,
-                &manifest::manifest_header(&header_schema, schema_id),
+                &self.spec,
+                &manifest::manifest_header(&header_schema, schema_id, &self.spec),
             );
             let len = bytes.len() as i64;
             let url = self
@@ -576,6 +600,7 @@ impl IcebergTable {
         let parent = base["current-snapshot-id"].as_i64().filter(|p| *p >= 0);
         let rows: i64 = files.iter().map(|f| f.metrics.record_count).sum();
         let bytes: i64 = files.iter().map(|f| f.size).sum();
+        let spec = self.spec.clone();
         let ours = ManifestFile {
             path: manifest_url.clone(),
             length: *manifest_len,
@@ -586,7 +611,10 @@ impl IcebergTable {
             added_snapshot_id: snapshot_id,
             files: [files.len() as i64, 0, 0],
             rows: [rows, 0, 0],
-            partitions: Some(Vec::new()),
+            partitions: Some(partition::summaries(
+                &spec,
+                files.iter().map(|f| &f.partition),
+            )),
             key_metadata: None,
         };
         let mut list = vec![ours];
@@ -607,7 +635,8 @@ impl IcebergTable {
                     let bytes = manifest::write_deleted_manifest(
                         &live,
                         snapshot_id,
-                        &manifest::manifest_header(&schema, schema_id),
+                        &spec,
+                        &manifest::manifest_header(&schema, schema_id, &spec),
                     );
                     let length = bytes.len() as i64;
                     let path = self
@@ -627,7 +656,10 @@ impl IcebergTable {
                         added_snapshot_id: snapshot_id,
                         files: [0, 0, removed.0],
                         rows: [0, 0, removed.1],
-                        partitions: Some(Vec::new()),
+                        partitions: Some(partition::summaries(
+                            &spec,
+                            live.iter().map(|f| &f.partition),
+                        )),
                         key_metadata: None,
                     });
                 }
@@ -778,6 +810,9 @@ impl IcebergTable {
         match outcome {
             Commit::Committed(loaded) => {
                 tracing::debug!(table = %id, snapshot = snapshot_id, sequence = m.sequence, files = files.len(), "iceberg commit");
+                // The next commit's parent is this snapshot: its manifest list is `list`, not
+                // to be read back.
+                self.parent_manifests = Some((snapshot_id, list));
                 match loaded.metadata {
                     Some(metadata) => self.metadata = Some((metadata, loaded.location)),
                     None => self.take_metadata(loaded).await?,
@@ -863,7 +898,7 @@ impl IcebergTable {
         for mf in manifests.iter().filter(|mf| mf.content == 0) {
             let raw = self.get(&mf.path, "manifest").await?;
             let files = avro::read_container(&raw)
-                .and_then(|c| manifest::read_live_files(&c.records, mf))
+                .and_then(|c| manifest::read_live_files(&c.records, mf, &self.spec))
                 .map_err(|e| {
                     self.err(
                         format!(
@@ -886,8 +921,25 @@ impl IcebergTable {
         m: &Manifest,
     ) -> Result<Vec<DataFile>> {
         let types = Arc::new(schema::field_types(ice));
-        futures::stream::iter(files.iter().cloned())
+        let columns: Vec<String> = self.spec.iter().map(|f| f.column.clone()).collect();
+        let tuples = files
+            .iter()
             .map(|f| {
+                crate::parquet::partition::column_values(&f.partition, &columns)
+                    .and_then(|values| partition::parse(&self.spec, &values))
+                    .map_err(|why| {
+                        self.err(
+                            format!(
+                                "file {} of manifest {}: {why}; the file was written with another sink.partitionBy: set it back, or write the stream to a new table and backfill",
+                                f.path, m.sequence
+                            ),
+                            Retry::Permanent,
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        futures::stream::iter(files.iter().cloned().zip(tuples))
+            .map(|(f, tuple)| {
                 let store = self.loc.store.clone();
                 let sink = self.sink.clone();
                 let types = types.clone();
@@ -914,6 +966,7 @@ impl IcebergTable {
                         path: url,
                         size: f.bytes as i64,
                         metrics: stats::metrics(&meta, &types),
+                        partition: tuple,
                     })
                 }
             })

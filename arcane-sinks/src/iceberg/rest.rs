@@ -593,7 +593,7 @@ impl RestCatalog {
             "name": self.table,
             "location": metadata["location"],
             "schema": schema,
-            "partition-spec": {"spec-id": 0, "fields": []},
+            "partition-spec": {"spec-id": 0, "fields": metadata["partition-specs"][0]["fields"]},
             "write-order": {"order-id": 0, "fields": []},
             "stage-create": false,
             "properties": metadata["properties"],

@@ -188,3 +188,71 @@ pub(crate) fn escape(value: &str) -> String {
         out
     }
 }
+
+/// The inverse of [`escape`]: `%XX` sequences decoded as UTF-8 bytes.
+pub(crate) fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = value.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The values of the partition `columns` in a file's partition directory, as [`split`] wrote
+/// it (`a=1/b=x%2Fy`, then any event-time directories): unescaped, `None` for the Hive null
+/// partition (also the sink's directory for an empty string). An error says which column the
+/// directory lacks (a file written with another `sink.partitionBy`).
+pub(crate) fn column_values(
+    partition: &str,
+    columns: &[String],
+) -> Result<Vec<Option<String>>, String> {
+    let mut segments = partition.split('/').filter(|s| !s.is_empty());
+    columns
+        .iter()
+        .map(|name| {
+            let value = segments
+                .next()
+                .and_then(|s| s.strip_prefix(name.as_str()))
+                .and_then(|s| s.strip_prefix('='))
+                .ok_or_else(|| {
+                    format!(
+                        "its directory {partition:?} does not start with the partition column {name:?}"
+                    )
+                })?;
+            Ok((value != NULL_PARTITION).then(|| unescape(value)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_values_read_back_what_split_wrote() {
+        let cols = ["city".to_string(), "n".to_string()];
+        let dir = format!(
+            "city={}/n={NULL_PARTITION}/date=2026-11-23",
+            escape("a/b=c%é")
+        );
+        assert_eq!(
+            column_values(&dir, &cols).expect("values"),
+            [Some("a/b=c%é".to_string()), None]
+        );
+        assert_eq!(escape(""), NULL_PARTITION);
+        assert!(column_values("", &[]).expect("none").is_empty());
+        let e = column_values("n=1/city=x", &cols).expect_err("order");
+        assert!(e.contains("\"city\""), "{e}");
+    }
+}

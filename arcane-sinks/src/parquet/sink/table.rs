@@ -71,6 +71,7 @@ impl ParquetSink {
                 self.sink_name(),
                 self.stream_id.clone(),
                 self.config.retry,
+                self.config.partition_by.columns.clone(),
             )
             .await?;
             if let Some(s) = self
@@ -143,6 +144,7 @@ impl ParquetSink {
             self.sink_name(),
             self.stream_id.clone(),
             self.config.retry,
+            self.config.partition_by.columns.clone(),
         )
         .await?;
         let claimed = self.next_seq.checked_sub(1);
@@ -183,6 +185,7 @@ impl ParquetSink {
             config.clone(),
             self.sink_name(),
             self.stream_id.clone(),
+            self.config.partition_by.columns.clone(),
         )
         .await?;
         // This start's claim is the newest manifest: a table that already records it (or a
