@@ -9,11 +9,18 @@
 //!   the same run, and prints rows/s, MB/s and the mean commit (flush) time of each; the
 //!   difference of the commit times is the Delta commit's latency (footer reads and the log
 //!   put).
+//! * `iceberg`: the same as `delta` with an Apache Iceberg table (`tableFormat: iceberg`) in a
+//!   SQL catalog on PostgreSQL (`--catalog-uri`, default
+//!   `postgresql://postgres@127.0.0.1:5432/test`) under a catalog name unique to the run,
+//!   whose rows are deleted at the end (with `psql`); the difference of the commit times is
+//!   the Iceberg commit's latency (footer reads, the parent's manifest list read, manifest,
+//!   manifest list and metadata JSON puts, the catalog's compare-and-swap).
 //!
 //! ```text
 //! cargo run --release -p arcane-benches --bin sink_e2e -- compare --rows 4000000
 //! cargo run --release -p arcane-benches --bin sink_e2e -- rss --gib 2
 //! cargo run --release -p arcane-benches --bin sink_e2e -- delta --rows 4000000 --commit-batches 4
+//! cargo run --release -p arcane-benches --bin sink_e2e -- iceberg --rows 4000000 --commit-batches 4
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -21,7 +28,10 @@ use std::time::Instant;
 
 use arcane_core::testing::GeneratorSource;
 use arcane_core::{Checkpoint, Group, Position, Sink, SinkContext};
-use arcane_sinks::{DeltaConfig, ParquetSink, ParquetSinkConfig};
+use arcane_sinks::{
+    DeltaConfig, IcebergCatalogConfig, IcebergConfig, ParquetSink, ParquetSinkConfig,
+    SqlCatalogConfig, TableFormat,
+};
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
@@ -46,6 +56,19 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn str_arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.into())
+}
+
+fn fatal(e: impl std::fmt::Display) -> arcane_core::Error {
+    arcane_core::Error::fatal(e.to_string())
 }
 
 fn group(batch: RecordBatch, rows: u64) -> Group {
@@ -93,60 +116,35 @@ async fn main() -> arcane_core::Result<()> {
             }
         }
         "delta" => {
-            let total = arg("--rows", 4_000_000.0) as u64;
-            let every = (arg("--commit-batches", 4.0) as usize).max(1);
-            let batches: Vec<RecordBatch> = (0..total / BATCH)
-                .map(|i| GeneratorSource::batch(i * BATCH, (i + 1) * BATCH))
-                .collect();
-            let mb = batches
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum::<usize>() as f64
-                / 1e6;
-            let rows = (batches.len() as u64 * BATCH) as f64;
-            for round in 0..3 {
-                let mut secs = [0.0; 2];
-                let mut commit_ms = [0.0; 2];
-                for (i, delta) in [false, true].into_iter().enumerate() {
-                    let mut config = ParquetSinkConfig::new(format!(
-                        "file://{}/{}-{round}",
-                        dir.path().display(),
-                        if delta { "delta" } else { "parquet" }
-                    ));
-                    if delta {
-                        config = config.with_delta(DeltaConfig::default());
-                    }
-                    let mut sink = ParquetSink::new(config)?;
-                    sink.open(&ctx).await?;
-                    let started = Instant::now();
-                    let (mut written, mut commits, mut in_commits) = (0, 0u32, 0.0);
-                    for (n, b) in batches.iter().enumerate() {
-                        written += b.num_rows() as u64;
-                        sink.write(group(b.clone(), written)).await?;
-                        if (n + 1) % every == 0 || n + 1 == batches.len() {
-                            let t = Instant::now();
-                            sink.flush().await?;
-                            in_commits += t.elapsed().as_secs_f64();
-                            commits += 1;
-                        }
-                    }
-                    secs[i] = started.elapsed().as_secs_f64();
-                    commit_ms[i] = in_commits * 1e3 / f64::from(commits.max(1));
-                }
-                println!(
-                    "mode=delta round={round} rows={} input_mb={mb:.0} commits={} parquet_rows_s={:.0} parquet_mb_s={:.1} delta_rows_s={:.0} delta_mb_s={:.1} ratio={:.3} parquet_commit_ms={:.1} delta_commit_ms={:.1} delta_latency_ms={:.1}",
-                    rows as u64,
-                    batches.len().div_ceil(every),
-                    rows / secs[0],
-                    mb / secs[0],
-                    rows / secs[1],
-                    mb / secs[1],
-                    secs[0] / secs[1],
-                    commit_ms[0],
-                    commit_ms[1],
-                    commit_ms[1] - commit_ms[0],
-                );
-            }
+            table_format_rounds(&dir, &ctx, "delta", |_| {
+                TableFormat::Delta(DeltaConfig::default())
+            })
+            .await?
+        }
+        "iceberg" => {
+            let uri = str_arg("--catalog-uri", "postgresql://postgres@127.0.0.1:5432/test");
+            // A catalog name of this run only, in a database other runs and tests share.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let catalog_name = format!("arcane_bench_{}_{nanos}", std::process::id());
+            let result = table_format_rounds(&dir, &ctx, "iceberg", |round| {
+                TableFormat::Iceberg(IcebergConfig {
+                    catalog: IcebergCatalogConfig::Sql(SqlCatalogConfig {
+                        uri: uri.clone(),
+                        password_env: None,
+                    }),
+                    catalog_name: catalog_name.clone(),
+                    namespace: "bench".into(),
+                    table: format!("sink_e2e_{round}"),
+                    catalog_properties: Default::default(),
+                    properties: Default::default(),
+                })
+            })
+            .await;
+            let cleaned = delete_catalog(&uri, &catalog_name);
+            result?;
+            cleaned?;
         }
         _ => {
             let total = arg("--rows", 4_000_000.0) as u64;
@@ -196,4 +194,90 @@ async fn main() -> arcane_core::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes the generator's batches through the sink to `file://` as plain Parquet and with the
+/// table format `format(round)`, flushing every `--commit-batches` batches, three rounds, and
+/// prints the throughputs and the mean flush time of each (`mode={name}`).
+async fn table_format_rounds(
+    dir: &tempfile::TempDir,
+    ctx: &SinkContext,
+    name: &str,
+    format: impl Fn(usize) -> TableFormat,
+) -> arcane_core::Result<()> {
+    let total = arg("--rows", 4_000_000.0) as u64;
+    let every = (arg("--commit-batches", 4.0) as usize).max(1);
+    let batches: Vec<RecordBatch> = (0..total / BATCH)
+        .map(|i| GeneratorSource::batch(i * BATCH, (i + 1) * BATCH))
+        .collect();
+    let mb = batches
+        .iter()
+        .map(RecordBatch::get_array_memory_size)
+        .sum::<usize>() as f64
+        / 1e6;
+    let rows = (batches.len() as u64 * BATCH) as f64;
+    for round in 0..3 {
+        let mut secs = [0.0; 2];
+        let mut commit_ms = [0.0; 2];
+        for (i, with_format) in [false, true].into_iter().enumerate() {
+            let mut config = ParquetSinkConfig::new(format!(
+                "file://{}/{}-{round}",
+                dir.path().display(),
+                if with_format { name } else { "parquet" }
+            ));
+            if with_format {
+                config.table_format = Some(format(round));
+            }
+            let mut sink = ParquetSink::new(config)?;
+            sink.open(ctx).await?;
+            let started = Instant::now();
+            let (mut written, mut commits, mut in_commits) = (0, 0u32, 0.0);
+            for (n, b) in batches.iter().enumerate() {
+                written += b.num_rows() as u64;
+                sink.write(group(b.clone(), written)).await?;
+                if (n + 1) % every == 0 || n + 1 == batches.len() {
+                    let t = Instant::now();
+                    sink.flush().await?;
+                    in_commits += t.elapsed().as_secs_f64();
+                    commits += 1;
+                }
+            }
+            secs[i] = started.elapsed().as_secs_f64();
+            commit_ms[i] = in_commits * 1e3 / f64::from(commits.max(1));
+        }
+        println!(
+            "mode={name} round={round} rows={} input_mb={mb:.0} commits={} parquet_rows_s={:.0} parquet_mb_s={:.1} {name}_rows_s={:.0} {name}_mb_s={:.1} ratio={:.3} parquet_commit_ms={:.1} {name}_commit_ms={:.1} {name}_latency_ms={:.1}",
+            rows as u64,
+            batches.len().div_ceil(every),
+            rows / secs[0],
+            mb / secs[0],
+            rows / secs[1],
+            mb / secs[1],
+            secs[0] / secs[1],
+            commit_ms[0],
+            commit_ms[1],
+            commit_ms[1] - commit_ms[0],
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the rows of catalog `name` from the SQL catalog's tables at `uri` (with `psql`).
+fn delete_catalog(uri: &str, name: &str) -> arcane_core::Result<()> {
+    let sql = format!(
+        "DELETE FROM iceberg_tables WHERE catalog_name = '{name}'; \
+         DELETE FROM iceberg_namespace_properties WHERE catalog_name = '{name}';"
+    );
+    let out = std::process::Command::new("psql")
+        .args([uri, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql.as_str()])
+        .output()
+        .map_err(|e| fatal(format!("psql: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fatal(format!(
+            "psql could not delete catalog {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
 }
