@@ -854,22 +854,7 @@ pub(crate) fn encode(path: &str) -> String {
 
 /// The inverse of [`encode`] (for any writer's paths).
 pub(crate) fn decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(h) = path.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(h, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::parquet::partition::unescape(path)
 }
 
 #[cfg(test)]

@@ -6,6 +6,43 @@
 use super::*;
 
 impl ParquetSink {
+    /// A manifest missing from the range a table format (`format`) publishes, the sink having
+    /// committed up to `last`.
+    #[cfg(any(feature = "delta", feature = "iceberg"))]
+    fn missing_manifest(&self, seq: u64, last: u64, format: &str) -> Error {
+        Error::sink(
+            self.sink_name(),
+            format!(
+                "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the {format} table; restore it (manifests are never deleted by the sink)"
+            ),
+            Retry::Permanent,
+            None,
+        )
+    }
+
+    /// The generation current before manifest `from`: `known` when the table format kept it,
+    /// else read from manifest `from - 1` (none before the first).
+    #[cfg(any(feature = "delta", feature = "iceberg"))]
+    async fn generation_before(
+        &self,
+        from: u64,
+        known: Option<String>,
+        last: u64,
+        format: &str,
+    ) -> Result<String> {
+        match known {
+            Some(g) => Ok(g),
+            None if from == 0 => Ok(String::new()),
+            None => Ok(
+                manifest::read_if_exists(&self.loc, &self.sink_name(), from - 1)
+                    .await?
+                    .ok_or_else(|| self.missing_manifest(from - 1, last, format))?
+                    .state
+                    .current_generation,
+            ),
+        }
+    }
+
     /// Another process wrote the manifest this run was about to write (the manifests of a
     /// table-format sink are written put-if-absent).
     pub(super) fn concurrent_stream_writer(&self, sequence: u64) -> Error {
@@ -318,29 +355,12 @@ impl ParquetSink {
             return Ok(());
         }
         let configured = self.config.target_schema()?;
-        let missing = |seq: u64| {
-            Error::sink(
-                &name,
-                format!(
-                    "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Iceberg table; restore it (manifests are never deleted by the sink)"
-                ),
-                Retry::Permanent,
-                None,
-            )
-        };
+        let missing = |seq: u64| self.missing_manifest(seq, last, "Iceberg");
         // The generation current before `from`: a manifest that changes it is an overwrite
         // backfill's switch, published as one overwrite snapshot.
-        let mut previous = match table.generation.take() {
-            Some(g) => g,
-            None if from == 0 => String::new(),
-            None => {
-                manifest::read_if_exists(&self.loc, &name, from - 1)
-                    .await?
-                    .ok_or_else(|| missing(from - 1))?
-                    .state
-                    .current_generation
-            }
-        };
+        let mut previous = self
+            .generation_before(from, table.generation.take(), last, "Iceberg")
+            .await?;
         let mut all: Option<Vec<Manifest>> = None;
         for seq in from..=last {
             let read;
@@ -437,27 +457,10 @@ impl ParquetSink {
         if from > last {
             return Ok(());
         }
-        let missing = |seq: u64| {
-            Error::sink(
-                &name,
-                format!(
-                    "manifest {seq} is missing although the sink committed up to {last}, so its files cannot be published to the Delta table; restore it (manifests are never deleted by the sink)"
-                ),
-                Retry::Permanent,
-                None,
-            )
-        };
-        let mut previous = match log.generation.take() {
-            Some(g) => g,
-            None if from == 0 => String::new(),
-            None => {
-                manifest::read_if_exists(&self.loc, &name, from - 1)
-                    .await?
-                    .ok_or_else(|| missing(from - 1))?
-                    .state
-                    .current_generation
-            }
-        };
+        let missing = |seq: u64| self.missing_manifest(seq, last, "Delta");
+        let mut previous = self
+            .generation_before(from, log.generation.take(), last, "Delta")
+            .await?;
         let configured = self.config.target_schema()?;
         let mut all: Option<Vec<Manifest>> = None;
         for seq in from..=last {
