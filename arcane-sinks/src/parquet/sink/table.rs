@@ -6,6 +6,34 @@
 use super::*;
 
 impl ParquetSink {
+    /// Refuse a table that records a manifest of this stream at or after this start's claim
+    /// (the newest manifest): it holds commits the sink's manifests no longer have, whose rows
+    /// would be `again` (appended, written) to the table a second time. `record` says what
+    /// records them, `new_table` the settings that give the stream another table.
+    #[cfg(any(feature = "delta", feature = "iceberg"))]
+    fn refuse_table_ahead(
+        &self,
+        published: Option<u64>,
+        record: &str,
+        again: &str,
+        new_table: &str,
+    ) -> Result<()> {
+        let claimed = self.next_seq.checked_sub(1);
+        if let (Some(published), Some(claimed)) = (published, claimed)
+            && published >= claimed
+        {
+            return Err(Error::sink(
+                self.sink_name(),
+                format!(
+                    "the {record} this stream's manifest {published} as published, but the sink's manifests end before {claimed} (this start's claim): they were removed or reset, and the rows they committed would be {again} to the table again; restore them, or give the stream a new table ({new_table}) and backfill"
+                ),
+                Retry::Permanent,
+                None,
+            ));
+        }
+        Ok(())
+    }
+
     /// A manifest missing from the range a table format (`format`) publishes, the sink having
     /// committed up to `last`.
     #[cfg(any(feature = "delta", feature = "iceberg"))]
@@ -184,19 +212,12 @@ impl ParquetSink {
             self.config.partition_by.columns.clone(),
         )
         .await?;
-        let claimed = self.next_seq.checked_sub(1);
-        if let (Some(published), Some(claimed)) = (table.published, claimed)
-            && published >= claimed
-        {
-            return Err(Error::sink(
-                self.sink_name(),
-                format!(
-                    "the Iceberg table's snapshots record this stream's manifest {published} as published, but the sink's manifests end before {claimed} (this start's claim): they were removed or reset, and the rows they committed would be appended to the table again; restore them, or give the stream a new table (sink.url and tableFormat.iceberg.table) and backfill"
-                ),
-                Retry::Permanent,
-                None,
-            ));
-        }
+        self.refuse_table_ahead(
+            table.published,
+            "Iceberg table's snapshots record",
+            "appended",
+            "sink.url and tableFormat.iceberg.table",
+        )?;
         // A known schema creates the table now, so readers see it before the first rows.
         if let Some(s) = self
             .state
@@ -225,21 +246,12 @@ impl ParquetSink {
             self.config.partition_by.columns.clone(),
         )
         .await?;
-        // This start's claim is the newest manifest: a table that already records it (or a
-        // later one) holds commits the sink's manifests no longer have.
-        let claimed = self.next_seq.checked_sub(1);
-        if let (Some(published), Some(claimed)) = (log.published, claimed)
-            && published >= claimed
-        {
-            return Err(Error::sink(
-                self.sink_name(),
-                format!(
-                    "the Delta table's log records this stream's manifest {published} as published, but the sink's manifests end before {claimed} (this start's claim): they were removed or reset, and the rows they committed would be written to the table again; restore them, or give the stream a new table (sink.url) and backfill"
-                ),
-                Retry::Permanent,
-                None,
-            ));
-        }
+        self.refuse_table_ahead(
+            log.published,
+            "Delta table's log records",
+            "written",
+            "sink.url",
+        )?;
         self.delta = Some(log);
         self.publish_table(None).await?;
         self.check_table_schema(&self.state)
