@@ -63,7 +63,7 @@ fn arcane(args: &[&str]) -> std::process::Output {
 fn run_python(script: &str, cwd: &Path) -> String {
     let out = Command::new(python())
         .arg("-c")
-        .arg(script)
+        .arg(arcane_test_support::python::script(script))
         .current_dir(cwd)
         .output()
         .expect("run python");

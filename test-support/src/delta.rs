@@ -3,7 +3,6 @@
 //! installed; `scripts/test.sh` installs it).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -51,15 +50,7 @@ print(json.dumps({
 }, default=str))
 "#;
 
-/// The Python the tests run (`ARCANE_TEST_PYTHON`).
-pub fn python() -> String {
-    std::env::var("ARCANE_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "ARCANE_TEST_PYTHON is not set: point it at a Python with deltalake installed \
-             (scripts/test.sh installs it), e.g. ARCANE_TEST_PYTHON=.tools/venv/bin/python"
-        )
-    })
-}
+pub use crate::python::python;
 
 /// Read the Delta table at `url` (`file:///…`, `s3://…`) with `deltalake`, passing the
 /// sink's object-store `options` (delta-rs takes the same keys).
@@ -73,16 +64,16 @@ pub fn try_read_delta(
     options: &BTreeMap<String, String>,
     app_id: &str,
 ) -> Result<DeltaRead, String> {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            SCRIPT,
+    let out = crate::python::run(
+        SCRIPT,
+        &[
             url,
             &serde_json::to_string(options).expect("options"),
             app_id,
-        ])
-        .output()
-        .expect("run python");
+        ],
+        &[],
+    )
+    .expect("run python");
     if !out.status.success() {
         return Err(format!(
             "deltalake could not read {url}: {}",
@@ -112,18 +103,9 @@ pub fn try_read_delta(
 /// Run `code` in the test Python with `deltalake` imported as `deltalake` and `DeltaTable`
 /// (for a second writer: OPTIMIZE, a checkpoint); its stdout.
 pub fn run_python(code: &str, args: &[&str]) -> String {
-    let script =
-        format!("import json, sys\nimport deltalake\nfrom deltalake import DeltaTable\n{code}");
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::python::run_ok(
+        &format!("import json, sys\nimport deltalake\nfrom deltalake import DeltaTable\n{code}"),
+        args,
+        &[],
+    )
 }

@@ -6,11 +6,8 @@
 //! test fails.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
-
-use crate::delta::python;
 
 /// The PostgreSQL database the tests use as the catalog (SQLAlchemy URI for pyiceberg).
 pub fn postgres_uri() -> String {
@@ -51,23 +48,16 @@ impl TestCatalog {
     /// catalog) defined and `args` in `sys.argv[1..]` (another engine writing the table); its
     /// stdout.
     pub fn run_python(&self, code: &str, args: &[&str]) -> String {
-        let script = format!(
-            "import json, sys, os\nfrom pyiceberg.catalog.sql import SqlCatalog\ncatalog = SqlCatalog(os.environ['ARCANE_CATALOG_NAME'], uri=os.environ['ARCANE_CATALOG_URI'])\n{code}"
-        );
-        let out = Command::new(python())
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .env("ARCANE_CATALOG_NAME", &self.name)
-            .env("ARCANE_CATALOG_URI", sqlalchemy_uri(&self.uri))
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::python::run_ok(
+            &format!(
+                "import json, sys, os\nfrom pyiceberg.catalog.sql import SqlCatalog\ncatalog = SqlCatalog(os.environ['ARCANE_CATALOG_NAME'], uri=os.environ['ARCANE_CATALOG_URI'])\n{code}"
+            ),
+            args,
+            &[
+                ("ARCANE_CATALOG_NAME", &self.name),
+                ("ARCANE_CATALOG_URI", &sqlalchemy_uri(&self.uri)),
+            ],
+        )
     }
 
     /// Read `namespace.table` with pyiceberg.
@@ -127,17 +117,17 @@ pub fn pyiceberg_read(
     properties: &BTreeMap<String, String>,
 ) -> Result<IcebergRead, String> {
     {
-        let out = Command::new(python())
-            .args([
-                "-c",
-                READ,
+        let out = crate::python::run(
+            READ,
+            &[
                 kind,
                 name,
                 &format!("{namespace}.{table}"),
                 &serde_json::to_string(properties).map_err(|e| e.to_string())?,
-            ])
-            .output()
-            .map_err(|e| format!("cannot run python: {e}"))?;
+            ],
+            &[],
+        )
+        .map_err(|e| format!("cannot run python: {e}"))?;
         if !out.status.success() {
             return Err(format!(
                 "pyiceberg could not read {namespace}.{table}: {}",
@@ -176,9 +166,7 @@ impl Default for TestCatalog {
 
 impl Drop for TestCatalog {
     fn drop(&mut self) {
-        let _ = Command::new(python())
-            .args(["-c", CLEAN, &sqlalchemy_uri(&self.uri), &self.name])
-            .output();
+        let _ = crate::python::run(CLEAN, &[&sqlalchemy_uri(&self.uri), &self.name], &[]);
     }
 }
 

@@ -201,19 +201,13 @@ impl RestCatalogServer {
     /// Run `code` in the test Python with `catalog` (pyiceberg's `RestCatalog` on this server,
     /// without credentials) defined: another engine writing the table.
     pub fn run_python(&self, code: &str) {
-        let script = format!(
-            "from pyiceberg.catalog.rest import RestCatalog\ncatalog = RestCatalog('other', uri='{}')\n{code}",
-            self.uri()
-        );
-        let out = std::process::Command::new(crate::delta::python())
-            .arg("-c")
-            .arg(script)
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::python::run_ok(
+            &format!(
+                "from pyiceberg.catalog.rest import RestCatalog\ncatalog = RestCatalog('other', uri='{}')\n{code}",
+                self.uri()
+            ),
+            &[],
+            &[],
         );
     }
 

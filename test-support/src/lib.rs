@@ -16,6 +16,7 @@ pub mod http_faults;
 pub mod iceberg;
 pub mod iceberg_rest;
 pub mod proxy;
+pub mod python;
 pub mod rest_api;
 pub mod rng;
 pub mod server;
