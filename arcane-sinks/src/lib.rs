@@ -6,12 +6,21 @@
 //! * Storage is chosen by URL (`s3://`, `az://`/`abfss://`, `gs://`, `file://`, `memory://`)
 //!   through `object_store`; options come from `storageOptions` and the usual `AWS_*`,
 //!   `AZURE_*`, `GOOGLE_*` environment variables. Behaviour is identical across stores.
-//! * Streaming write: `AsyncArrowWriter` flushes each row group as it fills (by
-//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes) into the file's
-//!   multipart upload, cut into `writer.uploadPartSize` parts with at most
-//!   `writer.uploadConcurrency` in flight (on the local file system, into a staging file through
-//!   `object_store::buffered::BufWriter`). Memory per open file is bounded by one row group plus
+//! * Streaming write: each file's writer flushes each row group as it fills (by
+//!   `writer.rowGroupSize` rows or `writer.rowGroupBytes` encoded bytes, the rules of
+//!   parquet's `ArrowWriter`) into the file's multipart upload, cut into
+//!   `writer.uploadPartSize` parts with at most `writer.uploadConcurrency` in flight (on the
+//!   local file system, into a staging file through `object_store::buffered::BufWriter`).
+//!   Memory per open file is bounded by one row group plus
 //!   `uploadPartSize × (uploadConcurrency + 1)`; it does not grow with the file.
+//! * Parallel encoding: the top-level columns of each batch are encoded and compressed at once
+//!   on `writer.encodeThreads` threads (default: the available parallelism, at most 4; `1`
+//!   encodes on the sink's thread), kept for the sink's lifetime; the files are byte for byte
+//!   those of parquet's `AsyncArrowWriter` whatever the number of threads.
+//! * Dictionaries: `writer.dictionary: auto` (default) dictionary-encodes every column except
+//!   string and binary columns whose values are mostly distinct (more than half of the first
+//!   8192 non-null values of the first batch a file gets), decided once per column for the
+//!   sink's lifetime; `true` dictionary-encodes every column, `false` none.
 //! * Rolling: files are committed when one reaches `rolling.targetFileSize` encoded bytes
 //!   (written row groups + the in-progress estimate), `rolling.maxRowsPerFile` rows (exact:
 //!   groups are split), or `rolling.maxFileAge` (checked by [`Sink::tick`](arcane_core::Sink::tick)).

@@ -34,7 +34,7 @@ fn sink_config(url: &str, options: BTreeMap<String, String>) -> ParquetSinkConfi
     // one 5 MiB part before it is complete ("mid-part").
     config.rolling.max_rows_per_file = 300_000;
     config.writer.compression = "uncompressed".into();
-    config.writer.dictionary = false;
+    config.writer.dictionary = false.into();
     config.writer.row_group_size = 20_000;
     config.writer.upload_part_size = 5 * 1024 * 1024;
     config

@@ -135,7 +135,7 @@ async fn rolling_by_encoded_size_lands_within_ten_percent_of_the_target() {
     let mut config = store.config();
     config.rolling.target_file_size = 256 * 1024;
     config.writer.compression = "uncompressed".into();
-    config.writer.dictionary = false;
+    config.writer.dictionary = false.into();
     let mut sink = ParquetSink::new(config).expect("sink");
     sink.open(&ctx()).await.expect("open");
     let mut commits = 0;

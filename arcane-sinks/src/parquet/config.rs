@@ -29,8 +29,17 @@ pub const DEFAULT_ROW_GROUP_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// Default `writer.dataPageSize`: 1 MiB.
 pub const DEFAULT_DATA_PAGE_SIZE: usize = 1024 * 1024;
-/// Default `writer.dictionary`: enabled.
-pub const DEFAULT_DICTIONARY: bool = true;
+/// Default `writer.dictionary`: `auto`.
+pub const DEFAULT_DICTIONARY: Dictionary = Dictionary::Auto;
+/// With `writer.dictionary: auto`, how many non-null values of a string or binary column the
+/// first batch of a file is sampled for.
+pub const DICTIONARY_SAMPLE: usize = 8192;
+/// With `writer.dictionary: auto`, the fewest sampled values a decision is taken on; a column
+/// with fewer keeps the dictionary and is sampled again in the next file.
+pub const DICTIONARY_MIN_SAMPLE: usize = 1024;
+/// With `writer.dictionary: auto`, a column whose sampled values are more than this share
+/// distinct is written without a dictionary.
+pub const DICTIONARY_MAX_DISTINCT_RATIO: f64 = 0.5;
 /// Default `writer.statistics`: `page`.
 pub const DEFAULT_STATISTICS: StatisticsLevel = StatisticsLevel::Page;
 /// Default `writer.pageIndex`: enabled.
@@ -341,9 +350,16 @@ pub struct WriterConfig {
     /// Target data page size in bytes. Default 1 MiB.
     #[serde(default = "default_data_page_size")]
     pub data_page_size: usize,
-    /// Dictionary encoding. Default true.
+    /// Dictionary encoding: `true` (every column, falling back to plain within a row group
+    /// whose dictionary outgrows the dictionary page), `false` (none), or `auto` (default):
+    /// like `true`, except that a string or binary column whose values are mostly distinct
+    /// (more than half of the first 8192 non-null values of the first batch a file gets) is
+    /// written without a dictionary, so that the writer does not intern its values in every
+    /// row group until the dictionary outgrows its page; decided once per column for the
+    /// sink's lifetime (a column with fewer than 1024 values in that batch is decided by a
+    /// later file).
     #[serde(default = "default_dictionary")]
-    pub dictionary: bool,
+    pub dictionary: Dictionary,
     /// Statistics level: `none`, `chunk` or `page`. Default `page`.
     #[serde(default = "default_statistics")]
     pub statistics: StatisticsLevel,
@@ -369,6 +385,13 @@ pub struct WriterConfig {
     /// Parts uploaded concurrently per file. Default 4.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
+    /// Threads encoding the columns of a batch at once (1 to 64), kept for the sink's
+    /// lifetime and shared by its open files: the top-level columns of each batch are encoded
+    /// (and compressed) in parallel, the file's bytes are the same whatever the number. `1`
+    /// encodes on the sink's own thread. Default: the available parallelism, at most 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub encode_threads: Option<usize>,
 }
 
 impl Default for WriterConfig {
@@ -387,7 +410,92 @@ impl Default for WriterConfig {
             key_value_metadata: BTreeMap::new(),
             upload_part_size: DEFAULT_UPLOAD_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            encode_threads: None,
         }
+    }
+}
+
+impl WriterConfig {
+    /// The number of encoding threads: `encodeThreads`, or the available parallelism capped
+    /// at 4.
+    pub fn encode_threads(&self) -> usize {
+        self.encode_threads
+            .unwrap_or_else(crate::parquet::encode::default_encode_threads)
+    }
+}
+
+/// Whether columns are dictionary-encoded (`sink.writer.dictionary`): `true`, `false` or
+/// `"auto"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dictionary {
+    /// `"auto"`: dictionary encoding, except for string and binary columns whose values are
+    /// mostly distinct.
+    #[default]
+    Auto,
+    /// `true`: dictionary encoding for every column.
+    On,
+    /// `false`: no dictionary encoding.
+    Off,
+}
+
+impl From<bool> for Dictionary {
+    fn from(on: bool) -> Self {
+        if on { Dictionary::On } else { Dictionary::Off }
+    }
+}
+
+impl Serialize for Dictionary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Dictionary::Auto => s.serialize_str("auto"),
+            Dictionary::On => s.serialize_bool(true),
+            Dictionary::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dictionary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dictionary;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(
+                self,
+                v: bool,
+            ) -> std::result::Result<Dictionary, E> {
+                Ok(v.into())
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Dictionary, E> {
+                match v {
+                    "auto" => Ok(Dictionary::Auto),
+                    "true" => Ok(Dictionary::On),
+                    "false" => Ok(Dictionary::Off),
+                    other => Err(E::invalid_value(
+                        serde::de::Unexpected::Str(other),
+                        &"true, false or \"auto\"",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for Dictionary {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Dictionary".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["boolean", "string"],
+            "enum": [true, false, "auto"]
+        })
     }
 }
 
@@ -654,7 +762,7 @@ fn default_row_group_bytes() -> usize {
 fn default_data_page_size() -> usize {
     DEFAULT_DATA_PAGE_SIZE
 }
-fn default_dictionary() -> bool {
+fn default_dictionary() -> Dictionary {
     DEFAULT_DICTIONARY
 }
 fn default_statistics() -> StatisticsLevel {
@@ -762,6 +870,16 @@ impl ParquetSinkConfig {
                 return Err(Error::config(field, "must be greater than 0"));
             }
         }
+        if let Some(n) = w.encode_threads
+            && !(1..=64).contains(&n)
+        {
+            return Err(Error::config(
+                "sink.writer.encodeThreads",
+                format!(
+                    "{n} is not between 1 and 64; use 1 to encode on the sink's thread, or leave it out for the available parallelism (at most 4)"
+                ),
+            ));
+        }
         if w.upload_part_size < 5 * 1024 * 1024 {
             return Err(Error::config(
                 "sink.writer.uploadPartSize",
@@ -828,7 +946,7 @@ impl ParquetSinkConfig {
             .set_max_row_group_row_count(Some(w.row_group_size))
             .set_max_row_group_bytes(Some(w.row_group_bytes))
             .set_data_page_size_limit(w.data_page_size)
-            .set_dictionary_enabled(w.dictionary)
+            .set_dictionary_enabled(w.dictionary != Dictionary::Off)
             .set_statistics_enabled(statistics)
             .set_offset_index_disabled(!w.page_index)
             .set_created_by(w.created_by.clone());

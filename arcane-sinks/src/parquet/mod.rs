@@ -4,6 +4,8 @@ pub mod config;
 #[cfg(test)]
 mod counting;
 mod dead_letter;
+mod dictionary;
+pub(crate) mod encode;
 pub mod failpoint;
 #[cfg(any(feature = "delta", feature = "iceberg"))]
 pub(crate) mod footer;

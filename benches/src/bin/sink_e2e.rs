@@ -16,8 +16,15 @@
 //!   the Iceberg commit's latency (footer reads, the parent's manifest list read, manifest,
 //!   manifest list and metadata JSON puts, the catalog's compare-and-swap).
 //!
+//! * `encode`: writes the generator's batches with an added high-cardinality string column
+//!   (`session`, 36 characters, every value distinct) through the sink to `file://`, three
+//!   rounds, and prints rows/s and MB/s (of the Arrow input); `--encode-threads N` and
+//!   `--dictionary auto|true|false` set `sink.writer.encodeThreads` and
+//!   `sink.writer.dictionary` (absent: the sink's defaults).
+//!
 //! ```text
 //! cargo run --release -p arcane-benches --bin sink_e2e -- compare --rows 4000000
+//! cargo run --release -p arcane-benches --bin sink_e2e -- encode --rows 4000000 --encode-threads 1
 //! cargo run --release -p arcane-benches --bin sink_e2e -- rss --gib 2
 //! cargo run --release -p arcane-benches --bin sink_e2e -- delta --rows 4000000 --commit-batches 4
 //! cargo run --release -p arcane-benches --bin sink_e2e -- iceberg --rows 4000000 --commit-batches 4
@@ -93,7 +100,7 @@ async fn main() -> arcane_core::Result<()> {
             config.rolling.target_file_size = target;
             config.rolling.max_rows_per_file = u64::MAX / 2;
             config.writer.compression = "uncompressed".into();
-            config.writer.dictionary = false;
+            config.writer.dictionary = false.into();
             let mut sink = ParquetSink::new(config)?;
             sink.open(&ctx).await?;
             let started = Instant::now();
@@ -115,6 +122,7 @@ async fn main() -> arcane_core::Result<()> {
                 }
             }
         }
+        "encode" => encode_rounds(&dir, &ctx).await?,
         "delta" => {
             table_format_rounds(&dir, &ctx, "delta", |_| {
                 TableFormat::Delta(DeltaConfig::default())
@@ -257,6 +265,102 @@ async fn table_format_rounds(
             commit_ms[0],
             commit_ms[1],
             commit_ms[1] - commit_ms[0],
+        );
+    }
+    Ok(())
+}
+
+/// The generator's batch of rows `from..to` with a high-cardinality string column `session`
+/// (a UUID-like text, distinct for every row).
+fn high_cardinality_batch(from: u64, to: u64) -> arcane_core::Result<RecordBatch> {
+    let base = GeneratorSource::batch(from, to);
+    let session: arrow_array::StringArray = (from..to)
+        .map(|i| {
+            let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i >> 7);
+            Some(format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                h >> 32,
+                (h >> 16) & 0xffff,
+                h & 0xffff,
+                i & 0xffff,
+                i.wrapping_mul(0x2545_F491_4F6C_DD1D) & 0xffff_ffff_ffff
+            ))
+        })
+        .collect();
+    let mut fields: Vec<arrow_schema::FieldRef> = base.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+        "session",
+        arrow_schema::DataType::Utf8,
+        false,
+    )));
+    let mut columns = base.columns().to_vec();
+    columns.push(std::sync::Arc::new(session));
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        columns,
+    )
+    .map_err(fatal)
+}
+
+/// `encode`: the generator's batches with a high-cardinality string column through the sink
+/// to `file://`, with `--encode-threads` and `--dictionary` when given, three rounds.
+async fn encode_rounds(dir: &tempfile::TempDir, ctx: &SinkContext) -> arcane_core::Result<()> {
+    let total = arg("--rows", 4_000_000.0) as u64;
+    let batches = (0..total / BATCH)
+        .map(|i| high_cardinality_batch(i * BATCH, (i + 1) * BATCH))
+        .collect::<arcane_core::Result<Vec<_>>>()?;
+    let mb = batches
+        .iter()
+        .map(RecordBatch::get_array_memory_size)
+        .sum::<usize>() as f64
+        / 1e6;
+    let rows = (batches.len() as u64 * BATCH) as f64;
+    let threads = str_arg("--encode-threads", "");
+    let dictionary = str_arg("--dictionary", "");
+    for round in 0..3 {
+        let mut writer = serde_json::Map::new();
+        if !threads.is_empty() {
+            let n: u64 = threads.parse().map_err(fatal)?;
+            writer.insert("encodeThreads".into(), n.into());
+        }
+        match dictionary.as_str() {
+            "" => {}
+            "true" => _ = writer.insert("dictionary".into(), true.into()),
+            "false" => _ = writer.insert("dictionary".into(), false.into()),
+            other => _ = writer.insert("dictionary".into(), other.into()),
+        }
+        let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+            "url": format!("file://{}/encode-{round}", dir.path().display()),
+            "rolling": { "targetFileSize": u64::MAX / 2, "maxRowsPerFile": u64::MAX / 2 },
+            "writer": writer,
+        }))
+        .map_err(fatal)?;
+        let mut sink = ParquetSink::new(config)?;
+        sink.open(ctx).await?;
+        let started = Instant::now();
+        let mut written = 0;
+        for b in &batches {
+            written += b.num_rows() as u64;
+            sink.write(group(b.clone(), written)).await?;
+        }
+        let commit = sink.flush().await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "mode=encode round={round} rows={} input_mb={mb:.0} encode_threads={} dictionary={} secs={secs:.2} rows_s={:.0} mb_s={:.1} file_bytes={}",
+            rows as u64,
+            if threads.is_empty() {
+                "default"
+            } else {
+                &threads
+            },
+            if dictionary.is_empty() {
+                "default"
+            } else {
+                &dictionary
+            },
+            rows / secs,
+            mb / secs,
+            commit.map_or(0, |c| c.bytes),
         );
     }
     Ok(())

@@ -15,13 +15,14 @@ use futures::{StreamExt, TryStreamExt};
 use metrics::Label;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use crate::parquet::config::{BackfillBehavior, ParquetSinkConfig, SchemaEvolution};
 use crate::parquet::dead_letter::{dead_letter_url, encode_dead_letters};
+use crate::parquet::dictionary::DictionaryAuto;
+use crate::parquet::encode::{EncodePool, EncodeWriter};
 use crate::parquet::failpoint::Failpoints;
 use crate::parquet::manifest::{
     self, Action, BackfillState, Completion, DeadLetterCompletion, FileEntry, GENERATIONS_DIR,
@@ -79,6 +80,10 @@ pub struct ParquetSink {
     opened: bool,
     target: Option<SchemaRef>,
     props: Option<WriterProperties>,
+    /// `writer.dictionary: auto`: the columns written without a dictionary, decided so far.
+    dictionary_auto: DictionaryAuto,
+    /// The threads encoding columns (`writer.encodeThreads`), started with the first file.
+    encode_pool: Option<std::sync::Arc<EncodePool>>,
     open_files: BTreeMap<String, SyncCell<OpenFile>>,
     /// Files closed (uploaded) in this sequence but not yet in a manifest.
     closed: Vec<FileEntry>,
@@ -133,7 +138,7 @@ impl<T> SyncCell<T> {
 struct OpenFile {
     rel: String,
     partition: String,
-    writer: AsyncArrowWriter<FileUpload>,
+    writer: EncodeWriter<FileUpload>,
     rows: u64,
     opened_at: tokio::time::Instant,
 }
@@ -188,6 +193,8 @@ impl ParquetSink {
             opened: false,
             target,
             props: None,
+            dictionary_auto: DictionaryAuto::default(),
+            encode_pool: None,
             open_files: BTreeMap::new(),
             closed: Vec::new(),
             markers: Vec::new(),

@@ -3,6 +3,10 @@
 #[allow(unused_imports)]
 use super::*;
 
+use std::sync::Arc;
+
+use crate::parquet::config::Dictionary;
+
 impl ParquetSink {
     /// The next file of this sequence: its relative path and its marker name.
     pub(super) fn file_path(&mut self, partition: &str) -> (String, String) {
@@ -23,20 +27,34 @@ impl ParquetSink {
         (rel, format!("{n:04}"))
     }
 
+    /// Open a file of `partition` whose first rows are `first`.
     pub(super) async fn open_file(
         &mut self,
         partition: &str,
-        schema: &SchemaRef,
+        first: &RecordBatch,
     ) -> Result<OpenFile> {
+        let schema = first.schema();
         let props = match &self.props {
             Some(p) => p.clone(),
             None => {
-                let p = self.config.writer_properties(schema)?;
-                self.props = Some(p.clone());
-                p
+                let p = self.config.writer_properties(&schema)?;
+                if self.config.writer.dictionary == Dictionary::Auto {
+                    // Kept once every string and binary column is decided; until then each
+                    // file samples its first rows for the columns still open.
+                    let decided = self.dictionary_auto.decide(first);
+                    let p = self.dictionary_auto.apply(p);
+                    if decided {
+                        self.props = Some(p.clone());
+                    }
+                    p
+                } else {
+                    self.props = Some(p.clone());
+                    p
+                }
             }
         };
-        let file_schema = self.file_schema(schema)?;
+        let pool = self.encode_pool()?;
+        let file_schema = self.file_schema(&schema)?;
         let (rel, marker_name) = self.file_path(partition);
         let (upload, marker) = upload::start(
             NewUpload {
@@ -53,7 +71,7 @@ impl ParquetSink {
         )
         .await?;
         self.markers.extend(marker);
-        let writer = AsyncArrowWriter::try_new(upload, file_schema, Some(props))
+        let writer = EncodeWriter::try_new(upload, file_schema, props, pool)
             .map_err(|e| self.parquet_err(format!("cannot create {rel}"), e))?;
         Ok(OpenFile {
             rel,
@@ -62,6 +80,22 @@ impl ParquetSink {
             rows: 0,
             opened_at: tokio::time::Instant::now(),
         })
+    }
+
+    /// The encoding threads, started with the first file.
+    fn encode_pool(&mut self) -> Result<Arc<EncodePool>> {
+        if let Some(pool) = &self.encode_pool {
+            return Ok(pool.clone());
+        }
+        let threads = self.config.writer.encode_threads();
+        let pool = Arc::new(EncodePool::new(threads).map_err(|e| {
+            self.err(
+                format!("cannot start {threads} encoding threads (sink.writer.encodeThreads): {e}"),
+                Retry::Transient,
+            )
+        })?);
+        self.encode_pool = Some(pool.clone());
+        Ok(pool)
     }
 
     /// Finish a file: every part uploaded (or the staging file written), not yet visible.
@@ -87,7 +121,10 @@ impl ParquetSink {
         while offset < part.num_rows() {
             let file = match self.open_files.remove(&key) {
                 Some(f) => f.into_inner(),
-                None => self.open_file(&key, &part.schema()).await?,
+                None => {
+                    self.open_file(&key, &part.slice(offset, part.num_rows() - offset))
+                        .await?
+                }
             };
             let mut file = file;
             let room = (max_rows - file.rows).min((part.num_rows() - offset) as u64) as usize;
@@ -259,4 +296,79 @@ pub(super) fn row_json(batch: &RecordBatch, row: usize) -> Option<String> {
 
 pub(super) fn checkpoint_text(c: &Checkpoint) -> String {
     serde_json::to_string(c).unwrap_or_else(|_| format!("{c:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arcane_core::Position;
+    use arcane_core::testing::GeneratorSource;
+    use arrow_array::{ArrayRef, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A batch whose column the open file has with another type fails the write with an
+    /// error naming the file and the column, whatever the number of encoding threads, and
+    /// does not hang.
+    #[tokio::test]
+    async fn an_encoding_error_names_the_file() {
+        for threads in [1, 4] {
+            let config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+                "url": "memory:///orders",
+                "writer": { "encodeThreads": threads },
+            }))
+            .expect("config");
+            let mut sink = ParquetSink::new(config).expect("sink");
+            let ctx = SinkContext {
+                stream_id: "orders".into(),
+                ..SinkContext::default()
+            };
+            sink.open(&ctx).await.expect("open");
+            let good = GeneratorSource::batch(0, 100);
+            let checkpoint = Checkpoint::at(Position(serde_json::json!({ "rows": 100 })));
+            sink.write(Group::new(good.clone(), checkpoint))
+                .await
+                .expect("write");
+            let key = sink
+                .open_files
+                .keys()
+                .next()
+                .cloned()
+                .expect("an open file");
+            // `key` is Utf8 in the file.
+            let mut fields: Vec<Field> = good
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields[1] = Field::new("key", DataType::Int64, false);
+            let mut columns = good.columns().to_vec();
+            columns[1] = Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef;
+            let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("bad");
+            let e = tokio::time::timeout(Duration::from_secs(60), sink.write_part(key, bad))
+                .await
+                .expect("no hang")
+                .expect_err("a mistyped column");
+            let text = e.to_string();
+            assert!(
+                text.contains("cannot write part-orders-00000000-0000.parquet"),
+                "{threads} threads: {text}"
+            );
+            assert!(text.contains("column key"), "{threads} threads: {text}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Sink {
+                        retry: Retry::Permanent,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    }
 }

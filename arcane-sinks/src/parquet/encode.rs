@@ -1,0 +1,813 @@
+//! [`EncodeWriter`]: the Parquet writer of the sink's open files, encoding the columns of a
+//! batch on a small pool of threads ([`EncodePool`], `sink.writer.encodeThreads`).
+//!
+//! It writes what `parquet::arrow::AsyncArrowWriter` writes, byte for byte: the file is an
+//! `ArrowWriter` turned into its `SerializedFileWriter` and `ArrowRowGroupWriterFactory`
+//! (so the file metadata, the `ARROW:schema` key and every writer property are parquet's
+//! own), batches are cut into row groups by the same rules as `ArrowWriter::write`
+//! (`max_row_group_row_count`, and `max_row_group_bytes` against the measured bytes per row),
+//! and the bytes of flushed row groups are handed to the upload after each write, as
+//! `AsyncArrowWriter` does, so uploads stream. Only where the column writers run differs:
+//! the writers of each top-level column (all its leaves) are moved to a pool thread with the
+//! column's array for each batch (and to close them when the row group is flushed), and come
+//! back when it is encoded; the caller awaits every column of a batch before the next one, so
+//! each column sees the batches in order, the output does not depend on the number of
+//! threads, and memory stays bounded by one batch in flight.
+
+use std::any::Any;
+use std::mem;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{FieldRef, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+
+/// Default `writer.encodeThreads`: the available parallelism, at most this many.
+pub(crate) const MAX_DEFAULT_ENCODE_THREADS: usize = 4;
+
+/// The default number of encoding threads: the available parallelism, at most
+/// [`MAX_DEFAULT_ENCODE_THREADS`].
+pub(crate) fn default_encode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_DEFAULT_ENCODE_THREADS)
+}
+
+/// A unit of work for a pool thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A task of [`EncodePool::run`], returning its result.
+type Task<T> = Box<dyn FnOnce() -> Result<T> + Send>;
+
+/// Threads that encode columns, kept for the sink's lifetime; with one thread, tasks run on
+/// the calling thread instead. The threads exit when the pool is dropped.
+pub(crate) struct EncodePool {
+    /// Sends jobs to the threads; `None` when tasks run on the calling thread.
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Pool threads still running.
+    live: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for EncodePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodePool")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a pool thread as live until it returns (or unwinds).
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EncodePool {
+    /// A pool of `threads` threads; 0 or 1 runs every task on the calling thread.
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+        let live = Arc::new(AtomicUsize::new(0));
+        if threads <= 1 {
+            return Ok(Self {
+                jobs: None,
+                threads: Vec::new(),
+                live,
+            });
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut pool = Self {
+            jobs: Some(tx),
+            threads: Vec::with_capacity(threads),
+            live,
+        };
+        for i in 0..threads {
+            let rx = rx.clone();
+            let guard = LiveGuard(pool.live.clone());
+            pool.live.fetch_add(1, Ordering::SeqCst);
+            let spawned = std::thread::Builder::new()
+                .name(format!("arcane-encode-{i}"))
+                .spawn(move || {
+                    let _guard = guard;
+                    loop {
+                        // Hold the lock only to take a job, not while running it.
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            // A job catches its own panics.
+                            Ok(job) => job(),
+                            // The pool was dropped.
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(handle) => pool.threads.push(handle),
+                // Dropping `pool` stops the threads already started.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Threads in the pool (0 when tasks run on the calling thread).
+    #[cfg(test)]
+    fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Run `tasks` (at once on the pool's threads, or one after the other on the calling
+    /// thread) and wait for all of them; their results in order. A task that panics gives an
+    /// error with the panic's message, naming the task by the name it comes with.
+    async fn run<T: Send + 'static>(&self, tasks: Vec<(String, Task<T>)>) -> Vec<Result<T>> {
+        let Some(jobs) = &self.jobs else {
+            return tasks
+                .into_iter()
+                .map(|(name, task)| run_caught(&name, task))
+                .collect();
+        };
+        let n = tasks.len();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<T>)>();
+        let mut names = Vec::with_capacity(n);
+        for (i, (name, task)) in tasks.into_iter().enumerate() {
+            let tx = tx.clone();
+            let task_name = name.clone();
+            names.push(name);
+            let job: Job = Box::new(move || {
+                // The receiver is gone only when the caller stopped waiting.
+                let _ = tx.send((i, run_caught(&task_name, task)));
+            });
+            if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                // No thread takes jobs any more (they cannot stop while the pool lives, but
+                // be safe): run it here.
+                job();
+            }
+        }
+        drop(tx);
+        let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+        // Every job sends its result or, if it is dropped without running, drops its sender:
+        // this ends when all are accounted for, never hangs.
+        while let Some((i, result)) = rx.recv().await {
+            out[i] = Some(result);
+        }
+        out.into_iter()
+            .zip(names)
+            .map(|(r, name)| {
+                r.unwrap_or_else(|| {
+                    Err(ParquetError::General(format!(
+                        "an encoding thread stopped before encoding {name}"
+                    )))
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for EncodePool {
+    fn drop(&mut self) {
+        // Closing the channel ends each thread's loop once it has finished its job.
+        self.jobs = None;
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Run `task`, turning a panic into an error naming `name`.
+fn run_caught<T>(name: &str, task: Task<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(task)).unwrap_or_else(|payload| {
+        Err(ParquetError::General(format!(
+            "encoding {name} panicked: {}",
+            panic_message(payload.as_ref())
+        )))
+    })
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+/// `e` with `what` (a column) in front of its message, of the same kind.
+fn in_column(what: &str, e: ParquetError) -> ParquetError {
+    match e {
+        ParquetError::General(m) => ParquetError::General(format!("{what}: {m}")),
+        ParquetError::NYI(m) => ParquetError::NYI(format!("{what}: {m}")),
+        ParquetError::ArrowError(m) => ParquetError::ArrowError(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// The column writers of the leaves of one top-level column, for the current row group.
+struct ColumnWriters {
+    field: FieldRef,
+    writers: Vec<ArrowColumnWriter>,
+}
+
+impl ColumnWriters {
+    /// Encode `array` (this column of a batch) into the writers.
+    fn write(&mut self, array: &ArrayRef) -> Result<()> {
+        let leaves = compute_leaves(self.field.as_ref(), array)?;
+        if leaves.len() != self.writers.len() {
+            return Err(ParquetError::General(format!(
+                "the array has {} leaf columns, the file's column {}",
+                leaves.len(),
+                self.writers.len()
+            )));
+        }
+        for (writer, leaf) in self.writers.iter_mut().zip(&leaves) {
+            writer.write(leaf)?;
+        }
+        Ok(())
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        self.writers
+            .iter()
+            .map(ArrowColumnWriter::get_estimated_total_bytes)
+            .sum()
+    }
+}
+
+/// The row group being written (`ArrowWriter`'s in-progress row group).
+struct RowGroup {
+    columns: Vec<ColumnWriters>,
+    rows: usize,
+}
+
+impl RowGroup {
+    fn estimated_bytes(&self) -> usize {
+        self.columns
+            .iter()
+            .map(ColumnWriters::estimated_bytes)
+            .sum()
+    }
+}
+
+/// Writes one Parquet file to `W`: `AsyncArrowWriter`'s output, the columns encoded on an
+/// [`EncodePool`]. See the [module documentation](self).
+pub(crate) struct EncodeWriter<W> {
+    file: SerializedFileWriter<Vec<u8>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Leaf columns of each top-level column.
+    leaves: Vec<usize>,
+    in_progress: Option<RowGroup>,
+    max_rows: Option<usize>,
+    max_bytes: Option<usize>,
+    pool: Arc<EncodePool>,
+    upload: W,
+    /// Why the file cannot be written any more: an encoding failed (its column writers are
+    /// gone) or a write was abandoned while its columns were out on the pool.
+    broken: Option<String>,
+}
+
+impl<W> std::fmt::Debug for EncodeWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeWriter")
+            .field("bytes_written", &self.file.bytes_written())
+            .field(
+                "in_progress_rows",
+                &self.in_progress.as_ref().map(|r| r.rows),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: AsyncFileWriter> EncodeWriter<W> {
+    /// A writer of a file of `schema` with `props` to `upload`, encoding on `pool`.
+    pub(crate) fn try_new(
+        upload: W,
+        schema: SchemaRef,
+        props: WriterProperties,
+        pool: Arc<EncodePool>,
+    ) -> Result<Self> {
+        let max_rows = props.max_row_group_row_count();
+        let max_bytes = props.max_row_group_bytes();
+        if props.content_defined_chunking().is_some() {
+            return Err(ParquetError::NYI(
+                "content-defined chunking is not supported by the sink's writer".into(),
+            ));
+        }
+        // `ArrowWriter` adds the `ARROW:schema` key and builds the Parquet schema exactly as
+        // `AsyncArrowWriter` does; nothing is written but the magic.
+        let (file, factory) = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?
+            .into_serialized_writer()?;
+        let mut leaves = vec![0; schema.fields().len()];
+        let descr = file.schema_descr();
+        for leaf in 0..descr.num_columns() {
+            let root = descr.get_column_root_idx(leaf);
+            match leaves.get_mut(root) {
+                Some(n) => *n += 1,
+                None => {
+                    return Err(ParquetError::General(format!(
+                        "leaf column {leaf} belongs to column {root}, not in the schema"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            file,
+            factory,
+            schema,
+            leaves,
+            in_progress: None,
+            max_rows,
+            max_bytes,
+            pool,
+            upload,
+            broken: None,
+        })
+    }
+
+    /// Bytes written to the file so far (handed to the upload or buffered for it), as
+    /// `AsyncArrowWriter::bytes_written`.
+    pub(crate) fn bytes_written(&self) -> usize {
+        self.file.bytes_written()
+    }
+
+    /// Estimated encoded size of the row group in progress, as
+    /// `AsyncArrowWriter::in_progress_size`.
+    pub(crate) fn in_progress_size(&self) -> usize {
+        self.in_progress
+            .as_ref()
+            .map_or(0, RowGroup::estimated_bytes)
+    }
+
+    /// The upload.
+    pub(crate) fn into_inner(self) -> W {
+        self.upload
+    }
+
+    fn usable(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(ParquetError::General(format!(
+                "the file cannot be written after an earlier failure: {why}"
+            ))),
+        }
+    }
+
+    /// Encode `batch`, flushing row groups as `ArrowWriter::write` does, then hand the bytes
+    /// of any flushed row group to the upload.
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.usable()?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if batch.num_columns() != self.schema.fields().len() {
+            return Err(ParquetError::General(format!(
+                "the batch has {} columns, the file {}",
+                batch.num_columns(),
+                self.schema.fields().len()
+            )));
+        }
+        let before = self.file.flushed_row_groups().len();
+        let mut remaining = batch.clone();
+        loop {
+            if self.in_progress.is_none() {
+                self.in_progress = Some(self.new_row_group()?);
+            }
+            let (buffered_rows, current_bytes) = match &self.in_progress {
+                Some(rg) => (rg.rows, rg.estimated_bytes()),
+                None => (0, 0),
+            };
+            // Leading rows of `remaining` that still fit in the row group, when the rest has
+            // to go to a later one.
+            let mut split_at = match self.max_rows {
+                Some(max) if buffered_rows + remaining.num_rows() > max => {
+                    Some(max - buffered_rows)
+                }
+                _ => None,
+            };
+            let candidate_rows = split_at.unwrap_or_else(|| remaining.num_rows());
+            if let Some(max_bytes) = self.max_bytes
+                && buffered_rows > 0
+            {
+                if current_bytes >= max_bytes {
+                    self.flush_row_group().await?;
+                    continue;
+                }
+                let avg_row_bytes = current_bytes / buffered_rows;
+                if let Some(rows_that_fit) = (max_bytes - current_bytes).checked_div(avg_row_bytes)
+                    && candidate_rows > rows_that_fit
+                {
+                    if rows_that_fit > 0 {
+                        split_at = Some(rows_that_fit);
+                    } else {
+                        self.flush_row_group().await?;
+                        continue;
+                    }
+                }
+            }
+            let rest = split_at.map(|to_write| {
+                let rest = remaining.slice(to_write, remaining.num_rows() - to_write);
+                remaining = remaining.slice(0, to_write);
+                rest
+            });
+            self.encode(&remaining).await?;
+            let should_flush = self.in_progress.as_ref().is_some_and(|rg| {
+                self.max_rows.is_some_and(|max| rg.rows >= max)
+                    || self
+                        .max_bytes
+                        .is_some_and(|max| rg.estimated_bytes() >= max)
+            });
+            if should_flush {
+                self.flush_row_group().await?;
+            }
+            match rest {
+                Some(rest) => remaining = rest,
+                None => break,
+            }
+        }
+        if before != self.file.flushed_row_groups().len() {
+            self.push().await?;
+        }
+        Ok(())
+    }
+
+    /// Flush the row group in progress, write the footer, hand the rest to the upload and
+    /// complete it (`AsyncArrowWriter::finish`).
+    pub(crate) async fn finish(&mut self) -> Result<()> {
+        self.usable()?;
+        self.flush_row_group().await?;
+        self.file.finish()?;
+        self.push().await?;
+        self.upload.complete().await
+    }
+
+    /// Column writers for the next row group, grouped by top-level column.
+    fn new_row_group(&self) -> Result<RowGroup> {
+        let mut writers = self
+            .factory
+            .create_column_writers(self.file.flushed_row_groups().len())?
+            .into_iter();
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.leaves)
+            .map(|(field, n)| ColumnWriters {
+                field: field.clone(),
+                writers: writers.by_ref().take(*n).collect(),
+            })
+            .collect();
+        Ok(RowGroup { columns, rows: 0 })
+    }
+
+    /// Encode every column of `batch` into the row group in progress, on the pool.
+    async fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(rg) = self.in_progress.as_mut() else {
+            return Ok(());
+        };
+        let columns = mem::take(&mut rg.columns);
+        // Until the writers are back (a dropped future leaves them on the pool).
+        self.broken = Some("a write was interrupted while its columns were being encoded".into());
+        let tasks = columns
+            .into_iter()
+            .zip(batch.columns())
+            .map(|(mut column, array)| {
+                let array = array.clone();
+                let name = format!("column {}", column.field.name());
+                let what = name.clone();
+                let task: Task<ColumnWriters> = Box::new(move || {
+                    column.write(&array).map_err(|e| in_column(&what, e))?;
+                    Ok(column)
+                });
+                (name, task)
+            })
+            .collect();
+        let mut columns = Vec::with_capacity(self.leaves.len());
+        let mut failure = None;
+        for result in self.pool.run(tasks).await {
+            match result {
+                Ok(c) => columns.push(c),
+                Err(e) => _ = failure.get_or_insert(e),
+            }
+        }
+        if let Some(e) = failure {
+            self.broken = Some(e.to_string());
+            self.in_progress = None;
+            return Err(e);
+        }
+        self.broken = None;
+        if let Some(rg) = self.in_progress.as_mut() {
+            rg.columns = columns;
+            rg.rows += batch.num_rows();
+        }
+        Ok(())
+    }
+
+    /// Close the column writers of the row group in progress (on the pool) and append their
+    /// chunks to the file in column order (`ArrowWriter::flush`).
+    async fn flush_row_group(&mut self) -> Result<()> {
+        let Some(rg) = self.in_progress.take() else {
+            return Ok(());
+        };
+        self.broken = Some("a row group flush was interrupted".into());
+        let tasks = rg
+            .columns
+            .into_iter()
+            .map(|column| {
+                let name = format!("column {}", column.field.name());
+                let what = name.clone();
+                let task: Task<Vec<ArrowColumnChunk>> = Box::new(move || {
+                    column
+                        .writers
+                        .into_iter()
+                        .map(ArrowColumnWriter::close)
+                        .collect::<Result<_>>()
+                        .map_err(|e| in_column(&what, e))
+                });
+                (name, task)
+            })
+            .collect();
+        let mut chunks = Vec::with_capacity(self.leaves.len());
+        for result in self.pool.run(tasks).await {
+            match result {
+                Ok(c) => chunks.push(c),
+                Err(e) => {
+                    self.broken = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        let appended = (|| {
+            let mut row_group = self.file.next_row_group()?;
+            for chunk in chunks.into_iter().flatten() {
+                chunk.append_to_row_group(&mut row_group)?;
+            }
+            row_group.close().map(|_| ())
+        })();
+        match appended {
+            Ok(()) => {
+                self.broken = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Hand the bytes written so far to the upload (`AsyncArrowWriter::do_write`).
+    async fn push(&mut self) -> Result<()> {
+        let buffer = mem::take(self.file.inner_mut());
+        self.upload
+            .write(Bytes::from(buffer))
+            .await
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{Array, Float64Array, Int32Array, Int64Array, StringArray, StructArray};
+    use arrow_schema::{DataType, Field, Fields, Schema};
+    use parquet::arrow::AsyncArrowWriter;
+    use parquet::file::metadata::{KeyValue, SortingColumn};
+    use parquet::file::properties::EnabledStatistics;
+    use parquet::schema::types::ColumnPath;
+
+    use super::*;
+
+    /// Rows `from..to` with flat, nullable, list and struct columns (several leaves each).
+    fn batch(from: i64, to: i64) -> RecordBatch {
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for i in from..to {
+            if i % 7 == 0 {
+                tags.append_null();
+            } else {
+                for t in 0..(i % 3) {
+                    tags.values().append_value(format!("tag-{}", (i + t) % 11));
+                }
+                tags.append(true);
+            }
+        }
+        let tags = tags.finish();
+        let inner = StructArray::new(
+            Fields::from(vec![
+                Field::new("a", DataType::Int32, false),
+                Field::new("b", DataType::Float64, true),
+            ]),
+            vec![
+                Arc::new(Int32Array::from_iter_values(
+                    (from..to).map(|i| (i % 1000) as i32),
+                )),
+                Arc::new(Float64Array::from_iter(
+                    (from..to).map(|i| (i % 5 != 0).then_some(i as f64 / 3.0)),
+                )),
+            ],
+            None,
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("cat", DataType::Utf8, true),
+            Field::new("tags", tags.data_type().clone(), true),
+            Field::new("s", inner.data_type().clone(), false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(from..to)),
+                Arc::new(StringArray::from_iter_values((from..to).map(|i| {
+                    format!("{:016x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                }))),
+                Arc::new(StringArray::from_iter(
+                    (from..to).map(|i| (i % 4 != 0).then(|| format!("c{}", i % 13))),
+                )),
+                Arc::new(tags),
+                Arc::new(inner),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn props(max_rows: usize, max_bytes: usize) -> WriterProperties {
+        WriterProperties::builder()
+            .set_max_row_group_row_count(Some(max_rows))
+            .set_max_row_group_bytes(Some(max_bytes))
+            .set_data_page_size_limit(4096)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_column_bloom_filter_enabled(ColumnPath::from("name"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("name"), false)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            }]))
+            .set_key_value_metadata(Some(vec![KeyValue::new("owner".into(), "t".to_string())]))
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build()
+    }
+
+    /// The same batches through `AsyncArrowWriter` and through `EncodeWriter` with 1 and 3
+    /// threads: the same bytes, and the same sizes reported after every write.
+    #[tokio::test]
+    async fn files_are_those_of_async_arrow_writer() {
+        let sizes = [1000, 3333, 7, 5000, 1, 12_000, 2500];
+        let mut batches = Vec::new();
+        let mut at = 0;
+        for n in sizes {
+            batches.push(batch(at, at + n));
+            at += n;
+        }
+        let schema = batches[0].schema();
+        for (max_rows, max_bytes) in [(4000, 1 << 30), (1 << 20, 40_000), (3000, 60_000)] {
+            let props = props(max_rows, max_bytes);
+            let mut reference =
+                AsyncArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))
+                    .expect("reference");
+            let mut trace = Vec::new();
+            for b in &batches {
+                reference.write(b).await.expect("write");
+                trace.push((reference.bytes_written(), reference.in_progress_size()));
+            }
+            reference.finish().await.expect("finish");
+            trace.push((reference.bytes_written(), 0));
+            let expected = reference.into_inner();
+            for threads in [1, 3] {
+                let pool = Arc::new(EncodePool::new(threads).expect("pool"));
+                let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool)
+                    .expect("writer");
+                let mut ours = Vec::new();
+                for b in &batches {
+                    w.write(b).await.expect("write");
+                    ours.push((w.bytes_written(), w.in_progress_size()));
+                }
+                w.finish().await.expect("finish");
+                ours.push((w.bytes_written(), w.in_progress_size()));
+                assert_eq!(
+                    ours, trace,
+                    "sizes, {threads} threads, {max_rows}/{max_bytes}"
+                );
+                let got = w.into_inner();
+                assert!(
+                    got == expected,
+                    "{threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
+                    got.len(),
+                    expected.len()
+                );
+            }
+        }
+    }
+
+    /// A column whose array does not have the file's type: an error naming the column, with
+    /// one thread or several, and the file refuses further writes.
+    #[tokio::test]
+    async fn a_mistyped_column_is_an_error_not_a_panic() {
+        let good = batch(0, 100);
+        let schema = good.schema();
+        let mut columns = good.columns().to_vec();
+        // `name` is Utf8 in the file: an Int64 array makes the byte-array encoder panic;
+        // `id` is Int64: a Utf8 array is an error of the Int64 writer.
+        for (i, array) in [
+            (
+                1,
+                Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+            ),
+            (
+                0,
+                Arc::new(StringArray::from_iter_values(
+                    (0..100).map(|i| i.to_string()),
+                )),
+            ),
+        ] {
+            columns[i] = array.clone();
+            let fields: Vec<FieldRef> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(j, f)| {
+                    if j == i {
+                        Arc::new(Field::new(f.name(), array.data_type().clone(), false))
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect();
+            let bad =
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.clone()).expect("bad");
+            columns = good.columns().to_vec();
+            for threads in [1, 3] {
+                let pool = Arc::new(EncodePool::new(threads).expect("pool"));
+                let mut w =
+                    EncodeWriter::try_new(Vec::new(), schema.clone(), props(1000, 1 << 20), pool)
+                        .expect("writer");
+                w.write(&good).await.expect("good batch");
+                let e = w.write(&bad).await.expect_err("mistyped batch").to_string();
+                let name = schema.field(i).name();
+                assert!(e.contains(&format!("column {name}")), "{e}");
+                let again = w.write(&good).await.expect_err("broken file").to_string();
+                assert!(again.contains("earlier failure"), "{again}");
+                assert!(w.finish().await.is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn default_threads_are_capped() {
+        let n = default_encode_threads();
+        assert!((1..=MAX_DEFAULT_ENCODE_THREADS).contains(&n));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_an_error_and_the_pool_goes_on() {
+        for threads in [1, 3] {
+            let pool = EncodePool::new(threads).expect("pool");
+            let tasks: Vec<(String, Task<u32>)> = vec![
+                ("one".into(), Box::new(|| Ok(1))),
+                ("two".into(), Box::new(|| panic!("boom"))),
+                (
+                    "three".into(),
+                    Box::new(|| Err(ParquetError::General("bad".into()))),
+                ),
+            ];
+            let out = pool.run(tasks).await;
+            assert_eq!(out.len(), 3);
+            assert_eq!(*out[0].as_ref().expect("one"), 1);
+            let e = out[1].as_ref().expect_err("panic").to_string();
+            assert!(e.contains("encoding two panicked: boom"), "{e}");
+            assert!(out[2].is_err());
+            let again = pool
+                .run(vec![("four".into(), Box::new(|| Ok(4_u32)) as Task<u32>)])
+                .await;
+            assert_eq!(*again[0].as_ref().expect("four"), 4);
+        }
+    }
+
+    #[tokio::test]
+    async fn threads_exit_when_the_pool_is_dropped() {
+        let pool = EncodePool::new(3).expect("pool");
+        assert_eq!(pool.threads(), 3);
+        let live = pool.live.clone();
+        assert_eq!(live.load(Ordering::SeqCst), 3);
+        let _ = pool
+            .run(vec![("x".into(), Box::new(|| Ok(())) as Task<()>)])
+            .await;
+        drop(pool);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+        assert_eq!(EncodePool::new(1).expect("inline").threads(), 0);
+    }
+}
