@@ -25,6 +25,7 @@ rows="${ROWS:-1000000}"
 changes="${CHANGES:-200000}"
 tx_rows="${TX_ROWS:-50000}"
 batch_rows="${BATCH_ROWS:-50000}"
+# SINK_WRITER: the sink's `writer` settings as JSON, e.g. '{"encodeThreads": 1}' (default {}).
 conn="${PGCONN:-host=127.0.0.1 port=5432 user=postgres dbname=test}"
 work="${ARCANE_BENCH_DIR:-/var/tmp/arcane-bench-pg}"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -74,7 +75,8 @@ cat > "$work/spec.json" <<JSON
   "spec": {
     "source": {"connection": "$conn", "table": "$name", "slot": "$name", "publication": "$name",
                "batchRows": $batch_rows, "pollInterval": "100ms"},
-    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000, "maxFileAge": "1s"}},
+    "sink": {"url": "file://$out", "rolling": {"targetFileSize": 4294967296, "maxRowsPerFile": 1000000000, "maxFileAge": "1s"},
+             "writer": ${SINK_WRITER:-{\}}},
     "rowsPerGroup": $((batch_rows * 4)),
     "groupingIntervalSeconds": 1
   }
