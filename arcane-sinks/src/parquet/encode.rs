@@ -265,7 +265,9 @@ impl RowGroup {
 /// Writes one Parquet file to `W`: `AsyncArrowWriter`'s output, the columns encoded on an
 /// [`EncodePool`]. See the [module documentation](self).
 pub(crate) struct EncodeWriter<W> {
-    file: SerializedFileWriter<Vec<u8>>,
+    file: SerializedFileWriter<Pending>,
+    /// The bytes the file writer wrote and the upload has not been given yet.
+    pending: Pending,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     /// Leaf columns of each top-level column.
@@ -309,7 +311,8 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         }
         // `ArrowWriter` adds the `ARROW:schema` key and builds the Parquet schema exactly as
         // `AsyncArrowWriter` does; nothing is written but the magic.
-        let (file, factory) = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?
+        let pending = Pending::default();
+        let (file, factory) = ArrowWriter::try_new(pending.clone(), schema.clone(), Some(props))?
             .into_serialized_writer()?;
         let mut leaves = vec![0; schema.fields().len()];
         let descr = file.schema_descr();
@@ -326,6 +329,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         }
         Ok(Self {
             file,
+            pending,
             factory,
             schema,
             leaves,
@@ -550,13 +554,15 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 }
             }
         }
-        let appended = (|| {
-            let mut row_group = self.file.next_row_group()?;
-            for chunk in chunks.into_iter().flatten() {
-                chunk.append_to_row_group(&mut row_group)?;
-            }
-            row_group.close().map(|_| ())
-        })();
+        // Each chunk goes to the upload as soon as it is in the file: the encoded row group
+        // is in memory once, never also as one contiguous copy of itself.
+        let appended = append_chunks(
+            &mut self.file,
+            &self.pending,
+            &mut self.upload,
+            chunks.into_iter().flatten(),
+        )
+        .await;
         match appended {
             Ok(()) => {
                 self.broken = None;
@@ -571,11 +577,57 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
 
     /// Hand the bytes written so far to the upload (`AsyncArrowWriter::do_write`).
     async fn push(&mut self) -> Result<()> {
-        let buffer = mem::take(self.file.inner_mut());
-        self.upload
-            .write(Bytes::from(buffer))
-            .await
-            .map_err(|e| ParquetError::External(Box::new(e)))
+        push(&self.pending, &mut self.upload).await
+    }
+}
+
+/// Append `chunks` to the next row group of `file` in order, handing each one's bytes to
+/// `upload` right after it is appended (and dropped), then close the row group.
+async fn append_chunks<W: AsyncFileWriter>(
+    file: &mut SerializedFileWriter<Pending>,
+    pending: &Pending,
+    upload: &mut W,
+    chunks: impl Iterator<Item = ArrowColumnChunk>,
+) -> Result<()> {
+    let mut row_group = file.next_row_group()?;
+    for chunk in chunks {
+        chunk.append_to_row_group(&mut row_group)?;
+        push(pending, upload).await?;
+    }
+    row_group.close().map(|_| ())
+}
+
+/// Hand the bytes in `pending` to `upload` (`AsyncArrowWriter::do_write`).
+async fn push<W: AsyncFileWriter>(pending: &Pending, upload: &mut W) -> Result<()> {
+    upload
+        .write(Bytes::from(pending.take()))
+        .await
+        .map_err(|e| ParquetError::External(Box::new(e)))
+}
+
+/// The `Write` the Parquet file writer writes to: bytes waiting for the upload, shared with
+/// the [`EncodeWriter`] that hands them over after each column chunk and row group.
+#[derive(Debug, Clone, Default)]
+struct Pending(Arc<Mutex<Vec<u8>>>);
+
+impl Pending {
+    /// The bytes written since the last call.
+    fn take(&self) -> Vec<u8> {
+        mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl std::io::Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -190,6 +190,7 @@ pub(crate) fn escape(value: &str) -> String {
 }
 
 /// The inverse of [`escape`]: `%XX` sequences decoded as UTF-8 bytes.
+#[cfg(any(feature = "delta", feature = "iceberg", test))]
 pub(crate) fn unescape(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -213,6 +214,7 @@ pub(crate) fn unescape(value: &str) -> String {
 /// it (`a=1/b=x%2Fy`, then any event-time directories): unescaped, `None` for the Hive null
 /// partition (also the sink's directory for an empty string). An error says which column the
 /// directory lacks (a file written with another `sink.partitionBy`).
+#[cfg(any(feature = "delta", feature = "iceberg", test))]
 pub(crate) fn column_values(
     partition: &str,
     columns: &[String],
