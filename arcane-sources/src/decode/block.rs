@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 /// A line-oriented format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,38 +59,125 @@ const INTEGER_SCALE: i8 = 18;
 /// with [`INTEGER_SCALE`] fractional digits).
 const INTEGER_AS_DECIMAL: DataType = DataType::Decimal128(38, INTEGER_SCALE);
 
-/// The schema handed to the Arrow decoders for `target`:
+/// The schema handed to the Arrow decoders for `target`, at any depth (columns, and fields
+/// of structs, lists and maps):
 ///
-/// * top-level `UTC` time zones written as the offset `+00:00` (Arrow parses named zones
-///   only with its `chrono-tz` feature);
-/// * for JSON, top-level integer columns as [`INTEGER_AS_DECIMAL`]: `arrow_json` reads a
+/// * `UTC` time zones written as the offset `+00:00` (Arrow parses named zones only with its
+///   `chrono-tz` feature);
+/// * for JSON, integer types as [`INTEGER_AS_DECIMAL`]: `arrow_json` reads a
 ///   number with a fraction into an integer column by truncating it (`1000.5` becomes
 ///   `1000`), which would change data silently; decoded as a decimal, the fraction is seen
 ///   and the record rejected (see [`BlockDecoder::decode`]).
 fn decode_schema(schema: &SchemaRef, format: TextFormat) -> SchemaRef {
-    let mut changed = false;
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(unit, Some(tz)) if is_utc(tz) => {
-                changed = true;
-                f.as_ref()
-                    .clone()
-                    .with_data_type(DataType::Timestamp(*unit, Some("+00:00".into())))
-            }
-            t if t.is_integer() && format == TextFormat::Ndjson => {
-                changed = true;
-                f.as_ref().clone().with_data_type(INTEGER_AS_DECIMAL)
-            }
-            _ => f.as_ref().clone(),
-        })
+        .map(|f| decode_field(f, format))
         .collect();
-    if changed {
-        Arc::new(Schema::new(fields))
-    } else {
+    if fields
+        .iter()
+        .zip(schema.fields())
+        .all(|(a, b)| a.data_type() == b.data_type())
+    {
         schema.clone()
+    } else {
+        Arc::new(Schema::new(fields))
     }
+}
+
+/// `field` with the type the Arrow decoders are given for it (see [`decode_schema`]), at any
+/// depth: inside structs, lists and maps too.
+fn decode_field(field: &Field, format: TextFormat) -> Field {
+    field
+        .clone()
+        .with_data_type(decode_type(field.data_type(), format))
+}
+
+fn decode_type(t: &DataType, format: TextFormat) -> DataType {
+    let inner = |f: &FieldRef| Arc::new(decode_field(f, format));
+    match t {
+        DataType::Timestamp(unit, Some(tz)) if is_utc(tz) => {
+            DataType::Timestamp(*unit, Some("+00:00".into()))
+        }
+        t if t.is_integer() && format == TextFormat::Ndjson => INTEGER_AS_DECIMAL,
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| decode_field(f, format)).collect())
+        }
+        DataType::List(f) => DataType::List(inner(f)),
+        DataType::LargeList(f) => DataType::LargeList(inner(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(inner(f), *n),
+        DataType::Map(f, sorted) => DataType::Map(inner(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// `column`, decoded with the type [`decode_type`] gave `field`, as `field`'s own type: UTC
+/// relabelled, integers decoded as decimals checked whole and in range ([`integer_column`]),
+/// at any depth.
+fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::{
+        Array, FixedSizeListArray, LargeListArray, ListArray, MapArray, StructArray,
+    };
+    if column.data_type() == field.data_type() {
+        return Ok(column.clone());
+    }
+    let err = |e: arrow_schema::ArrowError| e.to_string();
+    Ok(match field.data_type() {
+        t if t.is_integer() => integer_column(column, field)?,
+        DataType::Struct(fields) => {
+            let s = column.as_struct();
+            let children = s
+                .columns()
+                .iter()
+                .zip(fields)
+                .map(|(c, f)| conform_column(c, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            Arc::new(
+                StructArray::try_new(fields.clone(), children, s.nulls().cloned()).map_err(err)?,
+            )
+        }
+        DataType::List(f) => {
+            let l = column.as_list::<i32>();
+            let values = conform_column(l.values(), f)?;
+            Arc::new(
+                ListArray::try_new(f.clone(), l.offsets().clone(), values, l.nulls().cloned())
+                    .map_err(err)?,
+            )
+        }
+        DataType::LargeList(f) => {
+            let l = column.as_list::<i64>();
+            let values = conform_column(l.values(), f)?;
+            Arc::new(
+                LargeListArray::try_new(f.clone(), l.offsets().clone(), values, l.nulls().cloned())
+                    .map_err(err)?,
+            )
+        }
+        DataType::FixedSizeList(f, n) => {
+            let l = column.as_fixed_size_list();
+            let values = conform_column(l.values(), f)?;
+            Arc::new(
+                FixedSizeListArray::try_new(f.clone(), *n, values, l.nulls().cloned())
+                    .map_err(err)?,
+            )
+        }
+        DataType::Map(f, sorted) => {
+            let m = column.as_map();
+            let entries: ArrayRef = Arc::new(m.entries().clone());
+            let entries = conform_column(&entries, f)?;
+            Arc::new(
+                MapArray::try_new(
+                    f.clone(),
+                    m.offsets().clone(),
+                    entries.as_struct().clone(),
+                    m.nulls().cloned(),
+                    *sorted,
+                )
+                .map_err(err)?,
+            )
+        }
+        t => arrow_cast::cast(column, t).map_err(err)?,
+    })
 }
 
 /// `column`, decoded as [`INTEGER_AS_DECIMAL`], as the integer type of `field`; an error
@@ -177,20 +264,12 @@ impl BlockDecoder {
             return Ok(batch);
         }
         // Relabel `+00:00` columns as the stream's `UTC` (same values); integers decoded as
-        // decimals must be whole and fit their type.
+        // decimals must be whole and fit their type; at any depth.
         let columns = batch
             .columns()
             .iter()
             .zip(self.target.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else if f.data_type().is_integer() {
-                    integer_column(c, f)
-                } else {
-                    arrow_cast::cast(c, f.data_type()).map_err(|e| e.to_string())
-                }
-            })
+            .map(|(c, f)| conform_column(c, f))
             .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(self.target.clone(), columns).map_err(|e| e.to_string())
     }
