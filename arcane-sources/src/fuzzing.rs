@@ -164,6 +164,127 @@ pub fn ndjson_decoder(data: &[u8]) {
     }
 }
 
+/// The schemas [`ndjson_fast`] picks from: every type the NDJSON fast path reads (signed and
+/// unsigned integers of every width, floats, booleans, strings, timestamps of every unit with
+/// and without zones, dates), required and nullable columns, and more columns than it
+/// searches in order.
+pub fn fast_schemas() -> &'static [SchemaRef] {
+    static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let from_fields = |fields: &[(&str, &str, bool)]| {
+            let fields: Vec<FieldConfig> = fields
+                .iter()
+                .map(|(name, data_type, required)| {
+                    let f = FieldConfig::new(*name, *data_type);
+                    if *required { f.required() } else { f }
+                })
+                .collect();
+            schema_from_fields(&fields, "schema").unwrap_or_else(|e| {
+                unreachable!("the fuzz schemas are valid: {e}");
+            })
+        };
+        let wide: Vec<(String, &str)> = (0..20).map(|i| (format!("c{i}"), "int32")).collect();
+        let wide: Vec<(&str, &str, bool)> =
+            wide.iter().map(|(n, t)| (n.as_str(), *t, false)).collect();
+        vec![
+            from_fields(&[
+                ("id", "int64", true),
+                ("name", "utf8", false),
+                ("amount", "float64", false),
+                ("ok", "bool", false),
+            ]),
+            from_fields(&[
+                ("at", "timestamp[ms, UTC]", false),
+                ("local", "timestamp[us]", false),
+                ("day", "date32", false),
+                ("shifted", "timestamp[s, +01:00]", false),
+                ("nanos", "timestamp[ns, UTC]", false),
+            ]),
+            from_fields(&[
+                ("small", "int8", false),
+                ("count", "uint64", true),
+                ("n", "int32", false),
+                ("s", "int16", false),
+                ("b", "uint8", false),
+                ("w", "uint16", false),
+                ("u", "uint32", false),
+                ("ratio", "float32", false),
+                ("text", "large_utf8", false),
+            ]),
+            from_fields(&wide),
+        ]
+    })
+}
+
+/// Records through the NDJSON fast path of the blob-landing and JSON decoders
+/// (`decode/fast.rs`) and through their `arrow_json` path: byte 0 picks one of
+/// [`fast_schemas`] and whether numbers and booleans are read into string columns, the rest
+/// are records (one per line). Whatever the fast path reads — each record alone, and all of
+/// them as one block — the `arrow_json` path reads to the same batch; and decoding with the
+/// fast path on gives what decoding with it off gives (rows, dead letters, reasons).
+pub fn ndjson_fast(data: &[u8]) {
+    use crate::decode::block::{BlockDecoder, Piece, Rec, TextFormat as Format};
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let schemas = fast_schemas();
+    let schema = &schemas[usize::from(selector) % schemas.len()];
+    let coerce = selector & 0x80 != 0;
+    let mut recs = Vec::new();
+    let mut start = 0;
+    for (i, line) in rest.split(|&b| b == b'\n').enumerate() {
+        recs.push(Rec {
+            start,
+            end: start + line.len(),
+            line: i as u64 + 1,
+        });
+        start += line.len() + 1;
+    }
+    let new = |fast: bool| {
+        BlockDecoder::new(Format::Ndjson, schema.clone(), recs.len().max(1))
+            .with_coerce_primitive(coerce)
+            .with_fast(fast)
+    };
+    let mut fast = new(true);
+    let mut slow = new(false);
+    assert!(fast.has_fast(), "the fuzz schemas have a fast path");
+    let mut ranges: Vec<&[Rec]> = recs.chunks(1).take(MAX_SINGLE_DECODES).collect();
+    ranges.push(&recs);
+    for range in ranges {
+        let Ok(batch) = fast.decode_fast(rest, range) else {
+            continue;
+        };
+        match slow.decode(rest, range) {
+            Ok(expected) => {
+                assert_eq!(batch.schema(), expected.schema(), "the same schema");
+                assert_eq!(batch, expected, "the fast path reads as arrow_json reads");
+            }
+            Err(reason) => panic!("the fast path read a block arrow_json rejects: {reason}"),
+        }
+        check_required(&batch);
+    }
+    let pieces = |d: &mut BlockDecoder| {
+        let mut out = Vec::new();
+        d.decode_range(rest, &recs, 0, recs.len(), &mut out);
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for piece in out {
+            match piece {
+                Piece::Good(batch) => good.push(batch),
+                Piece::Bad(at, reason) => bad.push((at, reason)),
+            }
+        }
+        let rows = arrow_select::concat::concat_batches(schema, &good)
+            .unwrap_or_else(|e| panic!("batches of one schema concatenate: {e}"));
+        (rows, bad)
+    };
+    assert_eq!(
+        pieces(&mut fast),
+        pieces(&mut slow),
+        "the same rows and dead letters with the fast path on and off"
+    );
+}
+
 /// The text-file schema of [`blob_text`] when it does not infer one.
 fn text_schema(format: TextFormat) -> SchemaRef {
     static SCHEMAS: OnceLock<(SchemaRef, SchemaRef)> = OnceLock::new();

@@ -11,6 +11,11 @@ fn ndjson_decoder_corpus_replays() {
 }
 
 #[test]
+fn ndjson_fast_corpus_replays() {
+    replay("ndjson_fast", arcane_sources::fuzzing::ndjson_fast);
+}
+
+#[test]
 fn blob_text_corpus_replays() {
     replay("blob_text", arcane_sources::fuzzing::blob_text);
 }

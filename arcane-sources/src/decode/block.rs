@@ -5,11 +5,18 @@
 //! and each half decoded again, down to the single bad records, which the caller
 //! dead-letters; the good rows of the block are kept in order. One bad record in a block of
 //! `n` costs about `2·log2(n)` extra decodes of shrinking ranges.
+//!
+//! NDJSON blocks of a schema of top-level scalar columns are first read by the fast path
+//! ([`FastDecoder`]: one pass per line straight into the schema's builders); a block it gives
+//! up on takes the `arrow_json` path, which makes the same batch of every block the fast path
+//! reads.
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+
+use super::fast::FastDecoder;
 
 /// A line-oriented format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +57,18 @@ pub(crate) struct BlockDecoder {
     /// Whether JSON numbers and booleans are read into string columns as their text.
     coerce_primitive: bool,
     json: Option<arrow_json::reader::Decoder>,
+    /// The NDJSON fast path, when the schema is one it reads and it is on.
+    fast: Option<FastDecoder>,
 }
 
 /// Scale of the decimal that top-level integer columns of JSON are decoded as: fractional
 /// digits up to this many are seen (and the record rejected) instead of truncated.
-const INTEGER_SCALE: i8 = 18;
+pub(super) const INTEGER_SCALE: i8 = 18;
+/// Precision of the decimal that top-level integer columns of JSON are decoded as.
+pub(super) const INTEGER_PRECISION: u8 = 38;
 /// The decimal that top-level integer columns of JSON are decoded as (every `i64`/`u64` fits
 /// with [`INTEGER_SCALE`] fractional digits).
-const INTEGER_AS_DECIMAL: DataType = DataType::Decimal128(38, INTEGER_SCALE);
+const INTEGER_AS_DECIMAL: DataType = DataType::Decimal128(INTEGER_PRECISION, INTEGER_SCALE);
 
 /// The schema handed to the Arrow decoders for `target`, at any depth (columns, and fields
 /// of structs, lists and maps):
@@ -238,13 +249,50 @@ pub(crate) use arcane_core::schema::is_utc;
 
 impl BlockDecoder {
     pub(crate) fn new(format: TextFormat, target: SchemaRef, batch_rows: usize) -> Self {
-        Self {
+        let schema = decode_schema(&target, format);
+        let mut decoder = Self {
             format,
-            schema: decode_schema(&target, format),
+            schema,
             target,
             batch_rows,
             coerce_primitive: false,
             json: None,
+            fast: None,
+        };
+        decoder.fast = decoder.fast_decoder();
+        decoder
+    }
+
+    /// The fast path for this decoder's format, schema and options, if it has one.
+    fn fast_decoder(&self) -> Option<FastDecoder> {
+        match self.format {
+            TextFormat::Ndjson => {
+                FastDecoder::new(&self.target, &self.schema, self.coerce_primitive)
+            }
+            TextFormat::Csv { .. } => None,
+        }
+    }
+
+    /// Whether NDJSON blocks are first read by the fast path (on by default, when the schema
+    /// is one it reads); off, every block takes the `arrow_json` path (the fast path's
+    /// oracle in tests, the baseline in benchmarks).
+    pub(crate) fn with_fast(mut self, on: bool) -> Self {
+        self.fast = if on { self.fast_decoder() } else { None };
+        self
+    }
+
+    /// Whether NDJSON blocks are first read by the fast path.
+    pub(crate) fn has_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Decode the records `recs` of `buf` with the fast path alone: `Err` with the reason it
+    /// gave up (its oracle compares its batches with the `arrow_json` path's).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn decode_fast(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
+        match &mut self.fast {
+            Some(fast) => fast.decode(buf, recs).map_err(str::to_string),
+            None => Err("no fast path for this schema".into()),
         }
     }
 
@@ -254,11 +302,23 @@ impl BlockDecoder {
     pub(crate) fn with_coerce_primitive(mut self, coerce: bool) -> Self {
         self.coerce_primitive = coerce;
         self.json = None;
+        if self.fast.is_some() {
+            self.fast = self.fast_decoder();
+        }
         self
     }
 
     /// Decode the records `recs` of `buf`, one row each.
     pub(crate) fn decode(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
+        // The fast path reads at most what the `arrow_json` path reads in one batch (a longer
+        // block fails there, and is bisected).
+        if let Some(fast) = &mut self.fast
+            && !recs.is_empty()
+            && recs.len() <= self.batch_rows + 1
+            && let Ok(batch) = fast.decode(buf, recs)
+        {
+            return Ok(batch);
+        }
         let batch = self.decode_raw(buf, recs)?;
         if Arc::ptr_eq(&self.schema, &self.target) {
             return Ok(batch);

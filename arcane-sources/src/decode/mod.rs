@@ -6,7 +6,10 @@
 //! * [`JsonDecoder`] — JSON records into batches of that schema; records that do not fit are
 //!   returned with the reason, for the dead-letter queue.
 
+#[doc(hidden)]
+pub mod bench;
 pub(crate) mod block;
+mod fast;
 mod json;
 mod types;
 

@@ -1,0 +1,1798 @@
+//! The schema-directed fast path for NDJSON blocks: one pass over each line, straight into
+//! Arrow builders of the stream's schema, for schemas of top-level columns of the types
+//! Int8..Int64, UInt8..UInt64, Float32/Float64, Boolean, Utf8/LargeUtf8, Timestamp (any unit,
+//! with or without a zone) and Date32, with or without `coerce_primitive`. Any other column
+//! type (decimals, structs, lists, binary, …) leaves the schema to the `arrow_json` path.
+//!
+//! It accepts a subset of what the `arrow_json` path ([`BlockDecoder`]'s general path)
+//! accepts and makes exactly the same batch of it: strict JSON (no trailing or doubled
+//! commas, no missing ones, numbers only in JSON's grammar), each value read by the same
+//! function `arrow_json` reads it with (`lexical_core` for numbers, `arrow_cast`'s parsers for
+//! strings in numeric and temporal columns, `parse_decimal` for integers that are not plain).
+//! Anything else — a record the general path rejects, or a construct the fast path leaves to
+//! it (a key twice in a record, a date or a timestamp given as a number that is not an
+//! integer, a surrogate pair `arrow_json` decodes differently, values nested deeper than
+//! [`MAX_DEPTH`]), or a block longer than the general path's batch — gives up on the whole
+//! block with a reason, and the block takes the general path, which keeps its dead letters,
+//! bisection and messages. Builders are made per block, so giving up leaves nothing behind.
+//!
+//! [`BlockDecoder`]: super::block::BlockDecoder
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int8Builder, Int16Builder,
+    Int32Builder, Int64Builder, LargeStringBuilder, StringBuilder, UInt8Builder, UInt16Builder,
+    UInt32Builder, UInt64Builder,
+};
+use arrow_array::timezone::Tz;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_cast::parse::{Parser, parse_decimal, string_to_datetime};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
+
+use super::block::{INTEGER_PRECISION, INTEGER_SCALE, Rec};
+
+/// Why the fast path gave up on a block (the block then takes the general path).
+pub(crate) type GiveUp = &'static str;
+
+/// Nesting of the values of keys not in the schema beyond which the fast path gives up.
+const MAX_DEPTH: usize = 64;
+
+/// The time zone timestamp strings without an offset are read in: `arrow_json`'s choice for
+/// the column's type (UTC for a type without a zone).
+#[derive(Debug, Clone)]
+enum Zone {
+    Utc,
+    Tz(Tz),
+}
+
+/// How a column's values are read.
+#[derive(Debug, Clone)]
+enum Kind {
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Float32,
+    Float64,
+    Boolean,
+    Utf8,
+    LargeUtf8,
+    Timestamp(TimeUnit, Zone),
+    Date32,
+}
+
+/// A column of the schema.
+#[derive(Debug)]
+struct Column {
+    name: Box<[u8]>,
+    /// The name and the closing quote, as a key without escapes reads in JSON (none when
+    /// the name holds a quote or a backslash, which JSON escapes).
+    quoted: Option<Box<[u8]>>,
+    nullable: bool,
+    kind: Kind,
+    data_type: DataType,
+}
+
+/// A column's values while a block is read.
+enum Builder {
+    Int8(Int8Builder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt8(UInt8Builder),
+    UInt16(UInt16Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    LargeUtf8(LargeStringBuilder),
+    /// Timestamps of any unit, as `i64` (given their type when finished).
+    Timestamp(Int64Builder),
+    Date32(Date32Builder),
+}
+
+impl Builder {
+    fn new(kind: &Kind, rows: usize) -> Self {
+        match kind {
+            Kind::Int8 => Self::Int8(Int8Builder::with_capacity(rows)),
+            Kind::Int16 => Self::Int16(Int16Builder::with_capacity(rows)),
+            Kind::Int32 => Self::Int32(Int32Builder::with_capacity(rows)),
+            Kind::Int64 => Self::Int64(Int64Builder::with_capacity(rows)),
+            Kind::UInt8 => Self::UInt8(UInt8Builder::with_capacity(rows)),
+            Kind::UInt16 => Self::UInt16(UInt16Builder::with_capacity(rows)),
+            Kind::UInt32 => Self::UInt32(UInt32Builder::with_capacity(rows)),
+            Kind::UInt64 => Self::UInt64(UInt64Builder::with_capacity(rows)),
+            Kind::Float32 => Self::Float32(Float32Builder::with_capacity(rows)),
+            Kind::Float64 => Self::Float64(Float64Builder::with_capacity(rows)),
+            Kind::Boolean => Self::Boolean(BooleanBuilder::with_capacity(rows)),
+            Kind::Utf8 => Self::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            Kind::LargeUtf8 => Self::LargeUtf8(LargeStringBuilder::with_capacity(rows, rows * 16)),
+            Kind::Timestamp(..) => Self::Timestamp(Int64Builder::with_capacity(rows)),
+            Kind::Date32 => Self::Date32(Date32Builder::with_capacity(rows)),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Int8(b) => b.append_null(),
+            Self::Int16(b) => b.append_null(),
+            Self::Int32(b) => b.append_null(),
+            Self::Int64(b) => b.append_null(),
+            Self::UInt8(b) => b.append_null(),
+            Self::UInt16(b) => b.append_null(),
+            Self::UInt32(b) => b.append_null(),
+            Self::UInt64(b) => b.append_null(),
+            Self::Float32(b) => b.append_null(),
+            Self::Float64(b) => b.append_null(),
+            Self::Boolean(b) => b.append_null(),
+            Self::Utf8(b) => b.append_null(),
+            Self::LargeUtf8(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::Date32(b) => b.append_null(),
+        }
+    }
+
+    /// Append an integer read from JSON; false when it does not fit the column.
+    fn append_int(&mut self, v: i128) -> bool {
+        macro_rules! put {
+            ($b:expr) => {
+                match v.try_into() {
+                    Ok(v) => {
+                        $b.append_value(v);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            };
+        }
+        match self {
+            Self::Int8(b) => put!(b),
+            Self::Int16(b) => put!(b),
+            Self::Int32(b) => put!(b),
+            Self::Int64(b) => put!(b),
+            Self::UInt8(b) => put!(b),
+            Self::UInt16(b) => put!(b),
+            Self::UInt32(b) => put!(b),
+            Self::UInt64(b) => put!(b),
+            _ => false,
+        }
+    }
+
+    fn finish(self, column: &Column) -> ArrayRef {
+        match self {
+            Self::Int8(mut b) => Arc::new(b.finish()),
+            Self::Int16(mut b) => Arc::new(b.finish()),
+            Self::Int32(mut b) => Arc::new(b.finish()),
+            Self::Int64(mut b) => Arc::new(b.finish()),
+            Self::UInt8(mut b) => Arc::new(b.finish()),
+            Self::UInt16(mut b) => Arc::new(b.finish()),
+            Self::UInt32(mut b) => Arc::new(b.finish()),
+            Self::UInt64(mut b) => Arc::new(b.finish()),
+            Self::Float32(mut b) => Arc::new(b.finish()),
+            Self::Float64(mut b) => Arc::new(b.finish()),
+            Self::Boolean(mut b) => Arc::new(b.finish()),
+            Self::Utf8(mut b) => Arc::new(b.finish()),
+            Self::LargeUtf8(mut b) => Arc::new(b.finish()),
+            Self::Date32(mut b) => Arc::new(b.finish()),
+            Self::Timestamp(mut b) => {
+                let ints = b.finish();
+                let (_, values, nulls) = ints.into_parts();
+                let zone = match &column.data_type {
+                    DataType::Timestamp(_, zone) => zone.clone(),
+                    _ => None,
+                };
+                match column.kind {
+                    Kind::Timestamp(TimeUnit::Second, _) => Arc::new(
+                        PrimitiveArray::<TimestampSecondType>::new(values, nulls)
+                            .with_timezone_opt(zone),
+                    ),
+                    Kind::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
+                        PrimitiveArray::<TimestampMillisecondType>::new(values, nulls)
+                            .with_timezone_opt(zone),
+                    ),
+                    Kind::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
+                        PrimitiveArray::<TimestampMicrosecondType>::new(values, nulls)
+                            .with_timezone_opt(zone),
+                    ),
+                    _ => Arc::new(
+                        PrimitiveArray::<TimestampNanosecondType>::new(values, nulls)
+                            .with_timezone_opt(zone),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Decodes NDJSON blocks of a schema of top-level scalar columns (see the module's doc).
+#[derive(Debug)]
+pub(crate) struct FastDecoder {
+    target: SchemaRef,
+    columns: Vec<Column>,
+    /// Column by name, for schemas too wide to search in order.
+    by_name: Option<HashMap<Box<[u8]>, usize>>,
+    /// Whether JSON numbers and booleans are read into string columns as their text.
+    coerce_primitive: bool,
+    /// Per column, the row (plus one) that last had it: a key twice in a record, and the
+    /// columns a record leaves out.
+    seen: Vec<u32>,
+    /// Unescaped strings.
+    scratch: String,
+}
+
+/// Columns beyond which names are looked up in a map rather than in order.
+const LINEAR_LOOKUP: usize = 16;
+
+impl FastDecoder {
+    /// A fast path for `target` (decoded by the general path as `decode_schema`, which names
+    /// the zones timestamps are read in), or none when a column's type is not one it reads.
+    pub(crate) fn new(
+        target: &SchemaRef,
+        decode_schema: &SchemaRef,
+        coerce_primitive: bool,
+    ) -> Option<Self> {
+        let fields = target.fields();
+        if fields.is_empty() || fields.len() != decode_schema.fields().len() {
+            return None;
+        }
+        let mut columns = Vec::with_capacity(fields.len());
+        for (field, decoded) in fields.iter().zip(decode_schema.fields()) {
+            let kind = match field.data_type() {
+                DataType::Int8 => Kind::Int8,
+                DataType::Int16 => Kind::Int16,
+                DataType::Int32 => Kind::Int32,
+                DataType::Int64 => Kind::Int64,
+                DataType::UInt8 => Kind::UInt8,
+                DataType::UInt16 => Kind::UInt16,
+                DataType::UInt32 => Kind::UInt32,
+                DataType::UInt64 => Kind::UInt64,
+                DataType::Float32 => Kind::Float32,
+                DataType::Float64 => Kind::Float64,
+                DataType::Boolean => Kind::Boolean,
+                DataType::Utf8 => Kind::Utf8,
+                DataType::LargeUtf8 => Kind::LargeUtf8,
+                DataType::Date32 => Kind::Date32,
+                DataType::Timestamp(unit, _) => {
+                    // The zone `arrow_json` reads the column in (UTC written `+00:00`).
+                    let zone = match decoded.data_type() {
+                        DataType::Timestamp(_, None) => Zone::Utc,
+                        DataType::Timestamp(_, Some(tz)) => Zone::Tz(tz.parse().ok()?),
+                        _ => return None,
+                    };
+                    Kind::Timestamp(*unit, zone)
+                }
+                _ => return None,
+            };
+            let name = field.name().as_bytes();
+            let quoted = (!name.iter().any(|&b| b == b'"' || b == b'\\'))
+                .then(|| [name, b"\""].concat().into_boxed_slice());
+            columns.push(Column {
+                name: name.into(),
+                quoted,
+                nullable: field.is_nullable(),
+                kind,
+                data_type: field.data_type().clone(),
+            });
+        }
+        // `arrow_json` takes the first column of a name; such a schema is left to it.
+        let mut names: Vec<&[u8]> = columns.iter().map(|c| &*c.name).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let by_name = (columns.len() > LINEAR_LOOKUP).then(|| {
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect()
+        });
+        Some(Self {
+            target: target.clone(),
+            seen: vec![0; columns.len()],
+            columns,
+            by_name,
+            coerce_primitive,
+            scratch: String::new(),
+        })
+    }
+
+    /// Decode the records `recs` of `buf` (each one JSON object), one row each, or give up.
+    pub(crate) fn decode(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, GiveUp> {
+        let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
+            return Err("no records");
+        };
+        if recs.len() >= u32::MAX as usize {
+            return Err("too many records");
+        }
+        let base = first.start;
+        let span = buf.get(base..last.end).ok_or("records out of order")?;
+        // Strings must be UTF-8 (as the general path requires); outside strings, any byte
+        // that is not ASCII is invalid JSON anyway.
+        let text = std::str::from_utf8(span).map_err(|_| "invalid UTF-8")?;
+        let mut builders: Vec<Builder> = self
+            .columns
+            .iter()
+            .map(|c| Builder::new(&c.kind, recs.len()))
+            .collect();
+        self.seen.fill(0);
+        for (row, rec) in recs.iter().enumerate() {
+            let line = rec
+                .start
+                .checked_sub(base)
+                .zip(rec.end.checked_sub(base))
+                .and_then(|(start, end)| text.get(start..end))
+                .ok_or("records out of order")?;
+            self.record(line, row as u32 + 1, &mut builders)?;
+        }
+        let columns = builders
+            .into_iter()
+            .zip(&self.columns)
+            .map(|(b, c)| b.finish(c))
+            .collect();
+        RecordBatch::try_new(self.target.clone(), columns).map_err(|_| "batch")
+    }
+
+    /// Read one record into `builders`: one value (or null) per column.
+    fn record(&mut self, text: &str, stamp: u32, builders: &mut [Builder]) -> Result<(), GiveUp> {
+        let b = text.as_bytes();
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return Err("not an object");
+        }
+        i = skip_ws(b, i + 1);
+        let mut filled = 0;
+        // The column expected next: keys usually come in the schema's order.
+        let mut next = 0;
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                if b.get(i) != Some(&b'"') {
+                    return Err("expected a key");
+                }
+                let (column, after) = self.key(text, i + 1, next)?;
+                i = skip_ws(b, after);
+                if b.get(i) != Some(&b':') {
+                    return Err("expected a colon");
+                }
+                i = skip_ws(b, i + 1);
+                match column {
+                    Some(c) => {
+                        if self.seen[c] == stamp {
+                            return Err("a key twice in a record");
+                        }
+                        self.seen[c] = stamp;
+                        filled += 1;
+                        i = self.value(c, text, i, &mut builders[c])?;
+                        next = c + 1;
+                    }
+                    None => i = skip_value(b, i, 0)?,
+                }
+                i = skip_ws(b, i);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return Err("expected a comma or the object's end"),
+                }
+            }
+        }
+        if skip_ws(b, i) != b.len() {
+            return Err("more than one value on the line");
+        }
+        if filled < self.columns.len() {
+            for (c, builder) in builders.iter_mut().enumerate() {
+                if self.seen[c] != stamp {
+                    if !self.columns[c].nullable {
+                        return Err("a required column is missing");
+                    }
+                    builder.append_null();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The column of the key starting at `i` (after its quote), trying `next` first, and the
+    /// position after the key's closing quote.
+    fn key(&mut self, text: &str, i: usize, next: usize) -> Result<(Option<usize>, usize), GiveUp> {
+        if let Some(Column {
+            quoted: Some(quoted),
+            ..
+        }) = self.columns.get(next)
+            && text
+                .as_bytes()
+                .get(i..i + quoted.len())
+                .is_some_and(|key| key.iter().zip(quoted.iter()).all(|(a, b)| a == b))
+        {
+            return Ok((Some(next), i + quoted.len()));
+        }
+        let (key, after) = string(text, i, &mut self.scratch)?;
+        let key = key.as_bytes();
+        if let Some(c) = self.columns.get(next)
+            && *c.name == *key
+        {
+            return Ok((Some(next), after));
+        }
+        let column = match &self.by_name {
+            Some(map) => map.get(key).copied(),
+            None => self.columns.iter().position(|c| *c.name == *key),
+        };
+        Ok((column, after))
+    }
+
+    /// Read the value at `i` into column `c`; the position after it.
+    fn value(
+        &mut self,
+        c: usize,
+        text: &str,
+        i: usize,
+        builder: &mut Builder,
+    ) -> Result<usize, GiveUp> {
+        let b = text.as_bytes();
+        let column = &self.columns[c];
+        let first = *b.get(i).ok_or("expected a value")?;
+        if first == b'n' {
+            let end = literal(b, i, b"null")?;
+            if !column.nullable {
+                return Err("null in a required column");
+            }
+            builder.append_null();
+            return Ok(end);
+        }
+        match (builder, &column.kind) {
+            (Builder::Float64(out), _) => match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
+                    out.append_value(Float64Type::parse(s).ok_or("not a float64")?);
+                    Ok(end)
+                }
+                _ => {
+                    let end = number(b, i)?.0;
+                    let v = lexical_core::parse::<f64>(&b[i..end]).map_err(|_| "float64")?;
+                    out.append_value(v);
+                    Ok(end)
+                }
+            },
+            (Builder::Float32(out), _) => match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
+                    out.append_value(Float32Type::parse(s).ok_or("not a float32")?);
+                    Ok(end)
+                }
+                _ => {
+                    let end = number(b, i)?.0;
+                    let v = lexical_core::parse::<f32>(&b[i..end]).map_err(|_| "float32")?;
+                    out.append_value(v);
+                    Ok(end)
+                }
+            },
+            (Builder::Boolean(out), _) => match first {
+                b't' => {
+                    out.append_value(true);
+                    literal(b, i, b"true")
+                }
+                b'f' => {
+                    out.append_value(false);
+                    literal(b, i, b"false")
+                }
+                _ => Err("not a boolean"),
+            },
+            (Builder::Utf8(out), _) => {
+                let (s, end) = text_value(text, i, self.coerce_primitive, &mut self.scratch)?;
+                out.append_value(s);
+                Ok(end)
+            }
+            (Builder::LargeUtf8(out), _) => {
+                let (s, end) = text_value(text, i, self.coerce_primitive, &mut self.scratch)?;
+                out.append_value(s);
+                Ok(end)
+            }
+            (Builder::Timestamp(out), Kind::Timestamp(unit, zone)) => {
+                let (v, end) = match first {
+                    b'"' => {
+                        let (s, end) = string(text, i + 1, &mut self.scratch)?;
+                        (timestamp(s, *unit, zone)?, end)
+                    }
+                    _ => {
+                        // An integer, as `arrow_json` reads it first. Other numbers are left
+                        // to it: it reads them as floats, cast to `i64` saturating (arrow-json
+                        // 60.1) or refused when out of range (60.2).
+                        let end = number(b, i)?.0;
+                        let v = lexical_core::parse::<i64>(&b[i..end])
+                            .map_err(|_| "a timestamp number that is not a 64-bit integer")?;
+                        (v, end)
+                    }
+                };
+                out.append_value(v);
+                Ok(end)
+            }
+            (Builder::Date32(out), _) => match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
+                    out.append_value(Date32Type::parse(s).ok_or("not a date")?);
+                    Ok(end)
+                }
+                _ => {
+                    let (end, integer) = number(b, i)?;
+                    if !integer {
+                        return Err("a date as a number with a fraction or exponent");
+                    }
+                    let v = lexical_core::parse::<i32>(&b[i..end]).map_err(|_| "date32")?;
+                    out.append_value(v);
+                    Ok(end)
+                }
+            },
+            (builder, _) => {
+                // The integer columns: plain integers here, the rest (fractions, exponents,
+                // strings that are not plain integers) as `arrow_json` reads them.
+                let (v, end) = match first {
+                    b'"' => {
+                        let (s, end) = string(text, i + 1, &mut self.scratch)?;
+                        let v = match integer(s.as_bytes(), 0) {
+                            Ok((v, n)) if n == s.len() => v,
+                            _ => decimal_integer(s)?,
+                        };
+                        (v, end)
+                    }
+                    _ => match integer(b, i) {
+                        Ok(read) => read,
+                        Err(_) => {
+                            let end = number(b, i)?.0;
+                            (
+                                decimal_integer(text.get(i..end).ok_or("invalid UTF-8")?)?,
+                                end,
+                            )
+                        }
+                    },
+                };
+                if !builder.append_int(v) {
+                    return Err("an integer that does not fit its column");
+                }
+                Ok(end)
+            }
+        }
+    }
+}
+
+/// A string column's value at `i`: a string, or with `coerce_primitive` the text of a number
+/// or boolean.
+fn text_value<'a>(
+    text: &'a str,
+    i: usize,
+    coerce_primitive: bool,
+    scratch: &'a mut String,
+) -> Result<(&'a str, usize), GiveUp> {
+    let b = text.as_bytes();
+    match b.get(i) {
+        Some(b'"') => string(text, i + 1, scratch),
+        Some(b't') if coerce_primitive => Ok(("true", literal(b, i, b"true")?)),
+        Some(b'f') if coerce_primitive => Ok(("false", literal(b, i, b"false")?)),
+        Some(b'-' | b'0'..=b'9') if coerce_primitive => {
+            let end = number(b, i)?.0;
+            Ok((text.get(i..end).ok_or("invalid UTF-8")?, end))
+        }
+        _ => Err("not a string"),
+    }
+}
+
+/// `s` as the general path reads it into an integer column: a decimal of
+/// [`INTEGER_SCALE`] fractional digits that must be whole.
+fn decimal_integer(s: &str) -> Result<i128, GiveUp> {
+    let v = parse_decimal::<Decimal128Type>(s, INTEGER_PRECISION, INTEGER_SCALE)
+        .map_err(|_| "not an integer")?;
+    let unit = 10i128.pow(INTEGER_SCALE as u32);
+    if v % unit != 0 {
+        return Err("an integer with a fraction");
+    }
+    Ok(v / unit)
+}
+
+/// `s` as a timestamp of `unit`, as `arrow_json` reads it.
+fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, GiveUp> {
+    fn of<T: chrono::TimeZone>(t: chrono::DateTime<T>, unit: TimeUnit) -> Option<i64> {
+        match unit {
+            TimeUnit::Second => Some(t.timestamp()),
+            TimeUnit::Millisecond => Some(t.timestamp_millis()),
+            TimeUnit::Microsecond => Some(t.timestamp_micros()),
+            TimeUnit::Nanosecond => t.timestamp_nanos_opt(),
+        }
+    }
+    let v = match zone {
+        Zone::Utc => string_to_datetime(&chrono::Utc, s)
+            .ok()
+            .and_then(|t| of(t, unit)),
+        Zone::Tz(tz) => string_to_datetime(tz, s).ok().and_then(|t| of(t, unit)),
+    };
+    v.ok_or("not a timestamp")
+}
+
+/// The position of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The position after the literal `lit` at `i`.
+#[inline]
+fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, GiveUp> {
+    match b.get(i..i + lit.len()) {
+        Some(s) if s == lit => Ok(i + lit.len()),
+        _ => Err("not a literal"),
+    }
+}
+
+/// The end of the JSON number at `i` (strictly JSON's grammar) and whether it is an integer
+/// (no fraction, no exponent).
+#[inline]
+fn number(b: &[u8], mut i: usize) -> Result<(usize, bool), GiveUp> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i + 1),
+        _ => return Err("not a number"),
+    }
+    let mut integer = true;
+    if b.get(i) == Some(&b'.') {
+        integer = false;
+        let end = digits(b, i + 1);
+        if end == i + 1 {
+            return Err("no digits after the decimal point");
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        integer = false;
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let end = digits(b, i);
+        if end == i {
+            return Err("no digits in the exponent");
+        }
+        i = end;
+    }
+    Ok((i, integer))
+}
+
+#[inline]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The JSON integer at `i` (no fraction, no exponent, at most `u64::MAX` in magnitude) and
+/// the position after it.
+#[inline]
+fn integer(b: &[u8], mut i: usize) -> Result<(i128, usize), GiveUp> {
+    let negative = b.get(i) == Some(&b'-');
+    if negative {
+        i += 1;
+    }
+    let mut v: u64 = match b.get(i) {
+        Some(b'0') => {
+            i += 1;
+            0
+        }
+        Some(&d @ b'1'..=b'9') => {
+            i += 1;
+            u64::from(d - b'0')
+        }
+        _ => return Err("not an integer"),
+    };
+    if v != 0 {
+        while let Some(&d @ b'0'..=b'9') = b.get(i) {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                .ok_or("an integer beyond 64 bits")?;
+            i += 1;
+        }
+    }
+    if let Some(b'.' | b'e' | b'E' | b'0'..=b'9') = b.get(i) {
+        return Err("an integer with a fraction, an exponent or a leading zero");
+    }
+    let v = i128::from(v);
+    Ok((if negative { -v } else { v }, i))
+}
+
+/// The string whose content starts at `i` (after the opening quote), unescaped (into
+/// `scratch` when it has escapes), and the position after its closing quote.
+#[inline]
+fn string<'a>(
+    text: &'a str,
+    i: usize,
+    scratch: &'a mut String,
+) -> Result<(&'a str, usize), GiveUp> {
+    let b = text.as_bytes();
+    let rest = b.get(i..).ok_or("unterminated string")?;
+    match quote_or_backslash(rest) {
+        Some(n) if rest[n] == b'"' => {
+            let s = text.get(i..i + n).ok_or("invalid UTF-8")?;
+            Ok((s, i + n + 1))
+        }
+        Some(n) => {
+            scratch.clear();
+            scratch.push_str(text.get(i..i + n).ok_or("invalid UTF-8")?);
+            let end = unescape(text, i + n, scratch)?;
+            Ok((scratch.as_str(), end))
+        }
+        None => Err("unterminated string"),
+    }
+}
+
+/// The position of the first quote or backslash in `s`: a loop for the short strings of
+/// most records, `memchr` beyond.
+#[inline]
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const SHORT: usize = 32;
+    for (n, &c) in s.iter().take(SHORT).enumerate() {
+        if c == b'"' || c == b'\\' {
+            return Some(n);
+        }
+    }
+    let rest = s.get(SHORT..)?;
+    memchr::memchr2(b'"', b'\\', rest).map(|n| n + SHORT)
+}
+
+/// Unescape the rest of a string from the backslash at `i` into `out`; the position after
+/// the closing quote.
+fn unescape(text: &str, mut i: usize, out: &mut String) -> Result<usize, GiveUp> {
+    let b = text.as_bytes();
+    loop {
+        // At a backslash or the closing quote.
+        match b.get(i) {
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => {}
+            _ => return Err("unterminated string"),
+        }
+        let c = match b.get(i + 1) {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let high = hex4(b, i + 2)?;
+                let c = match high {
+                    0xD800..=0xDBFF => {
+                        if b.get(i + 6) != Some(&b'\\') || b.get(i + 7) != Some(&b'u') {
+                            return Err("a lone surrogate");
+                        }
+                        let low = hex4(b, i + 8)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err("an invalid surrogate pair");
+                        }
+                        // arrow-json (60.1, 60.2) combines the pair as
+                        // `(high - 0xD800) << 10 | (low - 0xDC00 + 0x10000)`, which differs
+                        // from the sum (the code point) when bit 6 of `high - 0xD800` is set
+                        // (U+20000..U+2FFFF, U+60000..U+6FFFF, …): left to it.
+                        if (high - 0xD800) & 0x40 != 0 {
+                            return Err("a surrogate pair arrow_json decodes differently");
+                        }
+                        let n = ((u32::from(high) - 0xD800) << 10) | (u32::from(low) - 0xDC00);
+                        i += 6;
+                        char::from_u32(n + 0x1_0000).ok_or("an invalid surrogate pair")?
+                    }
+                    _ => char::from_u32(u32::from(high)).ok_or("a lone surrogate")?,
+                };
+                i += 4;
+                c
+            }
+            _ => return Err("an invalid escape"),
+        };
+        out.push(c);
+        i += 2;
+        let rest = b.get(i..).ok_or("unterminated string")?;
+        let n = quote_or_backslash(rest).ok_or("unterminated string")?;
+        out.push_str(text.get(i..i + n).ok_or("invalid UTF-8")?);
+        i += n;
+    }
+}
+
+/// Four hex digits at `i`.
+#[inline]
+fn hex4(b: &[u8], i: usize) -> Result<u16, GiveUp> {
+    let digits = b.get(i..i + 4).ok_or("a short unicode escape")?;
+    let mut v = 0u16;
+    for &d in digits {
+        let d = char::from(d)
+            .to_digit(16)
+            .ok_or("an invalid unicode escape")?;
+        v = (v << 4) | d as u16;
+    }
+    Ok(v)
+}
+
+/// Skip the value at `i` (of a key not in the schema), checking it is valid JSON as the
+/// general path reads it; the position after it.
+fn skip_value(b: &[u8], i: usize, depth: usize) -> Result<usize, GiveUp> {
+    if depth > MAX_DEPTH {
+        return Err("nested too deep");
+    }
+    match b.get(i) {
+        Some(b'"') => skip_string(b, i + 1),
+        Some(b'-' | b'0'..=b'9') => Ok(number(b, i)?.0),
+        Some(b't') => literal(b, i, b"true"),
+        Some(b'f') => literal(b, i, b"false"),
+        Some(b'n') => literal(b, i, b"null"),
+        Some(b'{') => {
+            let mut i = skip_ws(b, i + 1);
+            if b.get(i) == Some(&b'}') {
+                return Ok(i + 1);
+            }
+            loop {
+                if b.get(i) != Some(&b'"') {
+                    return Err("expected a key");
+                }
+                i = skip_ws(b, skip_string(b, i + 1)?);
+                if b.get(i) != Some(&b':') {
+                    return Err("expected a colon");
+                }
+                i = skip_ws(b, skip_value(b, skip_ws(b, i + 1), depth + 1)?);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b'}') => return Ok(i + 1),
+                    _ => return Err("expected a comma or the object's end"),
+                }
+            }
+        }
+        Some(b'[') => {
+            let mut i = skip_ws(b, i + 1);
+            if b.get(i) == Some(&b']') {
+                return Ok(i + 1);
+            }
+            loop {
+                i = skip_ws(b, skip_value(b, i, depth + 1)?);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b']') => return Ok(i + 1),
+                    _ => return Err("expected a comma or the list's end"),
+                }
+            }
+        }
+        _ => Err("expected a value"),
+    }
+}
+
+/// Skip the string whose content starts at `i`, checking its escapes; the position after
+/// its closing quote.
+fn skip_string(b: &[u8], mut i: usize) -> Result<usize, GiveUp> {
+    loop {
+        let rest = b.get(i..).ok_or("unterminated string")?;
+        let n = quote_or_backslash(rest).ok_or("unterminated string")?;
+        i += n;
+        if b[i] == b'"' {
+            return Ok(i + 1);
+        }
+        match b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+            Some(b'u') => {
+                let high = hex4(b, i + 2)?;
+                i += 6;
+                match high {
+                    0xD800..=0xDBFF => {
+                        if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
+                            return Err("a lone surrogate");
+                        }
+                        if !(0xDC00..=0xDFFF).contains(&hex4(b, i + 2)?) {
+                            return Err("an invalid surrogate pair");
+                        }
+                        i += 6;
+                    }
+                    0xDC00..=0xDFFF => return Err("a lone surrogate"),
+                    _ => {}
+                }
+            }
+            _ => return Err("an invalid escape"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The differential test: generated records, valid and hostile, decoded by the fast path
+    //! and by the `arrow_json` path; whatever the fast path accepts, the `arrow_json` path
+    //! accepts with the same batch.
+
+    use arcane_test_support::rng::SplitMix64;
+    use arrow_array::Array;
+    use arrow_schema::{Field, Schema};
+
+    use super::super::block::{BlockDecoder, Piece, TextFormat};
+    use super::*;
+
+    fn tz(unit: TimeUnit, zone: Option<&str>) -> DataType {
+        DataType::Timestamp(unit, zone.map(Into::into))
+    }
+
+    /// Every type the fast path reads, required and nullable.
+    fn wide_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("i8", DataType::Int8, true),
+            Field::new("i16", DataType::Int16, true),
+            Field::new("i32", DataType::Int32, true),
+            Field::new("u8", DataType::UInt8, true),
+            Field::new("u16", DataType::UInt16, true),
+            Field::new("u32", DataType::UInt32, true),
+            Field::new("u64", DataType::UInt64, true),
+            Field::new("f64", DataType::Float64, true),
+            Field::new("f32", DataType::Float32, true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("large", DataType::LargeUtf8, true),
+            Field::new("at", tz(TimeUnit::Millisecond, Some("UTC")), true),
+            Field::new("local", tz(TimeUnit::Microsecond, None), true),
+            Field::new("shifted", tz(TimeUnit::Second, Some("+01:00")), true),
+            Field::new("nanos", tz(TimeUnit::Nanosecond, Some("UTC")), true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("req_f", DataType::Float64, false),
+            Field::new("req_s", DataType::Utf8, false),
+        ]))
+    }
+
+    /// The benchmark's numeric-heavy schema.
+    fn numeric_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("qty", DataType::Int64, true),
+            Field::new("a", DataType::Float64, true),
+            Field::new("b", DataType::Float64, true),
+            Field::new("c", DataType::Float64, true),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("hex", DataType::Utf8, true),
+        ]))
+    }
+
+    /// More than [`LINEAR_LOOKUP`] columns: names looked up in the map.
+    fn many_schema() -> SchemaRef {
+        Arc::new(Schema::new(
+            (0..24)
+                .map(|i| Field::new(format!("c{i}"), DataType::Int32, true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn pick<'a>(rng: &mut SplitMix64, items: &[&'a str]) -> &'a str {
+        items[rng.between(0, items.len() as u64) as usize]
+    }
+
+    fn ws(rng: &mut SplitMix64) -> &'static str {
+        match rng.between(0, 12) {
+            0 => " ",
+            1 => "\t",
+            2 => "  \r ",
+            3 => "\n",
+            _ => "",
+        }
+    }
+
+    fn float_text(rng: &mut SplitMix64) -> String {
+        const EDGES: &[&str] = &[
+            "0",
+            "-0",
+            "-0.0",
+            "0.0",
+            "1",
+            "-1",
+            "1234.5678901234567",
+            "0.1",
+            "5e-324",
+            "4.9406564584124654e-324",
+            "2.2250738585072014e-308",
+            "2.225073858507201e-308",
+            "1e308",
+            "1.7976931348623157e308",
+            "1.7976931348623159e308",
+            "1e309",
+            "-1e309",
+            "1e-400",
+            "1E5",
+            "1e+5",
+            "1e-5",
+            "123456789012345678901234567890",
+            "0.1000000000000000055511151231257827",
+            "9007199254740993",
+            "3.4028235e38",
+            "3.4028236e38",
+            "1.17549435e-38",
+            "1.4e-45",
+            "7e-46",
+            "2.5",
+            "-2.5e-3",
+        ];
+        match rng.between(0, 4) {
+            0 => pick(rng, EDGES).to_string(),
+            1 => {
+                let v = f64::from_bits(rng.next_u64());
+                if v.is_finite() {
+                    format!("{v:?}")
+                } else {
+                    "1.5".into()
+                }
+            }
+            2 => {
+                let v = f64::from_bits(rng.next_u64());
+                if v.is_finite() {
+                    format!("{v:e}")
+                } else {
+                    "-3e7".into()
+                }
+            }
+            _ => format!(
+                "{:.1$}",
+                (rng.unit() - 0.5) * 1e6,
+                rng.between(0, 18) as usize
+            ),
+        }
+    }
+
+    fn int_text(rng: &mut SplitMix64) -> String {
+        const EDGES: &[&str] = &[
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "127",
+            "128",
+            "-128",
+            "-129",
+            "255",
+            "256",
+            "32767",
+            "32768",
+            "-32768",
+            "-32769",
+            "65535",
+            "65536",
+            "2147483647",
+            "2147483648",
+            "-2147483648",
+            "-2147483649",
+            "4294967295",
+            "4294967296",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-18446744073709551615",
+            "99999999999999999999",
+            "123456789012345678901234567890",
+        ];
+        match rng.between(0, 3) {
+            0 => pick(rng, EDGES).to_string(),
+            1 => (rng.next_u64() as i64).to_string(),
+            _ => (rng.between(0, 300) as i64 - 150).to_string(),
+        }
+    }
+
+    fn string_text(rng: &mut SplitMix64) -> String {
+        const PARTS: &[&str] = &[
+            "a",
+            "hello",
+            " ",
+            "é",
+            "😀",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\n",
+            "\\r",
+            "\\t",
+            "\\u00e9",
+            "\\u0000",
+            "\\u20AC",
+            "\\ud83d\\ude00",
+            "\\uD83D\\uDE00",
+            "\u{1}",
+            "\t",
+            "12",
+            "true",
+            "null",
+            "{",
+            "}",
+            "[",
+            ",",
+            ":",
+        ];
+        let n = rng.between(0, 5);
+        let mut s = String::from("\"");
+        for _ in 0..n {
+            s.push_str(pick(rng, PARTS));
+        }
+        s.push('"');
+        s
+    }
+
+    fn timestamp_text(rng: &mut SplitMix64) -> String {
+        const EDGES: &[&str] = &[
+            "\"2026-11-25T10:00:00Z\"",
+            "\"2026-11-25T10:00:00.123456789+02:00\"",
+            "\"2026-11-25 10:00:00\"",
+            "\"2026-11-25T10:00:00.5\"",
+            "\"2026-11-25\"",
+            "\"1970-01-01T00:00:00-00:30\"",
+            "\"2500-01-01T00:00:00Z\"",
+            "\"1600-01-01T00:00:00Z\"",
+            "\"2026-13-01T00:00:00Z\"",
+            "\"not a date\"",
+            "\" 2026-11-25T10:00:00Z \"",
+            "\"2026-11-25T10:00:00\\u005A\"",
+            "1700000000000",
+            "-1",
+            "0",
+            "1.5e12",
+            "1.7",
+            "9223372036854775807",
+            "9223372036854775808",
+            "1e300",
+        ];
+        pick(rng, EDGES).to_string()
+    }
+
+    fn date_text(rng: &mut SplitMix64) -> String {
+        const EDGES: &[&str] = &[
+            "\"2026-11-25\"",
+            "\"1970-01-01\"",
+            "\" 2026-11-25 \"",
+            "\"2026-02-30\"",
+            "\"2026-11-25T10:00:00Z\"",
+            "\"+10000-01-01\"",
+            "\"x\"",
+            "19000",
+            "-5",
+            "1.5",
+            "2147483648",
+            "1e3",
+        ];
+        pick(rng, EDGES).to_string()
+    }
+
+    /// Hostile values: of another type, or not quite JSON.
+    fn hostile_value(rng: &mut SplitMix64) -> String {
+        const BAD: &[&str] = &[
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "nan",
+            "+1",
+            ".5",
+            "1.",
+            "-",
+            "01",
+            "00",
+            "-01",
+            "1e",
+            "1e+",
+            "--1",
+            "1.5.3",
+            "1e5e3",
+            "0x10",
+            "1.5",
+            "1e3",
+            "12.0",
+            "1E2",
+            "tru",
+            "True",
+            "nul",
+            "nulls",
+            "falsey",
+            "\"12\"",
+            "\"-3\"",
+            "\"012\"",
+            "\" 12\"",
+            "\"1e3\"",
+            "\"1.5\"",
+            "\"NaN\"",
+            "\"inf\"",
+            "\" 1.5 \"",
+            "\"+1\"",
+            "\"true\"",
+            "[1]",
+            "{}",
+            "{\"a\":1}",
+            "[]",
+            "\"\\ud800\"",
+            "\"\\ud84d\\ude00\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\ud800x\"",
+            "\"\\x\"",
+            "\"\\u12G4\"",
+            "\"\\u12\"",
+            "\"abc",
+            "\"\\\"",
+            "'a'",
+            "1 2",
+            "\"a\" \"b\"",
+            "",
+            "true",
+            "false",
+            "null",
+            "0",
+            "-0",
+            "\"\"",
+        ];
+        pick(rng, BAD).to_string()
+    }
+
+    fn unknown_value(rng: &mut SplitMix64, hostile: bool) -> String {
+        const NESTED: &[&str] = &[
+            "{\"a\": [1, 2, {\"b\": null}], \"c\": \"x\"}",
+            "[]",
+            "{}",
+            "[[[[]]], {\"k\": [true, false, null]}]",
+            "-1.5e-7",
+            "\"\\ud83d\\ude00 \\\" }\"",
+            "{\"id\": 5}",
+            "[1, 2,]",
+            "{\"a\" 1}",
+            "[\"\\q\"]",
+            "{\"a\":1,}",
+            "[1 2]",
+            "{1: 2}",
+        ];
+        // The first seven are valid JSON.
+        let n = if hostile { NESTED.len() } else { 7 };
+        NESTED[rng.between(0, n as u64) as usize].to_string()
+    }
+
+    /// An integer that fits `t`: its bounds, small ones, any.
+    fn int_in(rng: &mut SplitMix64, t: &DataType) -> String {
+        let (lo, hi): (i128, i128) = match t {
+            DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+            DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+            DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+            DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
+            DataType::UInt8 => (0, u8::MAX.into()),
+            DataType::UInt16 => (0, u16::MAX.into()),
+            DataType::UInt32 => (0, u32::MAX.into()),
+            _ => (0, u64::MAX.into()),
+        };
+        let v = match rng.between(0, 6) {
+            0 => lo,
+            1 => hi,
+            2 => 0,
+            3 => (i128::from(rng.next_u64()) % (hi - lo + 1)) + lo,
+            _ => (rng.between(0, 200) as i128 - 100).clamp(lo, hi),
+        };
+        match rng.between(0, 12) {
+            0 if v == 0 => "-0".into(),
+            1 => format!("{v}.000"),
+            2 => format!("{v}e0"),
+            3 if v % 100 == 0 && v != 0 => format!("{}E2", v / 100),
+            4 if v != 0 && v.unsigned_abs() < 1000 => format!("{v}0e-1"),
+            _ => v.to_string(),
+        }
+    }
+
+    fn value_for(rng: &mut SplitMix64, t: &DataType, hostile: bool, coerce: bool) -> String {
+        if hostile {
+            if rng.between(0, 6) == 0 {
+                return hostile_value(rng);
+            }
+            return match rng.between(0, 16) {
+                0 => "null".into(),
+                1 if t.is_integer() => format!("\"{}\"", int_text(rng)),
+                1 if t.is_numeric() => format!("\"{}\"", float_text(rng)),
+                _ => match t {
+                    DataType::Float32 | DataType::Float64 => float_text(rng),
+                    t if t.is_integer() => int_text(rng),
+                    DataType::Boolean => pick(rng, &["true", "false"]).into(),
+                    DataType::Utf8 | DataType::LargeUtf8 => match rng.between(0, 8) {
+                        0 => int_text(rng),
+                        1 => float_text(rng),
+                        2 => pick(rng, &["true", "false"]).into(),
+                        _ => string_text(rng),
+                    },
+                    DataType::Timestamp(..) => timestamp_text(rng),
+                    _ => date_text(rng),
+                },
+            };
+        }
+        // Valid values, which the fast path reads.
+        match rng.between(0, 16) {
+            0 => return "null".into(),
+            1 if t.is_integer() => return format!("\"{}\"", int_in(rng, t)),
+            1 if t.is_numeric() => return format!("\"{}\"", float_text(rng)),
+            _ => {}
+        }
+        match t {
+            DataType::Float32 | DataType::Float64 => float_text(rng),
+            t if t.is_integer() => int_in(rng, t),
+            DataType::Boolean => pick(rng, &["true", "false"]).into(),
+            DataType::Utf8 | DataType::LargeUtf8 => match rng.between(0, 8) {
+                0 if coerce => float_text(rng),
+                1 if coerce => pick(rng, &["true", "false"]).into(),
+                _ => string_text(rng),
+            },
+            DataType::Timestamp(unit, _) => {
+                let mut text = timestamp_text(rng);
+                // Timestamp numbers that are not integers are left to `arrow_json`.
+                while text.contains("not")
+                    || (!text.starts_with('"') && text.contains(['.', 'e']))
+                    || text.contains("\" ")
+                    || text.contains("-13-")
+                    || (*unit == TimeUnit::Nanosecond && text.contains("00-01-01T"))
+                {
+                    text = timestamp_text(rng);
+                }
+                text
+            }
+            _ => pick(
+                rng,
+                &["\"2026-11-25\"", "\"1970-01-01\"", "19000", "-5", "0"],
+            )
+            .into(),
+        }
+    }
+
+    /// A key: the column's name, sometimes with escapes.
+    fn key(rng: &mut SplitMix64, name: &str) -> String {
+        match rng.between(0, 10) {
+            0 => {
+                // The first character as a unicode escape.
+                let mut chars = name.chars();
+                let first = chars.next().map_or(0, u32::from);
+                format!("\"\\u{first:04x}{}\"", chars.as_str())
+            }
+            1 => {
+                // The last character as a unicode escape.
+                let mut chars = name.chars();
+                let last = chars.next_back().map_or(0, u32::from);
+                format!("\"{}\\u{last:04X}\"", chars.as_str())
+            }
+            _ => format!("\"{name}\""),
+        }
+    }
+
+    /// A record of `schema`: columns in order or shuffled, some missing, unknown keys,
+    /// whitespace; with `hostile`, bad values and broken structure.
+    fn record(rng: &mut SplitMix64, schema: &Schema, hostile: bool, coerce: bool) -> Vec<u8> {
+        let mut order: Vec<usize> = (0..schema.fields().len()).collect();
+        if rng.between(0, 4) == 0 {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.between(0, i as u64 + 1) as usize);
+            }
+        }
+        let mut entries = Vec::new();
+        // With `hostile`, about half the records have one hostile value.
+        let bad = if hostile {
+            rng.between(0, 2 * order.len() as u64) as usize
+        } else {
+            usize::MAX
+        };
+        let fields = order.len() as u64;
+        for i in order {
+            let f = schema.field(i);
+            let bad_value = i == bad;
+            let missing = f.is_nullable() || bad_value;
+            if missing && rng.between(0, 6) == 0 {
+                continue;
+            }
+            let mut value = value_for(rng, f.data_type(), bad_value, coerce);
+            if !f.is_nullable() && !bad_value && value == "null" {
+                value = match f.data_type() {
+                    DataType::Utf8 => "\"x\"".into(),
+                    _ => "7".into(),
+                };
+            }
+            entries.push(format!(
+                "{}{}:{}{}",
+                key(rng, f.name()),
+                ws(rng),
+                ws(rng),
+                value
+            ));
+            if hostile && rng.between(0, 8 * fields) == 0 {
+                // The same key twice.
+                let again = value_for(rng, f.data_type(), false, coerce);
+                entries.push(format!("\"{}\":{again}", f.name()));
+            }
+            if rng.between(0, 8) == 0 {
+                let name = pick(rng, &["extra", "nested", "x", "Id", "id2", ""]);
+                let invalid = hostile && rng.between(0, fields) == 0;
+                entries.push(format!("\"{name}\": {}", unknown_value(rng, invalid)));
+            }
+        }
+        let mut line = String::new();
+        line.push_str(ws(rng));
+        line.push('{');
+        for (n, e) in entries.iter().enumerate() {
+            if n > 0 {
+                line.push_str(ws(rng));
+                line.push(',');
+            }
+            line.push_str(ws(rng));
+            line.push_str(e);
+        }
+        line.push_str(ws(rng));
+        line.push('}');
+        line.push_str(ws(rng));
+        let mut bytes = line.into_bytes();
+        if hostile {
+            match rng.between(0, 24) {
+                0 => {
+                    let at = rng.between(0, bytes.len() as u64) as usize;
+                    bytes.truncate(at);
+                }
+                1 => bytes.extend_from_slice(b"{\"id\":1}"),
+                2 => {
+                    let at = bytes.len().saturating_sub(1);
+                    bytes.insert(at, b',');
+                }
+                3 => {
+                    let at = rng.between(0, bytes.len() as u64) as usize;
+                    bytes.insert(at, 0xff);
+                }
+                4 => {
+                    let at = rng.between(0, bytes.len() as u64) as usize;
+                    bytes.insert(at, b',');
+                }
+                5 => bytes = pick(rng, &["[]", "null", "1", "\"x\"", "", "  ", "{", "}"]).into(),
+                6 => {
+                    let at = rng.between(0, bytes.len() as u64) as usize;
+                    bytes.remove(at.min(bytes.len().saturating_sub(1)));
+                }
+                7 => bytes.extend_from_slice(b"\xc3"),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    /// What the fast path did with the records: how many it read (blocks and records alone).
+    #[derive(Debug, Default)]
+    struct Tally {
+        records: usize,
+        records_fast: usize,
+        blocks: usize,
+        blocks_fast: usize,
+        /// Why the fast path gave up on records alone, and on how many of those the
+        /// `arrow_json` path gave a batch.
+        gave_up: std::collections::BTreeMap<String, (usize, usize)>,
+    }
+
+    fn same(a: &Result<RecordBatch, String>, b: &Result<RecordBatch, String>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b && a.schema() == b.schema(),
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Decode `lines` with the fast path and the `arrow_json` path, alone and in blocks, and
+    /// check that every batch the fast path makes is the `arrow_json` path's.
+    fn differential(
+        schema: &SchemaRef,
+        coerce: bool,
+        lines: &[Vec<u8>],
+        rng: &mut SplitMix64,
+    ) -> Tally {
+        let mut buf = Vec::new();
+        let mut recs = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let start = buf.len();
+            buf.extend_from_slice(line);
+            recs.push(Rec {
+                start,
+                end: buf.len(),
+                line: i as u64 + 1,
+            });
+            buf.push(b'\n');
+        }
+        let new = |fast: bool| {
+            BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64)
+                .with_coerce_primitive(coerce)
+                .with_fast(fast)
+        };
+        let mut fast = new(true);
+        let mut slow = new(false);
+        assert!(fast.has_fast() && !slow.has_fast());
+        let mut tally = Tally::default();
+        let show = |r: &[Rec]| {
+            r.iter()
+                .map(|r| String::from_utf8_lossy(&buf[r.start..r.end]).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut check = |range: &[Rec], tally: &mut Tally, alone: bool| {
+            let expected = slow.decode(&buf, range);
+            let got = fast.decode_fast(&buf, range);
+            if let Ok(batch) = &got {
+                assert!(
+                    matches!(&expected, Ok(e) if e == batch && e.schema() == batch.schema()),
+                    "the fast path read {:?}\nas {batch:?}\nthe arrow_json path: {expected:?}",
+                    show(range)
+                );
+            }
+            // Through `decode` (fast path first, then the fallback): always the same result.
+            let through = fast.decode(&buf, range);
+            assert!(
+                same(&through, &expected),
+                "{:?}: {through:?} / {expected:?}",
+                show(range)
+            );
+            if alone {
+                tally.records += 1;
+                tally.records_fast += usize::from(got.is_ok());
+                if let Err(reason) = &got {
+                    let entry = tally.gave_up.entry(reason.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += usize::from(expected.is_ok());
+                }
+            } else {
+                tally.blocks += 1;
+                tally.blocks_fast += usize::from(got.is_ok());
+            }
+        };
+        for i in 0..recs.len() {
+            check(&recs[i..i + 1], &mut tally, true);
+        }
+        let mut lo = 0;
+        while lo < recs.len() {
+            let hi = (lo + rng.between(1, 40) as usize).min(recs.len());
+            check(&recs[lo..hi], &mut tally, false);
+            lo = hi;
+        }
+        // Bisection: the same pieces with the fast path on and off.
+        let pieces = |d: &mut BlockDecoder| {
+            let mut out = Vec::new();
+            d.decode_range(&buf, &recs, 0, recs.len(), &mut out);
+            out.into_iter()
+                .map(|p| match p {
+                    Piece::Good(b) => Ok(b),
+                    Piece::Bad(i, reason) => Err(format!("{i}: {reason}")),
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = pieces(&mut fast);
+        let b = pieces(&mut slow);
+        let rows = |p: &[Result<RecordBatch, String>]| {
+            let good: Vec<&RecordBatch> = p.iter().filter_map(|r| r.as_ref().ok()).collect();
+            let bad: Vec<&String> = p.iter().filter_map(|r| r.as_ref().err()).collect();
+            let all = arrow_select::concat::concat_batches(schema, good).unwrap();
+            (all, bad.into_iter().cloned().collect::<Vec<_>>())
+        };
+        assert_eq!(rows(&a), rows(&b));
+        tally
+    }
+
+    fn run(schema: SchemaRef, coerce: bool, hostile: bool, seed: u64, blocks: usize) -> Tally {
+        let mut rng = SplitMix64(seed);
+        let mut total = Tally::default();
+        for _ in 0..blocks {
+            let n = rng.between(1, 80) as usize;
+            let lines: Vec<Vec<u8>> = (0..n)
+                .map(|_| record(&mut rng, &schema, hostile, coerce))
+                .collect();
+            let t = differential(&schema, coerce, &lines, &mut rng);
+            total.records += t.records;
+            total.records_fast += t.records_fast;
+            total.blocks += t.blocks;
+            total.blocks_fast += t.blocks_fast;
+            for (reason, (n, ok)) in t.gave_up {
+                let entry = total.gave_up.entry(reason).or_default();
+                entry.0 += n;
+                entry.1 += ok;
+            }
+        }
+        println!("{schema:?} coerce={coerce} hostile={hostile}: {total:?}");
+        total
+    }
+
+    #[test]
+    fn valid_records_take_the_fast_path_with_the_same_batches() {
+        for (seed, schema) in [
+            (1, wide_schema()),
+            (2, numeric_schema()),
+            (3, many_schema()),
+        ] {
+            let t = run(schema, false, false, seed, 60);
+            // Valid records the fast path gives up on: integers as `12.0`/`1e3` or too big
+            // ones, numbers in string columns, dates as numbers with fractions.
+            assert!(t.records_fast * 3 >= t.records, "{t:?}");
+            assert!(t.blocks_fast > 0, "{t:?}");
+        }
+        let t = run(wide_schema(), true, false, 4, 60);
+        assert!(t.records_fast * 3 >= t.records, "{t:?}");
+    }
+
+    #[test]
+    fn hostile_records_are_never_read_differently() {
+        for (seed, schema) in [
+            (11, wide_schema()),
+            (12, numeric_schema()),
+            (13, many_schema()),
+        ] {
+            run(schema.clone(), false, true, seed, 150);
+            run(schema, true, true, seed + 100, 50);
+        }
+    }
+
+    /// Every supported type, by hand: the fast path reads these lines (and gives the
+    /// `arrow_json` path's batch, checked by `differential`).
+    #[test]
+    fn the_fast_path_reads_every_supported_type() {
+        let schema = wide_schema();
+        let lines = [
+            r#"{"id": -9223372036854775808, "i8": -128, "i16": 32767, "i32": "-5", "u8": 255, "u16": 0, "u32": 4294967295, "u64": 18446744073709551615, "f64": 1234.5678901234567, "f32": 3.4028235e38, "ok": true, "name": "a\u00e9\"\\\/\ud83d\ude00", "large": "", "at": "2026-11-25T10:00:00.123Z", "local": "2026-11-25 10:00:00", "shifted": "2026-11-25T10:00:00+05:00", "nanos": 1700000000000000000, "day": "2026-11-25", "req_f": -0.0, "req_s": "x"}"#,
+            "\t{ \"req_s\" : \"y\" ,\"id\":9223372036854775807,\"req_f\":5e-324, \"extra\": {\"a\": [1, {\"b\": [null, \"\\\"}\"]}]}, \"f64\": \"1.5\", \"day\": 19000, \"at\": 1700000000000 } \r",
+            r#"{"id": 0, "req_f": 1e308, "req_s": "z", "f64": null, "ok": false, "\u0069\u0038": 1, "f32": "-2.5"}"#,
+            r#"{"id": 1e3, "i16": 12.0, "i32": " 7", "u64": "1.8446744073709551615e19", "req_f": 0, "req_s": ""}"#,
+        ];
+        let lines: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+        let t = differential(&schema, false, &lines, &mut SplitMix64(5));
+        assert_eq!(t.records_fast, 4, "{t:?}");
+        assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
+
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 64);
+        let buf = lines.join(&b'\n');
+        let mut recs = Vec::new();
+        let mut start = 0;
+        for (i, l) in lines.iter().enumerate() {
+            recs.push(Rec {
+                start,
+                end: start + l.len(),
+                line: i as u64 + 1,
+            });
+            start += l.len() + 1;
+        }
+        let batch = d.decode_fast(&buf, &recs).unwrap();
+        let f64s = batch
+            .column(8)
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap();
+        assert_eq!(f64s.value(0), 1234.5678901234567);
+        assert_eq!(f64s.value(1), 1.5);
+        assert!(f64s.is_null(2));
+        let names = batch
+            .column(11)
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        assert_eq!(names.value(0), "aé\"\\/😀");
+        let small = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow_array::Int8Array>()
+            .unwrap();
+        assert_eq!(small.value(2), 1);
+    }
+
+    /// Found by the `ndjson_fast` fuzz target (on arrow-json 60.2, which refuses a float
+    /// timestamp outside `i64` where 60.1 saturates it): a timestamp number beyond `i64` was
+    /// read as the float cast to `i64`; the fast path now reads integers alone and leaves
+    /// other numbers to `arrow_json`. Input in `fuzz/corpus/ndjson_fast/`.
+    #[test]
+    fn timestamp_numbers_beyond_i64_are_left_to_arrow_json() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            tz(TimeUnit::Millisecond, Some("UTC")),
+            true,
+        )]));
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 64);
+        for line in [
+            r#"{"at": 170000170000000000000000}"#,
+            r#"{"at": 1e300}"#,
+            r#"{"at": 1.5e12}"#,
+            r#"{"at": 1.7}"#,
+        ] {
+            let recs = [Rec {
+                start: 0,
+                end: line.len(),
+                line: 1,
+            }];
+            assert!(d.decode_fast(line.as_bytes(), &recs).is_err(), "{line}");
+        }
+    }
+
+    /// Found by the `ndjson_fast` fuzz target: `arrow_json` decodes the surrogate pair
+    /// `\ud84d\ude00` (U+23600) as U+13600 (it combines the halves with `|` where a carry is
+    /// due); the fast path decoded it correctly, so the two paths disagreed. The fast path now
+    /// leaves such pairs to `arrow_json`. Input in `fuzz/corpus/ndjson_fast/`.
+    #[test]
+    fn surrogate_pairs_arrow_json_decodes_differently_are_left_to_it() {
+        let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64);
+        let read = |d: &mut BlockDecoder, line: &str| {
+            let recs = [Rec {
+                start: 0,
+                end: line.len(),
+                line: 1,
+            }];
+            d.decode_fast(line.as_bytes(), &recs)
+        };
+        assert!(read(&mut d, r#"{"name": "\ud84d\ude00"}"#).is_err());
+        assert!(read(&mut d, r#"{"\ud84d\ude00": 1}"#).is_err());
+        // Below U+20000 (emoji among them) both read the code point.
+        for (line, text) in [
+            (r#"{"name": "\ud83d\ude00"}"#, "\u{1F600}"),
+            (r#"{"name": "\ud800\udc00"}"#, "\u{10000}"),
+            (r#"{"name": "\udbbf\udfff"}"#, "\u{FFFFF}"),
+        ] {
+            let batch = read(&mut d, line).unwrap();
+            let names = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>();
+            assert_eq!(names.unwrap().value(0), text, "{line}");
+        }
+        let lines: Vec<Vec<u8>> = (0xD800u32..0xDC00)
+            .step_by(7)
+            .map(|high| format!(r#"{{"name": "\u{high:04x}\udc{:02x}"}}"#, high % 256).into_bytes())
+            .collect();
+        differential(&schema, false, &lines, &mut SplitMix64(9));
+    }
+
+    /// Records the fast path must give up on (the `arrow_json` path rejects them, or reads
+    /// them in a way the fast path leaves to it).
+    #[test]
+    fn the_fast_path_gives_up_on_what_it_does_not_read() {
+        let schema = numeric_schema();
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 64);
+        for line in [
+            r#"{"id": 1.5}"#,
+            r#"{"id": 9223372036854775808}"#,
+            r#"{"id": 01}"#,
+            r#"{"id": +1}"#,
+            r#"{"id": 1, "a": .5}"#,
+            r#"{"id": 1, "a": 1.}"#,
+            r#"{"id": 1, "a": NaN}"#,
+            r#"{"id": 1, "a": -}"#,
+            r#"{"id": 1, "id": 2}"#,
+            r#"{"id": 1,}"#,
+            r#"{"id": 1 "a": 2}"#,
+            r#"{"qty": 1}"#,
+            r#"{"id": null}"#,
+            r#"{"id": 1}{"id": 2}"#,
+            r#"{"id": 1, "kind": "\ud800"}"#,
+            r#"{"id": 1, "kind": "\x"}"#,
+            r#"{"id": 1, "kind": 5}"#,
+            r#"{"id": 1, "flag": "true"}"#,
+            r#"{"id": 1, "extra": [1 2]}"#,
+            r#"{"id": 1"#,
+            "",
+            "[]",
+        ] {
+            let recs = [Rec {
+                start: 0,
+                end: line.len(),
+                line: 1,
+            }];
+            assert!(d.decode_fast(line.as_bytes(), &recs).is_err(), "{line}");
+        }
+    }
+}
