@@ -568,6 +568,7 @@ pub(crate) fn infer_text_schema(
             let mut chunk = Vec::with_capacity(INFER_CHUNK);
             let mut seen: u64 = 0;
             let mut line = Vec::new();
+            let mut previous: Option<Kinds<'static>> = None;
             let limit = max_records.map_or(u64::MAX, |n| n as u64);
             while seen < limit {
                 line.clear();
@@ -586,14 +587,31 @@ pub(crate) fn infer_text_schema(
                 }
                 seen += 1;
                 // Bad lines are dead-lettered when the file is read; inference skips them.
-                if let Ok(value @ serde_json::Value::Object(_)) =
-                    serde_json::from_slice::<serde_json::Value>(&line)
-                {
-                    chunk.push(value);
-                    if chunk.len() >= INFER_CHUNK {
-                        inference.add(&chunk);
-                        chunk.clear();
+                let value = match serde_json::from_slice::<Shallow<'_>>(&line) {
+                    // A record of scalars stands for its types only; one with the same keys
+                    // and types as the record before adds nothing to the inference.
+                    Ok(Shallow(Some(kinds))) => {
+                        if previous.as_ref() == Some(&kinds) {
+                            inference.objects += 1;
+                            continue;
+                        }
+                        let value = kinds.representative();
+                        previous = Some(kinds.owned());
+                        value
                     }
+                    Ok(Shallow(None)) => match serde_json::from_slice::<serde_json::Value>(&line) {
+                        Ok(value @ serde_json::Value::Object(_)) => {
+                            previous = None;
+                            value
+                        }
+                        _ => continue,
+                    },
+                    Err(_) => continue,
+                };
+                chunk.push(value);
+                if chunk.len() >= INFER_CHUNK {
+                    inference.add(&chunk);
+                    chunk.clear();
                 }
             }
             inference.add(&chunk);
@@ -632,6 +650,169 @@ pub(crate) fn infer_text_schema(
                 }),
             }
         }
+    }
+}
+
+/// The JSON type of a value, as far as inference tells types apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    /// A number `serde_json` reads as an `i64`.
+    Int,
+    /// Any other number.
+    Float,
+    Str,
+}
+
+/// The keys of a JSON object of scalars and their [`Kind`]s, in the record's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kinds<'a>(Vec<(std::borrow::Cow<'a, str>, Kind)>);
+
+impl Kinds<'_> {
+    /// An object with the same keys whose values have the same kinds, inserted in the
+    /// record's order into a `serde_json::Map` (which orders keys and keeps the last of a
+    /// repeated one as it does when it reads the record): what inference makes of it is what
+    /// it makes of the record.
+    fn representative(&self) -> serde_json::Value {
+        use serde_json::Value;
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, kind)| {
+                    let v = match kind {
+                        Kind::Null => Value::Null,
+                        Kind::Bool => Value::Bool(false),
+                        Kind::Int => Value::from(0i64),
+                        Kind::Float => Value::from(0.5f64),
+                        Kind::Str => Value::String(String::new()),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect(),
+        )
+    }
+
+    fn owned(self) -> Kinds<'static> {
+        Kinds(
+            self.0
+                .into_iter()
+                .map(|(k, v)| (std::borrow::Cow::Owned(k.into_owned()), v))
+                .collect(),
+        )
+    }
+}
+
+/// A JSON object read for its kinds only, without building its values: `None` when a value
+/// is an object or an array (the record is then read whole). Anything but an object is an
+/// error.
+struct Shallow<'a>(Option<Kinds<'a>>);
+
+impl<'de> serde::Deserialize<'de> for Shallow<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+            type Value = Shallow<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut kinds = Vec::new();
+                let mut nested = false;
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    match map.next_value::<Scalar>()?.0 {
+                        Some(kind) => kinds.push((key, kind)),
+                        None => nested = true,
+                    }
+                }
+                Ok(Shallow((!nested).then_some(Kinds(kinds))))
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// An object's key, borrowed from the line unless it holds escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A value's [`Kind`]; `None` for an object or an array (consumed, not kept).
+struct Scalar(Option<Kind>);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl<'de> serde::de::Visitor<'de> for KindVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Null)))
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Null)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Bool)))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Int)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                // `serde_json::Number::is_i64` is what inference asks.
+                Ok(Scalar(Some(if i64::try_from(v).is_ok() {
+                    Kind::Int
+                } else {
+                    Kind::Float
+                })))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Float)))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
+                Ok(Scalar(Some(Kind::Str)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar(None))
+            }
+        }
+        d.deserialize_any(KindVisitor)
     }
 }
 
@@ -740,5 +921,83 @@ impl<R: Read> Read for ErrorTap<R> {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `arrow_json` infers from every record parsed whole (the records agree enough
+    /// that no record is left out).
+    fn whole(lines: &[String]) -> Schema {
+        let values: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        Schema::new(infer_values(&values).expect("no conflict"))
+    }
+
+    fn inferred(lines: &[String]) -> Schema {
+        let text = lines.join("\n").into_bytes();
+        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text));
+        let out = infer_text_schema(Ok(reader), TextFormat::Ndjson, None).expect("inferred");
+        assert_eq!(out.records, Some(lines.len() as u64));
+        out.schema.as_ref().clone()
+    }
+
+    /// Records of scalars are inferred from their kinds and repeated shapes skipped: the
+    /// schema is the one inferred from every record parsed whole.
+    #[test]
+    fn records_of_scalars_infer_what_whole_records_infer() {
+        let mut lines = Vec::new();
+        for i in 0..6_000u64 {
+            let n = if i < 5_000 {
+                format!("{i}")
+            } else {
+                format!("{i}.5")
+            };
+            let big = if i == 5_500 {
+                u64::MAX.to_string()
+            } else {
+                i.to_string()
+            };
+            let maybe = if i < 3_000 { "null" } else { "\"x\"" };
+            let flag = if i % 1_000 == 999 { "1" } else { "true" };
+            let extra = if i == 4_000 { r#", "late": -1e3"# } else { "" };
+            lines.push(format!(
+                r#"{{"n": {n}, "big": {big}, "maybe": {maybe}, "flag": {flag}, "dup": 1, "dup": "s", "esc\u0061ped": 2{extra}}}"#
+            ));
+        }
+        let want = whole(&lines);
+        assert_eq!(inferred(&lines), want);
+        use arrow_schema::DataType as D;
+        let t = |name: &str| want.field_with_name(name).expect(name).data_type().clone();
+        assert_eq!(
+            (
+                t("n"),
+                t("big"),
+                t("maybe"),
+                t("flag"),
+                t("dup"),
+                t("escaped"),
+                t("late")
+            ),
+            (
+                D::Float64,
+                D::Float64,
+                D::Utf8,
+                D::Utf8,
+                D::Utf8,
+                D::Int64,
+                D::Float64
+            )
+        );
+        // Records with objects and arrays are read whole, between records of scalars.
+        lines.insert(
+            10,
+            r#"{"n": 1, "nested": {"a": [1, 2.5]}, "list": ["x"]}"#.into(),
+        );
+        assert_eq!(inferred(&lines), whole(&lines));
     }
 }
