@@ -386,7 +386,8 @@ impl BlockDecoder {
             }
         };
         for rec in recs {
-            let bytes = &buf[rec.start..rec.end];
+            let rewritten = unescape_surrogate_pairs(&buf[rec.start..rec.end]);
+            let bytes = rewritten.as_deref().unwrap_or(&buf[rec.start..rec.end]);
             let before = decoder.len();
             let consumed = decoder.decode(bytes).map_err(|e| json_reason(&e))?;
             if consumed < bytes.len() {
@@ -520,6 +521,46 @@ impl BlockDecoder {
         }
         generic()
     }
+}
+
+/// `record` with every escaped UTF-16 surrogate pair (`\ud84d\ude00`) written as its
+/// character in UTF-8; `None` when it has none. `arrow_json` (60.1) combines the two halves of
+/// a pair with a bitwise or where a sum is due, which silently gives another character for
+/// code points from U+20000 (U+23600 became U+13600); JSON allows any character unescaped in
+/// a string, so the value is the same. Lone surrogates and other escapes are left as they are
+/// (an escaped backslash is skipped whole, so `\\ud84d` stays text).
+pub(crate) fn unescape_surrogate_pairs(record: &[u8]) -> Option<Vec<u8>> {
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(record.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(off) = record.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let at = i + off;
+        i = at + 2;
+        if record.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        let pair = match (hex4(at + 2), record.get(at + 6..at + 8), hex4(at + 8)) {
+            (Some(high @ 0xD800..=0xDBFF), Some(b"\\u"), Some(low @ 0xDC00..=0xDFFF)) => {
+                char::from_u32(0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+            }
+            _ => None,
+        };
+        if let Some(c) = pair {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(record.len()));
+            o.extend_from_slice(&record[copied..at]);
+            o.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            i = at + 12;
+            copied = i;
+        }
+    }
+    out.map(|mut o| {
+        o.extend_from_slice(&record[copied..]);
+        o
+    })
 }
 
 fn json_reason(e: &arrow_schema::ArrowError) -> String {

@@ -11,7 +11,7 @@
 //! strings in numeric and temporal columns, `parse_decimal` for integers that are not plain).
 //! Anything else — a record the general path rejects, or a construct the fast path leaves to
 //! it (a key twice in a record, a date or a timestamp given as a number that is not an
-//! integer, a surrogate pair `arrow_json` decodes differently, values nested deeper than
+//! integer, values nested deeper than
 //! [`MAX_DEPTH`]), or a block longer than the general path's batch — gives up on the whole
 //! block with a reason, and the block takes the general path, which keeps its dead letters,
 //! bisection and messages. Builders are made per block, so giving up leaves nothing behind.
@@ -789,13 +789,9 @@ fn unescape(text: &str, mut i: usize, out: &mut String) -> Result<usize, GiveUp>
                         if !(0xDC00..=0xDFFF).contains(&low) {
                             return Err("an invalid surrogate pair");
                         }
-                        // arrow-json (60.1, 60.2) combines the pair as
-                        // `(high - 0xD800) << 10 | (low - 0xDC00 + 0x10000)`, which differs
-                        // from the sum (the code point) when bit 6 of `high - 0xD800` is set
-                        // (U+20000..U+2FFFF, U+60000..U+6FFFF, …): left to it.
-                        if (high - 0xD800) & 0x40 != 0 {
-                            return Err("a surrogate pair arrow_json decodes differently");
-                        }
+                        // The code point; the general path reads the same, because it
+                        // writes pairs as UTF-8 before `arrow_json`, which would combine
+                        // them wrongly from U+20000 (`unescape_surrogate_pairs`).
                         let n = ((u32::from(high) - 0xD800) << 10) | (u32::from(low) - 0xDC00);
                         i += 6;
                         char::from_u32(n + 0x1_0000).ok_or("an invalid surrogate pair")?
@@ -1721,35 +1717,57 @@ mod tests {
 
     /// Found by the `ndjson_fast` fuzz target: `arrow_json` decodes the surrogate pair
     /// `\ud84d\ude00` (U+23600) as U+13600 (it combines the halves with `|` where a carry is
-    /// due); the fast path decoded it correctly, so the two paths disagreed. The fast path now
-    /// leaves such pairs to `arrow_json`. Input in `fuzz/corpus/ndjson_fast/`.
+    /// due). The general path now writes such pairs as UTF-8 before `arrow_json`, and both
+    /// paths read the code point, in values and in keys. Input in `fuzz/corpus/ndjson_fast/`.
     #[test]
-    fn surrogate_pairs_arrow_json_decodes_differently_are_left_to_it() {
+    fn surrogate_pairs_are_read_as_their_code_points_by_both_paths() {
         let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
-        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64);
-        let read = |d: &mut BlockDecoder, line: &str| {
-            let recs = [Rec {
+        let recs = |line: &str| {
+            [Rec {
                 start: 0,
                 end: line.len(),
                 line: 1,
-            }];
-            d.decode_fast(line.as_bytes(), &recs)
+            }]
         };
-        assert!(read(&mut d, r#"{"name": "\ud84d\ude00"}"#).is_err());
-        assert!(read(&mut d, r#"{"\ud84d\ude00": 1}"#).is_err());
-        // Below U+20000 (emoji among them) both read the code point.
+        let name = |batch: &RecordBatch| {
+            batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .map(|a| a.value(0).to_string())
+        };
         for (line, text) in [
+            (r#"{"name": "\ud84d\ude00"}"#, "\u{23600}"),
+            (
+                r#"{"name": "a\ud84d\ude00b\uD869\uDED6"}"#,
+                "a\u{23600}b\u{2A6D6}",
+            ),
             (r#"{"name": "\ud83d\ude00"}"#, "\u{1F600}"),
             (r#"{"name": "\ud800\udc00"}"#, "\u{10000}"),
             (r#"{"name": "\udbbf\udfff"}"#, "\u{FFFFF}"),
+            (r#"{"name": "\\ud84d\\ude00"}"#, r"\ud84d\ude00"),
         ] {
-            let batch = read(&mut d, line).unwrap();
-            let names = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>();
-            assert_eq!(names.unwrap().value(0), text, "{line}");
+            let mut fast = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64);
+            let batch = fast.decode_fast(line.as_bytes(), &recs(line)).unwrap();
+            assert_eq!(name(&batch).as_deref(), Some(text), "fast: {line}");
+            let mut general =
+                BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64).with_fast(false);
+            let batch = general.decode(line.as_bytes(), &recs(line)).unwrap();
+            assert_eq!(name(&batch).as_deref(), Some(text), "general: {line}");
         }
+        // A key written with a pair names the column.
+        let keyed = Arc::new(Schema::new(vec![Field::new(
+            "\u{23600}",
+            DataType::Int64,
+            true,
+        )]));
+        let line = r#"{"\ud84d\ude00": 1}"#;
+        let mut general = BlockDecoder::new(TextFormat::Ndjson, keyed.clone(), 64).with_fast(false);
+        let batch = general.decode(line.as_bytes(), &recs(line)).unwrap();
+        assert_eq!(batch.column(0).null_count(), 0, "general reads the key");
+        let mut fast = BlockDecoder::new(TextFormat::Ndjson, keyed, 64);
+        let batch = fast.decode_fast(line.as_bytes(), &recs(line)).unwrap();
+        assert_eq!(batch.column(0).null_count(), 0, "fast reads the key");
         let lines: Vec<Vec<u8>> = (0xD800u32..0xDC00)
             .step_by(7)
             .map(|high| format!(r#"{{"name": "\u{high:04x}\udc{:02x}"}}"#, high % 256).into_bytes())
