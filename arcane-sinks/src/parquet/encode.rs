@@ -597,12 +597,11 @@ async fn append_chunks<W: AsyncFileWriter>(
     row_group.close().map(|_| ())
 }
 
-/// Hand the bytes in `pending` to `upload` (`AsyncArrowWriter::do_write`).
+/// Hand the bytes in `pending` to `upload` (`AsyncArrowWriter::do_write`). The upload's error
+/// is passed on as it is (`AsyncArrowWriter` wraps it once more), so that the sink still finds
+/// the store's error in it and classifies it: a permission error is fatal, not a restart.
 async fn push<W: AsyncFileWriter>(pending: &Pending, upload: &mut W) -> Result<()> {
-    upload
-        .write(Bytes::from(pending.take()))
-        .await
-        .map_err(|e| ParquetError::External(Box::new(e)))
+    upload.write(Bytes::from(pending.take())).await
 }
 
 /// The `Write` the Parquet file writer writes to: bytes waiting for the upload, shared with
@@ -716,6 +715,49 @@ mod tests {
 
     /// The same batches through `AsyncArrowWriter` and through `EncodeWriter` with 1 and 3
     /// threads: the same bytes, and the same sizes reported after every write.
+    /// An upload refusing bytes (permission denied) mid-file.
+    struct Refusing;
+
+    impl AsyncFileWriter for Refusing {
+        fn write(&mut self, _: Bytes) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async {
+                Err(ParquetError::External(Box::new(
+                    object_store::Error::PermissionDenied {
+                        path: "bucket/part".into(),
+                        source: "403 AccessDenied".into(),
+                    },
+                )))
+            })
+        }
+
+        fn complete(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// The store's error comes back as the upload gave it, not wrapped again: the sink
+    /// finds the `object_store::Error` in it (and classifies a permission error as fatal).
+    #[tokio::test]
+    async fn an_upload_error_mid_file_is_the_stores_own() {
+        let data = batch(0, 5000);
+        for threads in [1, 2] {
+            let pool = Arc::new(EncodePool::new(threads).expect("pool"));
+            let mut w = EncodeWriter::try_new(Refusing, data.schema(), props(1000, 1 << 30), pool)
+                .expect("writer");
+            let e = w.write(&data).await.expect_err("refused");
+            let ParquetError::External(inner) = e else {
+                panic!("{threads} threads: {e:?}");
+            };
+            let store = inner
+                .downcast::<object_store::Error>()
+                .unwrap_or_else(|other| panic!("not the store's error: {other:?}"));
+            assert!(
+                matches!(*store, object_store::Error::PermissionDenied { .. }),
+                "{store:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn files_are_those_of_async_arrow_writer() {
         let sizes = [1000, 3333, 7, 5000, 1, 12_000, 2500];
