@@ -530,10 +530,7 @@ impl BlockDecoder {
 /// a string, so the value is the same. Lone surrogates and other escapes are left as they are
 /// (an escaped backslash is skipped whole, so `\\ud84d` stays text).
 pub(crate) fn unescape_surrogate_pairs(record: &[u8]) -> Option<Vec<u8>> {
-    let hex4 = |at: usize| -> Option<u32> {
-        let digits = std::str::from_utf8(record.get(at..at + 4)?).ok()?;
-        u32::from_str_radix(digits, 16).ok()
-    };
+    let hex4 = |at: usize| super::fast::hex4(record, at).ok().map(u32::from);
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut i = 0;

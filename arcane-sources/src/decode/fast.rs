@@ -415,10 +415,7 @@ impl FastDecoder {
             quoted: Some(quoted),
             ..
         }) = self.columns.get(next)
-            && text
-                .as_bytes()
-                .get(i..i + quoted.len())
-                .is_some_and(|key| key.iter().zip(quoted.iter()).all(|(a, b)| a == b))
+            && text.as_bytes().get(i..i + quoted.len()) == Some(&**quoted)
         {
             return Ok((Some(next), i + quoted.len()));
         }
@@ -814,7 +811,7 @@ fn unescape(text: &str, mut i: usize, out: &mut String) -> Result<usize, GiveUp>
 
 /// Four hex digits at `i`.
 #[inline]
-fn hex4(b: &[u8], i: usize) -> Result<u16, GiveUp> {
+pub(super) fn hex4(b: &[u8], i: usize) -> Result<u16, GiveUp> {
     let digits = b.get(i..i + 4).ok_or("a short unicode escape")?;
     let mut v = 0u16;
     for &d in digits {

@@ -218,11 +218,7 @@ async fn table_format_rounds(
     let batches: Vec<RecordBatch> = (0..total / BATCH)
         .map(|i| GeneratorSource::batch(i * BATCH, (i + 1) * BATCH))
         .collect();
-    let mb = batches
-        .iter()
-        .map(RecordBatch::get_array_memory_size)
-        .sum::<usize>() as f64
-        / 1e6;
+    let mb = arrow_mb(&batches);
     let rows = (batches.len() as u64 * BATCH) as f64;
     for round in 0..3 {
         let mut secs = [0.0; 2];
@@ -309,11 +305,7 @@ async fn encode_rounds(dir: &tempfile::TempDir, ctx: &SinkContext) -> arcane_cor
     let batches = (0..total / BATCH)
         .map(|i| high_cardinality_batch(i * BATCH, (i + 1) * BATCH))
         .collect::<arcane_core::Result<Vec<_>>>()?;
-    let mb = batches
-        .iter()
-        .map(RecordBatch::get_array_memory_size)
-        .sum::<usize>() as f64
-        / 1e6;
+    let mb = arrow_mb(&batches);
     let rows = (batches.len() as u64 * BATCH) as f64;
     let threads = str_arg("--encode-threads", "");
     let dictionary = str_arg("--dictionary", "");
@@ -384,4 +376,13 @@ fn delete_catalog(uri: &str, name: &str) -> arcane_core::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         )))
     }
+}
+
+/// Megabytes of Arrow memory in `batches`.
+fn arrow_mb(batches: &[RecordBatch]) -> f64 {
+    batches
+        .iter()
+        .map(RecordBatch::get_array_memory_size)
+        .sum::<usize>() as f64
+        / 1e6
 }
