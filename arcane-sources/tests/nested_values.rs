@@ -49,6 +49,12 @@ fn nested_integers_with_a_fraction_are_rejected_not_truncated() {
     for (_, reason) in &out.rejected[..3] {
         assert!(reason.contains("not an integer"), "{reason}");
     }
+    // The reason names where the value is.
+    let paths: Vec<&str> = out.rejected[..4]
+        .iter()
+        .map(|(_, r)| r.split('"').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(paths, ["s.qty", "items[].qty", "ints[]", "ints[]"]);
     assert!(
         out.rejected[3].1.contains("does not fit"),
         "{}",

@@ -124,8 +124,9 @@ fn decode_type(t: &DataType, format: TextFormat) -> DataType {
 
 /// `column`, decoded with the type [`decode_type`] gave `field`, as `field`'s own type: UTC
 /// relabelled, integers decoded as decimals checked whole and in range ([`integer_column`]),
-/// at any depth.
-fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+/// at any depth. `path` names the value in errors: `items[].qty` for the field `qty` of the
+/// structs in the list `items`.
+fn conform_column(column: &ArrayRef, field: &Field, path: &str) -> Result<ArrayRef, String> {
     use arrow_array::cast::AsArray;
     use arrow_array::{
         Array, FixedSizeListArray, LargeListArray, ListArray, MapArray, StructArray,
@@ -135,14 +136,14 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
     }
     let err = |e: arrow_schema::ArrowError| e.to_string();
     Ok(match field.data_type() {
-        t if t.is_integer() => integer_column(column, field)?,
+        t if t.is_integer() => integer_column(column, field, path)?,
         DataType::Struct(fields) => {
             let s = column.as_struct();
             let children = s
                 .columns()
                 .iter()
                 .zip(fields)
-                .map(|(c, f)| conform_column(c, f))
+                .map(|(c, f)| conform_column(c, f, &format!("{path}.{}", f.name())))
                 .collect::<Result<Vec<_>, _>>()?;
             Arc::new(
                 StructArray::try_new(fields.clone(), children, s.nulls().cloned()).map_err(err)?,
@@ -150,7 +151,7 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
         }
         DataType::List(f) => {
             let l = column.as_list::<i32>();
-            let values = conform_column(l.values(), f)?;
+            let values = conform_column(l.values(), f, &format!("{path}[]"))?;
             Arc::new(
                 ListArray::try_new(f.clone(), l.offsets().clone(), values, l.nulls().cloned())
                     .map_err(err)?,
@@ -158,7 +159,7 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
         }
         DataType::LargeList(f) => {
             let l = column.as_list::<i64>();
-            let values = conform_column(l.values(), f)?;
+            let values = conform_column(l.values(), f, &format!("{path}[]"))?;
             Arc::new(
                 LargeListArray::try_new(f.clone(), l.offsets().clone(), values, l.nulls().cloned())
                     .map_err(err)?,
@@ -166,7 +167,7 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
         }
         DataType::FixedSizeList(f, n) => {
             let l = column.as_fixed_size_list();
-            let values = conform_column(l.values(), f)?;
+            let values = conform_column(l.values(), f, &format!("{path}[]"))?;
             Arc::new(
                 FixedSizeListArray::try_new(f.clone(), *n, values, l.nulls().cloned())
                     .map_err(err)?,
@@ -175,7 +176,7 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
         DataType::Map(f, sorted) => {
             let m = column.as_map();
             let entries: ArrayRef = Arc::new(m.entries().clone());
-            let entries = conform_column(&entries, f)?;
+            let entries = conform_column(&entries, f, &format!("{path}{{}}"))?;
             Arc::new(
                 MapArray::try_new(
                     f.clone(),
@@ -192,8 +193,9 @@ fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
 }
 
 /// `column`, decoded as [`INTEGER_AS_DECIMAL`], as the integer type of `field`; an error
-/// naming the field and the value when a value has a fraction or does not fit.
-fn integer_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+/// naming the value's `path` (see [`conform_column`]) and the value when a value has a
+/// fraction or does not fit.
+fn integer_column(column: &ArrayRef, field: &Field, path: &str) -> Result<ArrayRef, String> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Decimal128Type;
@@ -213,7 +215,7 @@ fn integer_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
         if decimals.is_valid(i) && decimals.value(i) % unit != 0 {
             return Err(format!(
                 "field \"{}\": {} is not an integer, but the column is {}",
-                field.name(),
+                path,
                 describe(i),
                 field.data_type()
             ));
@@ -238,7 +240,7 @@ fn integer_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> 
             .unwrap_or_default();
         format!(
             "field \"{}\": {at} does not fit the column's type {}",
-            field.name(),
+            path,
             field.data_type()
         )
     })
@@ -329,7 +331,7 @@ impl BlockDecoder {
             .columns()
             .iter()
             .zip(self.target.fields())
-            .map(|(c, f)| conform_column(c, f))
+            .map(|(c, f)| conform_column(c, f, f.name()))
             .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(self.target.clone(), columns).map_err(|e| e.to_string())
     }
