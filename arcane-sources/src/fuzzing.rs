@@ -716,7 +716,7 @@ pub fn copy_binary(data: &[u8]) {
     let mut reader = CopyReader::default();
     let mut tuples = 0usize;
     for piece in rest.chunks(usize::from(chunk % 16) + 1) {
-        reader.push(piece);
+        reader.push(bytes::Bytes::copy_from_slice(piece));
         while let Ok(true) = reader.next_tuple() {
             while columns.len() < reader.len() {
                 let t = &types[(usize::from(*first) + columns.len()) % types.len()];

@@ -1854,3 +1854,90 @@ async fn a_server_that_stops_answering_is_a_lost_connection_and_nothing_is_lost(
     assert_eq!(replay(&ops(&batches(&got))), table_state(&c, &t).await);
     assert_eq!(ids_of(&batches(&got)), vec![1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_numerics_and_composite_keys_are_read_from_binary_values_as_the_server_prints_them()
+ {
+    let n = Names::new("binnum");
+    let c = client().await;
+    let t = &n.base;
+    // A key of text (with every character a row's text quotes), timestamptz (read as text)
+    // and int2 (read from its binary value); numerics of every shape of weight and scale,
+    // edges included; row 77 holds a NaN, which no numeric(p, s) carries.
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (k1 text, k2 timestamptz, k3 int2, n38 numeric(38,10), n5 numeric(5,0),
+           n12 numeric(12,2), n4 numeric(4,4), bad numeric(6,1), PRIMARY KEY (k1, k2, k3));
+         INSERT INTO {t}
+         SELECT (ARRAY['', 'a b', 'x,y', 'q\"t', 'b\\s', '(p)', 'plain', 'ü'])[1 + g % 8],
+           timestamptz '2026-01-01 00:00:00.5+00' + (g % 5) * interval '1 hour', g,
+           round(((random() * 2 - 1) * 10 ^ (g % 29))::numeric, 10),
+           round((random() * 199998 - 99999)::numeric),
+           round(((random() * 2 - 1) * 10 ^ (g % 11))::numeric, 2),
+           round((random() * 1.9998 - 0.9999)::numeric, 4),
+           CASE WHEN g = 77 THEN 'NaN'::numeric ELSE 1.5 END
+         FROM generate_series(1, 300) g;
+         INSERT INTO {t} VALUES
+           ('edge', now(), 1001, 9999999999999999999999999999.9999999999, 99999, 9999999999.99, 0.9999, 0),
+           ('edge', now(), 1002, -9999999999999999999999999999.9999999999, -99999, -9999999999.99, -0.9999, 0),
+           ('edge', now(), 1003, 0, 0, 0, 0, 0),
+           ('edge', now(), 1004, 0.0000000001, 10000, 0.01, 0.0001, 0),
+           ('edge', now(), 1005, 100000000000000000000, 1, 100000000, -0.0001, 0);"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = n.config();
+    cfg.batch_rows = 16; // 20 pages, each resuming after a composite key
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Stream, None)).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, 0, &mut got).await;
+    drop(stream);
+
+    let numerics = ["n38", "n5", "n12", "n4"];
+    let mut read = BTreeMap::new();
+    for b in batches(&got) {
+        let k3 = b.column_by_name("k3").unwrap();
+        let k3 = k3.as_primitive::<arrow_array::types::Int16Type>();
+        for row in 0..b.num_rows() {
+            let values: Vec<String> = numerics
+                .iter()
+                .map(|name| {
+                    let col = b.column_by_name(name).unwrap();
+                    col.as_primitive::<arrow_array::types::Decimal128Type>()
+                        .value_as_string(row)
+                })
+                .collect();
+            assert!(
+                read.insert(k3.value(row), values).is_none(),
+                "row {row} repeated"
+            );
+        }
+    }
+    let mut want = BTreeMap::new();
+    for r in c
+        .query(
+            &format!("SELECT k3, n38::text, n5::text, n12::text, n4::text FROM {t} WHERE k3 <> 77"),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        want.insert(
+            r.get::<_, i16>(0),
+            (1..=4).map(|i| r.get::<_, String>(i)).collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(read.len(), 304);
+    assert_eq!(read, want);
+    // The dead letter is located by its key as the server prints the row.
+    c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let row: String = c
+        .query_one(
+            &format!("SELECT ROW(k1, k2, k3)::text FROM {t} WHERE k3 = 77"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locators(&got), [format!("snapshot primary key {row}")]);
+}

@@ -31,8 +31,8 @@ pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_DATA_PAGE_SIZE: usize = 1024 * 1024;
 /// Default `writer.dictionary`: `auto`.
 pub const DEFAULT_DICTIONARY: Dictionary = Dictionary::Auto;
-/// With `writer.dictionary: auto`, how many non-null values of a string or binary column the
-/// first batch of a file is sampled for.
+/// With `writer.dictionary: auto`, how many non-null values of a string, binary or fixed-width
+/// column the first batch of a file is sampled for.
 pub const DICTIONARY_SAMPLE: usize = 8192;
 /// With `writer.dictionary: auto`, the fewest sampled values a decision is taken on; a column
 /// with fewer keeps the dictionary and is sampled again in the next file.
@@ -352,7 +352,8 @@ pub struct WriterConfig {
     pub data_page_size: usize,
     /// Dictionary encoding: `true` (every column, falling back to plain within a row group
     /// whose dictionary outgrows the dictionary page), `false` (none), or `auto` (default):
-    /// like `true`, except that a string or binary column whose values are mostly distinct
+    /// like `true`, except that a column of strings, bytes, numbers, decimals, dates, times or
+    /// timestamps whose values are mostly distinct
     /// (more than half of the first 8192 non-null values of the first batch a file gets) is
     /// written without a dictionary, so that the writer does not intern its values in every
     /// row group until the dictionary outgrows its page; decided once per column for the
@@ -428,8 +429,8 @@ impl WriterConfig {
 /// `"auto"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Dictionary {
-    /// `"auto"`: dictionary encoding, except for string and binary columns whose values are
-    /// mostly distinct.
+    /// `"auto"`: dictionary encoding, except for columns (not booleans or nested types) whose
+    /// values are mostly distinct.
     #[default]
     Auto,
     /// `true`: dictionary encoding for every column.

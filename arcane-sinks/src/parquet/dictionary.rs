@@ -1,5 +1,6 @@
-//! `sink.writer.dictionary: auto`: which string and binary columns are written without a
-//! dictionary, decided from the first batch of a file and kept for the sink's lifetime.
+//! `sink.writer.dictionary: auto`: which columns of strings, bytes or fixed-width values
+//! (numbers, decimals, dates, times) are written without a dictionary, decided from the first
+//! batch of a file and kept for the sink's lifetime.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,7 +21,7 @@ pub(crate) struct DictionaryAuto {
 }
 
 impl DictionaryAuto {
-    /// Decide the string and binary columns (top-level or in structs) not decided yet from
+    /// Decide the string, binary and fixed-width columns (top-level or in structs) not decided yet from
     /// `batch`, each on up to [`DICTIONARY_SAMPLE`] of its non-null values when it has at
     /// least [`DICTIONARY_MIN_SAMPLE`]; true when every such column is decided.
     pub(crate) fn decide(&mut self, batch: &RecordBatch) -> bool {
@@ -86,8 +87,9 @@ impl DictionaryAuto {
     }
 }
 
-/// For a string or binary array: how many of its first [`DICTIONARY_SAMPLE`] non-null values
-/// were sampled and how many of them are distinct; `None` for other types.
+/// For an array of strings, bytes or fixed-width values: how many of its first
+/// [`DICTIONARY_SAMPLE`] non-null values were sampled and how many of them are distinct;
+/// `None` for other types (booleans, nested types).
 fn sample(array: &dyn Array) -> Option<(usize, usize)> {
     fn count<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> (usize, usize) {
         let mut seen = HashSet::with_capacity(DICTIONARY_SAMPLE);
@@ -115,7 +117,21 @@ fn sample(array: &dyn Array) -> Option<(usize, usize)> {
         DataType::Binary => count(array.as_binary::<i32>().iter()),
         DataType::LargeBinary => count(array.as_binary::<i64>().iter()),
         DataType::BinaryView => count(array.as_binary_view().iter()),
-        _ => return None,
+        DataType::FixedSizeBinary(_) => count(array.as_fixed_size_binary().iter()),
+        // Integers, floats, decimals, dates and times: their values' bytes. (A unique key or
+        // timestamp would otherwise be interned into a dictionary until it outgrows its page
+        // limit, in every row group.)
+        dt => {
+            let width = dt.primitive_width()?;
+            let data = array.to_data();
+            let values = data.buffers().first()?.as_slice();
+            let offset = data.offset();
+            count((0..data.len()).map(|i| {
+                data.is_valid(i)
+                    .then(|| values.get((offset + i) * width..(offset + i + 1) * width))
+                    .flatten()
+            }))
+        }
     })
 }
 
@@ -151,7 +167,7 @@ mod tests {
             vec![
                 strings(10_000, 10_000),
                 strings(10_000, 50),
-                Arc::new(Int64Array::from_iter_values(0..10_000)),
+                Arc::new(Int64Array::from_iter_values((0..10_000).map(|i| i % 7))),
                 inner,
             ],
         )
@@ -164,6 +180,52 @@ mod tests {
         assert!(!props.dictionary_enabled(&ColumnPath::new(vec!["s".into(), "id".into()])));
         assert!(props.dictionary_enabled(&ColumnPath::from("country")));
         assert!(props.dictionary_enabled(&ColumnPath::from("n")));
+    }
+
+    #[test]
+    fn mostly_distinct_fixed_width_columns_are_plain_nulls_and_offsets_aside() {
+        use arrow_array::{Float64Array, TimestampMicrosecondArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("score", DataType::Float64, true),
+            Field::new(
+                "at",
+                TimestampMicrosecondArray::new_null(0).data_type().clone(),
+                true,
+            ),
+            Field::new("flag", DataType::Boolean, false),
+        ]));
+        // `score`: distinct values only at odd rows, nulls at even ones; a slice whose offset
+        // would read the wrong values if it were not applied.
+        let score = Float64Array::from_iter((0..20_000).map(|i| (i % 2 == 1).then_some(i as f64)));
+        let at = TimestampMicrosecondArray::from_iter_values((0..20_000).map(|i| i / 1000));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..20_000)),
+                Arc::new(score),
+                Arc::new(at),
+                Arc::new(arrow_array::BooleanArray::from(vec![true; 20_000])),
+            ],
+        )
+        .expect("batch");
+        let mut auto = DictionaryAuto::default();
+        assert!(auto.decide(&batch.slice(3, 15_000)));
+        assert_eq!(auto.plain_columns(), ["id", "score"]);
+        let props = auto.apply(WriterProperties::builder().build());
+        assert!(!props.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(props.dictionary_enabled(&ColumnPath::from("at")));
+        assert!(props.dictionary_enabled(&ColumnPath::from("flag")));
+        // A column of few values at the start of its values buffer, sliced from after them:
+        // all the same value, so it keeps its dictionary.
+        let few = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+        let n = arrow_array::Int32Array::from_iter_values(
+            (0..20_000).map(|i| if i < 10_000 { i } else { 5 }),
+        );
+        let batch = RecordBatch::try_new(few, vec![Arc::new(n)]).expect("batch");
+        let mut auto = DictionaryAuto::default();
+        assert!(auto.decide(&batch.slice(10_000, 10_000)));
+        assert!(auto.plain_columns().is_empty());
     }
 
     #[test]

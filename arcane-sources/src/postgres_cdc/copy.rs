@@ -2,17 +2,23 @@
 //! flags and a header extension, then tuples (a 16-bit field count, each field a 32-bit
 //! length, -1 for NULL, and its bytes), then a trailer (field count -1).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Reads tuples from the chunks of a `COPY … TO STDOUT (FORMAT binary)` as they arrive.
+///
+/// The server sends each tuple as one message, so a chunk is read where it is, without a
+/// copy; only a tuple cut across chunks is gathered in a buffer.
 #[derive(Debug, Default)]
 pub(crate) struct CopyReader {
+    /// Unread data of the last chunk (when `buf` is empty).
+    chunk: Bytes,
+    /// Unread data gathered from several chunks (then `chunk` is empty).
     buf: BytesMut,
     header: bool,
     ended: bool,
-    /// The current tuple's fields: byte ranges in `buf`, `None` for NULL.
+    /// The current tuple's fields: byte ranges in the unread data, `None` for NULL.
     fields: Vec<Option<(usize, usize)>>,
     /// Length of the current tuple (dropped by the next call).
     current: usize,
@@ -20,55 +26,90 @@ pub(crate) struct CopyReader {
 
 impl CopyReader {
     /// Add the next chunk of the copy data.
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub(crate) fn push(&mut self, chunk: Bytes) {
+        self.drop_current();
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = chunk;
+        } else {
+            if !self.chunk.is_empty() {
+                self.buf.extend_from_slice(&std::mem::take(&mut self.chunk));
+            }
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The unread data.
+    fn data(&self) -> &[u8] {
+        if self.buf.is_empty() {
+            &self.chunk
+        } else {
+            &self.buf
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        if self.buf.is_empty() {
+            self.chunk.advance(n);
+        } else {
+            self.buf.advance(n);
+        }
+    }
+
+    /// Drop the tuple read last.
+    fn drop_current(&mut self) {
+        let n = std::mem::take(&mut self.current);
+        self.advance(n);
+        self.fields.clear();
     }
 
     /// Move to the next complete tuple: `Ok(true)` when there is one (read it with
     /// [`CopyReader::field`]), `Ok(false)` when more data is needed or the trailer was read.
     pub(crate) fn next_tuple(&mut self) -> Result<bool, String> {
-        self.buf.advance(std::mem::take(&mut self.current));
-        self.fields.clear();
+        self.drop_current();
         if !self.header {
-            if self.buf.len() < 19 {
+            let data = self.data();
+            if data.len() < 19 {
                 return Ok(false);
             }
-            if &self.buf[..11] != SIGNATURE {
+            if &data[..11] != SIGNATURE {
                 return Err("the data does not start with the binary COPY signature".into());
             }
-            let flags =
-                u32::from_be_bytes([self.buf[11], self.buf[12], self.buf[13], self.buf[14]]);
+            let flags = u32::from_be_bytes([data[11], data[12], data[13], data[14]]);
             if flags & (1 << 16) != 0 {
                 return Err("the data has OIDs, which were not asked for".into());
             }
-            let ext = u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]])
-                as usize;
-            if self.buf.len() < 19 + ext {
+            let ext = u32::from_be_bytes([data[15], data[16], data[17], data[18]]) as usize;
+            if data.len() < 19 + ext {
                 return Ok(false);
             }
-            self.buf.advance(19 + ext);
+            self.advance(19 + ext);
             self.header = true;
         }
+        let data = if self.buf.is_empty() {
+            &self.chunk[..]
+        } else {
+            &self.buf[..]
+        };
         if self.ended {
-            return if self.buf.is_empty() {
+            return if data.is_empty() {
                 Ok(false)
             } else {
-                Err(format!("{} bytes after the trailer", self.buf.len()))
+                Err(format!("{} bytes after the trailer", data.len()))
             };
         }
-        if self.buf.len() < 2 {
+        if data.len() < 2 {
             return Ok(false);
         }
-        let count = i16::from_be_bytes([self.buf[0], self.buf[1]]);
+        let count = i16::from_be_bytes([data[0], data[1]]);
         if count == -1 {
-            self.buf.advance(2);
+            self.advance(2);
             self.ended = true;
             return self.next_tuple();
         }
         let count = usize::try_from(count).map_err(|_| format!("field count {count}"))?;
         let mut at = 2;
         for _ in 0..count {
-            let Some(len) = self.buf.get(at..at + 4) else {
+            let Some(len) = data.get(at..at + 4) else {
                 self.fields.clear();
                 return Ok(false);
             };
@@ -79,7 +120,7 @@ impl CopyReader {
                 continue;
             }
             let len = usize::try_from(len).map_err(|_| format!("field length {len}"))?;
-            if self.buf.len() < at + len {
+            if data.len() < at + len {
                 self.fields.clear();
                 return Ok(false);
             }
@@ -93,7 +134,7 @@ impl CopyReader {
     /// Field `i` of the current tuple (`None`: NULL or no such field).
     pub(crate) fn field(&self, i: usize) -> Option<&[u8]> {
         let (from, to) = self.fields.get(i).copied().flatten()?;
-        Some(&self.buf[from..to])
+        self.data().get(from..to)
     }
 
     /// Fields of the current tuple.
@@ -103,12 +144,12 @@ impl CopyReader {
 
     /// The data ended: it must have ended with the trailer.
     pub(crate) fn finish(&self) -> Result<(), String> {
-        if self.ended && self.buf.is_empty() {
+        let left = self.data().len() - self.current;
+        if self.ended && left == 0 {
             Ok(())
         } else {
             Err(format!(
-                "the data ended without its trailer ({} bytes left)",
-                self.buf.len()
+                "the data ended without its trailer ({left} bytes left)"
             ))
         }
     }
@@ -143,7 +184,7 @@ mod tests {
         let mut r = CopyReader::default();
         let mut out = Vec::new();
         for c in data.chunks(chunk) {
-            r.push(c);
+            r.push(Bytes::copy_from_slice(c));
             while r.next_tuple()? {
                 out.push(
                     (0..r.len())

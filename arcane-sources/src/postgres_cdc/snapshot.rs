@@ -6,14 +6,15 @@
 //! the others from their text (see [`binary_cast`]).
 
 use arcane_core::Error;
-use futures::StreamExt;
+use arrow_schema::DataType;
+use futures::{FutureExt, StreamExt};
 use tokio_postgres::Client;
 
 use super::client::{WorkError, WorkResult, quote_ident, within};
 use super::copy::CopyReader;
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
-use super::rows::KeyCol;
+use super::rows::{KeyCol, OutCol};
 use super::types::binary_cast;
 use super::worker::Worker;
 
@@ -62,12 +63,16 @@ impl Worker {
         Ok(())
     }
 
-    /// A first column locating the row (for dead letters) and the key columns as text (the
-    /// position after a page), then every column cast for binary `COPY`.
-    fn select_list(&self, locator: &str, key: &[KeyCol]) -> String {
+    /// The fields each snapshot row is read as: first the key columns whose text cannot be
+    /// told from their binary value, as text (see [`KeyText`]), or the `ctid` of a table read
+    /// by blocks; then every column cast for binary `COPY`.
+    fn select_list(&self, locator: Option<&str>, key: &[KeyText]) -> String {
         let column = |i: usize| format!("_t.{}", quote_ident(&self.table.columns[i].name));
-        let mut select = vec![format!("{locator}::text")];
-        select.extend(key.iter().map(|k| format!("{}::text", column(k.index))));
+        let mut select: Vec<String> = locator.map(|l| format!("{l}::tid")).into_iter().collect();
+        select.extend(key.iter().filter_map(|k| match k {
+            KeyText::Field(_, column_index) => Some(format!("{}::text", column(*column_index))),
+            _ => None,
+        }));
         select.extend(
             self.table
                 .columns
@@ -87,11 +92,8 @@ impl Worker {
             .map(|k| format!("_t.{}", quote_ident(&self.table.columns[k.index].name)))
             .collect();
         let order = cols.join(", ");
-        let locator = match cols.as_slice() {
-            [one] => one.clone(),
-            _ => format!("ROW({order})"),
-        };
-        let select = self.select_list(&locator, key);
+        let plan = RowPlan::keyed(key, &self.table.columns);
+        let select = self.select_list(None, &plan.key);
         let what = if self.table.has_primary_key {
             "snapshot primary key"
         } else {
@@ -139,7 +141,7 @@ impl Worker {
             let query = format!(
                 "SELECT {select} FROM {table} AS _t {filter} ORDER BY {order} LIMIT {batch_rows}"
             );
-            let (rows, last_key) = self.copy_page(client, &query, key.len(), what).await?;
+            let (rows, last_key) = self.copy_page(client, &query, &plan, what).await?;
             let done = rows < batch_rows;
             if let Some(values) = last_key {
                 self.pos.snapshot = Some(SnapshotProgress {
@@ -159,13 +161,13 @@ impl Worker {
     }
 
     /// One page: `COPY (query) TO STDOUT (FORMAT binary)` into the batch, row by row as the
-    /// data arrives. The query's fields are a locator, `keys` key columns as text, then the
-    /// table's columns. Returns the rows read and the last row's key.
+    /// data arrives, its fields laid out as `plan` says. Returns the rows read and the last
+    /// row's key as text.
     async fn copy_page(
         &mut self,
         client: &Client,
         query: &str,
-        keys: usize,
+        plan: &RowPlan,
         what: &str,
     ) -> WorkResult<(usize, Option<Vec<String>>)> {
         let idle = self.settings.config.idle_timeout;
@@ -180,34 +182,45 @@ impl Worker {
         };
         let mut reader = CopyReader::default();
         let mut rows = 0;
-        let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); keys];
-        let fields = 1 + keys + self.table.columns.len();
+        // The last row's key fields, as read (text, or a binary integer).
+        let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); plan.key.len()];
+        let fields = plan.columns + self.table.columns.len();
         // The server may take a while to find a page's first row, never to send the next.
-        while let Some(chunk) = tokio::time::timeout(idle, copy.next())
-            .await
-            .map_err(|_| WorkError::TimedOut(idle))?
-        {
-            reader.push(&chunk?);
+        // The timer is only started when no row is ready (a row is one message, and a timer
+        // per row costs the clock reads and the timer wheel's work).
+        loop {
+            let next = match copy.next().now_or_never() {
+                Some(next) => next,
+                None => tokio::time::timeout(idle, copy.next())
+                    .await
+                    .map_err(|_| WorkError::TimedOut(idle))?,
+            };
+            let Some(chunk) = next else { break };
+            reader.push(chunk?);
             while reader.next_tuple().map_err(|e| malformed(&self.name, e))? {
                 if reader.len() != fields {
                     let e = format!("a row of {} fields, not {fields}", reader.len());
                     return Err(malformed(&self.name, e).into());
                 }
-                for (i, k) in last_key.iter_mut().enumerate() {
-                    k.clear();
-                    k.extend_from_slice(reader.field(1 + i).unwrap_or_default());
+                for (k, text) in plan.key.iter().zip(&mut last_key) {
+                    text.clear();
+                    text.extend_from_slice(reader.field(k.field(plan.columns)).unwrap_or_default());
                 }
-                self.snapshot_row(&reader, 1 + keys, what);
+                self.snapshot_row(&reader, plan, what);
                 rows += 1;
             }
         }
         reader.finish().map_err(|e| malformed(&self.name, e))?;
-        let last_key = (rows > 0 && keys > 0).then(|| {
-            last_key
-                .iter()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect()
-        });
+        let last_key = (rows > 0 && !plan.key.is_empty())
+            .then(|| {
+                plan.key
+                    .iter()
+                    .zip(&last_key)
+                    .map(|(k, v)| k.text(v))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| malformed(&self.name, e))?;
         Ok((rows, last_key))
     }
 
@@ -236,7 +249,8 @@ impl Worker {
             MAX_ROWS_PER_BLOCK
         };
         let chunk = ((self.settings.config.batch_rows as f64 / per_block) as u64).max(1);
-        let select = self.select_list("_t.ctid", &[]);
+        let plan = RowPlan::blocks();
+        let select = self.select_list(Some("_t.ctid"), &plan.key);
         // A shard of a sharded backfill reads up to the end of its block range.
         let until = self.pos.snapshot.as_ref().and_then(|s| s.until_block);
         let end = until.unwrap_or(blocks);
@@ -255,7 +269,9 @@ impl Worker {
                     "SELECT {select} FROM {table} AS _t \
                      WHERE _t.ctid >= '({from},0)'::tid AND _t.ctid < '({to},0)'::tid ORDER BY _t.ctid"
                 );
-                (rows, _) = self.copy_page(client, &query, 0, "snapshot ctid").await?;
+                (rows, _) = self
+                    .copy_page(client, &query, &plan, "snapshot ctid")
+                    .await?;
             }
             self.pos.snapshot = (!done).then(|| SnapshotProgress {
                 next_block: Some(to),
@@ -271,21 +287,143 @@ impl Worker {
         }
     }
 
-    /// The current row of a page (a locator, then from field `offset` on every column)
-    /// into the batch, or to the dead letters when a value does not fit its column.
-    fn snapshot_row(&mut self, row: &CopyReader, offset: usize, what: &str) {
+    /// The current row of a page into the batch, or to the dead letters (located by its key
+    /// or `ctid`) when a value does not fit its column.
+    fn snapshot_row(&mut self, row: &CopyReader, plan: &RowPlan, what: &str) {
         let lsn = self.pos.lsn;
+        let offset = plan.columns;
         if let Err(reason) =
             self.rows
                 .append_binary(|i| row.field(offset + i), lsn, &self.table.columns)
         {
-            let locator = row.field(0).map(String::from_utf8_lossy);
-            self.dead_letter(
-                &format!("{what} {}", locator.as_deref().unwrap_or("?")),
-                reason,
-            );
+            self.dead_letter(&format!("{what} {}", plan.locator(row)), reason);
         }
     }
+}
+
+/// Where a key column's text (the position after a page, and a dead letter's locator) is
+/// read from a snapshot row, so that the server casts a key to text only when its binary
+/// value does not tell it.
+#[derive(Debug, Clone, Copy)]
+enum KeyText {
+    /// Output column `i`, cast to `text` for the copy anyway: its bytes are its text.
+    Same(usize),
+    /// Output column `i`, a binary `int2`, `int4` or `int8`, printed as PostgreSQL does.
+    Int(usize),
+    /// Extra field `f` (before the columns), `column::text`, of output column `i`.
+    Field(usize, usize),
+}
+
+impl KeyText {
+    /// The row's field this key is read from, the table's columns starting at `columns`.
+    fn field(self, columns: usize) -> usize {
+        match self {
+            Self::Same(i) | Self::Int(i) => columns + i,
+            Self::Field(f, _) => f,
+        }
+    }
+
+    /// The key's text from its field's bytes.
+    fn text(self, v: &[u8]) -> Result<String, String> {
+        match self {
+            Self::Same(_) | Self::Field(..) => std::str::from_utf8(v)
+                .map(str::to_owned)
+                .map_err(|e| format!("a key that is not UTF-8 text: {e}")),
+            Self::Int(_) => match v.len() {
+                2 => Ok(i16::from_be_bytes([v[0], v[1]]).to_string()),
+                4 => Ok(i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string()),
+                8 => Ok(i64::from_be_bytes(v.try_into().unwrap_or_default()).to_string()),
+                n => Err(format!("a binary integer key of {n} bytes")),
+            },
+        }
+    }
+}
+
+/// The layout of a snapshot row: `columns` fields before the table's columns (the `ctid` of a
+/// table read by blocks, then the key columns cast to text), and where each key column's text
+/// is.
+#[derive(Debug)]
+struct RowPlan {
+    key: Vec<KeyText>,
+    ctid: bool,
+    columns: usize,
+}
+
+impl RowPlan {
+    /// Pages by `key`: integer and text-cast key columns are read from the columns themselves.
+    fn keyed(key: &[KeyCol], columns: &[OutCol]) -> Self {
+        let mut extra = 0;
+        let key = key
+            .iter()
+            .map(|k| match &columns[k.index].data_type {
+                DataType::Int16 | DataType::Int32 | DataType::Int64 => KeyText::Int(k.index),
+                dt if binary_cast(dt) == "text" => KeyText::Same(k.index),
+                _ => {
+                    extra += 1;
+                    KeyText::Field(extra - 1, k.index)
+                }
+            })
+            .collect();
+        Self {
+            key,
+            ctid: false,
+            columns: extra,
+        }
+    }
+
+    /// Reads by heap blocks: the first field is the row's `ctid`.
+    fn blocks() -> Self {
+        Self {
+            key: Vec::new(),
+            ctid: true,
+            columns: 1,
+        }
+    }
+
+    /// The current row's key (a composite one as PostgreSQL prints a row) or `ctid`, for a
+    /// dead letter.
+    fn locator(&self, row: &CopyReader) -> String {
+        if self.ctid {
+            return match row.field(0) {
+                Some(&[a, b, c, d, e, f]) => format!(
+                    "({},{})",
+                    u32::from_be_bytes([a, b, c, d]),
+                    u16::from_be_bytes([e, f])
+                ),
+                _ => "?".into(),
+            };
+        }
+        let texts: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| {
+                let v = row.field(k.field(self.columns)).unwrap_or_default();
+                k.text(v)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(v).into_owned())
+            })
+            .collect();
+        match texts.as_slice() {
+            [one] => one.clone(),
+            _ => record_text(&texts),
+        }
+    }
+}
+
+/// Values printed as PostgreSQL prints a row (`record_out`): `(a,b)`, a value quoted when it
+/// is empty or holds a quote, backslash, parenthesis, comma or white space, with quotes and
+/// backslashes doubled inside.
+fn record_text(values: &[String]) -> String {
+    let quoted = values.iter().map(|v| {
+        let needs = v.is_empty()
+            || v.chars()
+                .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_ascii_whitespace());
+        if needs {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\"\""))
+        } else {
+            v.clone()
+        }
+    });
+    format!("({})", quoted.collect::<Vec<_>>().join(","))
 }
 
 /// `v` as a string literal whatever `standard_conforming_strings` is: `E'…'` with
@@ -296,6 +434,43 @@ fn literal(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_keys_are_located_as_postgres_prints_a_row() {
+        let t = |v: &[&str]| record_text(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(t(&["1", "abc"]), "(1,abc)");
+        assert_eq!(
+            t(&["", "a b", "x,y", "q\"t", "b\\s", "(p)"]),
+            "(\"\",\"a b\",\"x,y\",\"q\"\"t\",\"b\\\\s\",\"(p)\")"
+        );
+    }
+
+    #[test]
+    fn integer_keys_are_printed_from_their_binary_value() {
+        assert_eq!(KeyText::Int(0).text(&(-7i16).to_be_bytes()).unwrap(), "-7");
+        assert_eq!(
+            KeyText::Int(0).text(&i32::MIN.to_be_bytes()).unwrap(),
+            "-2147483648"
+        );
+        assert_eq!(
+            KeyText::Int(0).text(&i64::MAX.to_be_bytes()).unwrap(),
+            "9223372036854775807"
+        );
+        assert!(
+            KeyText::Int(0)
+                .text(&[1, 2, 3])
+                .unwrap_err()
+                .contains("3 bytes")
+        );
+        assert!(
+            KeyText::Same(0)
+                .text(&[0xff])
+                .unwrap_err()
+                .contains("not UTF-8")
+        );
+    }
+
     #[test]
     fn literals_escape_quotes_and_backslashes() {
         assert_eq!(super::literal("a'b\\c"), "E'a''b\\\\c'");

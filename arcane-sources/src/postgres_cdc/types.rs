@@ -157,12 +157,72 @@ pub(crate) fn binary_cast(dt: &DataType) -> &'static str {
         DataType::Float32 => "float4",
         DataType::Float64 => "float8",
         DataType::Binary => "bytea",
+        DataType::Decimal128(..) => "numeric",
         DataType::Date32 => "date",
         DataType::Time64(_) => "time",
         DataType::Timestamp(_, None) => "timestamp",
         DataType::Timestamp(_, Some(_)) => "timestamptz",
         _ => "text",
     }
+}
+
+/// A `numeric` in PostgreSQL's binary format (`ndigits`, `weight`, `sign`, `dscale`, then
+/// `ndigits` base-10000 digits, the first one worth 10000^`weight`) as a `Decimal128(p, s)`
+/// value, i.e. scaled by 10^`s`. NaN, infinities, values with more than `p` digits and values
+/// with non-zero digits beyond the scale are refused, never rounded.
+fn numeric_binary(v: &[u8], p: u8, s: i8) -> Result<i128, String> {
+    let word = |i: usize| v.get(i..i + 2).map(|w| u16::from_be_bytes([w[0], w[1]]));
+    let (Some(ndigits), Some(weight), Some(sign)) = (word(0), word(2), word(4)) else {
+        return Err(format!("{} bytes are not a binary numeric", v.len()));
+    };
+    let (ndigits, weight) = (usize::from(ndigits), i64::from(weight as i16));
+    if v.len() != 8 + 2 * ndigits {
+        return Err(format!(
+            "{} bytes are not a binary numeric of {ndigits} digits",
+            v.len()
+        ));
+    }
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        _ => return Err(format!("NaN and infinity do not fit numeric({p},{s})")),
+    };
+    let too_big =
+        || format!("the value has more than {p} digits, which do not fit numeric({p},{s})");
+    let mut value: i128 = 0;
+    for i in 0..ndigits {
+        let digit = i128::from(word(8 + 2 * i).unwrap_or(0));
+        if digit >= 10_000 {
+            return Err(format!(
+                "{digit} is not a base-10000 digit of a binary numeric"
+            ));
+        }
+        // This digit's power of ten once scaled by 10^s.
+        let exp = 4 * (weight - i as i64) + i64::from(s);
+        let part = if exp >= 0 {
+            u32::try_from(exp)
+                .ok()
+                .and_then(|e| 10i128.checked_pow(e))
+                .and_then(|m| digit.checked_mul(m))
+                .ok_or_else(too_big)?
+        } else {
+            let div = u32::try_from(-exp)
+                .ok()
+                .and_then(|e| 10i128.checked_pow(e))
+                .unwrap_or(i128::MAX);
+            if digit % div != 0 {
+                return Err(format!(
+                    "the value has non-zero digits beyond the scale of numeric({p},{s})"
+                ));
+            }
+            digit / div
+        };
+        value = value.checked_add(part).ok_or_else(too_big)?;
+    }
+    if value >= 10i128.pow(u32::from(p)) {
+        return Err(too_big());
+    }
+    Ok(if negative { -value } else { value })
 }
 
 /// Builds one Arrow column from text-format values.
@@ -365,7 +425,8 @@ impl ColumnBuilder {
                     .ok_or("an infinite timestamp is not supported")?;
                 b.append_value(unix)
             }
-            Self::Decimal(..) | Self::Utf8(_) | Self::List { .. } => {
+            Self::Decimal(b, p, s) => b.append_value(numeric_binary(v, *p, *s)?),
+            Self::Utf8(_) | Self::List { .. } => {
                 let text = std::str::from_utf8(v).map_err(|e| format!("not UTF-8 text: {e}"))?;
                 self.append_text(text)?
             }
@@ -515,6 +576,57 @@ mod tests {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Date32Type, TimestampMicrosecondType};
+
+    /// `numeric_send`'s form of a value: base-10000 digits, the first worth 10000^weight.
+    fn numeric(sign: u16, weight: i16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut v = (digits.len() as u16).to_be_bytes().to_vec();
+        v.extend(weight.to_be_bytes());
+        v.extend(sign.to_be_bytes());
+        v.extend(dscale.to_be_bytes());
+        digits.iter().for_each(|d| v.extend(d.to_be_bytes()));
+        v
+    }
+
+    #[test]
+    fn binary_numerics_are_read_exactly_or_refused() {
+        let ok = |v: Vec<u8>, p, s| numeric_binary(&v, p, s).unwrap();
+        assert_eq!(ok(numeric(0, 0, 2, &[12, 3400]), 10, 2), 1234);
+        assert_eq!(ok(numeric(0x4000, -1, 2, &[500]), 10, 2), -5); // -0.05
+        assert_eq!(ok(numeric(0, 0, 0, &[]), 10, 2), 0);
+        // 123456789.01: digits 1|2345|6789 . 0100
+        assert_eq!(
+            ok(numeric(0, 2, 2, &[1, 2345, 6789, 100]), 12, 2),
+            12_345_678_901
+        );
+        // 10^36 (trailing zero digits are not sent) into numeric(38, 0) and (38, 1).
+        assert_eq!(ok(numeric(0, 9, 0, &[1]), 38, 0), 10i128.pow(36));
+        assert_eq!(ok(numeric(0, 9, 0, &[1]), 38, 1), 10i128.pow(37));
+        // The largest numeric(38, 0).
+        let mut nines = vec![99u16];
+        nines.extend([9999; 9]);
+        assert_eq!(ok(numeric(0, 9, 0, &nines), 38, 0), 10i128.pow(38) - 1);
+        // 0.0001 into numeric(4, 4).
+        assert_eq!(ok(numeric(0, -1, 4, &[1]), 4, 4), 1);
+
+        let err = |v: Vec<u8>, p, s| numeric_binary(&v, p, s).unwrap_err();
+        for special in [0xC000, 0xD000, 0xF000] {
+            assert!(err(numeric(special, 0, 0, &[]), 10, 2).contains("NaN and infinity"));
+        }
+        assert!(err(numeric(0, 9, 0, &[1]), 38, 2).contains("more than 38 digits"));
+        assert!(err(numeric(0, 2, 0, &[1, 0, 0]), 8, 0).contains("more than 8 digits"));
+        assert!(err(numeric(0, 100, 0, &[1]), 38, 0).contains("more than 38 digits"));
+        assert!(err(numeric(0, -1, 3, &[1234]), 10, 2).contains("beyond the scale"));
+        assert!(err(numeric(0, 0, 0, &[10_000]), 10, 2).contains("base-10000 digit"));
+        let mut short = numeric(0, 0, 2, &[12, 3400]);
+        short.pop();
+        assert!(err(short, 10, 2).contains("not a binary numeric"));
+        assert!(err(vec![0, 1], 10, 2).contains("not a binary numeric"));
+        // A builder keeps nothing of a refused value.
+        let mut b = ColumnBuilder::new(&DataType::Decimal128(10, 2));
+        assert!(b.append_binary(&numeric(0xC000, 0, 0, &[])).is_err());
+        b.append_binary(&numeric(0, 0, 2, &[1, 5000])).unwrap();
+        assert_eq!(b.len(), 1);
+    }
 
     #[test]
     fn parses_text_values_of_each_type() {
