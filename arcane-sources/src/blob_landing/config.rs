@@ -120,8 +120,10 @@ pub struct BlobLandingSourceConfig {
     #[serde(default)]
     pub late_files: LateFiles,
     /// Threads decoding NDJSON/CSV blocks of `batchRows` records in parallel while the file is
-    /// read (results are taken back in file order). Default: the number of CPUs available
-    /// (`1` decodes on the reading thread). Memory grows by about two blocks per thread.
+    /// read (results are taken back in file order), and inferring a schema from a whole NDJSON
+    /// file in blocks of 4 MiB (merged in file order: the schema one thread infers). Default:
+    /// the number of CPUs available (`1` decodes on the reading thread). Memory grows by about
+    /// two blocks per thread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_threads: Option<NonZeroUsize>,
     /// How a store call (listing the prefix, reading a file or a range of it) is retried when

@@ -729,8 +729,9 @@ impl Run {
                     &self.origin(meta.location.as_ref()),
                 );
                 let max = self.config.infer_schema_records;
+                let threads = self.config.decode_threads();
                 tokio::task::spawn_blocking(move || {
-                    infer_text_schema(open_decompressed(raw, compression, 0), text, max)
+                    infer_text_schema(open_decompressed(raw, compression, 0), text, max, threads)
                 })
                 .await
                 .unwrap_or_else(|e| {

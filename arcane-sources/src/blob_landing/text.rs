@@ -537,8 +537,74 @@ pub(crate) struct Inferred {
 /// Objects parsed per call of `arrow_json`'s inference (bounds the memory of inference).
 const INFER_CHUNK: usize = 4096;
 
+/// Bytes of whole NDJSON lines one inference thread reads at a time.
+const INFER_BLOCK: usize = 4 << 20;
+
+/// The next `size` bytes of `reader` and the rest of the line they end in; `None` at the end.
+fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut block = Vec::with_capacity(size.min(INFER_BLOCK) + 4096);
+    reader.take(size as u64).read_to_end(&mut block)?;
+    if block.is_empty() {
+        return Ok(None);
+    }
+    if block.last() != Some(&b'\n') {
+        reader.read_until(b'\n', &mut block)?;
+    }
+    Ok(Some(block))
+}
+
+/// Infer from the lines of `block` into `inference`, counting non-blank lines in `seen`, up to
+/// `limit` of them; true when the limit was reached.
+fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &mut u64) -> bool {
+    let mut chunk = Vec::with_capacity(INFER_CHUNK.min(1024));
+    let mut previous: Option<Kinds<'_>> = None;
+    let mut reached = false;
+    for line in block.split(|&b| b == b'\n') {
+        if is_blank(line) {
+            continue;
+        }
+        if *seen >= limit {
+            reached = true;
+            break;
+        }
+        *seen += 1;
+        // Bad lines are dead-lettered when the file is read; inference skips them.
+        let value = match serde_json::from_slice::<Shallow<'_>>(line) {
+            // A record of scalars stands for its types only; one with the same keys and
+            // types as the record before adds nothing to the inference.
+            Ok(Shallow(Some(kinds))) => {
+                if previous.as_ref() == Some(&kinds) {
+                    inference.objects += 1;
+                    continue;
+                }
+                let value = kinds.representative();
+                previous = Some(kinds);
+                value
+            }
+            Ok(Shallow(None)) => match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(value @ serde_json::Value::Object(_)) => {
+                    previous = None;
+                    value
+                }
+                _ => continue,
+            },
+            Err(_) => continue,
+        };
+        chunk.push(value);
+        if chunk.len() >= INFER_CHUNK {
+            inference.add(&chunk);
+            chunk.clear();
+        }
+    }
+    inference.add(&chunk);
+    reached || *seen >= limit
+}
+
 /// Infer a schema from the first `max_records` records of a text file (all of them when
 /// `None`), in one streaming pass: at most [`INFER_CHUNK`] parsed records are held at a time.
+/// A whole NDJSON file is read by `threads` threads, each inferring blocks of
+/// [`INFER_BLOCK`] bytes of whole lines, merged in file order into the schema one thread
+/// would infer.
 ///
 /// Where values of a field disagree the type is widened (integer and float → `Float64`;
 /// other scalars mixed → `Utf8`); a record whose field is an object where others had a
@@ -547,6 +613,7 @@ pub(crate) fn infer_text_schema(
     reader: io::Result<Box<dyn Read + Send>>,
     format: TextFormat,
     max_records: Option<usize>,
+    threads: usize,
 ) -> Result<Inferred, FileError> {
     let classify = |e: io::Error| match e
         .into_inner()
@@ -562,69 +629,7 @@ pub(crate) fn infer_text_schema(
         error: None,
     };
     match format {
-        TextFormat::Ndjson => {
-            let mut lines = io::BufReader::with_capacity(READ_CHUNK, tap);
-            let mut inference = JsonInference::default();
-            let mut chunk = Vec::with_capacity(INFER_CHUNK);
-            let mut seen: u64 = 0;
-            let mut line = Vec::new();
-            let mut previous: Option<Kinds<'static>> = None;
-            let limit = max_records.map_or(u64::MAX, |n| n as u64);
-            while seen < limit {
-                line.clear();
-                match lines.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(match lines.into_inner().error.take() {
-                            Some(store) => FileError::Store(store),
-                            None => FileError::Content(e.to_string()),
-                        });
-                    }
-                }
-                if is_blank(&line) {
-                    continue;
-                }
-                seen += 1;
-                // Bad lines are dead-lettered when the file is read; inference skips them.
-                let value = match serde_json::from_slice::<Shallow<'_>>(&line) {
-                    // A record of scalars stands for its types only; one with the same keys
-                    // and types as the record before adds nothing to the inference.
-                    Ok(Shallow(Some(kinds))) => {
-                        if previous.as_ref() == Some(&kinds) {
-                            inference.objects += 1;
-                            continue;
-                        }
-                        let value = kinds.representative();
-                        previous = Some(kinds.owned());
-                        value
-                    }
-                    Ok(Shallow(None)) => match serde_json::from_slice::<serde_json::Value>(&line) {
-                        Ok(value @ serde_json::Value::Object(_)) => {
-                            previous = None;
-                            value
-                        }
-                        _ => continue,
-                    },
-                    Err(_) => continue,
-                };
-                chunk.push(value);
-                if chunk.len() >= INFER_CHUNK {
-                    inference.add(&chunk);
-                    chunk.clear();
-                }
-            }
-            inference.add(&chunk);
-            match inference.fields {
-                Some(fields) if inference.objects > 0 => Ok(Inferred {
-                    schema: Arc::new(Schema::new(fields)),
-                    records: Some(seen),
-                }),
-                _ => Err(FileError::Content(format!(
-                    "no JSON object in its first {seen} non-blank lines to infer a schema from; set `schema`"
-                ))),
-            }
-        }
+        TextFormat::Ndjson => infer_ndjson(tap, max_records, threads, INFER_BLOCK),
         TextFormat::Csv {
             header,
             delimiter,
@@ -650,6 +655,89 @@ pub(crate) fn infer_text_schema(
                 }),
             }
         }
+    }
+}
+
+/// NDJSON inference (see [`infer_text_schema`]) in blocks of `block_size` bytes.
+fn infer_ndjson<R: Read>(
+    tap: ErrorTap<R>,
+    max_records: Option<usize>,
+    threads: usize,
+    block_size: usize,
+) -> Result<Inferred, FileError> {
+    let mut lines = io::BufReader::with_capacity(READ_CHUNK, tap);
+    let mut inference = JsonInference::default();
+    let limit = max_records.map_or(u64::MAX, |n| n as u64);
+    let mut seen: u64 = 0;
+    let threads = if max_records.is_some() {
+        1
+    } else {
+        threads.max(1)
+    };
+    loop {
+        // A round: up to `threads` blocks of whole lines, inferred in parallel and
+        // merged in file order (see `merge_block`).
+        let mut blocks = Vec::with_capacity(threads);
+        let mut ended = false;
+        while blocks.len() < threads {
+            match next_block(&mut lines, block_size) {
+                Ok(Some(block)) => blocks.push(block),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(match lines.into_inner().error.take() {
+                        Some(store) => FileError::Store(store),
+                        None => FileError::Content(e.to_string()),
+                    });
+                }
+            }
+        }
+        if threads == 1 {
+            if let Some(block) = blocks.first() {
+                ended |= infer_lines(block, &mut inference, limit, &mut seen);
+            }
+        } else {
+            let parts: Vec<Option<(JsonInference, u64)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = blocks
+                    .iter()
+                    .map(|block| {
+                        scope.spawn(move || {
+                            let mut part = JsonInference::default();
+                            let mut lines = 0;
+                            infer_lines(block, &mut part, u64::MAX, &mut lines);
+                            (part, lines)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().ok()).collect()
+            });
+            for (block, part) in blocks.iter().zip(parts) {
+                match part {
+                    Some((part, lines)) => {
+                        inference.merge_block(part, block);
+                        seen += lines;
+                    }
+                    // A thread that failed: the block is read here.
+                    None => {
+                        infer_lines(block, &mut inference, u64::MAX, &mut seen);
+                    }
+                }
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    match inference.fields {
+        Some(fields) if inference.objects > 0 => Ok(Inferred {
+            schema: Arc::new(Schema::new(fields)),
+            records: Some(seen),
+        }),
+        _ => Err(FileError::Content(format!(
+            "no JSON object in its first {seen} non-blank lines to infer a schema from; set `schema`"
+        ))),
     }
 }
 
@@ -689,15 +777,6 @@ impl Kinds<'_> {
                     };
                     (k.to_string(), v)
                 })
-                .collect(),
-        )
-    }
-
-    fn owned(self) -> Kinds<'static> {
-        Kinds(
-            self.0
-                .into_iter()
-                .map(|(k, v)| (std::borrow::Cow::Owned(k.into_owned()), v))
                 .collect(),
         )
     }
@@ -822,9 +901,35 @@ struct JsonInference {
     fields: Option<Fields>,
     /// Objects that took part.
     objects: u64,
+    /// Objects left out because they conflicted with the others.
+    left_out: u64,
 }
 
 impl JsonInference {
+    /// Merge `part`, inferred alone from the next `block` of the file: its fields join these
+    /// (the merge is associative), unless an object of the block was left out or the block
+    /// conflicts with what came before; then the block is inferred again after what came
+    /// before, as one pass over the file would (which objects are left out depends on what
+    /// was read before them).
+    fn merge_block(&mut self, part: JsonInference, block: &[u8]) {
+        if part.left_out == 0 {
+            match &part.fields {
+                None => {
+                    self.objects += part.objects;
+                    return;
+                }
+                Some(fields) => {
+                    if let Some(merged) = self.merged(fields) {
+                        self.fields = Some(merged);
+                        self.objects += part.objects;
+                        return;
+                    }
+                }
+            }
+        }
+        infer_lines(block, self, u64::MAX, &mut 0);
+    }
+
     /// Merge the fields of `values`; when they conflict with each other or with what was
     /// inferred so far, merge them one by one and leave out those that cannot be merged.
     fn add(&mut self, values: &[serde_json::Value]) {
@@ -842,6 +947,8 @@ impl JsonInference {
             {
                 self.fields = Some(merged);
                 self.objects += 1;
+            } else {
+                self.left_out += 1;
             }
         }
     }
@@ -941,9 +1048,71 @@ mod tests {
     fn inferred(lines: &[String]) -> Schema {
         let text = lines.join("\n").into_bytes();
         let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text));
-        let out = infer_text_schema(Ok(reader), TextFormat::Ndjson, None).expect("inferred");
+        let out = infer_text_schema(Ok(reader), TextFormat::Ndjson, None, 1).expect("inferred");
         assert_eq!(out.records, Some(lines.len() as u64));
         out.schema.as_ref().clone()
+    }
+
+    /// NDJSON inferred in small blocks by several threads: the schema and record count one
+    /// thread infers, on records whose fields change type, conflict (object against scalar,
+    /// in either order, across and within blocks), nest, or are blank, bad or not objects.
+    #[test]
+    fn blocks_inferred_in_parallel_give_what_one_pass_gives() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let infer = |text: &[u8], threads: usize, block: usize| {
+            let tap = ErrorTap {
+                inner: io::Cursor::new(text.to_vec()),
+                error: None,
+            };
+            infer_ndjson(tap, None, threads, block).map_err(|e| format!("{e:?}"))
+        };
+        for trial in 0..60 {
+            let mut text = String::new();
+            for _ in 0..(50 + next(400)) {
+                let line = match next(16) {
+                    0 => "   ".to_string(),
+                    1 => "{not json".to_string(),
+                    2 => "[1, 2]".to_string(),
+                    3 => format!(r#"{{"f": {{"a": {}}}}}"#, next(9)),
+                    4 => format!(r#"{{"f": {}, "g": [1, {}.5]}}"#, next(9), next(9)),
+                    5 => format!(r#"{{"f": "s{}", "h": null}}"#, next(9)),
+                    6 => format!(r#"{{"g": {{"x": true}}, "k{}": 1}}"#, next(5)),
+                    7 => r#"{"f": null, "g": null}"#.to_string(),
+                    8 => format!(r#"{{"n": {}}}"#, next(1_000)),
+                    9 => format!(r#"{{"n": {}.25, "l": [{{"z": 1}}]}}"#, next(1_000)),
+                    10 => r#"{"l": "scalar"}"#.to_string(),
+                    _ => format!(
+                        r#"{{"id": {}, "s": "v{}", "b": {}}}"#,
+                        next(99),
+                        next(9),
+                        next(2) == 0
+                    ),
+                };
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let one = infer(text.as_bytes(), 1, INFER_BLOCK);
+            for (threads, block) in [(2, 64), (3, 200), (4, 1 + next(600) as usize)] {
+                let many = infer(text.as_bytes(), threads, block);
+                match (&one, &many) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(
+                            a.schema, b.schema,
+                            "trial {trial}, {threads} threads, blocks of {block}:\n{text}"
+                        );
+                        assert_eq!(a.records, b.records, "trial {trial}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b),
+                    _ => panic!("trial {trial}: {one:?} vs {many:?}"),
+                }
+            }
+        }
     }
 
     /// Records of scalars are inferred from their kinds and repeated shapes skipped: the
