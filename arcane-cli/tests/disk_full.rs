@@ -71,7 +71,8 @@ fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_comple
     };
     let work = tempfile::tempdir().unwrap();
     let sink = volume.path().join("out");
-    let total = 400_000u64;
+    // About 2.7 MB of Parquet: the 2 MiB volume fills after about three quarters of it.
+    let total = 700_000u64;
     let spec = json!({
         "apiVersion": "streaming.sneaksanddata.com/v1",
         "kind": "GeneratorStream",
