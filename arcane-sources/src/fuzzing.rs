@@ -33,42 +33,44 @@ pub const MAX_DECOMPRESSED: u64 = 1 << 20;
 /// Records decoded one by one as well (the oracle of [`ndjson_decoder`]).
 const MAX_SINGLE_DECODES: usize = 64;
 
+/// A schema of `(name, type, required)` columns, as a spec's `schema` declares them.
+fn fuzz_schema(fields: &[(&str, &str, bool)]) -> SchemaRef {
+    let fields: Vec<FieldConfig> = fields
+        .iter()
+        .map(|(name, data_type, required)| {
+            let f = FieldConfig::new(*name, *data_type);
+            if *required { f.required() } else { f }
+        })
+        .collect();
+    schema_from_fields(&fields, "schema").unwrap_or_else(|e| {
+        unreachable!("the fuzz schemas are valid: {e}");
+    })
+}
+
 /// The schemas [`ndjson_decoder`] picks from: every scalar type of a spec's `schema`, required
 /// and nullable columns, and nested structs and lists (as inferred from JSON files).
 pub fn schemas() -> &'static [SchemaRef] {
     static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        let from_fields = |fields: &[(&str, &str, bool)]| {
-            let fields: Vec<FieldConfig> = fields
-                .iter()
-                .map(|(name, data_type, required)| {
-                    let f = FieldConfig::new(*name, *data_type);
-                    if *required { f.required() } else { f }
-                })
-                .collect();
-            schema_from_fields(&fields, "schema").unwrap_or_else(|e| {
-                unreachable!("the fuzz schemas are valid: {e}");
-            })
-        };
         let item = |t: DataType| Arc::new(Field::new_list_field(t, true));
         let point = Fields::from(vec![
             Field::new("x", DataType::Float64, true),
             Field::new("label", DataType::Utf8, true),
         ]);
         vec![
-            from_fields(&[
+            fuzz_schema(&[
                 ("id", "int64", true),
                 ("name", "utf8", false),
                 ("amount", "float64", false),
                 ("ok", "bool", false),
             ]),
-            from_fields(&[
+            fuzz_schema(&[
                 ("at", "timestamp[ms, UTC]", false),
                 ("local", "timestamp[us]", false),
                 ("day", "date32", false),
                 ("shifted", "timestamp[s, +01:00]", false),
             ]),
-            from_fields(&[
+            fuzz_schema(&[
                 ("small", "int8", false),
                 ("count", "uint64", true),
                 ("n", "int32", false),
@@ -171,36 +173,24 @@ pub fn ndjson_decoder(data: &[u8]) {
 pub fn fast_schemas() -> &'static [SchemaRef] {
     static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        let from_fields = |fields: &[(&str, &str, bool)]| {
-            let fields: Vec<FieldConfig> = fields
-                .iter()
-                .map(|(name, data_type, required)| {
-                    let f = FieldConfig::new(*name, *data_type);
-                    if *required { f.required() } else { f }
-                })
-                .collect();
-            schema_from_fields(&fields, "schema").unwrap_or_else(|e| {
-                unreachable!("the fuzz schemas are valid: {e}");
-            })
-        };
         let wide: Vec<(String, &str)> = (0..20).map(|i| (format!("c{i}"), "int32")).collect();
         let wide: Vec<(&str, &str, bool)> =
             wide.iter().map(|(n, t)| (n.as_str(), *t, false)).collect();
         vec![
-            from_fields(&[
+            fuzz_schema(&[
                 ("id", "int64", true),
                 ("name", "utf8", false),
                 ("amount", "float64", false),
                 ("ok", "bool", false),
             ]),
-            from_fields(&[
+            fuzz_schema(&[
                 ("at", "timestamp[ms, UTC]", false),
                 ("local", "timestamp[us]", false),
                 ("day", "date32", false),
                 ("shifted", "timestamp[s, +01:00]", false),
                 ("nanos", "timestamp[ns, UTC]", false),
             ]),
-            from_fields(&[
+            fuzz_schema(&[
                 ("small", "int8", false),
                 ("count", "uint64", true),
                 ("n", "int32", false),
@@ -211,7 +201,7 @@ pub fn fast_schemas() -> &'static [SchemaRef] {
                 ("ratio", "float32", false),
                 ("text", "large_utf8", false),
             ]),
-            from_fields(&wide),
+            fuzz_schema(&wide),
         ]
     })
 }

@@ -556,7 +556,7 @@ fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u
 /// Infer from the lines of `block` into `inference`, counting non-blank lines in `seen`, up to
 /// `limit` of them; true when the limit was reached.
 fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &mut u64) -> bool {
-    let mut chunk = Vec::with_capacity(INFER_CHUNK.min(1024));
+    let mut chunk = Vec::with_capacity(INFER_CHUNK);
     let mut previous: Option<Kinds<'_>> = None;
     let mut reached = false;
     for line in block.split(|&b| b == b'\n') {

@@ -66,10 +66,14 @@ impl Worker {
     /// The fields each snapshot row is read as: first the key columns whose text cannot be
     /// told from their binary value, as text (see [`KeyText`]), or the `ctid` of a table read
     /// by blocks; then every column cast for binary `COPY`.
-    fn select_list(&self, locator: Option<&str>, key: &[KeyText]) -> String {
+    fn select_list(&self, plan: &RowPlan) -> String {
         let column = |i: usize| format!("_t.{}", quote_ident(&self.table.columns[i].name));
-        let mut select: Vec<String> = locator.map(|l| format!("{l}::tid")).into_iter().collect();
-        select.extend(key.iter().filter_map(|k| match k {
+        let mut select: Vec<String> = plan
+            .ctid
+            .then(|| "_t.ctid::tid".into())
+            .into_iter()
+            .collect();
+        select.extend(plan.key.iter().filter_map(|k| match k {
             KeyText::Field(_, column_index) => Some(format!("{}::text", column(*column_index))),
             _ => None,
         }));
@@ -93,7 +97,7 @@ impl Worker {
             .collect();
         let order = cols.join(", ");
         let plan = RowPlan::keyed(key, &self.table.columns);
-        let select = self.select_list(None, &plan.key);
+        let select = self.select_list(&plan);
         let what = if self.table.has_primary_key {
             "snapshot primary key"
         } else {
@@ -250,7 +254,7 @@ impl Worker {
         };
         let chunk = ((self.settings.config.batch_rows as f64 / per_block) as u64).max(1);
         let plan = RowPlan::blocks();
-        let select = self.select_list(Some("_t.ctid"), &plan.key);
+        let select = self.select_list(&plan);
         // A shard of a sharded backfill reads up to the end of its block range.
         let until = self.pos.snapshot.as_ref().and_then(|s| s.until_block);
         let end = until.unwrap_or(blocks);
