@@ -689,6 +689,22 @@ async fn dead_letters_commit_with_the_rows_in_one_manifest_entry() {
         2,
         "the sink counts its own rejects (one per write, the crashed one included)"
     );
+    assert!(!dl_dir.join("_arcane").exists(), "the commit cleans up its staging");
+
+    // A run stopped after deleting the dead-letter staging directory but before its (then
+    // empty) metadata directory: the next run's recovery deletes what is left.
+    std::fs::create_dir(dl_dir.join("_arcane")).expect("mkdir");
+    drop(sink);
+    let mut sink = ParquetSink::new(config.clone()).expect("sink");
+    sink.open(&ctx).await.expect("reopen");
+    let left: Vec<_> = std::fs::read_dir(&dl_dir)
+        .expect("dead-letter directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|name| name.ends_with(".parquet")),
+        "only committed dead-letter files are left: {left:?}"
+    );
 }
 
 /// Objects under `stream/{dir}` of `store`, relative to `stream/`.

@@ -518,12 +518,10 @@ pub(crate) async fn remove_staging(
     delete_all(loc, files, sink, retry).await?;
     if let Some(dir) = local_dir(loc, STAGING_DIR) {
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                if let Some(meta) = local_dir(loc, META_DIR) {
-                    let _ = std::fs::remove_dir(meta);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Also when the staging directory is gone already: a run stopped between
+            // deleting it and its (then empty) metadata directory leaves the latter behind.
+            Ok(()) => remove_empty_meta_dir(loc),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => remove_empty_meta_dir(loc),
             Err(e) => {
                 return Err(Error::sink(
                     sink,
@@ -538,6 +536,14 @@ pub(crate) async fn remove_staging(
         }
     }
     Ok(())
+}
+
+/// Remove the metadata directory of the local location `loc` if it is empty (a dead-letter
+/// location has no manifests: once its staging directory is gone, nothing is left in it).
+fn remove_empty_meta_dir(loc: &Location) {
+    if let Some(meta) = local_dir(loc, META_DIR) {
+        let _ = std::fs::remove_dir(meta);
+    }
 }
 
 /// Remove the (now empty) local staging directory of commit `sequence`.
