@@ -689,7 +689,10 @@ async fn dead_letters_commit_with_the_rows_in_one_manifest_entry() {
         2,
         "the sink counts its own rejects (one per write, the crashed one included)"
     );
-    assert!(!dl_dir.join("_arcane").exists(), "the commit cleans up its staging");
+    assert!(
+        !dl_dir.join("_arcane").exists(),
+        "the commit cleans up its staging"
+    );
 
     // A run stopped after deleting the dead-letter staging directory but before its (then
     // empty) metadata directory: the next run's recovery deletes what is left.

@@ -213,13 +213,49 @@ pub fn fast_schemas() -> &'static [SchemaRef] {
 /// them as one block — the `arrow_json` path reads to the same batch; and decoding with the
 /// fast path on gives what decoding with it off gives (rows, dead letters, reasons).
 pub fn ndjson_fast(data: &[u8]) {
-    use crate::decode::block::{BlockDecoder, Piece, Rec, TextFormat as Format};
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
     let schemas = fast_schemas();
     let schema = &schemas[usize::from(selector) % schemas.len()];
-    let coerce = selector & 0x80 != 0;
+    text_fast(
+        crate::decode::block::TextFormat::Ndjson,
+        schema,
+        selector & 0x80 != 0,
+        rest,
+    );
+}
+
+/// Records through the CSV fast path of the blob-landing decoder (`decode/csv_fast.rs`) and
+/// through its `arrow_csv` path: byte 0 picks one of [`fast_schemas`] and the delimiter
+/// (`,`, `;`, tab or `|`), the rest are records (one per line). Whatever the fast path reads
+/// — each record alone, and all of them as one block — the `arrow_csv` path reads to the same
+/// batch; and decoding with the fast path on gives what decoding with it off gives (rows,
+/// dead letters, reasons).
+pub fn csv_fast(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let schemas = fast_schemas();
+    let schema = &schemas[usize::from(selector) % schemas.len()];
+    let delimiter = [b',', b';', b'\t', b'|'][usize::from(selector >> 6)];
+    let format = crate::decode::block::TextFormat::Csv {
+        header: false,
+        delimiter,
+        quote: b'"',
+    };
+    text_fast(format, schema, false, rest);
+}
+
+/// The fast path of `format` against its general path on the lines of `data` (see
+/// [`ndjson_fast`] and [`csv_fast`]).
+fn text_fast(
+    format: crate::decode::block::TextFormat,
+    schema: &SchemaRef,
+    coerce: bool,
+    rest: &[u8],
+) {
+    use crate::decode::block::{BlockDecoder, Piece, Rec};
     let mut recs = Vec::new();
     let mut start = 0;
     for (i, line) in rest.split(|&b| b == b'\n').enumerate() {
@@ -231,7 +267,7 @@ pub fn ndjson_fast(data: &[u8]) {
         start += line.len() + 1;
     }
     let new = |fast: bool| {
-        BlockDecoder::new(Format::Ndjson, schema.clone(), recs.len().max(1))
+        BlockDecoder::new(format, schema.clone(), recs.len().max(1))
             .with_coerce_primitive(coerce)
             .with_fast(fast)
     };
@@ -247,9 +283,12 @@ pub fn ndjson_fast(data: &[u8]) {
         match slow.decode(rest, range) {
             Ok(expected) => {
                 assert_eq!(batch.schema(), expected.schema(), "the same schema");
-                assert_eq!(batch, expected, "the fast path reads as arrow_json reads");
+                assert_eq!(
+                    batch, expected,
+                    "the fast path reads as the general path reads"
+                );
             }
-            Err(reason) => panic!("the fast path read a block arrow_json rejects: {reason}"),
+            Err(reason) => panic!("the fast path read a block the general path rejects: {reason}"),
         }
         check_required(&batch);
     }

@@ -987,3 +987,69 @@ async fn a_store_that_keeps_failing_is_a_transient_error_after_the_attempts() {
     assert!(text.contains("call 3: connection reset by peer"), "{text}");
     assert_eq!(store.calls(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_reads_large_utf8_and_refuses_columns_it_cannot_hold_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.csv"),
+        "id,name,blob\n1,x,aa\n2,,bb\n3,\"quoted, name\",cc\n",
+    )
+    .unwrap();
+    // `large_utf8` is read as text, also by `arrow_csv` (a quoted field), which reads `utf8`
+    // only: every record was refused.
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(vec![
+        FieldConfig::new("id", "int64").required(),
+        FieldConfig::new("name", "large_utf8"),
+        FieldConfig::new("blob", "utf8"),
+    ]);
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let (batches, letters) = read_backfill(&mut source, None).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    let rows = rows_of(&batches);
+    assert_eq!(ids(&rows), vec![1, 2, 3]);
+    let names: Vec<Option<&str>> = rows
+        .iter()
+        .flat_map(|b| b.column_by_name("name").unwrap().as_string::<i64>().iter())
+        .collect();
+    assert_eq!(names, vec![Some("x"), None, Some("quoted, name")]);
+
+    // A list column: one clear, permanent error naming it, not a dead letter per record.
+    let mut cfg = config(dir.path());
+    cfg.schema = Some(vec![
+        FieldConfig::new("id", "int64").required(),
+        FieldConfig::new("name", "utf8"),
+        FieldConfig::new("blob", "List(Int64)"),
+    ]);
+    let mut source = BlobLandingSource::new(cfg).unwrap();
+    let mut stream = source
+        .open(arcane_core::SourceStart {
+            mode: arcane_core::Mode::Backfill,
+            ..arcane_core::SourceStart::default()
+        })
+        .await
+        .expect("source opens");
+    let mut error = None;
+    while let Some(item) = futures::StreamExt::next(&mut stream).await {
+        match item {
+            Ok(b) => assert!(
+                b.batch.num_rows() == 0 && b.dead_letters.is_empty(),
+                "nothing is read: {b:?}"
+            ),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let error = error.expect("an error");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("column \"blob\"")
+            && message.contains("List")
+            && message.contains("a.csv"),
+        "{message}"
+    );
+    assert_eq!(error.exit_code(), arcane_core::ExitCode::Fatal, "{message}");
+}

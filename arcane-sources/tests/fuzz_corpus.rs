@@ -16,6 +16,11 @@ fn ndjson_fast_corpus_replays() {
 }
 
 #[test]
+fn csv_fast_corpus_replays() {
+    replay("csv_fast", arcane_sources::fuzzing::csv_fast);
+}
+
+#[test]
 fn blob_text_corpus_replays() {
     replay("blob_text", arcane_sources::fuzzing::blob_text);
 }

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use tokio::sync::mpsc;
 
 pub(crate) use crate::decode::block::TextFormat;
-use crate::decode::block::{BlockDecoder, Piece, Rec};
+use crate::decode::block::{BlockDecoder, Piece, Rec, csv_unreadable};
 
 use super::event::{FileError, FileEvent, Progress};
 use super::fetch::store_error;
@@ -76,6 +76,15 @@ pub(crate) fn read_text_file(
     start: Progress,
     out: &mpsc::Sender<FileEvent>,
 ) {
+    if matches!(job.format, TextFormat::Csv { .. })
+        && let Some(reason) = csv_unreadable(&job.schema)
+    {
+        let _ = out.blocking_send(FileEvent::Failed(format!(
+            "cannot read the CSV file {}: {reason}",
+            job.path
+        )));
+        return;
+    }
     let threads = job.decode_threads.max(1);
     if threads == 1 {
         read_with(job, reader, start, out, None);
@@ -237,20 +246,16 @@ impl Framer {
     /// The end (line break) of the next complete record, if the buffer holds one.
     fn next_break(&mut self) -> Option<usize> {
         let Some((quote, _)) = self.csv else {
-            return self.buf[self.scan..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|i| self.scan + i);
+            return memchr::memchr(b'\n', &self.buf[self.scan..]).map(|i| self.scan + i);
         };
-        for (i, &b) in self.buf[self.scan..].iter().enumerate() {
-            if b == quote {
+        // Quotes and line breaks only: the bytes between them are skipped (SIMD).
+        for i in memchr::memchr2_iter(quote, b'\n', &self.buf[self.scan..]) {
+            if self.buf[self.scan + i] == quote {
                 self.in_quote = !self.in_quote;
-            } else if b == b'\n' {
-                if self.in_quote {
-                    self.line += 1;
-                } else {
-                    return Some(self.scan + i);
-                }
+            } else if self.in_quote {
+                self.line += 1;
+            } else {
+                return Some(self.scan + i);
             }
         }
         None

@@ -6,17 +6,18 @@
 //! dead-letters; the good rows of the block are kept in order. One bad record in a block of
 //! `n` costs about `2·log2(n)` extra decodes of shrinking ranges.
 //!
-//! NDJSON blocks of a schema of top-level scalar columns are first read by the fast path
-//! ([`FastDecoder`]: one pass per line straight into the schema's builders); a block it gives
-//! up on takes the `arrow_json` path, which makes the same batch of every block the fast path
-//! reads.
+//! Blocks of a schema of top-level scalar columns are first read by the format's fast path
+//! ([`FastDecoder`] for NDJSON, [`CsvFastDecoder`] for CSV: one pass per record straight
+//! into the schema's builders); a block it gives up on takes the `arrow_json` or `arrow_csv`
+//! path, which makes the same batch of every block the fast path reads.
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-use super::fast::FastDecoder;
+use super::csv_fast::CsvFastDecoder;
+use super::fast::{FastDecoder, GiveUp};
 
 /// A line-oriented format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,51 @@ pub(crate) enum Piece {
     Bad(usize, String),
 }
 
+/// Why CSV records cannot be read into `schema`: the first column whose type `arrow_csv`
+/// does not read from text (binary, nested and interval types, …), named with what to do.
+pub(crate) fn csv_unreadable(schema: &SchemaRef) -> Option<String> {
+    use arrow_schema::TimeUnit;
+    let decoded = decode_schema(
+        schema,
+        TextFormat::Csv {
+            header: false,
+            delimiter: b',',
+            quote: b'"',
+        },
+    );
+    decoded.fields().iter().zip(schema.fields()).find_map(|(d, f)| {
+        let readable = match d.data_type() {
+            DataType::Dictionary(key, value) => {
+                key.is_integer() && value.as_ref() == &DataType::Utf8
+            }
+            DataType::Time32(unit) => matches!(unit, TimeUnit::Second | TimeUnit::Millisecond),
+            DataType::Time64(unit) => {
+                matches!(unit, TimeUnit::Microsecond | TimeUnit::Nanosecond)
+            }
+            t => {
+                t.is_numeric()
+                    || matches!(
+                        t,
+                        DataType::Boolean
+                            | DataType::Null
+                            | DataType::Utf8
+                            | DataType::Utf8View
+                            | DataType::Date32
+                            | DataType::Date64
+                            | DataType::Timestamp(..)
+                    )
+            }
+        };
+        (!readable).then(|| {
+            format!(
+                "column \"{}\" has type {}, which CSV records cannot hold (CSV fields are read as text, numbers, booleans, decimals, dates, times and timestamps); declare it as utf8, or land these files as NDJSON or Parquet",
+                f.name(),
+                f.data_type()
+            )
+        })
+    })
+}
+
 /// Decodes contiguous ranges of records.
 pub(crate) struct BlockDecoder {
     format: TextFormat,
@@ -57,8 +103,23 @@ pub(crate) struct BlockDecoder {
     /// Whether JSON numbers and booleans are read into string columns as their text.
     coerce_primitive: bool,
     json: Option<arrow_json::reader::Decoder>,
-    /// The NDJSON fast path, when the schema is one it reads and it is on.
-    fast: Option<FastDecoder>,
+    /// The format's fast path, when the schema is one it reads and it is on.
+    fast: Option<Fast>,
+}
+
+/// A format's fast path.
+enum Fast {
+    Ndjson(FastDecoder),
+    Csv(CsvFastDecoder),
+}
+
+impl Fast {
+    fn decode(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, GiveUp> {
+        match self {
+            Self::Ndjson(d) => d.decode(buf, recs),
+            Self::Csv(d) => d.decode(buf, recs),
+        }
+    }
 }
 
 /// Scale of the decimal that top-level integer columns of JSON are decoded as: fractional
@@ -111,6 +172,8 @@ fn decode_type(t: &DataType, format: TextFormat) -> DataType {
             DataType::Timestamp(*unit, Some("+00:00".into()))
         }
         t if t.is_integer() && format == TextFormat::Ndjson => INTEGER_AS_DECIMAL,
+        // `arrow_csv` reads strings into `utf8` columns only.
+        DataType::LargeUtf8 if format != TextFormat::Ndjson => DataType::Utf8,
         DataType::Struct(fields) => {
             DataType::Struct(fields.iter().map(|f| decode_field(f, format)).collect())
         }
@@ -266,30 +329,33 @@ impl BlockDecoder {
     }
 
     /// The fast path for this decoder's format, schema and options, if it has one.
-    fn fast_decoder(&self) -> Option<FastDecoder> {
+    fn fast_decoder(&self) -> Option<Fast> {
         match self.format {
             TextFormat::Ndjson => {
                 FastDecoder::new(&self.target, &self.schema, self.coerce_primitive)
+                    .map(Fast::Ndjson)
             }
-            TextFormat::Csv { .. } => None,
+            TextFormat::Csv {
+                delimiter, quote, ..
+            } => CsvFastDecoder::new(&self.target, &self.schema, delimiter, quote).map(Fast::Csv),
         }
     }
 
-    /// Whether NDJSON blocks are first read by the fast path (on by default, when the schema
-    /// is one it reads); off, every block takes the `arrow_json` path (the fast path's
-    /// oracle in tests, the baseline in benchmarks).
+    /// Whether blocks are first read by the format's fast path (on by default, when the
+    /// schema is one it reads); off, every block takes the `arrow_json` or `arrow_csv` path
+    /// (the fast path's oracle in tests, the baseline in benchmarks).
     pub(crate) fn with_fast(mut self, on: bool) -> Self {
         self.fast = if on { self.fast_decoder() } else { None };
         self
     }
 
-    /// Whether NDJSON blocks are first read by the fast path.
+    /// Whether blocks are first read by the fast path.
     pub(crate) fn has_fast(&self) -> bool {
         self.fast.is_some()
     }
 
     /// Decode the records `recs` of `buf` with the fast path alone: `Err` with the reason it
-    /// gave up (its oracle compares its batches with the `arrow_json` path's).
+    /// gave up (its oracle compares its batches with the general path's).
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn decode_fast(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
         match &mut self.fast {
@@ -312,7 +378,7 @@ impl BlockDecoder {
 
     /// Decode the records `recs` of `buf`, one row each.
     pub(crate) fn decode(&mut self, buf: &[u8], recs: &[Rec]) -> Result<RecordBatch, String> {
-        // The fast path reads at most what the `arrow_json` path reads in one batch (a longer
+        // The fast path reads at most what the general path reads in one batch (a longer
         // block fails there, and is bisected).
         if let Some(fast) = &mut self.fast
             && !recs.is_empty()

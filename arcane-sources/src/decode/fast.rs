@@ -46,14 +46,14 @@ const MAX_DEPTH: usize = 64;
 /// The time zone timestamp strings without an offset are read in: `arrow_json`'s choice for
 /// the column's type (UTC for a type without a zone).
 #[derive(Debug, Clone)]
-enum Zone {
+pub(super) enum Zone {
     Utc,
     Tz(Tz),
 }
 
 /// How a column's values are read.
 #[derive(Debug, Clone)]
-enum Kind {
+pub(super) enum Kind {
     Int8,
     Int16,
     Int32,
@@ -73,18 +73,18 @@ enum Kind {
 
 /// A column of the schema.
 #[derive(Debug)]
-struct Column {
+pub(super) struct Column {
     name: Box<[u8]>,
     /// The name and the closing quote, as a key without escapes reads in JSON (none when
     /// the name holds a quote or a backslash, which JSON escapes).
     quoted: Option<Box<[u8]>>,
     nullable: bool,
-    kind: Kind,
+    pub(super) kind: Kind,
     data_type: DataType,
 }
 
 /// A column's values while a block is read.
-enum Builder {
+pub(super) enum Builder {
     Int8(Int8Builder),
     Int16(Int16Builder),
     Int32(Int32Builder),
@@ -104,7 +104,7 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(kind: &Kind, rows: usize) -> Self {
+    pub(super) fn new(kind: &Kind, rows: usize) -> Self {
         match kind {
             Kind::Int8 => Self::Int8(Int8Builder::with_capacity(rows)),
             Kind::Int16 => Self::Int16(Int16Builder::with_capacity(rows)),
@@ -124,7 +124,7 @@ impl Builder {
         }
     }
 
-    fn append_null(&mut self) {
+    pub(super) fn append_null(&mut self) {
         match self {
             Self::Int8(b) => b.append_null(),
             Self::Int16(b) => b.append_null(),
@@ -170,7 +170,7 @@ impl Builder {
         }
     }
 
-    fn finish(self, column: &Column) -> ArrayRef {
+    pub(super) fn finish(self, column: &Column) -> ArrayRef {
         match self {
             Self::Int8(mut b) => Arc::new(b.finish()),
             Self::Int16(mut b) => Arc::new(b.finish()),
@@ -235,6 +235,56 @@ pub(crate) struct FastDecoder {
 /// Columns beyond which names are looked up in a map rather than in order.
 const LINEAR_LOOKUP: usize = 16;
 
+/// The columns of `target` (decoded by the general path as `decode_schema`, which names the
+/// zones timestamps are read in), or none when a column's type is not one the fast paths
+/// read. Shared by the NDJSON and CSV fast paths.
+pub(super) fn columns(target: &SchemaRef, decode_schema: &SchemaRef) -> Option<Vec<Column>> {
+    let fields = target.fields();
+    if fields.is_empty() || fields.len() != decode_schema.fields().len() {
+        return None;
+    }
+    let mut columns = Vec::with_capacity(fields.len());
+    for (field, decoded) in fields.iter().zip(decode_schema.fields()) {
+        let kind = match field.data_type() {
+            DataType::Int8 => Kind::Int8,
+            DataType::Int16 => Kind::Int16,
+            DataType::Int32 => Kind::Int32,
+            DataType::Int64 => Kind::Int64,
+            DataType::UInt8 => Kind::UInt8,
+            DataType::UInt16 => Kind::UInt16,
+            DataType::UInt32 => Kind::UInt32,
+            DataType::UInt64 => Kind::UInt64,
+            DataType::Float32 => Kind::Float32,
+            DataType::Float64 => Kind::Float64,
+            DataType::Boolean => Kind::Boolean,
+            DataType::Utf8 => Kind::Utf8,
+            DataType::LargeUtf8 => Kind::LargeUtf8,
+            DataType::Date32 => Kind::Date32,
+            DataType::Timestamp(unit, _) => {
+                // The zone the general path reads the column in (UTC written `+00:00`).
+                let zone = match decoded.data_type() {
+                    DataType::Timestamp(_, None) => Zone::Utc,
+                    DataType::Timestamp(_, Some(tz)) => Zone::Tz(tz.parse().ok()?),
+                    _ => return None,
+                };
+                Kind::Timestamp(*unit, zone)
+            }
+            _ => return None,
+        };
+        let name = field.name().as_bytes();
+        let quoted = (!name.iter().any(|&b| b == b'"' || b == b'\\'))
+            .then(|| [name, b"\""].concat().into_boxed_slice());
+        columns.push(Column {
+            name: name.into(),
+            quoted,
+            nullable: field.is_nullable(),
+            kind,
+            data_type: field.data_type().clone(),
+        });
+    }
+    Some(columns)
+}
+
 impl FastDecoder {
     /// A fast path for `target` (decoded by the general path as `decode_schema`, which names
     /// the zones timestamps are read in), or none when a column's type is not one it reads.
@@ -243,49 +293,7 @@ impl FastDecoder {
         decode_schema: &SchemaRef,
         coerce_primitive: bool,
     ) -> Option<Self> {
-        let fields = target.fields();
-        if fields.is_empty() || fields.len() != decode_schema.fields().len() {
-            return None;
-        }
-        let mut columns = Vec::with_capacity(fields.len());
-        for (field, decoded) in fields.iter().zip(decode_schema.fields()) {
-            let kind = match field.data_type() {
-                DataType::Int8 => Kind::Int8,
-                DataType::Int16 => Kind::Int16,
-                DataType::Int32 => Kind::Int32,
-                DataType::Int64 => Kind::Int64,
-                DataType::UInt8 => Kind::UInt8,
-                DataType::UInt16 => Kind::UInt16,
-                DataType::UInt32 => Kind::UInt32,
-                DataType::UInt64 => Kind::UInt64,
-                DataType::Float32 => Kind::Float32,
-                DataType::Float64 => Kind::Float64,
-                DataType::Boolean => Kind::Boolean,
-                DataType::Utf8 => Kind::Utf8,
-                DataType::LargeUtf8 => Kind::LargeUtf8,
-                DataType::Date32 => Kind::Date32,
-                DataType::Timestamp(unit, _) => {
-                    // The zone `arrow_json` reads the column in (UTC written `+00:00`).
-                    let zone = match decoded.data_type() {
-                        DataType::Timestamp(_, None) => Zone::Utc,
-                        DataType::Timestamp(_, Some(tz)) => Zone::Tz(tz.parse().ok()?),
-                        _ => return None,
-                    };
-                    Kind::Timestamp(*unit, zone)
-                }
-                _ => return None,
-            };
-            let name = field.name().as_bytes();
-            let quoted = (!name.iter().any(|&b| b == b'"' || b == b'\\'))
-                .then(|| [name, b"\""].concat().into_boxed_slice());
-            columns.push(Column {
-                name: name.into(),
-                quoted,
-                nullable: field.is_nullable(),
-                kind,
-                data_type: field.data_type().clone(),
-            });
-        }
+        let columns = columns(target, decode_schema)?;
         // `arrow_json` takes the first column of a name; such a schema is left to it.
         let mut names: Vec<&[u8]> = columns.iter().map(|c| &*c.name).collect();
         names.sort_unstable();
@@ -601,7 +609,7 @@ fn decimal_integer(s: &str) -> Result<i128, GiveUp> {
 }
 
 /// `s` as a timestamp of `unit`, as `arrow_json` reads it.
-fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, GiveUp> {
+pub(super) fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, GiveUp> {
     fn of<T: chrono::TimeZone>(t: chrono::DateTime<T>, unit: TimeUnit) -> Option<i64> {
         match unit {
             TimeUnit::Second => Some(t.timestamp()),
@@ -909,7 +917,7 @@ fn skip_string(b: &[u8], mut i: usize) -> Result<usize, GiveUp> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The differential test: generated records, valid and hostile, decoded by the fast path
     //! and by the `arrow_json` path; whatever the fast path accepts, the `arrow_json` path
     //! accepts with the same batch.
@@ -921,12 +929,12 @@ mod tests {
     use super::super::block::{BlockDecoder, Piece, TextFormat};
     use super::*;
 
-    fn tz(unit: TimeUnit, zone: Option<&str>) -> DataType {
+    pub(in crate::decode) fn tz(unit: TimeUnit, zone: Option<&str>) -> DataType {
         DataType::Timestamp(unit, zone.map(Into::into))
     }
 
     /// Every type the fast path reads, required and nullable.
-    fn wide_schema() -> SchemaRef {
+    pub(in crate::decode) fn wide_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("i8", DataType::Int8, true),
@@ -952,7 +960,7 @@ mod tests {
     }
 
     /// The benchmark's numeric-heavy schema.
-    fn numeric_schema() -> SchemaRef {
+    pub(in crate::decode) fn numeric_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("qty", DataType::Int64, true),
@@ -974,7 +982,7 @@ mod tests {
         ))
     }
 
-    fn pick<'a>(rng: &mut SplitMix64, items: &[&'a str]) -> &'a str {
+    pub(in crate::decode) fn pick<'a>(rng: &mut SplitMix64, items: &[&'a str]) -> &'a str {
         items[rng.between(0, items.len() as u64) as usize]
     }
 
@@ -988,7 +996,7 @@ mod tests {
         }
     }
 
-    fn float_text(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn float_text(rng: &mut SplitMix64) -> String {
         const EDGES: &[&str] = &[
             "0",
             "-0",
@@ -1048,7 +1056,7 @@ mod tests {
         }
     }
 
-    fn int_text(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn int_text(rng: &mut SplitMix64) -> String {
         const EDGES: &[&str] = &[
             "0",
             "-0",
@@ -1089,7 +1097,7 @@ mod tests {
         }
     }
 
-    fn string_text(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn string_text(rng: &mut SplitMix64) -> String {
         const PARTS: &[&str] = &[
             "a",
             "hello",
@@ -1129,7 +1137,7 @@ mod tests {
         s
     }
 
-    fn timestamp_text(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn timestamp_text(rng: &mut SplitMix64) -> String {
         const EDGES: &[&str] = &[
             "\"2026-11-25T10:00:00Z\"",
             "\"2026-11-25T10:00:00.123456789+02:00\"",
@@ -1155,7 +1163,7 @@ mod tests {
         pick(rng, EDGES).to_string()
     }
 
-    fn date_text(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn date_text(rng: &mut SplitMix64) -> String {
         const EDGES: &[&str] = &[
             "\"2026-11-25\"",
             "\"1970-01-01\"",
@@ -1174,7 +1182,7 @@ mod tests {
     }
 
     /// Hostile values: of another type, or not quite JSON.
-    fn hostile_value(rng: &mut SplitMix64) -> String {
+    pub(in crate::decode) fn hostile_value(rng: &mut SplitMix64) -> String {
         const BAD: &[&str] = &[
             "NaN",
             "Infinity",
@@ -1263,7 +1271,7 @@ mod tests {
     }
 
     /// An integer that fits `t`: its bounds, small ones, any.
-    fn int_in(rng: &mut SplitMix64, t: &DataType) -> String {
+    pub(in crate::decode) fn int_in(rng: &mut SplitMix64, t: &DataType) -> String {
         let (lo, hi): (i128, i128) = match t {
             DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
             DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
@@ -1468,14 +1476,14 @@ mod tests {
 
     /// What the fast path did with the records: how many it read (blocks and records alone).
     #[derive(Debug, Default)]
-    struct Tally {
-        records: usize,
-        records_fast: usize,
-        blocks: usize,
-        blocks_fast: usize,
+    pub(in crate::decode) struct Tally {
+        pub(in crate::decode) records: usize,
+        pub(in crate::decode) records_fast: usize,
+        pub(in crate::decode) blocks: usize,
+        pub(in crate::decode) blocks_fast: usize,
         /// Why the fast path gave up on records alone, and on how many of those the
         /// `arrow_json` path gave a batch.
-        gave_up: std::collections::BTreeMap<String, (usize, usize)>,
+        pub(in crate::decode) gave_up: std::collections::BTreeMap<String, (usize, usize)>,
     }
 
     fn same(a: &Result<RecordBatch, String>, b: &Result<RecordBatch, String>) -> bool {
@@ -1488,7 +1496,8 @@ mod tests {
 
     /// Decode `lines` with the fast path and the `arrow_json` path, alone and in blocks, and
     /// check that every batch the fast path makes is the `arrow_json` path's.
-    fn differential(
+    pub(in crate::decode) fn differential(
+        format: TextFormat,
         schema: &SchemaRef,
         coerce: bool,
         lines: &[Vec<u8>],
@@ -1507,7 +1516,7 @@ mod tests {
             buf.push(b'\n');
         }
         let new = |fast: bool| {
-            BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64)
+            BlockDecoder::new(format, schema.clone(), 64)
                 .with_coerce_primitive(coerce)
                 .with_fast(fast)
         };
@@ -1526,7 +1535,7 @@ mod tests {
             if let Ok(batch) = &got {
                 assert!(
                     matches!(&expected, Ok(e) if e == batch && e.schema() == batch.schema()),
-                    "the fast path read {:?}\nas {batch:?}\nthe arrow_json path: {expected:?}",
+                    "the fast path read {:?}\nas {batch:?}\nthe general path: {expected:?}",
                     show(range)
                 );
             }
@@ -1590,7 +1599,7 @@ mod tests {
             let lines: Vec<Vec<u8>> = (0..n)
                 .map(|_| record(&mut rng, &schema, hostile, coerce))
                 .collect();
-            let t = differential(&schema, coerce, &lines, &mut rng);
+            let t = differential(TextFormat::Ndjson, &schema, coerce, &lines, &mut rng);
             total.records += t.records;
             total.records_fast += t.records_fast;
             total.blocks += t.blocks;
@@ -1646,7 +1655,13 @@ mod tests {
             r#"{"id": 1e3, "i16": 12.0, "i32": " 7", "u64": "1.8446744073709551615e19", "req_f": 0, "req_s": ""}"#,
         ];
         let lines: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
-        let t = differential(&schema, false, &lines, &mut SplitMix64(5));
+        let t = differential(
+            TextFormat::Ndjson,
+            &schema,
+            false,
+            &lines,
+            &mut SplitMix64(5),
+        );
         assert_eq!(t.records_fast, 4, "{t:?}");
         assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
 
@@ -1769,7 +1784,13 @@ mod tests {
             .step_by(7)
             .map(|high| format!(r#"{{"name": "\u{high:04x}\udc{:02x}"}}"#, high % 256).into_bytes())
             .collect();
-        differential(&schema, false, &lines, &mut SplitMix64(9));
+        differential(
+            TextFormat::Ndjson,
+            &schema,
+            false,
+            &lines,
+            &mut SplitMix64(9),
+        );
     }
 
     /// Records the fast path must give up on (the `arrow_json` path rejects them, or reads

@@ -9,6 +9,7 @@
 #[doc(hidden)]
 pub mod bench;
 pub(crate) mod block;
+mod csv_fast;
 mod fast;
 mod json;
 mod types;
