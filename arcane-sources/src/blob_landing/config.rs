@@ -94,7 +94,11 @@ pub struct BlobLandingSourceConfig {
     /// `sink.deadLetter`'s budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infer_schema_records: Option<usize>,
-    /// CSV settings (used when the format is `csv`).
+    /// CSV settings (used when the format is `csv`). An empty field is null in every column
+    /// type (in a required column the record is dead-lettered). CSV columns hold text
+    /// (`utf8`, `large_utf8`), numbers, decimals, booleans (`true`/`false` in any case), dates,
+    /// times and timestamps; a schema with a column of another type (binary, list, struct,
+    /// map) is refused when a CSV file is read, naming the column (exit 1).
     #[serde(default)]
     pub csv: CsvConfig,
     /// Rows per decoded batch.
