@@ -428,15 +428,7 @@ mod tests {
                 .map(|_| record(&mut rng, &schema, hostile, delimiter))
                 .collect();
             let t = differential(csv(delimiter), &schema, false, &lines, &mut rng);
-            total.records += t.records;
-            total.records_fast += t.records_fast;
-            total.blocks += t.blocks;
-            total.blocks_fast += t.blocks_fast;
-            for (reason, (n, ok)) in t.gave_up {
-                let entry = total.gave_up.entry(reason).or_default();
-                entry.0 += n;
-                entry.1 += ok;
-            }
+            total.add(t);
         }
         println!("csv {delimiter} hostile={hostile}: {total:?}");
         total

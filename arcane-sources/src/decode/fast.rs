@@ -1486,6 +1486,21 @@ pub(super) mod tests {
         pub(in crate::decode) gave_up: std::collections::BTreeMap<String, (usize, usize)>,
     }
 
+    impl Tally {
+        /// Add `other`'s counts to these.
+        pub(in crate::decode) fn add(&mut self, other: Tally) {
+            self.records += other.records;
+            self.records_fast += other.records_fast;
+            self.blocks += other.blocks;
+            self.blocks_fast += other.blocks_fast;
+            for (reason, (n, ok)) in other.gave_up {
+                let entry = self.gave_up.entry(reason).or_default();
+                entry.0 += n;
+                entry.1 += ok;
+            }
+        }
+    }
+
     fn same(a: &Result<RecordBatch, String>, b: &Result<RecordBatch, String>) -> bool {
         match (a, b) {
             (Ok(a), Ok(b)) => a == b && a.schema() == b.schema(),
@@ -1600,15 +1615,7 @@ pub(super) mod tests {
                 .map(|_| record(&mut rng, &schema, hostile, coerce))
                 .collect();
             let t = differential(TextFormat::Ndjson, &schema, coerce, &lines, &mut rng);
-            total.records += t.records;
-            total.records_fast += t.records_fast;
-            total.blocks += t.blocks;
-            total.blocks_fast += t.blocks_fast;
-            for (reason, (n, ok)) in t.gave_up {
-                let entry = total.gave_up.entry(reason).or_default();
-                entry.0 += n;
-                entry.1 += ok;
-            }
+            total.add(t);
         }
         println!("{schema:?} coerce={coerce} hostile={hostile}: {total:?}");
         total
