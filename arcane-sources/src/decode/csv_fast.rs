@@ -27,7 +27,7 @@ use arrow_cast::parse::Parser;
 use arrow_schema::SchemaRef;
 
 use super::block::Rec;
-use super::fast::{Builder, Column, GiveUp, Kind, columns, timestamp};
+use super::fast::{Builder, Column, GiveUp, Kind, batch, builders, columns, timestamp};
 
 /// Decodes CSV blocks of a schema of top-level scalar columns (see the module's doc).
 #[derive(Debug)]
@@ -65,11 +65,7 @@ impl CsvFastDecoder {
         if recs.is_empty() {
             return Err("no records");
         }
-        let mut builders: Vec<Builder> = self
-            .columns
-            .iter()
-            .map(|c| Builder::new(&c.kind, recs.len()))
-            .collect();
+        let mut builders = builders(&self.columns, recs.len());
         let (first, last) = (recs[0], recs[recs.len() - 1]);
         // Records end at line breaks (ASCII): valid UTF-8 as a whole, valid one by one.
         let span = buf
@@ -102,13 +98,7 @@ impl CsvFastDecoder {
             }
             row.start(recs, &mut next, first.start)?;
         }
-        let columns = builders
-            .into_iter()
-            .zip(&self.columns)
-            .map(|(b, c)| b.finish(c))
-            .collect();
-        // A null in a required column fails here, as it does on the general path.
-        RecordBatch::try_new(self.target.clone(), columns).map_err(|_| "batch")
+        batch(&self.target, builders, &self.columns)
     }
 }
 

@@ -232,6 +232,29 @@ pub(crate) struct FastDecoder {
     scratch: String,
 }
 
+/// A builder per column for `rows` rows.
+pub(super) fn builders(columns: &[Column], rows: usize) -> Vec<Builder> {
+    columns
+        .iter()
+        .map(|c| Builder::new(&c.kind, rows))
+        .collect()
+}
+
+/// The batch of `target` the `builders` of `columns` hold. A null in a required column fails
+/// here, as it does on the general path.
+pub(super) fn batch(
+    target: &SchemaRef,
+    builders: Vec<Builder>,
+    columns: &[Column],
+) -> Result<RecordBatch, GiveUp> {
+    let arrays = builders
+        .into_iter()
+        .zip(columns)
+        .map(|(b, c)| b.finish(c))
+        .collect();
+    RecordBatch::try_new(target.clone(), arrays).map_err(|_| "batch")
+}
+
 /// Columns beyond which names are looked up in a map rather than in order.
 const LINEAR_LOOKUP: usize = 16;
 
@@ -330,11 +353,7 @@ impl FastDecoder {
         // Strings must be UTF-8 (as the general path requires); outside strings, any byte
         // that is not ASCII is invalid JSON anyway.
         let text = std::str::from_utf8(span).map_err(|_| "invalid UTF-8")?;
-        let mut builders: Vec<Builder> = self
-            .columns
-            .iter()
-            .map(|c| Builder::new(&c.kind, recs.len()))
-            .collect();
+        let mut builders = builders(&self.columns, recs.len());
         self.seen.fill(0);
         for (row, rec) in recs.iter().enumerate() {
             let line = rec
@@ -345,12 +364,7 @@ impl FastDecoder {
                 .ok_or("records out of order")?;
             self.record(line, row as u32 + 1, &mut builders)?;
         }
-        let columns = builders
-            .into_iter()
-            .zip(&self.columns)
-            .map(|(b, c)| b.finish(c))
-            .collect();
-        RecordBatch::try_new(self.target.clone(), columns).map_err(|_| "batch")
+        batch(&self.target, builders, &self.columns)
     }
 
     /// Read one record into `builders`: one value (or null) per column.
