@@ -75,9 +75,10 @@ impl CsvFastDecoder {
         let mut row = Row::new(&self.columns, builders.as_mut_slice(), text);
         let mut next = 0;
         row.start(recs, &mut next, first.start)?;
-        // One pass over the whole block, eight bytes at a time: delimiters end fields; a quote (which `csv_core` unquotes) or a carriage return
-        // (which ends a record there) inside a record gives up. Between records there are
-        // line breaks, the `\r` of a CRLF, and blank lines.
+        // One pass over the whole block, eight bytes at a time: delimiters end fields; a
+        // quote (which `csv_core` unquotes) or a carriage return (which ends a record there)
+        // inside a record gives up. Between records there are line breaks, the `\r` of a
+        // CRLF, and blank lines.
         for at in Special::new(span, [self.delimiter, self.quote, b'\r']) {
             while at >= row.end {
                 row.finish()?;

@@ -193,9 +193,11 @@ impl Broker for NatsBroker {
         let client = self.connect_client().await?;
         let js = jetstream::new(client.clone());
         let consumer = self.consumer(&js, after, mode).await?;
+        let connects = connects(&client);
         Ok(NatsSession {
             name: self.name.clone(),
-            _client: client,
+            client,
+            connects,
             consumer,
             messages: None,
             pull_batch: self.config.batch_rows.min(self.window).max(1),
@@ -218,7 +220,10 @@ impl Broker for NatsBroker {
 /// A connection with its consumer; the pull starts at the first [`BrokerSession::next`].
 pub struct NatsSession {
     name: String,
-    _client: async_nats::Client,
+    client: async_nats::Client,
+    /// The client's connection count when the session began: a higher count means the
+    /// connection was lost and made again, and the pull request may have been lost with it.
+    connects: u64,
     consumer: consumer::Consumer<consumer::pull::Config>,
     messages: Option<consumer::pull::Stream>,
     pull_batch: usize,
@@ -234,39 +239,31 @@ impl std::fmt::Debug for NatsSession {
     }
 }
 
-#[async_trait::async_trait]
-impl BrokerSession for NatsSession {
-    type Token = (u64, jetstream::message::Acker);
+impl NatsSession {
+    /// The running pull, started when none is.
+    async fn messages(&mut self) -> Result<&mut consumer::pull::Stream> {
+        if self.messages.is_none() {
+            let m = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(self.pull_batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?;
+            self.messages = Some(m);
+        }
+        self.messages
+            .as_mut()
+            .ok_or_else(|| Error::source_transient(&self.name, "the pull stopped", "no stream"))
+    }
 
-    async fn next(&mut self) -> Result<Option<Delivery<Self::Token>>> {
-        let messages = match &mut self.messages {
-            Some(m) => m,
-            None => {
-                let m = self
-                    .consumer
-                    .stream()
-                    .max_messages_per_batch(self.pull_batch)
-                    .heartbeat(Duration::from_secs(5))
-                    .expires(Duration::from_secs(30))
-                    .messages()
-                    .await
-                    .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?;
-                self.messages.insert(m)
-            }
-        };
-        let message = match messages.next().await {
-            None => return Ok(None),
-            Some(Err(e)) => {
-                // Missed heartbeats, server restarts: reconnect from the highest sequence read.
-                self.messages = None;
-                return Err(Error::source_transient(
-                    &self.name,
-                    "pulling messages failed",
-                    e,
-                ));
-            }
-            Some(Ok(message)) => message,
-        };
+    /// The delivery of a pulled `message`.
+    fn delivery(
+        &self,
+        message: jetstream::Message,
+    ) -> Result<Delivery<(u64, jetstream::message::Acker)>> {
         let info = message.info().map_err(|e| {
             Error::source_transient(&self.name, "message without JetStream metadata", e)
         })?;
@@ -283,7 +280,7 @@ impl BrokerSession for NatsSession {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Some(Delivery {
+        Ok(Delivery {
             token: (sequence, acker),
             sequence: Some(sequence),
             content: Content::Message(BrokerMessage {
@@ -294,7 +291,57 @@ impl BrokerSession for NatsSession {
                 locator: format!("sequence {sequence}"),
             }),
             last,
-        }))
+        })
+    }
+}
+
+/// How often a session waiting for messages checks whether its connection was made again.
+const RECONNECT_CHECK: Duration = Duration::from_millis(200);
+
+/// How many times `client` has connected.
+fn connects(client: &async_nats::Client) -> u64 {
+    client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[async_trait::async_trait]
+impl BrokerSession for NatsSession {
+    type Token = (u64, jetstream::message::Acker);
+
+    async fn next(&mut self) -> Result<Option<Delivery<Self::Token>>> {
+        loop {
+            // After a reconnect the client pulls again only if the server no longer counts
+            // the old pull request as waiting; if it still does, messages stop until two
+            // heartbeats are missed (10 s). Start over from the highest sequence read instead.
+            if connects(&self.client) != self.connects {
+                self.messages = None;
+                return Err(Error::source_transient(
+                    &self.name,
+                    "the connection to the server was lost and made again",
+                    "pulling again from the highest sequence read",
+                ));
+            }
+            let messages = self.messages().await?;
+            // Waiting for the next message is cancel-safe: nothing is lost by the timeout.
+            let message = match tokio::time::timeout(RECONNECT_CHECK, messages.next()).await {
+                Err(_elapsed) => continue,
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    // Missed heartbeats, server restarts: reconnect from the highest sequence
+                    // read.
+                    self.messages = None;
+                    return Err(Error::source_transient(
+                        &self.name,
+                        "pulling messages failed",
+                        e,
+                    ));
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            return self.delivery(message).map(Some);
+        }
     }
 
     async fn caught_up(&mut self) -> Result<bool> {
