@@ -552,11 +552,10 @@ pub(crate) fn remove_local_staging_dir(loc: &Location, sequence: u64) {
         let _ = std::fs::remove_dir_all(dir);
         // And the staging and metadata directories when they are empty now (a dead-letter
         // location has no manifests).
-        for rel in [STAGING_DIR, META_DIR] {
-            if let Some(dir) = local_dir(loc, rel) {
-                let _ = std::fs::remove_dir(dir);
-            }
+        if let Some(dir) = local_dir(loc, STAGING_DIR) {
+            let _ = std::fs::remove_dir(dir);
         }
+        remove_empty_meta_dir(loc);
     }
 }
 

@@ -81,7 +81,7 @@ pub(crate) fn read_text_file(
     {
         let _ = out.blocking_send(FileEvent::Failed(format!(
             "cannot read the CSV file {}: {reason}",
-            job.path
+            job.origin
         )));
         return;
     }

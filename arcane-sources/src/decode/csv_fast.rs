@@ -299,8 +299,8 @@ mod tests {
 
     use super::super::block::{BlockDecoder, TextFormat};
     use super::super::fast::tests::{
-        Tally, date_text, differential, float_text, hostile_value, int_in, int_text,
-        numeric_schema, pick, string_text, timestamp_text, wide_schema,
+        Tally, date_text, float_text, hostile_value, int_in, int_text, numeric_schema, pick,
+        run_blocks, string_text, timestamp_text, wide_schema,
     };
 
     fn csv(delimiter: u8) -> TextFormat {
@@ -411,16 +411,9 @@ mod tests {
 
     fn run(schema: &Schema, delimiter: u8, hostile: bool, seed: u64, blocks: usize) -> Tally {
         let schema = std::sync::Arc::new(schema.clone());
-        let mut rng = SplitMix64(seed);
-        let mut total = Tally::default();
-        for _ in 0..blocks {
-            let n = rng.between(1, 80) as usize;
-            let lines: Vec<Vec<u8>> = (0..n)
-                .map(|_| record(&mut rng, &schema, hostile, delimiter))
-                .collect();
-            let t = differential(csv(delimiter), &schema, false, &lines, &mut rng);
-            total.add(t);
-        }
+        let total = run_blocks(csv(delimiter), &schema, false, seed, blocks, |rng| {
+            record(rng, &schema, hostile, delimiter)
+        });
         println!("csv {delimiter} hostile={hostile}: {total:?}");
         total
     }

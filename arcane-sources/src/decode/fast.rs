@@ -1620,17 +1620,30 @@ pub(super) mod tests {
         tally
     }
 
-    fn run(schema: SchemaRef, coerce: bool, hostile: bool, seed: u64, blocks: usize) -> Tally {
+    /// [`differential`] over `blocks` blocks of 1–79 records made by `record`, seeded by
+    /// `seed`: the tallies added up.
+    pub(in crate::decode) fn run_blocks(
+        format: TextFormat,
+        schema: &SchemaRef,
+        coerce: bool,
+        seed: u64,
+        blocks: usize,
+        mut record: impl FnMut(&mut SplitMix64) -> Vec<u8>,
+    ) -> Tally {
         let mut rng = SplitMix64(seed);
         let mut total = Tally::default();
         for _ in 0..blocks {
             let n = rng.between(1, 80) as usize;
-            let lines: Vec<Vec<u8>> = (0..n)
-                .map(|_| record(&mut rng, &schema, hostile, coerce))
-                .collect();
-            let t = differential(TextFormat::Ndjson, &schema, coerce, &lines, &mut rng);
-            total.add(t);
+            let lines: Vec<Vec<u8>> = (0..n).map(|_| record(&mut rng)).collect();
+            total.add(differential(format, schema, coerce, &lines, &mut rng));
         }
+        total
+    }
+
+    fn run(schema: SchemaRef, coerce: bool, hostile: bool, seed: u64, blocks: usize) -> Tally {
+        let total = run_blocks(TextFormat::Ndjson, &schema, coerce, seed, blocks, |rng| {
+            record(rng, &schema, hostile, coerce)
+        });
         println!("{schema:?} coerce={coerce} hostile={hostile}: {total:?}");
         total
     }

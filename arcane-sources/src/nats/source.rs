@@ -242,8 +242,9 @@ impl std::fmt::Debug for NatsSession {
 impl NatsSession {
     /// The running pull, started when none is.
     async fn messages(&mut self) -> Result<&mut consumer::pull::Stream> {
-        if self.messages.is_none() {
-            let m = self
+        let running = match self.messages.take() {
+            Some(m) => m,
+            None => self
                 .consumer
                 .stream()
                 .max_messages_per_batch(self.pull_batch)
@@ -251,12 +252,9 @@ impl NatsSession {
                 .expires(Duration::from_secs(30))
                 .messages()
                 .await
-                .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?;
-            self.messages = Some(m);
-        }
-        self.messages
-            .as_mut()
-            .ok_or_else(|| Error::source_transient(&self.name, "the pull stopped", "no stream"))
+                .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?,
+        };
+        Ok(self.messages.insert(running))
     }
 
     /// The delivery of a pulled `message`.
