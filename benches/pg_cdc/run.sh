@@ -14,6 +14,7 @@
 #
 #   benches/pg_cdc/run.sh                       # 1M rows, 200k changes
 #   ROWS=200000 CHANGES=50000 benches/pg_cdc/run.sh
+#   ROWS=2000000 CHANGES=100000 ROUNDS=5 benches/pg_cdc/run.sh   # medians of 5 snapshot rounds
 #
 # Connection: PGCONN (default host=127.0.0.1 port=5432 user=postgres dbname=test). Work files
 # go to ARCANE_BENCH_DIR (default /var/tmp/arcane-bench-pg). The table, slot and publication
@@ -83,21 +84,36 @@ cat > "$work/spec.json" <<JSON
 }
 JSON
 
-# --- 1. snapshot ---------------------------------------------------------------------------
-log "snapshot: arcane run --backfill"
-t0="$(now)"
-/usr/bin/time -f '%U %S' -o "$work/snapshot.cpu" \
-  "$bin" run --spec "$work/spec.json" --metrics-addr off --termination-log off --log-format json \
-  --backfill >"$work/snapshot.log" 2>&1
-t1="$(now)"
-snap_cpu="$(awk '{printf "%.2f", $1 + $2}' "$work/snapshot.cpu")"
-snap_s="$(echo "$t1 - $t0" | bc -l)"
-
-# --- 3. reference (same table, before the changes) -----------------------------------------
-t0="$(now)"; psql "$conn" -qc "\\copy (SELECT * FROM $name) TO /dev/null"; t1="$(now)"
-copy_text_s="$(echo "$t1 - $t0" | bc -l)"
-t0="$(now)"; psql "$conn" -qc "COPY $name TO STDOUT (FORMAT binary)" >/dev/null; t1="$(now)"
-copy_bin_s="$(echo "$t1 - $t0" | bc -l)"
+# --- 1. snapshot, and 3. the reference, ROUNDS times alternating ---------------------------
+# Each round: a fresh slot and output, arcane's backfill, then the two COPYs of the same table.
+# The medians are reported (this host's speed varies between runs), with every round's figures.
+rounds="${ROUNDS:-1}"
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+: >"$work/rounds"
+for round in $(seq 1 "$rounds"); do
+  if [ "$round" -gt 1 ]; then
+    sql "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$name'" >/dev/null
+    rm -rf "$out"
+  fi
+  log "snapshot: arcane run --backfill (round $round of $rounds)"
+  t0="$(now)"
+  /usr/bin/time -f '%U %S' -o "$work/snapshot.cpu" \
+    "$bin" run --spec "$work/spec.json" --metrics-addr off --termination-log off --log-format json \
+    --backfill >"$work/snapshot.log" 2>&1
+  t1="$(now)"
+  cpu="$(awk '{printf "%.2f", $1 + $2}' "$work/snapshot.cpu")"
+  snap="$(echo "$t1 - $t0" | bc -l)"
+  t0="$(now)"; psql "$conn" -qc "\\copy (SELECT * FROM $name) TO /dev/null"; t1="$(now)"
+  text="$(echo "$t1 - $t0" | bc -l)"
+  t0="$(now)"; psql "$conn" -qc "COPY $name TO STDOUT (FORMAT binary)" >/dev/null; t1="$(now)"
+  bin_s="$(echo "$t1 - $t0" | bc -l)"
+  printf '%s %s %s %s\n' "$snap" "$cpu" "$text" "$bin_s" >>"$work/rounds"
+  log "round $round: arcane $(printf %.2f "$snap") s ($cpu CPU s), text COPY $(printf %.2f "$text") s, binary COPY $(printf %.2f "$bin_s") s"
+done
+snap_s="$(awk '{print $1}' "$work/rounds" | median)"
+snap_cpu="$(awk '{print $2}' "$work/rounds" | median)"
+copy_text_s="$(awk '{print $3}' "$work/rounds" | median)"
+copy_bin_s="$(awk '{print $4}' "$work/rounds" | median)"
 
 # --- 2. change stream ------------------------------------------------------------------------
 log "writing $changes inserts in transactions of $tx_rows rows"
@@ -155,3 +171,7 @@ row "arcane change stream (inserts) → Parquet" "$changes" "$stream_s"
 row "the inserts themselves (one psql session, INSERT … SELECT)" "$changes" "$insert_s"
 printf '\nCPU seconds (user + system): arcane snapshot %s; change stream: arcane %s, walsender %s\n' \
   "$snap_cpu" "$stream_cpu" "$walsender_cpu"
+printf '\nsnapshot rounds: %s (medians above)\n\n| round | arcane s | arcane CPU s | text COPY s | binary COPY s | arcane / text | arcane / binary |\n|---|---|---|---|---|---|---|\n' "$rounds"
+awk '{printf "| %d | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n", NR, $1, $2, $3, $4, $3 / $1, $4 / $1}' "$work/rounds"
+printf '| median | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n' "$snap_s" "$snap_cpu" "$copy_text_s" "$copy_bin_s" \
+  "$(echo "$copy_text_s / $snap_s" | bc -l)" "$(echo "$copy_bin_s / $snap_s" | bc -l)"

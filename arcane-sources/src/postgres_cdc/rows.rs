@@ -373,11 +373,17 @@ impl RowsBuilder {
     }
 
     pub(super) fn finish(&mut self) -> Result<RecordBatch> {
-        let mut arrays: Vec<ArrayRef> = self.cols.iter_mut().map(|b| b.finish()).collect();
-        arrays.push(Arc::new(self.op.finish()));
-        arrays.push(Arc::new(self.lsn.finish()));
-        arrays.push(Arc::new(self.ts.finish()));
-        arrays.push(Arc::new(self.xid.finish()));
+        // The builders start the next batch with room for as many rows as this one.
+        let rows = self.len();
+        let mut arrays: Vec<ArrayRef> = self.cols.iter_mut().map(|b| b.finish_sized()).collect();
+        let op = std::mem::replace(&mut self.op, StringBuilder::with_capacity(rows, rows)).finish();
+        arrays.push(Arc::new(op));
+        let lsn = std::mem::replace(&mut self.lsn, UInt64Builder::with_capacity(rows)).finish();
+        arrays.push(Arc::new(lsn));
+        let ts = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        arrays.push(Arc::new(std::mem::replace(&mut self.ts, ts).finish()));
+        let xid = std::mem::replace(&mut self.xid, Int64Builder::with_capacity(rows)).finish();
+        arrays.push(Arc::new(xid));
         arrays.push(Arc::new(self.unchanged.finish()));
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::fatal(format!("postgres-cdc batch: {e}")))?;

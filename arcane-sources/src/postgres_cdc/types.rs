@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
@@ -288,6 +288,61 @@ impl ColumnBuilder {
         }
     }
 
+    /// An empty builder of the same column with room for `rows` values (and `bytes` bytes of
+    /// variable-size values), so that a batch as large as the last one does not grow it step
+    /// by step (each step a copy of what it holds).
+    fn emptied(&self, rows: usize, bytes: usize) -> Self {
+        match self {
+            Self::Bool(_) => Self::Bool(BooleanBuilder::with_capacity(rows)),
+            Self::I16(_) => Self::I16(Int16Builder::with_capacity(rows)),
+            Self::I32(_) => Self::I32(Int32Builder::with_capacity(rows)),
+            Self::I64(_) => Self::I64(Int64Builder::with_capacity(rows)),
+            Self::F32(_) => Self::F32(Float32Builder::with_capacity(rows)),
+            Self::F64(_) => Self::F64(Float64Builder::with_capacity(rows)),
+            Self::Decimal(_, p, s) => Self::Decimal(Decimal128Builder::with_capacity(rows), *p, *s),
+            Self::Utf8(_) => Self::Utf8(StringBuilder::with_capacity(rows, bytes)),
+            Self::Binary(_) => Self::Binary(BinaryBuilder::with_capacity(rows, bytes)),
+            Self::Date(_) => Self::Date(Date32Builder::with_capacity(rows)),
+            Self::Time(_) => Self::Time(Time64MicrosecondBuilder::with_capacity(rows)),
+            Self::Timestamp(_, tz) => {
+                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows), tz.clone())
+            }
+            // The elements' count is not known per row: a list column starts small.
+            Self::List { field, items, .. } => Self::List {
+                field: field.clone(),
+                items: Box::new(items.emptied(0, 0)),
+                offsets: {
+                    let mut offsets = Vec::with_capacity(rows + 1);
+                    offsets.push(0);
+                    offsets
+                },
+                nulls: NullBufferBuilder::new(rows),
+            },
+        }
+    }
+
+    /// The finished column, the builder left empty with room for as many values and bytes as
+    /// it held (see [`ColumnBuilder::emptied`]).
+    pub(crate) fn finish_sized(&mut self) -> ArrayRef {
+        let (rows, bytes) = match self {
+            Self::Bool(b) => (b.len(), 0),
+            Self::I16(b) => (b.len(), 0),
+            Self::I32(b) => (b.len(), 0),
+            Self::I64(b) => (b.len(), 0),
+            Self::F32(b) => (b.len(), 0),
+            Self::F64(b) => (b.len(), 0),
+            Self::Decimal(b, ..) => (b.len(), 0),
+            Self::Utf8(b) => (b.len(), b.values_slice().len()),
+            Self::Binary(b) => (b.len(), b.values_slice().len()),
+            Self::Date(b) => (b.len(), 0),
+            Self::Time(b) => (b.len(), 0),
+            Self::Timestamp(b, _) => (b.len(), 0),
+            Self::List { offsets, .. } => (offsets.len().saturating_sub(1), 0),
+        };
+        let fresh = self.emptied(rows, bytes);
+        std::mem::replace(self, fresh).finish()
+    }
+
     /// Append NULL.
     pub(crate) fn append_null(&mut self) {
         match self {
@@ -427,7 +482,12 @@ impl ColumnBuilder {
             }
             Self::Decimal(b, p, s) => b.append_value(numeric_binary(v, *p, *s)?),
             Self::Utf8(_) | Self::List { .. } => {
-                let text = std::str::from_utf8(v).map_err(|e| format!("not UTF-8 text: {e}"))?;
+                // Checked with SIMD; the standard library's check only to say what is wrong.
+                let text =
+                    simdutf8::basic::from_utf8(v).map_err(|_| match std::str::from_utf8(v) {
+                        Err(e) => format!("not UTF-8 text: {e}"),
+                        Ok(_) => "not UTF-8 text".to_string(),
+                    })?;
                 self.append_text(text)?
             }
         }
@@ -475,7 +535,6 @@ impl ColumnBuilder {
     /// Values appended so far.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        use arrow_array::builder::ArrayBuilder;
         match self {
             Self::Bool(b) => b.len(),
             Self::I16(b) => b.len(),
@@ -761,5 +820,62 @@ mod tests {
         );
         // The builder starts afresh after finish.
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn a_builder_finished_with_room_for_the_next_batch_builds_it_as_a_new_one_would() {
+        let meta = HashMap::from([(1007, meta(b'b', b'A', 23, 0, -1))]);
+        let types = [
+            arrow_type(16, -1).unwrap(),
+            arrow_type(20, -1).unwrap(),
+            arrow_type(1700, (12 << 16 | 2) + 4).unwrap(),
+            arrow_type(25, -1).unwrap(),
+            arrow_type(17, -1).unwrap(),
+            arrow_type(1082, -1).unwrap(),
+            arrow_type(1083, -1).unwrap(),
+            arrow_type(1184, -1).unwrap(),
+            resolve_type(1007, -1, &meta).unwrap(),
+        ];
+        let first = [
+            "t",
+            "7",
+            "1.25",
+            "héllo",
+            "\\x0102",
+            "2026-01-02",
+            "10:11:12",
+            "2026-01-02 03:04:05+00",
+            "{1,2}",
+        ];
+        let second = [
+            "f",
+            "-9",
+            "-3.50",
+            "",
+            "\\x",
+            "1999-12-31",
+            "00:00:00.5",
+            "1970-01-01 00:00:00+00",
+            "{NULL,4,5}",
+        ];
+        for (data_type, (a, b)) in types.iter().zip(first.iter().zip(second)) {
+            let mut reused = ColumnBuilder::new(data_type);
+            for _ in 0..3 {
+                reused.append_text(a).unwrap();
+            }
+            reused.append_null();
+            let one = reused.finish_sized();
+            assert_eq!((one.len(), one.null_count()), (4, 1), "{data_type}");
+            assert_eq!(reused.len(), 0, "{data_type}");
+            let mut fresh = ColumnBuilder::new(data_type);
+            for builder in [&mut reused, &mut fresh] {
+                builder.append_null();
+                builder.append_text(b).unwrap();
+                builder.append_text(a).unwrap();
+            }
+            let (two, expected) = (reused.finish_sized(), fresh.finish());
+            assert_eq!(two.data_type(), data_type);
+            assert_eq!(&*two, &*expected, "{data_type}");
+        }
     }
 }
