@@ -757,7 +757,7 @@ async fn slot_lsn(c: &Client, slot: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_the_stream_stops_the_worker_and_closes_its_connection() {
+async fn dropping_the_stream_stops_the_worker_and_closes_its_connections() {
     let n = Names::new("drop");
     let c = client().await;
     c.batch_execute(&format!(
@@ -786,15 +786,16 @@ async fn dropping_the_stream_stops_the_worker_and_closes_its_connection() {
     {
         item.unwrap();
     }
+    // Two: the snapshot's transaction, and the connection its pages are copied on.
     assert!(
-        eventually(Duration::from_secs(5), || proxy.open_connections() == 1).await,
-        "the worker holds one connection ({} open)",
+        eventually(Duration::from_secs(5), || proxy.open_connections() == 2).await,
+        "the worker holds two connections in the snapshot ({} open)",
         proxy.open_connections()
     );
     drop(stream);
     assert!(
         eventually(Duration::from_secs(5), || proxy.open_connections() == 0).await,
-        "the worker's connection is still open 5 s after its stream was dropped"
+        "the worker's connections are still open 5 s after its stream was dropped"
     );
 }
 

@@ -71,7 +71,7 @@ impl CsvFastDecoder {
         let span = buf
             .get(first.start..last.end)
             .ok_or("records out of order")?;
-        let text = std::str::from_utf8(span).map_err(|_| "invalid UTF-8")?;
+        let text = simdutf8::basic::from_utf8(span).map_err(|_| "invalid UTF-8")?;
         let mut row = Row::new(&self.columns, builders.as_mut_slice(), text);
         let mut next = 0;
         row.start(recs, &mut next, first.start)?;

@@ -352,7 +352,7 @@ impl FastDecoder {
         let span = buf.get(base..last.end).ok_or("records out of order")?;
         // Strings must be UTF-8 (as the general path requires); outside strings, any byte
         // that is not ASCII is invalid JSON anyway.
-        let text = std::str::from_utf8(span).map_err(|_| "invalid UTF-8")?;
+        let text = simdutf8::basic::from_utf8(span).map_err(|_| "invalid UTF-8")?;
         let mut builders = builders(&self.columns, recs.len());
         self.seen.fill(0);
         for (row, rec) in recs.iter().enumerate() {

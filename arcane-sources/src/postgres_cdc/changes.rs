@@ -165,7 +165,7 @@ impl Worker {
     }
 
     fn repl_error(&self, e: ReplError, what: &str) -> Error {
-        e.into_error(&self.name, &self.settings.config.slot, what)
+        e.into_error(&self.name, Some(&self.settings.config.slot), what)
     }
 
     /// Set the retained-WAL and lag gauges from the server's position and the slot's (warning

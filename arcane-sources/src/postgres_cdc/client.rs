@@ -7,6 +7,7 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::config::Settings;
+use super::replication::ReplError;
 use crate::runtime::Closed;
 
 /// A client and the task driving its connection: dropping it closes the socket at once, even
@@ -35,6 +36,14 @@ pub(super) enum WorkError {
     Closed,
     /// The server did not answer within `idleTimeout`.
     TimedOut(std::time::Duration),
+    /// From a connection of the protocol transport (the snapshot's `COPY` connection).
+    Wire(ReplError),
+}
+
+impl From<ReplError> for WorkError {
+    fn from(e: ReplError) -> Self {
+        WorkError::Wire(e)
+    }
 }
 
 impl From<Closed> for WorkError {
@@ -60,6 +69,7 @@ impl WorkError {
         match self {
             WorkError::Pg(e) => pg_err(name, what, e),
             WorkError::Typed(e) => e,
+            WorkError::Wire(e) => e.into_error(name, None, what),
             WorkError::Closed => Error::fatal(format!("source {name}: {what}: {Closed}")),
             WorkError::TimedOut(limit) => Error::source_transient(
                 name,

@@ -55,19 +55,28 @@
 //!   (bounded memory), and the transaction's MVCC snapshot (`pg_current_snapshot()`) is
 //!   recorded in the position. Streaming starts at *C* and skips a change whose transaction is
 //!   visible in that snapshot (its effect is already in the snapshot rows): every row exactly
-//!   once, with no exported snapshot and no replication connection needed. Snapshot rows carry
-//!   `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`. Each chunk is one
-//!   `COPY (SELECT …) TO STDOUT (FORMAT binary)`, decoded as it arrives: booleans, integers,
-//!   floats, dates, times, timestamps and bytea from their binary form straight into the
-//!   Arrow builders (a domain cast to its base type), the other types (numeric, text-like,
+//!   once, with no replication connection needed. Snapshot rows carry
+//!   `_op = "r"`, `_lsn = C`, null `_commit_ts`/`_xid`. The pages are read on a second
+//!   connection (one more session for the snapshot's duration) that joins the transaction's
+//!   snapshot (`pg_export_snapshot()`, `SET TRANSACTION SNAPSHOT`) and speaks the protocol
+//!   itself, the transport of the replication connection: the server sends each row as one
+//!   message, and the rows of one read of the socket are handed on together (a client library
+//!   parses and queues each message on its own, about a sixth of the source's CPU time). Each
+//!   page is one `COPY (SELECT …) TO STDOUT (FORMAT binary)`, decoded as it arrives: booleans,
+//!   integers, floats, dates, times, timestamps and bytea from their binary form straight into
+//!   the Arrow builders (a domain cast to its base type), the other types (numeric, text-like,
 //!   enums, arrays) from their text form, as in the change stream. The server's backend
 //!   produces the rows on one core while the source decodes them on the other. How the table
 //!   is paged:
 //!   * **By its key**: the primary key, else a unique index on NOT NULL columns (no
 //!     expressions, no predicate), of any supported types, composite included: keyset
 //!     pagination `WHERE (a, b) > (E'…'::text::type COLLATE c, ...) ORDER BY a, b LIMIT n`, in
-//!     the key's own ordering (the columns' types and collations). The position holds the last key
-//!     read as the key columns' text forms (`"afterKey": ["eu", "42"]`), cast back to the
+//!     the key's own ordering, 16 × `batchRows` rows per page (one bounded statement each),
+//!     sent on as batches of `batchRows` rows while the server goes on with the page (between
+//!     two statements the server would otherwise wait for the source to read everything in
+//!     flight); each batch's position is its last key. The key's ordering is its columns'
+//!     types and collations. The position holds the last key read as the key columns' text
+//!     forms (`"afterKey": ["eu", "42"]`), cast back to the
 //!     column types on resume, so text, uuid, numeric, timestamp and composite keys round-trip.
 //!     When a snapshot is interrupted (restart, lost connection) the next one resumes after the
 //!     last key read with a new MVCC snapshot, recorded as a new *segment*; a change committed

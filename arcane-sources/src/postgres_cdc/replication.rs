@@ -3,6 +3,9 @@
 //! `XLogData` messages carry the raw `pgoutput` payload [`pgoutput::decode`] reads, with
 //! standby status updates that confirm (flush) only what the sink has committed.
 //!
+//! The snapshot's `COPY` connection ([`CopyConn`](super::copy::CopyConn)) is the same
+//! transport without `replication=database`.
+//!
 //! The transport is written on `postgres-protocol` (the message encodings and SCRAM of the
 //! `tokio-postgres` this source already uses) rather than on a replication client crate: it
 //! is about 300 lines, adds no dependency, and keeps one connection code path (plain TCP or
@@ -45,9 +48,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
-trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(super) trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
-type BoxSocket = Pin<Box<dyn Socket>>;
+pub(super) type BoxSocket = Pin<Box<dyn Socket>>;
 
 /// What went wrong on the replication connection.
 #[derive(Debug)]
@@ -101,20 +104,21 @@ impl ReplError {
     /// A typed source error saying `what` failed: transient for lost connections, a server
     /// shutting down or out of resources (as the SQL connections classify them), permanent
     /// otherwise, with what to fix.
-    pub(super) fn into_error(self, name: &str, slot: &str, what: &str) -> Error {
-        let (transient, remedy) = match &self {
-            ReplError::Server { code, .. } if code == "42704" => (
+    /// `slot`: the replication slot the connection streams from, if it does.
+    pub(super) fn into_error(self, name: &str, slot: Option<&str>, what: &str) -> Error {
+        let (transient, remedy) = match (&self, slot) {
+            (ReplError::Server { code, .. }, Some(slot)) if code == "42704" => (
                 false,
                 Some(format!(
                     "replication slot {slot} does not exist any more; the changes it held are lost; backfill the stream"
                 )),
             ),
-            ReplError::Server { code, .. } => (
+            (ReplError::Server { code, .. }, _) => (
                 transient_code(code),
                 remedy_for_code(code).map(String::from),
             ),
-            ReplError::Io(_) => (true, None),
-            ReplError::Protocol(_) => (false, None),
+            (ReplError::Io(_), _) => (true, None),
+            (ReplError::Protocol(_), _) => (false, None),
         };
         let mut message = format!("{what}: {self}");
         if let Some(remedy) = remedy {
@@ -133,7 +137,7 @@ impl ReplError {
     }
 }
 
-type ReplResult<T> = std::result::Result<T, ReplError>;
+pub(super) type ReplResult<T> = std::result::Result<T, ReplError>;
 
 /// One message of the replication stream.
 #[derive(Debug)]
@@ -230,7 +234,7 @@ pub(super) async fn start(
 ) -> ReplResult<ReplStream> {
     let mut socket = connect_socket(&settings.pg).await?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    startup(&mut socket, &mut buf, &settings.pg, application_name).await?;
+    startup(&mut socket, &mut buf, &settings.pg, application_name, true).await?;
     let cfg = &settings.config;
     let publication = quote_ident(&cfg.publication).replace('\'', "''");
     let command = format!(
@@ -358,7 +362,7 @@ fn pg_now_us() -> i64 {
 }
 
 /// Connect to the first reachable host of the connection string (TCP or Unix socket).
-async fn connect_socket(pg: &tokio_postgres::Config) -> ReplResult<BoxSocket> {
+pub(super) async fn connect_socket(pg: &tokio_postgres::Config) -> ReplResult<BoxSocket> {
     let timeout = pg.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
     let ports = pg.get_ports();
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no host in the connection");
@@ -393,22 +397,28 @@ async fn connect_socket(pg: &tokio_postgres::Config) -> ReplResult<BoxSocket> {
     Err(ReplError::Io(last))
 }
 
-/// The startup message (replication=database, the session settings the row builders parse
-/// values in) and authentication: trust, password, MD5 or SCRAM-SHA-256.
-async fn startup(
+/// The startup message (`replication=database` for a replication connection, else the
+/// connection string's `options`; the session settings the row builders parse values in)
+/// and authentication: trust, password, MD5 or SCRAM-SHA-256.
+pub(super) async fn startup(
     socket: &mut BoxSocket,
     buf: &mut BytesMut,
     pg: &tokio_postgres::Config,
     application_name: &str,
+    replication: bool,
 ) -> ReplResult<()> {
     let user = pg
         .get_user()
         .ok_or_else(|| ReplError::Protocol("the connection string names no user".into()))?;
     let dbname = pg.get_dbname().unwrap_or(user);
+    let mode = match (replication, pg.get_options()) {
+        (true, _) => Some(("replication", "database")),
+        (false, Some(options)) => Some(("options", options)),
+        (false, None) => None,
+    };
     let params = [
         ("user", user),
         ("database", dbname),
-        ("replication", "database"),
         ("application_name", application_name),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO"),
@@ -418,7 +428,7 @@ async fn startup(
         ("IntervalStyle", "postgres"),
     ];
     let mut out = BytesMut::new();
-    frontend::startup_message(params.iter().copied(), &mut out)?;
+    frontend::startup_message(params.iter().copied().chain(mode), &mut out)?;
     socket.write_all(&out).await?;
     let password = pg.get_password();
     let need_password = || {
@@ -489,7 +499,7 @@ async fn startup(
 }
 
 /// Read one backend message: its tag and body. Cancel-safe: bytes read stay in `buf`.
-async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
+pub(super) async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     buf: &mut BytesMut,
 ) -> ReplResult<(u8, Bytes)> {
@@ -519,7 +529,7 @@ async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
 }
 
 /// An `ErrorResponse`'s fields.
-fn server_error(body: Bytes) -> ReplError {
+pub(super) fn server_error(body: Bytes) -> ReplError {
     let (mut code, mut message, mut detail) = (String::new(), String::new(), None);
     for field in body.split(|b| *b == 0) {
         let Some((&kind, value)) = field.split_first() else {
@@ -598,8 +608,11 @@ mod tests {
         };
         let busy = body("55006", "replication slot \"s\" is active for PID 7");
         assert!(busy.slot_busy());
-        let gone = body("42704", "replication slot \"s\" does not exist")
-            .into_error("src", "s", "starting");
+        let gone = body("42704", "replication slot \"s\" does not exist").into_error(
+            "src",
+            Some("s"),
+            "starting",
+        );
         let text = gone.to_string();
         assert!(
             text.contains("does not exist any more") && text.contains("backfill"),
@@ -616,7 +629,7 @@ mod tests {
             "57P01",
             "terminating connection due to administrator command",
         )
-        .into_error("src", "s", "streaming");
+        .into_error("src", Some("s"), "streaming");
         assert!(
             matches!(
                 down,
@@ -629,7 +642,7 @@ mod tests {
         );
         let io = ReplError::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset")).into_error(
             "src",
-            "s",
+            Some("s"),
             "streaming",
         );
         assert!(matches!(

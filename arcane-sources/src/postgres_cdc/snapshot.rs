@@ -7,11 +7,10 @@
 
 use arcane_core::Error;
 use arrow_schema::DataType;
-use futures::{FutureExt, StreamExt};
 use tokio_postgres::Client;
 
-use super::client::{WorkError, WorkResult, quote_ident, within};
-use super::copy::CopyReader;
+use super::client::{WorkResult, quote_ident, within};
+use super::copy::{CopyConn, CopyReader};
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
 use super::rows::{KeyCol, OutCol};
@@ -22,15 +21,37 @@ use super::worker::Worker;
 /// holds), so that a chunk of blocks stays within `batchRows` rows.
 const MAX_ROWS_PER_BLOCK: f64 = 291.0;
 
+/// Batches (`batchRows` rows each) per keyset page: one `COPY` statement reads this many
+/// batches, sent one by one while the server goes on with the page. Between two statements
+/// the server waits for the source to read everything in flight; longer pages make those
+/// waits rare, and a page is still one bounded statement (a `statement_timeout` applies to
+/// each).
+const PAGE_BATCHES: usize = 16;
+
 impl Worker {
     /// Read the table in one REPEATABLE READ transaction, `batchRows` rows per chunk,
     /// continuing after the last key (or block) read.
     pub(super) async fn snapshot(&mut self, client: &Client) -> WorkResult<()> {
         self.begin_snapshot(client).await?;
+        // The pages are read on a second connection, in the same MVCC snapshot.
+        let idle = self.settings.config.idle_timeout;
+        let exported: String = within(idle, async {
+            Ok(client
+                .query_one("SELECT pg_export_snapshot()", &[])
+                .await?
+                .get(0))
+        })
+        .await?;
+        let application = format!(
+            "{} snapshot",
+            self.settings.pg.get_application_name().unwrap_or("arcane")
+        );
+        let mut copy = CopyConn::open(&self.settings, &application, &exported).await?;
         match self.table.key.clone() {
-            Some(key) => self.keyset_snapshot(client, &key).await?,
-            None => self.block_snapshot(client).await?,
+            Some(key) => self.keyset_snapshot(&mut copy, &key).await?,
+            None => self.block_snapshot(client, &mut copy).await?,
         }
+        copy.execute("COMMIT").await?;
         client.batch_execute("COMMIT").await?;
         tracing::info!(source = %self.name, table = %self.qualified, "snapshot finished");
         Ok(())
@@ -90,7 +111,7 @@ impl Worker {
     /// Keyset pagination: `WHERE (k1, k2) > (v1, v2) ORDER BY k1, k2 LIMIT n`, the last key's
     /// values (text literals) cast to the key columns' types and compared with their
     /// collations.
-    async fn keyset_snapshot(&mut self, client: &Client, key: &[KeyCol]) -> WorkResult<()> {
+    async fn keyset_snapshot(&mut self, copy: &mut CopyConn, key: &[KeyCol]) -> WorkResult<()> {
         let cols: Vec<String> = key
             .iter()
             .map(|k| format!("_t.{}", quote_ident(&self.table.columns[k.index].name)))
@@ -142,42 +163,39 @@ impl Worker {
             } else {
                 format!("WHERE {}", conditions.join(" AND "))
             };
+            let page_rows = batch_rows.saturating_mul(PAGE_BATCHES);
             let query = format!(
-                "SELECT {select} FROM {table} AS _t {filter} ORDER BY {order} LIMIT {batch_rows}"
+                "SELECT {select} FROM {table} AS _t {filter} ORDER BY {order} LIMIT {page_rows}"
             );
-            let (rows, last_key) = self.copy_page(client, &query, &plan, what).await?;
-            let done = rows < batch_rows;
-            if let Some(values) = last_key {
-                self.pos.snapshot = Some(SnapshotProgress {
-                    after_key: Some(values),
-                    until_key: until.clone(),
-                    ..SnapshotProgress::default()
-                });
-            }
-            if done {
+            let chunks = Chunks {
+                rows: batch_rows,
+                until: until.clone(),
+            };
+            let rows = self
+                .copy_page(copy, &query, &plan, what, Some(&chunks))
+                .await?;
+            // A full page ended with a full batch, already sent with its last key.
+            if rows < page_rows {
                 self.pos.snapshot = None;
-            }
-            self.send().await?;
-            if done {
+                self.send().await?;
                 return Ok(());
             }
         }
     }
 
     /// One page: `COPY (query) TO STDOUT (FORMAT binary)` into the batch, row by row as the
-    /// data arrives, its fields laid out as `plan` says. Returns the rows read and the last
-    /// row's key as text.
+    /// data arrives, its fields laid out as `plan` says. With `chunks`, every `chunks.rows`
+    /// rows are sent as a batch whose position is the last row's key. Returns the rows read.
     async fn copy_page(
         &mut self,
-        client: &Client,
+        copy: &mut CopyConn,
         query: &str,
         plan: &RowPlan,
         what: &str,
-    ) -> WorkResult<(usize, Option<Vec<String>>)> {
-        let idle = self.settings.config.idle_timeout;
-        let sql = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
-        let copy = within(idle, async { Ok(client.copy_out(&sql).await?) }).await?;
-        futures::pin_mut!(copy);
+        chunks: Option<&Chunks>,
+    ) -> WorkResult<usize> {
+        copy.copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+            .await?;
         let malformed = |name: &str, e: String| {
             Error::source_permanent(
                 name,
@@ -186,52 +204,42 @@ impl Worker {
         };
         let mut reader = CopyReader::default();
         let mut rows = 0;
-        // The last row's key fields, as read (text, or a binary integer).
-        let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); plan.key.len()];
         let fields = plan.columns + self.table.columns.len();
-        // The server may take a while to find a page's first row, never to send the next.
-        // The timer is only started when no row is ready (a row is one message, and a timer
-        // per row costs the clock reads and the timer wheel's work).
-        loop {
-            let next = match copy.next().now_or_never() {
-                Some(next) => next,
-                None => tokio::time::timeout(idle, copy.next())
-                    .await
-                    .map_err(|_| WorkError::TimedOut(idle))?,
-            };
-            let Some(chunk) = next else { break };
-            reader.push(chunk?);
+        // Each wait for the server is bounded by `idleTimeout` (see `CopyConn`).
+        while let Some(chunk) = copy.data().await? {
+            reader.push(chunk);
             while reader.next_tuple().map_err(|e| malformed(&self.name, e))? {
                 if reader.len() != fields {
                     let e = format!("a row of {} fields, not {fields}", reader.len());
                     return Err(malformed(&self.name, e).into());
                 }
-                for (k, text) in plan.key.iter().zip(&mut last_key) {
-                    text.clear();
-                    text.extend_from_slice(reader.field(k.field(plan.columns)).unwrap_or_default());
-                }
                 self.snapshot_row(&reader, plan, what);
                 rows += 1;
+                if let Some(chunks) = chunks.filter(|c| rows % c.rows == 0) {
+                    // The server keeps sending the page while the batch goes on.
+                    let key = plan
+                        .key
+                        .iter()
+                        .map(|k| k.text(reader.field(k.field(plan.columns)).unwrap_or_default()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| malformed(&self.name, e))?;
+                    self.pos.snapshot = Some(SnapshotProgress {
+                        after_key: Some(key),
+                        until_key: chunks.until.clone(),
+                        ..SnapshotProgress::default()
+                    });
+                    self.send().await?;
+                }
             }
         }
         reader.finish().map_err(|e| malformed(&self.name, e))?;
-        let last_key = (rows > 0 && !plan.key.is_empty())
-            .then(|| {
-                plan.key
-                    .iter()
-                    .zip(&last_key)
-                    .map(|(k, v)| k.text(v))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()
-            .map_err(|e| malformed(&self.name, e))?;
-        Ok((rows, last_key))
+        Ok(rows)
     }
 
     /// A table without a key: ranges of heap blocks (`ctid >= '(b,0)' AND ctid < '(e,0)'`, a
     /// TID range scan), about `batchRows` rows each, up to the table's size when the snapshot
     /// was taken (every row visible in it is in those blocks).
-    async fn block_snapshot(&mut self, client: &Client) -> WorkResult<()> {
+    async fn block_snapshot(&mut self, client: &Client, copy: &mut CopyConn) -> WorkResult<()> {
         let table = self.qualified_sql();
         client
             .batch_execute(&format!("LOCK TABLE {table} IN ACCESS SHARE MODE"))
@@ -273,8 +281,8 @@ impl Worker {
                     "SELECT {select} FROM {table} AS _t \
                      WHERE _t.ctid >= '({from},0)'::tid AND _t.ctid < '({to},0)'::tid ORDER BY _t.ctid"
                 );
-                (rows, _) = self
-                    .copy_page(client, &query, &plan, "snapshot ctid")
+                rows = self
+                    .copy_page(copy, &query, &plan, "snapshot ctid", None)
                     .await?;
             }
             self.pos.snapshot = (!done).then(|| SnapshotProgress {
@@ -303,6 +311,13 @@ impl Worker {
             self.dead_letter(&format!("{what} {}", plan.locator(row)), reason);
         }
     }
+}
+
+/// How a keyed snapshot's page is cut into batches: every `rows` rows, each batch's position
+/// the last key read (and the shard's range end, `until`).
+struct Chunks {
+    rows: usize,
+    until: Option<Vec<String>>,
 }
 
 /// Where a key column's text (the position after a page, and a dead letter's locator) is
