@@ -122,6 +122,8 @@ impl CopyConn {
     pub(crate) async fn data(&mut self) -> ReplResult<Option<Bytes>> {
         let mut out = BytesMut::new();
         loop {
+            // The payloads of the buffered messages, without growing step by step.
+            out.reserve(self.buf.len());
             while !self.ready && self.buf.len() >= 5 {
                 let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
                     as usize;
