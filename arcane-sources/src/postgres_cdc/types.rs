@@ -324,22 +324,12 @@ impl ColumnBuilder {
     /// The finished column, the builder left empty with room for as many values and bytes as
     /// it held (see [`ColumnBuilder::emptied`]).
     pub(crate) fn finish_sized(&mut self) -> ArrayRef {
-        let (rows, bytes) = match self {
-            Self::Bool(b) => (b.len(), 0),
-            Self::I16(b) => (b.len(), 0),
-            Self::I32(b) => (b.len(), 0),
-            Self::I64(b) => (b.len(), 0),
-            Self::F32(b) => (b.len(), 0),
-            Self::F64(b) => (b.len(), 0),
-            Self::Decimal(b, ..) => (b.len(), 0),
-            Self::Utf8(b) => (b.len(), b.values_slice().len()),
-            Self::Binary(b) => (b.len(), b.values_slice().len()),
-            Self::Date(b) => (b.len(), 0),
-            Self::Time(b) => (b.len(), 0),
-            Self::Timestamp(b, _) => (b.len(), 0),
-            Self::List { offsets, .. } => (offsets.len().saturating_sub(1), 0),
+        let bytes = match self {
+            Self::Utf8(b) => b.values_slice().len(),
+            Self::Binary(b) => b.values_slice().len(),
+            _ => 0,
         };
-        let fresh = self.emptied(rows, bytes);
+        let fresh = self.emptied(self.len(), bytes);
         std::mem::replace(self, fresh).finish()
     }
 
@@ -533,7 +523,6 @@ impl ColumnBuilder {
     }
 
     /// Values appended so far.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Bool(b) => b.len(),
@@ -548,7 +537,7 @@ impl ColumnBuilder {
             Self::Date(b) => b.len(),
             Self::Time(b) => b.len(),
             Self::Timestamp(b, _) => b.len(),
-            Self::List { offsets, .. } => offsets.len() - 1,
+            Self::List { offsets, .. } => offsets.len().saturating_sub(1),
         }
     }
 }
