@@ -948,6 +948,48 @@ async fn a_lost_connection_is_retried_and_the_budget_renews_after_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_in_the_middle_of_a_snapshot_batch_repeats_none_of_its_rows() {
+    let n = Names::new("midcut");
+    let c = client().await;
+    let t = n.base.clone();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, val text);
+         INSERT INTO {t} SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 4000) g;"
+    ))
+    .await
+    .unwrap();
+    let (proxy, through) = proxied().await;
+    let mut cfg = n.config();
+    cfg.connection = through;
+    cfg.batch_rows = 500;
+    cfg.retry = quick_retry(5);
+    // About 2 MB of rows at 1 MB/s: the cut lands while the second batch is being read.
+    proxy.set_bandwidth(Some(1_000_000));
+    let mut source = PostgresCdcSource::new(cfg).unwrap();
+    let mut stream = source.open(start(Mode::Backfill, None)).await.unwrap();
+    let mut got = vec![next_batch(&mut stream).await];
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let accepted = proxy.accepted();
+    proxy.cut();
+    proxy.set_bandwidth(None);
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("the backfill ends within 60 s")
+    {
+        got.push(item.unwrap());
+    }
+    assert!(
+        proxy.accepted() > accepted,
+        "the worker reconnected after the cut"
+    );
+    assert_eq!(
+        ids_of(&batches(&got)),
+        (1..=4000).collect::<Vec<i64>>(),
+        "every row of the table once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_a_restart_after_the_retry_budget() {
     let n = Names::new("down");
     let c = client().await;

@@ -13,7 +13,7 @@ use super::client::{WorkResult, quote_ident, within};
 use super::copy::{CopyConn, CopyReader};
 use super::pgoutput::Lsn;
 use super::position::{Segment, SnapshotProgress};
-use super::rows::{KeyCol, OutCol};
+use super::rows::{KeyCol, OutCol, RowsBuilder};
 use super::types::binary_cast;
 use super::worker::Worker;
 
@@ -32,6 +32,7 @@ impl Worker {
     /// Read the table in one REPEATABLE READ transaction, `batchRows` rows per chunk,
     /// continuing after the last key (or block) read.
     pub(super) async fn snapshot(&mut self, client: &Client) -> WorkResult<()> {
+        self.forget_unsent_rows();
         self.begin_snapshot(client).await?;
         // The pages are read on a second connection, in the same MVCC snapshot.
         let idle = self.settings.config.idle_timeout;
@@ -55,6 +56,19 @@ impl Worker {
         client.batch_execute("COMMIT").await?;
         tracing::info!(source = %self.name, table = %self.qualified, "snapshot finished");
         Ok(())
+    }
+
+    /// Drop the rows (and dead letters) an earlier attempt read after the last batch it sent:
+    /// the snapshot's position moves only with a sent batch, so this attempt reads them
+    /// again (keeping them would emit them twice).
+    fn forget_unsent_rows(&mut self) {
+        let rows = self.rows.len();
+        if rows == 0 && self.dead_letters.is_empty() {
+            return;
+        }
+        tracing::info!(source = %self.name, table = %self.qualified, rows, dead_letters = self.dead_letters.len(), "snapshot rows read after the last batch sent are read again");
+        self.rows = RowsBuilder::new(&self.table.columns);
+        self.dead_letters.clear();
     }
 
     /// Open the snapshot's transaction and record its MVCC snapshot as a new segment.
