@@ -381,6 +381,7 @@ pub fn blob_text(data: &[u8]) {
         batch_rows: 1 + usize::from((mode >> 5) & 3),
         decode_threads: if mode & 0x10 != 0 { 2 } else { 1 },
         coerce_primitive: inferred,
+        kept: Default::default(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let events = std::thread::scope(|scope| {

@@ -34,6 +34,13 @@ use super::store::{Location, store_error};
 
 /// Completions, aborts and deletions run this many requests at once.
 pub(crate) const REQUEST_CONCURRENCY: usize = 16;
+/// The local file system's staging files are written in pieces of at most this many bytes,
+/// at most [`LOCAL_WRITES_IN_FLIGHT`] at a time: a local write is a system call, so
+/// `writer.uploadPartSize` (sized for the network round trips of a multipart upload) would
+/// only hold that many more bytes of a flushed row group in memory.
+const LOCAL_WRITE_SIZE: usize = 1 << 20;
+/// Local writes of a staging file in flight at once.
+const LOCAL_WRITES_IN_FLIGHT: usize = 2;
 
 /// The record of a multipart upload in progress, `_arcane/uploads/{sequence:020}-{name}.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,9 +225,12 @@ pub(crate) async fn start(new: NewUpload<'_>, sink: &str) -> Result<(FileUpload,
     let path = new.loc.child(new.rel);
     let Some(mp) = &new.loc.multipart else {
         let from = staging_rel(new.sequence, new.rel);
-        let writer =
-            BufWriter::with_capacity(new.loc.store.clone(), new.loc.child(&from), new.part_size)
-                .with_max_concurrency(new.concurrency);
+        let writer = BufWriter::with_capacity(
+            new.loc.store.clone(),
+            new.loc.child(&from),
+            new.part_size.min(LOCAL_WRITE_SIZE),
+        )
+        .with_max_concurrency(new.concurrency.min(LOCAL_WRITES_IN_FLIGHT));
         return Ok((FileUpload::Staged { writer, from }, None));
     };
     let url = new.loc.url_of(&path);

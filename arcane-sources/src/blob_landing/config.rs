@@ -127,7 +127,8 @@ pub struct BlobLandingSourceConfig {
     /// read (results are taken back in file order), and inferring a schema from a whole NDJSON
     /// file in blocks of 4 MiB (merged in file order: the schema one thread infers). Default:
     /// the number of CPUs available (`1` decodes on the reading thread). Memory grows by about
-    /// two blocks per thread.
+    /// two blocks per thread. The threads and the read and block buffers are made by the first
+    /// file and kept for the next ones, so memory does not grow with the number of files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_threads: Option<NonZeroUsize>,
     /// How a store call (listing the prefix, reading a file or a range of it) is retried when

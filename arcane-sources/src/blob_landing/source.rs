@@ -23,7 +23,7 @@ use super::fetch::{ChunkReader, StoreRetry, open_decompressed, raw_offset, resol
 use super::listing::{FileFilter, Listing, list_all};
 use super::parquet_file::{ParquetJob, parquet_schema, read_parquet_file};
 use super::position::BlobLandingPosition;
-use super::text::{Inferred, TextFormat, TextJob, infer_text_schema, read_text_file};
+use super::text::{Inferred, TextFormat, TextJob, TextReaders, infer_text_schema, read_text_file};
 use crate::runtime::{Output, spawn_source};
 
 /// Counter of late files (see `lateFiles`): files that landed with a path sorting before the
@@ -250,6 +250,7 @@ impl Source for BlobLandingSource {
                     labels,
                     retry,
                     inferred: false,
+                    text_readers: Arc::default(),
                 }
                 .drive(resume)
                 .await
@@ -282,6 +283,8 @@ struct Run {
     retry: StoreRetry,
     /// Whether `schema` was inferred (its string columns then take numbers and booleans).
     inferred: bool,
+    /// The text files' decode threads and buffers, kept from one file to the next.
+    text_readers: Arc<TextReaders>,
 }
 
 /// Whether to go on, or stop because the consumer is gone.
@@ -603,6 +606,7 @@ impl Run {
                     origin: self.origin(&path),
                     decode_threads: self.config.decode_threads(),
                     coerce_primitive: self.inferred,
+                    kept: self.text_readers.clone(),
                 };
                 let offset = position.offset;
                 tokio::task::spawn_blocking(move || {

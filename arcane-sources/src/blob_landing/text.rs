@@ -35,12 +35,134 @@ pub(crate) struct TextJob {
     pub(crate) decode_threads: usize,
     /// Read JSON numbers and booleans into string columns (the schema was inferred).
     pub(crate) coerce_primitive: bool,
+    /// What the files read before leave to this one: decode threads and buffers.
+    pub(crate) kept: Arc<TextReaders>,
 }
 
 impl TextJob {
+    fn decoding(&self) -> Decoding {
+        Decoding {
+            format: self.format,
+            schema: self.schema.clone(),
+            batch_rows: self.batch_rows,
+            coerce_primitive: self.coerce_primitive,
+        }
+    }
+}
+
+/// How blocks are decoded: what a [`BlockDecoder`] is made of.
+#[derive(Debug, Clone)]
+struct Decoding {
+    format: TextFormat,
+    schema: SchemaRef,
+    batch_rows: usize,
+    coerce_primitive: bool,
+}
+
+impl Decoding {
     fn decoder(&self) -> BlockDecoder {
         BlockDecoder::new(self.format, self.schema.clone(), self.batch_rows)
             .with_coerce_primitive(self.coerce_primitive)
+    }
+
+    /// Whether a decoder made for `other` decodes as one made for `self`.
+    fn same(&self, other: &Decoding) -> bool {
+        self.format == other.format
+            && self.batch_rows == other.batch_rows
+            && self.coerce_primitive == other.coerce_primitive
+            && (Arc::ptr_eq(&self.schema, &other.schema) || self.schema == other.schema)
+    }
+}
+
+/// What the text files of one stream share, from one file to the next: the decode threads
+/// and the large buffers (the read buffer, the blocks' copies). Made once, they do not leave
+/// the allocator's heaps fragmented anew by every file (new threads, new buffers), so the
+/// resident size does not grow with the number of files read.
+#[derive(Debug, Default)]
+pub(crate) struct TextReaders {
+    buffers: std::sync::Mutex<TextBuffers>,
+    pool: std::sync::OnceLock<Option<DecodePool>>,
+}
+
+/// The large buffers of reading a text file; one file at a time takes them (a file read
+/// while another holds them starts with new ones).
+#[derive(Debug, Default)]
+struct TextBuffers {
+    read: Vec<u8>,
+    blocks: Vec<Vec<u8>>,
+}
+
+impl TextReaders {
+    /// The decode threads (`threads` of them, started by the first file that asks), or none
+    /// when they cannot be started (blocks are then decoded on the reading thread).
+    fn pool(&self, threads: usize) -> Option<&DecodePool> {
+        self.pool
+            .get_or_init(|| match DecodePool::start(threads) {
+                Ok(pool) => Some(pool),
+                Err(e) => {
+                    tracing::warn!(
+                        threads,
+                        "cannot start {threads} decode threads ({e}); blocks are decoded on the reading thread"
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn take_buffers(&self) -> TextBuffers {
+        std::mem::take(&mut *self.buffers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn keep_buffers(&self, buffers: TextBuffers) {
+        *self.buffers.lock().unwrap_or_else(|p| p.into_inner()) = buffers;
+    }
+}
+
+/// Threads decoding the blocks of every file of a stream. Each keeps its decoder while the
+/// blocks' [`Decoding`] stays the same. They end when the pool is dropped.
+#[derive(Debug)]
+struct DecodePool {
+    jobs: std::sync::mpsc::SyncSender<DecodeJob>,
+    threads: usize,
+}
+
+impl DecodePool {
+    fn start(threads: usize) -> io::Result<Self> {
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(threads);
+        let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
+        for i in 0..threads {
+            let jobs_rx = jobs_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("arcane-decode-{i}"))
+                .spawn(move || decode_blocks(&jobs_rx))?;
+        }
+        Ok(Self { jobs, threads })
+    }
+}
+
+/// A decode thread: decode each block with a decoder of its [`Decoding`] (kept while blocks
+/// come with the same one) and send it back; ends when the pool is dropped.
+fn decode_blocks(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<DecodeJob>>) {
+    let mut current: Option<(Decoding, BlockDecoder)> = None;
+    loop {
+        let next = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((decoding, block, reply)) = next else {
+            return;
+        };
+        let decoder = match &mut current {
+            Some((kept, decoder)) if kept.same(&decoding) => decoder,
+            _ => {
+                let decoder = decoding.decoder();
+                &mut current.insert((decoding, decoder)).1
+            }
+        };
+        let mut pieces = Vec::with_capacity(1);
+        decoder.decode_range(&block.data, &block.recs, 0, block.recs.len(), &mut pieces);
+        let _ = reply.send(Decoded { block, pieces });
     }
 }
 
@@ -59,8 +181,8 @@ struct Decoded {
     pieces: Vec<Piece>,
 }
 
-/// Work for the decode threads: a block and where to send it back.
-type DecodeJob = (Block, std::sync::mpsc::SyncSender<Decoded>);
+/// Work for the decode threads: how to decode, a block, and where to send it back.
+type DecodeJob = (Decoding, Block, std::sync::mpsc::SyncSender<Decoded>);
 
 fn is_blank(bytes: &[u8]) -> bool {
     bytes.iter().all(u8::is_ascii_whitespace)
@@ -69,7 +191,10 @@ fn is_blank(bytes: &[u8]) -> bool {
 /// Read a whole text file and report its batches, dead-lettering bad records and, when the
 /// content breaks off (corrupt compression, oversized line), the rest of the file.
 ///
-/// Runs on a blocking thread; returns when the file is done or `out` is closed.
+/// Runs on a blocking thread; returns when the file is done or `out` is closed. Blocks are
+/// decoded by the stream's decode threads ([`TextReaders`]) while this one splits the input
+/// into records; results are taken back in order, so positions and dead letters stay in
+/// file order.
 pub(crate) fn read_text_file(
     job: &TextJob,
     reader: io::Result<Box<dyn Read + Send>>,
@@ -85,40 +210,14 @@ pub(crate) fn read_text_file(
         )));
         return;
     }
-    let threads = job.decode_threads.max(1);
-    if threads == 1 {
-        read_with(job, reader, start, out, None);
-        return;
-    }
-    // Blocks are decoded by `threads` threads while this one splits the input into records;
-    // results are taken back in order, so positions and dead letters stay in file order.
-    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(threads);
-    let jobs_rx = std::sync::Mutex::new(jobs_rx);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let jobs_rx = &jobs_rx;
-            scope.spawn(move || {
-                let mut decoder = job.decoder();
-                loop {
-                    let next = match jobs_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((block, reply)) = next else { return };
-                    let mut pieces = Vec::with_capacity(1);
-                    decoder.decode_range(
-                        &block.data,
-                        &block.recs,
-                        0,
-                        block.recs.len(),
-                        &mut pieces,
-                    );
-                    let _ = reply.send(Decoded { block, pieces });
-                }
-            });
-        }
-        read_with(job, reader, start, out, Some((jobs_tx, threads + 1)));
-    });
+    let pool = match job.decode_threads.max(1) {
+        1 => None,
+        threads => job
+            .kept
+            .pool(threads)
+            .map(|p| (p.jobs.clone(), p.threads + 1)),
+    };
+    read_with(job, reader, start, out, pool);
 }
 
 /// Read a text file on this thread: frame its records ([`Framer`]), decode and report them
@@ -130,15 +229,34 @@ fn read_with(
     out: &mpsc::Sender<FileEvent>,
     pool: Option<(std::sync::mpsc::SyncSender<DecodeJob>, usize)>,
 ) {
+    let buffers = job.kept.take_buffers();
+    let decoding = job.decoding();
     let mut state = TextState {
         job,
-        decoder: job.decoder(),
+        decoder: None,
+        decoding,
         progress: start,
         out,
         pool,
         in_flight: std::collections::VecDeque::new(),
-        spare: Vec::new(),
+        spare: buffers.blocks,
     };
+    let mut framer = Framer::new(job, start, buffers.read);
+    read_into(&mut framer, &mut state, reader, start);
+    // Blocks still in flight (the receiver is gone) are dropped with their buffers.
+    job.kept.keep_buffers(TextBuffers {
+        read: framer.buf,
+        blocks: state.spare,
+    });
+}
+
+/// [`read_with`]'s loop: fill, frame and report until the file ends or fails.
+fn read_into(
+    framer: &mut Framer,
+    state: &mut TextState<'_>,
+    reader: io::Result<Box<dyn Read + Send>>,
+    start: Progress,
+) {
     let mut reader = match reader {
         Ok(r) => r,
         Err(e) => {
@@ -146,27 +264,26 @@ fn read_with(
             return;
         }
     };
-    let mut framer = Framer::new(job, start);
     loop {
         let eof = match framer.fill(&mut reader) {
             Ok(n) => n == 0,
             Err(e) => {
                 // What was framed before the failure is reported first.
-                if framer.flush(&mut state) {
+                if framer.flush(state) {
                     state.fail(e, framer.rec_line);
                 }
                 return;
             }
         };
-        if !framer.frame(&mut state) {
+        if !framer.frame(state) {
             return;
         }
         if eof {
-            framer.finish(&mut state);
+            framer.finish(state);
             return;
         }
         if framer.oversized() {
-            if framer.flush(&mut state) {
+            if framer.flush(state) {
                 let message = format!(
                     "line {} is longer than {} MiB without a line break",
                     framer.rec_line,
@@ -209,7 +326,8 @@ struct Framer {
 }
 
 impl Framer {
-    fn new(job: &TextJob, start: Progress) -> Self {
+    /// A framer of `job`'s file from `start`, reading into `buf` (emptied; its capacity kept).
+    fn new(job: &TextJob, start: Progress, mut buf: Vec<u8>) -> Self {
         let csv = match job.format {
             TextFormat::Csv { quote, header, .. } => Some((quote, header)),
             TextFormat::Ndjson => None,
@@ -218,7 +336,11 @@ impl Framer {
             csv,
             batch_rows: job.batch_rows,
             header_pending: csv.is_some_and(|(_, header)| header) && start.offset == 0,
-            buf: Vec::with_capacity(READ_CHUNK * 2),
+            buf: {
+                buf.clear();
+                buf.reserve(READ_CHUNK * 2);
+                buf
+            },
             base: start.offset,
             scan: 0,
             rec_start: 0,
@@ -358,7 +480,10 @@ impl Framer {
 
 struct TextState<'a> {
     job: &'a TextJob,
-    decoder: BlockDecoder,
+    /// Decodes blocks on this thread (without decode threads; made for the first block).
+    decoder: Option<BlockDecoder>,
+    /// What the decode threads decode this file's blocks with.
+    decoding: Decoding,
     progress: Progress,
     out: &'a mpsc::Sender<FileEvent>,
     /// Decode threads and how many blocks may be in flight.
@@ -376,7 +501,9 @@ impl TextState<'_> {
     fn emit(&mut self, buf: &[u8], block: &[Rec], lines: u64, offset: u64) -> bool {
         let Some((jobs, max_in_flight)) = &self.pool else {
             let mut pieces = Vec::with_capacity(1);
+            let decoding = &self.decoding;
             self.decoder
+                .get_or_insert_with(|| decoding.decoder())
                 .decode_range(buf, block, 0, block.len(), &mut pieces);
             return self.report(buf, block, pieces, lines, offset);
         };
@@ -399,7 +526,7 @@ impl TextState<'_> {
             lines,
             offset,
         };
-        if jobs.send((block, reply)).is_err() {
+        if jobs.send((self.decoding.clone(), block, reply)).is_err() {
             return false;
         }
         self.in_flight.push_back(result);
@@ -1173,5 +1300,99 @@ mod tests {
             r#"{"n": 1, "nested": {"a": [1, 2.5]}, "list": ["x"]}"#.into(),
         );
         assert_eq!(inferred(&lines), whole(&lines));
+    }
+
+    /// Read `text` as one file of `job` (with `kept` as what earlier files left): its rows
+    /// (column `c` of each batch, as text) and dead letters.
+    fn read_file(job: &TextJob, text: &str) -> (Vec<SchemaRef>, Vec<String>, usize) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text.as_bytes().to_vec()));
+        let events = std::thread::scope(|scope| {
+            scope.spawn(move || read_text_file(job, Ok(reader), Progress::default(), &tx));
+            let mut events = Vec::new();
+            while let Some(e) = rx.blocking_recv() {
+                events.push(e);
+            }
+            events
+        });
+        let (mut schemas, mut rows, mut dead) = (Vec::new(), Vec::new(), 0);
+        for event in events {
+            match event {
+                FileEvent::Batch {
+                    batch,
+                    dead_letters,
+                    ..
+                } => {
+                    dead += dead_letters.len();
+                    schemas.push(batch.schema());
+                    let column = arrow_cast::display::ArrayFormatter::try_new(
+                        batch.column(0),
+                        &Default::default(),
+                    )
+                    .expect("formatter");
+                    rows.extend((0..batch.num_rows()).map(|i| column.value(i).to_string()));
+                }
+                FileEvent::Done { dead_letters, .. } => dead += dead_letters.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (schemas, rows, dead)
+    }
+
+    /// The decode threads and buffers one file leaves serve the next, and a decode thread
+    /// makes a new decoder when a file comes with another schema or format: each file reads
+    /// with its own.
+    #[test]
+    fn files_read_one_after_another_share_the_decode_threads_and_each_has_its_schema() {
+        let kept = Arc::new(TextReaders::default());
+        let job = |schema: Schema, format: TextFormat| TextJob {
+            path: "f".into(),
+            origin: "/f".into(),
+            format,
+            schema: Arc::new(schema),
+            batch_rows: 3,
+            decode_threads: 2,
+            coerce_primitive: false,
+            kept: kept.clone(),
+        };
+        let ints = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let texts = Schema::new(vec![Field::new("a", DataType::Utf8, true)]);
+        let ndjson: String = (0..20).map(|i| format!("{{\"a\": {i}}}\n")).collect();
+        let strings: String = (0..20).map(|i| format!("{{\"a\": \"s{i}\"}}\n")).collect();
+        let csv: String = (0..20).map(|i| format!("{i}\n")).collect();
+        let csv_format = TextFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            header: false,
+        };
+        let reads = [
+            (job(ints.clone(), TextFormat::Ndjson), &ndjson, "0"),
+            (job(texts.clone(), TextFormat::Ndjson), &strings, "s0"),
+            // A string where the integer column is: dead letters, not a decoder of the last
+            // file's schema reading it.
+            (job(ints.clone(), TextFormat::Ndjson), &strings, ""),
+            (job(ints.clone(), csv_format), &csv, "0"),
+            (job(ints, TextFormat::Ndjson), &ndjson, "0"),
+        ];
+        for (n, (job, text, first)) in reads.iter().enumerate() {
+            let (schemas, rows, dead) = read_file(job, text);
+            assert!(
+                schemas.iter().all(|s| *s == job.schema),
+                "file {n}: a batch of another schema: {schemas:?}"
+            );
+            if first.is_empty() {
+                assert_eq!((rows.len(), dead), (0, 20), "file {n}");
+            } else {
+                assert_eq!((rows.len(), dead), (20, 0), "file {n}");
+                assert_eq!(rows[0], *first, "file {n}");
+            }
+            let pool = kept.pool.get().expect("started").as_ref().expect("threads");
+            assert_eq!(pool.threads, 2, "file {n}");
+            let buffers = kept.buffers.lock().expect("buffers");
+            assert!(
+                buffers.read.capacity() >= READ_CHUNK && !buffers.blocks.is_empty(),
+                "file {n}: the buffers were not kept for the next file"
+            );
+        }
     }
 }
