@@ -166,10 +166,10 @@ pub fn ndjson_decoder(data: &[u8]) {
     }
 }
 
-/// The schemas [`ndjson_fast`] picks from: every type the NDJSON fast path reads (signed and
-/// unsigned integers of every width, floats, booleans, strings, timestamps of every unit with
-/// and without zones, dates), required and nullable columns, and more columns than it
-/// searches in order.
+/// The schemas [`ndjson_fast`] and [`csv_fast`] pick from: every scalar type the fast paths
+/// read (signed and unsigned integers of every width, floats, booleans, strings, timestamps
+/// of every unit with and without zones, dates), required and nullable columns, and more
+/// columns than they search in order.
 pub fn fast_schemas() -> &'static [SchemaRef] {
     static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
@@ -206,9 +206,48 @@ pub fn fast_schemas() -> &'static [SchemaRef] {
     })
 }
 
+/// The schemas of nested columns [`ndjson_fast`] also picks from: the landing benchmark's
+/// `nested` shape, and required fields in nullable structs, required items, lists of lists.
+pub fn nested_fast_schemas() -> &'static [SchemaRef] {
+    static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        vec![
+            fuzz_schema(&[
+                ("id", "int64", true),
+                (
+                    "user",
+                    r#"Struct("name": Utf8, "age": Int64, "tags": List(Utf8))"#,
+                    false,
+                ),
+                (
+                    "items",
+                    r#"List(Struct("sku": Utf8, "qty": Int64, "price": Float64))"#,
+                    false,
+                ),
+                ("meta", r#"Struct("a": Boolean, "b": Utf8)"#, false),
+            ]),
+            fuzz_schema(&[
+                (
+                    "s",
+                    r#"Struct("a": non-null Int32, "t": non-null Struct("x": Float64, "l": List(non-null Int64)), "d": Date32)"#,
+                    false,
+                ),
+                ("r", r#"Struct("k": non-null Boolean, "u": UInt8)"#, true),
+                ("ll", "LargeList(List(Int8))", false),
+                (
+                    "ls",
+                    r#"List(non-null Struct("v": non-null Utf8, "w": LargeUtf8))"#,
+                    false,
+                ),
+            ]),
+        ]
+    })
+}
+
 /// Records through the NDJSON fast path of the blob-landing and JSON decoders
 /// (`decode/fast.rs`) and through their `arrow_json` path: byte 0 picks one of
-/// [`fast_schemas`] and whether numbers and booleans are read into string columns, the rest
+/// [`fast_schemas`] and [`nested_fast_schemas`] and whether numbers and booleans are read into
+/// string columns, the rest
 /// are records (one per line). Whatever the fast path reads — each record alone, and all of
 /// them as one block — the `arrow_json` path reads to the same batch; and decoding with the
 /// fast path on gives what decoding with it off gives (rows, dead letters, reasons).
@@ -216,8 +255,9 @@ pub fn ndjson_fast(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let schemas = fast_schemas();
-    let schema = &schemas[usize::from(selector) % schemas.len()];
+    let (flat, nested) = (fast_schemas(), nested_fast_schemas());
+    let pick = usize::from(selector & 0x7f) % (flat.len() + nested.len());
+    let schema = flat.get(pick).unwrap_or_else(|| &nested[pick - flat.len()]);
     text_fast(
         crate::decode::block::TextFormat::Ndjson,
         schema,

@@ -6,10 +6,11 @@
 //! dead-letters; the good rows of the block are kept in order. One bad record in a block of
 //! `n` costs about `2·log2(n)` extra decodes of shrinking ranges.
 //!
-//! Blocks of a schema of top-level scalar columns are first read by the format's fast path
-//! ([`FastDecoder`] for NDJSON, [`CsvFastDecoder`] for CSV: one pass per record straight
-//! into the schema's builders); a block it gives up on takes the `arrow_json` or `arrow_csv`
-//! path, which makes the same batch of every block the fast path reads.
+//! Blocks are first read by the format's fast path when the schema is one it reads
+//! ([`FastDecoder`] for NDJSON: scalar columns, and structs and lists of them to any depth;
+//! [`CsvFastDecoder`] for CSV: scalar columns; one pass per record straight into the
+//! schema's builders); a block it gives up on takes the `arrow_json` or `arrow_csv` path,
+//! which makes the same batch of every block the fast path reads.
 
 use std::sync::Arc;
 

@@ -1,8 +1,16 @@
 //! The schema-directed fast path for NDJSON blocks: one pass over each line, straight into
-//! Arrow builders of the stream's schema, for schemas of top-level columns of the types
-//! Int8..Int64, UInt8..UInt64, Float32/Float64, Boolean, Utf8/LargeUtf8, Timestamp (any unit,
-//! with or without a zone) and Date32, with or without `coerce_primitive`. Any other column
-//! type (decimals, structs, lists, binary, …) leaves the schema to the `arrow_json` path.
+//! Arrow builders of the stream's schema, with or without `coerce_primitive`, for schemas
+//! whose columns are of these types, at the top level and nested:
+//!
+//! * scalars: Int8..Int64, UInt8..UInt64, Float32/Float64, Boolean, Utf8/LargeUtf8, Timestamp
+//!   (any unit, with or without a zone) and Date32;
+//! * Struct of fields of any of these types (scalars, structs, lists);
+//! * List and LargeList of items of any of these types;
+//!
+//! nested at most [`MAX_DEPTH`] deep. Any other type anywhere in the schema (decimals,
+//! binary, maps, dictionaries, fixed-size lists, unions, …), a struct without fields, or two
+//! fields of one name in the record or in a struct leaves the whole schema to the
+//! `arrow_json` path.
 //!
 //! It accepts a subset of what the `arrow_json` path ([`BlockDecoder`]'s general path)
 //! accepts and makes exactly the same batch of it: strict JSON (no trailing or doubled
@@ -10,11 +18,33 @@
 //! function `arrow_json` reads it with (`lexical_core` for numbers, `arrow_cast`'s parsers for
 //! strings in numeric and temporal columns, `parse_decimal` for integers that are not plain).
 //! Anything else — a record the general path rejects, or a construct the fast path leaves to
-//! it (a key twice in a record, a date or a timestamp given as a number that is not an
-//! integer, values nested deeper than
-//! [`MAX_DEPTH`]), or a block longer than the general path's batch — gives up on the whole
-//! block with a reason, and the block takes the general path, which keeps its dead letters,
-//! bisection and messages. Builders are made per block, so giving up leaves nothing behind.
+//! it (a key twice in a record or in an object, a date or a timestamp given as a number that
+//! is not an integer, values nested deeper than [`MAX_DEPTH`]), or a block longer than the
+//! general path's batch — gives up on the whole block with a reason, and the block takes the
+//! general path, which keeps its dead letters, bisection and messages. Builders are made per
+//! block, so giving up leaves nothing behind.
+//!
+//! Nested values are read as `arrow_json`'s struct and list decoders read them with the
+//! options [`BlockDecoder`] gives it (keys not in the schema ignored, type conflicts not
+//! ignored, structs as objects):
+//!
+//! * a struct is a JSON object. Its keys not among its fields are skipped (their values
+//!   checked to be JSON); a field it leaves out is null, as one given `null` is; `{}` is a
+//!   struct whose fields are all null.
+//! * a struct given `null` (or left out of its parent) is null, and so is every value under
+//!   it, nullable or not: `arrow_json` makes the decoders under a nullable struct nullable
+//!   and accepts the nulls of a required field where its struct is null.
+//! * a list is a JSON array; `null` (or left out) is a null list, `[]` an empty one. Its
+//!   items are read as values of the item field, at any depth.
+//! * scalars are read as at the top level, at any depth (`coerce_primitive` too); integers,
+//!   which the general path reads as decimals at any depth, alike.
+//!
+//! It gives up, at any depth, on a null (given or left out) where the field or the list's
+//! item is not nullable (`arrow_json` rejects it: "unmasked nulls" in a struct, a null item
+//! in a list of required items, or a null for a required struct or list it cannot read); on
+//! a value of another kind than its field's (an array for a struct, an object for a list,
+//! either for a scalar, a scalar for either: `arrow_json` rejects them); and on a key twice
+//! in one object (`arrow_json` takes the last one).
 //!
 //! [`BlockDecoder`]: super::block::BlockDecoder
 
@@ -23,24 +53,25 @@ use std::sync::Arc;
 
 use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int8Builder, Int16Builder,
-    Int32Builder, Int64Builder, LargeStringBuilder, StringBuilder, UInt8Builder, UInt16Builder,
-    UInt32Builder, UInt64Builder,
+    Int32Builder, Int64Builder, LargeStringBuilder, NullBufferBuilder, OffsetBufferBuilder,
+    StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::timezone::Tz;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_array::{ArrayRef, LargeListArray, ListArray, PrimitiveArray, RecordBatch, StructArray};
 use arrow_cast::parse::{Parser, parse_decimal, string_to_datetime};
-use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use super::block::{INTEGER_PRECISION, INTEGER_SCALE, Rec};
 
 /// Why the fast path gave up on a block (the block then takes the general path).
 pub(crate) type GiveUp = &'static str;
 
-/// Nesting of the values of keys not in the schema beyond which the fast path gives up.
+/// Nesting (of the schema's structs and lists, and of the values of keys not in the schema)
+/// beyond which the fast path gives up.
 const MAX_DEPTH: usize = 64;
 
 /// The time zone timestamp strings without an offset are read in: `arrow_json`'s choice for
@@ -51,7 +82,7 @@ pub(super) enum Zone {
     Tz(Tz),
 }
 
-/// How a column's values are read.
+/// How a scalar's values are read.
 #[derive(Debug, Clone)]
 pub(super) enum Kind {
     Int8,
@@ -71,19 +102,14 @@ pub(super) enum Kind {
     Date32,
 }
 
-/// A column of the schema.
+/// A column of a schema of scalar columns (the CSV fast path's).
 #[derive(Debug)]
 pub(super) struct Column {
-    name: Box<[u8]>,
-    /// The name and the closing quote, as a key without escapes reads in JSON (none when
-    /// the name holds a quote or a backslash, which JSON escapes).
-    quoted: Option<Box<[u8]>>,
-    nullable: bool,
     pub(super) kind: Kind,
     data_type: DataType,
 }
 
-/// A column's values while a block is read.
+/// A scalar's values while a block is read.
 pub(super) enum Builder {
     Int8(Int8Builder),
     Int16(Int16Builder),
@@ -105,6 +131,11 @@ pub(super) enum Builder {
 
 impl Builder {
     pub(super) fn new(kind: &Kind, rows: usize) -> Self {
+        Self::with_room(kind, rows, rows * 16)
+    }
+
+    /// A builder with room for `rows` values (and `bytes` of strings).
+    fn with_room(kind: &Kind, rows: usize, bytes: usize) -> Self {
         match kind {
             Kind::Int8 => Self::Int8(Int8Builder::with_capacity(rows)),
             Kind::Int16 => Self::Int16(Int16Builder::with_capacity(rows)),
@@ -117,8 +148,8 @@ impl Builder {
             Kind::Float32 => Self::Float32(Float32Builder::with_capacity(rows)),
             Kind::Float64 => Self::Float64(Float64Builder::with_capacity(rows)),
             Kind::Boolean => Self::Boolean(BooleanBuilder::with_capacity(rows)),
-            Kind::Utf8 => Self::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
-            Kind::LargeUtf8 => Self::LargeUtf8(LargeStringBuilder::with_capacity(rows, rows * 16)),
+            Kind::Utf8 => Self::Utf8(StringBuilder::with_capacity(rows, bytes)),
+            Kind::LargeUtf8 => Self::LargeUtf8(LargeStringBuilder::with_capacity(rows, bytes)),
             Kind::Timestamp(..) => Self::Timestamp(Int64Builder::with_capacity(rows)),
             Kind::Date32 => Self::Date32(Date32Builder::with_capacity(rows)),
         }
@@ -141,6 +172,28 @@ impl Builder {
             Self::LargeUtf8(b) => b.append_null(),
             Self::Timestamp(b) => b.append_null(),
             Self::Date32(b) => b.append_null(),
+        }
+    }
+
+    /// The values appended, and the bytes of the strings among them.
+    fn size(&self) -> (usize, usize) {
+        use arrow_array::builder::ArrayBuilder;
+        match self {
+            Self::Int8(b) => (b.len(), 0),
+            Self::Int16(b) => (b.len(), 0),
+            Self::Int32(b) => (b.len(), 0),
+            Self::Int64(b) => (b.len(), 0),
+            Self::UInt8(b) => (b.len(), 0),
+            Self::UInt16(b) => (b.len(), 0),
+            Self::UInt32(b) => (b.len(), 0),
+            Self::UInt64(b) => (b.len(), 0),
+            Self::Float32(b) => (b.len(), 0),
+            Self::Float64(b) => (b.len(), 0),
+            Self::Boolean(b) => (b.len(), 0),
+            Self::Utf8(b) => (b.len(), b.values_slice().len()),
+            Self::LargeUtf8(b) => (b.len(), b.values_slice().len()),
+            Self::Timestamp(b) => (b.len(), 0),
+            Self::Date32(b) => (b.len(), 0),
         }
     }
 
@@ -171,6 +224,11 @@ impl Builder {
     }
 
     pub(super) fn finish(self, column: &Column) -> ArrayRef {
+        self.finish_as(&column.kind, &column.data_type)
+    }
+
+    /// The array of the values, of type `data_type` (read as `kind`).
+    fn finish_as(self, kind: &Kind, data_type: &DataType) -> ArrayRef {
         match self {
             Self::Int8(mut b) => Arc::new(b.finish()),
             Self::Int16(mut b) => Arc::new(b.finish()),
@@ -189,11 +247,11 @@ impl Builder {
             Self::Timestamp(mut b) => {
                 let ints = b.finish();
                 let (_, values, nulls) = ints.into_parts();
-                let zone = match &column.data_type {
+                let zone = match data_type {
                     DataType::Timestamp(_, zone) => zone.clone(),
                     _ => None,
                 };
-                match column.kind {
+                match kind {
                     Kind::Timestamp(TimeUnit::Second, _) => Arc::new(
                         PrimitiveArray::<TimestampSecondType>::new(values, nulls)
                             .with_timezone_opt(zone),
@@ -214,22 +272,6 @@ impl Builder {
             }
         }
     }
-}
-
-/// Decodes NDJSON blocks of a schema of top-level scalar columns (see the module's doc).
-#[derive(Debug)]
-pub(crate) struct FastDecoder {
-    target: SchemaRef,
-    columns: Vec<Column>,
-    /// Column by name, for schemas too wide to search in order.
-    by_name: Option<HashMap<Box<[u8]>, usize>>,
-    /// Whether JSON numbers and booleans are read into string columns as their text.
-    coerce_primitive: bool,
-    /// Per column, the row (plus one) that last had it: a key twice in a record, and the
-    /// columns a record leaves out.
-    seen: Vec<u32>,
-    /// Unescaped strings.
-    scratch: String,
 }
 
 /// A builder per column for `rows` rows.
@@ -255,12 +297,43 @@ pub(super) fn batch(
     RecordBatch::try_new(target.clone(), arrays).map_err(|_| "batch")
 }
 
-/// Columns beyond which names are looked up in a map rather than in order.
+/// Fields beyond which names are looked up in a map rather than in order.
 const LINEAR_LOOKUP: usize = 16;
 
+/// How the general path reads a scalar of type `t`, which it decodes as `decoded` (which
+/// names the zone timestamps are read in); none for the types the fast paths do not read.
+fn kind(t: &DataType, decoded: &DataType) -> Option<Kind> {
+    Some(match t {
+        DataType::Int8 => Kind::Int8,
+        DataType::Int16 => Kind::Int16,
+        DataType::Int32 => Kind::Int32,
+        DataType::Int64 => Kind::Int64,
+        DataType::UInt8 => Kind::UInt8,
+        DataType::UInt16 => Kind::UInt16,
+        DataType::UInt32 => Kind::UInt32,
+        DataType::UInt64 => Kind::UInt64,
+        DataType::Float32 => Kind::Float32,
+        DataType::Float64 => Kind::Float64,
+        DataType::Boolean => Kind::Boolean,
+        DataType::Utf8 => Kind::Utf8,
+        DataType::LargeUtf8 => Kind::LargeUtf8,
+        DataType::Date32 => Kind::Date32,
+        DataType::Timestamp(unit, _) => {
+            // The zone the general path reads the column in (UTC written `+00:00`).
+            let zone = match decoded {
+                DataType::Timestamp(_, None) => Zone::Utc,
+                DataType::Timestamp(_, Some(tz)) => Zone::Tz(tz.parse().ok()?),
+                _ => return None,
+            };
+            Kind::Timestamp(*unit, zone)
+        }
+        _ => return None,
+    })
+}
+
 /// The columns of `target` (decoded by the general path as `decode_schema`, which names the
-/// zones timestamps are read in), or none when a column's type is not one the fast paths
-/// read. Shared by the NDJSON and CSV fast paths.
+/// zones timestamps are read in), or none when a column's type is not a scalar one the fast
+/// paths read. The CSV fast path's.
 pub(super) fn columns(target: &SchemaRef, decode_schema: &SchemaRef) -> Option<Vec<Column>> {
     let fields = target.fields();
     if fields.is_empty() || fields.len() != decode_schema.fields().len() {
@@ -268,75 +341,410 @@ pub(super) fn columns(target: &SchemaRef, decode_schema: &SchemaRef) -> Option<V
     }
     let mut columns = Vec::with_capacity(fields.len());
     for (field, decoded) in fields.iter().zip(decode_schema.fields()) {
-        let kind = match field.data_type() {
-            DataType::Int8 => Kind::Int8,
-            DataType::Int16 => Kind::Int16,
-            DataType::Int32 => Kind::Int32,
-            DataType::Int64 => Kind::Int64,
-            DataType::UInt8 => Kind::UInt8,
-            DataType::UInt16 => Kind::UInt16,
-            DataType::UInt32 => Kind::UInt32,
-            DataType::UInt64 => Kind::UInt64,
-            DataType::Float32 => Kind::Float32,
-            DataType::Float64 => Kind::Float64,
-            DataType::Boolean => Kind::Boolean,
-            DataType::Utf8 => Kind::Utf8,
-            DataType::LargeUtf8 => Kind::LargeUtf8,
-            DataType::Date32 => Kind::Date32,
-            DataType::Timestamp(unit, _) => {
-                // The zone the general path reads the column in (UTC written `+00:00`).
-                let zone = match decoded.data_type() {
-                    DataType::Timestamp(_, None) => Zone::Utc,
-                    DataType::Timestamp(_, Some(tz)) => Zone::Tz(tz.parse().ok()?),
-                    _ => return None,
-                };
-                Kind::Timestamp(*unit, zone)
-            }
-            _ => return None,
-        };
-        let name = field.name().as_bytes();
-        let quoted = (!name.iter().any(|&b| b == b'"' || b == b'\\'))
-            .then(|| [name, b"\""].concat().into_boxed_slice());
         columns.push(Column {
-            name: name.into(),
-            quoted,
-            nullable: field.is_nullable(),
-            kind,
+            kind: kind(field.data_type(), decoded.data_type())?,
             data_type: field.data_type().clone(),
         });
     }
     Some(columns)
 }
 
+/// A field of the record or of a struct, or a list's item, as the NDJSON fast path reads it.
+#[derive(Debug)]
+struct Member {
+    name: Box<[u8]>,
+    /// The name and the closing quote, as a key without escapes reads in JSON (none when
+    /// the name holds a quote or a backslash, which JSON escapes).
+    quoted: Option<Box<[u8]>>,
+    nullable: bool,
+    node: Node,
+}
+
+/// The type of a member's values, to any depth.
+#[derive(Debug)]
+enum Node {
+    /// A scalar read as `Kind`, of the type.
+    Scalar(Kind, DataType),
+    /// Objects, into a struct of the members' fields.
+    Struct(Members),
+    /// Arrays, into a list (`LargeList` when `large`) of the item field `field`.
+    List {
+        field: FieldRef,
+        item: Box<Member>,
+        large: bool,
+    },
+}
+
+/// The fields of the record or of a struct.
+#[derive(Debug)]
+struct Members {
+    /// The struct's fields (the schema's, for the record).
+    fields: Fields,
+    members: Vec<Member>,
+    /// Member by name, for structs too wide to search in order.
+    by_name: Option<HashMap<Box<[u8]>, usize>>,
+}
+
+impl Members {
+    /// The members of `fields` (decoded by the general path as `decoded`, which names the
+    /// zones timestamps are read in), objects `depth` deep; none when a type is not one the
+    /// fast path reads, there are no fields or two of one name (`arrow_json` reads the first
+    /// of a name), or the types nest deeper than [`MAX_DEPTH`].
+    fn new(fields: &Fields, decoded: &Fields, depth: usize) -> Option<Self> {
+        if fields.is_empty() || fields.len() != decoded.len() || depth > MAX_DEPTH {
+            return None;
+        }
+        let mut names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let members = fields
+            .iter()
+            .zip(decoded)
+            .map(|(f, d)| Member::new(f, d, depth))
+            .collect::<Option<Vec<_>>>()?;
+        let by_name = (members.len() > LINEAR_LOOKUP).then(|| {
+            members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.name.clone(), i))
+                .collect()
+        });
+        Some(Self {
+            fields: fields.clone(),
+            members,
+            by_name,
+        })
+    }
+
+    /// The member of the key starting at `i` (after its quote), trying `next` first, and the
+    /// position after the key's closing quote.
+    #[inline]
+    fn key(
+        &self,
+        text: &str,
+        i: usize,
+        next: usize,
+        scratch: &mut String,
+    ) -> Result<(Option<usize>, usize), GiveUp> {
+        if let Some(Member {
+            quoted: Some(quoted),
+            ..
+        }) = self.members.get(next)
+            && text.as_bytes().get(i..i + quoted.len()) == Some(&**quoted)
+        {
+            return Ok((Some(next), i + quoted.len()));
+        }
+        let (key, after) = string(text, i, scratch)?;
+        let key = key.as_bytes();
+        if let Some(m) = self.members.get(next)
+            && *m.name == *key
+        {
+            return Ok((Some(next), after));
+        }
+        let member = match &self.by_name {
+            Some(map) => map.get(key).copied(),
+            None => self.members.iter().position(|m| *m.name == *key),
+        };
+        Ok((member, after))
+    }
+
+    /// A builder per member for `rows` values, with the room `room` gives.
+    fn values(&self, rows: usize, room: &mut Room<'_>) -> Vec<Values> {
+        self.members
+            .iter()
+            .map(|m| Values::new(&m.node, rows, room))
+            .collect()
+    }
+}
+
+impl Member {
+    /// The member for `field` (decoded by the general path as `decoded`), a field of objects
+    /// `depth` deep (see [`Members::new`]).
+    fn new(field: &FieldRef, decoded: &FieldRef, depth: usize) -> Option<Self> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let node = match (field.data_type(), decoded.data_type()) {
+            (DataType::Struct(fields), DataType::Struct(decoded)) => {
+                Node::Struct(Members::new(fields, decoded, depth + 1)?)
+            }
+            (DataType::List(item), DataType::List(decoded)) => Node::List {
+                field: item.clone(),
+                item: Box::new(Member::new(item, decoded, depth + 1)?),
+                large: false,
+            },
+            (DataType::LargeList(item), DataType::LargeList(decoded)) => Node::List {
+                field: item.clone(),
+                item: Box::new(Member::new(item, decoded, depth + 1)?),
+                large: true,
+            },
+            (t, d) => Node::Scalar(kind(t, d)?, t.clone()),
+        };
+        let name = field.name().as_bytes();
+        let quoted = (!name.iter().any(|&b| b == b'"' || b == b'\\'))
+            .then(|| [name, b"\""].concat().into_boxed_slice());
+        Some(Self {
+            name: name.into(),
+            quoted,
+            nullable: field.is_nullable(),
+            node,
+        })
+    }
+}
+
+/// A member's values while a block is read.
+enum Values {
+    Scalar(Builder),
+    Struct(Box<StructValues>),
+    List(Box<ListValues>),
+}
+
+struct StructValues {
+    /// A builder per field.
+    fields: Vec<Values>,
+    nulls: NullBufferBuilder,
+    /// Per field, the stamp of the object that last had it: a key twice in an object, and
+    /// the fields an object leaves out.
+    seen: Vec<u32>,
+    /// The stamp of the object read last (one more per object).
+    stamp: u32,
+}
+
+struct ListValues {
+    offsets: Offsets,
+    nulls: NullBufferBuilder,
+    items: Values,
+}
+
+enum Offsets {
+    List(OffsetBufferBuilder<i32>),
+    Large(OffsetBufferBuilder<i64>),
+}
+
+/// The sizes of a block's builders (values, and bytes of strings), node by node in the
+/// order [`Values::new`] makes them, and the block's rows: the next block's builders start
+/// with room for as many, scaled to its rows (instead of growing step by step, each step a
+/// copy, to up to twice what they hold).
+#[derive(Debug, Default)]
+struct Sizes {
+    rows: usize,
+    nodes: Vec<(usize, usize)>,
+}
+
+/// The room [`Values::new`] gives each builder of a block of `rows` rows and `bytes` bytes:
+/// what the node held in the last block, scaled, and never more than the block's bytes (a
+/// value takes at least one); `rows` values (16 bytes each for strings) without a last block.
+struct Room<'a> {
+    last: &'a Sizes,
+    rows: usize,
+    bytes: usize,
+    next: usize,
+}
+
+impl<'a> Room<'a> {
+    fn new(last: &'a Sizes, rows: usize, bytes: usize) -> Self {
+        Self {
+            last,
+            rows,
+            bytes,
+            next: 0,
+        }
+    }
+
+    /// The room of the next node: `(values, string bytes)`; `values` (its parent's rows)
+    /// without a last block.
+    fn next(&mut self, values: usize) -> (usize, usize) {
+        let at = self.next;
+        self.next += 1;
+        match self.last.nodes.get(at) {
+            Some(&(n, bytes)) if self.last.rows > 0 => {
+                // A sixteenth more, for blocks a little larger than the last.
+                let scale = |v: usize| {
+                    let v = v.saturating_mul(self.rows) / self.last.rows;
+                    v.saturating_add(v / 16).min(self.bytes)
+                };
+                (scale(n), scale(bytes))
+            }
+            _ => (values, values * 16),
+        }
+    }
+}
+
+impl Values {
+    /// The builders of `node` for `rows` values (the rows of the block, or of the parent
+    /// list's items), with the room `room` gives.
+    fn new(node: &Node, rows: usize, room: &mut Room<'_>) -> Self {
+        let (rows, bytes) = room.next(rows);
+        match node {
+            Node::Scalar(kind, _) => Self::Scalar(Builder::with_room(kind, rows, bytes)),
+            Node::Struct(members) => Self::Struct(Box::new(StructValues {
+                fields: members.values(rows, room),
+                nulls: NullBufferBuilder::new(rows),
+                seen: vec![0; members.members.len()],
+                stamp: 0,
+            })),
+            Node::List { item, large, .. } => Self::List(Box::new(ListValues {
+                offsets: if *large {
+                    Offsets::Large(OffsetBufferBuilder::new(rows))
+                } else {
+                    Offsets::List(OffsetBufferBuilder::new(rows))
+                },
+                nulls: NullBufferBuilder::new(rows),
+                // Without a last block, as many items as lists.
+                items: Values::new(&item.node, rows, room),
+            })),
+        }
+    }
+
+    /// Push the sizes of these builders, in the order [`Values::new`] makes them.
+    fn measure(&self, out: &mut Vec<(usize, usize)>) {
+        match self {
+            Self::Scalar(b) => out.push(b.size()),
+            Self::Struct(s) => {
+                out.push((s.nulls.len(), 0));
+                for f in &s.fields {
+                    f.measure(out);
+                }
+            }
+            Self::List(l) => {
+                out.push((l.nulls.len(), 0));
+                l.items.measure(out);
+            }
+        }
+    }
+
+    /// Append a null: a null struct's fields are null too, at any depth (as `arrow_json`
+    /// makes them), a null list has no items.
+    fn append_null(&mut self) {
+        match self {
+            Self::Scalar(b) => b.append_null(),
+            Self::Struct(s) => {
+                s.nulls.append_null();
+                for f in &mut s.fields {
+                    f.append_null();
+                }
+            }
+            Self::List(l) => {
+                l.nulls.append_null();
+                // Never fails: the total does not change.
+                let _ = l.offsets.push(0);
+            }
+        }
+    }
+
+    /// The array of the values of `node`: exactly the field's type. Nulls where the type
+    /// does not allow them (outside null structs) fail here, as on the general path.
+    fn finish(self, node: &Node) -> Result<ArrayRef, GiveUp> {
+        Ok(match (self, node) {
+            (Self::Scalar(b), Node::Scalar(kind, data_type)) => b.finish_as(kind, data_type),
+            (Self::Struct(s), Node::Struct(members)) => {
+                let StructValues {
+                    fields, mut nulls, ..
+                } = *s;
+                let len = nulls.len();
+                let arrays = fields
+                    .into_iter()
+                    .zip(&members.members)
+                    .map(|(v, m)| v.finish(&m.node))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Arc::new(
+                    StructArray::try_new_with_length(
+                        members.fields.clone(),
+                        arrays,
+                        nulls.finish(),
+                        len,
+                    )
+                    .map_err(|_| "a struct")?,
+                )
+            }
+            (Self::List(l), Node::List { field, item, .. }) => {
+                let ListValues {
+                    offsets,
+                    mut nulls,
+                    items,
+                } = *l;
+                let values = items.finish(&item.node)?;
+                match offsets {
+                    Offsets::List(o) => Arc::new(
+                        ListArray::try_new(
+                            field.clone(),
+                            o.try_finish().map_err(|_| "list offsets overflow")?,
+                            values,
+                            nulls.finish(),
+                        )
+                        .map_err(|_| "a list")?,
+                    ),
+                    Offsets::Large(o) => Arc::new(
+                        LargeListArray::try_new(
+                            field.clone(),
+                            o.try_finish().map_err(|_| "list offsets overflow")?,
+                            values,
+                            nulls.finish(),
+                        )
+                        .map_err(|_| "a list")?,
+                    ),
+                }
+            }
+            _ => return Err("a builder of another type"),
+        })
+    }
+}
+
+impl Offsets {
+    /// End a list of `n` items.
+    #[inline]
+    fn push(&mut self, n: usize) -> Result<(), GiveUp> {
+        match self {
+            Self::List(o) => o.try_push_length(n),
+            Self::Large(o) => o.try_push_length(n),
+        }
+        .map_err(|_| "list offsets overflow")
+    }
+}
+
+/// What values are read with, besides the text.
+#[derive(Debug)]
+struct Reading {
+    /// Whether JSON numbers and booleans are read into string fields as their text.
+    coerce_primitive: bool,
+    /// Unescaped strings.
+    scratch: String,
+}
+
+/// Decodes NDJSON blocks of a schema the fast path reads (see the module's doc).
+#[derive(Debug)]
+pub(crate) struct FastDecoder {
+    target: SchemaRef,
+    /// The record's columns.
+    record: Members,
+    /// Per column, the row (plus one) that last had it: a key twice in a record, and the
+    /// columns a record leaves out.
+    seen: Vec<u32>,
+    reading: Reading,
+    /// The last block's builders' sizes.
+    sizes: Sizes,
+}
+
 impl FastDecoder {
     /// A fast path for `target` (decoded by the general path as `decode_schema`, which names
-    /// the zones timestamps are read in), or none when a column's type is not one it reads.
+    /// the zones timestamps are read in), or none when a type in it is not one it reads.
     pub(crate) fn new(
         target: &SchemaRef,
         decode_schema: &SchemaRef,
         coerce_primitive: bool,
     ) -> Option<Self> {
-        let columns = columns(target, decode_schema)?;
-        // `arrow_json` takes the first column of a name; such a schema is left to it.
-        let mut names: Vec<&[u8]> = columns.iter().map(|c| &*c.name).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            return None;
-        }
-        let by_name = (columns.len() > LINEAR_LOOKUP).then(|| {
-            columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect()
-        });
+        let record = Members::new(target.fields(), decode_schema.fields(), 0)?;
         Some(Self {
             target: target.clone(),
-            seen: vec![0; columns.len()],
-            columns,
-            by_name,
-            coerce_primitive,
-            scratch: String::new(),
+            seen: vec![0; record.members.len()],
+            record,
+            reading: Reading {
+                coerce_primitive,
+                scratch: String::new(),
+            },
+            sizes: Sizes::default(),
         })
     }
 
@@ -353,7 +761,10 @@ impl FastDecoder {
         // Strings must be UTF-8 (as the general path requires); outside strings, any byte
         // that is not ASCII is invalid JSON anyway.
         let text = simdutf8::basic::from_utf8(span).map_err(|_| "invalid UTF-8")?;
-        let mut builders = builders(&self.columns, recs.len());
+        let mut values = self.record.values(
+            recs.len(),
+            &mut Room::new(&self.sizes, recs.len(), span.len()),
+        );
         self.seen.fill(0);
         for (row, rec) in recs.iter().enumerate() {
             let line = rec
@@ -362,229 +773,336 @@ impl FastDecoder {
                 .zip(rec.end.checked_sub(base))
                 .and_then(|(start, end)| text.get(start..end))
                 .ok_or("records out of order")?;
-            self.record(line, row as u32 + 1, &mut builders)?;
+            let b = line.as_bytes();
+            let start = skip_ws(b, 0);
+            let end = object(
+                &self.record,
+                &mut values,
+                &mut self.seen,
+                row as u32 + 1,
+                line,
+                start,
+                0,
+                &mut self.reading,
+            )?;
+            if skip_ws(b, end) != b.len() {
+                return Err("more than one value on the line");
+            }
         }
-        batch(&self.target, builders, &self.columns)
+        self.sizes.rows = recs.len();
+        self.sizes.nodes.clear();
+        for v in &values {
+            v.measure(&mut self.sizes.nodes);
+        }
+        let arrays = values
+            .into_iter()
+            .zip(&self.record.members)
+            .map(|(v, m)| v.finish(&m.node))
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.target.clone(), arrays).map_err(|_| "batch")
     }
+}
 
-    /// Read one record into `builders`: one value (or null) per column.
-    fn record(&mut self, text: &str, stamp: u32, builders: &mut [Builder]) -> Result<(), GiveUp> {
-        let b = text.as_bytes();
-        let mut i = skip_ws(b, 0);
-        if b.get(i) != Some(&b'{') {
-            return Err("not an object");
-        }
-        i = skip_ws(b, i + 1);
-        let mut filled = 0;
-        // The column expected next: keys usually come in the schema's order.
-        let mut next = 0;
-        if b.get(i) == Some(&b'}') {
-            i += 1;
-        } else {
-            loop {
-                if b.get(i) != Some(&b'"') {
-                    return Err("expected a key");
-                }
-                let (column, after) = self.key(text, i + 1, next)?;
-                i = skip_ws(b, after);
-                if b.get(i) != Some(&b':') {
-                    return Err("expected a colon");
-                }
-                i = skip_ws(b, i + 1);
-                match column {
-                    Some(c) => {
-                        if self.seen[c] == stamp {
-                            return Err("a key twice in a record");
+/// Read the object at `i` (its `{`), `depth` deep, into `out` (a builder per member of
+/// `members`); `seen` has the stamp of the object that last had each member, `stamp` is this
+/// object's. The position after the object.
+#[allow(clippy::too_many_arguments)]
+fn object(
+    members: &Members,
+    out: &mut [Values],
+    seen: &mut [u32],
+    stamp: u32,
+    text: &str,
+    i: usize,
+    depth: usize,
+    reading: &mut Reading,
+) -> Result<usize, GiveUp> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'{') {
+        return Err("not an object");
+    }
+    let mut i = skip_ws(b, i + 1);
+    let mut filled = 0;
+    // The member expected next: keys usually come in the schema's order.
+    let mut next = 0;
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err("expected a key");
+            }
+            let (member, after) = members.key(text, i + 1, next, &mut reading.scratch)?;
+            i = skip_ws(b, after);
+            if b.get(i) != Some(&b':') {
+                return Err("expected a colon");
+            }
+            i = skip_ws(b, i + 1);
+            match member {
+                Some(m) => {
+                    if seen[m] == stamp {
+                        return Err("a key twice in an object");
+                    }
+                    seen[m] = stamp;
+                    filled += 1;
+                    let member = &members.members[m];
+                    i = match (&member.node, &mut out[m]) {
+                        // Scalars read here, without a call: most values are.
+                        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
+                            scalar_or_null(member.nullable, kind, builder, text, i, reading)?
                         }
-                        self.seen[c] = stamp;
-                        filled += 1;
-                        i = self.value(c, text, i, &mut builders[c])?;
-                        next = c + 1;
-                    }
-                    None => i = skip_value(b, i, 0)?,
+                        (_, values) => value(member, values, text, i, depth, reading)?,
+                    };
+                    next = m + 1;
                 }
-                i = skip_ws(b, i);
-                match b.get(i) {
-                    Some(b',') => i = skip_ws(b, i + 1),
-                    Some(b'}') => {
-                        i += 1;
-                        break;
-                    }
-                    _ => return Err("expected a comma or the object's end"),
+                None => i = skip_value(b, i, depth)?,
+            }
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
                 }
+                _ => return Err("expected a comma or the object's end"),
             }
         }
-        if skip_ws(b, i) != b.len() {
-            return Err("more than one value on the line");
-        }
-        if filled < self.columns.len() {
-            for (c, builder) in builders.iter_mut().enumerate() {
-                if self.seen[c] != stamp {
-                    if !self.columns[c].nullable {
-                        return Err("a required column is missing");
-                    }
-                    builder.append_null();
-                }
-            }
-        }
-        Ok(())
     }
-
-    /// The column of the key starting at `i` (after its quote), trying `next` first, and the
-    /// position after the key's closing quote.
-    fn key(&mut self, text: &str, i: usize, next: usize) -> Result<(Option<usize>, usize), GiveUp> {
-        if let Some(Column {
-            quoted: Some(quoted),
-            ..
-        }) = self.columns.get(next)
-            && text.as_bytes().get(i..i + quoted.len()) == Some(&**quoted)
-        {
-            return Ok((Some(next), i + quoted.len()));
-        }
-        let (key, after) = string(text, i, &mut self.scratch)?;
-        let key = key.as_bytes();
-        if let Some(c) = self.columns.get(next)
-            && *c.name == *key
-        {
-            return Ok((Some(next), after));
-        }
-        let column = match &self.by_name {
-            Some(map) => map.get(key).copied(),
-            None => self.columns.iter().position(|c| *c.name == *key),
-        };
-        Ok((column, after))
-    }
-
-    /// Read the value at `i` into column `c`; the position after it.
-    fn value(
-        &mut self,
-        c: usize,
-        text: &str,
-        i: usize,
-        builder: &mut Builder,
-    ) -> Result<usize, GiveUp> {
-        let b = text.as_bytes();
-        let column = &self.columns[c];
-        let first = *b.get(i).ok_or("expected a value")?;
-        if first == b'n' {
-            let end = literal(b, i, b"null")?;
-            if !column.nullable {
-                return Err("null in a required column");
+    if filled < members.members.len() {
+        for (m, values) in out.iter_mut().enumerate() {
+            if seen[m] != stamp {
+                if !members.members[m].nullable {
+                    return Err("a required field is missing");
+                }
+                values.append_null();
             }
-            builder.append_null();
-            return Ok(end);
         }
-        match (builder, &column.kind) {
-            (Builder::Float64(out), _) => match first {
-                b'"' => {
-                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
-                    out.append_value(Float64Type::parse(s).ok_or("not a float64")?);
-                    Ok(end)
+    }
+    Ok(i)
+}
+
+/// Read the value at `i`, in an object or an array `depth` deep, into `out`, the values of
+/// `member`; the position after it.
+fn value(
+    member: &Member,
+    out: &mut Values,
+    text: &str,
+    i: usize,
+    depth: usize,
+    reading: &mut Reading,
+) -> Result<usize, GiveUp> {
+    let b = text.as_bytes();
+    let first = *b.get(i).ok_or("expected a value")?;
+    if first == b'n' {
+        let end = literal(b, i, b"null")?;
+        if !member.nullable {
+            return Err("null in a required field");
+        }
+        out.append_null();
+        return Ok(end);
+    }
+    match (&member.node, out) {
+        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
+            scalar(kind, builder, text, i, first, reading)
+        }
+        (Node::Struct(members), Values::Struct(s)) => {
+            s.stamp = s.stamp.checked_add(1).ok_or("too many objects")?;
+            let end = object(
+                members,
+                &mut s.fields,
+                &mut s.seen,
+                s.stamp,
+                text,
+                i,
+                depth + 1,
+                reading,
+            )?;
+            s.nulls.append_non_null();
+            Ok(end)
+        }
+        (Node::List { item, .. }, Values::List(l)) => {
+            if first != b'[' {
+                return Err("not an array");
+            }
+            let mut i = skip_ws(b, i + 1);
+            let mut n = 0;
+            if b.get(i) == Some(&b']') {
+                i += 1;
+            } else {
+                loop {
+                    i = match (&item.node, &mut l.items) {
+                        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
+                            scalar_or_null(item.nullable, kind, builder, text, i, reading)?
+                        }
+                        (_, values) => value(item, values, text, i, depth + 1, reading)?,
+                    };
+                    n += 1;
+                    i = skip_ws(b, i);
+                    match b.get(i) {
+                        Some(b',') => i = skip_ws(b, i + 1),
+                        Some(b']') => {
+                            i += 1;
+                            break;
+                        }
+                        _ => return Err("expected a comma or the array's end"),
+                    }
                 }
-                _ => {
-                    let end = number(b, i)?.0;
-                    let v = lexical_core::parse::<f64>(&b[i..end]).map_err(|_| "float64")?;
-                    out.append_value(v);
-                    Ok(end)
-                }
-            },
-            (Builder::Float32(out), _) => match first {
-                b'"' => {
-                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
-                    out.append_value(Float32Type::parse(s).ok_or("not a float32")?);
-                    Ok(end)
-                }
-                _ => {
-                    let end = number(b, i)?.0;
-                    let v = lexical_core::parse::<f32>(&b[i..end]).map_err(|_| "float32")?;
-                    out.append_value(v);
-                    Ok(end)
-                }
-            },
-            (Builder::Boolean(out), _) => match first {
-                b't' => {
-                    out.append_value(true);
-                    literal(b, i, b"true")
-                }
-                b'f' => {
-                    out.append_value(false);
-                    literal(b, i, b"false")
-                }
-                _ => Err("not a boolean"),
-            },
-            (Builder::Utf8(out), _) => {
-                let (s, end) = text_value(text, i, self.coerce_primitive, &mut self.scratch)?;
-                out.append_value(s);
+            }
+            l.offsets.push(n)?;
+            l.nulls.append_non_null();
+            Ok(i)
+        }
+        _ => Err("a builder of another type"),
+    }
+}
+
+/// Read the scalar or the `null` at `i` into `builder`, of `kind` (`nullable` or not);
+/// the position after it.
+#[inline(always)]
+fn scalar_or_null(
+    nullable: bool,
+    kind: &Kind,
+    builder: &mut Builder,
+    text: &str,
+    i: usize,
+    reading: &mut Reading,
+) -> Result<usize, GiveUp> {
+    let b = text.as_bytes();
+    let first = *b.get(i).ok_or("expected a value")?;
+    if first == b'n' {
+        let end = literal(b, i, b"null")?;
+        if !nullable {
+            return Err("null in a required field");
+        }
+        builder.append_null();
+        return Ok(end);
+    }
+    scalar(kind, builder, text, i, first, reading)
+}
+
+/// Read the scalar at `i` (not `null`; its first byte `first`) into `builder`, of `kind`;
+/// the position after it.
+#[inline(always)]
+fn scalar(
+    kind: &Kind,
+    builder: &mut Builder,
+    text: &str,
+    i: usize,
+    first: u8,
+    reading: &mut Reading,
+) -> Result<usize, GiveUp> {
+    let b = text.as_bytes();
+    let scratch = &mut reading.scratch;
+    match (builder, kind) {
+        (Builder::Float64(out), _) => match first {
+            b'"' => {
+                let (s, end) = string(text, i + 1, scratch)?;
+                out.append_value(Float64Type::parse(s).ok_or("not a float64")?);
                 Ok(end)
             }
-            (Builder::LargeUtf8(out), _) => {
-                let (s, end) = text_value(text, i, self.coerce_primitive, &mut self.scratch)?;
-                out.append_value(s);
-                Ok(end)
-            }
-            (Builder::Timestamp(out), Kind::Timestamp(unit, zone)) => {
-                let (v, end) = match first {
-                    b'"' => {
-                        let (s, end) = string(text, i + 1, &mut self.scratch)?;
-                        (timestamp(s, *unit, zone)?, end)
-                    }
-                    _ => {
-                        // An integer, as `arrow_json` reads it first. Other numbers are left
-                        // to it: it reads them as floats, cast to `i64` saturating (arrow-json
-                        // 60.1) or refused when out of range (60.2).
-                        let end = number(b, i)?.0;
-                        let v = lexical_core::parse::<i64>(&b[i..end])
-                            .map_err(|_| "a timestamp number that is not a 64-bit integer")?;
-                        (v, end)
-                    }
-                };
+            _ => {
+                let end = number(b, i)?.0;
+                let v = lexical_core::parse::<f64>(&b[i..end]).map_err(|_| "float64")?;
                 out.append_value(v);
                 Ok(end)
             }
-            (Builder::Date32(out), _) => match first {
-                b'"' => {
-                    let (s, end) = string(text, i + 1, &mut self.scratch)?;
-                    out.append_value(Date32Type::parse(s).ok_or("not a date")?);
-                    Ok(end)
-                }
-                _ => {
-                    let (end, integer) = number(b, i)?;
-                    if !integer {
-                        return Err("a date as a number with a fraction or exponent");
-                    }
-                    let v = lexical_core::parse::<i32>(&b[i..end]).map_err(|_| "date32")?;
-                    out.append_value(v);
-                    Ok(end)
-                }
-            },
-            (builder, _) => {
-                // The integer columns: plain integers here, the rest (fractions, exponents,
-                // strings that are not plain integers) as `arrow_json` reads them.
-                let (v, end) = match first {
-                    b'"' => {
-                        let (s, end) = string(text, i + 1, &mut self.scratch)?;
-                        let v = match integer(s.as_bytes(), 0) {
-                            Ok((v, n)) if n == s.len() => v,
-                            _ => decimal_integer(s)?,
-                        };
-                        (v, end)
-                    }
-                    _ => match integer(b, i) {
-                        Ok(read) => read,
-                        Err(_) => {
-                            let end = number(b, i)?.0;
-                            (
-                                decimal_integer(text.get(i..end).ok_or("invalid UTF-8")?)?,
-                                end,
-                            )
-                        }
-                    },
-                };
-                if !builder.append_int(v) {
-                    return Err("an integer that does not fit its column");
-                }
+        },
+        (Builder::Float32(out), _) => match first {
+            b'"' => {
+                let (s, end) = string(text, i + 1, scratch)?;
+                out.append_value(Float32Type::parse(s).ok_or("not a float32")?);
                 Ok(end)
             }
+            _ => {
+                let end = number(b, i)?.0;
+                let v = lexical_core::parse::<f32>(&b[i..end]).map_err(|_| "float32")?;
+                out.append_value(v);
+                Ok(end)
+            }
+        },
+        (Builder::Boolean(out), _) => match first {
+            b't' => {
+                out.append_value(true);
+                literal(b, i, b"true")
+            }
+            b'f' => {
+                out.append_value(false);
+                literal(b, i, b"false")
+            }
+            _ => Err("not a boolean"),
+        },
+        (Builder::Utf8(out), _) => {
+            let (s, end) = text_value(text, i, reading.coerce_primitive, scratch)?;
+            out.append_value(s);
+            Ok(end)
+        }
+        (Builder::LargeUtf8(out), _) => {
+            let (s, end) = text_value(text, i, reading.coerce_primitive, scratch)?;
+            out.append_value(s);
+            Ok(end)
+        }
+        (Builder::Timestamp(out), Kind::Timestamp(unit, zone)) => {
+            let (v, end) = match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, scratch)?;
+                    (timestamp(s, *unit, zone)?, end)
+                }
+                _ => {
+                    // An integer, as `arrow_json` reads it first. Other numbers are left
+                    // to it: it reads them as floats, cast to `i64` saturating (arrow-json
+                    // 60.1) or refused when out of range (60.2).
+                    let end = number(b, i)?.0;
+                    let v = lexical_core::parse::<i64>(&b[i..end])
+                        .map_err(|_| "a timestamp number that is not a 64-bit integer")?;
+                    (v, end)
+                }
+            };
+            out.append_value(v);
+            Ok(end)
+        }
+        (Builder::Date32(out), _) => match first {
+            b'"' => {
+                let (s, end) = string(text, i + 1, scratch)?;
+                out.append_value(Date32Type::parse(s).ok_or("not a date")?);
+                Ok(end)
+            }
+            _ => {
+                let (end, integer) = number(b, i)?;
+                if !integer {
+                    return Err("a date as a number with a fraction or exponent");
+                }
+                let v = lexical_core::parse::<i32>(&b[i..end]).map_err(|_| "date32")?;
+                out.append_value(v);
+                Ok(end)
+            }
+        },
+        (builder, _) => {
+            // The integer columns: plain integers here, the rest (fractions, exponents,
+            // strings that are not plain integers) as `arrow_json` reads them.
+            let (v, end) = match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, scratch)?;
+                    let v = match integer(s.as_bytes(), 0) {
+                        Ok((v, n)) if n == s.len() => v,
+                        _ => decimal_integer(s)?,
+                    };
+                    (v, end)
+                }
+                _ => match integer(b, i) {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let end = number(b, i)?.0;
+                        (
+                            decimal_integer(text.get(i..end).ok_or("invalid UTF-8")?)?,
+                            end,
+                        )
+                    }
+                },
+            };
+            if !builder.append_int(v) {
+                return Err("an integer that does not fit its column");
+            }
+            Ok(end)
         }
     }
 }
@@ -942,6 +1460,31 @@ pub(super) mod tests {
 
     use super::super::block::{BlockDecoder, Piece, TextFormat};
     use super::*;
+
+    /// A block's builders start with room for what the last block's held, scaled to its
+    /// rows, never more than its own bytes: a last block of one huge value does not make the
+    /// next block of many rows ask for that much per row.
+    #[test]
+    fn builders_start_with_the_last_blocks_sizes_within_the_blocks_bytes() {
+        let none = Sizes::default();
+        assert_eq!(Room::new(&none, 100, 10_000).next(100), (100, 1600));
+        let last = Sizes {
+            rows: 100,
+            nodes: vec![(100, 1600), (300, 0)],
+        };
+        let mut room = Room::new(&last, 200, 1 << 20);
+        assert_eq!(room.next(200), (212, 3400));
+        assert_eq!(room.next(200), (637, 0));
+        assert_eq!(room.next(200), (200, 3200), "a node the last block had not");
+        let huge = Sizes {
+            rows: 1,
+            nodes: vec![(1, 60 << 20)],
+        };
+        assert_eq!(
+            Room::new(&huge, 65_536, 4 << 20).next(65_536),
+            (69_632, 4 << 20)
+        );
+    }
 
     pub(in crate::decode) fn tz(unit: TimeUnit, zone: Option<&str>) -> DataType {
         DataType::Timestamp(unit, zone.map(Into::into))
@@ -1313,7 +1856,21 @@ pub(super) mod tests {
         }
     }
 
+    /// A value for a field of type `t`: a valid one (which the fast path mostly reads), or
+    /// with `hostile` one of another type, not quite JSON, or a struct or a list holding such
+    /// a value.
     fn value_for(rng: &mut SplitMix64, t: &DataType, hostile: bool, coerce: bool) -> String {
+        match t {
+            DataType::Struct(fields) => {
+                return nested_value(rng, hostile, |rng| {
+                    object_text(rng, fields, hostile, coerce)
+                });
+            }
+            DataType::List(item) | DataType::LargeList(item) => {
+                return nested_value(rng, hostile, |rng| array_text(rng, item, hostile, coerce));
+            }
+            _ => {}
+        }
         if hostile {
             if rng.between(0, 6) == 0 {
                 return hostile_value(rng);
@@ -1355,9 +1912,11 @@ pub(super) mod tests {
             },
             DataType::Timestamp(unit, _) => {
                 let mut text = timestamp_text(rng);
-                // Timestamp numbers that are not integers are left to `arrow_json`.
+                // Timestamp numbers that are not integers of 64 bits are left to
+                // `arrow_json`.
                 while text.contains("not")
                     || (!text.starts_with('"') && text.contains(['.', 'e']))
+                    || text == "9223372036854775808"
                     || text.contains("\" ")
                     || text.contains("-13-")
                     || (*unit == TimeUnit::Nanosecond && text.contains("00-01-01T"))
@@ -1374,56 +1933,167 @@ pub(super) mod tests {
         }
     }
 
-    /// A key: the column's name, sometimes with escapes.
+    /// A struct's or a list's value, made by `make`: sometimes null, and with `hostile`
+    /// sometimes one of another kind or not quite JSON.
+    fn nested_value(
+        rng: &mut SplitMix64,
+        hostile: bool,
+        make: impl FnOnce(&mut SplitMix64) -> String,
+    ) -> String {
+        if rng.between(0, 16) == 0 {
+            return "null".into();
+        }
+        if hostile && rng.between(0, 4) == 0 {
+            const WRONG: &[&str] = &[
+                "[]",
+                "{}",
+                "{ }",
+                "[{}]",
+                "[null]",
+                "[[]]",
+                "[[1], {}]",
+                "{\"a\": []}",
+                "\"{}\"",
+                "\"[]\"",
+                "1",
+                "-0.5",
+                "true",
+                "\"\"",
+                "[1,]",
+                "[,1]",
+                "{\"a\":1,}",
+                "{,}",
+                "[,]",
+                "[1 2]",
+                "{\"a\" 1}",
+                "{\"a\"}",
+                "{",
+                "[",
+                "]",
+                "}",
+                "[}",
+                "{]",
+                "{\"\":}",
+                "nul",
+                "[nul]",
+            ];
+            return if rng.between(0, 3) == 0 {
+                hostile_value(rng)
+            } else {
+                pick(rng, WRONG).into()
+            };
+        }
+        make(rng)
+    }
+
+    /// A value for the field `f`: with `hostile` as [`value_for`] makes them; valid, never
+    /// null when `f` is required.
+    fn field_value(rng: &mut SplitMix64, f: &Field, hostile: bool, coerce: bool) -> String {
+        loop {
+            let value = value_for(rng, f.data_type(), hostile, coerce);
+            if hostile || f.is_nullable() || value != "null" {
+                return value;
+            }
+        }
+    }
+
+    /// A JSON array of `item`s: none, a few or more, whitespace; with `hostile`, one hostile
+    /// item (or none) and sometimes broken commas.
+    fn array_text(rng: &mut SplitMix64, item: &Field, hostile: bool, coerce: bool) -> String {
+        let n = match rng.between(0, 8) {
+            0 => 0,
+            1 => rng.between(5, 12),
+            _ => rng.between(1, 4),
+        } as usize;
+        let bad = if hostile {
+            rng.between(0, 2 * n as u64 + 1) as usize
+        } else {
+            usize::MAX
+        };
+        let mut s = String::from("[");
+        for k in 0..n {
+            if k > 0 {
+                s.push_str(ws(rng));
+                s.push(',');
+            }
+            s.push_str(ws(rng));
+            s.push_str(&field_value(rng, item, k == bad, coerce));
+        }
+        s.push_str(ws(rng));
+        if hostile && rng.between(0, 12) == 0 {
+            // A comma too many, or none between two items.
+            match s.rfind(',') {
+                Some(at) if rng.between(0, 2) == 0 => {
+                    s.remove(at);
+                }
+                _ => s.push(','),
+            }
+        }
+        s.push(']');
+        s
+    }
+
+    /// A key: the field's name, sometimes with escapes.
     fn key(rng: &mut SplitMix64, name: &str) -> String {
+        // A character as JSON escapes it (a surrogate pair beyond the BMP).
+        let escaped = |c: char, upper: bool| -> String {
+            c.encode_utf16(&mut [0; 2])
+                .iter()
+                .map(|u| match upper {
+                    true => format!("\\u{u:04X}"),
+                    false => format!("\\u{u:04x}"),
+                })
+                .collect()
+        };
         match rng.between(0, 10) {
             0 => {
                 // The first character as a unicode escape.
                 let mut chars = name.chars();
-                let first = chars.next().map_or(0, u32::from);
-                format!("\"\\u{first:04x}{}\"", chars.as_str())
+                let first = chars.next().map(|c| escaped(c, false)).unwrap_or_default();
+                format!("\"{first}{}\"", chars.as_str())
             }
             1 => {
                 // The last character as a unicode escape.
                 let mut chars = name.chars();
-                let last = chars.next_back().map_or(0, u32::from);
-                format!("\"{}\\u{last:04X}\"", chars.as_str())
+                let last = chars
+                    .next_back()
+                    .map(|c| escaped(c, true))
+                    .unwrap_or_default();
+                format!("\"{}{last}\"", chars.as_str())
             }
             _ => format!("\"{name}\""),
         }
     }
 
-    /// A record of `schema`: columns in order or shuffled, some missing, unknown keys,
-    /// whitespace; with `hostile`, bad values and broken structure.
-    fn record(rng: &mut SplitMix64, schema: &Schema, hostile: bool, coerce: bool) -> Vec<u8> {
-        let mut order: Vec<usize> = (0..schema.fields().len()).collect();
+    /// A JSON object of `fields` (the record's or a struct's): fields in order or shuffled,
+    /// some missing, unknown keys, whitespace; with `hostile`, one hostile value (or none), a
+    /// required field missing, a key twice, unknown keys whose values are not JSON.
+    fn object_text(rng: &mut SplitMix64, fields: &Fields, hostile: bool, coerce: bool) -> String {
+        if !hostile && rng.between(0, 24) == 0 && fields.iter().all(|f| f.is_nullable()) {
+            return pick(rng, &["{}", "{ }"]).into();
+        }
+        let mut order: Vec<usize> = (0..fields.len()).collect();
         if rng.between(0, 4) == 0 {
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.between(0, i as u64 + 1) as usize);
             }
         }
         let mut entries = Vec::new();
-        // With `hostile`, about half the records have one hostile value.
+        // With `hostile`, about half the objects have one hostile value.
         let bad = if hostile {
             rng.between(0, 2 * order.len() as u64) as usize
         } else {
             usize::MAX
         };
-        let fields = order.len() as u64;
+        let count = order.len() as u64;
         for i in order {
-            let f = schema.field(i);
+            let f = &fields[i];
             let bad_value = i == bad;
             let missing = f.is_nullable() || bad_value;
             if missing && rng.between(0, 6) == 0 {
                 continue;
             }
-            let mut value = value_for(rng, f.data_type(), bad_value, coerce);
-            if !f.is_nullable() && !bad_value && value == "null" {
-                value = match f.data_type() {
-                    DataType::Utf8 => "\"x\"".into(),
-                    _ => "7".into(),
-                };
-            }
+            let value = field_value(rng, f, bad_value, coerce);
             entries.push(format!(
                 "{}{}:{}{}",
                 key(rng, f.name()),
@@ -1431,30 +2101,38 @@ pub(super) mod tests {
                 ws(rng),
                 value
             ));
-            if hostile && rng.between(0, 8 * fields) == 0 {
+            if hostile && rng.between(0, 8 * count) == 0 {
                 // The same key twice.
-                let again = value_for(rng, f.data_type(), false, coerce);
+                let again = field_value(rng, f, false, coerce);
                 entries.push(format!("\"{}\":{again}", f.name()));
             }
             if rng.between(0, 8) == 0 {
                 let name = pick(rng, &["extra", "nested", "x", "Id", "id2", ""]);
-                let invalid = hostile && rng.between(0, fields) == 0;
-                entries.push(format!("\"{name}\": {}", unknown_value(rng, invalid)));
+                if fields.iter().all(|f| f.name().as_str() != name) {
+                    let invalid = hostile && rng.between(0, count) == 0;
+                    entries.push(format!("\"{name}\": {}", unknown_value(rng, invalid)));
+                }
             }
         }
-        let mut line = String::new();
-        line.push_str(ws(rng));
-        line.push('{');
+        let mut text = String::from("{");
         for (n, e) in entries.iter().enumerate() {
             if n > 0 {
-                line.push_str(ws(rng));
-                line.push(',');
+                text.push_str(ws(rng));
+                text.push(',');
             }
-            line.push_str(ws(rng));
-            line.push_str(e);
+            text.push_str(ws(rng));
+            text.push_str(e);
         }
+        text.push_str(ws(rng));
+        text.push('}');
+        text
+    }
+
+    /// A record of `schema` (see [`object_text`]); with `hostile`, sometimes a broken line.
+    fn record(rng: &mut SplitMix64, schema: &Schema, hostile: bool, coerce: bool) -> Vec<u8> {
+        let mut line = String::new();
         line.push_str(ws(rng));
-        line.push('}');
+        line.push_str(&object_text(rng, schema.fields(), hostile, coerce));
         line.push_str(ws(rng));
         let mut bytes = line.into_bytes();
         if hostile {
@@ -1482,6 +2160,12 @@ pub(super) mod tests {
                     bytes.remove(at.min(bytes.len().saturating_sub(1)));
                 }
                 7 => bytes.extend_from_slice(b"\xc3"),
+                8 => {
+                    // A bracket or a brace too many or too few, anywhere.
+                    let at = rng.between(0, bytes.len() as u64) as usize;
+                    let c = pick(rng, &["[", "]", "{", "}", "\""]).as_bytes()[0];
+                    bytes.insert(at, c);
+                }
                 _ => {}
             }
         }
@@ -1864,5 +2548,506 @@ pub(super) mod tests {
             }];
             assert!(d.decode_fast(line.as_bytes(), &recs).is_err(), "{line}");
         }
+    }
+
+    /// The benchmark's nested schema (`landing_corpus --shape nested`), typed as its spec
+    /// types it.
+    pub(in crate::decode) fn nested_schema() -> SchemaRef {
+        let parse = |t: &str| crate::decode::parse_type(t).unwrap();
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "user",
+                parse(r#"Struct("name": Utf8, "age": Int64, "tags": List(Utf8))"#),
+                true,
+            ),
+            Field::new(
+                "items",
+                parse(r#"List(Struct("sku": Utf8, "qty": Int64, "price": Float64))"#),
+                true,
+            ),
+            Field::new("meta", parse(r#"Struct("a": Boolean, "b": Utf8)"#), true),
+        ]))
+    }
+
+    fn list(item: DataType, nullable: bool) -> DataType {
+        DataType::List(Arc::new(Field::new("item", item, nullable)))
+    }
+
+    fn large_list(item: DataType, nullable: bool) -> DataType {
+        DataType::LargeList(Arc::new(Field::new("element", item, nullable)))
+    }
+
+    fn structure(fields: Vec<Field>) -> DataType {
+        DataType::Struct(fields.into())
+    }
+
+    /// Structs of structs and lists, lists of structs and lists, required and nullable at
+    /// each level, and a struct wider than [`LINEAR_LOOKUP`].
+    fn deep_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "s",
+                structure(vec![
+                    Field::new("a", DataType::Int32, true),
+                    Field::new("b", DataType::Utf8, false),
+                    Field::new(
+                        "t",
+                        structure(vec![
+                            Field::new("x", DataType::Float64, false),
+                            Field::new("l", list(DataType::Int64, false), true),
+                        ]),
+                        false,
+                    ),
+                    Field::new("at", tz(TimeUnit::Millisecond, Some("UTC")), true),
+                ]),
+                true,
+            ),
+            Field::new(
+                "r",
+                structure(vec![
+                    Field::new("k", DataType::Boolean, false),
+                    Field::new("day", DataType::Date32, true),
+                ]),
+                false,
+            ),
+            Field::new(
+                "l",
+                list(
+                    structure(vec![
+                        Field::new("sku", DataType::Utf8, false),
+                        Field::new("q", DataType::UInt16, true),
+                        Field::new("tags", large_list(DataType::LargeUtf8, true), true),
+                    ]),
+                    true,
+                ),
+                true,
+            ),
+            Field::new("ll", large_list(list(DataType::Int8, true), false), true),
+            Field::new("req_l", list(DataType::Float32, false), false),
+            Field::new(
+                "w",
+                structure(
+                    (0..20)
+                        .map(|i| Field::new(format!("c{i}"), DataType::UInt32, true))
+                        .collect(),
+                ),
+                true,
+            ),
+        ]))
+    }
+
+    /// A type the fast path reads: a scalar, or (at most `depth` levels more) a struct or a
+    /// list, required or nullable at each level.
+    fn random_type(rng: &mut SplitMix64, depth: usize) -> DataType {
+        let choice = if depth == 0 { 0 } else { rng.between(0, 6) };
+        match choice {
+            3 => {
+                let n = rng.between(1, 5) as usize;
+                DataType::Struct(random_fields(rng, depth - 1, n))
+            }
+            4 | 5 => {
+                let item = Arc::new(Field::new(
+                    pick(rng, &["item", "element"]),
+                    random_type(rng, depth - 1),
+                    rng.between(0, 3) != 0,
+                ));
+                if rng.between(0, 4) == 0 {
+                    DataType::LargeList(item)
+                } else {
+                    DataType::List(item)
+                }
+            }
+            _ => match rng.between(0, 14) {
+                0 => DataType::Int64,
+                1 => DataType::Int32,
+                2 => DataType::Int8,
+                3 => DataType::UInt16,
+                4 => DataType::UInt64,
+                5 => DataType::Float64,
+                6 => DataType::Float32,
+                7 => DataType::Boolean,
+                8 => DataType::Utf8,
+                9 => DataType::LargeUtf8,
+                10 => tz(TimeUnit::Millisecond, Some("UTC")),
+                11 => tz(TimeUnit::Microsecond, None),
+                12 => tz(TimeUnit::Second, Some("+01:00")),
+                _ => DataType::Date32,
+            },
+        }
+    }
+
+    /// `n` fields of distinct names, of [`random_type`]s.
+    fn random_fields(rng: &mut SplitMix64, depth: usize, n: usize) -> Fields {
+        let mut names = vec![
+            "a", "b", "c", "name", "age", "tags", "sku", "qty", "price", "meta", "x y", "é",
+            "item", "values", "deep", "😀",
+        ];
+        for i in (1..names.len()).rev() {
+            names.swap(i, rng.between(0, i as u64 + 1) as usize);
+        }
+        names
+            .into_iter()
+            .take(n)
+            .map(|name| Field::new(name, random_type(rng, depth), rng.between(0, 3) != 0))
+            .collect()
+    }
+
+    /// A schema of 1–5 columns of [`random_type`]s, nested up to three levels.
+    fn random_schema(rng: &mut SplitMix64) -> SchemaRef {
+        let n = rng.between(1, 6) as usize;
+        Arc::new(Schema::new(random_fields(rng, 3, n)))
+    }
+
+    /// A record of [`nested_schema`] as `landing_corpus --shape nested` writes them.
+    fn nested_benchmark_record(rng: &mut SplitMix64, id: usize) -> Vec<u8> {
+        const TAGS: &[&str] = &["vip", "new", "returning", "trial", "churn-risk", "beta"];
+        let word = |rng: &mut SplitMix64, len: u64| -> String {
+            (0..rng.between(len, len * 2))
+                .map(|_| char::from(b'a' + rng.between(0, 26) as u8))
+                .collect()
+        };
+        let mut s = format!(
+            r#"{{"id":{id},"user":{{"name":"{} {}","age":{},"tags":["#,
+            word(rng, 3),
+            word(rng, 4),
+            rng.between(18, 90)
+        );
+        for t in 0..rng.between(0, 5) {
+            if t > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("\"{}\"", pick(rng, TAGS)));
+        }
+        s.push_str(r#"]},"items":["#);
+        for t in 0..rng.between(1, 6) {
+            if t > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                r#"{{"sku":"SKU-{:06}","qty":{},"price":{:?}}}"#,
+                rng.between(0, 1_000_000),
+                rng.between(1, 10),
+                0.5 + rng.unit() * 999.0
+            ));
+        }
+        let b = if rng.between(0, 100) < 40 {
+            "null".to_string()
+        } else {
+            format!("\"{}\"", word(rng, 4))
+        };
+        s.push_str(&format!(
+            r#"],"meta":{{"a":{},"b":{b}}}}}"#,
+            rng.next_u64() & 1 == 1
+        ));
+        s.into_bytes()
+    }
+
+    #[test]
+    fn the_nested_benchmark_schema_takes_the_fast_path() {
+        let schema = nested_schema();
+        let mut rng = SplitMix64(77);
+        let lines: Vec<Vec<u8>> = (0..400)
+            .map(|i| nested_benchmark_record(&mut rng, i))
+            .collect();
+        let t = differential(TextFormat::Ndjson, &schema, false, &lines, &mut rng);
+        assert_eq!(t.records_fast, t.records, "{t:?}");
+        assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
+        // One block of them all, through the fast path alone.
+        let buf = lines.join(&b'\n');
+        let mut recs = Vec::new();
+        let mut start = 0;
+        for (i, l) in lines.iter().enumerate() {
+            recs.push(Rec {
+                start,
+                end: start + l.len(),
+                line: i as u64 + 1,
+            });
+            start += l.len() + 1;
+        }
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 8192);
+        let batch = d.decode_fast(&buf, &recs).unwrap();
+        assert_eq!(batch.num_rows(), 400);
+        assert_eq!(batch.schema(), schema);
+    }
+
+    #[test]
+    fn valid_nested_records_take_the_fast_path_with_the_same_batches() {
+        for (seed, schema) in [(21, nested_schema()), (22, deep_schema())] {
+            for coerce in [false, true] {
+                let t = run(schema.clone(), coerce, false, seed, 40);
+                assert!(t.records_fast * 10 >= t.records * 9, "{t:?}");
+                assert!(t.blocks_fast * 10 >= t.blocks * 9, "{t:?}");
+            }
+        }
+        let mut rng = SplitMix64(23);
+        let mut total = Tally::default();
+        for n in 0..60 {
+            let schema = random_schema(&mut rng);
+            total.add(run(schema, n % 3 == 0, false, 1000 + n, 8));
+        }
+        println!("random schemas: {total:?}");
+        assert!(total.records_fast * 10 >= total.records * 9, "{total:?}");
+        assert!(total.blocks_fast * 10 >= total.blocks * 9, "{total:?}");
+    }
+
+    #[test]
+    fn hostile_nested_records_are_never_read_differently() {
+        for (seed, schema) in [(31, nested_schema()), (32, deep_schema())] {
+            run(schema.clone(), false, true, seed, 100);
+            run(schema, true, true, seed + 100, 40);
+        }
+        let mut rng = SplitMix64(33);
+        for n in 0..100 {
+            let schema = random_schema(&mut rng);
+            run(schema, n % 3 == 0, true, 2000 + n, 10);
+        }
+    }
+
+    fn one(line: &str) -> [Rec; 1] {
+        [Rec {
+            start: 0,
+            end: line.len(),
+            line: 1,
+        }]
+    }
+
+    /// Nulls, missing keys, empty objects and lists, unknown keys, by hand: the fast path
+    /// reads them as `arrow_json` does (checked by `differential`), and gives up on what
+    /// `arrow_json` rejects or reads otherwise.
+    #[test]
+    fn nested_nulls_and_empty_values_are_read_as_arrow_json_reads_them() {
+        use arrow_array::cast::AsArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "s",
+                structure(vec![
+                    Field::new("a", DataType::Int64, true),
+                    Field::new("req", DataType::Utf8, false),
+                    Field::new(
+                        "inner",
+                        structure(vec![Field::new("x", DataType::Int32, false)]),
+                        false,
+                    ),
+                    Field::new("n", list(DataType::Int64, false), false),
+                ]),
+                true,
+            ),
+            Field::new("l", list(DataType::Int64, true), true),
+            Field::new("lr", large_list(DataType::Utf8, false), true),
+            Field::new(
+                "ls",
+                list(
+                    structure(vec![Field::new("v", DataType::Utf8, false)]),
+                    true,
+                ),
+                true,
+            ),
+        ]));
+        let lines = [
+            r#"{"s": null, "l": null, "lr": null, "ls": null}"#,
+            r#"{}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": []}, "l": [], "lr": [], "ls": []}"#,
+            r#"{"s": {"req": "b", "n": [1, 2], "inner": {"x": "2", "zz": [1, {"q": null}]}, "unknown": {"k": [1]}, "a": 5}, "l": [1, null, 3], "lr": ["x", "y"], "ls": [null, {"v": "w"}, {"v": "z", "q": 1}]}"#,
+            r#"{"s": {"a": null, "req": "c", "inner": {"x": 3, "\u0078x": 4}, "n": [3]}, "l": [null], "ls": [null]}"#,
+        ];
+        let bytes: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+        let t = differential(
+            TextFormat::Ndjson,
+            &schema,
+            false,
+            &bytes,
+            &mut SplitMix64(3),
+        );
+        assert_eq!(t.records_fast, lines.len(), "{t:?}");
+        assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
+
+        let buf = lines.join("\n");
+        let mut recs = Vec::new();
+        let mut start = 0;
+        for (i, l) in lines.iter().enumerate() {
+            recs.push(Rec {
+                start,
+                end: start + l.len(),
+                line: i as u64 + 1,
+            });
+            start += l.len() + 1;
+        }
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64);
+        let batch = d.decode_fast(buf.as_bytes(), &recs).unwrap();
+        let s = batch.column(0).as_struct();
+        assert!(s.is_null(0) && s.is_null(1) && s.is_valid(2));
+        // Under a null struct, its required fields are null too (masked by the struct's).
+        let inner = s.column(2).as_struct();
+        assert!(inner.is_null(0) && inner.is_null(1) && inner.is_valid(2));
+        assert!(inner.column(0).is_null(0));
+        assert_eq!(
+            inner
+                .column(0)
+                .as_primitive::<arrow_array::types::Int32Type>()
+                .value(3),
+            2
+        );
+        assert!(s.column(0).is_null(2));
+        assert_eq!(
+            s.column(0)
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .value(3),
+            5
+        );
+        let l = batch.column(1).as_list::<i32>();
+        assert!(l.is_null(0) && l.is_null(1) && l.is_valid(2));
+        assert_eq!(l.value_length(2), 0);
+        assert_eq!(l.value_length(3), 3);
+        assert!(l.value(3).is_null(1));
+        let lr = batch.column(2).as_list::<i64>();
+        assert!(lr.is_null(4) && lr.is_valid(3));
+        let ls = batch.column(3).as_list::<i32>();
+        assert_eq!(ls.value_length(3), 3);
+        assert!(ls.value(3).is_null(0));
+
+        // What `arrow_json` rejects, or reads otherwise (a key twice: the last one).
+        let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 64);
+        for line in [
+            r#"{"s": {"inner": {"x": 1}, "n": []}}"#,
+            r#"{"s": {"req": null, "inner": {"x": 1}, "n": []}}"#,
+            r#"{"s": {"req": "a", "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}}}"#,
+            r#"{"s": {"req": "a", "inner": null, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {}, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": null}, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": null}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": [null]}}"#,
+            r#"{"s": {"req": "a", "req": "b", "inner": {"x": 1}, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1, "x": 2}, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1.5}, "n": []}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": [],}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": [1,]}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": [1 2]}}"#,
+            r#"{"s": {"req": "a", "inner": {"x": 1}, "n": [], "u": [1,]}}"#,
+            r#"{"s": []}"#,
+            r#"{"s": [1]}"#,
+            r#"{"s": 1}"#,
+            r#"{"s": "x"}"#,
+            r#"{"s": "{}"}"#,
+            r#"{"l": {}}"#,
+            r#"{"l": 1}"#,
+            r#"{"l": "[]"}"#,
+            r#"{"l": [[1]]}"#,
+            r#"{"l": [{}]}"#,
+            r#"{"l": [true]}"#,
+            r#"{"lr": [null]}"#,
+            r#"{"lr": ["a", null]}"#,
+            r#"{"lr": [1]}"#,
+            r#"{"ls": [{}]}"#,
+            r#"{"ls": [{"v": null}]}"#,
+            r#"{"ls": [[]]}"#,
+            r#"{"ls": [{"v": "a", "v": "b"}]}"#,
+            r#"{"ls": [{"v": "a"}"#,
+        ] {
+            assert!(
+                d.decode_fast(line.as_bytes(), &one(line)).is_err(),
+                "{line}"
+            );
+        }
+    }
+
+    /// `coerce_primitive` reads numbers and booleans into string fields at any depth, as
+    /// `arrow_json` does.
+    #[test]
+    fn coerce_primitive_applies_at_any_depth() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "s",
+                structure(vec![Field::new("t", DataType::Utf8, true)]),
+                true,
+            ),
+            Field::new("l", large_list(DataType::LargeUtf8, true), true),
+        ]));
+        let lines: Vec<Vec<u8>> = [
+            r#"{"s": {"t": 12}, "l": [1.5, true, "x", -0, 1e3, null]}"#,
+            r#"{"s": {"t": false}, "l": [12345678901234567890123]}"#,
+        ]
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+        let t = differential(
+            TextFormat::Ndjson,
+            &schema,
+            true,
+            &lines,
+            &mut SplitMix64(4),
+        );
+        assert_eq!(t.records_fast, 2, "{t:?}");
+        // Without it, both paths reject them.
+        let t = differential(
+            TextFormat::Ndjson,
+            &schema,
+            false,
+            &lines,
+            &mut SplitMix64(4),
+        );
+        assert_eq!(t.records_fast, 0, "{t:?}");
+    }
+
+    /// Lists nested as deep as [`MAX_DEPTH`] allows are read; deeper ones, and types the fast
+    /// path does not read at any depth, leave the schema to `arrow_json`.
+    #[test]
+    fn nesting_depth_and_unsupported_nested_types() {
+        let nested = |depth: usize| {
+            let mut t = DataType::Int64;
+            for _ in 0..depth {
+                t = list(t, true);
+            }
+            Arc::new(Schema::new(vec![Field::new("v", t, true)]))
+        };
+        let deep = nested(MAX_DEPTH - 2);
+        let line = format!(
+            "{{\"v\": {}1{}}}",
+            "[".repeat(MAX_DEPTH - 2),
+            "]".repeat(MAX_DEPTH - 2)
+        );
+        let t = differential(
+            TextFormat::Ndjson,
+            &deep,
+            false,
+            &[line.into_bytes()],
+            &mut SplitMix64(5),
+        );
+        assert_eq!(t.records_fast, 1, "{t:?}");
+        let no_fast =
+            |schema: SchemaRef| !BlockDecoder::new(TextFormat::Ndjson, schema, 64).has_fast();
+        assert!(no_fast(nested(MAX_DEPTH + 2)));
+        let one_field = |t: DataType| Arc::new(Schema::new(vec![Field::new("v", t, true)]));
+        for t in [
+            structure(vec![Field::new("d", DataType::Decimal128(10, 2), true)]),
+            structure(vec![]),
+            structure(vec![
+                Field::new("a", DataType::Int64, true),
+                Field::new("a", DataType::Utf8, true),
+            ]),
+            list(DataType::Binary, true),
+            list(
+                structure(vec![Field::new("d", DataType::Date64, true)]),
+                true,
+            ),
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int64, true)), 2),
+            DataType::Map(
+                Arc::new(Field::new(
+                    "entries",
+                    structure(vec![
+                        Field::new("key", DataType::Utf8, false),
+                        Field::new("value", DataType::Int64, true),
+                    ]),
+                    false,
+                )),
+                false,
+            ),
+        ] {
+            assert!(no_fast(one_field(t.clone())), "{t}");
+        }
+        assert!(!no_fast(deep));
+        assert!(!no_fast(nested_schema()));
     }
 }
