@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use arcane_core::grouped_within::{DEFAULT_GROUPING_INTERVAL, DEFAULT_ROWS_PER_GROUP};
+use arcane_core::grouped_within::{
+    DEFAULT_GROUP_MAX_BYTES, DEFAULT_GROUPING_INTERVAL, DEFAULT_ROWS_PER_GROUP,
+};
 use arcane_core::{Checkpoint, Error, GroupLimits, Result, Source, StreamContext, StreamGraph};
 use arcane_sinks::{ParquetSink, ParquetSinkConfig};
 use schemars::JsonSchema;
@@ -152,7 +154,9 @@ pub struct KindSpec<C> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub backfill_shards: Option<u32>,
-    /// Upper bound on a group's in-memory (Arrow) size in bytes. Default none.
+    /// Upper bound on a group's in-memory (Arrow) size in bytes: a group is handed to the sink
+    /// at `rowsPerGroup` rows or at this size, whichever comes first, which bounds the memory
+    /// of wide rows. Default 16 MiB (16777216).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub group_max_bytes: Option<usize>,
@@ -208,18 +212,15 @@ impl<C> KindSpec<C> {
                 "must be at least 1 second (default 15)",
             ));
         }
-        let mut limits =
-            GroupLimits::new(rows, Duration::from_secs(self.grouping_interval_seconds));
-        if let Some(bytes) = self.group_max_bytes {
-            let bytes = NonZeroUsize::new(bytes).ok_or_else(|| {
-                Error::config(
-                    "spec.groupMaxBytes",
-                    "must be at least 1 byte; omit it for no byte limit",
-                )
-            })?;
-            limits = limits.with_max_bytes(bytes);
-        }
-        Ok(limits)
+        let limits = GroupLimits::new(rows, Duration::from_secs(self.grouping_interval_seconds));
+        let bytes = self.group_max_bytes.unwrap_or(DEFAULT_GROUP_MAX_BYTES);
+        let bytes = NonZeroUsize::new(bytes).ok_or_else(|| {
+            Error::config(
+                "spec.groupMaxBytes",
+                "must be at least 1 byte (default 16777216, 16 MiB)",
+            )
+        })?;
+        Ok(limits.with_max_bytes(bytes))
     }
 }
 
@@ -354,6 +355,23 @@ mod tests {
         .unwrap();
         let err = spec.group_limits().unwrap_err();
         assert!(err.to_string().starts_with("spec.rowsPerGroup: "), "{err}");
+
+        let spec: KindSpec<Value> = serde_json::from_value(serde_json::json!({
+            "source": {}, "sink": {"url": "memory:///x"}, "groupMaxBytes": 0
+        }))
+        .unwrap();
+        let err = spec.group_limits().unwrap_err();
+        assert!(err.to_string().starts_with("spec.groupMaxBytes: "), "{err}");
+
+        let spec: KindSpec<Value> = serde_json::from_value(serde_json::json!({
+            "source": {}, "sink": {"url": "memory:///x"}
+        }))
+        .unwrap();
+        let limits = spec.group_limits().unwrap();
+        assert_eq!(
+            limits.max_bytes.map(NonZeroUsize::get),
+            Some(DEFAULT_GROUP_MAX_BYTES)
+        );
 
         let spec: KindSpec<Value> = serde_json::from_value(serde_json::json!({
             "source": {}, "sink": {"url": "memory:///x"},

@@ -87,13 +87,19 @@ fn a_run_killed_at_its_memory_limit_loses_nothing_and_the_rerun_completes() {
     let sink = work.path().join("out");
     let total = 1_500_000u64;
     let spec = work.path().join("spec.json");
-    // One row group holds every row: far more than 40 MiB in memory.
+    // One group and one row group hold every row (their byte bounds raised far above the
+    // defaults): far more than 40 MiB in memory.
     std::fs::write(
         &spec,
         json!({
             "source": {"totalRows": total, "batchRows": 200_000},
-            "sink": {"url": sink.display().to_string(), "rolling": {"targetFileSize": 268_435_456u64}},
-            "rowsPerGroup": total
+            "sink": {
+                "url": sink.display().to_string(),
+                "rolling": {"targetFileSize": 268_435_456u64},
+                "writer": {"rowGroupBytes": 1u64 << 30}
+            },
+            "rowsPerGroup": total,
+            "groupMaxBytes": 1u64 << 30
         })
         .to_string(),
     )

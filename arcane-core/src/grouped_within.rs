@@ -21,6 +21,11 @@ use crate::position::{Checkpoint, Group, Position, PositionedBatch};
 pub const DEFAULT_ROWS_PER_GROUP: usize = 10_000;
 /// Default grouping interval (the platform's `groupingIntervalSeconds`).
 pub const DEFAULT_GROUPING_INTERVAL: Duration = Duration::from_secs(15);
+/// Default upper bound on a group's in-memory (Arrow) size for the built-in kinds (the
+/// platform's `groupMaxBytes`): 16 MiB. A group of wide rows (1.3 KB each, 120 columns) held
+/// 85 MB at 65 536 rows; bounded in bytes, the landing benchmark's peak RSS halved and it ran
+/// faster (benches/README.md).
+pub const DEFAULT_GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Limits of a group: whichever is reached first closes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
