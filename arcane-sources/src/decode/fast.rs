@@ -450,6 +450,12 @@ impl Members {
         Ok((member, after))
     }
 
+    /// The member expected after each key, before any object was read: the schema's order
+    /// (see [`object`]).
+    fn follow(&self) -> Vec<usize> {
+        (0..=self.members.len()).collect()
+    }
+
     /// A builder per member for `rows` values, with the room `room` gives.
     fn values(&self, rows: usize, room: &mut Room<'_>) -> Vec<Values> {
         self.members
@@ -510,6 +516,8 @@ struct StructValues {
     seen: Vec<u32>,
     /// The stamp of the object read last (one more per object).
     stamp: u32,
+    /// The member expected after each key ([`object`]).
+    follow: Vec<usize>,
 }
 
 struct ListValues {
@@ -584,6 +592,7 @@ impl Values {
                 nulls: NullBufferBuilder::new(rows),
                 seen: vec![0; members.members.len()],
                 stamp: 0,
+                follow: members.follow(),
             })),
             Node::List { item, large, .. } => Self::List(Box::new(ListValues {
                 offsets: if *large {
@@ -722,6 +731,8 @@ pub(crate) struct FastDecoder {
     /// Per column, the row (plus one) that last had it: a key twice in a record, and the
     /// columns a record leaves out.
     seen: Vec<u32>,
+    /// The column expected after each key ([`object`]), learned from block to block.
+    follow: Vec<usize>,
     reading: Reading,
     /// The last block's builders' sizes.
     sizes: Sizes,
@@ -739,6 +750,7 @@ impl FastDecoder {
         Some(Self {
             target: target.clone(),
             seen: vec![0; record.members.len()],
+            follow: record.follow(),
             record,
             reading: Reading {
                 coerce_primitive,
@@ -779,6 +791,7 @@ impl FastDecoder {
                 &self.record,
                 &mut values,
                 &mut self.seen,
+                &mut self.follow,
                 row as u32 + 1,
                 line,
                 start,
@@ -805,12 +818,16 @@ impl FastDecoder {
 
 /// Read the object at `i` (its `{`), `depth` deep, into `out` (a builder per member of
 /// `members`); `seen` has the stamp of the object that last had each member, `stamp` is this
-/// object's. The position after the object.
+/// object's. `follow` is the member tried first for the first key (`follow[0]`) and for the
+/// key after member `m` (`follow[m + 1]`): the order of the last object's keys, so that keys
+/// in an order other than the schema's (an inferred schema's fields are sorted by name) are
+/// found at the first try. The position after the object.
 #[allow(clippy::too_many_arguments)]
 fn object(
     members: &Members,
     out: &mut [Values],
     seen: &mut [u32],
+    follow: &mut [usize],
     stamp: u32,
     text: &str,
     i: usize,
@@ -823,8 +840,8 @@ fn object(
     }
     let mut i = skip_ws(b, i + 1);
     let mut filled = 0;
-    // The member expected next: keys usually come in the schema's order.
-    let mut next = 0;
+    // The slot of `follow` of the key before (0: none).
+    let mut prev = 0;
     if b.get(i) == Some(&b'}') {
         i += 1;
     } else {
@@ -832,6 +849,7 @@ fn object(
             if b.get(i) != Some(&b'"') {
                 return Err("expected a key");
             }
+            let next = follow.get(prev).copied().unwrap_or(prev);
             let (member, after) = members.key(text, i + 1, next, &mut reading.scratch)?;
             i = skip_ws(b, after);
             if b.get(i) != Some(&b':') {
@@ -853,7 +871,10 @@ fn object(
                         }
                         (_, values) => value(member, values, text, i, depth, reading)?,
                     };
-                    next = m + 1;
+                    if let Some(slot) = follow.get_mut(prev) {
+                        *slot = m;
+                    }
+                    prev = m + 1;
                 }
                 None => i = skip_value(b, i, depth)?,
             }
@@ -911,6 +932,7 @@ fn value(
                 members,
                 &mut s.fields,
                 &mut s.seen,
+                &mut s.follow,
                 s.stamp,
                 text,
                 i,
