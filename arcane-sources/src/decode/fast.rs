@@ -61,7 +61,9 @@ use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_array::{ArrayRef, LargeListArray, ListArray, PrimitiveArray, RecordBatch, StructArray};
+use arrow_array::{
+    ArrayRef, GenericListArray, OffsetSizeTrait, PrimitiveArray, RecordBatch, StructArray,
+};
 use arrow_cast::parse::{Parser, parse_decimal, string_to_datetime};
 use arrow_schema::{DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
@@ -676,29 +678,26 @@ impl Values {
                 } = *l;
                 let values = items.finish(&item.node)?;
                 match offsets {
-                    Offsets::List(o) => Arc::new(
-                        ListArray::try_new(
-                            field.clone(),
-                            o.try_finish().map_err(|_| "list offsets overflow")?,
-                            values,
-                            nulls.finish(),
-                        )
-                        .map_err(|_| "a list")?,
-                    ),
-                    Offsets::Large(o) => Arc::new(
-                        LargeListArray::try_new(
-                            field.clone(),
-                            o.try_finish().map_err(|_| "list offsets overflow")?,
-                            values,
-                            nulls.finish(),
-                        )
-                        .map_err(|_| "a list")?,
-                    ),
+                    Offsets::List(o) => list_array(field, o, values, &mut nulls)?,
+                    Offsets::Large(o) => list_array(field, o, values, &mut nulls)?,
                 }
             }
             _ => return Err("a builder of another type"),
         })
     }
+}
+
+/// The list array (`List` or `LargeList`, by the offsets' size) of the item `field`.
+fn list_array<O: OffsetSizeTrait>(
+    field: &FieldRef,
+    offsets: OffsetBufferBuilder<O>,
+    values: ArrayRef,
+    nulls: &mut NullBufferBuilder,
+) -> Result<ArrayRef, GiveUp> {
+    let offsets = offsets.try_finish().map_err(|_| "list offsets overflow")?;
+    let list = GenericListArray::<O>::try_new(field.clone(), offsets, values, nulls.finish())
+        .map_err(|_| "a list")?;
+    Ok(Arc::new(list))
 }
 
 impl Offsets {
@@ -864,13 +863,7 @@ fn object(
                     seen[m] = stamp;
                     filled += 1;
                     let member = &members.members[m];
-                    i = match (&member.node, &mut out[m]) {
-                        // Scalars read here, without a call: most values are.
-                        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
-                            scalar_or_null(member.nullable, kind, builder, text, i, reading)?
-                        }
-                        (_, values) => value(member, values, text, i, depth, reading)?,
-                    };
+                    i = member_value(member, &mut out[m], text, i, depth, reading)?;
                     if let Some(slot) = follow.get_mut(prev) {
                         *slot = m;
                     }
@@ -878,14 +871,12 @@ fn object(
                 }
                 None => i = skip_value(b, i, depth)?,
             }
-            i = skip_ws(b, i);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
-                Some(b'}') => {
-                    i += 1;
+            match separator(b, i, b'}')? {
+                (next, false) => i = next,
+                (end, true) => {
+                    i = end;
                     break;
                 }
-                _ => return Err("expected a comma or the object's end"),
             }
         }
     }
@@ -900,6 +891,38 @@ fn object(
         }
     }
     Ok(i)
+}
+
+/// Read the value at `i` of `member` into `out`, `depth` deep; scalars here, without a call
+/// (most values are). The position after it.
+#[inline(always)]
+fn member_value(
+    member: &Member,
+    out: &mut Values,
+    text: &str,
+    i: usize,
+    depth: usize,
+    reading: &mut Reading,
+) -> Result<usize, GiveUp> {
+    match (&member.node, out) {
+        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
+            scalar_or_null(member.nullable, kind, builder, text, i, reading)
+        }
+        (_, values) => value(member, values, text, i, depth, reading),
+    }
+}
+
+/// After a value at `i` in an object or an array closed by `close`: the position of the next
+/// value (after the comma) and false, or the position after `close` and true.
+#[inline(always)]
+fn separator(b: &[u8], i: usize, close: u8) -> Result<(usize, bool), GiveUp> {
+    let i = skip_ws(b, i);
+    match b.get(i) {
+        Some(b',') => Ok((skip_ws(b, i + 1), false)),
+        Some(&c) if c == close => Ok((i + 1, true)),
+        _ if close == b'}' => Err("expected a comma or the object's end"),
+        _ => Err("expected a comma or the array's end"),
+    }
 }
 
 /// Read the value at `i`, in an object or an array `depth` deep, into `out`, the values of
@@ -952,21 +975,14 @@ fn value(
                 i += 1;
             } else {
                 loop {
-                    i = match (&item.node, &mut l.items) {
-                        (Node::Scalar(kind, _), Values::Scalar(builder)) => {
-                            scalar_or_null(item.nullable, kind, builder, text, i, reading)?
-                        }
-                        (_, values) => value(item, values, text, i, depth + 1, reading)?,
-                    };
+                    i = member_value(item, &mut l.items, text, i, depth + 1, reading)?;
                     n += 1;
-                    i = skip_ws(b, i);
-                    match b.get(i) {
-                        Some(b',') => i = skip_ws(b, i + 1),
-                        Some(b']') => {
-                            i += 1;
+                    match separator(b, i, b']')? {
+                        (next, false) => i = next,
+                        (end, true) => {
+                            i = end;
                             break;
                         }
-                        _ => return Err("expected a comma or the array's end"),
                     }
                 }
             }
@@ -1015,33 +1031,27 @@ fn scalar(
 ) -> Result<usize, GiveUp> {
     let b = text.as_bytes();
     let scratch = &mut reading.scratch;
+    // A float: a string as `arrow_cast` parses it, a number as `lexical_core` does.
+    macro_rules! float {
+        ($out:expr, $arrow:ty, $native:ty, $what:literal) => {
+            match first {
+                b'"' => {
+                    let (s, end) = string(text, i + 1, scratch)?;
+                    $out.append_value(<$arrow>::parse(s).ok_or(concat!("not a ", $what))?);
+                    Ok(end)
+                }
+                _ => {
+                    let end = number(b, i)?.0;
+                    let v = lexical_core::parse::<$native>(&b[i..end]).map_err(|_| $what)?;
+                    $out.append_value(v);
+                    Ok(end)
+                }
+            }
+        };
+    }
     match (builder, kind) {
-        (Builder::Float64(out), _) => match first {
-            b'"' => {
-                let (s, end) = string(text, i + 1, scratch)?;
-                out.append_value(Float64Type::parse(s).ok_or("not a float64")?);
-                Ok(end)
-            }
-            _ => {
-                let end = number(b, i)?.0;
-                let v = lexical_core::parse::<f64>(&b[i..end]).map_err(|_| "float64")?;
-                out.append_value(v);
-                Ok(end)
-            }
-        },
-        (Builder::Float32(out), _) => match first {
-            b'"' => {
-                let (s, end) = string(text, i + 1, scratch)?;
-                out.append_value(Float32Type::parse(s).ok_or("not a float32")?);
-                Ok(end)
-            }
-            _ => {
-                let end = number(b, i)?.0;
-                let v = lexical_core::parse::<f32>(&b[i..end]).map_err(|_| "float32")?;
-                out.append_value(v);
-                Ok(end)
-            }
-        },
+        (Builder::Float64(out), _) => float!(out, Float64Type, f64, "float64"),
+        (Builder::Float32(out), _) => float!(out, Float32Type, f32, "float32"),
         (Builder::Boolean(out), _) => match first {
             b't' => {
                 out.append_value(true);
@@ -2229,6 +2239,23 @@ pub(super) mod tests {
         }
     }
 
+    /// `lines` as one buffer (each ended by a line break) and their records.
+    pub(in crate::decode) fn block_of(lines: &[impl AsRef<[u8]>]) -> (Vec<u8>, Vec<Rec>) {
+        let mut buf = Vec::new();
+        let mut recs = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let start = buf.len();
+            buf.extend_from_slice(line.as_ref());
+            recs.push(Rec {
+                start,
+                end: buf.len(),
+                line: i as u64 + 1,
+            });
+            buf.push(b'\n');
+        }
+        (buf, recs)
+    }
+
     /// Decode `lines` with the fast path and the `arrow_json` path, alone and in blocks, and
     /// check that every batch the fast path makes is the `arrow_json` path's.
     pub(in crate::decode) fn differential(
@@ -2238,18 +2265,7 @@ pub(super) mod tests {
         lines: &[Vec<u8>],
         rng: &mut SplitMix64,
     ) -> Tally {
-        let mut buf = Vec::new();
-        let mut recs = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            let start = buf.len();
-            buf.extend_from_slice(line);
-            recs.push(Rec {
-                start,
-                end: buf.len(),
-                line: i as u64 + 1,
-            });
-            buf.push(b'\n');
-        }
+        let (buf, recs) = block_of(lines);
         let new = |fast: bool| {
             BlockDecoder::new(format, schema.clone(), 64)
                 .with_coerce_primitive(coerce)
@@ -2406,17 +2422,7 @@ pub(super) mod tests {
         assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
 
         let mut d = BlockDecoder::new(TextFormat::Ndjson, schema, 64);
-        let buf = lines.join(&b'\n');
-        let mut recs = Vec::new();
-        let mut start = 0;
-        for (i, l) in lines.iter().enumerate() {
-            recs.push(Rec {
-                start,
-                end: start + l.len(),
-                line: i as u64 + 1,
-            });
-            start += l.len() + 1;
-        }
+        let (buf, recs) = block_of(&lines);
         let batch = d.decode_fast(&buf, &recs).unwrap();
         let f64s = batch
             .column(8)
@@ -2777,17 +2783,7 @@ pub(super) mod tests {
         assert_eq!(t.records_fast, t.records, "{t:?}");
         assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
         // One block of them all, through the fast path alone.
-        let buf = lines.join(&b'\n');
-        let mut recs = Vec::new();
-        let mut start = 0;
-        for (i, l) in lines.iter().enumerate() {
-            recs.push(Rec {
-                start,
-                end: start + l.len(),
-                line: i as u64 + 1,
-            });
-            start += l.len() + 1;
-        }
+        let (buf, recs) = block_of(&lines);
         let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 8192);
         let batch = d.decode_fast(&buf, &recs).unwrap();
         assert_eq!(batch.num_rows(), 400);
@@ -2885,19 +2881,9 @@ pub(super) mod tests {
         assert_eq!(t.records_fast, lines.len(), "{t:?}");
         assert_eq!(t.blocks_fast, t.blocks, "{t:?}");
 
-        let buf = lines.join("\n");
-        let mut recs = Vec::new();
-        let mut start = 0;
-        for (i, l) in lines.iter().enumerate() {
-            recs.push(Rec {
-                start,
-                end: start + l.len(),
-                line: i as u64 + 1,
-            });
-            start += l.len() + 1;
-        }
+        let (buf, recs) = block_of(&lines);
         let mut d = BlockDecoder::new(TextFormat::Ndjson, schema.clone(), 64);
-        let batch = d.decode_fast(buf.as_bytes(), &recs).unwrap();
+        let batch = d.decode_fast(&buf, &recs).unwrap();
         let s = batch.column(0).as_struct();
         assert!(s.is_null(0) && s.is_null(1) && s.is_valid(2));
         // Under a null struct, its required fields are null too (masked by the struct's).
