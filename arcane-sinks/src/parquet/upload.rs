@@ -225,12 +225,15 @@ pub(crate) async fn start(new: NewUpload<'_>, sink: &str) -> Result<(FileUpload,
     let path = new.loc.child(new.rel);
     let Some(mp) = &new.loc.multipart else {
         let from = staging_rel(new.sequence, new.rel);
-        let writer = BufWriter::with_capacity(
-            new.loc.store.clone(),
-            new.loc.child(&from),
-            new.part_size.min(LOCAL_WRITE_SIZE),
-        )
-        .with_max_concurrency(new.concurrency.min(LOCAL_WRITES_IN_FLIGHT));
+        let (size, in_flight) = match new.loc.local_root {
+            Some(_) => (
+                new.part_size.min(LOCAL_WRITE_SIZE),
+                new.concurrency.min(LOCAL_WRITES_IN_FLIGHT),
+            ),
+            None => (new.part_size, new.concurrency),
+        };
+        let writer = BufWriter::with_capacity(new.loc.store.clone(), new.loc.child(&from), size)
+            .with_max_concurrency(in_flight);
         return Ok((FileUpload::Staged { writer, from }, None));
     };
     let url = new.loc.url_of(&path);
