@@ -5,9 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p arcane-benches --bin decode_speed [MB] [BATCH_ROWS] [fast|json]
+//! cargo run --release -p arcane-benches --bin decode_speed file FILE SCHEMA [BATCH_ROWS] [fast|json]
 //! ```
 //!
-//! With `fast` or `json`, only that path runs (e.g. under a profiler).
+//! With `fast` or `json`, only that path runs (e.g. under a profiler). With `file`, the
+//! records are the lines of the NDJSON file `FILE` and the schema is `SCHEMA`, a landing
+//! corpus's `schema.json` (`landing_corpus`: `[{"name", "type", "nullable"}]`), e.g. the
+//! nested shape's first file.
 //!
 //! Prints, for each path, the best of three passes over the data in MB/s (decoded bytes,
 //! line breaks included) and rows/s; the two paths' batches are checked to be equal.
@@ -72,6 +76,45 @@ fn generate(bytes: usize) -> (Vec<u8>, Vec<Range<usize>>) {
     (buf, lines)
 }
 
+/// Records: the bytes, each line's range (without its line break), and their schema.
+type Records = (Vec<u8>, Vec<Range<usize>>, Arc<Schema>);
+
+/// The lines of the NDJSON file at `path` (blank ones left out) and the schema of the corpus
+/// `schema.json` at `schema`.
+fn from_file(path: &str, schema: &str) -> Result<Records, String> {
+    use arcane_sources::prelude::{FieldConfig, schema_from_fields};
+    let buf = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for line in buf.split(|&b| b == b'\n') {
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(start..start + line.len());
+        }
+        start += line.len() + 1;
+    }
+    let text = std::fs::read_to_string(schema).map_err(|e| format!("cannot read {schema}: {e}"))?;
+    let columns: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("{schema}: {e}"))?;
+    let fields = columns
+        .iter()
+        .map(|c| {
+            let name = c["name"]
+                .as_str()
+                .ok_or(format!("{schema}: a column without a name"))?;
+            let data_type = c["type"]
+                .as_str()
+                .ok_or(format!("{schema}: {name} has no type"))?;
+            let field = FieldConfig::new(name, data_type);
+            Ok(match c["nullable"].as_bool() {
+                Some(false) => field.required(),
+                _ => field,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let schema = schema_from_fields(&fields, "schema").map_err(|e| e.to_string())?;
+    Ok((buf, lines, schema))
+}
+
 /// Decode every block; the batches and the seconds taken.
 fn pass(
     decoder: &mut NdjsonBlocks,
@@ -88,11 +131,22 @@ fn pass(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mb: usize = args.first().map_or(Ok(100), |a| a.parse())?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let (buf, lines, schema) = if args.first().is_some_and(|a| a == "file") {
+        let (Some(path), Some(schema)) = (args.get(1), args.get(2)) else {
+            return Err("usage: decode_speed file FILE SCHEMA [BATCH_ROWS] [fast|json]".into());
+        };
+        let read = from_file(path, schema)?;
+        // The rest as without `file`, but for the size.
+        args.splice(0..3, [String::new()]);
+        read
+    } else {
+        let mb: usize = args.first().map_or(Ok(100), |a| a.parse())?;
+        let (buf, lines) = generate(mb << 20);
+        (buf, lines, schema())
+    };
     let batch_rows: usize = args.get(1).map_or(Ok(8192), |a| a.parse())?;
     let only = args.get(2).map(String::as_str);
-    let (buf, lines) = generate(mb << 20);
     let size = buf.len() as f64 / 1e6;
     println!(
         "{} records, {:.1} MB, blocks of {batch_rows} rows, one thread",
@@ -104,7 +158,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if only.is_some_and(|o| o != if fast { "fast" } else { "json" }) {
             continue;
         }
-        let mut decoder = NdjsonBlocks::new(schema(), batch_rows, fast);
+        let mut decoder = NdjsonBlocks::new(schema.clone(), batch_rows, fast);
         if decoder.has_fast() != fast {
             return Err(format!("{label}: the schema should have a fast path").into());
         }
