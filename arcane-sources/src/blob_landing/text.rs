@@ -20,6 +20,9 @@ use super::fetch::store_error;
 const READ_CHUNK: usize = 1 << 20;
 /// A record (line) longer than this fails the rest of its file.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
+/// A read or block buffer larger than this is not kept for the next file ([`TextReaders`]):
+/// one file of lines of many MiB would otherwise hold that much for the whole run.
+const MAX_KEPT_BUFFER: usize = 16 << 20;
 
 /// What reading one text file needs.
 #[derive(Debug, Clone)]
@@ -114,7 +117,13 @@ impl TextReaders {
         std::mem::take(&mut *self.buffers.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn keep_buffers(&self, buffers: TextBuffers) {
+    /// Keep `buffers` for the next file, but for those larger than [`MAX_KEPT_BUFFER`] (a
+    /// file of very long lines leaves them), which are freed with their file.
+    fn keep_buffers(&self, mut buffers: TextBuffers) {
+        if buffers.read.capacity() > MAX_KEPT_BUFFER {
+            buffers.read = Vec::new();
+        }
+        buffers.blocks.retain(|b| b.capacity() <= MAX_KEPT_BUFFER);
         *self.buffers.lock().unwrap_or_else(|p| p.into_inner()) = buffers;
     }
 }
@@ -1337,6 +1346,23 @@ mod tests {
             }
         }
         (schemas, rows, dead)
+    }
+
+    /// Buffers grown by very long lines are freed with their file, not kept for the next.
+    #[test]
+    fn buffers_larger_than_the_bound_are_not_kept_for_the_next_file() {
+        let kept = TextReaders::default();
+        kept.keep_buffers(TextBuffers {
+            read: Vec::with_capacity(MAX_KEPT_BUFFER + 1),
+            blocks: vec![
+                Vec::with_capacity(MAX_KEPT_BUFFER + 1),
+                Vec::with_capacity(1024),
+            ],
+        });
+        let buffers = kept.take_buffers();
+        assert_eq!(buffers.read.capacity(), 0);
+        assert_eq!(buffers.blocks.len(), 1);
+        assert!(buffers.blocks[0].capacity() >= 1024);
     }
 
     /// The decode threads and buffers one file leaves serve the next, and a decode thread
