@@ -2,6 +2,7 @@
 //! with [`BlockDecoder`](crate::decode::block::BlockDecoder), which isolates bad records; they
 //! are dead-lettered with their exact line numbers.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
@@ -696,9 +697,15 @@ fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u
 
 /// Infer from the lines of `block` into `inference`, counting non-blank lines in `seen`, up to
 /// `limit` of them; true when the limit was reached.
+///
+/// Each record is read for its [`Shape`] only (its values are not built), and a record of a
+/// shape that already took part in this block adds nothing: inference merges types by
+/// widening them, so merging a shape a second time changes nothing.
 fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &mut u64) -> bool {
     let mut chunk = Vec::with_capacity(INFER_CHUNK);
-    let mut previous: Option<Kinds<'_>> = None;
+    // The shapes of `chunk` (until it is merged) and those that took part before it.
+    let mut pending = Shapes::default();
+    let mut known = Shapes::default();
     let mut reached = false;
     for line in block.split(|&b| b == b'\n') {
         if is_blank(line) {
@@ -709,36 +716,40 @@ fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &m
             break;
         }
         *seen += 1;
-        // Bad lines are dead-lettered when the file is read; inference skips them.
-        let value = match serde_json::from_slice::<Shallow<'_>>(line) {
-            // A record of scalars stands for its types only; one with the same keys and
-            // types as the record before adds nothing to the inference.
-            Ok(Shallow(Some(kinds))) => {
-                if previous.as_ref() == Some(&kinds) {
-                    inference.objects += 1;
-                    continue;
-                }
-                let value = kinds.representative();
-                previous = Some(kinds);
-                value
-            }
-            Ok(Shallow(None)) => match serde_json::from_slice::<serde_json::Value>(line) {
-                Ok(value @ serde_json::Value::Object(_)) => {
-                    previous = None;
-                    value
-                }
-                _ => continue,
-            },
-            Err(_) => continue,
+        // Bad lines are dead-lettered when the file is read; inference skips them, and
+        // lines that are not objects.
+        let shape = match serde_json::from_slice::<Shape<'_>>(line) {
+            Ok(shape @ Shape::Object(_)) => shape,
+            _ => continue,
         };
-        chunk.push(value);
+        if known.contains(&shape) || pending.contains(&shape) {
+            inference.objects += 1;
+            continue;
+        }
+        chunk.push(shape.representative());
+        pending.insert(shape);
         if chunk.len() >= INFER_CHUNK {
-            inference.add(&chunk);
-            chunk.clear();
+            merge_chunk(inference, &mut chunk, &mut pending, &mut known);
         }
     }
-    inference.add(&chunk);
+    merge_chunk(inference, &mut chunk, &mut pending, &mut known);
     reached || *seen >= limit
+}
+
+/// Merge `chunk` into `inference`; its shapes become `known` when all of them took part.
+fn merge_chunk<'a>(
+    inference: &mut JsonInference,
+    chunk: &mut Vec<serde_json::Value>,
+    pending: &mut Shapes<'a>,
+    known: &mut Shapes<'a>,
+) {
+    let left_out = inference.left_out;
+    inference.add(chunk);
+    chunk.clear();
+    let shapes = std::mem::take(pending);
+    if inference.left_out == left_out {
+        known.extend(shapes);
+    }
 }
 
 /// Infer a schema from the first `max_records` records of a text file (all of them when
@@ -882,9 +893,9 @@ fn infer_ndjson<R: Read>(
     }
 }
 
-/// The JSON type of a value, as far as inference tells types apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// The shape of a JSON value, as far as inference tells values apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Shape<'a> {
     Null,
     Bool,
     /// A number `serde_json` reads as an `i64`.
@@ -892,71 +903,143 @@ enum Kind {
     /// Any other number.
     Float,
     Str,
+    /// An array: the shapes of its items, each once (up to [`LIST_SHAPES`] of them), in the
+    /// order they first appear.
+    List(Vec<Shape<'a>>),
+    /// An object: its keys and the shapes of their values, in the record's order.
+    Object(Vec<(Cow<'a, str>, Shape<'a>)>),
 }
 
-/// The keys of a JSON object of scalars and their [`Kind`]s, in the record's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Kinds<'a>(Vec<(std::borrow::Cow<'a, str>, Kind)>);
+/// Distinct item shapes an array's [`Shape`] looks through before it keeps any item's shape.
+const LIST_SHAPES: usize = 8;
 
-impl Kinds<'_> {
-    /// An object with the same keys whose values have the same kinds, inserted in the
-    /// record's order into a `serde_json::Map` (which orders keys and keeps the last of a
-    /// repeated one as it does when it reads the record): what inference makes of it is what
-    /// it makes of the record.
+impl Shape<'_> {
+    /// A value of this shape: arrays with the same items (each shape once: inference takes
+    /// the union of the items' types), objects with the same keys inserted in the record's
+    /// order into a `serde_json::Map` (which keeps the last of a repeated key as it does when
+    /// it reads the record). What inference makes of it is what it makes of the record.
     fn representative(&self) -> serde_json::Value {
         use serde_json::Value;
-        Value::Object(
-            self.0
-                .iter()
-                .map(|(k, kind)| {
-                    let v = match kind {
-                        Kind::Null => Value::Null,
-                        Kind::Bool => Value::Bool(false),
-                        Kind::Int => Value::from(0i64),
-                        Kind::Float => Value::from(0.5f64),
-                        Kind::Str => Value::String(String::new()),
-                    };
-                    (k.to_string(), v)
-                })
-                .collect(),
-        )
+        match self {
+            Shape::Null => Value::Null,
+            Shape::Bool => Value::Bool(false),
+            Shape::Int => Value::from(0i64),
+            Shape::Float => Value::from(0.5f64),
+            Shape::Str => Value::String(String::new()),
+            Shape::List(items) => Value::Array(items.iter().map(Shape::representative).collect()),
+            Shape::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, shape)| (k.to_string(), shape.representative()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn hashed(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
     }
 }
 
-/// A JSON object read for its kinds only, without building its values: `None` when a value
-/// is an object or an array (the record is then read whole). Anything but an object is an
-/// error.
-struct Shallow<'a>(Option<Kinds<'a>>);
+/// Most shapes [`Shapes`] holds (records whose keys differ from record to record are not
+/// remembered beyond it).
+const MAX_SHAPES: usize = 1024;
 
-impl<'de> serde::Deserialize<'de> for Shallow<'de> {
+/// A set of [`Shape`]s, by their hash.
+#[derive(Default)]
+struct Shapes<'a> {
+    by_hash: std::collections::HashMap<u64, Vec<Shape<'a>>>,
+    len: usize,
+}
+
+impl<'a> Shapes<'a> {
+    fn contains(&self, shape: &Shape<'_>) -> bool {
+        self.by_hash
+            .get(&shape.hashed())
+            .is_some_and(|same| same.iter().any(|s| s == shape))
+    }
+
+    fn insert(&mut self, shape: Shape<'a>) {
+        if self.len < MAX_SHAPES {
+            self.len += 1;
+            self.by_hash.entry(shape.hashed()).or_default().push(shape);
+        }
+    }
+
+    fn extend(&mut self, other: Shapes<'a>) {
+        for shape in other.by_hash.into_values().flatten() {
+            self.insert(shape);
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shape<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
-            type Value = Shallow<'de>;
+        struct ShapeVisitor;
+        impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+            type Value = Shape<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Null)
+            }
+            fn visit_none<E>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape<'de>, E> {
+                Ok(Shape::Bool)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Int)
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Shape<'de>, E> {
+                // `serde_json::Number::is_i64` is what inference asks.
+                Ok(if i64::try_from(v).is_ok() {
+                    Shape::Int
+                } else {
+                    Shape::Float
+                })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Float)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Shape<'de>, A::Error> {
+                let mut items: Vec<Shape<'de>> = Vec::new();
+                while let Some(item) = seq.next_element::<Shape<'de>>()? {
+                    // Beyond a few distinct shapes, every item is kept (the same union).
+                    if items.len() >= LIST_SHAPES || !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+                Ok(Shape::List(items))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut kinds = Vec::new();
-                let mut nested = false;
+            ) -> Result<Shape<'de>, A::Error> {
+                let mut members = Vec::new();
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    match map.next_value::<Scalar>()?.0 {
-                        Some(kind) => kinds.push((key, kind)),
-                        None => nested = true,
-                    }
+                    members.push((key, map.next_value::<Shape<'de>>()?));
                 }
-                Ok(Shallow((!nested).then_some(Kinds(kinds))))
+                Ok(Shape::Object(members))
             }
         }
-        d.deserialize_map(ObjectVisitor)
+        d.deserialize_any(ShapeVisitor)
     }
 }
 
 /// An object's key, borrowed from the line unless it holds escapes.
-struct Key<'a>(std::borrow::Cow<'a, str>);
+struct Key<'a>(Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -967,72 +1050,13 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
                 f.write_str("a key")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(v)))
+                Ok(Key(Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+                Ok(Key(Cow::Owned(v.to_string())))
             }
         }
         d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A value's [`Kind`]; `None` for an object or an array (consumed, not kept).
-struct Scalar(Option<Kind>);
-
-impl<'de> serde::Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KindVisitor;
-        impl<'de> serde::de::Visitor<'de> for KindVisitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Null)))
-            }
-            fn visit_none<E>(self) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Null)))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Bool)))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Int)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                // `serde_json::Number::is_i64` is what inference asks.
-                Ok(Scalar(Some(if i64::try_from(v).is_ok() {
-                    Kind::Int
-                } else {
-                    Kind::Float
-                })))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Float)))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
-                Ok(Scalar(Some(Kind::Str)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Scalar, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Scalar(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Scalar, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Scalar(None))
-            }
-        }
-        d.deserialize_any(KindVisitor)
     }
 }
 
@@ -1309,6 +1333,78 @@ mod tests {
             r#"{"n": 1, "nested": {"a": [1, 2.5]}, "list": ["x"]}"#.into(),
         );
         assert_eq!(inferred(&lines), whole(&lines));
+    }
+
+    /// Records that nest objects and arrays (repeated shapes, arrays of many item shapes,
+    /// empty arrays, escaped and repeated keys, numbers beyond `i64`, conflicts between an
+    /// object and a scalar) infer, in one thread or several, the schema that `arrow_json`'s
+    /// inference gives when every record is parsed whole and merged one by one.
+    #[test]
+    fn nested_records_infer_what_whole_records_infer() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        fn value(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
+            let top = if depth >= 3 { 6 } else { 9 };
+            match next(top) {
+                0 => "null".into(),
+                1 => "true".into(),
+                2 => format!("{}", next(100)),
+                3 => format!("{}.5", next(100)),
+                4 => "18446744073709551615".into(),
+                5 => format!(r#""s{}""#, next(9)),
+                6 | 7 => {
+                    let items: Vec<String> =
+                        (0..next(12)).map(|_| value(next, depth + 1)).collect();
+                    format!("[{}]", items.join(","))
+                }
+                _ => object(next, depth + 1),
+            }
+        }
+        fn object(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
+            let keys = ["a", "b", "c", "\\u0061", "d"];
+            let members: Vec<String> = (0..next(5))
+                .map(|_| format!(r#""{}": {}"#, keys[next(5) as usize], value(next, depth)))
+                .collect();
+            format!("{{{}}}", members.join(", "))
+        }
+        for trial in 0..80 {
+            // A few record templates repeated (shapes seen again), and some one-offs.
+            let templates: Vec<String> = (0..1 + next(6)).map(|_| object(&mut next, 0)).collect();
+            let mut lines = Vec::new();
+            for _ in 0..(20 + next(300)) {
+                lines.push(match next(4) {
+                    0 => object(&mut next, 0),
+                    _ => templates[next(templates.len() as u64) as usize].clone(),
+                });
+            }
+            let mut want = JsonInference::default();
+            for line in &lines {
+                let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                want.add(std::slice::from_ref(&value));
+            }
+            let text = lines.join("\n");
+            for (threads, block) in [(1, INFER_BLOCK), (2, 64), (3, 1 + next(900) as usize)] {
+                let tap = ErrorTap {
+                    inner: io::Cursor::new(text.clone().into_bytes()),
+                    error: None,
+                };
+                let got = infer_ndjson(tap, None, threads, block);
+                match (&want.fields, got) {
+                    (Some(fields), Ok(got)) => assert_eq!(
+                        got.schema.fields(),
+                        fields,
+                        "trial {trial}, {threads} threads, blocks of {block}:\n{text}"
+                    ),
+                    (None, Err(_)) => {}
+                    (want, got) => panic!("trial {trial}: {want:?} vs {got:?}\n{text}"),
+                }
+            }
+        }
     }
 
     /// Read `text` as one file of `job` (with `kept` as what earlier files left): its rows
