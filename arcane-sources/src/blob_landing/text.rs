@@ -176,6 +176,17 @@ fn decode_blocks(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<DecodeJob>>) 
     }
 }
 
+/// Make `data` a copy of `bytes`. A buffer too small is replaced by one an eighth larger than
+/// `bytes` (the next blocks of a file are about as large), not grown to twice its size as
+/// `Vec` grows: the blocks in flight are a good part of a landing's memory.
+fn refill(data: &mut Vec<u8>, bytes: &[u8]) {
+    data.clear();
+    if data.capacity() < bytes.len() {
+        *data = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    }
+    data.extend_from_slice(bytes);
+}
+
 /// A block of records handed to a decode thread: its bytes (copied out of the read buffer),
 /// the records in it, and the file's progress after it.
 struct Block {
@@ -519,8 +530,7 @@ impl TextState<'_> {
         };
         let base = block[0].start;
         let mut data = self.spare.pop().unwrap_or_default();
-        data.clear();
-        data.extend_from_slice(&buf[base..block[block.len() - 1].end]);
+        refill(&mut data, &buf[base..block[block.len() - 1].end]);
         let recs = block
             .iter()
             .map(|r| Rec {
@@ -1333,6 +1343,28 @@ mod tests {
             r#"{"n": 1, "nested": {"a": [1, 2.5]}, "list": ["x"]}"#.into(),
         );
         assert_eq!(inferred(&lines), whole(&lines));
+    }
+
+    /// A block buffer holds its block and at most an eighth more, whatever the sizes of the
+    /// blocks before it, and is not reallocated for a block that fits.
+    #[test]
+    fn block_buffers_hold_a_block_and_an_eighth() {
+        let mut data = Vec::new();
+        for len in [1_000_000, 1_000_001, 999_000, 1_100_000, 10, 1_237_499] {
+            let bytes = vec![b'x'; len];
+            let before = data.capacity();
+            refill(&mut data, &bytes);
+            assert_eq!(data, bytes);
+            if len <= before {
+                assert_eq!(data.capacity(), before, "reallocated for {len} bytes");
+            } else {
+                assert!(
+                    data.capacity() <= len + len / 8,
+                    "{} for {len}",
+                    data.capacity()
+                );
+            }
+        }
     }
 
     /// Records that nest objects and arrays (repeated shapes, arrays of many item shapes,
