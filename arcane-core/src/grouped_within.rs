@@ -86,6 +86,47 @@ struct Pending {
     bytes_per_row: usize,
 }
 
+/// The rows of `batches` (all of `schema`) as one batch, as `concat_batches` makes it, one
+/// column at a time: each column's arrays are dropped once copied, so the group is held about
+/// once, not twice, while it is concatenated (a group is up to `groupMaxBytes`; the largest
+/// transient allocation of a landing was this copy).
+fn concat_column_by_column(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let fields = schema.fields().len();
+    let mut columns: Vec<Vec<arrow_array::ArrayRef>> = (0..fields)
+        .map(|_| Vec::with_capacity(batches.len()))
+        .collect();
+    for batch in batches {
+        if batch.num_columns() != fields {
+            return Err(arrow_schema::ArrowError::InvalidArgumentError(format!(
+                "a batch of {} columns in a group of {fields}",
+                batch.num_columns()
+            )));
+        }
+        for (column, array) in columns.iter_mut().zip(batch.columns()) {
+            column.push(array.clone());
+        }
+    }
+    let mut arrays = Vec::with_capacity(fields);
+    for column in &mut columns {
+        let parts: Vec<&dyn arrow_array::Array> = column.iter().map(AsRef::as_ref).collect();
+        arrays.push(arrow_select::concat::concat(&parts)?);
+        drop(parts);
+        *column = Vec::new();
+    }
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+}
+
 pin_project! {
     /// Groups a stream of positioned batches into [`Group`]s.
     ///
@@ -174,7 +215,7 @@ impl<S: Stream<Item = Result<PositionedBatch>>> GroupedWithin<S> {
         let batches = std::mem::take(this.buffer);
         let batch = match (batches.len(), this.schema.take()) {
             (1, _) => batches.into_iter().next().unwrap_or_else(|| unreachable!()),
-            (_, Some(schema)) => arrow_select::concat::concat_batches(&schema, &batches)?,
+            (_, Some(schema)) => concat_column_by_column(&schema, batches)?,
             (_, None) => RecordBatch::new_empty(
                 this.last_schema
                     .clone()
@@ -341,5 +382,81 @@ impl<S: Stream<Item = Result<PositionedBatch>>> FusedStream for GroupedWithin<S>
             && self.pending.is_none()
             && self.buffered_rows == 0
             && !self.checkpoint_moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        Array, ArrayRef, Float64Array, Int64Array, RecordBatchOptions, StringArray, StructArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// Concatenated one column at a time, a group is the batch `concat_batches` makes: strings,
+    /// nulls, structs, sliced batches (whose buffers are shared with the rest of their source
+    /// batch), batches without rows, and a schema without columns.
+    #[test]
+    fn a_group_concatenated_column_by_column_is_what_concat_batches_makes() {
+        let inner = Field::new("x", DataType::Float64, true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("st", DataType::Struct(vec![inner.clone()].into()), true),
+        ]));
+        let batch = |from: i64, n: usize| {
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + n as i64));
+            let strings: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|i| {
+                (i % 3 != 0).then(|| "é".repeat(i % 7))
+            })));
+            let xs: ArrayRef = Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 4 != 1).then_some(i as f64 / 3.0)),
+            ));
+            let st: ArrayRef = Arc::new(StructArray::new(
+                vec![inner.clone()].into(),
+                vec![xs],
+                Some((0..n).map(|i| i % 5 != 2).collect()),
+            ));
+            RecordBatch::try_new(schema.clone(), vec![ids, strings, st]).expect("batch")
+        };
+        let big = batch(1_000, 50);
+        let batches = vec![
+            batch(0, 7),
+            big.slice(10, 20),
+            batch(100, 0),
+            big.slice(30, 20),
+            batch(200, 33),
+        ];
+        let want = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
+        let got = concat_column_by_column(&schema, batches).expect("by column");
+        assert_eq!(got, want);
+        assert_eq!(got.num_rows(), 80);
+        assert_eq!(got.column(1).null_count(), want.column(1).null_count());
+
+        let none = Arc::new(Schema::empty());
+        let rows = |n| {
+            RecordBatch::try_new_with_options(
+                none.clone(),
+                vec![],
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .expect("rows")
+        };
+        let got = concat_column_by_column(&none, vec![rows(3), rows(4)]).expect("no columns");
+        assert_eq!(got.num_rows(), 7);
+        assert_eq!(
+            concat_column_by_column(&schema, Vec::new()).expect("empty"),
+            RecordBatch::new_empty(schema.clone())
+        );
+        let other = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .expect("one column");
+        let err = concat_column_by_column(&schema, vec![batch(0, 2), other]).expect_err("columns");
+        assert!(err.to_string().contains("1 columns in a group of 3"), "{err}");
     }
 }
