@@ -716,6 +716,8 @@ fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &m
     // The shapes of `chunk` (until it is merged) and those that took part before it.
     let mut pending = Shapes::default();
     let mut known = Shapes::default();
+    // The last record's shape: a record of the same shape is skipped before it is hashed.
+    let mut previous: Option<Shape<'_>> = None;
     let mut reached = false;
     for line in block.split(|&b| b == b'\n') {
         if is_blank(line) {
@@ -732,12 +734,18 @@ fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &m
             Ok(shape @ Shape::Object(_)) => shape,
             _ => continue,
         };
-        if known.contains(&shape) || pending.contains(&shape) {
+        if previous.as_ref() == Some(&shape) {
             inference.objects += 1;
             continue;
         }
+        if known.contains(&shape) || pending.contains(&shape) {
+            inference.objects += 1;
+            previous = Some(shape);
+            continue;
+        }
         chunk.push(shape.representative());
-        pending.insert(shape);
+        pending.insert(shape.clone());
+        previous = Some(shape);
         if chunk.len() >= INFER_CHUNK {
             merge_chunk(inference, &mut chunk, &mut pending, &mut known);
         }
@@ -798,11 +806,8 @@ pub(crate) fn infer_text_schema(
             quote,
         } => {
             let mut tap = tap;
-            let result = arrow_csv::reader::Format::default()
-                .with_header(header)
-                .with_delimiter(delimiter)
-                .with_quote(quote)
-                .infer_schema(&mut tap, max_records);
+            let result =
+                super::infer_csv::infer_csv_schema(&mut tap, header, delimiter, quote, max_records);
             match result {
                 Ok((schema, records)) if !schema.fields().is_empty() => Ok(Inferred {
                     schema: Arc::new(Schema::new(schema.fields().clone())),
