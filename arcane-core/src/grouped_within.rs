@@ -409,9 +409,9 @@ mod tests {
         ]));
         let batch = |from: i64, n: usize| {
             let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + n as i64));
-            let strings: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|i| {
-                (i % 3 != 0).then(|| "é".repeat(i % 7))
-            })));
+            let strings: ArrayRef = Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 3 != 0).then(|| "é".repeat(i % 7))),
+            ));
             let xs: ArrayRef = Arc::new(Float64Array::from_iter(
                 (0..n).map(|i| (i % 4 != 1).then_some(i as f64 / 3.0)),
             ));
@@ -457,6 +457,9 @@ mod tests {
         )
         .expect("one column");
         let err = concat_column_by_column(&schema, vec![batch(0, 2), other]).expect_err("columns");
-        assert!(err.to_string().contains("1 columns in a group of 3"), "{err}");
+        assert!(
+            err.to_string().contains("1 columns in a group of 3"),
+            "{err}"
+        );
     }
 }

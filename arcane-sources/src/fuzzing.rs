@@ -388,6 +388,34 @@ fn decompressed(content: &[u8], compression: u8) -> io::Result<Box<dyn Read + Se
     })
 }
 
+/// Schema inference of a landing text file against its reference. Byte 0, bit 0: CSV (else
+/// NDJSON). CSV: bit 1 a header, bits 2–3 the delimiter (`,`, `;`, tab, `|`), bit 4 at most
+/// byte 1 records; inferred here and by `arrow_csv`: the same schema and count, or the same
+/// error. NDJSON: bits 1–2 the threads (1–4), bits 3–7 the block size (1 + 37 × n bytes);
+/// the fields `arrow_json` infers from every line parsed whole, and every non-blank line
+/// counted.
+pub fn text_infer(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 1 {
+        let delimiter = [b',', b';', b'\t', b'|'][usize::from((mode >> 2) & 3)];
+        let (max, text) = if mode & 0x10 != 0 {
+            match rest.split_first() {
+                Some((&n, text)) => (Some(usize::from(n)), text),
+                None => return,
+            }
+        } else {
+            (None, rest)
+        };
+        crate::blob_landing::infer_csv::csv_inference_agrees(text, mode & 2 != 0, delimiter, max);
+    } else {
+        let threads = 1 + usize::from((mode >> 1) & 3);
+        let block = 1 + 37 * usize::from(mode >> 3);
+        crate::blob_landing::text::ndjson_inference_agrees(rest, threads, block);
+    }
+}
+
 /// A landing text file read as the blob-landing source reads it (framing, blocks, decode
 /// threads, dead letters, progress). Byte 0 chooses: bits 0–1 the format (NDJSON, CSV with a
 /// header, CSV without), bits 2–3 the compression (none, gzip, zstd), bit 4 two decode

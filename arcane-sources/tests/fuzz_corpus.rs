@@ -21,6 +21,11 @@ fn csv_fast_corpus_replays() {
 }
 
 #[test]
+fn text_infer_corpus_replays() {
+    replay("text_infer", arcane_sources::fuzzing::text_infer);
+}
+
+#[test]
 fn blob_text_corpus_replays() {
     replay("blob_text", arcane_sources::fuzzing::blob_text);
 }

@@ -215,6 +215,21 @@ pub(crate) fn infer_csv_schema<R: Read>(
     Ok((Schema::new(fields), records))
 }
 
+/// `text` inferred here and by `arrow_csv` gives the same schema and record count, or the same
+/// error. Panics otherwise (the `text_infer` fuzz target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max: Option<usize>) {
+    let ours = infer_csv_schema(std::io::Cursor::new(text), header, delimiter, b'"', max)
+        .map_err(|e| e.to_string());
+    let arrow = arrow_csv::reader::Format::default()
+        .with_header(header)
+        .with_delimiter(delimiter)
+        .with_quote(b'"')
+        .infer_schema(std::io::Cursor::new(text), max)
+        .map_err(|e| e.to_string());
+    assert_eq!(ours, arrow);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

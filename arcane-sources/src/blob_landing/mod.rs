@@ -42,7 +42,7 @@
 mod config;
 pub(crate) mod event;
 mod fetch;
-mod infer_csv;
+pub(crate) mod infer_csv;
 mod listing;
 mod parquet_file;
 mod position;

@@ -908,6 +908,41 @@ fn infer_ndjson<R: Read>(
     }
 }
 
+/// NDJSON `text` inferred by `threads` threads in blocks of `block` bytes gives the fields
+/// that `arrow_json`'s inference gives over every line parsed whole (objects merged one by
+/// one, those that conflict left out), and counts every non-blank line; or both find no
+/// object. Panics otherwise (the `text_infer` fuzz target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn ndjson_inference_agrees(text: &[u8], threads: usize, block: usize) {
+    let mut want = JsonInference::default();
+    let mut lines = 0u64;
+    for line in text.split(|&b| b == b'\n') {
+        if is_blank(line) {
+            continue;
+        }
+        lines += 1;
+        if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice(line) {
+            want.add(std::slice::from_ref(&value));
+        }
+    }
+    let tap = ErrorTap {
+        inner: io::Cursor::new(text.to_vec()),
+        error: None,
+    };
+    match (infer_ndjson(tap, None, threads, block), want.fields) {
+        (Ok(got), Some(fields)) => {
+            assert_eq!(
+                got.schema.fields(),
+                &fields,
+                "{threads} threads, blocks of {block}"
+            );
+            assert_eq!(got.records, Some(lines));
+        }
+        (Err(_), None) => {}
+        (got, want) => panic!("inferred {got:?}, parsed whole {want:?}"),
+    }
+}
+
 /// The shape of a JSON value, as far as inference tells values apart.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Shape<'a> {
