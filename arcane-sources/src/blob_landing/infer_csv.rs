@@ -319,13 +319,8 @@ mod tests {
             "a\nb",
             "1\r\n2",
         ];
-        let mut state = 0x853c_49e6_748f_ea9b_u64;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = arcane_test_support::rng::SplitMix64(0x853c_49e6_748f_ea9b);
+        let mut next = move |n: usize| rng.between(0, n as u64) as usize;
         let quote = |v: &str| {
             if v.contains(['"', ',', '\n', '\r']) || v.starts_with(' ') {
                 format!("\"{}\"", v.replace('"', "\"\""))

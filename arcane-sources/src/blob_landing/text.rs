@@ -1413,13 +1413,8 @@ mod tests {
     /// inference gives when every record is parsed whole and merged one by one.
     #[test]
     fn nested_records_infer_what_whole_records_infer() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut rng = arcane_test_support::rng::SplitMix64(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| rng.between(0, n);
         fn value(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
             let top = if depth >= 3 { 6 } else { 9 };
             match next(top) {
