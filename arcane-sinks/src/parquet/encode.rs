@@ -20,6 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{FieldRef, SchemaRef};
@@ -132,7 +133,16 @@ impl EncodePool {
     /// Run `tasks` (at once on the pool's threads, or one after the other on the calling
     /// thread) and wait for all of them; their results in order. A task that panics gives an
     /// error with the panic's message, naming the task by the name it comes with.
-    async fn run<T: Send + 'static>(&self, tasks: Vec<(String, Task<T>)>) -> Vec<Result<T>> {
+    ///
+    /// `costs` (by task; missing ones count as 0) orders the tasks handed to the threads,
+    /// the costliest first, so that the longest task does not start last while the other
+    /// threads wait for it with nothing to do (a write returns when all its columns are
+    /// encoded).
+    async fn run<T: Send + 'static>(
+        &self,
+        tasks: Vec<(String, Task<T>)>,
+        costs: &[Duration],
+    ) -> Vec<Result<T>> {
         let Some(jobs) = &self.jobs else {
             return tasks
                 .into_iter()
@@ -141,11 +151,17 @@ impl EncodePool {
         };
         let n = tasks.len();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<T>)>();
-        let mut names = Vec::with_capacity(n);
-        for (i, (name, task)) in tasks.into_iter().enumerate() {
+        let names: Vec<String> = tasks.iter().map(|(name, _)| name.clone()).collect();
+        let mut tasks: Vec<_> = tasks.into_iter().map(|(_, task)| Some(task)).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        let cost = |i: usize| costs.get(i).copied().unwrap_or_default();
+        order.sort_by_key(|&i| std::cmp::Reverse(cost(i)));
+        for i in order {
+            let Some(task) = tasks[i].take() else {
+                continue;
+            };
             let tx = tx.clone();
-            let task_name = name.clone();
-            names.push(name);
+            let task_name = names[i].clone();
             let job: Job = Box::new(move || {
                 // The receiver is gone only when the caller stopped waiting.
                 let _ = tx.send((i, run_caught(&task_name, task)));
@@ -276,6 +292,9 @@ pub(crate) struct EncodeWriter<W> {
     max_rows: Option<usize>,
     max_bytes: Option<usize>,
     pool: Arc<EncodePool>,
+    /// How long each top-level column took to encode in the last write (the order in which
+    /// the next write's columns go to the pool).
+    costs: Vec<Duration>,
     upload: W,
     /// Why the file cannot be written any more: an encoding failed (its column writers are
     /// gone) or a write was abandoned while its columns were out on the pool.
@@ -331,6 +350,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             file,
             pending,
             factory,
+            costs: vec![Duration::ZERO; leaves.len()],
             schema,
             leaves,
             in_progress: None,
@@ -492,18 +512,23 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 let array = array.clone();
                 let name = format!("column {}", column.field.name());
                 let what = name.clone();
-                let task: Task<ColumnWriters> = Box::new(move || {
+                let task: Task<(ColumnWriters, Duration)> = Box::new(move || {
+                    let started = Instant::now();
                     column.write(&array).map_err(|e| in_column(&what, e))?;
-                    Ok(column)
+                    Ok((column, started.elapsed()))
                 });
                 (name, task)
             })
             .collect();
         let mut columns = Vec::with_capacity(self.leaves.len());
         let mut failure = None;
-        for result in self.pool.run(tasks).await {
+        let results = self.pool.run(tasks, &self.costs).await;
+        for (result, cost) in results.into_iter().zip(&mut self.costs) {
             match result {
-                Ok(c) => columns.push(c),
+                Ok((c, took)) => {
+                    columns.push(c);
+                    *cost = took;
+                }
                 Err(e) => _ = failure.get_or_insert(e),
             }
         }
@@ -545,7 +570,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             })
             .collect();
         let mut chunks = Vec::with_capacity(self.leaves.len());
-        for result in self.pool.run(tasks).await {
+        for result in self.pool.run(tasks, &self.costs).await {
             match result {
                 Ok(c) => chunks.push(c),
                 Err(e) => {
@@ -878,17 +903,53 @@ mod tests {
                     Box::new(|| Err(ParquetError::General("bad".into()))),
                 ),
             ];
-            let out = pool.run(tasks).await;
+            let out = pool.run(tasks, &[]).await;
             assert_eq!(out.len(), 3);
             assert_eq!(*out[0].as_ref().expect("one"), 1);
             let e = out[1].as_ref().expect_err("panic").to_string();
             assert!(e.contains("encoding two panicked: boom"), "{e}");
             assert!(out[2].is_err());
             let again = pool
-                .run(vec![("four".into(), Box::new(|| Ok(4_u32)) as Task<u32>)])
+                .run(
+                    vec![("four".into(), Box::new(|| Ok(4_u32)) as Task<u32>)],
+                    &[],
+                )
                 .await;
             assert_eq!(*again[0].as_ref().expect("four"), 4);
         }
+    }
+
+    #[tokio::test]
+    async fn the_costliest_tasks_start_first_and_results_keep_their_order() {
+        // Two threads and three tasks: the two costliest hold both threads until each has
+        // started (a barrier), so the cheapest must start last. In the order given, the
+        // cheapest (first) would start first.
+        let pool = EncodePool::new(2).expect("pool");
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let tasks: Vec<(String, Task<usize>)> = (0..3)
+            .map(|i| {
+                let (started, barrier) = (started.clone(), barrier.clone());
+                let task: Task<usize> = Box::new(move || {
+                    started.lock().expect("log").push(i);
+                    if i > 0 {
+                        barrier.wait();
+                    }
+                    Ok(i * 10)
+                });
+                (format!("task {i}"), task)
+            })
+            .collect();
+        let costs = [
+            Duration::from_millis(1),
+            Duration::from_millis(30),
+            Duration::from_millis(20),
+        ];
+        let out = pool.run(tasks, &costs).await;
+        let out: Vec<usize> = out.into_iter().map(|r| r.expect("ok")).collect();
+        assert_eq!(out, vec![0, 10, 20]);
+        let started = started.lock().expect("log").clone();
+        assert_eq!(started.last(), Some(&0), "start order {started:?}");
     }
 
     #[tokio::test]
@@ -898,7 +959,7 @@ mod tests {
         let live = pool.live.clone();
         assert_eq!(live.load(Ordering::SeqCst), 3);
         let _ = pool
-            .run(vec![("x".into(), Box::new(|| Ok(())) as Task<()>)])
+            .run(vec![("x".into(), Box::new(|| Ok(())) as Task<()>)], &[])
             .await;
         drop(pool);
         assert_eq!(live.load(Ordering::SeqCst), 0);
