@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::grouped_within::{GroupLimits, GroupedWithin};
 use crate::kill_switch::KillSwitch;
 use crate::metrics::{self as m, MetricLabels};
-use crate::position::{Checkpoint, PositionedBatch};
+use crate::position::{Checkpoint, Group, PositionedBatch};
 use crate::sink::{Commit, Sink, SinkContext};
 use crate::source::{Source, SourceStart};
 
@@ -452,40 +452,58 @@ impl Driver<'_> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.reset();
 
+        // The next group, taken from the source while the sink was writing the one before
+        // (`None` inside: the source had ended).
+        let mut ready: Option<Option<Result<Group>>> = None;
         let result: Result<()> = async {
             loop {
-                tokio::select! {
-                    group = groups.next() => match group {
-                        None => return Ok(()),
-                        Some(group) => {
-                            let mut group = group?;
-                            let received = group.batch.num_rows() as u64;
-                            // Judge the budget before anything of this group is committed.
-                            tally.add_read(received, &group.dead_letters)?;
-                            let letters = group.dead_letters.len() as u64;
-                            if !sink_stores_letters && !group.dead_letters.is_empty() {
-                                let letters = std::mem::take(&mut group.dead_letters);
-                                dead_letter_sink.write(&self.ctx.stream_id, letters).await?;
-                            }
-                            for f in &after_group {
-                                group.batch = f(group.batch)?;
-                            }
-                            batch_rows.record(group.batch.num_rows() as f64);
-                            acker.in_flight.push_back(InFlight {
-                                checkpoint: group.checkpoint.clone(),
-                                rows: received,
-                                letters,
-                            });
-                            if let Some(commit) = sink.write(group).await? {
+                let group = match ready.take() {
+                    Some(group) => group,
+                    None => tokio::select! {
+                        group = groups.next() => group,
+                        _ = ticker.tick() => {
+                            if let Some(commit) = sink.tick().await? {
                                 self.on_commit(&mut acker, commit).await?;
                             }
+                            continue;
                         }
                     },
-                    _ = ticker.tick() => {
-                        if let Some(commit) = sink.tick().await? {
-                            self.on_commit(&mut acker, commit).await?;
-                        }
+                };
+                let Some(group) = group else {
+                    return Ok(());
+                };
+                let mut group = group?;
+                let received = group.batch.num_rows() as u64;
+                // Judge the budget before anything of this group is committed.
+                tally.add_read(received, &group.dead_letters)?;
+                let letters = group.dead_letters.len() as u64;
+                if !sink_stores_letters && !group.dead_letters.is_empty() {
+                    let letters = std::mem::take(&mut group.dead_letters);
+                    dead_letter_sink.write(&self.ctx.stream_id, letters).await?;
+                }
+                for f in &after_group {
+                    group.batch = f(group.batch)?;
+                }
+                batch_rows.record(group.batch.num_rows() as f64);
+                acker.in_flight.push_back(InFlight {
+                    checkpoint: group.checkpoint.clone(),
+                    rows: received,
+                    letters,
+                });
+                // While the sink writes this group, the next one is read, decoded and
+                // grouped (one group ahead, no more): the source does not wait for the sink,
+                // nor the sink for the source, as long as either has work.
+                let write = sink.write(group);
+                let mut write = std::pin::pin!(write);
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        group = groups.next(), if ready.is_none() => ready = Some(group),
                     }
+                };
+                if let Some(commit) = written? {
+                    self.on_commit(&mut acker, commit).await?;
                 }
             }
         }

@@ -50,8 +50,10 @@ pub struct Commit {
 /// * [`Sink::open`] recovers: it cleans up anything a crashed run left uncommitted and returns the
 ///   checkpoint of the last commit, which the source resumes from.
 /// * [`Sink::write`] receives groups in order (one call per group of thousands of rows, not per
-///   source batch). It may buffer; when it makes rows durable (e.g. closes a file) it returns a
-///   [`Commit`] whose checkpoint covers every row written so far that is now durable.
+///   source batch), one call at a time; while a call runs, the graph reads and groups the next
+///   group (at most one ahead). It may buffer; when it makes rows durable (e.g. closes a file)
+///   it returns a [`Commit`] whose checkpoint covers every row written so far that is now
+///   durable.
 /// * [`Sink::flush`] makes everything written so far durable (graceful shutdown, end of a
 ///   backfill) and returns the commit, or `None` when nothing was pending.
 /// * A commit and its checkpoint become durable **atomically** (manifest entry written with the

@@ -486,3 +486,157 @@ impl arcane_core::Source for SkipsOnResume {
         self.0.commit(checkpoint).await
     }
 }
+
+/// The generator, counting the batches the graph has taken from it, and failing with a
+/// source error after `fail_after` batches when set.
+#[derive(Debug)]
+struct CountedSource {
+    inner: GeneratorSource,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    fail_after: Option<usize>,
+}
+
+#[arcane_core::async_trait]
+impl arcane_core::Source for CountedSource {
+    fn name(&self) -> String {
+        "counted".into()
+    }
+    async fn open(
+        &mut self,
+        start: arcane_core::SourceStart,
+    ) -> arcane_core::Result<arcane_core::PositionedStream> {
+        use futures::StreamExt;
+        let (taken, fail_after) = (self.taken.clone(), self.fail_after);
+        let stream = self.inner.open(start).await?;
+        Ok(stream
+            .map(move |item| {
+                let n = taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                match fail_after {
+                    Some(after) if n > after => Err(Error::source_transient(
+                        "counted",
+                        format!("the server hung up after {after} batches"),
+                        std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                    )),
+                    _ => item,
+                }
+            })
+            .boxed())
+    }
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
+        self.inner.commit(checkpoint).await
+    }
+}
+
+/// A sink whose first write lasts until the source has given `batches` batches (or 5 s have
+/// passed), recording what it saw.
+#[derive(Debug)]
+struct SlowFirstWrite {
+    inner: MemorySink,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    batches: usize,
+    seen_during_first_write: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+}
+
+#[arcane_core::async_trait]
+impl arcane_core::Sink for SlowFirstWrite {
+    fn name(&self) -> String {
+        "slow-first-write".into()
+    }
+    async fn open(
+        &mut self,
+        ctx: &arcane_core::SinkContext,
+    ) -> arcane_core::Result<Option<Checkpoint>> {
+        self.inner.open(ctx).await
+    }
+    async fn write(
+        &mut self,
+        group: arcane_core::Group,
+    ) -> arcane_core::Result<Option<arcane_core::Commit>> {
+        let mut seen = self.seen_during_first_write.lock().unwrap().take();
+        if seen.is_none() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let taken = || self.taken.load(std::sync::atomic::Ordering::SeqCst);
+            while taken() < self.batches && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            seen = Some(taken());
+        }
+        *self.seen_during_first_write.lock().unwrap() = seen;
+        self.inner.write(group).await
+    }
+    async fn flush(&mut self) -> arcane_core::Result<Option<arcane_core::Commit>> {
+        self.inner.flush().await
+    }
+}
+
+#[tokio::test]
+async fn the_next_group_is_read_while_the_sink_writes_one_group_not_more() {
+    // Groups of 500 rows from batches of 100: while the sink writes the first group, the
+    // graph takes the second group's five batches from the source (decoding and encoding
+    // overlap) and then stops: one group ahead and the batch that does not fit in it.
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let inner = MemorySink::new();
+    let store = inner.store();
+    let sink = SlowFirstWrite {
+        inner,
+        taken: taken.clone(),
+        batches: 10,
+        seen_during_first_write: seen.clone(),
+    };
+    let source = CountedSource {
+        inner: GeneratorSource::new(2_000, 100),
+        taken: taken.clone(),
+        fail_after: None,
+    };
+    let report = StreamGraph::from_source(source)
+        .grouped_within(limits(500, Duration::from_secs(60)))
+        .to_sink(sink)
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await;
+    assert_eq!(report.outcome.unwrap(), Completion::Finished);
+    let seen = seen.lock().unwrap().expect("the sink wrote");
+    assert!(
+        (10..=11).contains(&seen),
+        "batches taken from the source while the first group was written: {seen}"
+    );
+    assert_eq!(committed_ids(&store), (0..2_000).collect::<Vec<_>>());
+    assert_eq!(report.summary.rows_committed, 2_000);
+}
+
+#[tokio::test]
+async fn a_source_error_read_during_a_write_comes_after_that_group_commits() {
+    // The source fails while the sink writes the first group: the group is committed, the
+    // rows after it are not, and the run reports the source's error.
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = MemorySink::new();
+    let store = inner.store();
+    let sink = SlowFirstWrite {
+        inner,
+        taken: taken.clone(),
+        batches: 8,
+        seen_during_first_write: Default::default(),
+    };
+    let source = CountedSource {
+        inner: GeneratorSource::new(2_000, 100),
+        taken: taken.clone(),
+        fail_after: Some(7),
+    };
+    let report = StreamGraph::from_source(source)
+        .grouped_within(limits(500, Duration::from_secs(60)))
+        .to_sink(sink)
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await;
+    let err = report.outcome.unwrap_err();
+    assert!(err.to_string().contains("hung up after 7 batches"), "{err}");
+    assert_eq!(err.exit_code(), ExitCode::Restart, "{err}");
+    // The first group; the two batches of the second read before the error are neither
+    // committed nor acked: the restart reads them again.
+    assert_eq!(committed_ids(&store), (0..500).collect::<Vec<_>>());
+    assert_eq!(report.summary.rows_committed, 500);
+    assert_eq!(report.summary.rows_incoming, 700);
+    assert_eq!(report.summary.rows_uncommitted, 200);
+    assert_eq!(report.summary.last_checkpoint, Some(at(500)));
+}
