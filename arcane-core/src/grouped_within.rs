@@ -22,10 +22,11 @@ pub const DEFAULT_ROWS_PER_GROUP: usize = 10_000;
 /// Default grouping interval (the platform's `groupingIntervalSeconds`).
 pub const DEFAULT_GROUPING_INTERVAL: Duration = Duration::from_secs(15);
 /// Default upper bound on a group's in-memory (Arrow) size for the built-in kinds (the
-/// platform's `groupMaxBytes`): 16 MiB. A group of wide rows (1.3 KB each, 120 columns) held
+/// platform's `groupMaxBytes`): 8 MiB. A group of wide rows (1.3 KB each, 120 columns) held
 /// 85 MB at 65 536 rows; bounded in bytes, the landing benchmark's peak RSS halved and it ran
-/// faster (benches/README.md).
-pub const DEFAULT_GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// faster (benches/README.md). The graph holds up to two groups (the one the sink writes and
+/// the next, read meanwhile): 8 MiB each keeps the memory of one 16 MiB group.
+pub const DEFAULT_GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Limits of a group: whichever is reached first closes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,9 +33,10 @@ pub const FILES_LATE: &str = "arcane.stream.files.late";
 /// Batches decoded ahead of the consumer, per stage (file reader → source → graph).
 ///
 /// Decoding runs on a blocking thread (NDJSON/CSV) or its own task (Parquet), so it overlaps
-/// with the sink's encoding; this bound keeps memory at a few batches. Reading several files
+/// with the sink's encoding; this bound keeps memory at a few batches (the graph itself takes
+/// the next group while the sink writes one, so that is where the slack is). Reading several files
 /// at once would plug in here: start the next file's reader while the current one drains.
-const DECODE_AHEAD_BATCHES: usize = 2;
+const DECODE_AHEAD_BATCHES: usize = 1;
 
 /// Reads files that land under an object-store prefix (NDJSON, CSV, Parquet; gzip/zstd) and
 /// yields them as Arrow batches.
