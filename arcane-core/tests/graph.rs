@@ -39,18 +39,26 @@ fn at(rows: u64) -> Checkpoint {
     Checkpoint::at(Position::encode(&GeneratorPosition { rows }).unwrap())
 }
 
+/// A backfill from `source` to `sink` in groups of 500 rows.
+async fn backfill_in_groups_of_500(
+    source: impl arcane_core::Source,
+    sink: impl arcane_core::Sink,
+) -> arcane_core::RunReport {
+    StreamGraph::from_source(source)
+        .grouped_within(limits(500, Duration::from_secs(60)))
+        .to_sink(sink)
+        .run(&ctx().with_backfill("b1"))
+        .join()
+        .await
+}
+
 #[tokio::test]
 async fn a_backfill_runs_to_the_end_and_commits_everything() {
     let sink = MemorySink::new();
     let store = sink.store();
     let source = GeneratorSource::new(1_050, 100);
     let acked = source.acked();
-    let report = StreamGraph::from_source(source)
-        .grouped_within(limits(500, Duration::from_secs(60)))
-        .to_sink(sink)
-        .run(&ctx().with_backfill("b1"))
-        .join()
-        .await;
+    let report = backfill_in_groups_of_500(source, sink).await;
     assert_eq!(report.outcome.unwrap(), Completion::Finished);
     assert_eq!(committed_ids(&store), (0..1_050).collect::<Vec<_>>());
     assert_eq!(report.summary.rows_committed, 1_050);
@@ -215,39 +223,37 @@ async fn memory_sink_conforms() {
     .await;
 }
 
-/// The generator with `per_batch` dead letters attached to each batch (as a source that
-/// rejects records between its positions would).
-#[derive(Debug)]
-struct PickySource {
+/// What a [`MappedSource`] does to each item of the generator's stream.
+type ItemMap = std::sync::Arc<
+    dyn Fn(
+            arcane_core::Result<arcane_core::PositionedBatch>,
+        ) -> arcane_core::Result<arcane_core::PositionedBatch>
+        + Send
+        + Sync,
+>;
+
+/// The generator with each item of its stream mapped, recording its acks in `order`.
+struct MappedSource {
     inner: GeneratorSource,
-    per_batch: usize,
+    map: ItemMap,
     order: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl PickySource {
-    fn new(inner: GeneratorSource, per_batch: usize) -> Self {
+impl MappedSource {
+    fn new(inner: GeneratorSource, map: ItemMap) -> Self {
         Self {
             inner,
-            per_batch,
+            map,
             order: Default::default(),
         }
     }
-}
 
-#[arcane_core::async_trait]
-impl arcane_core::Source for PickySource {
-    fn name(&self) -> String {
-        "picky".into()
-    }
-    async fn open(
-        &mut self,
-        start: arcane_core::SourceStart,
-    ) -> arcane_core::Result<arcane_core::PositionedStream> {
-        use futures::StreamExt;
-        let per_batch = self.per_batch;
-        let stream = self.inner.open(start).await?;
-        Ok(stream
-            .map(move |item| {
+    /// `per_batch` dead letters attached to each batch (as a source that rejects records
+    /// between its positions would).
+    fn picky(inner: GeneratorSource, per_batch: usize) -> Self {
+        Self::new(
+            inner,
+            std::sync::Arc::new(move |item| {
                 let item = item?;
                 let pos = item.position.0.to_string();
                 let letters = (0..per_batch)
@@ -257,8 +263,55 @@ impl arcane_core::Source for PickySource {
                     })
                     .collect();
                 Ok(item.with_dead_letters(letters))
-            })
-            .boxed())
+            }),
+        )
+    }
+
+    /// Counts the batches the graph has taken in `taken`, and fails with a source error
+    /// after `fail_after` batches when set.
+    fn counted(
+        inner: GeneratorSource,
+        taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail_after: Option<usize>,
+    ) -> Self {
+        Self::new(
+            inner,
+            std::sync::Arc::new(move |item| {
+                let n = taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                match fail_after {
+                    Some(after) if n > after => Err(Error::source_transient(
+                        "counted",
+                        format!("the server hung up after {after} batches"),
+                        std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                    )),
+                    _ => item,
+                }
+            }),
+        )
+    }
+}
+
+impl std::fmt::Debug for MappedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedSource")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[arcane_core::async_trait]
+impl arcane_core::Source for MappedSource {
+    fn name(&self) -> String {
+        "mapped".into()
+    }
+    async fn open(
+        &mut self,
+        start: arcane_core::SourceStart,
+    ) -> arcane_core::Result<arcane_core::PositionedStream> {
+        use futures::StreamExt;
+        let map = self.map.clone();
+        let stream = self.inner.open(start).await?;
+        Ok(stream.map(move |item| map(item)).boxed())
     }
     async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
         self.order
@@ -287,43 +340,97 @@ impl arcane_core::DeadLetterSink for RecordingDeadLetters {
     }
 }
 
-/// A sink that does not store dead letters itself (the graph writes them).
-#[derive(Debug)]
-struct PlainSink(MemorySink);
+/// What a [`HookedSink`] runs before each write (the group it is given).
+type BeforeWrite =
+    Box<dyn FnMut(&arcane_core::Group) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A [`MemorySink`] that does not store dead letters itself (the graph writes them) and runs
+/// a hook before each write.
+struct HookedSink {
+    inner: MemorySink,
+    before_write: BeforeWrite,
+}
+
+impl HookedSink {
+    /// Asserts that the graph wrote the dead letters (the sink does not store them).
+    fn plain() -> Self {
+        Self {
+            inner: MemorySink::new(),
+            before_write: Box::new(|group| {
+                assert!(
+                    group.dead_letters.is_empty(),
+                    "the graph writes dead letters for sinks that do not store them"
+                );
+                Box::pin(async {})
+            }),
+        }
+    }
+
+    /// The first write lasts until the source has given `batches` batches (counted in
+    /// `taken`) or 5 s have passed; how many it had given then goes to `seen`.
+    fn slow_first_write(
+        taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        batches: usize,
+        seen: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+    ) -> Self {
+        let mut first = true;
+        Self {
+            inner: MemorySink::new(),
+            before_write: Box::new(move |_| {
+                let (taken, seen, wait) = (taken.clone(), seen.clone(), first);
+                first = false;
+                Box::pin(async move {
+                    if !wait {
+                        return;
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    let given = || taken.load(std::sync::atomic::Ordering::SeqCst);
+                    while given() < batches && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    *seen.lock().unwrap() = Some(given());
+                })
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for HookedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedSink").finish_non_exhaustive()
+    }
+}
 
 #[arcane_core::async_trait]
-impl arcane_core::Sink for PlainSink {
+impl arcane_core::Sink for HookedSink {
     fn name(&self) -> String {
-        "plain".into()
+        "hooked".into()
     }
     async fn open(
         &mut self,
         ctx: &arcane_core::SinkContext,
     ) -> arcane_core::Result<Option<Checkpoint>> {
-        self.0.open(ctx).await
+        self.inner.open(ctx).await
     }
     async fn write(
         &mut self,
         group: arcane_core::Group,
     ) -> arcane_core::Result<Option<arcane_core::Commit>> {
-        assert!(
-            group.dead_letters.is_empty(),
-            "the graph writes dead letters for sinks that do not store them"
-        );
-        self.0.write(group).await
+        (self.before_write)(&group).await;
+        self.inner.write(group).await
     }
     async fn flush(&mut self) -> arcane_core::Result<Option<arcane_core::Commit>> {
-        self.0.flush().await
+        self.inner.flush().await
     }
 }
 
 #[tokio::test]
 async fn without_a_storing_sink_dead_letters_are_written_before_their_group() {
-    let source = PickySource::new(GeneratorSource::new(300, 100), 1);
+    let source = MappedSource::picky(GeneratorSource::new(300, 100), 1);
     let order = source.order.clone();
     let report = StreamGraph::from_source(source)
         .grouped_within(limits(200, Duration::from_secs(60)))
-        .to_sink(PlainSink(MemorySink::new()))
+        .to_sink(HookedSink::plain())
         .dead_letter_to(RecordingDeadLetters(order.clone()))
         .with_dead_letter_budget(DeadLetterBudget::unlimited())
         .run(&ctx())
@@ -349,7 +456,7 @@ async fn dead_letters_commit_with_their_rows_once_across_a_restart() {
     // last row. The second group's write fails ("crash"); the rerun resumes inside that batch
     // and must not repeat the letters of the first commit.
     let store = MemoryStoreHandle::default();
-    let first = StreamGraph::from_source(PickySource::new(GeneratorSource::new(300, 100), 1))
+    let first = StreamGraph::from_source(MappedSource::picky(GeneratorSource::new(300, 100), 1))
         .grouped_within(limits(150, Duration::from_secs(60)))
         .to_sink(MemorySink::with_store(store.clone()).fail_after_writes(1))
         .with_dead_letter_budget(DeadLetterBudget::unlimited())
@@ -362,7 +469,7 @@ async fn dead_letters_commit_with_their_rows_once_across_a_restart() {
     assert_eq!(store.dead_letters().len(), 1);
     assert_eq!(first.summary.rows_dead_lettered, 1);
 
-    let second = StreamGraph::from_source(PickySource::new(GeneratorSource::new(300, 100), 1))
+    let second = StreamGraph::from_source(MappedSource::picky(GeneratorSource::new(300, 100), 1))
         .grouped_within(limits(150, Duration::from_secs(60)))
         .to_sink(MemorySink::with_store(store.clone()))
         .with_dead_letter_budget(DeadLetterBudget::unlimited())
@@ -390,7 +497,7 @@ async fn a_dead_letter_flood_fails_the_run_without_committing_the_group_over_bud
     // (20 in 1020) crosses it.
     let sink = MemorySink::new();
     let store = sink.store();
-    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(5_000, 100), 2))
+    let report = StreamGraph::from_source(MappedSource::picky(GeneratorSource::new(5_000, 100), 2))
         .grouped_within(limits(500, Duration::from_secs(60)))
         .to_sink(sink)
         .run(&ctx().with_backfill("b1"))
@@ -416,7 +523,7 @@ async fn a_small_run_with_more_bad_records_than_its_floor_fails_and_commits_noth
     // 212 records, 12 dead letters: more than 1 % of the 1000-record floor.
     let sink = MemorySink::new();
     let store = sink.store();
-    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(200, 100), 6))
+    let report = StreamGraph::from_source(MappedSource::picky(GeneratorSource::new(200, 100), 6))
         .grouped_within(limits(1_000, Duration::from_secs(60)))
         .to_sink(sink)
         .run(&ctx().with_backfill("b1"))
@@ -430,7 +537,7 @@ async fn a_small_run_with_more_bad_records_than_its_floor_fails_and_commits_noth
     // The same run within an explicit budget succeeds and commits the letters with the rows.
     let sink = MemorySink::new();
     let store = sink.store();
-    let report = StreamGraph::from_source(PickySource::new(GeneratorSource::new(200, 100), 6))
+    let report = StreamGraph::from_source(MappedSource::picky(GeneratorSource::new(200, 100), 6))
         .grouped_within(limits(1_000, Duration::from_secs(60)))
         .to_sink(sink)
         .with_dead_letter_budget(DeadLetterBudget {
@@ -487,88 +594,6 @@ impl arcane_core::Source for SkipsOnResume {
     }
 }
 
-/// The generator, counting the batches the graph has taken from it, and failing with a
-/// source error after `fail_after` batches when set.
-#[derive(Debug)]
-struct CountedSource {
-    inner: GeneratorSource,
-    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    fail_after: Option<usize>,
-}
-
-#[arcane_core::async_trait]
-impl arcane_core::Source for CountedSource {
-    fn name(&self) -> String {
-        "counted".into()
-    }
-    async fn open(
-        &mut self,
-        start: arcane_core::SourceStart,
-    ) -> arcane_core::Result<arcane_core::PositionedStream> {
-        use futures::StreamExt;
-        let (taken, fail_after) = (self.taken.clone(), self.fail_after);
-        let stream = self.inner.open(start).await?;
-        Ok(stream
-            .map(move |item| {
-                let n = taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                match fail_after {
-                    Some(after) if n > after => Err(Error::source_transient(
-                        "counted",
-                        format!("the server hung up after {after} batches"),
-                        std::io::Error::from(std::io::ErrorKind::ConnectionReset),
-                    )),
-                    _ => item,
-                }
-            })
-            .boxed())
-    }
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> arcane_core::Result<()> {
-        self.inner.commit(checkpoint).await
-    }
-}
-
-/// A sink whose first write lasts until the source has given `batches` batches (or 5 s have
-/// passed), recording what it saw.
-#[derive(Debug)]
-struct SlowFirstWrite {
-    inner: MemorySink,
-    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    batches: usize,
-    seen_during_first_write: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
-}
-
-#[arcane_core::async_trait]
-impl arcane_core::Sink for SlowFirstWrite {
-    fn name(&self) -> String {
-        "slow-first-write".into()
-    }
-    async fn open(
-        &mut self,
-        ctx: &arcane_core::SinkContext,
-    ) -> arcane_core::Result<Option<Checkpoint>> {
-        self.inner.open(ctx).await
-    }
-    async fn write(
-        &mut self,
-        group: arcane_core::Group,
-    ) -> arcane_core::Result<Option<arcane_core::Commit>> {
-        let mut seen = self.seen_during_first_write.lock().unwrap().take();
-        if seen.is_none() {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            let taken = || self.taken.load(std::sync::atomic::Ordering::SeqCst);
-            while taken() < self.batches && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            seen = Some(taken());
-        }
-        *self.seen_during_first_write.lock().unwrap() = seen;
-        self.inner.write(group).await
-    }
-    async fn flush(&mut self) -> arcane_core::Result<Option<arcane_core::Commit>> {
-        self.inner.flush().await
-    }
-}
-
 #[tokio::test]
 async fn the_next_group_is_read_while_the_sink_writes_one_group_not_more() {
     // Groups of 500 rows from batches of 100: while the sink writes the first group, the
@@ -576,25 +601,10 @@ async fn the_next_group_is_read_while_the_sink_writes_one_group_not_more() {
     // overlap) and then stops: one group ahead and the batch that does not fit in it.
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let inner = MemorySink::new();
-    let store = inner.store();
-    let sink = SlowFirstWrite {
-        inner,
-        taken: taken.clone(),
-        batches: 10,
-        seen_during_first_write: seen.clone(),
-    };
-    let source = CountedSource {
-        inner: GeneratorSource::new(2_000, 100),
-        taken: taken.clone(),
-        fail_after: None,
-    };
-    let report = StreamGraph::from_source(source)
-        .grouped_within(limits(500, Duration::from_secs(60)))
-        .to_sink(sink)
-        .run(&ctx().with_backfill("b1"))
-        .join()
-        .await;
+    let sink = HookedSink::slow_first_write(taken.clone(), 10, seen.clone());
+    let store = sink.inner.store();
+    let source = MappedSource::counted(GeneratorSource::new(2_000, 100), taken.clone(), None);
+    let report = backfill_in_groups_of_500(source, sink).await;
     assert_eq!(report.outcome.unwrap(), Completion::Finished);
     let seen = seen.lock().unwrap().expect("the sink wrote");
     assert!(
@@ -610,25 +620,10 @@ async fn a_source_error_read_during_a_write_comes_after_that_group_commits() {
     // The source fails while the sink writes the first group: the group is committed, the
     // rows after it are not, and the run reports the source's error.
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let inner = MemorySink::new();
-    let store = inner.store();
-    let sink = SlowFirstWrite {
-        inner,
-        taken: taken.clone(),
-        batches: 8,
-        seen_during_first_write: Default::default(),
-    };
-    let source = CountedSource {
-        inner: GeneratorSource::new(2_000, 100),
-        taken: taken.clone(),
-        fail_after: Some(7),
-    };
-    let report = StreamGraph::from_source(source)
-        .grouped_within(limits(500, Duration::from_secs(60)))
-        .to_sink(sink)
-        .run(&ctx().with_backfill("b1"))
-        .join()
-        .await;
+    let sink = HookedSink::slow_first_write(taken.clone(), 8, Default::default());
+    let store = sink.inner.store();
+    let source = MappedSource::counted(GeneratorSource::new(2_000, 100), taken.clone(), Some(7));
+    let report = backfill_in_groups_of_500(source, sink).await;
     let err = report.outcome.unwrap_err();
     assert!(err.to_string().contains("hung up after 7 batches"), "{err}");
     assert_eq!(err.exit_code(), ExitCode::Restart, "{err}");
