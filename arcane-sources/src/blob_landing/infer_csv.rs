@@ -39,13 +39,7 @@ fn value_bits(patterns: &RegexSet, value: &str) -> u16 {
     let bytes = value.as_bytes();
     match ascii_number(bytes) {
         // Only the integer pattern (index 1) matches: the boolean one needs letters.
-        Some(Number::Integer) => {
-            return if value.len() >= 19 && value.parse::<i64>().is_err() {
-                UTF8
-            } else {
-                INTEGER
-            };
-        }
+        Some(Number::Integer) => return integer_bits(value),
         // Only the float pattern (index 2): a '.' or an exponent rules out 0 and 1.
         Some(Number::Float) => return FLOAT,
         None => {}
@@ -62,16 +56,21 @@ fn value_bits(patterns: &RegexSet, value: &str) -> u16 {
         _ => true,
     };
     if could_match && let Some(m) = patterns.matches(value).into_iter().next() {
-        return if m == 1 && value.len() >= 19 && value.parse::<i64>().is_err() {
-            UTF8
-        } else {
-            1 << m
-        };
+        return if m == 1 { integer_bits(value) } else { 1 << m };
     }
     if matches!(value, "NaN" | "nan" | "inf" | "-inf") {
         FLOAT
     } else {
         UTF8
+    }
+}
+
+/// The bit of a value the integer pattern matches: a string when it overflows `i64`.
+fn integer_bits(value: &str) -> u16 {
+    if value.len() >= 19 && value.parse::<i64>().is_err() {
+        UTF8
+    } else {
+        INTEGER
     }
 }
 
@@ -215,10 +214,15 @@ pub(crate) fn infer_csv_schema<R: Read>(
     Ok((Schema::new(fields), records))
 }
 
-/// `text` inferred here and by `arrow_csv` gives the same schema and record count, or the same
-/// error. Panics otherwise (the `text_infer` fuzz target).
-#[cfg(feature = "fuzzing")]
-pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max: Option<usize>) {
+/// What `text` infers here and what `arrow_csv` infers from it (schema and record count, or
+/// the error's message), in that order.
+#[cfg(any(test, feature = "fuzzing"))]
+type Inferences = [Result<(Schema, usize), String>; 2];
+
+/// `text` inferred here and by `arrow_csv`, with `"` for quotes (the differential tests and
+/// the `text_infer` fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+fn ours_and_arrows(text: &[u8], header: bool, delimiter: u8, max: Option<usize>) -> Inferences {
     let ours = infer_csv_schema(std::io::Cursor::new(text), header, delimiter, b'"', max)
         .map_err(|e| e.to_string());
     let arrow = arrow_csv::reader::Format::default()
@@ -227,6 +231,14 @@ pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max
         .with_quote(b'"')
         .infer_schema(std::io::Cursor::new(text), max)
         .map_err(|e| e.to_string());
+    [ours, arrow]
+}
+
+/// `text` inferred here and by `arrow_csv` gives the same schema and record count, or the same
+/// error. Panics otherwise (the `text_infer` fuzz target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max: Option<usize>) {
+    let [ours, arrow] = ours_and_arrows(text, header, delimiter, max);
     assert_eq!(ours, arrow);
 }
 
@@ -234,25 +246,9 @@ pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max
 mod tests {
     use super::*;
 
-    /// `arrow_csv`'s inference of `text`.
-    fn arrow(text: &str, header: bool, max: Option<usize>) -> Result<(Schema, usize), String> {
-        arrow_csv::reader::Format::default()
-            .with_header(header)
-            .with_delimiter(b',')
-            .with_quote(b'"')
-            .infer_schema(std::io::Cursor::new(text.as_bytes()), max)
-            .map_err(|e| e.to_string())
-    }
-
-    fn ours(text: &str, header: bool, max: Option<usize>) -> Result<(Schema, usize), String> {
-        infer_csv_schema(
-            std::io::Cursor::new(text.as_bytes()),
-            header,
-            b',',
-            b'"',
-            max,
-        )
-        .map_err(|e| e.to_string())
+    /// Comma-separated `text` inferred here and by `arrow_csv`.
+    fn both(text: &str, header: bool, max: Option<usize>) -> Inferences {
+        ours_and_arrows(text.as_bytes(), header, b',', max)
     }
 
     /// Values that look like numbers, booleans, dates and timestamps (and almost do), in every
@@ -358,9 +354,9 @@ mod tests {
                 text.push('\n');
             }
             let max = (next(3) == 0).then(|| next(20));
+            let [ours, arrow] = both(&text, header, max);
             assert_eq!(
-                ours(&text, header, max),
-                arrow(&text, header, max),
+                ours, arrow,
                 "trial {trial}, header {header}, max {max:?}:\n{text}"
             );
         }
@@ -393,7 +389,8 @@ mod tests {
             "inf",
         ] {
             let text = format!("h\n{value}\n");
-            assert_eq!(ours(&text, true, None), arrow(&text, true, None), "{value}");
+            let [ours, arrow] = both(&text, true, None);
+            assert_eq!(ours, arrow, "{value}");
         }
     }
 

@@ -738,13 +738,14 @@ fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &m
             inference.objects += 1;
             continue;
         }
-        if known.contains(&shape) || pending.contains(&shape) {
+        let hash = shape.hashed();
+        if known.contains(hash, &shape) || pending.contains(hash, &shape) {
             inference.objects += 1;
             previous = Some(shape);
             continue;
         }
         chunk.push(shape.representative());
-        pending.insert(shape.clone());
+        pending.insert(hash, shape.clone());
         previous = Some(shape);
         if chunk.len() >= INFER_CHUNK {
             merge_chunk(inference, &mut chunk, &mut pending, &mut known);
@@ -914,17 +915,7 @@ fn infer_ndjson<R: Read>(
 /// object. Panics otherwise (the `text_infer` fuzz target).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn ndjson_inference_agrees(text: &[u8], threads: usize, block: usize) {
-    let mut want = JsonInference::default();
-    let mut lines = 0u64;
-    for line in text.split(|&b| b == b'\n') {
-        if is_blank(line) {
-            continue;
-        }
-        lines += 1;
-        if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice(line) {
-            want.add(std::slice::from_ref(&value));
-        }
-    }
+    let (want, lines) = inferred_whole(text);
     let tap = ErrorTap {
         inner: io::Cursor::new(text.to_vec()),
         error: None,
@@ -941,6 +932,26 @@ pub(crate) fn ndjson_inference_agrees(text: &[u8], threads: usize, block: usize)
         (Err(_), None) => {}
         (got, want) => panic!("inferred {got:?}, parsed whole {want:?}"),
     }
+}
+
+/// What `arrow_json`'s inference makes of every non-blank line of `text` parsed whole into a
+/// `serde_json::Value` (objects merged one by one, those that conflict left out; other lines
+/// skipped), and how many non-blank lines there are: the reference of the differential tests
+/// and the `text_infer` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+fn inferred_whole(text: &[u8]) -> (JsonInference, u64) {
+    let mut want = JsonInference::default();
+    let mut lines = 0u64;
+    for line in text.split(|&b| b == b'\n') {
+        if is_blank(line) {
+            continue;
+        }
+        lines += 1;
+        if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice(line) {
+            want.add(std::slice::from_ref(&value));
+        }
+    }
+    (want, lines)
 }
 
 /// The shape of a JSON value, as far as inference tells values apart.
@@ -998,7 +1009,7 @@ impl Shape<'_> {
 /// remembered beyond it).
 const MAX_SHAPES: usize = 1024;
 
-/// A set of [`Shape`]s, by their hash.
+/// A set of [`Shape`]s, by their hash ([`Shape::hashed`], computed once by the caller).
 #[derive(Default)]
 struct Shapes<'a> {
     by_hash: std::collections::HashMap<u64, Vec<Shape<'a>>>,
@@ -1006,22 +1017,24 @@ struct Shapes<'a> {
 }
 
 impl<'a> Shapes<'a> {
-    fn contains(&self, shape: &Shape<'_>) -> bool {
+    fn contains(&self, hash: u64, shape: &Shape<'_>) -> bool {
         self.by_hash
-            .get(&shape.hashed())
+            .get(&hash)
             .is_some_and(|same| same.iter().any(|s| s == shape))
     }
 
-    fn insert(&mut self, shape: Shape<'a>) {
+    fn insert(&mut self, hash: u64, shape: Shape<'a>) {
         if self.len < MAX_SHAPES {
             self.len += 1;
-            self.by_hash.entry(shape.hashed()).or_default().push(shape);
+            self.by_hash.entry(hash).or_default().push(shape);
         }
     }
 
     fn extend(&mut self, other: Shapes<'a>) {
-        for shape in other.by_hash.into_values().flatten() {
-            self.insert(shape);
+        for (hash, shapes) in other.by_hash {
+            for shape in shapes {
+                self.insert(hash, shape);
+            }
         }
     }
 }
@@ -1449,12 +1462,10 @@ mod tests {
                     _ => templates[next(templates.len() as u64) as usize].clone(),
                 });
             }
-            let mut want = JsonInference::default();
-            for line in &lines {
-                let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
-                want.add(std::slice::from_ref(&value));
-            }
             let text = lines.join("\n");
+            let (want, _) = inferred_whole(text.as_bytes());
+            // Every generated line is an object (merged, or left out as a conflict).
+            assert_eq!(want.objects + want.left_out, lines.len() as u64);
             for (threads, block) in [(1, INFER_BLOCK), (2, 64), (3, 1 + next(900) as usize)] {
                 let tap = ErrorTap {
                     inner: io::Cursor::new(text.clone().into_bytes()),
