@@ -25,7 +25,9 @@ pub const DEFAULT_GROUPING_INTERVAL: Duration = Duration::from_secs(15);
 /// platform's `groupMaxBytes`): 8 MiB. A group of wide rows (1.3 KB each, 120 columns) held
 /// 85 MB at 65 536 rows; bounded in bytes, the landing benchmark's peak RSS halved and it ran
 /// faster (benches/README.md). The graph holds up to two groups (the one the sink writes and
-/// the next, read meanwhile): 8 MiB each keeps the memory of one 16 MiB group.
+/// the next, read meanwhile), and the Parquet sink's encoder may still hold the arrays of the
+/// group before while its slowest column finishes: 8 MiB each keeps that near the memory of
+/// one 16 MiB group.
 pub const DEFAULT_GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Limits of a group: whichever is reached first closes it.

@@ -15,8 +15,13 @@
 //!   `uploadPartSize × (uploadConcurrency + 1)`; it does not grow with the file.
 //! * Parallel encoding: the top-level columns of each batch are encoded and compressed at once
 //!   on `writer.encodeThreads` threads (default: the available parallelism, at most 4; `1`
-//!   encodes on the sink's thread), kept for the sink's lifetime; the files are byte for byte
-//!   those of parquet's `AsyncArrowWriter` whatever the number of threads.
+//!   encodes on the sink's thread), kept for the sink's lifetime; each column takes its
+//!   batches in order while the others run, so the next group's columns start while the last
+//!   one's slowest column is still being encoded (two groups in the encoder at most). The
+//!   files are those of parquet's `AsyncArrowWriter` byte for byte, whatever the number of
+//!   threads and their timing, but for where `rowGroupBytes` cuts a row group when the
+//!   bytes per row grow by more than a third within two groups (the cut is decided on exact
+//!   sizes within a quarter of the limit, on the last known bytes per row below it).
 //! * Dictionaries: `writer.dictionary: auto` (default) dictionary-encodes every column except
 //!   string and binary columns whose values are mostly distinct (more than half of the first
 //!   8192 non-null values of the first batch a file gets), decided once per column for the

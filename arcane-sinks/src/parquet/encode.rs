@@ -8,11 +8,18 @@
 //! (`max_row_group_row_count`, and `max_row_group_bytes` against the measured bytes per row),
 //! and the bytes of flushed row groups are handed to the upload after each write, as
 //! `AsyncArrowWriter` does, so uploads stream. Only where the column writers run differs:
-//! the writers of each top-level column (all its leaves) are moved to a pool thread with the
-//! column's array for each batch (and to close them when the row group is flushed), and come
-//! back when it is encoded; the caller awaits every column of a batch before the next one, so
-//! each column sees the batches in order, the output does not depend on the number of
-//! threads, and memory stays bounded by one batch in flight.
+//! each top-level column has a lane (its writers, for all its leaves, and the arrays waiting
+//! for them) that a pool thread runs; a column sees the batches in order, one after the other,
+//! while the other columns' lanes run on the other threads — for the same write or already
+//! for the next one, so that a write's slowest column does not hold back the next write's
+//! columns. A write returns once the write before it is encoded (the lanes hold at most two
+//! writes' arrays); an encoding failure is returned by the write that finds it, or by
+//! `settle` or `finish`. Where a row group is cut by `max_row_group_bytes` is decided as
+//! `ArrowWriter` decides it, on exact sizes, whenever the size predicted from the write
+//! before the last comes within a quarter of the limit (the lanes are settled first); below
+//! that no cut is made, which is `ArrowWriter`'s decision too unless the bytes per row more
+//! than grow by a third within two writes. The prediction depends only on the batches
+//! written, so the output depends neither on the number of threads nor on their timing.
 
 use std::any::Any;
 use std::mem;
@@ -124,6 +131,20 @@ impl EncodePool {
         Ok(pool)
     }
 
+    /// Run `job` on a pool thread, or on the calling thread when the pool has none.
+    fn spawn(&self, job: Job) {
+        match &self.jobs {
+            None => job(),
+            Some(jobs) => {
+                if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                    // No thread takes jobs any more (they cannot stop while the pool lives,
+                    // but be safe): run it here.
+                    job();
+                }
+            }
+        }
+    }
+
     /// Threads in the pool (0 when tasks run on the calling thread).
     #[cfg(test)]
     fn threads(&self) -> usize {
@@ -136,8 +157,8 @@ impl EncodePool {
     ///
     /// `costs` (by task; missing ones count as 0) orders the tasks handed to the threads,
     /// the costliest first, so that the longest task does not start last while the other
-    /// threads wait for it with nothing to do (a write returns when all its columns are
-    /// encoded).
+    /// threads wait for it with nothing to do (a row group's flush returns when all its
+    /// columns are closed).
     async fn run<T: Send + 'static>(
         &self,
         tasks: Vec<(String, Task<T>)>,
@@ -263,19 +284,111 @@ impl ColumnWriters {
     }
 }
 
-/// The row group being written (`ArrowWriter`'s in-progress row group).
-struct RowGroup {
-    columns: Vec<ColumnWriters>,
-    rows: usize,
+/// One top-level column of a file: its writers for the row group in progress and the arrays
+/// waiting for them. A lane encodes its arrays one after the other, in the order written, on
+/// whichever pool thread runs it; the lanes of the other columns run meanwhile, for this
+/// write or the next one, so that a write does not wait for its slowest column before the
+/// next write's columns start.
+struct Lane {
+    name: String,
+    state: Mutex<LaneState>,
+    /// Woken after each array a lane of this file encodes.
+    progress: Arc<tokio::sync::Notify>,
+    /// Called with the write's number before each array is encoded (tests hold a lane here).
+    #[cfg(test)]
+    gate: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
-impl RowGroup {
-    fn estimated_bytes(&self) -> usize {
-        self.columns
-            .iter()
-            .map(ColumnWriters::estimated_bytes)
-            .sum()
+#[derive(Default)]
+struct LaneState {
+    /// The writers, here while no thread runs the lane (taken by the thread that does).
+    writers: Option<ColumnWriters>,
+    /// Arrays to encode, with the number of the write they belong to.
+    queue: std::collections::VecDeque<(u64, ArrayRef)>,
+    running: bool,
+    /// The last write whose array this lane has encoded.
+    done: u64,
+    /// Rows encoded into the row group in progress, and its estimated encoded bytes then.
+    rows: usize,
+    estimated: usize,
+    /// `(write, rows, estimated)` after each of the last two writes this lane encoded.
+    history: [(u64, usize, usize); 2],
+    /// How long the last array took.
+    cost: Duration,
+    /// The first failure; the writers are dropped and later arrays skipped.
+    failed: Option<ParquetError>,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A pool thread's turn at `lane`: encode its queued arrays until none is left.
+fn run_lane(lane: &Lane) {
+    let mut writers = lane.lock().writers.take();
+    loop {
+        let next = {
+            let mut state = lane.lock();
+            match state.queue.pop_front() {
+                Some(next) => next,
+                None => {
+                    state.writers = writers;
+                    state.running = false;
+                    drop(state);
+                    lane.progress.notify_waiters();
+                    return;
+                }
+            }
+        };
+        let (write, array) = next;
+        let started = Instant::now();
+        let result = match writers.as_mut() {
+            Some(w) => catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if let Some(gate) = lane.gate.get() {
+                    gate(write);
+                }
+                w.write(&array)
+            }))
+            .unwrap_or_else(|payload| {
+                Err(ParquetError::General(format!(
+                    "encoding panicked: {}",
+                    panic_message(payload.as_ref())
+                )))
+            })
+            .map_err(|e| in_column(&lane.name, e)),
+            // Failed before: nothing more is encoded.
+            None => Ok(()),
+        };
+        let mut state = lane.lock();
+        state.done = write;
+        state.cost = started.elapsed();
+        match result {
+            Ok(()) => {
+                if let Some(w) = &writers {
+                    state.rows += array.len();
+                    state.estimated = w.estimated_bytes();
+                    state.history = [state.history[1], (write, state.rows, state.estimated)];
+                }
+            }
+            Err(e) => {
+                writers = None;
+                if state.failed.is_none() {
+                    state.failed = Some(e);
+                }
+            }
+        }
+        drop(state);
+        lane.progress.notify_waiters();
+    }
+}
+
+/// The row group being written (`ArrowWriter`'s in-progress row group): its column writers
+/// are in the lanes.
+struct RowGroup {
+    rows: usize,
 }
 
 /// Writes one Parquet file to `W`: `AsyncArrowWriter`'s output, the columns encoded on an
@@ -292,12 +405,20 @@ pub(crate) struct EncodeWriter<W> {
     max_rows: Option<usize>,
     max_bytes: Option<usize>,
     pool: Arc<EncodePool>,
-    /// How long each top-level column took to encode in the last write (the order in which
-    /// the next write's columns go to the pool).
-    costs: Vec<Duration>,
+    /// One lane per top-level column.
+    lanes: Vec<Arc<Lane>>,
+    progress: Arc<tokio::sync::Notify>,
+    /// Writes handed to the lanes so far (each write's number).
+    writes: u64,
+    /// The last write after which the lanes were settled.
+    settled: u64,
+    /// The first write of the row group in progress.
+    row_group_first_write: u64,
+    /// Encoded bytes per row of the last row group flushed.
+    last_row_bytes: Option<f64>,
     upload: W,
     /// Why the file cannot be written any more: an encoding failed (its column writers are
-    /// gone) or a write was abandoned while its columns were out on the pool.
+    /// gone) or a row group flush was abandoned while its columns were being closed.
     broken: Option<String>,
 }
 
@@ -346,11 +467,30 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 }
             }
         }
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let lanes = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Arc::new(Lane {
+                    name: format!("column {}", f.name()),
+                    state: Mutex::default(),
+                    progress: progress.clone(),
+                    #[cfg(test)]
+                    gate: std::sync::OnceLock::new(),
+                })
+            })
+            .collect();
         Ok(Self {
             file,
             pending,
             factory,
-            costs: vec![Duration::ZERO; leaves.len()],
+            lanes,
+            progress,
+            writes: 0,
+            settled: 0,
+            row_group_first_write: 1,
+            last_row_bytes: None,
             schema,
             leaves,
             in_progress: None,
@@ -368,12 +508,57 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         self.file.bytes_written()
     }
 
-    /// Estimated encoded size of the row group in progress, as
-    /// `AsyncArrowWriter::in_progress_size`.
+    /// Estimated encoded size of the row group in progress: `AsyncArrowWriter::in_progress_size`
+    /// once the lanes are [`settle`](Self::settle)d, a prediction from the sizes the lanes
+    /// have reported before (see `predicted_bytes`) while they encode.
     pub(crate) fn in_progress_size(&self) -> usize {
-        self.in_progress
-            .as_ref()
-            .map_or(0, RowGroup::estimated_bytes)
+        self.predicted_bytes().0
+    }
+
+    /// The lanes' estimates, summed (exact when they are idle).
+    fn lanes_bytes(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.lock().estimated).sum()
+    }
+
+    /// The rows and estimated bytes of the row group in progress after write `write`, which
+    /// every lane has encoded: the same whatever the threads' timing.
+    fn size_after(&self, write: u64) -> (usize, usize) {
+        if write < self.row_group_first_write {
+            return (0, 0);
+        }
+        let mut rows = 0;
+        let mut bytes = 0;
+        for lane in &self.lanes {
+            let state = lane.lock();
+            if let Some(&(_, r, b)) = state.history.iter().find(|(w, _, _)| *w == write) {
+                rows = r;
+                bytes += b;
+            }
+        }
+        (rows, bytes)
+    }
+
+    /// The estimated size of the row group in progress and whether it is exact. Exact once
+    /// [`settle`](Self::settle)d since the last write; otherwise the size after the write
+    /// before the last (which the lanes have encoded), its bytes per row counted for the rows
+    /// written since (the last row group's bytes per row while none is known). It depends
+    /// only on the batches written, never on how far the threads have come: where row groups
+    /// are cut and files rolled is the same in every run.
+    fn predicted_bytes(&self) -> (usize, bool) {
+        let Some(rg) = &self.in_progress else {
+            return (0, true);
+        };
+        if self.settled == self.writes {
+            return (self.lanes_bytes(), true);
+        }
+        let (rows, bytes) = self.size_after(self.writes.saturating_sub(1));
+        let per_row = if rows > 0 {
+            bytes as f64 / rows as f64
+        } else {
+            self.last_row_bytes.unwrap_or(0.0)
+        };
+        let more = rg.rows.saturating_sub(rows) as f64 * per_row;
+        (bytes + more as usize, false)
     }
 
     /// The upload.
@@ -381,7 +566,15 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         self.upload
     }
 
-    fn usable(&self) -> Result<()> {
+    fn usable(&mut self) -> Result<()> {
+        if self.broken.is_none() {
+            for lane in &self.lanes {
+                if let Some(e) = lane.lock().failed.take() {
+                    self.broken = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
         match &self.broken {
             None => Ok(()),
             Some(why) => Err(ParquetError::General(format!(
@@ -390,8 +583,66 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         }
     }
 
+    /// Wait until every lane has encoded the arrays of write `write` and those before it
+    /// and, when `idle`, has given its writers back.
+    async fn wait_for(&mut self, write: u64, idle: bool) -> Result<()> {
+        loop {
+            let progress = self.progress.clone();
+            let notified = progress.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before looking, so that a lane finishing meanwhile wakes this.
+            notified.as_mut().enable();
+            if self.lanes.iter().all(|lane| {
+                let state = lane.lock();
+                state.done >= write && !(idle && state.running)
+            }) {
+                break;
+            }
+            notified.await;
+        }
+        self.usable()
+    }
+
+    /// Wait until the lanes have encoded everything written (then
+    /// [`in_progress_size`](Self::in_progress_size) is `AsyncArrowWriter`'s); an encoding
+    /// failure is returned here if not before.
+    pub(crate) async fn settle(&mut self) -> Result<()> {
+        self.wait_for(self.writes, true).await?;
+        self.settled = self.writes;
+        Ok(())
+    }
+
+    /// The size of the row group in progress to decide a cut on, `rows` more rows to come:
+    /// the estimate while the lanes encode and it stays clear of `max_bytes` (below three
+    /// quarters of it, counting the rows to come at the bytes per row seen so far, or at the
+    /// last row group's while no column has encoded a row of this one); the exact size,
+    /// after settling the lanes, otherwise.
+    async fn bytes_to_decide_on(&mut self, rows: usize, max_bytes: usize) -> Result<usize> {
+        let (bytes, exact) = self.predicted_bytes();
+        if exact {
+            return Ok(bytes);
+        }
+        let buffered = self.in_progress.as_ref().map_or(0, |rg| rg.rows);
+        let per_row = if bytes > 0 {
+            Some(bytes as f64 / buffered.max(1) as f64)
+        } else {
+            self.last_row_bytes
+        };
+        let room = (max_bytes - max_bytes / 4) as f64;
+        if per_row.is_some_and(|per_row| bytes as f64 + per_row * (rows as f64) < room) {
+            return Ok(bytes);
+        }
+        self.settle().await?;
+        Ok(self.predicted_bytes().0)
+    }
+
     /// Encode `batch`, flushing row groups as `ArrowWriter::write` does, then hand the bytes
-    /// of any flushed row group to the upload.
+    /// of any flushed row group to the upload. The columns are encoded in their lanes: this
+    /// returns once the write before this one is encoded (two writes in flight at most),
+    /// so an encoding failure may be returned by the next write, or by
+    /// [`settle`](Self::settle) or [`finish`](Self::finish). Where a row group is cut is
+    /// decided on exact sizes, as `ArrowWriter` decides it: when the estimated size comes
+    /// near `max_row_group_bytes`, the lanes are settled first.
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.usable()?;
         if batch.num_rows() == 0 {
@@ -408,12 +659,9 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         let mut remaining = batch.clone();
         loop {
             if self.in_progress.is_none() {
-                self.in_progress = Some(self.new_row_group()?);
+                self.new_row_group()?;
             }
-            let (buffered_rows, current_bytes) = match &self.in_progress {
-                Some(rg) => (rg.rows, rg.estimated_bytes()),
-                None => (0, 0),
-            };
+            let buffered_rows = self.in_progress.as_ref().map_or(0, |rg| rg.rows);
             // Leading rows of `remaining` that still fit in the row group, when the rest has
             // to go to a later one.
             let mut split_at = match self.max_rows {
@@ -426,6 +674,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             if let Some(max_bytes) = self.max_bytes
                 && buffered_rows > 0
             {
+                let current_bytes = self.bytes_to_decide_on(candidate_rows, max_bytes).await?;
                 if current_bytes >= max_bytes {
                     self.flush_row_group().await?;
                     continue;
@@ -448,12 +697,11 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 rest
             });
             self.encode(&remaining).await?;
-            let should_flush = self.in_progress.as_ref().is_some_and(|rg| {
-                self.max_rows.is_some_and(|max| rg.rows >= max)
-                    || self
-                        .max_bytes
-                        .is_some_and(|max| rg.estimated_bytes() >= max)
-            });
+            let rows = self.in_progress.as_ref().map_or(0, |rg| rg.rows);
+            let mut should_flush = self.max_rows.is_some_and(|max| rows >= max);
+            if !should_flush && let Some(max_bytes) = self.max_bytes {
+                should_flush = self.bytes_to_decide_on(0, max_bytes).await? >= max_bytes;
+            }
             if should_flush {
                 self.flush_row_group().await?;
             }
@@ -478,99 +726,99 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         self.upload.complete().await
     }
 
-    /// Column writers for the next row group, grouped by top-level column.
-    fn new_row_group(&self) -> Result<RowGroup> {
+    /// Column writers for the next row group, one lane per top-level column.
+    fn new_row_group(&mut self) -> Result<()> {
         let mut writers = self
             .factory
             .create_column_writers(self.file.flushed_row_groups().len())?
             .into_iter();
-        let columns = self
-            .schema
-            .fields()
+        for ((lane, field), n) in self
+            .lanes
             .iter()
+            .zip(self.schema.fields())
             .zip(&self.leaves)
-            .map(|(field, n)| ColumnWriters {
+        {
+            let mut state = lane.lock();
+            state.writers = Some(ColumnWriters {
                 field: field.clone(),
                 writers: writers.by_ref().take(*n).collect(),
-            })
-            .collect();
-        Ok(RowGroup { columns, rows: 0 })
+            });
+            state.rows = 0;
+            state.estimated = 0;
+        }
+        self.in_progress = Some(RowGroup { rows: 0 });
+        self.row_group_first_write = self.writes + 1;
+        Ok(())
     }
 
-    /// Encode every column of `batch` into the row group in progress, on the pool.
+    /// Hand every column of `batch` to its lane (the costliest lanes started first), then wait
+    /// for the write before this one to be encoded.
     async fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
         let Some(rg) = self.in_progress.as_mut() else {
             return Ok(());
         };
-        let columns = mem::take(&mut rg.columns);
-        // Until the writers are back (a dropped future leaves them on the pool).
-        self.broken = Some("a write was interrupted while its columns were being encoded".into());
-        let tasks = columns
-            .into_iter()
-            .zip(batch.columns())
-            .map(|(mut column, array)| {
-                let array = array.clone();
-                let name = format!("column {}", column.field.name());
-                let what = name.clone();
-                let task: Task<(ColumnWriters, Duration)> = Box::new(move || {
-                    let started = Instant::now();
-                    column.write(&array).map_err(|e| in_column(&what, e))?;
-                    Ok((column, started.elapsed()))
-                });
-                (name, task)
-            })
+        rg.rows += batch.num_rows();
+        self.writes += 1;
+        let write = self.writes;
+        let mut order: Vec<(Duration, usize)> = self
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| (lane.lock().cost, i))
             .collect();
-        let mut columns = Vec::with_capacity(self.leaves.len());
-        let mut failure = None;
-        let results = self.pool.run(tasks, &self.costs).await;
-        for (result, cost) in results.into_iter().zip(&mut self.costs) {
-            match result {
-                Ok((c, took)) => {
-                    columns.push(c);
-                    *cost = took;
-                }
-                Err(e) => _ = failure.get_or_insert(e),
+        order.sort_by_key(|&(cost, _)| std::cmp::Reverse(cost));
+        for (_, i) in order {
+            let lane = &self.lanes[i];
+            let start = {
+                let mut state = lane.lock();
+                state.queue.push_back((write, batch.column(i).clone()));
+                !mem::replace(&mut state.running, true)
+            };
+            if start {
+                let lane = lane.clone();
+                self.pool.spawn(Box::new(move || run_lane(&lane)));
             }
         }
-        if let Some(e) = failure {
-            self.broken = Some(e.to_string());
-            self.in_progress = None;
-            return Err(e);
-        }
-        self.broken = None;
-        if let Some(rg) = self.in_progress.as_mut() {
-            rg.columns = columns;
-            rg.rows += batch.num_rows();
-        }
-        Ok(())
+        self.wait_for(write - 1, false).await
     }
 
-    /// Close the column writers of the row group in progress (on the pool) and append their
-    /// chunks to the file in column order (`ArrowWriter::flush`).
+    /// Close the column writers of the row group in progress (on the pool, once the lanes
+    /// have encoded everything) and append their chunks to the file in column order
+    /// (`ArrowWriter::flush`).
     async fn flush_row_group(&mut self) -> Result<()> {
-        let Some(rg) = self.in_progress.take() else {
+        if self.in_progress.is_none() {
             return Ok(());
-        };
+        }
+        self.settle().await?;
+        if let Some(rg) = self.in_progress.take()
+            && rg.rows > 0
+        {
+            self.last_row_bytes = Some(self.lanes_bytes() as f64 / rg.rows as f64);
+        }
+        let mut costs = Vec::with_capacity(self.lanes.len());
+        let mut tasks = Vec::with_capacity(self.lanes.len());
+        for lane in &self.lanes {
+            let mut state = lane.lock();
+            costs.push(state.cost);
+            let Some(column) = state.writers.take() else {
+                let why = format!("{}: its writers are gone", lane.name);
+                self.broken = Some(why.clone());
+                return Err(ParquetError::General(why));
+            };
+            let what = lane.name.clone();
+            let task: Task<Vec<ArrowColumnChunk>> = Box::new(move || {
+                column
+                    .writers
+                    .into_iter()
+                    .map(ArrowColumnWriter::close)
+                    .collect::<Result<_>>()
+                    .map_err(|e| in_column(&what, e))
+            });
+            tasks.push((lane.name.clone(), task));
+        }
         self.broken = Some("a row group flush was interrupted".into());
-        let tasks = rg
-            .columns
-            .into_iter()
-            .map(|column| {
-                let name = format!("column {}", column.field.name());
-                let what = name.clone();
-                let task: Task<Vec<ArrowColumnChunk>> = Box::new(move || {
-                    column
-                        .writers
-                        .into_iter()
-                        .map(ArrowColumnWriter::close)
-                        .collect::<Result<_>>()
-                        .map_err(|e| in_column(&what, e))
-                });
-                (name, task)
-            })
-            .collect();
         let mut chunks = Vec::with_capacity(self.leaves.len());
-        for result in self.pool.run(tasks, &self.costs).await {
+        for result in self.pool.run(tasks, &costs).await {
             match result {
                 Ok(c) => chunks.push(c),
                 Err(e) => {
@@ -813,6 +1061,8 @@ mod tests {
                 let mut ours = Vec::new();
                 for b in &batches {
                     w.write(b).await.expect("write");
+                    // Once the lanes are idle, the sizes are the reference's.
+                    w.settle().await.expect("settle");
                     ours.push((w.bytes_written(), w.in_progress_size()));
                 }
                 w.finish().await.expect("finish");
@@ -825,6 +1075,22 @@ mod tests {
                 assert!(
                     got == expected,
                     "{threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
+                    got.len(),
+                    expected.len()
+                );
+                // Not settled between writes (as the sink writes): the cuts are decided on
+                // sizes the threads' timing does not change, and on exact ones near the limit.
+                let pool = Arc::new(EncodePool::new(threads).expect("pool"));
+                let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool)
+                    .expect("writer");
+                for b in &batches {
+                    w.write(b).await.expect("write");
+                }
+                w.finish().await.expect("finish");
+                let got = w.into_inner();
+                assert!(
+                    got == expected,
+                    "unsettled, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
                     got.len(),
                     expected.len()
                 );
@@ -875,7 +1141,13 @@ mod tests {
                     EncodeWriter::try_new(Vec::new(), schema.clone(), props(1000, 1 << 20), pool)
                         .expect("writer");
                 w.write(&good).await.expect("good batch");
-                let e = w.write(&bad).await.expect_err("mistyped batch").to_string();
+                // The bad column fails in its lane: the error comes with this write, or at the
+                // latest when the lanes are settled.
+                let e = match w.write(&bad).await {
+                    Err(e) => e,
+                    Ok(()) => w.settle().await.expect_err("mistyped batch"),
+                }
+                .to_string();
                 let name = schema.field(i).name();
                 assert!(e.contains(&format!("column {name}")), "{e}");
                 let again = w.write(&good).await.expect_err("broken file").to_string();
@@ -883,6 +1155,115 @@ mod tests {
                 assert!(w.finish().await.is_err());
             }
         }
+    }
+
+    /// Row groups cut by rows only (a byte limit settles the lanes near it).
+    fn rows_only() -> WriterProperties {
+        WriterProperties::builder()
+            .set_max_row_group_bytes(None)
+            .build()
+    }
+
+    /// Rows `from..to` of two plain columns, `a` and `b`.
+    fn two_columns(from: i64, to: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let a: ArrayRef = Arc::new(Int64Array::from_iter_values(from..to));
+        let b: ArrayRef = Arc::new(Int64Array::from_iter_values((from..to).map(|i| i * 7)));
+        RecordBatch::try_new(schema, vec![a, b]).expect("batch")
+    }
+
+    /// Column `b` of the second write is encoded while column `a` of the first is still being
+    /// encoded: a write does not wait for its slowest column before the next one's columns
+    /// start. (`a` waits, in its first write, until `b` starts on the second: with a barrier
+    /// after each write they never meet and `a` fails after 5 s.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_writes_columns_start_while_a_slow_column_is_encoded() {
+        let pool = Arc::new(EncodePool::new(2).expect("pool"));
+        let first = two_columns(0, 100);
+        let mut w =
+            EncodeWriter::try_new(Vec::new(), first.schema(), rows_only(), pool).expect("writer");
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Mutex::new(rx);
+        let a = w.lanes[0].gate.set(Box::new(move |write| {
+            if write == 1 {
+                let waited = rx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .recv_timeout(Duration::from_secs(5));
+                assert!(
+                    waited.is_ok(),
+                    "column b of write 2 did not start during write 1"
+                );
+            }
+        }));
+        let tx = Mutex::new(tx);
+        let b = w.lanes[1].gate.set(Box::new(move |write| {
+            if write == 2 {
+                let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(());
+            }
+        }));
+        assert!(a.is_ok() && b.is_ok());
+        w.write(&first).await.expect("first write");
+        w.write(&two_columns(100, 200)).await.expect("second write");
+        w.finish().await.expect("finish");
+        let file = Bytes::from(w.into_inner());
+        let rows: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1000)
+                .expect("reader")
+                .collect::<std::result::Result<_, _>>()
+                .expect("rows");
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 200);
+        let a = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("a");
+        assert_eq!(a.value(0), 0);
+        assert_eq!(a.value(199), 199);
+    }
+
+    /// A write returns only once the write before it is encoded: at most two writes' arrays
+    /// are held by the lanes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waits_for_the_one_before_it() {
+        let pool = Arc::new(EncodePool::new(2).expect("pool"));
+        let first = two_columns(0, 10);
+        let mut w =
+            EncodeWriter::try_new(Vec::new(), first.schema(), rows_only(), pool).expect("writer");
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Mutex::new(rx);
+        let set = w.lanes[0].gate.set(Box::new(move |write| {
+            if write == 1 {
+                let _ = rx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .recv_timeout(Duration::from_secs(10));
+            }
+        }));
+        assert!(set.is_ok());
+        // The first write returns while its column `a` is held.
+        tokio::time::timeout(Duration::from_secs(5), w.write(&first))
+            .await
+            .expect("the first write does not wait for itself")
+            .expect("first write");
+        let second = two_columns(10, 20);
+        {
+            let mut write = std::pin::pin!(w.write(&second));
+            let waited = tokio::time::timeout(Duration::from_millis(300), &mut write).await;
+            assert!(
+                waited.is_err(),
+                "the second write returned while the first was encoded"
+            );
+            tx.send(()).expect("release");
+            tokio::time::timeout(Duration::from_secs(5), write)
+                .await
+                .expect("the second write returns once the first is encoded")
+                .expect("second write");
+        }
+        w.finish().await.expect("finish");
     }
 
     #[test]

@@ -310,9 +310,10 @@ mod tests {
 
     use super::*;
 
-    /// A batch whose column the open file has with another type fails the write with an
-    /// error naming the file and the column, whatever the number of encoding threads, and
-    /// does not hang.
+    /// A batch whose column the open file has with another type fails the sink with an error
+    /// naming the file and the column — the write itself or, as the columns are encoded in
+    /// the background, at the latest the commit after it — whatever the number of encoding
+    /// threads, and does not hang.
     #[tokio::test]
     async fn an_encoding_error_names_the_file() {
         for threads in [1, 4] {
@@ -349,13 +350,16 @@ mod tests {
             let mut columns = good.columns().to_vec();
             columns[1] = Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef;
             let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("bad");
-            let e = tokio::time::timeout(Duration::from_secs(60), sink.write_part(key, bad))
-                .await
-                .expect("no hang")
-                .expect_err("a mistyped column");
+            let e = tokio::time::timeout(Duration::from_secs(60), async {
+                sink.write_part(key, bad).await?;
+                sink.flush().await.map(|_| ())
+            })
+            .await
+            .expect("no hang")
+            .expect_err("a mistyped column");
             let text = e.to_string();
             assert!(
-                text.contains("cannot write part-orders-00000000-0000.parquet"),
+                text.contains("part-orders-00000000-0000.parquet"),
                 "{threads} threads: {text}"
             );
             assert!(text.contains("column key"), "{threads} threads: {text}");
