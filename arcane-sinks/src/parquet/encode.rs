@@ -1054,43 +1054,33 @@ mod tests {
             reference.finish().await.expect("finish");
             trace.push((reference.bytes_written(), 0));
             let expected = reference.into_inner();
-            for threads in [1, 3] {
+            // Settled after each write, the sizes are the reference's too; not settled (as
+            // the sink writes), the cuts are decided on sizes the threads' timing does not
+            // change, and on exact ones near the limit.
+            for (threads, settled) in [(1, true), (3, true), (1, false), (3, false)] {
                 let pool = Arc::new(EncodePool::new(threads).expect("pool"));
                 let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool)
                     .expect("writer");
                 let mut ours = Vec::new();
                 for b in &batches {
                     w.write(b).await.expect("write");
-                    // Once the lanes are idle, the sizes are the reference's.
-                    w.settle().await.expect("settle");
+                    if settled {
+                        w.settle().await.expect("settle");
+                        ours.push((w.bytes_written(), w.in_progress_size()));
+                    }
+                }
+                w.finish().await.expect("finish");
+                if settled {
                     ours.push((w.bytes_written(), w.in_progress_size()));
+                    assert_eq!(
+                        ours, trace,
+                        "sizes, {threads} threads, {max_rows}/{max_bytes}"
+                    );
                 }
-                w.finish().await.expect("finish");
-                ours.push((w.bytes_written(), w.in_progress_size()));
-                assert_eq!(
-                    ours, trace,
-                    "sizes, {threads} threads, {max_rows}/{max_bytes}"
-                );
                 let got = w.into_inner();
                 assert!(
                     got == expected,
-                    "{threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
-                    got.len(),
-                    expected.len()
-                );
-                // Not settled between writes (as the sink writes): the cuts are decided on
-                // sizes the threads' timing does not change, and on exact ones near the limit.
-                let pool = Arc::new(EncodePool::new(threads).expect("pool"));
-                let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool)
-                    .expect("writer");
-                for b in &batches {
-                    w.write(b).await.expect("write");
-                }
-                w.finish().await.expect("finish");
-                let got = w.into_inner();
-                assert!(
-                    got == expected,
-                    "unsettled, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
+                    "settled {settled}, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
                     got.len(),
                     expected.len()
                 );
@@ -1175,40 +1165,57 @@ mod tests {
         RecordBatch::try_new(schema, vec![a, b]).expect("batch")
     }
 
+    /// A writer of [`two_columns`] on two threads whose column `a`, in the first write, waits
+    /// for a message on the sender returned (`wait` at most); whether it came is in the flag.
+    fn writer_holding_a(
+        wait: Duration,
+    ) -> (
+        EncodeWriter<Vec<u8>>,
+        mpsc::Sender<()>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let pool = Arc::new(EncodePool::new(2).expect("pool"));
+        let w = EncodeWriter::try_new(Vec::new(), two_columns(0, 1).schema(), rows_only(), pool)
+            .expect("writer");
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Mutex::new(rx);
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = released.clone();
+        let set = w.lanes[0].gate.set(Box::new(move |write| {
+            if write == 1 {
+                let came = rx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .recv_timeout(wait)
+                    .is_ok();
+                flag.store(came, Ordering::SeqCst);
+            }
+        }));
+        assert!(set.is_ok());
+        (w, tx, released)
+    }
+
     /// Column `b` of the second write is encoded while column `a` of the first is still being
     /// encoded: a write does not wait for its slowest column before the next one's columns
     /// start. (`a` waits, in its first write, until `b` starts on the second: with a barrier
-    /// after each write they never meet and `a` fails after 5 s.)
+    /// after each write they never meet, and `a` goes on after 5 s without the message.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_writes_columns_start_while_a_slow_column_is_encoded() {
-        let pool = Arc::new(EncodePool::new(2).expect("pool"));
-        let first = two_columns(0, 100);
-        let mut w =
-            EncodeWriter::try_new(Vec::new(), first.schema(), rows_only(), pool).expect("writer");
-        let (tx, rx) = mpsc::channel::<()>();
-        let rx = Mutex::new(rx);
-        let a = w.lanes[0].gate.set(Box::new(move |write| {
-            if write == 1 {
-                let waited = rx
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .recv_timeout(Duration::from_secs(5));
-                assert!(
-                    waited.is_ok(),
-                    "column b of write 2 did not start during write 1"
-                );
-            }
-        }));
+        let (mut w, tx, released) = writer_holding_a(Duration::from_secs(5));
         let tx = Mutex::new(tx);
-        let b = w.lanes[1].gate.set(Box::new(move |write| {
+        let set = w.lanes[1].gate.set(Box::new(move |write| {
             if write == 2 {
                 let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(());
             }
         }));
-        assert!(a.is_ok() && b.is_ok());
-        w.write(&first).await.expect("first write");
+        assert!(set.is_ok());
+        w.write(&two_columns(0, 100)).await.expect("first write");
         w.write(&two_columns(100, 200)).await.expect("second write");
         w.finish().await.expect("finish");
+        assert!(
+            released.load(Ordering::SeqCst),
+            "column b of write 2 did not start during write 1"
+        );
         let file = Bytes::from(w.into_inner());
         let rows: Vec<RecordBatch> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1000)
@@ -1229,23 +1236,9 @@ mod tests {
     /// are held by the lanes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_waits_for_the_one_before_it() {
-        let pool = Arc::new(EncodePool::new(2).expect("pool"));
-        let first = two_columns(0, 10);
-        let mut w =
-            EncodeWriter::try_new(Vec::new(), first.schema(), rows_only(), pool).expect("writer");
-        let (tx, rx) = mpsc::channel::<()>();
-        let rx = Mutex::new(rx);
-        let set = w.lanes[0].gate.set(Box::new(move |write| {
-            if write == 1 {
-                let _ = rx
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .recv_timeout(Duration::from_secs(10));
-            }
-        }));
-        assert!(set.is_ok());
+        let (mut w, tx, _) = writer_holding_a(Duration::from_secs(10));
         // The first write returns while its column `a` is held.
-        tokio::time::timeout(Duration::from_secs(5), w.write(&first))
+        tokio::time::timeout(Duration::from_secs(5), w.write(&two_columns(0, 10)))
             .await
             .expect("the first write does not wait for itself")
             .expect("first write");
