@@ -224,7 +224,7 @@ impl Drop for EncodePool {
 }
 
 /// Run `task`, turning a panic into an error naming `name`.
-fn run_caught<T>(name: &str, task: Task<T>) -> Result<T> {
+fn run_caught<T>(name: &str, task: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(task)).unwrap_or_else(|payload| {
         Err(ParquetError::General(format!(
             "encoding {name} panicked: {}",
@@ -308,10 +308,8 @@ struct LaneState {
     running: bool,
     /// The last write whose array this lane has encoded.
     done: u64,
-    /// Rows encoded into the row group in progress, and its estimated encoded bytes then.
-    rows: usize,
-    estimated: usize,
-    /// `(write, rows, estimated)` after each of the last two writes this lane encoded.
+    /// `(write, rows, estimated bytes)` of the row group in progress after each of the last
+    /// two writes this lane encoded, the latest last (zeros at the row group's start).
     history: [(u64, usize, usize); 2],
     /// How long the last array took.
     cost: Duration,
@@ -345,20 +343,13 @@ fn run_lane(lane: &Lane) {
         let (write, array) = next;
         let started = Instant::now();
         let result = match writers.as_mut() {
-            Some(w) => catch_unwind(AssertUnwindSafe(|| {
+            Some(w) => run_caught(&lane.name, || {
                 #[cfg(test)]
                 if let Some(gate) = lane.gate.get() {
                     gate(write);
                 }
-                w.write(&array)
-            }))
-            .unwrap_or_else(|payload| {
-                Err(ParquetError::General(format!(
-                    "encoding panicked: {}",
-                    panic_message(payload.as_ref())
-                )))
-            })
-            .map_err(|e| in_column(&lane.name, e)),
+                w.write(&array).map_err(|e| in_column(&lane.name, e))
+            }),
             // Failed before: nothing more is encoded.
             None => Ok(()),
         };
@@ -368,9 +359,8 @@ fn run_lane(lane: &Lane) {
         match result {
             Ok(()) => {
                 if let Some(w) = &writers {
-                    state.rows += array.len();
-                    state.estimated = w.estimated_bytes();
-                    state.history = [state.history[1], (write, state.rows, state.estimated)];
+                    let rows = state.history[1].1 + array.len();
+                    state.history = [state.history[1], (write, rows, w.estimated_bytes())];
                 }
             }
             Err(e) => {
@@ -412,8 +402,6 @@ pub(crate) struct EncodeWriter<W> {
     writes: u64,
     /// The last write after which the lanes were settled.
     settled: u64,
-    /// The first write of the row group in progress.
-    row_group_first_write: u64,
     /// Encoded bytes per row of the last row group flushed.
     last_row_bytes: Option<f64>,
     upload: W,
@@ -489,7 +477,6 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             progress,
             writes: 0,
             settled: 0,
-            row_group_first_write: 1,
             last_row_bytes: None,
             schema,
             leaves,
@@ -517,15 +504,13 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
 
     /// The lanes' estimates, summed (exact when they are idle).
     fn lanes_bytes(&self) -> usize {
-        self.lanes.iter().map(|lane| lane.lock().estimated).sum()
+        self.lanes.iter().map(|lane| lane.lock().history[1].2).sum()
     }
 
     /// The rows and estimated bytes of the row group in progress after write `write`, which
-    /// every lane has encoded: the same whatever the threads' timing.
+    /// every lane has encoded: the same whatever the threads' timing (none when `write` went
+    /// to an earlier row group).
     fn size_after(&self, write: u64) -> (usize, usize) {
-        if write < self.row_group_first_write {
-            return (0, 0);
-        }
         let mut rows = 0;
         let mut bytes = 0;
         for lane in &self.lanes {
@@ -542,8 +527,8 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     /// [`settle`](Self::settle)d since the last write; otherwise the size after the write
     /// before the last (which the lanes have encoded), its bytes per row counted for the rows
     /// written since (the last row group's bytes per row while none is known). It depends
-    /// only on the batches written, never on how far the threads have come: where row groups
-    /// are cut and files rolled is the same in every run.
+    /// only on the batches written, never on how far the threads have come: given the same
+    /// batches, row groups are cut and files rolled in the same places in every run.
     fn predicted_bytes(&self) -> (usize, bool) {
         let Some(rg) = &self.in_progress else {
             return (0, true);
@@ -743,11 +728,9 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 field: field.clone(),
                 writers: writers.by_ref().take(*n).collect(),
             });
-            state.rows = 0;
-            state.estimated = 0;
+            state.history = Default::default();
         }
         self.in_progress = Some(RowGroup { rows: 0 });
-        self.row_group_first_write = self.writes + 1;
         Ok(())
     }
 
