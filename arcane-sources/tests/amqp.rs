@@ -439,3 +439,85 @@ async fn conformance_resumes_exactly_with_malformed_messages() {
     .await;
     q.delete().await;
 }
+
+/// The last commit's ack frees the prefetch window and the broker delivers the queue's last
+/// messages, but RabbitMQ may answer a message count asked right after that ack before those
+/// deliveries (the count reports them as no longer ready): the backfill must not take the
+/// queue for empty while they are on their way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_not_caught_up_while_the_last_window_is_on_its_way() {
+    use arcane_sources::broker::{Broker, BrokerSession, Content};
+    for round in 0..30u32 {
+        let q = TestQueue::new("last-window").await;
+        q.declare().await;
+        let window = 50usize;
+        q.publish("", &q.name, 0..2 * window as i64, &BTreeSet::new())
+            .await;
+        // Publishes are queued asynchronously: start once all of them are.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while q.ready().await < 2 * window as u32 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the publishes were not queued"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut config = q.config();
+        config.max_unacked = Some(window);
+        let source = AmqpSource::new(config).unwrap();
+        let broker = source.broker_handle();
+        let mut session = broker.connect(None, Mode::Backfill).await.unwrap();
+        let mut read = Vec::new();
+        let mut tokens = Vec::new();
+        while read.len() < window {
+            let d = tokio::time::timeout(Duration::from_secs(10), session.next())
+                .await
+                .expect("the first window is delivered")
+                .unwrap()
+                .expect("a delivery");
+            tokens.push(d.token);
+            if let Content::Message(m) = d.content {
+                read.push(m.locator);
+            }
+        }
+        assert!(
+            !session.caught_up().await.unwrap(),
+            "round {round}: the second window waits behind the first"
+        );
+        // The ack goes out from another task, as a commit's does, at varying moments around
+        // the count.
+        let acker = broker.clone();
+        let delay = Duration::from_micros(u64::from(round) * 150);
+        let acked = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            acker.ack(tokens).await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let caught_up = session.caught_up().await.unwrap();
+        acked.await.unwrap();
+        assert!(
+            !caught_up,
+            "round {round}: caught up right after the ack that frees the last window"
+        );
+        let mut tokens = Vec::new();
+        while read.len() < 2 * window {
+            let d = tokio::time::timeout(Duration::from_secs(10), session.next())
+                .await
+                .expect("the last window is delivered")
+                .unwrap()
+                .expect("a delivery");
+            tokens.push(d.token);
+            if let Content::Message(m) = d.content {
+                read.push(m.locator);
+            }
+        }
+        broker.ack(tokens).await.unwrap();
+        assert!(
+            session.caught_up().await.unwrap(),
+            "round {round}: everything read and acked is the end of the backfill"
+        );
+        drop(session);
+        drop(source);
+        q.delete().await;
+    }
+}

@@ -29,9 +29,11 @@
 //!   of the last batches (committed but not yet acked, or committed as part of a group that
 //!   ended inside a batch) are written again.
 //!
-//! Backfill mode consumes until no delivery came for `backfillIdleTimeout` and a passive declare
-//! reports no ready message left (a full prefetch window waiting for a commit is not the end; a
-//! queue has no history beyond what it holds). Connection loss: the source reconnects under the `retry`
+//! Backfill mode consumes until no delivery came for `backfillIdleTimeout`, two passive declares
+//! in a row report no ready message left and every delivery was read (a full prefetch window
+//! waiting for a commit is not the end; RabbitMQ may answer the first count before deliveries the
+//! queue sent just before counting, the second comes after them; a queue has no history beyond
+//! what it holds). Connection loss: the source reconnects under the `retry`
 //! policy, and stops with a transient error (exit code 2) when it keeps failing.
 //!
 //! # Type mapping

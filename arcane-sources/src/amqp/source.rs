@@ -386,40 +386,58 @@ impl BrokerSession for AmqpSession {
         // Deliveries also pause while a full prefetch window waits for the sink to commit: the
         // backfill is done only when the queue has no message ready left (everything it held
         // was delivered to this consumer) and every delivery was read.
-        let declare = QueueDeclareArguments::new(&self.config.queue)
-            .passive(true)
-            .finish();
-        match self.channel.queue_declare(declare).await {
-            Ok(Some((_, 0, _))) if !self.rx.is_empty() => {
-                // The broker answers on this channel in order: deliveries it pushed before the
-                // count (after the last commit's acks freed the window) are already here, and
-                // are not "ready" any more.
-                tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: the queue is empty but its last deliveries are not read yet");
-                Ok(false)
+        //
+        // A count alone does not show that: RabbitMQ's channel answers it as soon as the queue
+        // counted, possibly before forwarding deliveries the queue sent just before counting
+        // (after an ack freed the prefetch window, the queue's last messages are no longer
+        // "ready" but still on their way). A second count, asked after the first answer, is
+        // answered after those deliveries: they are read first.
+        for _ in 0..2 {
+            if !self.rx.is_empty() {
+                tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: deliveries are not read yet");
+                return Ok(false);
             }
-            Ok(Some((_, 0, _))) => {
-                // Stop deliveries but keep the channel: the last commits still ack.
-                let _ = self
-                    .channel
-                    .basic_cancel(BasicCancelArguments::new(&self.consumer_tag))
-                    .await;
-                Ok(true)
-            }
-            Ok(ready) => {
-                let ready = ready.map(|(_, n, _)| n);
+            let ready = self.ready().await?;
+            if ready != Some(0) {
                 tracing::debug!(source = %self.name, ?ready, "backfill: idle but messages wait behind unacked deliveries");
-                Ok(false)
+                return Ok(false);
             }
-            Err(e) => Err(Error::source_transient(
-                &self.name,
-                "cannot read the queue's message count",
-                e,
-            )),
         }
+        if !self.rx.is_empty() {
+            tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: the queue is empty but its last deliveries are not read yet");
+            return Ok(false);
+        }
+        // Stop deliveries but keep the channel: the last commits still ack.
+        let _ = self
+            .channel
+            .basic_cancel(BasicCancelArguments::new(&self.consumer_tag))
+            .await;
+        if !self.rx.is_empty() {
+            // Published after the counts and delivered before the cancel: read (the session
+            // then ends, and the source reconnects to read what else came).
+            tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: deliveries arrived before the consumer was cancelled");
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
 impl AmqpSession {
+    /// The queue's ready messages (not delivered to a consumer, or requeued); `None` when the
+    /// broker did not say.
+    async fn ready(&mut self) -> Result<Option<u32>> {
+        let declare = QueueDeclareArguments::new(&self.config.queue)
+            .passive(true)
+            .finish();
+        self.channel
+            .queue_declare(declare)
+            .await
+            .map(|answer| answer.map(|(_, ready, _)| ready))
+            .map_err(|e| {
+                Error::source_transient(&self.name, "cannot read the queue's message count", e)
+            })
+    }
+
     /// Take one delivery: a row to decode, a duplicate to skip, or a dead letter.
     fn accept(&mut self, delivery: ConsumerMessage) -> Option<Delivery<(u64, u64)>> {
         let (Some(deliver), Some(content)) = (delivery.deliver, delivery.content) else {
