@@ -101,7 +101,8 @@ pub struct BlobLandingSourceConfig {
     /// map) is refused when a CSV file is read, naming the column (exit 1).
     #[serde(default)]
     pub csv: CsvConfig,
-    /// Rows per decoded batch.
+    /// Rows per decoded batch, at most (NDJSON and CSV batches also end after about 1 MiB of
+    /// input).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// How often the prefix is listed for new files in streaming mode (humantime: `10s`,
@@ -123,12 +124,13 @@ pub struct BlobLandingSourceConfig {
     /// listing that found the position's file.
     #[serde(default)]
     pub late_files: LateFiles,
-    /// Threads decoding NDJSON/CSV blocks of `batchRows` records in parallel while the file is
-    /// read (results are taken back in file order), and inferring a schema from a whole NDJSON
-    /// file in blocks of 4 MiB (merged in file order: the schema one thread infers). Default:
-    /// the number of CPUs available (`1` decodes on the reading thread). Memory grows by about
-    /// two blocks per thread. The threads and the read and block buffers are made by the first
-    /// file and kept for the next ones, so memory does not grow with the number of files.
+    /// Threads decoding NDJSON/CSV blocks (`batchRows` records or about 1 MiB) in parallel
+    /// while the file is read (results are taken back in file order), and inferring a schema
+    /// from a whole NDJSON file in blocks of 4 MiB (merged in file order: the schema one thread
+    /// infers). Default: the number of CPUs available (`1` decodes on the reading thread).
+    /// Memory grows by about two blocks per thread. The threads and the read segments are made
+    /// by the first file and kept for the next ones, so memory does not grow with the number
+    /// of files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_threads: Option<NonZeroUsize>,
     /// How a store call (listing the prefix, reading a file or a range of it) is retried when

@@ -34,10 +34,11 @@
 //! # }
 //! ```
 //!
-//! Decoding: NDJSON and CSV are decoded with `arrow_json`/`arrow_csv` decoders directly on
-//! blocks of `batchRows` records of the decompressed bytes, on a blocking thread that runs
-//! ahead of the sink by a bounded number of batches (so decoding overlaps with encoding);
-//! Parquet is read with the async Arrow reader on its own task.
+//! Decoding: NDJSON and CSV are read on a blocking thread into segments of 4 MiB and split
+//! into blocks of `batchRows` records or about 1 MiB, whichever comes first; the blocks are
+//! slices of their segment (not copies), decoded by the decode threads and taken back in file
+//! order, running ahead of the sink by a bounded number of batches (so decoding overlaps with
+//! encoding). Parquet is read with the async Arrow reader on its own task.
 
 mod config;
 pub(crate) mod event;
