@@ -92,9 +92,9 @@ impl Decoding {
 }
 
 /// What the text files of one stream share, from one file to the next: the decode threads
-/// and the read segments. Made once, they do not leave
-/// the allocator's heaps fragmented anew by every file (new threads, new buffers), so the
-/// resident size does not grow with the number of files read.
+/// and the read segments. Made once, they do not leave the allocator's heaps fragmented anew
+/// by every file (new threads, new buffers), so the resident size does not grow with the
+/// number of files read.
 #[derive(Debug, Default)]
 pub(crate) struct TextReaders {
     buffers: std::sync::Mutex<TextBuffers>,
