@@ -440,13 +440,36 @@ async fn conformance_resumes_exactly_with_malformed_messages() {
     q.delete().await;
 }
 
+/// Read deliveries until `read` holds `n` messages' locators; the deliveries' tokens.
+async fn read_until(
+    session: &mut arcane_sources::amqp::AmqpSession,
+    read: &mut Vec<String>,
+    n: usize,
+    what: &str,
+) -> Vec<(u64, u64)> {
+    use arcane_sources::broker::{BrokerSession, Content};
+    let mut tokens = Vec::new();
+    while read.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(10), session.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} is not delivered"))
+            .unwrap()
+            .expect("a delivery");
+        tokens.push(d.token);
+        if let Content::Message(m) = d.content {
+            read.push(m.locator);
+        }
+    }
+    tokens
+}
+
 /// The last commit's ack frees the prefetch window and the broker delivers the queue's last
 /// messages, but RabbitMQ may answer a message count asked right after that ack before those
 /// deliveries (the count reports them as no longer ready): the backfill must not take the
 /// queue for empty while they are on their way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_is_not_caught_up_while_the_last_window_is_on_its_way() {
-    use arcane_sources::broker::{Broker, BrokerSession, Content};
+    use arcane_sources::broker::{Broker, BrokerSession};
     for round in 0..30u32 {
         let q = TestQueue::new("last-window").await;
         q.declare().await;
@@ -468,18 +491,7 @@ async fn the_queue_is_not_caught_up_while_the_last_window_is_on_its_way() {
         let broker = source.broker_handle();
         let mut session = broker.connect(None, Mode::Backfill).await.unwrap();
         let mut read = Vec::new();
-        let mut tokens = Vec::new();
-        while read.len() < window {
-            let d = tokio::time::timeout(Duration::from_secs(10), session.next())
-                .await
-                .expect("the first window is delivered")
-                .unwrap()
-                .expect("a delivery");
-            tokens.push(d.token);
-            if let Content::Message(m) = d.content {
-                read.push(m.locator);
-            }
-        }
+        let tokens = read_until(&mut session, &mut read, window, "the first window").await;
         assert!(
             !session.caught_up().await.unwrap(),
             "round {round}: the second window waits behind the first"
@@ -499,18 +511,7 @@ async fn the_queue_is_not_caught_up_while_the_last_window_is_on_its_way() {
             !caught_up,
             "round {round}: caught up right after the ack that frees the last window"
         );
-        let mut tokens = Vec::new();
-        while read.len() < 2 * window {
-            let d = tokio::time::timeout(Duration::from_secs(10), session.next())
-                .await
-                .expect("the last window is delivered")
-                .unwrap()
-                .expect("a delivery");
-            tokens.push(d.token);
-            if let Content::Message(m) = d.content {
-                read.push(m.locator);
-            }
-        }
+        let tokens = read_until(&mut session, &mut read, 2 * window, "the last window").await;
         broker.ack(tokens).await.unwrap();
         assert!(
             session.caught_up().await.unwrap(),

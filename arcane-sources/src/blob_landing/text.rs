@@ -1511,21 +1511,25 @@ mod tests {
         }
     }
 
-    /// Read `text` as one file of `job` (with `kept` as what earlier files left): its rows
-    /// (column `c` of each batch, as text) and dead letters.
-    fn read_file(job: &TextJob, text: &str) -> (Vec<SchemaRef>, Vec<String>, usize) {
+    /// The events of reading `text` as `job`'s file from its start.
+    fn events_of(job: &TextJob, text: &str) -> Vec<FileEvent> {
         let (tx, mut rx) = mpsc::channel(4);
         let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text.as_bytes().to_vec()));
-        let events = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             scope.spawn(move || read_text_file(job, Ok(reader), Progress::default(), &tx));
             let mut events = Vec::new();
             while let Some(e) = rx.blocking_recv() {
                 events.push(e);
             }
             events
-        });
+        })
+    }
+
+    /// Read `text` as one file of `job` (with `kept` as what earlier files left): its rows
+    /// (column `c` of each batch, as text) and dead letters.
+    fn read_file(job: &TextJob, text: &str) -> (Vec<SchemaRef>, Vec<String>, usize) {
         let (mut schemas, mut rows, mut dead) = (Vec::new(), Vec::new(), 0);
-        for event in events {
+        for event in events_of(job, text) {
             match event {
                 FileEvent::Batch {
                     batch,
@@ -1632,21 +1636,9 @@ mod tests {
                     kept: Arc::new(TextReaders::default()),
                 };
                 assert!(text.len() > 4 * SEGMENT);
-                let (tx, mut rx) = mpsc::channel(4);
-                let reader: Box<dyn Read + Send> =
-                    Box::new(io::Cursor::new(text.as_bytes().to_vec()));
-                let events = std::thread::scope(|scope| {
-                    let job = &job;
-                    scope.spawn(move || read_text_file(job, Ok(reader), Progress::default(), &tx));
-                    let mut events = Vec::new();
-                    while let Some(e) = rx.blocking_recv() {
-                        events.push(e);
-                    }
-                    events
-                });
                 let mut rows = Vec::new();
                 let mut end = None;
-                for event in events {
+                for event in events_of(&job, text) {
                     match event {
                         FileEvent::Batch {
                             batch,
