@@ -393,10 +393,6 @@ impl BrokerSession for AmqpSession {
         // "ready" but still on their way). A second count, asked after the first answer, is
         // answered after those deliveries: they are read first.
         for _ in 0..2 {
-            if !self.rx.is_empty() {
-                tracing::debug!(source = %self.name, waiting = self.rx.len(), "backfill: deliveries are not read yet");
-                return Ok(false);
-            }
             let ready = self.ready().await?;
             if ready != Some(0) {
                 tracing::debug!(source = %self.name, ?ready, "backfill: idle but messages wait behind unacked deliveries");

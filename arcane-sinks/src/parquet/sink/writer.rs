@@ -100,6 +100,12 @@ impl ParquetSink {
 
     /// Finish a file: every part uploaded (or the staging file written), not yet visible.
     pub(super) async fn close_file(&mut self, mut file: OpenFile) -> Result<()> {
+        // Columns still being encoded: a failure there is the file's write failing (a
+        // mistyped column), not its upload.
+        file.writer
+            .settle()
+            .await
+            .map_err(|e| self.parquet_err(format!("cannot write {}", file.rel), e))?;
         file.writer.finish().await.map_err(|e| {
             self.parquet_err(format!("cannot finish the upload of {}", file.rel), e)
         })?;
@@ -359,7 +365,7 @@ mod tests {
             .expect_err("a mistyped column");
             let text = e.to_string();
             assert!(
-                text.contains("part-orders-00000000-0000.parquet"),
+                text.contains("cannot write part-orders-00000000-0000.parquet"),
                 "{threads} threads: {text}"
             );
             assert!(text.contains("column key"), "{threads} threads: {text}");
