@@ -1,6 +1,7 @@
 //! The NATS JetStream source against the NATS server on 127.0.0.1:4222: exact resume, dead
-//! letters and metadata, acks only after commit, backpressure through `maxAckPending`, and a
-//! whole graph landing every well-formed message once.
+//! letters and metadata, acks only after commit, backpressure through `maxAckPending`, a
+//! whole graph landing every well-formed message once, and messages lost with a cut connection
+//! read again.
 
 mod support;
 
@@ -288,4 +289,79 @@ async fn a_graph_lands_far_more_than_max_ack_pending_without_stalling() {
     got.sort();
     assert_eq!(got, (0..n).collect::<Vec<_>>());
     let _ = s.js.delete_stream(&s.name).await;
+}
+
+/// Messages the server sent while the connection was dying never arrive; the pull request they
+/// answered may still be open after the client reconnects, and the server goes on filling it
+/// with the messages after them. The source must notice the gap and read the lost ones again
+/// instead of carrying on after them. Every round: read what is there, hold the server's
+/// messages at the proxy, publish a few (they are sent into the held connection and lost with
+/// it), cut, and publish more as soon as the client is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_lost_with_a_cut_connection_are_read_again_not_skipped() {
+    use arcane_test_support::proxy::Proxy;
+    let s = TestStream::new("gap").await;
+    let proxy = Proxy::start(([127, 0, 0, 1], 4222).into()).await;
+    let mut config = s.config("gap");
+    config.url = format!("nats://127.0.0.1:{}", proxy.port());
+    config.batch_rows = 50;
+    config.batch_timeout = Duration::from_millis(20);
+    config.max_unacked = Some(100_000);
+    config.retry.max_attempts = 50;
+    config.retry.initial_delay = Duration::from_millis(10);
+    config.retry.max_delay = Duration::from_millis(50);
+    let mut source = NatsSource::new(config).unwrap();
+    let mut stream = source
+        .open(SourceStart {
+            mode: Mode::Stream,
+            ..SourceStart::default()
+        })
+        .await
+        .unwrap();
+    let mut got: Vec<i64> = Vec::new();
+    let mut published = 0i64;
+    for round in 0..12 {
+        s.publish(published..published + 30, &BTreeSet::new()).await;
+        published += 30;
+        read_ids_until(&mut stream, &mut got, published).await;
+        // The client has an open pull request now (it asks for more before it runs out).
+        proxy.pause(true);
+        s.publish(published..published + 10, &BTreeSet::new()).await;
+        published += 10;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = proxy.accepted();
+        proxy.cut();
+        proxy.pause(false);
+        let back = tokio::time::Instant::now() + Duration::from_secs(20);
+        while proxy.accepted() == before {
+            assert!(
+                tokio::time::Instant::now() < back,
+                "round {round}: no reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        s.publish(published..published + 30, &BTreeSet::new()).await;
+        published += 30;
+        read_ids_until(&mut stream, &mut got, published).await;
+        assert_eq!(
+            got,
+            (0..published).collect::<Vec<_>>(),
+            "round {round}: every message once, in order"
+        );
+    }
+    drop(stream);
+    let _ = s.js.delete_stream(&s.name).await;
+}
+
+/// Read batches from `stream` into `got` until it holds `n` ids (30 s at most).
+async fn read_ids_until(stream: &mut arcane_core::PositionedStream, got: &mut Vec<i64>, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (got.len() as i64) < n {
+        let item = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} ids read after 30 s: {got:?}", got.len()))
+            .expect("the stream ended")
+            .expect("a batch");
+        got.extend(ids(std::slice::from_ref(&item.batch)));
+    }
 }

@@ -26,6 +26,12 @@
 //!   sequence read, under the `retry` policy; when it keeps failing the source stops with a
 //!   transient error (exit code 2) and
 //!   the restarted process resumes from the committed position.
+//! * Messages lost in transit: the server numbers a consumer's deliveries without gaps. A
+//!   pull request can outlive a broken connection and the server goes on filling it after the
+//!   client reconnects, so the messages sent into the dying connection can be followed by
+//!   later ones; a delivery whose consumer sequence skips some ends the session before it is
+//!   taken (counted in `arcane.source.nats.delivery_gaps`), and the consumer is recreated
+//!   after the highest sequence read, which delivers the lost ones again.
 //!
 //! # Type mapping
 //!

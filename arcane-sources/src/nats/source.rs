@@ -194,12 +194,16 @@ impl Broker for NatsBroker {
         let js = jetstream::new(client.clone());
         let consumer = self.consumer(&js, after, mode).await?;
         let connects = connects(&client);
+        // A consumer made just now has delivered nothing yet; one that survived a failed delete
+        // goes on from its own count.
+        let next_delivery = consumer.cached_info().delivered.consumer_sequence + 1;
         Ok(NatsSession {
             name: self.name.clone(),
             client,
             connects,
             consumer,
             messages: None,
+            next_delivery,
             pull_batch: self.config.batch_rows.min(self.window).max(1),
             backfill: mode == Mode::Backfill,
         })
@@ -226,6 +230,9 @@ pub struct NatsSession {
     connects: u64,
     consumer: consumer::Consumer<consumer::pull::Config>,
     messages: Option<consumer::pull::Stream>,
+    /// The consumer sequence the next delivery must have: the server numbers its deliveries
+    /// without gaps, so a higher one means deliveries were lost in transit.
+    next_delivery: u64,
     pull_batch: usize,
     backfill: bool,
 }
@@ -255,6 +262,35 @@ impl NatsSession {
                 .map_err(|e| Error::source_transient(&self.name, "cannot pull messages", e))?,
         };
         Ok(self.messages.insert(running))
+    }
+
+    /// Refuse `message` when deliveries before it never arrived. The server sent them into a
+    /// connection that then broke; the pull request they answered can outlive the connection,
+    /// and the server goes on filling it after the client reconnects. Taking `message` would
+    /// move the highest sequence read past the lost ones, and a reconnect after it would never
+    /// ask for them again. Ending the session instead starts over from the highest sequence
+    /// read, which delivers them again.
+    fn check_gap(&mut self, message: &jetstream::Message) -> Result<()> {
+        let Ok(info) = message.info() else {
+            // `delivery` reports it.
+            return Ok(());
+        };
+        let expected = self.next_delivery;
+        if info.consumer_sequence > expected {
+            self.messages = None;
+            metrics::counter!("arcane.source.nats.delivery_gaps").increment(1);
+            return Err(Error::source_transient(
+                &self.name,
+                format!(
+                    "deliveries {expected} to {} of the consumer did not arrive (lost with a connection); stream sequence {} came next",
+                    info.consumer_sequence - 1,
+                    info.stream_sequence
+                ),
+                "pulling again from the highest sequence read",
+            ));
+        }
+        self.next_delivery = expected.max(info.consumer_sequence + 1);
+        Ok(())
     }
 
     /// The delivery of a pulled `message`.
@@ -338,6 +374,7 @@ impl BrokerSession for NatsSession {
                 }
                 Ok(Some(Ok(message))) => message,
             };
+            self.check_gap(&message)?;
             return self.delivery(message).map(Some);
         }
     }
