@@ -55,7 +55,16 @@ fn value_bits(patterns: &RegexSet, value: &str) -> u16 {
         }
         _ => true,
     };
-    if could_match && let Some(m) = patterns.matches(value).into_iter().next() {
+    // In ASCII `\d` is `[0-9]`: a value that is not a number (above) and starts with a digit,
+    // a sign or a '.' can match only the date and timestamp patterns, which all begin with
+    // `\d{4}-\d\d-\d\d`. Most strings are told here, without running the patterns.
+    let ascii_not_a_date = value.is_ascii()
+        && !matches!(bytes.first(), Some(b't' | b'T' | b'f' | b'F'))
+        && !starts_like_a_date(bytes);
+    if could_match
+        && !ascii_not_a_date
+        && let Some(m) = patterns.matches(value).into_iter().next()
+    {
         return if m == 1 { integer_bits(value) } else { 1 << m };
     }
     if matches!(value, "NaN" | "nan" | "inf" | "-inf") {
@@ -63,6 +72,12 @@ fn value_bits(patterns: &RegexSet, value: &str) -> u16 {
     } else {
         UTF8
     }
+}
+
+/// Whether ASCII `b` begins with `dddd-dd-dd`, as every date and timestamp pattern does.
+fn starts_like_a_date(b: &[u8]) -> bool {
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() >= 10 && digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)
 }
 
 /// The bit of a value the integer pattern matches: a string when it overflows `i64`.
@@ -307,6 +322,26 @@ mod tests {
             "2024-01-31T10:20:30.123456789",
             "2024-01-31T10:20:30.1234567891",
             "2024-01-31T10:20:30.5+02:00",
+            "2024-01-31x",
+            "2024-01-3",
+            "2024-0a-31",
+            "2024_01-31",
+            "20240-1-31",
+            "+2024-01-31",
+            "-2024-01-31",
+            ".2024-01-31",
+            "2024-01-31T10:20:3",
+            "2024-01-31 10:20:30.",
+            "2024-01-31T10:20:30.x",
+            "2024-٠١-31",
+            "1-2",
+            "3fa2c9",
+            "12ab",
+            "0x1F",
+            "1e5x",
+            "-x",
+            "+-1",
+            ".x",
             "\"\"quoted\"\"",
             "x",
             "é",
