@@ -13,7 +13,7 @@ use amqprs::channel::{
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{BasicProperties, FieldTable, FieldValue};
 use arcane_core::testing::MemorySink;
-use arcane_core::{Checkpoint, Mode, Source, SourceStart};
+use arcane_core::{Checkpoint, Mode, Source};
 use arcane_sources::amqp::{
     AmqpPosition, AmqpSource, AmqpSourceConfig, DeclareConfig, ExchangeConfig, SequenceConfig,
 };
@@ -272,13 +272,7 @@ async fn acks_follow_commits_the_prefetch_bounds_reads_and_redeliveries_are_reco
     let mut config = q.config();
     config.max_unacked = Some(100);
     let mut source = AmqpSource::new(config.clone()).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let mut read = Vec::new();
     while ids(&read
         .iter()

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arcane_core::{Checkpoint, Mode, PositionedBatch, Source, SourceStart};
+use arcane_core::{Checkpoint, PositionedBatch, Source};
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::mqtt::{MqttSource, MqttSourceConfig};
 use arrow_array::RecordBatch;
@@ -97,13 +97,7 @@ async fn uncommitted_messages_are_redelivered_after_a_crash_and_committed_ones_a
     let bad = BTreeSet::from([5, 150]);
     publish(&topic, 0..200, &bad).await;
     let mut source = MqttSource::new(config.clone()).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let mut read: Vec<PositionedBatch> = Vec::new();
     while batch_ids(&read).len() < 80 {
         read.push(stream.next().await.unwrap().unwrap());
@@ -170,13 +164,7 @@ async fn the_receive_maximum_bounds_what_is_read_until_a_commit() {
     assert!(rows_of(&batches).is_empty());
     publish(&topic, 0..300, &BTreeSet::new()).await;
     let mut source = MqttSource::new(config).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let mut read: Vec<PositionedBatch> = Vec::new();
     while batch_ids(&read).len() < 50 {
         read.push(stream.next().await.unwrap().unwrap());
@@ -221,13 +209,7 @@ async fn a_broker_refusing_mqtt_5_is_a_config_error_naming_the_version() {
     let mut config = config("arcane-v5", "t/#");
     config.port = port;
     let mut source = MqttSource::new_at(config, "spec.source").unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let err = tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await
         .expect("the source gave up at once instead of retrying")
@@ -259,13 +241,7 @@ async fn mqtt_3_1_1_lands_every_message_and_resumes_after_a_crash() {
     drop(source);
     publish(&topic, 0..100, &BTreeSet::new()).await;
     let mut source = MqttSource::new(config.clone()).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let first = stream.next().await.unwrap().unwrap();
     let first_ids = batch_ids(std::slice::from_ref(&first));
     assert!(!first_ids.is_empty());

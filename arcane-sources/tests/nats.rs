@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arcane_core::testing::{MemorySink, conformance};
-use arcane_core::{Checkpoint, Mode, Source, SourceStart};
+use arcane_core::{Checkpoint, Source};
 use arcane_sources::broker::{FieldConfig, PayloadConfig};
 use arcane_sources::nats::{NatsPosition, NatsSource, NatsSourceConfig};
 use async_nats::jetstream;
@@ -184,13 +184,7 @@ async fn acks_follow_commits_and_max_ack_pending_bounds_what_is_read() {
     let mut config = s.config("ack");
     config.max_unacked = Some(100);
     let mut source = NatsSource::new(config).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let mut read = Vec::new();
     while ids(&read).len() < 100 {
         read.push(stream.next().await.unwrap().unwrap().batch);
@@ -311,13 +305,7 @@ async fn messages_lost_with_a_cut_connection_are_read_again_not_skipped() {
     config.retry.initial_delay = Duration::from_millis(10);
     config.retry.max_delay = Duration::from_millis(50);
     let mut source = NatsSource::new(config).unwrap();
-    let mut stream = source
-        .open(SourceStart {
-            mode: Mode::Stream,
-            ..SourceStart::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mut source).await;
     let mut got: Vec<i64> = Vec::new();
     let mut published = 0i64;
     for round in 0..12 {

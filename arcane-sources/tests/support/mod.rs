@@ -33,6 +33,17 @@ impl DeadLetterSink for Letters {
     }
 }
 
+/// Open `source` in stream mode from the start.
+pub async fn open_stream(source: &mut dyn Source) -> arcane_core::PositionedStream {
+    source
+        .open(SourceStart {
+            mode: Mode::Stream,
+            ..SourceStart::default()
+        })
+        .await
+        .expect("source opens")
+}
+
 /// Read a source to its end in backfill mode; returns its batches and the dead letters.
 pub async fn read_backfill(
     source: &mut dyn Source,
