@@ -434,14 +434,17 @@ impl Members {
             quoted: Some(quoted),
             ..
         }) = self.members.get(next)
-            && text.as_bytes().get(i..i + quoted.len()) == Some(&**quoted)
+            && text
+                .as_bytes()
+                .get(i..i + quoted.len())
+                .is_some_and(|t| same_bytes(t, quoted))
         {
             return Ok((Some(next), i + quoted.len()));
         }
         let (key, after) = string(text, i, scratch)?;
         let key = key.as_bytes();
         if let Some(m) = self.members.get(next)
-            && *m.name == *key
+            && same_bytes(&m.name, key)
         {
             return Ok((Some(next), after));
         }
@@ -465,6 +468,30 @@ impl Members {
             .map(|m| Values::new(&m.node, rows, room))
             .collect()
     }
+}
+
+/// `a == b` for byte strings as short as keys, compared in place: slice equality calls
+/// `memcmp`, whose call costs more than comparing a key of up to 16 bytes (3.6 % of the CPU of
+/// the strings landing went to `memcmp` from key matching).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    if n <= 16 {
+        // Two words that overlap when n < 16 cover every byte.
+        let word = |s: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&s[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
 }
 
 impl Member {
@@ -1492,6 +1519,26 @@ pub(super) mod tests {
 
     use super::super::block::{BlockDecoder, Piece, TextFormat};
     use super::*;
+
+    /// Keys compared in place are equal exactly when the slices are: every length up to 40,
+    /// the same bytes, and one byte changed at every position (or the lengths differ).
+    #[test]
+    fn keys_compare_as_slices_do() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=40 {
+            let a = &text[..n];
+            let same = a.to_vec();
+            assert!(super::same_bytes(a, &same), "{n}");
+            for at in 0..n {
+                let mut other = a.to_vec();
+                other[at] ^= 0x20;
+                assert!(!super::same_bytes(a, &other), "{n} at {at}");
+            }
+            if n > 0 {
+                assert!(!super::same_bytes(a, &a[..n - 1]), "{n} and one less");
+            }
+        }
+    }
 
     /// A block's builders start with room for what the last block's held, scaled to its
     /// rows, never more than its own bytes: a last block of one huge value does not make the
