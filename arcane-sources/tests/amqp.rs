@@ -516,3 +516,76 @@ async fn the_queue_is_not_caught_up_while_the_last_window_is_on_its_way() {
         q.delete().await;
     }
 }
+
+/// A quorum queue puts the messages a lost consumer returns behind later ones (RabbitMQ 3.10:
+/// deliveries in flight when a connection closed came back after the rest of the queue), where
+/// a publisher sequence would take them for duplicates and drop them. Its redeliveries carry
+/// `x-delivery-count`: with `sequence`, the first one stops the source with a configuration
+/// error naming `sequence`; without `sequence` the same queue is read with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_is_refused_for_exactly_once_at_its_first_redelivery() {
+    let q = TestQueue::new("quorum").await;
+    let mut arguments = FieldTable::new();
+    arguments.insert(
+        "x-queue-type".try_into().unwrap(),
+        FieldValue::S("quorum".try_into().unwrap()),
+    );
+    q.channel
+        .queue_declare(
+            QueueDeclareArguments::new(&q.name)
+                .durable(true)
+                .arguments(arguments)
+                .finish(),
+        )
+        .await
+        .unwrap();
+    q.publish("", &q.name, 0..60, &BTreeSet::new()).await;
+    let mut config = q.config();
+    config.batch_rows = 10;
+    // Read a batch and go away without committing: every delivery is returned to the queue.
+    {
+        let mut source = AmqpSource::new(config.clone()).unwrap();
+        let mut stream = open_stream(&mut source).await;
+        let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a batch within 30 s")
+            .unwrap()
+            .unwrap();
+        assert!(first.batch.num_rows() > 0);
+    }
+    let mut source = AmqpSource::new(config.clone()).unwrap();
+    let mut stream = open_stream(&mut source).await;
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("refused within 30 s")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without refusing the quorum queue"),
+        }
+    };
+    assert_eq!(err.exit_code(), arcane_core::ExitCode::Fatal, "{err}");
+    assert!(
+        matches!(&err, arcane_core::Error::Config { field, message } if field == "source.sequence" && message.contains("quorum queue") && message.contains(&q.name)),
+        "{err}"
+    );
+    drop(stream);
+    drop(source);
+    // Without a sequence: at least once, every message read.
+    config.sequence = None;
+    let mut source = AmqpSource::new(config).unwrap();
+    let mut stream = open_stream(&mut source).await;
+    let mut seen = BTreeSet::new();
+    while seen.len() < 60 {
+        let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of 60 ids after 30 s", seen.len()))
+            .unwrap()
+            .unwrap();
+        seen.extend(ids(std::slice::from_ref(&item.batch)));
+    }
+    assert_eq!(seen, (0..60).collect::<BTreeSet<i64>>());
+    drop(stream);
+    q.delete().await;
+}

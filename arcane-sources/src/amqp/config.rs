@@ -57,8 +57,10 @@ pub struct AmqpSourceConfig {
     /// Without it the queue must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declare: Option<DeclareConfig>,
-    /// Where the publisher's sequence number is, for exactly-once delivery across restarts;
-    /// without it delivery is at least once (see the module docs).
+    /// Where the publisher's sequence number is, for exactly-once delivery across restarts
+    /// from a classic queue (a quorum queue is refused at its first redelivery: it puts
+    /// returned messages behind later ones); without it delivery is at least once (see the
+    /// module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<SequenceConfig>,
     /// How message payloads become rows.

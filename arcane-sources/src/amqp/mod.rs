@@ -23,8 +23,13 @@
 //!   sequence are recognised as duplicates and acked without being read, and the first
 //!   `checkpoint.rows` rows after it are skipped. This relies on the queue's FIFO order for a
 //!   single consumer (requeued messages go back to their original place), so exactly one
-//!   `arcane` process may consume the queue. A message without a valid sequence is
-//!   dead-lettered.
+//!   `arcane` process may consume the queue, and it must be a **classic queue**. A quorum
+//!   queue puts the messages a lost connection or a stopped consumer returns *behind* later
+//!   ones (RabbitMQ 3.10 here: deliveries in flight when a connection closed came back after
+//!   the rest of the queue), where their sequence would make them look like duplicates. Its
+//!   redeliveries carry `x-delivery-count`; with `sequence`, the first one stops the source
+//!   with a configuration error (exit code 1) before anything after it is read: consume a
+//!   classic queue, or drop `sequence`. A message without a valid sequence is dead-lettered.
 //! * **Without `sequence`**: **at least once**. Nothing is lost, but after a crash the messages
 //!   of the last batches (committed but not yet acked, or committed as part of a group that
 //!   ended inside a batch) are written again.

@@ -294,6 +294,7 @@ impl Broker for AmqpBroker {
         let watched = connection.clone();
         Ok(AmqpSession {
             name: self.name.clone(),
+            field: self.field.clone(),
             origin: self.origin.clone(),
             config: self.config.clone(),
             generation,
@@ -341,6 +342,8 @@ impl Broker for AmqpBroker {
 /// A channel consuming the queue.
 pub struct AmqpSession {
     name: String,
+    /// The config's path in the spec, for errors that name a setting.
+    field: String,
     origin: String,
     config: AmqpSourceConfig,
     generation: u64,
@@ -369,7 +372,7 @@ impl BrokerSession for AmqpSession {
             tokio::select! {
                 delivery = self.rx.recv() => match delivery {
                     Some(delivery) => {
-                        if let Some(d) = self.accept(delivery) {
+                        if let Some(d) = self.accept(delivery)? {
                             return Ok(Some(d));
                         }
                     }
@@ -435,9 +438,9 @@ impl AmqpSession {
     }
 
     /// Take one delivery: a row to decode, a duplicate to skip, or a dead letter.
-    fn accept(&mut self, delivery: ConsumerMessage) -> Option<Delivery<(u64, u64)>> {
+    fn accept(&mut self, delivery: ConsumerMessage) -> Result<Option<Delivery<(u64, u64)>>> {
         let (Some(deliver), Some(content)) = (delivery.deliver, delivery.content) else {
-            return None;
+            return Ok(None);
         };
         let tag = deliver.delivery_tag();
         let token = (self.generation, tag);
@@ -455,6 +458,18 @@ impl AmqpSession {
         let locator = format!("delivery {tag}");
         let mut sequence = None;
         if let Some(seq_config) = &self.config.sequence {
+            // Only a quorum queue marks redeliveries with a delivery count. It puts the messages
+            // a lost connection returns behind the later ones, where the sequence would take
+            // them for duplicates and drop them: refused, before anything is read after it.
+            if let Some((_, count)) = headers.iter().find(|(k, _)| k == "x-delivery-count") {
+                return Err(Error::config(
+                    format!("{}.sequence", self.field),
+                    format!(
+                        "queue \"{}\" redelivered {locator} with x-delivery-count {count}: it is a quorum queue, which puts messages returned by a lost connection or a restart behind later ones, so a sequence cannot tell them from duplicates and would drop them; consume a classic queue, or remove `sequence` (at least once: nothing lost, the last batches may be written again after a crash)",
+                        self.config.queue
+                    ),
+                ));
+            }
             let raw = match &seq_config.header {
                 Some(name) => headers
                     .iter()
@@ -480,16 +495,16 @@ impl AmqpSession {
                         ),
                     )
                     .with_payload(String::from_utf8_lossy(&content));
-                    return Some(Delivery {
+                    return Ok(Some(Delivery {
                         token,
                         sequence: None,
                         content: Content::Rejected(letter),
                         last: false,
-                    });
+                    }));
                 }
             }
         }
-        Some(Delivery {
+        Ok(Some(Delivery {
             token,
             sequence,
             content: Content::Message(BrokerMessage {
@@ -503,6 +518,6 @@ impl AmqpSession {
                 locator,
             }),
             last: false,
-        })
+        }))
     }
 }
