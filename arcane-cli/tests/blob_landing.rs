@@ -1136,6 +1136,18 @@ fn late_files_are_warned_and_counted_when_skipped_also_after_a_restart() {
     proc.signal(Signal::SIGTERM);
     let exit = proc.wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    // Not a plain success: the run's summary and message say what was left out.
+    assert_eq!(exit.summary("inputsSkipped"), 1, "{}", exit.termination);
+    let message = exit.termination["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 input(s) skipped") && message.contains("2026-11-21T09.ndjson"),
+        "{message}"
+    );
+    let reasons = &exit.termination["summary"]["skippedReasons"];
+    assert!(
+        reasons[0].as_str().unwrap().contains("rename it"),
+        "{reasons}"
+    );
     let late = logged(&exit, "WARN", "late file");
     assert_eq!(late.len(), 1, "{:#?}", exit.lines);
     let text = late[0]["message"].as_str().unwrap();
@@ -1162,6 +1174,7 @@ fn late_files_are_warned_and_counted_when_skipped_also_after_a_restart() {
     proc.signal(Signal::SIGTERM);
     let exit = proc.wait();
     assert_eq!(exit.code, 0, "{:#?}", exit.lines);
+    assert_eq!(exit.summary("inputsSkipped"), 1, "{}", exit.termination);
     let late = logged(&exit, "WARN", "late file");
     assert_eq!(
         late.len(),

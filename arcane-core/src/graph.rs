@@ -184,6 +184,11 @@ pub struct RunSummary {
     pub rows_dead_lettered: u64,
     /// The first reasons records were dead-lettered (`origin locator: reason`).
     pub dead_letter_reasons: Vec<String>,
+    /// Inputs the source left out on purpose, as its settings say (see
+    /// [`skipped`](crate::skipped)); filled in by the runner when the run ends.
+    pub inputs_skipped: u64,
+    /// The first reasons inputs were skipped.
+    pub skipped_reasons: Vec<String>,
     /// The run was a rerun of a backfill that had already completed: nothing was read.
     pub backfill_already_completed: bool,
     /// Commits made.

@@ -58,6 +58,7 @@ pub mod retry;
 pub mod schema;
 pub mod shard;
 pub mod sink;
+pub mod skipped;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -67,7 +67,7 @@
 //! line of JSON:
 //!
 //! ```json
-//! {"exitCode":0,"status":"SUCCESS","reason":"shutDown","errorKind":null,"message":"stopped by SIGTERM; everything read was committed","streamId":"orders","streamKind":"rest-api","mode":"stream","backfillId":null,"summary":{"rowsIncoming":5000,"rowsCommitted":5000,"rowsUncommitted":0,"rowsDeadLettered":0,"deadLetterReasons":[],"bytesCommitted":81234,"filesCommitted":5,"commits":5,"resumedFrom":null,"lastCheckpoint":{"position":{"cursor":"abc"}}}}
+//! {"exitCode":0,"status":"SUCCESS","reason":"shutDown","errorKind":null,"message":"stopped by SIGTERM; everything read was committed","streamId":"orders","streamKind":"rest-api","mode":"stream","backfillId":null,"summary":{"rowsIncoming":5000,"rowsCommitted":5000,"rowsUncommitted":0,"rowsDeadLettered":0,"deadLetterReasons":[],"inputsSkipped":0,"skippedReasons":[],"bytesCommitted":81234,"filesCommitted":5,"commits":5,"resumedFrom":null,"lastCheckpoint":{"position":{"cursor":"abc"}}}}
 //! ```
 //!
 //! ## Configuration

@@ -185,6 +185,8 @@ impl Outcome {
                 "rowsUncommitted": s.rows_uncommitted,
                 "rowsDeadLettered": s.rows_dead_lettered,
                 "deadLetterReasons": s.dead_letter_reasons,
+                "inputsSkipped": s.inputs_skipped,
+                "skippedReasons": s.skipped_reasons,
                 "bytesCommitted": s.bytes_committed,
                 "filesCommitted": s.files_committed,
                 "commits": s.commits,
@@ -206,6 +208,7 @@ impl Outcome {
             summary.remove("resumedFrom");
             summary.remove("lastCheckpoint");
             summary.remove("deadLetterReasons");
+            summary.remove("skippedReasons");
         }
         let over = value
             .to_string()
@@ -312,6 +315,14 @@ pub fn classify(
                 .dead_letter_reasons
                 .first()
                 .map_or("-", String::as_str)
+        );
+    }
+    if outcome.exit_code == ExitCode::Success && summary.inputs_skipped > 0 {
+        outcome.message = format!(
+            "{}; {} input(s) skipped as the settings say, not read (first: {})",
+            outcome.message,
+            summary.inputs_skipped,
+            summary.skipped_reasons.first().map_or("-", String::as_str)
         );
     }
     outcome.summary = summary;

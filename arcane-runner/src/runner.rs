@@ -271,7 +271,13 @@ impl Runner {
         report: RunReport,
         stop: Stop,
     ) -> Outcome {
-        let RunReport { summary, outcome } = report;
+        let RunReport {
+            mut summary,
+            outcome,
+        } = report;
+        let skipped = arcane_core::skipped::take();
+        summary.inputs_skipped = skipped.count;
+        summary.skipped_reasons = skipped.reasons;
         if let Err(e) = &outcome
             && e.is_schema_mismatch()
             && self.classifier.as_ref().and_then(|c| c(e)).is_none()

@@ -58,7 +58,8 @@ const DECODE_AHEAD_BATCHES: usize = 1;
 ///   differ by that much — a file landing within those seconds of that listing may go
 ///   unnoticed after a restart). Every late file is counted in [`FILES_LATE`]
 ///   (`arcane.stream.files.late`) and, as `lateFiles` says, logged at WARN and skipped
-///   (`skip`, default) or fails the stream with a FATAL error naming it (`fail`). To read a
+///   (`skip`, default; the run's summary counts it in `inputsSkipped` and its closing message
+///   names the first) or fails the stream with a FATAL error naming it (`fail`). To read a
 ///   late file, rename it so that it sorts after the position, or backfill.
 /// * **Schema inference.** Without `schema`, the schema is inferred from the first file read:
 ///   by default the whole file, in one streaming pass before it is read (`inferSchemaRecords`
@@ -440,6 +441,9 @@ impl Run {
         let position = self.origin(position.as_ref());
         match self.config.late_files {
             LateFiles::Skip => {
+                arcane_core::skipped::record(format!(
+                    "late file {file}: it sorts before {position}, which the stream had read past (lateFiles: skip); rename it so that it sorts after {position}, or backfill to read it"
+                ));
                 tracing::warn!(
                     source = %self.name,
                     file = %file,
