@@ -264,43 +264,41 @@ impl NatsSession {
         Ok(self.messages.insert(running))
     }
 
-    /// Refuse `message` when deliveries before it never arrived. The server sent them into a
-    /// connection that then broke; the pull request they answered can outlive the connection,
-    /// and the server goes on filling it after the client reconnects. Taking `message` would
-    /// move the highest sequence read past the lost ones, and a reconnect after it would never
-    /// ask for them again. Ending the session instead starts over from the highest sequence
+    /// Refuse the delivery numbered `consumer_sequence` when deliveries before it never
+    /// arrived. The server sent them into a connection that then broke; the pull request they
+    /// answered can outlive the connection, and the server goes on filling it after the client
+    /// reconnects. Taking the delivery would move the highest sequence read past the lost
+    /// ones, and a reconnect after it would never ask for them again. Ending the session instead starts over from the highest sequence
     /// read, which delivers them again.
-    fn check_gap(&mut self, message: &jetstream::Message) -> Result<()> {
-        let Ok(info) = message.info() else {
-            // `delivery` reports it.
-            return Ok(());
-        };
+    fn check_gap(&mut self, consumer_sequence: u64, stream_sequence: u64) -> Result<()> {
         let expected = self.next_delivery;
-        if info.consumer_sequence > expected {
+        if consumer_sequence > expected {
             self.messages = None;
             metrics::counter!("arcane.source.nats.delivery_gaps").increment(1);
             return Err(Error::source_transient(
                 &self.name,
                 format!(
                     "deliveries {expected} to {} of the consumer did not arrive (lost with a connection); stream sequence {} came next",
-                    info.consumer_sequence - 1,
-                    info.stream_sequence
+                    consumer_sequence - 1,
+                    stream_sequence
                 ),
                 "pulling again from the highest sequence read",
             ));
         }
-        self.next_delivery = expected.max(info.consumer_sequence + 1);
+        self.next_delivery = expected.max(consumer_sequence + 1);
         Ok(())
     }
 
-    /// The delivery of a pulled `message`.
+    /// The delivery of a pulled `message`, refused when deliveries before it were lost
+    /// ([`check_gap`](Self::check_gap)).
     fn delivery(
-        &self,
+        &mut self,
         message: jetstream::Message,
     ) -> Result<Delivery<(u64, jetstream::message::Acker)>> {
         let info = message.info().map_err(|e| {
             Error::source_transient(&self.name, "message without JetStream metadata", e)
         })?;
+        self.check_gap(info.consumer_sequence, info.stream_sequence)?;
         let sequence = info.stream_sequence;
         let last = self.backfill && info.pending == 0;
         let published = info.published.unix_timestamp_nanos() / 1_000_000;
@@ -374,7 +372,6 @@ impl BrokerSession for NatsSession {
                 }
                 Ok(Some(Ok(message))) => message,
             };
-            self.check_gap(&message)?;
             return self.delivery(message).map(Some);
         }
     }
