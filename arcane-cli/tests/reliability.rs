@@ -267,6 +267,7 @@ fn report(kind: &str, fault: &str, seed: u64, tally: &Tally, seconds: f64) {
 /// Start, wait for the source to open, let it run for a random moment, signal it; until a run
 /// began with everything already committed.
 fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tally: &mut Tally) {
+    let mut last_lines = Vec::new();
     for run in 1..=MAX_RUNS {
         let proc = Arcane::run(work, &p.spec, &[]);
         let opened = wait_open(&proc, p.opening);
@@ -293,6 +294,7 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
             });
         }
         let exit = proc.wait();
+        last_lines = exit.lines.clone();
         tally.runs += 1;
         tally.signals += u64::from(opened);
         let faults = p.proxy_faults || p.source_faults.is_some();
@@ -315,8 +317,38 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
             return;
         }
     }
-    // Not done: what is missing is counted as lost by the caller.
-    eprintln!("not done after {MAX_RUNS} runs");
+    // Not done: what is missing is counted as lost by the caller; what is missing and the last
+    // run's log say where to look.
+    let committed: BTreeSet<i64> = committed_ids(&p.sink_url, &p.read_options)
+        .into_iter()
+        .collect();
+    let missing: Vec<i64> = p.expected.difference(&committed).copied().collect();
+    eprintln!(
+        "not done after {MAX_RUNS} runs: missing ids {}; the last run's log:",
+        id_ranges(&missing)
+    );
+    for line in last_lines.iter().rev().take(200).rev() {
+        eprintln!("  {line}");
+    }
+}
+
+/// `ids` (sorted) as ranges: "3-7, 9, 20-39".
+fn id_ranges(ids: &[i64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            ids[i].to_string()
+        } else {
+            format!("{}-{}", ids[i], ids[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 /// Runs of one trial at the most: a trial that is not done by then lost records.
@@ -741,7 +773,15 @@ fn postgres(work: &Path, seed: u64) -> Prepared {
         sink_url,
     )
     .cleanup(move || {
-        feeder.abort();
+        // A feeder that failed leaves rows uninserted, which the tally would count as lost:
+        // say so instead.
+        if feeder.is_finished() {
+            if let Err(e) = rt.block_on(feeder) {
+                panic!("the test's inserts into {table} failed: {e}");
+            }
+        } else {
+            feeder.abort();
+        }
         let sql = format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{table}'; \
              DROP PUBLICATION IF EXISTS {table}; DROP TABLE IF EXISTS {table};"
