@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use crate::decode::block::TextFormat;
 use crate::decode::block::{BlockDecoder, Piece, Rec, csv_unreadable};
+use crate::decode::fast::{literal, number, skip_string, skip_ws};
 
 use super::event::{FileError, FileEvent, Progress};
 use super::fetch::store_error;
@@ -776,6 +777,14 @@ fn infer_lines(block: &[u8], inference: &mut JsonInference, limit: u64, seen: &m
             break;
         }
         *seen += 1;
+        // Most records have the shape of the one before: told without parsing them.
+        if previous
+            .as_ref()
+            .is_some_and(|previous| same_shape(line, previous))
+        {
+            inference.objects += 1;
+            continue;
+        }
         // Bad lines are dead-lettered when the file is read; inference skips them, and
         // lines that are not objects.
         let shape = match serde_json::from_slice::<Shape<'_>>(line) {
@@ -1051,6 +1060,123 @@ impl Shape<'_> {
         self.hash(&mut hasher);
         hasher.finish()
     }
+}
+
+/// Whether `line` is a JSON value of `shape`, told in one pass over its bytes without building
+/// anything: for a line `serde_json` reads, true exactly when the [`Shape`] it reads is
+/// `shape` (false also where this pass is not sure: a key with escapes, say, is then read the
+/// long way); for a line it rejects, either answer (inference skips such a line, and a line
+/// of a shape already merged adds nothing). Nothing but the counts changes for a line of the
+/// previous record's shape, so inference need not parse it.
+fn same_shape(line: &[u8], shape: &Shape<'_>) -> bool {
+    let i = skip_ws(line, 0);
+    shape_at(line, i, shape).is_some_and(|end| skip_ws(line, end) == line.len())
+}
+
+/// The end of the value at `i` when it is of `shape` (see [`same_shape`]).
+fn shape_at(b: &[u8], i: usize, shape: &Shape<'_>) -> Option<usize> {
+    match shape {
+        Shape::Null => literal(b, i, b"null").ok(),
+        Shape::Bool => literal(b, i, b"true")
+            .or_else(|_| literal(b, i, b"false"))
+            .ok(),
+        Shape::Int | Shape::Float => {
+            let (end, int) = number_shape(b, i)?;
+            (int == matches!(shape, Shape::Int)).then_some(end)
+        }
+        Shape::Str => match b.get(i) {
+            Some(b'"') => skip_string(b, i + 1).ok(),
+            _ => None,
+        },
+        Shape::List(items) => {
+            if b.get(i) != Some(&b'[') {
+                return None;
+            }
+            let mut i = skip_ws(b, i + 1);
+            if b.get(i) == Some(&b']') {
+                return items.is_empty().then_some(i + 1);
+            }
+            // As the shape was made: an item of a shape met before in this array adds
+            // nothing (while fewer than LIST_SHAPES are kept), any other is the next one.
+            let mut kept = 0;
+            loop {
+                let before = if kept < LIST_SHAPES {
+                    items[..kept].iter().find_map(|item| shape_at(b, i, item))
+                } else {
+                    None
+                };
+                let end = match before {
+                    Some(end) => end,
+                    None => {
+                        let end = shape_at(b, i, items.get(kept)?)?;
+                        kept += 1;
+                        end
+                    }
+                };
+                i = skip_ws(b, end);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b']') => return (kept == items.len()).then_some(i + 1),
+                    _ => return None,
+                }
+            }
+        }
+        Shape::Object(members) => {
+            if b.get(i) != Some(&b'{') {
+                return None;
+            }
+            let mut i = skip_ws(b, i + 1);
+            for (n, (key, value)) in members.iter().enumerate() {
+                if n > 0 {
+                    if b.get(i) != Some(&b',') {
+                        return None;
+                    }
+                    i = skip_ws(b, i + 1);
+                }
+                // The key as it is written, with no escapes (a key holding a quote or a
+                // backslash is left to the long way).
+                let key = key.as_bytes();
+                let end = i + 1 + key.len();
+                if b.get(i) != Some(&b'"')
+                    || key.iter().any(|&c| c == b'"' || c == b'\\')
+                    || b.get(i + 1..end) != Some(key)
+                    || b.get(end) != Some(&b'"')
+                {
+                    return None;
+                }
+                i = skip_ws(b, end + 1);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = skip_ws(b, shape_at(b, skip_ws(b, i + 1), value)?);
+            }
+            (b.get(i) == Some(&b'}')).then_some(i + 1)
+        }
+    }
+}
+
+/// The end of the JSON number at `i` and whether `serde_json` reads it as an `i64` (what
+/// [`Shape::Int`] is): an integer that fits, but not `-0`, which it reads as a float.
+fn number_shape(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let (end, integer) = number(b, i).ok()?;
+    if !integer {
+        return Some((end, false));
+    }
+    let negative = b[i] == b'-';
+    let digits = &b[i + usize::from(negative)..end];
+    // More than 20 digits is beyond u64, which serde_json reads as a float.
+    if digits.len() > 20 {
+        return Some((end, false));
+    }
+    let n = digits
+        .iter()
+        .fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
+    let int = if negative {
+        n != 0 && n <= 1u128 << 63
+    } else {
+        n <= i64::MAX as u128
+    };
+    Some((end, int))
 }
 
 /// Most shapes [`Shapes`] holds (records whose keys differ from record to record are not
@@ -1509,6 +1635,107 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `same_shape` says a line is of a record's shape only when parsing both gives the same
+    /// shape, and always then unless the line has escapes, for every pair of lines from a small space of hostile values (numbers at
+    /// the edges of `i64` and `u64`, `-0`, exponents, escaped and repeated keys, arrays of
+    /// many item shapes, nesting, whitespace), so that pairs that differ by one token are
+    /// common; lines `serde_json` rejects may get either answer.
+    #[test]
+    fn same_shape_is_what_parsing_tells() {
+        const SCALARS: &[&str] = &[
+            "null",
+            "true",
+            "false",
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "0.0",
+            "-0.0",
+            "1e3",
+            "1E+3",
+            "2.5e-3",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-18446744073709551616",
+            "123456789012345678901234567890",
+            r#""s""#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""\u00e9t\u00e9""#,
+            r#""é""#,
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "nul",
+            "truex",
+            r#""open"#,
+            "+1",
+        ];
+        let mut rng = arcane_test_support::rng::SplitMix64(0x5a5e_5a5e_0001);
+        let mut next = move |n: u64| rng.between(0, n);
+        fn value(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
+            match next(if depth >= 2 { 10 } else { 13 }) {
+                0..=9 => SCALARS[next(SCALARS.len() as u64) as usize].to_string(),
+                10 | 11 => {
+                    let items: Vec<String> =
+                        (0..next(11)).map(|_| value(next, depth + 1)).collect();
+                    format!("[{}]", items.join(if next(2) == 0 { "," } else { " , " }))
+                }
+                _ => object(next, depth + 1),
+            }
+        }
+        fn object(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
+            let keys = [r#""a""#, r#""b""#, r#""\u0061""#, r#""a\"""#, r#""é""#];
+            let members: Vec<String> = (0..next(4))
+                .map(|_| format!("{}:{}", keys[next(5) as usize], value(next, depth)))
+                .collect();
+            let ws = ["", " ", "\t", "\r"][next(4) as usize];
+            format!("{ws}{{{ws}{}{ws}}}{ws}", members.join(&format!("{ws},")))
+        }
+        let lines: Vec<String> = (0..1500).map(|_| object(&mut next, 0)).collect();
+        let parsed: Vec<Option<Shape<'_>>> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<Shape<'_>>(l).ok())
+            .collect();
+        let valid = parsed.iter().flatten().count();
+        assert!(valid > 300, "too few valid lines ({valid}) to compare");
+        let (mut same, mut compared) = (0, 0);
+        for (a, shape_a) in lines.iter().zip(&parsed) {
+            let Some(shape_a) = shape_a else { continue };
+            // Only keys with escapes are left to the long way.
+            if !a.contains('\\') {
+                assert!(
+                    same_shape(a.as_bytes(), shape_a),
+                    "a line of its own shape: {a}"
+                );
+            }
+            for (b, shape_b) in lines.iter().zip(&parsed).take(400) {
+                let Some(shape_b) = shape_b else { continue };
+                let equal = shape_a == shape_b;
+                // Never "same" for another shape; "not sure" only for a line with escapes.
+                let said = same_shape(b.as_bytes(), shape_a);
+                assert!(
+                    if said {
+                        equal
+                    } else {
+                        !equal || b.contains('\\')
+                    },
+                    "{b} against the shape of {a}: said {said}"
+                );
+                compared += 1;
+                same += usize::from(equal && a != b);
+            }
+        }
+        // The space is small enough that different lines of one shape are common.
+        assert!(same > 1000 && compared > 10_000, "{same} of {compared}");
     }
 
     /// The events of reading `text` as `job`'s file from its start.

@@ -1220,7 +1220,7 @@ pub(super) fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, Giv
 
 /// The position of the first byte at or after `i` that is not JSON whitespace.
 #[inline]
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
         i += 1;
     }
@@ -1229,7 +1229,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// The position after the literal `lit` at `i`.
 #[inline]
-fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, GiveUp> {
+pub(crate) fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, GiveUp> {
     match b.get(i..i + lit.len()) {
         Some(s) if s == lit => Ok(i + lit.len()),
         _ => Err("not a literal"),
@@ -1239,7 +1239,7 @@ fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, GiveUp> {
 /// The end of the JSON number at `i` (strictly JSON's grammar) and whether it is an integer
 /// (no fraction, no exponent).
 #[inline]
-fn number(b: &[u8], mut i: usize) -> Result<(usize, bool), GiveUp> {
+pub(crate) fn number(b: &[u8], mut i: usize) -> Result<(usize, bool), GiveUp> {
     if b.get(i) == Some(&b'-') {
         i += 1;
     }
@@ -1475,7 +1475,7 @@ fn skip_value(b: &[u8], i: usize, depth: usize) -> Result<usize, GiveUp> {
 
 /// Skip the string whose content starts at `i`, checking its escapes; the position after
 /// its closing quote.
-fn skip_string(b: &[u8], mut i: usize) -> Result<usize, GiveUp> {
+pub(crate) fn skip_string(b: &[u8], mut i: usize) -> Result<usize, GiveUp> {
     loop {
         let rest = b.get(i..).ok_or("unterminated string")?;
         let n = quote_or_backslash(rest).ok_or("unterminated string")?;

@@ -10,7 +10,7 @@
 pub mod bench;
 pub(crate) mod block;
 mod csv_fast;
-mod fast;
+pub(crate) mod fast;
 mod json;
 mod types;
 
