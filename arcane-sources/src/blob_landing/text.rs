@@ -382,6 +382,8 @@ struct Framer {
     rec_line: u64,
     /// Records framed and not reported yet.
     block: Vec<Rec>,
+    /// A read failure that came after bytes of the same [`fill`](Self::fill).
+    deferred: Option<io::Error>,
 }
 
 impl Framer {
@@ -406,21 +408,39 @@ impl Framer {
             line: start.lines,
             rec_line: start.lines + 1,
             block: Vec::with_capacity(job.batch_rows.min(1 << 16)),
+            deferred: None,
         }
     }
 
-    /// Append up to [`READ_CHUNK`] bytes from `reader`; 0 at the end of the file.
+    /// Append [`READ_CHUNK`] bytes from `reader`, fewer only at its end; 0 at the end of the
+    /// file. A failure after some bytes is returned by the next call, once they are framed.
     fn fill(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         let filled = self.buf.len();
         self.buf.resize(filled + READ_CHUNK, 0);
-        let read = loop {
-            match reader.read(&mut self.buf[filled..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+        // Until the chunk is full: a reader that returns less per call (a decompressor returns
+        // what one step makes, a tenth of the chunk) would otherwise have the chunk zeroed
+        // again for every call.
+        let mut read = 0;
+        let result = loop {
+            if read == READ_CHUNK {
+                break Ok(read);
+            }
+            match reader.read(&mut self.buf[filled + read..]) {
+                Ok(0) => break Ok(read),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if read > 0 => {
+                    self.deferred = Some(e);
+                    break Ok(read);
+                }
+                Err(e) => break Err(e),
             }
         };
-        self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
-        read
+        self.buf.truncate(filled + read);
+        result
     }
 
     /// The end (line break) of the next complete record, if the buffer holds one.
@@ -1740,8 +1760,12 @@ mod tests {
 
     /// The events of reading `text` as `job`'s file from its start.
     fn events_of(job: &TextJob, text: &str) -> Vec<FileEvent> {
+        events_of_reader(job, Box::new(io::Cursor::new(text.as_bytes().to_vec())))
+    }
+
+    /// The events of reading `reader` as `job`'s file from its start.
+    fn events_of_reader(job: &TextJob, reader: Box<dyn Read + Send>) -> Vec<FileEvent> {
         let (tx, mut rx) = mpsc::channel(4);
-        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text.as_bytes().to_vec()));
         std::thread::scope(|scope| {
             scope.spawn(move || read_text_file(job, Ok(reader), Progress::default(), &tx));
             let mut events = Vec::new();
@@ -1905,6 +1929,98 @@ mod tests {
                 let lines = text.lines().count() as u64;
                 assert_eq!(end.lines, lines, "{format:?}, {threads} threads");
             }
+        }
+    }
+
+    /// Gives its text in pieces of `piece` bytes (interrupted now and then, as a decompressor
+    /// or a network body may be), fails once when `fail_at` bytes are given, and then ends
+    /// (as a stream that broke off does: asked again, it has nothing more).
+    struct Pieces {
+        text: Vec<u8>,
+        at: usize,
+        piece: usize,
+        fail_at: usize,
+        calls: usize,
+        failed: bool,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(7) {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if self.at >= self.fail_at {
+                if self.failed {
+                    return Ok(0);
+                }
+                self.failed = true;
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "cut off"));
+            }
+            let n = buf.len().min(self.piece).min(self.fail_at - self.at);
+            buf[..n].copy_from_slice(&self.text[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// A file given in small pieces and then failing: every record read before the failure
+    /// is reported once, in order, and the rest of the file is one dead letter from the line
+    /// the failure cut (the pieces of one read are gathered; a failure after some of them is
+    /// kept for the next read, not lost: the stream says nothing more after it).
+    #[test]
+    fn records_before_a_failure_in_the_middle_of_a_read_are_reported_then_the_failure() {
+        use arrow_array::cast::AsArray;
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let text: String = (0..100_000).map(|i| format!("{{\"a\": {i}}}\n")).collect();
+        assert_eq!(text.len(), 1_288_890);
+        for (piece, fail_at) in [
+            (1000, 1_200_005),
+            (333, 700_000),
+            (1 << 20, 1_048_577),
+            (4096, 1 << 20),
+        ] {
+            let whole_lines = text[..fail_at].matches('\n').count();
+            let job = TextJob {
+                path: "f".into(),
+                origin: "/f".into(),
+                format: TextFormat::Ndjson,
+                schema: schema.clone(),
+                batch_rows: 1000,
+                decode_threads: 2,
+                coerce_primitive: false,
+                kept: Arc::new(TextReaders::default()),
+            };
+            let reader = Pieces {
+                text: text.clone().into_bytes(),
+                at: 0,
+                piece,
+                fail_at,
+                calls: 0,
+                failed: false,
+            };
+            let (mut rows, mut letters) = (Vec::new(), Vec::new());
+            for event in events_of_reader(&job, Box::new(reader)) {
+                match event {
+                    FileEvent::Batch { batch, .. } => {
+                        let a = batch
+                            .column(0)
+                            .as_primitive::<arrow_array::types::Int64Type>();
+                        rows.extend(a.values().iter().copied());
+                    }
+                    FileEvent::Done { dead_letters, .. } => letters.extend(dead_letters),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let want: Vec<i64> = (0..whole_lines as i64).collect();
+            assert_eq!(rows, want, "pieces of {piece}, failing at {fail_at}");
+            assert_eq!(letters.len(), 1, "{letters:?}");
+            let letter = format!("{:?}", letters[0]);
+            assert!(
+                letter.contains(&format!("from line {}", whole_lines + 1))
+                    && letter.contains("cut off"),
+                "{letter}"
+            );
         }
     }
 
