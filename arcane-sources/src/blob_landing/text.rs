@@ -1083,9 +1083,9 @@ impl Shape<'_> {
 }
 
 /// Whether `line` is a JSON value of `shape`, told in one pass over its bytes without building
-/// anything: for a line `serde_json` reads, true exactly when the [`Shape`] it reads is
-/// `shape` (false also where this pass is not sure: a key with escapes, say, is then read the
-/// long way); for a line it rejects, either answer (inference skips such a line, and a line
+/// anything: for a line `serde_json` reads, true only when the [`Shape`] it reads is `shape`,
+/// and then always unless this pass is not sure (a key with escapes is read the long way);
+/// for a line it rejects, either answer (inference skips such a line, and a line
 /// of a shape already merged adds nothing). Nothing but the counts changes for a line of the
 /// previous record's shape, so inference need not parse it.
 fn same_shape(line: &[u8], shape: &Shape<'_>) -> bool {
