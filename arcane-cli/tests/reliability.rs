@@ -774,26 +774,30 @@ fn postgres(work: &Path, seed: u64) -> Prepared {
     )
     .cleanup(move || {
         // A feeder that failed leaves rows uninserted, which the tally would count as lost:
-        // say so instead.
-        if feeder.is_finished() {
-            if let Err(e) = rt.block_on(feeder) {
-                panic!("the test's inserts into {table} failed: {e}");
-            }
+        // say so instead, once the slot is dropped.
+        let feeder_failed = if feeder.is_finished() {
+            rt.block_on(feeder).err()
         } else {
             feeder.abort();
-        }
+            None
+        };
         let sql = format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{table}'; \
              DROP PUBLICATION IF EXISTS {table}; DROP TABLE IF EXISTS {table};"
         );
         // A killed run's backend may hold the slot for a moment.
+        let mut dropped = false;
         for _ in 0..80 {
             if rt.block_on(client.batch_execute(&sql)).is_ok() {
-                return;
+                dropped = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("could not drop the slot {table}: drop it by hand");
+        if let Some(e) = feeder_failed {
+            panic!("the test's inserts into {table} failed: {e}");
+        }
+        assert!(dropped, "could not drop the slot {table}: drop it by hand");
     })
 }
 
