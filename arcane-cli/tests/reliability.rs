@@ -294,7 +294,6 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
             });
         }
         let exit = proc.wait();
-        last_lines = exit.lines.clone();
         tally.runs += 1;
         tally.signals += u64::from(opened);
         let faults = p.proxy_faults || p.source_faults.is_some();
@@ -316,6 +315,7 @@ fn run_trial(work: &Path, p: &Prepared, fault: Fault, rng: &mut SplitMix64, tall
         if all_in {
             return;
         }
+        last_lines = exit.lines;
     }
     // Not done: what is missing is counted as lost by the caller; what is missing and the last
     // run's log say where to look.

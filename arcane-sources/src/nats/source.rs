@@ -268,8 +268,8 @@ impl NatsSession {
     /// arrived. The server sent them into a connection that then broke; the pull request they
     /// answered can outlive the connection, and the server goes on filling it after the client
     /// reconnects. Taking the delivery would move the highest sequence read past the lost
-    /// ones, and a reconnect after it would never ask for them again. Ending the session instead starts over from the highest sequence
-    /// read, which delivers them again.
+    /// ones, and a reconnect after it would never ask for them again. Ending the session
+    /// instead starts over from the highest sequence read, which delivers them again.
     fn check_gap(&mut self, consumer_sequence: u64, stream_sequence: u64) -> Result<()> {
         let expected = self.next_delivery;
         if consumer_sequence > expected {
