@@ -141,3 +141,128 @@ fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_comple
         "every row exactly once, each exit as documented: {trial:#?}"
     );
 }
+
+/// The generator backfill of `total` rows into `sink`, the row groups' pages spilled to
+/// `spill`.
+fn spilling_spec(sink: &Path, spill: &Path, total: u64) -> serde_json::Value {
+    json!({
+        "apiVersion": "streaming.sneaksanddata.com/v1",
+        "kind": "GeneratorStream",
+        "metadata": {"name": "spill"},
+        "spec": {
+            "source": {"totalRows": total, "batchRows": 5000},
+            "sink": {
+                "url": sink.display().to_string(),
+                "rolling": {"targetFileSize": 524288},
+                "writer": {"spillDirectory": spill.display().to_string()}
+            },
+            "rowsPerGroup": 20000
+        }
+    })
+}
+
+#[test]
+fn a_full_spill_volume_is_fatal_with_its_remedy_and_the_rerun_completes() {
+    let Some(volume) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sink = out.path().join("out");
+    let total = 300_000u64;
+    let spec = spilling_spec(&sink, volume.path(), total);
+    let started = std::time::Instant::now();
+    let mut trial = OneTrial::default();
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    trial.runs += 1;
+    let message = exit.termination["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dir = volume.path().display().to_string();
+    if exit.code != 1
+        || !message.contains("No space left on device")
+        || !message.contains(&format!(
+            "the encoded pages of the row group in progress in {dir}"
+        ))
+        || !message.contains("sink.writer.spillPages: false")
+    {
+        trial.bad_exits.push(format!(
+            "full spill volume: exit {}: {message:?}: {:#?}",
+            exit.code, exit.lines
+        ));
+    }
+    let committed = exit.termination["summary"]["rowsCommitted"]
+        .as_u64()
+        .unwrap_or_default();
+    let url = format!("file://{}", sink.display());
+    assert_eq!(
+        rows_as_json(&read_committed(&url, &BTreeMap::new())).len(),
+        0,
+        "nothing of the unfinished backfill is visible"
+    );
+    assert_eq!(
+        std::fs::read_dir(volume.path()).unwrap().count(),
+        0,
+        "the spill files are unnamed: nothing is left on the volume"
+    );
+
+    volume.resize("64m");
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    trial.runs += 1;
+    let resumed = exit.termination["summary"]["rowsCommitted"].as_u64();
+    if exit.code != 0 || resumed != Some(total - committed) {
+        trial.bad_exits.push(format!(
+            "rerun with room to spill: exit {}, {resumed:?} rows committed after the \
+             {committed} before: {:#?}",
+            exit.code, exit.lines
+        ));
+    }
+    let rows = rows_as_json(&read_committed(&url, &BTreeMap::new()));
+    trial.count_ids(
+        rows.iter().map(|r| r["id"].as_i64().unwrap()).collect(),
+        total,
+    );
+    trial.report(
+        "generator",
+        "spill volume full",
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        trial.bad_exits.is_empty() && trial.lost == 0 && trial.duplicated == 0 && trial.extra == 0,
+        "every row exactly once, each exit as documented: {trial:#?}"
+    );
+}
+
+/// A spill directory that does not exist (a typo) is a configuration error before anything
+/// is written, naming the field and the ways out; runs as any user.
+#[test]
+fn a_missing_spill_directory_is_a_configuration_error() {
+    let work = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sink = out.path().join("out");
+    let missing = out.path().join("no-such-dir");
+    let exit = Arcane::run(
+        work.path(),
+        &spilling_spec(&sink, &missing, 50_000),
+        &["--backfill"],
+    )
+    .wait();
+    let message = exit.termination["message"].as_str().unwrap_or_default();
+    assert_eq!(exit.code, 1, "{message}: {:#?}", exit.lines);
+    for part in [
+        "sink.writer.spillDirectory",
+        &missing.display().to_string(),
+        "spillPages: false",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message:?}");
+    }
+    assert_eq!(
+        rows_as_json(&read_committed(
+            &format!("file://{}", sink.display()),
+            &BTreeMap::new()
+        ))
+        .len(),
+        0
+    );
+}

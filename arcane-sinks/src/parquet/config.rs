@@ -398,6 +398,20 @@ pub struct WriterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub encode_threads: Option<usize>,
+    /// Keep the encoded pages of each row group in progress in unnamed temporary files in
+    /// `spillDirectory` until the row group is complete, instead of on the heap: the process
+    /// then holds about one page per column, not `rowGroupBytes` per open file (the files'
+    /// pages are in the kernel's page cache, which it can write out and reclaim under memory
+    /// pressure). Nothing is left in the directory, even if the process is killed. `false`
+    /// keeps them in memory (no disk needed). Default true.
+    #[serde(default = "default_spill_pages")]
+    pub spill_pages: bool,
+    /// Directory for the spilled pages: a writable local file system with room for
+    /// `rowGroupBytes` per open file. Checked when the first file is opened; a missing or
+    /// read-only directory is a configuration error. Default: the system's temporary directory
+    /// (`$TMPDIR`, else `/tmp`; the Helm chart mounts an `emptyDir` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_directory: Option<String>,
 }
 
 impl Default for WriterConfig {
@@ -417,6 +431,8 @@ impl Default for WriterConfig {
             upload_part_size: DEFAULT_UPLOAD_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             encode_threads: None,
+            spill_pages: true,
+            spill_directory: None,
         }
     }
 }
@@ -427,6 +443,16 @@ impl WriterConfig {
     pub fn encode_threads(&self) -> usize {
         self.encode_threads
             .unwrap_or_else(crate::parquet::encode::default_encode_threads)
+    }
+
+    /// Where the pages of row groups in progress spill to: `spillDirectory`, or the system's
+    /// temporary directory; `None` when `spillPages` is false.
+    pub fn spill_directory(&self) -> Option<std::path::PathBuf> {
+        self.spill_pages.then(|| {
+            self.spill_directory
+                .as_ref()
+                .map_or_else(std::env::temp_dir, std::path::PathBuf::from)
+        })
     }
 }
 
@@ -786,6 +812,9 @@ fn default_upload_part_size() -> usize {
 fn default_upload_concurrency() -> usize {
     DEFAULT_UPLOAD_CONCURRENCY
 }
+fn default_spill_pages() -> bool {
+    true
+}
 fn default_bloom_fpp() -> f64 {
     DEFAULT_BLOOM_FILTER_FPP
 }
@@ -884,6 +913,12 @@ impl ParquetSinkConfig {
                 format!(
                     "{n} is not between 1 and 64; use 1 to encode on the sink's thread, or leave it out for the available parallelism (at most 4)"
                 ),
+            ));
+        }
+        if w.spill_directory.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::config(
+                "sink.writer.spillDirectory",
+                "is empty; give a writable local directory (e.g. /tmp), leave it out for the system's temporary directory, or set spillPages: false",
             ));
         }
         if w.upload_part_size < 5 * 1024 * 1024 {

@@ -41,6 +41,8 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
+use crate::parquet::spill::SpillPages;
+
 /// Default `writer.encodeThreads`: the available parallelism, at most this many.
 pub(crate) const MAX_DEFAULT_ENCODE_THREADS: usize = 4;
 
@@ -429,6 +431,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         schema: SchemaRef,
         props: WriterProperties,
         pool: Arc<EncodePool>,
+        spill: Option<SpillPages>,
     ) -> Result<Self> {
         let max_rows = props.max_row_group_row_count();
         let max_bytes = props.max_row_group_bytes();
@@ -442,6 +445,11 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         let pending = Pending::default();
         let (file, factory) = ArrowWriter::try_new(pending.clone(), schema.clone(), Some(props))?
             .into_serialized_writer()?;
+        // The encoded pages of a row group in progress wait in unnamed files, not on the heap.
+        let factory = match spill {
+            Some(spill) => factory.with_page_store_factory(Arc::new(spill)),
+            None => factory,
+        };
         let mut leaves = vec![0; schema.fields().len()];
         let descr = file.schema_descr();
         for leaf in 0..descr.num_columns() {
@@ -998,8 +1006,9 @@ mod tests {
         let data = batch(0, 5000);
         for threads in [1, 2] {
             let pool = Arc::new(EncodePool::new(threads).expect("pool"));
-            let mut w = EncodeWriter::try_new(Refusing, data.schema(), props(1000, 1 << 30), pool)
-                .expect("writer");
+            let mut w =
+                EncodeWriter::try_new(Refusing, data.schema(), props(1000, 1 << 30), pool, None)
+                    .expect("writer");
             let e = w.write(&data).await.expect_err("refused");
             let ParquetError::External(inner) = e else {
                 panic!("{threads} threads: {e:?}");
@@ -1039,11 +1048,23 @@ mod tests {
             let expected = reference.into_inner();
             // Settled after each write, the sizes are the reference's too; not settled (as
             // the sink writes), the cuts are decided on sizes the threads' timing does not
-            // change, and on exact ones near the limit.
-            for (threads, settled) in [(1, true), (3, true), (1, false), (3, false)] {
+            // change, and on exact ones near the limit. Pages spilled to unnamed files (the
+            // sink's default) come back in the same file.
+            let spill_dir = tempfile::tempdir().expect("spill dir");
+            let spill = SpillPages::new(spill_dir.path().to_path_buf()).expect("spill");
+            for (threads, settled, spilled) in [
+                (1, true, false),
+                (3, true, false),
+                (1, false, false),
+                (3, false, false),
+                (1, true, true),
+                (3, false, true),
+            ] {
                 let pool = Arc::new(EncodePool::new(threads).expect("pool"));
-                let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool)
-                    .expect("writer");
+                let pages = spilled.then(|| spill.clone());
+                let mut w =
+                    EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool, pages)
+                        .expect("writer");
                 let mut ours = Vec::new();
                 for b in &batches {
                     w.write(b).await.expect("write");
@@ -1057,13 +1078,13 @@ mod tests {
                     ours.push((w.bytes_written(), w.in_progress_size()));
                     assert_eq!(
                         ours, trace,
-                        "sizes, {threads} threads, {max_rows}/{max_bytes}"
+                        "sizes, {threads} threads, spilled {spilled}, {max_rows}/{max_bytes}"
                     );
                 }
                 let got = w.into_inner();
                 assert!(
                     got == expected,
-                    "settled {settled}, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
+                    "settled {settled}, spilled {spilled}, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
                     got.len(),
                     expected.len()
                 );
@@ -1110,9 +1131,14 @@ mod tests {
             columns = good.columns().to_vec();
             for threads in [1, 3] {
                 let pool = Arc::new(EncodePool::new(threads).expect("pool"));
-                let mut w =
-                    EncodeWriter::try_new(Vec::new(), schema.clone(), props(1000, 1 << 20), pool)
-                        .expect("writer");
+                let mut w = EncodeWriter::try_new(
+                    Vec::new(),
+                    schema.clone(),
+                    props(1000, 1 << 20),
+                    pool,
+                    None,
+                )
+                .expect("writer");
                 w.write(&good).await.expect("good batch");
                 // The bad column fails in its lane: the error comes with this write, or at the
                 // latest when the lanes are settled.
@@ -1158,8 +1184,14 @@ mod tests {
         Arc<std::sync::atomic::AtomicBool>,
     ) {
         let pool = Arc::new(EncodePool::new(2).expect("pool"));
-        let w = EncodeWriter::try_new(Vec::new(), two_columns(0, 1).schema(), rows_only(), pool)
-            .expect("writer");
+        let w = EncodeWriter::try_new(
+            Vec::new(),
+            two_columns(0, 1).schema(),
+            rows_only(),
+            pool,
+            None,
+        )
+        .expect("writer");
         let (tx, rx) = mpsc::channel::<()>();
         let rx = Mutex::new(rx);
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -17,6 +17,7 @@ pub mod partition;
 mod read;
 pub(crate) mod schema;
 mod sink;
+mod spill;
 mod store;
 mod upload;
 

@@ -84,6 +84,9 @@ pub struct ParquetSink {
     dictionary_auto: DictionaryAuto,
     /// The threads encoding columns (`writer.encodeThreads`), started with the first file.
     encode_pool: Option<std::sync::Arc<EncodePool>>,
+    /// Where row groups in progress keep their pages (`writer.spillPages`), checked with the
+    /// first file.
+    spill: Option<crate::parquet::spill::SpillPages>,
     open_files: BTreeMap<String, SyncCell<OpenFile>>,
     /// Files closed (uploaded) in this sequence but not yet in a manifest.
     closed: Vec<FileEntry>,
@@ -195,6 +198,7 @@ impl ParquetSink {
             props: None,
             dictionary_auto: DictionaryAuto::default(),
             encode_pool: None,
+            spill: None,
             open_files: BTreeMap::new(),
             closed: Vec::new(),
             markers: Vec::new(),

@@ -6,6 +6,7 @@ use super::*;
 use std::sync::Arc;
 
 use crate::parquet::config::Dictionary;
+use crate::parquet::spill::{SpillError, SpillPages};
 
 impl ParquetSink {
     /// The next file of this sequence: its relative path and its marker name.
@@ -71,7 +72,8 @@ impl ParquetSink {
         )
         .await?;
         self.markers.extend(marker);
-        let writer = EncodeWriter::try_new(upload, file_schema, props, pool)
+        let spill = self.spill_pages()?;
+        let writer = EncodeWriter::try_new(upload, file_schema, props, pool, spill)
             .map_err(|e| self.parquet_err(format!("cannot create {rel}"), e))?;
         Ok(OpenFile {
             rel,
@@ -96,6 +98,29 @@ impl ParquetSink {
         })?);
         self.encode_pool = Some(pool.clone());
         Ok(pool)
+    }
+
+    /// Where row groups keep their pages: a spill directory checked once (a directory that
+    /// cannot take files is a configuration error), or the heap (`spillPages: false`).
+    fn spill_pages(&mut self) -> Result<Option<SpillPages>> {
+        let Some(dir) = self.config.writer.spill_directory() else {
+            return Ok(None);
+        };
+        if let Some(spill) = &self.spill {
+            return Ok(Some(spill.clone()));
+        }
+        let spill = SpillPages::new(dir.clone()).map_err(|e| {
+            Error::config(
+                "sink.writer.spillDirectory",
+                format!(
+                    "cannot create files in {} to keep the encoded pages of row groups in progress: {e}; point sink.writer.spillDirectory at a writable local directory (the Helm chart mounts an emptyDir on /tmp), or set sink.writer.spillPages: false to keep them in memory",
+                    dir.display()
+                ),
+            )
+        })?;
+        tracing::debug!(dir = %dir.display(), "row groups in progress keep their pages in unnamed files");
+        self.spill = Some(spill.clone());
+        Ok(Some(spill))
     }
 
     /// Finish a file: every part uploaded (or the staging file written), not yet visible.
@@ -206,6 +231,24 @@ impl ParquetSink {
         match e {
             ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
                 Ok(store) => store_error(&self.sink_name(), what, *store),
+                Err(other) if other.is::<SpillError>() => {
+                    let (retry, hint) = match other.downcast_ref::<SpillError>() {
+                        Some(spill) if spill.needs_someone() => (
+                            Retry::Permanent,
+                            "free space on that volume or give it more (it needs rowGroupBytes per open file), point sink.writer.spillDirectory elsewhere, or set sink.writer.spillPages: false; everything committed is kept and the rerun resumes from the last commit",
+                        ),
+                        _ => (
+                            Retry::Transient,
+                            "the stream will restart and resume from the last commit",
+                        ),
+                    };
+                    Error::sink(
+                        self.sink_name(),
+                        format!("{what}: {}; {hint}", arcane_core::error::Report(&*other)),
+                        retry,
+                        Some(other),
+                    )
+                }
                 Err(other) => Error::sink(
                     self.sink_name(),
                     format!("{what}: {other}"),
