@@ -1,7 +1,9 @@
 //! A sink on a local volume that fills up: the `arcane` binary writing a backfill to a small
 //! tmpfs exits 1 (someone must free space) with a message that says the disk is full and what
 //! to do; what it committed stays readable and nothing partial is visible; after the volume
-//! grows, the rerun completes with every row exactly once.
+//! grows, the rerun completes with every row exactly once. The same when the volume that fills
+//! is the one the row groups' pages spill to (`sink.writer.spillDirectory`), which the message
+//! names instead.
 //!
 //! Mounting a tmpfs needs root (scripts/test.sh runs as root on the test machines); as another
 //! user the test says so and does nothing.
@@ -64,46 +66,58 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_completes() {
-    let Some(volume) = Tmpfs::mount("2m") else {
-        return;
-    };
-    let work = tempfile::tempdir().unwrap();
-    let sink = volume.path().join("out");
-    // About 2.7 MB of Parquet: the 2 MiB volume fills after about three quarters of it.
-    let total = 700_000u64;
-    let spec = json!({
+/// The generator backfill of `total` rows into `sink`, with `writer` as its sink's writer
+/// settings.
+fn generator_spec(sink: &Path, total: u64, writer: serde_json::Value) -> serde_json::Value {
+    json!({
         "apiVersion": "streaming.sneaksanddata.com/v1",
         "kind": "GeneratorStream",
         "metadata": {"name": "full"},
         "spec": {
             "source": {"totalRows": total, "batchRows": 5000},
-            "sink": {"url": sink.display().to_string(), "rolling": {"targetFileSize": 524288}},
+            "sink": {
+                "url": sink.display().to_string(),
+                "rolling": {"targetFileSize": 524288},
+                "writer": writer
+            },
             "rowsPerGroup": 20000
         }
-    });
+    })
+}
+
+/// Run `spec` (a backfill of `total` rows into `sink`) until `volume` is full: exit 1 with
+/// each of `says` in its message (and not "unreachable": a full volume is not a store that
+/// went away), nothing of the unfinished backfill visible. Then give the volume room and
+/// rerun: it resumes after what was committed, and every row is there exactly once. Returns
+/// the rows committed before the volume filled.
+fn full_then_room(
+    volume: &Tmpfs,
+    spec: &serde_json::Value,
+    sink: &Path,
+    total: u64,
+    what: &str,
+    says: &[&str],
+) -> u64 {
+    let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let mut trial = OneTrial::default();
-    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    let exit = Arcane::run(work.path(), spec, &["--backfill"]).wait();
     trial.runs += 1;
     let message = exit.termination["message"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     if exit.code != 1
-        || !message.contains("No space left on device")
-        || !message.contains("the disk is full: free space on that volume")
+        || says.iter().any(|part| !message.contains(part))
         || message.contains("unreachable")
     {
-        // A full disk is fatal with its remedy, and not an unreachable store.
         trial.bad_exits.push(format!(
-            "full disk: exit {}: {message:?}: {:#?}",
+            "{what}: exit {}: {message:?}: {:#?}",
             exit.code, exit.lines
         ));
     }
-    // Part of the backfill was committed before the disk filled; readers still see the data
-    // from before the backfill (none), never a part of it.
+    // Part of the backfill may be committed before the volume filled; readers still see the
+    // data from before the backfill (none), never a part of it.
     let committed = exit.termination["summary"]["rowsCommitted"]
         .as_u64()
         .unwrap_or_default();
@@ -116,12 +130,12 @@ fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_comple
     }
 
     volume.resize("64m");
-    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
+    let exit = Arcane::run(work.path(), spec, &["--backfill"]).wait();
     trial.runs += 1;
     let resumed = exit.termination["summary"]["rowsCommitted"].as_u64();
     if exit.code != 0 || resumed != Some(total - committed) {
         trial.bad_exits.push(format!(
-            "rerun after freeing space: exit {}, {resumed:?} rows committed (the rerun resumes \
+            "rerun after making room: exit {}, {resumed:?} rows committed (the rerun resumes \
              after the {committed} rows committed before): {:#?}",
             exit.code, exit.lines
         ));
@@ -131,106 +145,69 @@ fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_comple
         rows.iter().map(|r| r["id"].as_i64().unwrap()).collect(),
         total,
     );
-    trial.report("generator", "disk full", started.elapsed().as_secs_f64());
-    assert!(
-        committed > 0 && committed < total,
-        "the volume was meant to fill midway: {committed} rows committed"
-    );
+    trial.report("generator", what, started.elapsed().as_secs_f64());
     assert!(
         trial.bad_exits.is_empty() && trial.lost == 0 && trial.duplicated == 0 && trial.extra == 0,
         "every row exactly once, each exit as documented: {trial:#?}"
     );
+    committed
 }
 
-/// The generator backfill of `total` rows into `sink`, the row groups' pages spilled to
-/// `spill`.
-fn spilling_spec(sink: &Path, spill: &Path, total: u64) -> serde_json::Value {
-    json!({
-        "apiVersion": "streaming.sneaksanddata.com/v1",
-        "kind": "GeneratorStream",
-        "metadata": {"name": "spill"},
-        "spec": {
-            "source": {"totalRows": total, "batchRows": 5000},
-            "sink": {
-                "url": sink.display().to_string(),
-                "rolling": {"targetFileSize": 524288},
-                "writer": {"spillDirectory": spill.display().to_string()}
-            },
-            "rowsPerGroup": 20000
-        }
-    })
+#[test]
+fn a_full_disk_is_fatal_with_its_remedy_and_the_rerun_after_freeing_space_completes() {
+    let Some(volume) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let sink = volume.path().join("out");
+    // About 2.7 MB of Parquet: the 2 MiB volume fills after about three quarters of it.
+    let total = 700_000u64;
+    let spec = generator_spec(&sink, total, json!({}));
+    let committed = full_then_room(
+        &volume,
+        &spec,
+        &sink,
+        total,
+        "disk full",
+        &[
+            "No space left on device",
+            "the disk is full: free space on that volume",
+        ],
+    );
+    assert!(
+        committed > 0 && committed < total,
+        "the volume was meant to fill midway: {committed} rows committed"
+    );
 }
 
+/// The row groups' pages spill to a volume too small for them: exit 1 naming the spill
+/// directory and the ways out (not the sink's disk), nothing left on that volume.
 #[test]
 fn a_full_spill_volume_is_fatal_with_its_remedy_and_the_rerun_completes() {
     let Some(volume) = Tmpfs::mount("256k") else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let sink = out.path().join("out");
     let total = 300_000u64;
-    let spec = spilling_spec(&sink, volume.path(), total);
-    let started = std::time::Instant::now();
-    let mut trial = OneTrial::default();
-    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
-    trial.runs += 1;
-    let message = exit.termination["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let writer = json!({"spillDirectory": volume.path().display().to_string()});
+    let spec = generator_spec(&sink, total, writer);
     let dir = volume.path().display().to_string();
-    if exit.code != 1
-        || !message.contains("No space left on device")
-        || !message.contains(&format!(
-            "the encoded pages of the row group in progress in {dir}"
-        ))
-        || !message.contains("sink.writer.spillPages: false")
-    {
-        trial.bad_exits.push(format!(
-            "full spill volume: exit {}: {message:?}: {:#?}",
-            exit.code, exit.lines
-        ));
-    }
-    let committed = exit.termination["summary"]["rowsCommitted"]
-        .as_u64()
-        .unwrap_or_default();
-    let url = format!("file://{}", sink.display());
-    assert_eq!(
-        rows_as_json(&read_committed(&url, &BTreeMap::new())).len(),
-        0,
-        "nothing of the unfinished backfill is visible"
+    full_then_room(
+        &volume,
+        &spec,
+        &sink,
+        total,
+        "spill volume full",
+        &[
+            "No space left on device",
+            &format!("the encoded pages of the row group in progress in {dir}"),
+            "sink.writer.spillPages: false",
+        ],
     );
     assert_eq!(
         std::fs::read_dir(volume.path()).unwrap().count(),
         0,
         "the spill files are unnamed: nothing is left on the volume"
-    );
-
-    volume.resize("64m");
-    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
-    trial.runs += 1;
-    let resumed = exit.termination["summary"]["rowsCommitted"].as_u64();
-    if exit.code != 0 || resumed != Some(total - committed) {
-        trial.bad_exits.push(format!(
-            "rerun with room to spill: exit {}, {resumed:?} rows committed after the \
-             {committed} before: {:#?}",
-            exit.code, exit.lines
-        ));
-    }
-    let rows = rows_as_json(&read_committed(&url, &BTreeMap::new()));
-    trial.count_ids(
-        rows.iter().map(|r| r["id"].as_i64().unwrap()).collect(),
-        total,
-    );
-    trial.report(
-        "generator",
-        "spill volume full",
-        started.elapsed().as_secs_f64(),
-    );
-    assert!(
-        trial.bad_exits.is_empty() && trial.lost == 0 && trial.duplicated == 0 && trial.extra == 0,
-        "every row exactly once, each exit as documented: {trial:#?}"
     );
 }
 
@@ -242,12 +219,9 @@ fn a_missing_spill_directory_is_a_configuration_error() {
     let out = tempfile::tempdir().unwrap();
     let sink = out.path().join("out");
     let missing = out.path().join("no-such-dir");
-    let exit = Arcane::run(
-        work.path(),
-        &spilling_spec(&sink, &missing, 50_000),
-        &["--backfill"],
-    )
-    .wait();
+    let writer = json!({"spillDirectory": missing.display().to_string()});
+    let spec = generator_spec(&sink, 50_000, writer);
+    let exit = Arcane::run(work.path(), &spec, &["--backfill"]).wait();
     let message = exit.termination["message"].as_str().unwrap_or_default();
     assert_eq!(exit.code, 1, "{message}: {:#?}", exit.lines);
     for part in [

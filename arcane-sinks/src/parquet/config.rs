@@ -402,8 +402,10 @@ pub struct WriterConfig {
     /// `spillDirectory` until the row group is complete, instead of on the heap: the process
     /// then holds about one page per column, not `rowGroupBytes` per open file (the files'
     /// pages are in the kernel's page cache, which it can write out and reclaim under memory
-    /// pressure). Nothing is left in the directory, even if the process is killed. `false`
-    /// keeps them in memory (no disk needed). Default true.
+    /// pressure). On a memory-backed file system (tmpfs, an `emptyDir` with `medium: Memory`)
+    /// the pages still take memory, only not the process's. Nothing is left in the directory,
+    /// even if the process is killed. `false` keeps them in memory (no disk needed). Default
+    /// true.
     #[serde(default = "default_spill_pages")]
     pub spill_pages: bool,
     /// Directory for the spilled pages: a writable local file system with room for

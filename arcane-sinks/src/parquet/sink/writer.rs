@@ -118,7 +118,7 @@ impl ParquetSink {
                 ),
             )
         })?;
-        tracing::debug!(dir = %dir.display(), "row groups in progress keep their pages in unnamed files");
+        tracing::info!(dir = %dir.display(), "row groups in progress keep their encoded pages in unnamed files in this directory (sink.writer.spillDirectory)");
         self.spill = Some(spill.clone());
         Ok(Some(spill))
     }
