@@ -41,7 +41,7 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use crate::parquet::spill::SpillPages;
+use crate::parquet::spill::{FileSpill, SpillPages};
 
 /// Default `writer.encodeThreads`: the available parallelism, at most this many.
 pub(crate) const MAX_DEFAULT_ENCODE_THREADS: usize = 4;
@@ -390,6 +390,8 @@ pub(crate) struct EncodeWriter<W> {
     /// The bytes the file writer wrote and the upload has not been given yet.
     pending: Pending,
     factory: ArrowRowGroupWriterFactory,
+    /// Where the row group in progress keeps its pages, when not on the heap.
+    spill: Option<Arc<FileSpill>>,
     schema: SchemaRef,
     /// Leaf columns of each top-level column.
     leaves: Vec<usize>,
@@ -445,9 +447,10 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         let pending = Pending::default();
         let (file, factory) = ArrowWriter::try_new(pending.clone(), schema.clone(), Some(props))?
             .into_serialized_writer()?;
-        // The encoded pages of a row group in progress wait in unnamed files, not on the heap.
-        let factory = match spill {
-            Some(spill) => factory.with_page_store_factory(Arc::new(spill)),
+        // The encoded pages of a row group in progress wait in an unnamed file, not on the heap.
+        let spill = spill.map(|spill| spill.for_file());
+        let factory = match &spill {
+            Some(spill) => factory.with_page_store_factory(spill.clone()),
             None => factory,
         };
         let mut leaves = vec![0; schema.fields().len()];
@@ -481,6 +484,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             file,
             pending,
             factory,
+            spill,
             lanes,
             progress,
             writes: 0,
@@ -721,6 +725,9 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
 
     /// Column writers for the next row group, one lane per top-level column.
     fn new_row_group(&mut self) -> Result<()> {
+        if let Some(spill) = &self.spill {
+            spill.next_row_group()?;
+        }
         let mut writers = self
             .factory
             .create_column_writers(self.file.flushed_row_groups().len())?
@@ -1090,6 +1097,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Open file descriptors of this process (nextest runs each test in a process of its own).
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .count()
+    }
+
+    /// A file of 300 columns spilling its row groups holds one spill file open at a time, not
+    /// one per column: a sink of many open files of many columns stays within the process's
+    /// limit of file descriptors.
+    #[tokio::test]
+    async fn spilled_row_groups_share_one_file_whatever_the_columns() {
+        let fields: Vec<Field> = (0..300)
+            .map(|i| Field::new(format!("c{i}"), DataType::Int64, false))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batch = |from: i64| {
+            let columns: Vec<ArrayRef> = (0..300)
+                .map(|c| {
+                    Arc::new(Int64Array::from_iter_values(
+                        (from..from + 500).map(|i| i * c),
+                    )) as ArrayRef
+                })
+                .collect();
+            RecordBatch::try_new(schema.clone(), columns).expect("batch")
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillPages::new(dir.path().to_path_buf()).expect("spill");
+        let before = open_fds();
+        let pool = Arc::new(EncodePool::new(3).expect("pool"));
+        let threads = open_fds() - before;
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1200))
+            .set_data_page_size_limit(1024)
+            .build();
+        let mut w = EncodeWriter::try_new(Vec::new(), schema.clone(), props, pool, Some(spill))
+            .expect("writer");
+        let mut most = 0;
+        for i in 0..7 {
+            w.write(&batch(i * 500)).await.expect("write");
+            w.settle().await.expect("settle");
+            most = most.max(open_fds() - before - threads);
+        }
+        w.finish().await.expect("finish");
+        assert!(most >= 1, "the row group in progress spilled to a file");
+        assert!(
+            most <= 2,
+            "{most} files open for one row group of 300 columns"
+        );
+        let bytes = Bytes::from(w.into_inner());
+        let rows: usize =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .expect("reader")
+                .build()
+                .expect("batches")
+                .map(|b| b.expect("batch").num_rows())
+                .sum();
+        assert_eq!(rows, 3500);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
     }
 
     /// A column whose array does not have the file's type: an error naming the column, with

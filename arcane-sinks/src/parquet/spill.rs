@@ -3,22 +3,26 @@
 //!
 //! Parquet stores each column chunk of a row group contiguously, while rows arrive with all
 //! columns at once: every column's encoded (compressed) pages wait until the row group is
-//! complete (`writer.rowGroupBytes`, 16 MiB by default). With spilling on, each column chunk's
-//! pages are appended to a file of its own in `writer.spillDirectory` and read back one page
-//! at a time when the row group is written out; the heap holds the page being encoded, not
-//! the row group. The files are unnamed (`O_TMPFILE`): nothing is left behind, even when the
-//! process is killed.
+//! complete (`writer.rowGroupBytes`, 16 MiB by default). With spilling on, the pages of each
+//! row group go to a file of its own in `writer.spillDirectory` (its columns, encoded on
+//! several threads, write at offsets they reserve) and are read back one page at a time when
+//! the row group is written out; the heap holds the page being encoded, not the row group.
+//! The files are unnamed (`O_TMPFILE`): nothing is left behind, even when the process is
+//! killed.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use parquet::arrow::arrow_writer::{PageKey, PageStore, PageStoreArgs, PageStoreFactory};
 use parquet::errors::{ParquetError, Result};
 
-/// Makes a [`SpillStore`] in `dir` for each column chunk.
+/// Where a sink's row groups spill: a directory checked once; each Parquet file being written
+/// gets its own [`FileSpill`].
 #[derive(Debug, Clone)]
 pub(crate) struct SpillPages {
     dir: Arc<PathBuf>,
@@ -32,27 +36,72 @@ impl SpillPages {
         tempfile::tempfile_in(&dir)?;
         Ok(Self { dir: Arc::new(dir) })
     }
+
+    /// The spill of one Parquet file.
+    pub(crate) fn for_file(&self) -> Arc<FileSpill> {
+        Arc::new(FileSpill {
+            dir: self.dir.clone(),
+            current: Mutex::new(None),
+        })
+    }
 }
 
-impl PageStoreFactory for SpillPages {
-    fn create(&self, _args: &PageStoreArgs<'_>) -> Result<Box<dyn PageStore>> {
+/// The spill of one Parquet file: the column chunks of a row group share one unnamed file,
+/// made by [`next_row_group`](Self::next_row_group) and closed once the row group is written
+/// out and its chunks are dropped. A file holds at most two such files open (the row group
+/// being written out and the next one), whatever its number of columns: a sink with many
+/// open files of many columns does not run out of file descriptors.
+#[derive(Debug)]
+pub(crate) struct FileSpill {
+    dir: Arc<PathBuf>,
+    current: Mutex<Option<Arc<SpillFile>>>,
+}
+
+impl FileSpill {
+    /// Start the pages of the next row group in a new file.
+    pub(crate) fn next_row_group(&self) -> Result<()> {
         let file = tempfile::tempfile_in(self.dir.as_path())
             .map_err(|e| spill_error(&self.dir, "create a file", e))?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(SpillFile {
+            file,
+            len: AtomicU64::new(0),
+        }));
+        Ok(())
+    }
+}
+
+impl PageStoreFactory for FileSpill {
+    fn create(&self, _args: &PageStoreArgs<'_>) -> Result<Box<dyn PageStore>> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(file) = current else {
+            return Err(ParquetError::General(
+                "a column writer was made before its row group's spill file".into(),
+            ));
+        };
         Ok(Box::new(SpillStore {
             file,
             dir: self.dir.clone(),
-            len: 0,
             pages: Vec::new(),
         }))
     }
 }
 
-/// The pages of one column chunk, appended to an unnamed file.
-struct SpillStore {
+/// The unnamed file of a row group's pages; each column chunk appends at offsets it reserves.
+#[derive(Debug)]
+struct SpillFile {
     file: File,
+    /// Bytes reserved so far.
+    len: AtomicU64,
+}
+
+/// The pages of one column chunk, in its row group's [`SpillFile`].
+struct SpillStore {
+    file: Arc<SpillFile>,
     dir: Arc<PathBuf>,
-    /// Bytes written to `file`.
-    len: u64,
     /// Offset and length of each page put, in the order they were put (a [`PageKey`] is the
     /// index).
     pages: Vec<(u64, usize)>,
@@ -60,11 +109,17 @@ struct SpillStore {
 
 impl PageStore for SpillStore {
     fn put(&mut self, value: Bytes) -> Result<PageKey> {
+        // Columns are encoded on several threads: each page's place is reserved, then
+        // written there (positioned writes do not share a file offset).
+        let offset = self
+            .file
+            .len
+            .fetch_add(value.len() as u64, Ordering::Relaxed);
         self.file
-            .write_all(&value)
+            .file
+            .write_all_at(&value, offset)
             .map_err(|e| spill_error(&self.dir, "write", e))?;
-        self.pages.push((self.len, value.len()));
-        self.len += value.len() as u64;
+        self.pages.push((offset, value.len()));
         Ok(PageKey::new(self.pages.len() as u64 - 1))
     }
 
@@ -80,25 +135,12 @@ impl PageStore for SpillStore {
                 self.pages.len()
             )));
         };
-        // Read into spare capacity (not zeroed first): pages are taken back in the order they
-        // were put, but for the dictionary page, which is put last and taken first.
-        let mut page = Vec::with_capacity(len);
-        let read = self
+        let mut page = vec![0; len];
+        self.file
             .file
-            .seek(SeekFrom::Start(offset))
-            .and_then(|_| (&self.file).take(len as u64).read_to_end(&mut page));
-        match read {
-            Ok(n) if n == len => Ok(page.into()),
-            Ok(n) => Err(spill_error(
-                &self.dir,
-                "read back",
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{n} of the {len} bytes of page {} were there", key.get()),
-                ),
-            )),
-            Err(e) => Err(spill_error(&self.dir, "read back", e)),
-        }
+            .read_exact_at(&mut page, offset)
+            .map_err(|e| spill_error(&self.dir, "read back", e))?;
+        Ok(page.into())
     }
 }
 
@@ -158,12 +200,16 @@ fn spill_error(dir: &Path, op: &'static str, source: io::Error) -> ParquetError 
 mod tests {
     use super::*;
 
-    fn args_free_store(pages: &SpillPages) -> SpillStore {
-        let file = tempfile::tempfile_in(pages.dir.as_path()).expect("file");
+    fn column_store(spill: &FileSpill) -> SpillStore {
+        let file = spill
+            .current
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a row group started");
         SpillStore {
             file,
-            dir: pages.dir.clone(),
-            len: 0,
+            dir: spill.dir.clone(),
             pages: Vec::new(),
         }
     }
@@ -172,18 +218,27 @@ mod tests {
     fn pages_come_back_as_put_in_any_order_and_nothing_is_left_in_the_directory() {
         let dir = tempfile::tempdir().expect("dir");
         let pages = SpillPages::new(dir.path().to_path_buf()).expect("writable");
-        let mut store = args_free_store(&pages);
+        let spill = pages.for_file();
+        spill.next_row_group().expect("file");
+        // Two columns of one row group share its file; their pages interleave in it.
+        let mut stores = [column_store(&spill), column_store(&spill)];
         let blobs: Vec<Bytes> = (0..50u8)
             .map(|i| Bytes::from(vec![i; (i as usize * 977) % 5000]))
             .collect();
         let keys: Vec<PageKey> = blobs
             .iter()
-            .map(|b| store.put(b.clone()).expect("put"))
+            .enumerate()
+            .map(|(i, b)| stores[i % 2].put(b.clone()).expect("put"))
             .collect();
         // Dictionary pages are taken before the data pages put before them.
         for i in (0..keys.len()).rev().step_by(7).chain(0..keys.len()) {
-            assert_eq!(store.take(keys[i]).expect("take"), blobs[i], "page {i}");
+            assert_eq!(
+                stores[i % 2].take(keys[i]).expect("take"),
+                blobs[i],
+                "page {i}"
+            );
         }
+        let [store, _] = &mut stores;
         let missing = store.take(PageKey::new(50)).expect_err("never put");
         assert!(
             missing.to_string().contains("page 50 was never spilled"),
