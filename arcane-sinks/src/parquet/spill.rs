@@ -61,7 +61,7 @@ impl FileSpill {
     /// Start the pages of the next row group in a new file.
     pub(crate) fn next_row_group(&self) -> Result<()> {
         let file = tempfile::tempfile_in(self.dir.as_path())
-            .map_err(|e| spill_error(&self.dir, "create a file", e))?;
+            .map_err(|e| spill_error(&self.dir, "create a file for", e))?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(SpillFile {
             file,
             len: AtomicU64::new(0),
@@ -150,7 +150,7 @@ impl PageStore for SpillStore {
 pub(crate) struct SpillError {
     /// The spill directory.
     pub(crate) dir: PathBuf,
-    /// What failed: "create a file", "write", "read back".
+    /// What failed: "create a file for", "write", "read back".
     pub(crate) op: &'static str,
     pub(crate) source: io::Error,
 }
