@@ -1658,10 +1658,11 @@ mod tests {
     }
 
     /// `same_shape` says a line is of a record's shape only when parsing both gives the same
-    /// shape, and always then unless the line has escapes, for every pair of lines from a small space of hostile values (numbers at
-    /// the edges of `i64` and `u64`, `-0`, exponents, escaped and repeated keys, arrays of
-    /// many item shapes, nesting, whitespace), so that pairs that differ by one token are
-    /// common; lines `serde_json` rejects may get either answer.
+    /// shape, and always then unless the line has escapes, for every pair of lines from a
+    /// small space of hostile values (numbers at the edges of `i64` and `u64`, `-0`,
+    /// exponents, escaped and repeated keys, arrays of many item shapes, nesting, whitespace),
+    /// so that pairs that differ by one token are common; lines `serde_json` rejects may get
+    /// either answer.
     #[test]
     fn same_shape_is_what_parsing_tells() {
         const SCALARS: &[&str] = &[

@@ -231,30 +231,27 @@ impl ParquetSink {
         match e {
             ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
                 Ok(store) => store_error(&self.sink_name(), what, *store),
-                Err(other) if other.is::<SpillError>() => {
+                Err(other) => {
+                    // A failure to keep the row group's pages in the spill directory: a full
+                    // or read-only volume needs someone; anything else may pass.
                     let (retry, hint) = match other.downcast_ref::<SpillError>() {
                         Some(spill) if spill.needs_someone() => (
                             Retry::Permanent,
-                            "free space on that volume or give it more (it needs rowGroupBytes per open file), point sink.writer.spillDirectory elsewhere, or set sink.writer.spillPages: false; everything committed is kept and the rerun resumes from the last commit",
+                            "; free space on that volume or give it more (it needs rowGroupBytes per open file), point sink.writer.spillDirectory elsewhere, or set sink.writer.spillPages: false; everything committed is kept and the rerun resumes from the last commit",
                         ),
-                        _ => (
+                        Some(_) => (
                             Retry::Transient,
-                            "the stream will restart and resume from the last commit",
+                            "; the stream will restart and resume from the last commit",
                         ),
+                        None => (Retry::Transient, ""),
                     };
                     Error::sink(
                         self.sink_name(),
-                        format!("{what}: {}; {hint}", arcane_core::error::Report(&*other)),
+                        format!("{what}: {}{hint}", arcane_core::error::Report(&*other)),
                         retry,
                         Some(other),
                     )
                 }
-                Err(other) => Error::sink(
-                    self.sink_name(),
-                    format!("{what}: {other}"),
-                    Retry::Transient,
-                    Some(other),
-                ),
             },
             other => Error::sink(
                 self.sink_name(),
