@@ -3,7 +3,8 @@
 # with the `arcane` binary (blob-landing kind, backfill mode) and, in the same run, with DuckDB,
 # Polars and pyarrow (installed here from PyPI) and the single-thread Rust ceiling (arrow-json
 # decode + ArrowWriter, `landing_corpus ceiling`). Prints, per shape and schema mode, wall time,
-# input MB/s and peak RSS of each tool (median of ROUNDS runs) and the ratios to arcane; every
+# input MB/s, peak RSS and CPU time (user + system) of each tool (medians of ROUNDS runs) and
+# the ratios to arcane; every
 # output is checked to hold every row. Results are also appended to $ARCANE_BENCH_DIR/results.tsv.
 #
 #   benches/landing/run.sh                                  # every shape, explicit schema, 3 rounds
@@ -125,23 +126,24 @@ meta() { # dir key -> value of meta.json
 }
 
 # --- Runners (each writes zstd(1) Parquet under $out) --------------------------------------
-run_one() { # tool mode input out log -> "wall_secs peak_rss_kib"; non-zero when the tool fails
+run_one() { # tool mode input out log -> "wall_secs peak_rss_kib cpu_secs"; non-zero when the tool fails
   local tool="$1" mode="$2" input="$3" out="$4" logf="$5"
   "$py" "$tools_py" clear "$out"
   case "$tool" in
     arcane)
       "$py" "$tools_py" spec "$mode" "$input" "$out" > "$logf.spec.json"
       # With the malloc setting of the container image (deploy/Dockerfile).
-      /usr/bin/time -f '%e %M' -o "$work/time" env "${arena[@]}" "$arcane" run --spec "$logf.spec.json" \
+      /usr/bin/time -f '%e %M %U %S' -o "$work/time" env "${arena[@]}" "$arcane" run --spec "$logf.spec.json" \
         --backfill --metrics-addr off --termination-log off --log-format json >"$logf" 2>&1 || return 1 ;;
     ceiling)
-      /usr/bin/time -f '%e %M' -o "$work/time" "$gen" ceiling --schema "$input/schema.json" \
+      /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$gen" ceiling --schema "$input/schema.json" \
         "$out/out.parquet" "$input"/part-*.ndjson >"$logf" 2>&1 || return 1 ;;
     *)
-      /usr/bin/time -f '%e %M' -o "$work/time" "$py" "$tools_py" run "$tool" "$mode" "$input" "$out" \
+      /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$py" "$tools_py" run "$tool" "$mode" "$input" "$out" \
         >"$logf" 2>&1 || return 1 ;;
   esac
-  tail -n 1 "$work/time"
+  # wall, peak RSS, and CPU (user + system) of the tool and what it waited for
+  tail -n 1 "$work/time" | awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}'
 }
 
 not_applicable() { # tool shape-format compression mode -> reason, or nothing
@@ -161,7 +163,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 clean() { tr '\t\n' '  ' | cut -c1-400; }
 
 cols=(run date shape schema store tool format compression files rows input_bytes stored_bytes rounds
-      wall_s rss_kib rows_out dead_letters status note walls)
+      wall_s rss_kib cpu_s rows_out dead_letters status note walls)
 header="$(IFS=$'\t'; echo "${cols[*]}")"
 if [ -f "$results" ] && [ "$(head -n 1 "$results")" != "$header" ]; then
   mv "$results" "$results.old-$run_id"
@@ -183,16 +185,16 @@ for shape in $shapes; do
     for tool in "${tools[@]}"; do
       tag="$shape-$mode-$tool"
       if [ "$store" = s3 ]; then out="s3://bench/out/$tool/"; else out="$work/out-$tool"; fi
-      walls=(); rsss=(); status=ok; note=""; rows_out=""; dead=""
+      walls=(); rsss=(); cpus=(); status=ok; note=""; rows_out=""; dead=""
       reason="$(not_applicable "$tool" "$format" "$compression" "$mode")"
       if [ -n "$reason" ]; then
         status="n/a"; note="$reason"
       else
         for r in $(seq 1 "$rounds"); do
           if res="$(run_one "$tool" "$mode" "$input" "$out" "$logs/$tag.log")"; then
-            read -r w m <<< "$res"
-            walls+=("$w"); rsss+=("$m")
-            log "$tag round $r: ${w}s, peak RSS $((m / 1024)) MiB"
+            read -r w m c <<< "$res"
+            walls+=("$w"); rsss+=("$m"); cpus+=("$c")
+            log "$tag round $r: ${w}s, peak RSS $((m / 1024)) MiB, CPU ${c}s"
           else
             status=FAIL
             note="exit: $(grep -v '^Command exited' "$logs/$tag.log" | tail -n 3 | clean)"
@@ -210,13 +212,14 @@ for shape in $shapes; do
           [ "$status" = ok ] || log "$tag: $note"
         fi
       fi
-      wall=""; rss=""
+      wall=""; rss=""; cpu=""
       if [ "$status" = ok ]; then
         wall="$(printf '%s\n' "${walls[@]}" | median)"
         rss="$(printf '%s\n' "${rsss[@]}" | median)"
+        cpu="$(printf '%s\n' "${cpus[@]}" | median)"
       fi
       line=("$run_id" "$(date -u +%FT%TZ)" "$shape" "$mode" "$store" "$tool" "$format" "$compression"
-            "$files" "$rows" "$bytes" "$stored" "$rounds" "$wall" "$rss" "$rows_out" "$dead" "$status"
+            "$files" "$rows" "$bytes" "$stored" "$rounds" "$wall" "$rss" "$cpu" "$rows_out" "$dead" "$status"
             "$(printf '%s' "$note" | clean)" "$(IFS=,; echo "${walls[*]}")")
       (IFS=$'\t'; echo "${line[*]}") >> "$results"
     done

@@ -253,16 +253,16 @@ def report(tsv, run_id, shape, mode):
           f"{' uncompressed (' + format(int(r0['stored_bytes']) / 1e6, '.0f') + ' MB gzip; MB/s counts uncompressed bytes)' if gz else ''}"
           f", median of {r0['rounds']} round(s)\n")
     arc = next((r for r in rows if r["tool"] == "arcane" and r["status"] == "ok"), None)
-    print("| tool | wall s | MB/s | peak RSS MiB | arcane speed × | RSS ÷ | rows | note |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tool | wall s | MB/s | peak RSS MiB | CPU s | arcane speed × | RSS ÷ | rows | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["status"] != "ok":
-            print(f"| {r['tool']} | n/a | n/a | n/a | n/a | n/a | {r['rows_out'] or 'n/a'} | {r['status']}: {r['note']} |")
+            print(f"| {r['tool']} | n/a | n/a | n/a | n/a | n/a | n/a | {r['rows_out'] or 'n/a'} | {r['status']}: {r['note']} |")
             continue
         w, m = float(r["wall_s"]), float(r["rss_kib"]) / 1024
         sp = f"{w / float(arc['wall_s']):.2f}" if arc else "n/a"
         rs = f"{float(r['rss_kib']) / float(arc['rss_kib']):.2f}" if arc else "n/a"
-        print(f"| {r['tool']} | {w:.2f} | {mb / w:.0f} | {m:.0f} | {sp} | {rs} | {r['rows_out']} | {r['note']} |")
+        print(f"| {r['tool']} | {w:.2f} | {mb / w:.0f} | {m:.0f} | {r['cpu_s']} | {sp} | {rs} | {r['rows_out']} | {r['note']} |")
     others = [r for r in rows if r["tool"] in ("duckdb", "polars") and r["status"] == "ok"]
     if arc and others:
         fastest = min(others, key=lambda r: float(r["wall_s"]))
@@ -271,7 +271,8 @@ def report(tsv, run_id, shape, mode):
               f"{float(fastest['wall_s']) / float(arc['wall_s']):.2f}× (its wall ÷ arcane's); "
               f"smaller peak RSS of the two ({smallest['tool']}) ÷ arcane's: "
               f"{float(smallest['rss_kib']) / float(arc['rss_kib']):.2f} "
-              f"(arcane {float(arc['rss_kib']) / 1024:.0f} MiB).")
+              f"(arcane {float(arc['rss_kib']) / 1024:.0f} MiB); CPU (user + system) of "
+              f"{fastest['tool']} ÷ arcane's: {float(fastest['cpu_s']) / float(arc['cpu_s']):.2f}.")
     elif not arc:
         ran = any(r["tool"] == "arcane" for r in rows)
         print(f"\n**{shape} / {mode}:** {'arcane FAILED' if ran else 'arcane did not run'}: no ratios.")
