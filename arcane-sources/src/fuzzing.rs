@@ -434,7 +434,7 @@ pub fn blob_text(data: &[u8]) {
     };
     let compression = (mode >> 2) & 3;
     let (schema, inferred) = if mode & 0x80 != 0 {
-        match infer_text_schema(decompressed(content, compression), format, Some(100), 1) {
+        match infer_text_schema(|| decompressed(content, compression), format, Some(100), 1) {
             Ok(inferred) => (inferred.schema, true),
             Err(_) => return,
         }

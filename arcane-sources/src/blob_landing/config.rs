@@ -84,10 +84,13 @@ pub struct BlobLandingSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Vec<FieldConfig>>,
     /// When `schema` is omitted: how many records of the first file read the schema is
-    /// inferred from. Default: the whole first file (one streaming pass over its decompressed
-    /// content before it is read; memory stays bounded). Where values of a field disagree,
-    /// the inferred column is widened: integers and floats give `float64`; numbers, booleans
-    /// and strings mixed give `utf8` (numbers and booleans are then read as their JSON text).
+    /// inferred from. Default: the whole first file (a streaming pass over its decompressed
+    /// content before it is read, by `decodeThreads` threads in blocks of 4 MiB; memory stays
+    /// bounded; a CSV file with the quote character, a record of another field count or
+    /// invalid UTF-8 is then read again by one thread, from its start). Where values of a
+    /// field disagree, the inferred column is widened: integers and floats give `float64`;
+    /// numbers, booleans and strings mixed give `utf8` (numbers and booleans are then read as
+    /// their JSON text).
     /// A field that is an object in some records and a scalar in others keeps the first
     /// type seen; the other records are dead-lettered. Files read later are decoded with the
     /// inferred schema: their values of another type are dead-lettered (within

@@ -214,19 +214,185 @@ pub(crate) fn infer_csv_schema<R: Read>(
             break;
         }
         records += 1;
-        for (column, value) in bits.iter_mut().zip(record.iter()) {
-            // Without a null pattern, the empty value is the null.
-            if !value.is_empty() {
-                *column |= value_bits(patterns, value);
-            }
+        add_bits(&mut bits, &record, patterns);
+    }
+    Ok((schema_of(&names, &bits), records))
+}
+
+/// Add the type bits of `record`'s values to `bits`, one per column.
+fn add_bits(bits: &mut [u16], record: &csv::StringRecord, patterns: &RegexSet) {
+    for (column, value) in bits.iter_mut().zip(record.iter()) {
+        // Without a null pattern, the empty value is the null. A column that had a string is
+        // a string whatever else it holds (`column_type`): its values need no look.
+        if !value.is_empty() && *column & UTF8 == 0 {
+            *column |= value_bits(patterns, value);
         }
     }
+}
+
+fn schema_of(names: &[String], bits: &[u16]) -> Schema {
     let fields: Fields = bits
         .iter()
-        .zip(&names)
+        .zip(names)
         .map(|(&b, name)| Field::new(name, column_type(b), true))
         .collect();
-    Ok((Schema::new(fields), records))
+    Schema::new(fields)
+}
+
+/// The UTF-8 byte order mark, which `csv_core` drops at the start of its input.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// What [`infer_csv_schema`] infers from all the records of `reader` (no `max_records`), by
+/// `threads` threads at once, each reading blocks of about `block_size` bytes of whole lines;
+/// or `None` where this cannot tell that it is the same, and the caller infers again from
+/// the start with [`infer_csv_schema`], which then also gives the error with its line.
+///
+/// Without the quote character, a line break always ends a record, so a block that starts
+/// after one starts a record and `csv` reads it as it reads those bytes in the whole file.
+/// So a file (or the rest of it) with a quote character, a record whose field count is not
+/// the first record's, invalid UTF-8, or a block starting with a byte order mark (which
+/// `csv_core` would drop) gives `None`. Types are merged by or-ing the bits of each block's
+/// values, in any order, as one pass merges them value by value. Errors are the reader's.
+pub(crate) fn infer_csv_in_blocks<R: Read>(
+    reader: R,
+    header: bool,
+    delimiter: u8,
+    quote: u8,
+    threads: usize,
+    block_size: usize,
+) -> std::io::Result<Option<(Schema, usize)>> {
+    let Ok(patterns) = PATTERNS.as_ref() else {
+        return Ok(None);
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, reader);
+    let mut names: Option<Vec<String>> = None;
+    let mut bits: Vec<u16> = Vec::new();
+    let mut records = 0;
+    loop {
+        let mut blocks = Vec::with_capacity(threads.max(1));
+        let mut ended = false;
+        while blocks.len() < threads.max(1) {
+            match super::text::next_block(&mut input, block_size)? {
+                Some(block) => blocks.push(block),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let starts_file = names.is_none();
+        if blocks.is_empty() && !starts_file {
+            break;
+        }
+        // An empty file is left to the one pass (`csv` tells what it holds).
+        if blocks.is_empty()
+            || blocks.iter().any(|b| memchr::memchr(quote, b).is_some())
+            || blocks
+                .iter()
+                .enumerate()
+                .any(|(i, b)| (i > 0 || !starts_file) && b.starts_with(BOM))
+        {
+            return Ok(None);
+        }
+        let parts: Vec<Option<Part>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, block)| {
+                    let first = starts_file && i == 0;
+                    scope.spawn(move || {
+                        infer_block(block, first, header, delimiter, quote, patterns)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        for part in parts {
+            let Some(part) = part else {
+                return Ok(None);
+            };
+            if let Some(first) = part.names {
+                bits = vec![0; first.len()];
+                names = Some(first);
+            }
+            let width = names.as_ref().map_or(0, Vec::len);
+            if width == 0 || part.width.is_some_and(|w| w != width) {
+                return Ok(None);
+            }
+            for (column, b) in bits.iter_mut().zip(&part.bits) {
+                *column |= b;
+            }
+            records += part.records;
+        }
+        if ended {
+            break;
+        }
+    }
+    Ok(names.map(|names| (schema_of(&names, &bits), records)))
+}
+
+/// What one block of records infers (see [`infer_csv_in_blocks`]).
+struct Part {
+    /// The column names, from the block that starts the file.
+    names: Option<Vec<String>>,
+    /// The field count of every record of the block (none without records).
+    width: Option<usize>,
+    bits: Vec<u16>,
+    records: usize,
+}
+
+/// Infer from the records of `block` (the start of the file when `first`); `None` when its
+/// records do not all have the same field count or one is not valid UTF-8.
+fn infer_block(
+    block: &[u8],
+    first: bool,
+    header: bool,
+    delimiter: u8,
+    quote: u8,
+    patterns: &RegexSet,
+) -> Option<Part> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(first && header)
+        .flexible(true)
+        .delimiter(delimiter)
+        .escape(None)
+        .quote(quote)
+        .from_reader(block);
+    let names = if first {
+        let row = reader.headers().ok()?;
+        Some(if header {
+            row.iter().map(str::to_string).collect::<Vec<_>>()
+        } else {
+            (1..=row.len()).map(|i| format!("column_{i}")).collect()
+        })
+    } else {
+        None
+    };
+    let mut width = names.as_ref().map(Vec::len);
+    let mut bits = vec![0u16; width.unwrap_or(0)];
+    let mut record = csv::StringRecord::new();
+    let mut records = 0;
+    while reader.read_record(&mut record).ok()? {
+        match width {
+            None => {
+                width = Some(record.len());
+                bits = vec![0; record.len()];
+            }
+            Some(w) if w != record.len() => return None,
+            Some(_) => {}
+        }
+        records += 1;
+        add_bits(&mut bits, &record, patterns);
+    }
+    Some(Part {
+        names,
+        width,
+        bits,
+        records,
+    })
 }
 
 /// What `text` infers here and what `arrow_csv` infers from it (schema and record count, or
@@ -249,12 +415,58 @@ fn ours_and_arrows(text: &[u8], header: bool, delimiter: u8, max: Option<usize>)
     [ours, arrow]
 }
 
+/// `text` inferred as the source infers a whole file (`threads` threads, blocks of `block`
+/// bytes, `"` for quotes), as [`ours_and_arrows`] gives it, and how many times the file was
+/// opened.
+#[cfg(any(test, feature = "fuzzing"))]
+fn as_the_source(
+    text: &[u8],
+    header: bool,
+    delimiter: u8,
+    threads: usize,
+    block: usize,
+) -> (Result<(Schema, usize), String>, usize) {
+    use super::event::FileError;
+    use super::text::{TextFormat, infer_text_in_blocks};
+    let opened = std::cell::Cell::new(0);
+    let open = || -> std::io::Result<Box<dyn Read + Send>> {
+        opened.set(opened.get() + 1);
+        Ok(Box::new(std::io::Cursor::new(text.to_vec())))
+    };
+    let format = TextFormat::Csv {
+        header,
+        delimiter,
+        quote: b'"',
+    };
+    let got = match infer_text_in_blocks(open, format, None, threads, block) {
+        Ok(inferred) => Ok((
+            Schema::new(inferred.schema.fields().clone()),
+            inferred
+                .records
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or_default(),
+        )),
+        // `arrow_csv` infers no columns where the source refuses the file.
+        Err(FileError::Content(m)) if m.starts_with("the file has no columns") => {
+            Ok((Schema::empty(), 0))
+        }
+        Err(FileError::Content(m)) => Err(m),
+        Err(other) => Err(format!("{other:?}")),
+    };
+    (got, opened.get())
+}
+
 /// `text` inferred here and by `arrow_csv` gives the same schema and record count, or the same
 /// error. Panics otherwise (the `text_infer` fuzz target).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn csv_inference_agrees(text: &[u8], header: bool, delimiter: u8, max: Option<usize>) {
     let [ours, arrow] = ours_and_arrows(text, header, delimiter, max);
     assert_eq!(ours, arrow);
+    if max.is_none() {
+        // The whole file as the source reads it: in blocks of a few records, two threads.
+        let (got, _) = as_the_source(text, header, delimiter, 2, 1 + text.len() / 5);
+        assert_eq!(got, arrow);
+    }
 }
 
 #[cfg(test)]
@@ -262,8 +474,8 @@ mod tests {
     use super::*;
 
     /// Comma-separated `text` inferred here and by `arrow_csv`.
-    fn both(text: &str, header: bool, max: Option<usize>) -> Inferences {
-        ours_and_arrows(text.as_bytes(), header, b',', max)
+    fn both(text: impl AsRef<[u8]>, header: bool, max: Option<usize>) -> Inferences {
+        ours_and_arrows(text.as_ref(), header, b',', max)
     }
 
     /// Values that look like numbers, booleans, dates and timestamps (and almost do), in every
@@ -394,7 +606,99 @@ mod tests {
                 ours, arrow,
                 "trial {trial}, header {header}, max {max:?}:\n{text}"
             );
+            // The whole file, in blocks of a few records read by several threads.
+            let [_, whole] = both(&text, header, None);
+            let (threads, block) = (2 + next(2), 1 + next(80));
+            let (got, _) = as_the_source(text.as_bytes(), header, b',', threads, block);
+            assert_eq!(
+                got, whole,
+                "trial {trial}, header {header}, {threads} threads, blocks of {block}:\n{text}"
+            );
         }
+    }
+
+    /// A file without quotes is inferred in blocks, read once; a quote anywhere, a record of
+    /// another field count or invalid UTF-8 has it read again in one pass, which gives what
+    /// `arrow_csv` gives, errors and their lines included.
+    #[test]
+    fn files_are_inferred_in_blocks_unless_that_cannot_tell() {
+        let rows: String = (0..200)
+            .map(|i| format!("{i},{}.5,{},x{i}\n", i * 3, i % 2 == 0))
+            .collect();
+        let plain = format!("a,b,c,d\n{rows}");
+        let (got, opened) = as_the_source(plain.as_bytes(), true, b',', 2, 64);
+        let [_, want] = both(plain.as_bytes(), true, None);
+        assert_eq!(got, want);
+        assert_eq!(opened, 1, "a file without quotes is read once");
+        let (types, records) = got.expect("inferred");
+        assert_eq!(records, 200);
+        let types: Vec<_> = types
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Boolean,
+                DataType::Utf8
+            ]
+        );
+        let mut invalid = plain.clone().into_bytes();
+        invalid.extend_from_slice(b"1,2,true,\xff\n");
+        for (what, text, again) in [
+            (
+                "a quote at the end",
+                format!("{plain}1,2,true,\"q\"\n").into_bytes(),
+                Some(true),
+            ),
+            (
+                "a quoted name",
+                format!("a,b,c,\"d\"\n{rows}").into_bytes(),
+                Some(true),
+            ),
+            (
+                "a short record at the end",
+                format!("{plain}1,2\n").into_bytes(),
+                Some(true),
+            ),
+            (
+                "a long record inside",
+                format!("{plain}1,2,3,4,5\n{rows}").into_bytes(),
+                Some(true),
+            ),
+            ("invalid UTF-8", invalid, Some(true)),
+            (
+                "a float among integers",
+                format!("{plain}1.5,2,true,x\n").into_bytes(),
+                Some(false),
+            ),
+            (
+                "a carriage return alone",
+                format!("{plain}1,2,true,x\r3,4,false,y\n").into_bytes(),
+                Some(false),
+            ),
+            // Read again when a block starts with it (which `csv_core` would drop).
+            (
+                "a byte order mark",
+                format!("{plain}\u{feff}1,2,true,x\n").into_bytes(),
+                None,
+            ),
+        ] {
+            let (got, opened) = as_the_source(&text, true, b',', 2, 64);
+            let [_, want] = both(&text, true, None);
+            assert_eq!(got, want, "{what}");
+            if let Some(again) = again {
+                assert_eq!(opened, if again { 2 } else { 1 }, "{what}: times opened");
+            }
+        }
+        let (got, _) = as_the_source(&[0xff], true, b',', 2, 64);
+        assert!(
+            got.expect_err("invalid").contains("at line 1"),
+            "the error names its line"
+        );
     }
 
     /// Every value alone, in a column of its own: its type bit is the one `arrow_csv`'s

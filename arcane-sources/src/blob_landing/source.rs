@@ -728,24 +728,29 @@ impl Run {
                 records: None,
             }),
             Format::Text(text) => {
-                let raw = ChunkReader::open(
-                    self.store.clone(),
-                    meta.location.clone(),
-                    0,
-                    meta.size,
-                    self.local_path(&meta.location),
-                    self.retry.clone(),
-                    &self.origin(meta.location.as_ref()),
-                );
+                let (store, location) = (self.store.clone(), meta.location.clone());
+                let (size, local) = (meta.size, self.local_path(&meta.location));
+                let (retry, origin) = (self.retry.clone(), self.origin(meta.location.as_ref()));
+                // Inference may read the file a second time (see `infer_text_schema`).
+                let open = move || {
+                    let raw = ChunkReader::open(
+                        store.clone(),
+                        location.clone(),
+                        0,
+                        size,
+                        local.clone(),
+                        retry.clone(),
+                        &origin,
+                    );
+                    open_decompressed(raw, compression, 0)
+                };
                 let max = self.config.infer_schema_records;
                 let threads = self.config.decode_threads();
-                tokio::task::spawn_blocking(move || {
-                    infer_text_schema(open_decompressed(raw, compression, 0), text, max, threads)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(FileError::Content(format!("schema inference failed: {e}")))
-                })
+                tokio::task::spawn_blocking(move || infer_text_schema(open, text, max, threads))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(FileError::Content(format!("schema inference failed: {e}")))
+                    })
             }
         }
     }

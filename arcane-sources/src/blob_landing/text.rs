@@ -762,7 +762,7 @@ const INFER_CHUNK: usize = 4096;
 const INFER_BLOCK: usize = 4 << 20;
 
 /// The next `size` bytes of `reader` and the rest of the line they end in; `None` at the end.
-fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
+pub(super) fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
     let mut block = Vec::with_capacity(size.min(INFER_BLOCK) + 4096);
     reader.take(size as u64).read_to_end(&mut block)?;
     if block.is_empty() {
@@ -852,16 +852,30 @@ fn merge_chunk<'a>(
 /// `None`), in one streaming pass: at most [`INFER_CHUNK`] parsed records are held at a time.
 /// A whole NDJSON file is read by `threads` threads, each inferring blocks of
 /// [`INFER_BLOCK`] bytes of whole lines, merged in file order into the schema one thread
-/// would infer.
+/// would infer. So is a whole CSV file without the quote character
+/// ([`super::infer_csv::infer_csv_in_blocks`]); where that cannot tell (a quote, a record of
+/// another field count, invalid UTF-8), the file is opened again (`open`) and read in one
+/// pass, which gives the error with its line.
 ///
 /// Where values of a field disagree the type is widened (integer and float → `Float64`;
 /// other scalars mixed → `Utf8`); a record whose field is an object where others had a
 /// scalar (or the reverse) does not take part (it is dead-lettered when the file is read).
 pub(crate) fn infer_text_schema(
-    reader: io::Result<Box<dyn Read + Send>>,
+    open: impl Fn() -> io::Result<Box<dyn Read + Send>>,
     format: TextFormat,
     max_records: Option<usize>,
     threads: usize,
+) -> Result<Inferred, FileError> {
+    infer_text_in_blocks(open, format, max_records, threads, INFER_BLOCK)
+}
+
+/// [`infer_text_schema`] in blocks of `block_size` bytes.
+pub(super) fn infer_text_in_blocks(
+    open: impl Fn() -> io::Result<Box<dyn Read + Send>>,
+    format: TextFormat,
+    max_records: Option<usize>,
+    threads: usize,
+    block_size: usize,
 ) -> Result<Inferred, FileError> {
     let classify = |e: io::Error| match e
         .into_inner()
@@ -871,21 +885,48 @@ pub(crate) fn infer_text_schema(
         Some(Err(other)) => FileError::Content(other.to_string()),
         None => FileError::Content("unreadable content".into()),
     };
-    let reader = reader.map_err(classify)?;
+    let reader = open().map_err(classify)?;
     let tap = ErrorTap {
         inner: reader,
         error: None,
     };
     match format {
-        TextFormat::Ndjson => infer_ndjson(tap, max_records, threads, INFER_BLOCK),
+        TextFormat::Ndjson => infer_ndjson(tap, max_records, threads, block_size),
         TextFormat::Csv {
             header,
             delimiter,
             quote,
         } => {
             let mut tap = tap;
-            let result =
-                super::infer_csv::infer_csv_schema(&mut tap, header, delimiter, quote, max_records);
+            let store_or_content = |tap: &mut ErrorTap<_>, e: io::Error| match tap.error.take() {
+                Some(store) => FileError::Store(store),
+                None => FileError::Content(e.to_string()),
+            };
+            // A whole file is read by `threads` threads where that gives what one pass gives;
+            // where it cannot tell, the file is read again in one pass.
+            let mut found = None;
+            if max_records.is_none() && threads > 1 {
+                found = super::infer_csv::infer_csv_in_blocks(
+                    &mut tap, header, delimiter, quote, threads, block_size,
+                )
+                .map_err(|e| store_or_content(&mut tap, e))?;
+                if found.is_none() {
+                    tap = ErrorTap {
+                        inner: open().map_err(classify)?,
+                        error: None,
+                    };
+                }
+            }
+            let result = match found {
+                Some(found) => Ok(found),
+                None => super::infer_csv::infer_csv_schema(
+                    &mut tap,
+                    header,
+                    delimiter,
+                    quote,
+                    max_records,
+                ),
+            };
             match result {
                 Ok((schema, records)) if !schema.fields().is_empty() => Ok(Inferred {
                     schema: Arc::new(Schema::new(schema.fields().clone())),
@@ -1469,8 +1510,9 @@ mod tests {
 
     fn inferred(lines: &[String]) -> Schema {
         let text = lines.join("\n").into_bytes();
-        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(text));
-        let out = infer_text_schema(Ok(reader), TextFormat::Ndjson, None, 1).expect("inferred");
+        let open =
+            || -> io::Result<Box<dyn Read + Send>> { Ok(Box::new(io::Cursor::new(text.clone()))) };
+        let out = infer_text_schema(open, TextFormat::Ndjson, None, 1).expect("inferred");
         assert_eq!(out.records, Some(lines.len() as u64));
         out.schema.as_ref().clone()
     }
