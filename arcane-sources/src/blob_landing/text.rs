@@ -762,7 +762,7 @@ const INFER_CHUNK: usize = 4096;
 const INFER_BLOCK: usize = 4 << 20;
 
 /// The next `size` bytes of `reader` and the rest of the line they end in; `None` at the end.
-pub(super) fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
+fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
     let mut block = Vec::with_capacity(size.min(INFER_BLOCK) + 4096);
     reader.take(size as u64).read_to_end(&mut block)?;
     if block.is_empty() {
