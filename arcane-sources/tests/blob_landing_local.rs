@@ -957,6 +957,76 @@ async fn store_calls_that_fail_transiently_are_retried_and_every_row_lands() {
     );
 }
 
+/// A CSV file inferred from an object store: without quotes it is fetched once for inference
+/// (read in blocks by two threads) and once to be read; with a quote it is fetched once more
+/// for the one-pass inference; the types and rows are right either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_file_with_quotes_is_fetched_again_for_inference_and_lands_whole() {
+    use object_store::ObjectStoreExt;
+    let rows = |quoted: bool| -> String {
+        std::iter::once("id,name,amount\n".to_string())
+            .chain((0..500).map(|i| {
+                let name = if quoted && i == 499 {
+                    "\"a, b\"".to_string()
+                } else {
+                    format!("n{i}")
+                };
+                format!(
+                    "{i},{name},{}\n",
+                    if i < 400 {
+                        format!("{i}")
+                    } else {
+                        format!("{i}.5")
+                    }
+                )
+            }))
+            .collect()
+    };
+    let mut calls = Vec::new();
+    for quoted in [false, true] {
+        let store = Arc::new(FlakyStore::new(|_| false));
+        store
+            .put(
+                &object_store::path::Path::from("landing/a.csv"),
+                rows(quoted).into(),
+            )
+            .await
+            .unwrap();
+        let mut cfg = BlobLandingSourceConfig::new("memory:///landing/");
+        cfg.format = FileFormat::Csv;
+        cfg.decode_threads = NonZeroUsize::new(2);
+        let mut source = BlobLandingSource::with_store(
+            store.clone(),
+            object_store::path::Path::from("landing"),
+            cfg,
+        )
+        .unwrap();
+        let (batches, letters) = read_backfill(&mut source, None).await;
+        assert!(letters.is_empty(), "quoted {quoted}: {letters:?}");
+        let rows = rows_of(&batches);
+        let types: Vec<_> = rows[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        use arrow_schema::DataType::{Float64, Int64, Utf8};
+        assert_eq!(types, [Int64, Utf8, Float64], "quoted {quoted}");
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 500);
+        let last = rows.last().unwrap();
+        let names = last.column(1).as_string::<i32>();
+        let want = if quoted { "a, b" } else { "n499" };
+        assert_eq!(names.value(last.num_rows() - 1), want);
+        calls.push(store.calls());
+    }
+    // The listing, the inference's read and the rows' read; with the quote, one read more.
+    assert_eq!(
+        calls[1],
+        calls[0] + 1,
+        "store calls without and with a quote: {calls:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_keeps_failing_is_a_transient_error_after_the_attempts() {
     let store = Arc::new(FlakyStore::new(|_| true));
