@@ -885,7 +885,7 @@ pub(super) fn infer_text_in_blocks(
         Some(Err(other)) => FileError::Content(other.to_string()),
         None => FileError::Content("unreadable content".into()),
     };
-    let reader = open().map_err(classify)?;
+    let reader = LineGuard::new(open().map_err(classify)?);
     let tap = ErrorTap {
         inner: reader,
         error: None,
@@ -912,7 +912,7 @@ pub(super) fn infer_text_in_blocks(
                 .map_err(|e| store_or_content(&mut tap, e))?;
                 if found.is_none() {
                     tap = ErrorTap {
-                        inner: open().map_err(classify)?,
+                        inner: LineGuard::new(open().map_err(classify)?),
                         error: None,
                     };
                 }
@@ -1470,6 +1470,52 @@ fn merge_types(a: &DataType, b: &DataType) -> Option<DataType> {
     })
 }
 
+/// Fails a read once more than [`MAX_RECORD_BYTES`] have gone by without a line break (as
+/// reading the file fails there), naming the byte the line starts at: inference would otherwise
+/// hold such a line whole (a minified JSON document of many GiB landed as `.json`, say) until
+/// memory runs out.
+struct LineGuard<R> {
+    inner: R,
+    /// Bytes read since the last line break.
+    since_break: usize,
+    /// Bytes read.
+    read: u64,
+}
+
+impl<R> LineGuard<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            since_break: 0,
+            read: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for LineGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        // Only the last line break of what was read counts (lines are not counted: that
+        // would cost a pass over every byte).
+        match memchr::memrchr(b'\n', buf.get(..n).unwrap_or_default()) {
+            Some(last) => self.since_break = n - last - 1,
+            None => self.since_break += n,
+        }
+        if self.since_break > MAX_RECORD_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the line starting at byte {} is longer than {} MiB without a line break",
+                    self.read - self.since_break as u64,
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Remembers a store error passing through, for readers that wrap I/O errors.
 struct ErrorTap<R> {
     inner: R,
@@ -1515,6 +1561,36 @@ mod tests {
         let out = infer_text_schema(open, TextFormat::Ndjson, None, 1).expect("inferred");
         assert_eq!(out.records, Some(lines.len() as u64));
         out.schema.as_ref().clone()
+    }
+
+    /// A line longer than a record may be ends inference with an error naming the byte it
+    /// starts at, whatever the format and threads, instead of being held whole (memory stays
+    /// bounded at about that length).
+    #[test]
+    fn inference_stops_at_a_line_longer_than_a_record_may_be() {
+        let csv = TextFormat::Csv {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+        };
+        for (format, first) in [(TextFormat::Ndjson, "{\"a\": 1}\n"), (csv, "a\n1\n")] {
+            for threads in [1, 2] {
+                let open = || -> io::Result<Box<dyn Read + Send>> {
+                    let endless = io::repeat(b'7').take(MAX_RECORD_BYTES as u64 + 10);
+                    Ok(Box::new(io::Cursor::new(first.as_bytes()).chain(endless)))
+                };
+                let start = first.len();
+                match infer_text_schema(open, format, None, threads) {
+                    Err(FileError::Content(m)) => assert!(
+                        m.contains(&format!(
+                            "the line starting at byte {start} is longer than 64 MiB without a line break"
+                        )),
+                        "{format:?}, {threads} threads: {m}"
+                    ),
+                    other => panic!("{format:?}, {threads} threads: {other:?}"),
+                }
+            }
+        }
     }
 
     /// NDJSON inferred in small blocks by several threads: the schema and record count one
