@@ -63,7 +63,9 @@ pub struct BlobLandingSourceConfig {
     pub storage_options: BTreeMap<String, String>,
     /// The file format: `ndjson` (one JSON object per line), `csv`, `parquet`, or `auto`
     /// (default) to tell by the extension (`.ndjson`, `.jsonl`, `.json`, `.csv`, `.parquet`,
-    /// before any `.gz`/`.zst`).
+    /// before any `.gz`/`.zst`). A line of an NDJSON or CSV file is at most 64 MiB: at a
+    /// longer one the rest of the file is dead-lettered (one dead letter naming the line; the
+    /// rows before it land), and schema inference refuses the file.
     #[serde(default)]
     pub format: FileFormat,
     /// Compression of NDJSON and CSV files: `auto` (default; `.gz` is gzip, `.zst` is zstd,
