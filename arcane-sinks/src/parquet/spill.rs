@@ -173,8 +173,8 @@ impl std::error::Error for SpillError {
 }
 
 impl SpillError {
-    /// Whether retrying cannot help until someone acts: the volume is full or over quota,
-    /// read-only, or the directory is not writable.
+    /// Whether retrying cannot help until someone acts: the volume is full (`ENOSPC` is
+    /// `StorageFull`) or over quota, read-only, or the directory is not writable.
     pub(crate) fn needs_someone(&self) -> bool {
         matches!(
             self.source.kind(),
@@ -184,7 +184,7 @@ impl SpillError {
                 | io::ErrorKind::ReadOnlyFilesystem
                 | io::ErrorKind::NotFound
                 | io::ErrorKind::NotADirectory
-        ) || self.source.raw_os_error() == Some(28)
+        )
     }
 }
 

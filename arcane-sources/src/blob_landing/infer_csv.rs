@@ -4,11 +4,13 @@
 //! that cannot be a number, a date or a boolean without `arrow_csv`'s set of regular
 //! expressions (which it runs on every value), and asks the same set for the rest.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::sync::LazyLock;
 
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, TimeUnit};
 use regex::RegexSet;
+
+use super::text::{LinesBlock, next_block};
 
 /// `arrow_csv`'s patterns, in its order: the lowest that matches gives the value's type bit
 /// (boolean, integer, float, date, timestamps of seconds, milliseconds, microseconds and
@@ -272,15 +274,15 @@ pub(crate) fn infer_csv_in_blocks<R: Read>(
         let mut blocks = Vec::with_capacity(threads.max(1));
         let mut ended = false;
         while blocks.len() < threads.max(1) {
-            match next_lines(&mut input, block_size)? {
-                Lines::Block(block) => blocks.push(block),
-                Lines::End => {
+            match next_block(&mut input, block_size, MAX_LINE_REST)? {
+                LinesBlock::Lines(block) => blocks.push(block),
+                LinesBlock::End => {
                     ended = true;
                     break;
                 }
                 // One pass reads such a line (a file of `\r` line breaks, say) in bounded
                 // memory.
-                Lines::TooLong => return Ok(None),
+                LinesBlock::LineTooLong => return Ok(None),
             }
         }
         let starts_file = names.is_none();
@@ -337,35 +339,8 @@ pub(crate) fn infer_csv_in_blocks<R: Read>(
     Ok(names.map(|names| (schema_of(&names, &bits), records)))
 }
 
-/// The next block of [`infer_csv_in_blocks`].
-enum Lines {
-    /// About `size` bytes and the rest of the line they end in.
-    Block(Vec<u8>),
-    /// The end of the input.
-    End,
-    /// A line that goes on for more than [`MAX_LINE_REST`] bytes past the block.
-    TooLong,
-}
-
 /// How far past its `size` bytes a block is read to the end of its line.
-const MAX_LINE_REST: usize = 1 << 20;
-
-fn next_lines(input: &mut impl BufRead, size: usize) -> std::io::Result<Lines> {
-    let mut block = Vec::with_capacity(size.saturating_add(4096).min(8 << 20));
-    input.take(size as u64).read_to_end(&mut block)?;
-    if block.is_empty() {
-        return Ok(Lines::End);
-    }
-    if block.last() != Some(&b'\n') {
-        input
-            .take(MAX_LINE_REST as u64)
-            .read_until(b'\n', &mut block)?;
-        if block.last() != Some(&b'\n') && !input.fill_buf()?.is_empty() {
-            return Ok(Lines::TooLong);
-        }
-    }
-    Ok(Lines::Block(block))
-}
+const MAX_LINE_REST: u64 = 1 << 20;
 
 /// What one block of records infers (see [`infer_csv_in_blocks`]).
 struct Part {
@@ -736,7 +711,7 @@ mod tests {
         // Records ended by `\r` alone: no line break for more than a block can read past its
         // size, so the file is read in one pass (in bounded memory).
         let text: Vec<u8> = std::iter::once(&b"a\r"[..])
-            .chain(std::iter::repeat_n(&b"1\r"[..], MAX_LINE_REST))
+            .chain(std::iter::repeat_n(&b"1\r"[..], MAX_LINE_REST as usize))
             .flatten()
             .copied()
             .collect();

@@ -23,6 +23,10 @@ use super::fetch::store_error;
 const READ_CHUNK: usize = 1 << 20;
 /// A record (line) longer than this fails the rest of its file.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
+/// What to do about a line longer than [`MAX_RECORD_BYTES`].
+const ONE_RECORD_A_LINE: &str = "NDJSON holds one object per line and CSV one record per \
+     line (a JSON array or a pretty-printed document is not NDJSON): land the data that way, \
+     or filter such files out with `suffix`/`glob`";
 /// A text file is read into segments of this size. Blocks are slices of the segment they were
 /// read into, handed to the decode threads without a copy; when a segment has less than
 /// [`READ_CHUNK`] left, only the records not yet handed over move to the next one.
@@ -761,17 +765,35 @@ const INFER_CHUNK: usize = 4096;
 /// Bytes of whole NDJSON lines one inference thread reads at a time.
 const INFER_BLOCK: usize = 4 << 20;
 
-/// The next `size` bytes of `reader` and the rest of the line they end in; `None` at the end.
-fn next_block(reader: &mut impl BufRead, size: usize) -> io::Result<Option<Vec<u8>>> {
+/// A block of whole lines for inference ([`next_block`]).
+pub(super) enum LinesBlock {
+    /// About `size` bytes and the rest of the line they end in.
+    Lines(Vec<u8>),
+    /// The end of the input.
+    End,
+    /// The line the `size` bytes end in goes on for more than `max_rest` bytes.
+    LineTooLong,
+}
+
+/// The next `size` bytes of `reader` and the rest of the line they end in, if that is at most
+/// `max_rest` bytes.
+pub(super) fn next_block(
+    reader: &mut impl BufRead,
+    size: usize,
+    max_rest: u64,
+) -> io::Result<LinesBlock> {
     let mut block = Vec::with_capacity(size.min(INFER_BLOCK) + 4096);
     reader.take(size as u64).read_to_end(&mut block)?;
     if block.is_empty() {
-        return Ok(None);
+        return Ok(LinesBlock::End);
     }
     if block.last() != Some(&b'\n') {
-        reader.read_until(b'\n', &mut block)?;
+        reader.take(max_rest).read_until(b'\n', &mut block)?;
+        if block.last() != Some(&b'\n') && !reader.fill_buf()?.is_empty() {
+            return Ok(LinesBlock::LineTooLong);
+        }
     }
-    Ok(Some(block))
+    Ok(LinesBlock::Lines(block))
 }
 
 /// Infer from the lines of `block` into `inference`, counting non-blank lines in `seen`, up to
@@ -885,62 +907,48 @@ pub(super) fn infer_text_in_blocks(
         Some(Err(other)) => FileError::Content(other.to_string()),
         None => FileError::Content("unreadable content".into()),
     };
-    let reader = LineGuard::new(open().map_err(classify)?);
-    let tap = ErrorTap {
-        inner: reader,
-        error: None,
+    // Every read of the file goes through a guard against endless lines and a tap that
+    // keeps a store error (transient) apart from the content's.
+    let tapped = || -> Result<ErrorTap<LineGuard<Box<dyn Read + Send>>>, FileError> {
+        Ok(ErrorTap {
+            inner: LineGuard::new(open().map_err(classify)?),
+            error: None,
+        })
     };
-    match format {
-        TextFormat::Ndjson => infer_ndjson(tap, max_records, threads, block_size),
-        TextFormat::Csv {
-            header,
-            delimiter,
-            quote,
-        } => {
-            let mut tap = tap;
-            let store_or_content = |tap: &mut ErrorTap<_>, e: io::Error| match tap.error.take() {
-                Some(store) => FileError::Store(store),
-                None => FileError::Content(e.to_string()),
-            };
-            // A whole file is read by `threads` threads where that gives what one pass gives;
-            // where it cannot tell, the file is read again in one pass.
-            let mut found = None;
-            if max_records.is_none() && threads > 1 {
-                found = super::infer_csv::infer_csv_in_blocks(
-                    &mut tap, header, delimiter, quote, threads, block_size,
-                )
-                .map_err(|e| store_or_content(&mut tap, e))?;
-                if found.is_none() {
-                    tap = ErrorTap {
-                        inner: LineGuard::new(open().map_err(classify)?),
-                        error: None,
-                    };
-                }
-            }
-            let result = match found {
-                Some(found) => Ok(found),
-                None => super::infer_csv::infer_csv_schema(
-                    &mut tap,
-                    header,
-                    delimiter,
-                    quote,
-                    max_records,
-                ),
-            };
-            match result {
-                Ok((schema, records)) if !schema.fields().is_empty() => Ok(Inferred {
-                    schema: Arc::new(Schema::new(schema.fields().clone())),
-                    records: Some(records as u64),
-                }),
-                Ok(_) => Err(FileError::Content(
-                    "the file has no columns to infer a schema from; set `schema`".into(),
-                )),
-                Err(e) => Err(match tap.error.take() {
-                    Some(store) => FileError::Store(store),
-                    None => FileError::Content(e.to_string()),
-                }),
-            }
+    let mut tap = tapped()?;
+    let TextFormat::Csv {
+        header,
+        delimiter,
+        quote,
+    } = format
+    else {
+        return infer_ndjson(tap, max_records, threads, block_size);
+    };
+    // A whole file is read by `threads` threads where that gives what one pass gives; where
+    // it cannot tell, the file is read again in one pass.
+    let mut found = None;
+    if max_records.is_none() && threads > 1 {
+        found = super::infer_csv::infer_csv_in_blocks(
+            &mut tap, header, delimiter, quote, threads, block_size,
+        )
+        .map_err(|e| tap.failure(e))?;
+        if found.is_none() {
+            tap = tapped()?;
         }
+    }
+    let result = match found {
+        Some(found) => Ok(found),
+        None => super::infer_csv::infer_csv_schema(&mut tap, header, delimiter, quote, max_records),
+    };
+    match result {
+        Ok((schema, records)) if !schema.fields().is_empty() => Ok(Inferred {
+            schema: Arc::new(Schema::new(schema.fields().clone())),
+            records: Some(records as u64),
+        }),
+        Ok(_) => Err(FileError::Content(
+            "the file has no columns to infer a schema from; set `schema`".into(),
+        )),
+        Err(e) => Err(tap.failure(e)),
     }
 }
 
@@ -966,17 +974,21 @@ fn infer_ndjson<R: Read>(
         let mut blocks = Vec::with_capacity(threads);
         let mut ended = false;
         while blocks.len() < threads {
-            match next_block(&mut lines, block_size) {
-                Ok(Some(block)) => blocks.push(block),
-                Ok(None) => {
+            // A line is a record: read whole, up to a record's limit (as `LineGuard`).
+            match next_block(&mut lines, block_size, MAX_RECORD_BYTES as u64) {
+                Ok(LinesBlock::Lines(block)) => blocks.push(block),
+                Ok(LinesBlock::End) => {
                     ended = true;
                     break;
                 }
+                Ok(LinesBlock::LineTooLong) => {
+                    return Err(FileError::Content(format!(
+                        "a line is longer than {} MiB without a line break; {ONE_RECORD_A_LINE}",
+                        MAX_RECORD_BYTES >> 20
+                    )));
+                }
                 Err(e) => {
-                    return Err(match lines.into_inner().error.take() {
-                        Some(store) => FileError::Store(store),
-                        None => FileError::Content(e.to_string()),
-                    });
+                    return Err(lines.into_inner().failure(e));
                 }
             }
         }
@@ -1506,7 +1518,8 @@ impl<R: Read> Read for LineGuard<R> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "the line starting at byte {} is longer than {} MiB without a line break",
+                    "the line starting at byte {} is longer than {} MiB without a line break; \
+                     {ONE_RECORD_A_LINE}",
                     self.read - self.since_break as u64,
                     MAX_RECORD_BYTES >> 20
                 ),
@@ -1520,6 +1533,17 @@ impl<R: Read> Read for LineGuard<R> {
 struct ErrorTap<R> {
     inner: R,
     error: Option<object_store::Error>,
+}
+
+impl<R> ErrorTap<R> {
+    /// A read that failed with `e`: the store's error it passed on (transient), else the
+    /// content's.
+    fn failure(&mut self, e: impl std::fmt::Display) -> FileError {
+        match self.error.take() {
+            Some(store) => FileError::Store(store),
+            None => FileError::Content(e.to_string()),
+        }
+    }
 }
 
 impl<R: Read> Read for ErrorTap<R> {
