@@ -7,7 +7,9 @@
 //! own), batches are cut into row groups by the same rules as `ArrowWriter::write`
 //! (`max_row_group_row_count`, and `max_row_group_bytes` against the measured bytes per row),
 //! and the bytes of flushed row groups are handed to the upload after each write, as
-//! `AsyncArrowWriter` does, so uploads stream. Only where the column writers run differs:
+//! `AsyncArrowWriter` does, so uploads stream; a row group's column chunks reach it in pieces
+//! of 1 MiB while they are appended (on a blocking thread), so that no column chunk is ever
+//! one buffer in memory. Only where the column writers run differs:
 //! each top-level column has a lane (its writers, for all its leaves, and the arrays waiting
 //! for them) that a pool thread runs; a column sees the batches in order, one after the other,
 //! while the other columns' lanes run on the other threads — for the same write or already
@@ -386,7 +388,11 @@ struct RowGroup {
 /// Writes one Parquet file to `W`: `AsyncArrowWriter`'s output, the columns encoded on an
 /// [`EncodePool`]. See the [module documentation](self).
 pub(crate) struct EncodeWriter<W> {
-    file: SerializedFileWriter<Pending>,
+    /// The file writer; taken while a row group is appended on a blocking thread, and not
+    /// given back when that was abandoned (the writer is then `broken`).
+    file: Option<SerializedFileWriter<Pending>>,
+    /// `bytes_written` when the file writer was last taken.
+    written: usize,
     /// The bytes the file writer wrote and the upload has not been given yet.
     pending: Pending,
     factory: ArrowRowGroupWriterFactory,
@@ -417,7 +423,13 @@ pub(crate) struct EncodeWriter<W> {
 impl<W> std::fmt::Debug for EncodeWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncodeWriter")
-            .field("bytes_written", &self.file.bytes_written())
+            .field(
+                "bytes_written",
+                &self
+                    .file
+                    .as_ref()
+                    .map_or(self.written, SerializedFileWriter::bytes_written),
+            )
             .field(
                 "in_progress_rows",
                 &self.in_progress.as_ref().map(|r| r.rows),
@@ -481,7 +493,8 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             })
             .collect();
         Ok(Self {
-            file,
+            file: Some(file),
+            written: 0,
             pending,
             factory,
             spill,
@@ -504,7 +517,16 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     /// Bytes written to the file so far (handed to the upload or buffered for it), as
     /// `AsyncArrowWriter::bytes_written`.
     pub(crate) fn bytes_written(&self) -> usize {
-        self.file.bytes_written()
+        self.file
+            .as_ref()
+            .map_or(self.written, SerializedFileWriter::bytes_written)
+    }
+
+    /// The file writer (there is none only after a row group's append was abandoned, which
+    /// leaves the writer `broken`).
+    fn file(&mut self) -> Result<&mut SerializedFileWriter<Pending>> {
+        let broken = &self.broken;
+        self.file.as_mut().ok_or_else(|| no_file(broken))
     }
 
     /// Estimated encoded size of the row group in progress: `AsyncArrowWriter::in_progress_size`
@@ -652,7 +674,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 self.schema.fields().len()
             )));
         }
-        let before = self.file.flushed_row_groups().len();
+        let before = self.file()?.flushed_row_groups().len();
         let mut remaining = batch.clone();
         loop {
             if self.in_progress.is_none() {
@@ -707,7 +729,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 None => break,
             }
         }
-        if before != self.file.flushed_row_groups().len() {
+        if before != self.file()?.flushed_row_groups().len() {
             self.push().await?;
         }
         Ok(())
@@ -718,7 +740,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     pub(crate) async fn finish(&mut self) -> Result<()> {
         self.usable()?;
         self.flush_row_group().await?;
-        self.file.finish()?;
+        self.file()?.finish()?;
         self.push().await?;
         self.upload.complete().await
     }
@@ -728,10 +750,8 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         if let Some(spill) = &self.spill {
             spill.next_row_group()?;
         }
-        let mut writers = self
-            .factory
-            .create_column_writers(self.file.flushed_row_groups().len())?
-            .into_iter();
+        let row_groups = self.file()?.flushed_row_groups().len();
+        let mut writers = self.factory.create_column_writers(row_groups)?.into_iter();
         for ((lane, field), n) in self
             .lanes
             .iter()
@@ -825,17 +845,18 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 }
             }
         }
-        // Each chunk goes to the upload as soon as it is in the file: the encoded row group
-        // is in memory once, never also as one contiguous copy of itself.
-        let appended = append_chunks(
-            &mut self.file,
-            &self.pending,
-            &mut self.upload,
-            chunks.into_iter().flatten(),
-        )
-        .await;
+        // The chunks are appended on a blocking thread (spilled pages are read back from
+        // disk), which hands their bytes over in pieces while this task gives them to the
+        // upload: the encoded row group is in memory a piece at a time, never as a whole
+        // column chunk nor as one contiguous copy of itself.
+        let Some(file) = self.file.take() else {
+            return Err(no_file(&self.broken));
+        };
+        self.written = file.bytes_written();
+        let appended = append_chunks(file, &self.pending, &mut self.upload, chunks).await;
         match appended {
-            Ok(()) => {
+            Ok(file) => {
+                self.file = Some(file);
                 self.broken = None;
                 Ok(())
             }
@@ -852,47 +873,131 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     }
 }
 
-/// Append `chunks` to the next row group of `file` in order, handing each one's bytes to
-/// `upload` right after it is appended (and dropped), then close the row group.
+/// The error of a writer whose file writer is gone (an append was abandoned).
+fn no_file(broken: &Option<String>) -> ParquetError {
+    ParquetError::General(format!(
+        "the file cannot be written after an earlier failure: {}",
+        broken
+            .as_deref()
+            .unwrap_or("a row group's append was abandoned")
+    ))
+}
+
+/// The size of the pieces in which an appended row group's bytes are handed to the upload.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// Append `chunks` to the next row group of `file` in order and close it, on a blocking
+/// thread, while giving the bytes written to `upload` in pieces of [`PIECE_BYTES`] as they
+/// come (at most one piece waits between the two); returns the file writer.
 async fn append_chunks<W: AsyncFileWriter>(
-    file: &mut SerializedFileWriter<Pending>,
+    mut file: SerializedFileWriter<Pending>,
     pending: &Pending,
     upload: &mut W,
-    chunks: impl Iterator<Item = ArrowColumnChunk>,
-) -> Result<()> {
-    let mut row_group = file.next_row_group()?;
-    for chunk in chunks {
-        chunk.append_to_row_group(&mut row_group)?;
-        push(pending, upload).await?;
+    chunks: Vec<Vec<ArrowColumnChunk>>,
+) -> Result<SerializedFileWriter<Pending>> {
+    // What the file writer wrote before (e.g. the magic) goes first.
+    push(pending, upload).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let streaming = pending.clone();
+    let appending = tokio::task::spawn_blocking(move || {
+        // Dropped however the append ends (an error, a panic): the sender goes, and the
+        // receiving loop below ends.
+        let _stream = streaming.stream_to(tx);
+        let appended = (|| {
+            let mut row_group = file.next_row_group()?;
+            for chunk in chunks.into_iter().flatten() {
+                chunk.append_to_row_group(&mut row_group)?;
+            }
+            row_group.close().map(|_| ())
+        })();
+        appended.map(|()| file)
+    });
+    while let Some(piece) = rx.recv().await {
+        // On an upload's error the receiver is dropped with this function: the thread's next
+        // piece fails to be sent, which ends its append.
+        upload.write(Bytes::from(piece)).await?;
     }
-    row_group.close().map(|_| ())
+    let file = match appending.await {
+        Ok(appended) => appended?,
+        Err(e) => {
+            return Err(ParquetError::General(format!(
+                "appending the row group's column chunks failed: {e}"
+            )));
+        }
+    };
+    push(pending, upload).await?;
+    Ok(file)
 }
 
 /// Hand the bytes in `pending` to `upload` (`AsyncArrowWriter::do_write`). The upload's error
 /// is passed on as it is (`AsyncArrowWriter` wraps it once more), so that the sink still finds
 /// the store's error in it and classifies it: a permission error is fatal, not a restart.
 async fn push<W: AsyncFileWriter>(pending: &Pending, upload: &mut W) -> Result<()> {
-    upload.write(Bytes::from(pending.take())).await
+    let bytes = pending.take();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    upload.write(Bytes::from(bytes)).await
 }
 
 /// The `Write` the Parquet file writer writes to: bytes waiting for the upload, shared with
-/// the [`EncodeWriter`] that hands them over after each column chunk and row group.
+/// the [`EncodeWriter`] that hands them over after each write and row group. While a row
+/// group is appended ([`stream_to`](Self::stream_to)), every [`PIECE_BYTES`] are sent on as
+/// they are written, the writing thread waiting while the upload is behind.
 #[derive(Debug, Clone, Default)]
-struct Pending(Arc<Mutex<Vec<u8>>>);
+struct Pending(Arc<Mutex<PendingBytes>>);
+
+#[derive(Debug, Default)]
+struct PendingBytes {
+    bytes: Vec<u8>,
+    stream: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+/// Stops [`Pending::stream_to`] when dropped.
+struct Streaming(Pending);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.lock().stream = None;
+    }
+}
 
 impl Pending {
-    /// The bytes written since the last call.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingBytes> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bytes written (and not streamed) since the last call.
     fn take(&self) -> Vec<u8> {
-        mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        mem::take(&mut self.lock().bytes)
+    }
+
+    /// Send every [`PIECE_BYTES`] written to `to` until the result is dropped (from a thread
+    /// that may block: sending waits for the receiver).
+    fn stream_to(&self, to: tokio::sync::mpsc::Sender<Vec<u8>>) -> Streaming {
+        self.lock().stream = Some(to);
+        Streaming(self.clone())
     }
 }
 
 impl std::io::Write for Pending {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        let mut pending = self.lock();
+        pending.bytes.extend_from_slice(buf);
+        if pending.bytes.len() < PIECE_BYTES {
+            return Ok(buf.len());
+        }
+        let Some(to) = pending.stream.clone() else {
+            return Ok(buf.len());
+        };
+        let piece = mem::replace(&mut pending.bytes, Vec::with_capacity(PIECE_BYTES));
+        drop(pending);
+        to.blocking_send(piece).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the upload stopped taking the row group's bytes",
+            )
+        })?;
         Ok(buf.len())
     }
 
@@ -1027,6 +1132,116 @@ mod tests {
                 matches!(*store, object_store::Error::PermissionDenied { .. }),
                 "{store:?}"
             );
+        }
+    }
+
+    /// An upload recording the size of each write, refusing (permission denied) the write
+    /// numbered `refuse_at` if set.
+    #[derive(Default)]
+    struct Recording {
+        writes: Vec<usize>,
+        bytes: Vec<u8>,
+        refuse_at: Option<usize>,
+    }
+
+    impl AsyncFileWriter for Recording {
+        fn write(&mut self, bs: Bytes) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async move {
+                if self.refuse_at == Some(self.writes.len()) {
+                    return Refusing.write(bs).await;
+                }
+                self.writes.push(bs.len());
+                self.bytes.extend_from_slice(&bs);
+                Ok(())
+            })
+        }
+
+        fn complete(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A row group of 6 MiB in one column chunk reaches the upload in pieces of about
+    /// `PIECE_BYTES` while it is appended, its pages on the heap or spilled: never the whole
+    /// chunk at once. The file is `AsyncArrowWriter`'s; an upload refusing a piece in the
+    /// middle ends the append with the store's error (the appending thread does not wait
+    /// for a piece nobody takes).
+    #[tokio::test]
+    async fn a_row_group_reaches_the_upload_in_pieces() {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let blobs = StringArray::from_iter_values((0..6144).map(|_| {
+            (0..64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    format!("{state:016x}")
+                })
+                .collect::<String>()
+        }));
+        let schema = Arc::new(Schema::new(vec![Field::new("blob", DataType::Utf8, false)]));
+        let data = RecordBatch::try_new(schema.clone(), vec![Arc::new(blobs)]).expect("batch");
+        let props = WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(Some(1 << 20))
+            .set_max_row_group_bytes(Some(1 << 30))
+            .build();
+        let mut reference =
+            AsyncArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).expect("w");
+        reference.write(&data).await.expect("write");
+        reference.finish().await.expect("finish");
+        let expected = reference.into_inner();
+        assert!(expected.len() > 6 << 20, "{} bytes", expected.len());
+        let spill_dir = tempfile::tempdir().expect("spill dir");
+        let spill = SpillPages::new(spill_dir.path().to_path_buf()).expect("spill");
+        for (threads, spilled) in [(1, false), (2, true)] {
+            let what = format!("{threads} threads, spilled {spilled}");
+            let pool = Arc::new(EncodePool::new(threads).expect("pool"));
+            let pages = spilled.then(|| spill.clone());
+            let mut w = EncodeWriter::try_new(
+                Recording::default(),
+                schema.clone(),
+                props.clone(),
+                pool.clone(),
+                pages.clone(),
+            )
+            .expect("writer");
+            w.write(&data).await.expect("write");
+            w.finish().await.expect("finish");
+            let upload = w.into_inner();
+            assert!(
+                upload.bytes == expected,
+                "{what}: not AsyncArrowWriter's file"
+            );
+            let largest = upload.writes.iter().max().copied().unwrap_or_default();
+            // A piece is cut after the write (a page, at most the default 1 MiB) that fills it.
+            assert!(
+                largest <= 2 * PIECE_BYTES + 4096,
+                "{what}: a write of {largest} bytes ({:?})",
+                upload.writes
+            );
+            assert!(upload.writes.len() >= 4, "{what}: {:?}", upload.writes);
+
+            let refusing = Recording {
+                refuse_at: Some(2),
+                ..Recording::default()
+            };
+            let mut w = EncodeWriter::try_new(refusing, schema.clone(), props.clone(), pool, pages)
+                .expect("writer");
+            w.write(&data).await.expect("write");
+            let e = tokio::time::timeout(Duration::from_secs(60), w.finish())
+                .await
+                .expect("the append ends")
+                .expect_err("refused");
+            let ParquetError::External(inner) = e else {
+                panic!("{what}: {e:?}");
+            };
+            assert!(
+                inner.downcast_ref::<object_store::Error>().is_some(),
+                "{what}: not the store's error: {inner:?}"
+            );
+            let again = w.finish().await.expect_err("broken").to_string();
+            assert!(again.contains("earlier failure"), "{what}: {again}");
         }
     }
 
