@@ -156,7 +156,7 @@ pub struct KindSpec<C> {
     pub backfill_shards: Option<u32>,
     /// Upper bound on a group's in-memory (Arrow) size in bytes: a group is handed to the sink
     /// at `rowsPerGroup` rows or at this size, whichever comes first, which bounds the memory
-    /// of wide rows. Default 8 MiB (8388608).
+    /// of wide rows. Default 2 MiB (2097152).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub group_max_bytes: Option<usize>,
@@ -217,7 +217,7 @@ impl<C> KindSpec<C> {
         let bytes = NonZeroUsize::new(bytes).ok_or_else(|| {
             Error::config(
                 "spec.groupMaxBytes",
-                "must be at least 1 byte (default 8388608, 8 MiB)",
+                "must be at least 1 byte (default 2097152, 2 MiB)",
             )
         })?;
         Ok(limits.with_max_bytes(bytes))

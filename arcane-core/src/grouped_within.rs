@@ -22,13 +22,14 @@ pub const DEFAULT_ROWS_PER_GROUP: usize = 10_000;
 /// Default grouping interval (the platform's `groupingIntervalSeconds`).
 pub const DEFAULT_GROUPING_INTERVAL: Duration = Duration::from_secs(15);
 /// Default upper bound on a group's in-memory (Arrow) size for the built-in kinds (the
-/// platform's `groupMaxBytes`): 8 MiB. A group of wide rows (1.3 KB each, 120 columns) held
+/// platform's `groupMaxBytes`): 2 MiB. A group of wide rows (1.3 KB each, 120 columns) held
 /// 85 MB at 65 536 rows; bounded in bytes, the landing benchmark's peak RSS halved and it ran
-/// faster (benches/README.md). The graph holds up to two groups (the one the sink writes and
-/// the next, read meanwhile), and the Parquet sink's encoder may still hold the arrays of the
-/// group before while its slowest column finishes: 8 MiB each keeps that near the memory of
-/// one 16 MiB group.
-pub const DEFAULT_GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// faster (benches/README.md). The graph holds up to three groups (the one the sink's encoder
+/// finishes, the one it encodes and the next, read meanwhile), so the peak memory of a landing
+/// moves with this bound: 2 MiB instead of 8 took 10–35 MiB off every shape of the benchmark
+/// at the same CPU time. Groups are not commits: a file and its commits are cut by the sink's
+/// rolling policy, whatever the groups' size.
+pub const DEFAULT_GROUP_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// Limits of a group: whichever is reached first closes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

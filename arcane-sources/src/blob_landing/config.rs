@@ -106,8 +106,8 @@ pub struct BlobLandingSourceConfig {
     /// map) is refused when a CSV file is read, naming the column (exit 1).
     #[serde(default)]
     pub csv: CsvConfig,
-    /// Rows per decoded batch, at most (NDJSON and CSV batches also end after about 1 MiB of
-    /// input).
+    /// Rows per decoded batch, at most (NDJSON and CSV batches also end after about 512 KiB
+    /// of input).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// How often the prefix is listed for new files in streaming mode (humantime: `10s`,
@@ -129,7 +129,7 @@ pub struct BlobLandingSourceConfig {
     /// listing that found the position's file.
     #[serde(default)]
     pub late_files: LateFiles,
-    /// Threads decoding NDJSON/CSV blocks (`batchRows` records or about 1 MiB) in parallel
+    /// Threads decoding NDJSON/CSV blocks (`batchRows` records or about 512 KiB) in parallel
     /// while the file is read (results are taken back in file order), and inferring a schema
     /// from a whole NDJSON file in blocks of 4 MiB (merged in file order: the schema one thread
     /// infers). Default: the number of CPUs available (`1` decodes on the reading thread).

@@ -34,8 +34,8 @@
 //! # }
 //! ```
 //!
-//! Decoding: NDJSON and CSV are read on a blocking thread into segments of 4 MiB and split
-//! into blocks of `batchRows` records or about 1 MiB, whichever comes first; the blocks are
+//! Decoding: NDJSON and CSV are read on a blocking thread into segments of 2 MiB and split
+//! into blocks of `batchRows` records or about 512 KiB, whichever comes first; the blocks are
 //! slices of their segment (not copies), decoded by the decode threads and taken back in file
 //! order, running ahead of the sink by a bounded number of batches (so decoding overlaps with
 //! encoding). Parquet is read with the async Arrow reader on its own task.

@@ -20,7 +20,7 @@ use super::event::{FileError, FileEvent, Progress};
 use super::fetch::store_error;
 
 /// Decompressed bytes read per call.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 512 << 10;
 /// A record (line) longer than this fails the rest of its file.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
 /// What to do about a line longer than [`MAX_RECORD_BYTES`].
@@ -30,11 +30,11 @@ const ONE_RECORD_A_LINE: &str = "NDJSON holds one object per line and CSV one re
 /// A text file is read into segments of this size. Blocks are slices of the segment they were
 /// read into, handed to the decode threads without a copy; when a segment has less than
 /// [`READ_CHUNK`] left, only the records not yet handed over move to the next one.
-const SEGMENT: usize = 4 << 20;
+const SEGMENT: usize = 2 << 20;
 /// A block is handed over once it holds this many bytes (or `batchRows` records): the blocks in
 /// flight stay a few MiB whatever the records' size, and a segment holds several of them, so
 /// little is left to move at its end.
-const BLOCK_BYTES: usize = 1 << 20;
+const BLOCK_BYTES: usize = 512 << 10;
 /// Segments whose blocks may still be in flight, kept to be read into again once their blocks
 /// are reported (no new allocation, no fresh pages per segment).
 const MAX_RETIRED: usize = 2;
