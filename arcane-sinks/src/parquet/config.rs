@@ -386,9 +386,12 @@ pub struct WriterConfig {
     #[serde(default)]
     pub key_value_metadata: BTreeMap<String, String>,
     /// Size of a multipart upload part in bytes (at least 5 MiB for S3). Default 10 MiB.
+    /// On an object store (S3, Azure, GCS) each open file holds up to `uploadPartSize` ×
+    /// (`uploadConcurrency` + 1) bytes of parts not yet acknowledged: 50 MiB by default;
+    /// 5 MiB × 2 holds 15 MiB, at the price of fewer bytes in flight to a distant store.
     #[serde(default = "default_upload_part_size")]
     pub upload_part_size: usize,
-    /// Parts uploaded concurrently per file. Default 4.
+    /// Parts uploaded concurrently per file (see `uploadPartSize` for the memory). Default 4.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
     /// Threads encoding the columns of a batch at once (1 to 64), kept for the sink's
