@@ -942,8 +942,9 @@ async fn push<W: AsyncFileWriter>(pending: &Pending, upload: &mut W) -> Result<(
 
 /// The `Write` the Parquet file writer writes to: bytes waiting for the upload, shared with
 /// the [`EncodeWriter`] that hands them over after each write and row group. While a row
-/// group is appended ([`stream_to`](Self::stream_to)), every [`PIECE_BYTES`] are sent on as
-/// they are written, the writing thread waiting while the upload is behind.
+/// group is appended ([`stream_to`](Self::stream_to)), its bytes are sent on in pieces of at
+/// most [`PIECE_BYTES`] (a larger page is a piece of its own) as they are written, the writing
+/// thread waiting while the upload is behind.
 #[derive(Debug, Clone, Default)]
 struct Pending(Arc<Mutex<PendingBytes>>);
 
@@ -972,8 +973,8 @@ impl Pending {
         mem::take(&mut self.lock().bytes)
     }
 
-    /// Send every [`PIECE_BYTES`] written to `to` until the result is dropped (from a thread
-    /// that may block: sending waits for the receiver).
+    /// Send what is written to `to` in pieces of [`PIECE_BYTES`] until the result is dropped
+    /// (from a thread that may block: sending waits for the receiver).
     fn stream_to(&self, to: tokio::sync::mpsc::Sender<Vec<u8>>) -> Streaming {
         self.lock().stream = Some(to);
         Streaming(self.clone())
@@ -983,21 +984,26 @@ impl Pending {
 impl std::io::Write for Pending {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut pending = self.lock();
-        pending.bytes.extend_from_slice(buf);
-        if pending.bytes.len() < PIECE_BYTES {
-            return Ok(buf.len());
+        // A piece is sent before the write that would take it past `PIECE_BYTES` (a page
+        // larger than that is a piece of its own), so that its buffer never grows.
+        if let Some(to) = pending.stream.clone()
+            && !pending.bytes.is_empty()
+            && pending.bytes.len() + buf.len() > PIECE_BYTES
+        {
+            let piece = mem::replace(
+                &mut pending.bytes,
+                Vec::with_capacity(PIECE_BYTES.max(buf.len())),
+            );
+            drop(pending);
+            to.blocking_send(piece).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the upload stopped taking the row group's bytes",
+                )
+            })?;
+            pending = self.lock();
         }
-        let Some(to) = pending.stream.clone() else {
-            return Ok(buf.len());
-        };
-        let piece = mem::replace(&mut pending.bytes, Vec::with_capacity(PIECE_BYTES));
-        drop(pending);
-        to.blocking_send(piece).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the upload stopped taking the row group's bytes",
-            )
-        })?;
+        pending.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -1214,13 +1220,18 @@ mod tests {
                 "{what}: not AsyncArrowWriter's file"
             );
             let largest = upload.writes.iter().max().copied().unwrap_or_default();
-            // A piece is cut after the write (a page, at most the default 1 MiB) that fills it.
+            // A piece is sent before the write that would take it past `PIECE_BYTES`; a page
+            // (at most the default 1 MiB and its header) may be a piece of its own.
             assert!(
-                largest <= 2 * PIECE_BYTES + 4096,
+                largest <= PIECE_BYTES + 4096,
                 "{what}: a write of {largest} bytes ({:?})",
                 upload.writes
             );
-            assert!(upload.writes.len() >= 4, "{what}: {:?}", upload.writes);
+            assert!(
+                upload.writes.len() >= expected.len() / PIECE_BYTES,
+                "{what}: {:?}",
+                upload.writes
+            );
 
             let refusing = Recording {
                 refuse_at: Some(2),
