@@ -170,7 +170,11 @@ if [ -f "$results" ] && [ "$(head -n 1 "$results")" != "$header" ]; then
 fi
 [ -f "$results" ] || echo "$header" > "$results"
 report="$work/report-$run_id.md"
+# What was compared: the peers' versions change with what PyPI serves on the day.
+versions="$("$py" -c 'import duckdb, polars, pyarrow; print(f"DuckDB {duckdb.__version__}, Polars {polars.__version__}, pyarrow {pyarrow.__version__}")'), arcane source tree $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+printf 'Versions: %s\n' "$versions" > "$report"
 log "run $run_id: shapes [$shapes], schema [${modes[*]}], tools [${tools[*]}], $mb MB, $rounds rounds, $store; logs in $logs"
+log "versions: $versions"
 
 for shape in $shapes; do
   input="$(corpus "$shape")"
@@ -226,4 +230,4 @@ for shape in $shapes; do
     "$py" "$tools_py" report "$results" "$run_id" "$shape" "$mode" | tee -a "$report"
   done
 done
-printf '\n%s cores, %s; results appended to %s, this report in %s\n' "$(nproc)" "$(date +%F)" "$results" "$report"
+printf '\n%s cores, %s; %s; results appended to %s, this report in %s\n' "$(nproc)" "$(date +%F)" "$versions" "$results" "$report"
