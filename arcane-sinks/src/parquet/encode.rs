@@ -423,18 +423,22 @@ pub(crate) struct EncodeWriter<W> {
 impl<W> std::fmt::Debug for EncodeWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncodeWriter")
-            .field(
-                "bytes_written",
-                &self
-                    .file
-                    .as_ref()
-                    .map_or(self.written, SerializedFileWriter::bytes_written),
-            )
+            .field("bytes_written", &self.bytes_written())
             .field(
                 "in_progress_rows",
                 &self.in_progress.as_ref().map(|r| r.rows),
             )
             .finish_non_exhaustive()
+    }
+}
+
+impl<W> EncodeWriter<W> {
+    /// Bytes written to the file so far (handed to the upload or buffered for it), as
+    /// `AsyncArrowWriter::bytes_written`.
+    pub(crate) fn bytes_written(&self) -> usize {
+        self.file
+            .as_ref()
+            .map_or(self.written, SerializedFileWriter::bytes_written)
     }
 }
 
@@ -512,14 +516,6 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             upload,
             broken: None,
         })
-    }
-
-    /// Bytes written to the file so far (handed to the upload or buffered for it), as
-    /// `AsyncArrowWriter::bytes_written`.
-    pub(crate) fn bytes_written(&self) -> usize {
-        self.file
-            .as_ref()
-            .map_or(self.written, SerializedFileWriter::bytes_written)
     }
 
     /// The file writer (there is none only after a row group's append was abandoned, which
@@ -986,9 +982,9 @@ impl std::io::Write for Pending {
         let mut pending = self.lock();
         // A piece is sent before the write that would take it past `PIECE_BYTES` (a page
         // larger than that is a piece of its own), so that its buffer never grows.
-        if let Some(to) = pending.stream.clone()
-            && !pending.bytes.is_empty()
+        if !pending.bytes.is_empty()
             && pending.bytes.len() + buf.len() > PIECE_BYTES
+            && let Some(to) = pending.stream.clone()
         {
             let piece = mem::replace(
                 &mut pending.bytes,
