@@ -8,14 +8,17 @@
 //! several threads, write at offsets they reserve) and are read back one page at a time when
 //! the row group is written out; the heap holds the page being encoded, not the row group.
 //! The files are unnamed (`O_TMPFILE`): nothing is left behind, even when the process is
-//! killed.
+//! killed. A row group's file, once its pages are written out, is written over by a later row
+//! group of the same Parquet file instead of being closed: its pages stay in the page cache,
+//! so a row group's spill costs copies, not a new file's pages allocated, delayed-allocated and
+//! invalidated each time (4–5 % of a landing's CPU time, measured in benches/README.md).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use parquet::arrow::arrow_writer::{PageKey, PageStore, PageStoreArgs, PageStoreFactory};
@@ -42,31 +45,53 @@ impl SpillPages {
         Arc::new(FileSpill {
             dir: self.dir.clone(),
             current: Mutex::new(None),
+            idle: Arc::new(Mutex::new(Vec::new())),
         })
     }
 }
+
+/// At most this many files of a Parquet file's row groups wait to be written over (two are in
+/// use at a time: the row group being written out and the next one).
+const MAX_IDLE_FILES: usize = 2;
 
 /// The spill of one Parquet file: the column chunks of a row group share one unnamed file,
 /// made by [`next_row_group`](Self::next_row_group) and closed once the row group is written
 /// out and its chunks are dropped. A file holds at most two such files open (the row group
 /// being written out and the next one), whatever its number of columns: a sink with many
-/// open files of many columns does not run out of file descriptors.
+/// open files of many columns does not run out of file descriptors. A row group's file, once
+/// its chunks are dropped, waits in `idle` for the next row group, which writes over it from
+/// its start (a page is read back only within what its own row group wrote); the files are
+/// closed with the Parquet file's spill.
 #[derive(Debug)]
 pub(crate) struct FileSpill {
     dir: Arc<PathBuf>,
     current: Mutex<Option<Arc<SpillFile>>>,
+    idle: Arc<Mutex<Vec<File>>>,
 }
 
 impl FileSpill {
-    /// Start the pages of the next row group in a new file.
+    /// Start the pages of the next row group in a file: one a row group before used, or a
+    /// new one.
     pub(crate) fn next_row_group(&self) -> Result<()> {
-        let file = tempfile::tempfile_in(self.dir.as_path())
-            .map_err(|e| spill_error(&self.dir, "create a file for", e))?;
+        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let file = match reused {
+            Some(file) => file,
+            None => tempfile::tempfile_in(self.dir.as_path())
+                .map_err(|e| spill_error(&self.dir, "create a file for", e))?,
+        };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(SpillFile {
-            file,
+            file: Some(file),
             len: AtomicU64::new(0),
+            read: Mutex::new(()),
+            idle: Arc::downgrade(&self.idle),
         }));
         Ok(())
+    }
+
+    /// Files waiting to be written over.
+    #[cfg(test)]
+    fn idle_files(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -91,11 +116,36 @@ impl PageStoreFactory for FileSpill {
 }
 
 /// The unnamed file of a row group's pages; each column chunk appends at offsets it reserves.
+/// Dropped (its row group written out), the file goes back to its Parquet file's spill to be
+/// written over, unless that spill is gone or has enough waiting.
 #[derive(Debug)]
 struct SpillFile {
-    file: File,
+    /// Taken only when dropped.
+    file: Option<File>,
     /// Bytes reserved so far.
     len: AtomicU64,
+    /// Held while a page is read back (a seek and a read of the file's shared offset).
+    read: Mutex<()>,
+    idle: Weak<Mutex<Vec<File>>>,
+}
+
+impl SpillFile {
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the spill file was closed"))
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        if let (Some(file), Some(idle)) = (self.file.take(), self.idle.upgrade()) {
+            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_FILES {
+                idle.push(file);
+            }
+        }
+    }
 }
 
 /// The pages of one column chunk, in its row group's [`SpillFile`].
@@ -116,8 +166,8 @@ impl PageStore for SpillStore {
             .len
             .fetch_add(value.len() as u64, Ordering::Relaxed);
         self.file
-            .file
-            .write_all_at(&value, offset)
+            .file()
+            .and_then(|f| f.write_all_at(&value, offset))
             .map_err(|e| spill_error(&self.dir, "write", e))?;
         self.pages.push((offset, value.len()));
         Ok(PageKey::new(self.pages.len() as u64 - 1))
@@ -135,12 +185,41 @@ impl PageStore for SpillStore {
                 self.pages.len()
             )));
         };
-        let mut page = vec![0; len];
-        self.file
-            .file
-            .read_exact_at(&mut page, offset)
-            .map_err(|e| spill_error(&self.dir, "read back", e))?;
-        Ok(page.into())
+        self.read_back(offset, len)
+            .map(Bytes::from)
+            .map_err(|e| spill_error(&self.dir, "read back", e))
+    }
+}
+
+impl SpillStore {
+    /// The `len` bytes at `offset`, read into a buffer that is not zeroed first (`read_to_end`
+    /// reads into its spare capacity; a positioned read needs an initialized buffer).
+    fn read_back(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        // The file may hold an earlier row group's pages past this one's: never read there.
+        let reserved = self.file.len.load(Ordering::Relaxed);
+        if offset.saturating_add(len as u64) > reserved {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a page of {len} bytes at offset {offset} lies past the row group's {reserved} bytes"
+                ),
+            ));
+        }
+        let _reading = self.file.read.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.file.file()?;
+        file.seek(io::SeekFrom::Start(offset))?;
+        let mut page = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut page)?;
+        if page.len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} of the page's {len} bytes at offset {offset} were there",
+                    page.len()
+                ),
+            ));
+        }
+        Ok(page)
     }
 }
 
@@ -244,6 +323,62 @@ mod tests {
             missing.to_string().contains("page 50 was never spilled"),
             "{missing}"
         );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("list").count(),
+            0,
+            "the spill files are unnamed"
+        );
+    }
+
+    #[test]
+    fn a_row_groups_file_is_written_over_by_the_next_and_closed_with_the_spill() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pages = SpillPages::new(dir.path().to_path_buf()).expect("writable");
+        let spill = pages.for_file();
+        spill.next_row_group().expect("file");
+        let mut first = column_store(&spill);
+        let long = Bytes::from(vec![7u8; 70_000]);
+        let key = first.put(long.clone()).expect("put");
+        assert_eq!(first.take(key).expect("take"), long);
+        // The next row group starts while this one is written out: a file of its own.
+        spill.next_row_group().expect("second file");
+        let mut second = column_store(&spill);
+        assert_eq!(spill.idle_files(), 0);
+        drop(first);
+        assert_eq!(spill.idle_files(), 1, "the first row group's file waits");
+        // The third row group writes over the first one's file, which is longer than its
+        // pages: each page reads back as put, nothing of the first row group's.
+        spill.next_row_group().expect("third");
+        assert_eq!(spill.idle_files(), 0, "written over, not a new file");
+        let mut third = column_store(&spill);
+        let short: Vec<Bytes> = (1..=3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        let keys: Vec<PageKey> = short
+            .iter()
+            .map(|b| third.put(b.clone()).expect("put"))
+            .collect();
+        let other = second.put(Bytes::from_static(b"second")).expect("put");
+        for (key, page) in keys.iter().zip(&short).rev() {
+            assert_eq!(&third.take(*key).expect("take"), page);
+        }
+        assert_eq!(&second.take(other).expect("take")[..], b"second");
+        // An offset past what a row group wrote is an error, not stale bytes.
+        third.pages.push((5000, 10));
+        let past = third
+            .take(PageKey::new(3))
+            .expect_err("past the row group's pages");
+        assert!(past.to_string().contains("cannot read back"), "{past}");
+        let cause = std::error::Error::source(&past)
+            .and_then(std::error::Error::source)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            cause.contains("lies past the row group's"),
+            "{past}: {cause}"
+        );
+        // A spill keeps at most two files waiting; dropped, it closes them.
+        drop((second, third));
+        spill.next_row_group().expect("fourth");
+        drop(spill);
         assert_eq!(
             std::fs::read_dir(dir.path()).expect("list").count(),
             0,
