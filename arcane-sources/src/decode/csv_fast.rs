@@ -27,7 +27,9 @@ use arrow_cast::parse::Parser;
 use arrow_schema::SchemaRef;
 
 use super::block::Rec;
-use super::fast::{Builder, Column, GiveUp, Kind, batch, builders, columns, timestamp};
+use super::fast::{
+    Builder, Column, GiveUp, Kind, batch, builders, columns, eight_digits, timestamp,
+};
 
 /// Decodes CSV blocks of a schema of top-level scalar columns (see the module's doc).
 #[derive(Debug)]
@@ -306,9 +308,7 @@ fn decimal_i64(text: &[u8]) -> Option<i64> {
     let mut value: u64 = 0;
     let mut chunks = digits.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        value = value * 100_000_000 + eight_digits(u64::from_le_bytes(word))?;
+        value = value * 100_000_000 + eight_digits(chunk)?;
     }
     for &b in chunks.remainder() {
         if !b.is_ascii_digit() {
@@ -322,21 +322,6 @@ fn decimal_i64(text: &[u8]) -> Option<i64> {
     } else {
         i64::try_from(value).ok()
     }
-}
-
-/// The value of eight ASCII digits (the first in the lowest byte), or `None` when one is not a
-/// digit.
-#[inline]
-fn eight_digits(word: u64) -> Option<u64> {
-    let low = word.wrapping_sub(0x3030_3030_3030_3030);
-    // A byte below '0' borrows into its high bit; one above '9' carries into it once 0x46 is
-    // added ('9' + 0x46 = 0x7f).
-    if (low | word.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080 != 0 {
-        return None;
-    }
-    let v = (low * 10 + (low >> 8)) & 0x00ff_00ff_00ff_00ff;
-    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
-    Some((v * 10_000 + (v >> 32)) & 0xffff_ffff)
 }
 
 #[cfg(test)]

@@ -1300,6 +1300,15 @@ fn integer(b: &[u8], mut i: usize) -> Result<(i128, usize), GiveUp> {
         _ => return Err("not an integer"),
     };
     if v != 0 {
+        // Eight digits at a time while the value has at most 19 (below 10^19, within a u64).
+        let first = i - 1;
+        while i + 8 - first <= 19 {
+            let Some(eight) = b.get(i..).and_then(eight_digits) else {
+                break;
+            };
+            v = v * 100_000_000 + eight;
+            i += 8;
+        }
         while let Some(&d @ b'0'..=b'9') = b.get(i) {
             v = v
                 .checked_mul(10)
@@ -1313,6 +1322,24 @@ fn integer(b: &[u8], mut i: usize) -> Result<(i128, usize), GiveUp> {
     }
     let v = i128::from(v);
     Ok((if negative { -v } else { v }, i))
+}
+
+/// The value of the first eight bytes of `bytes` as ASCII digits, or `None` when one is not a
+/// digit or there are fewer than eight.
+#[inline]
+pub(super) fn eight_digits(bytes: &[u8]) -> Option<u64> {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes.get(..8)?);
+    let word = u64::from_le_bytes(word);
+    let low = word.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte below '0' borrows into its high bit; one above '9' carries into it once 0x46 is
+    // added ('9' + 0x46 = 0x7f).
+    if (low | word.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    let v = (low * 10 + (low >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    Some((v * 10_000 + (v >> 32)) & 0xffff_ffff)
 }
 
 /// The string whose content starts at `i` (after the opening quote), unescaped (into
