@@ -129,6 +129,9 @@ meta() { # dir key -> value of meta.json
 run_one() { # tool mode input out log -> "wall_secs peak_rss_kib cpu_secs"; non-zero when the tool fails
   local tool="$1" mode="$2" input="$3" out="$4" logf="$5"
   "$py" "$tools_py" clear "$out"
+  # The previous run's output (hundreds of MB of dirty pages) is written back now, not by the
+  # kernel's flusher threads on the same two cores during this run.
+  sync
   case "$tool" in
     arcane)
       "$py" "$tools_py" spec "$mode" "$input" "$out" > "$logf.spec.json"

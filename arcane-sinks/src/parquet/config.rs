@@ -411,8 +411,9 @@ pub struct WriterConfig {
     /// true.
     #[serde(default = "default_spill_pages")]
     pub spill_pages: bool,
-    /// Directory for the spilled pages: a writable local file system with room for
-    /// `rowGroupBytes` per open file. Checked when the first file is opened; a missing or
+    /// Directory for the spilled pages: a writable local file system with room for two row
+    /// groups' pages (2 × `rowGroupBytes`) per open file, whose row groups write over the
+    /// same two spill files until it is complete. Checked when the first file is opened; a missing or
     /// read-only directory is a configuration error. Default: the system's temporary directory
     /// (`$TMPDIR`, else `/tmp`; the Helm chart mounts an `emptyDir` there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
