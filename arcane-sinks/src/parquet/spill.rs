@@ -293,12 +293,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pages_come_back_as_put_in_any_order_and_nothing_is_left_in_the_directory() {
+    /// A Parquet file's spill in a directory of its own, its first row group started.
+    fn started() -> (tempfile::TempDir, Arc<FileSpill>) {
         let dir = tempfile::tempdir().expect("dir");
         let pages = SpillPages::new(dir.path().to_path_buf()).expect("writable");
         let spill = pages.for_file();
         spill.next_row_group().expect("file");
+        (dir, spill)
+    }
+
+    #[test]
+    fn pages_come_back_as_put_in_any_order_and_nothing_is_left_in_the_directory() {
+        let (dir, spill) = started();
         // Two columns of one row group share its file; their pages interleave in it.
         let mut stores = [column_store(&spill), column_store(&spill)];
         let blobs: Vec<Bytes> = (0..50u8)
@@ -332,10 +338,7 @@ mod tests {
 
     #[test]
     fn a_row_groups_file_is_written_over_by_the_next_and_closed_with_the_spill() {
-        let dir = tempfile::tempdir().expect("dir");
-        let pages = SpillPages::new(dir.path().to_path_buf()).expect("writable");
-        let spill = pages.for_file();
-        spill.next_row_group().expect("file");
+        let (dir, spill) = started();
         let mut first = column_store(&spill);
         let long = Bytes::from(vec![7u8; 70_000]);
         let key = first.put(long.clone()).expect("put");
