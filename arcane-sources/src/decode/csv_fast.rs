@@ -7,7 +7,9 @@
 //! carriage return (where `csv_core` would unquote or end a record), with exactly one field
 //! per column; an empty field is a null, as `arrow_csv` reads it; every other field is parsed
 //! by the function `arrow_csv` parses it with (`arrow_cast`'s [`Parser`] for numbers and
-//! dates, `string_to_datetime` for timestamps, `true`/`false` in any case for booleans).
+//! dates, `string_to_datetime` for timestamps, `true`/`false` in any case for booleans), but
+//! for a signed integer that is a sign and digits, read eight digits at a time into the same
+//! value.
 //! Anything else — a quoted field, a field count that is not the schema's, a value that does
 //! not parse, invalid UTF-8, a null in a required column — gives up on the whole block, which
 //! then takes the general path with its dead letters, bisection and messages. A block is
@@ -260,14 +262,23 @@ fn append(builder: &mut Builder, column: &Column, field: &str) -> Result<(), Giv
             $b.append_value(<$t>::parse(field).ok_or("a value that does not parse")?)
         };
     }
+    // A signed integer that is a sign and digits is read eight digits at a time; anything
+    // else (or a value past the type) is left to the parser, which gives the same or refuses.
+    macro_rules! signed {
+        ($b:expr, $t:ty) => {
+            $b.append_value(
+                match decimal_i64(field.as_bytes()).and_then(|v| v.try_into().ok()) {
+                    Some(v) => v,
+                    None => <$t>::parse(field).ok_or("a value that does not parse")?,
+                },
+            )
+        };
+    }
     match builder {
-        Builder::Int8(b) => parsed!(b, Int8Type),
-        Builder::Int16(b) => parsed!(b, Int16Type),
-        Builder::Int32(b) => parsed!(b, Int32Type),
-        Builder::Int64(b) => b.append_value(match decimal_i64(field.as_bytes()) {
-            Some(v) => v,
-            None => Int64Type::parse(field).ok_or("a value that does not parse")?,
-        }),
+        Builder::Int8(b) => signed!(b, Int8Type),
+        Builder::Int16(b) => signed!(b, Int16Type),
+        Builder::Int32(b) => signed!(b, Int32Type),
+        Builder::Int64(b) => signed!(b, Int64Type),
         Builder::UInt8(b) => parsed!(b, UInt8Type),
         Builder::UInt16(b) => parsed!(b, UInt16Type),
         Builder::UInt32(b) => parsed!(b, UInt32Type),
@@ -538,8 +549,39 @@ mod tests {
             texts.push((rng.next_u64() as i64).to_string());
             texts.push(format!("-{}", rng.next_u64() >> rng.between(0, 64)));
         }
+        /// A column of `T` reads `text` as `T`'s parser does: the eight-digit value when it
+        /// fits, else the parser's answer.
+        fn agrees<T: arrow_array::ArrowPrimitiveType + Parser>(text: &str)
+        where
+            T::Native: TryFrom<i64> + PartialEq + std::fmt::Debug,
+        {
+            let read = super::decimal_i64(text.as_bytes())
+                .and_then(|v| T::Native::try_from(v).ok())
+                .or_else(|| T::parse(text));
+            assert_eq!(read, T::parse(text), "{text:?} as {}", T::DATA_TYPE);
+        }
+        for edge in [
+            "127",
+            "-128",
+            "128",
+            "-129",
+            "32767",
+            "-32768",
+            "32768",
+            "-32769",
+            "2147483647",
+            "-2147483648",
+            "2147483648",
+            "-2147483649",
+        ] {
+            texts.push(edge.to_string());
+        }
         let mut fast = 0;
         for text in &texts {
+            agrees::<arrow_array::types::Int8Type>(text);
+            agrees::<arrow_array::types::Int16Type>(text);
+            agrees::<arrow_array::types::Int32Type>(text);
+            agrees::<Int64Type>(text);
             let want = Int64Type::parse(text);
             if let Some(got) = super::decimal_i64(text.as_bytes()) {
                 fast += 1;
