@@ -8,8 +8,8 @@
 //!
 //! Blocks are first read by the format's fast path when the schema is one it reads
 //! ([`FastDecoder`] for NDJSON: scalar columns, and structs and lists of them to any depth;
-//! [`CsvFastDecoder`] for CSV: scalar columns; one pass per record straight into the
-//! schema's builders); a block it gives up on takes the `arrow_json` or `arrow_csv` path,
+//! [`CsvFastDecoder`] for CSV: scalar columns, the block split into fields in one pass and
+//! each column then parsed straight into its builder); a block it gives up on takes the `arrow_json` or `arrow_csv` path,
 //! which makes the same batch of every block the fast path reads.
 
 use std::sync::Arc;
