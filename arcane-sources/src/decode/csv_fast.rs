@@ -399,8 +399,9 @@ pub(super) fn decimal_f64(text: &[u8]) -> Option<f64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    // A point must have digits after it.
-    let (integer, fraction) = match memchr::memchr(b'.', rest) {
+    // A point must have digits after it. (A number is short: a loop over its bytes costs less
+    // than a call to `memchr`.)
+    let (integer, fraction) = match rest.iter().position(|&b| b == b'.') {
         Some(dot) => (&rest[..dot], rest.get(dot + 1..).filter(|f| !f.is_empty())?),
         None => (rest, &[][..]),
     };
