@@ -343,18 +343,8 @@ fn decimal_i64(text: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let mut value: u64 = 0;
-    let mut chunks = digits.chunks_exact(8);
-    for chunk in &mut chunks {
-        value = value * 100_000_000 + eight_digits(chunk)?;
-    }
-    for &b in chunks.remainder() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + u64::from(b - b'0');
-    }
     // At most 19 digits: below 10^19, within a u64.
+    let value = append_digits(0, digits)?;
     if negative {
         0i64.checked_sub_unsigned(value)
     } else {
@@ -373,24 +363,7 @@ fn decimal_i64(text: &[u8]) -> Option<i64> {
 /// quotient is rounded once (Clinger's fast path); else the Eisel–Lemire algorithm of
 /// `lexical_parse_float`, the one `lexical_core` runs itself next.
 #[inline]
-pub(super) fn decimal_f64(text: &[u8]) -> Option<f64> {
-    /// `value` followed by the 0 to 19 `digits` (`None` if one is not an ASCII digit), eight
-    /// at a time.
-    #[inline]
-    fn digits(value: u64, digits: &[u8]) -> Option<u64> {
-        let mut value = value;
-        let mut chunks = digits.chunks_exact(8);
-        for chunk in &mut chunks {
-            value = value * 100_000_000 + eight_digits(chunk)?;
-        }
-        for &b in chunks.remainder() {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            value = value * 10 + u64::from(b - b'0');
-        }
-        Some(value)
-    }
+fn decimal_f64(text: &[u8]) -> Option<f64> {
     const POWERS_OF_TEN: [f64; 20] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19,
@@ -412,7 +385,7 @@ pub(super) fn decimal_f64(text: &[u8]) -> Option<f64> {
         return None;
     }
     // At most 19 digits: below 10^19, within a u64. Both parts are checked to be digits.
-    let w = digits(digits(0, integer)?, fraction)?;
+    let w = append_digits(append_digits(0, integer)?, fraction)?;
     let scale = fraction.len();
     let v = if w <= 1 << 53 {
         w as f64 / POWERS_OF_TEN[scale]
@@ -425,6 +398,24 @@ pub(super) fn decimal_f64(text: &[u8]) -> Option<f64> {
         lexical_parse_float::float::extended_to_float::<f64>(fp)
     };
     Some(if negative { -v } else { v })
+}
+
+/// `value` followed by the decimal `digits` (`None` if one is not an ASCII digit), eight at a
+/// time; the caller keeps the result within a `u64` (at most 19 digits in all).
+#[inline]
+fn append_digits(value: u64, digits: &[u8]) -> Option<u64> {
+    let mut value = value;
+    let mut chunks = digits.chunks_exact(8);
+    for chunk in &mut chunks {
+        value = value * 100_000_000 + eight_digits(chunk)?;
+    }
+    for &b in chunks.remainder() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(b - b'0');
+    }
+    Some(value)
 }
 
 #[cfg(test)]
@@ -584,6 +575,69 @@ mod tests {
         }
     }
 
+    /// Number texts both eight-digit readers are checked on, besides generated ones: edges of
+    /// `i64` and of `f64`'s exact integers, 19 and 20 digits, signs, spaces, points, exponents
+    /// and digits that are not ASCII.
+    const NUMBER_TEXTS: &[&str] = &[
+        "0",
+        "-0",
+        "+0",
+        "7",
+        "-",
+        "+",
+        "",
+        "--1",
+        "+-1",
+        "1-",
+        " 1",
+        "1 ",
+        "01234567",
+        "12345678",
+        "123456789",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "9999999999999999999",
+        "10000000000000000000",
+        "00000000000000000001",
+        "1234567/",
+        "1234567:",
+        "12a45678",
+        "１２",
+        "1e3",
+        "1.0",
+        "0x10",
+        "١٢٣",
+        "0.0",
+        "-0.0",
+        "00",
+        "01.5",
+        "1.",
+        ".5",
+        "-.5",
+        "+1.5",
+        "1.2.3",
+        "1e5",
+        " 1.5",
+        "1.5 ",
+        "1_0.5",
+        "0.",
+        "\u{661}.5",
+        "9007199254740992",
+        "9007199254740993",
+        "9007199254740995",
+        "-9007199254740993",
+        "18446744073709551615",
+        "99999999999999999999",
+        "0.0000000000000000001",
+        "0.000000000000000001",
+        "1.7976931348623157",
+        "4.9406564584124654",
+        "0.30000000000000004",
+        "123456789012345678.9",
+    ];
+
     /// `decimal_f64` gives exactly what `lexical_core` and `arrow_cast`'s parser give, for
     /// every text it reads (bit for bit), and leaves everything else to them: the float
     /// generator's texts, decimals of 1 to 21 digits cut anywhere by the point (so past 2^53,
@@ -593,44 +647,7 @@ mod tests {
         use arrow_array::types::Float64Type;
         use arrow_cast::parse::Parser;
         let mut rng = SplitMix64(0xf64);
-        let mut texts: Vec<String> = [
-            "0",
-            "-0",
-            "0.0",
-            "-0.0",
-            "00",
-            "01.5",
-            "1.",
-            ".5",
-            "-.5",
-            "-",
-            "",
-            "--1",
-            "+1.5",
-            "1.2.3",
-            "1e5",
-            " 1.5",
-            "1.5 ",
-            "1_0.5",
-            "0.",
-            "\u{661}.5",
-            "9007199254740992",
-            "9007199254740993",
-            "9007199254740995",
-            "-9007199254740993",
-            "18446744073709551615",
-            "9999999999999999999",
-            "99999999999999999999",
-            "0.0000000000000000001",
-            "0.000000000000000001",
-            "1.7976931348623157",
-            "4.9406564584124654",
-            "0.30000000000000004",
-            "123456789012345678.9",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut texts: Vec<String> = NUMBER_TEXTS.iter().map(|s| s.to_string()).collect();
         for _ in 0..100_000 {
             texts.push(float_text(&mut rng));
         }
@@ -683,40 +700,7 @@ mod tests {
         use arrow_array::types::Int64Type;
         use arrow_cast::parse::Parser;
         let mut rng = SplitMix64(0x1264);
-        let mut texts: Vec<String> = [
-            "0",
-            "-0",
-            "+0",
-            "7",
-            "-",
-            "+",
-            "",
-            "--1",
-            "+-1",
-            "1-",
-            " 1",
-            "1 ",
-            "01234567",
-            "12345678",
-            "123456789",
-            "9223372036854775807",
-            "-9223372036854775808",
-            "9223372036854775808",
-            "-9223372036854775809",
-            "9999999999999999999",
-            "10000000000000000000",
-            "00000000000000000001",
-            "1234567/",
-            "1234567:",
-            "12a45678",
-            "１２",
-            "1e3",
-            "1.0",
-            "0x10",
-            "١٢٣",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut texts: Vec<String> = NUMBER_TEXTS.iter().map(|s| s.to_string()).collect();
         let alphabet = b"0123456789+- /:.e\x7f";
         for _ in 0..20_000 {
             let len = rng.between(0, 22) as usize;
