@@ -124,62 +124,46 @@ fn split(
     bounds: &mut Vec<u32>,
 ) -> Result<(), GiveUp> {
     let delimiter = special[0];
-    let mut next = 0;
-    // The record being split: its end, the start of its next field, its delimiters so far.
-    let (mut end, mut field_start, mut fields) = (0, 0, 0);
-    let start = |next: &mut usize, end: &mut usize, field_start: &mut usize| {
-        let rec = recs.get(*next).ok_or("records out of order")?;
-        let (start, stop) = rec
+    // Offsets fit a `u32` (the caller checked the span's length).
+    let offset = |at: usize| at as u32;
+    let mut specials = Special::new(span, special);
+    let mut at = specials.next();
+    let mut last_end = 0;
+    for (i, rec) in recs.iter().enumerate() {
+        let (start, end) = rec
             .start
             .checked_sub(base)
             .zip(rec.end.checked_sub(base))
-            .filter(|&(start, stop)| (*next == 0 || start >= *end) && start <= stop)
+            .filter(|&(start, end)| (i == 0 || start >= last_end) && start <= end)
             .ok_or("records out of order")?;
         // `csv_core` skips an empty line (no row).
-        if start == stop {
+        if start == end {
             return Err("an empty record");
         }
-        *next += 1;
-        *end = stop;
-        *field_start = start;
-        Ok(start)
-    };
-    // Offsets fit a `u32` (the caller checked the span's length).
-    let offset = |at: usize| at as u32;
-    bounds.push(offset(start(&mut next, &mut end, &mut field_start)?));
-    let finish = |fields: usize, end: usize, bounds: &mut Vec<u32>| {
-        if fields + 1 != n {
+        last_end = end;
+        bounds.push(offset(start));
+        let mut fields = 1;
+        while let Some(here) = at.filter(|&here| here < end) {
+            at = specials.next();
+            // Before the record: between it and the one before.
+            if here < start {
+                continue;
+            }
+            if span[here] != delimiter {
+                return Err("a quote or a carriage return");
+            }
+            if fields == n {
+                return Err("too many fields");
+            }
+            fields += 1;
+            bounds.push(offset(here));
+        }
+        if fields != n {
             return Err("too few fields");
         }
         bounds.push(offset(end));
-        Ok(())
-    };
-    for at in Special::new(span, special) {
-        while at >= end {
-            finish(fields, end, bounds)?;
-            bounds.push(offset(start(&mut next, &mut end, &mut field_start)?));
-            fields = 0;
-        }
-        if at < field_start {
-            continue;
-        }
-        if span[at] != delimiter {
-            return Err("a quote or a carriage return");
-        }
-        if fields + 1 == n {
-            return Err("too many fields");
-        }
-        fields += 1;
-        bounds.push(offset(at));
     }
-    loop {
-        finish(fields, end, bounds)?;
-        if next == recs.len() {
-            return Ok(());
-        }
-        bounds.push(offset(start(&mut next, &mut end, &mut field_start)?));
-        fields = 0;
-    }
+    Ok(())
 }
 
 /// The positions in a text of the bytes of a set of three, found 64 bytes at a time (each
