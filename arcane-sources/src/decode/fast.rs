@@ -1367,18 +1367,46 @@ fn string<'a>(
     }
 }
 
-/// The position of the first quote or backslash in `s`: a loop for the short strings of
-/// most records, `memchr` beyond.
+/// The position of the first quote or backslash in `s`: eight bytes at a time for the short
+/// strings of most records (a byte-by-byte loop was 11 % of the instructions of landing the
+/// highcard shape), `memchr` beyond.
 #[inline]
 fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const SHORT: usize = 32;
-    for (n, &c) in s.iter().take(SHORT).enumerate() {
-        if c == b'"' || c == b'\\' {
-            return Some(n);
+    const SHORT: usize = 64;
+    let head = &s[..s.len().min(SHORT)];
+    let mut words = head.chunks_exact(8);
+    for (n, eight) in (&mut words).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(eight);
+        if let Some(k) = first_quote_or_backslash(word) {
+            return Some(n * 8 + k);
         }
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        // Zero padding is neither a quote nor a backslash.
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        return first_quote_or_backslash(word).map(|k| head.len() - tail.len() + k);
     }
     let rest = s.get(SHORT..)?;
     memchr::memchr2(b'"', b'\\', rest).map(|n| n + SHORT)
+}
+
+/// The index of the first quote or backslash among eight bytes. A byte of `x` is zero where
+/// the byte is the one sought; `(x - 0x01..) & !x & 0x80..` sets the high bit of the first
+/// zero byte exactly (a borrow can only mark bytes after it), so the lowest bit of the two
+/// words' union is the first of either.
+#[inline(always)]
+fn first_quote_or_backslash(word: [u8; 8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let w = u64::from_le_bytes(word);
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let found = (zero(quote) | zero(backslash)) & HIGH;
+    (found != 0).then(|| found.trailing_zeros() as usize / 8)
 }
 
 /// Unescape the rest of a string from the backslash at `i` into `out`; the position after
@@ -1564,6 +1592,41 @@ pub(super) mod tests {
             if n > 0 {
                 assert!(!super::same_bytes(a, &a[..n - 1]), "{n} and one less");
             }
+        }
+    }
+
+    /// The first quote or backslash is found where a byte-by-byte search finds it, whatever
+    /// the length (across the eight-byte words, the 64 bytes scanned in words and `memchr`
+    /// beyond) and whatever bytes come before and after it (bytes one away from the two
+    /// sought, zeros, non-ASCII bytes, both sought bytes in one word).
+    #[test]
+    fn quotes_and_backslashes_are_found_where_they_are() {
+        const BYTES: &[u8] = b"\"\\!#[]\x00\x01\x21\x23\x5b\x5d\x80\xa2\xdc\xffa";
+        let mut rng = SplitMix64(0x71_756f_7465);
+        for round in 0..40_000 {
+            let len = rng.between(0, 160) as usize;
+            let mut s: Vec<u8> = (0..len)
+                .map(|_| {
+                    // Mostly plain bytes, so that the first sought byte lands anywhere.
+                    if rng.between(0, 40) == 0 {
+                        BYTES[rng.between(0, BYTES.len() as u64) as usize]
+                    } else {
+                        BYTES[rng.between(2, BYTES.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            if round % 7 == 0 && len > 0 {
+                // One sought byte at a chosen place, the rest anything else.
+                for c in &mut s {
+                    if *c == b'"' || *c == b'\\' {
+                        *c = b'a';
+                    }
+                }
+                let at = rng.between(0, len as u64) as usize;
+                s[at] = if round % 2 == 0 { b'"' } else { b'\\' };
+            }
+            let expected = s.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(super::quote_or_backslash(&s), expected, "{s:?}");
         }
     }
 
