@@ -1201,6 +1201,14 @@ fn decimal_integer(s: &str) -> Result<i128, GiveUp> {
 
 /// `s` as a timestamp of `unit`, as `arrow_json` reads it.
 pub(super) fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, GiveUp> {
+    match utc_timestamp(s.as_bytes(), unit) {
+        Some(v) => Ok(v),
+        None => parsed_timestamp(s, unit, zone),
+    }
+}
+
+/// `s` as a timestamp of `unit`, by `arrow_cast`'s parser.
+fn parsed_timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, GiveUp> {
     fn of<T: chrono::TimeZone>(t: chrono::DateTime<T>, unit: TimeUnit) -> Option<i64> {
         match unit {
             TimeUnit::Second => Some(t.timestamp()),
@@ -1216,6 +1224,82 @@ pub(super) fn timestamp(s: &str, unit: TimeUnit, zone: &Zone) -> Result<i64, Giv
         Zone::Tz(tz) => string_to_datetime(tz, s).ok().and_then(|t| of(t, unit)),
     };
     v.ok_or("not a timestamp")
+}
+
+/// `s` in `unit` since the epoch when it is `YYYY-MM-DD[Tt ]HH:MM:SS[.f]Z` (or `z`; one to
+/// nine digits of fraction) and every field is in range: the value `arrow_cast`'s
+/// `string_to_datetime` gives such a text in any time zone (the instant is UTC), computed
+/// without it (it was two thirds of the cost of a timestamp column). `None` for any other
+/// text (another form, an offset, a leap second, a value out of `unit`'s range): the general
+/// parser answers those.
+fn utc_timestamp(s: &[u8], unit: TimeUnit) -> Option<i64> {
+    // The places of the date's and the time's digits among the first 19 bytes.
+    const DIGITS: u32 = 0b110_1101_1011_0110_1111;
+    let (&last, body) = s.split_last()?;
+    let head: &[u8; 19] = body.first_chunk()?;
+    if !matches!(last, b'Z' | b'z')
+        || body.len() > 29
+        || head[4] != b'-'
+        || head[7] != b'-'
+        || !matches!(head[10], b'T' | b't' | b' ')
+        || head[13] != b':'
+        || head[16] != b':'
+    {
+        return None;
+    }
+    // Every byte less '0', and where the result is not a digit: one pass without branches.
+    let mut d = [0u8; 19];
+    let mut not_digit = 0u32;
+    for (k, (d, &c)) in d.iter_mut().zip(head).enumerate() {
+        *d = c.wrapping_sub(b'0');
+        not_digit |= u32::from(*d > 9) << k;
+    }
+    if not_digit & DIGITS != 0 {
+        return None;
+    }
+    let two = |k: usize| i64::from(d[k]) * 10 + i64::from(d[k + 1]);
+    let year = two(0) * 100 + two(2);
+    let (month, day) = (two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut nanos = 0;
+    if let Some((&point, fraction)) = body[19..].split_first() {
+        if point != b'.' || fraction.is_empty() {
+            return None;
+        }
+        for &c in fraction {
+            let digit = c.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            nanos = nanos * 10 + i64::from(digit);
+        }
+        nanos *= 10i64.pow(9 - fraction.len() as u32);
+    }
+    // Days from 1970-01-01 to the date, proleptic Gregorian (Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    match unit {
+        TimeUnit::Second => Some(seconds),
+        TimeUnit::Millisecond => Some(seconds * 1_000 + nanos / 1_000_000),
+        TimeUnit::Microsecond => Some(seconds * 1_000_000 + nanos / 1_000),
+        TimeUnit::Nanosecond => seconds.checked_mul(1_000_000_000)?.checked_add(nanos),
+    }
 }
 
 /// The position of the first byte at or after `i` that is not JSON whitespace.
@@ -1628,6 +1712,128 @@ pub(super) mod tests {
             let expected = s.iter().position(|&c| c == b'"' || c == b'\\');
             assert_eq!(super::quote_or_backslash(&s), expected, "{s:?}");
         }
+    }
+
+    /// A timestamp read without `arrow_cast`'s parser has the value the parser gives it, in
+    /// every unit and zone: dates of every year from 0 to 9999 (leap days, days past the
+    /// month's end), times out of range, leap seconds, fractions of 0 to 10 digits, the other
+    /// separators and suffixes; and the texts it does not read are left to the parser.
+    #[test]
+    fn utc_timestamps_are_what_arrow_cast_reads() {
+        let zones = [
+            Zone::Utc,
+            Zone::Tz("+02:00".parse().unwrap()),
+            Zone::Tz("-05:30".parse().unwrap()),
+        ];
+        let units = [
+            TimeUnit::Second,
+            TimeUnit::Millisecond,
+            TimeUnit::Microsecond,
+            TimeUnit::Nanosecond,
+        ];
+        let mut rng = SplitMix64(0x7469_6d65);
+        let (mut read, mut left) = (0, 0);
+        // Leap years and not (every fourth year, not centuries, but every fourth century),
+        // the ends of months.
+        const YEARS: [u64; 15] = [
+            0, 4, 100, 400, 1600, 1700, 1800, 1900, 2000, 2023, 2024, 2100, 2400, 9996, 9999,
+        ];
+        const DAYS: [(u64, u64); 10] = [
+            (2, 28),
+            (2, 29),
+            (2, 30),
+            (3, 1),
+            (1, 1),
+            (12, 31),
+            (4, 30),
+            (4, 31),
+            (1, 31),
+            (11, 31),
+        ];
+        for round in 0..60_000u64 {
+            let pick = |rng: &mut SplitMix64, n: usize| rng.between(0, n as u64) as usize;
+            let (year, month, day) = if round % 5 == 0 {
+                let (month, day) = DAYS[pick(&mut rng, DAYS.len())];
+                (YEARS[pick(&mut rng, YEARS.len())], month, day)
+            } else {
+                let year = match round % 4 {
+                    0 => rng.between(0, 10_000),
+                    1 => rng.between(1677, 1679),
+                    2 => rng.between(2261, 2263),
+                    _ => rng.between(1965, 2035),
+                };
+                let month = if rng.between(0, 10) == 0 {
+                    rng.between(0, 14)
+                } else {
+                    rng.between(1, 13)
+                };
+                let day = if rng.between(0, 10) == 0 {
+                    rng.between(0, 33)
+                } else {
+                    rng.between(1, 29) + if rng.between(0, 4) == 0 { 2 } else { 0 }
+                };
+                (year, month, day)
+            };
+            let mut hms = [rng.between(0, 24), rng.between(0, 60), rng.between(0, 60)];
+            if rng.between(0, 20) == 0 {
+                let at = rng.between(0, 3) as usize;
+                hms[at] = [24, 60, 60, 61][rng.between(0, 4) as usize];
+            }
+            let separator = ["T", "t", " ", "x"][if rng.between(0, 10) == 0 {
+                rng.between(1, 4)
+            } else {
+                0
+            } as usize];
+            let fraction: String = match rng.between(0, 12) {
+                0 => String::new(),
+                1 => ".".into(),
+                n => {
+                    let digits = (n - 1).min(10);
+                    let mut f = String::from(".");
+                    for _ in 0..digits {
+                        f.push(char::from(b'0' + rng.between(0, 10) as u8));
+                    }
+                    f
+                }
+            };
+            let suffix = ["Z", "z", "", "+00:00", "ZZ", "-05:00"][if rng.between(0, 8) == 0 {
+                rng.between(1, 6)
+            } else {
+                0
+            } as usize];
+            let mut text = format!(
+                "{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}{fraction}{suffix}",
+                hms[0], hms[1], hms[2]
+            );
+            if round % 3 == 0 {
+                // One byte changed, anywhere: digits' places and separators' alike.
+                const BYTES: &[u8] = b"0159/:.-Tt Zz+a";
+                let mut bytes = text.into_bytes();
+                let at = pick(&mut rng, bytes.len());
+                bytes[at] = BYTES[pick(&mut rng, BYTES.len())];
+                text = String::from_utf8(bytes).unwrap();
+            }
+            for unit in units {
+                let fast = super::utc_timestamp(text.as_bytes(), unit);
+                if fast.is_some() {
+                    read += 1;
+                } else {
+                    left += 1;
+                }
+                for zone in &zones {
+                    let parsed = super::parsed_timestamp(&text, unit, zone).ok();
+                    if let Some(v) = fast {
+                        assert_eq!(Some(v), parsed, "{text} in {unit:?}, {zone:?}");
+                    }
+                    assert_eq!(super::timestamp(&text, unit, zone).ok(), parsed, "{text}");
+                }
+            }
+        }
+        // Most texts are of the form read without the parser; many are not.
+        assert!(
+            read > 80_000 && left > 40_000,
+            "{read} read, {left} left to the parser"
+        );
     }
 
     /// A block's builders start with room for what the last block's held, scaled to its
