@@ -11,6 +11,7 @@ use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, TimeUnit};
 use regex::RegexSet;
 
 use super::text::{LinesBlock, next_block};
+use crate::decode::Special;
 
 /// `arrow_csv`'s patterns, in its order: the lowest that matches gives the value's type bit
 /// (boolean, integer, float, date, timestamps of seconds, milliseconds, microseconds and
@@ -224,11 +225,17 @@ pub(crate) fn infer_csv_schema<R: Read>(
 /// Add the type bits of `record`'s values to `bits`, one per column.
 fn add_bits(bits: &mut [u16], record: &csv::StringRecord, patterns: &RegexSet) {
     for (column, value) in bits.iter_mut().zip(record.iter()) {
-        // Without a null pattern, the empty value is the null. A column that had a string is
-        // a string whatever else it holds (`column_type`): its values need no look.
-        if !value.is_empty() && *column & UTF8 == 0 {
-            *column |= value_bits(patterns, value);
-        }
+        add_value(column, value, patterns);
+    }
+}
+
+/// Add the type bit of `value` to its `column`'s.
+#[inline]
+fn add_value(column: &mut u16, value: &str, patterns: &RegexSet) {
+    // Without a null pattern, the empty value is the null. A column that had a string is a
+    // string whatever else it holds (`column_type`): its values need no look.
+    if !value.is_empty() && *column & UTF8 == 0 {
+        *column |= value_bits(patterns, value);
     }
 }
 
@@ -343,6 +350,7 @@ pub(crate) fn infer_csv_in_blocks<R: Read>(
 const MAX_LINE_REST: u64 = 1 << 20;
 
 /// What one block of records infers (see [`infer_csv_in_blocks`]).
+#[derive(Debug, PartialEq)]
 struct Part {
     /// The column names, from the block that starts the file.
     names: Option<Vec<String>>,
@@ -355,6 +363,21 @@ struct Part {
 /// Infer from the records of `block` (the start of the file when `first`); `None` when its
 /// records do not all have the same field count or one is not valid UTF-8.
 fn infer_block(
+    block: &[u8],
+    first: bool,
+    header: bool,
+    delimiter: u8,
+    quote: u8,
+    patterns: &RegexSet,
+) -> Option<Part> {
+    match infer_lines(block, first, header, delimiter, patterns) {
+        Some(part) => part,
+        None => infer_records(block, first, header, delimiter, quote, patterns),
+    }
+}
+
+/// [`infer_block`] by the `csv` reader.
+fn infer_records(
     block: &[u8],
     first: bool,
     header: bool,
@@ -401,6 +424,81 @@ fn infer_block(
         bits,
         records,
     })
+}
+
+/// [`infer_block`] without the `csv` reader, for a block (without the quote character, as
+/// every block is) that is valid UTF-8 and has no carriage return nor byte order mark, with an
+/// ASCII delimiter other than a line break: `csv` reads such bytes as records that are the
+/// non-empty lines (it skips empty ones), each split at every delimiter. Lines and delimiters
+/// are found by `memchr` (the `csv` reader was half of the inference's instructions). `None`
+/// for any other block, which the reader reads.
+fn infer_lines(
+    block: &[u8],
+    first: bool,
+    header: bool,
+    delimiter: u8,
+    patterns: &RegexSet,
+) -> Option<Option<Part>> {
+    if !delimiter.is_ascii()
+        || matches!(delimiter, b'\n' | b'\r')
+        || memchr::memchr(b'\r', block).is_some()
+        || block.starts_with(BOM)
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(block).ok()?;
+    let mut names: Option<Vec<String>> = None;
+    let mut width: Option<usize> = None;
+    let mut bits = Vec::new();
+    let mut records = 0;
+    // The fields of the current line; each ends at a delimiter, a line break or the block's
+    // end (ASCII bytes: every field is valid UTF-8).
+    let mut record: Vec<&str> = Vec::new();
+    let mut start = 0;
+    let ends = Special::new(block, [delimiter, b'\n', b'\n']).chain(std::iter::once(block.len()));
+    for end in ends {
+        record.push(text.get(start..end)?);
+        start = end + 1;
+        if block.get(end) == Some(&delimiter) {
+            continue;
+        }
+        if let [""] = record[..] {
+            // An empty line, which `csv` skips.
+            record.clear();
+            continue;
+        }
+        if first && names.is_none() {
+            let n = record.len();
+            if header {
+                names = Some(record.drain(..).map(str::to_string).collect());
+                width = Some(n);
+                bits = vec![0; n];
+                continue;
+            }
+            names = Some((1..=n).map(|i| format!("column_{i}")).collect());
+        }
+        let expected = *width.get_or_insert_with(|| {
+            bits = vec![0; record.len()];
+            record.len()
+        });
+        if record.len() != expected {
+            return Some(None);
+        }
+        for (column, value) in bits.iter_mut().zip(record.drain(..)) {
+            add_value(column, value, patterns);
+        }
+        records += 1;
+    }
+    if first && names.is_none() {
+        // A block of no record is left to the reader (it tells the empty file).
+        return None;
+    }
+    Some(Some(Part {
+        names,
+        width,
+        bits,
+        records,
+    }))
 }
 
 /// What `text` infers here and what `arrow_csv` infers from it (schema and record count, or
@@ -723,6 +821,93 @@ mod tests {
             opened, 2,
             "a line longer than a block can hold is read in one pass"
         );
+    }
+
+    /// A block read without the `csv` reader infers what the reader infers from it: names,
+    /// widths, types and record counts, and `None` alike, on blocks of every mix of empty
+    /// lines, short and long records, delimiters at the ends, spaces, non-ASCII text, values
+    /// that are almost numbers, dates and booleans; blocks it does not read (carriage returns,
+    /// a byte order mark, invalid UTF-8) are left to the reader.
+    #[test]
+    fn blocks_split_at_line_breaks_infer_what_the_csv_reader_infers() {
+        use arcane_test_support::rng::SplitMix64;
+        const PIECES: &[&str] = &[
+            "1",
+            "-2",
+            "+3",
+            "0.5",
+            ".5",
+            "5.",
+            "1e3",
+            "1e",
+            "true",
+            "False",
+            "t",
+            "nan",
+            "x",
+            "é",
+            " ",
+            "",
+            "2026-11-25",
+            "2026-11-25T10:00:00",
+            "2026-11-25 10:00:00.123",
+            "9223372036854775808",
+            "\u{feff}",
+            ";",
+            "\t",
+            "\r",
+            "\u{a0}",
+        ];
+        let Ok(patterns) = PATTERNS.as_ref() else {
+            panic!("the patterns compile");
+        };
+        let mut rng = SplitMix64(0x69_6e66_6572);
+        let (mut read, mut left) = (0, 0);
+        for round in 0..20_000u64 {
+            let delimiter = [b',', b';', b'\t', b'|'][(round % 4) as usize];
+            let columns = rng.between(1, 5);
+            let mut text = Vec::new();
+            if rng.between(0, 8) == 0 {
+                text.push(b'\n');
+            }
+            for _ in 0..rng.between(0, 12) {
+                let mut fields = columns;
+                if rng.between(0, 15) == 0 {
+                    fields = rng.between(1, 6);
+                }
+                if rng.between(0, 10) == 0 {
+                    fields = 0;
+                }
+                for f in 0..fields {
+                    if f > 0 {
+                        text.push(delimiter);
+                    }
+                    let piece = PIECES[rng.between(0, PIECES.len() as u64) as usize];
+                    if piece.contains('\r') && rng.between(0, 4) != 0 {
+                        continue;
+                    }
+                    text.extend_from_slice(piece.as_bytes());
+                }
+                text.push(b'\n');
+            }
+            if rng.between(0, 40) == 0 {
+                text.push(0xff);
+            }
+            if rng.between(0, 3) == 0 {
+                text.pop();
+            }
+            let first = round % 3 != 0;
+            let header = round % 5 != 0;
+            let want = infer_records(&text, first, header, delimiter, b'"', patterns);
+            match infer_lines(&text, first, header, delimiter, patterns) {
+                Some(got) => {
+                    read += 1;
+                    assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&text));
+                }
+                None => left += 1,
+            }
+        }
+        assert!(read > 10_000 && left > 1_000, "{read} read, {left} left");
     }
 
     /// Every value alone, in a column of its own: its type bit is the one `arrow_csv`'s

@@ -170,7 +170,7 @@ fn split(
 /// byte compared with the three, then the results gathered into a mask of 64 bits, eight at
 /// a time: loops the compiler turns into vector compares). Fields are short, so a search that
 /// stops at every delimiter (such as `memchr3`) spends its time starting again.
-struct Special<'a> {
+pub(crate) struct Special<'a> {
     text: &'a [u8],
     /// Offset of the 64 bytes `mask` belongs to.
     at: usize,
@@ -180,7 +180,7 @@ struct Special<'a> {
 }
 
 impl<'a> Special<'a> {
-    fn new(text: &'a [u8], set: [u8; 3]) -> Self {
+    pub(crate) fn new(text: &'a [u8], set: [u8; 3]) -> Self {
         let mut this = Self {
             text,
             at: 0,

@@ -10,6 +10,8 @@
 pub mod bench;
 pub(crate) mod block;
 mod csv_fast;
+
+pub(crate) use csv_fast::Special;
 pub(crate) mod fast;
 mod json;
 mod types;
