@@ -316,7 +316,9 @@ pub(crate) fn infer_csv_in_blocks<R: Read>(
                 .map(|(i, block)| {
                     let first = starts_file && i == 0;
                     scope.spawn(move || {
-                        infer_block(block, first, header, delimiter, quote, patterns)
+                        infer_lines(block, first, header, delimiter, patterns).unwrap_or_else(
+                            || infer_records(block, first, header, delimiter, quote, patterns),
+                        )
                     })
                 })
                 .collect();
@@ -363,23 +365,9 @@ struct Part {
     records: usize,
 }
 
-/// Infer from the records of `block` (the start of the file when `first`); `None` when its
-/// records do not all have the same field count or one is not valid UTF-8.
-fn infer_block(
-    block: &[u8],
-    first: bool,
-    header: bool,
-    delimiter: u8,
-    quote: u8,
-    patterns: &RegexSet,
-) -> Option<Part> {
-    match infer_lines(block, first, header, delimiter, patterns) {
-        Some(part) => part,
-        None => infer_records(block, first, header, delimiter, quote, patterns),
-    }
-}
-
-/// [`infer_block`] by the `csv` reader.
+/// Infer from the records of `block` (the start of the file when `first`) by the `csv`
+/// reader; `None` when its records do not all have the same field count or one is not valid
+/// UTF-8. [`infer_lines`] infers the same from most blocks, faster.
 fn infer_records(
     block: &[u8],
     first: bool,
@@ -429,7 +417,7 @@ fn infer_records(
     })
 }
 
-/// [`infer_block`] without the `csv` reader, for a block (without the quote character, as
+/// [`infer_records`] without the `csv` reader, for a block (without the quote character, as
 /// every block is) that is valid UTF-8 and has no carriage return nor byte order mark, with an
 /// ASCII delimiter other than a line break: `csv` reads such bytes as records that are the
 /// non-empty lines (it skips empty ones), each split at every delimiter. Line breaks and
