@@ -25,7 +25,7 @@ pub const DEFAULT_COMPRESSION: &str = "zstd(1)";
 /// Default `writer.rowGroupSize`: 1 Mi rows (parquet's own default).
 pub const DEFAULT_ROW_GROUP_SIZE: usize = 1024 * 1024;
 /// Default `writer.rowGroupBytes`: 16 MiB; a row group is flushed (and uploaded) when its
-/// encoded size reaches it, which bounds the writer's memory per open file. 16 MiB is about
+/// (predicted) encoded size reaches it, which bounds the writer's memory per open file. 16 MiB is about
 /// 250 000 rows of 60 encoded bytes (a few MiB of zstd pages); DuckDB and Polars write row
 /// groups of 120 000 and 80 000 such rows. Larger row groups compress no better
 /// (benches/README.md: the landing corpus's files are the same size within 0.1 % at 8, 16 and
@@ -348,8 +348,10 @@ pub struct WriterConfig {
     /// Maximum rows per row group. Default 1 048 576.
     #[serde(default = "default_row_group_size")]
     pub row_group_size: usize,
-    /// Maximum encoded bytes per row group; the row group is flushed and uploaded when it
-    /// reaches it. It bounds the memory of each open file. Default 16 MiB.
+    /// Maximum encoded bytes per row group; the row group is flushed and uploaded when its
+    /// size, predicted from what its columns have encoded so far, reaches it (it may pass it
+    /// by about one group's encoded bytes). It bounds the memory of each open file. Default
+    /// 16 MiB.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
     /// Target data page size in bytes. Default 1 MiB.
@@ -407,7 +409,8 @@ pub struct WriterConfig {
     /// pages are in the kernel's page cache, which it can write out and reclaim under memory
     /// pressure). On a memory-backed file system (tmpfs, an `emptyDir` with `medium: Memory`)
     /// the pages still take memory, only not the process's. Nothing is left in the directory,
-    /// even if the process is killed. `false` keeps them in memory (no disk needed). Default
+    /// even if the process is killed. `false` keeps them in memory (no disk needed; up to two
+    /// row groups' pages per open file: one being uploaded while the next is encoded). Default
     /// true.
     #[serde(default = "default_spill_pages")]
     pub spill_pages: bool,

@@ -1,27 +1,34 @@
 //! [`EncodeWriter`]: the Parquet writer of the sink's open files, encoding the columns of a
 //! batch on a small pool of threads ([`EncodePool`], `sink.writer.encodeThreads`).
 //!
-//! It writes what `parquet::arrow::AsyncArrowWriter` writes, byte for byte: the file is an
+//! It writes what `parquet::arrow::AsyncArrowWriter` writes: the file is an
 //! `ArrowWriter` turned into its `SerializedFileWriter` and `ArrowRowGroupWriterFactory`
 //! (so the file metadata, the `ARROW:schema` key and every writer property are parquet's
 //! own), batches are cut into row groups by the same rules as `ArrowWriter::write`
-//! (`max_row_group_row_count`, and `max_row_group_bytes` against the measured bytes per row),
+//! (`max_row_group_row_count`, and `max_row_group_bytes` against the bytes per row, here
+//! predicted: see below),
 //! and the bytes of flushed row groups are handed to the upload after each write, as
 //! `AsyncArrowWriter` does, so uploads stream; a row group's column chunks reach it in pieces
 //! of 1 MiB while they are appended (on a blocking thread), so that no column chunk is ever
-//! one buffer in memory. Only where the column writers run differs:
+//! one buffer in memory. Where the column writers run differs, and so may the sizes a cut is
+//! decided on:
 //! each top-level column has a lane (its writers, for all its leaves, and the arrays waiting
 //! for them) that a pool thread runs; a column sees the batches in order, one after the other,
 //! while the other columns' lanes run on the other threads — for the same write or already
 //! for the next one, so that a write's slowest column does not hold back the next write's
 //! columns. A write returns once the write before it is encoded (the lanes hold at most two
 //! writes' arrays); an encoding failure is returned by the write that finds it, or by
-//! `settle` or `finish`. Where a row group is cut by `max_row_group_bytes` is decided as
-//! `ArrowWriter` decides it, on exact sizes, whenever the size predicted from the write
-//! before the last comes within a quarter of the limit (the lanes are settled first); below
-//! that no cut is made, which is `ArrowWriter`'s decision too unless the bytes per row more
-//! than grow by a third within two writes. The prediction depends only on the batches
-//! written, so the output depends neither on the number of threads nor on their timing.
+//! `settle` or `finish`. Where a row group is cut by `max_row_group_bytes` is decided by
+//! `ArrowWriter`'s rules on a prediction of the row group's size instead of its exact size:
+//! the size after the write before the last (which every lane has encoded) and its bytes per
+//! row for the rows written since. Deciding on exact sizes meant waiting for every lane
+//! before each write near the limit, with one thread idle while the slowest column finished
+//! (benches/README.md). A row group can therefore end up to about one write's rows away from
+//! where `ArrowWriter` cuts it (the same rows in the same order, in row groups cut a little
+//! earlier or later); cuts by `max_row_group_row_count` are exact. The prediction depends only
+//! on the batches written, so the output depends neither on the number of threads nor on
+//! their timing, and a writer settled after every write (as tests do) writes
+//! `AsyncArrowWriter`'s file byte for byte.
 
 use std::any::Any;
 use std::mem;
@@ -388,10 +395,15 @@ struct RowGroup {
 /// Writes one Parquet file to `W`: `AsyncArrowWriter`'s output, the columns encoded on an
 /// [`EncodePool`]. See the [module documentation](self).
 pub(crate) struct EncodeWriter<W> {
-    /// The file writer; taken while a row group is appended on a blocking thread, and not
-    /// given back when that was abandoned (the writer is then `broken`).
+    /// The file writer; with the upload, taken by a row group's append ([`Appending`]) and
+    /// not given back when that failed or was abandoned (the writer is then `broken`).
     file: Option<SerializedFileWriter<Pending>>,
-    /// `bytes_written` when the file writer was last taken.
+    /// The last flushed row group's append, while it runs: the next row group is encoded
+    /// meanwhile.
+    appending: Option<Appending<W>>,
+    /// Row groups flushed (appended or being appended).
+    row_groups: usize,
+    /// What [`bytes_written`](Self::bytes_written) reports.
     written: usize,
     /// The bytes the file writer wrote and the upload has not been given yet.
     pending: Pending,
@@ -412,9 +424,13 @@ pub(crate) struct EncodeWriter<W> {
     writes: u64,
     /// The last write after which the lanes were settled.
     settled: u64,
+    /// Decide row group cuts on exact sizes, settling the lanes before each decision: the
+    /// row groups of `ArrowWriter`, for tests to compare with (the sink decides on
+    /// predictions, which do not wait for the lanes).
+    exact_cuts: bool,
     /// Encoded bytes per row of the last row group flushed.
     last_row_bytes: Option<f64>,
-    upload: W,
+    upload: Option<W>,
     /// Why the file cannot be written any more: an encoding failed (its column writers are
     /// gone) or a row group flush was abandoned while its columns were being closed.
     broken: Option<String>,
@@ -433,16 +449,17 @@ impl<W> std::fmt::Debug for EncodeWriter<W> {
 }
 
 impl<W> EncodeWriter<W> {
-    /// Bytes written to the file so far (handed to the upload or buffered for it), as
-    /// `AsyncArrowWriter::bytes_written`.
+    /// Bytes written to the file so far (handed to the upload or buffered for it): after
+    /// [`settle`](Self::settle) and [`finish`](Self::finish), `AsyncArrowWriter::bytes_written`;
+    /// after a row group's flush, the bytes before it and the sizes of its column chunks
+    /// (without the bloom filters written after them), whether or not its append has ended,
+    /// so that the figure (and a file rolled by it) does not depend on the threads' timing.
     pub(crate) fn bytes_written(&self) -> usize {
-        self.file
-            .as_ref()
-            .map_or(self.written, SerializedFileWriter::bytes_written)
+        self.written
     }
 }
 
-impl<W: AsyncFileWriter> EncodeWriter<W> {
+impl<W: AsyncFileWriter + Send + 'static> EncodeWriter<W> {
     /// A writer of a file of `schema` with `props` to `upload`, encoding on `pool`.
     pub(crate) fn try_new(
         upload: W,
@@ -496,9 +513,12 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 })
             })
             .collect();
+        let written = file.bytes_written();
         Ok(Self {
             file: Some(file),
-            written: 0,
+            appending: None,
+            row_groups: 0,
+            written,
             pending,
             factory,
             spill,
@@ -506,6 +526,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             progress,
             writes: 0,
             settled: 0,
+            exact_cuts: false,
             last_row_bytes: None,
             schema,
             leaves,
@@ -513,7 +534,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             max_rows,
             max_bytes,
             pool,
-            upload,
+            upload: Some(upload),
             broken: None,
         })
     }
@@ -529,7 +550,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     /// once the lanes are [`settle`](Self::settle)d, a prediction from the sizes the lanes
     /// have reported before (see `predicted_bytes`) while they encode.
     pub(crate) fn in_progress_size(&self) -> usize {
-        self.predicted_bytes().0
+        self.predicted_bytes()
     }
 
     /// The lanes' estimates, summed (exact when they are idle).
@@ -553,18 +574,18 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         (rows, bytes)
     }
 
-    /// The estimated size of the row group in progress and whether it is exact. Exact once
+    /// The estimated size of the row group in progress: exact once
     /// [`settle`](Self::settle)d since the last write; otherwise the size after the write
     /// before the last (which the lanes have encoded), its bytes per row counted for the rows
     /// written since (the last row group's bytes per row while none is known). It depends
     /// only on the batches written, never on how far the threads have come: given the same
     /// batches, row groups are cut and files rolled in the same places in every run.
-    fn predicted_bytes(&self) -> (usize, bool) {
+    fn predicted_bytes(&self) -> usize {
         let Some(rg) = &self.in_progress else {
-            return (0, true);
+            return 0;
         };
         if self.settled == self.writes {
-            return (self.lanes_bytes(), true);
+            return self.lanes_bytes();
         }
         let (rows, bytes) = self.size_after(self.writes.saturating_sub(1));
         let per_row = if rows > 0 {
@@ -573,12 +594,13 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             self.last_row_bytes.unwrap_or(0.0)
         };
         let more = rg.rows.saturating_sub(rows) as f64 * per_row;
-        (bytes + more as usize, false)
+        bytes + more as usize
     }
 
-    /// The upload.
-    pub(crate) fn into_inner(self) -> W {
-        self.upload
+    /// The upload; none when a row group's append failed or is still running (call it after
+    /// [`finish`](Self::finish)).
+    pub(crate) fn into_inner(mut self) -> Option<W> {
+        self.upload.take()
     }
 
     fn usable(&mut self) -> Result<()> {
@@ -618,46 +640,37 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         self.usable()
     }
 
-    /// Wait until the lanes have encoded everything written (then
-    /// [`in_progress_size`](Self::in_progress_size) is `AsyncArrowWriter`'s); an encoding
-    /// failure is returned here if not before.
+    /// Wait until the lanes have encoded everything written and the last flushed row group
+    /// is appended (then [`in_progress_size`](Self::in_progress_size) and
+    /// [`bytes_written`](Self::bytes_written) are `AsyncArrowWriter`'s); an encoding or
+    /// upload failure is returned here if not before.
     pub(crate) async fn settle(&mut self) -> Result<()> {
         self.wait_for(self.writes, true).await?;
         self.settled = self.writes;
+        self.appended().await?;
+        self.written = self.file()?.bytes_written();
         Ok(())
     }
 
-    /// The size of the row group in progress to decide a cut on, `rows` more rows to come:
-    /// the estimate while the lanes encode and it stays clear of `max_bytes` (below three
-    /// quarters of it, counting the rows to come at the bytes per row seen so far, or at the
-    /// last row group's while no column has encoded a row of this one); the exact size,
-    /// after settling the lanes, otherwise.
-    async fn bytes_to_decide_on(&mut self, rows: usize, max_bytes: usize) -> Result<usize> {
-        let (bytes, exact) = self.predicted_bytes();
-        if exact {
-            return Ok(bytes);
+    /// The size of the row group in progress to decide a cut on: the prediction, or the
+    /// exact size once the lanes are settled when there is nothing to predict from (no
+    /// bytes per row known: the file's first write is not encoded yet) or with `exact_cuts`.
+    async fn bytes_to_decide_on(&mut self) -> Result<usize> {
+        let unknown =
+            self.last_row_bytes.is_none() && self.size_after(self.writes.saturating_sub(1)).0 == 0;
+        if self.exact_cuts || unknown {
+            self.settle().await?;
         }
-        let buffered = self.in_progress.as_ref().map_or(0, |rg| rg.rows);
-        let per_row = if bytes > 0 {
-            Some(bytes as f64 / buffered.max(1) as f64)
-        } else {
-            self.last_row_bytes
-        };
-        let room = (max_bytes - max_bytes / 4) as f64;
-        if per_row.is_some_and(|per_row| bytes as f64 + per_row * (rows as f64) < room) {
-            return Ok(bytes);
-        }
-        self.settle().await?;
-        Ok(self.predicted_bytes().0)
+        Ok(self.predicted_bytes())
     }
 
     /// Encode `batch`, flushing row groups as `ArrowWriter::write` does, then hand the bytes
     /// of any flushed row group to the upload. The columns are encoded in their lanes: this
     /// returns once the write before this one is encoded (two writes in flight at most),
     /// so an encoding failure may be returned by the next write, or by
-    /// [`settle`](Self::settle) or [`finish`](Self::finish). Where a row group is cut is
-    /// decided on exact sizes, as `ArrowWriter` decides it: when the estimated size comes
-    /// near `max_row_group_bytes`, the lanes are settled first.
+    /// [`settle`](Self::settle) or [`finish`](Self::finish). Row groups are cut by the rules
+    /// of `ArrowWriter::write`, on the predicted size of the row group in progress
+    /// (`predicted_bytes`): the lanes are not waited for to decide a cut.
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.usable()?;
         if batch.num_rows() == 0 {
@@ -670,7 +683,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 self.schema.fields().len()
             )));
         }
-        let before = self.file()?.flushed_row_groups().len();
+        self.appended_if_done().await?;
         let mut remaining = batch.clone();
         loop {
             if self.in_progress.is_none() {
@@ -689,7 +702,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             if let Some(max_bytes) = self.max_bytes
                 && buffered_rows > 0
             {
-                let current_bytes = self.bytes_to_decide_on(candidate_rows, max_bytes).await?;
+                let current_bytes = self.bytes_to_decide_on().await?;
                 if current_bytes >= max_bytes {
                     self.flush_row_group().await?;
                     continue;
@@ -715,7 +728,7 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
             let rows = self.in_progress.as_ref().map_or(0, |rg| rg.rows);
             let mut should_flush = self.max_rows.is_some_and(|max| rows >= max);
             if !should_flush && let Some(max_bytes) = self.max_bytes {
-                should_flush = self.bytes_to_decide_on(0, max_bytes).await? >= max_bytes;
+                should_flush = self.bytes_to_decide_on().await? >= max_bytes;
             }
             if should_flush {
                 self.flush_row_group().await?;
@@ -725,9 +738,6 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 None => break,
             }
         }
-        if before != self.file()?.flushed_row_groups().len() {
-            self.push().await?;
-        }
         Ok(())
     }
 
@@ -736,9 +746,52 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
     pub(crate) async fn finish(&mut self) -> Result<()> {
         self.usable()?;
         self.flush_row_group().await?;
+        self.appended().await?;
         self.file()?.finish()?;
-        self.push().await?;
-        self.upload.complete().await
+        self.written = self.file()?.bytes_written();
+        let Some(upload) = self.upload.as_mut() else {
+            return Err(no_file(&self.broken));
+        };
+        push(&self.pending, upload).await?;
+        upload.complete().await
+    }
+
+    /// Wait for the last row group's append (if one runs): the file writer and the upload
+    /// are back, or its failure is returned (and the writer `broken`).
+    async fn appended(&mut self) -> Result<()> {
+        let Some(mut appending) = self.appending.take() else {
+            return Ok(());
+        };
+        let before = self
+            .broken
+            .replace("a row group's append was abandoned".into());
+        let (file, upload) = match (&mut appending.task).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+            Err(e) => {
+                let e = ParquetError::General(format!(
+                    "appending the row group's column chunks failed: {e}"
+                ));
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        self.file = Some(file);
+        self.upload = Some(upload);
+        self.broken = before;
+        Ok(())
+    }
+
+    /// [`appended`](Self::appended), when the append has ended: its failure is returned
+    /// by the next write.
+    async fn appended_if_done(&mut self) -> Result<()> {
+        match &self.appending {
+            Some(appending) if appending.task.is_finished() => self.appended().await,
+            _ => Ok(()),
+        }
     }
 
     /// Column writers for the next row group, one lane per top-level column.
@@ -746,8 +799,10 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
         if let Some(spill) = &self.spill {
             spill.next_row_group()?;
         }
-        let row_groups = self.file()?.flushed_row_groups().len();
-        let mut writers = self.factory.create_column_writers(row_groups)?.into_iter();
+        let mut writers = self
+            .factory
+            .create_column_writers(self.row_groups)?
+            .into_iter();
         for ((lane, field), n) in self
             .lanes
             .iter()
@@ -841,31 +896,46 @@ impl<W: AsyncFileWriter> EncodeWriter<W> {
                 }
             }
         }
-        // The chunks are appended on a blocking thread (spilled pages are read back from
-        // disk), which hands their bytes over in pieces while this task gives them to the
-        // upload: the encoded row group is in memory a piece at a time, never as a whole
-        // column chunk nor as one contiguous copy of itself.
-        let Some(file) = self.file.take() else {
+        // The row group before this one is in the file (row groups are appended in order).
+        self.appended().await?;
+        let (Some(file), Some(upload)) = (self.file.take(), self.upload.take()) else {
             return Err(no_file(&self.broken));
         };
-        self.written = file.bytes_written();
-        let appended = append_chunks(file, &self.pending, &mut self.upload, chunks).await;
-        match appended {
-            Ok(file) => {
-                self.file = Some(file);
-                self.broken = None;
-                Ok(())
-            }
-            Err(e) => {
-                self.broken = Some(e.to_string());
-                Err(e)
-            }
-        }
+        // The chunks are appended on a blocking thread (spilled pages are read back from
+        // disk), which hands their bytes over in pieces while a task of their own gives them
+        // to the upload: the encoded row group is in memory a piece at a time, never as a
+        // whole column chunk nor as one contiguous copy of itself. Meanwhile the next row
+        // group is encoded.
+        self.written = file.bytes_written()
+            + chunks
+                .iter()
+                .flatten()
+                .map(|c| usize::try_from(c.close().metadata.compressed_size()).unwrap_or(0))
+                .sum::<usize>();
+        self.row_groups += 1;
+        let pending = self.pending.clone();
+        self.appending = Some(Appending {
+            task: tokio::spawn(async move {
+                let mut upload = upload;
+                let file = append_chunks(file, &pending, &mut upload, chunks).await?;
+                Ok((file, upload))
+            }),
+        });
+        self.broken = None;
+        Ok(())
     }
+}
 
-    /// Hand the bytes written so far to the upload (`AsyncArrowWriter::do_write`).
-    async fn push(&mut self) -> Result<()> {
-        push(&self.pending, &mut self.upload).await
+/// A row group's append ([`append_chunks`]) running on a task of its own; it gives the file
+/// writer and the upload back. Dropped with its writer, it is stopped (its blocking thread
+/// ends at its next piece, which nobody takes).
+struct Appending<W> {
+    task: tokio::task::JoinHandle<Result<(SerializedFileWriter<Pending>, W)>>,
+}
+
+impl<W> Drop for Appending<W> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -1091,8 +1161,6 @@ mod tests {
             .build()
     }
 
-    /// The same batches through `AsyncArrowWriter` and through `EncodeWriter` with 1 and 3
-    /// threads: the same bytes, and the same sizes reported after every write.
     /// An upload refusing bytes (permission denied) mid-file.
     struct Refusing;
 
@@ -1210,7 +1278,7 @@ mod tests {
             .expect("writer");
             w.write(&data).await.expect("write");
             w.finish().await.expect("finish");
-            let upload = w.into_inner();
+            let upload = w.into_inner().expect("the upload, after finish");
             assert!(
                 upload.bytes == expected,
                 "{what}: not AsyncArrowWriter's file"
@@ -1252,6 +1320,34 @@ mod tests {
         }
     }
 
+    /// The rows of a Parquet file, and its row groups' row counts.
+    fn read_back(file: Vec<u8>) -> (Vec<RecordBatch>, Vec<i64>) {
+        let file = Bytes::from(file);
+        let groups = parquet::file::reader::SerializedFileReader::new(file.clone())
+            .map(|r| {
+                use parquet::file::reader::FileReader;
+                r.metadata()
+                    .row_groups()
+                    .iter()
+                    .map(|g| g.num_rows())
+                    .collect()
+            })
+            .expect("metadata");
+        let rows = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 100_000)
+            .expect("reader")
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .expect("rows");
+        (rows, groups)
+    }
+
+    /// The same batches through `AsyncArrowWriter` and through `EncodeWriter` with 1 and 3
+    /// threads, pages on the heap or spilled. Cut on exact sizes and settled after each write,
+    /// the sizes reported after every write and the bytes are the reference's. As the sink
+    /// writes (row groups cut on predicted sizes, not settled): the bytes are the reference's
+    /// where only rows cut them; with a byte limit the rows are the reference's, in as many row
+    /// groups give or take one (the first within a quarter of the reference's first), none
+    /// half as large again as the reference's largest, and the
+    /// file is the same whatever the threads and the spill.
     #[tokio::test]
     async fn files_are_those_of_async_arrow_writer() {
         let sizes = [1000, 3333, 7, 5000, 1, 12_000, 2500];
@@ -1262,6 +1358,8 @@ mod tests {
             at += n;
         }
         let schema = batches[0].schema();
+        let spill_dir = tempfile::tempdir().expect("spill dir");
+        let spill = SpillPages::new(spill_dir.path().to_path_buf()).expect("spill");
         for (max_rows, max_bytes) in [(4000, 1 << 30), (1 << 20, 40_000), (3000, 60_000)] {
             let props = props(max_rows, max_bytes);
             let mut reference =
@@ -1275,12 +1373,9 @@ mod tests {
             reference.finish().await.expect("finish");
             trace.push((reference.bytes_written(), 0));
             let expected = reference.into_inner();
-            // Settled after each write, the sizes are the reference's too; not settled (as
-            // the sink writes), the cuts are decided on sizes the threads' timing does not
-            // change, and on exact ones near the limit. Pages spilled to unnamed files (the
-            // sink's default) come back in the same file.
-            let spill_dir = tempfile::tempdir().expect("spill dir");
-            let spill = SpillPages::new(spill_dir.path().to_path_buf()).expect("spill");
+            let (expected_rows, expected_groups) = read_back(expected.clone());
+            let cut_by_rows_only = max_bytes == 1 << 30;
+            let mut unsettled: Option<Vec<u8>> = None;
             for (threads, settled, spilled) in [
                 (1, true, false),
                 (3, true, false),
@@ -1289,11 +1384,15 @@ mod tests {
                 (1, true, true),
                 (3, false, true),
             ] {
+                let what = format!(
+                    "exact {settled}, spilled {spilled}, {threads} threads, {max_rows}/{max_bytes}"
+                );
                 let pool = Arc::new(EncodePool::new(threads).expect("pool"));
                 let pages = spilled.then(|| spill.clone());
                 let mut w =
                     EncodeWriter::try_new(Vec::new(), schema.clone(), props.clone(), pool, pages)
                         .expect("writer");
+                w.exact_cuts = settled;
                 let mut ours = Vec::new();
                 for b in &batches {
                     w.write(b).await.expect("write");
@@ -1305,18 +1404,33 @@ mod tests {
                 w.finish().await.expect("finish");
                 if settled {
                     ours.push((w.bytes_written(), w.in_progress_size()));
-                    assert_eq!(
-                        ours, trace,
-                        "sizes, {threads} threads, spilled {spilled}, {max_rows}/{max_bytes}"
-                    );
+                    assert_eq!(ours, trace, "sizes, {what}");
                 }
-                let got = w.into_inner();
+                let got = w.into_inner().expect("the upload, after finish");
+                if settled || cut_by_rows_only {
+                    assert!(
+                        got == expected,
+                        "{what}: {} bytes vs {}",
+                        got.len(),
+                        expected.len()
+                    );
+                    continue;
+                }
+                let (rows, groups) = read_back(got.clone());
+                assert_eq!(rows, expected_rows, "rows, {what}");
+                let largest = |g: &[i64]| g.iter().copied().max().unwrap_or(0);
                 assert!(
-                    got == expected,
-                    "settled {settled}, spilled {spilled}, {threads} threads, {max_rows}/{max_bytes}: {} bytes vs {}",
-                    got.len(),
-                    expected.len()
+                    groups.len().abs_diff(expected_groups.len()) <= 1
+                        && 2 * largest(&groups) <= 3 * largest(&expected_groups)
+                        // The first cut, before any bytes per row are known, waits for the
+                        // lanes: it is near the reference's.
+                        && 4 * groups[0].abs_diff(expected_groups[0]) <= expected_groups[0] as u64,
+                    "{what}: row groups {groups:?}, the reference's {expected_groups:?}"
                 );
+                match &unsettled {
+                    None => unsettled = Some(got),
+                    Some(first) => assert!(*first == got, "{what}: not the file of 1 thread"),
+                }
             }
         }
     }
@@ -1369,7 +1483,7 @@ mod tests {
             most <= 2,
             "{most} files open for one row group of 300 columns"
         );
-        let bytes = Bytes::from(w.into_inner());
+        let bytes = Bytes::from(w.into_inner().expect("the upload, after finish"));
         let rows: usize =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .expect("reader")
@@ -1520,7 +1634,7 @@ mod tests {
             released.load(Ordering::SeqCst),
             "column b of write 2 did not start during write 1"
         );
-        let file = Bytes::from(w.into_inner());
+        let file = Bytes::from(w.into_inner().expect("the upload, after finish"));
         let rows: Vec<RecordBatch> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1000)
                 .expect("reader")
@@ -1561,6 +1675,86 @@ mod tests {
                 .expect("second write");
         }
         w.finish().await.expect("finish");
+    }
+
+    /// An upload whose writes each wait for a permit of `gate`.
+    struct Held {
+        bytes: Vec<u8>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl AsyncFileWriter for Held {
+        fn write(&mut self, bs: Bytes) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async move {
+                let permit = self.gate.acquire().await;
+                permit
+                    .map_err(|e| ParquetError::External(Box::new(e)))?
+                    .forget();
+                self.bytes.extend_from_slice(&bs);
+                Ok(())
+            })
+        }
+
+        fn complete(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A flushed row group is appended (and uploaded) while the next one is encoded: with
+    /// the upload held, the write that flushes a row group returns, and so does the next
+    /// one; only the next flush waits for the append before it (row groups reach the file in
+    /// order). Released, the file holds every row in its row groups.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_row_group_is_encoded_while_the_last_is_appended() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let upload = Held {
+            bytes: Vec::new(),
+            gate: gate.clone(),
+        };
+        let pool = Arc::new(EncodePool::new(2).expect("pool"));
+        // Row groups of 20 000 rows: more than the file writer's buffer, so that appending
+        // one writes to the upload.
+        const N: i64 = 20_000;
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(N as usize))
+            .build();
+        let mut w = EncodeWriter::try_new(upload, two_columns(0, 1).schema(), props, pool, None)
+            .expect("writer");
+        for (from, to) in [(0, N), (N, N + N / 2)] {
+            tokio::time::timeout(Duration::from_secs(5), w.write(&two_columns(from, to)))
+                .await
+                .expect("a write does not wait for the upload of the row group before")
+                .expect("write");
+        }
+        {
+            let second = two_columns(N + N / 2, 2 * N);
+            let mut write = std::pin::pin!(w.write(&second));
+            let waited = tokio::time::timeout(Duration::from_millis(300), &mut write).await;
+            assert!(
+                waited.is_err(),
+                "the second row group was flushed before the first was appended: {waited:?}"
+            );
+            gate.add_permits(1 << 20);
+            tokio::time::timeout(Duration::from_secs(5), write)
+                .await
+                .expect("the flush goes on once the upload does")
+                .expect("second flush");
+        }
+        w.write(&two_columns(2 * N, 2 * N + N / 2))
+            .await
+            .expect("write");
+        w.finish().await.expect("finish");
+        let file = w.into_inner().expect("the upload, after finish").bytes;
+        let (rows, groups) = read_back(file);
+        assert_eq!(groups, [N, N, N / 2]);
+        let a: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>();
+                a.expect("a").values().to_vec()
+            })
+            .collect();
+        assert_eq!(a, (0..2 * N + N / 2).collect::<Vec<i64>>());
     }
 
     #[test]

@@ -135,7 +135,15 @@ impl ParquetSink {
             self.parquet_err(format!("cannot finish the upload of {}", file.rel), e)
         })?;
         let bytes = file.writer.bytes_written() as u64;
-        let completion = file.writer.into_inner().completion();
+        let Some(upload) = file.writer.into_inner() else {
+            return Err(self.parquet_err(
+                format!("cannot finish the upload of {}", file.rel),
+                parquet::errors::ParquetError::General(
+                    "the file's last row group never gave its upload back".into(),
+                ),
+            ));
+        };
+        let completion = upload.completion();
         self.closed.push(FileEntry {
             path: file.rel,
             partition: file.partition,
