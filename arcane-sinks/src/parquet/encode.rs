@@ -18,7 +18,10 @@
 //! for the next one, so that a write's slowest column does not hold back the next write's
 //! columns. A write returns once the write before it is encoded (the lanes hold at most two
 //! writes' arrays); an encoding failure is returned by the write that finds it, or by
-//! `settle` or `finish`. Where a row group is cut by `max_row_group_bytes` is decided by
+//! `settle` or `finish`. A row group ends in the lanes too: each lane closes its column's
+//! writers after its last array of the row group (the next row group's arrays may already
+//! wait behind), and a task of its own appends the column chunks once all are closed and the
+//! row group before is in the file, while the next row group is encoded. Where a row group is cut by `max_row_group_bytes` is decided by
 //! `ArrowWriter`'s rules on a prediction of the row group's size instead of its exact size:
 //! the size after the write before the last (which every lane has encoded) and its bytes per
 //! row for the rows written since. Deciding on exact sizes meant waiting for every lane
@@ -65,9 +68,6 @@ pub(crate) fn default_encode_threads() -> usize {
 
 /// A unit of work for a pool thread.
 type Job = Box<dyn FnOnce() + Send>;
-
-/// A task of [`EncodePool::run`], returning its result.
-type Task<T> = Box<dyn FnOnce() -> Result<T> + Send>;
 
 /// Threads that encode columns, kept for the sink's lifetime; with one thread, tasks run on
 /// the calling thread instead. The threads exit when the pool is dropped.
@@ -161,67 +161,6 @@ impl EncodePool {
     fn threads(&self) -> usize {
         self.threads.len()
     }
-
-    /// Run `tasks` (at once on the pool's threads, or one after the other on the calling
-    /// thread) and wait for all of them; their results in order. A task that panics gives an
-    /// error with the panic's message, naming the task by the name it comes with.
-    ///
-    /// `costs` (by task; missing ones count as 0) orders the tasks handed to the threads,
-    /// the costliest first, so that the longest task does not start last while the other
-    /// threads wait for it with nothing to do (a row group's flush returns when all its
-    /// columns are closed).
-    async fn run<T: Send + 'static>(
-        &self,
-        tasks: Vec<(String, Task<T>)>,
-        costs: &[Duration],
-    ) -> Vec<Result<T>> {
-        let Some(jobs) = &self.jobs else {
-            return tasks
-                .into_iter()
-                .map(|(name, task)| run_caught(&name, task))
-                .collect();
-        };
-        let n = tasks.len();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<T>)>();
-        let names: Vec<String> = tasks.iter().map(|(name, _)| name.clone()).collect();
-        let mut tasks: Vec<_> = tasks.into_iter().map(|(_, task)| Some(task)).collect();
-        let mut order: Vec<usize> = (0..n).collect();
-        let cost = |i: usize| costs.get(i).copied().unwrap_or_default();
-        order.sort_by_key(|&i| std::cmp::Reverse(cost(i)));
-        for i in order {
-            let Some(task) = tasks[i].take() else {
-                continue;
-            };
-            let tx = tx.clone();
-            let task_name = names[i].clone();
-            let job: Job = Box::new(move || {
-                // The receiver is gone only when the caller stopped waiting.
-                let _ = tx.send((i, run_caught(&task_name, task)));
-            });
-            if let Err(mpsc::SendError(job)) = jobs.send(job) {
-                // No thread takes jobs any more (they cannot stop while the pool lives, but
-                // be safe): run it here.
-                job();
-            }
-        }
-        drop(tx);
-        let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
-        // Every job sends its result or, if it is dropped without running, drops its sender:
-        // this ends when all are accounted for, never hangs.
-        while let Some((i, result)) = rx.recv().await {
-            out[i] = Some(result);
-        }
-        out.into_iter()
-            .zip(names)
-            .map(|(r, name)| {
-                r.unwrap_or_else(|| {
-                    Err(ParquetError::General(format!(
-                        "an encoding thread stopped before encoding {name}"
-                    )))
-                })
-            })
-            .collect()
-    }
 }
 
 impl Drop for EncodePool {
@@ -310,18 +249,31 @@ struct Lane {
     gate: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
+/// A lane's work, in the order written.
+enum LaneJob {
+    /// The writers of the next row group (its index in the file).
+    Start(usize, ColumnWriters),
+    /// This column's array of a write (its number).
+    Write(u64, ArrayRef),
+    /// The end of the row group: close its writers and send their column chunks.
+    Cut(tokio::sync::oneshot::Sender<Result<Vec<ArrowColumnChunk>>>),
+}
+
 #[derive(Default)]
 struct LaneState {
-    /// The writers, here while no thread runs the lane (taken by the thread that does).
+    /// The writers of the row group the lane is at, here while no thread runs the lane (taken
+    /// by the thread that does).
     writers: Option<ColumnWriters>,
-    /// Arrays to encode, with the number of the write they belong to.
-    queue: std::collections::VecDeque<(u64, ArrayRef)>,
+    /// Work to do: row groups' writers, arrays and row groups' ends.
+    queue: std::collections::VecDeque<LaneJob>,
     running: bool,
     /// The last write whose array this lane has encoded.
     done: u64,
-    /// `(write, rows, estimated bytes)` of the row group in progress after each of the last
-    /// two writes this lane encoded, the latest last (zeros at the row group's start).
-    history: [(u64, usize, usize); 2],
+    /// The row group (index in the file) the lane's writers belong to.
+    row_group: usize,
+    /// `(row group, write, rows, estimated bytes)` of a row group after each of the last two
+    /// writes this lane encoded, the latest last.
+    history: [(usize, u64, usize, usize); 2],
     /// How long the last array took.
     cost: Duration,
     /// The first failure; the writers are dropped and later arrays skipped.
@@ -334,7 +286,7 @@ impl Lane {
     }
 }
 
-/// A pool thread's turn at `lane`: encode its queued arrays until none is left.
+/// A pool thread's turn at `lane`: do its queued work until none is left.
 fn run_lane(lane: &Lane) {
     let mut writers = lane.lock().writers.take();
     loop {
@@ -351,7 +303,37 @@ fn run_lane(lane: &Lane) {
                 }
             }
         };
-        let (write, array) = next;
+        let (write, array) = match next {
+            LaneJob::Start(row_group, next) => {
+                let mut state = lane.lock();
+                state.row_group = row_group;
+                // A lane that failed encodes nothing more (the writer is broken).
+                if state.failed.is_none() {
+                    writers = Some(next);
+                }
+                continue;
+            }
+            LaneJob::Cut(reply) => {
+                let closed = match writers.take() {
+                    Some(column) => run_caught(&lane.name, || {
+                        column
+                            .writers
+                            .into_iter()
+                            .map(ArrowColumnWriter::close)
+                            .collect::<Result<_>>()
+                            .map_err(|e| in_column(&lane.name, e))
+                    }),
+                    None => Err(ParquetError::General(format!(
+                        "{}: its writers are gone",
+                        lane.name
+                    ))),
+                };
+                // The row group's append is gone when its writer was dropped: nothing to do.
+                let _ = reply.send(closed);
+                continue;
+            }
+            LaneJob::Write(write, array) => (write, array),
+        };
         let started = Instant::now();
         let result = match writers.as_mut() {
             Some(w) => run_caught(&lane.name, || {
@@ -370,8 +352,19 @@ fn run_lane(lane: &Lane) {
         match result {
             Ok(()) => {
                 if let Some(w) = &writers {
-                    let rows = state.history[1].1 + array.len();
-                    state.history = [state.history[1], (write, rows, w.estimated_bytes())];
+                    let (row_group, _, rows, _) = state.history[1];
+                    let before = if row_group == state.row_group {
+                        rows
+                    } else {
+                        0
+                    };
+                    let now = (
+                        state.row_group,
+                        write,
+                        before + array.len(),
+                        w.estimated_bytes(),
+                    );
+                    state.history = [state.history[1], now];
                 }
             }
             Err(e) => {
@@ -553,9 +546,15 @@ impl<W: AsyncFileWriter + Send + 'static> EncodeWriter<W> {
         self.predicted_bytes()
     }
 
-    /// The lanes' estimates, summed (exact when they are idle).
+    /// The lanes' estimates of the row group in progress, summed (exact when they are idle).
     fn lanes_bytes(&self) -> usize {
-        self.lanes.iter().map(|lane| lane.lock().history[1].2).sum()
+        self.lanes
+            .iter()
+            .map(|lane| match lane.lock().history[1] {
+                (row_group, _, _, bytes) if row_group == self.row_groups => bytes,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// The rows and estimated bytes of the row group in progress after write `write`, which
@@ -566,7 +565,11 @@ impl<W: AsyncFileWriter + Send + 'static> EncodeWriter<W> {
         let mut bytes = 0;
         for lane in &self.lanes {
             let state = lane.lock();
-            if let Some(&(_, r, b)) = state.history.iter().find(|(w, _, _)| *w == write) {
+            if let Some(&(_, _, r, b)) = state
+                .history
+                .iter()
+                .find(|(g, w, _, _)| *g == self.row_groups && *w == write)
+            {
                 rows = r;
                 bytes += b;
             }
@@ -809,15 +812,27 @@ impl<W: AsyncFileWriter + Send + 'static> EncodeWriter<W> {
             .zip(self.schema.fields())
             .zip(&self.leaves)
         {
-            let mut state = lane.lock();
-            state.writers = Some(ColumnWriters {
+            let column = ColumnWriters {
                 field: field.clone(),
                 writers: writers.by_ref().take(*n).collect(),
-            });
-            state.history = Default::default();
+            };
+            self.to_lane(lane, LaneJob::Start(self.row_groups, column));
         }
         self.in_progress = Some(RowGroup { rows: 0 });
         Ok(())
+    }
+
+    /// Queue `job` in `lane`, which a pool thread runs unless one already does.
+    fn to_lane(&self, lane: &Arc<Lane>, job: LaneJob) {
+        let start = {
+            let mut state = lane.lock();
+            state.queue.push_back(job);
+            !mem::replace(&mut state.running, true)
+        };
+        if start {
+            let lane = lane.clone();
+            self.pool.spawn(Box::new(move || run_lane(&lane)));
+        }
     }
 
     /// Hand every column of `batch` to its lane (the costliest lanes started first), then wait
@@ -837,91 +852,68 @@ impl<W: AsyncFileWriter + Send + 'static> EncodeWriter<W> {
             .collect();
         order.sort_by_key(|&(cost, _)| std::cmp::Reverse(cost));
         for (_, i) in order {
-            let lane = &self.lanes[i];
-            let start = {
-                let mut state = lane.lock();
-                state.queue.push_back((write, batch.column(i).clone()));
-                !mem::replace(&mut state.running, true)
-            };
-            if start {
-                let lane = lane.clone();
-                self.pool.spawn(Box::new(move || run_lane(&lane)));
-            }
+            self.to_lane(
+                &self.lanes[i],
+                LaneJob::Write(write, batch.column(i).clone()),
+            );
         }
         self.wait_for(write - 1, false).await
     }
 
-    /// Close the column writers of the row group in progress (on the pool, once the lanes
-    /// have encoded everything) and append their chunks to the file in column order
-    /// (`ArrowWriter::flush`).
+    /// End the row group in progress: each lane closes its writers after its last array of
+    /// the row group (the next row group's arrays may already follow), and a task of its own
+    /// appends the column chunks to the file in column order (`ArrowWriter::flush`) once
+    /// every lane has closed its writers and the row group before is appended. This waits
+    /// only for that append (of the row group before, which had this one's encoding time),
+    /// not for the lanes.
     async fn flush_row_group(&mut self) -> Result<()> {
-        if self.in_progress.is_none() {
+        let predicted = self.predicted_bytes();
+        let Some(rg) = self.in_progress.take() else {
             return Ok(());
+        };
+        if rg.rows > 0 {
+            self.last_row_bytes = Some(predicted as f64 / rg.rows as f64);
         }
-        self.settle().await?;
-        if let Some(rg) = self.in_progress.take()
-            && rg.rows > 0
-        {
-            self.last_row_bytes = Some(self.lanes_bytes() as f64 / rg.rows as f64);
-        }
-        let mut costs = Vec::with_capacity(self.lanes.len());
-        let mut tasks = Vec::with_capacity(self.lanes.len());
-        for lane in &self.lanes {
-            let mut state = lane.lock();
-            costs.push(state.cost);
-            let Some(column) = state.writers.take() else {
-                let why = format!("{}: its writers are gone", lane.name);
-                self.broken = Some(why.clone());
-                return Err(ParquetError::General(why));
-            };
-            let what = lane.name.clone();
-            let task: Task<Vec<ArrowColumnChunk>> = Box::new(move || {
-                column
-                    .writers
-                    .into_iter()
-                    .map(ArrowColumnWriter::close)
-                    .collect::<Result<_>>()
-                    .map_err(|e| in_column(&what, e))
-            });
-            tasks.push((lane.name.clone(), task));
-        }
-        self.broken = Some("a row group flush was interrupted".into());
-        let mut chunks = Vec::with_capacity(self.leaves.len());
-        for result in self.pool.run(tasks, &costs).await {
-            match result {
-                Ok(c) => chunks.push(c),
-                Err(e) => {
-                    self.broken = Some(e.to_string());
-                    return Err(e);
-                }
-            }
-        }
-        // The row group before this one is in the file (row groups are appended in order).
+        // The row group before this one is in the file (row groups are appended in order;
+        // it was appended while this one was encoded). Its spill file is then free for the
+        // next row group: a Parquet file uses two at a time.
         self.appended().await?;
         let (Some(file), Some(upload)) = (self.file.take(), self.upload.take()) else {
             return Err(no_file(&self.broken));
         };
-        // The chunks are appended on a blocking thread (spilled pages are read back from
-        // disk), which hands their bytes over in pieces while a task of their own gives them
-        // to the upload: the encoded row group is in memory a piece at a time, never as a
-        // whole column chunk nor as one contiguous copy of itself. Meanwhile the next row
-        // group is encoded.
-        self.written = file.bytes_written()
-            + chunks
-                .iter()
-                .flatten()
-                .map(|c| usize::try_from(c.close().metadata.compressed_size()).unwrap_or(0))
-                .sum::<usize>();
+        let mut closed = Vec::with_capacity(self.lanes.len());
+        for lane in &self.lanes {
+            let (reply, chunks) = tokio::sync::oneshot::channel();
+            self.to_lane(lane, LaneJob::Cut(reply));
+            closed.push((lane.name.clone(), chunks));
+        }
+        // The row group counts by its predicted size until it is appended (and `settle`d):
+        // the figure depends only on the batches written.
+        self.written = file.bytes_written() + predicted;
         self.row_groups += 1;
         let pending = self.pending.clone();
         self.appending = Some(Appending {
             task: tokio::spawn(async move {
+                let mut chunks = Vec::with_capacity(closed.len());
+                for (name, column) in closed {
+                    match column.await {
+                        Ok(column) => chunks.push(column?),
+                        Err(_) => {
+                            return Err(ParquetError::General(format!(
+                                "{name}: its writers were dropped before the row group ended"
+                            )));
+                        }
+                    }
+                }
+                // The chunks are appended on a blocking thread (spilled pages are read back
+                // from disk), which hands their bytes over in pieces while this task gives
+                // them to the upload: the encoded row group is in memory a piece at a time,
+                // never as a whole column chunk nor as one contiguous copy of itself.
                 let mut upload = upload;
                 let file = append_chunks(file, &pending, &mut upload, chunks).await?;
                 Ok((file, upload))
             }),
         });
-        self.broken = None;
         Ok(())
     }
 }
@@ -1559,10 +1551,11 @@ mod tests {
         }
     }
 
-    /// Row groups cut by rows only (a byte limit settles the lanes near it).
-    fn rows_only() -> WriterProperties {
+    /// Row groups of `max_rows`, cut by rows only.
+    fn rows_only(max_rows: usize) -> WriterProperties {
         WriterProperties::builder()
             .set_max_row_group_bytes(None)
+            .set_max_row_group_row_count(Some(max_rows))
             .build()
     }
 
@@ -1581,6 +1574,7 @@ mod tests {
     /// for a message on the sender returned (`wait` at most); whether it came is in the flag.
     fn writer_holding_a(
         wait: Duration,
+        max_rows: usize,
     ) -> (
         EncodeWriter<Vec<u8>>,
         mpsc::Sender<()>,
@@ -1590,7 +1584,7 @@ mod tests {
         let w = EncodeWriter::try_new(
             Vec::new(),
             two_columns(0, 1).schema(),
-            rows_only(),
+            rows_only(max_rows),
             pool,
             None,
         )
@@ -1615,46 +1609,54 @@ mod tests {
 
     /// Column `b` of the second write is encoded while column `a` of the first is still being
     /// encoded: a write does not wait for its slowest column before the next one's columns
-    /// start. (`a` waits, in its first write, until `b` starts on the second: with a barrier
-    /// after each write they never meet, and `a` goes on after 5 s without the message.)
+    /// start, nor does the end of a row group (each write a row group of its own, the second
+    /// time). (`a` waits, in its first write, until `b` starts on the second: with a barrier
+    /// after each write or row group they never meet, and `a` goes on after 5 s without the
+    /// message.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_writes_columns_start_while_a_slow_column_is_encoded() {
-        let (mut w, tx, released) = writer_holding_a(Duration::from_secs(5));
-        let tx = Mutex::new(tx);
-        let set = w.lanes[1].gate.set(Box::new(move |write| {
-            if write == 2 {
-                let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(());
-            }
-        }));
-        assert!(set.is_ok());
-        w.write(&two_columns(0, 100)).await.expect("first write");
-        w.write(&two_columns(100, 200)).await.expect("second write");
-        w.finish().await.expect("finish");
-        assert!(
-            released.load(Ordering::SeqCst),
-            "column b of write 2 did not start during write 1"
-        );
-        let file = Bytes::from(w.into_inner().expect("the upload, after finish"));
-        let rows: Vec<RecordBatch> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1000)
-                .expect("reader")
-                .collect::<std::result::Result<_, _>>()
-                .expect("rows");
-        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 200);
-        let a = rows[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("a");
-        assert_eq!(a.value(0), 0);
-        assert_eq!(a.value(199), 199);
+        for max_rows in [1 << 20, 100] {
+            let (mut w, tx, released) = writer_holding_a(Duration::from_secs(5), max_rows);
+            let tx = Mutex::new(tx);
+            let set = w.lanes[1].gate.set(Box::new(move |write| {
+                if write == 2 {
+                    let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(());
+                }
+            }));
+            assert!(set.is_ok());
+            w.write(&two_columns(0, 100)).await.expect("first write");
+            w.write(&two_columns(100, 200)).await.expect("second write");
+            w.finish().await.expect("finish");
+            assert!(
+                released.load(Ordering::SeqCst),
+                "row groups of {max_rows}: column b of write 2 did not start during write 1"
+            );
+            let file = w.into_inner().expect("the upload, after finish");
+            let (rows, groups) = read_back(file);
+            assert_eq!(
+                groups,
+                if max_rows == 100 {
+                    vec![100, 100]
+                } else {
+                    vec![200]
+                }
+            );
+            let a: Vec<i64> = rows
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>();
+                    a.expect("a").values().to_vec()
+                })
+                .collect();
+            assert_eq!(a, (0..200).collect::<Vec<i64>>());
+        }
     }
 
     /// A write returns only once the write before it is encoded: at most two writes' arrays
     /// are held by the lanes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_waits_for_the_one_before_it() {
-        let (mut w, tx, _) = writer_holding_a(Duration::from_secs(10));
+        let (mut w, tx, _) = writer_holding_a(Duration::from_secs(10), 1 << 20);
         // The first write returns while its column `a` is held.
         tokio::time::timeout(Duration::from_secs(5), w.write(&two_columns(0, 10)))
             .await
@@ -1763,65 +1765,13 @@ mod tests {
         assert!((1..=MAX_DEFAULT_ENCODE_THREADS).contains(&n));
     }
 
-    #[tokio::test]
-    async fn a_panicking_task_is_an_error_and_the_pool_goes_on() {
-        for threads in [1, 3] {
-            let pool = EncodePool::new(threads).expect("pool");
-            let tasks: Vec<(String, Task<u32>)> = vec![
-                ("one".into(), Box::new(|| Ok(1))),
-                ("two".into(), Box::new(|| panic!("boom"))),
-                (
-                    "three".into(),
-                    Box::new(|| Err(ParquetError::General("bad".into()))),
-                ),
-            ];
-            let out = pool.run(tasks, &[]).await;
-            assert_eq!(out.len(), 3);
-            assert_eq!(*out[0].as_ref().expect("one"), 1);
-            let e = out[1].as_ref().expect_err("panic").to_string();
-            assert!(e.contains("encoding two panicked: boom"), "{e}");
-            assert!(out[2].is_err());
-            let again = pool
-                .run(
-                    vec![("four".into(), Box::new(|| Ok(4_u32)) as Task<u32>)],
-                    &[],
-                )
-                .await;
-            assert_eq!(*again[0].as_ref().expect("four"), 4);
-        }
-    }
-
-    #[tokio::test]
-    async fn the_costliest_tasks_start_first_and_results_keep_their_order() {
-        // Two threads and three tasks: the two costliest hold both threads until each has
-        // started (a barrier), so the cheapest must start last. In the order given, the
-        // cheapest (first) would start first.
-        let pool = EncodePool::new(2).expect("pool");
-        let started = Arc::new(Mutex::new(Vec::new()));
-        let barrier = Arc::new(std::sync::Barrier::new(2));
-        let tasks: Vec<(String, Task<usize>)> = (0..3)
-            .map(|i| {
-                let (started, barrier) = (started.clone(), barrier.clone());
-                let task: Task<usize> = Box::new(move || {
-                    started.lock().expect("log").push(i);
-                    if i > 0 {
-                        barrier.wait();
-                    }
-                    Ok(i * 10)
-                });
-                (format!("task {i}"), task)
-            })
-            .collect();
-        let costs = [
-            Duration::from_millis(1),
-            Duration::from_millis(30),
-            Duration::from_millis(20),
-        ];
-        let out = pool.run(tasks, &costs).await;
-        let out: Vec<usize> = out.into_iter().map(|r| r.expect("ok")).collect();
-        assert_eq!(out, vec![0, 10, 20]);
-        let started = started.lock().expect("log").clone();
-        assert_eq!(started.last(), Some(&0), "start order {started:?}");
+    #[test]
+    fn a_panic_is_an_error_naming_the_task() {
+        let e = run_caught("two", || -> Result<u32> { panic!("boom") })
+            .expect_err("panic")
+            .to_string();
+        assert!(e.contains("encoding two panicked: boom"), "{e}");
+        assert_eq!(run_caught("one", || Ok(1)).expect("one"), 1);
     }
 
     #[tokio::test]
@@ -1830,9 +1780,12 @@ mod tests {
         assert_eq!(pool.threads(), 3);
         let live = pool.live.clone();
         assert_eq!(live.load(Ordering::SeqCst), 3);
-        let _ = pool
-            .run(vec![("x".into(), Box::new(|| Ok(())) as Task<()>)], &[])
-            .await;
+        let (tx, rx) = mpsc::channel();
+        pool.spawn(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the job ran");
         drop(pool);
         assert_eq!(live.load(Ordering::SeqCst), 0);
         assert_eq!(EncodePool::new(1).expect("inline").threads(), 0);
