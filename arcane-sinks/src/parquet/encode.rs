@@ -1570,6 +1570,16 @@ mod tests {
         RecordBatch::try_new(schema, vec![a, b]).expect("batch")
     }
 
+    /// The values of column `a` (int64, the first) of `rows`, in order.
+    fn column_a(rows: &[RecordBatch]) -> Vec<i64> {
+        rows.iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>();
+                a.expect("a").values().to_vec()
+            })
+            .collect()
+    }
+
     /// A writer of [`two_columns`] on two threads whose column `a`, in the first write, waits
     /// for a message on the sender returned (`wait` at most); whether it came is in the flag.
     fn writer_holding_a(
@@ -1641,14 +1651,7 @@ mod tests {
                     vec![200]
                 }
             );
-            let a: Vec<i64> = rows
-                .iter()
-                .flat_map(|b| {
-                    let a = b.column(0).as_any().downcast_ref::<Int64Array>();
-                    a.expect("a").values().to_vec()
-                })
-                .collect();
-            assert_eq!(a, (0..200).collect::<Vec<i64>>());
+            assert_eq!(column_a(&rows), (0..200).collect::<Vec<i64>>());
         }
     }
 
@@ -1749,14 +1752,7 @@ mod tests {
         let file = w.into_inner().expect("the upload, after finish").bytes;
         let (rows, groups) = read_back(file);
         assert_eq!(groups, [N, N, N / 2]);
-        let a: Vec<i64> = rows
-            .iter()
-            .flat_map(|b| {
-                let a = b.column(0).as_any().downcast_ref::<Int64Array>();
-                a.expect("a").values().to_vec()
-            })
-            .collect();
-        assert_eq!(a, (0..2 * N + N / 2).collect::<Vec<i64>>());
+        assert_eq!(column_a(&rows), (0..2 * N + N / 2).collect::<Vec<i64>>());
     }
 
     #[test]
