@@ -21,8 +21,9 @@
 //! `settle` or `finish`. A row group ends in the lanes too: each lane closes its column's
 //! writers after its last array of the row group (the next row group's arrays may already
 //! wait behind), and a task of its own appends the column chunks once all are closed and the
-//! row group before is in the file, while the next row group is encoded. Where a row group is cut by `max_row_group_bytes` is decided by
-//! `ArrowWriter`'s rules on a prediction of the row group's size instead of its exact size:
+//! row group before is in the file, while the next row group is encoded.
+//!
+//! Where a row group is cut by `max_row_group_bytes` is decided by `ArrowWriter`'s rules on a prediction of the row group's size instead of its exact size:
 //! the size after the write before the last (which every lane has encoded) and its bytes per
 //! row for the rows written since. Deciding on exact sizes meant waiting for every lane
 //! before each write near the limit, with one thread idle while the slowest column finished
@@ -421,11 +422,11 @@ pub(crate) struct EncodeWriter<W> {
     /// row groups of `ArrowWriter`, for tests to compare with (the sink decides on
     /// predictions, which do not wait for the lanes).
     exact_cuts: bool,
-    /// Encoded bytes per row of the last row group flushed.
+    /// Encoded bytes per row of the last row group flushed (its predicted size over its rows).
     last_row_bytes: Option<f64>,
     upload: Option<W>,
     /// Why the file cannot be written any more: an encoding failed (its column writers are
-    /// gone) or a row group flush was abandoned while its columns were being closed.
+    /// gone), or a row group's append failed or was abandoned.
     broken: Option<String>,
 }
 
@@ -444,9 +445,9 @@ impl<W> std::fmt::Debug for EncodeWriter<W> {
 impl<W> EncodeWriter<W> {
     /// Bytes written to the file so far (handed to the upload or buffered for it): after
     /// [`settle`](Self::settle) and [`finish`](Self::finish), `AsyncArrowWriter::bytes_written`;
-    /// after a row group's flush, the bytes before it and the sizes of its column chunks
-    /// (without the bloom filters written after them), whether or not its append has ended,
-    /// so that the figure (and a file rolled by it) does not depend on the threads' timing.
+    /// after a row group's flush, the bytes before it and the row group's predicted size
+    /// (its columns are still being closed), whether or not its append has ended, so that
+    /// the figure (and a file rolled by it) does not depend on the threads' timing.
     pub(crate) fn bytes_written(&self) -> usize {
         self.written
     }
@@ -1338,8 +1339,8 @@ mod tests {
     /// writes (row groups cut on predicted sizes, not settled): the bytes are the reference's
     /// where only rows cut them; with a byte limit the rows are the reference's, in as many row
     /// groups give or take one (the first within a quarter of the reference's first), none
-    /// half as large again as the reference's largest, and the
-    /// file is the same whatever the threads and the spill.
+    /// half as large again as the reference's largest, and the file is the same whatever the
+    /// threads and the spill.
     #[tokio::test]
     async fn files_are_those_of_async_arrow_writer() {
         let sizes = [1000, 3333, 7, 5000, 1, 12_000, 2500];
